@@ -1,0 +1,63 @@
+# Tadpole State — the front door. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT_BASE ?= 7100
+CLUSTER_DIR ?= .cluster
+NODES ?= n1 n2 n3
+PYTEST_ARGS ?=
+
+.PHONY: help venv proto cluster cluster-stop cluster-status test test-unit test-integration check lint typecheck imports clean bench chaos
+
+help:
+	@echo "make cluster        start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
+	@echo "make cluster-stop   stop it (SIGTERM, then wait)"
+	@echo "make test           run the whole test suite"
+	@echo "make check          ruff, mypy --strict, import-direction contract"
+	@echo "make proto          regenerate node/pb from proto/"
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+proto: venv
+	$(PY) -m grpc_tools.protoc -Inode/pb=proto --python_out=. --pyi_out=. --grpc_python_out=. proto/tadpole.proto
+	@echo "regenerated node/pb/tadpole_pb2*.py"
+
+cluster: venv
+	@$(PY) -m node.devcluster start --base-port $(PORT_BASE) --dir $(CLUSTER_DIR) $(NODES)
+
+cluster-stop:
+	@if test -x $(PY); then $(PY) -m node.devcluster stop --dir $(CLUSTER_DIR); else echo "no venv, nothing to stop"; fi
+
+cluster-status: venv
+	@$(VENV)/bin/tadpole --endpoints $$($(PY) -m node.devcluster endpoints --dir $(CLUSTER_DIR)) members
+
+test: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+check: lint typecheck imports
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+imports: venv
+	$(PY) tests/import_contract.py
+
+clean:
+	rm -rf $(VENV) $(CLUSTER_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,461 @@
+"""The system tier's replicated state machine: a revisioned key-value store.
+
+The model follows etcd's MVCC key space, reduced to what the system tier needs:
+
+* One cluster-wide ``revision`` that grows by one with every command that
+  changes something. All changes made by one transaction share a revision.
+* Per key: ``create_revision`` (revision of the put that created it),
+  ``mod_revision`` (revision of the last change) and ``version`` (number of
+  puts since creation; a delete resets the key to "absent").
+* Compare-and-swap is a transaction: a list of compares over version,
+  create/mod revision or value, then the ``success`` or ``failure`` operations.
+* A bounded history of change events so a watcher can resume from any
+  revision newer than ``compact_revision``.
+
+This module does no I/O, reads no clocks and holds no locks: ``apply`` is a
+pure function of (state, command), which is what Raft needs from it. Commands
+are frozen dataclasses encoded with :func:`encode_command` (msgpack); the
+Raft backend replicates the bytes and every replica decodes and applies them
+in log order. The same class is used by the tests without any cluster.
+
+Thread-safety: none. The owner (the Raft tick thread) serialises every call;
+readers in other threads must go through the owner or take a snapshot.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import msgpack
+
+from consensus.errors import CommandError, CompactedError, SnapshotError
+
+__all__ = [
+    "Barrier",
+    "Command",
+    "CommandResult",
+    "Compare",
+    "CompareOp",
+    "CompareTarget",
+    "DeleteOp",
+    "Event",
+    "EventType",
+    "GetOp",
+    "KeyValue",
+    "OpResult",
+    "PutOp",
+    "SystemStateMachine",
+    "Txn",
+    "decode_command",
+    "encode_command",
+]
+
+SNAPSHOT_FORMAT = 1
+COMMAND_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+
+
+class EventType(enum.IntEnum):
+    PUT = 0
+    DELETE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change. For a DELETE, ``kv`` carries the key, an empty value and
+    the deleting revision as ``mod_revision``; ``prev_kv`` is the deleted value."""
+
+    type: EventType
+    kv: KeyValue
+    prev_kv: KeyValue | None
+
+
+class CompareTarget(enum.IntEnum):
+    VERSION = 0
+    CREATE = 1
+    MOD = 2
+    VALUE = 3
+
+
+class CompareOp(enum.IntEnum):
+    EQUAL = 0
+    NOT_EQUAL = 1
+    GREATER = 2
+    LESS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """``<target of key> <op> <operand>``.
+
+    For an absent key, version, create and mod revision are 0; a VALUE
+    compare against an absent key is always false (as in etcd), so
+    ``value == b""`` never matches a missing key by accident.
+    """
+
+    key: str
+    target: CompareTarget
+    op: CompareOp
+    number: int = 0
+    value: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class PutOp:
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOp:
+    key: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GetOp:
+    key: str
+    prefix: bool = False
+    limit: int = 0
+
+
+TxnOp = PutOp | DeleteOp | GetOp
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    compares: tuple[Compare, ...] = ()
+    success: tuple[TxnOp, ...] = ()
+    failure: tuple[TxnOp, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """Changes nothing. Committing one proves that the local replica has
+    applied every entry committed before the barrier was proposed; the
+    linearizable read path uses it."""
+
+
+Command = Txn | Barrier
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    """Result of one operation inside a transaction.
+
+    put: ``prev`` is the previous value (or None) and ``kvs`` the new value.
+    delete: ``kvs`` are the deleted values. get: ``kvs`` the values found,
+    ``more`` whether ``limit`` cut the list.
+    """
+
+    kvs: tuple[KeyValue, ...] = ()
+    prev: KeyValue | None = None
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    revision: int
+    succeeded: bool = True
+    results: tuple[OpResult, ...] = ()
+
+
+# --- command codec --------------------------------------------------------
+#
+# Wire form: msgpack [COMMAND_FORMAT, tag, body]. Tags are append-only.
+
+_TAG_TXN = 1
+_TAG_BARRIER = 2
+_OP_PUT = 0
+_OP_DELETE = 1
+_OP_GET = 2
+
+
+def _encode_op(op: TxnOp) -> list[object]:
+    if isinstance(op, PutOp):
+        return [_OP_PUT, op.key, op.value]
+    if isinstance(op, DeleteOp):
+        return [_OP_DELETE, op.key, op.prefix]
+    return [_OP_GET, op.key, op.prefix, op.limit]
+
+
+def _decode_op(raw: Sequence[object]) -> TxnOp:
+    kind = raw[0]
+    if kind == _OP_PUT:
+        return PutOp(_str(raw[1]), _bytes(raw[2]))
+    if kind == _OP_DELETE:
+        return DeleteOp(_str(raw[1]), bool(raw[2]))
+    if kind == _OP_GET:
+        return GetOp(_str(raw[1]), bool(raw[2]), _int(raw[3]))
+    raise CommandError(f"unknown operation kind {kind!r}")
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise CommandError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _bytes(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise CommandError(f"expected bytes, got {type(value).__name__}")
+    return value
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CommandError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def encode_command(command: Command) -> bytes:
+    if isinstance(command, Barrier):
+        body: object = None
+        tag = _TAG_BARRIER
+    else:
+        tag = _TAG_TXN
+        body = [
+            [[c.key, int(c.target), int(c.op), c.number, c.value] for c in command.compares],
+            [_encode_op(op) for op in command.success],
+            [_encode_op(op) for op in command.failure],
+        ]
+    packed: bytes = msgpack.packb([COMMAND_FORMAT, tag, body], use_bin_type=True)
+    return packed
+
+
+def decode_command(data: bytes) -> Command:
+    """Decode bytes made by :func:`encode_command`; raise CommandError on anything else."""
+    try:
+        version, tag, body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CommandError(f"undecodable command: {exc}") from exc
+    if version != COMMAND_FORMAT:
+        raise CommandError(f"command format {version!r} is not supported (want {COMMAND_FORMAT})")
+    if tag == _TAG_BARRIER:
+        return Barrier()
+    if tag != _TAG_TXN:
+        raise CommandError(f"unknown command tag {tag!r}")
+    try:
+        compares_raw, success_raw, failure_raw = body
+        compares = tuple(
+            Compare(_str(k), CompareTarget(t), CompareOp(o), _int(n), _bytes(v))
+            for k, t, o, n, v in compares_raw
+        )
+        return Txn(
+            compares,
+            tuple(_decode_op(op) for op in success_raw),
+            tuple(_decode_op(op) for op in failure_raw),
+        )
+    except (ValueError, TypeError, IndexError) as exc:
+        raise CommandError(f"malformed transaction: {exc}") from exc
+
+
+# --- the state machine ----------------------------------------------------
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """Smallest string greater than every string starting with ``prefix``
+    (None when there is none, i.e. prefix is empty)."""
+    if not prefix:
+        return None
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if ord(prefix[-1]) < 0x10FFFF else None
+
+
+@dataclass(slots=True)
+class SystemStateMachine:
+    """Revisioned key-value state. See the module docstring for the model.
+
+    ``history_limit`` bounds the watch history in events; older events are
+    dropped whole revisions at a time and ``compact_revision`` rises.
+    """
+
+    history_limit: int = 10_000
+    revision: int = 0
+    compact_revision: int = 0
+    _data: dict[str, KeyValue] = field(default_factory=dict)
+    _sorted_keys: list[str] | None = None
+    _history: deque[tuple[int, Event]] = field(default_factory=deque)
+
+    # -- reads --------------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        return self._data.get(key)
+
+    def range(
+        self, prefix: str, *, limit: int = 0, start_after: str = ""
+    ) -> tuple[list[KeyValue], bool, int]:
+        """Keys starting with ``prefix`` in byte order, after ``start_after``.
+
+        Returns ``(kvs, more, count)`` where ``count`` is the number of
+        matching keys in total (ignoring limit and start_after paging).
+        """
+        keys = self._keys_with_prefix(prefix)
+        count = len(keys)
+        if start_after:
+            keys = keys[bisect.bisect_right(keys, start_after) :]
+        more = False
+        if limit > 0 and len(keys) > limit:
+            keys = keys[:limit]
+            more = True
+        return [self._data[k] for k in keys], more, count
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def events_since(
+        self, start_revision: int, key: str = "", *, prefix: bool = False
+    ) -> list[Event]:
+        """Events with revision >= ``start_revision`` on ``key`` (or every key
+        under it when ``prefix``). Raises CompactedError if some of them were
+        already dropped from the bounded history."""
+        if start_revision <= self.compact_revision:
+            raise CompactedError(self.compact_revision)
+        return [
+            event
+            for rev, event in self._history
+            if rev >= start_revision and _matches(event.kv.key, key, prefix)
+        ]
+
+    # -- apply --------------------------------------------------------------
+
+    def apply(self, command: Command) -> CommandResult:
+        """Apply one committed command. Deterministic; never raises for a
+        well-formed command (a failed compare is a result, not an error)."""
+        if isinstance(command, Barrier):
+            return CommandResult(revision=self.revision)
+        succeeded = all(self._compare(c) for c in command.compares)
+        ops = command.success if succeeded else command.failure
+        next_revision = self.revision + 1
+        changed = False
+        results: list[OpResult] = []
+        for op in ops:
+            result, op_changed = self._apply_op(op, next_revision)
+            changed = changed or op_changed
+            results.append(result)
+        if changed:
+            self.revision = next_revision
+            self._trim_history()
+        return CommandResult(self.revision, succeeded, tuple(results))
+
+    def _apply_op(self, op: TxnOp, rev: int) -> tuple[OpResult, bool]:
+        if isinstance(op, GetOp):
+            if op.prefix:
+                kvs, more, _ = self.range(op.key, limit=op.limit)
+                return OpResult(kvs=tuple(kvs), more=more), False
+            found = self._data.get(op.key)
+            return OpResult(kvs=(found,) if found else ()), False
+        if isinstance(op, PutOp):
+            prev = self._data.get(op.key)
+            if prev is None:
+                kv = KeyValue(op.key, op.value, rev, rev, 1)
+                self._sorted_keys = None
+            else:
+                kv = KeyValue(op.key, op.value, prev.create_revision, rev, prev.version + 1)
+            self._data[op.key] = kv
+            self._history.append((rev, Event(EventType.PUT, kv, prev)))
+            return OpResult(kvs=(kv,), prev=prev), True
+        keys = self._keys_with_prefix(op.key) if op.prefix else [op.key]
+        deleted = [self._data.pop(k) for k in keys if k in self._data]
+        for prev in deleted:
+            tomb = KeyValue(prev.key, b"", 0, rev, 0)
+            self._history.append((rev, Event(EventType.DELETE, tomb, prev)))
+        if deleted:
+            self._sorted_keys = None
+        return OpResult(kvs=tuple(deleted)), bool(deleted)
+
+    def _compare(self, c: Compare) -> bool:
+        kv = self._data.get(c.key)
+        if c.target is CompareTarget.VALUE:
+            if kv is None:
+                return False
+            return _cmp(kv.value, c.op, c.value)
+        actual = 0
+        if kv is not None:
+            actual = {
+                CompareTarget.VERSION: kv.version,
+                CompareTarget.CREATE: kv.create_revision,
+                CompareTarget.MOD: kv.mod_revision,
+            }[c.target]
+        return _cmp(actual, c.op, c.number)
+
+    def _keys_with_prefix(self, prefix: str) -> list[str]:
+        if self._sorted_keys is None:
+            self._sorted_keys = sorted(self._data)
+        keys = self._sorted_keys
+        lo = bisect.bisect_left(keys, prefix)
+        end = _prefix_end(prefix)
+        hi = len(keys) if end is None else bisect.bisect_left(keys, end)
+        return keys[lo:hi]
+
+    def _trim_history(self) -> None:
+        history = self._history
+        while len(history) > self.history_limit:
+            dropped_rev = history[0][0]
+            while history and history[0][0] == dropped_rev:
+                history.popleft()
+            self.compact_revision = dropped_rev
+
+    # -- snapshot -----------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Encode the whole state. Equal states give identical bytes."""
+        kvs = [_kv_tuple(self._data[k]) for k in sorted(self._data)]
+        history = [
+            [rev, int(ev.type), _kv_tuple(ev.kv), _kv_tuple(ev.prev_kv) if ev.prev_kv else None]
+            for rev, ev in self._history
+        ]
+        packed: bytes = msgpack.packb(
+            [SNAPSHOT_FORMAT, self.revision, self.compact_revision, kvs, history],
+            use_bin_type=True,
+        )
+        return packed
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot made by :meth:`snapshot`."""
+        try:
+            fmt, revision, compact, kvs, history = msgpack.unpackb(data, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise SnapshotError(f"undecodable snapshot: {exc}") from exc
+        if fmt != SNAPSHOT_FORMAT:
+            raise SnapshotError(f"snapshot format {fmt!r} is not supported")
+        self.revision = revision
+        self.compact_revision = compact
+        self._data = {kv[0]: KeyValue(*kv) for kv in kvs}
+        self._sorted_keys = None
+        self._history = deque(
+            (rev, Event(EventType(t), KeyValue(*kv), KeyValue(*prev) if prev else None))
+            for rev, t, kv, prev in history
+        )
+
+    def items(self) -> Iterable[KeyValue]:
+        return self._data.values()
+
+
+def _kv_tuple(kv: KeyValue) -> list[object]:
+    return [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
+
+
+def _matches(candidate: str, key: str, prefix: bool) -> bool:
+    return candidate.startswith(key) if prefix else candidate == key
+
+
+def _cmp(actual: int | bytes, op: CompareOp, expected: int | bytes) -> bool:
+    if op is CompareOp.EQUAL:
+        return actual == expected
+    if op is CompareOp.NOT_EQUAL:
+        return actual != expected
+    if op is CompareOp.GREATER:
+        return actual > expected  # type: ignore[operator]
+    return actual < expected  # type: ignore[operator]
