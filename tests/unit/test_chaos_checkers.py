@@ -270,12 +270,12 @@ def random_specs(
     ]
 
 
-def spec_strategy(fates: Sequence[str], clients: int) -> st.SearchStrategy[Spec]:
+def spec_strategy(fates: Sequence[str], *, clients: int, keys: int = 3) -> st.SearchStrategy[Spec]:
     return st.builds(
         Spec,
         client=st.integers(0, clients - 1),
         kind=st.sampled_from(["read", "write", "cas"]),
-        key=st.integers(0, 2),
+        key=st.integers(0, keys - 1),
         choice=st.integers(0, 3),
         gap=st.integers(0, 20),
         lin=st.integers(0, 40),
@@ -302,10 +302,12 @@ def test_real_executions_are_linearizable(specs: list[Spec], sequential: bool) -
 
 
 @settings(
-    derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    derandomize=True, max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(
-    specs=st.lists(spec_strategy(["ok", "ok", "ok", "fail"], clients=3), min_size=2, max_size=40),
+    specs=st.lists(
+        spec_strategy(["ok", "ok", "ok", "fail"], clients=3, keys=2), min_size=3, max_size=40
+    ),
     data=st.data(),
 )
 def test_stale_read_in_sequential_history_is_caught(specs: list[Spec], data: st.DataObject) -> None:
@@ -332,6 +334,60 @@ def test_stale_read_in_sequential_history_is_caught(specs: list[Spec], data: st.
     assert result.verdict is Verdict.VIOLATION
     (violation,) = result.violations
     assert violation.op == ops[i]
+
+
+def _brute_force_linearizable(ops: Sequence[Op]) -> bool:
+    """Naive oracle: try every subset of unknown writes/cas and every order."""
+    kept = [o for o in ops if o.outcome != "fail" and (o.kind != "read" or o.outcome == "ok")]
+    oks = [o for o in kept if o.outcome == "ok"]
+    unknowns = [o for o in kept if o.outcome == "unknown"]
+    for r in range(len(unknowns) + 1):
+        for chosen in itertools.combinations(unknowns, r):
+            for order in itertools.permutations([*oks, *chosen]):
+                if any(
+                    later.end_ns < earlier.invoke_ns
+                    for i, earlier in enumerate(order)
+                    for later in order[i + 1 :]
+                ):
+                    continue  # real-time order broken
+                value: Value = None
+                for o in order:
+                    if o.kind == "read" and o.value != value:
+                        break
+                    if o.kind == "cas" and o.expected != value:
+                        break
+                    if o.kind != "read":
+                        value = o.value
+                else:
+                    return True
+    return False
+
+
+_small_value = st.sampled_from([None, 1, 2])
+
+
+@st.composite
+def small_ops(draw: st.DrawFn) -> Op:
+    start = draw(st.integers(0, 30))
+    outcome: Outcome = draw(st.sampled_from(["ok", "ok", "ok", "fail", "unknown"]))
+    return Op(
+        process=draw(st.integers(0, 3)),
+        kind=draw(st.sampled_from(["read", "read", "write", "cas"])),
+        key="k",
+        value=draw(_small_value),
+        expected=draw(_small_value),
+        invoke_ns=start,
+        complete_ns=start + draw(st.integers(0, 30)),
+        outcome=outcome,
+    )
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(st.lists(small_ops(), max_size=6))
+def test_matches_brute_force_oracle(ops: list[Op]) -> None:
+    """Random small histories, linearizable or not, classified as the oracle does."""
+    expected = Verdict.OK if _brute_force_linearizable(ops) else Verdict.VIOLATION
+    assert check_linearizable(ops).verdict is expected
 
 
 def test_two_thousand_ops_eight_clients_five_keys() -> None:
