@@ -1,0 +1,211 @@
+"""Node configuration: one frozen dataclass, loaded from defaults < TOML < env < flags.
+
+Every field is documented here and in ``docs/configuration.md``. Environment
+variables are ``TADPOLE_<FIELD>`` for node fields and ``TADPOLE_RAFT_<FIELD>``
+for Raft fields; the TOML file has node fields at top level and Raft fields
+in a ``[raft]`` table. Flags win over everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from consensus.raft import RaftConfig
+
+ENV_PREFIX = "TADPOLE_"
+MAX_KEY_BYTES = 1024
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or inconsistent with another."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    # This node's id; unique in the cluster, [A-Za-z0-9_.-]{1,64}.
+    node_id: str = "n1"
+    # host:port the gRPC server binds (client API and peer traffic share it).
+    listen: str = "127.0.0.1:7101"
+    # host:port other nodes and clients use to reach this node ("" = listen).
+    advertise: str = ""
+    # The other voting members: {id: "host:port"}. Empty = single-node cluster.
+    peers: Mapping[str, str] = field(default_factory=dict)
+    # Where the journal, term/vote file and snapshots live ("" = ./data/<node_id>).
+    data_dir: str = ""
+    # File holding the shared cluster secret that authenticates peer traffic.
+    # Required when peers are configured (env TADPOLE_CLUSTER_SECRET may give
+    # the secret itself instead).
+    cluster_secret_file: str = ""
+    cluster_secret: str = field(default="", repr=False)
+    # Largest value accepted, in bytes (default 1 MiB). Larger requests get
+    # INVALID_ARGUMENT. Raft entries carry whole values, so this bounds the
+    # size of one log entry.
+    max_value_bytes: int = 1 << 20
+    # How long the server waits for a proposal to commit before answering
+    # "outcome unknown" (a client deadline, if shorter, wins). Seconds.
+    request_timeout_s: float = 10.0
+    # System-tier backend: "raft" (the node's own Raft group).
+    system_backend: str = "raft"
+    # Python logging level for the node process.
+    log_level: str = "INFO"
+    raft: RaftConfig = field(default_factory=RaftConfig)
+
+    def __post_init__(self) -> None:
+        if not self.node_id or len(self.node_id) > 64 or not all(
+            c.isalnum() or c in "_.-" for c in self.node_id
+        ):
+            raise ConfigError(f"node_id {self.node_id!r}: use 1-64 of [A-Za-z0-9_.-]")
+        _check_address("listen", self.listen)
+        if self.advertise:
+            _check_address("advertise", self.advertise)
+        for peer_id, address in self.peers.items():
+            if peer_id == self.node_id:
+                raise ConfigError(f"peers: {peer_id!r} is this node's own id")
+            _check_address(f"peers.{peer_id}", address)
+        if self.peers and not self.secret():
+            raise ConfigError(
+                "peers are configured but there is no cluster secret: set "
+                "cluster_secret_file (--cluster-secret-file) or TADPOLE_CLUSTER_SECRET; "
+                "peer traffic is never accepted unauthenticated"
+            )
+        if self.max_value_bytes < 1 or self.max_value_bytes > 64 << 20:
+            raise ConfigError("max_value_bytes must be between 1 and 64 MiB")
+        if self.request_timeout_s <= 0:
+            raise ConfigError("request_timeout_s must be positive")
+        if self.system_backend != "raft":
+            raise ConfigError(f"system_backend {self.system_backend!r}: supported: raft")
+
+    @property
+    def address(self) -> str:
+        return self.advertise or self.listen
+
+    @property
+    def data_path(self) -> str:
+        return self.data_dir or os.path.join("data", self.node_id)
+
+    def secret(self) -> bytes:
+        if self.cluster_secret:
+            return self.cluster_secret.encode()
+        if self.cluster_secret_file:
+            try:
+                with open(self.cluster_secret_file, "rb") as f:
+                    secret = f.read().strip()
+            except OSError as exc:
+                raise ConfigError(f"cluster_secret_file: {exc}") from exc
+            if len(secret) < 16:
+                raise ConfigError("cluster secret must be at least 16 bytes")
+            return secret
+        return b""
+
+    def peer_token(self) -> str:
+        """The credential peers present: an HMAC of the secret, so the secret
+        itself never travels."""
+        secret = self.secret()
+        if not secret:
+            return ""
+        return hmac.new(secret, b"tadpole-peer-v1", hashlib.sha256).hexdigest()
+
+
+def _check_address(name: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}: {value!r} is not host:port")
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    """``"n2=127.0.0.1:7102,n3=127.0.0.1:7103"`` -> ``{"n2": ..., "n3": ...}``."""
+    peers: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        peer_id, sep, address = item.partition("=")
+        if not sep or not peer_id or not address:
+            raise ConfigError(f"peers: {item!r} is not id=host:port")
+        peers[peer_id] = address
+    return peers
+
+
+def _coerce(name: str, raw: Any, target: Any) -> Any:
+    if name == "peers":
+        return parse_peers(raw) if isinstance(raw, str) else dict(raw)
+    kind = type(target)
+    try:
+        if kind is bool:
+            return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")
+        if kind in (int, float, str):
+            return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: {raw!r} is not a valid {kind.__name__}") from exc
+    return raw
+
+
+def load_config(
+    *,
+    toml_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> NodeConfig:
+    """Build a NodeConfig from defaults, a TOML file, environment, then flags."""
+    env = os.environ if env is None else env
+    node_fields = {f.name: f for f in dataclasses.fields(NodeConfig) if f.name != "raft"}
+    raft_fields = {f.name: f for f in dataclasses.fields(RaftConfig)}
+    raft_defaults = RaftConfig()
+    node_values: dict[str, Any] = {}
+    raft_values: dict[str, Any] = {}
+
+    def default_of(fields: dict[str, dataclasses.Field[Any]], name: str) -> Any:
+        f = fields[name]
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        return None
+
+    if toml_path:
+        try:
+            with open(toml_path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{toml_path}: {exc}") from exc
+        for key, value in doc.items():
+            if key == "raft":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{toml_path}: [raft] must be a table")
+                for rkey, rvalue in value.items():
+                    if rkey not in raft_fields:
+                        raise ConfigError(f"{toml_path}: unknown setting raft.{rkey}")
+                    raft_values[rkey] = _coerce(rkey, rvalue, getattr(raft_defaults, rkey))
+            elif key in node_fields:
+                node_values[key] = _coerce(key, value, default_of(node_fields, key))
+            else:
+                raise ConfigError(f"{toml_path}: unknown setting {key}")
+    for name in node_fields:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            node_values[name] = _coerce(name, raw, default_of(node_fields, name))
+    for name in raft_fields:
+        raw = env.get(ENV_PREFIX + "RAFT_" + name.upper())
+        if raw is not None:
+            raft_values[name] = _coerce(name, raw, getattr(raft_defaults, name))
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name.startswith("raft."):
+            rname = name[5:]
+            if rname not in raft_fields:
+                raise ConfigError(f"unknown setting {name}")
+            raft_values[rname] = _coerce(rname, value, getattr(raft_defaults, rname))
+        elif name in node_fields:
+            node_values[name] = _coerce(name, value, default_of(node_fields, name))
+        else:
+            raise ConfigError(f"unknown setting {name}")
+    try:
+        raft = RaftConfig(**raft_values)
+    except ValueError as exc:
+        raise ConfigError(f"raft: {exc}") from exc
+    return NodeConfig(**node_values, raft=raft)

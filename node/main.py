@@ -1,0 +1,70 @@
+"""``tadpole node``: run one node process.
+
+Settings come from defaults < ``--config`` TOML file < ``TADPOLE_*``
+environment < flags; ``docs/configuration.md`` lists every one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from node.config import ConfigError, load_config
+
+
+@click.command("node")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--id", "node_id", help="Node id (default n1).")
+@click.option("--listen", help="host:port to serve gRPC on (default 127.0.0.1:7101).")
+@click.option("--advertise", help="host:port others use to reach this node (default: --listen).")
+@click.option("--peers", help="Other members: id=host:port,... (default: none).")
+@click.option("--data-dir", help="Data directory (default ./data/<id>).")
+@click.option("--cluster-secret-file", help="File with the shared cluster secret.")
+@click.option("--max-value-bytes", type=int, help="Largest accepted value (default 1048576).")
+@click.option("--request-timeout", "request_timeout_s", type=float, help="Commit wait, s (10).")
+@click.option("--log-level", help="DEBUG, INFO, WARNING... (default INFO).")
+@click.option("--pid-file", type=click.Path(dir_okay=False), help="Write the process id here.")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Any other setting, e.g. --set raft.election_timeout_min_s=0.2 (repeatable).",
+)
+def node_command(
+    config_file: str | None, pid_file: str | None, settings: tuple[str, ...], **flags: Any
+) -> None:
+    """Run one Tadpole State node in the foreground."""
+    overrides: dict[str, Any] = dict(flags)
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--set")
+        overrides[name.strip()] = value
+    try:
+        config = load_config(toml_path=config_file, overrides=overrides)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if pid_file:
+        with open(pid_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    from node.server import run_node
+
+    try:
+        run_node(config)
+    finally:
+        if pid_file and os.path.exists(pid_file):
+            os.unlink(pid_file)
+
+
+if __name__ == "__main__":
+    node_command()

@@ -1,0 +1,122 @@
+"""One node process: wires the system tier, the gRPC server and peer links.
+
+Everything runs on one asyncio loop except the Raft tick thread (see
+``consensus.raft``). ``run_node`` is what ``tadpole node`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from consensus.raft import RaftBackend
+from node.api import ClusterServicer, KVServicer
+from node.config import NodeConfig
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.peers import PeerAuthInterceptor, PeerServicer, RaftLink
+from node.system import SystemTier
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = tuple(
+    pb.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Peer")
+)
+
+
+class NodeServer:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.started_at = time.monotonic()
+        self._links: dict[str, RaftLink] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: grpc.aio.Server | None = None
+        self.backend = RaftBackend(
+            config.node_id,
+            list(config.peers),
+            config.data_path,
+            sender=self._send_raft,
+            config=config.raft,
+        )
+        self._cluster: ClusterServicer | None = None
+        self._health_servicer: health.aio.HealthServicer | None = None
+
+    def _send_raft(self, peer_id: str, frames: list[bytes]) -> None:
+        # Tick thread -> event loop.
+        link = self._links.get(peer_id)
+        if link is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(link.submit, frames)
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        token = cfg.peer_token()
+        max_msg = max(4 << 20, 2 * cfg.max_value_bytes + (1 << 20))
+        server = grpc.aio.server(
+            interceptors=[PeerAuthInterceptor(token)],
+            options=[
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", max_msg),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self._server = server
+        system = SystemTier(self.backend, self._loop)
+        self._cluster = ClusterServicer(cfg, system, self.started_at)
+        pb_grpc.add_KVServicer_to_server(KVServicer(cfg, system), server)
+        pb_grpc.add_ClusterServicer_to_server(self._cluster, server)
+        pb_grpc.add_PeerServicer_to_server(PeerServicer(self.backend, set(cfg.peers)), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        server.add_insecure_port(cfg.listen)
+        self.backend.start()
+        for peer_id, address in cfg.peers.items():
+            link = RaftLink(cfg.node_id, peer_id, address, token, self.backend)
+            self._links[peer_id] = link
+            link.start()
+        await server.start()
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._health_servicer = health_servicer
+        log.info(
+            "node %s serving on %s (data %s, peers %s)",
+            cfg.node_id,
+            cfg.listen,
+            os.path.abspath(cfg.data_path),
+            ",".join(f"{k}={v}" for k, v in sorted(cfg.peers.items())) or "none",
+        )
+
+    async def stop(self) -> None:
+        log.info("node %s stopping", self.config.node_id)
+        if self._health_servicer is not None:
+            await self._health_servicer.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+        for link in self._links.values():
+            await link.close()
+        if self._cluster is not None:
+            await self._cluster.close()
+        await asyncio.to_thread(self.backend.stop)
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()
+
+
+def run_node(config: NodeConfig) -> None:
+    asyncio.run(NodeServer(config).serve_forever())

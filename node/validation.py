@@ -1,0 +1,50 @@
+"""Input validation for the client API. Pure functions; each raises
+:class:`InvalidArgument` with a message that names the problem, before
+anything is proposed or changed."""
+
+from __future__ import annotations
+
+from node.config import MAX_KEY_BYTES
+
+KNOWN_TIERS = ("system",)
+MAX_TXN_OPS = 128
+
+
+class InvalidArgument(ValueError):
+    """The request is malformed; the message says how. Maps to INVALID_ARGUMENT."""
+
+
+def check_tier(tier: str) -> None:
+    if tier not in ("", *KNOWN_TIERS):
+        raise InvalidArgument(
+            f"unknown tier {tier!r}: the KV API serves tiers {', '.join(KNOWN_TIERS)}"
+        )
+
+
+def check_key(key: str, what: str = "key") -> None:
+    if not key:
+        raise InvalidArgument(f"{what} is empty")
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidArgument(f"{what} is {size} bytes; the limit is {MAX_KEY_BYTES} bytes")
+
+
+def check_prefix(prefix: str) -> None:
+    size = len(prefix.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidArgument(f"prefix is {size} bytes; the limit is {MAX_KEY_BYTES} bytes")
+
+
+def check_value(value: bytes, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(f"value is {len(value)} bytes; the limit is {limit} bytes")
+
+
+def check_revision(revision: int, what: str = "revision") -> None:
+    if revision < 0:
+        raise InvalidArgument(f"{what} {revision} is negative")
+
+
+def check_limit(limit: int) -> None:
+    if limit < 0:
+        raise InvalidArgument(f"limit {limit} is negative")
