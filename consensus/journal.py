@@ -177,7 +177,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._pending.clear()
         self._truncate_file(len(MAGIC))
 
-    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802 (pysyncobj API)
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
         if entryFrom >= len(self._entries):
             return
         cut = self._offsets[entryFrom]
@@ -189,7 +189,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
             self._pending.clear()
             self._truncate_file(cut)
 
-    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802 (pysyncobj API)
+    def deleteEntriesTo(self, entryTo: int) -> None:
         """Drop the first ``entryTo`` entries (covered by a snapshot): rewrite
         the file with the rest and swap it in atomically."""
         self._make_snapshot_durable()
@@ -220,27 +220,27 @@ class DurableJournal(Journal):  # type: ignore[misc]
     def __len__(self) -> int:
         return len(self._entries)
 
-    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802, N803
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
         if self._meta.get("commit") != raftCommitIndex:
             self._meta["commit"] = raftCommitIndex
             self._commit_dirty = True
 
-    def getRaftCommitIndex(self) -> int:  # noqa: N802
+    def getRaftCommitIndex(self) -> int:
         return int(self._meta.get("commit", 1))
 
-    def setCurrentTerm(self, term: int, votedForNodeId: str | None) -> None:  # noqa: N802, N803
+    def setCurrentTerm(self, term: int, votedForNodeId: str | None) -> None:
         self._meta["term"] = term
         self._meta["voted_for"] = votedForNodeId
         self._meta_dirty = True
 
-    def getCurrentTerm(self) -> int:  # noqa: N802
+    def getCurrentTerm(self) -> int:
         return int(self._meta.get("term", 0))
 
-    def getVotedForNodeId(self) -> str | None:  # noqa: N802
+    def getVotedForNodeId(self) -> str | None:
         voted = self._meta.get("voted_for")
         return None if voted is None else str(voted)
 
-    def onOneSecondTimer(self) -> None:  # noqa: N802
+    def onOneSecondTimer(self) -> None:
         # The commit index need not be durable for safety (Raft recomputes
         # it); persisting it now and then only shortens replay after restart.
         if self._commit_dirty and not self._pending and not self._needs_fsync:

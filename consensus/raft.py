@@ -135,6 +135,7 @@ class RaftStatus:
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
+
 def _proposal_error(reason: int) -> ProposalError:
     if reason in (FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER):
         return NotLeaderError("no leader is available right now")
@@ -171,7 +172,7 @@ class _ReplicatedSystem(SyncObj):  # type: ignore[misc]
         self._backend = backend
         super().__init__(*args, **kwargs)
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, payload: bytes) -> CommandResult | CommandError:
         return self._backend._apply(payload)
 
@@ -362,7 +363,7 @@ class RaftBackend:
             raise SnapshotError(f"{filename}: snapshot format {fmt} not supported")
         with self._sm_lock:
             self._sm.restore(state)
-        restored = pickle.loads(raft_data)  # noqa: S301 (our own file)
+        restored = pickle.loads(raft_data)
         return tuple(restored)
 
     # -- API for other threads -------------------------------------------------

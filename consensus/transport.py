@@ -46,9 +46,9 @@ Called from the tick thread; must not block (hand off to another thread)."""
 class HeldTransport(Transport):  # type: ignore[misc]
     def __init__(
         self,
-        syncObj: Any,  # noqa: N803 (pysyncobj calls it so)
-        selfNode: Node,  # noqa: N803
-        otherNodes: Iterable[Node],  # noqa: N803
+        syncObj: Any,
+        selfNode: Node,
+        otherNodes: Iterable[Node],
         *,
         sender: Sender,
         wake: Callable[[], None],
@@ -108,7 +108,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
             self._set_connected(peer_id, True)
             for frame in frames:
                 try:
-                    message = pickle.loads(frame)  # noqa: S301 (authenticated peer)
+                    message = pickle.loads(frame)
                 except Exception:
                     log.exception("undecodable raft frame from %s", peer_id)
                     continue
@@ -156,10 +156,10 @@ class HeldTransport(Transport):  # type: ignore[misc]
 
     # -- Transport API odds and ends -----------------------------------------
 
-    def addNode(self, node: Node) -> None:  # noqa: N802
+    def addNode(self, node: Node) -> None:
         self._nodes[node.id] = node
 
-    def dropNode(self, node: Node) -> None:  # noqa: N802
+    def dropNode(self, node: Node) -> None:
         self._nodes.pop(node.id, None)
         self._connected.discard(node.id)
 
@@ -225,7 +225,9 @@ def trim_append_entries(message: dict[str, Any], log: Any) -> dict[str, Any]:
         trimmed["prevLogIdx"], trimmed["prevLogTerm"] = last_kept[1], last_kept[2]
         trimmed["entries"] = entries[skip:]
         return trimmed
-    covered_idx, covered_term = (entries[-1][1], entries[-1][2]) if entries else (prev_idx, prev_term)
+    covered_idx, covered_term = (
+        (entries[-1][1], entries[-1][2]) if entries else (prev_idx, prev_term)
+    )
     last = log[-1]
     if last[1] > covered_idx and last[2] == message["term"]:
         covered_idx, covered_term = last[1], last[2]

@@ -16,6 +16,7 @@ watch history compacted        OUT_OF_RANGE         from a newer revision
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -101,9 +102,7 @@ class _Api:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if isinstance(exc, CompactedError):
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
-        if isinstance(exc, NotLeaderError) or (
-            isinstance(exc, ProposalError) and exc.retryable
-        ):
+        if isinstance(exc, NotLeaderError) or (isinstance(exc, ProposalError) and exc.retryable):
             leader = self.system.backend.status().leader_id
             if leader:
                 context.set_trailing_metadata(
@@ -112,9 +111,7 @@ class _Api:
                         ("tadpole-leader-address", self.leader_address(leader)),
                     )
                 )
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"{exc}; not applied, safe to retry"
-            )
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; not applied, safe to retry")
         if isinstance(exc, OutcomeUnknownError):
             await context.abort(grpc.StatusCode.ABORTED, str(exc))
         if isinstance(exc, ProposalTimeout | TimeoutError):
@@ -126,6 +123,7 @@ class _Api:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.exception("unexpected error serving a request", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        raise AssertionError("context.abort() returned")  # it raises; this keeps mypy honest
 
     async def read(
         self,
@@ -189,8 +187,14 @@ def _op_result_to_pb(op: TxnOp, res: OpResult, revision: int, header: Any) -> An
     )
 
 
+def _events_and_revision(
+    since: int, key: str, prefix: bool, sm: SystemStateMachine
+) -> tuple[list[Event], int]:
+    return sm.events_since(since, key, prefix=prefix), sm.revision
+
+
 class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
-    async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             v.check_tier(request.tier)
             v.check_key(request.key)
@@ -203,7 +207,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             header=self.header(revision), found=found is not None, kv=kv_to_pb(found)
         )
 
-    async def Range(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Range(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             v.check_tier(request.tier)
             v.check_prefix(request.prefix)
@@ -225,7 +229,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
     async def _commit(self, context: grpc.aio.ServicerContext, txn: Txn) -> Any:
         return await self.system.propose(txn, self.timeout(context))
 
-    async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             v.check_tier(request.tier)
             v.check_key(request.key)
@@ -240,7 +244,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             prev_kv=kv_to_pb(op.prev) if request.prev_kv and op.prev else None,
         )
 
-    async def Delete(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Delete(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             v.check_tier(request.tier)
             if request.prefix:
@@ -259,7 +263,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             prev_kvs=[kv_to_pb(k) for k in deleted] if request.prev_kv else [],
         )
 
-    async def Txn(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Txn(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             v.check_tier(request.tier)
             total = len(request.compare) + len(request.success) + len(request.failure)
@@ -292,9 +296,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             ],
         )
 
-    async def Watch(  # noqa: N802
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
+    async def Watch(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
             v.check_tier(request.tier)
             if request.prefix:
@@ -309,10 +311,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             applied = self.system.applied_future()
             try:
                 events, latest = self.system.serializable(
-                    lambda sm: (
-                        sm.events_since(next_rev, request.key, prefix=request.prefix),
-                        sm.revision,
-                    )
+                    functools.partial(_events_and_revision, next_rev, request.key, request.prefix)
                 )
             except CompactedError as exc:
                 await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
@@ -322,7 +321,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
                     header=self.header(last),
                     events=[
                         pb.Event(
-                            type=int(e.type),
+                            type=int(e.type),  # type: ignore[arg-type]
                             kv=kv_to_pb(e.kv),
                             prev_kv=kv_to_pb(e.prev_kv) if e.prev_kv else None,
                         )
@@ -366,10 +365,10 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
             system_backend=self.config.system_backend,
         )
 
-    async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return self.status_pb()
 
-    async def Members(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Members(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         st = self.system.backend.status()
         me = self.status_pb()
         members = [
@@ -414,9 +413,7 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         )
         return pb.MembersResponse(header=self.header(), members=members)
 
-    async def TransferLeadership(  # noqa: N802
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> Any:
+    async def TransferLeadership(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         target = request.target_id
         if target and target not in self.config.peers and target != self.config.node_id:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no member with id {target!r}")
@@ -434,10 +431,12 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[tuple[bool, str]] = loop.create_future()
 
+        def settle(ok: bool, why: str) -> None:
+            if not outcome.done():
+                outcome.set_result((ok, why))
+
         def done(ok: bool, why: str) -> None:
-            loop.call_soon_threadsafe(
-                lambda: outcome.done() or outcome.set_result((ok, why))
-            )
+            loop.call_soon_threadsafe(settle, ok, why)
 
         self.system.backend.transfer_leadership(target, done)
         ok, why = await asyncio.wait_for(outcome, 5.0)

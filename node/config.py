@@ -58,8 +58,10 @@ class NodeConfig:
     raft: RaftConfig = field(default_factory=RaftConfig)
 
     def __post_init__(self) -> None:
-        if not self.node_id or len(self.node_id) > 64 or not all(
-            c.isalnum() or c in "_.-" for c in self.node_id
+        if (
+            not self.node_id
+            or len(self.node_id) > 64
+            or not all(c.isalnum() or c in "_.-" for c in self.node_id)
         ):
             raise ConfigError(f"node_id {self.node_id!r}: use 1-64 of [A-Za-z0-9_.-]")
         _check_address("listen", self.listen)

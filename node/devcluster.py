@@ -191,9 +191,12 @@ class LocalCluster:
     def status(self, node_id: str, timeout: float = 0.5) -> pb.StatusResponse | None:
         with grpc.insecure_channel(self.addresses[node_id]) as channel:
             try:
-                return pb_grpc.ClusterStub(channel).Status(pb.StatusRequest(), timeout=timeout)
+                status: pb.StatusResponse = pb_grpc.ClusterStub(channel).Status(
+                    pb.StatusRequest(), timeout=timeout
+                )
             except grpc.RpcError:
                 return None
+            return status
 
     def leader(self, among: list[str] | None = None) -> str | None:
         """The leader every live node in ``among`` agrees on, if any."""

@@ -16,6 +16,7 @@ size grows with load (and with the peer's latency) by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -77,7 +78,7 @@ class PeerServicer(pb_grpc.PeerServicer):  # type: ignore[misc]
         self._backend = backend
         self._peer_ids = peer_ids
 
-    async def Raft(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Raft(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         if request.from_id not in self._peer_ids:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"{request.from_id!r} is not a configured peer"
@@ -123,21 +124,23 @@ class RaftLink:
 
     def submit(self, frames: list[bytes]) -> None:
         if len(self._frames) + len(frames) > self.MAX_QUEUED_FRAMES:
-            log.warning("raft link to %s: queue full, dropping %d frames", self.peer_id, len(frames))
+            log.warning(
+                "raft link to %s: queue full, dropping %d frames", self.peer_id, len(frames)
+            )
             return
         self._frames.extend(frames)
         self._ready.set()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"raft->{self.peer_id}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"raft->{self.peer_id}"
+        )
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         if self._channel is not None:
             await self._channel.close()
 
@@ -155,10 +158,8 @@ class RaftLink:
         backoff = 0.05
         while True:
             if not self._frames:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ready.wait(), self._keepalive_s)
-                except TimeoutError:
-                    pass
             self._ready.clear()
             frames, self._frames = self._frames, []
             try:

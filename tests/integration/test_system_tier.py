@@ -1,0 +1,352 @@
+"""The system tier on three real node processes over loopback gRPC."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from node.devcluster import LocalCluster
+from node.pb import tadpole_pb2 as pb
+
+pytestmark = pytest.mark.integration
+
+
+def put(stub: Any, key: str, value: bytes, timeout: float = 5.0) -> Any:
+    return stub.kv.Put(pb.PutRequest(key=key, value=value), timeout=timeout)
+
+
+def get(stub: Any, key: str, *, serializable: bool = False) -> Any:
+    consistency = pb.SERIALIZABLE if serializable else pb.LINEARIZABLE
+    return stub.kv.Get(pb.GetRequest(key=key, consistency=consistency), timeout=5.0)
+
+
+def roles(cluster: LocalCluster) -> dict[str, str]:
+    out = {}
+    for node_id in cluster.node_ids:
+        st = cluster.status(node_id)
+        out[node_id] = st.raft_role if st else "down"
+    return out
+
+
+def write_until_ok(
+    cluster: LocalCluster, stubs: Any, key: str, value: bytes, nodes: list[str], deadline_s: float
+) -> float:
+    """Retry a put round-robin over ``nodes`` until acknowledged; return seconds taken."""
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < deadline_s:
+        stub = stubs(cluster.addresses[nodes[i % len(nodes)]])
+        i += 1
+        try:
+            put(stub, key, value, timeout=0.5)
+            return time.monotonic() - start
+        except grpc.RpcError as exc:
+            assert exc.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.ABORTED,
+            ), exc
+            time.sleep(0.02)
+    raise AssertionError(f"no write acknowledged within {deadline_s} s")
+
+
+def test_write_on_one_node_read_on_every_other(make_cluster: Any, stubs: Any) -> None:
+    cluster = make_cluster()
+    n1, n2, n3 = (stubs(cluster.addresses[n]) for n in cluster.node_ids)
+    resp = put(n1, "config/a", b"1")
+    assert resp.kv.version == 1 and resp.kv.create_revision == resp.header.revision
+    for stub in (n2, n3):
+        got = get(stub, "config/a")
+        assert got.found and got.kv.value == b"1"
+        assert got.header.revision >= resp.header.revision
+    put(n2, "config/a", b"2")
+    got = get(n3, "config/a")
+    assert got.kv.value == b"2" and got.kv.version == 2
+
+
+def test_follower_forwards_writes_to_the_leader(make_cluster: Any, stubs: Any) -> None:
+    cluster = make_cluster()
+    leader = cluster.wait_leader()
+    follower = next(n for n in cluster.node_ids if n != leader)
+    stub = stubs(cluster.addresses[follower])
+    resp = put(stub, "fwd", b"x")
+    assert resp.header.member_id == follower
+    assert resp.header.leader_id == leader
+    assert get(stubs(cluster.addresses[leader]), "fwd").kv.value == b"x"
+
+
+def test_bad_input_is_rejected_and_changes_nothing(make_cluster: Any, stubs: Any) -> None:
+    cluster = make_cluster()
+    stub = stubs(cluster.addresses["n1"])
+    put(stub, "keep", b"v")
+    before = get(stub, "keep").header.revision
+    bad: list[tuple[Any, Any, str]] = [
+        (stub.kv.Put, pb.PutRequest(key="", value=b"x"), "key is empty"),
+        (stub.kv.Put, pb.PutRequest(key="k" * 1025, value=b"x"), "1025 bytes"),
+        (stub.kv.Put, pb.PutRequest(key="big", value=b"x" * ((1 << 20) + 1)), "limit is 1048576"),
+        (stub.kv.Put, pb.PutRequest(key="k", value=b"x", tier="mesh2"), "unknown tier"),
+        (stub.kv.Get, pb.GetRequest(key=""), "key is empty"),
+        (stub.kv.Range, pb.RangeRequest(prefix="a", limit=-1), "limit -1"),
+        (stub.kv.Delete, pb.DeleteRequest(key=""), "key is empty"),
+        (
+            stub.kv.Txn,
+            pb.TxnRequest(
+                compare=[pb.Compare(key="keep", target=pb.Compare.MOD, number=-5)],
+                success=[pb.RequestOp(put=pb.PutRequest(key="keep", value=b"no"))],
+            ),
+            "negative",
+        ),
+        (
+            stub.kv.Txn,
+            pb.TxnRequest(success=[pb.RequestOp()]),
+            "no request set",
+        ),
+    ]
+    for method, request, fragment in bad:
+        with pytest.raises(grpc.RpcError) as err:
+            method(request, timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (request, err.value)
+        assert fragment in (err.value.details() or ""), err.value.details()
+    watch = stub.kv.Watch(pb.WatchRequest(key="keep", start_revision=-3), timeout=5)
+    with pytest.raises(grpc.RpcError) as err:
+        next(iter(watch))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    after = get(stub, "keep")
+    assert after.header.revision == before and after.kv.value == b"v"
+    assert all(cluster.pid(n) is not None for n in cluster.node_ids)
+
+
+def test_compare_and_swap_admits_exactly_one_winner(make_cluster: Any, stubs: Any) -> None:
+    cluster = make_cluster()
+    all_stubs = [stubs(cluster.addresses[n]) for n in cluster.node_ids]
+    base = put(all_stubs[0], "lock", b"free")
+    rev = base.kv.mod_revision
+
+    def attempt(i: int) -> bool:
+        stub = all_stubs[i % 3]
+        resp = stub.kv.Txn(
+            pb.TxnRequest(
+                compare=[
+                    pb.Compare(
+                        key="lock", target=pb.Compare.MOD, result=pb.Compare.EQUAL, number=rev
+                    )
+                ],
+                success=[pb.RequestOp(put=pb.PutRequest(key="lock", value=f"owner-{i}".encode()))],
+                failure=[pb.RequestOp(range=pb.RangeRequest(prefix="lock"))],
+            ),
+            timeout=5,
+        )
+        return bool(resp.succeeded)
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(attempt, range(12)))
+    assert results.count(True) == 1
+    winner = results.index(True)
+    final = get(all_stubs[1], "lock")
+    assert final.kv.value == f"owner-{winner}".encode() and final.kv.version == 2
+
+
+def test_range_and_prefix_delete(make_cluster: Any, stubs: Any) -> None:
+    cluster = make_cluster()
+    stub = stubs(cluster.addresses["n2"])
+    for i in range(5):
+        put(stub, f"pool/{i}", str(i).encode())
+    put(stub, "poolside", b"other")
+    page = stub.kv.Range(pb.RangeRequest(prefix="pool/", limit=2), timeout=5)
+    assert [kv.key for kv in page.kvs] == ["pool/0", "pool/1"] and page.more and page.count == 5
+    rest = stub.kv.Range(pb.RangeRequest(prefix="pool/", start_after="pool/1"), timeout=5)
+    assert [kv.key for kv in rest.kvs] == ["pool/2", "pool/3", "pool/4"] and not rest.more
+    deleted = stub.kv.Delete(pb.DeleteRequest(key="pool/", prefix=True), timeout=5)
+    assert deleted.deleted == 5
+    assert stub.kv.Range(pb.RangeRequest(prefix="pool"), timeout=5).count == 1
+
+
+def test_watch_replays_history_then_streams_live(make_cluster: Any, stubs: Any) -> None:
+    cluster = make_cluster()
+    writer = stubs(cluster.addresses["n1"])
+    watcher = stubs(cluster.addresses["n3"])
+    first = put(writer, "w/a", b"1")
+    put(writer, "other", b"x")
+    put(writer, "w/b", b"2")
+    stream = watcher.kv.Watch(
+        pb.WatchRequest(key="w/", prefix=True, start_revision=first.header.revision), timeout=10
+    )
+    seen: list[tuple[int, str, bytes]] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        try:
+            for resp in stream:
+                for ev in resp.events:
+                    seen.append((ev.type, ev.kv.key, ev.kv.value))
+                if len(seen) >= 4:
+                    done.set()
+                    return
+        except grpc.RpcError:
+            done.set()
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    put(writer, "w/c", b"3")
+    writer.kv.Delete(pb.DeleteRequest(key="w/a"), timeout=5)
+    assert done.wait(10)
+    stream.cancel()
+    assert seen == [
+        (pb.Event.PUT, "w/a", b"1"),
+        (pb.Event.PUT, "w/b", b"2"),
+        (pb.Event.PUT, "w/c", b"3"),
+        (pb.Event.DELETE, "w/a", b""),
+    ]
+
+
+def test_leader_sigkill_then_failover_and_catch_up(make_cluster: Any, stubs: Any) -> None:
+    cluster = make_cluster()
+    leader = cluster.wait_leader()
+    survivors = [n for n in cluster.node_ids if n != leader]
+    acked = {}
+    for i in range(30):
+        key = f"pre/{i}"
+        put(stubs(cluster.addresses[cluster.node_ids[i % 3]]), key, f"v{i}".encode())
+        acked[key] = f"v{i}".encode()
+    cluster.kill(leader)
+    took = write_until_ok(cluster, stubs, "post/0", b"after", survivors, deadline_s=10)
+    # The spec's failover objective is 30 s; the issue asks for a write within 2 s.
+    assert took < 2.0, f"first write after killing the leader took {took:.2f} s"
+    new_leader = cluster.wait_leader(among=survivors)
+    assert new_leader in survivors
+    reader = stubs(cluster.addresses[survivors[0]])
+    for key, value in acked.items():
+        assert get(reader, key).kv.value == value, key
+    # The old leader restarts on its data dir and catches up.
+    cluster.start_node(leader)
+    cluster.wait_leader()
+    old = stubs(cluster.addresses[leader])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if get(old, "post/0", serializable=True).found:
+                break
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    assert get(old, "post/0", serializable=True).kv.value == b"after"
+    assert get(old, "pre/29", serializable=True).kv.value == b"v29"
+
+
+def test_all_nodes_killed_and_restarted_keep_every_acknowledged_write(
+    make_cluster: Any, stubs: Any
+) -> None:
+    cluster = make_cluster()
+    acked: dict[str, bytes] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(w: int) -> None:
+        stub = stubs(cluster.addresses[cluster.node_ids[w % 3]])
+        i = 0
+        while not stop.is_set():
+            key, value = f"w{w}/{i}", f"{w}-{i}".encode()
+            try:
+                put(stub, key, value, timeout=2)
+            except grpc.RpcError:
+                return  # the nodes are being killed: later writes are unknown
+            with lock:
+                acked[key] = value
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    for node_id in cluster.node_ids:  # all at once, mid-stream
+        cluster.signal_node(node_id, signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    for node_id in cluster.node_ids:
+        cluster.kill(node_id)
+    assert len(acked) > 50, "the workload acknowledged too little to mean anything"
+    cluster.start()
+    cluster.wait_leader(30)
+    reader = stubs(cluster.addresses["n2"])
+    missing = []
+    for key, value in acked.items():
+        got = get(reader, key)
+        if not got.found or got.kv.value != value:
+            missing.append(key)
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged writes lost: {missing[:5]}"
+
+
+class _Exploit:
+    """Unpickling this creates a marker file: proof that a pickle was decoded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+def test_unauthenticated_peer_calls_are_refused_before_decoding(
+    make_cluster: Any, stubs: Any, tmp_path: Any
+) -> None:
+    cluster = make_cluster()
+    marker = str(tmp_path / "unpickled")
+    frame = pickle.dumps(_Exploit(marker))
+    stub = stubs(cluster.addresses["n1"])
+    for metadata in (None, (("authorization", "Bearer wrong"),), (("authorization", ""),)):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.peer.Raft(pb.RaftBatch(from_id="n2", frames=[frame]), metadata=metadata, timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # A garbage body is refused the same way: it is never parsed.
+    garbage = stub.channel.unary_unary("/tadpole.v1.Peer/Raft")
+    with pytest.raises(grpc.RpcError) as err:
+        garbage(b"\xff\x00not protobuf", timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    time.sleep(0.3)
+    assert not os.path.exists(marker), "an unauthenticated pickle was decoded"
+    # The node is unharmed and the cluster still commits.
+    assert put(stub, "still", b"ok").kv.value == b"ok"
+
+
+def test_health_reflection_and_transfer_leadership(make_cluster: Any, stubs: Any) -> None:
+    cluster = make_cluster()
+    stub = stubs(cluster.addresses["n1"])
+    health = health_pb2_grpc.HealthStub(stub.channel)
+    for service in ("", "tadpole.v1.KV"):
+        resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(stub.channel)
+    answers = refl.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    names = {s.name for a in answers for s in a.list_services_response.service}
+    assert {"tadpole.v1.KV", "tadpole.v1.Cluster", "grpc.health.v1.Health"} <= names
+
+    leader = cluster.wait_leader()
+    target = next(n for n in cluster.node_ids if n != leader)
+    resp = stub.cluster.TransferLeadership(
+        pb.TransferLeadershipRequest(target_id=target), timeout=10
+    )
+    assert resp.leader_id == target
+    assert cluster.wait_leader() == target
+    with pytest.raises(grpc.RpcError) as err:
+        stub.cluster.TransferLeadership(pb.TransferLeadershipRequest(target_id="n9"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    members = stub.cluster.Members(pb.MembersRequest(), timeout=5).members
+    assert sorted(m.id for m in members) == ["n1", "n2", "n3"]
+    assert [m.raft_role for m in members].count("leader") == 1
+    assert all(m.status == "alive" for m in members)
