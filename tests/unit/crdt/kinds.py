@@ -335,7 +335,9 @@ KINDS: list[Kind] = [
         "EventLog",
         EventLog,
         st.one_of(
-            st.tuples(st.just("append"), st.sampled_from(["e0", "e1", "e2", "e3"]), st.integers(0, 3), PT),
+            st.tuples(
+                st.just("append"), st.sampled_from(["e0", "e1", "e2", "e3"]), st.integers(0, 3), PT
+            ),
             st.tuples(st.just("compact"), PT),
         ),
         _log_apply,
