@@ -129,5 +129,5 @@ def decode_as(data: bytes, cls: type[T]) -> T:
     """:func:`decode`, then check the result is a ``cls``; raises CodecError if not."""
     state = decode(data)
     if not isinstance(state, cls):
-        raise CodecError(f"expected a {cls.__name__}, found a {type(state).__name__}")
+        raise CodecError(f"expected {cls.__name__} bytes, found a {type(state).__name__}")
     return state
