@@ -252,6 +252,7 @@ class RaftBackend:
                 sender=self._sender,
                 wake=self._wake.set,
                 log_view=self._journal,
+                sticky_s=cfg.election_timeout_min_s,
             )
             return self._transport
 

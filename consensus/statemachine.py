@@ -268,9 +268,12 @@ def decode_command(data: bytes) -> Command:
 def _prefix_end(prefix: str) -> str | None:
     """Smallest string greater than every string starting with ``prefix``
     (None when there is none, i.e. prefix is empty)."""
-    if not prefix:
+    # Trailing U+10FFFF cannot be incremented: drop it and increment the
+    # character before (every string under "a\U0010ffff" sorts before "b").
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
         return None
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if ord(prefix[-1]) < 0x10FFFF else None
+    return stem[:-1] + chr(ord(stem[-1]) + 1)
 
 
 @dataclass(slots=True)
@@ -430,14 +433,23 @@ class SystemStateMachine:
             raise SnapshotError(f"undecodable snapshot: {exc}") from exc
         if fmt != SNAPSHOT_FORMAT:
             raise SnapshotError(f"snapshot format {fmt!r} is not supported")
+        # Build everything first: a malformed snapshot must leave the current
+        # state untouched and surface as SnapshotError, not a stray TypeError.
+        try:
+            if not all(isinstance(n, int) and not isinstance(n, bool) for n in (revision, compact)):
+                raise TypeError("revision and compact revision must be integers")
+            data = {kv[0]: KeyValue(*kv) for kv in kvs}
+            events = deque(
+                (rev, Event(EventType(t), KeyValue(*kv), KeyValue(*prev) if prev else None))
+                for rev, t, kv, prev in history
+            )
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise SnapshotError(f"malformed snapshot: {exc}") from exc
         self.revision = revision
         self.compact_revision = compact
-        self._data = {kv[0]: KeyValue(*kv) for kv in kvs}
+        self._data = data
         self._sorted_keys = None
-        self._history = deque(
-            (rev, Event(EventType(t), KeyValue(*kv), KeyValue(*prev) if prev else None))
-            for rev, t, kv, prev in history
-        )
+        self._history = events
 
     def items(self) -> Iterable[KeyValue]:
         return self._data.values()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -53,9 +54,17 @@ class HeldTransport(Transport):  # type: ignore[misc]
         sender: Sender,
         wake: Callable[[], None],
         log_view: Any = None,
+        sticky_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
+        self._syncobj = syncObj
         self._log_view = log_view
+        self._sticky_s = sticky_s
+        self._clock = clock
+        self._leader_contact = float("-inf")
+        self._transfer_until = float("-inf")
+        self.votes_ignored = 0
         self._nodes: dict[str, Node] = {n.id: n for n in otherNodes}
         self._sender = sender
         self._wake = wake
@@ -69,6 +78,8 @@ class HeldTransport(Transport):  # type: ignore[misc]
     # -- pysyncobj side (tick thread) ----------------------------------------
 
     def send(self, node: Node, message: Any) -> bool:
+        if message.get("type") == "request_vote" and self._clock() < self._transfer_until:
+            message = {**message, "transfer": True}
         frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._outbox.setdefault(node.id, []).append(frame)
         return node.id in self._connected
@@ -117,12 +128,40 @@ class HeldTransport(Transport):  # type: ignore[misc]
                     continue
                 self.frames_received += 1
                 delivered += 1
+                if not self._admit(message):
+                    continue
                 if self._log_view is not None and message["type"] == "append_entries":
                     message = trim_append_entries(message, self._log_view)
                 try:
                     self._onMessageReceived(node, message)
                 except (KeyError, TypeError, ValueError):
                     log.exception("raft message from %s could not be handled", peer_id)
+
+    def _admit(self, message: dict[str, Any]) -> bool:
+        """Leader stickiness (Raft thesis §4.2.3, "disruptive servers").
+
+        A node that heard from a live leader less than ``sticky_s`` ago (the
+        minimum election timeout) ignores vote requests, and a leader ignores
+        them outright (check-quorum steps it down if it loses its majority).
+        Without this, one node starved of CPU for an election timeout bumps
+        the term and deposes a healthy leader; on a busy machine that turns
+        into election storms. Requests sent on behalf of a leadership
+        transfer (``timeout_now``) carry ``transfer`` and are always admitted.
+        Safety is unaffected: ignoring a vote request only delays elections.
+        """
+        kind = message["type"]
+        now = self._clock()
+        term = message.get("term", 0)
+        if kind == "append_entries" and term >= self._syncobj.raftCurrentTerm:
+            self._leader_contact = now
+        elif kind == "timeout_now":
+            self._transfer_until = now + 2 * self._sticky_s + 1.0
+        elif kind == "request_vote" and self._sticky_s > 0 and not message.get("transfer"):
+            recent = now - self._leader_contact < self._sticky_s
+            if recent or self._syncobj._isLeader():
+                self.votes_ignored += 1
+                return False
+        return True
 
     def _set_connected(self, peer_id: str, up: bool) -> None:
         node = self._nodes.get(peer_id)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 
 import grpc
@@ -119,4 +120,8 @@ class NodeServer:
 
 
 def run_node(config: NodeConfig) -> None:
+    # Two busy threads (the event loop and the Raft tick) share the GIL; the
+    # default 5 ms switch interval would add up to 5 ms per hand-off to every
+    # commit. 0.5 ms keeps hand-offs short at a small throughput cost.
+    sys.setswitchinterval(config.gil_switch_interval_s)
     asyncio.run(NodeServer(config).serve_forever())

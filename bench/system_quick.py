@@ -1,0 +1,118 @@
+"""Quick system-tier benchmark: write latency and throughput against a running cluster.
+
+    .venv/bin/python bench/system_quick.py --endpoints 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
+
+Load runs in separate processes (one asyncio loop each) so the generator does
+not share a GIL with itself. Puts go to the leader with 256-byte values.
+Reports ops/s and p50/p95/p99 latency per concurrency level. This is the
+small measurement the foundation issue asks for; ``make bench`` (issue 7)
+is the full comparison against etcd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+
+import grpc
+
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+
+
+def find_leader(endpoints: list[str]) -> str:
+    for address in endpoints:
+        with grpc.insecure_channel(address) as ch:
+            try:
+                st = pb_grpc.ClusterStub(ch).Status(pb.StatusRequest(), timeout=2)
+            except grpc.RpcError:
+                continue
+            if st.raft_role == "leader":
+                return address
+    raise SystemExit("no leader found")
+
+
+async def _worker_proc(address: str, clients: int, seconds: float, op: str, tag: str) -> list[float]:
+    channel = grpc.aio.insecure_channel(address)
+    kv = pb_grpc.KVStub(channel)
+    value = b"x" * 256
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client(c: int) -> None:
+        i = 0
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            if op == "put":
+                await kv.Put(pb.PutRequest(key=f"bench/{tag}/{c}/{i % 1000}", value=value))
+            elif op == "get":
+                await kv.Get(pb.GetRequest(key=f"bench/{tag}/{c}/{i % 1000}"))
+            else:
+                await kv.Get(pb.GetRequest(key=f"bench/{tag}/{c}/{i % 1000}", consistency=1))
+            latencies.append(time.perf_counter() - start)
+            i += 1
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    await channel.close()
+    return latencies
+
+
+def _run(args: tuple[str, int, float, str, str]) -> list[float]:
+    return asyncio.run(_worker_proc(*args))
+
+
+def measure(address: str, clients: int, seconds: float, op: str, procs: int) -> dict[str, float]:
+    procs = max(1, min(procs, clients))
+    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        started = time.perf_counter()
+        parts = pool.map(_run, [(address, n, seconds, op, f"p{i}") for i, n in enumerate(per)])
+        elapsed = time.perf_counter() - started
+    lat = sorted(x for part in parts for x in part)
+    q = statistics.quantiles(lat, n=100, method="inclusive")
+    return {
+        "op": op,
+        "clients": clients,
+        "ops": len(lat),
+        "ops_per_s": len(lat) / min(elapsed, seconds + 0.5),
+        "p50_ms": q[49] * 1e3,
+        "p95_ms": q[94] * 1e3,
+        "p99_ms": q[98] * 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", default="127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103")
+    parser.add_argument("--clients", default="1,64")
+    parser.add_argument("--ops", default="put")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--procs", type=int, default=2, help="load generator processes")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    leader = find_leader(args.endpoints.split(","))
+    rows = [
+        measure(leader, int(c), args.seconds, op, args.procs)
+        for op in args.ops.split(",")
+        for c in args.clients.split(",")
+    ]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return
+    print(f"leader {leader}; 256-byte values; {args.seconds:.0f} s per row")
+    print(f"{'op':>6} {'clients':>8} {'ops/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for r in rows:
+        print(
+            f"{r['op']:>6} {r['clients']:>8} {r['ops_per_s']:>9.0f} "
+            f"{r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
