@@ -37,7 +37,9 @@ def find_leader(endpoints: list[str]) -> str:
     raise SystemExit("no leader found")
 
 
-async def _worker_proc(address: str, clients: int, seconds: float, op: str, tag: str) -> list[float]:
+async def _worker_proc(
+    address: str, clients: int, seconds: float, op: str, tag: str
+) -> list[float]:
     channel = grpc.aio.insecure_channel(address)
     kv = pb_grpc.KVStub(channel)
     value = b"x" * 256
