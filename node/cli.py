@@ -1,0 +1,408 @@
+"""``tadpole``: the operator CLI.
+
+    tadpole [--endpoints HOST:PORT,...] [--timeout S] COMMAND ...
+
+Commands: ``members``, ``status``, ``put``, ``get``, ``del``, ``range``, ``cas``,
+``watch``, ``leader transfer``; ``node`` (run a node) is added by :mod:`node.main`
+when it is importable.
+
+Output: results on stdout (``get`` prints the value alone), diagnostics on stderr.
+Exit codes: 0 success; 1 a remote or runtime failure (unavailable, key not found,
+compare failed, outcome unknown); 2 a usage error or an invalid argument. An expected
+error is one line, ``error: <what>``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import importlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from node.client import (
+    DEFAULT_ENDPOINTS,
+    Client,
+    EventType,
+    KeyValue,
+    Member,
+    NodeStatus,
+    parse_endpoints,
+)
+from node.errors import InvalidArgument, TadpoleError
+
+__all__ = ["cli", "main"]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- plumbing ------------------------------------------------------------------------
+
+
+class _Settings:
+    def __init__(self, endpoints: list[str], timeout_s: float) -> None:
+        self.endpoints = endpoints
+        self.timeout_s = timeout_s
+        self._client: Client | None = None
+
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.endpoints, timeout=self.timeout_s)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _handle_errors(func: F) -> F:
+    """Turn an expected TadpoleError into one stderr line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InvalidArgument as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except TadpoleError as exc:
+            _fail(str(exc), EXIT_FAILURE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> _Settings:
+    settings = click.get_current_context().find_object(_Settings)
+    assert settings is not None, "commands run under the tadpole group"
+    return settings
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", errors="backslashreplace")
+
+
+def _kv_json(kv: KeyValue) -> dict[str, Any]:
+    try:
+        value, encoding = kv.value.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        value, encoding = base64.b64encode(kv.value).decode("ascii"), "base64"
+    return {
+        "key": kv.key,
+        "value": value,
+        "value_encoding": encoding,
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+    }
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns padded to width; numbers right-aligned, text left-aligned."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in cells)])
+
+
+def _member_json(m: Member) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "address": m.address,
+        "raft_role": m.raft_role,
+        "term": m.term,
+        "commit_index": m.commit_index,
+        "applied_index": m.applied_index,
+        "status": m.status,
+        "is_leader": m.is_leader,
+        "is_self": m.is_self,
+        "match_index": m.match_index,
+        "last_heard_s": m.last_heard_s,
+    }
+
+
+def _status_json(s: NodeStatus) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "raft_role": s.raft_role,
+        "term": s.term,
+        "commit_index": s.commit_index,
+        "applied_index": s.applied_index,
+        "log_entries": s.log_entries,
+        "keys": s.keys,
+        "has_quorum": s.has_quorum,
+        "leader_id": s.leader_id,
+        "revision": s.revision,
+        "version": s.version,
+        "uptime_s": s.uptime_s,
+        "data_dir": s.data_dir,
+        "system_backend": s.system_backend,
+    }
+
+
+def _endpoints_option(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:
+    try:
+        return parse_endpoints(value)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--endpoints",
+    default=",".join(DEFAULT_ENDPOINTS),
+    show_default=True,
+    envvar="TADPOLE_ENDPOINTS",
+    callback=_endpoints_option,
+    help="Comma-separated gRPC endpoints HOST:PORT (env TADPOLE_ENDPOINTS).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Deadline in seconds per command, retries included.",
+)
+@click.pass_context
+def cli(ctx: click.Context, endpoints: list[str], timeout: float) -> None:
+    """Operate a Tadpole State cluster."""
+    settings = _Settings(endpoints, timeout)
+    ctx.obj = settings
+    ctx.call_on_close(settings.close)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_handle_errors
+def members(as_json: bool) -> None:
+    """List cluster members with their Raft view (leader marked *)."""
+    result = _settings().client().members()
+    if as_json:
+        click.echo(json.dumps([_member_json(m) for m in result], indent=2))
+        return
+    rows = [
+        [
+            "*" if m.is_leader else "",
+            m.id,
+            m.address,
+            m.raft_role,
+            m.term,
+            m.commit_index,
+            m.applied_index,
+            m.status,
+        ]
+        for m in result
+    ]
+    headers = ["", "ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "STATUS"]
+    click.echo(_table(headers, rows))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_handle_errors
+def status(as_json: bool) -> None:
+    """Ask every endpoint for its status (exit 1 if none answers)."""
+    results = _settings().client().status_all()
+    if as_json:
+        out = [
+            {"endpoint": r.endpoint, "ok": r.status is not None}
+            | (_status_json(r.status) if r.status else {"error": str(r.error)})
+            for r in results
+        ]
+        click.echo(json.dumps(out, indent=2))
+    else:
+        headers = ["ENDPOINT", "ID", "ROLE", "TERM", "COMMIT", "APPLIED", "KEYS", "QUORUM"]
+        headers += ["LEADER", "VERSION"]
+        rows: list[list[object]] = []
+        errors: list[str] = []
+        for r in results:
+            s = r.status
+            if s is None:
+                rows.append([r.endpoint, "-", "unreachable", "", "", "", "", "", "", ""])
+                errors.append(f"{r.endpoint}: {r.error}")
+                continue
+            rows.append(
+                [
+                    r.endpoint,
+                    s.id,
+                    s.raft_role,
+                    s.term,
+                    s.commit_index,
+                    s.applied_index,
+                    s.keys,
+                    "yes" if s.has_quorum else "no",
+                    s.leader_id or "-",
+                    s.version,
+                ]
+            )
+        click.echo(_table(headers, rows))
+        for line in errors:
+            click.echo(line, err=True)
+    if all(r.status is None for r in results):
+        raise click.exceptions.Exit(EXIT_FAILURE)
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("value")
+@_handle_errors
+def put(key: str, value: str) -> None:
+    """Set KEY to VALUE."""
+    result = _settings().client().put(key, value)
+    click.echo(f"OK revision={result.revision}")
+
+
+@cli.command()
+@click.argument("key")
+@click.option(
+    "--serializable", is_flag=True, help="Read the local state of one node (fast, maybe stale)."
+)
+@_handle_errors
+def get(key: str, serializable: bool) -> None:
+    """Print KEY's value alone (exit 1 if the key does not exist)."""
+    kv = _settings().client().get(key, serializable=serializable)
+    if kv is None:
+        _fail(f"key not found: {key}")
+    click.echo(kv.value)
+
+
+@cli.command(name="del")
+@click.argument("key")
+@click.option("--prefix", is_flag=True, help="Delete every key starting with KEY.")
+@_handle_errors
+def delete(key: str, prefix: bool) -> None:
+    """Delete KEY (or every key under it)."""
+    deleted = _settings().client().delete(key, prefix=prefix)
+    click.echo(f"OK deleted={deleted}")
+
+
+@cli.command(name="range")
+@click.argument("prefix")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most N keys (0 = all).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.option("--serializable", is_flag=True, help="Read the local state of one node.")
+@_handle_errors
+def range_(prefix: str, limit: int, as_json: bool, serializable: bool) -> None:
+    """List keys starting with PREFIX, one `KEY<TAB>VALUE` line each."""
+    result = _settings().client().range(prefix, limit=limit, serializable=serializable)
+    if as_json:
+        doc = {
+            "revision": result.revision,
+            "count": result.count,
+            "more": result.more,
+            "kvs": [_kv_json(kv) for kv in result.kvs],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for kv in result.kvs:
+        click.echo(f"{kv.key}\t{_text(kv.value)}")
+    if result.more:
+        click.echo(f"({len(result.kvs)} of {result.count} keys shown)", err=True)
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("new")
+@click.option("--expect-value", help="Swap only if KEY currently holds this value.")
+@click.option(
+    "--expect-revision",
+    type=click.IntRange(min=0),
+    help="Swap only if KEY was last changed at this revision (0 = KEY absent).",
+)
+@_handle_errors
+def cas(key: str, new: str, expect_value: str | None, expect_revision: int | None) -> None:
+    """Compare-and-swap: set KEY to NEW if the expectation holds (exit 1 if not)."""
+    if (expect_value is None) == (expect_revision is None):
+        raise click.UsageError("give exactly one of --expect-value, --expect-revision")
+    swapped = (
+        _settings()
+        .client()
+        .cas(key, new_value=new, expected_value=expect_value, expected_mod_revision=expect_revision)
+    )
+    if not swapped:
+        _fail(f"compare failed: {key} does not match the expectation; nothing changed")
+    click.echo("OK")
+
+
+@cli.command()
+@click.argument("key", required=False)
+@click.option("--prefix", "prefix", metavar="P", help="Watch every key starting with P.")
+@click.option(
+    "--start-revision",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Replay changes from this revision (0 = only new changes).",
+)
+@_handle_errors
+def watch(key: str | None, prefix: str | None, start_revision: int) -> None:
+    """Print one line per change to KEY (or under --prefix P) until Ctrl-C."""
+    if (key is None) == (prefix is None):
+        raise click.UsageError("give exactly one of KEY, --prefix P")
+    target = key if key is not None else prefix
+    assert target is not None
+    stream = (
+        _settings().client().watch(target, prefix=prefix is not None, start_revision=start_revision)
+    )
+    try:
+        for event in stream:
+            if event.type is EventType.PUT:
+                line = f"PUT {event.kv.key}={_text(event.kv.value)} rev={event.revision}"
+            else:
+                line = f"DELETE {event.kv.key} rev={event.revision}"
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stream.close()
+
+
+@cli.group()
+def leader() -> None:
+    """Leadership operations."""
+
+
+@leader.command()
+@click.argument("node", required=False, default="")
+@_handle_errors
+def transfer(node: str) -> None:
+    """Hand leadership to NODE (omit for the most caught-up follower)."""
+    new_leader = _settings().client().transfer_leadership(node)
+    click.echo(f"OK leader={new_leader}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``tadpole``)."""
+    try:
+        module = importlib.import_module("node.main")
+    except ImportError:
+        module = None
+    command = getattr(module, "node_command", None)
+    if isinstance(command, click.Command) and command.name not in cli.commands:
+        cli.add_command(command)
+    cli.main(args=list(argv) if argv is not None else None, prog_name="tadpole")
+
+
+if __name__ == "__main__":
+    main()
