@@ -37,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgpack
@@ -47,6 +47,7 @@ from pysyncobj.config import FAIL_REASON
 from pysyncobj.journal import Journal
 from pysyncobj.node import Node
 
+from consensus.backend import BackendInfo, PeerInfo
 from consensus.errors import (
     CommandError,
     NotLeaderError,
@@ -109,28 +110,6 @@ class RaftConfig:
             )
         if self.leader_fallback_s <= self.heartbeat_interval_s:
             raise ValueError("leader_fallback_s must exceed heartbeat_interval_s")
-
-
-@dataclass(frozen=True)
-class PeerStatus:
-    connected: bool
-    match_index: int  # leader's view; -1 when this node is not the leader
-    last_heard_s: float  # seconds since a message arrived from it (inf: never)
-
-
-@dataclass(frozen=True)
-class RaftStatus:
-    node_id: str
-    role: str  # leader | follower | candidate
-    term: int
-    leader_id: str
-    commit_index: int
-    applied_index: int
-    log_entries: int
-    has_quorum: bool
-    revision: int
-    keys: int
-    peers: dict[str, PeerStatus] = field(default_factory=dict)
 
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
@@ -213,7 +192,7 @@ class RaftBackend:
         self._transport: HeldTransport | None = None
         self._journal: DurableJournal | None = None
         self._last_heard: dict[str, float] = {}
-        self._status = RaftStatus(node_id, "follower", 0, "", 0, 0, 0, False, 0, 0)
+        self._status = BackendInfo("raft", "follower", 0, "", 0, 0, 0, False, 0, 0)
         self._apply_listeners: list[Callable[[int], None]] = []
         self.started_at = time.monotonic()
 
@@ -304,15 +283,15 @@ class RaftBackend:
         role = _ROLES.get(raw["state"], "unknown")
         assert self._transport is not None
         peers = {
-            p: PeerStatus(
+            p: PeerInfo(
                 connected=self._transport.is_connected(p),
                 match_index=raw.get("match_idx_server_" + p, -1) if role == "leader" else -1,
                 last_heard_s=now - self._last_heard[p] if p in self._last_heard else float("inf"),
             )
             for p in self.peer_ids
         }
-        self._status = RaftStatus(
-            node_id=self.node_id,
+        self._status = BackendInfo(
+            name="raft",
             role=role,
             term=raw["raft_term"],
             leader_id=leader.id if leader is not None else "",
@@ -396,7 +375,7 @@ class RaftBackend:
         """``listener(revision)`` runs in the tick thread after every apply."""
         self._apply_listeners.append(listener)
 
-    def status(self) -> RaftStatus:
+    def status(self) -> BackendInfo:
         return self._status
 
     def call_in_tick(self, fn: Callable[[], None]) -> None:

@@ -16,14 +16,14 @@ watch history compacted        OUT_OF_RANGE         from a newer revision
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, NoReturn
 
 import grpc
 
+from consensus.backend import SystemBackend
 from consensus.errors import (
     CompactedError,
     NotLeaderError,
@@ -31,18 +31,15 @@ from consensus.errors import (
     ProposalError,
     ProposalTimeout,
 )
-from consensus.raft import RaftStatus
 from consensus.statemachine import (
     Compare,
     CompareOp,
     CompareTarget,
     DeleteOp,
-    Event,
     GetOp,
     KeyValue,
     OpResult,
     PutOp,
-    SystemStateMachine,
     Txn,
     TxnOp,
 )
@@ -50,7 +47,6 @@ from node import validation as v
 from node.config import NodeConfig
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
-from node.system import SystemTier
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +68,12 @@ def kv_to_pb(kv: KeyValue | None) -> Any:
 class _Api:
     """Shared plumbing of the servicers: headers, deadlines, error mapping."""
 
-    def __init__(self, config: NodeConfig, system: SystemTier) -> None:
+    def __init__(self, config: NodeConfig, system: SystemBackend) -> None:
         self.config = config
         self.system = system
 
     def header(self, revision: int | None = None) -> Any:
-        st = self.system.backend.status()
+        st = self.system.info()
         return pb.ResponseHeader(
             revision=st.revision if revision is None else revision,
             member_id=self.config.node_id,
@@ -103,7 +99,7 @@ class _Api:
         if isinstance(exc, CompactedError):
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
         if isinstance(exc, NotLeaderError) or (isinstance(exc, ProposalError) and exc.retryable):
-            leader = self.system.backend.status().leader_id
+            leader = self.system.info().leader_id
             if leader:
                 context.set_trailing_metadata(
                     (
@@ -125,17 +121,11 @@ class _Api:
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
         raise AssertionError("context.abort() returned")  # it raises; this keeps mypy honest
 
-    async def read(
-        self,
-        context: grpc.aio.ServicerContext,
-        consistency: int,
-        fn: Callable[[SystemStateMachine], Any],
-    ) -> Any:
-        if consistency == pb.SERIALIZABLE:
-            return self.system.serializable(fn)
-        if consistency != pb.LINEARIZABLE:
+    @staticmethod
+    def linearizable(consistency: int) -> bool:
+        if consistency not in (pb.LINEARIZABLE, pb.SERIALIZABLE):
             raise v.InvalidArgument(f"unknown consistency {consistency}")
-        return await self.system.linearizable(fn, self.timeout(context))
+        return bool(consistency == pb.LINEARIZABLE)
 
 
 def _op_from_pb(op: Any, max_value: int) -> TxnOp:
@@ -187,19 +177,15 @@ def _op_result_to_pb(op: TxnOp, res: OpResult, revision: int, header: Any) -> An
     )
 
 
-def _events_and_revision(
-    since: int, key: str, prefix: bool, sm: SystemStateMachine
-) -> tuple[list[Event], int]:
-    return sm.events_since(since, key, prefix=prefix), sm.revision
-
-
 class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
     async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             v.check_tier(request.tier)
             v.check_key(request.key)
-            found, revision = await self.read(
-                context, request.consistency, lambda sm: (sm.get(request.key), sm.revision)
+            found, revision = await self.system.get(
+                request.key,
+                linearizable=self.linearizable(request.consistency),
+                timeout=self.timeout(context),
             )
         except Exception as exc:
             await self.abort_for(context, exc)
@@ -212,22 +198,24 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             v.check_tier(request.tier)
             v.check_prefix(request.prefix)
             v.check_limit(request.limit)
-            (kvs, more, count), revision = await self.read(
-                context,
-                request.consistency,
-                lambda sm: (
-                    sm.range(request.prefix, limit=request.limit, start_after=request.start_after),
-                    sm.revision,
-                ),
+            res = await self.system.range(
+                request.prefix,
+                limit=request.limit,
+                start_after=request.start_after,
+                linearizable=self.linearizable(request.consistency),
+                timeout=self.timeout(context),
             )
         except Exception as exc:
             await self.abort_for(context, exc)
         return pb.RangeResponse(
-            header=self.header(revision), kvs=[kv_to_pb(k) for k in kvs], more=more, count=count
+            header=self.header(res.revision),
+            kvs=[kv_to_pb(k) for k in res.kvs],
+            more=res.more,
+            count=res.count,
         )
 
     async def _commit(self, context: grpc.aio.ServicerContext, txn: Txn) -> Any:
-        return await self.system.propose(txn, self.timeout(context))
+        return await self.system.txn(txn, self.timeout(context))
 
     async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -306,19 +294,12 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             v.check_revision(request.start_revision, "start_revision")
         except Exception as exc:
             await self.abort_for(context, exc)
-        next_rev = request.start_revision or self.system.serializable(lambda sm: sm.revision) + 1
-        while True:
-            applied = self.system.applied_future()
-            try:
-                events, latest = self.system.serializable(
-                    functools.partial(_events_and_revision, next_rev, request.key, request.prefix)
-                )
-            except CompactedError as exc:
-                await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
-            if events:
-                last = events[-1].kv.mod_revision
+        try:
+            async for events in self.system.watch(
+                request.key, prefix=request.prefix, start_revision=request.start_revision
+            ):
                 yield pb.WatchResponse(
-                    header=self.header(last),
+                    header=self.header(events[-1].kv.mod_revision),
                     events=[
                         pb.Event(
                             type=int(e.type),  # type: ignore[arg-type]
@@ -328,13 +309,12 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
                         for e in events
                     ],
                 )
-            next_rev = max(next_rev, latest + 1)
-            if not events:
-                await applied
+        except CompactedError as exc:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
 
 
 class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
-    def __init__(self, config: NodeConfig, system: SystemTier, started_at: float) -> None:
+    def __init__(self, config: NodeConfig, system: SystemBackend, started_at: float) -> None:
         super().__init__(config, system)
         self._started_at = started_at
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -347,8 +327,7 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         return pb_grpc.ClusterStub(channel)
 
     def status_pb(self) -> Any:
-        st: RaftStatus = self.system.backend.status()
-        journal = self.system.backend.journal
+        st = self.system.info()
         return pb.StatusResponse(
             header=self.header(),
             id=self.config.node_id,
@@ -356,20 +335,20 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
             term=st.term,
             commit_index=st.commit_index,
             applied_index=st.applied_index,
-            log_entries=len(journal) if journal is not None else 0,
+            log_entries=st.log_entries,
             keys=st.keys,
             has_quorum=st.has_quorum,
             version=VERSION,
             uptime_s=time.monotonic() - self._started_at,
             data_dir=self.config.data_path,
-            system_backend=self.config.system_backend,
+            system_backend=self.system.name,
         )
 
     async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return self.status_pb()
 
     async def Members(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        st = self.system.backend.status()
+        st = self.system.info()
         me = self.status_pb()
         members = [
             pb.Member(
@@ -417,7 +396,7 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         target = request.target_id
         if target and target not in self.config.peers and target != self.config.node_id:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no member with id {target!r}")
-        st = self.system.backend.status()
+        st = self.system.info()
         if target == st.leader_id and target:
             return pb.TransferLeadershipResponse(header=self.header(), leader_id=target)
         if st.role != "leader":
@@ -428,29 +407,13 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
                 return await self._stub(address).TransferLeadership(request, timeout=5.0)
             except grpc.aio.AioRpcError as exc:
                 await context.abort(exc.code(), exc.details() or "leader did not answer")
-        loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[tuple[bool, str]] = loop.create_future()
-
-        def settle(ok: bool, why: str) -> None:
-            if not outcome.done():
-                outcome.set_result((ok, why))
-
-        def done(ok: bool, why: str) -> None:
-            loop.call_soon_threadsafe(settle, ok, why)
-
-        self.system.backend.transfer_leadership(target, done)
-        ok, why = await asyncio.wait_for(outcome, 5.0)
-        if not ok:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:
-            leader = self.system.backend.status().leader_id
-            if leader and leader != self.config.node_id and (not target or leader == target):
-                return pb.TransferLeadershipResponse(header=self.header(), leader_id=leader)
-            await asyncio.sleep(0.02)
-        await context.abort(
-            grpc.StatusCode.DEADLINE_EXCEEDED, "transfer requested but no new leader within 3 s"
-        )
+        try:
+            leader = await self.system.transfer_leadership(target, 5.0)
+        except ProposalTimeout as exc:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        except ProposalError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return pb.TransferLeadershipResponse(header=self.header(), leader_id=leader)
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -17,13 +17,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from consensus.raft import RaftBackend
 from node.api import ClusterServicer, KVServicer
 from node.config import NodeConfig
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peers import PeerAuthInterceptor, PeerServicer, RaftLink
-from node.system import SystemTier
+from node.system import RaftSystem
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class NodeServer:
         self._links: dict[str, RaftLink] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: grpc.aio.Server | None = None
-        self.backend = RaftBackend(
+        self.system = RaftSystem(
             config.node_id,
             list(config.peers),
             config.data_path,
@@ -69,20 +68,19 @@ class NodeServer:
             ],
         )
         self._server = server
-        system = SystemTier(self.backend, self._loop)
-        self._cluster = ClusterServicer(cfg, system, self.started_at)
-        pb_grpc.add_KVServicer_to_server(KVServicer(cfg, system), server)
+        self._cluster = ClusterServicer(cfg, self.system, self.started_at)
+        pb_grpc.add_KVServicer_to_server(KVServicer(cfg, self.system), server)
         pb_grpc.add_ClusterServicer_to_server(self._cluster, server)
-        pb_grpc.add_PeerServicer_to_server(PeerServicer(self.backend, set(cfg.peers)), server)
+        pb_grpc.add_PeerServicer_to_server(PeerServicer(self.system.raft, set(cfg.peers)), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         server.add_insecure_port(cfg.listen)
-        self.backend.start()
+        await self.system.start()
         for peer_id, address in cfg.peers.items():
-            link = RaftLink(cfg.node_id, peer_id, address, token, self.backend)
+            link = RaftLink(cfg.node_id, peer_id, address, token, self.system.raft)
             self._links[peer_id] = link
             link.start()
         await server.start()
@@ -107,7 +105,7 @@ class NodeServer:
             await link.close()
         if self._cluster is not None:
             await self._cluster.close()
-        await asyncio.to_thread(self.backend.stop)
+        await self.system.stop()
 
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()

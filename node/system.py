@@ -1,51 +1,87 @@
-"""The asyncio face of the system-tier backend.
+"""The Raft system-tier backend, as seen from the event loop.
 
-Bridges :class:`consensus.raft.RaftBackend` (which lives in its own tick
-thread) into the event loop: proposals become awaitables, linearizable reads
-share read barriers, and watchers are woken when something is applied.
-Callbacks from the tick thread only ever ``call_soon_threadsafe`` into the
-loop; the loop never blocks on the tick thread except for short reads under
-the state-machine lock.
+Implements :class:`consensus.backend.SystemBackend` over
+:class:`consensus.raft.RaftBackend` (which lives in its own tick thread):
+proposals become awaitables, linearizable reads share read barriers, and
+watchers are woken when something is applied. Callbacks from the tick thread
+only ever ``call_soon_threadsafe`` into the loop; the loop never waits on the
+tick thread except for short reads under the state-machine lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
+from consensus.backend import BackendInfo, RangeResult
 from consensus.errors import ProposalError, ProposalTimeout
-from consensus.raft import RaftBackend
-from consensus.statemachine import Barrier, Command, CommandResult, SystemStateMachine
+from consensus.raft import RaftBackend, RaftConfig
+from consensus.statemachine import (
+    Barrier,
+    Command,
+    CommandResult,
+    Event,
+    KeyValue,
+    SystemStateMachine,
+    Txn,
+)
+from consensus.transport import Sender
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class SystemTier:
-    def __init__(self, backend: RaftBackend, loop: asyncio.AbstractEventLoop) -> None:
-        self.backend = backend
-        self._loop = loop
+class RaftSystem:
+    name = "raft"
+
+    def __init__(
+        self,
+        node_id: str,
+        peer_ids: list[str],
+        data_dir: str,
+        *,
+        sender: Sender,
+        config: RaftConfig,
+    ) -> None:
+        self.raft = RaftBackend(node_id, peer_ids, data_dir, sender=sender, config=config)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._barrier_inflight = False
         self._next_barrier: asyncio.Future[None] | None = None
         self._applied: asyncio.Future[None] | None = None
-        backend.add_apply_listener(self._on_apply)
+        self.raft.add_apply_listener(self._on_apply)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.raft.start)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.raft.stop)
+
+    def info(self) -> BackendInfo:
+        return self.raft.status()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "start() first"
+        return self._loop
 
     # -- writes ----------------------------------------------------------------
 
-    async def propose(self, command: Command, timeout: float) -> CommandResult:
-        """Commit ``command`` and return its result once applied on this node.
+    async def txn(self, txn: Txn, timeout: float) -> CommandResult:
+        return await self._propose(txn, timeout)
 
-        Raises a :class:`ProposalError`; :class:`ProposalTimeout` means the
-        outcome is unknown."""
-        future: asyncio.Future[CommandResult] = self._loop.create_future()
+    async def _propose(self, command: Command, timeout: float) -> CommandResult:
+        loop = self.loop
+        future: asyncio.Future[CommandResult] = loop.create_future()
 
         def done(result: CommandResult | None, error: ProposalError | None) -> None:
-            self._loop.call_soon_threadsafe(_settle, future, result, error)
+            loop.call_soon_threadsafe(_settle, future, result, error)
 
-        self.backend.propose(command, done)
+        self.raft.propose(command, done)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
@@ -55,25 +91,42 @@ class SystemTier:
 
     # -- reads -----------------------------------------------------------------
 
-    async def linearizable(self, fn: Callable[[SystemStateMachine], T], timeout: float) -> T:
-        """Run ``fn`` on local state that includes every write completed
-        before this call began.
+    async def get(
+        self, key: str, *, linearizable: bool, timeout: float
+    ) -> tuple[KeyValue | None, int]:
+        return await self._read(lambda sm: (sm.get(key), sm.revision), linearizable, timeout)
 
-        A barrier command is committed through the log after the call starts;
-        once it is applied locally, local state is at least that fresh.
+    async def range(
+        self,
+        prefix: str,
+        *,
+        limit: int,
+        start_after: str,
+        linearizable: bool,
+        timeout: float,
+    ) -> RangeResult:
+        def run(sm: SystemStateMachine) -> RangeResult:
+            kvs, more, count = sm.range(prefix, limit=limit, start_after=start_after)
+            return RangeResult(kvs, more, count, sm.revision)
+
+        return await self._read(run, linearizable, timeout)
+
+    async def _read(
+        self, fn: Callable[[SystemStateMachine], T], linearizable: bool, timeout: float
+    ) -> T:
+        """With ``linearizable``, first wait for a read barrier: a command
+        committed through the log after this call began. Once it is applied
+        locally, local state holds every write that completed before the call.
         Concurrent readers share barriers: while one is in flight, new readers
-        join the next, which is proposed as soon as the current one lands.
-        """
-        await asyncio.wait_for(self._read_barrier(), timeout)
-        return self.backend.read(fn)
-
-    def serializable(self, fn: Callable[[SystemStateMachine], T]) -> T:
-        return self.backend.read(fn)
+        join the next, which is proposed as soon as the current one lands."""
+        if linearizable:
+            await asyncio.wait_for(self._read_barrier(), timeout)
+        return self.raft.read(fn)
 
     async def _read_barrier(self) -> None:
         waiters = self._next_barrier
         if waiters is None:
-            waiters = self._next_barrier = self._loop.create_future()
+            waiters = self._next_barrier = self.loop.create_future()
             if not self._barrier_inflight:
                 self._launch_barrier()
         await asyncio.shield(waiters)
@@ -83,11 +136,12 @@ class SystemTier:
         assert waiters is not None
         self._next_barrier = None
         self._barrier_inflight = True
+        loop = self.loop
 
         def landed(_result: CommandResult | None, error: ProposalError | None) -> None:
-            self._loop.call_soon_threadsafe(self._barrier_landed, waiters, error)
+            loop.call_soon_threadsafe(self._barrier_landed, waiters, error)
 
-        self.backend.propose(Barrier(), landed)
+        self.raft.propose(Barrier(), landed)
 
     def _barrier_landed(self, waiters: asyncio.Future[None], error: ProposalError | None) -> None:
         self._barrier_inflight = False
@@ -99,23 +153,79 @@ class SystemTier:
         if self._next_barrier is not None:
             self._launch_barrier()
 
-    # -- watch support ---------------------------------------------------------
+    # -- watch -------------------------------------------------------------------
 
-    def applied_future(self) -> asyncio.Future[None]:
-        """A future resolved by the next apply. Take it *before* reading state,
-        then await it if the read found nothing: no apply can slip between."""
+    async def watch(
+        self, key: str, *, prefix: bool, start_revision: int
+    ) -> AsyncIterator[list[Event]]:
+        next_rev = start_revision or self.raft.read(lambda sm: sm.revision) + 1
+        while True:
+            # Take the wake-up future *before* reading, so no apply can slip
+            # between the read and the wait.
+            applied = self._applied_future()
+            events, latest = self.raft.read(
+                functools.partial(_events_and_revision, next_rev, key, prefix)
+            )
+            for batch in _by_revision(events):
+                yield batch
+            next_rev = max(next_rev, latest + 1)
+            if not events:
+                await applied
+
+    def _applied_future(self) -> asyncio.Future[None]:
         if self._applied is None:
-            self._applied = self._loop.create_future()
+            self._applied = self.loop.create_future()
         return self._applied
 
     def _on_apply(self, _revision: int) -> None:
         if self._applied is not None:
-            self._loop.call_soon_threadsafe(self._wake_watchers)
+            self.loop.call_soon_threadsafe(self._wake_watchers)
 
     def _wake_watchers(self) -> None:
         fut, self._applied = self._applied, None
         if fut is not None and not fut.done():
             fut.set_result(None)
+
+    # -- operator actions ----------------------------------------------------------
+
+    async def transfer_leadership(self, target_id: str, timeout: float) -> str:
+        loop = self.loop
+        outcome: asyncio.Future[tuple[bool, str]] = loop.create_future()
+
+        def settle(ok: bool, why: str) -> None:
+            if not outcome.done():
+                outcome.set_result((ok, why))
+
+        def done(ok: bool, why: str) -> None:
+            loop.call_soon_threadsafe(settle, ok, why)
+
+        self.raft.transfer_leadership(target_id, done)
+        ok, why = await asyncio.wait_for(outcome, timeout)
+        if not ok:
+            raise ProposalError(why)
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            leader = self.info().leader_id
+            if leader and leader != self.raft.node_id and (not target_id or leader == target_id):
+                return leader
+            await asyncio.sleep(0.02)
+        raise ProposalTimeout(f"transfer requested but no new leader within {timeout:.3g} s")
+
+
+def _events_and_revision(
+    since: int, key: str, prefix: bool, sm: SystemStateMachine
+) -> tuple[list[Event], int]:
+    return sm.events_since(since, key, prefix=prefix), sm.revision
+
+
+def _by_revision(events: list[Event]) -> list[list[Event]]:
+    batches: list[list[Event]] = []
+    for event in events:
+        if batches and batches[-1][-1].kv.mod_revision == event.kv.mod_revision:
+            batches[-1].append(event)
+        else:
+            batches.append([event])
+    return batches
 
 
 def _settle(
