@@ -143,8 +143,9 @@ def bench_capvec(n_replicas: int, n_deltas: int, min_time: float) -> dict[str, A
         source = source.apply_delta(d)
         deltas.append(d)
     row = measure("CapabilityVector", "256 dims", 256, replicas, deltas, full, min_time)
-    row["value_per_s"] = rate(lambda: CapabilityVector.merge(full, deltas[0]).value(),
-                              min_time=min_time)
+    row["value_per_s"] = rate(
+        lambda: CapabilityVector.merge(full, deltas[0]).value(), min_time=min_time
+    )
     return row
 
 
@@ -159,8 +160,9 @@ def bench_counters(n_nodes: int, min_time: float) -> list[dict[str, Any]]:
         d = src.increment(names[i % n_nodes])
         src = src.apply_delta(d)
         g_deltas.append(d)
-    rows.append(measure("GCounter", f"{n_nodes} nodes", n_nodes, g_reps, g_deltas, g_full,
-                        min_time))
+    rows.append(
+        measure("GCounter", f"{n_nodes} nodes", n_nodes, g_reps, g_deltas, g_full, min_time)
+    )
     p_reps = [PNCounter({n: 50 for n in g}, {n: 7 for n in g}) for g in groups]
     p_full = functools.reduce(PNCounter.merge, p_reps)
     p_deltas, psrc = [], p_full
@@ -168,8 +170,9 @@ def bench_counters(n_nodes: int, min_time: float) -> list[dict[str, Any]]:
         d = psrc.decrement(names[i % n_nodes]) if i % 2 else psrc.increment(names[i % n_nodes])
         psrc = psrc.apply_delta(d)
         p_deltas.append(d)
-    rows.append(measure("PNCounter", f"{n_nodes} nodes", n_nodes, p_reps, p_deltas, p_full,
-                        min_time))
+    rows.append(
+        measure("PNCounter", f"{n_nodes} nodes", n_nodes, p_reps, p_deltas, p_full, min_time)
+    )
     return rows
 
 
@@ -181,8 +184,10 @@ def bench_gset(n: int, min_time: float) -> dict[str, Any]:
 
 
 def bench_mvreg(min_time: float) -> dict[str, Any]:
-    reps = [MVRegister().assign(f"node-{i}", {"endpoint": f"10.0.0.{i}", "port": 7000 + i})
-            for i in range(5)]
+    reps = [
+        MVRegister().assign(f"node-{i}", {"endpoint": f"10.0.0.{i}", "port": 7000 + i})
+        for i in range(5)
+    ]
     full = functools.reduce(MVRegister.merge, reps)
     deltas, src = [], full
     for i in range(2000):
@@ -198,16 +203,20 @@ def bench_ormap(n_keys: int, min_time: float) -> dict[str, Any]:
         m = ORMap()
         name = f"node-{r}"
         for k in range(r, n_keys, 5):
-            m = m.apply_delta(m.update(name, f"job-{k:05d}", lambda c, n=name: c.increment(n),
-                                       GCounter()))
+            m = m.apply_delta(
+                m.update(name, f"job-{k:05d}", lambda c, n=name: c.increment(n), GCounter())
+            )
         reps.append(m)
     full = functools.reduce(ORMap.merge, reps)
     rng = random.Random(3)
     deltas, src = [], full
     for _ in range(500):
         key = f"job-{rng.randrange(n_keys):05d}"
-        d = (src.remove(key) if rng.random() < 0.2 else
-             src.update("node-0", key, lambda c: c.increment("node-0"), GCounter()))
+        d = (
+            src.remove(key)
+            if rng.random() < 0.2
+            else src.update("node-0", key, lambda c: c.increment("node-0"), GCounter())
+        )
         src = src.apply_delta(d)
         deltas.append(d)
     return measure("ORMap[GCounter]", f"{n_keys} keys", n_keys, reps, deltas, full, min_time)
@@ -219,12 +228,19 @@ def bench_lwwmap(n_keys: int, min_time: float) -> dict[str, Any]:
         entries = LWWMap()
         for k in range(r, n_keys, 5):
             entries = entries.apply_delta(
-                entries.put(f"mesh-{k:05d}", {"members": k % 17, "hash": "ab" * 8},
-                            Timestamp(1_700_000_000_000_000_000 + k), f"node-{r}"))
+                entries.put(
+                    f"mesh-{k:05d}",
+                    {"members": k % 17, "hash": "ab" * 8},
+                    Timestamp(1_700_000_000_000_000_000 + k),
+                    f"node-{r}",
+                )
+            )
         reps.append(entries)
     full = functools.reduce(LWWMap.merge, reps)
-    deltas = [full.put(f"mesh-{i % n_keys:05d}", {"members": i}, Timestamp(1_800_000_000 + i),
-                       "node-0") for i in range(2000)]
+    deltas = [
+        full.put(f"mesh-{i % n_keys:05d}", {"members": i}, Timestamp(1_800_000_000 + i), "node-0")
+        for i in range(2000)
+    ]
     return measure("LWWMap", f"{n_keys} keys", n_keys, reps, deltas, full, min_time)
 
 
@@ -234,12 +250,20 @@ def bench_eventlog(n_entries: int, min_time: float) -> dict[str, Any]:
     for r in range(5):
         log = EventLog()
         for i in range(r, n_entries, 5):
-            log = log.apply_delta(log.append(Timestamp(base + i * 1000), f"node-{r}",
-                                             f"evt-{i:07d}", {"job": i % 97, "kind": "started"}))
+            log = log.apply_delta(
+                log.append(
+                    Timestamp(base + i * 1000),
+                    f"node-{r}",
+                    f"evt-{i:07d}",
+                    {"job": i % 97, "kind": "started"},
+                )
+            )
         reps.append(log)
     full = functools.reduce(EventLog.merge, reps)
-    deltas = [full.append(Timestamp(base + 10**12 + i), "node-1", f"new-{i}", {"job": i})
-              for i in range(2000)]
+    deltas = [
+        full.append(Timestamp(base + 10**12 + i), "node-1", f"new-{i}", {"job": i})
+        for i in range(2000)
+    ]
     return measure("EventLog", f"{n_entries} entries", n_entries, reps, deltas, full, min_time)
 
 
@@ -264,15 +288,19 @@ def main() -> None:
         print(json.dumps({"python": platform.python_version(), "rows": rows}, indent=2))
         return
     print(f"crdt bench — Python {platform.python_version()} on {platform.machine()}")
-    head = (f"{'type':<17}{'size':<19}{'reps':>5}{'merge/s':>10}{'delta/s':>10}{'grp d/s':>10}"
-            f"{'enc/s':>9}{'dec/s':>9}{'bytes':>9}{'B/elem':>8}{'B/delta':>8}")
+    head = (
+        f"{'type':<17}{'size':<19}{'reps':>5}{'merge/s':>10}{'delta/s':>10}{'grp d/s':>10}"
+        f"{'enc/s':>9}{'dec/s':>9}{'bytes':>9}{'B/elem':>8}{'B/delta':>8}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['type']:<17}{r['size']:<19}{r['replicas']:>5}{r['full_merge_per_s']:>10.0f}"
-              f"{r['delta_apply_per_s']:>10.0f}{r['grouped_delta_per_s']:>10.0f}"
-              f"{r['encode_per_s']:>9.0f}{r['decode_per_s']:>9.0f}"
-              f"{r['encoded_bytes']:>9}{r['bytes_per_element']:>8.1f}{r['delta_bytes']:>8.0f}")
+        print(
+            f"{r['type']:<17}{r['size']:<19}{r['replicas']:>5}{r['full_merge_per_s']:>10.0f}"
+            f"{r['delta_apply_per_s']:>10.0f}{r['grouped_delta_per_s']:>10.0f}"
+            f"{r['encode_per_s']:>9.0f}{r['decode_per_s']:>9.0f}"
+            f"{r['encoded_bytes']:>9}{r['bytes_per_element']:>8.1f}{r['delta_bytes']:>8.0f}"
+        )
     cap = next(r for r in rows if r["type"] == "CapabilityVector")
     print(f"\nCapabilityVector value() (sum 16x256 + float32 pack): {cap['value_per_s']:.0f}/s")
 

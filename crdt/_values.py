@@ -134,4 +134,3 @@ def wire_list(obj: object, what: str, length: int | None = None) -> list[Any]:
     if length is not None and len(obj) != length:
         raise CodecError(f"{what} must have {length} items, got {len(obj)}")
     return obj
-

@@ -89,9 +89,7 @@ class EventLog(CRDTBase):
         """Entries with ``hlc > after``, in log order."""
         return tuple(e for e in self.value() if e.hlc > after)
 
-    def append(
-        self, hlc: Timestamp, node_id: str, entry_id: str, payload: Payload
-    ) -> EventLog:
+    def append(self, hlc: Timestamp, node_id: str, entry_id: str, payload: Payload) -> EventLog:
         """Delta appending one entry. Appending an existing id again is deduplicated.
 
         Raises:

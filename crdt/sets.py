@@ -100,9 +100,7 @@ class ORSet(CRDTBase):
     _TAG = 5
     context: CausalContext = field(default_factory=CausalContext)
     entries: Mapping[Element, frozenset[Dot]] = field(default_factory=dict)
-    _index: dict[Dot, Element] | None = field(
-        default=None, init=False, compare=False, repr=False
-    )
+    _index: dict[Dot, Element] | None = field(default=None, init=False, compare=False, repr=False)
 
     __hash__ = CRDTBase.__hash__
 

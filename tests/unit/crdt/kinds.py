@@ -367,8 +367,11 @@ KINDS: list[Kind] = [
 ]
 
 assert {k.name for k in KINDS} >= {
-    name for name in crdt.__all__ if isinstance(getattr(crdt, name), type)
-    and issubclass(getattr(crdt, name), CRDTBase) and name != "CRDTBase"
+    name
+    for name in crdt.__all__
+    if isinstance(getattr(crdt, name), type)
+    and issubclass(getattr(crdt, name), CRDTBase)
+    and name != "CRDTBase"
 }, "every CRDT type must have a Kind"
 
 

@@ -37,8 +37,12 @@ def test_hlc_now_is_strictly_monotonic_even_if_physical_time_goes_back(pts: list
 
 # A step: (node, kind, physical time, message index)
 STEPS = st.lists(
-    st.tuples(st.integers(0, 2), st.sampled_from(["local", "send", "recv"]), st.integers(0, 30),
-              st.integers(0, 99)),
+    st.tuples(
+        st.integers(0, 2),
+        st.sampled_from(["local", "send", "recv"]),
+        st.integers(0, 30),
+        st.integers(0, 99),
+    ),
     max_size=60,
 )
 
@@ -178,8 +182,9 @@ DOTS = st.sets(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 8)), m
 
 @LAWS
 @given(DOTS, DOTS)
-def test_causal_context_is_a_canonical_set_of_dots(xs: set[tuple[str, int]],
-                                                   ys: set[tuple[str, int]]) -> None:
+def test_causal_context_is_a_canonical_set_of_dots(
+    xs: set[tuple[str, int]], ys: set[tuple[str, int]]
+) -> None:
     cx, cy = CausalContext.of(xs), CausalContext.of(ys)
     assert set(cx.dots()) == xs
     assert cx.dot_count() == len(xs)

@@ -220,7 +220,12 @@ def test_mv_register_keeps_concurrent_values_until_overwritten() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{1: "x"}, {1, 2}, object(), 2**64,],
+    [
+        {1: "x"},
+        {1, 2},
+        object(),
+        2**64,
+    ],
 )
 def test_payload_validation(bad: object) -> None:
     deep: object = []
