@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -54,8 +55,8 @@ __all__ = [
     "encode_command",
 ]
 
-SNAPSHOT_FORMAT = 1
-COMMAND_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+COMMAND_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +137,15 @@ TxnOp = PutOp | DeleteOp | GetOp
 
 @dataclass(frozen=True, slots=True)
 class Txn:
+    """A transaction. ``request_id`` (optional, client-chosen, unique per
+    logical request) makes it idempotent: applying a txn whose id was already
+    applied changes nothing and returns the first application's result, so a
+    client may resend a write whose outcome it does not know."""
+
     compares: tuple[Compare, ...] = ()
     success: tuple[TxnOp, ...] = ()
     failure: tuple[TxnOp, ...] = ()
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +237,7 @@ def encode_command(command: Command) -> bytes:
             [[c.key, int(c.target), int(c.op), c.number, c.value] for c in command.compares],
             [_encode_op(op) for op in command.success],
             [_encode_op(op) for op in command.failure],
+            command.request_id,
         ]
     packed: bytes = msgpack.packb([COMMAND_FORMAT, tag, body], use_bin_type=True)
     return packed
@@ -248,7 +256,7 @@ def decode_command(data: bytes) -> Command:
     if tag != _TAG_TXN:
         raise CommandError(f"unknown command tag {tag!r}")
     try:
-        compares_raw, success_raw, failure_raw = body
+        compares_raw, success_raw, failure_raw, request_id = body
         compares = tuple(
             Compare(_str(k), CompareTarget(t), CompareOp(o), _int(n), _bytes(v))
             for k, t, o, n, v in compares_raw
@@ -257,6 +265,7 @@ def decode_command(data: bytes) -> Command:
             compares,
             tuple(_decode_op(op) for op in success_raw),
             tuple(_decode_op(op) for op in failure_raw),
+            _str(request_id),
         )
     except (ValueError, TypeError, IndexError) as exc:
         raise CommandError(f"malformed transaction: {exc}") from exc
@@ -290,6 +299,10 @@ class SystemStateMachine:
     _data: dict[str, KeyValue] = field(default_factory=dict)
     _sorted_keys: list[str] | None = None
     _history: deque[tuple[int, Event]] = field(default_factory=deque)
+    # Results of the last ``dedup_limit`` transactions that carried a
+    # request id, oldest first. Replicated state: part of every snapshot.
+    dedup_limit: int = 100_000
+    _dedup: OrderedDict[str, CommandResult] = field(default_factory=OrderedDict)
 
     # -- reads --------------------------------------------------------------
 
@@ -338,6 +351,10 @@ class SystemStateMachine:
         well-formed command (a failed compare is a result, not an error)."""
         if isinstance(command, Barrier):
             return CommandResult(revision=self.revision)
+        if command.request_id:
+            earlier = self._dedup.get(command.request_id)
+            if earlier is not None:
+                return earlier
         succeeded = all(self._compare(c) for c in command.compares)
         ops = command.success if succeeded else command.failure
         next_revision = self.revision + 1
@@ -350,7 +367,12 @@ class SystemStateMachine:
         if changed:
             self.revision = next_revision
             self._trim_history()
-        return CommandResult(self.revision, succeeded, tuple(results))
+        outcome = CommandResult(self.revision, succeeded, tuple(results))
+        if command.request_id:
+            self._dedup[command.request_id] = outcome
+            while len(self._dedup) > self.dedup_limit:
+                self._dedup.popitem(last=False)
+        return outcome
 
     def _apply_op(self, op: TxnOp, rev: int) -> tuple[OpResult, bool]:
         if isinstance(op, GetOp):
@@ -419,8 +441,9 @@ class SystemStateMachine:
             [rev, int(ev.type), _kv_tuple(ev.kv), _kv_tuple(ev.prev_kv) if ev.prev_kv else None]
             for rev, ev in self._history
         ]
+        dedup = [[rid, _result_tuple(res)] for rid, res in self._dedup.items()]
         packed: bytes = msgpack.packb(
-            [SNAPSHOT_FORMAT, self.revision, self.compact_revision, kvs, history],
+            [SNAPSHOT_FORMAT, self.revision, self.compact_revision, kvs, history, dedup],
             use_bin_type=True,
         )
         return packed
@@ -428,7 +451,7 @@ class SystemStateMachine:
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot made by :meth:`snapshot`."""
         try:
-            fmt, revision, compact, kvs, history = msgpack.unpackb(data, raw=False)
+            fmt, revision, compact, kvs, history, dedup_raw = msgpack.unpackb(data, raw=False)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise SnapshotError(f"undecodable snapshot: {exc}") from exc
         if fmt != SNAPSHOT_FORMAT:
@@ -438,7 +461,8 @@ class SystemStateMachine:
         try:
             if not all(isinstance(n, int) and not isinstance(n, bool) for n in (revision, compact)):
                 raise TypeError("revision and compact revision must be integers")
-            data = {kv[0]: KeyValue(*kv) for kv in kvs}
+            entries = {kv[0]: KeyValue(*kv) for kv in kvs}
+            dedup = OrderedDict((_str(rid), _result_from_tuple(res)) for rid, res in dedup_raw)
             events = deque(
                 (rev, Event(EventType(t), KeyValue(*kv), KeyValue(*prev) if prev else None))
                 for rev, t, kv, prev in history
@@ -447,9 +471,10 @@ class SystemStateMachine:
             raise SnapshotError(f"malformed snapshot: {exc}") from exc
         self.revision = revision
         self.compact_revision = compact
-        self._data = data
+        self._data = entries
         self._sorted_keys = None
         self._history = events
+        self._dedup = dedup
 
     def items(self) -> Iterable[KeyValue]:
         return self._data.values()
@@ -457,6 +482,33 @@ class SystemStateMachine:
 
 def _kv_tuple(kv: KeyValue) -> list[object]:
     return [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
+
+
+def _result_tuple(res: CommandResult) -> list[object]:
+    return [
+        res.revision,
+        res.succeeded,
+        [
+            [[_kv_tuple(kv) for kv in r.kvs], _kv_tuple(r.prev) if r.prev else None, r.more]
+            for r in res.results
+        ],
+    ]
+
+
+def _result_from_tuple(raw: list[Any]) -> CommandResult:
+    revision, succeeded, results = raw
+    return CommandResult(
+        _int(revision),
+        bool(succeeded),
+        tuple(
+            OpResult(
+                tuple(KeyValue(*kv) for kv in kvs),
+                KeyValue(*prev) if prev else None,
+                bool(more),
+            )
+            for kvs, prev, more in results
+        ),
+    )
 
 
 def _matches(candidate: str, key: str, prefix: bool) -> bool:

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pysyncobj.config import FAIL_REASON
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
@@ -78,8 +79,22 @@ class HeldTransport(Transport):  # type: ignore[misc]
     # -- pysyncobj side (tick thread) ----------------------------------------
 
     def send(self, node: Node, message: Any) -> bool:
-        if message.get("type") == "request_vote" and self._clock() < self._transfer_until:
+        kind = message.get("type")
+        if kind == "request_vote" and self._clock() < self._transfer_until:
             message = {**message, "transfer": True}
+        elif kind == "apply_command" and self._leader_gone(node):
+            # Forwarding to a leader we have not heard from for an election
+            # timeout would only leave the caller with "outcome unknown" when
+            # the next leader is elected. Refuse now, definitely not applied.
+            if "request_id" in message:
+                refusal = {
+                    "type": "apply_command_response",
+                    "request_id": message["request_id"],
+                    "error": FAIL_REASON.NOT_LEADER,
+                }
+                self._inbox.append(("local", (node.id, refusal)))
+                self._wake()
+            return False
         frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._outbox.setdefault(node.id, []).append(frame)
         return node.id in self._connected
@@ -111,6 +126,11 @@ class HeldTransport(Transport):  # type: ignore[misc]
             if kind == "down":
                 self._set_connected(item, False)
                 continue
+            if kind == "local":
+                peer_id, message = item
+                self._onMessageReceived(self._nodes[peer_id], message)
+                delivered += 1
+                continue
             peer_id, frames = item
             node = self._nodes.get(peer_id)
             if node is None:
@@ -136,6 +156,11 @@ class HeldTransport(Transport):  # type: ignore[misc]
                     self._onMessageReceived(node, message)
                 except (KeyError, TypeError, ValueError):
                     log.exception("raft message from %s could not be handled", peer_id)
+
+    def _leader_gone(self, node: Node) -> bool:
+        if node.id not in self._connected:
+            return True
+        return self._sticky_s > 0 and self._clock() - self._leader_contact > self._sticky_s
 
     def _admit(self, message: dict[str, Any]) -> bool:
         """Leader stickiness (Raft thesis §4.2.3, "disruptive servers").

@@ -222,7 +222,11 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             v.check_tier(request.tier)
             v.check_key(request.key)
             v.check_value(request.value, self.config.max_value_bytes)
-            result = await self._commit(context, Txn(success=(PutOp(request.key, request.value),)))
+            v.check_request_id(request.request_id)
+            result = await self._commit(
+                context,
+                Txn(success=(PutOp(request.key, request.value),), request_id=request.request_id),
+            )
         except Exception as exc:
             await self.abort_for(context, exc)
         op = result.results[0]
@@ -239,8 +243,13 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
                 v.check_prefix(request.key)
             else:
                 v.check_key(request.key)
+            v.check_request_id(request.request_id)
             result = await self._commit(
-                context, Txn(success=(DeleteOp(request.key, request.prefix),))
+                context,
+                Txn(
+                    success=(DeleteOp(request.key, request.prefix),),
+                    request_id=request.request_id,
+                ),
             )
         except Exception as exc:
             await self.abort_for(context, exc)
@@ -269,7 +278,9 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
                 tuple(_compare_from_pb(c) for c in request.compare),
                 tuple(_op_from_pb(op, self.config.max_value_bytes) for op in request.success),
                 tuple(_op_from_pb(op, self.config.max_value_bytes) for op in request.failure),
+                request.request_id,
             )
+            v.check_request_id(request.request_id)
             result = await self._commit(context, txn)
         except Exception as exc:
             await self.abort_for(context, exc)

@@ -20,9 +20,12 @@ retries and back-off; each attempt gets what is left.
 
 **Retries** (:class:`RetryPolicy`): ``UNAVAILABLE`` is retried for every call, on the
 next untried endpoint at once, and with capped exponential back-off and jitter once every
-endpoint has been tried. ``DEADLINE_EXCEEDED`` is retried for reads only. A write whose
-outcome is unknown (``ABORTED``, a deadline, or a connection lost after the request was
-sent) is never re-sent: :class:`~node.errors.OutcomeUnknown` is raised instead.
+endpoint has been tried. ``DEADLINE_EXCEEDED`` is retried for reads. Every write this
+client sends carries a fresh ``request_id`` (an idempotency key the server applies at most
+once), so a write whose outcome is unknown (``ABORTED``, a deadline, a connection lost
+after sending) is re-sent with the *same* id until it is answered or the deadline passes;
+only then is :class:`~node.errors.OutcomeUnknown` raised. A write without a request id is
+never re-sent after an unknown outcome.
 
 **Errors** are the tree in :mod:`node.errors`; the gRPC error is kept as ``__cause__``.
 
@@ -39,6 +42,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -479,11 +483,15 @@ class _Attempts:
         timeout_s: float,
         now: float,
         only: str | None = None,
+        idempotent: bool = False,
     ) -> None:
         self._router = router
         self._policy = policy
         self._rng = rng
         self._write = write
+        # A write carrying a request id is applied at most once however often
+        # it is sent, so an unknown outcome is retried like a read.
+        self._idempotent = idempotent
         self._timeout_s = timeout_s
         self._deadline = now + timeout_s
         self._only = only
@@ -513,7 +521,13 @@ class _Attempts:
             not self._write
             and code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
         )
-        if self._write and code is grpc.StatusCode.UNAVAILABLE and _lost_in_flight(exc):
+        if self._idempotent and code in (
+            grpc.StatusCode.ABORTED,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.CANCELLED,
+        ):
+            retryable = True
+        elif self._write and code is grpc.StatusCode.UNAVAILABLE and _lost_in_flight(exc):
             return OutcomeUnknown(
                 f"connection lost after the write was sent; it may or may not have been "
                 f"applied ({error.details})",
@@ -687,10 +701,16 @@ def _op_request(op: TxnOp) -> Any:
     raise InvalidArgument(f"not a txn op: {op!r}")
 
 
+def new_request_id() -> str:
+    """A fresh idempotency key for one logical write (resends reuse it)."""
+    return uuid.uuid4().hex
+
+
 def _txn_request(
     compares: Iterable[Compare], success: Iterable[TxnOp], failure: Iterable[TxnOp]
 ) -> Any:
     return pb.TxnRequest(
+        request_id=new_request_id(),
         compare=[
             pb.Compare(
                 key=c.key,
@@ -867,6 +887,7 @@ class Client:
             timeout_s=_check_timeout(timeout) if timeout is not None else self.timeout,
             now=time.monotonic(),
             only=only,
+            idempotent=write and bool(getattr(request, "request_id", "")),
         )
         while True:
             endpoint = attempts.endpoint
@@ -914,13 +935,15 @@ class Client:
     ) -> PutResult:
         """Store ``value`` (a str is UTF-8 encoded). Raises OutcomeUnknown if the write
         may or may not have been applied."""
-        req = pb.PutRequest(key=key, value=_to_bytes(value), prev_kv=prev_kv)
+        req = pb.PutRequest(
+            key=key, value=_to_bytes(value), prev_kv=prev_kv, request_id=new_request_id()
+        )
         return _put_result(self._call("kv", "Put", req, write=True, timeout=timeout))
 
     def delete(self, key: str, *, prefix: bool = False, timeout: float | None = None) -> int:
         """Delete the key (every key starting with it when ``prefix``); returns how many
         keys were deleted."""
-        req = pb.DeleteRequest(key=key, prefix=prefix)
+        req = pb.DeleteRequest(key=key, prefix=prefix, request_id=new_request_id())
         return _delete_result(self._call("kv", "Delete", req, write=True, timeout=timeout)).deleted
 
     def range(
@@ -1206,6 +1229,7 @@ class AsyncClient:
             timeout_s=_check_timeout(timeout) if timeout is not None else self.timeout,
             now=time.monotonic(),
             only=only,
+            idempotent=write and bool(getattr(request, "request_id", "")),
         )
         while True:
             endpoint = attempts.endpoint
@@ -1248,12 +1272,14 @@ class AsyncClient:
         self, key: str, value: bytes | str, *, prev_kv: bool = False, timeout: float | None = None
     ) -> PutResult:
         """See :meth:`Client.put`."""
-        req = pb.PutRequest(key=key, value=_to_bytes(value), prev_kv=prev_kv)
+        req = pb.PutRequest(
+            key=key, value=_to_bytes(value), prev_kv=prev_kv, request_id=new_request_id()
+        )
         return _put_result(await self._call("kv", "Put", req, write=True, timeout=timeout))
 
     async def delete(self, key: str, *, prefix: bool = False, timeout: float | None = None) -> int:
         """See :meth:`Client.delete`."""
-        req = pb.DeleteRequest(key=key, prefix=prefix)
+        req = pb.DeleteRequest(key=key, prefix=prefix, request_id=new_request_id())
         resp = await self._call("kv", "Delete", req, write=True, timeout=timeout)
         return _delete_result(resp).deleted
 

@@ -48,3 +48,13 @@ def check_revision(revision: int, what: str = "revision") -> None:
 def check_limit(limit: int) -> None:
     if limit < 0:
         raise InvalidArgument(f"limit {limit} is negative")
+
+
+MAX_REQUEST_ID_CHARS = 64
+
+
+def check_request_id(request_id: str) -> None:
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidArgument(
+            f"request_id is {len(request_id)} characters; the limit is {MAX_REQUEST_ID_CHARS}"
+        )

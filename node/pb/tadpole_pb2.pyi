@@ -61,16 +61,18 @@ class GetResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., found: _Optional[bool] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "prev_kv", "tier")
+    __slots__ = ("key", "value", "prev_kv", "tier", "request_id")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     PREV_KV_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     key: str
     value: bytes
     prev_kv: bool
     tier: str
-    def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., prev_kv: _Optional[bool] = ..., tier: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., prev_kv: _Optional[bool] = ..., tier: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("header", "kv", "prev_kv")
@@ -83,16 +85,18 @@ class PutResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ..., prev_kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("key", "prefix", "prev_kv", "tier")
+    __slots__ = ("key", "prefix", "prev_kv", "tier", "request_id")
     KEY_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     PREV_KV_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     key: str
     prefix: bool
     prev_kv: bool
     tier: str
-    def __init__(self, key: _Optional[str] = ..., prefix: _Optional[bool] = ..., prev_kv: _Optional[bool] = ..., tier: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, key: _Optional[str] = ..., prefix: _Optional[bool] = ..., prev_kv: _Optional[bool] = ..., tier: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("header", "deleted", "prev_kvs")
@@ -185,16 +189,18 @@ class ResponseOp(_message.Message):
     def __init__(self, put: _Optional[_Union[PutResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., range: _Optional[_Union[RangeResponse, _Mapping]] = ...) -> None: ...
 
 class TxnRequest(_message.Message):
-    __slots__ = ("compare", "success", "failure", "tier")
+    __slots__ = ("compare", "success", "failure", "tier", "request_id")
     COMPARE_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     compare: _containers.RepeatedCompositeFieldContainer[Compare]
     success: _containers.RepeatedCompositeFieldContainer[RequestOp]
     failure: _containers.RepeatedCompositeFieldContainer[RequestOp]
     tier: str
-    def __init__(self, compare: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., success: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., failure: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., tier: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, compare: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., success: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., failure: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., tier: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class TxnResponse(_message.Message):
     __slots__ = ("header", "succeeded", "responses")

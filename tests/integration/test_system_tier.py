@@ -350,3 +350,21 @@ def test_health_reflection_and_transfer_leadership(make_cluster: Any, stubs: Any
     assert sorted(m.id for m in members) == ["n1", "n2", "n3"]
     assert [m.raft_role for m in members].count("leader") == 1
     assert all(m.status == "alive" for m in members)
+
+
+def test_a_resent_request_id_is_applied_once(make_cluster: Any, stubs: Any) -> None:
+    cluster = make_cluster()
+    leader, follower = (stubs(cluster.addresses[n]) for n in cluster.node_ids[:2])
+    first = leader.kv.Put(pb.PutRequest(key="once", value=b"1", request_id="req-1"), timeout=5)
+    # A resend (same id, even with another body, through another node) changes nothing
+    # and answers with the first application's result.
+    again = follower.kv.Put(pb.PutRequest(key="once", value=b"2", request_id="req-1"), timeout=5)
+    assert again.header.revision == first.header.revision
+    assert again.kv == first.kv
+    got = get(follower, "once")
+    assert got.kv.value == b"1" and got.kv.version == 1
+    other = leader.kv.Put(pb.PutRequest(key="once", value=b"3", request_id="req-2"), timeout=5)
+    assert other.kv.version == 2
+    with pytest.raises(grpc.RpcError) as err:
+        leader.kv.Put(pb.PutRequest(key="once", value=b"4", request_id="x" * 65), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -129,6 +129,7 @@ class FakeNode:
     cluster: FakeCluster
     address: str = ""
     calls: dict[str, int] = field(default_factory=dict)
+    request_ids: dict[str, list[str]] = field(default_factory=dict)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
     # Break the next watch stream with UNAVAILABLE after this many events (once).
     break_watch_after: int | None = None
@@ -174,6 +175,7 @@ class FakeKV(pb_grpc.KVServicer):
             return pb.GetResponse(header=self.node.header(), found=kv is not None, kv=kv)
 
     def Put(self, request: Any, context: Any) -> Any:
+        self.node.request_ids.setdefault("Put", []).append(request.request_id)
         self.node.enter("Put", context)
         _need_key(request.key, context)
         with self.store.cond:
@@ -462,24 +464,48 @@ def test_gives_up_after_attempts_with_unavailable(one: FakeCluster) -> None:
     assert isinstance(info.value.__cause__, grpc.RpcError)
 
 
-def test_aborted_write_is_not_retried(one: FakeCluster) -> None:
+def test_aborted_write_is_resent_with_the_same_request_id(one: FakeCluster) -> None:
+    """An unknown outcome is safe to resend because the server applies a request id
+    at most once; the resend must carry the *same* id, and the next write a new one."""
     node = one.nodes[0]
     node.inject("Put", S.ABORTED, "leadership changed")
-    with client_for(one.endpoints) as c, pytest.raises(OutcomeUnknown) as info:
+    with client_for(one.endpoints) as c:
         c.put("k", "v")
+        c.put("k", "w")
+    first, resend, second = node.request_ids["Put"]
+    assert first and first == resend and second != first
+
+
+def test_aborted_write_without_request_id_is_not_retried(one: FakeCluster) -> None:
+    node = one.nodes[0]
+    node.inject("Put", S.ABORTED, "leadership changed", times=FAST.attempts + 1)
+    with client_for(one.endpoints) as c, pytest.raises(OutcomeUnknown) as info:
+        c._call("kv", "Put", pb.PutRequest(key="k", value=b"v"), write=True, timeout=None)
     assert node.calls["Put"] == 1
     assert isinstance(info.value.__cause__, grpc.RpcError)
 
 
-def test_deadline_is_retried_for_reads_not_writes(one: FakeCluster) -> None:
+def test_write_whose_outcome_stays_unknown_raises_outcome_unknown(one: FakeCluster) -> None:
+    node = one.nodes[0]
+    node.inject("Put", S.ABORTED, "leadership changed", times=FAST.attempts + 1)
+    with client_for(one.endpoints) as c, pytest.raises(OutcomeUnknown):
+        c.put("k", "v")
+    assert node.calls["Put"] == FAST.attempts
+    assert len(set(node.request_ids["Put"])) == 1
+
+
+def test_deadline_is_retried_for_reads_and_idempotent_writes_only(one: FakeCluster) -> None:
     node = one.nodes[0]
     node.inject("Get", S.DEADLINE_EXCEEDED, "read index timed out")
     node.inject("Txn", S.DEADLINE_EXCEEDED, "commit timed out")
     with client_for(one.endpoints) as c:
         assert c.get("k") is None
+        assert c.cas("k", expected_mod_revision=0, new_value="v")
+        bare = pb.TxnRequest(success=[pb.RequestOp(put=pb.PutRequest(key="j", value=b"1"))])
+        node.inject("Txn", S.DEADLINE_EXCEEDED, "commit timed out")
         with pytest.raises(WriteTimeout):
-            c.cas("k", expected_mod_revision=0, new_value="v")
-    assert (node.calls["Get"], node.calls["Txn"]) == (2, 1)
+            c._call("kv", "Txn", bare, write=True, timeout=None)
+    assert (node.calls["Get"], node.calls["Txn"]) == (2, 3)
 
 
 def test_connection_lost_mid_write_is_outcome_unknown(one: FakeCluster) -> None:
@@ -660,12 +686,14 @@ async def test_async_client_retries_and_maps_errors(one: FakeCluster) -> None:
         assert (await c.get("k")) is not None
         assert await c.cas("k", expected_value="v", new_value="w")
         assert [kv.key async for kv in c.scan("", page_size=1)] == ["k"]
-        node.inject("Put", S.ABORTED, "leadership changed")
+        node.inject("Put", S.ABORTED, "leadership changed", times=FAST.attempts)
         with pytest.raises(OutcomeUnknown):
             await c.put("k", "x")
         with pytest.raises(InvalidArgument):
             await c.get("")
-    assert node.calls["Put"] == 2 + 1 + 1
+    resends = node.request_ids["Put"][3:]
+    assert len(resends) >= 2, "an unknown-outcome write with a request id must be resent"
+    assert len(set(resends)) == 1
 
 
 async def test_async_watch_yields_events(one: FakeCluster) -> None:
