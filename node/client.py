@@ -337,9 +337,11 @@ class RetryPolicy:
     together). The call's deadline caps everything.
     """
 
-    # Total tries per call including the first. 10 with the defaults below spans ~2 s of
-    # back-off, which covers a leader election (150-300 ms timeout) with room to spare.
-    attempts: int = 10
+    # Total tries per call including the first; every endpoint counts (a round over
+    # three endpoints is three tries). 40 with the defaults below outlasts the default
+    # 5 s deadline, so the deadline is what normally ends retrying: a leader election
+    # (150-300 ms timeout, plus failure detection) fits comfortably inside it.
+    attempts: int = 40
     # First back-off in seconds. Smaller reacts faster, larger loads a sick cluster less.
     initial_backoff_s: float = 0.05
     # Back-off ceiling in seconds.
@@ -501,14 +503,18 @@ class _Attempts:
         self.endpoint = self._pick(now)
 
     def _pick(self, now: float) -> str:
+        """The next endpoint not yet tried in this round; a new round (``_tried``
+        cleared by the caller) starts from the preferred one."""
         if self._only is not None:
             return self._only
         order = self._router.order(now)
         for endpoint in order:
             if endpoint not in self._tried:
                 return endpoint
-        self._tried.clear()
         return order[0]
+
+    def _round_done(self, now: float) -> bool:
+        return self._only is not None or all(e in self._tried for e in self._router.order(now))
 
     def remaining(self, now: float) -> float:
         return max(self._deadline - now, 0.0)
@@ -548,12 +554,13 @@ class _Attempts:
         log.debug("attempt %d on %s failed: %s", self._count, self.endpoint, error)
         if self._count >= self._policy.attempts:
             return self._exhausted(error, f"after {self._count} attempts")
-        next_endpoint = self._pick(now)
         delay = 0.0
-        if next_endpoint in self._tried or self._only is not None:
+        if self._round_done(now):
+            # Every endpoint failed this round: back off before the next one.
             delay = self._policy.backoff_s(self._round, self._rng)
             self._round += 1
             self._tried.clear()
+        next_endpoint = self._pick(now)
         if now + delay >= self._deadline:
             return self._exhausted(error, f"within the {self._timeout_s:g} s deadline")
         self.endpoint = next_endpoint

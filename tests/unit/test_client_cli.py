@@ -787,3 +787,19 @@ def test_cli_watch_of_compacted_history_exits_1(one: FakeCluster, run: Any) -> N
     result = run(one.endpoints, "watch", "k", "--start-revision", "2")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: revisions up to 5 were compacted")
+
+
+def test_backs_off_once_every_endpoint_failed_a_round() -> None:
+    """Regression: the round check ran after the round was reset, so a client
+    burned its attempts in a tight loop (40 tries in 0.2 s) instead of waiting
+    out a leader election."""
+    import random as _random
+
+    from node.client import _Attempts, _Router
+
+    router = _Router(["a:1", "b:2", "c:3"], prefer_leader=False, cooldown_s=0.0)
+    policy = RetryPolicy(attempts=100, initial_backoff_s=0.1, max_backoff_s=1.0, jitter=0.0)
+    attempts = _Attempts(router, policy, _random.Random(1), write=False, timeout_s=60.0, now=0.0)
+    err = rpc_error(S.UNAVAILABLE, "no leader")
+    delays = [attempts.failed(err, 0.0) for _ in range(9)]
+    assert delays == [0.0, 0.0, 0.1, 0.0, 0.0, 0.2, 0.0, 0.0, 0.4]
