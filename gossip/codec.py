@@ -34,15 +34,25 @@ from gossip.messages import (
     PushPull,
     Status,
     Suspect,
+    SwimMessage,
     SyncBegin,
     SyncDone,
     SyncLeaves,
+    SyncMessage,
     SyncNodes,
     SyncValues,
     Update,
 )
 
-__all__ = ["WIRE_VERSION", "decode", "encode", "encode_update", "update_size"]
+__all__ = [
+    "WIRE_VERSION",
+    "decode",
+    "decode_swim",
+    "decode_sync",
+    "encode",
+    "encode_update",
+    "update_size",
+]
 
 WIRE_VERSION = 1
 
@@ -286,3 +296,22 @@ def decode(data: bytes) -> Message:
         return _message(w[1], w[2:])
     except (ValueError, TypeError) as exc:  # tuple-unpack of a wrong-sized array
         raise CodecError(f"malformed gossip frame: {exc}") from exc
+
+
+_SYNC_TYPES = (SyncBegin, SyncNodes, SyncLeaves, SyncValues, SyncDone)
+
+
+def decode_sync(data: bytes) -> SyncMessage:
+    """:func:`decode`, additionally requiring an anti-entropy message (the Sync RPC)."""
+    msg = decode(data)
+    if not isinstance(msg, _SYNC_TYPES):
+        raise CodecError(f"expected a Sync* message, got {type(msg).__name__}")
+    return msg
+
+
+def decode_swim(data: bytes) -> SwimMessage:
+    """:func:`decode`, additionally requiring a SWIM message (Ping/PingReq/Gossip RPCs)."""
+    msg = decode(data)
+    if isinstance(msg, _SYNC_TYPES):
+        raise CodecError(f"expected a SWIM message, got {type(msg).__name__}")
+    return msg

@@ -274,7 +274,7 @@ class Swim:
         if not self._left:
             t = min(t, self._next_probe)
         if len(self._queue):
-            t = min(t, self._next_gossip)
+            t = min(t, self._gossip_due())
         p = self._probe
         if p is not None:
             t = min(t, p.period_end if p.indirect_sent else p.timeout_at)
@@ -286,6 +286,14 @@ class Swim:
         for k in self._dead:
             t = min(t, self._members[k].since + reap)
         return t
+
+    def _gossip_due(self) -> float:
+        """Next gossip round at or after the last ``now``, keeping this node's phase."""
+        due, now = self._next_gossip, self._now
+        if due < now:
+            step = self.config.gossip_interval_s
+            due += step * math.ceil((now - due) / step)
+        return due
 
     # --- commands ------------------------------------------------------------------------
 
@@ -384,7 +392,7 @@ class Swim:
             if len(self._queue):
                 out += self._gossip_round(now)
             step = self.config.gossip_interval_s
-            self._next_gossip += step * max(1, math.ceil((now - self._next_gossip) / step))
+            self._next_gossip += step * (math.floor((now - self._next_gossip) / step) + 1)
         if now >= self._next_push_pull:
             self._next_push_pull = now + self.config.push_pull_scaled_s(self._n_live)
             if not self._left:
@@ -555,6 +563,7 @@ class Swim:
         p = self._probe
         if p is not None and p.seq == msg.seq and msg.src == p.target and not p.acked:
             p.acked = True
+            self._probe = None  # done; the next probe waits for _next_probe
             self._set_awareness(self._awareness - 1)
         return []
 
