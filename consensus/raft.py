@@ -258,23 +258,29 @@ class RaftBackend:
     # -- the tick loop -----------------------------------------------------------
 
     def _run(self) -> None:
-        obj, transport, journal = self._obj, self._transport, self._journal
-        assert obj is not None and transport is not None and journal is not None
         idle = self.config.idle_tick_s
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                while self._calls:
-                    self._calls.popleft()()
-                transport.drain()
-                obj.doTick(0.0)
-                journal.sync()
-                transport.flush()
-                self._publish_status(obj)
+                self._tick_once()
             except Exception:
                 log.exception("node %s: raft tick failed", self.node_id)
                 time.sleep(idle)
             self._wake.wait(idle)
+
+    def _tick_once(self) -> None:
+        """One iteration of the loop in the module docstring. The order of
+        ``journal.sync()`` before ``transport.flush()`` is the durability
+        argument; ``tests/integration/test_raft_durability.py`` checks it."""
+        obj, transport, journal = self._obj, self._transport, self._journal
+        assert obj is not None and transport is not None and journal is not None
+        while self._calls:
+            self._calls.popleft()()
+        transport.drain()
+        obj.doTick(0.0)
+        journal.sync()
+        transport.flush()
+        self._publish_status(obj)
 
     def _publish_status(self, obj: _ReplicatedSystem) -> None:
         raw = obj.getStatus()

@@ -1,0 +1,175 @@
+"""Nothing leaves a node before what it vouches for is on disk.
+
+Three in-process Raft backends (real files, real threads, no sockets) are
+wired through a network that inspects every message at the moment it leaves
+its sender, and checks the *sender's files on disk* right then:
+
+* a vote request or vote grant for term T: the sender's term/vote file says
+  term >= T and records the vote (for itself, or for the candidate);
+* an append-entries acknowledgement up to index i: the sender's journal file
+  holds a record with index >= i (it was fsynced, not just buffered).
+
+A control run with the sync and the send swapped must be caught, which shows
+the check can fail.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import threading
+import time
+import zlib
+from typing import Any
+
+import msgpack
+import pytest
+
+from consensus.journal import MAGIC
+from consensus.raft import RaftBackend, RaftConfig
+from consensus.statemachine import PutOp, Txn
+
+pytestmark = pytest.mark.integration
+
+_REC = struct.Struct("<II")
+
+
+def durable_last_index(path: str) -> int:
+    """Highest entry index in the journal file as it is on disk right now."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[: len(MAGIC)] == MAGIC
+    pos, last = len(MAGIC), 0
+    while pos + _REC.size <= len(data):
+        length, crc = _REC.unpack_from(data, pos)
+        payload = data[pos + _REC.size : pos + _REC.size + length]
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            break
+        last = struct.unpack_from("<Q", payload)[0]
+        pos += _REC.size + length
+    return last
+
+
+def durable_meta(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            meta: dict[str, Any] = msgpack.unpackb(f.read(), raw=False)
+            return meta
+    except FileNotFoundError:
+        return {}
+
+
+class FlushBeforeSync(RaftBackend):
+    """The bug the design rules out: messages released before the fsync."""
+
+    def _tick_once(self) -> None:
+        obj, transport, journal = self._obj, self._transport, self._journal
+        assert obj is not None and transport is not None and journal is not None
+        transport.drain()
+        obj.doTick(0.0)
+        transport.flush()
+        journal.sync()
+        self._publish_status(obj)
+
+
+class Inspector:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.violations: list[str] = []
+        self.checked = {"vote": 0, "ack": 0}
+        self.lock = threading.Lock()
+
+    def check(self, sender: str, frames: list[bytes]) -> None:
+        journal = os.path.join(self.root, sender, "raft.journal")
+        for frame in frames:
+            msg = pickle.loads(frame)
+            kind = msg.get("type")
+            if kind in ("request_vote", "response_vote"):
+                meta = durable_meta(journal + ".meta")
+                with self.lock:
+                    self.checked["vote"] += 1
+                    if meta.get("term", 0) < msg["term"] or meta.get("voted_for") is None:
+                        self.violations.append(f"{sender} sent {kind} term {msg['term']}: {meta}")
+            elif kind == "next_node_idx" and msg.get("success"):
+                acked = msg["next_node_idx"] - 1
+                on_disk = durable_last_index(journal)
+                with self.lock:
+                    self.checked["ack"] += 1
+                    if on_disk < acked:
+                        self.violations.append(f"{sender} acked {acked} with {on_disk} on disk")
+
+
+def run_cluster(tmp_path: Any, backend_class: type[RaftBackend]) -> Inspector:
+    root = str(tmp_path)
+    ids = ["n1", "n2", "n3"]
+    inspector = Inspector(root)
+    nodes: dict[str, RaftBackend] = {}
+    alive = set(ids)
+
+    def sender_for(src: str) -> Any:
+        def send(dst: str, frames: list[bytes]) -> None:
+            inspector.check(src, frames)
+            if src in alive and dst in alive:
+                nodes[dst].deliver(src, frames)
+
+        return send
+
+    config = RaftConfig(election_timeout_min_s=0.15, election_timeout_max_s=0.3)
+    for node_id in ids:
+        nodes[node_id] = backend_class(
+            node_id,
+            [p for p in ids if p != node_id],
+            os.path.join(root, node_id),
+            sender=sender_for(node_id),
+            config=config,
+        )
+    for node in nodes.values():
+        node.start()
+        for peer in node.peer_ids:
+            node.peer_up(peer)
+
+    def leader() -> str | None:
+        for node_id in alive:
+            if nodes[node_id].status().role == "leader":
+                return node_id
+        return None
+
+    def write_some(count: int) -> None:
+        done = threading.Semaphore(0)
+        for i in range(count):
+            target = nodes[sorted(alive)[i % len(alive)]]
+            target.propose(Txn(success=(PutOp(f"k{i}", b"v" * 64),)), lambda _r, _e: done.release())
+        for _ in range(count):
+            done.acquire(timeout=10)
+
+    try:
+        deadline = time.monotonic() + 10
+        while leader() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first = leader()
+        assert first is not None
+        write_some(300)
+        # Depose the leader (it stops hearing and being heard) to force votes.
+        alive.discard(first)
+        for node_id in alive:
+            nodes[node_id].peer_down(first)
+        deadline = time.monotonic() + 10
+        while leader() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        write_some(300)
+    finally:
+        for node in nodes.values():
+            node.stop()
+    return inspector
+
+
+def test_votes_and_acks_leave_only_after_fsync(tmp_path: Any) -> None:
+    inspector = run_cluster(tmp_path, RaftBackend)
+    assert inspector.checked["vote"] >= 2 and inspector.checked["ack"] >= 100, inspector.checked
+    assert inspector.violations == []
+
+
+def test_the_check_catches_messages_sent_before_the_fsync(tmp_path: Any) -> None:
+    inspector = run_cluster(tmp_path, FlushBeforeSync)
+    assert inspector.violations, "releasing messages before the fsync must be detected"
