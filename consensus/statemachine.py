@@ -467,7 +467,7 @@ class SystemStateMachine:
                 (rev, Event(EventType(t), KeyValue(*kv), KeyValue(*prev) if prev else None))
                 for rev, t, kv, prev in history
             )
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
+        except (CommandError, ValueError, TypeError, IndexError, KeyError) as exc:
             raise SnapshotError(f"malformed snapshot: {exc}") from exc
         self.revision = revision
         self.compact_revision = compact
