@@ -87,7 +87,7 @@ class BroadcastQueue:
                     moved.append((key, item))
                     if budget <= per_item_overhead:
                         break
-        for key, item in moved:
+        for key, item in reversed(moved):  # oldest first, so newest stays last
             del self._buckets[item.transmits][key]
             item.transmits += 1
             if item.transmits >= limit:
