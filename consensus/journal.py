@@ -99,7 +99,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._dir = os.path.dirname(os.path.abspath(path))
         self._meta_path = path + ".meta"
         self._snapshot_path = snapshot_path
-        self._fsync = fsync
+        self._fsync = _chaos_fsync_shim(fsync, path)  # identity unless chaos testing
         self._entries: list[Entry] = []
         self._offsets: list[int] = []  # file offset of each entry's record
         self._pending = bytearray()  # records appended since the last sync
@@ -300,3 +300,29 @@ class DurableJournal(Journal):  # type: ignore[misc]
             finally:
                 os.close(fd)
             fsync_dir(os.path.dirname(os.path.abspath(self._snapshot_path)))
+
+
+# -- test-only: chaos suite power-loss shim ------------------------------------
+# Off by default. With TADPOLE_CHAOS_FSYNC_SHIM=1 in the environment, every
+# journal fsync first records the journal's length in ``<path>.chaos-fsynced``,
+# so the chaos suite (tests/chaos/nemesis.py, "lose-unfsynced") can kill -9 the
+# node and cut the journal back to what was fsynced, as a power loss would.
+# The length is recorded *before* the fsync, so a kill between the two keeps
+# bytes that may not have reached the disk: a state a real disk may also show,
+# and never one where an acknowledged (synced) record goes missing.
+
+
+def _chaos_fsync_shim(fsync: Callable[[int], None], path: str) -> Callable[[int], None]:
+    if os.environ.get("TADPOLE_CHAOS_FSYNC_SHIM") != "1":
+        return fsync
+    side = path + ".chaos-fsynced"
+
+    def recording_fsync(fd: int) -> None:
+        note = os.open(side, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(note, b"%020d\n" % os.fstat(fd).st_size, 0)
+        finally:
+            os.close(note)
+        fsync(fd)
+
+    return recording_fsync

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -119,7 +120,8 @@ class RaftSystem:
         locally, local state holds every write that completed before the call.
         Concurrent readers share barriers: while one is in flight, new readers
         join the next, which is proposed as soon as the current one lands."""
-        if linearizable:
+        # TADPOLE_UNSAFE_LOCAL_READS=1: test-only broken mode the chaos suite must catch.
+        if linearizable and os.environ.get("TADPOLE_UNSAFE_LOCAL_READS") != "1":
             await asyncio.wait_for(self._read_barrier(), timeout)
         return self.raft.read(fn)
 
