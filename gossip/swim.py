@@ -316,6 +316,10 @@ class Swim:
         self._now = now
         my_addr = self._members[self._me].meta.address
         self._seeds = tuple(s for s in seeds if s != my_addr)
+        # Announce ourselves too, not only through the seed: members that joined before
+        # us learn about us from our own gossip once the seed's reply tells us who they are.
+        me = self._members[self._me]
+        self._enqueue(Alive(me.meta, self._inc))
         return [Outgoing(s, self._push_pull_msg(join=True, reply=False)) for s in self._seeds]
 
     def leave(self, now: float) -> list[Outgoing]:
@@ -586,13 +590,10 @@ class Swim:
 
     def _on_push_pull(self, from_addr: str, msg: PushPull, now: float) -> list[Outgoing]:
         self._heard(msg.src, now)
-        quiet_new = msg.reply and msg.join  # answer to our own join: peers know these
         for st in msg.states:
             node = st.meta.node_id
             if st.status in (Status.ALIVE, Status.SUSPECT):
-                self._apply_alive(
-                    Alive(st.meta, st.incarnation), now, rebroadcast_new=not quiet_new
-                )
+                self._apply_alive(Alive(st.meta, st.incarnation), now)
                 if st.status is Status.SUSPECT:
                     self._apply_suspect(Suspect(node, st.incarnation, msg.src), now)
             elif node in self._members:
@@ -616,7 +617,7 @@ class Swim:
             else:
                 self._apply_delta(u, now)
 
-    def _apply_alive(self, a: Alive, now: float, *, rebroadcast_new: bool = True) -> None:
+    def _apply_alive(self, a: Alive, now: float) -> None:
         node = a.meta.node_id
         if node == self._me:
             me = self._members[self._me]
@@ -628,8 +629,7 @@ class Swim:
         m = self._members.get(node)
         if m is None:
             self._add(a.meta, a.incarnation, now)
-            if rebroadcast_new:
-                self._enqueue(a)
+            self._enqueue(a)
             self._emit(MemberEvent("join", self._view(self._members[node])))
             return
         if a.incarnation <= m.incarnation:

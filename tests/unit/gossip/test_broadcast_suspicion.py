@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from gossip.broadcast import BroadcastQueue
-from gossip.messages import Delta, Suspect
+from gossip.messages import Delta
 from gossip.suspicion import Suspicion
 
 

@@ -78,7 +78,7 @@ def test_probe_then_suspect_then_dead() -> None:
     net.down.add("c")
     net.run(3.0)
     assert net.status("a", "c") is Status.SUSPECT
-    lo, hi = CFG.suspicion_bounds_s(3)
+    _lo, hi = CFG.suspicion_bounds_s(3)
     net.run(3.0 + hi + 1.0)
     assert net.status("a", "c") is Status.DEAD
     assert net.status("b", "c") is Status.DEAD
