@@ -205,7 +205,7 @@ class RaftBackend:
         cfg = self.config
         conf = SyncObjConf(
             autoTick=False,
-            appendEntriesUseBatch=False,
+            appendEntriesUseBatch=True,
             appendEntriesPeriod=cfg.heartbeat_interval_s,
             raftMinTimeout=cfg.election_timeout_min_s,
             raftMaxTimeout=cfg.election_timeout_max_s,
@@ -277,7 +277,12 @@ class RaftBackend:
         while self._calls:
             self._calls.popleft()()
         transport.drain()
+        log_before, commit_before = len(journal), obj.raftCommitIndex
         obj.doTick(0.0)
+        if obj._isLeader() and (len(journal) != log_before or obj.raftCommitIndex != commit_before):
+            # One append-entries per follower per tick, carrying every entry
+            # the tick appended and the newest commit index (see module doc).
+            obj._SyncObj__sendAppendEntries()
         journal.sync()
         transport.flush()
         self._publish_status(obj)

@@ -51,8 +51,17 @@ class NodeConfig:
     # How long the server waits for a proposal to commit before answering
     # "outcome unknown" (a client deadline, if shorter, wins). Seconds.
     request_timeout_s: float = 10.0
-    # System-tier backend: "raft" (the node's own Raft group).
+    # System-tier backend: "raft" (the node's own Raft group) or "etcd" (an
+    # external etcd v3 cluster at etcd_endpoints; the node's Raft group is not
+    # started). etcd trades an extra network hop per request for etcd's
+    # maturity and operational tooling.
     system_backend: str = "raft"
+    # etcd client endpoints, host:port (flag form "h1:2379,h2:2379"). Required
+    # with system_backend = "etcd"; tried in order, the next on failure.
+    etcd_endpoints: tuple[str, ...] = ()
+    # Every etcd key this node writes lives under this prefix, so one etcd
+    # cluster can serve several Tadpole clusters (give each its own prefix).
+    etcd_prefix: str = "/tadpole/system/"
     # Python's GIL switch interval for the node process, seconds. The event
     # loop and the Raft tick thread hand work to each other on every commit;
     # a shorter interval shortens each hand-off (latency) at some cost in
@@ -63,16 +72,14 @@ class NodeConfig:
     raft: RaftConfig = field(default_factory=RaftConfig)
 
     def __post_init__(self) -> None:
-        if (
-            not self.node_id
-            or len(self.node_id) > 64
-            or not all(c.isalnum() or c in "_.-" for c in self.node_id)
-        ):
+        if not _valid_id(self.node_id):
             raise ConfigError(f"node_id {self.node_id!r}: use 1-64 of [A-Za-z0-9_.-]")
         _check_address("listen", self.listen)
         if self.advertise:
             _check_address("advertise", self.advertise)
         for peer_id, address in self.peers.items():
+            if not _valid_id(peer_id):
+                raise ConfigError(f"peers: id {peer_id!r}: use 1-64 of [A-Za-z0-9_.-]")
             if peer_id == self.node_id:
                 raise ConfigError(f"peers: {peer_id!r} is this node's own id")
             _check_address(f"peers.{peer_id}", address)
@@ -86,8 +93,16 @@ class NodeConfig:
             raise ConfigError("max_value_bytes must be between 1 and 64 MiB")
         if self.request_timeout_s <= 0:
             raise ConfigError("request_timeout_s must be positive")
-        if self.system_backend != "raft":
-            raise ConfigError(f"system_backend {self.system_backend!r}: supported: raft")
+        if self.system_backend not in ("raft", "etcd"):
+            raise ConfigError(f"system_backend {self.system_backend!r}: supported: raft, etcd")
+        if self.system_backend == "etcd" and not self.etcd_endpoints:
+            raise ConfigError(
+                "system_backend = etcd needs etcd_endpoints (--etcd-endpoints HOST:PORT,...)"
+            )
+        for i, endpoint in enumerate(self.etcd_endpoints):
+            _check_address(f"etcd_endpoints[{i}]", endpoint)
+        if not self.etcd_prefix.startswith("/") or not self.etcd_prefix.endswith("/"):
+            raise ConfigError(f"etcd_prefix {self.etcd_prefix!r}: must start and end with '/'")
 
     @property
     def address(self) -> str:
@@ -99,17 +114,18 @@ class NodeConfig:
 
     def secret(self) -> bytes:
         if self.cluster_secret:
-            return self.cluster_secret.encode()
-        if self.cluster_secret_file:
+            secret = self.cluster_secret.encode()
+        elif self.cluster_secret_file:
             try:
                 with open(self.cluster_secret_file, "rb") as f:
                     secret = f.read().strip()
             except OSError as exc:
                 raise ConfigError(f"cluster_secret_file: {exc}") from exc
-            if len(secret) < 16:
-                raise ConfigError("cluster secret must be at least 16 bytes")
-            return secret
-        return b""
+        else:
+            return b""
+        if len(secret) < 16:
+            raise ConfigError("cluster secret must be at least 16 bytes")
+        return secret
 
     def peer_token(self) -> str:
         """The credential peers present: an HMAC of the secret, so the secret
@@ -120,9 +136,16 @@ class NodeConfig:
         return hmac.new(secret, b"tadpole-peer-v1", hashlib.sha256).hexdigest()
 
 
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _valid_id(node_id: str) -> bool:
+    return 0 < len(node_id) <= 64 and all(c in _ID_CHARS for c in node_id)
+
+
 def _check_address(name: str, value: str) -> None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"{name}: {value!r} is not host:port")
 
 
@@ -140,6 +163,9 @@ def parse_peers(text: str) -> dict[str, str]:
 def _coerce(name: str, raw: Any, target: Any) -> Any:
     if name == "peers":
         return parse_peers(raw) if isinstance(raw, str) else dict(raw)
+    if name == "etcd_endpoints":
+        items = raw.split(",") if isinstance(raw, str) else raw
+        return tuple(str(item).strip() for item in items if str(item).strip())
     kind = type(target)
     try:
         if kind is bool:

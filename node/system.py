@@ -14,8 +14,9 @@ import asyncio
 import functools
 import logging
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from consensus.backend import BackendInfo, RangeResult
 from consensus.errors import ProposalError, ProposalTimeout
@@ -53,6 +54,10 @@ class RaftSystem:
         self._barrier_inflight = False
         self._next_barrier: asyncio.Future[None] | None = None
         self._applied: asyncio.Future[None] | None = None
+        # Completions from the tick thread, settled in the loop in batches:
+        # one loop wake-up per tick instead of one per command.
+        self._completions: deque[tuple[asyncio.Future[CommandResult], Any, Any]] = deque()
+        self._drain_scheduled = False
         self.raft.add_apply_listener(self._on_apply)
 
     async def start(self) -> None:
@@ -76,11 +81,13 @@ class RaftSystem:
         return await self._propose(txn, timeout)
 
     async def _propose(self, command: Command, timeout: float) -> CommandResult:
-        loop = self.loop
-        future: asyncio.Future[CommandResult] = loop.create_future()
+        future: asyncio.Future[CommandResult] = self.loop.create_future()
 
         def done(result: CommandResult | None, error: ProposalError | None) -> None:
-            loop.call_soon_threadsafe(_settle, future, result, error)
+            self._completions.append((future, result, error))
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self.loop.call_soon_threadsafe(self._drain_completions)
 
         self.raft.propose(command, done)
         try:
@@ -89,6 +96,11 @@ class RaftSystem:
             raise ProposalTimeout(
                 f"not committed within {timeout:.3g} s; it may still be applied"
             ) from None
+
+    def _drain_completions(self) -> None:
+        self._drain_scheduled = False
+        while self._completions:
+            _settle(*self._completions.popleft())
 
     # -- reads -----------------------------------------------------------------
 

@@ -77,7 +77,7 @@ class Inspector:
     def __init__(self, root: str) -> None:
         self.root = root
         self.violations: list[str] = []
-        self.checked = {"vote": 0, "ack": 0}
+        self.checked = {"vote": 0, "ack": 0, "max_acked": 0}
         self.lock = threading.Lock()
 
     def check(self, sender: str, frames: list[bytes]) -> None:
@@ -96,6 +96,7 @@ class Inspector:
                 on_disk = durable_last_index(journal)
                 with self.lock:
                     self.checked["ack"] += 1
+                    self.checked["max_acked"] = max(self.checked["max_acked"], acked)
                     if on_disk < acked:
                         self.violations.append(f"{sender} acked {acked} with {on_disk} on disk")
 
@@ -166,7 +167,10 @@ def run_cluster(tmp_path: Any, backend_class: type[RaftBackend]) -> Inspector:
 
 def test_votes_and_acks_leave_only_after_fsync(tmp_path: Any) -> None:
     inspector = run_cluster(tmp_path, RaftBackend)
-    assert inspector.checked["vote"] >= 2 and inspector.checked["ack"] >= 100, inspector.checked
+    # Acks are batched per tick, so there are few of them; together they must
+    # cover all 600 writes (plus no-ops) for the check to mean something.
+    checked = inspector.checked
+    assert checked["vote"] >= 2 and checked["max_acked"] >= 600, checked
     assert inspector.violations == []
 
 
