@@ -26,6 +26,8 @@ from node.config import ConfigError, load_config
 @click.option("--cluster-secret-file", help="File with the shared cluster secret.")
 @click.option("--max-value-bytes", type=int, help="Largest accepted value (default 1048576).")
 @click.option("--request-timeout", "request_timeout_s", type=float, help="Commit wait, s (10).")
+@click.option("--system-backend", help="raft (default) or etcd.")
+@click.option("--etcd-endpoints", help="etcd endpoints for --system-backend etcd: HOST:PORT,...")
 @click.option("--log-level", help="DEBUG, INFO, WARNING... (default INFO).")
 @click.option("--pid-file", type=click.Path(dir_okay=False), help="Write the process id here.")
 @click.option(

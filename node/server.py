@@ -17,6 +17,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from consensus.backend import SystemBackend
+from consensus.etcd_backend import EtcdSystem
+from consensus.raft import RaftBackend
 from node.api import ClusterServicer, KVServicer
 from node.config import NodeConfig
 from node.pb import tadpole_pb2 as pb
@@ -38,13 +41,21 @@ class NodeServer:
         self._links: dict[str, RaftLink] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: grpc.aio.Server | None = None
-        self.system = RaftSystem(
-            config.node_id,
-            list(config.peers),
-            config.data_path,
-            sender=self._send_raft,
-            config=config.raft,
-        )
+        # With etcd the node's Raft group is not started: etcd is the system
+        # tier, and the peer service only keeps refusing unauthenticated calls.
+        self.system: SystemBackend
+        self._raft: RaftBackend | None = None
+        if config.system_backend == "etcd":
+            self.system = EtcdSystem(config.etcd_endpoints, config.etcd_prefix)
+        else:
+            raft_system = RaftSystem(
+                config.node_id,
+                list(config.peers),
+                config.data_path,
+                sender=self._send_raft,
+                config=config.raft,
+            )
+            self.system, self._raft = raft_system, raft_system.raft
         self._cluster: ClusterServicer | None = None
         self._health_servicer: health.aio.HealthServicer | None = None
 
@@ -71,7 +82,8 @@ class NodeServer:
         self._cluster = ClusterServicer(cfg, self.system, self.started_at)
         pb_grpc.add_KVServicer_to_server(KVServicer(cfg, self.system), server)
         pb_grpc.add_ClusterServicer_to_server(self._cluster, server)
-        pb_grpc.add_PeerServicer_to_server(PeerServicer(self.system.raft, set(cfg.peers)), server)
+        if self._raft is not None:
+            pb_grpc.add_PeerServicer_to_server(PeerServicer(self._raft, set(cfg.peers)), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -79,10 +91,11 @@ class NodeServer:
         )
         server.add_insecure_port(cfg.listen)
         await self.system.start()
-        for peer_id, address in cfg.peers.items():
-            link = RaftLink(cfg.node_id, peer_id, address, token, self.system.raft)
-            self._links[peer_id] = link
-            link.start()
+        if self._raft is not None:
+            for peer_id, address in cfg.peers.items():
+                link = RaftLink(cfg.node_id, peer_id, address, token, self._raft)
+                self._links[peer_id] = link
+                link.start()
         await server.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
