@@ -65,7 +65,9 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self._clock = clock
         self._leader_contact = float("-inf")
         self._transfer_until = float("-inf")
+        self._notice_after: dict[str, float] = {}
         self.votes_ignored = 0
+        self.term_notices = 0
         self._nodes: dict[str, Node] = {n.id: n for n in otherNodes}
         self._sender = sender
         self._wake = wake
@@ -148,7 +150,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
                     continue
                 self.frames_received += 1
                 delivered += 1
-                if not self._admit(message):
+                if not self._admit(node, message):
                     continue
                 if self._log_view is not None and message["type"] == "append_entries":
                     message = trim_append_entries(message, self._log_view)
@@ -162,7 +164,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
             return True
         return self._sticky_s > 0 and self._clock() - self._leader_contact > self._sticky_s
 
-    def _admit(self, message: dict[str, Any]) -> bool:
+    def _admit(self, node: Node, message: dict[str, Any]) -> bool:
         """Leader stickiness (Raft thesis §4.2.3, "disruptive servers").
 
         A node that heard from a live leader less than ``sticky_s`` ago (the
@@ -173,20 +175,55 @@ class HeldTransport(Transport):  # type: ignore[misc]
         into election storms. Requests sent on behalf of a leadership
         transfer (``timeout_now``) carry ``transfer`` and are always admitted.
         Safety is unaffected: ignoring a vote request only delays elections.
+
+        Stickiness needs a counterpart, because pysyncobj silently drops an
+        append-entries from a lower term: a node that campaigned while cut off
+        (or while restarting, before the leader's link to it came up) would
+        otherwise sit at a higher term forever, ignoring the leader, with its
+        own campaigns ignored in turn. Raft's answer is that a stale-term
+        append-entries is answered with the receiver's term, which makes the
+        leader step down. We send that answer as a vote request flagged
+        ``term_notice`` (admitted past stickiness): a pysyncobj leader that
+        sees a higher term adopts it and becomes a follower, and grants the
+        vote only if the sender's log is at least as up to date — exactly
+        Raft's rule. Cost: one election, as in plain Raft.
         """
         kind = message["type"]
         now = self._clock()
         term = message.get("term", 0)
-        if kind == "append_entries" and term >= self._syncobj.raftCurrentTerm:
-            self._leader_contact = now
+        if kind == "append_entries":
+            if term >= self._syncobj.raftCurrentTerm:
+                self._leader_contact = now
+            elif now >= self._notice_after.get(node.id, float("-inf")):
+                self._notice_after[node.id] = now + max(self._sticky_s, 0.05)
+                self._send_term_notice(node)
         elif kind == "timeout_now":
             self._transfer_until = now + 2 * self._sticky_s + 1.0
-        elif kind == "request_vote" and self._sticky_s > 0 and not message.get("transfer"):
+        elif kind == "request_vote" and self._sticky_s > 0:
+            if message.get("transfer") or message.get("term_notice"):
+                return True
             recent = now - self._leader_contact < self._sticky_s
             if recent or self._syncobj._isLeader():
                 self.votes_ignored += 1
                 return False
         return True
+
+    def _send_term_notice(self, node: Node) -> None:
+        entries = self._log_view
+        last_idx, last_term = (0, 0)
+        if entries is not None and len(entries):
+            last_idx, last_term = entries[-1][1], entries[-1][2]
+        self.term_notices += 1
+        self.send(
+            node,
+            {
+                "type": "request_vote",
+                "term": self._syncobj.raftCurrentTerm,
+                "last_log_index": last_idx,
+                "last_log_term": last_term,
+                "term_notice": True,
+            },
+        )
 
     def _set_connected(self, peer_id: str, up: bool) -> None:
         node = self._nodes.get(peer_id)
