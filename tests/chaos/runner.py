@@ -1,0 +1,396 @@
+"""Run chaos against a real cluster and check the history.
+
+    python -m tests.chaos.runner --duration 60 --faults kill-leader,partition-leader \\
+        --seed 42 --nodes 3 [--per-fault] [--clients 8] [--unsafe-local-reads]
+
+One run: start N nodes (own network namespaces when root, else loopback), run the
+register workload and the nemesis together for ``--duration`` seconds, heal
+everything, read every key back, then check linearizability (history plus the
+read-back, which is also the exact lost-write check), the lost-write rule, and
+replica convergence (every node's local state equals the read-back). With
+``--per-fault`` every fault gets its own run of ``--duration`` seconds with seed
+``seed + i``; every run prints its own seed and the command that repeats it.
+
+The seed fixes the fault schedule (which fault, when, on which role, how long)
+and every client's operation mix; thread and network timing is the machine's, so
+a failing seed reproduces the same schedule, and usually the failure.
+
+A run that is not clean leaves its evidence in ``.chaos-runs/<seed>-<time>/``:
+node logs and data dirs, ``history.jsonl`` (re-check with ``History.load``),
+``events.json`` (the faults) and ``summary.txt``.
+
+Exit status: 0 if every run was clean, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tests.chaos import netns
+from tests.chaos.checkers import RunSummary, check_lost_writes, summarise, with_final_reads
+from tests.chaos.cluster import FSYNC_SHIM_ENV, UNSAFE_READS_ENV, ChaosCluster
+from tests.chaos.history import History, Value
+from tests.chaos.linearizability import check_linearizable
+from tests.chaos.nemesis import FAULTS, Event, Nemesis, unavailable_faults
+from tests.chaos.workload import Workload, WorkloadConfig, read_back, replica_values
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = ".chaos-runs"
+WRITE_KINDS = ("write", "cas")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    duration_s: float = 30.0
+    faults: tuple[str, ...] = ()
+    seed: int = 0
+    nodes: int = 3
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    # None = namespaces when root, loopback otherwise; False forces loopback.
+    use_netns: bool | None = None
+    unsafe_local_reads: bool = False
+    out_dir: str = DEFAULT_OUT
+    # Seconds between faults (seeded uniform).
+    gap_s: tuple[float, float] = (0.5, 2.0)
+
+    def command(self) -> str:
+        parts = [
+            "python -m tests.chaos.runner",
+            f"--duration {self.duration_s:g}",
+            f"--faults {','.join(self.faults) or 'none'}",
+            f"--seed {self.seed}",
+            f"--nodes {self.nodes}",
+            f"--clients {self.workload.clients}",
+        ]
+        if self.unsafe_local_reads:
+            parts.append("--unsafe-local-reads")
+        if self.use_netns is False:
+            parts.append("--no-netns")
+        return " ".join(parts)
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    summary: RunSummary
+    events: list[Event]
+    skipped: dict[str, str]
+    errors: list[str]
+    divergence: list[str]
+    failover_s: list[float]
+    netns: bool
+    run_dir: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.summary.clean and not self.divergence and not self.errors
+
+    @property
+    def heal_s(self) -> list[float]:
+        return [e.heal_s for e in self.events if e.heal_s is not None]
+
+    @property
+    def catchup_s(self) -> list[float]:
+        return [e.catchup_s for e in self.events if e.catchup_s is not None]
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0-100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def failover_times(history: History, events: Sequence[Event]) -> list[float]:
+    """Per kill-leader event: seconds from the kill to the first acknowledged write
+    invoked after it (an upper bound by at most one write's latency)."""
+    acks = sorted(
+        (op.invoke_ns, op.complete_ns)
+        for op in history
+        if op.kind in WRITE_KINDS and op.outcome == "ok" and op.complete_ns is not None
+    )
+    out: list[float] = []
+    for ev in events:
+        if ev.fault != "kill-leader":
+            continue
+        after = [c for i, c in acks if i >= ev.start_ns]
+        if after:
+            ev.failover_s = (min(after) - ev.start_ns) / 1e9
+            out.append(ev.failover_s)
+    return out
+
+
+def _free_base_port(count: int) -> int:
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 60_000, 10)
+        try:
+            for port in range(base + 1, base + count + 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free loopback port range")
+
+
+async def _drive(workload: Workload, nemesis: Nemesis | None, duration_s: float) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(workload.run(stop))
+    if nemesis is not None:
+        nemesis.start()
+    done, _ = await asyncio.wait({task}, timeout=duration_s)
+    if nemesis is not None:
+        await asyncio.to_thread(nemesis.stop)
+    stop.set()
+    if not done:
+        await asyncio.wait_for(task, timeout=workload.config.op_timeout_s * 4 + 10)
+    task.result()  # a workload bug surfaces here
+
+
+async def _converge(
+    cluster: ChaosCluster, keys: Sequence[str], final: dict[str, Value]
+) -> list[str]:
+    """Wait until every node applied the same index, then compare local states."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = [cluster.status(n) for n in cluster.node_ids]
+        if all(s is not None for s in st) and len({s.applied_index for s in st if s}) == 1:
+            break
+        await asyncio.sleep(0.1)
+    problems = []
+    for node_id, address in cluster.addresses.items():
+        local = await replica_values(address, keys)
+        for key in keys:
+            if local.get(key) != final.get(key):
+                problems.append(
+                    f"{node_id}: key {key!r} is {local.get(key)!r} locally, "
+                    f"{final.get(key)!r} by linearizable read"
+                )
+    return problems
+
+
+def run(config: RunConfig, *, echo: bool = True) -> RunResult:
+    """One chaos run; never leaves processes or namespaces behind."""
+    say = print if echo else (lambda *_a, **_k: None)
+    say(f"== chaos run seed={config.seed} faults={','.join(config.faults) or 'none'} "
+        f"duration={config.duration_s:g}s nodes={config.nodes}")  # fmt: skip
+    say(f"   reproduce: {config.command()}")
+    can_net, why_not = netns.available()
+    use_net = can_net if config.use_netns is None else (config.use_netns and can_net)
+    skipped = unavailable_faults(list(config.faults), have_net=use_net)
+    if config.use_netns is not False and not can_net:
+        skipped = {f: f"{r} ({why_not})" for f, r in skipped.items()}
+    for fault, reason in skipped.items():
+        say(f"   SKIPPED {fault}: {reason}")
+    faults = [f for f in config.faults if f not in skipped]
+
+    ids = [f"n{i + 1}" for i in range(config.nodes)]
+    root = tempfile.mkdtemp(prefix="tadpole-chaos-")
+    net = netns.Netns(ids) if use_net else None
+    env = dict(FSYNC_SHIM_ENV)
+    if config.unsafe_local_reads:
+        env.update(UNSAFE_READS_ENV)
+    cluster = ChaosCluster(root, ids, 0 if net else _free_base_port(len(ids)), net=net, env=env)
+    history = History()
+    rng = random.Random(config.seed)
+    nemesis = (
+        Nemesis(cluster, faults, random.Random(rng.getrandbits(64)), gap_s=config.gap_s)
+        if faults
+        else None
+    )
+    events: list[Event] = []
+    errors: list[str] = []
+    divergence: list[str] = []
+    final: dict[str, Value] = {}
+    workload = Workload(
+        list(cluster.addresses.values()) if net is None else [], history, config.workload,
+        seed=rng.getrandbits(32),
+    )  # fmt: skip
+    keep = False
+    try:
+        if net is not None:
+            net.create()
+            workload.endpoints = list(cluster.addresses.values())
+        cluster.start()
+        cluster.wait_healthy(60)
+        asyncio.run(_drive(workload, nemesis, config.duration_s))
+        history.close()
+        if nemesis is not None:
+            events, errors = nemesis.events, list(nemesis.errors)
+        # Final heal: no rules, nothing paused, everyone up, one leader.
+        if net is not None:
+            net.heal()
+        cluster.node_env.clear()
+        cluster.revive_all()
+        cluster.wait_healthy(60)
+        keys = sorted(workload.keys_used)
+        final = asyncio.run(read_back(list(cluster.addresses.values()), keys))
+        divergence = asyncio.run(_converge(cluster, keys, final))
+    except BaseException as exc:
+        keep = True
+        errors.append(f"run aborted: {type(exc).__name__}: {exc}")
+        history.close()
+        raise
+    finally:
+        try:
+            lin = check_linearizable(with_final_reads(history, final)) if final else None
+            lost = check_lost_writes(history, final) if final else None
+            summary = summarise(history, linearizability=lin, lost_writes=lost)
+            result = RunResult(
+                config, summary, events, skipped, errors, divergence,
+                failover_times(history, events), net is not None,
+            )  # fmt: skip
+            if keep or not result.clean:
+                result.run_dir = _save(result, history, cluster, final)
+        finally:
+            cluster.kill_all()
+            if net is not None:
+                net.destroy()
+            shutil.rmtree(root, ignore_errors=True)
+    _report(result, say)
+    return result
+
+
+def _save(
+    result: RunResult, history: History, cluster: ChaosCluster, final: dict[str, Value]
+) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = os.path.join(result.config.out_dir, f"{result.config.seed}-{stamp}")
+    cluster.collect(dest)
+    history.save(os.path.join(dest, "history.jsonl"))
+    with open(os.path.join(dest, "events.json"), "w") as f:
+        json.dump([e.to_json() for e in result.events], f, indent=1)
+    with open(os.path.join(dest, "final.json"), "w") as f:
+        json.dump(final, f, indent=1, sort_keys=True)
+    with open(os.path.join(dest, "summary.txt"), "w") as f:
+        f.write(f"reproduce: {result.config.command()}\n{_describe(result)}\n")
+    return dest
+
+
+def _describe(r: RunResult) -> str:
+    lines = [r.summary.format()]
+    lines += [f"divergence: {d}" for d in r.divergence]
+    lines += [f"error: {e}" for e in r.errors]
+    return "\n".join(lines)
+
+
+def _report(r: RunResult, say: object) -> None:
+    out = say if callable(say) else print
+    verdict = "CLEAN" if r.clean else "FAILED"
+    out(f"   {verdict} seed={r.config.seed} network={'netns' if r.netns else 'loopback'} "
+        f"faults injected={len(r.events)}")  # fmt: skip
+    out("   " + _describe(r).replace("\n", "\n   "))
+    if r.failover_s:
+        out(f"   failover: n={len(r.failover_s)} p50={percentile(r.failover_s, 50):.3f}s "
+            f"p99={percentile(r.failover_s, 99):.3f}s")  # fmt: skip
+    if r.run_dir:
+        out(f"   evidence saved in {r.run_dir}")
+
+
+# -- summary table -----------------------------------------------------------------
+
+
+def table(results: Sequence[RunResult]) -> str:
+    rows: dict[str, list[RunResult]] = {}
+    for r in results:
+        rows.setdefault(",".join(r.config.faults) or "none", []).append(r)
+    head = (
+        f"{'fault':<26} {'runs':>4} {'faults':>6} {'ops':>7} {'ok':>6} {'fail':>6} "
+        f"{'unknown':>7} {'violations':>10} {'lost':>5} {'diverged':>8}  seeds / notes"
+    )
+    lines = [head, "-" * len(head)]
+    for name, rs in rows.items():
+        outcomes = {
+            k: sum(r.summary.by_outcome.get(k, 0) for r in rs) for k in ("ok", "fail", "unknown")
+        }
+        notes = " ".join(str(r.config.seed) for r in rs)
+        skipped = {s for r in rs for s in r.skipped}
+        if skipped:
+            notes += f" (skipped: {', '.join(sorted(skipped))})"
+        bad = [r for r in rs if not r.clean]
+        if bad:
+            notes += f" FAILED: {' '.join(str(r.config.seed) for r in bad)}"
+        lines.append(
+            f"{name:<26} {len(rs):>4} {sum(len(r.events) for r in rs):>6} "
+            f"{sum(r.summary.ops for r in rs):>7} {outcomes['ok']:>6} {outcomes['fail']:>6} "
+            f"{outcomes['unknown']:>7} {sum(r.summary.violations for r in rs):>10} "
+            f"{sum(r.summary.lost_writes for r in rs):>5} {sum(len(r.divergence) for r in rs):>8}"
+            f"  {notes}"
+        )
+    failover = [x for r in results for x in r.failover_s]
+    heal = [x for r in results for x in r.heal_s]
+    catchup = [x for r in results for x in r.catchup_s]
+    for label, xs in (("failover (kill leader -> next ack)", failover),
+                      ("heal (partition healed -> all caught up)", heal),
+                      ("catch-up (restarted empty)", catchup)):  # fmt: skip
+        if xs:
+            lines.append(
+                f"{label}: n={len(xs)} p50={percentile(xs, 50):.3f}s "
+                f"p99={percentile(xs, 99):.3f}s max={max(xs):.3f}s"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.chaos.runner", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--duration", type=float, default=30.0, help="seconds per run (30)")
+    p.add_argument(
+        "--faults", default="all", help=f"comma list, 'all' or 'none'; known: {', '.join(FAULTS)}"
+    )
+    p.add_argument("--seed", type=int, default=None, help="base seed (default: random, printed)")
+    p.add_argument("--nodes", type=int, choices=(3, 5), default=3)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--keys", type=int, default=4)
+    p.add_argument("--per-fault", action="store_true", help="one run per fault (seed + i)")
+    p.add_argument("--unsafe-local-reads", action="store_true",
+                   help="broken mode: reads skip the read barrier (must FAIL)")  # fmt: skip
+    p.add_argument("--no-netns", action="store_true", help="loopback only (no partition faults)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="where failed runs are saved")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if args.faults == "all":
+        faults = list(FAULTS)
+    elif args.faults in ("none", ""):
+        faults = []
+    else:
+        faults = [f.strip() for f in args.faults.split(",") if f.strip()]
+        unavailable_faults(faults, have_net=True)  # raises on unknown names
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
+    print(f"chaos: base seed {seed}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup
+    wl = WorkloadConfig(clients=args.clients, keys=args.keys)
+    groups = [[f] for f in faults] if args.per_fault else [faults]
+    results = []
+    for i, group in enumerate(groups):
+        cfg = RunConfig(
+            duration_s=args.duration, faults=tuple(group), seed=seed + i, nodes=args.nodes,
+            workload=wl, use_netns=False if args.no_netns else None,
+            unsafe_local_reads=args.unsafe_local_reads, out_dir=args.out,
+        )  # fmt: skip
+        results.append(run(cfg))
+    print()
+    print(table(results))
+    return 0 if all(r.clean for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Register workload: concurrent clients doing read / write / cas, recorded as a History.
+
+Each client is one asyncio task with its own :class:`node.client.AsyncClient` and
+records every operation with ``History.invoke``/``complete`` (monotonic ns). Values
+are unique per run (``"c<client>-<seq>"``), so a read names the write it saw.
+
+**Keys rotate.** A slot's key ``k<slot>.<generation>`` moves to a new generation
+after ``ops_per_key`` operations (Jepsen's independent keys): every key's history
+stays short enough for the linearizability search, however long the run.
+
+**Two client flavours**, alternating by client number, because they exercise
+different code and allow different conclusions:
+
+``single``
+    ``RetryPolicy(attempts=1)``, routed to one node (``prefer_leader=False``; the
+    first endpoint is node ``i mod n``), like a Jepsen client bound to a node. One
+    attempt means one request, so an ``Unavailable`` whose server message says
+    "not applied" (``node/api.py``: ``NotLeaderError`` / retryable ``ProposalError``
+    -> UNAVAILABLE), or a transport failure before any byte was sent ("failed to
+    connect", "connection refused"), is recorded ``fail``. If that claim were ever
+    false, the checker would see a read of a value whose write "failed".
+``retrying``
+    the library's default retries, leader-preferring. It resends writes of unknown
+    outcome under the same request id (exactly-once), so its final ``Unavailable``
+    may follow an earlier attempt that did reach a leader: recorded ``unknown``.
+
+Everything else a write can end with -- ``OutcomeUnknown`` (ABORTED, lost in flight,
+server-cancelled), ``WriteTimeout``/``Timeout``, ``ServerError``, anything
+unexpected -- is ``unknown``. A cas answered "compare failed" is ``fail``. Reads that
+fail are recorded ``fail`` (the checker ignores failed and unknown reads alike).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from node.client import AsyncClient, RetryPolicy
+from node.errors import InvalidArgument, OutcomeUnknown, TadpoleError, Timeout, Unavailable
+from tests.chaos.history import History, Outcome, Value
+
+log = logging.getLogger(__name__)
+
+# Transport messages that prove a request never left this process.
+_NOT_SENT = ("failed to connect", "connection refused", "no route to host")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadConfig:
+    # Concurrent clients (>= 6 for the suite's contract).
+    clients: int = 8
+    # Key slots written concurrently; few slots = more contention per key.
+    keys: int = 4
+    # Operations on one key before its slot moves to a fresh key (bounds the search).
+    ops_per_key: int = 300
+    # Mix of operations, as weights.
+    read_weight: int = 4
+    write_weight: int = 4
+    cas_weight: int = 2
+    # Per-operation client deadline, seconds: shorter = more unknown outcomes.
+    op_timeout_s: float = 2.0
+    # Pause after a failed operation, seconds (keeps a client off a dead node).
+    fail_pause_s: float = 0.05
+
+
+def classify_write_error(exc: BaseException, *, single_attempt: bool) -> Outcome:
+    """``fail`` only when the write was definitely not applied; else ``unknown``."""
+    if isinstance(exc, InvalidArgument):
+        raise exc  # a workload bug, not a fault outcome
+    if isinstance(exc, OutcomeUnknown | Timeout):
+        return "unknown"
+    if isinstance(exc, Unavailable) and single_attempt:
+        said = f"{exc.details} {exc.message}".lower()
+        if "not applied" in said or any(m in said for m in _NOT_SENT):
+            return "fail"
+    return "unknown"
+
+
+@dataclass
+class Workload:
+    endpoints: Sequence[str]  # one per node, in node order
+    history: History
+    config: WorkloadConfig = field(default_factory=WorkloadConfig)
+    seed: int = 0
+    generation: list[int] = field(default_factory=list)
+    ops_on_key: dict[str, int] = field(default_factory=dict)
+    keys_used: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.generation = [0] * self.config.keys
+
+    def _key(self, slot: int) -> str:
+        key = f"k{slot}.{self.generation[slot]}"
+        n = self.ops_on_key.get(key, 0) + 1
+        self.ops_on_key[key] = n
+        if n >= self.config.ops_per_key:
+            self.generation[slot] += 1
+        self.keys_used.add(key)
+        return key
+
+    def _client(self, i: int) -> tuple[AsyncClient, bool]:
+        n = len(self.endpoints)
+        rotated = [self.endpoints[(i + j) % n] for j in range(n)]
+        rng = random.Random(self.seed * 1000 + i)
+        if i % 2 == 0:
+            retry = RetryPolicy(attempts=1)
+            client = AsyncClient(
+                rotated,
+                timeout=self.config.op_timeout_s,
+                retry=retry,
+                prefer_leader=False,
+                rng=rng,
+            )
+            return client, True
+        return AsyncClient(rotated, timeout=self.config.op_timeout_s, rng=rng), False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every client until ``stop`` is set; each finishes its current op."""
+        await asyncio.gather(*(self._run_client(i, stop) for i in range(self.config.clients)))
+
+    async def _run_client(self, i: int, stop: asyncio.Event) -> None:
+        cfg = self.config
+        rng = random.Random(self.seed * 7919 + i)
+        client, single = self._client(i)
+        seen: dict[str, Value] = {}  # last value this client read or wrote, per key
+        seq = 0
+        kinds = ["read", "write", "cas"]
+        weights = [cfg.read_weight, cfg.write_weight, cfg.cas_weight]
+        try:
+            while not stop.is_set():
+                key = self._key(rng.randrange(cfg.keys))
+                kind = rng.choices(kinds, weights)[0]
+                if kind == "cas" and seen.get(key) is None:
+                    kind = "write"  # the store's value compare is false on an absent key
+                seq += 1
+                value = f"c{i}-{seq}"
+                if kind == "read":
+                    ok = await self._read(client, i, key, seen)
+                elif kind == "write":
+                    ok = await self._write(client, i, key, value, single, seen)
+                else:
+                    ok = await self._cas(client, i, key, seen[key], value, single, seen)
+                if not ok:
+                    await asyncio.sleep(cfg.fail_pause_s * (1 + rng.random()))
+        finally:
+            await client.close()
+
+    async def _read(self, client: AsyncClient, i: int, key: str, seen: dict[str, Value]) -> bool:
+        p = self.history.invoke(i, "read", key)
+        try:
+            kv = await client.get(key)
+        except TadpoleError as exc:
+            if isinstance(exc, InvalidArgument):
+                raise
+            self.history.complete(p, "fail")
+            return False
+        value = kv.value.decode() if kv is not None else None
+        self.history.complete(p, "ok", result=value)
+        seen[key] = value
+        return True
+
+    async def _write(
+        self,
+        client: AsyncClient,
+        i: int,
+        key: str,
+        value: str,
+        single: bool,
+        seen: dict[str, Value],
+    ) -> bool:
+        p = self.history.invoke(i, "write", key, value=value)
+        try:
+            await client.put(key, value)
+        except Exception as exc:
+            self.history.complete(p, classify_write_error(exc, single_attempt=single))
+            return False
+        self.history.complete(p, "ok")
+        seen[key] = value
+        return True
+
+    async def _cas(
+        self,
+        client: AsyncClient,
+        i: int,
+        key: str,
+        expected: Value,
+        value: str,
+        single: bool,
+        seen: dict[str, Value],
+    ) -> bool:
+        p = self.history.invoke(i, "cas", key, value=value, expected=expected)
+        try:
+            swapped = await client.cas(key, new_value=value, expected_value=str(expected))
+        except Exception as exc:
+            self.history.complete(p, classify_write_error(exc, single_attempt=single))
+            return False
+        self.history.complete(p, "ok" if swapped else "fail")
+        if swapped:
+            seen[key] = value
+        else:
+            seen.pop(key, None)  # stale; read again before the next cas
+        return True
+
+
+async def read_back(
+    endpoints: Sequence[str], keys: Sequence[str], *, timeout_s: float = 60.0
+) -> dict[str, Value]:
+    """Linearizable read of every key after the final heal (retried until ``timeout_s``)."""
+    final: dict[str, Value] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with AsyncClient(list(endpoints), timeout=5.0) as client:
+        for key in sorted(keys):
+            while True:
+                try:
+                    kv = await client.get(key)
+                    break
+                except (Unavailable, Timeout):
+                    if loop.time() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            final[key] = kv.value.decode() if kv is not None else None
+    return final
+
+
+async def replica_values(endpoint: str, keys: Sequence[str]) -> dict[str, Value]:
+    """Every key as one node's local state has it (serializable reads, pinned)."""
+    out: dict[str, Value] = {}
+    async with AsyncClient(
+        [endpoint], timeout=5.0, prefer_leader=False, retry=RetryPolicy(attempts=1)
+    ) as client:
+        for key in sorted(keys):
+            kv = await client.get(key, serializable=True)
+            out[key] = kv.value.decode() if kv is not None else None
+    return out
