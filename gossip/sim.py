@@ -37,7 +37,7 @@ from gossip.antientropy import SyncPeer
 from gossip.codec import decode, decode_sync, encode
 from gossip.config import GossipConfig
 from gossip.merkle import HASH_BYTES, MerkleLayout, MerkleTree
-from gossip.messages import MemberMeta, Status, SyncMessage
+from gossip.messages import MemberMeta, MemberState, PushPull, Status, SyncMessage
 from gossip.swim import DeltaEvent, MemberEvent, Outgoing, Swim
 
 __all__ = ["NetConfig", "Sim", "SimNode", "main"]
@@ -102,6 +102,7 @@ class Sim:
         self._by_addr: dict[str, int] = {}
         self.delivered = 0
         self.dropped = 0
+        self.bytes_by_kind: dict[str, int] = {}
         for i in range(n):
             meta = MemberMeta.make(f"n{i:04d}", f"sim:n{i:04d}", version="sim", tiers=("mesh",))
             swim = Swim(self.config, meta, rng=random.Random(seed * 1_000_003 + i), now=0.0)
@@ -203,6 +204,8 @@ class Sim:
             raw = encode(o.msg)
             node.bytes_sent += len(raw)
             node.msgs_sent += 1
+            kind = type(o.msg).__name__
+            self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + len(raw)
             dst = self._by_addr.get(o.to)
             if dst is None or self._group.get(dst, 0) != src_group:
                 self.dropped += 1
@@ -342,6 +345,7 @@ def measure_bandwidth(
     step = 0.05
     before: list[int] = []
     msgs_before = 0
+    kinds_before: dict[str, int] = {}
     end = warmup_s + window_s
     while t < end:
         t = min(end, t + step)
@@ -354,12 +358,31 @@ def measure_bandwidth(
         if not before and t >= warmup_s:
             before = [node.bytes_sent for node in sim.nodes]
             msgs_before = sum(node.msgs_sent for node in sim.nodes)
+            kinds_before = dict(sim.bytes_by_kind)
     per_node = [(node.bytes_sent - b) / window_s for node, b in zip(sim.nodes, before, strict=True)]
     msgs = (sum(node.msgs_sent for node in sim.nodes) - msgs_before) / window_s / n
+
+    def rate(*kinds: str) -> float:
+        total = sum(sim.bytes_by_kind.get(k, 0) - kinds_before.get(k, 0) for k in kinds)
+        return total / window_s / n
+
+    # Push-pull fires once per scaled interval per node (plus the reply it triggers);
+    # a short window over- or under-samples it, so also give its long-run average.
+    views = sim.nodes[0].swim.members()
+    states = tuple(MemberState(v.meta, v.incarnation, v.status) for v in views)
+    pp_frame = len(encode(PushPull(views[0].id, views[0].address, False, False, states)))
+    pp_amortized = 2 * pp_frame / cfg.push_pull_scaled_s(n)
+    probe = rate("Ping", "Ack", "PingReq", "Nack")
+    gossip = rate("Gossip")
     return {
         "mean_Bps": statistics.fmean(per_node),
         "max_Bps": max(per_node),
         "msgs_per_s": msgs,
+        "probe_Bps": probe,
+        "gossip_Bps": gossip,
+        "push_pull_window_Bps": rate("PushPull"),
+        "push_pull_amortized_Bps": pp_amortized,
+        "steady_Bps": probe + gossip + pp_amortized,
     }
 
 
@@ -468,13 +491,18 @@ def _cmd_dissemination(args: argparse.Namespace) -> None:
     iv = cfg.gossip_interval_s
     print(
         f"### Dissemination (gossip interval {iv * 1000:.0f} ms, fanout {cfg.gossip_fanout}, "
-        f"retransmit_mult {cfg.retransmit_mult}, {args.runs} runs per N, median [max])\n"
+        f"retransmit_mult {cfg.retransmit_mult}, loss {args.loss:.0%}, {args.runs} runs per N, "
+        "median [max])\n"
     )
     print("| N | 99% (s) | 99% (intervals) | 99.99% (s) | 99.99% (intervals) | 100% (s) | wall s |")
     print("|---|---|---|---|---|---|---|")
     for n in [int(x) for x in args.sizes.split(",")]:
         t0 = time.perf_counter()
-        runs = [measure_dissemination(n, seed=args.seed + r, config=cfg) for r in range(args.runs)]
+        net = NetConfig(loss=args.loss)
+        runs = [
+            measure_dissemination(n, seed=args.seed + r, config=cfg, net=net)
+            for r in range(args.runs)
+        ]
         wall = time.perf_counter() - t0
         cols = []
         for key in ("p99", "p9999"):
@@ -539,8 +567,11 @@ def _cmd_bandwidth(args: argparse.Namespace) -> None:
         f"### Steady-state bandwidth per node (N={args.n}, {args.window:.0f} s window after "
         f"{args.warmup:.0f} s warm-up, bytes of encoded frames sent)\n"
     )
-    print("| load | mean B/s sent | max B/s sent | messages/s sent |")
-    print("|---|---|---|---|")
+    print(
+        "| load | probes B/s | gossip B/s | push-pull B/s (in window) | push-pull B/s "
+        "(long-run) | steady total B/s | max node B/s (in window) | msgs/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for rate in [float(x) for x in args.rates.split(",")]:
         r = measure_bandwidth(
             args.n,
@@ -552,7 +583,9 @@ def _cmd_bandwidth(args: argparse.Namespace) -> None:
         )
         label = "idle (probes + push-pull)" if rate == 0 else f"{rate:g} delta/node/s (32 B)"
         print(
-            f"| {label} | {r['mean_Bps']:.0f} | {r['max_Bps']:.0f} | {r['msgs_per_s']:.1f} |",
+            f"| {label} | {r['probe_Bps']:.0f} | {r['gossip_Bps']:.0f} | "
+            f"{r['push_pull_window_Bps']:.0f} | {r['push_pull_amortized_Bps']:.0f} | "
+            f"{r['steady_Bps']:.0f} | {r['max_Bps']:.0f} | {r['msgs_per_s']:.1f} |",
             flush=True,
         )
 
@@ -586,6 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = sub.add_parser("dissemination", help="time for one update to reach 99%% / 99.99%%")
     d.add_argument("--sizes", default="10,100,1000")
     d.add_argument("--runs", type=int, default=5)
+    d.add_argument("--loss", type=float, default=0.0, help="message loss probability")
     d.set_defaults(fn=_cmd_dissemination)
     f = sub.add_parser("detection", help="time until all members mark a crashed node dead")
     f.add_argument("--n", type=int, default=100)
