@@ -198,13 +198,16 @@ class LocalCluster:
                 return None
             return status
 
-    def leader(self, among: list[str] | None = None) -> str | None:
-        """The leader every live node in ``among`` agrees on, if any."""
+    def leader(self, among: list[str] | None = None, *, all_up: bool = False) -> str | None:
+        """The leader every live node in ``among`` agrees on, if any (with
+        ``all_up``, only if every node in ``among`` answers)."""
         views = {}
         for node_id in among or self.node_ids:
             st = self.status(node_id)
             if st is not None:
                 views[node_id] = st
+            elif all_up:
+                return None
         leaders = {st.header.leader_id for st in views.values()}
         if len(leaders) == 1:
             (leader,) = leaders
@@ -212,10 +215,12 @@ class LocalCluster:
                 return leader
         return None
 
-    def wait_leader(self, timeout: float = 30.0, among: list[str] | None = None) -> str:
+    def wait_leader(
+        self, timeout: float = 30.0, among: list[str] | None = None, *, all_up: bool = False
+    ) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            leader = self.leader(among)
+            leader = self.leader(among, all_up=all_up)
             if leader:
                 return leader
             time.sleep(0.05)
@@ -250,7 +255,7 @@ def start(base_port: int, root: str, timeout: float, node_ids: tuple[str, ...]) 
             f"log {cluster.log_file(node_id)}"
         )
     try:
-        leader = cluster.wait_leader(timeout)
+        leader = cluster.wait_leader(timeout, all_up=True)
     except TimeoutError:
         click.echo(f"error: no leader elected within {timeout:.0f} s; see the logs above", err=True)
         sys.exit(1)

@@ -44,7 +44,7 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         cluster = LocalCluster(str(root), ids, free_base_port(n), extra_args=extra_args or [])
         clusters.append(cluster)
         cluster.start()
-        cluster.wait_leader(30)
+        cluster.wait_leader(30, all_up=True)
         return cluster
 
     yield factory

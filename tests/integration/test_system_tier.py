@@ -280,7 +280,7 @@ def test_all_nodes_killed_and_restarted_keep_every_acknowledged_write(
         cluster.kill(node_id)
     assert len(acked) > 50, "the workload acknowledged too little to mean anything"
     cluster.start()
-    cluster.wait_leader(30)
+    cluster.wait_leader(30, all_up=True)
     reader = stubs(cluster.addresses["n2"])
     missing = []
     for key, value in acked.items():
