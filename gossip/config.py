@@ -75,7 +75,7 @@ class GossipConfig:
     # --- state exchange --------------------------------------------------------------
     # Seconds between full membership push-pulls with one random live member (scaled
     # up by log2 for clusters above 32 nodes, as memberlist does). Repairs anything the
-    # gossip lost; each exchange costs O(n) bytes.
+    # gossip lost; each exchange costs O(n) bytes. 0 disables (not recommended).
     push_pull_interval_s: float = 30.0
     # Seconds between attempts to push-pull with one random dead (not left) member, so
     # that both sides of a healed partition find each other again. 0 disables.

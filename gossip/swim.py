@@ -48,7 +48,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gossip.broadcast import BroadcastQueue
 from gossip.codec import update_size
@@ -168,8 +168,7 @@ class _Stats:
 
     suspicions_raised: int = 0  # this node's probes that ended in a Suspect
     refutations: int = 0
-    deaths_declared: int = 0
-    sent: dict[str, int] = field(default_factory=dict)
+    deaths_declared: int = 0  # suspicion timers of this node that fired (Dead sent)
 
 
 class Swim:
@@ -213,8 +212,8 @@ class Swim:
         phase = rng.random()
         self._next_gossip = now + phase * config.gossip_interval_s
         self._next_probe = now + phase * config.probe_interval_s
-        self._next_push_pull = now + config.push_pull_interval_s * (0.5 + phase)
-        self._next_reconnect = now + config.reconnect_interval_s * (0.5 + phase)
+        self._next_push_pull = self._after(now, config.push_pull_interval_s * (0.5 + phase))
+        self._next_reconnect = self._after(now, config.reconnect_interval_s * (0.5 + phase))
 
     # --- read side ---------------------------------------------------------------------
 
@@ -286,6 +285,11 @@ class Swim:
         for k in self._dead:
             t = min(t, self._members[k].since + reap)
         return t
+
+    @staticmethod
+    def _after(now: float, delay: float) -> float:
+        """``now + delay``, or never when the interval is configured as 0 (disabled)."""
+        return now + delay if delay > 0 else math.inf
 
     def _gossip_due(self) -> float:
         """Next gossip round at or after the last ``now``, keeping this node's phase."""
@@ -398,14 +402,14 @@ class Swim:
             step = self.config.gossip_interval_s
             self._next_gossip += step * (math.floor((now - self._next_gossip) / step) + 1)
         if now >= self._next_push_pull:
-            self._next_push_pull = now + self.config.push_pull_scaled_s(self._n_live)
+            self._next_push_pull = self._after(now, self.config.push_pull_scaled_s(self._n_live))
             if not self._left:
                 target = self._pick_one(lambda m: m.status is Status.ALIVE)
                 if target is not None:
                     out.append(Outgoing(target.meta.address, self._push_pull_msg(False, False)))
         if now >= self._next_reconnect:
-            self._next_reconnect = now + max(self.config.reconnect_interval_s, 1e-3)
-            if not self._left and self.config.reconnect_interval_s > 0:
+            self._next_reconnect = self._after(now, self.config.reconnect_interval_s)
+            if not self._left:
                 out += self._reconnect()
         self._prune_deltas(now)
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from gossip.messages import (
     Nack,
     Ping,
     PingReq,
+    PushPull,
     Status,
     Suspect,
 )
@@ -274,3 +276,11 @@ def test_next_deadline_always_moves_forward() -> None:
         net.now = t
         net.deliver("a", a.tick(t))
         assert a.next_deadline() > t
+
+
+def test_zero_intervals_disable_push_pull_and_reconnect() -> None:
+    cfg = dataclasses.replace(CFG, push_pull_interval_s=0.0, reconnect_interval_s=0.0)
+    net = Net(["a", "b"], cfg)
+    net.run(5.0)
+    assert not any(isinstance(m, PushPull) for _, _, m in net.sent)
+    assert net.nodes["a"].next_deadline() > net.now
