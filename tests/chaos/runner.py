@@ -40,6 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from node.errors import TadpoleError
 from tests.chaos import netns
 from tests.chaos.checkers import RunSummary, check_lost_writes, summarise, with_final_reads
 from tests.chaos.cluster import FSYNC_SHIM_ENV, UNSAFE_READS_ENV, ChaosCluster
@@ -175,7 +176,14 @@ async def _converge(
         await asyncio.sleep(0.1)
     problems = []
     for node_id, address in cluster.addresses.items():
-        local = await replica_values(address, keys)
+        for attempt in range(100):  # a fresh channel may share a subchannel in back-off
+            try:
+                local = await replica_values(address, keys)
+                break
+            except TadpoleError:
+                if attempt == 99:
+                    raise
+                await asyncio.sleep(0.2)
         for key in keys:
             if local.get(key) != final.get(key):
                 problems.append(
