@@ -16,6 +16,7 @@ help:
 	@echo "make test           run the whole test suite"
 	@echo "make check          ruff, mypy --strict, import-direction contract"
 	@echo "make proto          regenerate node/pb from proto/"
+	@echo "make chaos          faults x real cluster, checked (DURATION, FAULTS, SEED, FAILOVER_TRIALS)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +47,18 @@ test-unit: venv
 
 test-integration: venv
 	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# Chaos: one run per fault of DURATION s (FAULTS=all or a comma list), plus a
+# kill-leader run of FAILOVER_TRIALS kills for the failover figures. Needs root for
+# namespaces/nftables (else partitions are skipped and reported). SEED= repeats a run.
+DURATION ?= 60
+FAULTS ?= all
+SEED ?=
+CHAOS_NODES ?= 3
+FAILOVER_TRIALS ?= 20
+chaos: venv
+	$(PY) -m tests.chaos.runner --per-fault --duration $(DURATION) --faults $(FAULTS) \
+		--nodes $(CHAOS_NODES) --failover-trials $(FAILOVER_TRIALS) $(if $(SEED),--seed $(SEED))
 
 check: lint typecheck imports
 
