@@ -68,6 +68,9 @@ class RunConfig:
     out_dir: str = DEFAULT_OUT
     # Seconds between faults (seeded uniform).
     gap_s: tuple[float, float] = (0.5, 2.0)
+    # Keep going past the duration until this many faults were injected (for the
+    # failover trials); capped at ten times the duration.
+    min_faults: int = 0
 
     def command(self) -> str:
         parts = [
@@ -80,6 +83,8 @@ class RunConfig:
         ]
         if self.unsafe_local_reads:
             parts.append("--unsafe-local-reads")
+        if self.min_faults:
+            parts.append(f"--min-faults {self.min_faults}")
         if self.use_netns is False:
             parts.append("--no-netns")
         return " ".join(parts)
@@ -150,12 +155,19 @@ def _free_base_port(count: int) -> int:
     raise RuntimeError("no free loopback port range")
 
 
-async def _drive(workload: Workload, nemesis: Nemesis | None, duration_s: float) -> None:
+async def _drive(
+    workload: Workload, nemesis: Nemesis | None, duration_s: float, min_faults: int = 0
+) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(workload.run(stop))
     if nemesis is not None:
         nemesis.start()
     done, _ = await asyncio.wait({task}, timeout=duration_s)
+    cap = time.monotonic() + 9 * duration_s
+    while not done and nemesis is not None and len(nemesis.events) < min_faults:
+        if time.monotonic() > cap:
+            break
+        done, _ = await asyncio.wait({task}, timeout=0.5)
     if nemesis is not None:
         await asyncio.to_thread(nemesis.stop)
     stop.set()
@@ -237,7 +249,7 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
             workload.endpoints = list(cluster.addresses.values())
         cluster.start()
         cluster.wait_healthy(60)
-        asyncio.run(_drive(workload, nemesis, config.duration_s))
+        asyncio.run(_drive(workload, nemesis, config.duration_s, config.min_faults))
         history.close()
         if nemesis is not None:
             events, errors = nemesis.events, list(nemesis.errors)
@@ -369,6 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-fault", action="store_true", help="one run per fault (seed + i)")
     p.add_argument("--unsafe-local-reads", action="store_true",
                    help="broken mode: reads skip the read barrier (must FAIL)")  # fmt: skip
+    p.add_argument("--min-faults", type=int, default=0,
+                   help="keep a run going until this many faults were injected")  # fmt: skip
+    p.add_argument("--failover-trials", type=int, default=0,
+                   help="add a kill-leader run with at least this many kills")  # fmt: skip
     p.add_argument("--no-netns", action="store_true", help="loopback only (no partition faults)")
     p.add_argument("--out", default=DEFAULT_OUT, help="where failed runs are saved")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -386,13 +402,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"chaos: base seed {seed}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup
     wl = WorkloadConfig(clients=args.clients, keys=args.keys)
-    groups = [[f] for f in faults] if args.per_fault else [faults]
+    groups = (
+        [([f], args.min_faults) for f in faults] if args.per_fault else [(faults, args.min_faults)]
+    )
+    if args.failover_trials:
+        groups.append((["kill-leader"], args.failover_trials))
     results = []
-    for i, group in enumerate(groups):
+    for i, (group, min_faults) in enumerate(groups):
         cfg = RunConfig(
             duration_s=args.duration, faults=tuple(group), seed=seed + i, nodes=args.nodes,
             workload=wl, use_netns=False if args.no_netns else None,
-            unsafe_local_reads=args.unsafe_local_reads, out_dir=args.out,
+            unsafe_local_reads=args.unsafe_local_reads, out_dir=args.out, min_faults=min_faults,
         )  # fmt: skip
         results.append(run(cfg))
     print()
