@@ -17,6 +17,7 @@ help:
 	@echo "make check          ruff, mypy --strict, import-direction contract"
 	@echo "make proto          regenerate node/pb from proto/"
 	@echo "make chaos          faults x real cluster, checked (DURATION, FAULTS, SEED, FAILOVER_TRIALS)"
+	@echo "make bench          Tadpole (Raft, etcd backend) vs etcd vs raw pysyncobj; BENCH_ARGS=--help"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +72,15 @@ typecheck: venv
 
 imports: venv
 	$(PY) tests/import_contract.py
+
+BENCH_ARGS ?=
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLUSTER_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info
