@@ -316,6 +316,9 @@ def _report(r: RunResult, say: object) -> None:
     out(f"   {verdict} seed={r.config.seed} network={'netns' if r.netns else 'loopback'} "
         f"faults injected={len(r.events)}")  # fmt: skip
     out("   " + _describe(r).replace("\n", "\n   "))
+    for ev in r.events:
+        if ev.detail:
+            out(f"   fault {ev.fault} on {ev.node}: {ev.detail.lstrip('; ')}")
     if r.failover_s:
         out(f"   failover: n={len(r.failover_s)} p50={percentile(r.failover_s, 50):.3f}s "
             f"p99={percentile(r.failover_s, 99):.3f}s")  # fmt: skip
