@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import enum
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -436,17 +436,52 @@ class SystemStateMachine:
 
     def snapshot(self) -> bytes:
         """Encode the whole state. Equal states give identical bytes."""
-        kvs = [_kv_tuple(self._data[k]) for k in sorted(self._data)]
-        history = [
-            [rev, int(ev.type), _kv_tuple(ev.kv), _kv_tuple(ev.prev_kv) if ev.prev_kv else None]
-            for rev, ev in self._history
+        return b"".join(self.snapshot_chunks())
+
+    def snapshot_chunks(self, items_per_chunk: int = 512) -> Iterator[bytes]:
+        """The bytes of :meth:`snapshot`, produced a piece at a time.
+
+        msgpack holds the GIL for a whole ``packb`` call; packing a large
+        state in one call would stall every other thread of the node (the
+        Raft tick included) for hundreds of milliseconds. Streaming the same
+        encoding in small pieces lets a background thread write a snapshot
+        while the node keeps heart-beating.
+        """
+        packer = msgpack.Packer(use_bin_type=True)
+        kvs = [self._data[k] for k in sorted(self._data)]
+        history = list(self._history)
+        dedup = list(self._dedup.items())
+        head = packer.pack_array_header(6)
+        head += packer.pack(SNAPSHOT_FORMAT)
+        head += packer.pack(self.revision)
+        head += packer.pack(self.compact_revision)
+        yield head
+        sections: list[tuple[list[Any], Callable[[Any], list[object]]]] = [
+            (kvs, _kv_tuple),
+            (history, _event_tuple),
+            (dedup, _dedup_tuple),
         ]
-        dedup = [[rid, _result_tuple(res)] for rid, res in self._dedup.items()]
-        packed: bytes = msgpack.packb(
-            [SNAPSHOT_FORMAT, self.revision, self.compact_revision, kvs, history, dedup],
-            use_bin_type=True,
+        for items, encode in sections:
+            yield packer.pack_array_header(len(items))
+            for start in range(0, len(items), items_per_chunk):
+                yield b"".join(
+                    packer.pack(encode(item)) for item in items[start : start + items_per_chunk]
+                )
+
+    def copy(self) -> SystemStateMachine:
+        """A shallow copy sharing the (immutable) values: O(keys) pointer
+        copies, a few milliseconds for 100k keys. Snapshots are encoded from
+        a copy so the live state can keep changing meanwhile."""
+        return SystemStateMachine(
+            history_limit=self.history_limit,
+            revision=self.revision,
+            compact_revision=self.compact_revision,
+            _data=dict(self._data),
+            _sorted_keys=self._sorted_keys,
+            _history=deque(self._history),
+            dedup_limit=self.dedup_limit,
+            _dedup=OrderedDict(self._dedup),
         )
-        return packed
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot made by :meth:`snapshot`."""
@@ -482,6 +517,15 @@ class SystemStateMachine:
 
 def _kv_tuple(kv: KeyValue) -> list[object]:
     return [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
+
+
+def _event_tuple(item: tuple[int, Event]) -> list[object]:
+    rev, ev = item
+    return [rev, int(ev.type), _kv_tuple(ev.kv), _kv_tuple(ev.prev_kv) if ev.prev_kv else None]
+
+
+def _dedup_tuple(item: tuple[str, CommandResult]) -> list[object]:
+    return [item[0], _result_tuple(item[1])]
 
 
 def _result_tuple(res: CommandResult) -> list[object]:

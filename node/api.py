@@ -45,6 +45,7 @@ from consensus.statemachine import (
 )
 from node import validation as v
 from node.config import NodeConfig
+from node.gossip_driver import GossipDriver
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 
@@ -325,9 +326,16 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
 
 
 class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
-    def __init__(self, config: NodeConfig, system: SystemBackend, started_at: float) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        system: SystemBackend,
+        started_at: float,
+        gossip: GossipDriver | None = None,
+    ) -> None:
         super().__init__(config, system)
         self._started_at = started_at
+        self._gossip = gossip
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _stub(self, address: str) -> Any:
@@ -401,7 +409,28 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         members += await asyncio.gather(
             *(ask(pid, addr) for pid, addr in sorted(self.config.peers.items()))
         )
+        self._add_gossip_view(members)
         return pb.MembersResponse(header=self.header(), members=members)
+
+    def _add_gossip_view(self, members: list[Any]) -> None:
+        """Fill in this node's SWIM view; members known only to gossip are appended."""
+        if self._gossip is None:
+            return
+        now = self._gossip.now()
+        by_id = {m.id: m for m in members}
+        for view in self._gossip.members():
+            member = by_id.get(view.id)
+            if member is None:
+                member = pb.Member(
+                    id=view.id, address=view.address, raft_role="none", status="unreachable"
+                )
+                members.append(member)
+            member.gossip_status = str(view.status)
+            member.incarnation = view.incarnation
+            member.gossip_last_heard_s = max(0.0, now - view.last_heard)
+            member.tiers[:] = list(view.meta.tiers)
+            if member.status == "unreachable" and str(view.status) == "alive":
+                member.status = "alive"
 
     async def TransferLeadership(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         target = request.target_id

@@ -124,6 +124,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join([line(headers), *(line(r) for r in cells)])
 
 
+def _heard(seconds: float) -> str:
+    if seconds < 0:
+        return "never"
+    return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+
+
 def _member_json(m: Member) -> dict[str, Any]:
     return {
         "id": m.id,
@@ -137,6 +143,10 @@ def _member_json(m: Member) -> dict[str, Any]:
         "is_self": m.is_self,
         "match_index": m.match_index,
         "last_heard_s": m.last_heard_s,
+        "gossip_status": m.gossip_status,
+        "incarnation": m.incarnation,
+        "gossip_last_heard_s": m.gossip_last_heard_s,
+        "tiers": list(m.tiers),
     }
 
 
@@ -197,7 +207,8 @@ def cli(ctx: click.Context, endpoints: list[str], timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @_handle_errors
 def members(as_json: bool) -> None:
-    """List cluster members with their Raft view (leader marked *)."""
+    """List cluster members: Raft view (leader marked *) and gossip view (SWIM status,
+    incarnation, when last heard) of the node that answered."""
     result = _settings().client().members()
     if as_json:
         click.echo(json.dumps([_member_json(m) for m in result], indent=2))
@@ -212,10 +223,14 @@ def members(as_json: bool) -> None:
             m.commit_index,
             m.applied_index,
             m.status,
+            m.gossip_status or "-",
+            m.incarnation if m.gossip_status else "",
+            _heard(m.gossip_last_heard_s) if m.gossip_status else "",
         ]
         for m in result
     ]
     headers = ["", "ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "STATUS"]
+    headers += ["GOSSIP", "INC", "HEARD"]
     click.echo(_table(headers, rows))
 
 

@@ -216,6 +216,11 @@ class Member:
     is_leader: bool
     match_index: int
     last_heard_s: float
+    # The answering node's gossip (SWIM) view: alive | suspect | dead | left | "".
+    gossip_status: str = ""
+    incarnation: int = 0
+    gossip_last_heard_s: float = -1.0
+    tiers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,6 +674,10 @@ def _members(resp: Any) -> list[Member]:
             is_leader=m.raft_role == "leader" or (bool(leader_id) and m.id == leader_id),
             match_index=int(m.match_index),
             last_heard_s=float(m.last_heard_s),
+            gossip_status=str(m.gossip_status),
+            incarnation=int(m.incarnation),
+            gossip_last_heard_s=float(m.gossip_last_heard_s) if m.gossip_status else -1.0,
+            tiers=tuple(str(t) for t in m.tiers),
         )
         for m in resp.members
     ]

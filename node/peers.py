@@ -25,17 +25,13 @@ from typing import Any
 import grpc
 
 from consensus.raft import RaftBackend
+from node.gossip_driver import AUTH_HEADER, GossipDriver, GossipServicerMixin, auth_metadata
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 PEER_SERVICE_PREFIX = "/tadpole.v1.Peer/"
-AUTH_HEADER = "authorization"
-
-
-def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    return ((AUTH_HEADER, f"Bearer {token}"),)
 
 
 class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -71,14 +67,26 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return await continuation(details)
 
 
-class PeerServicer(pb_grpc.PeerServicer):  # type: ignore[misc]
-    """Receives Raft batches (already authenticated by the interceptor)."""
+class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[misc]
+    """Receives Raft batches and gossip messages (authenticated by the interceptor)."""
 
-    def __init__(self, backend: RaftBackend, peer_ids: set[str]) -> None:
+    def __init__(
+        self,
+        backend: RaftBackend | None,
+        peer_ids: set[str],
+        gossip: GossipDriver | None = None,
+    ) -> None:
         self._backend = backend
         self._peer_ids = peer_ids
+        self.gossip = gossip
 
     async def Raft(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if self._backend is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this node's system tier is not on Raft (etcd backend)",
+            )
+        assert self._backend is not None
         if request.from_id not in self._peer_ids:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"{request.from_id!r} is not a configured peer"

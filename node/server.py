@@ -20,8 +20,10 @@ from grpc_reflection.v1alpha import reflection
 from consensus.backend import SystemBackend
 from consensus.etcd_backend import EtcdSystem
 from consensus.raft import RaftBackend
-from node.api import ClusterServicer, KVServicer
+from gossip.config import GossipConfig
+from node.api import VERSION, ClusterServicer, KVServicer
 from node.config import NodeConfig
+from node.gossip_driver import GossipDriver
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peers import PeerAuthInterceptor, PeerServicer, RaftLink
@@ -57,6 +59,17 @@ class NodeServer:
             )
             self.system, self._raft = raft_system, raft_system.raft
         self._cluster: ClusterServicer | None = None
+        self.gossip = GossipDriver(
+            node_id=config.node_id,
+            address=config.address,
+            seeds=sorted(config.peers.values()),
+            token=config.peer_token(),
+            data_dir=config.data_path,
+            version=VERSION,
+            tiers=["system"],
+            config=GossipConfig.lan(),
+            role=lambda: self.system.info().role,
+        )
         self._health_servicer: health.aio.HealthServicer | None = None
 
     def _send_raft(self, peer_id: str, frames: list[bytes]) -> None:
@@ -79,11 +92,12 @@ class NodeServer:
             ],
         )
         self._server = server
-        self._cluster = ClusterServicer(cfg, self.system, self.started_at)
+        self._cluster = ClusterServicer(cfg, self.system, self.started_at, self.gossip)
         pb_grpc.add_KVServicer_to_server(KVServicer(cfg, self.system), server)
         pb_grpc.add_ClusterServicer_to_server(self._cluster, server)
-        if self._raft is not None:
-            pb_grpc.add_PeerServicer_to_server(PeerServicer(self._raft, set(cfg.peers)), server)
+        pb_grpc.add_PeerServicer_to_server(
+            PeerServicer(self._raft, set(cfg.peers), self.gossip), server
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -97,6 +111,7 @@ class NodeServer:
                 self._links[peer_id] = link
                 link.start()
         await server.start()
+        await self.gossip.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health_servicer = health_servicer
@@ -112,6 +127,7 @@ class NodeServer:
         log.info("node %s stopping", self.config.node_id)
         if self._health_servicer is not None:
             await self._health_servicer.enter_graceful_shutdown()
+        await self.gossip.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)
         for link in self._links.values():

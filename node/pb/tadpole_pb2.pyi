@@ -251,7 +251,7 @@ class WatchResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., compact_revision: _Optional[int] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "address", "raft_role", "term", "commit_index", "applied_index", "status", "is_self", "match_index", "last_heard_s")
+    __slots__ = ("id", "address", "raft_role", "term", "commit_index", "applied_index", "status", "is_self", "match_index", "last_heard_s", "gossip_status", "incarnation", "gossip_last_heard_s", "tiers")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RAFT_ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +262,10 @@ class Member(_message.Message):
     IS_SELF_FIELD_NUMBER: _ClassVar[int]
     MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARD_S_FIELD_NUMBER: _ClassVar[int]
+    GOSSIP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    GOSSIP_LAST_HEARD_S_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     raft_role: str
@@ -272,7 +276,11 @@ class Member(_message.Message):
     is_self: bool
     match_index: int
     last_heard_s: float
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., raft_role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., status: _Optional[str] = ..., is_self: _Optional[bool] = ..., match_index: _Optional[int] = ..., last_heard_s: _Optional[float] = ...) -> None: ...
+    gossip_status: str
+    incarnation: int
+    gossip_last_heard_s: float
+    tiers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., raft_role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., status: _Optional[str] = ..., is_self: _Optional[bool] = ..., match_index: _Optional[int] = ..., last_heard_s: _Optional[float] = ..., gossip_status: _Optional[str] = ..., incarnation: _Optional[int] = ..., gossip_last_heard_s: _Optional[float] = ..., tiers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MembersRequest(_message.Message):
     __slots__ = ()
@@ -347,9 +355,11 @@ class RaftAck(_message.Message):
     def __init__(self) -> None: ...
 
 class PeerMessage(_message.Message):
-    __slots__ = ("from_id", "payload")
+    __slots__ = ("from_id", "payload", "from_address")
     FROM_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     from_id: str
     payload: bytes
-    def __init__(self, from_id: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    from_address: str
+    def __init__(self, from_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., from_address: _Optional[str] = ...) -> None: ...

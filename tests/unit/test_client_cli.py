@@ -758,7 +758,10 @@ def test_cli_members_json_shape_and_table(cluster: FakeCluster, run: Any) -> Non
     assert [m["raft_role"] for m in doc] == ["leader", "follower", "follower"]
     assert doc[1]["address"] == cluster.nodes[1].address
     table = run(cluster.endpoints, "members").stdout.splitlines()
-    assert table[0].split() == ["ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "STATUS"]
+    assert table[0].split() == [
+        "ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "STATUS", "GOSSIP", "INC", "HEARD"
+    ]  # fmt: skip
+    assert {"gossip_status", "incarnation", "gossip_last_heard_s"} <= set(doc[0])
     assert table[1].split()[:2] == ["*", "n1"] and "*" not in table[2]
 
 
