@@ -262,9 +262,13 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
         keys = sorted(workload.keys_used)
         final = asyncio.run(read_back(list(cluster.addresses.values()), keys))
         divergence = asyncio.run(_converge(cluster, keys, final))
-    except BaseException as exc:
+    except Exception as exc:  # the run failed; report it as such and go on with the next
         keep = True
+        log.exception("run seed %d aborted", config.seed)
         errors.append(f"run aborted: {type(exc).__name__}: {exc}")
+        history.close()
+    except BaseException:  # interrupted: clean up (finally) and stop
+        keep = True
         history.close()
         raise
     finally:
