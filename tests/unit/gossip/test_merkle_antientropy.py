@@ -38,7 +38,7 @@ def store(layout: MerkleLayout, data: dict[str, bytes]) -> DictStore:
     return s
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(LAYOUTS, STORES, STORES)
 def test_sync_equals_union_merge_and_ships_only_differing_keys(
     layout: MerkleLayout, left: dict[str, bytes], right: dict[str, bytes]
@@ -59,7 +59,7 @@ def test_sync_equals_union_merge_and_ships_only_differing_keys(
         assert len(log) == 2  # Begin, Done
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(LAYOUTS, STORES, st.lists(st.tuples(KEYS, st.binary(max_size=3) | st.none()), max_size=30))
 def test_incremental_tree_equals_rebuilt_tree(
     layout: MerkleLayout, initial: dict[str, bytes], ops: list[tuple[str, bytes | None]]
