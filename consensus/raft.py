@@ -206,6 +206,7 @@ class RaftBackend:
         os.makedirs(self._data_dir, exist_ok=True)
         snapshot_path = os.path.join(self._data_dir, "raft.snapshot")
         self._journal = DurableJournal(os.path.join(self._data_dir, "raft.journal"), snapshot_path)
+        self._reconcile_journal(snapshot_path)
         cfg = self.config
         conf = SyncObjConf(
             autoTick=False,
@@ -411,7 +412,9 @@ class RaftBackend:
             return int(SERIALIZER_STATE.SUCCESS if ok else SERIALIZER_STATE.FAILED)
         return int(SERIALIZER_STATE.NOT_SERIALIZING)
 
-    def _read_snapshot(self, filename: str) -> tuple[Any, ...]:
+    @staticmethod
+    def _parse_snapshot(filename: str) -> tuple[tuple[Any, ...], bytes]:
+        """(raft data, state bytes) of a snapshot file; SnapshotError if damaged."""
         with open(filename, "rb") as f:
             data = f.read()
         if data[: len(SNAPSHOT_MAGIC)] != SNAPSHOT_MAGIC or len(data) < len(SNAPSHOT_MAGIC) + 8:
@@ -421,11 +424,45 @@ class RaftBackend:
             raise SnapshotError(f"{filename}: checksum mismatch (torn or corrupt snapshot)")
         pos = len(SNAPSHOT_MAGIC)
         (raft_len,) = struct.unpack_from("<I", body, pos)
-        raft_blob = body[pos + 4 : pos + 4 + raft_len]
+        raft_data = pickle.loads(body[pos + 4 : pos + 4 + raft_len])
+        return tuple(raft_data), body[pos + 4 + raft_len :]
+
+    def _read_snapshot(self, filename: str) -> tuple[Any, ...]:
+        raft_data, state = self._parse_snapshot(filename)
         with self._sm_lock:
-            self._sm.restore(body[pos + 4 + raft_len :])
-        restored = pickle.loads(raft_blob)
-        return tuple(restored)
+            self._sm.restore(state)
+        return raft_data
+
+    def _reconcile_journal(self, snapshot_path: str) -> None:
+        """Make the journal start where the snapshot ends, keeping its tail.
+
+        pysyncobj expects the journal to begin with the snapshot's last two
+        entries; if it does not, it *clears the journal* and keeps only those
+        two. That is right when the snapshot is newer than the whole journal
+        (installed from the leader), but a crash between writing a snapshot
+        and truncating the journal's head leaves a journal that starts earlier
+        and runs past the snapshot — and clearing it would throw away
+        acknowledged entries after the snapshot. So: if the journal holds the
+        snapshot's two entries, drop only what comes before them.
+        """
+        journal = self._journal
+        assert journal is not None
+        if not os.path.exists(snapshot_path) or len(journal) < 2:
+            return
+        raft_data, _ = self._parse_snapshot(snapshot_path)
+        last, before_last = raft_data[0], raft_data[1]
+        first_idx = journal[0][1]
+        pos = before_last[1] - first_idx
+        if pos <= 0 or pos + 1 >= len(journal):
+            return
+        if tuple(journal[pos]) == tuple(before_last) and tuple(journal[pos + 1]) == tuple(last):
+            log.info(
+                "node %s: journal predates snapshot at index %d; dropping %d covered entries",
+                self.node_id,
+                last[1],
+                pos,
+            )
+            journal.deleteEntriesTo(pos)
 
     # -- API for other threads -------------------------------------------------
 

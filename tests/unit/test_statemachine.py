@@ -1097,3 +1097,17 @@ def test_restore_of_a_malformed_request_id_table_raises_snapshot_error(data: byt
     with pytest.raises(SnapshotError):
         sm.restore(data)
     assert sm.snapshot() == before
+
+
+def test_streamed_snapshot_equals_the_whole_and_copy_is_independent() -> None:
+    sm = SystemStateMachine(history_limit=5)
+    for i in range(40):
+        sm.apply(Txn(success=(PutOp(f"k{i % 7}", str(i).encode()),), request_id=f"r{i}"))
+    whole = sm.snapshot()
+    assert b"".join(sm.snapshot_chunks(items_per_chunk=3)) == whole
+    copy = sm.copy()
+    sm.apply(Txn(success=(PutOp("new", b"x"),)))
+    assert copy.snapshot() == whole  # the copy did not see the later write
+    restored = SystemStateMachine(history_limit=5)
+    restored.restore(whole)
+    assert restored.snapshot() == whole
