@@ -16,9 +16,9 @@ size grows with load (and with the peer's latency) by itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -96,12 +96,21 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
 
 
 class RaftLink:
-    """Ordered delivery of one peer's Raft frames over gRPC.
+    """Ordered delivery of one peer's Raft frames over gRPC, on its own thread.
 
-    ``submit`` runs in the event loop (the tick thread reaches it through
-    ``call_soon_threadsafe``). While the peer is unreachable, frames are
-    dropped: Raft retransmits from its own state once the peer answers, and
-    stale messages would only be rejected.
+    The link deliberately does not use the node's event loop: under heavy
+    client load that loop runs hundreds of request handlers, and a heartbeat
+    queued behind them can miss the followers' election timeout (150 ms),
+    deposing a healthy leader. A dedicated thread with a blocking channel
+    sends as soon as the tick thread hands frames over (``submit`` is
+    thread-safe and never blocks); gRPC releases the GIL while it waits on
+    the network.
+
+    One call is in flight at a time, so frames arrive in order; frames queued
+    meanwhile go out together in the next call (batches grow with load).
+    While the peer is unreachable, frames are dropped: Raft retransmits from
+    its own state once the peer answers, and stale messages would only be
+    rejected.
     """
 
     MAX_QUEUED_FRAMES = 10_000
@@ -125,35 +134,39 @@ class RaftLink:
         self._call_timeout_s = call_timeout_s
         self._keepalive_s = keepalive_s
         self._frames: list[bytes] = []
-        self._ready = asyncio.Event()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
         self._up = False
-        self._task: asyncio.Task[None] | None = None
-        self._channel: grpc.aio.Channel | None = None
+        self._thread: threading.Thread | None = None
 
     def submit(self, frames: list[bytes]) -> None:
-        if len(self._frames) + len(frames) > self.MAX_QUEUED_FRAMES:
-            log.warning(
-                "raft link to %s: queue full, dropping %d frames", self.peer_id, len(frames)
-            )
-            return
-        self._frames.extend(frames)
+        with self._lock:
+            if len(self._frames) + len(frames) > self.MAX_QUEUED_FRAMES:
+                log.warning(
+                    "raft link to %s: queue full, dropping %d frames", self.peer_id, len(frames)
+                )
+                return
+            self._frames.extend(frames)
         self._ready.set()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"raft->{self.peer_id}"
-        )
+        self._thread = threading.Thread(target=self._run, name=f"raft->{self.peer_id}", daemon=True)
+        self._thread.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._channel is not None:
-            await self._channel.close()
+        self._stopping.set()
+        self._ready.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, self._call_timeout_s + 1.0)
 
-    async def _run(self) -> None:
-        self._channel = grpc.aio.insecure_channel(
+    def _take(self) -> list[bytes]:
+        with self._lock:
+            frames, self._frames = self._frames, []
+        return frames
+
+    def _run(self) -> None:
+        channel = grpc.insecure_channel(
             self._address,
             options=[
                 ("grpc.initial_reconnect_backoff_ms", 100),
@@ -162,31 +175,34 @@ class RaftLink:
                 ("grpc.max_send_message_length", 64 << 20),
             ],
         )
-        stub = pb_grpc.PeerStub(self._channel)
+        stub = pb_grpc.PeerStub(channel)
         backoff = 0.05
-        while True:
-            if not self._frames:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._ready.wait(), self._keepalive_s)
-            self._ready.clear()
-            frames, self._frames = self._frames, []
-            try:
-                await stub.Raft(
-                    pb.RaftBatch(from_id=self._self_id, frames=frames),
-                    metadata=self._metadata,
-                    timeout=self._call_timeout_s,
-                )
-            except grpc.aio.AioRpcError as exc:
-                if self._up:
-                    log.info("raft link to %s down: %s", self.peer_id, exc.code().name)
-                self._up = False
-                self._backend.peer_down(self.peer_id)
-                self._frames.clear()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 0.5)
-                continue
-            backoff = 0.05
-            if not self._up:
-                log.info("raft link to %s up", self.peer_id)
-                self._up = True
-            self._backend.peer_up(self.peer_id)
+        try:
+            while not self._stopping.is_set():
+                self._ready.wait(self._keepalive_s)
+                self._ready.clear()
+                if self._stopping.is_set():
+                    return
+                frames = self._take()
+                try:
+                    stub.Raft(
+                        pb.RaftBatch(from_id=self._self_id, frames=frames),
+                        metadata=self._metadata,
+                        timeout=self._call_timeout_s,
+                    )
+                except grpc.RpcError as exc:
+                    if self._up:
+                        log.info("raft link to %s down: %s", self.peer_id, exc.code().name)
+                    self._up = False
+                    self._backend.peer_down(self.peer_id)
+                    self._take()
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, 0.5)
+                    continue
+                backoff = 0.05
+                if not self._up:
+                    log.info("raft link to %s up", self.peer_id)
+                    self._up = True
+                self._backend.peer_up(self.peer_id)
+        finally:
+            channel.close()

@@ -73,10 +73,10 @@ class NodeServer:
         self._health_servicer: health.aio.HealthServicer | None = None
 
     def _send_raft(self, peer_id: str, frames: list[bytes]) -> None:
-        # Tick thread -> event loop.
+        # Tick thread -> the peer's link thread (never through the event loop).
         link = self._links.get(peer_id)
-        if link is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(link.submit, frames)
+        if link is not None:
+            link.submit(frames)
 
     async def start(self) -> None:
         cfg = self.config
