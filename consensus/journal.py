@@ -304,12 +304,13 @@ class DurableJournal(Journal):  # type: ignore[misc]
 
 # -- test-only: chaos suite power-loss shim ------------------------------------
 # Off by default. With TADPOLE_CHAOS_FSYNC_SHIM=1 in the environment, every
-# journal fsync first records the journal's length in ``<path>.chaos-fsynced``,
+# completed journal fsync records the journal's length in ``<path>.chaos-fsynced``,
 # so the chaos suite (tests/chaos/nemesis.py, "lose-unfsynced") can kill -9 the
 # node and cut the journal back to what was fsynced, as a power loss would.
-# The length is recorded *before* the fsync, so a kill between the two keeps
-# bytes that may not have reached the disk: a state a real disk may also show,
-# and never one where an acknowledged (synced) record goes missing.
+# The length is recorded *after* the fsync returns: a kill between the two cuts
+# bytes that did reach the disk, but nothing that depends on them has left the
+# node yet (messages go out only after sync() returns), so that state is the
+# same as a crash just before the fsync completed.
 
 
 def _chaos_fsync_shim(fsync: Callable[[int], None], path: str) -> Callable[[int], None]:
@@ -320,9 +321,9 @@ def _chaos_fsync_shim(fsync: Callable[[int], None], path: str) -> Callable[[int]
     def recording_fsync(fd: int) -> None:
         note = os.open(side, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
+            fsync(fd)
             os.pwrite(note, b"%020d\n" % os.fstat(fd).st_size, 0)
         finally:
             os.close(note)
-        fsync(fd)
 
     return recording_fsync
