@@ -28,6 +28,7 @@ from consensus.raft import RaftBackend
 from node.gossip_driver import AUTH_HEADER, GossipDriver, GossipServicerMixin, auth_metadata
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.replication import Replication
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,19 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         backend: RaftBackend | None,
         peer_ids: set[str],
         gossip: GossipDriver | None = None,
+        replication: Replication | None = None,
     ) -> None:
         self._backend = backend
         self._peer_ids = peer_ids
         self.gossip = gossip
+        self._replication = replication
+
+    async def Replica(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if self._replication is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "tiers are not served here")
+        assert self._replication is not None
+        payload = await self._replication.on_replica(request.payload)
+        return pb.PeerMessage(from_id=self._replication.node_id, payload=payload)
 
     async def Raft(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         if self._backend is None:

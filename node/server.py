@@ -27,12 +27,17 @@ from node.gossip_driver import GossipDriver
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peers import PeerAuthInterceptor, PeerServicer, RaftLink
+from node.replication import Replication
+from node.store import TierStore
 from node.system import RaftSystem
+from node.tier_api import TiersServicer
+from node.tier_ops import TIERS
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = tuple(
-    pb.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Peer")
+    pb.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("KV", "Cluster", "Tiers", "Peer")
 )
 
 
@@ -66,11 +71,13 @@ class NodeServer:
             token=config.peer_token(),
             data_dir=config.data_path,
             version=VERSION,
-            tiers=["system"],
+            tiers=["system", *TIERS],
             config=GossipConfig.lan(),
             role=lambda: self.system.info().role,
         )
         self._health_servicer: health.aio.HealthServicer | None = None
+        self.store: TierStore | None = None
+        self.replication: Replication | None = None
 
     def _send_raft(self, peer_id: str, frames: list[bytes]) -> None:
         # Tick thread -> the peer's link thread (never through the event loop).
@@ -95,8 +102,14 @@ class NodeServer:
         self._cluster = ClusterServicer(cfg, self.system, self.started_at, self.gossip)
         pb_grpc.add_KVServicer_to_server(KVServicer(cfg, self.system), server)
         pb_grpc.add_ClusterServicer_to_server(self._cluster, server)
+        os.makedirs(cfg.data_path, exist_ok=True)
+        self.store = TierStore(os.path.join(cfg.data_path, "tiers.db"))
+        self.replication = Replication(
+            node_id=cfg.node_id, store=self.store, gossip=self.gossip, token=token
+        )
+        pb_grpc.add_TiersServicer_to_server(TiersServicer(self.replication), server)
         pb_grpc.add_PeerServicer_to_server(
-            PeerServicer(self._raft, set(cfg.peers), self.gossip), server
+            PeerServicer(self._raft, set(cfg.peers), self.gossip, self.replication), server
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -112,6 +125,8 @@ class NodeServer:
                 link.start()
         await server.start()
         await self.gossip.start()
+        assert self.replication is not None
+        self.replication.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health_servicer = health_servicer
@@ -130,6 +145,10 @@ class NodeServer:
         await self.gossip.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        if self.replication is not None:
+            await self.replication.stop()
+        if self.store is not None:
+            await self.store.aclose()
         for link in self._links.values():
             await link.close()
         if self._cluster is not None:

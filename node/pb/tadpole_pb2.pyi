@@ -11,8 +11,19 @@ class Consistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LINEARIZABLE: _ClassVar[Consistency]
     SERIALIZABLE: _ClassVar[Consistency]
+
+class TierConsistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TIER_DEFAULT: _ClassVar[TierConsistency]
+    ONE: _ClassVar[TierConsistency]
+    QUORUM: _ClassVar[TierConsistency]
+    ALL: _ClassVar[TierConsistency]
 LINEARIZABLE: Consistency
 SERIALIZABLE: Consistency
+TIER_DEFAULT: TierConsistency
+ONE: TierConsistency
+QUORUM: TierConsistency
+ALL: TierConsistency
 
 class ResponseHeader(_message.Message):
     __slots__ = ("revision", "member_id", "raft_term", "leader_id")
@@ -341,6 +352,170 @@ class TransferLeadershipResponse(_message.Message):
     header: ResponseHeader
     leader_id: str
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., leader_id: _Optional[str] = ...) -> None: ...
+
+class CounterAdd(_message.Message):
+    __slots__ = ("amount",)
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    amount: int
+    def __init__(self, amount: _Optional[int] = ...) -> None: ...
+
+class SetElements(_message.Message):
+    __slots__ = ("elements",)
+    ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    elements: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, elements: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RegisterSet(_message.Message):
+    __slots__ = ("value_json",)
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    value_json: str
+    def __init__(self, value_json: _Optional[str] = ...) -> None: ...
+
+class LogAppend(_message.Message):
+    __slots__ = ("entry_id", "payload_json")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    payload_json: str
+    def __init__(self, entry_id: _Optional[str] = ..., payload_json: _Optional[str] = ...) -> None: ...
+
+class MapSet(_message.Message):
+    __slots__ = ("field", "value_json", "remove")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    value_json: str
+    remove: bool
+    def __init__(self, field: _Optional[str] = ..., value_json: _Optional[str] = ..., remove: _Optional[bool] = ...) -> None: ...
+
+class TierUpdateRequest(_message.Message):
+    __slots__ = ("tier", "key", "counter_add", "set_add", "set_remove", "register_set", "log_append", "map_set", "consistency")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_ADD_FIELD_NUMBER: _ClassVar[int]
+    SET_ADD_FIELD_NUMBER: _ClassVar[int]
+    SET_REMOVE_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_SET_FIELD_NUMBER: _ClassVar[int]
+    LOG_APPEND_FIELD_NUMBER: _ClassVar[int]
+    MAP_SET_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    key: str
+    counter_add: CounterAdd
+    set_add: SetElements
+    set_remove: SetElements
+    register_set: RegisterSet
+    log_append: LogAppend
+    map_set: MapSet
+    consistency: TierConsistency
+    def __init__(self, tier: _Optional[str] = ..., key: _Optional[str] = ..., counter_add: _Optional[_Union[CounterAdd, _Mapping]] = ..., set_add: _Optional[_Union[SetElements, _Mapping]] = ..., set_remove: _Optional[_Union[SetElements, _Mapping]] = ..., register_set: _Optional[_Union[RegisterSet, _Mapping]] = ..., log_append: _Optional[_Union[LogAppend, _Mapping]] = ..., map_set: _Optional[_Union[MapSet, _Mapping]] = ..., consistency: _Optional[_Union[TierConsistency, str]] = ...) -> None: ...
+
+class TierValue(_message.Message):
+    __slots__ = ("type", "value_json")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    value_json: str
+    def __init__(self, type: _Optional[str] = ..., value_json: _Optional[str] = ...) -> None: ...
+
+class TierUpdateResponse(_message.Message):
+    __slots__ = ("member_id", "value", "replicas", "hinted")
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    HINTED_FIELD_NUMBER: _ClassVar[int]
+    member_id: str
+    value: TierValue
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    hinted: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, member_id: _Optional[str] = ..., value: _Optional[_Union[TierValue, _Mapping]] = ..., replicas: _Optional[_Iterable[str]] = ..., hinted: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TierReadRequest(_message.Message):
+    __slots__ = ("tier", "key", "consistency")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    key: str
+    consistency: TierConsistency
+    def __init__(self, tier: _Optional[str] = ..., key: _Optional[str] = ..., consistency: _Optional[_Union[TierConsistency, str]] = ...) -> None: ...
+
+class TierReadResponse(_message.Message):
+    __slots__ = ("member_id", "found", "value", "replicas", "repaired")
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    member_id: str
+    found: bool
+    value: TierValue
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    repaired: int
+    def __init__(self, member_id: _Optional[str] = ..., found: _Optional[bool] = ..., value: _Optional[_Union[TierValue, _Mapping]] = ..., replicas: _Optional[_Iterable[str]] = ..., repaired: _Optional[int] = ...) -> None: ...
+
+class TierScanRequest(_message.Message):
+    __slots__ = ("tier", "prefix", "limit", "start_after")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    prefix: str
+    limit: int
+    start_after: str
+    def __init__(self, tier: _Optional[str] = ..., prefix: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ...) -> None: ...
+
+class TierScanResponse(_message.Message):
+    __slots__ = ("keys", "more")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    more: bool
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class TierStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TierReplicaStatus(_message.Message):
+    __slots__ = ("tier", "rf", "local_keys", "under_replicated", "hints_pending", "last_sync_age_s")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    RF_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_KEYS_FIELD_NUMBER: _ClassVar[int]
+    UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
+    HINTS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    LAST_SYNC_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    rf: int
+    local_keys: int
+    under_replicated: int
+    hints_pending: int
+    last_sync_age_s: float
+    def __init__(self, tier: _Optional[str] = ..., rf: _Optional[int] = ..., local_keys: _Optional[int] = ..., under_replicated: _Optional[int] = ..., hints_pending: _Optional[int] = ..., last_sync_age_s: _Optional[float] = ...) -> None: ...
+
+class TierStatusResponse(_message.Message):
+    __slots__ = ("member_id", "tiers")
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    member_id: str
+    tiers: _containers.RepeatedCompositeFieldContainer[TierReplicaStatus]
+    def __init__(self, member_id: _Optional[str] = ..., tiers: _Optional[_Iterable[_Union[TierReplicaStatus, _Mapping]]] = ...) -> None: ...
+
+class TierKeysRequest(_message.Message):
+    __slots__ = ("tier",)
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    def __init__(self, tier: _Optional[str] = ...) -> None: ...
+
+class TierKeysResponse(_message.Message):
+    __slots__ = ("keys", "digests")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    digests: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class RaftBatch(_message.Message):
     __slots__ = ("from_id", "frames")

@@ -470,6 +470,250 @@ class Cluster:
             _registered_method=True)
 
 
+class TiersStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Update = channel.unary_unary(
+                '/tadpole.v1.Tiers/Update',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.TierUpdateRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.TierUpdateResponse.FromString,
+                _registered_method=True)
+        self.Read = channel.unary_unary(
+                '/tadpole.v1.Tiers/Read',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.TierReadRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.TierReadResponse.FromString,
+                _registered_method=True)
+        self.Scan = channel.unary_unary(
+                '/tadpole.v1.Tiers/Scan',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.TierScanRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.TierScanResponse.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/tadpole.v1.Tiers/Status',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.TierStatusRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.TierStatusResponse.FromString,
+                _registered_method=True)
+        self.LocalKeys = channel.unary_unary(
+                '/tadpole.v1.Tiers/LocalKeys',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.TierKeysRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.TierKeysResponse.FromString,
+                _registered_method=True)
+
+
+class TiersServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Update(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Read(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scan(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LocalKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TiersServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.TierUpdateRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.TierUpdateResponse.SerializeToString,
+            ),
+            'Read': grpc.unary_unary_rpc_method_handler(
+                    servicer.Read,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.TierReadRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.TierReadResponse.SerializeToString,
+            ),
+            'Scan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scan,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.TierScanRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.TierScanResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.TierStatusRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.TierStatusResponse.SerializeToString,
+            ),
+            'LocalKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.LocalKeys,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.TierKeysRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.TierKeysResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tadpole.v1.Tiers', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tadpole.v1.Tiers', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Tiers:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Tiers/Update',
+            node_dot_pb_dot_tadpole__pb2.TierUpdateRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.TierUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Read(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Tiers/Read',
+            node_dot_pb_dot_tadpole__pb2.TierReadRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.TierReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Tiers/Scan',
+            node_dot_pb_dot_tadpole__pb2.TierScanRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.TierScanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Tiers/Status',
+            node_dot_pb_dot_tadpole__pb2.TierStatusRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.TierStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LocalKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Tiers/LocalKeys',
+            node_dot_pb_dot_tadpole__pb2.TierKeysRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.TierKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class PeerStub:
     """Missing associated documentation comment in .proto file."""
 
@@ -501,6 +745,11 @@ class PeerStub:
                 _registered_method=True)
         self.Sync = channel.unary_unary(
                 '/tadpole.v1.Peer/Sync',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.PeerMessage.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.PeerMessage.FromString,
+                _registered_method=True)
+        self.Replica = channel.unary_unary(
+                '/tadpole.v1.Peer/Replica',
                 request_serializer=node_dot_pb_dot_tadpole__pb2.PeerMessage.SerializeToString,
                 response_deserializer=node_dot_pb_dot_tadpole__pb2.PeerMessage.FromString,
                 _registered_method=True)
@@ -539,6 +788,13 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Replica(self, request, context):
+        """Replica traffic of the CRDT tiers (node/replication.py, msgpack payload).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -564,6 +820,11 @@ def add_PeerServicer_to_server(servicer, server):
             ),
             'Sync': grpc.unary_unary_rpc_method_handler(
                     servicer.Sync,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.PeerMessage.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.PeerMessage.SerializeToString,
+            ),
+            'Replica': grpc.unary_unary_rpc_method_handler(
+                    servicer.Replica,
                     request_deserializer=node_dot_pb_dot_tadpole__pb2.PeerMessage.FromString,
                     response_serializer=node_dot_pb_dot_tadpole__pb2.PeerMessage.SerializeToString,
             ),
@@ -701,6 +962,33 @@ class Peer:
             request,
             target,
             '/tadpole.v1.Peer/Sync',
+            node_dot_pb_dot_tadpole__pb2.PeerMessage.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.PeerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Peer/Replica',
             node_dot_pb_dot_tadpole__pb2.PeerMessage.SerializeToString,
             node_dot_pb_dot_tadpole__pb2.PeerMessage.FromString,
             options,

@@ -1,0 +1,506 @@
+"""Replication of the CRDT tiers: placement, quorum writes, hints, repair.
+
+One :class:`Replication` per node coordinates requests for the population,
+agent, mesh and metrics tiers (``node/tier_ops.py`` says what they are).
+
+Write path (any node coordinates)::
+
+    owners = rendezvous(tier/key, live members)[:RF]
+    not an owner?  -> forward to the first owner that answers
+    an owner:      apply the op locally -> (state, delta); durable (TierStore, group commit)
+                   send the delta to the other owners (merge + fsync, then ack)
+                   owner down? a live fallback stores it as a *hint* (durable) for it
+                   ack when write_quorum copies (hints included) are durable
+
+Read path: ONE asks one owner (itself first); QUORUM/ALL merge the owners'
+states and send the merged state to any owner that was behind (read repair).
+
+Background:
+
+* hinted handoff — every second, hints for members that are alive again are
+  merged into them and deleted;
+* anti-entropy — every few seconds, for every live peer, the digests of the
+  keys both nodes own are exchanged and differing keys are merged both ways.
+  This is also how RF is restored: when a member dies, placement over the
+  live members names a new owner for each of its keys, and the next round
+  copies the keys there.
+
+Everything a replica receives is a CRDT state (a delta is a small state), and
+merging is idempotent, so duplicates and retries are harmless.
+
+Peer messages travel on the authenticated ``Peer.Replica`` RPC as msgpack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import msgpack
+
+from crdt import CRDTBase, CRDTError, HybridLogicalClock, decode, encode
+from node.gossip_driver import GossipDriver, auth_metadata
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.placement import ranking
+from node.store import TierStore, digest_of
+from node.tier_ops import TIERS, Op, TierSpec, apply_op, check_tier_key, render, tier_spec
+from node.validation import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+ONE, QUORUM, ALL = 1, 2, 3
+DIGEST_BATCH = 1000
+
+
+class ReplicationError(Exception):
+    """A tier request could not be completed; the message says why."""
+
+
+class NotEnoughReplicas(ReplicationError):
+    """The update is durable somewhere but fewer than the write quorum
+    acknowledged it. It will converge; resending would apply it twice."""
+
+
+class NoOwnerReachable(ReplicationError):
+    """No owner of the key answered; nothing was applied."""
+
+
+@dataclass
+class UpdateResult:
+    value: tuple[str, str]
+    replicas: list[str]
+    hinted: list[str]
+    coordinator: str
+
+
+@dataclass
+class ReadResult:
+    state: CRDTBase | None
+    replicas: list[str]
+    repaired: int
+
+
+@dataclass
+class TierHealth:
+    under_replicated: int = 0
+    last_round: float = -1.0
+
+
+@dataclass
+class _Round:
+    """What the last anti-entropy round found, per tier."""
+
+    health: dict[str, TierHealth] = field(default_factory=dict)
+
+
+class Replication:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        store: TierStore,
+        gossip: GossipDriver,
+        token: str,
+        anti_entropy_interval_s: float = 3.0,
+        handoff_interval_s: float = 1.0,
+        call_timeout_s: float = 2.0,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.gossip = gossip
+        self._metadata = auth_metadata(token)
+        self._ae_interval = anti_entropy_interval_s
+        self._handoff_interval = handoff_interval_s
+        self._timeout = call_timeout_s
+        self._clock_ns = clock_ns
+        self._hlc = HybridLogicalClock()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._round = _Round()
+        self.handed_off = 0
+        self.repaired = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._every(self._handoff_interval, self.hand_off), name="handoff"),
+            loop.create_task(
+                self._every(self._ae_interval, self.anti_entropy_round), name="anti-entropy"
+            ),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for channel in self._channels.values():
+            await channel.close()
+
+    async def _every(self, interval: float, job: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("replication background job %s failed", job.__name__)
+
+    # -- membership and placement ------------------------------------------------
+
+    def live(self) -> dict[str, str]:
+        """Live members (alive or suspect) -> address; always includes self."""
+        members = {m.id: m.address for m in self.gossip.members()
+                   if str(m.status) in ("alive", "suspect")}  # fmt: skip
+        members.setdefault(self.node_id, self.gossip.address)
+        return members
+
+    def owners(self, spec: TierSpec, key: str, live: Iterable[str]) -> list[str]:
+        ids = list(live)
+        rf = len(ids) if spec.rf == 0 else spec.rf
+        return ranking(_placement_key(spec.name, key), ids)[:rf]
+
+    # -- peer calls ------------------------------------------------------------------
+
+    def _stub(self, address: str) -> Any:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(address)
+            self._channels[address] = channel
+        return pb_grpc.PeerStub(channel)
+
+    async def _call(self, address: str, message: dict[str, Any]) -> dict[str, Any] | None:
+        """One Replica RPC; None when the peer could not be reached or refused."""
+        request = pb.PeerMessage(
+            from_id=self.node_id, payload=msgpack.packb(message, use_bin_type=True)
+        )
+        try:
+            response = await self._stub(address).Replica(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.debug("replica %s to %s failed: %s", message.get("op"), address, exc.code().name)
+            return None
+        reply: dict[str, Any] = msgpack.unpackb(response.payload, raw=False)
+        return reply
+
+    # -- local state -------------------------------------------------------------------
+
+    async def merge_local(self, tier: str, key: str, state_bytes: bytes) -> bytes | None:
+        """Join ``state_bytes`` into the local copy; durable on return."""
+        incoming = decode(state_bytes)
+
+        def join(old: bytes | None) -> bytes:
+            if old is None:
+                return encode(incoming)
+            current = decode(old)
+            if type(current) is not type(incoming):
+                raise InvalidArgument(
+                    f"{tier}/{key}: replica holds {type(current).__name__}, "
+                    f"received {type(incoming).__name__}"
+                )
+            return encode(current.merge(incoming))
+
+        return await self.store.update(tier, key, join)
+
+    def local_state(self, tier: str, key: str) -> CRDTBase | None:
+        raw = self.store.get(tier, key)
+        return decode(raw) if raw is not None else None
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def update(self, tier: str, key: str, op: Op, *, forwarded: bool = False) -> UpdateResult:
+        spec = check_tier_key(tier, key)
+        live = self.live()
+        owners = self.owners(spec, key, live)
+        if self.node_id not in owners and not forwarded:
+            return await self._forward(tier, key, op, owners, live)
+        captured: dict[str, CRDTBase] = {}
+
+        def mutate(old: bytes | None) -> bytes:
+            state = decode(old) if old is not None else None
+            new, delta = apply_op(state, op, self.node_id, self._hlc.now(self._clock_ns()))
+            captured["state"], captured["delta"] = new, delta
+            return encode(new)
+
+        await self.store.update(tier, key, mutate)
+        delta = encode(captured["delta"])
+        acks, hinted = await self._replicate(spec, key, delta, owners, live)
+        result = UpdateResult(render(captured["state"]), acks, hinted, self.node_id)
+        if len(acks) < spec.write_quorum:
+            raise NotEnoughReplicas(
+                f"{tier}/{key}: the update is durable on {', '.join(acks)} but reached "
+                f"{len(acks)} of the {spec.write_quorum} required replicas; it will "
+                "converge when the owners are back (resending would apply it twice)"
+            )
+        return result
+
+    async def _replicate(
+        self, spec: TierSpec, key: str, delta: bytes, owners: list[str], live: dict[str, str]
+    ) -> tuple[list[str], list[str]]:
+        others = [o for o in owners if o != self.node_id]
+        message = {"op": "merge", "tier": spec.name, "key": key, "state": delta}
+        replies = await asyncio.gather(*(self._call(live[o], message) for o in others))
+        acks = [self.node_id] if self.node_id in owners else []
+        down = []
+        for owner, reply in zip(others, replies, strict=True):
+            if reply is not None and reply.get("ok"):
+                acks.append(owner)
+            else:
+                down.append(owner)
+        hinted: list[str] = []
+        if not down:
+            return acks, hinted
+        fallbacks = [
+            m for m in ranking(_placement_key(spec.name, key), live)
+            if m not in owners
+        ]  # fmt: skip
+        if self.node_id not in owners:
+            fallbacks.insert(0, self.node_id)
+        for owner in down:
+            while fallbacks:
+                fallback = fallbacks.pop(0)
+                if fallback == self.node_id:
+                    await self.store.add_hint(owner, spec.name, key, delta)
+                    stored = True
+                else:
+                    reply = await self._call(
+                        live[fallback],
+                        {"op": "hint", "target": owner, "tier": spec.name, "key": key,
+                         "state": delta},
+                    )  # fmt: skip
+                    stored = reply is not None and bool(reply.get("ok"))
+                if stored:
+                    acks.append(f"{fallback} (hint for {owner})")
+                    hinted.append(owner)
+                    break
+        return acks, hinted
+
+    async def _forward(
+        self, tier: str, key: str, op: Op, owners: list[str], live: dict[str, str]
+    ) -> UpdateResult:
+        message = {"op": "update", "tier": tier, "key": key, "update": _op_wire(op)}
+        for owner in owners:
+            reply = await self._call(live[owner], message)
+            if reply is None:
+                continue
+            if "error" in reply:
+                if reply.get("kind") == "invalid":
+                    raise InvalidArgument(reply["error"])
+                if reply.get("kind") == "incomplete":
+                    raise NotEnoughReplicas(reply["error"])
+                continue
+            return UpdateResult(
+                (reply["type"], reply["value"]), reply["replicas"], reply["hinted"], owner
+            )
+        raise NoOwnerReachable(
+            f"{tier}/{key}: none of its owners ({', '.join(owners)}) answered; nothing applied"
+        )
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def read(self, tier: str, key: str, consistency: int) -> ReadResult:
+        spec = check_tier_key(tier, key)
+        live = self.live()
+        owners = self.owners(spec, key, live)
+        want = {ONE: 1, QUORUM: len(owners) // 2 + 1, ALL: len(owners)}.get(consistency, 1)
+        order = sorted(owners, key=lambda o: o != self.node_id)
+        states: dict[str, CRDTBase | None] = {}
+        for owner in order:
+            if len(states) >= want:
+                break
+            if owner == self.node_id:
+                states[owner] = self.local_state(tier, key)
+                continue
+            reply = await self._call(live[owner], {"op": "read", "tier": tier, "key": key})
+            if reply is not None and "error" not in reply:
+                raw = reply.get("state")
+                states[owner] = decode(raw) if raw is not None else None
+        if len(states) < want:
+            raise NoOwnerReachable(
+                f"{tier}/{key}: {len(states)} of {want} owners answered ({', '.join(owners)})"
+            )
+        merged: CRDTBase | None = None
+        for state in states.values():
+            if state is None:
+                continue
+            merged = state if merged is None else merged.merge(state)
+        repaired = 0
+        if merged is not None and consistency in (QUORUM, ALL):
+            merged_bytes = encode(merged)
+            for owner, state in states.items():
+                if state is not None and encode(state) == merged_bytes:
+                    continue
+                repaired += 1
+                if owner == self.node_id:
+                    await self.merge_local(tier, key, merged_bytes)
+                else:
+                    await self._call(
+                        live[owner],
+                        {"op": "merge", "tier": tier, "key": key, "state": merged_bytes},
+                    )
+            self.repaired += repaired
+        return ReadResult(merged, list(states), repaired)
+
+    async def scan(self, tier: str, prefix: str, after: str, limit: int) -> tuple[list[str], bool]:
+        """Keys under ``prefix`` across the live members (union), in order."""
+        tier_spec(tier)
+        live = self.live()
+        keys: set[str] = {k for k, _ in self.store.scan(tier, prefix, after, 0)}
+        message = {"op": "scan", "tier": tier, "prefix": prefix, "after": after}
+        replies = await asyncio.gather(
+            *(self._call(addr, message) for m, addr in live.items() if m != self.node_id)
+        )
+        for reply in replies:
+            if reply is not None:
+                keys.update(reply.get("keys", []))
+        ordered = sorted(keys)
+        if limit and len(ordered) > limit:
+            return ordered[:limit], True
+        return ordered, False
+
+    # -- background: hinted handoff and anti-entropy ------------------------------------------
+
+    async def hand_off(self) -> None:
+        live = self.live()
+        for member, address in live.items():
+            if member == self.node_id:
+                continue
+            hints = self.store.hints_for(member, 256)
+            if not hints:
+                continue
+            done = []
+            for hint in hints:
+                message = {"op": "merge", "tier": hint.tier, "key": hint.key, "state": hint.value}
+                reply = await self._call(address, message)
+                if reply is None or not reply.get("ok"):
+                    break
+                done.append(hint.id)
+            if done:
+                await self.store.delete_hints(done)
+                self.handed_off += len(done)
+                log.info("handed off %d hinted writes to %s", len(done), member)
+
+    async def anti_entropy_round(self) -> None:
+        live = self.live()
+        peers = {m: a for m, a in live.items() if m != self.node_id}
+        for tier, spec in TIERS.items():
+            health = TierHealth(last_round=time.monotonic())
+            shared: dict[str, list[tuple[str, bytes]]] = {p: [] for p in peers}
+            for key, digest in self.store.keys_and_digests(tier):
+                owners = self.owners(spec, key, live)
+                rf = len(live) if spec.rf == 0 else spec.rf
+                if len(owners) < rf:
+                    health.under_replicated += 1
+                for owner in owners:
+                    if owner != self.node_id:
+                        shared[owner].append((key, digest))
+            differing: set[str] = set()
+            for peer, pairs in shared.items():
+                for start in range(0, len(pairs), DIGEST_BATCH):
+                    batch = pairs[start : start + DIGEST_BATCH]
+                    ok = await self._exchange(tier, peers[peer], batch, differing)
+                    if not ok:
+                        differing.update(k for k, _ in batch)
+                        break
+            health.under_replicated += len(differing)
+            self._round.health[tier] = health
+
+    async def _exchange(
+        self, tier: str, address: str, batch: list[tuple[str, bytes]], differing: set[str]
+    ) -> bool:
+        reply = await self._call(address, {"op": "digests", "tier": tier, "pairs": batch})
+        if reply is None:
+            return False
+        for key, state in reply.get("have", {}).items():
+            await self.merge_local(tier, key, state)
+        need = reply.get("need", [])
+        for key in need:
+            raw = self.store.get(tier, key)
+            if raw is None:
+                continue
+            pushed = await self._call(
+                address, {"op": "merge", "tier": tier, "key": key, "state": raw}
+            )
+            if pushed is None or not pushed.get("ok"):
+                differing.add(key)
+        return True
+
+    def health(self) -> dict[str, TierHealth]:
+        return dict(self._round.health)
+
+    # -- the peer side ------------------------------------------------------------------------
+
+    async def on_replica(self, payload: bytes) -> bytes:
+        """Serve one Replica RPC (the caller is an authenticated peer)."""
+        try:
+            message = msgpack.unpackb(payload, raw=False)
+            reply = await self._serve(message)
+        except InvalidArgument as exc:
+            reply = {"error": str(exc), "kind": "invalid"}
+        except NotEnoughReplicas as exc:
+            reply = {"error": str(exc), "kind": "incomplete"}
+        except (ReplicationError, CRDTError, ValueError, KeyError, TypeError) as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}", "kind": "failed"}
+        packed: bytes = msgpack.packb(reply, use_bin_type=True)
+        return packed
+
+    async def _serve(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message["op"]
+        tier = message.get("tier", "")
+        if tier not in TIERS:
+            raise InvalidArgument(f"unknown tier {tier!r}")
+        if op == "merge":
+            await self.merge_local(tier, message["key"], message["state"])
+            return {"ok": True}
+        if op == "hint":
+            await self.store.add_hint(message["target"], tier, message["key"], message["state"])
+            return {"ok": True}
+        if op == "read":
+            return {"state": self.store.get(tier, message["key"])}
+        if op == "update":
+            result = await self.update(
+                tier, message["key"], _op_from_wire(message["update"]), forwarded=True
+            )
+            return {
+                "type": result.value[0],
+                "value": result.value[1],
+                "replicas": result.replicas,
+                "hinted": result.hinted,
+            }
+        if op == "scan":
+            pairs = self.store.scan(tier, message.get("prefix", ""), message.get("after", ""), 0)
+            return {"keys": [k for k, _ in pairs]}
+        if op == "digests":
+            need, have = [], {}
+            for key, digest in message["pairs"]:
+                mine = self.store.get(tier, key)
+                if mine is None:
+                    need.append(key)
+                elif digest_of(mine) != digest:
+                    need.append(key)
+                    have[key] = mine
+            return {"need": need, "have": have}
+        raise InvalidArgument(f"unknown replica operation {op!r}")
+
+
+def _placement_key(tier: str, key: str) -> str:
+    return f"{tier}\x00{key}"
+
+
+def _op_wire(op: Op) -> list[Any]:
+    return [op.kind, op.amount, list(op.elements), op.value, op.entry_id, op.field, op.remove]
+
+
+def _op_from_wire(raw: list[Any]) -> Op:
+    kind, amount, elements, value, entry_id, fld, remove = raw
+    return Op(str(kind), int(amount), tuple(elements), value, str(entry_id), str(fld), bool(remove))
