@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -332,10 +332,12 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         system: SystemBackend,
         started_at: float,
         gossip: GossipDriver | None = None,
+        tier_health: Callable[[], list[Any]] | None = None,
     ) -> None:
         super().__init__(config, system)
         self._started_at = started_at
         self._gossip = gossip
+        self._tier_health = tier_health
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _stub(self, address: str) -> Any:
@@ -361,6 +363,7 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
             uptime_s=time.monotonic() - self._started_at,
             data_dir=self.config.data_path,
             system_backend=self.system.name,
+            tiers=self._tier_health() if self._tier_health is not None else [],
         )
 
     async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

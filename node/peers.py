@@ -183,6 +183,12 @@ class RaftLink:
                 ("grpc.min_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 500),
                 ("grpc.max_send_message_length", 64 << 20),
+                # Notice a dead connection (e.g. after a partition) in about a
+                # second instead of waiting on TCP's retransmission schedule.
+                ("grpc.keepalive_time_ms", 1000),
+                ("grpc.keepalive_timeout_ms", 1000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
             ],
         )
         stub = pb_grpc.PeerStub(channel)

@@ -19,11 +19,12 @@ Background:
 
 * hinted handoff — every second, hints for members that are alive again are
   merged into them and deleted;
-* anti-entropy — every few seconds, for every live peer, the digests of the
-  keys both nodes own are exchanged and differing keys are merged both ways.
-  This is also how RF is restored: when a member dies, placement over the
-  live members names a new owner for each of its keys, and the next round
-  copies the keys there.
+* anti-entropy — every few seconds, for every live peer, a Merkle session
+  (gossip's ``SyncPeer``) over the keys both nodes own: equal roots end it at
+  once; otherwise only differing subtrees are descended and only differing
+  keys are exchanged, then merged both ways. This is also how RF is
+  restored: when a member dies, placement over the live members names a new
+  owner for each of its keys, and the next round copies the keys there.
 
 Everything a replica receives is a CRDT state (a delta is a small state), and
 merging is idempotent, so duplicates and retries are harmless.
@@ -36,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,12 @@ import grpc
 import msgpack
 
 from crdt import CRDTBase, CRDTError, HybridLogicalClock, decode, encode
+from gossip.antientropy import SyncPeer
+from gossip.codec import decode_sync
+from gossip.codec import encode as encode_sync
+from gossip.errors import GossipError
+from gossip.merkle import MerkleLayout, MerkleTree
+from gossip.messages import SyncMessage
 from node.gossip_driver import GossipDriver, auth_metadata
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -55,7 +62,6 @@ from node.validation import InvalidArgument
 log = logging.getLogger(__name__)
 
 ONE, QUORUM, ALL = 1, 2, 3
-DIGEST_BATCH = 1000
 
 
 class ReplicationError(Exception):
@@ -126,6 +132,8 @@ class Replication:
         self._round = _Round()
         self.handed_off = 0
         self.repaired = 0
+        self.synced_keys = 0
+        self._session = 0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -391,49 +399,73 @@ class Replication:
                 log.info("handed off %d hinted writes to %s", len(done), member)
 
     async def anti_entropy_round(self) -> None:
+        """One Merkle session per (tier, live peer) over the keys both own.
+
+        Each pair of nodes reconciles its own *space* ``tier|a|b``: a Merkle
+        tree of exactly the keys placement gives to both of them, so syncing
+        never spreads a key beyond its owners. Sessions are gossip's
+        ``SyncPeer`` protocol (roots, then only differing subtrees, then only
+        differing keys; values are merged both ways, CRDT join).
+        """
         live = self.live()
-        peers = {m: a for m, a in live.items() if m != self.node_id}
         for tier, spec in TIERS.items():
             health = TierHealth(last_round=time.monotonic())
-            shared: dict[str, list[tuple[str, bytes]]] = {p: [] for p in peers}
-            for key, digest in self.store.keys_and_digests(tier):
-                owners = self.owners(spec, key, live)
-                rf = len(live) if spec.rf == 0 else spec.rf
-                if len(owners) < rf:
+            rf = len(live) if spec.rf == 0 else spec.rf
+            for key, _ in self.store.keys_and_digests(tier):
+                if len(self.owners(spec, key, live)) < rf:
                     health.under_replicated += 1
-                for owner in owners:
-                    if owner != self.node_id:
-                        shared[owner].append((key, digest))
-            differing: set[str] = set()
-            for peer, pairs in shared.items():
-                for start in range(0, len(pairs), DIGEST_BATCH):
-                    batch = pairs[start : start + DIGEST_BATCH]
-                    ok = await self._exchange(tier, peers[peer], batch, differing)
-                    if not ok:
-                        differing.update(k for k, _ in batch)
-                        break
-            health.under_replicated += len(differing)
+            for peer, address in live.items():
+                if peer == self.node_id:
+                    continue
+                space = self._space(tier, peer, live)
+                try:
+                    differing = await self._sync_session(space, address)
+                except (ReplicationError, GossipError) as exc:
+                    log.info("anti-entropy %s with %s failed: %s", tier, peer, exc)
+                    differing = len(space.tree)
+                health.under_replicated += differing
             self._round.health[tier] = health
 
-    async def _exchange(
-        self, tier: str, address: str, batch: list[tuple[str, bytes]], differing: set[str]
-    ) -> bool:
-        reply = await self._call(address, {"op": "digests", "tier": tier, "pairs": batch})
-        if reply is None:
-            return False
-        for key, state in reply.get("have", {}).items():
-            await self.merge_local(tier, key, state)
-        need = reply.get("need", [])
-        for key in need:
-            raw = self.store.get(tier, key)
-            if raw is None:
-                continue
-            pushed = await self._call(
-                address, {"op": "merge", "tier": tier, "key": key, "state": raw}
+    def _space(self, tier: str, peer: str, live: dict[str, str]) -> _PairSpace:
+        """The keys of ``tier`` this node holds that placement gives to both it
+        and ``peer``, as a Merkle-synchronisable store."""
+        spec = TIERS[tier]
+        items = [
+            (key, digest)
+            for key, digest in self.store.keys_and_digests(tier)
+            if {self.node_id, peer} <= set(self.owners(spec, key, live))
+        ]
+        return _PairSpace(self, tier, _space_name(tier, self.node_id, peer), items)
+
+    async def _sync_session(self, space: _PairSpace, address: str) -> int:
+        """Run one session as initiator; return how many keys differed."""
+        peer = SyncPeer({space.name: space})
+        self._session += 1
+        msg: SyncMessage | None = peer.begin(space.name, self._session)
+        while msg is not None:
+            reply = await self._call(
+                address, {"op": "sync", "tier": space.tier, "payload": encode_sync(msg)}
             )
-            if pushed is None or not pushed.get("ok"):
-                differing.add(key)
-        return True
+            if reply is None or "error" in reply:
+                raise ReplicationError(f"sync reply: {reply and reply.get('error')}")
+            await space.flush()
+            if not reply["payload"]:
+                break
+            msg = peer.handle(decode_sync(reply["payload"]))
+            await space.flush()
+        self.synced_keys += space.merged + space.served
+        return space.merged + space.served
+
+    async def _serve_sync(self, tier: str, payload: bytes) -> bytes:
+        msg = decode_sync(payload)
+        parts = msg.space.split("|")
+        if len(parts) != 3 or parts[0] != tier or self.node_id not in parts[1:]:
+            raise InvalidArgument(f"anti-entropy space {msg.space!r} is not shared with this node")
+        peer = parts[2] if parts[1] == self.node_id else parts[1]
+        space = self._space(tier, peer, self.live())
+        response = SyncPeer({space.name: space}).handle(msg)
+        await space.flush()
+        return encode_sync(response) if response is not None else b""
 
     def health(self) -> dict[str, TierHealth]:
         return dict(self._round.health)
@@ -449,7 +481,7 @@ class Replication:
             reply = {"error": str(exc), "kind": "invalid"}
         except NotEnoughReplicas as exc:
             reply = {"error": str(exc), "kind": "incomplete"}
-        except (ReplicationError, CRDTError, ValueError, KeyError, TypeError) as exc:
+        except (ReplicationError, GossipError, CRDTError, ValueError, KeyError, TypeError) as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}", "kind": "failed"}
         packed: bytes = msgpack.packb(reply, use_bin_type=True)
         return packed
@@ -480,17 +512,61 @@ class Replication:
         if op == "scan":
             pairs = self.store.scan(tier, message.get("prefix", ""), message.get("after", ""), 0)
             return {"keys": [k for k, _ in pairs]}
-        if op == "digests":
-            need, have = [], {}
-            for key, digest in message["pairs"]:
-                mine = self.store.get(tier, key)
-                if mine is None:
-                    need.append(key)
-                elif digest_of(mine) != digest:
-                    need.append(key)
-                    have[key] = mine
-            return {"need": need, "have": have}
+        if op == "sync":
+            return {"payload": await self._serve_sync(tier, message["payload"])}
         raise InvalidArgument(f"unknown replica operation {op!r}")
+
+
+MERKLE_LAYOUT = MerkleLayout(branching=16, depth=3)  # 4096 buckets; same on every node
+
+
+def _space_name(tier: str, a: str, b: str) -> str:
+    first, second = sorted((a, b))
+    return f"{tier}|{first}|{second}"
+
+
+class _PairSpace:
+    """gossip's ``SyncStore`` over one tier's keys co-owned by two nodes.
+
+    ``merge_values`` is synchronous in the protocol; the merges it receives
+    are queued and made durable by :meth:`flush`, which the session driver
+    awaits after every protocol step (before the next message is sent).
+    """
+
+    def __init__(
+        self, replication: Replication, tier: str, name: str, items: list[tuple[str, bytes]]
+    ) -> None:
+        self._r = replication
+        self.tier = tier
+        self.name = name
+        self._tree = MerkleTree.from_items(items, MERKLE_LAYOUT)
+        self._pending: dict[str, bytes] = {}
+        self.merged = 0
+        self.served = 0
+
+    @property
+    def tree(self) -> MerkleTree:
+        return self._tree
+
+    def get_values(self, keys: Sequence[str]) -> dict[str, bytes]:
+        values = {}
+        for key in keys:
+            raw = self._r.store.get(self.tier, key)
+            if raw is not None:
+                values[key] = raw
+        self.served += len(values)
+        return values
+
+    def merge_values(self, values: Mapping[str, bytes]) -> None:
+        self._pending.update(values)
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for key, value in pending.items():
+            merged = await self._r.merge_local(self.tier, key, value)
+            if merged is not None:
+                self._tree.set(key, digest_of(merged))
+            self.merged += 1
 
 
 def _placement_key(tier: str, key: str) -> str:

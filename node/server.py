@@ -30,14 +30,13 @@ from node.peers import PeerAuthInterceptor, PeerServicer, RaftLink
 from node.replication import Replication
 from node.store import TierStore
 from node.system import RaftSystem
-from node.tier_api import TiersServicer
+from node.tier_api import TiersServicer, tier_health
 from node.tier_ops import TIERS
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = tuple(
-    pb.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("KV", "Cluster", "Tiers", "Peer")
+    pb.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Tiers", "Peer")
 )
 
 
@@ -96,10 +95,20 @@ class NodeServer:
                 ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.max_send_message_length", max_msg),
                 ("grpc.so_reuseport", 0),
+                # Peers keepalive-ping every second (node/peers.py); allow it.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+                ("grpc.http2.max_ping_strikes", 0),
             ],
         )
         self._server = server
-        self._cluster = ClusterServicer(cfg, self.system, self.started_at, self.gossip)
+        self._cluster = ClusterServicer(
+            cfg,
+            self.system,
+            self.started_at,
+            self.gossip,
+            tier_health=lambda: tier_health(self.replication) if self.replication else [],
+        )
         pb_grpc.add_KVServicer_to_server(KVServicer(cfg, self.system), server)
         pb_grpc.add_ClusterServicer_to_server(self._cluster, server)
         os.makedirs(cfg.data_path, exist_ok=True)

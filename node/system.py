@@ -82,6 +82,9 @@ class RaftSystem:
 
     async def _propose(self, command: Command, timeout: float) -> CommandResult:
         future: asyncio.Future[CommandResult] = self.loop.create_future()
+        # The caller may give up (deadline) before the outcome lands; consume
+        # a late exception so it is not reported as "never retrieved".
+        future.add_done_callback(_consume)
 
         def done(result: CommandResult | None, error: ProposalError | None) -> None:
             self._completions.append((future, result, error))
@@ -141,6 +144,7 @@ class RaftSystem:
         waiters = self._next_barrier
         if waiters is None:
             waiters = self._next_barrier = self.loop.create_future()
+            waiters.add_done_callback(_consume)
             if not self._barrier_inflight:
                 self._launch_barrier()
         await asyncio.shield(waiters)
@@ -240,6 +244,11 @@ def _by_revision(events: list[Event]) -> list[list[Event]]:
         else:
             batches.append([event])
     return batches
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _settle(

@@ -90,26 +90,7 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
         return pb.TierScanResponse(keys=keys, more=more)
 
     async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        health = self._r.health()
-        pending: dict[str, int] = {}
-        for member in self._r.gossip.members():
-            for hint in self._r.store.hints_for(member.id):
-                pending[hint.tier] = pending.get(hint.tier, 0) + 1
-        rows = []
-        now_mono = time.monotonic()
-        for name, spec in TIERS.items():
-            h = health.get(name)
-            rows.append(
-                pb.TierReplicaStatus(
-                    tier=name,
-                    rf=spec.rf or len(self._r.live()),
-                    local_keys=self._r.store.count(name),
-                    under_replicated=h.under_replicated if h else 0,
-                    hints_pending=pending.get(name, 0),
-                    last_sync_age_s=(now_mono - h.last_round) if h else -1.0,
-                )
-            )
-        return pb.TierStatusResponse(member_id=self._r.node_id, tiers=rows)
+        return pb.TierStatusResponse(member_id=self._r.node_id, tiers=tier_health(self._r))
 
     async def LocalKeys(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -119,3 +100,32 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
             raise
         pairs = list(self._r.store.keys_and_digests(request.tier))
         return pb.TierKeysResponse(keys=[k for k, _ in pairs], digests=[d for _, d in pairs])
+
+
+def tier_health(replication: Replication) -> list[Any]:
+    """Per tier: RF, local keys, under-replicated keys, pending hints and the
+    age of the oldest (replica lag), age of the last anti-entropy round."""
+    health = replication.health()
+    now_ns = time.time_ns()
+    pending: dict[str, int] = {}
+    oldest: dict[str, int] = {}
+    for member in replication.gossip.members():
+        for hint in replication.store.hints_for(member.id):
+            pending[hint.tier] = pending.get(hint.tier, 0) + 1
+            oldest[hint.tier] = min(oldest.get(hint.tier, hint.created_ns), hint.created_ns)
+    rows = []
+    now_mono = time.monotonic()
+    for name, spec in TIERS.items():
+        h = health.get(name)
+        rows.append(
+            pb.TierReplicaStatus(
+                tier=name,
+                rf=spec.rf or len(replication.live()),
+                local_keys=replication.store.count(name),
+                under_replicated=h.under_replicated if h else 0,
+                hints_pending=pending.get(name, 0),
+                last_sync_age_s=(now_mono - h.last_round) if h else -1.0,
+                oldest_hint_age_s=(now_ns - oldest[name]) / 1e9 if name in oldest else 0.0,
+            )
+        )
+    return rows

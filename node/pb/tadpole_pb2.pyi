@@ -310,7 +310,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("header", "id", "raft_role", "term", "commit_index", "applied_index", "log_entries", "keys", "has_quorum", "version", "uptime_s", "data_dir", "system_backend")
+    __slots__ = ("header", "id", "raft_role", "term", "commit_index", "applied_index", "log_entries", "keys", "has_quorum", "version", "uptime_s", "data_dir", "system_backend", "tiers")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     RAFT_ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +324,7 @@ class StatusResponse(_message.Message):
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     DATA_DIR_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
     id: str
     raft_role: str
@@ -337,7 +338,8 @@ class StatusResponse(_message.Message):
     uptime_s: float
     data_dir: str
     system_backend: str
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., id: _Optional[str] = ..., raft_role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., log_entries: _Optional[int] = ..., keys: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., data_dir: _Optional[str] = ..., system_backend: _Optional[str] = ...) -> None: ...
+    tiers: _containers.RepeatedCompositeFieldContainer[TierReplicaStatus]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., id: _Optional[str] = ..., raft_role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., log_entries: _Optional[int] = ..., keys: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., data_dir: _Optional[str] = ..., system_backend: _Optional[str] = ..., tiers: _Optional[_Iterable[_Union[TierReplicaStatus, _Mapping]]] = ...) -> None: ...
 
 class TransferLeadershipRequest(_message.Message):
     __slots__ = ("target_id",)
@@ -480,20 +482,22 @@ class TierStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TierReplicaStatus(_message.Message):
-    __slots__ = ("tier", "rf", "local_keys", "under_replicated", "hints_pending", "last_sync_age_s")
+    __slots__ = ("tier", "rf", "local_keys", "under_replicated", "hints_pending", "last_sync_age_s", "oldest_hint_age_s")
     TIER_FIELD_NUMBER: _ClassVar[int]
     RF_FIELD_NUMBER: _ClassVar[int]
     LOCAL_KEYS_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     HINTS_PENDING_FIELD_NUMBER: _ClassVar[int]
     LAST_SYNC_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_HINT_AGE_S_FIELD_NUMBER: _ClassVar[int]
     tier: str
     rf: int
     local_keys: int
     under_replicated: int
     hints_pending: int
     last_sync_age_s: float
-    def __init__(self, tier: _Optional[str] = ..., rf: _Optional[int] = ..., local_keys: _Optional[int] = ..., under_replicated: _Optional[int] = ..., hints_pending: _Optional[int] = ..., last_sync_age_s: _Optional[float] = ...) -> None: ...
+    oldest_hint_age_s: float
+    def __init__(self, tier: _Optional[str] = ..., rf: _Optional[int] = ..., local_keys: _Optional[int] = ..., under_replicated: _Optional[int] = ..., hints_pending: _Optional[int] = ..., last_sync_age_s: _Optional[float] = ..., oldest_hint_age_s: _Optional[float] = ...) -> None: ...
 
 class TierStatusResponse(_message.Message):
     __slots__ = ("member_id", "tiers")

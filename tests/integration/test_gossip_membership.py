@@ -48,7 +48,8 @@ def test_converge_detect_crash_and_rejoin_higher(make_cluster: Any, stubs: Any) 
     wait_for(all_alive, 15)
     victim = "n3"
     before = gossip_view(views["n1"])[victim].incarnation
-    assert all(list(m.tiers) == ["system"] for m in gossip_view(views["n2"]).values())
+    tiers = ["system", "population", "agent", "mesh", "metrics"]
+    assert all(list(m.tiers) == tiers for m in gossip_view(views["n2"]).values())
 
     cluster.kill(victim)
     took = wait_for(

@@ -57,6 +57,12 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"{what}: not within {timeout} s")
 
 
+def population_health(stubs: Any, cluster: Any, node_id: str) -> Any:
+    status = stubs(cluster.addresses[node_id]).cluster.Status(pb.StatusRequest(), timeout=5)
+    (row,) = [t for t in status.tiers if t.tier == "population"]
+    return row
+
+
 def wait_gossip(stubs: Any, cluster: Any, observer: str, target: str, status: str) -> None:
     def seen() -> bool:
         resp = stubs(cluster.addresses[observer]).cluster.Members(pb.MembersRequest(), timeout=5)
@@ -96,6 +102,8 @@ def test_rf2_survives_an_owner_kill_rereplicates_and_converges(
         pb.TierReadRequest(tier="population", key=KEY, consistency=pb.ONE), timeout=10
     )
     assert json.loads(got.value.value_json) == total
+    lag = population_health(stubs, cluster, spare)
+    assert lag.hints_pending >= 1 and lag.oldest_hint_age_s > 0, lag
 
     # Once gossip declares it dead, placement over the live members makes the
     # spare an owner and anti-entropy copies the key there: RF is back to 2.
@@ -117,6 +125,12 @@ def test_rf2_survives_an_owner_kill_rereplicates_and_converges(
         return victim in found and len(set(found.values())) == 1
 
     wait_for(converged, 30, "all copies converge after the restart")
+
+    def healthy() -> bool:
+        rows = [population_health(stubs, cluster, n) for n in nodes]
+        return all(r.hints_pending == 0 and r.under_replicated == 0 for r in rows)
+
+    wait_for(healthy, 30, "no hints pending and nothing under-replicated")
     got = tiers(stubs, cluster, victim).Read(
         pb.TierReadRequest(tier="population", key=KEY, consistency=pb.ONE), timeout=10
     )
