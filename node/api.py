@@ -44,6 +44,7 @@ from consensus.statemachine import (
     TxnOp,
 )
 from node import validation as v
+from node.cluster_metrics import ClusterMetrics
 from node.config import NodeConfig
 from node.gossip_driver import GossipDriver
 from node.pb import tadpole_pb2 as pb
@@ -69,9 +70,17 @@ def kv_to_pb(kv: KeyValue | None) -> Any:
 class _Api:
     """Shared plumbing of the servicers: headers, deadlines, error mapping."""
 
-    def __init__(self, config: NodeConfig, system: SystemBackend) -> None:
+    def __init__(
+        self, config: NodeConfig, system: SystemBackend, metrics: ClusterMetrics | None = None
+    ) -> None:
         self.config = config
         self.system = system
+        self.metrics = metrics
+
+    def count(self, name: str, request: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.incr(name)
+            self.metrics.incr("bytes_in", request.ByteSize())
 
     def header(self, revision: int | None = None) -> Any:
         st = self.system.info()
@@ -180,6 +189,7 @@ def _op_result_to_pb(op: TxnOp, res: OpResult, revision: int, header: Any) -> An
 
 class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
     async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.count("kv_reads", request)
         try:
             v.check_tier(request.tier)
             v.check_key(request.key)
@@ -195,6 +205,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
         )
 
     async def Range(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.count("kv_reads", request)
         try:
             v.check_tier(request.tier)
             v.check_prefix(request.prefix)
@@ -219,6 +230,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
         return await self.system.txn(txn, self.timeout(context))
 
     async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.count("kv_writes", request)
         try:
             v.check_tier(request.tier)
             v.check_key(request.key)
@@ -238,6 +250,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
         )
 
     async def Delete(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.count("kv_writes", request)
         try:
             v.check_tier(request.tier)
             if request.prefix:
@@ -262,6 +275,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
         )
 
     async def Txn(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.count("kv_writes", request)
         try:
             v.check_tier(request.tier)
             total = len(request.compare) + len(request.success) + len(request.failure)

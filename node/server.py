@@ -22,6 +22,7 @@ from consensus.etcd_backend import EtcdSystem
 from consensus.raft import RaftBackend
 from gossip.config import GossipConfig
 from node.api import VERSION, ClusterServicer, KVServicer
+from node.cluster_metrics import ClusterMetrics
 from node.config import NodeConfig
 from node.gossip_driver import GossipDriver
 from node.pb import tadpole_pb2 as pb
@@ -77,6 +78,7 @@ class NodeServer:
         self._health_servicer: health.aio.HealthServicer | None = None
         self.store: TierStore | None = None
         self.replication: Replication | None = None
+        self.metrics = ClusterMetrics(config.node_id, self.gossip)
 
     def _send_raft(self, peer_id: str, frames: list[bytes]) -> None:
         # Tick thread -> the peer's link thread (never through the event loop).
@@ -109,14 +111,14 @@ class NodeServer:
             self.gossip,
             tier_health=lambda: tier_health(self.replication) if self.replication else [],
         )
-        pb_grpc.add_KVServicer_to_server(KVServicer(cfg, self.system), server)
+        pb_grpc.add_KVServicer_to_server(KVServicer(cfg, self.system, self.metrics), server)
         pb_grpc.add_ClusterServicer_to_server(self._cluster, server)
         os.makedirs(cfg.data_path, exist_ok=True)
         self.store = TierStore(os.path.join(cfg.data_path, "tiers.db"))
         self.replication = Replication(
             node_id=cfg.node_id, store=self.store, gossip=self.gossip, token=token
         )
-        pb_grpc.add_TiersServicer_to_server(TiersServicer(self.replication), server)
+        pb_grpc.add_TiersServicer_to_server(TiersServicer(self.replication, self.metrics), server)
         pb_grpc.add_PeerServicer_to_server(
             PeerServicer(self._raft, set(cfg.peers), self.gossip, self.replication), server
         )
@@ -136,6 +138,7 @@ class NodeServer:
         await self.gossip.start()
         assert self.replication is not None
         self.replication.start()
+        self.metrics.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health_servicer = health_servicer
@@ -151,6 +154,7 @@ class NodeServer:
         log.info("node %s stopping", self.config.node_id)
         if self._health_servicer is not None:
             await self._health_servicer.enter_graceful_shutdown()
+        await self.metrics.stop()
         await self.gossip.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)

@@ -14,12 +14,15 @@ below write quorum       ABORTED              durable on some replicas, will
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
 import grpc
 
+from node.cluster_metrics import PREFIX as METRICS_PREFIX
+from node.cluster_metrics import ClusterMetrics
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.replication import NoOwnerReachable, NotEnoughReplicas, Replication
@@ -30,8 +33,14 @@ log = logging.getLogger(__name__)
 
 
 class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
-    def __init__(self, replication: Replication) -> None:
+    def __init__(self, replication: Replication, metrics: ClusterMetrics | None = None) -> None:
         self._r = replication
+        self._metrics = metrics
+
+    def _count(self, name: str, request: Any) -> None:
+        if self._metrics is not None:
+            self._metrics.incr(name)
+            self._metrics.incr("bytes_in", request.ByteSize())
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, InvalidArgument):
@@ -44,7 +53,13 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
     async def Update(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._count("tier_updates", request)
         try:
+            if request.tier == "metrics" and request.key.startswith(METRICS_PREFIX):
+                raise InvalidArgument(
+                    f"metrics keys under {METRICS_PREFIX!r} are the cluster's own counters "
+                    "(spread by gossip) and are read-only"
+                )
             op = op_from_request(request)
             result = await self._r.update(request.tier, request.key, op)
         except Exception as exc:
@@ -59,6 +74,20 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
         )
 
     async def Read(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._count("tier_reads", request)
+        if (
+            self._metrics is not None
+            and request.tier == "metrics"
+            and request.key.startswith(METRICS_PREFIX)
+        ):
+            counter = self._metrics.read(request.key)
+            response = pb.TierReadResponse(member_id=self._r.node_id, found=counter is not None)
+            if counter is not None:
+                response.value.type = "gcounter"
+                response.value.value_json = json.dumps(
+                    {"total": counter.value(), "per_node": dict(sorted(counter.counts.items()))}
+                )
+            return response
         try:
             result = await self._r.read(request.tier, request.key, int(request.consistency) or 1)
         except Exception as exc:

@@ -178,3 +178,30 @@ def test_bad_tier_requests_are_rejected_and_change_nothing(make_cluster: Any, st
     )
     assert json.loads(got.value.value_json) == 5
     assert not stub.Read(pb.TierReadRequest(tier="mesh", key="m-1"), timeout=10).found
+
+
+def test_metrics_tier_counts_spread_by_gossip(make_cluster: Any, stubs: Any) -> None:
+    cluster = make_cluster()
+    for i in range(4):
+        stubs(cluster.addresses["n1"]).kv.Put(pb.PutRequest(key=f"m{i}", value=b"v"), timeout=5)
+    add(tiers(stubs, cluster, "n2"), 1, "tadpole_activity_log/t-1")
+    reader = tiers(stubs, cluster, "n3")
+
+    def counted() -> dict[str, Any] | None:
+        resp = reader.Read(pb.TierReadRequest(tier="metrics", key="cluster/kv_writes"), timeout=5)
+        if not resp.found:
+            return None
+        value: dict[str, Any] = json.loads(resp.value.value_json)
+        return value if value["per_node"].get("n1", 0) >= 4 else None
+
+    wait_for(lambda: counted() is not None, 15, "n3 sees n1's writes counted")
+    value = counted()
+    assert value is not None and value["total"] >= 4
+    with pytest.raises(grpc.RpcError) as err:
+        reader.Update(
+            pb.TierUpdateRequest(
+                tier="metrics", key="cluster/kv_writes", counter_add=pb.CounterAdd(amount=1)
+            ),
+            timeout=5,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
