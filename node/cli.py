@@ -3,10 +3,12 @@
     tadpole [--endpoints HOST:PORT,...] [--timeout S] COMMAND ...
 
 Commands: ``members``, ``status``, ``put``, ``get``, ``del``, ``range``, ``cas``,
-``watch``, ``leader transfer``; ``node`` (run a node) is added by :mod:`node.main`
+``watch``, ``leader transfer``; ``tier add|set-add|set-remove|put|append|map-set|get|
+scan|status`` for the CRDT tiers; ``node`` (run a node) is added by :mod:`node.main`
 when it is importable.
 
-Output: results on stdout (``get`` prints the value alone), diagnostics on stderr.
+Output: results on stdout (``get`` and ``tier get`` print the value alone),
+diagnostics on stderr.
 Exit codes: 0 success; 1 a remote or runtime failure (unavailable, key not found,
 compare failed, outcome unknown); 2 a usage error or an invalid argument. An expected
 error is one line, ``error: <what>``, never a traceback.
@@ -19,7 +21,7 @@ import functools
 import importlib
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import click
 
@@ -30,6 +32,10 @@ from node.client import (
     KeyValue,
     Member,
     NodeStatus,
+    TierConsistency,
+    TierNodeStatus,
+    TierUpdateResult,
+    TierValue,
     parse_endpoints,
 )
 from node.errors import InvalidArgument, TadpoleError
@@ -405,6 +411,213 @@ def transfer(node: str) -> None:
     """Hand leadership to NODE (omit for the most caught-up follower)."""
     new_leader = _settings().client().transfer_leadership(node)
     click.echo(f"OK leader={new_leader}")
+
+
+# -- CRDT tiers ------------------------------------------------------------------------
+
+
+def _json_arg(text: str, what: str) -> Any:
+    """A JSON command-line argument; bad JSON is an invalid argument (exit 2)."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from exc
+
+
+def _shown(value: TierValue) -> str:
+    # An event log grows without bound: an append reports its length, not its entries.
+    if value.type == "eventlog" and isinstance(value.value, list):
+        return f"{value.type}=<{len(value.value)} entries>"
+    return f"{value.type}={json.dumps(value.value, separators=(',', ':'))}"
+
+
+def _updated(result: TierUpdateResult) -> None:
+    line = f"OK {_shown(result.value)} replicas={','.join(result.replicas) or '-'}"
+    if result.hinted:
+        line += f" hinted={','.join(result.hinted)}"
+    click.echo(line)
+
+
+def _sync_age(seconds: float) -> str:
+    if seconds < 0:
+        return "never"
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def _tier_status_json(s: TierNodeStatus) -> dict[str, Any]:
+    return {
+        "member_id": s.member_id,
+        "tiers": [
+            {
+                "tier": t.tier,
+                "rf": t.rf,
+                "local_keys": t.local_keys,
+                "under_replicated": t.under_replicated,
+                "hints_pending": t.hints_pending,
+                "last_sync_age_s": t.last_sync_age_s,
+                "oldest_hint_age_s": t.oldest_hint_age_s,
+            }
+            for t in s.tiers
+        ],
+    }
+
+
+_CONSISTENCY = click.Choice(["one", "quorum", "all"], case_sensitive=False)
+
+
+@cli.group()
+def tier() -> None:
+    """The eventually consistent CRDT tiers (population, agent, mesh, metrics).
+
+    Updates are not idempotent: a failed `add` is retried only when nothing was
+    applied. Values are JSON."""
+
+
+# ``add KEY -3``: let a negative amount through as an argument, not an unknown option.
+@tier.command(context_settings={"ignore_unknown_options": True})
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("amount", type=int)
+@_handle_errors
+def add(tier_name: str, key: str, amount: int) -> None:
+    """Add AMOUNT (may be negative) to the counter at KEY."""
+    _updated(_settings().client().counter_add(tier_name, key, amount))
+
+
+@tier.command(name="set-add")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("elements", metavar="ELEM...", nargs=-1, required=True)
+@_handle_errors
+def set_add(tier_name: str, key: str, elements: tuple[str, ...]) -> None:
+    """Add ELEMs (strings) to the set at KEY."""
+    _updated(_settings().client().set_add(tier_name, key, *elements))
+
+
+@tier.command(name="set-remove")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("elements", metavar="ELEM...", nargs=-1, required=True)
+@_handle_errors
+def set_remove(tier_name: str, key: str, elements: tuple[str, ...]) -> None:
+    """Remove ELEMs from the set at KEY (a concurrent add wins)."""
+    _updated(_settings().client().set_remove(tier_name, key, *elements))
+
+
+@tier.command(name="put")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("value", metavar="JSON")
+@_handle_errors
+def tier_put(tier_name: str, key: str, value: str) -> None:
+    """Set the register at KEY to the JSON value (last writer wins)."""
+    _updated(_settings().client().register_set(tier_name, key, _json_arg(value, "JSON")))
+
+
+@tier.command()
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("payload", metavar="JSON")
+@click.option("--entry-id", default="", help="Dedup key: an id already in the log is skipped.")
+@_handle_errors
+def append(tier_name: str, key: str, payload: str, entry_id: str) -> None:
+    """Append the JSON payload to the event log at KEY."""
+    doc = _json_arg(payload, "JSON")
+    _updated(_settings().client().log_append(tier_name, key, doc, entry_id))
+
+
+@tier.command(name="map-set")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("field")
+@click.argument("value", metavar="JSON")
+@_handle_errors
+def map_set(tier_name: str, key: str, field: str, value: str) -> None:
+    """Set FIELD of the map at KEY to the JSON value (last writer wins)."""
+    _updated(_settings().client().map_set(tier_name, key, field, _json_arg(value, "JSON")))
+
+
+@tier.command(name="get")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.option("--consistency", type=_CONSISTENCY, help="Owners to consult (default: the tier's).")
+@click.option("--json", "as_json", is_flag=True, help="Print type, value, replicas, repaired.")
+@_handle_errors
+def tier_get(tier_name: str, key: str, consistency: str | None, as_json: bool) -> None:
+    """Print KEY's value as JSON alone (exit 1 if no owner has the key)."""
+    level = cast("TierConsistency | None", consistency.lower() if consistency else None)
+    result = _settings().client().tier_read(tier_name, key, consistency=level)
+    if result.value is None:
+        _fail(f"key not found: {tier_name}/{key}")
+    if as_json:
+        doc = {
+            "type": result.value.type,
+            "value": result.value.value,
+            "replicas": list(result.replicas),
+            "repaired": result.repaired,
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(json.dumps(result.value.value))
+
+
+@tier.command()
+@click.argument("tier_name", metavar="TIER")
+@click.argument("prefix", required=False, default="")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most N keys (0 = all).")
+@click.option("--start-after", default="", help="Only keys after this one (to page).")
+@_handle_errors
+def scan(tier_name: str, prefix: str, limit: int, start_after: str) -> None:
+    """List the keys of TIER starting with PREFIX, one per line."""
+    keys, more = (
+        _settings().client().tier_scan(tier_name, prefix, limit=limit, start_after=start_after)
+    )
+    for key in keys:
+        click.echo(key)
+    if more:
+        after = keys[-1] if keys else start_after
+        click.echo(f"(more keys: --start-after {after})", err=True)
+
+
+@tier.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_handle_errors
+def tier_status(as_json: bool) -> None:
+    """Replica health per tier, asked of every endpoint (exit 1 if none answers)."""
+    results = _settings().client().tier_status_all()
+    if as_json:
+        out = [
+            {"endpoint": r.endpoint, "ok": r.status is not None}
+            | (_tier_status_json(r.status) if r.status else {"error": str(r.error)})
+            for r in results
+        ]
+        click.echo(json.dumps(out, indent=2))
+    else:
+        headers = ["TIER", "RF", "LOCAL-KEYS", "UNDER-REPLICATED", "HINTS-PENDING"]
+        headers += ["OLDEST-HINT", "LAST-SYNC"]
+        sections: list[str] = []
+        for r in results:
+            s = r.status
+            if s is None:
+                sections.append(f"{r.endpoint}: unreachable")
+                click.echo(f"{r.endpoint}: {r.error}", err=True)
+                continue
+            rows = [
+                [
+                    t.tier,
+                    t.rf,
+                    t.local_keys,
+                    t.under_replicated,
+                    t.hints_pending,
+                    _sync_age(t.oldest_hint_age_s) if t.hints_pending else "-",
+                    _sync_age(t.last_sync_age_s),
+                ]
+                for t in s.tiers
+            ]
+            sections.append(f"{s.member_id or '?'} ({r.endpoint})\n{_table(headers, rows)}")
+        click.echo("\n\n".join(sections))
+    if all(r.status is None for r in results):
+        raise click.exceptions.Exit(EXIT_FAILURE)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -27,6 +27,17 @@ after sending) is re-sent with the *same* id until it is answered or the deadlin
 only then is :class:`~node.errors.OutcomeUnknown` raised. A write without a request id is
 never re-sent after an unknown outcome.
 
+**CRDT tiers** (``tier_update``, ``tier_read``, ``tier_scan``, ``tier_status`` and the
+per-type shortcuts ``counter_add``, ``set_add``, ...) go to the ``Tiers`` service, which
+any node coordinates. Values are JSON: the client encodes what you pass and decodes what
+it gets. Tier updates carry no request id and are *not* idempotent (a counter add sent
+twice counts twice), so an update is re-sent only when the failure proves nothing was
+applied: the server's ``UNAVAILABLE`` "... nothing applied", or a connection that could
+not be opened. Any other ``UNAVAILABLE`` after sending is
+:class:`~node.errors.OutcomeUnknown`; ``ABORTED`` (below the write quorum, but durable on
+some replica and converging) is :class:`~node.errors.ReplicationIncomplete`, never re-sent.
+Tier reads, scans and status calls are retried like KV reads.
+
 **Errors** are the tree in :mod:`node.errors`; the gRPC error is kept as ``__cause__``.
 
 **Threads and tasks.** A :class:`Client` may be shared between threads; an
@@ -38,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 import random
 import threading
@@ -46,7 +58,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import grpc
 import grpc.aio
@@ -57,6 +69,7 @@ from node.errors import (
     Compacted,
     InvalidArgument,
     OutcomeUnknown,
+    ServerError,
     TadpoleError,
     Timeout,
     Unavailable,
@@ -77,6 +90,7 @@ __all__ = [
     "DeleteOp",
     "DeleteResult",
     "EndpointStatus",
+    "EndpointTierStatus",
     "EventType",
     "KeyValue",
     "Member",
@@ -86,6 +100,13 @@ __all__ = [
     "RangeOp",
     "RangeResult",
     "RetryPolicy",
+    "TierConsistency",
+    "TierNodeStatus",
+    "TierReadResult",
+    "TierReplicaStatus",
+    "TierScanResult",
+    "TierUpdateResult",
+    "TierValue",
     "TxnResult",
     "Watch",
     "WatchEvent",
@@ -114,6 +135,16 @@ _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 # A write that fails this way has an unknown outcome even though the code is UNAVAILABLE
 # (a refused connection, "failed to connect", is safe: nothing was sent).
 _LOST_IN_FLIGHT = ("socket closed", "connection reset", "broken pipe", "stream removed")
+
+# UNAVAILABLE messages proving a tier update was not applied, so it may be re-sent:
+# gRPC could not open a connection (nothing was sent), or the node's Tiers service
+# reached none of the key's owners (node/tier_api.py: "...; nothing applied").
+_NOT_APPLIED = (
+    "failed to connect",
+    "connection refused",
+    "dns resolution failed",
+    "nothing applied",
+)
 
 
 def parse_endpoints(text: str) -> list[str]:
@@ -251,6 +282,94 @@ class EndpointStatus:
     endpoint: str
     status: NodeStatus | None
     error: TadpoleError | None
+
+
+# -- CRDT tiers ---------------------------------------------------------------------
+
+#: How many owners a tier read consults (``None``: the tier's default).
+TierConsistency = Literal["one", "quorum", "all"]
+
+
+@dataclass(frozen=True, slots=True)
+class TierValue:
+    """A CRDT's value: ``type`` is gcounter | pncounter | orset | lwwregister | eventlog |
+    lwwmap; ``value`` is its JSON rendering, decoded (a set is a sorted list, an event
+    log a list of ``{"hlc", "node", "entry_id", "payload"}``)."""
+
+    type: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TierUpdateResult:
+    """The value on the coordinating owner after the update; ``replicas`` acknowledged it
+    durably (hinted copies included), ``hinted`` owners were down and get it later."""
+
+    value: TierValue
+    replicas: tuple[str, ...]
+    hinted: tuple[str, ...]
+    coordinator: str
+
+
+@dataclass(frozen=True, slots=True)
+class TierReadResult:
+    """``value`` is ``None`` when no consulted owner has the key; ``replicas`` are the
+    owners merged into the answer, ``repaired`` how many stale ones were sent the merge."""
+
+    found: bool
+    value: TierValue | None
+    replicas: tuple[str, ...]
+    repaired: int
+    coordinator: str
+
+
+class TierScanResult(NamedTuple):
+    """One page of keys in key order; ``more``: the limit cut it (unpacks as a pair)."""
+
+    keys: tuple[str, ...]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TierReplicaStatus:
+    """One tier as seen by one node. ``last_sync_age_s`` is -1 before the first
+    complete anti-entropy round; ``oldest_hint_age_s`` (replica lag) is the age of the
+    oldest write not yet at its owner, 0 when no hint is pending."""
+
+    tier: str
+    rf: int
+    local_keys: int
+    under_replicated: int
+    hints_pending: int
+    last_sync_age_s: float
+    oldest_hint_age_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TierNodeStatus:
+    """One node's ``Tiers.Status``."""
+
+    member_id: str
+    tiers: tuple[TierReplicaStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointTierStatus:
+    """The outcome of asking one endpoint for its tier status: exactly one of
+    ``status`` and ``error`` is set."""
+
+    endpoint: str
+    status: TierNodeStatus | None
+    error: TadpoleError | None
+
+
+class _Unset(enum.Enum):
+    """Marks an argument as not given where ``None`` is a legitimate value (JSON null)."""
+
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
 
 
 # -- transactions -------------------------------------------------------------------
@@ -477,6 +596,11 @@ def _lost_in_flight(exc: BaseException) -> bool:
     return any(marker in details for marker in _LOST_IN_FLIGHT)
 
 
+def _not_applied(exc: BaseException) -> bool:
+    details = rpc_details(exc).lower()
+    return any(marker in details for marker in _NOT_APPLIED)
+
+
 class _Attempts:
     """The retry state of one call: which endpoint next, and whether/when to retry."""
 
@@ -491,6 +615,7 @@ class _Attempts:
         now: float,
         only: str | None = None,
         idempotent: bool = False,
+        tiers: bool = False,
     ) -> None:
         self._router = router
         self._policy = policy
@@ -499,6 +624,9 @@ class _Attempts:
         # A write carrying a request id is applied at most once however often
         # it is sent, so an unknown outcome is retried like a read.
         self._idempotent = idempotent
+        # A call to the Tiers service: ABORTED means "below write quorum", and an update
+        # (write) is never applied at most once, so it is re-sent only when provably unsent.
+        self._tiers = tiers
         self._timeout_s = timeout_s
         self._deadline = now + timeout_s
         self._only = only
@@ -527,7 +655,7 @@ class _Attempts:
     def failed(self, exc: BaseException, now: float) -> float | TadpoleError:
         """Seconds to wait before the next attempt, or the error to raise."""
         code = rpc_code(exc)
-        error = from_rpc_error(exc, write=self._write)
+        error = from_rpc_error(exc, write=self._write, tiers=self._tiers)
         retryable = code is grpc.StatusCode.UNAVAILABLE or (
             not self._write
             and code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
@@ -538,6 +666,15 @@ class _Attempts:
             grpc.StatusCode.CANCELLED,
         ):
             retryable = True
+        elif (
+            self._write and self._tiers and code is grpc.StatusCode.UNAVAILABLE
+        ) and not _not_applied(exc):
+            return OutcomeUnknown(
+                f"the update may or may not have been applied and was not resent (tier "
+                f"updates are not idempotent); read the key to find out ({error.details})",
+                code=error.code,
+                details=error.details,
+            )
         elif self._write and code is grpc.StatusCode.UNAVAILABLE and _lost_in_flight(exc):
             return OutcomeUnknown(
                 f"connection lost after the write was sent; it may or may not have been "
@@ -702,6 +839,167 @@ def _status(resp: Any) -> NodeStatus:
     )
 
 
+def _answered_by(resp: Any) -> tuple[str, str]:
+    """(member id, leader id) of a response. KV and Cluster responses carry a header;
+    Tiers responses at most a member id, and no leader (any node coordinates)."""
+    if "header" in resp.DESCRIPTOR.fields_by_name:
+        return str(resp.header.member_id), str(resp.header.leader_id)
+    if "member_id" in resp.DESCRIPTOR.fields_by_name:
+        return str(resp.member_id), ""
+    return "", ""
+
+
+_TIER_CONSISTENCY = {"one": pb.ONE, "quorum": pb.QUORUM, "all": pb.ALL}
+_INT64 = 2**63
+
+
+def _tier_consistency(consistency: str | None) -> Any:
+    if consistency is None:
+        return pb.TIER_DEFAULT
+    level = _TIER_CONSISTENCY.get(str(consistency).lower())
+    if level is None:
+        raise InvalidArgument(f"consistency {consistency!r} is not one of one, quorum, all")
+    return level
+
+
+def _to_json(value: Any, what: str) -> str:
+    """Strict JSON (no NaN/Infinity, which other clients could not read)."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidArgument(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def _elements(elements: Iterable[str], what: str) -> list[str]:
+    if isinstance(elements, str | bytes):
+        raise InvalidArgument(
+            f"{what} takes a collection of strings, not a single {type(elements).__name__}"
+        )
+    out = list(elements)
+    for element in out:
+        if not isinstance(element, str):
+            raise InvalidArgument(f"{what} elements must be str, not {type(element).__name__}")
+    return out
+
+
+def _tier_update_request(
+    tier: str,
+    key: str,
+    *,
+    counter_add: int | None,
+    set_add: Iterable[str] | None,
+    set_remove: Iterable[str] | None,
+    register: Any,
+    log_append: Any,
+    entry_id: str,
+    map_set: tuple[str, Any] | None,
+    map_remove: str | None,
+    consistency: str | None,
+) -> Any:
+    """A TierUpdateRequest with exactly one op; type mistakes are caught here, the rules
+    of each op (amount not 0, at most 1000 elements, ...) are the server's."""
+    given = [
+        name
+        for name, absent in (
+            ("counter_add", counter_add is None),
+            ("set_add", set_add is None),
+            ("set_remove", set_remove is None),
+            ("register", register is _UNSET),
+            ("log_append", log_append is _UNSET),
+            ("map_set", map_set is None),
+            ("map_remove", map_remove is None),
+        )
+        if not absent
+    ]
+    if len(given) != 1:
+        named = ", ".join(given) or "none"
+        raise InvalidArgument(f"a tier update takes exactly one operation, got {named}")
+    if entry_id and log_append is _UNSET:
+        raise InvalidArgument("entry_id applies to log_append only")
+    op: dict[str, Any] = {}
+    if counter_add is not None:
+        if isinstance(counter_add, bool) or not isinstance(counter_add, int):
+            raise InvalidArgument(f"counter_add amount must be an int, not {counter_add!r}")
+        if not -_INT64 <= counter_add < _INT64:
+            raise InvalidArgument(f"counter_add amount {counter_add} does not fit in 64 bits")
+        op["counter_add"] = pb.CounterAdd(amount=counter_add)
+    elif set_add is not None:
+        op["set_add"] = pb.SetElements(elements=_elements(set_add, "set_add"))
+    elif set_remove is not None:
+        op["set_remove"] = pb.SetElements(elements=_elements(set_remove, "set_remove"))
+    elif register is not _UNSET:
+        op["register_set"] = pb.RegisterSet(value_json=_to_json(register, "register value"))
+    elif log_append is not _UNSET:
+        payload = _to_json(log_append, "log_append payload")
+        op["log_append"] = pb.LogAppend(entry_id=entry_id, payload_json=payload)
+    elif map_set is not None:
+        if not isinstance(map_set, tuple) or len(map_set) != 2:
+            raise InvalidArgument("map_set takes a (field, value) pair")
+        field, value = map_set
+        op["map_set"] = pb.MapSet(field=field, value_json=_to_json(value, "map_set value"))
+    else:
+        op["map_set"] = pb.MapSet(field=map_remove, remove=True)
+    return pb.TierUpdateRequest(
+        tier=tier, key=key, consistency=_tier_consistency(consistency), **op
+    )
+
+
+def _tier_value(msg: Any) -> TierValue:
+    text = str(msg.value_json)
+    try:
+        value = json.loads(text) if text else None
+    except ValueError as exc:
+        raise ServerError(f"the server sent a value that is not JSON: {exc}") from exc
+    return TierValue(type=str(msg.type), value=value)
+
+
+def _tier_update_result(resp: Any) -> TierUpdateResult:
+    return TierUpdateResult(
+        value=_tier_value(resp.value),
+        replicas=tuple(str(r) for r in resp.replicas),
+        hinted=tuple(str(h) for h in resp.hinted),
+        coordinator=str(resp.member_id),
+    )
+
+
+def _tier_read_result(resp: Any) -> TierReadResult:
+    return TierReadResult(
+        found=bool(resp.found),
+        value=_tier_value(resp.value) if resp.found else None,
+        replicas=tuple(str(r) for r in resp.replicas),
+        repaired=int(resp.repaired),
+        coordinator=str(resp.member_id),
+    )
+
+
+def _tier_scan_request(tier: str, prefix: str, limit: int, start_after: str) -> Any:
+    if limit < 0:
+        raise InvalidArgument(f"limit must be >= 0, got {limit}")
+    return pb.TierScanRequest(tier=tier, prefix=prefix, limit=limit, start_after=start_after)
+
+
+def _tier_scan_result(resp: Any) -> TierScanResult:
+    return TierScanResult(keys=tuple(str(k) for k in resp.keys), more=bool(resp.more))
+
+
+def _tier_status(resp: Any) -> TierNodeStatus:
+    return TierNodeStatus(
+        member_id=str(resp.member_id),
+        tiers=tuple(
+            TierReplicaStatus(
+                tier=str(t.tier),
+                rf=int(t.rf),
+                local_keys=int(t.local_keys),
+                under_replicated=int(t.under_replicated),
+                hints_pending=int(t.hints_pending),
+                last_sync_age_s=float(t.last_sync_age_s),
+                oldest_hint_age_s=float(t.oldest_hint_age_s),
+            )
+            for t in resp.tiers
+        ),
+    )
+
+
 def _event(msg: Any) -> WatchEvent:
     kind = EventType.DELETE if msg.type == pb.Event.DELETE else EventType.PUT
     return WatchEvent(type=kind, kv=_kv(msg.kv), prev_kv=_opt_kv(msg, "prev_kv"))
@@ -753,6 +1051,15 @@ def _cas_request(
         assert expected_value is not None
         compare = compare_value(key, "==", expected_value)
     return _txn_request([compare], [PutOp(key, new)], [])
+
+
+_STUBS: dict[str, Any] = {
+    "kv": pb_grpc.KVStub,
+    "cluster": pb_grpc.ClusterStub,
+    "tiers": pb_grpc.TiersStub,
+}
+
+_Service = Literal["kv", "cluster", "tiers"]
 
 
 def _check_timeout(timeout: float) -> float:
@@ -882,12 +1189,11 @@ class Client:
 
     def _method(self, endpoint: str, service: str, method: str) -> Any:
         channel = self._channel(endpoint)
-        stub = pb_grpc.KVStub(channel) if service == "kv" else pb_grpc.ClusterStub(channel)
-        return getattr(stub, method)
+        return getattr(_STUBS[service](channel), method)
 
     def _call(
         self,
-        service: Literal["kv", "cluster"],
+        service: _Service,
         method: str,
         request: Any,
         *,
@@ -904,6 +1210,7 @@ class Client:
             now=time.monotonic(),
             only=only,
             idempotent=write and bool(getattr(request, "request_id", "")),
+            tiers=service == "tiers",
         )
         while True:
             endpoint = attempts.endpoint
@@ -918,10 +1225,8 @@ class Client:
                 if outcome > 0:
                     time.sleep(outcome)
                 continue
-            header = resp.header
-            if self._router.succeeded(
-                endpoint, header.member_id, header.leader_id, time.monotonic()
-            ):
+            member_id, leader_id = _answered_by(resp)
+            if self._router.succeeded(endpoint, member_id, leader_id, time.monotonic()):
                 self._discover(endpoint, attempts.remaining(time.monotonic()))
             return resp
 
@@ -1078,6 +1383,155 @@ class Client:
         resp = self._call("cluster", "TransferLeadership", req, write=True, timeout=timeout)
         return str(resp.leader_id)
 
+    # -- CRDT tiers
+
+    def tier_update(
+        self,
+        tier: str,
+        key: str,
+        *,
+        counter_add: int | None = None,
+        set_add: Iterable[str] | None = None,
+        set_remove: Iterable[str] | None = None,
+        register: Any = _UNSET,
+        log_append: Any = _UNSET,
+        entry_id: str = "",
+        map_set: tuple[str, Any] | None = None,
+        map_remove: str | None = None,
+        consistency: TierConsistency | None = None,
+        timeout: float | None = None,
+    ) -> TierUpdateResult:
+        """Apply exactly one operation to the CRDT at ``tier``/``key`` (the first update
+        fixes the key's type): ``counter_add`` (PN-counter), ``set_add``/``set_remove``
+        (OR-set, add wins), ``register`` (LWW register; any JSON value, ``None`` too),
+        ``log_append`` (event log; a JSON payload, deduplicated by ``entry_id``, "" =
+        generated), ``map_set=(field, value)`` / ``map_remove=field`` (LWW map).
+
+        Not idempotent: re-sent only when nothing was applied. Raises
+        ReplicationIncomplete (applied on fewer replicas than the write quorum; do not
+        resend), OutcomeUnknown (may or may not have been applied), InvalidArgument."""
+        req = _tier_update_request(
+            tier,
+            key,
+            counter_add=counter_add,
+            set_add=set_add,
+            set_remove=set_remove,
+            register=register,
+            log_append=log_append,
+            entry_id=entry_id,
+            map_set=map_set,
+            map_remove=map_remove,
+            consistency=consistency,
+        )
+        resp = self._call("tiers", "Update", req, write=True, timeout=timeout)
+        return _tier_update_result(resp)
+
+    def counter_add(
+        self, tier: str, key: str, amount: int, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Add ``amount`` (may be negative) to a PN-counter."""
+        return self.tier_update(tier, key, counter_add=amount, timeout=timeout)
+
+    def set_add(
+        self, tier: str, key: str, *elements: str, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Add ``elements`` to an OR-set."""
+        return self.tier_update(tier, key, set_add=elements, timeout=timeout)
+
+    def set_remove(
+        self, tier: str, key: str, *elements: str, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Remove the ``elements`` this replica has seen from an OR-set (a concurrent add
+        wins)."""
+        return self.tier_update(tier, key, set_remove=elements, timeout=timeout)
+
+    def register_set(
+        self, tier: str, key: str, value: Any, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Set an LWW register to the JSON value ``value``."""
+        return self.tier_update(tier, key, register=value, timeout=timeout)
+
+    def log_append(
+        self,
+        tier: str,
+        key: str,
+        payload: Any,
+        entry_id: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> TierUpdateResult:
+        """Append the JSON ``payload`` to an event log; an ``entry_id`` already in the log
+        is not appended again ("" = a fresh one)."""
+        return self.tier_update(tier, key, log_append=payload, entry_id=entry_id, timeout=timeout)
+
+    def map_set(
+        self, tier: str, key: str, field: str, value: Any, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Set ``field`` of an LWW map to the JSON value ``value``."""
+        return self.tier_update(tier, key, map_set=(field, value), timeout=timeout)
+
+    def map_remove(
+        self, tier: str, key: str, field: str, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Remove ``field`` from an LWW map."""
+        return self.tier_update(tier, key, map_remove=field, timeout=timeout)
+
+    def tier_read(
+        self,
+        tier: str,
+        key: str,
+        *,
+        consistency: TierConsistency | None = None,
+        timeout: float | None = None,
+    ) -> TierReadResult:
+        """The key's merged value from ``consistency`` of its owners ("one", "quorum",
+        "all"; ``None`` = the tier's default). "all" also repairs stale owners."""
+        req = pb.TierReadRequest(tier=tier, key=key, consistency=_tier_consistency(consistency))
+        return _tier_read_result(self._call("tiers", "Read", req, write=False, timeout=timeout))
+
+    def tier_scan(
+        self,
+        tier: str,
+        prefix: str = "",
+        *,
+        limit: int = 0,
+        start_after: str = "",
+        timeout: float | None = None,
+    ) -> TierScanResult:
+        """Keys of ``tier`` starting with ``prefix`` in key order, at most ``limit``
+        (0 = all), only keys strictly after ``start_after``; unpacks as ``(keys, more)``."""
+        req = _tier_scan_request(tier, prefix, limit, start_after)
+        return _tier_scan_result(self._call("tiers", "Scan", req, write=False, timeout=timeout))
+
+    def tier_status(
+        self, endpoint: str | None = None, *, timeout: float | None = None
+    ) -> TierNodeStatus:
+        """One node's replica health per tier: ``endpoint``'s (retried there only) or
+        any that answers."""
+        req = pb.TierStatusRequest()
+        resp = self._call("tiers", "Status", req, write=False, timeout=timeout, only=endpoint)
+        return _tier_status(resp)
+
+    def tier_status_all(self, *, timeout: float | None = None) -> list[EndpointTierStatus]:
+        """Every known endpoint's tier status, asked concurrently, once each (no retries)."""
+        timeout_s = _check_timeout(timeout) if timeout is not None else self.timeout
+        futures = [
+            (
+                e,
+                self._method(e, "tiers", "Status").future(
+                    pb.TierStatusRequest(), timeout=timeout_s
+                ),
+            )
+            for e in self.endpoints
+        ]
+        out: list[EndpointTierStatus] = []
+        for endpoint, future in futures:
+            try:
+                out.append(EndpointTierStatus(endpoint, _tier_status(future.result()), None))
+            except grpc.RpcError as exc:
+                out.append(EndpointTierStatus(endpoint, None, from_rpc_error(exc)))
+        return out
+
     # -- lifecycle
 
     def close(self) -> None:
@@ -1224,12 +1678,11 @@ class AsyncClient:
         if channel is None:
             channel = grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
             self._channels[endpoint] = channel
-        stub = pb_grpc.KVStub(channel) if service == "kv" else pb_grpc.ClusterStub(channel)
-        return getattr(stub, method)
+        return getattr(_STUBS[service](channel), method)
 
     async def _call(
         self,
-        service: Literal["kv", "cluster"],
+        service: _Service,
         method: str,
         request: Any,
         *,
@@ -1246,6 +1699,7 @@ class AsyncClient:
             now=time.monotonic(),
             only=only,
             idempotent=write and bool(getattr(request, "request_id", "")),
+            tiers=service == "tiers",
         )
         while True:
             endpoint = attempts.endpoint
@@ -1260,10 +1714,8 @@ class AsyncClient:
                 if outcome > 0:
                     await asyncio.sleep(outcome)
                 continue
-            header = resp.header
-            if self._router.succeeded(
-                endpoint, header.member_id, header.leader_id, time.monotonic()
-            ):
+            member_id, leader_id = _answered_by(resp)
+            if self._router.succeeded(endpoint, member_id, leader_id, time.monotonic()):
                 await self._discover(endpoint, attempts.remaining(time.monotonic()))
             return resp
 
@@ -1410,6 +1862,139 @@ class AsyncClient:
         req = pb.TransferLeadershipRequest(target_id=target_id)
         resp = await self._call("cluster", "TransferLeadership", req, write=True, timeout=timeout)
         return str(resp.leader_id)
+
+    async def tier_update(
+        self,
+        tier: str,
+        key: str,
+        *,
+        counter_add: int | None = None,
+        set_add: Iterable[str] | None = None,
+        set_remove: Iterable[str] | None = None,
+        register: Any = _UNSET,
+        log_append: Any = _UNSET,
+        entry_id: str = "",
+        map_set: tuple[str, Any] | None = None,
+        map_remove: str | None = None,
+        consistency: TierConsistency | None = None,
+        timeout: float | None = None,
+    ) -> TierUpdateResult:
+        """See :meth:`Client.tier_update`."""
+        req = _tier_update_request(
+            tier,
+            key,
+            counter_add=counter_add,
+            set_add=set_add,
+            set_remove=set_remove,
+            register=register,
+            log_append=log_append,
+            entry_id=entry_id,
+            map_set=map_set,
+            map_remove=map_remove,
+            consistency=consistency,
+        )
+        resp = await self._call("tiers", "Update", req, write=True, timeout=timeout)
+        return _tier_update_result(resp)
+
+    async def counter_add(
+        self, tier: str, key: str, amount: int, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """See :meth:`Client.counter_add`."""
+        return await self.tier_update(tier, key, counter_add=amount, timeout=timeout)
+
+    async def set_add(
+        self, tier: str, key: str, *elements: str, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """See :meth:`Client.set_add`."""
+        return await self.tier_update(tier, key, set_add=elements, timeout=timeout)
+
+    async def set_remove(
+        self, tier: str, key: str, *elements: str, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """See :meth:`Client.set_remove`."""
+        return await self.tier_update(tier, key, set_remove=elements, timeout=timeout)
+
+    async def register_set(
+        self, tier: str, key: str, value: Any, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """See :meth:`Client.register_set`."""
+        return await self.tier_update(tier, key, register=value, timeout=timeout)
+
+    async def log_append(
+        self,
+        tier: str,
+        key: str,
+        payload: Any,
+        entry_id: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> TierUpdateResult:
+        """See :meth:`Client.log_append`."""
+        return await self.tier_update(
+            tier, key, log_append=payload, entry_id=entry_id, timeout=timeout
+        )
+
+    async def map_set(
+        self, tier: str, key: str, field: str, value: Any, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """See :meth:`Client.map_set`."""
+        return await self.tier_update(tier, key, map_set=(field, value), timeout=timeout)
+
+    async def map_remove(
+        self, tier: str, key: str, field: str, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """See :meth:`Client.map_remove`."""
+        return await self.tier_update(tier, key, map_remove=field, timeout=timeout)
+
+    async def tier_read(
+        self,
+        tier: str,
+        key: str,
+        *,
+        consistency: TierConsistency | None = None,
+        timeout: float | None = None,
+    ) -> TierReadResult:
+        """See :meth:`Client.tier_read`."""
+        req = pb.TierReadRequest(tier=tier, key=key, consistency=_tier_consistency(consistency))
+        resp = await self._call("tiers", "Read", req, write=False, timeout=timeout)
+        return _tier_read_result(resp)
+
+    async def tier_scan(
+        self,
+        tier: str,
+        prefix: str = "",
+        *,
+        limit: int = 0,
+        start_after: str = "",
+        timeout: float | None = None,
+    ) -> TierScanResult:
+        """See :meth:`Client.tier_scan`."""
+        req = _tier_scan_request(tier, prefix, limit, start_after)
+        resp = await self._call("tiers", "Scan", req, write=False, timeout=timeout)
+        return _tier_scan_result(resp)
+
+    async def tier_status(
+        self, endpoint: str | None = None, *, timeout: float | None = None
+    ) -> TierNodeStatus:
+        """See :meth:`Client.tier_status`."""
+        req = pb.TierStatusRequest()
+        resp = await self._call("tiers", "Status", req, write=False, timeout=timeout, only=endpoint)
+        return _tier_status(resp)
+
+    async def tier_status_all(self, *, timeout: float | None = None) -> list[EndpointTierStatus]:
+        """See :meth:`Client.tier_status_all`."""
+        timeout_s = _check_timeout(timeout) if timeout is not None else self.timeout
+
+        async def one(endpoint: str) -> EndpointTierStatus:
+            try:
+                resp = await self._method(endpoint, "tiers", "Status")(
+                    pb.TierStatusRequest(), timeout=timeout_s
+                )
+            except grpc.aio.AioRpcError as exc:
+                return EndpointTierStatus(endpoint, None, from_rpc_error(exc))
+            return EndpointTierStatus(endpoint, _tier_status(resp), None)
+
+        return list(await asyncio.gather(*(one(e) for e in self.endpoints)))
 
     async def close(self) -> None:
         """Close every channel. Idempotent."""

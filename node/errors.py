@@ -20,7 +20,10 @@ One root, so a caller can catch everything the client raises with one clause::
     │   │                           connection lost or call cancelled by the server mid-call).
     │   │                           Never retried automatically;
     │   │                           read the key to find out.
-    │   └── WriteTimeout            a write hit its deadline (also a Timeout)
+    │   ├── WriteTimeout            a write hit its deadline (also a Timeout)
+    │   └── ReplicationIncomplete   a CRDT-tier update is durable on some replicas but fewer
+    │                               than the write quorum acknowledged it; it will converge.
+    │                               Do not resend (a counter add would count twice)
     └── ServerError                 any other gRPC status (INTERNAL, UNKNOWN, UNIMPLEMENTED,
                                     ...): a bug or a version mismatch, not a retry case
 
@@ -54,6 +57,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "OutcomeUnknown",
+    "ReplicationIncomplete",
     "ServerError",
     "TadpoleError",
     "Timeout",
@@ -154,6 +158,14 @@ class WriteTimeout(OutcomeUnknown, Timeout):
     """A write hit its deadline: both a timeout and an unknown outcome."""
 
 
+class ReplicationIncomplete(OutcomeUnknown):
+    """A CRDT-tier update reached fewer replicas than its write quorum (``ABORTED`` from
+    the Tiers service). Unlike a plain :class:`OutcomeUnknown` the update *was* applied:
+    it is durable on at least one replica and spreads to the others by hint hand-off and
+    anti-entropy. Tier updates are not idempotent, so resending it would apply it twice.
+    """
+
+
 class ServerError(TadpoleError):
     """A gRPC status outside the Tadpole error contract (INTERNAL, UNKNOWN, ...)."""
 
@@ -224,13 +236,15 @@ def _compact_revision(details: str, metadata: dict[str, str]) -> int:
     return 0
 
 
-def from_rpc_error(exc: BaseException, *, write: bool = False) -> TadpoleError:
+def from_rpc_error(exc: BaseException, *, write: bool = False, tiers: bool = False) -> TadpoleError:
     """Translate a ``grpc.RpcError`` / ``grpc.aio.AioRpcError`` into a :class:`TadpoleError`.
 
     ``write`` says whether the failed call could have changed state: then
     ``DEADLINE_EXCEEDED`` means :class:`WriteTimeout` (outcome unknown) instead of
-    :class:`Timeout`. ``ABORTED`` is always :class:`OutcomeUnknown`. The caller raises
-    the result ``from exc``; this function never raises.
+    :class:`Timeout`. ``ABORTED`` is :class:`OutcomeUnknown`, or, when ``tiers`` says the
+    call went to the Tiers service, :class:`ReplicationIncomplete` (that service's
+    "below write quorum, durable somewhere"). The caller raises the result ``from exc``;
+    this function never raises.
     """
     code = rpc_code(exc)
     details = rpc_details(exc)
@@ -253,6 +267,13 @@ def from_rpc_error(exc: BaseException, *, write: bool = False) -> TadpoleError:
             details=details,
             leader_id=metadata.get(LEADER_ID_KEY, ""),
             leader_address=metadata.get(LEADER_ADDRESS_KEY, ""),
+        )
+    if code is grpc.StatusCode.ABORTED and tiers:
+        return ReplicationIncomplete(
+            "replication incomplete (durable on some replicas, will converge; "
+            f"do not resend){said}",
+            code=name,
+            details=details,
         )
     if code is grpc.StatusCode.ABORTED:
         return OutcomeUnknown(
