@@ -42,6 +42,7 @@ async def _worker_proc(
 ) -> list[float]:
     channel = grpc.aio.insecure_channel(address)
     kv = pb_grpc.KVStub(channel)
+    tiers = pb_grpc.TiersStub(channel)
     value = b"x" * 256
     latencies: list[float] = []
     errors: list[str] = []
@@ -65,7 +66,15 @@ async def _worker_proc(
 
     async def one(c: int, i: int) -> None:
         if True:
-            if op == "put":
+            if op == "pop":
+                await tiers.Update(
+                    pb.TierUpdateRequest(
+                        tier="population",
+                        key=f"job_resource_ledger/{tag}-{c}-{i % 100}",
+                        counter_add=pb.CounterAdd(amount=1),
+                    )
+                )
+            elif op == "put":
                 await kv.Put(pb.PutRequest(key=f"bench/{tag}/{c}/{i % 1000}", value=value))
             elif op == "get":
                 await kv.Get(pb.GetRequest(key=f"bench/{tag}/{c}/{i % 1000}"))
@@ -107,7 +116,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoints", default="127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103")
     parser.add_argument("--clients", default="1,64")
-    parser.add_argument("--ops", default="put")
+    parser.add_argument(
+        "--ops",
+        default="put",
+        help="put, get (linearizable), sget (serializable), pop (population counter)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument("--json", action="store_true")

@@ -134,6 +134,7 @@ class Replication:
         self.repaired = 0
         self.synced_keys = 0
         self._session = 0
+        self._batchers: dict[str, _MergeBatcher] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -201,6 +202,15 @@ class Replication:
         reply: dict[str, Any] = msgpack.unpackb(response.payload, raw=False)
         return reply
 
+    async def _merge_remote(self, address: str, tier: str, key: str, state: bytes) -> bool:
+        """Merge ``state`` into a peer's copy, durably. Concurrent merges to one
+        peer are coalesced: while one batch is in flight the next gathers, and
+        goes as a single call whose items the peer commits together."""
+        batcher = self._batchers.get(address)
+        if batcher is None:
+            batcher = self._batchers[address] = _MergeBatcher(self, address)
+        return await batcher.submit(tier, key, state)
+
     # -- local state -------------------------------------------------------------------
 
     async def merge_local(self, tier: str, key: str, state_bytes: bytes) -> bytes | None:
@@ -256,12 +266,13 @@ class Replication:
         self, spec: TierSpec, key: str, delta: bytes, owners: list[str], live: dict[str, str]
     ) -> tuple[list[str], list[str]]:
         others = [o for o in owners if o != self.node_id]
-        message = {"op": "merge", "tier": spec.name, "key": key, "state": delta}
-        replies = await asyncio.gather(*(self._call(live[o], message) for o in others))
+        replies = await asyncio.gather(
+            *(self._merge_remote(live[o], spec.name, key, delta) for o in others)
+        )
         acks = [self.node_id] if self.node_id in owners else []
         down = []
-        for owner, reply in zip(others, replies, strict=True):
-            if reply is not None and reply.get("ok"):
+        for owner, ok in zip(others, replies, strict=True):
+            if ok:
                 acks.append(owner)
             else:
                 down.append(owner)
@@ -489,11 +500,21 @@ class Replication:
     async def _serve(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message["op"]
         tier = message.get("tier", "")
+        if op == "merge_many":
+            if any(t not in TIERS for t, _, _ in message["items"]):
+                raise InvalidArgument("merge_many: unknown tier")
+            tier = next(iter(TIERS))
         if tier not in TIERS:
             raise InvalidArgument(f"unknown tier {tier!r}")
         if op == "merge":
             await self.merge_local(tier, message["key"], message["state"])
             return {"ok": True}
+        if op == "merge_many":
+            results = await asyncio.gather(
+                *(self.merge_local(t, k, v) for t, k, v in message["items"]),
+                return_exceptions=True,
+            )
+            return {"ok": [not isinstance(r, BaseException) for r in results]}
         if op == "hint":
             await self.store.add_hint(message["target"], tier, message["key"], message["state"])
             return {"ok": True}
@@ -515,6 +536,46 @@ class Replication:
         if op == "sync":
             return {"payload": await self._serve_sync(tier, message["payload"])}
         raise InvalidArgument(f"unknown replica operation {op!r}")
+
+
+class _MergeBatcher:
+    """Coalesces merges bound for one peer into ``merge_many`` calls."""
+
+    MAX_ITEMS = 256
+
+    def __init__(self, replication: Replication, address: str) -> None:
+        self._r = replication
+        self._address = address
+        self._queue: list[tuple[str, str, bytes, asyncio.Future[bool]]] = []
+        self._running = False
+
+    async def submit(self, tier: str, key: str, state: bytes) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((tier, key, state, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.MAX_ITEMS], self._queue[self.MAX_ITEMS :]
+                reply = await self._r._call(
+                    self._address,
+                    {"op": "merge_many", "items": [(t, k, v) for t, k, v, _ in batch]},
+                )
+                oks = reply.get("ok") if reply is not None else None
+                for i, (_, _, _, future) in enumerate(batch):
+                    ok = isinstance(oks, list) and i < len(oks) and bool(oks[i])
+                    if not future.done():
+                        future.set_result(ok)
+        finally:
+            self._running = False
+            for *_, future in self._queue:
+                if not future.done():
+                    future.set_result(False)
+            self._queue.clear()
 
 
 MERKLE_LAYOUT = MerkleLayout(branching=16, depth=3)  # 4096 buckets; same on every node
