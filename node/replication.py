@@ -51,6 +51,8 @@ from gossip.codec import encode as encode_sync
 from gossip.errors import GossipError
 from gossip.merkle import MerkleLayout, MerkleTree
 from gossip.messages import SyncMessage
+from node import mesh_doc
+from node.documents import DocOp, apply_doc_op, member_changes
 from node.gossip_driver import GossipDriver, auth_metadata
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -79,10 +81,14 @@ class NoOwnerReachable(ReplicationError):
 
 @dataclass
 class UpdateResult:
-    value: tuple[str, str]
+    state: CRDTBase  # the key's state on the coordinating owner after the update
     replicas: list[str]
     hinted: list[str]
     coordinator: str
+
+    @property
+    def value(self) -> tuple[str, str]:
+        return render(self.state)
 
 
 @dataclass
@@ -236,31 +242,59 @@ class Replication:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def update(self, tier: str, key: str, op: Op, *, forwarded: bool = False) -> UpdateResult:
+    async def update(
+        self, tier: str, key: str, op: Op | DocOp, *, forwarded: bool = False
+    ) -> UpdateResult:
         spec = check_tier_key(tier, key)
         live = self.live()
         owners = self.owners(spec, key, live)
         if self.node_id not in owners and not forwarded:
             return await self._forward(tier, key, op, owners, live)
-        captured: dict[str, CRDTBase] = {}
+        captured: dict[str, CRDTBase | None] = {}
 
         def mutate(old: bytes | None) -> bytes:
             state = decode(old) if old is not None else None
-            new, delta = apply_op(state, op, self.node_id, self._hlc.now(self._clock_ns()))
-            captured["state"], captured["delta"] = new, delta
+            hlc = self._hlc.now(self._clock_ns())
+            if isinstance(op, DocOp):
+                new, delta = apply_doc_op(state, op, self.node_id, hlc)
+            else:
+                new, delta = apply_op(state, op, self.node_id, hlc)
+            captured["before"], captured["state"], captured["delta"] = state, new, delta
             return encode(new)
 
         await self.store.update(tier, key, mutate)
-        delta = encode(captured["delta"])
-        acks, hinted = await self._replicate(spec, key, delta, owners, live)
-        result = UpdateResult(render(captured["state"]), acks, hinted, self.node_id)
+        state, delta_state = captured["state"], captured["delta"]
+        assert state is not None and delta_state is not None
+        acks, hinted = await self._replicate(spec, key, encode(delta_state), owners, live)
+        result = UpdateResult(state, acks, hinted, self.node_id)
         if len(acks) < spec.write_quorum:
             raise NotEnoughReplicas(
                 f"{tier}/{key}: the update is durable on {', '.join(acks)} but reached "
                 f"{len(acks)} of the {spec.write_quorum} required replicas; it will "
                 "converge when the owners are back (resending would apply it twice)"
             )
+        if isinstance(op, DocOp) and tier == "mesh":
+            await self._update_mesh_index(key, captured["before"], state)
         return result
+
+    async def _update_mesh_index(
+        self, mesh_id: str, before: CRDTBase | None, after: CRDTBase
+    ) -> None:
+        """Best effort: the agent -> meshes index is advisory (queries re-check
+        every entry against the mesh document), so a failed index write only
+        hides the mesh from "meshes of agent" until the next membership write."""
+        added, removed = member_changes(before, after)
+        updates = mesh_doc.index_deltas(mesh_id, added, removed)
+        results = await asyncio.gather(
+            *(
+                self.update("mesh", mesh_doc.index_key(agent), index_op)
+                for agent, index_op in updates.items()
+            ),
+            return_exceptions=True,
+        )
+        for agent, outcome in zip(updates, results, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("mesh index for agent %s not updated: %s", agent, outcome)
 
     async def _replicate(
         self, spec: TierSpec, key: str, delta: bytes, owners: list[str], live: dict[str, str]
@@ -305,22 +339,24 @@ class Replication:
         return acks, hinted
 
     async def _forward(
-        self, tier: str, key: str, op: Op, owners: list[str], live: dict[str, str]
+        self, tier: str, key: str, op: Op | DocOp, owners: list[str], live: dict[str, str]
     ) -> UpdateResult:
         message = {"op": "update", "tier": tier, "key": key, "update": _op_wire(op)}
         for owner in owners:
             reply = await self._call(live[owner], message)
             if reply is None:
                 continue
-            if "error" in reply:
+            if "error" in reply and reply.get("kind") not in ("not_found", "exists"):
                 if reply.get("kind") == "invalid":
                     raise InvalidArgument(reply["error"])
                 if reply.get("kind") == "incomplete":
                     raise NotEnoughReplicas(reply["error"])
                 continue
-            return UpdateResult(
-                (reply["type"], reply["value"]), reply["replicas"], reply["hinted"], owner
-            )
+            if reply.get("kind") == "not_found":
+                raise mesh_doc.MeshNotFound(reply["error"])
+            if reply.get("kind") == "exists":
+                raise mesh_doc.MeshExists(reply["error"])
+            return UpdateResult(decode(reply["state"]), reply["replicas"], reply["hinted"], owner)
         raise NoOwnerReachable(
             f"{tier}/{key}: none of its owners ({', '.join(owners)}) answered; nothing applied"
         )
@@ -492,6 +528,10 @@ class Replication:
             reply = {"error": str(exc), "kind": "invalid"}
         except NotEnoughReplicas as exc:
             reply = {"error": str(exc), "kind": "incomplete"}
+        except mesh_doc.MeshNotFound as exc:
+            reply = {"error": str(exc), "kind": "not_found"}
+        except mesh_doc.MeshExists as exc:
+            reply = {"error": str(exc), "kind": "exists"}
         except (ReplicationError, GossipError, CRDTError, ValueError, KeyError, TypeError) as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}", "kind": "failed"}
         packed: bytes = msgpack.packb(reply, use_bin_type=True)
@@ -525,8 +565,7 @@ class Replication:
                 tier, message["key"], _op_from_wire(message["update"]), forwarded=True
             )
             return {
-                "type": result.value[0],
-                "value": result.value[1],
+                "state": encode(result.state),
                 "replicas": result.replicas,
                 "hinted": result.hinted,
             }
@@ -634,10 +673,14 @@ def _placement_key(tier: str, key: str) -> str:
     return f"{tier}\x00{key}"
 
 
-def _op_wire(op: Op) -> list[Any]:
+def _op_wire(op: Op | DocOp) -> list[Any]:
+    if isinstance(op, DocOp):
+        return ["doc", op.kind, op.args]
     return [op.kind, op.amount, list(op.elements), op.value, op.entry_id, op.field, op.remove]
 
 
-def _op_from_wire(raw: list[Any]) -> Op:
+def _op_from_wire(raw: list[Any]) -> Op | DocOp:
+    if raw[0] == "doc":
+        return DocOp(str(raw[1]), dict(raw[2]))
     kind, amount, elements, value, entry_id, fld, remove = raw
     return Op(str(kind), int(amount), tuple(elements), value, str(entry_id), str(fld), bool(remove))

@@ -24,6 +24,7 @@ from gossip.config import GossipConfig
 from node.api import VERSION, ClusterServicer, KVServicer
 from node.cluster_metrics import ClusterMetrics
 from node.config import NodeConfig
+from node.doc_api import DocumentsServicer
 from node.gossip_driver import GossipDriver
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -119,6 +120,7 @@ class NodeServer:
             node_id=cfg.node_id, store=self.store, gossip=self.gossip, token=token
         )
         pb_grpc.add_TiersServicer_to_server(TiersServicer(self.replication, self.metrics), server)
+        pb_grpc.add_DocumentsServicer_to_server(DocumentsServicer(self.replication), server)
         pb_grpc.add_PeerServicer_to_server(
             PeerServicer(self._raft, set(cfg.peers), self.gossip, self.replication), server
         )

@@ -521,6 +521,91 @@ class TierKeysResponse(_message.Message):
     digests: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class DocPutRequest(_message.Message):
+    __slots__ = ("tier", "id", "doc_json", "create")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DOC_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    id: str
+    doc_json: str
+    create: bool
+    def __init__(self, tier: _Optional[str] = ..., id: _Optional[str] = ..., doc_json: _Optional[str] = ..., create: _Optional[bool] = ...) -> None: ...
+
+class DocGetRequest(_message.Message):
+    __slots__ = ("tier", "id", "consistency")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    id: str
+    consistency: TierConsistency
+    def __init__(self, tier: _Optional[str] = ..., id: _Optional[str] = ..., consistency: _Optional[_Union[TierConsistency, str]] = ...) -> None: ...
+
+class DocResponse(_message.Message):
+    __slots__ = ("member_id", "found", "doc_json", "replicas", "hinted", "causal_token")
+    class CausalTokenEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    DOC_JSON_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    HINTED_FIELD_NUMBER: _ClassVar[int]
+    CAUSAL_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    member_id: str
+    found: bool
+    doc_json: str
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    hinted: _containers.RepeatedScalarFieldContainer[str]
+    causal_token: _containers.ScalarMap[str, int]
+    def __init__(self, member_id: _Optional[str] = ..., found: _Optional[bool] = ..., doc_json: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., hinted: _Optional[_Iterable[str]] = ..., causal_token: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class MeshMembersRequest(_message.Message):
+    __slots__ = ("mesh_id", "add", "remove")
+    MESH_ID_FIELD_NUMBER: _ClassVar[int]
+    ADD_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    mesh_id: str
+    add: _containers.RepeatedScalarFieldContainer[str]
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mesh_id: _Optional[str] = ..., add: _Optional[_Iterable[str]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GraphQueryRequest(_message.Message):
+    __slots__ = ("kind", "id", "limit", "start_after", "prefix")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        MESHES_OF_AGENT: _ClassVar[GraphQueryRequest.Kind]
+        MEMBERS_OF_MESH: _ClassVar[GraphQueryRequest.Kind]
+        NEIGHBOURS: _ClassVar[GraphQueryRequest.Kind]
+    MESHES_OF_AGENT: GraphQueryRequest.Kind
+    MEMBERS_OF_MESH: GraphQueryRequest.Kind
+    NEIGHBOURS: GraphQueryRequest.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    kind: GraphQueryRequest.Kind
+    id: str
+    limit: int
+    start_after: str
+    prefix: str
+    def __init__(self, kind: _Optional[_Union[GraphQueryRequest.Kind, str]] = ..., id: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class GraphQueryResponse(_message.Message):
+    __slots__ = ("ids", "more")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    more: bool
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., more: _Optional[bool] = ...) -> None: ...
+
 class RaftBatch(_message.Message):
     __slots__ = ("from_id", "frames")
     FROM_ID_FIELD_NUMBER: _ClassVar[int]

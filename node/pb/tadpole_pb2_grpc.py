@@ -714,6 +714,250 @@ class Tiers:
             _registered_method=True)
 
 
+class DocumentsStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Put = channel.unary_unary(
+                '/tadpole.v1.Documents/Put',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.DocPutRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/tadpole.v1.Documents/Get',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.DocGetRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/tadpole.v1.Documents/Delete',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.DocGetRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
+                _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/tadpole.v1.Documents/Members',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.MeshMembersRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
+                _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/tadpole.v1.Documents/Query',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.GraphQueryRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.GraphQueryResponse.FromString,
+                _registered_method=True)
+
+
+class DocumentsServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Put(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Members(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Query(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DocumentsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Put': grpc.unary_unary_rpc_method_handler(
+                    servicer.Put,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.DocPutRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.DocResponse.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.DocGetRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.DocResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.DocGetRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.DocResponse.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.MeshMembersRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.DocResponse.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.GraphQueryRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.GraphQueryResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tadpole.v1.Documents', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tadpole.v1.Documents', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Documents:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Put(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Documents/Put',
+            node_dot_pb_dot_tadpole__pb2.DocPutRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Documents/Get',
+            node_dot_pb_dot_tadpole__pb2.DocGetRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Documents/Delete',
+            node_dot_pb_dot_tadpole__pb2.DocGetRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Documents/Members',
+            node_dot_pb_dot_tadpole__pb2.MeshMembersRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Documents/Query',
+            node_dot_pb_dot_tadpole__pb2.GraphQueryRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.GraphQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class PeerStub:
     """Missing associated documentation comment in .proto file."""
 
