@@ -1,5 +1,14 @@
-"""gRPC servicer for documents (``Documents`` service): mesh documents and
-graph queries (agent documents join when that tier lands).
+"""gRPC servicer for documents (``Documents`` service): agent documents with
+causal tokens, mesh documents, graph queries.
+
+Causal consistency (agent tier). Every agent write answers with the
+document's version vector as a *causal token*. A read or write that carries
+a token is served only from state that covers it: the serving node first
+reads one owner; if that copy is behind, it gathers and merges every live
+owner's copy (read repair brings the stale owner up too), retrying until the
+token is covered or the deadline passes (then UNAVAILABLE — never an older
+answer). A write with a token makes the owners cover it before applying, so
+a patch is always applied on top of what the client had seen.
 
 Status codes: INVALID_ARGUMENT (bad document or request, nothing changed),
 NOT_FOUND (no such mesh), ALREADY_EXISTS (create over a live mesh),
@@ -12,21 +21,31 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from typing import Any
 
 import grpc
 
-from node import mesh_doc
+from node import agent_doc, mesh_doc
 from node.documents import DocOp
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
-from node.replication import ONE, NoOwnerReachable, NotEnoughReplicas, Replication
+from node.replication import (
+    ALL,
+    ONE,
+    NoOwnerReachable,
+    NotEnoughReplicas,
+    NotFoundError,
+    Replication,
+)
 from node.tier_ops import parse_json
 from node.validation import InvalidArgument, check_key, check_limit, check_prefix
 
 log = logging.getLogger(__name__)
 
 MESH = "mesh"
+AGENT = "agent"
+CAUSAL_WAIT_S = 3.0
 
 
 class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
@@ -37,6 +56,8 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
         codes: list[tuple[type[Exception], grpc.StatusCode]] = [
             (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
             (mesh_doc.MeshNotFound, grpc.StatusCode.NOT_FOUND),
+            (agent_doc.AgentNotFound, grpc.StatusCode.NOT_FOUND),
+            (NotFoundError, grpc.StatusCode.NOT_FOUND),
             (mesh_doc.MeshExists, grpc.StatusCode.ALREADY_EXISTS),
             (NoOwnerReachable, grpc.StatusCode.UNAVAILABLE),
             (NotEnoughReplicas, grpc.StatusCode.ABORTED),
@@ -48,9 +69,57 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
     @staticmethod
-    def _tier(tier: str) -> None:
-        if tier not in ("", MESH):
-            raise InvalidArgument(f"documents of tier {tier!r} are not served; use 'mesh'")
+    def _tier(tier: str) -> str:
+        if tier not in ("", MESH, AGENT):
+            raise InvalidArgument(f"documents of tier {tier!r} are not served; use mesh or agent")
+        return tier or MESH
+
+    def _agent_doc(self, state: Any, result: Any = None) -> Any:
+        agent = agent_doc.check_state(state)
+        response = pb.DocResponse(member_id=self._r.node_id, found=agent_doc.exists(agent))
+        if response.found:
+            response.doc_json = json.dumps(agent_doc.render(agent), sort_keys=True)
+        response.causal_token.update(agent_doc.clock(agent))
+        if result is not None:
+            response.member_id = result.coordinator
+            response.replicas[:] = result.replicas
+            response.hinted[:] = result.hinted
+        return response
+
+    async def _covering(self, agent_id: str, token: dict[str, int], consistency: int) -> Any:
+        """The agent's state on a live owner, once it covers ``token``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CAUSAL_WAIT_S
+        read = await self._r.read(AGENT, agent_id, consistency or ONE)
+        state = agent_doc.check_state(read.state)
+        while token and not agent_doc.covers(state, token):
+            try:
+                read = await self._r.read(AGENT, agent_id, ALL)
+            except NoOwnerReachable:
+                read = await self._r.read(AGENT, agent_id, ONE)
+            state = agent_doc.check_state(read.state)
+            if agent_doc.covers(state, token):
+                break
+            if loop.time() > deadline:
+                raise NoOwnerReachable(
+                    f"agent {agent_id}: no live replica has caught up with the causal token "
+                    f"within {CAUSAL_WAIT_S:g} s; retry (an older state is never served)"
+                )
+            await asyncio.sleep(0.05)
+        return state
+
+    async def _agent_put(self, request: Any) -> Any:
+        agent_doc.check_agent_key(request.id)
+        token = agent_doc.check_token(dict(request.causal_token))
+        doc = parse_json(request.doc_json, "doc_json")
+        if token:
+            await self._covering(request.id, token, ONE)
+        if request.create:
+            op = DocOp("agent_create", {"doc": doc, "key": request.id})
+        else:
+            op = DocOp("agent_patch", {"patch": doc})
+        result = await self._r.update(AGENT, request.id, op)
+        return self._agent_doc(result.state, result)
 
     def _doc(self, state: Any, result: Any = None) -> Any:
         response = pb.DocResponse(member_id=self._r.node_id, found=mesh_doc.exists(state))
@@ -64,7 +133,8 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
 
     async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            self._tier(request.tier)
+            if self._tier(request.tier) == AGENT:
+                return await self._agent_put(request)
             check_key(request.id, "id")
             doc = parse_json(request.doc_json, "doc_json")
             if request.create:
@@ -85,7 +155,11 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
 
     async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            self._tier(request.tier)
+            if self._tier(request.tier) == AGENT:
+                agent_doc.check_agent_key(request.id)
+                token = agent_doc.check_token(dict(request.causal_token))
+                state = await self._covering(request.id, token, int(request.consistency))
+                return self._agent_doc(state)
             check_key(request.id, "id")
             read = await self._r.read(MESH, request.id, int(request.consistency) or ONE)
             state = mesh_doc.as_mesh_state(read.state)
@@ -96,7 +170,8 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
 
     async def Delete(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            self._tier(request.tier)
+            if self._tier(request.tier) == AGENT:
+                raise InvalidArgument("agent documents are not deleted; patch them instead")
             check_key(request.id, "id")
             result = await self._r.update(MESH, request.id, DocOp("mesh_delete"))
         except Exception as exc:
@@ -115,6 +190,26 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
             await self._fail(context, exc)
             raise
         return self._doc(result.state, result)
+
+    async def CapabilityAdd(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            agent_doc.check_agent_key(request.agent_id)
+            token = agent_doc.check_token(dict(request.causal_token))
+            if not request.amounts:
+                raise InvalidArgument("amounts is empty: give dimension -> amount")
+            for dim, amount in request.amounts.items():
+                if not 0 <= dim < 256:
+                    raise InvalidArgument(f"amounts: dimension {dim} is outside 0..255")
+                if not math.isfinite(amount):
+                    raise InvalidArgument(f"amounts[{dim}]: {amount} is not a finite number")
+            if token:
+                await self._covering(request.agent_id, token, ONE)
+            op = DocOp("agent_capability_add", {"amounts": sorted(request.amounts.items())})
+            result = await self._r.update(AGENT, request.agent_id, op)
+        except Exception as exc:
+            await self._fail(context, exc)
+            raise
+        return self._agent_doc(result.state, result)
 
     async def Query(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:

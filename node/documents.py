@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crdt import CRDTBase, Timestamp
-from node import mesh_doc
+from node import agent_doc, mesh_doc
 from node.validation import InvalidArgument
 
 Mutator = Callable[[CRDTBase | None, dict[str, Any], str, Timestamp], tuple[CRDTBase, CRDTBase]]
@@ -72,11 +72,35 @@ def _mesh_delete(
     return mesh_doc.delete(_mesh(state), node, hlc)
 
 
+def _agent_create(
+    state: CRDTBase | None, args: dict[str, Any], node: str, hlc: Timestamp
+) -> tuple[CRDTBase, CRDTBase]:
+    return agent_doc.create(state, args["doc"], node, hlc, key=args["key"])
+
+
+def _agent_patch(
+    state: CRDTBase | None, args: dict[str, Any], node: str, hlc: Timestamp
+) -> tuple[CRDTBase, CRDTBase]:
+    return agent_doc.merge_patch(state, args["patch"], node, hlc)
+
+
+def _agent_capability_add(
+    state: CRDTBase | None, args: dict[str, Any], node: str, hlc: Timestamp
+) -> tuple[CRDTBase, CRDTBase]:
+    if not agent_doc.exists(agent_doc.check_state(state)):
+        raise agent_doc.AgentNotFound("no such agent")
+    amounts = {int(dim): float(v) for dim, v in args["amounts"]}
+    return agent_doc.capability_add(state, amounts, node)
+
+
 MUTATORS: dict[str, Mutator] = {
     "mesh_create": _mesh_create,
     "mesh_put": _mesh_put,
     "mesh_members": _mesh_members,
     "mesh_delete": _mesh_delete,
+    "agent_create": _agent_create,
+    "agent_patch": _agent_patch,
+    "agent_capability_add": _agent_capability_add,
 }
 
 

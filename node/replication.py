@@ -51,7 +51,7 @@ from gossip.codec import encode as encode_sync
 from gossip.errors import GossipError
 from gossip.merkle import MerkleLayout, MerkleTree
 from gossip.messages import SyncMessage
-from node import mesh_doc
+from node import agent_doc, mesh_doc
 from node.documents import DocOp, apply_doc_op, member_changes
 from node.gossip_driver import GossipDriver, auth_metadata
 from node.pb import tadpole_pb2 as pb
@@ -73,6 +73,10 @@ class ReplicationError(Exception):
 class NotEnoughReplicas(ReplicationError):
     """The update is durable somewhere but fewer than the write quorum
     acknowledged it. It will converge; resending would apply it twice."""
+
+
+class NotFoundError(ReplicationError, LookupError):
+    """The document the update applies to does not exist (forwarded answer)."""
 
 
 class NoOwnerReachable(ReplicationError):
@@ -141,6 +145,7 @@ class Replication:
         self.synced_keys = 0
         self._session = 0
         self._batchers: dict[str, _MergeBatcher] = {}
+        self._pending_tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -157,6 +162,8 @@ class Replication:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pending_tasks:  # let asynchronous backup copies finish briefly
+            await asyncio.wait(set(self._pending_tasks), timeout=self._timeout)
         for channel in self._channels.values():
             await channel.close()
 
@@ -265,6 +272,11 @@ class Replication:
         await self.store.update(tier, key, mutate)
         state, delta_state = captured["state"], captured["delta"]
         assert state is not None and delta_state is not None
+        if spec.write_quorum <= 1 and len(owners) > 1:
+            # "1 + backup": acknowledged once durable here; the other owners
+            # (the backup) get it asynchronously, hinted if they are down.
+            self._background(self._replicate(spec, key, encode(delta_state), owners, live))
+            return UpdateResult(state, [self.node_id], [], self.node_id)
         acks, hinted = await self._replicate(spec, key, encode(delta_state), owners, live)
         result = UpdateResult(state, acks, hinted, self.node_id)
         if len(acks) < spec.write_quorum:
@@ -276,6 +288,11 @@ class Replication:
         if isinstance(op, DocOp) and tier == "mesh":
             await self._update_mesh_index(key, captured["before"], state)
         return result
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending_tasks.add(task)
+        task.add_done_callback(self._pending_tasks.discard)
 
     async def _update_mesh_index(
         self, mesh_id: str, before: CRDTBase | None, after: CRDTBase
@@ -353,7 +370,7 @@ class Replication:
                     raise NotEnoughReplicas(reply["error"])
                 continue
             if reply.get("kind") == "not_found":
-                raise mesh_doc.MeshNotFound(reply["error"])
+                raise NotFoundError(reply["error"])
             if reply.get("kind") == "exists":
                 raise mesh_doc.MeshExists(reply["error"])
             return UpdateResult(decode(reply["state"]), reply["replicas"], reply["hinted"], owner)
@@ -528,7 +545,7 @@ class Replication:
             reply = {"error": str(exc), "kind": "invalid"}
         except NotEnoughReplicas as exc:
             reply = {"error": str(exc), "kind": "incomplete"}
-        except mesh_doc.MeshNotFound as exc:
+        except (mesh_doc.MeshNotFound, agent_doc.AgentNotFound, NotFoundError) as exc:
             reply = {"error": str(exc), "kind": "not_found"}
         except mesh_doc.MeshExists as exc:
             reply = {"error": str(exc), "kind": "exists"}

@@ -522,26 +522,68 @@ class TierKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class DocPutRequest(_message.Message):
-    __slots__ = ("tier", "id", "doc_json", "create")
+    __slots__ = ("tier", "id", "doc_json", "create", "causal_token")
+    class CausalTokenEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     TIER_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     DOC_JSON_FIELD_NUMBER: _ClassVar[int]
     CREATE_FIELD_NUMBER: _ClassVar[int]
+    CAUSAL_TOKEN_FIELD_NUMBER: _ClassVar[int]
     tier: str
     id: str
     doc_json: str
     create: bool
-    def __init__(self, tier: _Optional[str] = ..., id: _Optional[str] = ..., doc_json: _Optional[str] = ..., create: _Optional[bool] = ...) -> None: ...
+    causal_token: _containers.ScalarMap[str, int]
+    def __init__(self, tier: _Optional[str] = ..., id: _Optional[str] = ..., doc_json: _Optional[str] = ..., create: _Optional[bool] = ..., causal_token: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class DocGetRequest(_message.Message):
-    __slots__ = ("tier", "id", "consistency")
+    __slots__ = ("tier", "id", "consistency", "causal_token")
+    class CausalTokenEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     TIER_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    CAUSAL_TOKEN_FIELD_NUMBER: _ClassVar[int]
     tier: str
     id: str
     consistency: TierConsistency
-    def __init__(self, tier: _Optional[str] = ..., id: _Optional[str] = ..., consistency: _Optional[_Union[TierConsistency, str]] = ...) -> None: ...
+    causal_token: _containers.ScalarMap[str, int]
+    def __init__(self, tier: _Optional[str] = ..., id: _Optional[str] = ..., consistency: _Optional[_Union[TierConsistency, str]] = ..., causal_token: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class CapabilityAddRequest(_message.Message):
+    __slots__ = ("agent_id", "amounts", "causal_token")
+    class AmountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: float
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+    class CausalTokenEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNTS_FIELD_NUMBER: _ClassVar[int]
+    CAUSAL_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    amounts: _containers.ScalarMap[int, float]
+    causal_token: _containers.ScalarMap[str, int]
+    def __init__(self, agent_id: _Optional[str] = ..., amounts: _Optional[_Mapping[int, float]] = ..., causal_token: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class DocResponse(_message.Message):
     __slots__ = ("member_id", "found", "doc_json", "replicas", "hinted", "causal_token")

@@ -743,6 +743,11 @@ class DocumentsStub:
                 request_serializer=node_dot_pb_dot_tadpole__pb2.MeshMembersRequest.SerializeToString,
                 response_deserializer=node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
                 _registered_method=True)
+        self.CapabilityAdd = channel.unary_unary(
+                '/tadpole.v1.Documents/CapabilityAdd',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.CapabilityAddRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
+                _registered_method=True)
         self.Query = channel.unary_unary(
                 '/tadpole.v1.Documents/Query',
                 request_serializer=node_dot_pb_dot_tadpole__pb2.GraphQueryRequest.SerializeToString,
@@ -777,6 +782,14 @@ class DocumentsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CapabilityAdd(self, request, context):
+        """Commutative edit of an agent's 256-dim capability vector (spec:
+        collaborative capability editing): concurrent adds sum on every replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Query(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -804,6 +817,11 @@ def add_DocumentsServicer_to_server(servicer, server):
             'Members': grpc.unary_unary_rpc_method_handler(
                     servicer.Members,
                     request_deserializer=node_dot_pb_dot_tadpole__pb2.MeshMembersRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.DocResponse.SerializeToString,
+            ),
+            'CapabilityAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.CapabilityAdd,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.CapabilityAddRequest.FromString,
                     response_serializer=node_dot_pb_dot_tadpole__pb2.DocResponse.SerializeToString,
             ),
             'Query': grpc.unary_unary_rpc_method_handler(
@@ -919,6 +937,33 @@ class Documents:
             target,
             '/tadpole.v1.Documents/Members',
             node_dot_pb_dot_tadpole__pb2.MeshMembersRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CapabilityAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Documents/CapabilityAdd',
+            node_dot_pb_dot_tadpole__pb2.CapabilityAddRequest.SerializeToString,
             node_dot_pb_dot_tadpole__pb2.DocResponse.FromString,
             options,
             channel_credentials,
