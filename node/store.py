@@ -106,6 +106,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
+from consensus.journal import fsync_dir
+
 __all__ = [
     "SCHEMA_VERSION",
     "BatchAbortedError",
@@ -304,14 +306,6 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # ----------------------------------------------------------------- the store
 
 
@@ -449,7 +443,7 @@ class TierStore:
                 conn.execute("ROLLBACK")
                 raise
             # The file's directory entry must survive power loss too.
-            _fsync_dir(os.path.dirname(self.path))
+            fsync_dir(os.path.dirname(self.path))
             log.info("store %s created (schema v%d)", self.path, SCHEMA_VERSION)
         elif not tables >= _TABLES:
             raise CorruptStoreError(
