@@ -4,13 +4,16 @@
 
 Commands: ``members``, ``status``, ``put``, ``get``, ``del``, ``range``, ``cas``,
 ``watch``, ``leader transfer``; ``tier add|set-add|set-remove|put|append|map-set|get|
-scan|status`` for the CRDT tiers; ``node`` (run a node) is added by :mod:`node.main`
+scan|status`` for the CRDT tiers; ``mesh create|get|set|join|leave|delete|members|of|
+neighbours`` for mesh documents; ``node`` (run a node) is added by :mod:`node.main`
 when it is importable.
 
-Output: results on stdout (``get`` and ``tier get`` print the value alone),
-diagnostics on stderr.
-Exit codes: 0 success; 1 a remote or runtime failure (unavailable, key not found,
-compare failed, outcome unknown); 2 a usage error or an invalid argument. An expected
+Output: results on stdout (``get`` and ``tier get`` print the value alone, ``mesh``
+commands the stored document as JSON), diagnostics on stderr (which replicas took a
+mesh write, whether a listing was cut).
+Exit codes: 0 success; 1 a remote or runtime failure (unavailable, key or mesh not
+found, mesh already exists, compare failed, outcome unknown); 2 a usage error or an
+invalid argument. An expected
 error is one line, ``error: <what>``, never a traceback.
 """
 
@@ -20,15 +23,17 @@ import base64
 import functools
 import importlib
 import json
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any, NoReturn, TypeVar, cast
 
 import click
 
 from node.client import (
     DEFAULT_ENDPOINTS,
     Client,
+    DocResult,
     EventType,
+    GraphQueryKind,
     KeyValue,
     Member,
     NodeStatus,
@@ -618,6 +623,160 @@ def tier_status(as_json: bool) -> None:
         click.echo("\n\n".join(sections))
     if all(r.status is None for r in results):
         raise click.exceptions.Exit(EXIT_FAILURE)
+
+
+# -- mesh documents ----------------------------------------------------------------------
+
+MESH_TIER = "mesh"
+
+
+def _print_doc(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def _replicas_note(result: DocResult) -> None:
+    """Which owners took a write, on stderr, so stdout stays one JSON document."""
+    note = f"(replicas: {','.join(result.replicas) or '-'}"
+    if result.hinted:
+        note += f"; hinted: {','.join(result.hinted)}"
+    click.echo(note + ")", err=True)
+
+
+def _written(result: DocResult) -> None:
+    _print_doc(result.doc)
+    _replicas_note(result)
+
+
+def _mesh_id_of(doc: Any) -> str:
+    topology = doc.get("topology") if isinstance(doc, dict) else None
+    mesh_id = topology.get("mesh_id") if isinstance(topology, dict) else None
+    if not isinstance(mesh_id, str) or not mesh_id:
+        raise InvalidArgument("topology.mesh_id: missing; a mesh document names its id there")
+    return mesh_id
+
+
+def _list_ids(ids: Iterable[str], more: bool, last: str) -> None:
+    for item in ids:
+        click.echo(item)
+    if more:
+        click.echo(f"(more: --start-after {last})", err=True)
+
+
+def _graph(kind: GraphQueryKind, node_id: str, limit: int, start_after: str) -> None:
+    """One id per line: every one (paged underneath) when ``limit`` is 0, else one page
+    and a note on stderr when it was cut."""
+    client = _settings().client()
+    if limit == 0:
+        _list_ids(client.graph_scan(kind, node_id, start_after=start_after), False, "")
+        return
+    ids, more = client.graph_query(kind, node_id, limit=limit, start_after=start_after)
+    _list_ids(ids, more, ids[-1] if ids else start_after)
+
+
+def _paging(func: F) -> F:
+    """``--limit`` and ``--start-after`` for a listing command."""
+    after = click.option("--start-after", default="", help="Only ids after this one (to page).")
+    limit = click.option(
+        "--limit", type=click.IntRange(min=0), default=0, help="At most N ids (0 = all)."
+    )
+    return limit(after(func))
+
+
+@cli.group()
+def mesh() -> None:
+    """Mesh documents (mesh tier): topology, performance data, capability fusion.
+
+    Documents are JSON objects validated by the server; mesh and agent ids are
+    lowercase uuid4s. Writes are not idempotent: a failed one is retried only when
+    nothing was applied."""
+
+
+@mesh.command(name="create")
+@click.argument("source", metavar="FILE|-", type=click.File("r", encoding="utf-8"))
+@_handle_errors
+def mesh_create(source: IO[str]) -> None:
+    """Create a mesh from the JSON document in FILE (- = stdin); its id is
+    topology.mesh_id. Prints the stored document (exit 1 if the mesh exists)."""
+    doc = _json_arg(source.read(), "the document")
+    _written(_settings().client().doc_create(MESH_TIER, _mesh_id_of(doc), doc))
+
+
+@mesh.command(name="get")
+@click.argument("mesh_id")
+@click.option("--consistency", type=_CONSISTENCY, help="Owners to consult (default: the tier's).")
+@_handle_errors
+def mesh_get(mesh_id: str, consistency: str | None) -> None:
+    """Print the mesh document as JSON alone (exit 1 if there is no such mesh)."""
+    level = cast("TierConsistency | None", consistency.lower() if consistency else None)
+    result = _settings().client().doc_get(MESH_TIER, mesh_id, consistency=level)
+    if result is None:
+        _fail(f"mesh not found: {mesh_id}")
+    _print_doc(result.doc)
+
+
+@mesh.command(name="set")
+@click.argument("mesh_id")
+@click.argument("fields", metavar="JSON")
+@_handle_errors
+def mesh_set(mesh_id: str, fields: str) -> None:
+    """Replace the fields given in JSON, e.g.
+    '{"performance_data": {"emergence_indicators": [0.4]}}'. Prints the stored document."""
+    _written(_settings().client().doc_put(MESH_TIER, mesh_id, _json_arg(fields, "JSON")))
+
+
+@mesh.command(name="join")
+@click.argument("mesh_id")
+@click.argument("agents", metavar="AGENT...", nargs=-1, required=True)
+@_handle_errors
+def mesh_join(mesh_id: str, agents: tuple[str, ...]) -> None:
+    """Add AGENTs to the mesh. Prints the stored document."""
+    _written(_settings().client().mesh_members(mesh_id, add=agents))
+
+
+@mesh.command(name="leave")
+@click.argument("mesh_id")
+@click.argument("agents", metavar="AGENT...", nargs=-1, required=True)
+@_handle_errors
+def mesh_leave(mesh_id: str, agents: tuple[str, ...]) -> None:
+    """Remove AGENTs from the mesh (a concurrent join wins). Prints the stored document."""
+    _written(_settings().client().mesh_members(mesh_id, remove=agents))
+
+
+@mesh.command(name="delete")
+@click.argument("mesh_id")
+@_handle_errors
+def mesh_delete(mesh_id: str) -> None:
+    """Delete the mesh (exit 1 if there is no such mesh)."""
+    result = _settings().client().doc_delete(MESH_TIER, mesh_id)
+    click.echo(f"OK deleted {mesh_id}")
+    _replicas_note(result)
+
+
+@mesh.command(name="members")
+@click.argument("mesh_id")
+@_paging
+@_handle_errors
+def mesh_members(mesh_id: str, limit: int, start_after: str) -> None:
+    """List the mesh's member agents, one per line."""
+    _graph("members_of_mesh", mesh_id, limit, start_after)
+
+
+@mesh.command(name="of")
+@click.argument("agent_id")
+@_paging
+@_handle_errors
+def mesh_of(agent_id: str, limit: int, start_after: str) -> None:
+    """List the meshes AGENT_ID is a member of, one per line."""
+    _graph("meshes_of_agent", agent_id, limit, start_after)
+
+
+@mesh.command(name="neighbours")
+@click.argument("agent_id")
+@_paging
+@_handle_errors
+def mesh_neighbours(agent_id: str, limit: int, start_after: str) -> None:
+    """List the agents sharing at least one mesh with AGENT_ID, one per line."""
+    _graph("neighbours", agent_id, limit, start_after)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

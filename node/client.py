@@ -38,6 +38,17 @@ not be opened. Any other ``UNAVAILABLE`` after sending is
 some replica and converging) is :class:`~node.errors.ReplicationIncomplete`, never re-sent.
 Tier reads, scans and status calls are retried like KV reads.
 
+**Documents** (``doc_create``, ``doc_put``, ``doc_get``, ``doc_delete``, ``mesh_members``,
+``graph_query``, ``graph_scan``) go to the ``Documents`` service: structured JSON
+documents of a tier (today ``"mesh"``; ``"agent"`` documents use the same calls), each
+one CRDT under its id, validated by the server. Writes follow the tier-update rule
+above (re-sent only when nothing was applied; ``ABORTED`` is
+:class:`~node.errors.ReplicationIncomplete`), reads and graph queries are retried like
+KV reads. A create over a live document is :class:`~node.errors.AlreadyExists`. Every
+answer carries the document's causal token (a version vector, agent tier; empty for
+mesh documents) in :class:`DocResult`; pass it back as ``causal_token`` to never be
+served state older than what you saw.
+
 **Errors** are the tree in :mod:`node.errors`; the gRPC error is kept as ``__cause__``.
 
 **Threads and tasks.** A :class:`Client` may be shared between threads; an
@@ -55,7 +66,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
@@ -68,6 +79,7 @@ from node.errors import (
     LEADER_ID_KEY,
     Compacted,
     InvalidArgument,
+    NotFound,
     OutcomeUnknown,
     ServerError,
     TadpoleError,
@@ -89,9 +101,12 @@ __all__ = [
     "Compare",
     "DeleteOp",
     "DeleteResult",
+    "DocResult",
     "EndpointStatus",
     "EndpointTierStatus",
     "EventType",
+    "GraphQueryKind",
+    "GraphQueryResult",
     "KeyValue",
     "Member",
     "NodeStatus",
@@ -363,6 +378,40 @@ class EndpointTierStatus:
     error: TadpoleError | None
 
 
+# -- documents ----------------------------------------------------------------------
+
+#: What a graph query lists: the meshes an agent is in, the agents in a mesh, or the
+#: agents sharing at least one mesh with an agent (itself excluded).
+GraphQueryKind = Literal["meshes_of_agent", "members_of_mesh", "neighbours"]
+
+
+@dataclass(frozen=True, slots=True)
+class DocResult:
+    """A document as the serving node holds it, after a write or for a read.
+
+    ``doc`` is the decoded JSON object (``{}`` after a delete: the document is gone).
+    ``replicas`` acknowledged a write durably (hinted copies included) and ``hinted``
+    owners were down and get it later; both are empty for a read. ``coordinator`` is
+    the node that answered. ``causal_token`` is the document's version vector (writer
+    -> counter; agent tier, ``{}`` for mesh documents): pass it as ``causal_token`` to a
+    later read or write to be served state at least this new.
+    """
+
+    doc: dict[str, Any]
+    replicas: tuple[str, ...]
+    hinted: tuple[str, ...]
+    coordinator: str
+    causal_token: dict[str, int]
+
+
+class GraphQueryResult(NamedTuple):
+    """One page of ids in code-point order; ``more``: the limit cut it (unpacks as a
+    pair). The next page starts after ``ids[-1]``."""
+
+    ids: tuple[str, ...]
+    more: bool
+
+
 class _Unset(enum.Enum):
     """Marks an argument as not given where ``None`` is a legitimate value (JSON null)."""
 
@@ -624,8 +673,9 @@ class _Attempts:
         # A write carrying a request id is applied at most once however often
         # it is sent, so an unknown outcome is retried like a read.
         self._idempotent = idempotent
-        # A call to the Tiers service: ABORTED means "below write quorum", and an update
-        # (write) is never applied at most once, so it is re-sent only when provably unsent.
+        # A call to a CRDT service (Tiers, Documents): ABORTED means "below write quorum",
+        # and an update (write) is never applied at most once, so it is re-sent only when
+        # provably unsent.
         self._tiers = tiers
         self._timeout_s = timeout_s
         self._deadline = now + timeout_s
@@ -1000,6 +1050,105 @@ def _tier_status(resp: Any) -> TierNodeStatus:
     )
 
 
+_GRAPH_KIND = {
+    "meshes_of_agent": pb.GraphQueryRequest.MESHES_OF_AGENT,
+    "members_of_mesh": pb.GraphQueryRequest.MEMBERS_OF_MESH,
+    "neighbours": pb.GraphQueryRequest.NEIGHBOURS,
+}
+
+
+def _doc_json(doc: Any, what: str) -> str:
+    if not isinstance(doc, Mapping):
+        raise InvalidArgument(f"{what} must be a JSON object (a dict), not {type(doc).__name__}")
+    return _to_json(dict(doc), what)
+
+
+def _with_causal_token(request: Any, token: Mapping[str, int] | None) -> Any:
+    """``request`` with ``token`` in its ``causal_token`` map (unchanged when ``None``).
+
+    Checked against the message descriptor, not assumed: a protocol version whose
+    request has no such field makes passing a token an InvalidArgument."""
+    if token is None:
+        return request
+    if not isinstance(token, Mapping):
+        raise InvalidArgument(f"causal_token must be a mapping, not {type(token).__name__}")
+    for writer, counter in token.items():
+        if not isinstance(writer, str):
+            raise InvalidArgument(f"causal_token keys must be str, not {type(writer).__name__}")
+        if isinstance(counter, bool) or not isinstance(counter, int):
+            raise InvalidArgument(f"causal_token[{writer!r}] must be an int, not {counter!r}")
+        if not 0 <= counter < _INT64:
+            raise InvalidArgument(f"causal_token[{writer!r}] = {counter} is not in [0, 2**63)")
+    if "causal_token" not in request.DESCRIPTOR.fields_by_name:
+        raise InvalidArgument(f"{request.DESCRIPTOR.name} carries no causal_token in this protocol")
+    request.causal_token.update(token)
+    return request
+
+
+def _doc_put_request(
+    tier: str, doc_id: str, doc: Any, *, create: bool, causal_token: Mapping[str, int] | None
+) -> Any:
+    what = "the document" if create else "the fields"
+    request = pb.DocPutRequest(tier=tier, id=doc_id, doc_json=_doc_json(doc, what), create=create)
+    return _with_causal_token(request, causal_token)
+
+
+def _doc_get_request(
+    tier: str, doc_id: str, consistency: str | None, causal_token: Mapping[str, int] | None
+) -> Any:
+    request = pb.DocGetRequest(tier=tier, id=doc_id, consistency=_tier_consistency(consistency))
+    return _with_causal_token(request, causal_token)
+
+
+def _doc_result(resp: Any) -> DocResult:
+    doc: Any = {}
+    if resp.found and resp.doc_json:
+        try:
+            doc = json.loads(resp.doc_json)
+        except ValueError as exc:
+            raise ServerError(f"the server sent a document that is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ServerError(f"the server sent a document that is a {type(doc).__name__}")
+    return DocResult(
+        doc=doc,
+        replicas=tuple(str(r) for r in resp.replicas),
+        hinted=tuple(str(h) for h in resp.hinted),
+        coordinator=str(resp.member_id),
+        causal_token={str(k): int(v) for k, v in sorted(resp.causal_token.items())},
+    )
+
+
+def _doc_get_result(resp: Any) -> DocResult | None:
+    return _doc_result(resp) if resp.found else None
+
+
+def _mesh_members_request(mesh_id: str, add: Iterable[str], remove: Iterable[str]) -> Any:
+    added, removed = _elements(add, "add"), _elements(remove, "remove")
+    if not added and not removed:
+        raise InvalidArgument("give agent ids to add and/or remove")
+    return pb.MeshMembersRequest(mesh_id=mesh_id, add=added, remove=removed)
+
+
+def _graph_query_request(kind: str, node_id: str, limit: int, start_after: str, prefix: str) -> Any:
+    which = _GRAPH_KIND.get(kind)
+    if which is None:
+        raise InvalidArgument(f"graph query kind {kind!r} is not one of {', '.join(_GRAPH_KIND)}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidArgument(f"limit must be an int >= 0, got {limit!r}")
+    return pb.GraphQueryRequest(
+        kind=which, id=node_id, limit=limit, start_after=start_after, prefix=prefix
+    )
+
+
+def _graph_query_result(resp: Any) -> GraphQueryResult:
+    return GraphQueryResult(ids=tuple(str(i) for i in resp.ids), more=bool(resp.more))
+
+
+def _check_page_size(page_size: int) -> None:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+        raise InvalidArgument(f"page_size must be an int >= 1, got {page_size!r}")
+
+
 def _event(msg: Any) -> WatchEvent:
     kind = EventType.DELETE if msg.type == pb.Event.DELETE else EventType.PUT
     return WatchEvent(type=kind, kv=_kv(msg.kv), prev_kv=_opt_kv(msg, "prev_kv"))
@@ -1057,9 +1206,14 @@ _STUBS: dict[str, Any] = {
     "kv": pb_grpc.KVStub,
     "cluster": pb_grpc.ClusterStub,
     "tiers": pb_grpc.TiersStub,
+    "documents": pb_grpc.DocumentsStub,
 }
 
-_Service = Literal["kv", "cluster", "tiers"]
+_Service = Literal["kv", "cluster", "tiers", "documents"]
+
+# Services whose writes are CRDT updates coordinated by any node: not idempotent
+# (re-sent only when nothing was applied), ABORTED = below write quorum.
+_CRDT_SERVICES = frozenset({"tiers", "documents"})
 
 
 def _check_timeout(timeout: float) -> float:
@@ -1210,7 +1364,7 @@ class Client:
             now=time.monotonic(),
             only=only,
             idempotent=write and bool(getattr(request, "request_id", "")),
-            tiers=service == "tiers",
+            tiers=service in _CRDT_SERVICES,
         )
         while True:
             endpoint = attempts.endpoint
@@ -1532,6 +1686,124 @@ class Client:
                 out.append(EndpointTierStatus(endpoint, None, from_rpc_error(exc)))
         return out
 
+    # -- Documents
+
+    def doc_create(
+        self,
+        tier: str,
+        id: str,
+        doc: Mapping[str, Any],
+        *,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult:
+        """Create the document ``id`` of ``tier`` from the whole ``doc`` (a mesh
+        document names its id in ``topology.mesh_id``; a deleted mesh may be created
+        again). Returns the stored document.
+
+        Not idempotent: re-sent only when nothing was applied. Raises AlreadyExists (a
+        live document has that id; nothing applied), InvalidArgument (the server names
+        the bad field), ReplicationIncomplete (applied below the write quorum; do not
+        resend), OutcomeUnknown."""
+        req = _doc_put_request(tier, id, doc, create=True, causal_token=causal_token)
+        return _doc_result(self._call("documents", "Put", req, write=True, timeout=timeout))
+
+    def doc_put(
+        self,
+        tier: str,
+        id: str,
+        fields: Mapping[str, Any],
+        *,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult:
+        """Change an existing document: mesh, replace the given fields
+        (``{"performance_data": {"collective_metrics": {...}}}``; each field last
+        writer wins); agent, apply ``fields`` as an RFC 7396 merge patch (``None``
+        removes a field). Returns the stored document. Raises NotFound (no such
+        document) and the errors of :meth:`doc_create`."""
+        req = _doc_put_request(tier, id, fields, create=False, causal_token=causal_token)
+        return _doc_result(self._call("documents", "Put", req, write=True, timeout=timeout))
+
+    def doc_get(
+        self,
+        tier: str,
+        id: str,
+        *,
+        consistency: TierConsistency | None = None,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult | None:
+        """The document, merged from ``consistency`` of its owners ("one", "quorum",
+        "all"; ``None`` = the server's default), or ``None`` if it does not exist (or
+        was deleted)."""
+        req = _doc_get_request(tier, id, consistency, causal_token)
+        try:
+            resp = self._call("documents", "Get", req, write=False, timeout=timeout)
+        except NotFound:
+            return None
+        return _doc_get_result(resp)
+
+    def doc_delete(self, tier: str, id: str, *, timeout: float | None = None) -> DocResult:
+        """Delete the document (``doc`` of the result is ``{}``). Not idempotent like
+        :meth:`doc_create`; raises NotFound if it does not exist."""
+        req = pb.DocGetRequest(tier=tier, id=id)
+        return _doc_result(self._call("documents", "Delete", req, write=True, timeout=timeout))
+
+    def mesh_members(
+        self,
+        mesh_id: str,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> DocResult:
+        """Add and/or remove member agents of a mesh (add wins over a concurrent
+        remove); returns the stored document. Raises NotFound (no such mesh) and the
+        errors of :meth:`doc_create`."""
+        req = _mesh_members_request(mesh_id, add, remove)
+        return _doc_result(self._call("documents", "Members", req, write=True, timeout=timeout))
+
+    def graph_query(
+        self,
+        kind: GraphQueryKind,
+        id: str,
+        *,
+        limit: int = 0,
+        start_after: str = "",
+        prefix: str = "",
+        timeout: float | None = None,
+    ) -> GraphQueryResult:
+        """One page of a graph query from ``id`` (an agent id, or a mesh id for
+        "members_of_mesh"): ids starting with ``prefix``, strictly after
+        ``start_after``, at most ``limit`` (0 = all); unpacks as ``(ids, more)``."""
+        req = _graph_query_request(kind, id, limit, start_after, prefix)
+        resp = self._call("documents", "Query", req, write=False, timeout=timeout)
+        return _graph_query_result(resp)
+
+    def graph_scan(
+        self,
+        kind: GraphQueryKind,
+        id: str,
+        *,
+        prefix: str = "",
+        start_after: str = "",
+        page_size: int = 500,
+        timeout: float | None = None,
+    ) -> Iterator[str]:
+        """Every id a graph query lists (after ``start_after``), fetched ``page_size``
+        at a time. Each page is answered separately: the whole is not a snapshot."""
+        _check_page_size(page_size)
+        after = start_after
+        while True:
+            page = self.graph_query(
+                kind, id, limit=page_size, start_after=after, prefix=prefix, timeout=timeout
+            )
+            yield from page.ids
+            if not page.more or not page.ids:
+                return
+            after = page.ids[-1]
+
     # -- lifecycle
 
     def close(self) -> None:
@@ -1699,7 +1971,7 @@ class AsyncClient:
             now=time.monotonic(),
             only=only,
             idempotent=write and bool(getattr(request, "request_id", "")),
-            tiers=service == "tiers",
+            tiers=service in _CRDT_SERVICES,
         )
         while True:
             endpoint = attempts.endpoint
@@ -1995,6 +2267,108 @@ class AsyncClient:
             return EndpointTierStatus(endpoint, _tier_status(resp), None)
 
         return list(await asyncio.gather(*(one(e) for e in self.endpoints)))
+
+    async def doc_create(
+        self,
+        tier: str,
+        id: str,
+        doc: Mapping[str, Any],
+        *,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult:
+        """See :meth:`Client.doc_create`."""
+        req = _doc_put_request(tier, id, doc, create=True, causal_token=causal_token)
+        resp = await self._call("documents", "Put", req, write=True, timeout=timeout)
+        return _doc_result(resp)
+
+    async def doc_put(
+        self,
+        tier: str,
+        id: str,
+        fields: Mapping[str, Any],
+        *,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult:
+        """See :meth:`Client.doc_put`."""
+        req = _doc_put_request(tier, id, fields, create=False, causal_token=causal_token)
+        resp = await self._call("documents", "Put", req, write=True, timeout=timeout)
+        return _doc_result(resp)
+
+    async def doc_get(
+        self,
+        tier: str,
+        id: str,
+        *,
+        consistency: TierConsistency | None = None,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult | None:
+        """See :meth:`Client.doc_get`."""
+        req = _doc_get_request(tier, id, consistency, causal_token)
+        try:
+            resp = await self._call("documents", "Get", req, write=False, timeout=timeout)
+        except NotFound:
+            return None
+        return _doc_get_result(resp)
+
+    async def doc_delete(self, tier: str, id: str, *, timeout: float | None = None) -> DocResult:
+        """See :meth:`Client.doc_delete`."""
+        req = pb.DocGetRequest(tier=tier, id=id)
+        resp = await self._call("documents", "Delete", req, write=True, timeout=timeout)
+        return _doc_result(resp)
+
+    async def mesh_members(
+        self,
+        mesh_id: str,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> DocResult:
+        """See :meth:`Client.mesh_members`."""
+        req = _mesh_members_request(mesh_id, add, remove)
+        resp = await self._call("documents", "Members", req, write=True, timeout=timeout)
+        return _doc_result(resp)
+
+    async def graph_query(
+        self,
+        kind: GraphQueryKind,
+        id: str,
+        *,
+        limit: int = 0,
+        start_after: str = "",
+        prefix: str = "",
+        timeout: float | None = None,
+    ) -> GraphQueryResult:
+        """See :meth:`Client.graph_query`."""
+        req = _graph_query_request(kind, id, limit, start_after, prefix)
+        resp = await self._call("documents", "Query", req, write=False, timeout=timeout)
+        return _graph_query_result(resp)
+
+    async def graph_scan(
+        self,
+        kind: GraphQueryKind,
+        id: str,
+        *,
+        prefix: str = "",
+        start_after: str = "",
+        page_size: int = 500,
+        timeout: float | None = None,
+    ) -> AsyncIterator[str]:
+        """See :meth:`Client.graph_scan`."""
+        _check_page_size(page_size)
+        after = start_after
+        while True:
+            page = await self.graph_query(
+                kind, id, limit=page_size, start_after=after, prefix=prefix, timeout=timeout
+            )
+            for item in page.ids:
+                yield item
+            if not page.more or not page.ids:
+                return
+            after = page.ids[-1]
 
     async def close(self) -> None:
         """Close every channel. Idempotent."""

@@ -6,7 +6,10 @@ One root, so a caller can catch everything the client raises with one clause::
     ├── InvalidArgument             the request is malformed (empty key, key or value too
     │                               large, bad revision, bad client option); a local
     │                               mistake: fix the request, never retry. Also a ValueError.
-    ├── NotFound                    the named thing does not exist (unknown node id)
+    ├── NotFound                    the named thing does not exist (unknown node id, no
+    │                               such mesh document)
+    ├── AlreadyExists               a create named a document that already exists (a live
+    │                               mesh); change it instead. Nothing was applied
     ├── FailedPrecondition          the cluster refuses in its current state (the transfer
     │                               target cannot take over)
     ├── Compacted                   a watch asked for history that was already dropped;
@@ -52,6 +55,7 @@ __all__ = [
     "COMPACT_REVISION_KEY",
     "LEADER_ADDRESS_KEY",
     "LEADER_ID_KEY",
+    "AlreadyExists",
     "Compacted",
     "FailedPrecondition",
     "InvalidArgument",
@@ -96,6 +100,11 @@ class InvalidArgument(TadpoleError, ValueError):
 
 class NotFound(TadpoleError):
     """The named object (e.g. a node id) does not exist."""
+
+
+class AlreadyExists(TadpoleError):
+    """A create named something that already exists (a live mesh document); nothing
+    was applied. Change the existing one, or delete it first."""
 
 
 class FailedPrecondition(TadpoleError):
@@ -160,9 +169,10 @@ class WriteTimeout(OutcomeUnknown, Timeout):
 
 class ReplicationIncomplete(OutcomeUnknown):
     """A CRDT-tier update reached fewer replicas than its write quorum (``ABORTED`` from
-    the Tiers service). Unlike a plain :class:`OutcomeUnknown` the update *was* applied:
-    it is durable on at least one replica and spreads to the others by hint hand-off and
-    anti-entropy. Tier updates are not idempotent, so resending it would apply it twice.
+    the Tiers or Documents service). Unlike a plain :class:`OutcomeUnknown` the update
+    *was* applied: it is durable on at least one replica and spreads to the others by
+    hint hand-off and anti-entropy. Tier updates are not idempotent, so resending it
+    would apply it twice.
     """
 
 
@@ -242,9 +252,9 @@ def from_rpc_error(exc: BaseException, *, write: bool = False, tiers: bool = Fal
     ``write`` says whether the failed call could have changed state: then
     ``DEADLINE_EXCEEDED`` means :class:`WriteTimeout` (outcome unknown) instead of
     :class:`Timeout`. ``ABORTED`` is :class:`OutcomeUnknown`, or, when ``tiers`` says the
-    call went to the Tiers service, :class:`ReplicationIncomplete` (that service's
-    "below write quorum, durable somewhere"). The caller raises the result ``from exc``;
-    this function never raises.
+    call went to a CRDT-tier service (Tiers, Documents), :class:`ReplicationIncomplete`
+    (those services' "below write quorum, durable somewhere"). The caller raises the
+    result ``from exc``; this function never raises.
     """
     code = rpc_code(exc)
     details = rpc_details(exc)
@@ -254,6 +264,8 @@ def from_rpc_error(exc: BaseException, *, write: bool = False, tiers: bool = Fal
         return InvalidArgument(f"invalid argument{said}", code=name, details=details)
     if code is grpc.StatusCode.NOT_FOUND:
         return NotFound(f"not found{said}", code=name, details=details)
+    if code is grpc.StatusCode.ALREADY_EXISTS:
+        return AlreadyExists(f"already exists{said}", code=name, details=details)
     if code is grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPrecondition(f"failed precondition{said}", code=name, details=details)
     if code is grpc.StatusCode.OUT_OF_RANGE:
