@@ -67,6 +67,10 @@ class NodeConfig:
     # a shorter interval shortens each hand-off (latency) at some cost in
     # context switches (throughput). Python's default is 0.005.
     gil_switch_interval_s: float = 0.0005
+    # How often population logs are compacted under their retention policies
+    # (detailed -> day summaries -> expiry; archives for archival subspaces),
+    # seconds. Compaction is idempotent within a UTC day, so hourly is plenty.
+    retention_interval_s: float = 3600.0
     # Python logging level for the node process.
     log_level: str = "INFO"
     raft: RaftConfig = field(default_factory=RaftConfig)
@@ -91,6 +95,8 @@ class NodeConfig:
             )
         if self.max_value_bytes < 1 or self.max_value_bytes > 64 << 20:
             raise ConfigError("max_value_bytes must be between 1 and 64 MiB")
+        if self.retention_interval_s <= 0:
+            raise ConfigError("retention_interval_s must be positive")
         if self.request_timeout_s <= 0:
             raise ConfigError("request_timeout_s must be positive")
         if self.system_backend not in ("raft", "etcd"):

@@ -103,7 +103,8 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
             if loop.time() > deadline:
                 raise NoOwnerReachable(
                     f"agent {agent_id}: no live replica has caught up with the causal token "
-                    f"within {CAUSAL_WAIT_S:g} s; retry (an older state is never served)"
+                    f"within {CAUSAL_WAIT_S:g} s; nothing applied; retry (an older state is "
+                    "never served)"
                 )
             await asyncio.sleep(0.05)
         return state
@@ -226,6 +227,8 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
     async def _query(self, kind: int, node_id: str) -> list[str]:
         if kind == pb.GraphQueryRequest.MEMBERS_OF_MESH:
             read = await self._r.read(MESH, node_id, ONE)
+            if not mesh_doc.exists(mesh_doc.as_mesh_state(read.state)):
+                raise mesh_doc.MeshNotFound(f"no mesh {node_id}")
             return mesh_doc.members_of(read.state)
         index = await self._r.read(MESH, mesh_doc.index_key(node_id), ONE)
         listed = mesh_doc.meshes_of(index.state)

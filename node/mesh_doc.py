@@ -497,7 +497,9 @@ def create(
     mesh_id = flat[MESH_ID_PATH]
     base = prior if prior is not None else MeshState()
     if exists(prior):
-        raise MeshExists(f"mesh {mesh_id} exists; update it with put_fields")
+        raise MeshExists(
+            f"mesh {mesh_id} exists; update it instead (Put without create, tadpole mesh set)"
+        )
     recorded = mesh_id_of(base)
     if recorded is not None and recorded != mesh_id:
         raise _fail(MESH_ID_PATH, f"{mesh_id} does not match the stored mesh {recorded}")

@@ -51,12 +51,14 @@ from gossip.codec import encode as encode_sync
 from gossip.errors import GossipError
 from gossip.merkle import MerkleLayout, MerkleTree
 from gossip.messages import SyncMessage
-from node import agent_doc, mesh_doc
+from node import agent_doc, mesh_doc, population
 from node.documents import DocOp, apply_doc_op, member_changes
 from node.gossip_driver import GossipDriver, auth_metadata
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.placement import ranking
+from node.population import PopulationLog
+from node.retention import write_archive
 from node.store import TierStore, digest_of
 from node.tier_ops import TIERS, Op, TierSpec, apply_op, check_tier_key, render, tier_spec
 from node.validation import InvalidArgument
@@ -127,6 +129,9 @@ class Replication:
         handoff_interval_s: float = 1.0,
         call_timeout_s: float = 2.0,
         clock_ns: Callable[[], int] = time.time_ns,
+        archive_dir: str | None = None,
+        compaction_interval_s: float = 3600.0,
+        cluster_size: int = 3,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -136,6 +141,13 @@ class Replication:
         self._handoff_interval = handoff_interval_s
         self._timeout = call_timeout_s
         self._clock_ns = clock_ns
+        self.archive_dir = archive_dir
+        # Configured members (not live ones): a write quorum larger than the
+        # whole cluster (RF 2 on a single-node deployment) is capped to it;
+        # one above the *live* members is not — that is what hints are for.
+        self._cluster_size = cluster_size
+        self._compaction_interval = compaction_interval_s
+        self.archived_entries = 0
         self._hlc = HybridLogicalClock()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,6 +167,10 @@ class Replication:
             loop.create_task(self._every(self._handoff_interval, self.hand_off), name="handoff"),
             loop.create_task(
                 self._every(self._ae_interval, self.anti_entropy_round), name="anti-entropy"
+            ),
+            loop.create_task(
+                self._every(self._compaction_interval, self.compact_population),
+                name="population-retention",
             ),
         ]
 
@@ -265,24 +281,25 @@ class Replication:
             if isinstance(op, DocOp):
                 new, delta = apply_doc_op(state, op, self.node_id, hlc)
             else:
-                new, delta = apply_op(state, op, self.node_id, hlc)
+                new, delta = apply_op(state, op, self.node_id, hlc, tier=tier)
             captured["before"], captured["state"], captured["delta"] = state, new, delta
             return encode(new)
 
         await self.store.update(tier, key, mutate)
         state, delta_state = captured["state"], captured["delta"]
         assert state is not None and delta_state is not None
-        if spec.write_quorum <= 1 and len(owners) > 1:
+        quorum = min(spec.write_quorum, self._cluster_size)
+        if quorum <= 1 and len(owners) > 1:
             # "1 + backup": acknowledged once durable here; the other owners
             # (the backup) get it asynchronously, hinted if they are down.
             self._background(self._replicate(spec, key, encode(delta_state), owners, live))
             return UpdateResult(state, [self.node_id], [], self.node_id)
         acks, hinted = await self._replicate(spec, key, encode(delta_state), owners, live)
         result = UpdateResult(state, acks, hinted, self.node_id)
-        if len(acks) < spec.write_quorum:
+        if len(acks) < quorum:
             raise NotEnoughReplicas(
                 f"{tier}/{key}: the update is durable on {', '.join(acks)} but reached "
-                f"{len(acks)} of the {spec.write_quorum} required replicas; it will "
+                f"{len(acks)} of the {quorum} required replicas; it will "
                 "converge when the owners are back (resending would apply it twice)"
             )
         if isinstance(op, DocOp) and tier == "mesh":
@@ -530,6 +547,40 @@ class Replication:
         response = SyncPeer({space.name: space}).handle(msg)
         await space.flush()
         return encode_sync(response) if response is not None else b""
+
+    async def compact_population(self) -> int:
+        """Apply every local population log's retention policy (node/population.py).
+
+        Archival policies write the entries leaving the detailed log to
+        ``archive_dir`` first (durable), then the compacted state is merged
+        into the stored one — compaction only adds information, so the join
+        is safe against appends that landed meanwhile. Returns keys changed."""
+        now = self._clock_ns()
+        changed = 0
+        for key, _ in list(self.store.keys_and_digests("population")):
+            raw = self.store.get("population", key)
+            if raw is None:
+                continue
+            state = decode(raw)
+            if not isinstance(state, PopulationLog):
+                continue
+            step = population.compact(state, key, now)
+            if step.archive:
+                if self.archive_dir is None:
+                    log.warning("no archive directory: keeping %s detailed", key)
+                    continue
+                subspace = key.partition("/")[0]
+                await asyncio.to_thread(
+                    write_archive, self.archive_dir, subspace, key, step.archive, now
+                )
+                self.archived_entries += len(step.archive)
+            compacted = encode(PopulationLog(step.state))
+            if compacted != raw:
+                await self.merge_local("population", key, compacted)
+                changed += 1
+        if changed:
+            log.info("retention compacted %d population logs", changed)
+        return changed
 
     def health(self) -> dict[str, TierHealth]:
         return dict(self._round.health)

@@ -117,7 +117,13 @@ class NodeServer:
         os.makedirs(cfg.data_path, exist_ok=True)
         self.store = TierStore(os.path.join(cfg.data_path, "tiers.db"))
         self.replication = Replication(
-            node_id=cfg.node_id, store=self.store, gossip=self.gossip, token=token
+            node_id=cfg.node_id,
+            store=self.store,
+            gossip=self.gossip,
+            token=token,
+            archive_dir=os.path.join(cfg.data_path, "archive"),
+            compaction_interval_s=cfg.retention_interval_s,
+            cluster_size=len(cfg.peers) + 1,
         )
         pb_grpc.add_TiersServicer_to_server(TiersServicer(self.replication, self.metrics), server)
         pb_grpc.add_DocumentsServicer_to_server(DocumentsServicer(self.replication), server)

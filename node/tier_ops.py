@@ -37,6 +37,7 @@ from crdt import (
     PNCounter,
     Timestamp,
 )
+from node.population import PopulationLog
 from node.validation import InvalidArgument, check_key
 
 POPULATION_SUBSPACES = (
@@ -111,6 +112,7 @@ _KIND_TYPE = {
 }
 
 TYPE_NAMES: dict[type[CRDTBase], str] = {
+    PopulationLog: "population_log",
     PNCounter: "pncounter",
     ORSet: "orset",
     LWWRegister: "lwwregister",
@@ -163,13 +165,17 @@ def op_from_request(request: Any) -> Op:
 
 
 def apply_op(
-    state: CRDTBase | None, op: Op, node_id: str, hlc: Timestamp
+    state: CRDTBase | None, op: Op, node_id: str, hlc: Timestamp, *, tier: str = ""
 ) -> tuple[CRDTBase, CRDTBase]:
     """(new state, delta) of applying ``op`` at replica ``node_id``.
 
-    Raises InvalidArgument when the key holds another type or the value does
-    not fit the type."""
-    wanted = _KIND_TYPE[op.kind]
+    Event logs in the population tier are :class:`PopulationLog` (retention
+    policies apply); elsewhere plain :class:`crdt.EventLog`. Raises
+    InvalidArgument when the key holds another type or the value does not fit
+    the type."""
+    wanted: type[CRDTBase] = _KIND_TYPE[op.kind]
+    if op.kind == "log_append" and tier == "population":
+        wanted = PopulationLog
     if state is None:
         state = wanted()
     elif not isinstance(state, wanted):
@@ -198,7 +204,7 @@ def _delta(state: CRDTBase, op: Op, node_id: str, hlc: Timestamp) -> CRDTBase:
         return delta
     if isinstance(state, LWWRegister):
         return state.assign(op.value, hlc, node_id)
-    if isinstance(state, EventLog):
+    if isinstance(state, EventLog | PopulationLog):
         return state.append(hlc, node_id, op.entry_id, op.value)
     assert isinstance(state, LWWMap)
     if op.remove:

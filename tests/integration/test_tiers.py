@@ -109,8 +109,10 @@ def test_rf2_survives_an_owner_kill_rereplicates_and_converges(
     # spare an owner and anti-entropy copies the key there: RF is back to 2.
     wait_gossip(stubs, cluster, survivor, victim, "dead")
     wait_for(
-        lambda: sorted(copies(stubs, cluster, "population", KEY, [survivor, spare]))
-        == sorted([survivor, spare]),
+        lambda: (
+            sorted(copies(stubs, cluster, "population", KEY, [survivor, spare]))
+            == sorted([survivor, spare])
+        ),
         30,
         "re-replicated to the spare",
     )
