@@ -39,6 +39,7 @@ from node.client import (
     NodeStatus,
     TierConsistency,
     TierNodeStatus,
+    TierReplicaStatus,
     TierUpdateResult,
     TierValue,
     parse_endpoints,
@@ -177,6 +178,7 @@ def _status_json(s: NodeStatus) -> dict[str, Any]:
         "uptime_s": s.uptime_s,
         "data_dir": s.data_dir,
         "system_backend": s.system_backend,
+        "tiers": _tier_status_json(TierNodeStatus(s.id, s.tiers))["tiers"],
     }
 
 
@@ -284,10 +286,45 @@ def status(as_json: bool) -> None:
                 ]
             )
         click.echo(_table(headers, rows))
+        tiers = _tier_summary([r.status for r in results if r.status is not None])
+        if tiers:
+            click.echo("\n" + tiers)
         for line in errors:
             click.echo(line, err=True)
     if all(r.status is None for r in results):
         raise click.exceptions.Exit(EXIT_FAILURE)
+
+
+def _tier_summary(statuses: list[NodeStatus]) -> str:
+    """CRDT-tier replication across the answering nodes: copies per node,
+    under-replicated keys and pending hints summed, the oldest hint (replica lag)."""
+    if not any(s.tiers for s in statuses):
+        return ""
+    ids = [s.id for s in statuses]
+    headers = ["TIER", "RF", *[f"KEYS@{i}" for i in ids], "UNDER-REPLICATED", "HINTS"]
+    headers += ["REPLICA-LAG"]
+    names = list(dict.fromkeys(t.tier for s in statuses for t in s.tiers))
+    rows: list[list[object]] = []
+    for name in names:
+        per: dict[str, TierReplicaStatus] = {}
+        for st in statuses:
+            for t in st.tiers:
+                if t.tier == name:
+                    per[st.id] = t
+        found = list(per.values())
+        hints = sum(t.hints_pending for t in found)
+        lag = max((t.oldest_hint_age_s for t in found if t.hints_pending), default=0.0)
+        rows.append(
+            [
+                name,
+                max(t.rf for t in found),
+                *[per[i].local_keys if i in per else "-" for i in ids],
+                sum(t.under_replicated for t in found),
+                hints,
+                _sync_age(lag) if hints else "-",
+            ]
+        )
+    return _table(headers, rows)
 
 
 @cli.command()

@@ -287,6 +287,8 @@ class NodeStatus:
     system_backend: str
     leader_id: str
     revision: int
+    # Replication health of the CRDT tiers as this node sees it.
+    tiers: tuple[TierReplicaStatus, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -886,6 +888,7 @@ def _status(resp: Any) -> NodeStatus:
         system_backend=str(resp.system_backend),
         leader_id=str(resp.header.leader_id),
         revision=int(resp.header.revision),
+        tiers=_tier_rows(resp.tiers),
     )
 
 
@@ -1032,22 +1035,23 @@ def _tier_scan_result(resp: Any) -> TierScanResult:
     return TierScanResult(keys=tuple(str(k) for k in resp.keys), more=bool(resp.more))
 
 
-def _tier_status(resp: Any) -> TierNodeStatus:
-    return TierNodeStatus(
-        member_id=str(resp.member_id),
-        tiers=tuple(
-            TierReplicaStatus(
-                tier=str(t.tier),
-                rf=int(t.rf),
-                local_keys=int(t.local_keys),
-                under_replicated=int(t.under_replicated),
-                hints_pending=int(t.hints_pending),
-                last_sync_age_s=float(t.last_sync_age_s),
-                oldest_hint_age_s=float(t.oldest_hint_age_s),
-            )
-            for t in resp.tiers
-        ),
+def _tier_rows(tiers: Iterable[Any]) -> tuple[TierReplicaStatus, ...]:
+    return tuple(
+        TierReplicaStatus(
+            tier=str(t.tier),
+            rf=int(t.rf),
+            local_keys=int(t.local_keys),
+            under_replicated=int(t.under_replicated),
+            hints_pending=int(t.hints_pending),
+            last_sync_age_s=float(t.last_sync_age_s),
+            oldest_hint_age_s=float(t.oldest_hint_age_s),
+        )
+        for t in tiers
     )
+
+
+def _tier_status(resp: Any) -> TierNodeStatus:
+    return TierNodeStatus(member_id=str(resp.member_id), tiers=_tier_rows(resp.tiers))
 
 
 _GRAPH_KIND = {
