@@ -662,6 +662,107 @@ def tier_status(as_json: bool) -> None:
         raise click.exceptions.Exit(EXIT_FAILURE)
 
 
+# -- agent documents ---------------------------------------------------------------------
+
+AGENT_TIER = "agent"
+
+
+@cli.group()
+def agent() -> None:
+    """Agent documents (causal): create, get, patch (RFC 7396), capability edits.
+
+    Writes print the stored document on stdout and its causal token on stderr
+    (`token: {...}`); pass it back with --token to never see older state."""
+
+
+def _token_option(func: Any) -> Any:
+    return click.option(
+        "--token",
+        "token",
+        default=None,
+        metavar="JSON",
+        help="Causal token from an earlier call, e.g. '{\"n1\": 3}'.",
+    )(func)
+
+
+def _token(text: str | None) -> dict[str, int] | None:
+    if not text:
+        return None
+    value = _json_arg(text, "--token")
+    if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
+        raise InvalidArgument('--token must be a JSON object of node id -> count, e.g. {"n1": 3}')
+    return {str(k): int(v) for k, v in value.items()}
+
+
+def _agent_written(result: DocResult) -> None:
+    _written(result)
+    click.echo(f"token: {json.dumps(result.causal_token, sort_keys=True)}", err=True)
+
+
+@agent.command(name="create")
+@click.argument("source", type=click.File("r"), metavar="FILE")
+@_handle_errors
+def agent_create(source: IO[str]) -> None:
+    """Create an agent from the JSON document in FILE (- = stdin); its id is
+    identity.agent_id."""
+    doc = _json_arg(source.read(), "the document")
+    identity = doc.get("identity") if isinstance(doc, dict) else None
+    agent_id = identity.get("agent_id") if isinstance(identity, dict) else None
+    if not isinstance(agent_id, str) or not agent_id:
+        raise InvalidArgument("identity.agent_id: missing; an agent document names its id there")
+    _agent_written(_settings().client().doc_create(AGENT_TIER, agent_id, doc))
+
+
+@agent.command(name="get")
+@click.argument("agent_id")
+@_token_option
+@_handle_errors
+def agent_get(agent_id: str, token: str | None) -> None:
+    """Print the agent document as JSON alone (exit 1 if there is none)."""
+    result = _settings().client().doc_get(AGENT_TIER, agent_id, causal_token=_token(token))
+    if result is None:
+        _fail(f"agent not found: {agent_id}")
+    _print_doc(result.doc)
+    click.echo(f"token: {json.dumps(result.causal_token, sort_keys=True)}", err=True)
+
+
+@agent.command(name="patch")
+@click.argument("agent_id")
+@click.argument("patch", metavar="JSON")
+@_token_option
+@_handle_errors
+def agent_patch(agent_id: str, patch: str, token: str | None) -> None:
+    """Apply a JSON merge patch (null removes a field), e.g.
+    '{"performance_state": {"rubric_scores": [0.9]}}'."""
+    result = (
+        _settings()
+        .client()
+        .doc_put(AGENT_TIER, agent_id, _json_arg(patch, "JSON"), causal_token=_token(token))
+    )
+    _agent_written(result)
+
+
+@agent.command(name="capability-add")
+@click.argument("agent_id")
+@click.argument("amounts", nargs=-1, required=True, metavar="DIM=AMOUNT...")
+@_token_option
+@_handle_errors
+def agent_capability_add(agent_id: str, amounts: tuple[str, ...], token: str | None) -> None:
+    """Add to capability-vector dimensions (0-255), e.g. 3=0.25 200=-1; concurrent
+    edits commute."""
+    parsed: dict[int, float] = {}
+    for item in amounts:
+        dim, sep, amount = item.partition("=")
+        try:
+            parsed[int(dim)] = float(amount)
+        except ValueError:
+            raise InvalidArgument(f"{item!r} is not DIM=AMOUNT (e.g. 3=0.25)") from None
+        if not sep:
+            raise InvalidArgument(f"{item!r} is not DIM=AMOUNT (e.g. 3=0.25)")
+    result = _settings().client().capability_add(agent_id, parsed, causal_token=_token(token))
+    _agent_written(result)
+
+
 # -- mesh documents ----------------------------------------------------------------------
 
 MESH_TIER = "mesh"

@@ -1035,6 +1035,21 @@ def _tier_scan_result(resp: Any) -> TierScanResult:
     return TierScanResult(keys=tuple(str(k) for k in resp.keys), more=bool(resp.more))
 
 
+def _capability_add_request(
+    agent_id: str, amounts: Mapping[int, float], causal_token: Mapping[str, int] | None
+) -> Any:
+    if not amounts:
+        raise InvalidArgument("capability_add needs at least one dimension")
+    req = pb.CapabilityAddRequest(agent_id=agent_id)
+    for dim, amount in amounts.items():
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 0 <= dim < 256:
+            raise InvalidArgument(f"capability dimension {dim!r} is not an integer in 0..255")
+        req.amounts[dim] = float(amount)
+    for node, count in (causal_token or {}).items():
+        req.causal_token[node] = int(count)
+    return req
+
+
 def _tier_rows(tiers: Iterable[Any]) -> tuple[TierReplicaStatus, ...]:
     return tuple(
         TierReplicaStatus(
@@ -1768,6 +1783,22 @@ class Client:
         req = _mesh_members_request(mesh_id, add, remove)
         return _doc_result(self._call("documents", "Members", req, write=True, timeout=timeout))
 
+    def capability_add(
+        self,
+        agent_id: str,
+        amounts: Mapping[int, float],
+        *,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult:
+        """Add ``amounts[dim]`` to dimensions (0-255) of the agent's capability vector;
+        concurrent adds commute (they sum on every replica). Not idempotent: resent only
+        when nothing was applied. Raises NotFound (no such agent) and the errors of
+        :meth:`doc_create`."""
+        req = _capability_add_request(agent_id, amounts, causal_token)
+        resp = self._call("documents", "CapabilityAdd", req, write=True, timeout=timeout)
+        return _doc_result(resp)
+
     def graph_query(
         self,
         kind: GraphQueryKind,
@@ -2334,6 +2365,19 @@ class AsyncClient:
         """See :meth:`Client.mesh_members`."""
         req = _mesh_members_request(mesh_id, add, remove)
         resp = await self._call("documents", "Members", req, write=True, timeout=timeout)
+        return _doc_result(resp)
+
+    async def capability_add(
+        self,
+        agent_id: str,
+        amounts: Mapping[int, float],
+        *,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult:
+        """See :meth:`Client.capability_add`."""
+        req = _capability_add_request(agent_id, amounts, causal_token)
+        resp = await self._call("documents", "CapabilityAdd", req, write=True, timeout=timeout)
         return _doc_result(resp)
 
     async def graph_query(

@@ -150,3 +150,39 @@ def test_bad_agent_documents_are_rejected(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in (err.value.details() or ""), err.value.details()
     assert not stub.Get(pb.DocGetRequest(tier="agent", id=agent), timeout=10).found
+
+
+def test_agent_cli_round_trip_with_tokens(make_cluster: Any, stubs: Any, tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from node.cli import cli
+
+    cluster = make_cluster()
+    wait_members(stubs, cluster, cluster.node_ids)
+    agent = str(uuid.uuid4())
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps(agent_doc(agent)))
+    runner = CliRunner()
+    eps = list(cluster.addresses.values())
+
+    def run(endpoint: str, *args: str) -> Any:
+        return runner.invoke(cli, ["--endpoints", endpoint, "agent", *args])
+
+    created = run(eps[0], "create", str(path))
+    assert created.exit_code == 0, created.output
+    token = created.stderr.split("token: ", 1)[1].strip()
+    patched = run(eps[1], "patch", agent, '{"performance_state": {"rubric_scores": [0.9]}}',
+                  "--token", token)  # fmt: skip
+    assert patched.exit_code == 0, patched.output
+    token = patched.stderr.split("token: ", 1)[1].strip()
+    added = run(eps[2], "capability-add", agent, "7=0.5", "--token", token)
+    assert added.exit_code == 0, added.output
+    token = added.stderr.split("token: ", 1)[1].strip()
+    got = run(eps[0], "get", agent, "--token", token)
+    assert got.exit_code == 0, got.output
+    doc = json.loads(got.stdout)
+    assert doc["performance_state"]["rubric_scores"] == [0.9]
+    assert doc["knowledge_state"]["capability_vector"][7] == 0.5
+    bad = run(eps[0], "patch", agent, '{"identity": {"agent_id": "x"}}')
+    assert bad.exit_code == 2 and "agent_id" in bad.stderr
+    assert run(eps[0], "get", str(uuid.uuid4())).exit_code == 1
