@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -48,8 +47,8 @@ from node.errors import (
 )
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from tests.unit.client_helpers import FAST, client_for, dead_endpoint, rpc_error
 
-FAST = RetryPolicy(attempts=5, initial_backoff_s=0.0, max_backoff_s=0.0, cooldown_s=60.0)
 S = grpc.StatusCode
 
 
@@ -348,13 +347,6 @@ class FakeCluster:
             node.server.stop(None).wait()
 
 
-def dead_endpoint() -> str:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
-
-
 @pytest.fixture
 def cluster() -> Iterator[FakeCluster]:
     c = FakeCluster(3)
@@ -369,16 +361,7 @@ def one() -> Iterator[FakeCluster]:
     c.stop()
 
 
-def client_for(endpoints: list[str], **kwargs: Any) -> Client:
-    return Client(endpoints, retry=FAST, rng=random.Random(7), **kwargs)
-
-
 # -- error mapping (pure) ------------------------------------------------------------
-
-
-def rpc_error(code: grpc.StatusCode, details: str = "", **trailing: str) -> grpc.aio.AioRpcError:
-    md = grpc.aio.Metadata(*((k.replace("_", "-"), v) for k, v in trailing.items()))
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), md, details)
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import random
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 
 from node import cli as cli_module
-from node.client import AsyncClient, Client, DocResult, GraphQueryResult, RetryPolicy
+from node.client import AsyncClient, Client, DocResult, GraphQueryResult
 from node.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -43,8 +41,8 @@ from node.errors import (
 )
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from tests.unit.client_helpers import FAST, client_for, dead_endpoint, rpc_error
 
-FAST = RetryPolicy(attempts=5, initial_backoff_s=0.0, max_backoff_s=0.0, cooldown_s=60.0)
 S = grpc.StatusCode
 Q = pb.GraphQueryRequest
 
@@ -238,13 +236,6 @@ class FakeCluster:
             node.server.stop(None).wait()
 
 
-def dead_endpoint() -> str:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
-
-
 @pytest.fixture
 def one() -> Iterator[FakeCluster]:
     c = FakeCluster(1)
@@ -257,14 +248,6 @@ def three() -> Iterator[FakeCluster]:
     c = FakeCluster(3)
     yield c
     c.stop()
-
-
-def client_for(endpoints: list[str]) -> Client:
-    return Client(endpoints, retry=FAST, rng=random.Random(7))
-
-
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
 # -- error mapping (pure) ------------------------------------------------------------

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import random
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -27,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from node import cli as cli_module
-from node.client import AsyncClient, Client, RetryPolicy, TierValue
+from node.client import AsyncClient, Client, TierValue
 from node.errors import (
     InvalidArgument,
     OutcomeUnknown,
@@ -38,8 +36,8 @@ from node.errors import (
 )
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from tests.unit.client_helpers import FAST, client_for, dead_endpoint, rpc_error
 
-FAST = RetryPolicy(attempts=5, initial_backoff_s=0.0, max_backoff_s=0.0, cooldown_s=60.0)
 S = grpc.StatusCode
 TIERS = ("population", "agent", "mesh", "metrics")
 NOTHING_APPLIED = "metrics/k: none of its owners (n2, n3) answered; nothing applied"
@@ -219,13 +217,6 @@ class FakeCluster:
             node.server.stop(None).wait()
 
 
-def dead_endpoint() -> str:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
-
-
 @pytest.fixture
 def one() -> Iterator[FakeCluster]:
     c = FakeCluster(1)
@@ -238,14 +229,6 @@ def three() -> Iterator[FakeCluster]:
     c = FakeCluster(3)
     yield c
     c.stop()
-
-
-def client_for(endpoints: list[str]) -> Client:
-    return Client(endpoints, retry=FAST, rng=random.Random(7))
-
-
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
 # -- error mapping (pure) ------------------------------------------------------------
