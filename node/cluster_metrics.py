@@ -86,6 +86,10 @@ class ClusterMetrics:
             current = self._merged.get(name, GCounter())
             self._merged[name] = current.merge(GCounter({origin: value}))
 
+    def local_counts(self) -> dict[str, int]:
+        """What this node itself has served, by metric."""
+        return {name: int(v) for name, v in self._local.items()}
+
     def read(self, key: str) -> GCounter | None:
         """The cluster-wide counter for ``cluster/<metric>`` (None if never seen)."""
         if not key.startswith(PREFIX):

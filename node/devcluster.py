@@ -57,11 +57,18 @@ class LocalCluster:
     base_port: int
     host: str = "127.0.0.1"
     extra_args: list[str] = field(default_factory=list)
+    # Prometheus /metrics + /healthz on metrics_base_port + 1, + 2, ... (None = off).
+    metrics_base_port: int | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def addresses(self) -> dict[str, str]:
         return {nid: f"{self.host}:{self.base_port + i + 1}" for i, nid in enumerate(self.node_ids)}
+
+    def metrics_address(self, node_id: str) -> str | None:
+        if self.metrics_base_port is None:
+            return None
+        return f"{self.host}:{self.metrics_base_port + self.node_ids.index(node_id) + 1}"
 
     @property
     def endpoints(self) -> str:
@@ -111,6 +118,7 @@ class LocalCluster:
             self.secret_file,
             "--pid-file",
             self.pid_file(node_id),
+            *(["--metrics-listen", m] if (m := self.metrics_address(node_id)) else []),
             *self.extra_args,
         ]
 
@@ -242,16 +250,32 @@ def main() -> None:
 
 @main.command()
 @click.option("--base-port", type=int, default=7100, show_default=True)
+@click.option(
+    "--metrics-base-port",
+    type=int,
+    default=None,
+    help="Prometheus /metrics on this + 1, + 2, ... (default: base port + 100).",
+)
 @click.option("--dir", "root", default=".cluster", show_default=True)
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 @click.argument("node_ids", nargs=-1)
-def start(base_port: int, root: str, timeout: float, node_ids: tuple[str, ...]) -> None:
+def start(
+    base_port: int,
+    metrics_base_port: int | None,
+    root: str,
+    timeout: float,
+    node_ids: tuple[str, ...],
+) -> None:
     """Start NODE_IDS (default n1 n2 n3) in the background and wait for a leader."""
-    cluster = LocalCluster(root, list(node_ids or ("n1", "n2", "n3")), base_port)
+    metrics_base = base_port + 100 if metrics_base_port is None else metrics_base_port
+    cluster = LocalCluster(
+        root, list(node_ids or ("n1", "n2", "n3")), base_port, metrics_base_port=metrics_base
+    )
     cluster.start()
     for node_id in cluster.node_ids:
         click.echo(
             f"{node_id}: pid {cluster.pid(node_id)}  grpc {cluster.addresses[node_id]}  "
+            f"metrics http://{cluster.metrics_address(node_id)}/metrics  "
             f"log {cluster.log_file(node_id)}"
         )
     try:

@@ -26,6 +26,7 @@ from node.cluster_metrics import ClusterMetrics
 from node.config import NodeConfig
 from node.doc_api import DocumentsServicer
 from node.gossip_driver import GossipDriver
+from node.http import HttpServer
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peers import PeerAuthInterceptor, PeerServicer, RaftLink
@@ -80,6 +81,7 @@ class NodeServer:
         self.store: TierStore | None = None
         self.replication: Replication | None = None
         self.metrics = ClusterMetrics(config.node_id, self.gossip)
+        self.http = HttpServer(self, config.metrics_listen) if config.metrics_listen else None
 
     def _send_raft(self, peer_id: str, frames: list[bytes]) -> None:
         # Tick thread -> the peer's link thread (never through the event loop).
@@ -147,6 +149,8 @@ class NodeServer:
         assert self.replication is not None
         self.replication.start()
         self.metrics.start()
+        if self.http is not None:
+            await self.http.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health_servicer = health_servicer
@@ -162,6 +166,8 @@ class NodeServer:
         log.info("node %s stopping", self.config.node_id)
         if self._health_servicer is not None:
             await self._health_servicer.enter_graceful_shutdown()
+        if self.http is not None:
+            await self.http.stop()
         await self.metrics.stop()
         await self.gossip.stop()
         if self._server is not None:
