@@ -32,13 +32,13 @@ proto: venv
 	@echo "regenerated node/pb/tadpole_pb2*.py"
 
 cluster: venv
-	@$(PY) -m node.devcluster start --base-port $(PORT_BASE) --dir $(CLUSTER_DIR) $(NODES)
+	@$(PY) -m node.dev.cluster start --base-port $(PORT_BASE) --dir $(CLUSTER_DIR) $(NODES)
 
 cluster-stop:
-	@if test -x $(PY); then $(PY) -m node.devcluster stop --dir $(CLUSTER_DIR); else echo "no venv, nothing to stop"; fi
+	@if test -x $(PY); then $(PY) -m node.dev.cluster stop --dir $(CLUSTER_DIR); else echo "no venv, nothing to stop"; fi
 
 cluster-status: venv
-	@$(VENV)/bin/tadpole --endpoints $$($(PY) -m node.devcluster endpoints --dir $(CLUSTER_DIR)) members
+	@$(VENV)/bin/tadpole --endpoints $$($(PY) -m node.dev.cluster endpoints --dir $(CLUSTER_DIR)) members
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -53,8 +53,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import grpc
 
-from node.devcluster import LocalCluster
-from node.devetcd import INSTALL_HINT, LocalEtcd, find_etcd
+from node.dev.cluster import LocalCluster
+from node.dev.etcd import INSTALL_HINT, LocalEtcd, find_etcd
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 

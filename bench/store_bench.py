@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.store import TierStore
+from node.replication.store import TierStore
 
 
 def fdatasync_latency_ms(directory: str, rounds: int = 200) -> float:

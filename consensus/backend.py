@@ -1,8 +1,8 @@
 """The one interface every system-tier backend implements.
 
-The gRPC layer (``node/api.py``) talks only to this protocol; the Raft
-backend (``node/system.py`` over ``consensus/raft.py``) and the etcd backend
-(``consensus/etcd_backend.py``) both implement it, so one test suite runs
+The gRPC layer (``node/api/kv.py``) talks only to this protocol; the Raft
+backend (``consensus/raft/bridge.py`` over ``consensus/raft/backend.py``) and the etcd backend
+(``consensus/etcd/backend.py``) both implement it, so one test suite runs
 against both.
 
 Contract, per method (all are coroutines on the node's event loop unless

@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consensus.raft import RaftConfig
+from consensus.raft.backend import RaftConfig
 
 ENV_PREFIX = "TADPOLE_"
-MAX_KEY_BYTES = 1024
 
 
 class ConfigError(ValueError):

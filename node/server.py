@@ -1,7 +1,7 @@
 """One node process: wires the system tier, the gRPC server and peer links.
 
 Everything runs on one asyncio loop except the Raft tick thread (see
-``consensus.raft``). ``run_node`` is what ``tadpole node`` calls.
+``consensus.raft.backend``). ``run_node`` is what ``tadpole node`` calls.
 """
 
 from __future__ import annotations
@@ -18,23 +18,23 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from consensus.backend import SystemBackend
-from consensus.etcd_backend import EtcdSystem
-from consensus.raft import RaftBackend
+from consensus.etcd.backend import EtcdSystem
+from consensus.raft.backend import RaftBackend
+from consensus.raft.bridge import RaftSystem
 from gossip.config import GossipConfig
-from node.api import VERSION, ClusterServicer, KVServicer
-from node.cluster_metrics import ClusterMetrics
+from node.api.documents import DocumentsServicer
+from node.api.kv import VERSION, ClusterServicer, KVServicer
+from node.api.tiers import TiersServicer, tier_health
 from node.config import NodeConfig
-from node.doc_api import DocumentsServicer
-from node.gossip_driver import GossipDriver
-from node.http import HttpServer
+from node.observe.http import HttpServer
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
-from node.peers import PeerAuthInterceptor, PeerServicer, RaftLink
-from node.replication import Replication
-from node.store import TierStore
-from node.system import RaftSystem
-from node.tier_api import TiersServicer, tier_health
-from node.tier_ops import TIERS
+from node.peer.cluster_metrics import ClusterMetrics
+from node.peer.gossip import GossipDriver
+from node.peer.links import PeerAuthInterceptor, PeerServicer, RaftLink
+from node.replication.driver import Replication
+from node.replication.store import TierStore
+from node.tiers.ops import TIERS
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class NodeServer:
                 ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.max_send_message_length", max_msg),
                 ("grpc.so_reuseport", 0),
-                # Peers keepalive-ping every second (node/peers.py); allow it.
+                # Peers keepalive-ping every second (node/peer/links.py); allow it.
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
                 ("grpc.http2.max_ping_strikes", 0),

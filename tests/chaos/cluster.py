@@ -1,6 +1,6 @@
 """Chaos cluster controller: real node processes, each in its own network namespace.
 
-:class:`ChaosCluster` is :class:`node.devcluster.LocalCluster` (same argv, data and
+:class:`ChaosCluster` is :class:`node.dev.cluster.LocalCluster` (same argv, data and
 log layout: ``<root>/<id>/{data,node.log,node.pid}``) with three additions:
 
 * with a :class:`~tests.chaos.netns.Netns`, node ``i`` listens on ``10.77.K.(10+i):7101``
@@ -25,7 +25,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from node.devcluster import LocalCluster
+from node.dev.cluster import LocalCluster
 from tests.chaos.netns import Netns
 
 FSYNC_SHIM_ENV = {"TADPOLE_CHAOS_FSYNC_SHIM": "1"}

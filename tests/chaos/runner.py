@@ -40,7 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node.errors import TadpoleError
+from node.client.errors import TadpoleError
 from tests.chaos import netns
 from tests.chaos.checkers import RunSummary, check_lost_writes, summarise, with_final_reads
 from tests.chaos.cluster import FSYNC_SHIM_ENV, UNSAFE_READS_ENV, ChaosCluster

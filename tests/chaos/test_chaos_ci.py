@@ -113,7 +113,7 @@ def test_failover_is_kill_to_first_ack_invoked_after_it() -> None:
 
 
 def test_write_errors_are_fail_only_when_certainly_not_applied() -> None:
-    from node.errors import OutcomeUnknown, ServerError, Unavailable, WriteTimeout
+    from node.client.errors import OutcomeUnknown, ServerError, Unavailable, WriteTimeout
 
     refused = Unavailable("x", code="UNAVAILABLE", details="no leader; not applied, safe to retry")
     unreachable = Unavailable("x", code="UNAVAILABLE", details="failed to connect to all addresses")

@@ -15,7 +15,7 @@ different code and allow different conclusions:
     ``RetryPolicy(attempts=1)``, routed to one node (``prefer_leader=False``; the
     first endpoint is node ``i mod n``), like a Jepsen client bound to a node. One
     attempt means one request, so an ``Unavailable`` whose server message says
-    "not applied" (``node/api.py``: ``NotLeaderError`` / retryable ``ProposalError``
+    "not applied" (``node/api/kv.py``: ``NotLeaderError`` / retryable ``ProposalError``
     -> UNAVAILABLE), or a transport failure before any byte was sent ("failed to
     connect", "connection refused"), is recorded ``fail``. If that claim were ever
     false, the checker would see a read of a value whose write "failed".
@@ -38,8 +38,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node.client import AsyncClient, RetryPolicy
-from node.errors import InvalidArgument, OutcomeUnknown, TadpoleError, Timeout, Unavailable
+from node.client.core import AsyncClient, RetryPolicy
+from node.client.errors import InvalidArgument, OutcomeUnknown, TadpoleError, Timeout, Unavailable
 from tests.chaos.history import History, Outcome, Value
 
 log = logging.getLogger(__name__)

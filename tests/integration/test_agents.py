@@ -14,7 +14,7 @@ import pytest
 
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
-from node.placement import ranking
+from node.replication.placement import ranking
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +155,7 @@ def test_bad_agent_documents_are_rejected(
 def test_agent_cli_round_trip_with_tokens(make_cluster: Any, stubs: Any, tmp_path: Any) -> None:
     from click.testing import CliRunner
 
-    from node.cli import cli
+    from node.cli.app import cli
 
     cluster = make_cluster()
     wait_members(stubs, cluster, cluster.node_ids)

@@ -26,8 +26,8 @@ import grpc
 import pytest
 from aetcd import rpc
 
-from node.devcluster import LocalCluster
-from node.devetcd import INSTALL_HINT, LocalEtcd, find_etcd
+from node.dev.cluster import LocalCluster
+from node.dev.etcd import INSTALL_HINT, LocalEtcd, find_etcd
 from node.pb import tadpole_pb2 as pb
 from tests.integration.conftest import Stubs, free_base_port
 

@@ -26,7 +26,7 @@ def sample(text: str, name: str) -> float:
 
 
 def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
-    from node.devcluster import LocalCluster
+    from node.dev.cluster import LocalCluster
 
     root = tmp_path_factory.mktemp("metrics-cluster")
     base = free_base_port(3)

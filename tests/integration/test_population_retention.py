@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from crdt import decode
-from node.population import PopulationLog
-from node.replication import Replication
-from node.store import TierStore
-from node.tier_ops import Op
+from node.replication.driver import Replication
+from node.replication.store import TierStore
+from node.tiers.ops import Op
+from node.tiers.population import PopulationLog
 
 pytestmark = pytest.mark.integration
 

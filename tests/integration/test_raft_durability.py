@@ -26,8 +26,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from consensus.journal import MAGIC
-from consensus.raft import RaftBackend, RaftConfig
+from consensus.raft.backend import RaftBackend, RaftConfig
+from consensus.raft.journal import MAGIC
 from consensus.statemachine import PutOp, Txn
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 Leader stickiness makes the others ignore its vote requests, and pysyncobj
 drops the leader's lower-term append-entries at that node, so without the
-term notice (consensus/transport.py) it would never catch up again.
+term notice (consensus/raft/transport.py) it would never catch up again.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from consensus.raft import RaftBackend, RaftConfig
+from consensus.raft.backend import RaftBackend, RaftConfig
+from consensus.raft.transport import HeldTransport
 from consensus.statemachine import PutOp, Txn
-from consensus.transport import HeldTransport
 
 pytestmark = pytest.mark.integration
 

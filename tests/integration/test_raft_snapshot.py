@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from consensus.raft import RaftBackend, RaftConfig
+from consensus.raft.backend import RaftBackend, RaftConfig
 from consensus.statemachine import PutOp, Txn
 
 pytestmark = pytest.mark.integration

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from node.store import TierStore
+from node.replication.store import TierStore
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import asyncio, hashlib, sys
-from node.store import TierStore
+from node.replication.store import TierStore
 
 path, mode, tag, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 

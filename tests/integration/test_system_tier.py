@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from node.devcluster import LocalCluster
+from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
 
 pytestmark = pytest.mark.integration

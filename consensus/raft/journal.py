@@ -1,0 +1,310 @@
+"""A durable Raft journal for pysyncobj: checksummed records, explicit fsync.
+
+pysyncobj's own ``FileJournal`` writes through an mmap and never fsyncs, and
+stores term/vote with a plain write. That is page-cache durability: a power
+loss can take back an entry the node already acknowledged, or let it vote
+twice in one term. This journal implements the same interface with one rule
+the tick driver relies on:
+
+    nothing appended, truncated or voted is durable until :meth:`sync`
+    returns, and :meth:`sync` makes all of it durable with one fsync.
+
+The driver calls ``sync()`` once per tick, after pysyncobj has done the
+tick's work and *before* any message of that tick leaves the node (see
+``consensus.raft.backend``). So an append-entries acknowledgement or a vote is never
+sent before what it vouches for is on disk, and one fsync covers every entry
+of the tick (group commit).
+
+On-disk layout (``<path>``)::
+
+    header:  b"TPJOURN1"
+    record:  u32 payload length | u32 crc32(payload) | payload
+    payload: u64 index | u64 term | command bytes
+
+A record whose length runs past the end of the file or whose checksum does
+not match is a torn tail (a crash mid-write): it and everything after it are
+cut off at open. Such a record was never acknowledged, because acknowledging
+requires a completed sync.
+
+Term, vote and commit index live in ``<path>.meta``, replaced atomically
+(write temp file, fsync, rename, fsync directory).
+
+Thread-safety: none; only the Raft tick thread may call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+from pysyncobj.journal import Journal
+
+from consensus.durable import atomic_write, fsync_dir
+from consensus.errors import JournalError
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"TPJOURN1"
+_REC = struct.Struct("<II")
+_ENTRY = struct.Struct("<QQ")
+
+Entry = tuple[bytes, int, int]
+
+
+def encode_record(command: bytes, idx: int, term: int) -> bytes:
+    payload = _ENTRY.pack(idx, term) + command
+    return _REC.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+class DurableJournal(Journal):  # type: ignore[misc]
+    """pysyncobj ``Journal`` whose writes become durable only at :meth:`sync`.
+
+    ``snapshot_path`` is pysyncobj's full-dump file: before the journal drops
+    entries that a snapshot replaces (``clear``/``deleteEntriesTo``) it makes
+    sure the snapshot itself is on disk.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        snapshot_path: str | None = None,
+        *,
+        fsync: Callable[[int], None] = os.fdatasync,
+    ) -> None:
+        self._path = path
+        self._dir = os.path.dirname(os.path.abspath(path))
+        self._meta_path = path + ".meta"
+        self._snapshot_path = snapshot_path
+        self._fsync = _chaos_fsync_shim(fsync, path)  # identity unless chaos testing
+        self._entries: list[Entry] = []
+        self._offsets: list[int] = []  # file offset of each entry's record
+        self._pending = bytearray()  # records appended since the last sync
+        self._file_end = len(MAGIC)  # bytes of records already written to the file
+        self._needs_fsync = False
+        self._meta: dict[str, Any] = self._load_meta()
+        self._meta_dirty = False
+        self._commit_dirty = False
+        self.syncs = 0  # fsyncs issued (for tests and metrics)
+        self._fd = self._open_and_recover()
+
+    # -- open / recovery ------------------------------------------------------
+
+    def _load_meta(self) -> dict[str, Any]:
+        try:
+            with open(self._meta_path, "rb") as f:
+                meta = msgpack.unpackb(f.read(), raw=False)
+        except FileNotFoundError:
+            return {}
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise JournalError(f"{self._meta_path}: unreadable term/vote file: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise JournalError(f"{self._meta_path}: unexpected content")
+        return meta
+
+    def _open_and_recover(self) -> int:
+        new = not os.path.exists(self._path)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        if new or os.fstat(fd).st_size == 0:
+            os.write(fd, MAGIC)
+            os.fsync(fd)
+            fsync_dir(self._dir)
+            return fd
+        with open(self._path, "rb") as f:
+            data = f.read()
+        if data[: len(MAGIC)] != MAGIC:
+            os.close(fd)
+            raise JournalError(f"{self._path}: not a Tadpole journal (bad magic)")
+        pos = len(MAGIC)
+        while pos < len(data):
+            if pos + _REC.size > len(data):
+                break
+            length, crc = _REC.unpack_from(data, pos)
+            start = pos + _REC.size
+            payload = data[start : start + length]
+            if len(payload) != length or length < _ENTRY.size or zlib.crc32(payload) != crc:
+                break
+            idx, term = _ENTRY.unpack_from(payload)
+            self._entries.append((bytes(payload[_ENTRY.size :]), idx, term))
+            self._offsets.append(pos)
+            pos = start + length
+        if pos < len(data):
+            log.warning(
+                "journal %s: discarding torn tail of %d bytes at offset %d",
+                self._path,
+                len(data) - pos,
+                pos,
+            )
+            os.ftruncate(fd, pos)
+            os.fsync(fd)
+        self._file_end = pos
+        return fd
+
+    # -- the pysyncobj Journal interface ---------------------------------------
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        self._entries.append((command, idx, term))
+        self._offsets.append(self._file_end + len(self._pending))
+        self._pending += encode_record(command, idx, term)
+
+    def clear(self) -> None:
+        self._make_snapshot_durable()
+        self._entries = []
+        self._offsets = []
+        self._pending.clear()
+        self._truncate_file(len(MAGIC))
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
+        if entryFrom >= len(self._entries):
+            return
+        cut = self._offsets[entryFrom]
+        del self._entries[entryFrom:]
+        del self._offsets[entryFrom:]
+        if cut >= self._file_end:
+            del self._pending[cut - self._file_end :]
+        else:
+            self._pending.clear()
+            self._truncate_file(cut)
+
+    def deleteEntriesTo(self, entryTo: int) -> None:
+        """Drop the first ``entryTo`` entries (covered by a snapshot): rewrite
+        the file with the rest and swap it in atomically."""
+        self._make_snapshot_durable()
+        keep = self._entries[entryTo:]
+        body = bytearray(MAGIC)
+        offsets = []
+        for command, idx, term in keep:
+            offsets.append(len(body))
+            body += encode_record(command, idx, term)
+        tmp = self._path + ".compact"
+        with open(tmp, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._path)
+        fsync_dir(self._dir)
+        os.close(self._fd)
+        self._fd = os.open(self._path, os.O_RDWR)
+        self._entries = list(keep)
+        self._offsets = offsets
+        self._pending.clear()
+        self._file_end = len(body)
+        self._needs_fsync = False
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._entries[item]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
+        if self._meta.get("commit") != raftCommitIndex:
+            self._meta["commit"] = raftCommitIndex
+            self._commit_dirty = True
+
+    def getRaftCommitIndex(self) -> int:
+        return int(self._meta.get("commit", 1))
+
+    def setCurrentTerm(self, term: int, votedForNodeId: str | None) -> None:
+        self._meta["term"] = term
+        self._meta["voted_for"] = votedForNodeId
+        self._meta_dirty = True
+
+    def getCurrentTerm(self) -> int:
+        return int(self._meta.get("term", 0))
+
+    def getVotedForNodeId(self) -> str | None:
+        voted = self._meta.get("voted_for")
+        return None if voted is None else str(voted)
+
+    def onOneSecondTimer(self) -> None:
+        # The commit index need not be durable for safety (Raft recomputes
+        # it); persisting it now and then only shortens replay after restart.
+        if self._commit_dirty and not self._pending and not self._needs_fsync:
+            self._write_meta()
+
+    def _destroy(self) -> None:
+        self.sync()
+        if self._commit_dirty:
+            self._write_meta()
+        os.close(self._fd)
+
+    # -- durability ------------------------------------------------------------
+
+    @property
+    def has_unsynced(self) -> bool:
+        return bool(self._pending) or self._needs_fsync or self._meta_dirty
+
+    def sync(self) -> bool:
+        """Make every change since the last call durable. Returns whether any
+        fsync was needed. Journal data goes first, then term/vote: a vote is
+        only ever sent after both."""
+        synced = False
+        if self._pending:
+            view = memoryview(self._pending)
+            written = 0
+            while written < len(view):
+                written += os.pwrite(self._fd, view[written:], self._file_end + written)
+            view.release()
+            self._file_end += len(self._pending)
+            self._pending.clear()
+            self._needs_fsync = True
+        if self._needs_fsync:
+            self._fsync(self._fd)
+            self._needs_fsync = False
+            self.syncs += 1
+            synced = True
+        if self._meta_dirty:
+            self._write_meta()
+            synced = True
+        return synced
+
+    def _write_meta(self) -> None:
+        atomic_write(self._meta_path, msgpack.packb(self._meta, use_bin_type=True))
+        self._meta_dirty = False
+        self._commit_dirty = False
+
+    def _truncate_file(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+        self._file_end = size
+        self._needs_fsync = True
+
+    def _make_snapshot_durable(self) -> None:
+        if self._snapshot_path and os.path.exists(self._snapshot_path):
+            fd = os.open(self._snapshot_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(os.path.dirname(os.path.abspath(self._snapshot_path)))
+
+
+# -- test-only: chaos suite power-loss shim ------------------------------------
+# Off by default. With TADPOLE_CHAOS_FSYNC_SHIM=1 in the environment, every
+# completed journal fsync records the journal's length in ``<path>.chaos-fsynced``,
+# so the chaos suite (tests/chaos/nemesis.py, "lose-unfsynced") can kill -9 the
+# node and cut the journal back to what was fsynced, as a power loss would.
+# The length is recorded *after* the fsync returns: a kill between the two cuts
+# bytes that did reach the disk, but nothing that depends on them has left the
+# node yet (messages go out only after sync() returns), so that state is the
+# same as a crash just before the fsync completed.
+
+
+def _chaos_fsync_shim(fsync: Callable[[int], None], path: str) -> Callable[[int], None]:
+    if os.environ.get("TADPOLE_CHAOS_FSYNC_SHIM") != "1":
+        return fsync
+    side = path + ".chaos-fsynced"
+
+    def recording_fsync(fd: int) -> None:
+        note = os.open(side, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fsync(fd)
+            os.pwrite(note, b"%020d\n" % os.fstat(fd).st_size, 0)
+        finally:
+            os.close(note)
+
+    return recording_fsync

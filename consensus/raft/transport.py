@@ -1,0 +1,337 @@
+"""A pysyncobj ``Transport`` that holds messages until the journal is synced.
+
+pysyncobj's own transport writes every message to a TCP socket the moment
+Raft produces it. This one does no networking at all: it is the seam between
+pysyncobj (which runs in the Raft tick thread) and the node's gRPC layer
+(which runs in the asyncio thread):
+
+* ``send()`` pickles the message and *holds* it in a per-peer outbox;
+* ``flush()`` — called by the tick driver after ``DurableJournal.sync()`` —
+  hands each peer's held messages, in order, to the ``sender`` callback;
+* ``deliver()`` — called from any thread when a batch arrives — queues the
+  frames; ``drain()`` (tick thread) unpickles them and feeds pysyncobj.
+
+Holding until after the sync is what makes acknowledgements and votes
+honest: nothing leaves the node before what it vouches for is on disk.
+
+Frames are pickles because pysyncobj's messages are. They must only reach
+``deliver()`` from an authenticated peer; the gRPC layer checks the cluster
+credential before it even parses the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pysyncobj.config import FAIL_REASON
+from pysyncobj.node import Node
+from pysyncobj.transport import Transport
+
+from consensus.raft.journal import Entry
+
+log = logging.getLogger(__name__)
+
+LogView = Callable[[], list[Entry] | Any]
+"""Returns the node's Raft log: a sequence of (command, index, term), oldest first."""
+
+Sender = Callable[[str, list[bytes]], None]
+"""``sender(peer_id, frames)``: take ownership of frames for one peer, in order.
+Called from the tick thread; must not block (hand off to another thread)."""
+
+
+class HeldTransport(Transport):  # type: ignore[misc]
+    def __init__(
+        self,
+        syncObj: Any,
+        selfNode: Node,
+        otherNodes: Iterable[Node],
+        *,
+        sender: Sender,
+        wake: Callable[[], None],
+        log_view: Any = None,
+        sticky_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(syncObj, selfNode, otherNodes)
+        self._syncobj = syncObj
+        self._log_view = log_view
+        self._sticky_s = sticky_s
+        self._clock = clock
+        self._leader_contact = float("-inf")
+        self._transfer_until = float("-inf")
+        self._notice_after: dict[str, float] = {}
+        self.votes_ignored = 0
+        self.term_notices = 0
+        self._nodes: dict[str, Node] = {n.id: n for n in otherNodes}
+        self._sender = sender
+        self._wake = wake
+        self._outbox: dict[str, list[bytes]] = {}
+        self._inbox: deque[tuple[str, Any]] = deque()
+        self._connected: set[str] = set()
+        self._lock = threading.Lock()
+        self.frames_sent = 0
+        self.frames_received = 0
+
+    # -- pysyncobj side (tick thread) ----------------------------------------
+
+    def send(self, node: Node, message: Any) -> bool:
+        kind = message.get("type")
+        if kind == "request_vote" and self._clock() < self._transfer_until:
+            message = {**message, "transfer": True}
+        elif kind == "apply_command" and self._leader_gone(node):
+            # Forwarding to a leader we have not heard from for an election
+            # timeout would only leave the caller with "outcome unknown" when
+            # the next leader is elected. Refuse now, definitely not applied.
+            if "request_id" in message:
+                refusal = {
+                    "type": "apply_command_response",
+                    "request_id": message["request_id"],
+                    "error": FAIL_REASON.NOT_LEADER,
+                }
+                self._inbox.append(("local", (node.id, refusal)))
+                self._wake()
+            return False
+        frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self._outbox.setdefault(node.id, []).append(frame)
+        return node.id in self._connected
+
+    def flush(self) -> int:
+        """Release every held message. Call only after the journal is synced."""
+        if not self._outbox:
+            return 0
+        outbox, self._outbox = self._outbox, {}
+        count = 0
+        for peer_id, frames in outbox.items():
+            count += len(frames)
+            self._sender(peer_id, frames)
+        self.frames_sent += count
+        return count
+
+    def drain(self) -> int:
+        """Feed everything received since the last call to pysyncobj, in
+        arrival order. Returns the number of messages delivered."""
+        delivered = 0
+        while True:
+            try:
+                kind, item = self._inbox.popleft()
+            except IndexError:
+                return delivered
+            if kind == "up":
+                self._set_connected(item, True)
+                continue
+            if kind == "down":
+                self._set_connected(item, False)
+                continue
+            if kind == "local":
+                peer_id, message = item
+                self._onMessageReceived(self._nodes[peer_id], message)
+                delivered += 1
+                continue
+            peer_id, frames = item
+            node = self._nodes.get(peer_id)
+            if node is None:
+                log.warning("dropping %d raft frames from unknown peer %s", len(frames), peer_id)
+                continue
+            self._set_connected(peer_id, True)
+            for frame in frames:
+                try:
+                    message = pickle.loads(frame)
+                except Exception:
+                    log.exception("undecodable raft frame from %s", peer_id)
+                    continue
+                if not isinstance(message, dict) or "type" not in message:
+                    log.warning("ignoring malformed raft message from %s", peer_id)
+                    continue
+                self.frames_received += 1
+                delivered += 1
+                if not self._admit(node, message):
+                    continue
+                if self._log_view is not None and message["type"] == "append_entries":
+                    message = trim_append_entries(message, self._log_view)
+                try:
+                    self._onMessageReceived(node, message)
+                except (KeyError, TypeError, ValueError):
+                    log.exception("raft message from %s could not be handled", peer_id)
+
+    def _leader_gone(self, node: Node) -> bool:
+        if node.id not in self._connected:
+            return True
+        return self._sticky_s > 0 and self._clock() - self._leader_contact > self._sticky_s
+
+    def _admit(self, node: Node, message: dict[str, Any]) -> bool:
+        """Leader stickiness (Raft thesis §4.2.3, "disruptive servers").
+
+        A node that heard from a live leader less than ``sticky_s`` ago (the
+        minimum election timeout) ignores vote requests, and a leader ignores
+        them outright (check-quorum steps it down if it loses its majority).
+        Without this, one node starved of CPU for an election timeout bumps
+        the term and deposes a healthy leader; on a busy machine that turns
+        into election storms. Requests sent on behalf of a leadership
+        transfer (``timeout_now``) carry ``transfer`` and are always admitted.
+        Safety is unaffected: ignoring a vote request only delays elections.
+
+        Stickiness needs a counterpart, because pysyncobj silently drops an
+        append-entries from a lower term: a node that campaigned while cut off
+        (or while restarting, before the leader's link to it came up) would
+        otherwise sit at a higher term forever, ignoring the leader, with its
+        own campaigns ignored in turn. Raft's answer is that a stale-term
+        append-entries is answered with the receiver's term, which makes the
+        leader step down. We send that answer as a vote request flagged
+        ``term_notice`` (admitted past stickiness): a pysyncobj leader that
+        sees a higher term adopts it and becomes a follower, and grants the
+        vote only if the sender's log is at least as up to date — exactly
+        Raft's rule. Cost: one election, as in plain Raft.
+        """
+        kind = message["type"]
+        now = self._clock()
+        term = message.get("term", 0)
+        if kind == "append_entries":
+            if term >= self._syncobj.raftCurrentTerm:
+                self._leader_contact = now
+            elif now >= self._notice_after.get(node.id, float("-inf")):
+                self._notice_after[node.id] = now + max(self._sticky_s, 0.05)
+                self._send_term_notice(node)
+        elif kind == "timeout_now":
+            self._transfer_until = now + 2 * self._sticky_s + 1.0
+        elif kind == "request_vote" and self._sticky_s > 0:
+            if message.get("transfer") or message.get("term_notice"):
+                return True
+            recent = now - self._leader_contact < self._sticky_s
+            if recent or self._syncobj._isLeader():
+                self.votes_ignored += 1
+                return False
+        return True
+
+    def _send_term_notice(self, node: Node) -> None:
+        entries = self._log_view
+        last_idx, last_term = (0, 0)
+        if entries is not None and len(entries):
+            last_idx, last_term = entries[-1][1], entries[-1][2]
+        self.term_notices += 1
+        self.send(
+            node,
+            {
+                "type": "request_vote",
+                "term": self._syncobj.raftCurrentTerm,
+                "last_log_index": last_idx,
+                "last_log_term": last_term,
+                "term_notice": True,
+            },
+        )
+
+    def _set_connected(self, peer_id: str, up: bool) -> None:
+        node = self._nodes.get(peer_id)
+        if node is None or (peer_id in self._connected) == up:
+            return
+        if up:
+            self._connected.add(peer_id)
+            log.info("raft peer %s connected", peer_id)
+            self._onNodeConnected(node)
+        else:
+            self._connected.discard(peer_id)
+            log.info("raft peer %s disconnected", peer_id)
+            self._onNodeDisconnected(node)
+
+    # -- network side (any thread) -------------------------------------------
+
+    def deliver(self, peer_id: str, frames: list[bytes]) -> None:
+        self._inbox.append(("frames", (peer_id, frames)))
+        self._wake()
+
+    def peer_up(self, peer_id: str) -> None:
+        self._inbox.append(("up", peer_id))
+        self._wake()
+
+    def peer_down(self, peer_id: str) -> None:
+        self._inbox.append(("down", peer_id))
+        self._wake()
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in self._connected
+
+    # -- Transport API odds and ends -----------------------------------------
+
+    def addNode(self, node: Node) -> None:
+        self._nodes[node.id] = node
+
+    def dropNode(self, node: Node) -> None:
+        self._nodes.pop(node.id, None)
+        self._connected.discard(node.id)
+
+    def destroy(self) -> None:
+        self._outbox.clear()
+
+
+def _entry_at(log: Any, index: int) -> Entry | None:
+    if len(log) == 0:
+        return None
+    first = log[0][1]
+    pos = index - first
+    if 0 <= pos < len(log):
+        entry: Entry = log[pos]
+        return entry
+    return None
+
+
+def trim_append_entries(message: dict[str, Any], log: Any) -> dict[str, Any]:
+    """Rewrite an append-entries message so pysyncobj only truncates on a real conflict.
+
+    pysyncobj 0.3.17 deletes *every* entry after ``prevLogIdx`` whenever the
+    follower's log is longer, even when those entries are identical to the
+    leader's — which happens routinely, because the leader moves its
+    ``nextIndex`` for a follower backwards when an older acknowledgement
+    arrives. The entries are re-added at once, but an acknowledged (even
+    applied) entry is briefly absent from the log, and a crash in that window
+    loses it ("truncating already-applied log entries").
+
+    Raft's rule (Ongaro & Ousterhout, Fig. 2, AppendEntries step 3-4) is to
+    delete only from the first entry whose term conflicts and to append only
+    what is missing. This function applies it before pysyncobj sees the
+    message, by advancing ``prevLogIdx`` over entries the follower already has:
+
+    * a conflict at index k: the message becomes (prev = k-1, entries from k),
+      so pysyncobj truncates from k — the conflicting suffix, as Raft wants;
+    * entries missing from k on: (prev = k-1, the missing entries);
+    * nothing new: prev becomes the follower's last entry if that entry is
+      from the sender's term (by Log Matching, the follower's whole log then
+      equals a prefix of the leader's), otherwise the last covered entry.
+
+    Messages that are not plain entry batches (snapshot transmission, chunked
+    entries) and messages whose ``prevLogIdx`` does not match pass unchanged.
+    """
+    if "prevLogIdx" not in message or "transmission" in message or "entries" not in message:
+        return message
+    prev_idx, prev_term = message["prevLogIdx"], message["prevLogTerm"]
+    prev = _entry_at(log, prev_idx)
+    if prev is None or prev[2] != prev_term:
+        return message
+    entries = list(message["entries"])
+    skip = 0
+    for entry in entries:
+        mine = _entry_at(log, entry[1])
+        if mine is None or mine[2] != entry[2]:
+            break
+        skip += 1
+    if skip == 0 and entries:
+        return message
+    trimmed = dict(message)
+    if skip < len(entries):
+        last_kept = entries[skip - 1]
+        trimmed["prevLogIdx"], trimmed["prevLogTerm"] = last_kept[1], last_kept[2]
+        trimmed["entries"] = entries[skip:]
+        return trimmed
+    covered_idx, covered_term = (
+        (entries[-1][1], entries[-1][2]) if entries else (prev_idx, prev_term)
+    )
+    last = log[-1]
+    if last[1] > covered_idx and last[2] == message["term"]:
+        covered_idx, covered_term = last[1], last[2]
+    trimmed["prevLogIdx"], trimmed["prevLogTerm"] = covered_idx, covered_term
+    trimmed["entries"] = []
+    return trimmed

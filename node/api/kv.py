@@ -1,0 +1,477 @@
+"""gRPC servicers for the client API: KV (system tier) and Cluster.
+
+Status codes are mapped in one place, :func:`_abort_for`:
+
+=============================  ===================  =========================
+condition                      code                 client may retry?
+=============================  ===================  =========================
+bad input                      INVALID_ARGUMENT     no
+no leader / not applied        UNAVAILABLE          yes (leader hint in trailers)
+outcome unknown                ABORTED              writes: no; reads: yes
+commit deadline passed         DEADLINE_EXCEEDED    writes: no (unknown)
+watch history compacted        OUT_OF_RANGE         from a newer revision
+=============================  ===================  =========================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn
+
+import grpc
+
+from consensus.backend import SystemBackend
+from consensus.errors import (
+    CompactedError,
+    NotLeaderError,
+    OutcomeUnknownError,
+    ProposalError,
+    ProposalTimeout,
+)
+from consensus.statemachine import (
+    Compare,
+    CompareOp,
+    CompareTarget,
+    DeleteOp,
+    GetOp,
+    KeyValue,
+    OpResult,
+    PutOp,
+    Txn,
+    TxnOp,
+)
+from node.config import NodeConfig
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.peer.cluster_metrics import ClusterMetrics
+from node.peer.gossip import GossipDriver
+from node.tiers import validation as v
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+def kv_to_pb(kv: KeyValue | None) -> Any:
+    if kv is None:
+        return pb.KeyValue()
+    return pb.KeyValue(
+        key=kv.key,
+        value=kv.value,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+        version=kv.version,
+    )
+
+
+class _Api:
+    """Shared plumbing of the servicers: headers, deadlines, error mapping."""
+
+    def __init__(
+        self, config: NodeConfig, system: SystemBackend, metrics: ClusterMetrics | None = None
+    ) -> None:
+        self.config = config
+        self.system = system
+        self.metrics = metrics
+
+    def count(self, name: str, request: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.incr(name)
+            self.metrics.incr("bytes_in", request.ByteSize())
+
+    def header(self, revision: int | None = None) -> Any:
+        st = self.system.info()
+        return pb.ResponseHeader(
+            revision=st.revision if revision is None else revision,
+            member_id=self.config.node_id,
+            raft_term=st.term,
+            leader_id=st.leader_id,
+        )
+
+    def timeout(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        budget = self.config.request_timeout_s
+        if remaining is not None:
+            budget = min(budget, max(remaining - 0.05, 0.01))
+        return budget
+
+    def leader_address(self, leader_id: str) -> str:
+        if leader_id == self.config.node_id:
+            return self.config.address
+        return self.config.peers.get(leader_id, "")
+
+    async def abort_for(self, context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
+        if isinstance(exc, v.InvalidArgument):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if isinstance(exc, CompactedError):
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+        if isinstance(exc, NotLeaderError) or (isinstance(exc, ProposalError) and exc.retryable):
+            leader = self.system.info().leader_id
+            if leader:
+                context.set_trailing_metadata(
+                    (
+                        ("tadpole-leader-id", leader),
+                        ("tadpole-leader-address", self.leader_address(leader)),
+                    )
+                )
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; not applied, safe to retry")
+        if isinstance(exc, OutcomeUnknownError):
+            await context.abort(grpc.StatusCode.ABORTED, str(exc))
+        if isinstance(exc, ProposalTimeout | TimeoutError):
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                str(exc) or "deadline passed; a write may or may not have been applied",
+            )
+        if isinstance(exc, ProposalError):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        log.exception("unexpected error serving a request", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        raise AssertionError("context.abort() returned")  # it raises; this keeps mypy honest
+
+    @staticmethod
+    def linearizable(consistency: int) -> bool:
+        if consistency not in (pb.LINEARIZABLE, pb.SERIALIZABLE):
+            raise v.InvalidArgument(f"unknown consistency {consistency}")
+        return bool(consistency == pb.LINEARIZABLE)
+
+
+def _op_from_pb(op: Any, max_value: int) -> TxnOp:
+    which = op.WhichOneof("request")
+    if which == "put":
+        v.check_key(op.put.key)
+        v.check_value(op.put.value, max_value)
+        return PutOp(op.put.key, op.put.value)
+    if which == "delete":
+        if op.delete.prefix:
+            v.check_prefix(op.delete.key)
+        else:
+            v.check_key(op.delete.key)
+        return DeleteOp(op.delete.key, op.delete.prefix)
+    if which == "range":
+        v.check_prefix(op.range.prefix)
+        v.check_limit(op.range.limit)
+        return GetOp(op.range.prefix, True, op.range.limit)
+    raise v.InvalidArgument("transaction operation has no request set")
+
+
+def _compare_from_pb(c: Any) -> Compare:
+    v.check_key(c.key, "compare key")
+    try:
+        target = CompareTarget(c.target)
+        op = CompareOp(c.result)
+    except ValueError as exc:
+        raise v.InvalidArgument(f"compare on {c.key!r}: {exc}") from exc
+    if target is not CompareTarget.VALUE:
+        v.check_revision(c.number, f"compare {target.name.lower()} operand")
+    return Compare(c.key, target, op, c.number, c.value)
+
+
+def _op_result_to_pb(op: TxnOp, res: OpResult, revision: int, header: Any) -> Any:
+    if isinstance(op, PutOp):
+        return pb.ResponseOp(
+            put=pb.PutResponse(header=header, kv=kv_to_pb(res.kvs[0]), prev_kv=kv_to_pb(res.prev))
+        )
+    if isinstance(op, DeleteOp):
+        return pb.ResponseOp(
+            delete=pb.DeleteResponse(
+                header=header, deleted=len(res.kvs), prev_kvs=[kv_to_pb(k) for k in res.kvs]
+            )
+        )
+    return pb.ResponseOp(
+        range=pb.RangeResponse(
+            header=header, kvs=[kv_to_pb(k) for k in res.kvs], more=res.more, count=len(res.kvs)
+        )
+    )
+
+
+class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
+    async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.count("kv_reads", request)
+        try:
+            v.check_tier(request.tier)
+            v.check_key(request.key)
+            found, revision = await self.system.get(
+                request.key,
+                linearizable=self.linearizable(request.consistency),
+                timeout=self.timeout(context),
+            )
+        except Exception as exc:
+            await self.abort_for(context, exc)
+        return pb.GetResponse(
+            header=self.header(revision), found=found is not None, kv=kv_to_pb(found)
+        )
+
+    async def Range(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.count("kv_reads", request)
+        try:
+            v.check_tier(request.tier)
+            v.check_prefix(request.prefix)
+            v.check_limit(request.limit)
+            res = await self.system.range(
+                request.prefix,
+                limit=request.limit,
+                start_after=request.start_after,
+                linearizable=self.linearizable(request.consistency),
+                timeout=self.timeout(context),
+            )
+        except Exception as exc:
+            await self.abort_for(context, exc)
+        return pb.RangeResponse(
+            header=self.header(res.revision),
+            kvs=[kv_to_pb(k) for k in res.kvs],
+            more=res.more,
+            count=res.count,
+        )
+
+    async def _commit(self, context: grpc.aio.ServicerContext, txn: Txn) -> Any:
+        return await self.system.txn(txn, self.timeout(context))
+
+    async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.count("kv_writes", request)
+        try:
+            v.check_tier(request.tier)
+            v.check_key(request.key)
+            v.check_value(request.value, self.config.max_value_bytes)
+            v.check_request_id(request.request_id)
+            result = await self._commit(
+                context,
+                Txn(success=(PutOp(request.key, request.value),), request_id=request.request_id),
+            )
+        except Exception as exc:
+            await self.abort_for(context, exc)
+        op = result.results[0]
+        return pb.PutResponse(
+            header=self.header(result.revision),
+            kv=kv_to_pb(op.kvs[0]),
+            prev_kv=kv_to_pb(op.prev) if request.prev_kv and op.prev else None,
+        )
+
+    async def Delete(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.count("kv_writes", request)
+        try:
+            v.check_tier(request.tier)
+            if request.prefix:
+                v.check_prefix(request.key)
+            else:
+                v.check_key(request.key)
+            v.check_request_id(request.request_id)
+            result = await self._commit(
+                context,
+                Txn(
+                    success=(DeleteOp(request.key, request.prefix),),
+                    request_id=request.request_id,
+                ),
+            )
+        except Exception as exc:
+            await self.abort_for(context, exc)
+        deleted = result.results[0].kvs
+        return pb.DeleteResponse(
+            header=self.header(result.revision),
+            deleted=len(deleted),
+            prev_kvs=[kv_to_pb(k) for k in deleted] if request.prev_kv else [],
+        )
+
+    async def Txn(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.count("kv_writes", request)
+        try:
+            v.check_tier(request.tier)
+            total = len(request.compare) + len(request.success) + len(request.failure)
+            if total > v.MAX_TXN_OPS:
+                raise v.InvalidArgument(
+                    f"transaction has {total} compares and operations; the limit is {v.MAX_TXN_OPS}"
+                )
+            size = sum(len(op.put.value) for op in (*request.success, *request.failure))
+            if size > self.config.max_value_bytes:
+                raise v.InvalidArgument(
+                    f"transaction carries {size} bytes of values; the limit is "
+                    f"{self.config.max_value_bytes} bytes"
+                )
+            txn = Txn(
+                tuple(_compare_from_pb(c) for c in request.compare),
+                tuple(_op_from_pb(op, self.config.max_value_bytes) for op in request.success),
+                tuple(_op_from_pb(op, self.config.max_value_bytes) for op in request.failure),
+                request.request_id,
+            )
+            v.check_request_id(request.request_id)
+            result = await self._commit(context, txn)
+        except Exception as exc:
+            await self.abort_for(context, exc)
+        header = self.header(result.revision)
+        ops: Sequence[TxnOp] = txn.success if result.succeeded else txn.failure
+        return pb.TxnResponse(
+            header=header,
+            succeeded=result.succeeded,
+            responses=[
+                _op_result_to_pb(op, res, result.revision, header)
+                for op, res in zip(ops, result.results, strict=True)
+            ],
+        )
+
+    async def Watch(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            v.check_tier(request.tier)
+            if request.prefix:
+                v.check_prefix(request.key)
+            else:
+                v.check_key(request.key)
+            v.check_revision(request.start_revision, "start_revision")
+        except Exception as exc:
+            await self.abort_for(context, exc)
+        try:
+            async for events in self.system.watch(
+                request.key, prefix=request.prefix, start_revision=request.start_revision
+            ):
+                yield pb.WatchResponse(
+                    header=self.header(events[-1].kv.mod_revision),
+                    events=[
+                        pb.Event(
+                            type=int(e.type),  # type: ignore[arg-type]
+                            kv=kv_to_pb(e.kv),
+                            prev_kv=kv_to_pb(e.prev_kv) if e.prev_kv else None,
+                        )
+                        for e in events
+                    ],
+                )
+        except CompactedError as exc:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+
+
+class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        config: NodeConfig,
+        system: SystemBackend,
+        started_at: float,
+        gossip: GossipDriver | None = None,
+        tier_health: Callable[[], list[Any]] | None = None,
+    ) -> None:
+        super().__init__(config, system)
+        self._started_at = started_at
+        self._gossip = gossip
+        self._tier_health = tier_health
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def _stub(self, address: str) -> Any:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(address)
+            self._channels[address] = channel
+        return pb_grpc.ClusterStub(channel)
+
+    def status_pb(self) -> Any:
+        st = self.system.info()
+        return pb.StatusResponse(
+            header=self.header(),
+            id=self.config.node_id,
+            raft_role=st.role,
+            term=st.term,
+            commit_index=st.commit_index,
+            applied_index=st.applied_index,
+            log_entries=st.log_entries,
+            keys=st.keys,
+            has_quorum=st.has_quorum,
+            version=VERSION,
+            uptime_s=time.monotonic() - self._started_at,
+            data_dir=self.config.data_path,
+            system_backend=self.system.name,
+            tiers=self._tier_health() if self._tier_health is not None else [],
+        )
+
+    async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return self.status_pb()
+
+    async def Members(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        st = self.system.info()
+        me = self.status_pb()
+        members = [
+            pb.Member(
+                id=self.config.node_id,
+                address=self.config.address,
+                raft_role=me.raft_role,
+                term=me.term,
+                commit_index=me.commit_index,
+                applied_index=me.applied_index,
+                status="alive",
+                is_self=True,
+                match_index=-1,
+                last_heard_s=0.0,
+            )
+        ]
+
+        async def ask(peer_id: str, address: str) -> Any:
+            peer = st.peers.get(peer_id)
+            last_heard = peer.last_heard_s if peer else float("inf")
+            member = pb.Member(
+                id=peer_id,
+                address=address,
+                raft_role="unknown",
+                status="unreachable",
+                match_index=peer.match_index if peer else -1,
+                last_heard_s=last_heard if last_heard != float("inf") else -1.0,
+            )
+            try:
+                remote = await self._stub(address).Status(pb.StatusRequest(), timeout=0.5)
+            except grpc.aio.AioRpcError:
+                return member
+            member.raft_role = remote.raft_role
+            member.term = remote.term
+            member.commit_index = remote.commit_index
+            member.applied_index = remote.applied_index
+            member.status = "alive"
+            return member
+
+        members += await asyncio.gather(
+            *(ask(pid, addr) for pid, addr in sorted(self.config.peers.items()))
+        )
+        self._add_gossip_view(members)
+        return pb.MembersResponse(header=self.header(), members=members)
+
+    def _add_gossip_view(self, members: list[Any]) -> None:
+        """Fill in this node's SWIM view; members known only to gossip are appended."""
+        if self._gossip is None:
+            return
+        now = self._gossip.now()
+        by_id = {m.id: m for m in members}
+        for view in self._gossip.members():
+            member = by_id.get(view.id)
+            if member is None:
+                member = pb.Member(
+                    id=view.id, address=view.address, raft_role="none", status="unreachable"
+                )
+                members.append(member)
+            member.gossip_status = str(view.status)
+            member.incarnation = view.incarnation
+            member.gossip_last_heard_s = max(0.0, now - view.last_heard)
+            member.tiers[:] = list(view.meta.tiers)
+            if member.status == "unreachable" and str(view.status) == "alive":
+                member.status = "alive"
+
+    async def TransferLeadership(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        target = request.target_id
+        if target and target not in self.config.peers and target != self.config.node_id:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no member with id {target!r}")
+        st = self.system.info()
+        if target == st.leader_id and target:
+            return pb.TransferLeadershipResponse(header=self.header(), leader_id=target)
+        if st.role != "leader":
+            if not st.leader_id:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "no leader right now; retry")
+            address = self.leader_address(st.leader_id)
+            try:
+                return await self._stub(address).TransferLeadership(request, timeout=5.0)
+            except grpc.aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or "leader did not answer")
+        try:
+            leader = await self.system.transfer_leadership(target, 5.0)
+        except ProposalTimeout as exc:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        except ProposalError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return pb.TransferLeadershipResponse(header=self.header(), leader_id=leader)
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()

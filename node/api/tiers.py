@@ -1,0 +1,160 @@
+"""gRPC servicer for the CRDT tiers (``Tiers`` service). Validation and the
+status-code mapping live here; the work is :mod:`node.replication.driver`'s.
+
+=======================  ===================  ====================================
+condition                code                 meaning for the caller
+=======================  ===================  ====================================
+bad tier/key/op/JSON     INVALID_ARGUMENT     nothing changed
+no owner reachable       UNAVAILABLE          nothing applied; retry later
+below write quorum       ABORTED              durable on some replicas, will
+                                              converge; do not resend (counters
+                                              would count twice)
+=======================  ===================  ====================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import grpc
+
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.peer.cluster_metrics import PREFIX as METRICS_PREFIX
+from node.peer.cluster_metrics import ClusterMetrics
+from node.replication.driver import NoOwnerReachable, NotEnoughReplicas, Replication
+from node.tiers.ops import TIERS, op_from_request, render, tier_spec
+from node.tiers.validation import InvalidArgument, check_limit, check_prefix
+
+log = logging.getLogger(__name__)
+
+
+class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
+    def __init__(self, replication: Replication, metrics: ClusterMetrics | None = None) -> None:
+        self._r = replication
+        self._metrics = metrics
+
+    def _count(self, name: str, request: Any) -> None:
+        if self._metrics is not None:
+            self._metrics.incr(name)
+            self._metrics.incr("bytes_in", request.ByteSize())
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, InvalidArgument):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if isinstance(exc, NoOwnerReachable):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if isinstance(exc, NotEnoughReplicas):
+            await context.abort(grpc.StatusCode.ABORTED, str(exc))
+        log.exception("tier request failed", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    async def Update(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._count("tier_updates", request)
+        try:
+            if request.tier == "metrics" and request.key.startswith(METRICS_PREFIX):
+                raise InvalidArgument(
+                    f"metrics keys under {METRICS_PREFIX!r} are the cluster's own counters "
+                    "(spread by gossip) and are read-only"
+                )
+            op = op_from_request(request)
+            result = await self._r.update(request.tier, request.key, op)
+        except Exception as exc:
+            await self._fail(context, exc)
+            raise
+        type_name, value_json = result.value
+        return pb.TierUpdateResponse(
+            member_id=result.coordinator,
+            value=pb.TierValue(type=type_name, value_json=value_json),
+            replicas=result.replicas,
+            hinted=result.hinted,
+        )
+
+    async def Read(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._count("tier_reads", request)
+        if (
+            self._metrics is not None
+            and request.tier == "metrics"
+            and request.key.startswith(METRICS_PREFIX)
+        ):
+            counter = self._metrics.read(request.key)
+            response = pb.TierReadResponse(member_id=self._r.node_id, found=counter is not None)
+            if counter is not None:
+                response.value.type = "gcounter"
+                response.value.value_json = json.dumps(
+                    {"total": counter.value(), "per_node": dict(sorted(counter.counts.items()))}
+                )
+            return response
+        try:
+            result = await self._r.read(request.tier, request.key, int(request.consistency) or 1)
+        except Exception as exc:
+            await self._fail(context, exc)
+            raise
+        response = pb.TierReadResponse(
+            member_id=self._r.node_id,
+            found=result.state is not None,
+            replicas=result.replicas,
+            repaired=result.repaired,
+        )
+        if result.state is not None:
+            type_name, value_json = render(result.state)
+            response.value.type = type_name
+            response.value.value_json = value_json
+        return response
+
+    async def Scan(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            tier_spec(request.tier)
+            check_prefix(request.prefix)
+            check_limit(request.limit)
+            keys, more = await self._r.scan(
+                request.tier, request.prefix, request.start_after, request.limit
+            )
+        except Exception as exc:
+            await self._fail(context, exc)
+            raise
+        return pb.TierScanResponse(keys=keys, more=more)
+
+    async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.TierStatusResponse(member_id=self._r.node_id, tiers=tier_health(self._r))
+
+    async def LocalKeys(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            tier_spec(request.tier)
+        except InvalidArgument as exc:
+            await self._fail(context, exc)
+            raise
+        pairs = list(self._r.store.keys_and_digests(request.tier))
+        return pb.TierKeysResponse(keys=[k for k, _ in pairs], digests=[d for _, d in pairs])
+
+
+def tier_health(replication: Replication) -> list[Any]:
+    """Per tier: RF, local keys, under-replicated keys, pending hints and the
+    age of the oldest (replica lag), age of the last anti-entropy round."""
+    health = replication.health()
+    now_ns = time.time_ns()
+    pending: dict[str, int] = {}
+    oldest: dict[str, int] = {}
+    for member in replication.gossip.members():
+        for hint in replication.store.hints_for(member.id):
+            pending[hint.tier] = pending.get(hint.tier, 0) + 1
+            oldest[hint.tier] = min(oldest.get(hint.tier, hint.created_ns), hint.created_ns)
+    rows = []
+    now_mono = time.monotonic()
+    for name, spec in TIERS.items():
+        h = health.get(name)
+        rows.append(
+            pb.TierReplicaStatus(
+                tier=name,
+                rf=spec.rf or len(replication.live()),
+                local_keys=replication.store.count(name),
+                under_replicated=h.under_replicated if h else 0,
+                hints_pending=pending.get(name, 0),
+                last_sync_age_s=(now_mono - h.last_round) if h else -1.0,
+                oldest_hint_age_s=(now_ns - oldest[name]) / 1e9 if name in oldest else 0.0,
+            )
+        )
+    return rows

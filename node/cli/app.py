@@ -1,0 +1,916 @@
+"""``tadpole``: the operator CLI.
+
+    tadpole [--endpoints HOST:PORT,...] [--timeout S] COMMAND ...
+
+Commands: ``members``, ``status``, ``put``, ``get``, ``del``, ``range``, ``cas``,
+``watch``, ``leader transfer``; ``tier add|set-add|set-remove|put|append|map-set|get|
+scan|status`` for the CRDT tiers; ``mesh create|get|set|join|leave|delete|members|of|
+neighbours`` for mesh documents; ``node`` (run a node) is added by :mod:`node.main`
+when it is importable.
+
+Output: results on stdout (``get`` and ``tier get`` print the value alone, ``mesh``
+commands the stored document as JSON), diagnostics on stderr (which replicas took a
+mesh write, whether a listing was cut).
+Exit codes: 0 success; 1 a remote or runtime failure (unavailable, key or mesh not
+found, mesh already exists, compare failed, outcome unknown); 2 a usage error or an
+invalid argument. An expected
+error is one line, ``error: <what>``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any, NoReturn, TypeVar, cast
+
+import click
+
+from node.client.core import (
+    DEFAULT_ENDPOINTS,
+    Client,
+    DocResult,
+    EventType,
+    GraphQueryKind,
+    KeyValue,
+    Member,
+    NodeStatus,
+    TierConsistency,
+    TierNodeStatus,
+    TierReplicaStatus,
+    TierUpdateResult,
+    TierValue,
+    parse_endpoints,
+)
+from node.client.errors import InvalidArgument, TadpoleError
+
+__all__ = ["cli"]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- plumbing ------------------------------------------------------------------------
+
+
+class _Settings:
+    def __init__(self, endpoints: list[str], timeout_s: float) -> None:
+        self.endpoints = endpoints
+        self.timeout_s = timeout_s
+        self._client: Client | None = None
+
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.endpoints, timeout=self.timeout_s)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _handle_errors(func: F) -> F:
+    """Turn an expected TadpoleError into one stderr line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InvalidArgument as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except TadpoleError as exc:
+            _fail(str(exc), EXIT_FAILURE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> _Settings:
+    settings = click.get_current_context().find_object(_Settings)
+    assert settings is not None, "commands run under the tadpole group"
+    return settings
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", errors="backslashreplace")
+
+
+def _kv_json(kv: KeyValue) -> dict[str, Any]:
+    try:
+        value, encoding = kv.value.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        value, encoding = base64.b64encode(kv.value).decode("ascii"), "base64"
+    return {
+        "key": kv.key,
+        "value": value,
+        "value_encoding": encoding,
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+    }
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns padded to width; numbers right-aligned, text left-aligned."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in cells)])
+
+
+def _heard(seconds: float) -> str:
+    if seconds < 0:
+        return "never"
+    return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+
+
+def _member_json(m: Member) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "address": m.address,
+        "raft_role": m.raft_role,
+        "term": m.term,
+        "commit_index": m.commit_index,
+        "applied_index": m.applied_index,
+        "status": m.status,
+        "is_leader": m.is_leader,
+        "is_self": m.is_self,
+        "match_index": m.match_index,
+        "last_heard_s": m.last_heard_s,
+        "gossip_status": m.gossip_status,
+        "incarnation": m.incarnation,
+        "gossip_last_heard_s": m.gossip_last_heard_s,
+        "tiers": list(m.tiers),
+    }
+
+
+def _status_json(s: NodeStatus) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "raft_role": s.raft_role,
+        "term": s.term,
+        "commit_index": s.commit_index,
+        "applied_index": s.applied_index,
+        "log_entries": s.log_entries,
+        "keys": s.keys,
+        "has_quorum": s.has_quorum,
+        "leader_id": s.leader_id,
+        "revision": s.revision,
+        "version": s.version,
+        "uptime_s": s.uptime_s,
+        "data_dir": s.data_dir,
+        "system_backend": s.system_backend,
+        "tiers": _tier_status_json(TierNodeStatus(s.id, s.tiers))["tiers"],
+    }
+
+
+def _endpoints_option(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:
+    try:
+        return parse_endpoints(value)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--endpoints",
+    default=",".join(DEFAULT_ENDPOINTS),
+    show_default=True,
+    envvar="TADPOLE_ENDPOINTS",
+    callback=_endpoints_option,
+    help="Comma-separated gRPC endpoints HOST:PORT (env TADPOLE_ENDPOINTS).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Deadline in seconds per command, retries included.",
+)
+@click.pass_context
+def cli(ctx: click.Context, endpoints: list[str], timeout: float) -> None:
+    """Operate a Tadpole State cluster."""
+    settings = _Settings(endpoints, timeout)
+    ctx.obj = settings
+    ctx.call_on_close(settings.close)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_handle_errors
+def members(as_json: bool) -> None:
+    """List cluster members: Raft view (leader marked *) and gossip view (SWIM status,
+    incarnation, when last heard) of the node that answered."""
+    result = _settings().client().members()
+    if as_json:
+        click.echo(json.dumps([_member_json(m) for m in result], indent=2))
+        return
+    rows = [
+        [
+            "*" if m.is_leader else "",
+            m.id,
+            m.address,
+            m.raft_role,
+            m.term,
+            m.commit_index,
+            m.applied_index,
+            m.status,
+            m.gossip_status or "-",
+            m.incarnation if m.gossip_status else "",
+            _heard(m.gossip_last_heard_s) if m.gossip_status else "",
+        ]
+        for m in result
+    ]
+    headers = ["", "ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "STATUS"]
+    headers += ["GOSSIP", "INC", "HEARD"]
+    click.echo(_table(headers, rows))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_handle_errors
+def status(as_json: bool) -> None:
+    """Ask every endpoint for its status (exit 1 if none answers)."""
+    results = _settings().client().status_all()
+    if as_json:
+        out = [
+            {"endpoint": r.endpoint, "ok": r.status is not None}
+            | (_status_json(r.status) if r.status else {"error": str(r.error)})
+            for r in results
+        ]
+        click.echo(json.dumps(out, indent=2))
+    else:
+        headers = ["ENDPOINT", "ID", "ROLE", "TERM", "COMMIT", "APPLIED", "KEYS", "QUORUM"]
+        headers += ["LEADER", "VERSION"]
+        rows: list[list[object]] = []
+        errors: list[str] = []
+        for r in results:
+            s = r.status
+            if s is None:
+                rows.append([r.endpoint, "-", "unreachable", "", "", "", "", "", "", ""])
+                errors.append(f"{r.endpoint}: {r.error}")
+                continue
+            rows.append(
+                [
+                    r.endpoint,
+                    s.id,
+                    s.raft_role,
+                    s.term,
+                    s.commit_index,
+                    s.applied_index,
+                    s.keys,
+                    "yes" if s.has_quorum else "no",
+                    s.leader_id or "-",
+                    s.version,
+                ]
+            )
+        click.echo(_table(headers, rows))
+        tiers = _tier_summary([r.status for r in results if r.status is not None])
+        if tiers:
+            click.echo("\n" + tiers)
+        for line in errors:
+            click.echo(line, err=True)
+    if all(r.status is None for r in results):
+        raise click.exceptions.Exit(EXIT_FAILURE)
+
+
+def _tier_summary(statuses: list[NodeStatus]) -> str:
+    """CRDT-tier replication across the answering nodes: copies per node,
+    under-replicated keys and pending hints summed, the oldest hint (replica lag)."""
+    if not any(s.tiers for s in statuses):
+        return ""
+    ids = [s.id for s in statuses]
+    headers = ["TIER", "RF", *[f"KEYS@{i}" for i in ids], "UNDER-REPLICATED", "HINTS"]
+    headers += ["REPLICA-LAG"]
+    names = list(dict.fromkeys(t.tier for s in statuses for t in s.tiers))
+    rows: list[list[object]] = []
+    for name in names:
+        per: dict[str, TierReplicaStatus] = {}
+        for st in statuses:
+            for t in st.tiers:
+                if t.tier == name:
+                    per[st.id] = t
+        found = list(per.values())
+        hints = sum(t.hints_pending for t in found)
+        lag = max((t.oldest_hint_age_s for t in found if t.hints_pending), default=0.0)
+        rows.append(
+            [
+                name,
+                max(t.rf for t in found),
+                *[per[i].local_keys if i in per else "-" for i in ids],
+                sum(t.under_replicated for t in found),
+                hints,
+                _sync_age(lag) if hints else "-",
+            ]
+        )
+    return _table(headers, rows)
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("value")
+@_handle_errors
+def put(key: str, value: str) -> None:
+    """Set KEY to VALUE."""
+    result = _settings().client().put(key, value)
+    click.echo(f"OK revision={result.revision}")
+
+
+@cli.command()
+@click.argument("key")
+@click.option(
+    "--serializable", is_flag=True, help="Read the local state of one node (fast, maybe stale)."
+)
+@_handle_errors
+def get(key: str, serializable: bool) -> None:
+    """Print KEY's value alone (exit 1 if the key does not exist)."""
+    kv = _settings().client().get(key, serializable=serializable)
+    if kv is None:
+        _fail(f"key not found: {key}")
+    click.echo(kv.value)
+
+
+@cli.command(name="del")
+@click.argument("key")
+@click.option("--prefix", is_flag=True, help="Delete every key starting with KEY.")
+@_handle_errors
+def delete(key: str, prefix: bool) -> None:
+    """Delete KEY (or every key under it)."""
+    deleted = _settings().client().delete(key, prefix=prefix)
+    click.echo(f"OK deleted={deleted}")
+
+
+@cli.command(name="range")
+@click.argument("prefix")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most N keys (0 = all).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.option("--serializable", is_flag=True, help="Read the local state of one node.")
+@_handle_errors
+def range_(prefix: str, limit: int, as_json: bool, serializable: bool) -> None:
+    """List keys starting with PREFIX, one `KEY<TAB>VALUE` line each."""
+    result = _settings().client().range(prefix, limit=limit, serializable=serializable)
+    if as_json:
+        doc = {
+            "revision": result.revision,
+            "count": result.count,
+            "more": result.more,
+            "kvs": [_kv_json(kv) for kv in result.kvs],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for kv in result.kvs:
+        click.echo(f"{kv.key}\t{_text(kv.value)}")
+    if result.more:
+        click.echo(f"({len(result.kvs)} of {result.count} keys shown)", err=True)
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("new")
+@click.option("--expect-value", help="Swap only if KEY currently holds this value.")
+@click.option(
+    "--expect-revision",
+    type=click.IntRange(min=0),
+    help="Swap only if KEY was last changed at this revision (0 = KEY absent).",
+)
+@_handle_errors
+def cas(key: str, new: str, expect_value: str | None, expect_revision: int | None) -> None:
+    """Compare-and-swap: set KEY to NEW if the expectation holds (exit 1 if not)."""
+    if (expect_value is None) == (expect_revision is None):
+        raise click.UsageError("give exactly one of --expect-value, --expect-revision")
+    swapped = (
+        _settings()
+        .client()
+        .cas(key, new_value=new, expected_value=expect_value, expected_mod_revision=expect_revision)
+    )
+    if not swapped:
+        _fail(f"compare failed: {key} does not match the expectation; nothing changed")
+    click.echo("OK")
+
+
+@cli.command()
+@click.argument("key", required=False)
+@click.option("--prefix", "prefix", metavar="P", help="Watch every key starting with P.")
+@click.option(
+    "--start-revision",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Replay changes from this revision (0 = only new changes).",
+)
+@_handle_errors
+def watch(key: str | None, prefix: str | None, start_revision: int) -> None:
+    """Print one line per change to KEY (or under --prefix P) until Ctrl-C."""
+    if (key is None) == (prefix is None):
+        raise click.UsageError("give exactly one of KEY, --prefix P")
+    target = key if key is not None else prefix
+    assert target is not None
+    stream = (
+        _settings().client().watch(target, prefix=prefix is not None, start_revision=start_revision)
+    )
+    try:
+        for event in stream:
+            if event.type is EventType.PUT:
+                line = f"PUT {event.kv.key}={_text(event.kv.value)} rev={event.revision}"
+            else:
+                line = f"DELETE {event.kv.key} rev={event.revision}"
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stream.close()
+
+
+@cli.group()
+def leader() -> None:
+    """Leadership operations."""
+
+
+@leader.command()
+@click.argument("node", required=False, default="")
+@_handle_errors
+def transfer(node: str) -> None:
+    """Hand leadership to NODE (omit for the most caught-up follower)."""
+    new_leader = _settings().client().transfer_leadership(node)
+    click.echo(f"OK leader={new_leader}")
+
+
+# -- CRDT tiers ------------------------------------------------------------------------
+
+
+def _json_arg(text: str, what: str) -> Any:
+    """A JSON command-line argument; bad JSON is an invalid argument (exit 2)."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from exc
+
+
+def _shown(value: TierValue) -> str:
+    # An event log grows without bound: an append reports its length, not its entries.
+    if value.type == "eventlog" and isinstance(value.value, list):
+        return f"{value.type}=<{len(value.value)} entries>"
+    return f"{value.type}={json.dumps(value.value, separators=(',', ':'))}"
+
+
+def _updated(result: TierUpdateResult) -> None:
+    line = f"OK {_shown(result.value)} replicas={','.join(result.replicas) or '-'}"
+    if result.hinted:
+        line += f" hinted={','.join(result.hinted)}"
+    click.echo(line)
+
+
+def _sync_age(seconds: float) -> str:
+    if seconds < 0:
+        return "never"
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def _tier_status_json(s: TierNodeStatus) -> dict[str, Any]:
+    return {
+        "member_id": s.member_id,
+        "tiers": [
+            {
+                "tier": t.tier,
+                "rf": t.rf,
+                "local_keys": t.local_keys,
+                "under_replicated": t.under_replicated,
+                "hints_pending": t.hints_pending,
+                "last_sync_age_s": t.last_sync_age_s,
+                "oldest_hint_age_s": t.oldest_hint_age_s,
+            }
+            for t in s.tiers
+        ],
+    }
+
+
+_CONSISTENCY = click.Choice(["one", "quorum", "all"], case_sensitive=False)
+
+
+@cli.group()
+def tier() -> None:
+    """The eventually consistent CRDT tiers (population, agent, mesh, metrics).
+
+    Updates are not idempotent: a failed `add` is retried only when nothing was
+    applied. Values are JSON."""
+
+
+# ``add KEY -3``: let a negative amount through as an argument, not an unknown option.
+@tier.command(context_settings={"ignore_unknown_options": True})
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("amount", type=int)
+@_handle_errors
+def add(tier_name: str, key: str, amount: int) -> None:
+    """Add AMOUNT (may be negative) to the counter at KEY."""
+    _updated(_settings().client().counter_add(tier_name, key, amount))
+
+
+@tier.command(name="set-add")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("elements", metavar="ELEM...", nargs=-1, required=True)
+@_handle_errors
+def set_add(tier_name: str, key: str, elements: tuple[str, ...]) -> None:
+    """Add ELEMs (strings) to the set at KEY."""
+    _updated(_settings().client().set_add(tier_name, key, *elements))
+
+
+@tier.command(name="set-remove")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("elements", metavar="ELEM...", nargs=-1, required=True)
+@_handle_errors
+def set_remove(tier_name: str, key: str, elements: tuple[str, ...]) -> None:
+    """Remove ELEMs from the set at KEY (a concurrent add wins)."""
+    _updated(_settings().client().set_remove(tier_name, key, *elements))
+
+
+@tier.command(name="put")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("value", metavar="JSON")
+@_handle_errors
+def tier_put(tier_name: str, key: str, value: str) -> None:
+    """Set the register at KEY to the JSON value (last writer wins)."""
+    _updated(_settings().client().register_set(tier_name, key, _json_arg(value, "JSON")))
+
+
+@tier.command()
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("payload", metavar="JSON")
+@click.option("--entry-id", default="", help="Dedup key: an id already in the log is skipped.")
+@_handle_errors
+def append(tier_name: str, key: str, payload: str, entry_id: str) -> None:
+    """Append the JSON payload to the event log at KEY."""
+    doc = _json_arg(payload, "JSON")
+    _updated(_settings().client().log_append(tier_name, key, doc, entry_id))
+
+
+@tier.command(name="map-set")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.argument("field")
+@click.argument("value", metavar="JSON")
+@_handle_errors
+def map_set(tier_name: str, key: str, field: str, value: str) -> None:
+    """Set FIELD of the map at KEY to the JSON value (last writer wins)."""
+    _updated(_settings().client().map_set(tier_name, key, field, _json_arg(value, "JSON")))
+
+
+@tier.command(name="get")
+@click.argument("tier_name", metavar="TIER")
+@click.argument("key")
+@click.option("--consistency", type=_CONSISTENCY, help="Owners to consult (default: the tier's).")
+@click.option("--json", "as_json", is_flag=True, help="Print type, value, replicas, repaired.")
+@_handle_errors
+def tier_get(tier_name: str, key: str, consistency: str | None, as_json: bool) -> None:
+    """Print KEY's value as JSON alone (exit 1 if no owner has the key)."""
+    level = cast("TierConsistency | None", consistency.lower() if consistency else None)
+    result = _settings().client().tier_read(tier_name, key, consistency=level)
+    if result.value is None:
+        _fail(f"key not found: {tier_name}/{key}")
+    if as_json:
+        doc = {
+            "type": result.value.type,
+            "value": result.value.value,
+            "replicas": list(result.replicas),
+            "repaired": result.repaired,
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(json.dumps(result.value.value))
+
+
+@tier.command()
+@click.argument("tier_name", metavar="TIER")
+@click.argument("prefix", required=False, default="")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most N keys (0 = all).")
+@click.option("--start-after", default="", help="Only keys after this one (to page).")
+@_handle_errors
+def scan(tier_name: str, prefix: str, limit: int, start_after: str) -> None:
+    """List the keys of TIER starting with PREFIX, one per line."""
+    keys, more = (
+        _settings().client().tier_scan(tier_name, prefix, limit=limit, start_after=start_after)
+    )
+    for key in keys:
+        click.echo(key)
+    if more:
+        after = keys[-1] if keys else start_after
+        click.echo(f"(more keys: --start-after {after})", err=True)
+
+
+@tier.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_handle_errors
+def tier_status(as_json: bool) -> None:
+    """Replica health per tier, asked of every endpoint (exit 1 if none answers)."""
+    results = _settings().client().tier_status_all()
+    if as_json:
+        out = [
+            {"endpoint": r.endpoint, "ok": r.status is not None}
+            | (_tier_status_json(r.status) if r.status else {"error": str(r.error)})
+            for r in results
+        ]
+        click.echo(json.dumps(out, indent=2))
+    else:
+        headers = ["TIER", "RF", "LOCAL-KEYS", "UNDER-REPLICATED", "HINTS-PENDING"]
+        headers += ["OLDEST-HINT", "LAST-SYNC"]
+        sections: list[str] = []
+        for r in results:
+            s = r.status
+            if s is None:
+                sections.append(f"{r.endpoint}: unreachable")
+                click.echo(f"{r.endpoint}: {r.error}", err=True)
+                continue
+            rows = [
+                [
+                    t.tier,
+                    t.rf,
+                    t.local_keys,
+                    t.under_replicated,
+                    t.hints_pending,
+                    _sync_age(t.oldest_hint_age_s) if t.hints_pending else "-",
+                    _sync_age(t.last_sync_age_s),
+                ]
+                for t in s.tiers
+            ]
+            sections.append(f"{s.member_id or '?'} ({r.endpoint})\n{_table(headers, rows)}")
+        click.echo("\n\n".join(sections))
+    if all(r.status is None for r in results):
+        raise click.exceptions.Exit(EXIT_FAILURE)
+
+
+# -- agent documents ---------------------------------------------------------------------
+
+AGENT_TIER = "agent"
+
+
+@cli.group()
+def agent() -> None:
+    """Agent documents (causal): create, get, patch (RFC 7396), capability edits.
+
+    Writes print the stored document on stdout and its causal token on stderr
+    (`token: {...}`); pass it back with --token to never see older state."""
+
+
+def _token_option(func: Any) -> Any:
+    return click.option(
+        "--token",
+        "token",
+        default=None,
+        metavar="JSON",
+        help="Causal token from an earlier call, e.g. '{\"n1\": 3}'.",
+    )(func)
+
+
+def _token(text: str | None) -> dict[str, int] | None:
+    if not text:
+        return None
+    value = _json_arg(text, "--token")
+    if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
+        raise InvalidArgument('--token must be a JSON object of node id -> count, e.g. {"n1": 3}')
+    return {str(k): int(v) for k, v in value.items()}
+
+
+def _agent_written(result: DocResult) -> None:
+    _written(result)
+    click.echo(f"token: {json.dumps(result.causal_token, sort_keys=True)}", err=True)
+
+
+@agent.command(name="create")
+@click.argument("source", type=click.File("r"), metavar="FILE")
+@_handle_errors
+def agent_create(source: IO[str]) -> None:
+    """Create an agent from the JSON document in FILE (- = stdin); its id is
+    identity.agent_id."""
+    doc = _json_arg(source.read(), "the document")
+    identity = doc.get("identity") if isinstance(doc, dict) else None
+    agent_id = identity.get("agent_id") if isinstance(identity, dict) else None
+    if not isinstance(agent_id, str) or not agent_id:
+        raise InvalidArgument("identity.agent_id: missing; an agent document names its id there")
+    _agent_written(_settings().client().doc_create(AGENT_TIER, agent_id, doc))
+
+
+@agent.command(name="get")
+@click.argument("agent_id")
+@_token_option
+@_handle_errors
+def agent_get(agent_id: str, token: str | None) -> None:
+    """Print the agent document as JSON alone (exit 1 if there is none)."""
+    result = _settings().client().doc_get(AGENT_TIER, agent_id, causal_token=_token(token))
+    if result is None:
+        _fail(f"agent not found: {agent_id}")
+    _print_doc(result.doc)
+    click.echo(f"token: {json.dumps(result.causal_token, sort_keys=True)}", err=True)
+
+
+@agent.command(name="patch")
+@click.argument("agent_id")
+@click.argument("patch", metavar="JSON")
+@_token_option
+@_handle_errors
+def agent_patch(agent_id: str, patch: str, token: str | None) -> None:
+    """Apply a JSON merge patch (null removes a field), e.g.
+    '{"performance_state": {"rubric_scores": [0.9]}}'."""
+    result = (
+        _settings()
+        .client()
+        .doc_put(AGENT_TIER, agent_id, _json_arg(patch, "JSON"), causal_token=_token(token))
+    )
+    _agent_written(result)
+
+
+@agent.command(name="capability-add")
+@click.argument("agent_id")
+@click.argument("amounts", nargs=-1, required=True, metavar="DIM=AMOUNT...")
+@_token_option
+@_handle_errors
+def agent_capability_add(agent_id: str, amounts: tuple[str, ...], token: str | None) -> None:
+    """Add to capability-vector dimensions (0-255), e.g. 3=0.25 200=-1; concurrent
+    edits commute."""
+    parsed: dict[int, float] = {}
+    for item in amounts:
+        dim, sep, amount = item.partition("=")
+        try:
+            parsed[int(dim)] = float(amount)
+        except ValueError:
+            raise InvalidArgument(f"{item!r} is not DIM=AMOUNT (e.g. 3=0.25)") from None
+        if not sep:
+            raise InvalidArgument(f"{item!r} is not DIM=AMOUNT (e.g. 3=0.25)")
+    result = _settings().client().capability_add(agent_id, parsed, causal_token=_token(token))
+    _agent_written(result)
+
+
+# -- mesh documents ----------------------------------------------------------------------
+
+MESH_TIER = "mesh"
+
+
+def _print_doc(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def _replicas_note(result: DocResult) -> None:
+    """Which owners took a write, on stderr, so stdout stays one JSON document."""
+    note = f"(replicas: {','.join(result.replicas) or '-'}"
+    if result.hinted:
+        note += f"; hinted: {','.join(result.hinted)}"
+    click.echo(note + ")", err=True)
+
+
+def _written(result: DocResult) -> None:
+    _print_doc(result.doc)
+    _replicas_note(result)
+
+
+def _mesh_id_of(doc: Any) -> str:
+    topology = doc.get("topology") if isinstance(doc, dict) else None
+    mesh_id = topology.get("mesh_id") if isinstance(topology, dict) else None
+    if not isinstance(mesh_id, str) or not mesh_id:
+        raise InvalidArgument("topology.mesh_id: missing; a mesh document names its id there")
+    return mesh_id
+
+
+def _list_ids(ids: Iterable[str], more: bool, last: str) -> None:
+    for item in ids:
+        click.echo(item)
+    if more:
+        click.echo(f"(more: --start-after {last})", err=True)
+
+
+def _graph(kind: GraphQueryKind, node_id: str, limit: int, start_after: str) -> None:
+    """One id per line: every one (paged underneath) when ``limit`` is 0, else one page
+    and a note on stderr when it was cut."""
+    client = _settings().client()
+    if limit == 0:
+        _list_ids(client.graph_scan(kind, node_id, start_after=start_after), False, "")
+        return
+    ids, more = client.graph_query(kind, node_id, limit=limit, start_after=start_after)
+    _list_ids(ids, more, ids[-1] if ids else start_after)
+
+
+def _paging(func: F) -> F:
+    """``--limit`` and ``--start-after`` for a listing command."""
+    after = click.option("--start-after", default="", help="Only ids after this one (to page).")
+    limit = click.option(
+        "--limit", type=click.IntRange(min=0), default=0, help="At most N ids (0 = all)."
+    )
+    return limit(after(func))
+
+
+@cli.group()
+def mesh() -> None:
+    """Mesh documents (mesh tier): topology, performance data, capability fusion.
+
+    Documents are JSON objects validated by the server; mesh and agent ids are
+    lowercase uuid4s. Writes are not idempotent: a failed one is retried only when
+    nothing was applied."""
+
+
+@mesh.command(name="create")
+@click.argument("source", metavar="FILE|-", type=click.File("r", encoding="utf-8"))
+@_handle_errors
+def mesh_create(source: IO[str]) -> None:
+    """Create a mesh from the JSON document in FILE (- = stdin); its id is
+    topology.mesh_id. Prints the stored document (exit 1 if the mesh exists)."""
+    doc = _json_arg(source.read(), "the document")
+    _written(_settings().client().doc_create(MESH_TIER, _mesh_id_of(doc), doc))
+
+
+@mesh.command(name="get")
+@click.argument("mesh_id")
+@click.option("--consistency", type=_CONSISTENCY, help="Owners to consult (default: the tier's).")
+@_handle_errors
+def mesh_get(mesh_id: str, consistency: str | None) -> None:
+    """Print the mesh document as JSON alone (exit 1 if there is no such mesh)."""
+    level = cast("TierConsistency | None", consistency.lower() if consistency else None)
+    result = _settings().client().doc_get(MESH_TIER, mesh_id, consistency=level)
+    if result is None:
+        _fail(f"mesh not found: {mesh_id}")
+    _print_doc(result.doc)
+
+
+@mesh.command(name="set")
+@click.argument("mesh_id")
+@click.argument("fields", metavar="JSON")
+@_handle_errors
+def mesh_set(mesh_id: str, fields: str) -> None:
+    """Replace the fields given in JSON, e.g.
+    '{"performance_data": {"emergence_indicators": [0.4]}}'. Prints the stored document."""
+    _written(_settings().client().doc_put(MESH_TIER, mesh_id, _json_arg(fields, "JSON")))
+
+
+@mesh.command(name="join")
+@click.argument("mesh_id")
+@click.argument("agents", metavar="AGENT...", nargs=-1, required=True)
+@_handle_errors
+def mesh_join(mesh_id: str, agents: tuple[str, ...]) -> None:
+    """Add AGENTs to the mesh. Prints the stored document."""
+    _written(_settings().client().mesh_members(mesh_id, add=agents))
+
+
+@mesh.command(name="leave")
+@click.argument("mesh_id")
+@click.argument("agents", metavar="AGENT...", nargs=-1, required=True)
+@_handle_errors
+def mesh_leave(mesh_id: str, agents: tuple[str, ...]) -> None:
+    """Remove AGENTs from the mesh (a concurrent join wins). Prints the stored document."""
+    _written(_settings().client().mesh_members(mesh_id, remove=agents))
+
+
+@mesh.command(name="delete")
+@click.argument("mesh_id")
+@_handle_errors
+def mesh_delete(mesh_id: str) -> None:
+    """Delete the mesh (exit 1 if there is no such mesh)."""
+    result = _settings().client().doc_delete(MESH_TIER, mesh_id)
+    click.echo(f"OK deleted {mesh_id}")
+    _replicas_note(result)
+
+
+@mesh.command(name="members")
+@click.argument("mesh_id")
+@_paging
+@_handle_errors
+def mesh_members(mesh_id: str, limit: int, start_after: str) -> None:
+    """List the mesh's member agents, one per line."""
+    _graph("members_of_mesh", mesh_id, limit, start_after)
+
+
+@mesh.command(name="of")
+@click.argument("agent_id")
+@_paging
+@_handle_errors
+def mesh_of(agent_id: str, limit: int, start_after: str) -> None:
+    """List the meshes AGENT_ID is a member of, one per line."""
+    _graph("meshes_of_agent", agent_id, limit, start_after)
+
+
+@mesh.command(name="neighbours")
+@click.argument("agent_id")
+@_paging
+@_handle_errors
+def mesh_neighbours(agent_id: str, limit: int, start_after: str) -> None:
+    """List the agents sharing at least one mesh with AGENT_ID, one per line."""
+    _graph("neighbours", agent_id, limit, start_after)

@@ -1,0 +1,318 @@
+"""A local cluster of real node processes, for ``make cluster`` and the tests.
+
+``python -m node.dev.cluster start --base-port 7100 --dir .cluster n1 n2 n3``
+starts one background process per id (gRPC on base-port + 1, + 2, ...), data
+in ``<dir>/<id>/data``, pid in ``<dir>/<id>/node.pid``, log in
+``<dir>/<id>/node.log``, a fresh cluster secret in ``<dir>/cluster.secret``;
+waits for a leader; prints the membership table. ``stop`` sends SIGTERM and
+waits. The :class:`LocalCluster` class is the same machinery for tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import click
+import grpc
+
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_pid(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class LocalCluster:
+    """N node processes on loopback. Used by ``make cluster`` and by tests."""
+
+    root: str
+    node_ids: list[str]
+    base_port: int
+    host: str = "127.0.0.1"
+    extra_args: list[str] = field(default_factory=list)
+    # Prometheus /metrics + /healthz on metrics_base_port + 1, + 2, ... (None = off).
+    metrics_base_port: int | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {nid: f"{self.host}:{self.base_port + i + 1}" for i, nid in enumerate(self.node_ids)}
+
+    def metrics_address(self, node_id: str) -> str | None:
+        if self.metrics_base_port is None:
+            return None
+        return f"{self.host}:{self.metrics_base_port + self.node_ids.index(node_id) + 1}"
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(self.addresses.values())
+
+    def node_dir(self, node_id: str) -> str:
+        return os.path.join(self.root, node_id)
+
+    def data_dir(self, node_id: str) -> str:
+        return os.path.join(self.node_dir(node_id), "data")
+
+    def pid_file(self, node_id: str) -> str:
+        return os.path.join(self.node_dir(node_id), "node.pid")
+
+    def log_file(self, node_id: str) -> str:
+        return os.path.join(self.node_dir(node_id), "node.log")
+
+    @property
+    def secret_file(self) -> str:
+        return os.path.join(self.root, "cluster.secret")
+
+    def prepare(self) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        if not os.path.exists(self.secret_file):
+            fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+        with open(os.path.join(self.root, "cluster.json"), "w") as f:
+            json.dump({"nodes": self.addresses}, f, indent=2)
+
+    def command(self, node_id: str) -> list[str]:
+        addrs = self.addresses
+        peers = ",".join(f"{p}={a}" for p, a in addrs.items() if p != node_id)
+        return [
+            sys.executable,
+            "-m",
+            "node.main",
+            "--id",
+            node_id,
+            "--listen",
+            addrs[node_id],
+            "--peers",
+            peers,
+            "--data-dir",
+            self.data_dir(node_id),
+            "--cluster-secret-file",
+            self.secret_file,
+            "--pid-file",
+            self.pid_file(node_id),
+            *(["--metrics-listen", m] if (m := self.metrics_address(node_id)) else []),
+            *self.extra_args,
+        ]
+
+    def start_node(self, node_id: str) -> int:
+        """Start one node in the background (its own session); return its pid."""
+        os.makedirs(self.node_dir(node_id), exist_ok=True)
+        pid = read_pid(self.pid_file(node_id))
+        if pid is not None and pid_alive(pid):
+            return pid
+        log = open(self.log_file(node_id), "ab")  # noqa: SIM115 (owned by the child)
+        proc = subprocess.Popen(
+            self.command(node_id),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=os.getcwd(),
+        )
+        log.close()
+        self.procs[node_id] = proc
+        with open(self.pid_file(node_id), "w") as f:
+            f.write(f"{proc.pid}\n")
+        return proc.pid
+
+    def start(self) -> None:
+        self.prepare()
+        for node_id in self.node_ids:
+            self.start_node(node_id)
+
+    def pid(self, node_id: str) -> int | None:
+        proc = self.procs.get(node_id)
+        if proc is not None:
+            return proc.pid if proc.poll() is None else None
+        pid = read_pid(self.pid_file(node_id))
+        return pid if pid is not None and pid_alive(pid) else None
+
+    def signal_node(self, node_id: str, sig: int) -> None:
+        pid = self.pid(node_id)
+        if pid is not None:
+            os.kill(pid, sig)
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL, and reap it."""
+        self.signal_node(node_id, signal.SIGKILL)
+        self._wait_dead(node_id, 10.0)
+
+    def stop_node(self, node_id: str, timeout: float = 10.0) -> bool:
+        """SIGTERM, wait, SIGKILL as a last resort. Returns True if it exited in time."""
+        pid = self.pid(node_id)
+        if pid is None:
+            return True
+        os.kill(pid, signal.SIGTERM)
+        if self._wait_dead(node_id, timeout):
+            return True
+        os.kill(pid, signal.SIGKILL)
+        self._wait_dead(node_id, 5.0)
+        return False
+
+    def _wait_dead(self, node_id: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        proc = self.procs.get(node_id)
+        while time.monotonic() < deadline:
+            if proc is not None:
+                if proc.poll() is not None:
+                    self.procs.pop(node_id, None)
+                    return True
+            else:
+                pid = read_pid(self.pid_file(node_id))
+                if pid is None or not pid_alive(pid):
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        for node_id in self.node_ids:
+            self.stop_node(node_id)
+
+    def status(self, node_id: str, timeout: float = 0.5) -> pb.StatusResponse | None:
+        with grpc.insecure_channel(self.addresses[node_id]) as channel:
+            try:
+                status: pb.StatusResponse = pb_grpc.ClusterStub(channel).Status(
+                    pb.StatusRequest(), timeout=timeout
+                )
+            except grpc.RpcError:
+                return None
+            return status
+
+    def leader(self, among: list[str] | None = None, *, all_up: bool = False) -> str | None:
+        """The leader every live node in ``among`` agrees on, if any (with
+        ``all_up``, only if every node in ``among`` answers)."""
+        views = {}
+        for node_id in among or self.node_ids:
+            st = self.status(node_id)
+            if st is not None:
+                views[node_id] = st
+            elif all_up:
+                return None
+        leaders = {st.header.leader_id for st in views.values()}
+        if len(leaders) == 1:
+            (leader,) = leaders
+            if leader and leader in views and views[leader].raft_role == "leader":
+                return leader
+        return None
+
+    def wait_leader(
+        self, timeout: float = 30.0, among: list[str] | None = None, *, all_up: bool = False
+    ) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader(among, all_up=all_up)
+            if leader:
+                return leader
+            time.sleep(0.05)
+        raise TimeoutError(f"no leader within {timeout} s")
+
+
+def _load(root: str) -> LocalCluster:
+    with open(os.path.join(root, "cluster.json")) as f:
+        nodes: dict[str, str] = json.load(f)["nodes"]
+    ids = list(nodes)
+    first_port = int(next(iter(nodes.values())).rsplit(":", 1)[1])
+    return LocalCluster(root, ids, first_port - 1)
+
+
+@click.group()
+def main() -> None:
+    """Start, stop and locate a local cluster."""
+
+
+@main.command()
+@click.option("--base-port", type=int, default=7100, show_default=True)
+@click.option(
+    "--metrics-base-port",
+    type=int,
+    default=None,
+    help="Prometheus /metrics on this + 1, + 2, ... (default: base port + 100).",
+)
+@click.option("--dir", "root", default=".cluster", show_default=True)
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+@click.argument("node_ids", nargs=-1)
+def start(
+    base_port: int,
+    metrics_base_port: int | None,
+    root: str,
+    timeout: float,
+    node_ids: tuple[str, ...],
+) -> None:
+    """Start NODE_IDS (default n1 n2 n3) in the background and wait for a leader."""
+    metrics_base = base_port + 100 if metrics_base_port is None else metrics_base_port
+    cluster = LocalCluster(
+        root, list(node_ids or ("n1", "n2", "n3")), base_port, metrics_base_port=metrics_base
+    )
+    cluster.start()
+    for node_id in cluster.node_ids:
+        click.echo(
+            f"{node_id}: pid {cluster.pid(node_id)}  grpc {cluster.addresses[node_id]}  "
+            f"metrics http://{cluster.metrics_address(node_id)}/metrics  "
+            f"log {cluster.log_file(node_id)}"
+        )
+    try:
+        leader = cluster.wait_leader(timeout, all_up=True)
+    except TimeoutError:
+        click.echo(f"error: no leader elected within {timeout:.0f} s; see the logs above", err=True)
+        sys.exit(1)
+    click.echo(f"leader: {leader}\n")
+    subprocess.run(
+        [sys.executable, "-m", "node.cli", "--endpoints", cluster.endpoints, "members"],
+        check=False,
+    )
+
+
+@main.command()
+@click.option("--dir", "root", default=".cluster", show_default=True)
+def stop(root: str) -> None:
+    """Stop every node of the cluster in DIR (SIGTERM, then wait)."""
+    if not os.path.exists(os.path.join(root, "cluster.json")):
+        click.echo(f"no cluster in {root}")
+        return
+    cluster = _load(root)
+    for node_id in cluster.node_ids:
+        pid = cluster.pid(node_id)
+        if pid is None:
+            click.echo(f"{node_id}: not running")
+            continue
+        clean = cluster.stop_node(node_id)
+        click.echo(f"{node_id}: stopped (pid {pid}{'' if clean else ', had to SIGKILL'})")
+
+
+@main.command()
+@click.option("--dir", "root", default=".cluster", show_default=True)
+def endpoints(root: str) -> None:
+    """Print the cluster's endpoints, comma-separated."""
+    click.echo(_load(root).endpoints)
+
+
+if __name__ == "__main__":
+    main()

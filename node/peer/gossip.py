@@ -1,0 +1,332 @@
+"""The thin I/O driver for the SWIM protocol in ``gossip/``.
+
+``gossip.swim.Swim`` is pure: it takes ``now`` and decoded messages and
+returns messages to send. This module gives it a clock (the event loop's
+monotonic time), a timer task, and the Peer RPCs (Ping, PingReq, Gossip,
+Sync) on the node's gRPC port, authenticated like every peer call.
+
+* Sends are fire-and-forget tasks; a failed RPC is a lost message, which
+  SWIM's timeouts already handle. A reply payload is fed back to ``handle``.
+* The incarnation is persisted in the data directory and bumped at every
+  start, so a restarted node always rejoins above what others remember.
+* The node advertises its Raft role as the ``raft`` tag; it is refreshed when
+  the role changes.
+* Membership transitions are logged at INFO; user deltas (``DeltaEvent``)
+  go to registered handlers (the metrics and mesh tiers use them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from consensus.durable import atomic_write
+from gossip.codec import decode_swim, decode_sync, encode
+from gossip.config import GossipConfig
+from gossip.errors import GossipError
+from gossip.messages import MemberMeta, Rpc
+from gossip.swim import DeltaEvent, MemberEvent, MemberView, Outgoing, Swim
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+AUTH_HEADER = "authorization"
+
+
+def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    return ((AUTH_HEADER, f"Bearer {token}"),)
+
+
+DeltaHandler = Callable[[DeltaEvent], None]
+
+
+class GossipDriver:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        address: str,
+        seeds: list[str],
+        token: str,
+        data_dir: str,
+        version: str,
+        tiers: list[str],
+        config: GossipConfig | None = None,
+        role: Callable[[], str] = lambda: "",
+        sync_handler: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.config = config or GossipConfig.lan()
+        self._seeds = seeds
+        self._metadata = auth_metadata(token)
+        self._data_dir = data_dir
+        self._version = version
+        self._tiers = tiers
+        self._role = role
+        self._sync_handler = sync_handler
+        self._swim: Swim | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._delta_handlers: list[DeltaHandler] = []
+        self._member_listeners: list[Callable[[MemberEvent], None]] = []
+        self._advertised_role = ""
+        self.sent = 0
+        self.send_failures = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _next_incarnation(self) -> int:
+        path = os.path.join(self._data_dir, "gossip.incarnation")
+        try:
+            with open(path) as f:
+                previous = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            previous = 0
+        os.makedirs(self._data_dir, exist_ok=True)
+        # Leave room above the last run: a node refutes (incarnation + 1) and
+        # changes its meta (incarnation + 1) while running.
+        incarnation = previous + 1000
+        atomic_write(path, f"{incarnation}\n".encode())
+        return incarnation
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        now = self._loop.time()
+        self._advertised_role = self._role()
+        meta = MemberMeta.make(
+            self.node_id,
+            self.address,
+            version=self._version,
+            tiers=self._tiers,
+            tags={"raft": self._advertised_role} if self._advertised_role else {},
+        )
+        self._swim = Swim(
+            self.config,
+            meta,
+            rng=random.Random(),
+            now=now,
+            incarnation=self._next_incarnation(),
+        )
+        self._send_all(self._swim.join(self._seeds, now))
+        self._task = self._loop.create_task(self._run(), name="gossip-timer")
+        log.info(
+            "node %s gossip started at incarnation %d, seeds %s",
+            self.node_id,
+            self._swim.incarnation,
+            ",".join(self._seeds) or "none",
+        )
+
+    async def stop(self) -> None:
+        swim, loop = self._swim, self._loop
+        if swim is not None and loop is not None and not swim.left:
+            self._send_all(swim.leave(loop.time()))
+            # Give the departure a few gossip rounds to spread.
+            deadline = loop.time() + 3 * self.config.gossip_interval_s
+            while loop.time() < deadline:
+                self._send_all(swim.tick(loop.time()))
+                await asyncio.sleep(self.config.gossip_interval_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        for channel in self._channels.values():
+            await channel.close()
+
+    # -- timer -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        swim, loop = self._swim, self._loop
+        assert swim is not None and loop is not None
+        while True:
+            now = loop.time()
+            role = self._role()
+            if role != self._advertised_role:
+                self._advertised_role = role
+                swim.set_meta(now, tags={"raft": role})
+            self._send_all(swim.tick(now))
+            self._dispatch_events()
+            delay = max(0.0, min(swim.next_deadline() - loop.time(), 0.5))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    # -- sending ---------------------------------------------------------------
+
+    def _stub(self, address: str) -> Any:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(
+                address,
+                options=[
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
+                ],
+            )
+            self._channels[address] = channel
+        return pb_grpc.PeerStub(channel)
+
+    def _send_all(self, outgoing: list[Outgoing]) -> None:
+        assert self._loop is not None
+        for out in outgoing:
+            if out.reply:
+                continue  # replies travel as RPC responses, not new calls
+            task = self._loop.create_task(self._send(out))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _send(self, out: Outgoing) -> None:
+        swim, loop = self._swim, self._loop
+        assert swim is not None and loop is not None
+        method = getattr(self._stub(out.to), str(out.rpc))
+        request = pb.PeerMessage(
+            from_id=self.node_id, from_address=self.address, payload=encode(out.msg)
+        )
+        self.sent += 1
+        try:
+            response = await method(
+                request, metadata=self._metadata, timeout=max(self.config.probe_timeout_s, 0.5)
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.send_failures += 1
+            log.debug(
+                "gossip %s to %s failed: %s %s", out.rpc, out.to, exc.code().name, exc.details()
+            )
+            if exc.code() not in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.CANCELLED,
+            ):
+                log.warning("gossip %s to %s refused: %s", out.rpc, out.to, exc.details())
+            return
+        if response.payload:
+            try:
+                msg = decode_swim(response.payload)
+            except GossipError:
+                log.warning("undecodable gossip reply from %s", out.to)
+                return
+            self._after_handle(swim.handle(out.to, msg, loop.time()))
+
+    def _after_handle(self, outgoing: list[Outgoing]) -> Outgoing | None:
+        reply = next((o for o in outgoing if o.reply), None)
+        self._send_all(outgoing)
+        self._dispatch_events()
+        self._wake.set()
+        return reply
+
+    # -- receiving (called by the Peer servicer) --------------------------------
+
+    def on_message(self, request: Any) -> bytes:
+        """Handle one Ping/PingReq/Gossip payload; return the reply payload (or b"")."""
+        swim, loop = self._swim, self._loop
+        if swim is None or loop is None:
+            return b""
+        msg = decode_swim(request.payload)
+        reply = self._after_handle(
+            swim.handle(request.from_address or request.from_id, msg, loop.time())
+        )
+        return encode(reply.msg) if reply is not None else b""
+
+    def on_sync(self, request: Any) -> bytes:
+        if self._sync_handler is None:
+            raise GossipError("no anti-entropy spaces are served by this node")
+        decode_sync(request.payload)  # validate before handing over
+        return self._sync_handler(request.payload)
+
+    # -- events ------------------------------------------------------------------
+
+    def on_delta(self, handler: DeltaHandler) -> None:
+        self._delta_handlers.append(handler)
+
+    def on_member_event(self, listener: Callable[[MemberEvent], None]) -> None:
+        self._member_listeners.append(listener)
+
+    def _dispatch_events(self) -> None:
+        swim = self._swim
+        assert swim is not None
+        for event in swim.poll_events():
+            if isinstance(event, DeltaEvent):
+                for handler in self._delta_handlers:
+                    handler(event)
+                continue
+            m = event.member
+            log.info(
+                "gossip: member %s is %s (%s, incarnation %d)",
+                m.id,
+                event.kind,
+                m.address,
+                m.incarnation,
+            )
+            for listener in self._member_listeners:
+                listener(event)
+
+    # -- views -------------------------------------------------------------------
+
+    def broadcast(self, key: str, data: bytes) -> None:
+        swim, loop = self._swim, self._loop
+        assert swim is not None and loop is not None
+        swim.broadcast(key, data, loop.time())
+        self._wake.set()
+
+    def members(self) -> list[MemberView]:
+        return self._swim.members() if self._swim is not None else []
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def alive_ids(self) -> list[str]:
+        """Members currently alive or suspect (suspects still own their keys)."""
+        return [m.id for m in self.members() if str(m.status) in ("alive", "suspect")]
+
+
+class GossipServicerMixin:
+    """Ping/PingReq/Gossip/Sync for the Peer service (auth is the interceptor's job)."""
+
+    gossip: GossipDriver | None
+
+    async def _gossip_call(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if self.gossip is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "gossip is not running")
+        assert self.gossip is not None
+        try:
+            payload = self.gossip.on_message(request)
+        except GossipError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"gossip message: {exc}")
+        return pb.PeerMessage(from_id=self.gossip.node_id, payload=payload)
+
+    async def Ping(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._gossip_call(request, context)
+
+    async def PingReq(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._gossip_call(request, context)
+
+    async def Gossip(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._gossip_call(request, context)
+
+    async def Sync(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if self.gossip is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "gossip is not running")
+        assert self.gossip is not None
+        try:
+            payload = self.gossip.on_sync(request)
+        except GossipError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"sync message: {exc}")
+        return pb.PeerMessage(from_id=self.gossip.node_id, payload=payload)
+
+
+__all__ = ["GossipDriver", "GossipServicerMixin", "Rpc"]

@@ -1,0 +1,246 @@
+"""What the CRDT tiers are, and how one update becomes a CRDT delta. Pure.
+
+Tiers (spec ``hierarchical_state_model``; ``../shared/DESIGN.md`` §1):
+
+=========== ==== ============ ===============================================
+tier        RF   write quorum notes
+=========== ==== ============ ===============================================
+population  2    2 (sloppy)   keys ``<subspace>/<id>``, the spec's six subspaces
+agent       2    1            owner + asynchronous backup
+mesh        2    2 (sloppy)
+metrics     all  1            every node holds every key
+=========== ==== ============ ===============================================
+
+"Sloppy" (Dynamo): when an owner is down, a live fallback node stores the
+update as a *hint* for it, and that counts toward the quorum; the hint is
+handed off when the owner is back.
+
+Every key holds one CRDT; the first update fixes its type. An update is
+applied by an *owner* of the key, with that owner's node id as the replica
+id, which yields a delta; the delta is what replicas receive and merge.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from crdt import (
+    CRDTBase,
+    CRDTError,
+    EventLog,
+    LWWMap,
+    LWWRegister,
+    ORSet,
+    PNCounter,
+    Timestamp,
+)
+from node.tiers.population import PopulationLog
+from node.tiers.validation import InvalidArgument, check_key
+
+POPULATION_SUBSPACES = (
+    "judgement_snapshots",
+    "egg_revision_history",
+    "job_resource_ledger",
+    "job_event_log",
+    "worker_journal",
+    "tadpole_activity_log",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TierSpec:
+    name: str
+    rf: int  # 0 = every live node
+    write_quorum: int  # acknowledgements (durable, hints included) before "ok"
+
+
+TIERS: dict[str, TierSpec] = {
+    "population": TierSpec("population", rf=2, write_quorum=2),
+    "agent": TierSpec("agent", rf=2, write_quorum=1),
+    "mesh": TierSpec("mesh", rf=2, write_quorum=2),
+    "metrics": TierSpec("metrics", rf=0, write_quorum=1),
+}
+
+
+def tier_spec(tier: str) -> TierSpec:
+    spec = TIERS.get(tier)
+    if spec is None:
+        known = ", ".join(TIERS)
+        raise InvalidArgument(f"unknown tier {tier!r}: the Tiers API serves {known}")
+    return spec
+
+
+def check_tier_key(tier: str, key: str) -> TierSpec:
+    spec = tier_spec(tier)
+    check_key(key)
+    if tier == "population":
+        subspace, sep, rest = key.partition("/")
+        if not sep or not rest or subspace not in POPULATION_SUBSPACES:
+            raise InvalidArgument(
+                f"population key {key!r} must be <subspace>/<id> with subspace one of "
+                + ", ".join(POPULATION_SUBSPACES)
+            )
+    return spec
+
+
+# -- updates -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One update, decoded and validated from the API request."""
+
+    kind: str  # counter_add | set_add | set_remove | register_set | log_append | map_set
+    amount: int = 0
+    elements: tuple[str, ...] = ()
+    value: Any = None
+    entry_id: str = ""
+    field: str = ""
+    remove: bool = False
+
+
+_KIND_TYPE = {
+    "counter_add": PNCounter,
+    "set_add": ORSet,
+    "set_remove": ORSet,
+    "register_set": LWWRegister,
+    "log_append": EventLog,
+    "map_set": LWWMap,
+}
+
+TYPE_NAMES: dict[type[CRDTBase], str] = {
+    PopulationLog: "population_log",
+    PNCounter: "pncounter",
+    ORSet: "orset",
+    LWWRegister: "lwwregister",
+    EventLog: "eventlog",
+    LWWMap: "lwwmap",
+}
+
+MAX_ELEMENTS = 1000
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from exc
+
+
+def op_from_request(request: Any) -> Op:
+    """Validate the ``op`` oneof of a TierUpdateRequest."""
+    which = request.WhichOneof("op")
+    if which is None:
+        raise InvalidArgument("update has no operation set")
+    if which == "counter_add":
+        amount = int(request.counter_add.amount)
+        if amount == 0:
+            raise InvalidArgument("counter_add amount must not be 0")
+        return Op(which, amount=amount)
+    if which in ("set_add", "set_remove"):
+        elements = tuple(getattr(request, which).elements)
+        if not elements:
+            raise InvalidArgument(f"{which} needs at least one element")
+        if len(elements) > MAX_ELEMENTS:
+            raise InvalidArgument(f"{which} has {len(elements)} elements; the limit is 1000")
+        if any(not e for e in elements):
+            raise InvalidArgument(f"{which}: elements must be non-empty strings")
+        return Op(which, elements=elements)
+    if which == "register_set":
+        return Op(which, value=parse_json(request.register_set.value_json, "value_json"))
+    if which == "log_append":
+        payload = parse_json(request.log_append.payload_json, "payload_json")
+        entry_id = request.log_append.entry_id or uuid.uuid4().hex
+        if len(entry_id) > 128:
+            raise InvalidArgument("log_append entry_id is longer than 128 characters")
+        return Op(which, value=payload, entry_id=entry_id)
+    field = request.map_set.field
+    if not field:
+        raise InvalidArgument("map_set field is empty")
+    value = None if request.map_set.remove else parse_json(request.map_set.value_json, "value_json")
+    return Op("map_set", field=field, value=value, remove=request.map_set.remove)
+
+
+def apply_op(
+    state: CRDTBase | None, op: Op, node_id: str, hlc: Timestamp, *, tier: str = ""
+) -> tuple[CRDTBase, CRDTBase]:
+    """(new state, delta) of applying ``op`` at replica ``node_id``.
+
+    Event logs in the population tier are :class:`PopulationLog` (retention
+    policies apply); elsewhere plain :class:`crdt.EventLog`. Raises
+    InvalidArgument when the key holds another type or the value does not fit
+    the type."""
+    wanted: type[CRDTBase] = _KIND_TYPE[op.kind]
+    if op.kind == "log_append" and tier == "population":
+        wanted = PopulationLog
+    if state is None:
+        state = wanted()
+    elif not isinstance(state, wanted):
+        have = TYPE_NAMES.get(type(state), type(state).__name__)
+        raise InvalidArgument(
+            f"the key holds a {have}; {op.kind} applies to {_article(TYPE_NAMES[wanted])}"
+        )
+    try:
+        delta = _delta(state, op, node_id, hlc)
+    except CRDTError as exc:
+        raise InvalidArgument(f"{op.kind}: {exc}") from exc
+    return state.apply_delta(delta), delta
+
+
+def _delta(state: CRDTBase, op: Op, node_id: str, hlc: Timestamp) -> CRDTBase:
+    if isinstance(state, PNCounter):
+        if op.amount > 0:
+            return state.increment(node_id, op.amount)
+        return state.decrement(node_id, -op.amount)
+    if isinstance(state, ORSet):
+        if op.kind == "set_add":
+            return state.add_all(node_id, op.elements)
+        delta = ORSet()
+        for element in op.elements:
+            delta = delta.merge(state.remove(element))
+        return delta
+    if isinstance(state, LWWRegister):
+        return state.assign(op.value, hlc, node_id)
+    if isinstance(state, EventLog | PopulationLog):
+        return state.append(hlc, node_id, op.entry_id, op.value)
+    assert isinstance(state, LWWMap)
+    if op.remove:
+        return state.remove(op.field, hlc, node_id)
+    return state.put(op.field, op.value, hlc, node_id)
+
+
+# -- rendering -------------------------------------------------------------------
+
+
+def render(state: CRDTBase) -> tuple[str, str]:
+    """(type name, JSON text) of a state's value, for the API."""
+    name = TYPE_NAMES.get(type(state), type(state).__name__.lower())
+    value: Any = state.value()
+    if isinstance(state, ORSet):
+        value = sorted(value, key=lambda e: (type(e).__name__, e))
+    elif isinstance(state, EventLog):
+        value = [
+            {
+                "hlc": [e.hlc.wall_ns, e.hlc.logical],
+                "node": e.node_id,
+                "entry_id": e.entry_id,
+                "payload": e.payload(),
+            }
+            for e in value
+        ]
+    return name, json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, frozenset | set | tuple):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _article(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
