@@ -33,7 +33,6 @@ from node.replication.driver import (
     ONE,
     NoOwnerReachable,
     NotEnoughReplicas,
-    NotFoundError,
     Replication,
 )
 from node.tiers import agent as agent_doc
@@ -58,7 +57,6 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
             (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
             (mesh_doc.MeshNotFound, grpc.StatusCode.NOT_FOUND),
             (agent_doc.AgentNotFound, grpc.StatusCode.NOT_FOUND),
-            (NotFoundError, grpc.StatusCode.NOT_FOUND),
             (mesh_doc.MeshExists, grpc.StatusCode.ALREADY_EXISTS),
             (NoOwnerReachable, grpc.StatusCode.UNAVAILABLE),
             (NotEnoughReplicas, grpc.StatusCode.ABORTED),

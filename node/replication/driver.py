@@ -51,39 +51,37 @@ from gossip.codec import encode as encode_sync
 from gossip.errors import GossipError
 from gossip.merkle import MerkleLayout, MerkleTree
 from gossip.messages import SyncMessage
+from node.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ReplicationError,
+    ReplicationIncomplete,
+    Unavailable,
+)
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.gossip import GossipDriver, auth_metadata
 from node.replication.placement import ranking
 from node.replication.store import TierStore, digest_of
-from node.tiers import agent as agent_doc
 from node.tiers import mesh as mesh_doc
 from node.tiers import population
 from node.tiers.documents import DocOp, apply_doc_op, member_changes
 from node.tiers.ops import TIERS, Op, TierSpec, apply_op, check_tier_key, render, tier_spec
 from node.tiers.population import PopulationLog
 from node.tiers.retention import write_archive
-from node.tiers.validation import InvalidArgument
 
 log = logging.getLogger(__name__)
 
 ONE, QUORUM, ALL = 1, 2, 3
 
 
-class ReplicationError(Exception):
-    """A tier request could not be completed; the message says why."""
-
-
-class NotEnoughReplicas(ReplicationError):
+class NotEnoughReplicas(ReplicationIncomplete):
     """The update is durable somewhere but fewer than the write quorum
     acknowledged it. It will converge; resending would apply it twice."""
 
 
-class NotFoundError(ReplicationError, LookupError):
-    """The document the update applies to does not exist (forwarded answer)."""
-
-
-class NoOwnerReachable(ReplicationError):
+class NoOwnerReachable(Unavailable):
     """No owner of the key answered; nothing was applied."""
 
 
@@ -389,9 +387,9 @@ class Replication:
                     raise NotEnoughReplicas(reply["error"])
                 continue
             if reply.get("kind") == "not_found":
-                raise NotFoundError(reply["error"])
+                raise NotFound(reply["error"])
             if reply.get("kind") == "exists":
-                raise mesh_doc.MeshExists(reply["error"])
+                raise AlreadyExists(reply["error"])
             return UpdateResult(decode(reply["state"]), reply["replicas"], reply["hinted"], owner)
         raise NoOwnerReachable(
             f"{tier}/{key}: none of its owners ({', '.join(owners)}) answered; nothing applied"
@@ -598,9 +596,9 @@ class Replication:
             reply = {"error": str(exc), "kind": "invalid"}
         except NotEnoughReplicas as exc:
             reply = {"error": str(exc), "kind": "incomplete"}
-        except (mesh_doc.MeshNotFound, agent_doc.AgentNotFound, NotFoundError) as exc:
+        except NotFound as exc:
             reply = {"error": str(exc), "kind": "not_found"}
-        except mesh_doc.MeshExists as exc:
+        except AlreadyExists as exc:
             reply = {"error": str(exc), "kind": "exists"}
         except (ReplicationError, GossipError, CRDTError, ValueError, KeyError, TypeError) as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}", "kind": "failed"}

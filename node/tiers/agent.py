@@ -134,7 +134,7 @@ from crdt import (
     VectorClock,
 )
 from crdt.capvec import quantize
-from node.tiers.validation import InvalidArgument
+from node.errors import InvalidArgument, NotFound
 
 __all__ = [
     "CAPABILITY_LIMIT",
@@ -188,7 +188,7 @@ _GENERATION_PATH: Final = "identity/generation"
 _IMMUTABLE: Final = ("agent_id", "public_key", "creation_timestamp")
 
 
-class AgentNotFound(LookupError):
+class AgentNotFound(NotFound):
     """No agent document exists under the key (maps to NOT_FOUND)."""
 
 

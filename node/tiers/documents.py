@@ -33,10 +33,7 @@ class DocOp:
 
 
 def _mesh(state: CRDTBase | None) -> mesh_doc.MeshState | None:
-    try:
-        return mesh_doc.as_mesh_state(state)
-    except mesh_doc.MeshStateError as exc:
-        raise InvalidArgument(str(exc)) from exc
+    return mesh_doc.as_mesh_state(state)
 
 
 def _mesh_create(

@@ -79,9 +79,8 @@ Bad input raises :class:`node.tiers.validation.InvalidArgument` naming the field
 raise :class:`MeshNotFound` (NOT_FOUND); :func:`create` over a live mesh raises
 :class:`MeshExists` (ALREADY_EXISTS)::
 
-    MeshStateError        root of the non-validation errors of this module
-    ├── MeshNotFound      the mesh is absent or deleted (also a LookupError)
-    └── MeshExists        create over a live mesh; use put_fields
+    node.errors.NotFound       ── MeshNotFound   the mesh is absent or deleted
+    node.errors.AlreadyExists  ── MeshExists     create over a live mesh; use put_fields
 """
 
 from __future__ import annotations
@@ -96,8 +95,8 @@ from typing import Any, Final, Self, TypeAlias
 from crdt import CausalContext, CodecError, CRDTBase, Element, LWWMap, LWWRegister, ORSet, Timestamp
 from crdt.codec import from_wire_tagged, register, to_wire_tagged
 from gossip.merkle import MerkleLayout, MerkleTree
+from node.errors import AlreadyExists, InvalidArgument, NotFound
 from node.tiers.ops import Op
-from node.tiers.validation import InvalidArgument
 
 __all__ = [
     "EMPTY_TOPOLOGY_HASH",
@@ -108,7 +107,6 @@ __all__ = [
     "MeshExists",
     "MeshNotFound",
     "MeshState",
-    "MeshStateError",
     "add_members",
     "as_mesh_state",
     "confirmed_meshes",
@@ -156,15 +154,11 @@ _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 # --- errors ---------------------------------------------------------------------------
 
 
-class MeshStateError(Exception):
-    """Root of the errors this module raises besides InvalidArgument."""
-
-
-class MeshNotFound(MeshStateError, LookupError):
+class MeshNotFound(NotFound):
     """The mesh does not exist here: never created, or deleted."""
 
 
-class MeshExists(MeshStateError):
+class MeshExists(AlreadyExists):
     """``create`` on a mesh that is live; change it with ``put_fields``."""
 
 

@@ -4,13 +4,27 @@ anything is proposed or changed."""
 
 from __future__ import annotations
 
+from node.errors import InvalidArgument
+
 MAX_KEY_BYTES = 1024  # largest key, in UTF-8 bytes, in any tier
 KNOWN_TIERS = ("system",)
 MAX_TXN_OPS = 128
 
 
-class InvalidArgument(ValueError):
-    """The request is malformed; the message says how. Maps to INVALID_ARGUMENT."""
+__all__ = [
+    "KNOWN_TIERS",
+    "MAX_KEY_BYTES",
+    "MAX_REQUEST_ID_CHARS",
+    "MAX_TXN_OPS",
+    "InvalidArgument",
+    "check_key",
+    "check_limit",
+    "check_prefix",
+    "check_request_id",
+    "check_revision",
+    "check_tier",
+    "check_value",
+]
 
 
 def check_tier(tier: str) -> None:

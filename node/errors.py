@@ -1,0 +1,93 @@
+"""Exceptions the node raises while serving a request: one root, one meaning per class.
+
+::
+
+    NodeError                       root; never raised directly
+    ├── InvalidArgument             the request is malformed (also ValueError); nothing applied
+    ├── NotFound                    the named thing does not exist (also LookupError)
+    │                               (tiers: AgentNotFound, MeshNotFound; replication: a
+    │                               forwarded "not found")
+    ├── AlreadyExists               a create named a live document; nothing applied
+    ├── Unavailable                 the node could not serve it now (no owner of the key
+    │                               answered); nothing applied, safe to resend
+    ├── ReplicationIncomplete       a CRDT-tier update is durable on some replica but fewer
+    │                               than the write quorum acknowledged it: applied, will
+    │                               converge, must not be resent
+    └── ReplicationError            a peer answered a replica message with something the
+                                    protocol does not allow (internal; outcome unknown)
+
+Every class carries :class:`Outcome`: whether the request's effect is known to be absent
+(``NOT_APPLIED``), known to be durable somewhere (``APPLIED``), or ``UNKNOWN``. The outcome
+travels to clients as a structured field (trailing metadata ``tadpole-outcome``, set by
+:mod:`node.api.status`), never as words in a message: rewording a message must not change
+what a client does. The other packages keep their own roots (``consensus.errors``,
+``crdt.CRDTError``, ``gossip.errors``, the store's ``StoreError``); :mod:`node.api.status` is
+the one table that turns any of them into a status code and an outcome.
+
+Pure: no gRPC, no I/O, so the tier semantics (:mod:`node.tiers`) raise these directly.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "AlreadyExists",
+    "InvalidArgument",
+    "NodeError",
+    "NotFound",
+    "Outcome",
+    "ReplicationError",
+    "ReplicationIncomplete",
+    "Unavailable",
+]
+
+
+class Outcome(enum.Enum):
+    """What a failed request did to the state. The value is the wire form."""
+
+    NOT_APPLIED = "not-applied"  # nothing changed anywhere: resending is safe
+    APPLIED = "applied"  # durable on at least one replica: resending would repeat it
+    UNKNOWN = "unknown"  # may or may not have been applied
+
+
+class NodeError(Exception):
+    """Root of every error a node reports for a request."""
+
+    outcome: Outcome = Outcome.UNKNOWN
+
+
+class InvalidArgument(NodeError, ValueError):
+    """The request is malformed; the message names the problem."""
+
+    outcome = Outcome.NOT_APPLIED
+
+
+class NotFound(NodeError, LookupError):
+    """The named object does not exist."""
+
+    outcome = Outcome.NOT_APPLIED
+
+
+class AlreadyExists(NodeError):
+    """A create named an object that already exists."""
+
+    outcome = Outcome.NOT_APPLIED
+
+
+class Unavailable(NodeError):
+    """The request could not be served now; nothing was applied anywhere."""
+
+    outcome = Outcome.NOT_APPLIED
+
+
+class ReplicationIncomplete(NodeError):
+    """Durable on some replica, below the write quorum; converges by hints and anti-entropy."""
+
+    outcome = Outcome.APPLIED
+
+
+class ReplicationError(NodeError):
+    """A replica exchange failed in a way the protocol does not name."""
+
+    outcome = Outcome.UNKNOWN
