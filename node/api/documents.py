@@ -10,10 +10,11 @@ token is covered or the deadline passes (then UNAVAILABLE — never an older
 answer). A write with a token makes the owners cover it before applying, so
 a patch is always applied on top of what the client had seen.
 
-Status codes: INVALID_ARGUMENT (bad document or request, nothing changed),
-NOT_FOUND (no such mesh), ALREADY_EXISTS (create over a live mesh),
-UNAVAILABLE (no owner reachable, nothing applied), ABORTED (below write
-quorum: durable somewhere, will converge — do not resend).
+Failures are answered through :mod:`node.api.status`: INVALID_ARGUMENT (bad
+document or request), NOT_FOUND (no such mesh), ALREADY_EXISTS (create over a
+live mesh), UNAVAILABLE (no owner reachable; outcome not-applied), ABORTED
+(below write quorum; outcome applied: durable somewhere, will converge — do
+not resend).
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from typing import Any
 
 import grpc
 
+from node.api import status
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.replication.driver import (
     ALL,
     ONE,
     NoOwnerReachable,
-    NotEnoughReplicas,
     Replication,
 )
 from node.tiers import agent as agent_doc
@@ -53,19 +54,7 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
         self._r = replication
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
-        codes: list[tuple[type[Exception], grpc.StatusCode]] = [
-            (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-            (mesh_doc.MeshNotFound, grpc.StatusCode.NOT_FOUND),
-            (agent_doc.AgentNotFound, grpc.StatusCode.NOT_FOUND),
-            (mesh_doc.MeshExists, grpc.StatusCode.ALREADY_EXISTS),
-            (NoOwnerReachable, grpc.StatusCode.UNAVAILABLE),
-            (NotEnoughReplicas, grpc.StatusCode.ABORTED),
-        ]
-        for kind, code in codes:
-            if isinstance(exc, kind):
-                await context.abort(code, str(exc))
-        log.exception("document request failed", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        await status.abort(context, exc)
 
     @staticmethod
     def _tier(tier: str) -> str:

@@ -1,16 +1,6 @@
 """gRPC servicers for the client API: KV (system tier) and Cluster.
 
-Status codes are mapped in one place, :func:`_abort_for`:
-
-=============================  ===================  =========================
-condition                      code                 client may retry?
-=============================  ===================  =========================
-bad input                      INVALID_ARGUMENT     no
-no leader / not applied        UNAVAILABLE          yes (leader hint in trailers)
-outcome unknown                ABORTED              writes: no; reads: yes
-commit deadline passed         DEADLINE_EXCEEDED    writes: no (unknown)
-watch history compacted        OUT_OF_RANGE         from a newer revision
-=============================  ===================  =========================
+Every failure is answered through :mod:`node.api.status`, the one exception -> status table.
 """
 
 from __future__ import annotations
@@ -27,9 +17,7 @@ from consensus.backend import SystemBackend
 from consensus.errors import (
     CompactedError,
     NotLeaderError,
-    OutcomeUnknownError,
     ProposalError,
-    ProposalTimeout,
 )
 from consensus.statemachine import (
     Compare,
@@ -43,7 +31,9 @@ from consensus.statemachine import (
     Txn,
     TxnOp,
 )
+from node.api import status
 from node.config import NodeConfig
+from node.errors import NotFound
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.cluster_metrics import ClusterMetrics
@@ -104,32 +94,11 @@ class _Api:
         return self.config.peers.get(leader_id, "")
 
     async def abort_for(self, context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
-        if isinstance(exc, v.InvalidArgument):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if isinstance(exc, CompactedError):
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
-        if isinstance(exc, NotLeaderError) or (isinstance(exc, ProposalError) and exc.retryable):
-            leader = self.system.info().leader_id
-            if leader:
-                context.set_trailing_metadata(
-                    (
-                        ("tadpole-leader-id", leader),
-                        ("tadpole-leader-address", self.leader_address(leader)),
-                    )
-                )
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; not applied, safe to retry")
-        if isinstance(exc, OutcomeUnknownError):
-            await context.abort(grpc.StatusCode.ABORTED, str(exc))
-        if isinstance(exc, ProposalTimeout | TimeoutError):
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                str(exc) or "deadline passed; a write may or may not have been applied",
-            )
-        if isinstance(exc, ProposalError):
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        log.exception("unexpected error serving a request", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-        raise AssertionError("context.abort() returned")  # it raises; this keeps mypy honest
+        await status.abort(context, exc, leader=self._leader_hint)
+
+    def _leader_hint(self) -> tuple[str, str] | None:
+        leader = self.system.info().leader_id
+        return (leader, self.leader_address(leader)) if leader else None
 
     @staticmethod
     def linearizable(consistency: int) -> bool:
@@ -336,7 +305,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
                     ],
                 )
         except CompactedError as exc:
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+            await self.abort_for(context, exc)
 
 
 class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
@@ -452,13 +421,13 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
     async def TransferLeadership(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         target = request.target_id
         if target and target not in self.config.peers and target != self.config.node_id:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no member with id {target!r}")
+            await self.abort_for(context, NotFound(f"no member with id {target!r}"))
         st = self.system.info()
         if target == st.leader_id and target:
             return pb.TransferLeadershipResponse(header=self.header(), leader_id=target)
         if st.role != "leader":
             if not st.leader_id:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "no leader right now; retry")
+                await self.abort_for(context, NotLeaderError("no leader right now; retry"))
             address = self.leader_address(st.leader_id)
             try:
                 return await self._stub(address).TransferLeadership(request, timeout=5.0)
@@ -466,10 +435,8 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
                 await context.abort(exc.code(), exc.details() or "leader did not answer")
         try:
             leader = await self.system.transfer_leadership(target, 5.0)
-        except ProposalTimeout as exc:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
         except ProposalError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            await self.abort_for(context, exc)
         return pb.TransferLeadershipResponse(header=self.header(), leader_id=leader)
 
     async def close(self) -> None:

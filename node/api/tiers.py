@@ -1,15 +1,7 @@
-"""gRPC servicer for the CRDT tiers (``Tiers`` service). Validation and the
-status-code mapping live here; the work is :mod:`node.replication.driver`'s.
-
-=======================  ===================  ====================================
-condition                code                 meaning for the caller
-=======================  ===================  ====================================
-bad tier/key/op/JSON     INVALID_ARGUMENT     nothing changed
-no owner reachable       UNAVAILABLE          nothing applied; retry later
-below write quorum       ABORTED              durable on some replicas, will
-                                              converge; do not resend (counters
-                                              would count twice)
-=======================  ===================  ====================================
+"""gRPC servicer for the CRDT tiers (``Tiers`` service): request validation and
+conversion; the work is :mod:`node.replication.driver`'s. Failures are answered through
+:mod:`node.api.status` (bad input INVALID_ARGUMENT, no owner reachable UNAVAILABLE with
+outcome not-applied, below write quorum ABORTED with outcome applied: do not resend).
 """
 
 from __future__ import annotations
@@ -21,11 +13,12 @@ from typing import Any
 
 import grpc
 
+from node.api import status
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.cluster_metrics import PREFIX as METRICS_PREFIX
 from node.peer.cluster_metrics import ClusterMetrics
-from node.replication.driver import NoOwnerReachable, NotEnoughReplicas, Replication
+from node.replication.driver import Replication
 from node.tiers.ops import TIERS, op_from_request, render, tier_spec
 from node.tiers.validation import InvalidArgument, check_limit, check_prefix
 
@@ -43,14 +36,7 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
             self._metrics.incr("bytes_in", request.ByteSize())
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
-        if isinstance(exc, InvalidArgument):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if isinstance(exc, NoOwnerReachable):
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        if isinstance(exc, NotEnoughReplicas):
-            await context.abort(grpc.StatusCode.ABORTED, str(exc))
-        log.exception("tier request failed", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        await status.abort(context, exc)
 
     async def Update(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._count("tier_updates", request)

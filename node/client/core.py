@@ -16,24 +16,27 @@ who leads from every response header (``leader_id``) and, once, from ``Cluster.M
 endpoint is moved to the back of the rotation for ``cooldown_s``.
 
 **Deadline.** ``timeout`` (per call, default 5 s) bounds the whole call including
-retries and back-off; each attempt gets what is left.
+retries and back-off; each try gets what is left (capped, see below).
 
-**Retries** (:class:`RetryPolicy`): ``UNAVAILABLE`` is retried for every call, on the
-next untried endpoint at once, and with capped exponential back-off and jitter once every
-endpoint has been tried. ``DEADLINE_EXCEEDED`` is retried for reads. Every write this
-client sends carries a fresh ``request_id`` (an idempotency key the server applies at most
-once), so a write whose outcome is unknown (``ABORTED``, a deadline, a connection lost
-after sending) is re-sent with the *same* id until it is answered or the deadline passes;
-only then is :class:`~node.client.errors.OutcomeUnknown` raised. A write without a request id is
-never re-sent after an unknown outcome.
+**Retries** (:class:`RetryPolicy`, rules in :mod:`node.client.attempts`): a failed try is
+resent on the next untried endpoint at once, and with capped exponential back-off and
+jitter once every endpoint has been tried. Reads are resent after UNAVAILABLE, ABORTED,
+DEADLINE_EXCEEDED and CANCELLED. Every write this client sends to the system tier carries
+a fresh ``request_id`` (an idempotency key the server applies at most once), so it is
+resent with the *same* id after any failure that did not prove it applied. Whether a try
+was applied is a field of the server's answer (trailing metadata ``tadpole-outcome``),
+never read out of a message. A try that may be resent is capped at
+``RetryPolicy.attempt_timeout_s`` so a paused node cannot hold the whole deadline. Once any
+try of a write may have been applied, the call ends in success or
+:class:`~node.client.errors.OutcomeUnknown`, never in an error that means "safe to resend".
 
 **CRDT tiers** (``tier_update``, ``tier_read``, ``tier_scan``, ``tier_status`` and the
 per-type shortcuts ``counter_add``, ``set_add``, ...) go to the ``Tiers`` service, which
 any node coordinates. Values are JSON: the client encodes what you pass and decodes what
 it gets. Tier updates carry no request id and are *not* idempotent (a counter add sent
 twice counts twice), so an update is re-sent only when the failure proves nothing was
-applied: the server's ``UNAVAILABLE`` "... nothing applied", or a connection that could
-not be opened. Any other ``UNAVAILABLE`` after sending is
+applied: the server's outcome ``not-applied``, or a connection that could not be opened.
+Any other ``UNAVAILABLE`` after sending is
 :class:`~node.client.errors.OutcomeUnknown`; ``ABORTED`` (below the write quorum, but durable on
 some replica and converging) is :class:`~node.client.errors.ReplicationIncomplete`, never re-sent.
 Tier reads, scans and status calls are retried like KV reads.
@@ -74,16 +77,15 @@ from typing import Any, Literal, NamedTuple
 import grpc
 import grpc.aio
 
+from node.client.attempts import Attempts, RetryPolicy, Router
 from node.client.errors import (
     LEADER_ADDRESS_KEY,
     LEADER_ID_KEY,
     Compacted,
     InvalidArgument,
     NotFound,
-    OutcomeUnknown,
     ServerError,
     TadpoleError,
-    Timeout,
     Unavailable,
     from_rpc_error,
     rpc_code,
@@ -144,21 +146,6 @@ _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
-)
-
-# Transport messages meaning the connection broke after the request may have been sent.
-# A write that fails this way has an unknown outcome even though the code is UNAVAILABLE
-# (a refused connection, "failed to connect", is safe: nothing was sent).
-_LOST_IN_FLIGHT = ("socket closed", "connection reset", "broken pipe", "stream removed")
-
-# UNAVAILABLE messages proving a tier update was not applied, so it may be re-sent:
-# gRPC could not open a connection (nothing was sent), or the node's Tiers service
-# reached none of the key's owners (node/api/tiers.py: "...; nothing applied").
-_NOT_APPLIED = (
-    "failed to connect",
-    "connection refused",
-    "dns resolution failed",
-    "nothing applied",
 )
 
 
@@ -497,282 +484,6 @@ class RangeOp:
 
 
 TxnOp = PutOp | DeleteOp | RangeOp
-
-
-# -- retry policy and routing (pure: no I/O, time passed in) --------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    """How a call is retried after a retryable failure.
-
-    Once every endpoint has been tried in a round, the client sleeps
-    ``min(max_backoff_s, initial_backoff_s * multiplier**round)``, of which a random
-    fraction up to ``jitter`` is taken off (so clients that failed together do not retry
-    together). The call's deadline caps everything.
-    """
-
-    # Total tries per call including the first; every endpoint counts (a round over
-    # three endpoints is three tries). 40 with the defaults below outlasts the default
-    # 5 s deadline, so the deadline is what normally ends retrying: a leader election
-    # (150-300 ms timeout, plus failure detection) fits comfortably inside it.
-    attempts: int = 40
-    # First back-off in seconds. Smaller reacts faster, larger loads a sick cluster less.
-    initial_backoff_s: float = 0.05
-    # Back-off ceiling in seconds.
-    max_backoff_s: float = 1.0
-    # Growth factor per round.
-    multiplier: float = 2.0
-    # Fraction in [0, 1] of each back-off that is randomised away.
-    jitter: float = 0.5
-    # How long (s) an endpoint that failed is tried last.
-    cooldown_s: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise InvalidArgument("retry attempts must be >= 1")
-        if self.initial_backoff_s < 0 or self.max_backoff_s < self.initial_backoff_s:
-            raise InvalidArgument("need 0 <= initial_backoff_s <= max_backoff_s")
-        if self.multiplier < 1:
-            raise InvalidArgument("retry multiplier must be >= 1")
-        if not 0 <= self.jitter <= 1:
-            raise InvalidArgument("retry jitter must be within [0, 1]")
-        if self.cooldown_s < 0:
-            raise InvalidArgument("cooldown_s must be >= 0")
-
-    def backoff_s(self, round_: int, rng: random.Random) -> float:
-        """Seconds to wait before retry round ``round_`` (0-based)."""
-        base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier**round_)
-        return base * (1.0 - self.jitter * rng.random())
-
-
-class _Router:
-    """Which endpoint to try first: the leader when known, else the last one that worked.
-
-    Thread-safe; never blocks on I/O, so it is also safe to use from an event loop.
-    """
-
-    def __init__(self, endpoints: Sequence[str], *, prefer_leader: bool, cooldown_s: float):
-        self._lock = threading.Lock()
-        self._endpoints = list(dict.fromkeys(endpoints))  # configured, then learned
-        self._preferred = self._endpoints[0]
-        self._prefer_leader = prefer_leader
-        self._cooldown_s = cooldown_s
-        self._down_until: dict[str, float] = {}
-        self._seen_at: dict[str, str] = {}  # member id -> endpoint that answered as it
-        self._advertised: dict[str, str] = {}  # member id -> address from Members
-        self._leader_id = ""
-        self._looked_up: set[str] = set()  # leader ids discovery already ran for
-
-    @property
-    def endpoints(self) -> list[str]:
-        with self._lock:
-            return list(self._endpoints)
-
-    def order(self, now: float) -> list[str]:
-        """Every endpoint, preferred first, then ring order; endpoints in cooldown last."""
-        with self._lock:
-            i = self._endpoints.index(self._preferred)
-            ring = self._endpoints[i:] + self._endpoints[:i]
-            up = [e for e in ring if self._down_until.get(e, 0.0) <= now]
-            return up + [e for e in ring if e not in up]
-
-    def _address_of(self, member_id: str) -> str:
-        return self._seen_at.get(member_id) or self._advertised.get(member_id, "")
-
-    def _add(self, endpoint: str) -> None:
-        if endpoint not in self._endpoints:
-            self._endpoints.append(endpoint)
-
-    def _prefer(self, endpoint: str, now: float) -> None:
-        if endpoint != self._preferred and self._down_until.get(endpoint, 0.0) <= now:
-            log.debug("client now prefers %s", endpoint)
-            self._preferred = endpoint
-
-    def succeeded(self, endpoint: str, member_id: str, leader_id: str, now: float) -> bool:
-        """Record a response header; returns True if the leader's address is unknown and
-        a one-off ``Members`` lookup would find it."""
-        with self._lock:
-            self._down_until.pop(endpoint, None)
-            if member_id:
-                self._seen_at[member_id] = endpoint
-            self._prefer(endpoint, now)
-            if not self._prefer_leader or not leader_id:
-                return False
-            self._leader_id = leader_id
-            address = self._address_of(leader_id)
-            if address:
-                self._prefer(address, now)
-                return False
-            if leader_id in self._looked_up:
-                return False
-            self._looked_up.add(leader_id)
-            return True
-
-    def failed(self, endpoint: str, now: float, leader_id: str, leader_address: str) -> None:
-        """Record a failure of ``endpoint`` and the server's leader hint, if any."""
-        with self._lock:
-            self._down_until[endpoint] = now + self._cooldown_s
-            if leader_id and leader_address:
-                self._advertised.setdefault(leader_id, leader_address)
-            hint = leader_address or (self._address_of(leader_id) if leader_id else "")
-            if hint and self._prefer_leader:
-                self._add(hint)
-                self._prefer(hint, now)
-            elif self._preferred == endpoint:
-                i = self._endpoints.index(endpoint)
-                ring = self._endpoints[i + 1 :] + self._endpoints[:i]
-                up = [e for e in ring if self._down_until.get(e, 0.0) <= now]
-                if up:
-                    self._preferred = up[0]
-
-    def learn_members(self, members: Iterable[Member], now: float) -> None:
-        """Add every member's advertised address to the rotation; prefer the leader."""
-        with self._lock:
-            for m in members:
-                if m.address:
-                    self._advertised[m.id] = m.address
-                    if m.id not in self._seen_at:
-                        self._add(m.address)
-                if m.is_leader:
-                    self._leader_id = m.id
-            if self._prefer_leader and self._leader_id:
-                address = self._address_of(self._leader_id)
-                if address:
-                    self._prefer(address, now)
-
-
-def _lost_in_flight(exc: BaseException) -> bool:
-    details = rpc_details(exc).lower()
-    return any(marker in details for marker in _LOST_IN_FLIGHT)
-
-
-def _not_applied(exc: BaseException) -> bool:
-    details = rpc_details(exc).lower()
-    return any(marker in details for marker in _NOT_APPLIED)
-
-
-class _Attempts:
-    """The retry state of one call: which endpoint next, and whether/when to retry."""
-
-    def __init__(
-        self,
-        router: _Router,
-        policy: RetryPolicy,
-        rng: random.Random,
-        *,
-        write: bool,
-        timeout_s: float,
-        now: float,
-        only: str | None = None,
-        idempotent: bool = False,
-        tiers: bool = False,
-    ) -> None:
-        self._router = router
-        self._policy = policy
-        self._rng = rng
-        self._write = write
-        # A write carrying a request id is applied at most once however often
-        # it is sent, so an unknown outcome is retried like a read.
-        self._idempotent = idempotent
-        # A call to a CRDT service (Tiers, Documents): ABORTED means "below write quorum",
-        # and an update (write) is never applied at most once, so it is re-sent only when
-        # provably unsent.
-        self._tiers = tiers
-        self._timeout_s = timeout_s
-        self._deadline = now + timeout_s
-        self._only = only
-        self._tried: set[str] = set()
-        self._round = 0
-        self._count = 0
-        self.endpoint = self._pick(now)
-
-    def _pick(self, now: float) -> str:
-        """The next endpoint not yet tried in this round; a new round (``_tried``
-        cleared by the caller) starts from the preferred one."""
-        if self._only is not None:
-            return self._only
-        order = self._router.order(now)
-        for endpoint in order:
-            if endpoint not in self._tried:
-                return endpoint
-        return order[0]
-
-    def _round_done(self, now: float) -> bool:
-        return self._only is not None or all(e in self._tried for e in self._router.order(now))
-
-    def remaining(self, now: float) -> float:
-        return max(self._deadline - now, 0.0)
-
-    def failed(self, exc: BaseException, now: float) -> float | TadpoleError:
-        """Seconds to wait before the next attempt, or the error to raise."""
-        code = rpc_code(exc)
-        error = from_rpc_error(exc, write=self._write, tiers=self._tiers)
-        retryable = code is grpc.StatusCode.UNAVAILABLE or (
-            not self._write
-            and code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
-        )
-        if self._idempotent and code in (
-            grpc.StatusCode.ABORTED,
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            grpc.StatusCode.CANCELLED,
-        ):
-            retryable = True
-        elif (
-            self._write and self._tiers and code is grpc.StatusCode.UNAVAILABLE
-        ) and not _not_applied(exc):
-            return OutcomeUnknown(
-                f"the update may or may not have been applied and was not resent (tier "
-                f"updates are not idempotent); read the key to find out ({error.details})",
-                code=error.code,
-                details=error.details,
-            )
-        elif self._write and code is grpc.StatusCode.UNAVAILABLE and _lost_in_flight(exc):
-            return OutcomeUnknown(
-                f"connection lost after the write was sent; it may or may not have been "
-                f"applied ({error.details})",
-                code=error.code,
-                details=error.details,
-            )
-        if not retryable:
-            return error
-        self._count += 1
-        self._tried.add(self.endpoint)
-        metadata = trailing_metadata(exc)
-        self._router.failed(
-            self.endpoint,
-            now,
-            metadata.get(LEADER_ID_KEY, ""),
-            metadata.get(LEADER_ADDRESS_KEY, ""),
-        )
-        log.debug("attempt %d on %s failed: %s", self._count, self.endpoint, error)
-        if self._count >= self._policy.attempts:
-            return self._exhausted(error, f"after {self._count} attempts")
-        delay = 0.0
-        if self._round_done(now):
-            # Every endpoint failed this round: back off before the next one.
-            delay = self._policy.backoff_s(self._round, self._rng)
-            self._round += 1
-            self._tried.clear()
-        next_endpoint = self._pick(now)
-        if now + delay >= self._deadline:
-            return self._exhausted(error, f"within the {self._timeout_s:g} s deadline")
-        self.endpoint = next_endpoint
-        return delay
-
-    def _exhausted(self, error: TadpoleError, how: str) -> TadpoleError:
-        if isinstance(error, Timeout):
-            return Timeout(f"{error.message} ({how})", code=error.code, details=error.details)
-        if isinstance(error, Unavailable):
-            return Unavailable(
-                f"unavailable: no endpoint could serve the request {how}; "
-                f"last error from {self.endpoint}: {error.details or error.code}",
-                code=error.code,
-                details=error.details,
-                leader_id=error.leader_id,
-                leader_address=error.leader_address,
-            )
-        return error
 
 
 # -- wire conversion (pb is untyped: Any at this boundary) ----------------------------
@@ -1335,7 +1046,7 @@ class Client:
             endpoints = parse_endpoints(",".join(endpoints))
         self.timeout = _check_timeout(timeout)
         self.retry = retry or RetryPolicy()
-        self._router = _Router(
+        self._router = Router(
             endpoints, prefer_leader=prefer_leader, cooldown_s=self.retry.cooldown_s
         )
         self._rng = rng or random.Random()
@@ -1374,7 +1085,7 @@ class Client:
         timeout: float | None,
         only: str | None = None,
     ) -> Any:
-        attempts = _Attempts(
+        attempts = Attempts(
             self._router,
             self.retry,
             self._rng,
@@ -1389,7 +1100,7 @@ class Client:
             endpoint = attempts.endpoint
             try:
                 resp = self._method(endpoint, service, method)(
-                    request, timeout=attempts.remaining(time.monotonic())
+                    request, timeout=attempts.attempt_timeout(time.monotonic())
                 )
             except grpc.RpcError as exc:
                 outcome = attempts.failed(exc, time.monotonic())
@@ -1966,7 +1677,7 @@ class AsyncClient:
             endpoints = parse_endpoints(",".join(endpoints))
         self.timeout = _check_timeout(timeout)
         self.retry = retry or RetryPolicy()
-        self._router = _Router(
+        self._router = Router(
             endpoints, prefer_leader=prefer_leader, cooldown_s=self.retry.cooldown_s
         )
         self._rng = rng or random.Random()
@@ -1997,7 +1708,7 @@ class AsyncClient:
         timeout: float | None,
         only: str | None = None,
     ) -> Any:
-        attempts = _Attempts(
+        attempts = Attempts(
             self._router,
             self.retry,
             self._rng,
@@ -2012,7 +1723,7 @@ class AsyncClient:
             endpoint = attempts.endpoint
             try:
                 resp = await self._method(endpoint, service, method)(
-                    request, timeout=attempts.remaining(time.monotonic())
+                    request, timeout=attempts.attempt_timeout(time.monotonic())
                 )
             except grpc.aio.AioRpcError as exc:
                 outcome = attempts.failed(exc, time.monotonic())

@@ -55,6 +55,7 @@ __all__ = [
     "COMPACT_REVISION_KEY",
     "LEADER_ADDRESS_KEY",
     "LEADER_ID_KEY",
+    "OUTCOME_KEY",
     "AlreadyExists",
     "Compacted",
     "FailedPrecondition",
@@ -73,7 +74,10 @@ __all__ = [
     "trailing_metadata",
 ]
 
-# Trailing-metadata keys the server may set (gRPC lowercases metadata keys).
+# Trailing-metadata keys the server may set (gRPC lowercases metadata keys); the server
+# side of this contract is node/api/status.py.
+# Whether a failed request was applied: "not-applied", "applied" or "unknown".
+OUTCOME_KEY = "tadpole-outcome"
 LEADER_ID_KEY = "tadpole-leader-id"
 LEADER_ADDRESS_KEY = "tadpole-leader-address"
 # Optional on OUT_OF_RANGE from Watch; without it the number is read from the message.
@@ -251,9 +255,10 @@ def from_rpc_error(exc: BaseException, *, write: bool = False, tiers: bool = Fal
 
     ``write`` says whether the failed call could have changed state: then
     ``DEADLINE_EXCEEDED`` means :class:`WriteTimeout` (outcome unknown) instead of
-    :class:`Timeout`. ``ABORTED`` is :class:`OutcomeUnknown`, or, when ``tiers`` says the
-    call went to a CRDT-tier service (Tiers, Documents), :class:`ReplicationIncomplete`
-    (those services' "below write quorum, durable somewhere"). The caller raises the
+    :class:`Timeout`. ``ABORTED`` is :class:`OutcomeUnknown`, or
+    :class:`ReplicationIncomplete` when the server's outcome field says ``applied`` ("below
+    write quorum, durable somewhere"); a server too old to send the field is taken at its
+    service's meaning (``tiers``: the call went to Tiers or Documents). The caller raises the
     result ``from exc``; this function never raises.
     """
     code = rpc_code(exc)
@@ -280,7 +285,11 @@ def from_rpc_error(exc: BaseException, *, write: bool = False, tiers: bool = Fal
             leader_id=metadata.get(LEADER_ID_KEY, ""),
             leader_address=metadata.get(LEADER_ADDRESS_KEY, ""),
         )
-    if code is grpc.StatusCode.ABORTED and tiers:
+    outcome = trailing_metadata(exc).get(OUTCOME_KEY, "")
+    if code is grpc.StatusCode.ABORTED and not write:
+        # A read changes nothing: aborted (leadership changed under it) means "try again".
+        return Unavailable(f"unavailable: the read was aborted{said}", code=name, details=details)
+    if code is grpc.StatusCode.ABORTED and (outcome == "applied" or (tiers and not outcome)):
         return ReplicationIncomplete(
             "replication incomplete (durable on some replicas, will converge; "
             f"do not resend){said}",

@@ -12,8 +12,6 @@ import json
 import random
 import threading
 from collections.abc import Iterator
-from concurrent import futures
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -21,6 +19,7 @@ import grpc.aio
 import pytest
 from click.testing import CliRunner
 
+from consensus.errors import NotLeaderError, OutcomeUnknownError, ProposalTimeout
 from node.cli import app as cli_module
 from node.client.core import (
     AsyncClient,
@@ -48,6 +47,7 @@ from node.client.errors import (
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from tests.support.client_helpers import FAST, client_for, dead_endpoint, rpc_error
+from tests.support.fake_cluster import FakeNode, FakeServers, Transport
 
 S = grpc.StatusCode
 
@@ -115,37 +115,18 @@ class Store:
         )
 
 
-@dataclass
-class Failure:
-    code: grpc.StatusCode
-    details: str = ""
-    metadata: tuple[tuple[str, str], ...] = ()
+class KVNode(FakeNode):
+    """A fake node of the KV/Cluster services."""
 
-
-@dataclass
-class FakeNode:
-    id: str
     cluster: FakeCluster
-    address: str = ""
-    calls: dict[str, int] = field(default_factory=dict)
-    request_ids: dict[str, list[str]] = field(default_factory=dict)
-    failures: dict[str, list[Failure]] = field(default_factory=dict)
-    # Break the next watch stream with UNAVAILABLE after this many events (once).
-    break_watch_after: int | None = None
-    server: Any = None
 
-    def inject(self, method: str, code: grpc.StatusCode, details: str = "", *, times: int = 1,
-               metadata: tuple[tuple[str, str], ...] = ()) -> None:  # fmt: skip
-        self.failures.setdefault(method, []).extend([Failure(code, details, metadata)] * times)
+    def __init__(self, node_id: str, cluster: FakeCluster) -> None:
+        super().__init__(node_id, cluster)
+        # Break the next watch stream with UNAVAILABLE after this many events (once).
+        self.break_watch_after: int | None = None
 
-    def enter(self, method: str, context: grpc.ServicerContext) -> None:
-        self.calls[method] = self.calls.get(method, 0) + 1
-        queue = self.failures.get(method)
-        if queue:
-            failure = queue.pop(0)
-            if failure.metadata:
-                context.set_trailing_metadata(failure.metadata)
-            context.abort(failure.code, failure.details)
+    def request_ids(self, method: str) -> list[str]:
+        return [r.request_id for r in self.requests.get(method, [])]
 
     def header(self) -> pb.ResponseHeader:
         return pb.ResponseHeader(
@@ -162,20 +143,19 @@ def _need_key(key: str, context: grpc.ServicerContext) -> None:
 
 
 class FakeKV(pb_grpc.KVServicer):
-    def __init__(self, node: FakeNode) -> None:
+    def __init__(self, node: KVNode) -> None:
         self.node = node
         self.store = node.cluster.store
 
     def Get(self, request: Any, context: Any) -> Any:
-        self.node.enter("Get", context)
+        self.node.enter("Get", request, context)
         _need_key(request.key, context)
         with self.store.cond:
             kv = self.store.data.get(request.key)
             return pb.GetResponse(header=self.node.header(), found=kv is not None, kv=kv)
 
     def Put(self, request: Any, context: Any) -> Any:
-        self.node.request_ids.setdefault("Put", []).append(request.request_id)
-        self.node.enter("Put", context)
+        self.node.enter("Put", request, context)
         _need_key(request.key, context)
         with self.store.cond:
             self.store.revision += 1
@@ -186,7 +166,7 @@ class FakeKV(pb_grpc.KVServicer):
             )
 
     def Delete(self, request: Any, context: Any) -> Any:
-        self.node.enter("Delete", context)
+        self.node.enter("Delete", request, context)
         _need_key(request.key, context)
         with self.store.cond:
             gone = self.store.delete(request.key, request.prefix, self.store.revision + 1)
@@ -196,14 +176,14 @@ class FakeKV(pb_grpc.KVServicer):
             return pb.DeleteResponse(header=self.node.header(), deleted=len(gone))
 
     def Range(self, request: Any, context: Any) -> Any:
-        self.node.enter("Range", context)
+        self.node.enter("Range", request, context)
         with self.store.cond:
             resp = self.store.range(request.prefix, request.limit, request.start_after)
             resp.header.CopyFrom(self.node.header())
             return resp
 
     def Txn(self, request: Any, context: Any) -> Any:
-        self.node.enter("Txn", context)
+        self.node.enter("Txn", request, context)
         with self.store.cond:
             ok = all(self.store.compare(c) for c in request.compare)
             rev = self.store.revision + 1
@@ -228,7 +208,7 @@ class FakeKV(pb_grpc.KVServicer):
             return pb.TxnResponse(header=self.node.header(), succeeded=ok, responses=responses)
 
     def Watch(self, request: Any, context: Any) -> Iterator[Any]:
-        self.node.enter("Watch", context)
+        self.node.enter("Watch", request, context)
         _need_key(request.key, context)
         store = self.store
         with store.cond:
@@ -275,11 +255,11 @@ class FakeKV(pb_grpc.KVServicer):
 
 
 class FakeClusterServicer(pb_grpc.ClusterServicer):
-    def __init__(self, node: FakeNode) -> None:
+    def __init__(self, node: KVNode) -> None:
         self.node = node
 
     def Members(self, request: Any, context: Any) -> Any:
-        self.node.enter("Members", context)
+        self.node.enter("Members", request, context)
         cluster = self.node.cluster
         members = [
             pb.Member(
@@ -297,7 +277,7 @@ class FakeClusterServicer(pb_grpc.ClusterServicer):
         return pb.MembersResponse(header=self.node.header(), members=members)
 
     def Status(self, request: Any, context: Any) -> Any:
-        self.node.enter("Status", context)
+        self.node.enter("Status", request, context)
         cluster = self.node.cluster
         return pb.StatusResponse(
             header=self.node.header(),
@@ -309,7 +289,7 @@ class FakeClusterServicer(pb_grpc.ClusterServicer):
         )
 
     def TransferLeadership(self, request: Any, context: Any) -> Any:
-        self.node.enter("TransferLeadership", context)
+        self.node.enter("TransferLeadership", request, context)
         cluster = self.node.cluster
         ids = {n.id for n in cluster.nodes}
         if request.target_id and request.target_id not in ids:
@@ -322,29 +302,19 @@ class FakeClusterServicer(pb_grpc.ClusterServicer):
         return pb.TransferLeadershipResponse(header=self.node.header(), leader_id=cluster.leader_id)
 
 
-class FakeCluster:
+class FakeCluster(FakeServers[KVNode]):
     """Fake nodes over one store; ``endpoints`` lists their addresses."""
 
     def __init__(self, size: int, leader_id: str = "n1") -> None:
         self.store = Store()
         self.leader_id = leader_id
         self.lagging: set[str] = set()
-        self.nodes = [FakeNode(f"n{i + 1}", self) for i in range(size)]
-        for node in self.nodes:
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+
+        def register(node: KVNode, server: grpc.Server) -> None:
             pb_grpc.add_KVServicer_to_server(FakeKV(node), server)
             pb_grpc.add_ClusterServicer_to_server(FakeClusterServicer(node), server)
-            port = server.add_insecure_port("127.0.0.1:0")
-            server.start()
-            node.server, node.address = server, f"127.0.0.1:{port}"
 
-    @property
-    def endpoints(self) -> list[str]:
-        return [n.address for n in self.nodes]
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.server.stop(None).wait()
+        super().__init__(size, register, lambda node_id: KVNode(node_id, self))
 
 
 @pytest.fixture
@@ -431,7 +401,7 @@ def test_put_get_delete_roundtrip(one: FakeCluster) -> None:
 
 def test_retries_unavailable_then_succeeds(one: FakeCluster) -> None:
     node = one.nodes[0]
-    node.inject("Get", S.UNAVAILABLE, "no leader", times=3)
+    node.inject("Get", NotLeaderError("no leader"), times=3)
     with client_for(one.endpoints) as c:
         assert c.get("missing") is None
     assert node.calls["Get"] == 4
@@ -439,7 +409,7 @@ def test_retries_unavailable_then_succeeds(one: FakeCluster) -> None:
 
 def test_gives_up_after_attempts_with_unavailable(one: FakeCluster) -> None:
     node = one.nodes[0]
-    node.inject("Put", S.UNAVAILABLE, "no leader", times=10)
+    node.inject("Put", NotLeaderError("no leader"), times=10)
     with client_for(one.endpoints) as c, pytest.raises(Unavailable) as info:
         c.put("k", "v")
     assert node.calls["Put"] == FAST.attempts
@@ -451,17 +421,17 @@ def test_aborted_write_is_resent_with_the_same_request_id(one: FakeCluster) -> N
     """An unknown outcome is safe to resend because the server applies a request id
     at most once; the resend must carry the *same* id, and the next write a new one."""
     node = one.nodes[0]
-    node.inject("Put", S.ABORTED, "leadership changed")
+    node.inject("Put", OutcomeUnknownError("leadership changed"))
     with client_for(one.endpoints) as c:
         c.put("k", "v")
         c.put("k", "w")
-    first, resend, second = node.request_ids["Put"]
+    first, resend, second = node.request_ids("Put")
     assert first and first == resend and second != first
 
 
 def test_aborted_write_without_request_id_is_not_retried(one: FakeCluster) -> None:
     node = one.nodes[0]
-    node.inject("Put", S.ABORTED, "leadership changed", times=FAST.attempts + 1)
+    node.inject("Put", OutcomeUnknownError("leadership changed"), times=FAST.attempts + 1)
     with client_for(one.endpoints) as c, pytest.raises(OutcomeUnknown) as info:
         c._call("kv", "Put", pb.PutRequest(key="k", value=b"v"), write=True, timeout=None)
     assert node.calls["Put"] == 1
@@ -470,33 +440,48 @@ def test_aborted_write_without_request_id_is_not_retried(one: FakeCluster) -> No
 
 def test_write_whose_outcome_stays_unknown_raises_outcome_unknown(one: FakeCluster) -> None:
     node = one.nodes[0]
-    node.inject("Put", S.ABORTED, "leadership changed", times=FAST.attempts + 1)
+    node.inject("Put", OutcomeUnknownError("leadership changed"), times=FAST.attempts + 1)
     with client_for(one.endpoints) as c, pytest.raises(OutcomeUnknown):
         c.put("k", "v")
     assert node.calls["Put"] == FAST.attempts
-    assert len(set(node.request_ids["Put"])) == 1
+    assert len(set(node.request_ids("Put"))) == 1
 
 
 def test_deadline_is_retried_for_reads_and_idempotent_writes_only(one: FakeCluster) -> None:
     node = one.nodes[0]
-    node.inject("Get", S.DEADLINE_EXCEEDED, "read index timed out")
-    node.inject("Txn", S.DEADLINE_EXCEEDED, "commit timed out")
+    node.inject("Get", ProposalTimeout("read index timed out"))
+    node.inject("Txn", ProposalTimeout("commit timed out"))
     with client_for(one.endpoints) as c:
         assert c.get("k") is None
         assert c.cas("k", expected_mod_revision=0, new_value="v")
         bare = pb.TxnRequest(success=[pb.RequestOp(put=pb.PutRequest(key="j", value=b"1"))])
-        node.inject("Txn", S.DEADLINE_EXCEEDED, "commit timed out")
+        node.inject("Txn", ProposalTimeout("commit timed out"))
         with pytest.raises(WriteTimeout):
             c._call("kv", "Txn", bare, write=True, timeout=None)
     assert (node.calls["Get"], node.calls["Txn"]) == (2, 3)
 
 
-def test_connection_lost_mid_write_is_outcome_unknown(one: FakeCluster) -> None:
+def test_connection_lost_mid_write_is_resent_with_the_same_request_id(one: FakeCluster) -> None:
+    """A put carries a request id the cluster applies at most once, so a connection lost
+    after sending is resent like an ABORTED put, never answered with a guess."""
     node = one.nodes[0]
-    node.inject("Put", S.UNAVAILABLE, "Socket closed")
-    with client_for(one.endpoints) as c, pytest.raises(OutcomeUnknown):
-        c.put("k", "v")
-    assert node.calls["Put"] == 1
+    node.inject("Put", Transport(S.UNAVAILABLE, "Socket closed"))
+    with client_for(one.endpoints) as c:
+        assert c.put("k", "v").revision == 1
+    assert node.calls["Put"] == 2
+    first, resend = node.request_ids("Put")
+    assert first == resend != ""
+
+
+def test_connection_lost_mid_write_without_request_id_is_outcome_unknown(
+    one: FakeCluster,
+) -> None:
+    node = one.nodes[0]
+    node.inject("Txn", Transport(S.UNAVAILABLE, "Socket closed"))
+    bare = pb.TxnRequest(success=[pb.RequestOp(put=pb.PutRequest(key="j", value=b"1"))])
+    with client_for(one.endpoints) as c, pytest.raises(OutcomeUnknown, match="not resent"):
+        c._call("kv", "Txn", bare, write=True, timeout=None)
+    assert node.calls["Txn"] == 1
 
 
 def test_invalid_argument_is_raised_at_once(one: FakeCluster) -> None:
@@ -533,8 +518,7 @@ def test_discovers_the_leader_and_prefers_it(cluster: FakeCluster) -> None:
 
 def test_follows_the_leader_hint_in_trailing_metadata(cluster: FakeCluster) -> None:
     n1, n2, n3 = cluster.nodes
-    hint = (("tadpole-leader-id", "n3"), ("tadpole-leader-address", n3.address))
-    n1.inject("Put", S.UNAVAILABLE, "not the leader", metadata=hint)
+    n1.inject("Put", NotLeaderError("not the leader"), leader=("n3", n3.address))
     with client_for([n1.address, n2.address], prefer_leader=True) as c:
         c.put("k", "v")
     assert (n1.calls["Put"], n2.calls.get("Put"), n3.calls["Put"]) == (1, None, 1)
@@ -663,18 +647,18 @@ def test_cluster_calls(cluster: FakeCluster) -> None:
 
 async def test_async_client_retries_and_maps_errors(one: FakeCluster) -> None:
     node = one.nodes[0]
-    node.inject("Put", S.UNAVAILABLE, "no leader", times=2)
+    node.inject("Put", NotLeaderError("no leader"), times=2)
     async with AsyncClient([dead_endpoint(), *one.endpoints], retry=FAST) as c:
         assert (await c.put("k", "v")).revision == 1
         assert (await c.get("k")) is not None
         assert await c.cas("k", expected_value="v", new_value="w")
         assert [kv.key async for kv in c.scan("", page_size=1)] == ["k"]
-        node.inject("Put", S.ABORTED, "leadership changed", times=FAST.attempts)
+        node.inject("Put", OutcomeUnknownError("leadership changed"), times=FAST.attempts)
         with pytest.raises(OutcomeUnknown):
             await c.put("k", "x")
         with pytest.raises(InvalidArgument):
             await c.get("")
-    resends = node.request_ids["Put"][3:]
+    resends = node.request_ids("Put")[3:]
     assert len(resends) >= 2, "an unknown-outcome write with a request id must be resent"
     assert len(set(resends)) == 1
 
@@ -773,19 +757,3 @@ def test_cli_watch_of_compacted_history_exits_1(one: FakeCluster, run: Any) -> N
     result = run(one.endpoints, "watch", "k", "--start-revision", "2")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: revisions up to 5 were compacted")
-
-
-def test_backs_off_once_every_endpoint_failed_a_round() -> None:
-    """Regression: the round check ran after the round was reset, so a client
-    burned its attempts in a tight loop (40 tries in 0.2 s) instead of waiting
-    out a leader election."""
-    import random as _random
-
-    from node.client.core import _Attempts, _Router
-
-    router = _Router(["a:1", "b:2", "c:3"], prefer_leader=False, cooldown_s=0.0)
-    policy = RetryPolicy(attempts=100, initial_backoff_s=0.1, max_backoff_s=1.0, jitter=0.0)
-    attempts = _Attempts(router, policy, _random.Random(1), write=False, timeout_s=60.0, now=0.0)
-    err = rpc_error(S.UNAVAILABLE, "no leader")
-    delays = [attempts.failed(err, 0.0) for _ in range(9)]
-    assert delays == [0.0, 0.0, 0.1, 0.0, 0.0, 0.2, 0.0, 0.0, 0.4]

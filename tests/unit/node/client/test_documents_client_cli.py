@@ -18,8 +18,6 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent import futures
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ import grpc.aio
 import pytest
 from click.testing import CliRunner
 
+from node import errors as server
 from node.cli import app as cli_module
 from node.client.core import AsyncClient, Client, DocResult, GraphQueryResult
 from node.client.errors import (
@@ -42,6 +41,7 @@ from node.client.errors import (
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from tests.support.client_helpers import FAST, client_for, dead_endpoint, rpc_error
+from tests.support.fake_cluster import FakeNode, FakeServers, Transport
 
 S = grpc.StatusCode
 Q = pb.GraphQueryRequest
@@ -74,30 +74,6 @@ def mesh_doc(mesh_id: str = M1, members: list[str] | None = None) -> dict[str, A
 
 
 # -- fake backend --------------------------------------------------------------------
-
-
-@dataclass
-class FakeNode:
-    id: str
-    cluster: FakeCluster
-    address: str = ""
-    calls: dict[str, int] = field(default_factory=dict)
-    requests: dict[str, list[Any]] = field(default_factory=dict)
-    failures: dict[str, list[tuple[grpc.StatusCode, str]]] = field(default_factory=dict)
-    server: Any = None
-
-    def inject(self, method: str, code: grpc.StatusCode, details: str, *, times: int = 1) -> None:
-        self.failures.setdefault(method, []).extend([(code, details)] * times)
-
-    def enter(self, method: str, request: Any, context: grpc.ServicerContext) -> None:
-        self.calls[method] = self.calls.get(method, 0) + 1
-        kept = type(request)()
-        kept.CopyFrom(request)
-        self.requests.setdefault(method, []).append(kept)
-        queue = self.failures.get(method)
-        if queue:
-            code, details = queue.pop(0)
-            context.abort(code, details)
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
@@ -204,7 +180,7 @@ class FakeDocuments(pb_grpc.DocumentsServicer):  # type: ignore[misc]
         return pb.GraphQueryResponse(ids=page, more=len(page) < len(kept))
 
 
-class FakeCluster:
+class FakeCluster(FakeServers[FakeNode]):
     """Fake nodes over one shared document store."""
 
     def __init__(self, size: int) -> None:
@@ -213,27 +189,14 @@ class FakeCluster:
         self.versions: dict[str, int] = {}
         self.replicas: list[str] = ["n1", "n2"]
         self.hinted: list[str] = []
-        self.nodes = [FakeNode(f"n{i + 1}", self) for i in range(size)]
-        for node in self.nodes:
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-            pb_grpc.add_DocumentsServicer_to_server(FakeDocuments(node), server)
-            port = server.add_insecure_port("127.0.0.1:0")
-            server.start()
-            node.server, node.address = server, f"127.0.0.1:{port}"
-
-    @property
-    def endpoints(self) -> list[str]:
-        return [n.address for n in self.nodes]
-
-    def calls(self, method: str) -> int:
-        return sum(n.calls.get(method, 0) for n in self.nodes)
-
-    def requests(self, method: str) -> list[Any]:
-        return [r for n in self.nodes for r in n.requests.get(method, [])]
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.server.stop(None).wait()
+        super().__init__(
+            size,
+            lambda node, server: pb_grpc.add_DocumentsServicer_to_server(
+                FakeDocuments(node), server
+            ),
+            lambda node_id: FakeNode(node_id, self),
+            workers=4,
+        )
 
 
 @pytest.fixture
@@ -397,7 +360,7 @@ def test_documents_round_trip_as_json(three: FakeCluster) -> None:
 def test_missing_document_reads_as_none(one: FakeCluster) -> None:
     with client_for(one.endpoints) as c:
         assert c.doc_get("mesh", M1) is None  # found=false
-        one.nodes[0].inject("Get", S.NOT_FOUND, f"mesh {M1} does not exist")
+        one.nodes[0].inject("Get", server.NotFound(f"mesh {M1} does not exist"))
         assert c.doc_get("mesh", M1) is None  # NOT_FOUND
         with pytest.raises(NotFound, match="does not exist"):
             c.doc_put("mesh", M1, {"capability_fusion": {"fused_capabilities": []}})
@@ -441,7 +404,7 @@ def test_writes_below_quorum_are_replication_incomplete_and_sent_once(
 ) -> None:
     three.docs[("mesh", M1)] = mesh_doc()
     for node in three.nodes:
-        node.inject(method, S.ABORTED, BELOW_QUORUM)
+        node.inject(method, server.ReplicationIncomplete(BELOW_QUORUM))
     with client_for(three.endpoints) as c, pytest.raises(ReplicationIncomplete) as info:
         call(c)
     assert "do not resend" in str(info.value) and BELOW_QUORUM in str(info.value)
@@ -450,8 +413,8 @@ def test_writes_below_quorum_are_replication_incomplete_and_sent_once(
 
 def test_write_is_resent_when_the_server_says_nothing_was_applied(one: FakeCluster) -> None:
     node = one.nodes[0]
-    node.inject("Put", S.UNAVAILABLE, NOTHING_APPLIED, times=2)
-    node.inject("Members", S.UNAVAILABLE, NOTHING_APPLIED)
+    node.inject("Put", server.Unavailable(NOTHING_APPLIED), times=2)
+    node.inject("Members", server.Unavailable(NOTHING_APPLIED))
     with client_for(one.endpoints) as c:
         assert c.doc_create("mesh", M1, mesh_doc()).doc == mesh_doc()
         joined = c.mesh_members(M1, add=[A3])
@@ -469,7 +432,7 @@ def test_write_fails_over_from_an_endpoint_that_refused_the_connection(one: Fake
 def test_write_unavailable_after_sending_is_outcome_unknown_not_resent(
     three: FakeCluster, details: str
 ) -> None:
-    three.nodes[0].inject("Members", S.UNAVAILABLE, details)
+    three.nodes[0].inject("Members", Transport(S.UNAVAILABLE, details))
     three.docs[("mesh", M1)] = mesh_doc()
     with client_for(three.endpoints) as c, pytest.raises(OutcomeUnknown) as info:
         c.mesh_members(M1, remove=[A1])
@@ -478,7 +441,7 @@ def test_write_unavailable_after_sending_is_outcome_unknown_not_resent(
 
 
 def test_write_deadline_is_a_write_timeout_not_resent(one: FakeCluster) -> None:
-    one.nodes[0].inject("Put", S.DEADLINE_EXCEEDED, "replicas slow")
+    one.nodes[0].inject("Put", TimeoutError("replicas slow"))
     with client_for(one.endpoints) as c, pytest.raises(WriteTimeout):
         c.doc_create("mesh", M1, mesh_doc())
     assert one.calls("Put") == 1
@@ -493,8 +456,8 @@ def test_server_invalid_argument_is_raised_at_once(one: FakeCluster) -> None:
 def test_reads_and_queries_are_retried(three: FakeCluster) -> None:
     three.docs[("mesh", M1)] = mesh_doc()
     n1, n2, _ = three.nodes
-    n1.inject("Get", S.UNAVAILABLE, f"mesh/{M1}: 0 of 1 owners answered")
-    n2.inject("Query", S.DEADLINE_EXCEEDED, "query timed out")  # n2: preferred after the get
+    n1.inject("Get", server.Unavailable(f"mesh/{M1}: 0 of 1 owners answered"))
+    n2.inject("Query", TimeoutError("query timed out"))  # n2: preferred after the get
     with client_for(three.endpoints) as c:
         assert c.doc_get("mesh", M1, consistency="quorum") is not None
         assert c.graph_query("members_of_mesh", M1) == ((A1, A2), False)
@@ -560,7 +523,7 @@ def test_async_client_has_the_same_document_surface() -> None:
 
 
 async def test_async_document_calls(three: FakeCluster) -> None:
-    three.nodes[0].inject("Put", S.UNAVAILABLE, NOTHING_APPLIED)
+    three.nodes[0].inject("Put", server.Unavailable(NOTHING_APPLIED))
     async with AsyncClient([dead_endpoint(), *three.endpoints], retry=FAST) as c:
         assert (await c.doc_create("mesh", M1, mesh_doc())).doc == mesh_doc()
         assert (await c.doc_put("mesh", M1, {"performance_data": {}})).coordinator != ""
@@ -578,7 +541,7 @@ async def test_async_document_calls(three: FakeCluster) -> None:
             await c.doc_create("agent", A1, {"agent_id": A1})
         puts_before = three.calls("Put")
         for node in three.nodes:
-            node.inject("Put", S.ABORTED, BELOW_QUORUM)
+            node.inject("Put", server.ReplicationIncomplete(BELOW_QUORUM))
         with pytest.raises(ReplicationIncomplete):
             await c.doc_create("mesh", M2, mesh_doc(M2))
         assert three.calls("Put") == puts_before + 1
@@ -692,7 +655,7 @@ def test_cli_local_mistakes_exit_2_without_a_call(
 
 
 def test_cli_server_invalid_argument_exits_2(one: FakeCluster, run: Any) -> None:
-    one.nodes[0].inject("Put", S.INVALID_ARGUMENT, "topology.member_agents[0]: must be a uuid4")
+    one.nodes[0].inject("Put", server.InvalidArgument("topology.member_agents[0]: must be a uuid4"))
     bad = run(one.endpoints, "mesh", "create", "-", input=json.dumps(mesh_doc()))
     assert (bad.exit_code, bad.stdout) == (2, "")
     assert bad.stderr == "error: invalid argument: topology.member_agents[0]: must be a uuid4\n"
@@ -709,7 +672,7 @@ def test_cli_usage_errors_exit_2(one: FakeCluster, run: Any) -> None:
 def test_cli_aborted_write_exits_1_with_one_line_and_one_call(three: FakeCluster, run: Any) -> None:
     three.docs[("mesh", M1)] = mesh_doc()
     for node in three.nodes:
-        node.inject("Members", S.ABORTED, BELOW_QUORUM)
+        node.inject("Members", server.ReplicationIncomplete(BELOW_QUORUM))
     result = run(three.endpoints, "mesh", "join", M1, A3)
     assert (result.exit_code, result.stdout) == (1, "")
     lines = result.stderr.splitlines()

@@ -15,8 +15,6 @@ import inspect
 import json
 import threading
 from collections.abc import Callable, Iterator
-from concurrent import futures
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -24,6 +22,7 @@ import grpc.aio
 import pytest
 from click.testing import CliRunner
 
+from node import errors as server
 from node.cli import app as cli_module
 from node.client.core import AsyncClient, Client, TierValue
 from node.client.errors import (
@@ -37,6 +36,7 @@ from node.client.errors import (
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from tests.support.client_helpers import FAST, client_for, dead_endpoint, rpc_error
+from tests.support.fake_cluster import FakeNode, FakeServers, Transport
 
 S = grpc.StatusCode
 TIERS = ("population", "agent", "mesh", "metrics")
@@ -49,30 +49,6 @@ BELOW_QUORUM = (
 
 
 # -- fake backend --------------------------------------------------------------------
-
-
-@dataclass
-class FakeNode:
-    id: str
-    cluster: FakeCluster
-    address: str = ""
-    calls: dict[str, int] = field(default_factory=dict)
-    requests: dict[str, list[Any]] = field(default_factory=dict)
-    failures: dict[str, list[tuple[grpc.StatusCode, str]]] = field(default_factory=dict)
-    server: Any = None
-
-    def inject(self, method: str, code: grpc.StatusCode, details: str, *, times: int = 1) -> None:
-        self.failures.setdefault(method, []).extend([(code, details)] * times)
-
-    def enter(self, method: str, request: Any, context: grpc.ServicerContext) -> None:
-        self.calls[method] = self.calls.get(method, 0) + 1
-        copy = type(request)()
-        copy.CopyFrom(request)
-        self.requests.setdefault(method, []).append(copy)
-        queue = self.failures.get(method)
-        if queue:
-            code, details = queue.pop(0)
-            context.abort(code, details)
 
 
 _TYPE_OF = {
@@ -189,7 +165,7 @@ class FakeTiers(pb_grpc.TiersServicer):  # type: ignore[misc]
         return pb.TierStatusResponse(member_id=self.node.id, tiers=rows)
 
 
-class FakeCluster:
+class FakeCluster(FakeServers[FakeNode]):
     """Fake nodes over one shared tier store."""
 
     def __init__(self, size: int) -> None:
@@ -197,24 +173,12 @@ class FakeCluster:
         self.data: dict[tuple[str, str], tuple[str, Any]] = {}
         self.replicas: list[str] = ["n1", "n2"]
         self.hinted: list[str] = []
-        self.nodes = [FakeNode(f"n{i + 1}", self) for i in range(size)]
-        for node in self.nodes:
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-            pb_grpc.add_TiersServicer_to_server(FakeTiers(node), server)
-            port = server.add_insecure_port("127.0.0.1:0")
-            server.start()
-            node.server, node.address = server, f"127.0.0.1:{port}"
-
-    @property
-    def endpoints(self) -> list[str]:
-        return [n.address for n in self.nodes]
-
-    def calls(self, method: str) -> int:
-        return sum(n.calls.get(method, 0) for n in self.nodes)
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.server.stop(None).wait()
+        super().__init__(
+            size,
+            lambda node, server: pb_grpc.add_TiersServicer_to_server(FakeTiers(node), server),
+            lambda node_id: FakeNode(node_id, self),
+            workers=4,
+        )
 
 
 @pytest.fixture
@@ -386,7 +350,7 @@ def test_update_result_carries_value_replicas_hinted_coordinator(three: FakeClus
 
 def test_update_is_resent_when_the_server_says_nothing_was_applied(one: FakeCluster) -> None:
     node = one.nodes[0]
-    node.inject("Update", S.UNAVAILABLE, NOTHING_APPLIED, times=2)
+    node.inject("Update", server.Unavailable(NOTHING_APPLIED), times=2)
     with client_for(one.endpoints) as c:
         assert c.counter_add("metrics", "k", 5).value.value == 5
     assert node.calls["Update"] == 3
@@ -404,7 +368,7 @@ def test_update_fails_over_from_an_endpoint_that_refused_the_connection(
 
 def test_aborted_update_is_not_resent(three: FakeCluster) -> None:
     n1 = three.nodes[0]
-    n1.inject("Update", S.ABORTED, BELOW_QUORUM, times=FAST.attempts)
+    n1.inject("Update", server.ReplicationIncomplete(BELOW_QUORUM), times=FAST.attempts)
     with client_for(three.endpoints) as c, pytest.raises(ReplicationIncomplete) as info:
         c.log_append("population", "job_event_log/j1", {"ev": "start"})
     assert three.calls("Update") == 1
@@ -416,7 +380,7 @@ def test_aborted_update_is_not_resent(three: FakeCluster) -> None:
 def test_update_unavailable_after_sending_is_outcome_unknown_not_resent(
     three: FakeCluster, details: str
 ) -> None:
-    three.nodes[0].inject("Update", S.UNAVAILABLE, details)
+    three.nodes[0].inject("Update", Transport(S.UNAVAILABLE, details))
     with client_for(three.endpoints) as c, pytest.raises(OutcomeUnknown) as info:
         c.counter_add("metrics", "k", 1)
     assert type(info.value) is OutcomeUnknown
@@ -425,7 +389,7 @@ def test_update_unavailable_after_sending_is_outcome_unknown_not_resent(
 
 
 def test_update_deadline_is_a_write_timeout_not_resent(one: FakeCluster) -> None:
-    one.nodes[0].inject("Update", S.DEADLINE_EXCEEDED, "replicas slow")
+    one.nodes[0].inject("Update", TimeoutError("replicas slow"))
     with client_for(one.endpoints) as c, pytest.raises(WriteTimeout):
         c.counter_add("metrics", "k", 1)
     assert one.calls("Update") == 1
@@ -439,8 +403,8 @@ def test_update_invalid_argument_is_raised_at_once(one: FakeCluster) -> None:
 
 def test_reads_scans_and_status_are_retried_like_kv_reads(three: FakeCluster) -> None:
     n1, n2, _ = three.nodes
-    n1.inject("Read", S.UNAVAILABLE, "metrics/k: 0 of 1 owners answered (n2)")
-    n2.inject("Scan", S.DEADLINE_EXCEEDED, "scan timed out")  # n2: preferred after the read
+    n1.inject("Read", server.Unavailable("metrics/k: 0 of 1 owners answered (n2)"))
+    n2.inject("Scan", TimeoutError("scan timed out"))  # n2: preferred after the read
     with client_for(three.endpoints) as c:
         c.counter_add("metrics", "k", 2)
         read = c.tier_read("metrics", "k", consistency="all")
@@ -501,7 +465,7 @@ def test_async_client_has_the_same_tier_surface() -> None:
 
 async def test_async_tier_calls(three: FakeCluster) -> None:
     n1 = three.nodes[0]
-    n1.inject("Update", S.UNAVAILABLE, NOTHING_APPLIED)
+    n1.inject("Update", server.Unavailable(NOTHING_APPLIED))
     async with AsyncClient([dead_endpoint(), *three.endpoints], retry=FAST) as c:
         assert (await c.counter_add("metrics", "k", 4)).value == TierValue("pncounter", 4)
         await c.set_add("agent", "s", "b", "a")
@@ -519,7 +483,7 @@ async def test_async_tier_calls(three: FakeCluster) -> None:
         assert [e.status is not None for e in every] == [False, True, True, True]
         updates_before = three.calls("Update")
         for node in three.nodes:
-            node.inject("Update", S.ABORTED, BELOW_QUORUM)
+            node.inject("Update", server.ReplicationIncomplete(BELOW_QUORUM))
         with pytest.raises(ReplicationIncomplete):
             await c.counter_add("metrics", "k", 1)
         assert three.calls("Update") == updates_before + 1
@@ -613,7 +577,7 @@ def test_cli_aborted_update_exits_1_with_one_line_and_one_call(
     three: FakeCluster, run: Any
 ) -> None:
     for node in three.nodes:
-        node.inject("Update", S.ABORTED, BELOW_QUORUM)
+        node.inject("Update", server.ReplicationIncomplete(BELOW_QUORUM))
     result = run(three.endpoints, "tier", "add", "population", "job_resource_ledger/j1", "1")
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
