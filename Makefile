@@ -14,7 +14,7 @@ help:
 	@echo "make cluster        start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
 	@echo "make cluster-stop   stop it (SIGTERM, then wait)"
 	@echo "make test           run the whole test suite"
-	@echo "make check          ruff, mypy --strict, import-direction contract"
+	@echo "make check          ruff, mypy --strict, import-linter layers, no import cycles"
 	@echo "make proto          regenerate node/pb from proto/"
 	@echo "make chaos          faults x real cluster, checked (DURATION, FAULTS, SEED, FAILOVER_TRIALS)"
 	@echo "make bench          Tadpole (Raft, etcd backend) vs etcd vs raw pysyncobj; BENCH_ARGS=--help"
@@ -70,7 +70,9 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# Layer contracts ([tool.importlinter] in pyproject.toml), then no import cycles.
 imports: venv
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) tests/import_contract.py
 
 BENCH_ARGS ?=

@@ -21,7 +21,7 @@ The usual loop::
 
 from __future__ import annotations
 
-from ._base import CRDTBase
+from ._base import CRDTBase, decode
 from ._errors import (
     ClockDriftError,
     CodecError,
@@ -33,7 +33,7 @@ from ._errors import (
 from ._values import Element, Payload
 from .capvec import CAPABILITY_DIMS, QUANTUM_BITS, CapabilityVector
 from .clocks import CausalContext, Dot, HybridLogicalClock, Ordering, Timestamp, VectorClock
-from .codec import CODEC_VERSION, decode, encode
+from .codec import CODEC_VERSION, encode
 from .counters import GCounter, PNCounter
 from .eventlog import EventLog, LogEntry
 from .maps import LWWMap, ORMap

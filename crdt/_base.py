@@ -28,7 +28,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Self
 
-__all__ = ["CRDTBase"]
+from . import codec
+
+__all__ = ["CRDTBase", "decode"]
 
 
 class CRDTBase:
@@ -63,16 +65,12 @@ class CRDTBase:
 
     def to_bytes(self) -> bytes:
         """Canonical, versioned encoding (see :mod:`crdt.codec`)."""
-        from .codec import encode
-
-        return encode(self)
+        return codec.encode(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         """Decode bytes made by ``to_bytes``; raises CodecError if they are anything else."""
-        from .codec import decode_as
-
-        return decode_as(data, cls)
+        return codec.decode_as(data, cls)
 
     def __hash__(self) -> int:
         return hash(self.to_bytes())
@@ -85,3 +83,14 @@ class CRDTBase:
     @classmethod
     def _from_wire(cls, obj: Any) -> Self:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
+
+
+def decode(data: bytes) -> CRDTBase:
+    """Any CRDT state from bytes made by ``to_bytes`` / :func:`crdt.encode`.
+
+    Raises:
+        UnsupportedVersionError: the bytes come from a newer codec.
+        CodecError: anything else wrong with the bytes, including a registered
+            type that is not a CRDT.
+    """
+    return codec.decode_as(data, CRDTBase)

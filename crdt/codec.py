@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import msgpack
 
-from ._base import CRDTBase
 from ._errors import CodecError, CRDTError, UnsupportedVersionError
 
-__all__ = ["CODEC_VERSION", "decode", "decode_as", "encode", "register"]
+__all__ = ["CODEC_VERSION", "Codable", "decode", "decode_as", "encode", "register"]
 
 CODEC_VERSION = 1
 """Version written by this build; the decoder reads 1..CODEC_VERSION."""
@@ -44,10 +43,32 @@ CODEC_VERSION = 1
 _MAGIC = b"TS"
 _HEADER = len(_MAGIC) + 1
 _TRAILER = 4
-_REGISTRY: dict[int, type[CRDTBase]] = {}
 
-C = TypeVar("C", bound=type[CRDTBase])
-T = TypeVar("T", bound=CRDTBase)
+
+class Codable(Protocol):
+    """What the codec needs from a type; :class:`~crdt.CRDTBase` declares all three.
+
+    The codec knows nothing else about the types it carries, so it sits below
+    them: ``crdt._base`` imports the codec, never the reverse.
+    """
+
+    _TAG: ClassVar[int]
+    """Append-only type number written before the body."""
+
+    def _to_wire(self) -> Any:
+        """The canonical body: msgpack arrays, sets and maps as sorted lists."""
+        ...
+
+    @classmethod
+    def _from_wire(cls, obj: Any) -> Self:
+        """Inverse of ``_to_wire``; raises CodecError (or CRDTError) on bad input."""
+        ...
+
+
+_REGISTRY: dict[int, type[Codable]] = {}
+
+C = TypeVar("C", bound=type[Codable])
+T = TypeVar("T", bound=Codable)
 
 
 def register(cls: C) -> C:
@@ -59,12 +80,12 @@ def register(cls: C) -> C:
     return cls
 
 
-def to_wire_tagged(state: CRDTBase) -> list[Any]:
+def to_wire_tagged(state: Codable) -> list[Any]:
     """``[tag, body]`` of a state, for embedding one state inside another (ORMap)."""
     return [state._TAG, state._to_wire()]
 
 
-def from_wire_tagged(obj: Any) -> CRDTBase:
+def from_wire_tagged(obj: Any) -> Codable:
     """Inverse of :func:`to_wire_tagged`; raises CodecError."""
     if not isinstance(obj, list) or len(obj) != 2:
         raise CodecError("expected a [type_tag, body] pair")
@@ -77,14 +98,14 @@ def from_wire_tagged(obj: Any) -> CRDTBase:
     return cls._from_wire(body)
 
 
-def encode(state: CRDTBase) -> bytes:
+def encode(state: Codable) -> bytes:
     """Canonical bytes of ``state``; equal states give identical bytes."""
     body: bytes = msgpack.packb(to_wire_tagged(state), use_bin_type=True)
     head = _MAGIC + bytes([CODEC_VERSION])
     return head + body + struct.pack(">I", zlib.crc32(head + body))
 
 
-def decode(data: bytes) -> CRDTBase:
+def decode(data: bytes) -> Codable:
     """Decode bytes produced by :func:`encode` (by any version up to CODEC_VERSION).
 
     Raises:

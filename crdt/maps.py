@@ -204,7 +204,10 @@ class ORMap(CRDTBase):
                 if dot not in ctx or dot in seen:
                     raise CodecError("ormap dot outside its causal context or used twice")
                 seen.add(dot)
-                kept[dot] = codec.from_wire_tagged(nested)
+                value = codec.from_wire_tagged(nested)
+                if not isinstance(value, CRDTBase):
+                    raise CodecError(f"ormap value is not a CRDT: {type(value).__name__}")
+                kept[dot] = value
             if not kept:
                 raise CodecError("ormap key without contributions")
             entries[key] = kept

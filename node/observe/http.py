@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from node.server import NodeServer
+from node.api.tiers import tier_health
+from node.observe.view import NodeView
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ GOSSIP_STATES = ("alive", "suspect", "dead", "left")
 
 
 class NodeCollector(Collector):
-    def __init__(self, node: NodeServer) -> None:
+    def __init__(self, node: NodeView) -> None:
         self._node = node
 
     def collect(self) -> Iterator[Metric]:
@@ -70,8 +69,6 @@ class NodeCollector(Collector):
             "tadpole_request_bytes", "Bytes of requests received", value=counts.get("bytes_in", 0)
         )
         if node.replication is not None:
-            from node.api.tiers import tier_health
-
             keys = GaugeMetricFamily("tadpole_tier_local_keys", "Keys stored here", labels=["tier"])
             under = GaugeMetricFamily(
                 "tadpole_tier_under_replicated_keys",
@@ -96,7 +93,7 @@ class NodeCollector(Collector):
 
 
 class HttpServer:
-    def __init__(self, node: NodeServer, listen: str) -> None:
+    def __init__(self, node: NodeView, listen: str) -> None:
         self._node = node
         self._listen = listen
         self._registry = CollectorRegistry(auto_describe=False)

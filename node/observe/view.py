@@ -1,0 +1,61 @@
+"""What the HTTP side reads from a running node: a narrow, read-only view.
+
+:class:`node.server.NodeServer` satisfies :class:`NodeView` structurally (nothing
+subclasses it). The HTTP side depends on this protocol rather than on the server,
+so the server imports the HTTP side and never the reverse, and a test can serve
+``/metrics`` from any object with these few attributes.
+
+Every member is read at scrape time, on the node's event loop; none may block.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from consensus.backend import BackendInfo
+from gossip.swim import MemberView
+from node.replication.driver import Replication
+
+__all__ = ["CountsView", "IdentityView", "MembersView", "NodeView", "SystemView"]
+
+
+class IdentityView(Protocol):
+    @property
+    def node_id(self) -> str: ...
+
+
+class SystemView(Protocol):
+    def info(self) -> BackendInfo:
+        """Role, term and indexes of the system tier; never blocks."""
+        ...
+
+
+class MembersView(Protocol):
+    def members(self) -> list[MemberView]:
+        """Every member this node knows, with its SWIM status."""
+        ...
+
+
+class CountsView(Protocol):
+    def local_counts(self) -> dict[str, int]:
+        """Requests (and ``bytes_in``) this node has served, by kind."""
+        ...
+
+
+class NodeView(Protocol):
+    @property
+    def config(self) -> IdentityView: ...
+
+    @property
+    def system(self) -> SystemView: ...
+
+    @property
+    def gossip(self) -> MembersView: ...
+
+    @property
+    def metrics(self) -> CountsView: ...
+
+    @property
+    def replication(self) -> Replication | None:
+        """None until the node has started its CRDT tiers."""
+        ...
