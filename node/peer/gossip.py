@@ -230,7 +230,7 @@ class GossipDriver:
 
     # -- receiving (called by the Peer servicer) --------------------------------
 
-    def on_message(self, request: Any) -> bytes:
+    def on_message(self, request: pb.PeerMessage) -> bytes:
         """Handle one Ping/PingReq/Gossip payload; return the reply payload (or b"")."""
         swim, loop = self._swim, self._loop
         if swim is None or loop is None:
@@ -241,7 +241,7 @@ class GossipDriver:
         )
         return encode(reply.msg) if reply is not None else b""
 
-    def on_sync(self, request: Any) -> bytes:
+    def on_sync(self, request: pb.PeerMessage) -> bytes:
         if self._sync_handler is None:
             raise GossipError("no anti-entropy spaces are served by this node")
         decode_sync(request.payload)  # validate before handing over
@@ -299,7 +299,9 @@ class GossipServicerMixin:
 
     gossip: GossipDriver | None
 
-    async def _gossip_call(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def _gossip_call(
+        self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
+    ) -> pb.PeerMessage:
         if self.gossip is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "gossip is not running")
         assert self.gossip is not None
@@ -309,16 +311,24 @@ class GossipServicerMixin:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"gossip message: {exc}")
         return pb.PeerMessage(from_id=self.gossip.node_id, payload=payload)
 
-    async def Ping(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Ping(
+        self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
+    ) -> pb.PeerMessage:
         return await self._gossip_call(request, context)
 
-    async def PingReq(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def PingReq(
+        self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
+    ) -> pb.PeerMessage:
         return await self._gossip_call(request, context)
 
-    async def Gossip(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Gossip(
+        self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
+    ) -> pb.PeerMessage:
         return await self._gossip_call(request, context)
 
-    async def Sync(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Sync(
+        self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
+    ) -> pb.PeerMessage:
         if self.gossip is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "gossip is not running")
         assert self.gossip is not None

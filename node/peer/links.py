@@ -20,7 +20,6 @@ import hmac
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
 
@@ -83,14 +82,16 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         self.gossip = gossip
         self._replication = replication
 
-    async def Replica(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Replica(
+        self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
+    ) -> pb.PeerMessage:
         if self._replication is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "tiers are not served here")
         assert self._replication is not None
         payload = await self._replication.on_replica(request.payload)
         return pb.PeerMessage(from_id=self._replication.node_id, payload=payload)
 
-    async def Raft(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Raft(self, request: pb.RaftBatch, context: grpc.aio.ServicerContext) -> pb.RaftAck:
         if self._backend is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
