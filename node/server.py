@@ -23,6 +23,7 @@ from consensus.raft.backend import RaftBackend
 from consensus.raft.bridge import RaftSystem
 from gossip.config import GossipConfig
 from node.api.documents import DocumentsServicer
+from node.api.guard import DecodeGuard
 from node.api.kv import VERSION, ClusterServicer, KVServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.config import NodeConfig
@@ -95,7 +96,7 @@ class NodeServer:
         token = cfg.peer_token()
         max_msg = max(4 << 20, 2 * cfg.max_value_bytes + (1 << 20))
         server = grpc.aio.server(
-            interceptors=[PeerAuthInterceptor(token)],
+            interceptors=[PeerAuthInterceptor(token), DecodeGuard()],
             options=[
                 ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.max_send_message_length", max_msg),

@@ -40,7 +40,13 @@ from node.tiers import agent as agent_doc
 from node.tiers import mesh as mesh_doc
 from node.tiers.documents import DocOp
 from node.tiers.ops import parse_json
-from node.tiers.validation import InvalidArgument, check_key, check_limit, check_prefix
+from node.tiers.validation import (
+    InvalidArgument,
+    check_consistency,
+    check_key,
+    check_limit,
+    check_prefix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +153,14 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
             if self._tier(request.tier) == AGENT:
                 agent_doc.check_agent_key(request.id)
                 token = agent_doc.check_token(dict(request.causal_token))
-                state = await self._covering(request.id, token, int(request.consistency))
+                state = await self._covering(
+                    request.id, token, check_consistency(request.consistency)
+                )
                 return self._agent_doc(state)
             check_key(request.id, "id")
-            read = await self._r.read(MESH, request.id, int(request.consistency) or ONE)
+            read = await self._r.read(
+                MESH, request.id, check_consistency(request.consistency) or ONE
+            )
             state = mesh_doc.as_mesh_state(read.state)
         except Exception as exc:
             await self._fail(context, exc)

@@ -114,16 +114,23 @@ def _op_from_pb(op: Any, max_value: int) -> TxnOp:
         v.check_value(op.put.value, max_value)
         return PutOp(op.put.key, op.put.value)
     if which == "delete":
-        if op.delete.prefix:
-            v.check_prefix(op.delete.key)
-        else:
-            v.check_key(op.delete.key)
-        return DeleteOp(op.delete.key, op.delete.prefix)
+        return _delete_from_pb(op.delete)
     if which == "range":
         v.check_prefix(op.range.prefix)
         v.check_limit(op.range.limit)
         return GetOp(op.range.prefix, True, op.range.limit)
     raise v.InvalidArgument("transaction operation has no request set")
+
+
+def _delete_from_pb(request: Any) -> DeleteOp:
+    """A delete of one key, of a non-empty prefix, or — only when ``all_keys`` says so
+    explicitly — of every key (an empty prefix never means "everything")."""
+    if request.all_keys:
+        if request.key or request.prefix:
+            raise v.InvalidArgument("all_keys deletes every key: key must be empty, prefix false")
+        return DeleteOp("", True)
+    v.check_key(request.key, "prefix" if request.prefix else "key")
+    return DeleteOp(request.key, request.prefix)
 
 
 def _compare_from_pb(c: Any) -> Compare:
@@ -222,17 +229,10 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
         self.count("kv_writes", request)
         try:
             v.check_tier(request.tier)
-            if request.prefix:
-                v.check_prefix(request.key)
-            else:
-                v.check_key(request.key)
             v.check_request_id(request.request_id)
             result = await self._commit(
                 context,
-                Txn(
-                    success=(DeleteOp(request.key, request.prefix),),
-                    request_id=request.request_id,
-                ),
+                Txn(success=(_delete_from_pb(request),), request_id=request.request_id),
             )
         except Exception as exc:
             await self.abort_for(context, exc)

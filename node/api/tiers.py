@@ -20,7 +20,12 @@ from node.peer.cluster_metrics import PREFIX as METRICS_PREFIX
 from node.peer.cluster_metrics import ClusterMetrics
 from node.replication.driver import Replication
 from node.tiers.ops import TIERS, op_from_request, render, tier_spec
-from node.tiers.validation import InvalidArgument, check_limit, check_prefix
+from node.tiers.validation import (
+    InvalidArgument,
+    check_consistency,
+    check_limit,
+    check_prefix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
                     f"metrics keys under {METRICS_PREFIX!r} are the cluster's own counters "
                     "(spread by gossip) and are read-only"
                 )
+            check_consistency(request.consistency)
             op = op_from_request(request)
             result = await self._r.update(request.tier, request.key, op)
         except Exception as exc:
@@ -75,7 +81,8 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
                 )
             return response
         try:
-            result = await self._r.read(request.tier, request.key, int(request.consistency) or 1)
+            consistency = check_consistency(request.consistency) or 1
+            result = await self._r.read(request.tier, request.key, consistency)
         except Exception as exc:
             await self._fail(context, exc)
             raise

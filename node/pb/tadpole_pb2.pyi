@@ -96,18 +96,20 @@ class PutResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ..., prev_kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("key", "prefix", "prev_kv", "tier", "request_id")
+    __slots__ = ("key", "prefix", "prev_kv", "tier", "request_id", "all_keys")
     KEY_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     PREV_KV_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ALL_KEYS_FIELD_NUMBER: _ClassVar[int]
     key: str
     prefix: bool
     prev_kv: bool
     tier: str
     request_id: str
-    def __init__(self, key: _Optional[str] = ..., prefix: _Optional[bool] = ..., prev_kv: _Optional[bool] = ..., tier: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    all_keys: bool
+    def __init__(self, key: _Optional[str] = ..., prefix: _Optional[bool] = ..., prev_kv: _Optional[bool] = ..., tier: _Optional[str] = ..., request_id: _Optional[str] = ..., all_keys: _Optional[bool] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("header", "deleted", "prev_kvs")

@@ -190,8 +190,35 @@ def apply_op(
     return state.apply_delta(delta), delta
 
 
+# A PN-counter's value is a signed 64-bit integer, as clients read it (JSON numbers that
+# int64 holds exactly only up to 2**63 - 1) and as the codec stores each node's
+# contribution (msgpack integers stop at 2**64 - 1). An add that would take the value, or
+# this node's running total of increments or decrements, outside that range is refused.
+# The check is made on the coordinating owner's state: concurrent adds on different owners
+# near a limit can still pass it together; the value is then outside the range until an
+# add brings it back (reads keep working - Python integers do not overflow).
+COUNTER_MIN, COUNTER_MAX = -(2**63), 2**63 - 1
+REPLICA_TOTAL_MAX = 2**64 - 1  # the codec's largest integer
+
+
+def _check_counter_add(state: PNCounter, node_id: str, amount: int) -> None:
+    result = state.value() + amount
+    if not COUNTER_MIN <= result <= COUNTER_MAX:
+        raise InvalidArgument(
+            f"counter_add {amount} would take the counter from {state.value()} to {result}, "
+            f"outside its range [{COUNTER_MIN}, {COUNTER_MAX}]"
+        )
+    side = state.incs if amount > 0 else state.decs
+    if side.get(node_id, 0) + abs(amount) > REPLICA_TOTAL_MAX:
+        raise InvalidArgument(
+            f"counter_add {amount}: this replica's running total of "
+            f"{'increments' if amount > 0 else 'decrements'} would pass {REPLICA_TOTAL_MAX}"
+        )
+
+
 def _delta(state: CRDTBase, op: Op, node_id: str, hlc: Timestamp) -> CRDTBase:
     if isinstance(state, PNCounter):
+        _check_counter_add(state, node_id, op.amount)
         if op.amount > 0:
             return state.increment(node_id, op.amount)
         return state.decrement(node_id, -op.amount)

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_REQUEST_ID_CHARS",
     "MAX_TXN_OPS",
     "InvalidArgument",
+    "check_consistency",
     "check_key",
     "check_limit",
     "check_prefix",
@@ -71,3 +72,16 @@ def check_request_id(request_id: str) -> None:
         raise InvalidArgument(
             f"request_id is {len(request_id)} characters; the limit is {MAX_REQUEST_ID_CHARS}"
         )
+
+
+TIER_CONSISTENCIES = {0: "default", 1: "one", 2: "quorum", 3: "all"}
+
+
+def check_consistency(consistency: int) -> int:
+    """A tier consistency from the wire (TierConsistency); 0 means the tier's default."""
+    if consistency not in TIER_CONSISTENCIES:
+        raise InvalidArgument(
+            f"unknown consistency {consistency}: use one of "
+            + ", ".join(f"{v} ({k})" for k, v in TIER_CONSISTENCIES.items())
+        )
+    return consistency

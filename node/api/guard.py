@@ -1,0 +1,100 @@
+"""A request body that does not parse is the caller's mistake, not the node's.
+
+gRPC decodes a request before the servicer sees it; a body that is not a valid protobuf
+message of the method's type (random bytes, a string field that is not UTF-8) made grpc
+answer ``UNKNOWN: Unexpected <class 'DecodeError'>`` and log a traceback at ERROR.
+:class:`DecodeGuard` wraps every method's deserializer so that a bad body is answered
+``INVALID_ARGUMENT`` ("request body is not a valid tadpole.v1.PutRequest message") with
+outcome ``not-applied`` and logged as one line. Methods without a deserializer (the Peer
+service keeps its bodies as opaque bytes until the sender is authenticated) are left alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from node.api.status import OUTCOME_KEY
+from node.errors import Outcome
+
+__all__ = ["DecodeGuard"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    why: str
+
+
+def _message_name(deserializer: Callable[[bytes], Any]) -> str:
+    owner = getattr(deserializer, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "request"))
+
+
+def _safe(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    name = _message_name(deserializer)
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # protobuf's DecodeError, or anything a parser raises
+            return _Undecodable(f"request body is not a valid {name} message ({exc})")
+
+    return decode
+
+
+async def _refuse(bad: _Undecodable, context: grpc.aio.ServicerContext, method: str) -> None:
+    log.warning("refused %s: %s", method, bad.why)
+    context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad.why)
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Answer undecodable request bodies with INVALID_ARGUMENT instead of UNKNOWN."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = details.method
+        decode = _safe(handler.request_deserializer)
+        serialize = handler.response_serializer
+        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if isinstance(request, _Undecodable):
+                    await _refuse(request, context, method)
+                return await inner_uu(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, request_deserializer=decode, response_serializer=serialize
+            )
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            inner_us = handler.unary_stream
+
+            async def unary_stream(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                if isinstance(request, _Undecodable):
+                    await _refuse(request, context, method)
+                async for response in inner_us(request, context):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, request_deserializer=decode, response_serializer=serialize
+            )
+        # Client-streaming methods (none in the API) and synchronous handlers (health,
+        # reflection) keep gRPC's own handling.
+        return handler
