@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Callable
 
@@ -164,17 +165,32 @@ def test_stale_suspect_is_ignored() -> None:
     assert a.status_of("b") is Status.ALIVE
 
 
-def test_confirmations_shorten_the_suspicion() -> None:
-    names = [f"n{i}" for i in range(12)]
-    a = Net(names).nodes["n0"]
-    a.handle("addr-n1", Gossip("n1", (Suspect("n5", 0, "n1"),)), 0.0)
-    first = a.next_deadline()
+def _suspected(confirmers: tuple[str, ...]) -> Swim:
+    """n0 of a 12-node cluster, told at t=0 that n1 suspects n5 and then that each of
+    ``confirmers`` does too; nothing else reaches it."""
+    a = Net([f"n{i}" for i in range(12)]).nodes["n0"]
+    for src in ("n1", *confirmers):
+        a.handle(f"addr-{src}", Gossip(src, (Suspect("n5", 0, src),)), 0.0)
+    return a
+
+
+@pytest.mark.parametrize(
+    ("confirmers", "bound"),
+    [((), "max"), (("n2",), "one"), (("n2", "n3"), "min"), (("n2", "n3", "n4"), "min")],
+)
+def test_confirmations_shorten_the_suspicion(confirmers: tuple[str, ...], bound: str) -> None:
+    """Unconfirmed, the suspicion fires at the upper bound; each independent
+    confirmation shortens it on the log curve, down to the lower bound once
+    k = suspicion_mult - 2 = 2 have arrived (more change nothing)."""
     lo, hi = CFG.suspicion_bounds_s(12)
-    assert first == pytest.approx(hi, abs=0.01) or first < hi  # other timers may be sooner
-    for i in (2, 3):
-        a.handle(f"addr-n{i}", Gossip(f"n{i}", (Suspect("n5", 0, f"n{i}"),)), 0.0)
-    a.tick(lo + 0.01)
-    assert a.status_of("n5") is Status.DEAD
+    assert CFG.suspicion_mult - 2 == 2
+    timeout = {"max": hi, "one": hi - (hi - lo) * math.log(2) / math.log(3), "min": lo}[bound]
+    early = _suspected(confirmers)
+    early.tick(timeout - 0.01)
+    assert early.status_of("n5") is Status.SUSPECT
+    due = _suspected(confirmers)
+    due.tick(timeout + 1e-9)
+    assert due.status_of("n5") is Status.DEAD
 
 
 def test_graceful_leave() -> None:
