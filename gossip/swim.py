@@ -238,9 +238,6 @@ class Swim:
         """Members alive or suspect, self included (the ``n`` of every formula)."""
         return self._n_live
 
-    def queued_broadcasts(self) -> int:
-        return len(self._queue)
-
     def _view(self, m: _Member) -> MemberView:
         heard = self._now if m.meta.node_id == self._me else m.last_heard
         return MemberView(m.meta.node_id, m.meta.address, m.status, m.incarnation, heard, m.meta)

@@ -154,10 +154,6 @@ def _not_applied(exc: grpc.aio.AioRpcError) -> bool:
     return any(marker in details for marker in _NOT_APPLIED_MARKERS)
 
 
-class _Unknown(Exception):
-    """Internal: an attempt whose outcome is unknown (the call may have applied)."""
-
-
 class EtcdSystem:
     """SystemBackend over etcd v3. See the module docstring for the mapping."""
 

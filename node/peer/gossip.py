@@ -32,7 +32,7 @@ from gossip.codec import decode_swim, decode_sync, encode
 from gossip.config import GossipConfig
 from gossip.errors import GossipError
 from gossip.messages import MemberMeta, Rpc
-from gossip.swim import DeltaEvent, MemberEvent, MemberView, Outgoing, Swim
+from gossip.swim import DeltaEvent, MemberView, Outgoing, Swim
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 
@@ -80,7 +80,6 @@ class GossipDriver:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._delta_handlers: list[DeltaHandler] = []
-        self._member_listeners: list[Callable[[MemberEvent], None]] = []
         self._advertised_role = ""
         self.sent = 0
         self.send_failures = 0
@@ -252,9 +251,6 @@ class GossipDriver:
     def on_delta(self, handler: DeltaHandler) -> None:
         self._delta_handlers.append(handler)
 
-    def on_member_event(self, listener: Callable[[MemberEvent], None]) -> None:
-        self._member_listeners.append(listener)
-
     def _dispatch_events(self) -> None:
         swim = self._swim
         assert swim is not None
@@ -271,8 +267,6 @@ class GossipDriver:
                 m.address,
                 m.incarnation,
             )
-            for listener in self._member_listeners:
-                listener(event)
 
     # -- views -------------------------------------------------------------------
 
@@ -288,10 +282,6 @@ class GossipDriver:
     def now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
-
-    def alive_ids(self) -> list[str]:
-        """Members currently alive or suspect (suspects still own their keys)."""
-        return [m.id for m in self.members() if str(m.status) in ("alive", "suspect")]
 
 
 class GossipServicerMixin:
