@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -135,8 +134,7 @@ class RaftSystem:
         locally, local state holds every write that completed before the call.
         Concurrent readers share barriers: while one is in flight, new readers
         join the next, which is proposed as soon as the current one lands."""
-        # TADPOLE_UNSAFE_LOCAL_READS=1: test-only broken mode the chaos suite must catch.
-        if linearizable and os.environ.get("TADPOLE_UNSAFE_LOCAL_READS") != "1":
+        if linearizable:
             await asyncio.wait_for(self._read_barrier(), timeout)
         return self.raft.read(fn)
 

@@ -7,8 +7,8 @@ log layout: ``<root>/<id>/{data,node.log,node.pid}``) with three additions:
   inside namespace ``tpc-<tag>-<id>`` (``ip netns exec``, which execs, so the pid we
   hold is the node's); without one (not root) it is plain loopback and partition
   faults are unavailable;
-* per-node environment for the next start (the fsync shim, libfaketime, the broken
-  read mode), passed with ``env K=V ...`` so the pid still is the node's;
+* per-node environment for the next start (the fsync shim, libfaketime), passed
+  with ``env K=V ...`` so the pid still is the node's;
 * restart on the same data dir or an empty one, health waits, and :meth:`collect`
   that copies logs and data dirs of a failed run into one folder.
 
@@ -29,7 +29,6 @@ from node.dev.cluster import LocalCluster
 from tests.chaos.netns import Netns
 
 FSYNC_SHIM_ENV = {"TADPOLE_CHAOS_FSYNC_SHIM": "1"}
-UNSAFE_READS_ENV = {"TADPOLE_UNSAFE_LOCAL_READS": "1"}
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Run chaos against a real cluster and check the history.
 
     python -m tests.chaos.runner --duration 60 --faults kill-leader,partition-leader \\
-        --seed 42 --nodes 3 [--per-fault] [--clients 8] [--unsafe-local-reads]
+        --seed 42 --nodes 3 [--per-fault] [--clients 8] [--stale-reads]
 
 One run: start N nodes (own network namespaces when root, else loopback), run the
 register workload and the nemesis together for ``--duration`` seconds, heal
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from node.client.errors import TadpoleError
 from tests.chaos import netns
 from tests.chaos.checkers import RunSummary, check_lost_writes, summarise, with_final_reads
-from tests.chaos.cluster import FSYNC_SHIM_ENV, UNSAFE_READS_ENV, ChaosCluster
+from tests.chaos.cluster import FSYNC_SHIM_ENV, ChaosCluster
 from tests.chaos.history import History, Value
 from tests.chaos.linearizability import check_linearizable
 from tests.chaos.nemesis import FAULTS, Event, Nemesis, unavailable_faults
@@ -64,7 +64,6 @@ class RunConfig:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     # None = namespaces when root, loopback otherwise; False forces loopback.
     use_netns: bool | None = None
-    unsafe_local_reads: bool = False
     out_dir: str = DEFAULT_OUT
     # Seconds between faults (seeded uniform).
     gap_s: tuple[float, float] = (0.5, 2.0)
@@ -81,8 +80,8 @@ class RunConfig:
             f"--nodes {self.nodes}",
             f"--clients {self.workload.clients}",
         ]
-        if self.unsafe_local_reads:
-            parts.append("--unsafe-local-reads")
+        if self.workload.stale_reads:
+            parts.append("--stale-reads")
         if self.min_faults:
             parts.append(f"--min-faults {self.min_faults}")
         if self.use_netns is False:
@@ -223,10 +222,9 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
     ids = [f"n{i + 1}" for i in range(config.nodes)]
     root = tempfile.mkdtemp(prefix="tadpole-chaos-")
     net = netns.Netns(ids) if use_net else None
-    env = dict(FSYNC_SHIM_ENV)
-    if config.unsafe_local_reads:
-        env.update(UNSAFE_READS_ENV)
-    cluster = ChaosCluster(root, ids, 0 if net else _free_base_port(len(ids)), net=net, env=env)
+    cluster = ChaosCluster(
+        root, ids, 0 if net else _free_base_port(len(ids)), net=net, env=dict(FSYNC_SHIM_ENV)
+    )
     history = History()
     rng = random.Random(config.seed)
     nemesis = (
@@ -386,8 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--keys", type=int, default=4)
     p.add_argument("--per-fault", action="store_true", help="one run per fault (seed + i)")
-    p.add_argument("--unsafe-local-reads", action="store_true",
-                   help="broken mode: reads skip the read barrier (must FAIL)")  # fmt: skip
+    p.add_argument("--stale-reads", action="store_true",
+                   help="broken workload: serializable reads checked as linearizable"
+                        " (must FAIL)")  # fmt: skip
     p.add_argument("--min-faults", type=int, default=0,
                    help="keep a run going until this many faults were injected")  # fmt: skip
     p.add_argument("--failover-trials", type=int, default=0,
@@ -408,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     print(f"chaos: base seed {seed}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup
-    wl = WorkloadConfig(clients=args.clients, keys=args.keys)
+    wl = WorkloadConfig(clients=args.clients, keys=args.keys, stale_reads=args.stale_reads)
     groups = (
         [([f], args.min_faults) for f in faults] if args.per_fault else [(faults, args.min_faults)]
     )
@@ -419,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = RunConfig(
             duration_s=args.duration, faults=tuple(group), seed=seed + i, nodes=args.nodes,
             workload=wl, use_netns=False if args.no_netns else None,
-            unsafe_local_reads=args.unsafe_local_reads, out_dir=args.out, min_faults=min_faults,
+            out_dir=args.out, min_faults=min_faults,
         )  # fmt: skip
         results.append(run(cfg))
     print()

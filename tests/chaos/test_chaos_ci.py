@@ -3,7 +3,8 @@
 Every fault of the catalogue runs at least once against a real three-node cluster,
 grouped into short runs, and each run must be clean: linearizable (including the
 final read-back, so no acknowledged write is lost), no lost writes, replicas equal.
-One run turns on the deliberately broken read mode and must be *caught*.
+One run uses a deliberately broken read mode (serializable reads checked as
+linearizable ones) and must be *caught*.
 
 Network faults need root (namespaces, nftables); without it those tests skip with
 the reason, and the loopback test checks that the fallback reports the skip.
@@ -12,6 +13,8 @@ printed in the test output.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -28,12 +31,18 @@ needs_root = pytest.mark.skipif(not ROOT, reason=f"chaos faults need root: {WHY_
 WORKLOAD = WorkloadConfig(clients=8, keys=4)
 
 
-def _run(faults: str, seed: int, duration_s: float, **kw: object) -> RunResult:
+def _run(
+    faults: str,
+    seed: int,
+    duration_s: float,
+    workload: WorkloadConfig = WORKLOAD,
+    **kw: object,
+) -> RunResult:
     cfg = RunConfig(
         duration_s=duration_s,
         faults=tuple(faults.split(",")),
         seed=seed,
-        workload=WORKLOAD,
+        workload=workload,
         **kw,  # type: ignore[arg-type]
     )
     return run(cfg)
@@ -78,8 +87,11 @@ def test_storage_faults_lose_nothing() -> None:
 @needs_root
 def test_broken_local_reads_are_caught() -> None:
     """Reads that skip the read barrier must be flagged under a partition that
-    leaves clients talking to the isolated old leader."""
-    result = _run("partition-leader-client", 404, 15, unsafe_local_reads=True)
+    leaves clients talking to the isolated old leader. The workload sends them
+    serializable (answered from the receiving node's local state, as a node without
+    a barrier would) and records them as linearizable reads."""
+    stale = dataclasses.replace(WORKLOAD, stale_reads=True)
+    result = _run("partition-leader-client", 404, 15, stale)
     assert result.events
     assert result.summary.violations > 0, (
         f"the broken mode went unnoticed: {result.summary.format()}; "

@@ -28,6 +28,13 @@ Everything else a write can end with -- ``OutcomeUnknown`` (ABORTED, lost in fli
 server-cancelled), ``WriteTimeout``/``Timeout``, ``ServerError``, anything
 unexpected -- is ``unknown``. A cas answered "compare failed" is ``fail``. Reads that
 fail are recorded ``fail`` (the checker ignores failed and unknown reads alike).
+
+**A broken mode, to show the checker works** (``stale_reads``): every read is sent
+serializable -- the node that receives it answers from its local state, with no read
+barrier -- yet recorded as an ordinary (linearizable) read. That is what a node that
+skipped its read barrier would answer, so a run that cuts clients off with an old
+leader must come out *not* linearizable. The nodes themselves stay correct: the
+broken reads exist only in this workload, and no production code has a switch for it.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ class WorkloadConfig:
     op_timeout_s: float = 2.0
     # Pause after a failed operation, seconds (keeps a client off a dead node).
     fail_pause_s: float = 0.05
+    # Broken on purpose: reads go out serializable but are checked as linearizable
+    # (see the module docstring). Only for showing that the checker catches it.
+    stale_reads: bool = False
 
 
 def classify_write_error(exc: BaseException, *, single_attempt: bool) -> Outcome:
@@ -151,7 +161,7 @@ class Workload:
     async def _read(self, client: AsyncClient, i: int, key: str, seen: dict[str, Value]) -> bool:
         p = self.history.invoke(i, "read", key)
         try:
-            kv = await client.get(key)
+            kv = await client.get(key, serializable=self.config.stale_reads)
         except TadpoleError as exc:
             if isinstance(exc, InvalidArgument):
                 raise
