@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any, NoReturn, TypeVar, cast
 
@@ -50,6 +51,63 @@ __all__ = ["cli"]
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
+# Counts and revisions travel as int64: a larger number is a usage error, not a crash.
+INT64 = click.IntRange(min=0, max=2**63 - 1)
+INT64_SIGNED = click.IntRange(min=-(2**63), max=2**63 - 1)
+
+
+class _Group(click.Group):
+    """The root group: every failure ends as one ``error: ...`` line and an exit code.
+
+    Click's own usage errors, arguments that are not valid UTF-8 (keys and values are
+    UTF-8 strings on the wire), aborts and — as a last resort — an unexpected exception
+    (a bug) are all reported this way; no traceback reaches the user.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(args) if args is not None else sys.argv[1:]
+        code = self._run(argv, prog_name, complete_var, **extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(
+        self, argv: list[str], prog_name: str | None, complete_var: str | None, **extra: Any
+    ) -> int:
+        for i, arg in enumerate(argv, 1):
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                _error(f"argument {i} ({shown!r}) is not valid UTF-8")
+                return EXIT_USAGE
+        try:
+            result = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            return EXIT_USAGE
+        except click.ClickException as exc:
+            _error(exc.format_message())
+            return exc.exit_code
+        except click.Abort:
+            _error("aborted")
+            return EXIT_FAILURE
+        except Exception as exc:  # a bug: still one line, and say so
+            _error(
+                f"unexpected {type(exc).__name__}: {exc} (this is a bug in tadpole; "
+                "please report it with the command that caused it)"
+            )
+            return EXIT_FAILURE
+        return result if isinstance(result, int) else 0
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -72,8 +130,21 @@ class _Settings:
             self._client.close()
 
 
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so an error is
+    always exactly one line whatever the user typed into it."""
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
+def _error(message: str) -> None:
+    click.echo(f"error: {_one_line(message)}", err=True)
+
+
 def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    _error(message)
     raise click.exceptions.Exit(code)
 
 
@@ -191,7 +262,7 @@ def _endpoints_option(_ctx: click.Context, _param: click.Parameter, value: str) 
 # -- commands ------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--endpoints",
     default=",".join(DEFAULT_ENDPOINTS),
@@ -291,7 +362,7 @@ def status(as_json: bool) -> None:
         for line in errors:
             click.echo(line, err=True)
     if all(r.status is None for r in results):
-        raise click.exceptions.Exit(EXIT_FAILURE)
+        _fail(f"no endpoint answered ({len(results)} tried)")
 
 
 def _tier_summary(statuses: list[NodeStatus]) -> str:
@@ -362,7 +433,7 @@ def delete(key: str, prefix: bool) -> None:
 
 @cli.command(name="range")
 @click.argument("prefix")
-@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most N keys (0 = all).")
+@click.option("--limit", type=INT64, default=0, help="At most N keys (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.option("--serializable", is_flag=True, help="Read the local state of one node.")
 @_handle_errors
@@ -390,7 +461,7 @@ def range_(prefix: str, limit: int, as_json: bool, serializable: bool) -> None:
 @click.option("--expect-value", help="Swap only if KEY currently holds this value.")
 @click.option(
     "--expect-revision",
-    type=click.IntRange(min=0),
+    type=INT64,
     help="Swap only if KEY was last changed at this revision (0 = KEY absent).",
 )
 @_handle_errors
@@ -413,7 +484,7 @@ def cas(key: str, new: str, expect_value: str | None, expect_revision: int | Non
 @click.option("--prefix", "prefix", metavar="P", help="Watch every key starting with P.")
 @click.option(
     "--start-revision",
-    type=click.IntRange(min=0),
+    type=INT64,
     default=0,
     help="Replay changes from this revision (0 = only new changes).",
 )
@@ -518,7 +589,7 @@ def tier() -> None:
 @tier.command(context_settings={"ignore_unknown_options": True})
 @click.argument("tier_name", metavar="TIER")
 @click.argument("key")
-@click.argument("amount", type=int)
+@click.argument("amount", type=INT64_SIGNED)
 @_handle_errors
 def add(tier_name: str, key: str, amount: int) -> None:
     """Add AMOUNT (may be negative) to the counter at KEY."""
@@ -605,7 +676,7 @@ def tier_get(tier_name: str, key: str, consistency: str | None, as_json: bool) -
 @tier.command()
 @click.argument("tier_name", metavar="TIER")
 @click.argument("prefix", required=False, default="")
-@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most N keys (0 = all).")
+@click.option("--limit", type=INT64, default=0, help="At most N keys (0 = all).")
 @click.option("--start-after", default="", help="Only keys after this one (to page).")
 @_handle_errors
 def scan(tier_name: str, prefix: str, limit: int, start_after: str) -> None:
@@ -813,9 +884,7 @@ def _graph(kind: GraphQueryKind, node_id: str, limit: int, start_after: str) -> 
 def _paging(func: F) -> F:
     """``--limit`` and ``--start-after`` for a listing command."""
     after = click.option("--start-after", default="", help="Only ids after this one (to page).")
-    limit = click.option(
-        "--limit", type=click.IntRange(min=0), default=0, help="At most N ids (0 = all)."
-    )
+    limit = click.option("--limit", type=INT64, default=0, help="At most N ids (0 = all).")
     return limit(after(func))
 
 
