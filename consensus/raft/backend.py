@@ -103,6 +103,12 @@ class RaftConfig:
     watch_history_events: int = 10_000
     # Max bytes of entries per append-entries message.
     max_append_bytes: int = 1 << 20
+    # Pre-vote (thesis §9.6): a node whose election timer fires asks the others first
+    # and raises the term only if a majority would vote for it, so a node that was
+    # starved or cut off cannot depose a healthy leader. Costs one round trip on a real
+    # failover. Off only for a cluster that still has nodes without it (they would not
+    # answer, and the new ones could then never be elected).
+    pre_vote: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.election_timeout_min_s < self.election_timeout_max_s:
@@ -239,6 +245,7 @@ class RaftBackend:
                 wake=self._wake.set,
                 log_view=self._journal,
                 sticky_s=cfg.election_timeout_min_s,
+                pre_vote=cfg.pre_vote,
             )
             return self._transport
 
@@ -284,6 +291,7 @@ class RaftBackend:
         while self._calls:
             self._calls.popleft()()
         transport.drain()
+        transport.gate_election()
         log_before, commit_before = len(journal), obj.raftCommitIndex
         obj.doTick(0.0)
         if obj._isLeader() and (len(journal) != log_before or obj.raftCommitIndex != commit_before):

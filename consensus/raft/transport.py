@@ -14,6 +14,16 @@ pysyncobj (which runs in the Raft tick thread) and the node's gRPC layer
 Holding until after the sync is what makes acknowledgements and votes
 honest: nothing leaves the node before what it vouches for is on disk.
 
+Pre-vote (Raft thesis §9.6) also lives here, because pysyncobj has none: when
+pysyncobj's election timer fires, :meth:`HeldTransport.gate_election` (called
+by the tick loop before ``doTick``) first asks the peers whether they would
+vote — without anyone changing term — and lets pysyncobj campaign only once a
+majority says yes. A peer says yes only if it has not heard from a leader
+within the minimum election timeout and the asker's log is at least as up to
+date (:func:`grant_pre_vote`). A node starved of CPU, or cut off, therefore no
+longer raises the term and deposes a healthy leader when it comes back; it
+learns the leader from the next append-entries instead.
+
 Frames are pickles because pysyncobj's messages are. They must only reach
 ``deliver()`` from an authenticated peer; the gRPC layer checks the cluster
 credential before it even parses the request.
@@ -37,6 +47,27 @@ from consensus.raft.journal import Entry
 
 log = logging.getLogger(__name__)
 
+_LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
+
+
+def grant_pre_vote(
+    *,
+    leader_recent: bool,
+    term: int,
+    last: tuple[int, int],
+    asked_term: int,
+    asked_last: tuple[int, int],
+) -> bool:
+    """Would this node vote for a candidate at ``asked_term`` whose log ends at
+    ``asked_last`` = (last term, last index)? Pre-vote asks without changing any state.
+
+    No while a leader was heard recently (it is alive; the asker is the one cut off or
+    starved), no if the asked term is not newer than ours, no if the asker's log is
+    behind ours (it could not win a real election either).
+    """
+    return not leader_recent and asked_term > term and asked_last >= last
+
+
 LogView = Callable[[], list[Entry] | Any]
 """Returns the node's Raft log: a sequence of (command, index, term), oldest first."""
 
@@ -56,6 +87,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
         wake: Callable[[], None],
         log_view: Any = None,
         sticky_s: float = 0.0,
+        pre_vote: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
@@ -68,6 +100,12 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self._notice_after: dict[str, float] = {}
         self.votes_ignored = 0
         self.term_notices = 0
+        self._pre_vote = pre_vote
+        self._round = 0
+        self._granted: set[str] = set()
+        self._won = False
+        self.pre_votes_started = 0
+        self.pre_votes_won = 0
         self._nodes: dict[str, Node] = {n.id: n for n in otherNodes}
         self._sender = sender
         self._wake = wake
@@ -150,6 +188,12 @@ class HeldTransport(Transport):  # type: ignore[misc]
                     continue
                 self.frames_received += 1
                 delivered += 1
+                if message["type"] == "pre_vote":
+                    self._answer_pre_vote(node, message)
+                    continue
+                if message["type"] == "pre_vote_reply":
+                    self._count_pre_vote(node, message)
+                    continue
                 if not self._admit(node, message):
                     continue
                 if self._log_view is not None and message["type"] == "append_entries":
@@ -224,6 +268,64 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 "term_notice": True,
             },
         )
+
+    # -- pre-vote (tick thread) ------------------------------------------------
+
+    def gate_election(self) -> None:
+        """Call before every ``doTick``. When pysyncobj's election timer has fired, hold
+        the campaign back (push the timer out) and run a pre-vote round instead; once a
+        round wins a majority, let the next ``doTick`` campaign at once. Leadership
+        transfers skip the gate: their target must campaign even though the others
+        still hear from the leader that asked for it."""
+        obj = self._syncobj
+        if not self._pre_vote or obj._SyncObj__raftState == _LEADER:
+            return
+        now = self._clock()
+        if obj._SyncObj__raftElectionDeadline >= now or now < self._transfer_until:
+            return
+        if not obj._SyncObj__connectedToAnyone():
+            return
+        if self._won:
+            self._won = False
+            return  # the timer stays expired: doTick campaigns now
+        obj._SyncObj__raftElectionDeadline = now + obj._SyncObj__generateRaftTimeout()
+        self._round += 1
+        self._granted = set()
+        self.pre_votes_started += 1
+        request = {
+            "type": "pre_vote",
+            "round": self._round,
+            "term": obj.raftCurrentTerm + 1,
+            "last_log_index": obj._SyncObj__getCurrentLogIndex(),
+            "last_log_term": obj._SyncObj__getCurrentLogTerm(),
+        }
+        for node in self._nodes.values():
+            self.send(node, request)
+
+    def _answer_pre_vote(self, node: Node, message: dict[str, Any]) -> None:
+        obj = self._syncobj
+        recent = self._clock() - self._leader_contact < self._sticky_s
+        granted = grant_pre_vote(
+            leader_recent=recent or obj._SyncObj__raftState == _LEADER,
+            term=obj.raftCurrentTerm,
+            last=(obj._SyncObj__getCurrentLogTerm(), obj._SyncObj__getCurrentLogIndex()),
+            asked_term=int(message.get("term", 0)),
+            asked_last=(
+                int(message.get("last_log_term", 0)),
+                int(message.get("last_log_index", 0)),
+            ),
+        )
+        reply = {"type": "pre_vote_reply", "round": message.get("round"), "granted": granted}
+        self.send(node, reply)
+
+    def _count_pre_vote(self, node: Node, message: dict[str, Any]) -> None:
+        if message.get("round") != self._round or not message.get("granted"):
+            return
+        self._granted.add(node.id)
+        if (len(self._granted) + 1) * 2 > len(self._nodes) + 1 and not self._won:
+            self._won = True
+            self.pre_votes_won += 1
+            self._syncobj._SyncObj__raftElectionDeadline = 0.0
 
     def _set_connected(self, peer_id: str, up: bool) -> None:
         node = self._nodes.get(peer_id)

@@ -1,0 +1,168 @@
+"""Pre-vote at the pysyncobj seam (consensus.raft.transport): the grant rule, and the
+gate that holds a campaign back until a majority would vote. No threads, no sockets:
+a stand-in for pysyncobj's state and a list of sent frames."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+from pysyncobj.node import Node
+
+from consensus.raft.transport import HeldTransport, grant_pre_vote
+
+FOLLOWER, LEADER = 0, 2
+
+
+@pytest.mark.parametrize(
+    ("leader_recent", "term", "last", "asked_term", "asked_last", "granted"),
+    [
+        (False, 3, (3, 10), 4, (3, 10), True),  # leader gone, same log: yes
+        (True, 3, (3, 10), 4, (3, 10), False),  # a leader was heard recently: no
+        (False, 3, (3, 10), 3, (3, 10), False),  # the asked term is not newer: no
+        (False, 3, (3, 10), 4, (3, 9), False),  # the asker's log is shorter: no
+        (False, 3, (3, 10), 4, (2, 50), False),  # the asker's last term is older: no
+        (False, 3, (3, 10), 4, (4, 1), True),  # a newer last term wins over length
+        (False, 3, (3, 10), 9, (3, 11), True),
+    ],
+)
+def test_grant_rule(
+    leader_recent: bool,
+    term: int,
+    last: tuple[int, int],
+    asked_term: int,
+    asked_last: tuple[int, int],
+    granted: bool,
+) -> None:
+    assert (
+        grant_pre_vote(
+            leader_recent=leader_recent,
+            term=term,
+            last=last,
+            asked_term=asked_term,
+            asked_last=asked_last,
+        )
+        is granted
+    )
+
+
+class FakeRaft:
+    """The pieces of pysyncobj's SyncObj state the gate reads and writes."""
+
+    def __init__(self) -> None:
+        self._SyncObj__raftState = FOLLOWER
+        self._SyncObj__raftElectionDeadline = 0.0
+        self.raftCurrentTerm = 5
+        self.connected = True
+
+    def _SyncObj__connectedToAnyone(self) -> bool:
+        return self.connected
+
+    def _SyncObj__generateRaftTimeout(self) -> float:
+        return 0.2
+
+    def _SyncObj__getCurrentLogIndex(self) -> int:
+        return 40
+
+    def _SyncObj__getCurrentLogTerm(self) -> int:
+        return 5
+
+    def _isLeader(self) -> bool:
+        return bool(self._SyncObj__raftState == LEADER)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(raft: FakeRaft, clock: Clock) -> tuple[HeldTransport, list[tuple[str, Any]]]:
+    sent: list[tuple[str, Any]] = []
+    transport = HeldTransport(
+        raft,
+        Node("n1"),
+        [Node("n2"), Node("n3")],
+        sender=lambda peer, frames: sent.extend((peer, pickle.loads(f)) for f in frames),
+        wake=lambda: None,
+        sticky_s=0.15,
+        pre_vote=True,
+        clock=clock,
+    )
+    return transport, sent
+
+
+def reply(transport: HeldTransport, peer: str, round_: int, granted: bool) -> None:
+    frame = pickle.dumps({"type": "pre_vote_reply", "round": round_, "granted": granted})
+    transport.deliver(peer, [frame])
+    transport.drain()
+
+
+def test_an_expired_timer_asks_first_and_campaigns_only_after_a_majority() -> None:
+    raft, clock = FakeRaft(), Clock()
+    transport, sent = make(raft, clock)
+    transport.gate_election()
+    # No campaign yet: the timer was pushed out and the peers were asked, term unchanged.
+    assert raft._SyncObj__raftElectionDeadline == pytest.approx(100.2)
+    assert raft.raftCurrentTerm == 5
+    transport.flush()
+    asks = [m for _, m in sent if m["type"] == "pre_vote"]
+    assert sorted(p for p, m in sent) == ["n2", "n3"]
+    assert asks[0]["term"] == 6 and (asks[0]["last_log_term"], asks[0]["last_log_index"]) == (5, 40)
+    reply(transport, "n2", asks[0]["round"], granted=False)
+    assert raft._SyncObj__raftElectionDeadline == pytest.approx(100.2)  # 1 of 3: not yet
+    reply(transport, "n3", asks[0]["round"] - 1, granted=True)  # a stale round
+    assert raft._SyncObj__raftElectionDeadline == pytest.approx(100.2)
+    reply(transport, "n3", asks[0]["round"], granted=True)  # self + n3 = majority
+    assert raft._SyncObj__raftElectionDeadline == 0.0
+    sent.clear()
+    transport.gate_election()  # won: leaves the expired timer for doTick to campaign
+    assert raft._SyncObj__raftElectionDeadline == 0.0
+    transport.flush()
+    assert sent == []
+    assert (transport.pre_votes_started, transport.pre_votes_won) == (1, 1)
+
+
+def test_a_node_that_hears_a_leader_refuses_and_changes_nothing() -> None:
+    raft, clock = FakeRaft(), Clock()
+    transport, sent = make(raft, clock)
+    heartbeat = {"type": "append_entries", "term": 5, "entries": [], "commit_index": 40}
+    transport._admit(Node("n2"), heartbeat)  # the leader n2 was just heard
+    ask = {"type": "pre_vote", "round": 7, "term": 6, "last_log_index": 99, "last_log_term": 5}
+    transport.deliver("n3", [pickle.dumps(ask)])
+    transport.drain()
+    transport.flush()
+    assert sent == [("n3", {"type": "pre_vote_reply", "round": 7, "granted": False})]
+    assert raft.raftCurrentTerm == 5
+    clock.now += 1.0  # the leader has been silent for longer than the sticky window
+    sent.clear()
+    transport.deliver("n3", [pickle.dumps(ask)])
+    transport.drain()
+    transport.flush()
+    assert sent == [("n3", {"type": "pre_vote_reply", "round": 7, "granted": True})]
+
+
+def test_leaders_and_transfers_bypass_the_gate() -> None:
+    raft, clock = FakeRaft(), Clock()
+    transport, sent = make(raft, clock)
+    raft._SyncObj__raftState = LEADER
+    transport.gate_election()
+    assert raft._SyncObj__raftElectionDeadline == 0.0
+    raft._SyncObj__raftState = FOLLOWER
+    transport._admit(Node("n2"), {"type": "timeout_now", "term": 5})  # a transfer to us
+    transport.gate_election()
+    assert raft._SyncObj__raftElectionDeadline == 0.0  # campaigns at once
+    transport.flush()
+    assert sent == []
+
+
+def test_a_disconnected_node_neither_asks_nor_campaigns() -> None:
+    raft, clock = FakeRaft(), Clock()
+    raft.connected = False
+    transport, sent = make(raft, clock)
+    transport.gate_election()
+    transport.flush()
+    assert sent == [] and transport.pre_votes_started == 0
