@@ -24,7 +24,18 @@ from click.testing import CliRunner
 
 from node import errors as server
 from node.cli import app as cli_module
-from node.client.core import AsyncClient, Client, TierValue
+from node.client import (
+    AsyncClient,
+    Client,
+    CounterAdd,
+    LogAppend,
+    MapRemove,
+    MapSet,
+    RegisterSet,
+    SetAdd,
+    SetRemove,
+    TierValue,
+)
 from node.client.errors import (
     InvalidArgument,
     OutcomeUnknown,
@@ -234,7 +245,7 @@ UPDATE_CASES: list[tuple[str, Callable[[Client], Any], Any]] = [
     ),
     (
         "register-null",
-        lambda c: c.tier_update("mesh", "m", register=None),
+        lambda c: c.tier_update("mesh", "m", RegisterSet(None)),
         pb.TierUpdateRequest(tier="mesh", key="m", register_set=pb.RegisterSet(value_json="null")),
     ),
     (
@@ -260,7 +271,7 @@ UPDATE_CASES: list[tuple[str, Callable[[Client], Any], Any]] = [
     ),
     (
         "consistency",
-        lambda c: c.tier_update("metrics", "k", counter_add=1, consistency="all"),
+        lambda c: c.tier_update("metrics", "k", CounterAdd(1), consistency="all"),
         pb.TierUpdateRequest(
             tier="metrics", key="k", counter_add=pb.CounterAdd(amount=1), consistency=pb.ALL
         ),
@@ -280,23 +291,33 @@ def test_each_update_kind_builds_its_request(
 
 
 LOCAL_MISTAKES: list[tuple[str, Callable[[Client], Any], str]] = [
-    ("no-op", lambda c: c.tier_update("metrics", "k"), "exactly one operation, got none"),
+    (
+        "no-op",
+        lambda c: c.tier_update("metrics", "k", None),  # type: ignore[arg-type]
+        "exactly one operation .*, not None",
+    ),
     (
         "two-ops",
-        lambda c: c.tier_update("metrics", "k", counter_add=1, set_add=["a"]),
-        "got counter_add, set_add",
+        lambda c: c.tier_update("metrics", "k", (CounterAdd(1), SetAdd(["a"]))),  # type: ignore[arg-type]
+        "exactly one operation .*, not tuple",
+    ),
+    (
+        "untyped-op",
+        lambda c: c.tier_update("metrics", "k", {"counter_add": 1}),  # type: ignore[arg-type]
+        "exactly one operation .*, not dict",
     ),
     ("bool-amount", lambda c: c.counter_add("metrics", "k", True), "must be an int"),
     ("huge-amount", lambda c: c.counter_add("metrics", "k", 2**63), "64 bits"),
-    ("str-elements", lambda c: c.tier_update("agent", "s", set_add="abc"), "not a single str"),
+    ("str-elements", lambda c: c.tier_update("agent", "s", SetAdd("abc")), "not a single str"),
     ("int-element", lambda c: c.set_add("agent", "s", 1), "must be str"),  # type: ignore[arg-type]
     ("not-json", lambda c: c.register_set("mesh", "m", {1, 2}), "not JSON-serialisable"),
     ("nan", lambda c: c.register_set("mesh", "m", float("nan")), "not JSON-serialisable"),
     (
-        "stray-entry-id",
-        lambda c: c.tier_update("agent", "m", counter_add=1, entry_id="e"),
-        "entry_id applies to log_append only",
+        "non-str-entry-id",
+        lambda c: c.tier_update("agent", "m", LogAppend("x", 7)),  # type: ignore[arg-type]
+        "entry_id must be a str",
     ),
+    ("map-field", lambda c: c.map_set("agent", "m", 1, "v"), "field must be a str"),  # type: ignore[arg-type]
     (
         "consistency",
         lambda c: c.tier_read("agent", "m", consistency="most"),  # type: ignore[arg-type]
@@ -315,6 +336,64 @@ def test_local_mistakes_are_invalid_argument_before_any_call(
     with client_for(one.endpoints) as c, pytest.raises(InvalidArgument, match=message):
         call(c)
     assert one.nodes[0].calls == {}
+
+
+# -- typed ops -------------------------------------------------------------------------
+
+SHORTCUTS: list[tuple[str, Callable[[Client], Any], Any]] = [
+    ("counter", lambda c: c.counter_add("metrics", "k", -3), CounterAdd(-3)),
+    ("set-add", lambda c: c.set_add("agent", "a1", "x", "y"), SetAdd(["x", "y"])),
+    ("set-remove", lambda c: c.set_remove("agent", "a1", "x"), SetRemove(["x"])),
+    ("register", lambda c: c.register_set("mesh", "m", {"a": [1]}), RegisterSet({"a": [1]})),
+    ("log", lambda c: c.log_append("mesh", "l", {"ev": 1}, "e-1"), LogAppend({"ev": 1}, "e-1")),
+    ("log-fresh-id", lambda c: c.log_append("mesh", "l", None), LogAppend(None)),
+    ("map-set", lambda c: c.map_set("agent", "cfg", "mode", "fast"), MapSet("mode", "fast")),
+    ("map-remove", lambda c: c.map_remove("agent", "cfg", "mode"), MapRemove("mode")),
+]
+
+
+@pytest.mark.parametrize(
+    ("shortcut", "op"), [c[1:] for c in SHORTCUTS], ids=[c[0] for c in SHORTCUTS]
+)
+def test_each_shortcut_is_tier_update_with_its_op(
+    one: FakeCluster, shortcut: Callable[[Client], Any], op: Any
+) -> None:
+    with client_for(one.endpoints) as c:
+        shortcut(c)
+        sent = one.nodes[0].requests["Update"][-1]
+        c.tier_update(sent.tier, sent.key, op)
+        c.tier_update(sent.tier, sent.key, op=op)
+    assert one.nodes[0].requests["Update"] == [sent, sent, sent]
+
+
+def test_ops_are_frozen_values_checked_when_built() -> None:
+    assert SetAdd(iter(["b", "a"])) == SetAdd(("b", "a"))  # any iterable, kept as a tuple
+    assert SetAdd(["a"]).elements == ("a",)
+    assert LogAppend({"x": 1}) == LogAppend({"x": 1}, "")
+    assert CounterAdd(1) != CounterAdd(2)
+    assert hash(MapRemove("f")) == hash(MapRemove("f"))
+    with pytest.raises(AttributeError):
+        CounterAdd(1).amount = 2  # type: ignore[misc]
+    with pytest.raises(InvalidArgument, match="set_remove elements must be str, not bytes"):
+        SetRemove([b"x"])  # type: ignore[list-item]
+    with pytest.raises(InvalidArgument, match="map_set value is not JSON-serialisable"):
+        MapSet("f", object())
+    with pytest.raises(InvalidArgument, match="map_remove field must be a str"):
+        MapRemove(None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="log_append payload is not JSON-serialisable"):
+        LogAppend(float("inf"))
+    with pytest.raises(InvalidArgument, match="does not fit in 64 bits"):
+        CounterAdd(-(2**63) - 1)
+    assert CounterAdd(-(2**63)).amount == -(2**63)
+
+
+def test_ops_are_exported_from_the_package() -> None:
+    import node.client
+
+    for name in ("CounterAdd", "SetAdd", "SetRemove", "RegisterSet", "LogAppend", "MapSet",
+                 "MapRemove", "TierOp"):  # fmt: skip
+        assert name in node.client.__all__, name
+        assert getattr(node.client, name) is not None
 
 
 # -- sync client ---------------------------------------------------------------------
@@ -468,6 +547,8 @@ async def test_async_tier_calls(three: FakeCluster) -> None:
     n1.inject("Update", server.Unavailable(NOTHING_APPLIED))
     async with AsyncClient([dead_endpoint(), *three.endpoints], retry=FAST) as c:
         assert (await c.counter_add("metrics", "k", 4)).value == TierValue("pncounter", 4)
+        added = await c.tier_update("metrics", "k", CounterAdd(-1), consistency="all")
+        assert added.value == TierValue("pncounter", 3)
         await c.set_add("agent", "s", "b", "a")
         await c.set_remove("agent", "s", "b")
         await c.register_set("mesh", "r", [1, {"x": None}])

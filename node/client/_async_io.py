@@ -1,0 +1,117 @@
+"""The asyncio half of the client's I/O: everything :mod:`node.client._async` awaits.
+
+:mod:`node.client._sync_io` defines the same names with blocking bodies, and the
+generator (:mod:`node.client.unasync`) swaps one module for the other. So the client
+source is written once and every real difference between the flavours is one helper
+here, with its twin there:
+
+=================  ======================================  ===============================
+helper             asyncio (this module)                   blocking (``_sync_io``)
+=================  ======================================  ===============================
+``open_channel``   ``grpc.aio.insecure_channel``           ``grpc.insecure_channel``
+``sleep``          ``asyncio.sleep``                       ``time.sleep``
+``ask_each``       one task per endpoint, gathered         one gRPC future per endpoint
+``Stream``         ``call.read()``; ``EOF`` and the        ``next(call)``; ``StopIteration``
+                   cancellation of a cancelled call end it ends it
+``Flag``           ``asyncio.Event``; set from the loop    ``threading.Event``; set from
+                                                           any thread
+``WatchBase``      adds ``aclose()``                       adds nothing
+=================  ======================================  ===============================
+
+Errors: gRPC failures surface as ``grpc.RpcError`` (``grpc.aio.AioRpcError`` is one), the
+client translates them; nothing here raises a Tadpole error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from node.client.messages import CHANNEL_OPTIONS
+
+__all__ = ["Flag", "Stream", "WatchBase", "ask_each", "open_channel", "sleep"]
+
+
+def open_channel(endpoint: str) -> Any:
+    """A channel to ``endpoint``, owned by the client that opened it (it closes it)."""
+    return grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+
+
+async def sleep(seconds: float) -> None:
+    """Back off for ``seconds`` (0 still yields to the loop)."""
+    await asyncio.sleep(seconds)
+
+
+async def ask_each(methods: Sequence[Any], request: Any, timeout_s: float) -> list[Any]:
+    """Send ``request`` through every unary ``method`` at once, each with ``timeout_s``;
+    per method, in order, its response or the ``grpc.RpcError`` it failed with."""
+
+    async def one(method: Any) -> Any:
+        try:
+            return await method(request, timeout=timeout_s)
+        except grpc.RpcError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(one(m) for m in methods)))
+
+
+class Stream:
+    """A server-streaming call being read by one consumer."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._cancelled = False
+
+    async def read(self) -> Any:
+        """The next message, or ``None`` once the stream has ended (or was cancelled by
+        :meth:`cancel`). Raises ``grpc.RpcError`` when the call fails."""
+        try:
+            msg = await self._call.read()
+        except asyncio.CancelledError:
+            if self._cancelled:  # our own cancel(), not the task's: the stream ended
+                return None
+            raise
+        return None if msg is grpc.aio.EOF else msg
+
+    def cancel(self) -> None:
+        """End the call; a pending :meth:`read` returns ``None`` or raises CANCELLED."""
+        self._cancelled = True
+        self._call.cancel()
+
+
+class Flag:
+    """A one-way switch (a watch's "closed"): :meth:`set` only from the event loop."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, timeout_s: float) -> None:
+        """Return after ``timeout_s`` seconds, or as soon as the flag is set."""
+        if self._event.is_set():
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._event.wait()
+        except TimeoutError:
+            pass
+
+
+class WatchBase:
+    """What only the asyncio watch has: ``aclose()``, for ``contextlib.aclosing``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Same as ``close()``, awaitable."""
+        self.close()

@@ -1,0 +1,696 @@
+# GENERATED FILE, DO NOT EDIT. Source: node/client/_async.py.
+# Regenerate with `python -m node.client.unasync` (make client).
+"""The blocking client: :class:`Client` and :class:`Watch`.
+
+Generated from :mod:`node.client._async` by ``python -m node.client.unasync``;
+edit that file and regenerate. Behaviour (routing, deadlines, retries, threads) is described in
+:mod:`node.client`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from node.client import _sync_io as backend
+from node.client import messages as wire
+from node.client.attempts import Attempts, RetryPolicy, Router
+from node.client.cursor import WatchCursor
+from node.client.errors import (
+    LEADER_ADDRESS_KEY,
+    LEADER_ID_KEY,
+    InvalidArgument,
+    NotFound,
+    TadpoleError,
+    from_rpc_error,
+    rpc_details,
+    trailing_metadata,
+)
+from node.client.types import (
+    DEFAULT_ENDPOINTS,
+    Compare,
+    CounterAdd,
+    DocResult,
+    EndpointStatus,
+    EndpointTierStatus,
+    GraphQueryKind,
+    GraphQueryResult,
+    KeyValue,
+    LogAppend,
+    MapRemove,
+    MapSet,
+    Member,
+    NodeStatus,
+    PutResult,
+    RangeResult,
+    RegisterSet,
+    SetAdd,
+    SetRemove,
+    TierConsistency,
+    TierNodeStatus,
+    TierOp,
+    TierReadResult,
+    TierScanResult,
+    TierUpdateResult,
+    TxnOp,
+    TxnResult,
+    WatchEvent,
+    check_timeout,
+    parse_endpoints,
+)
+
+__all__ = ["Client", "Watch"]
+
+log = logging.getLogger(__name__)
+
+
+class Client:
+    """A client of a Tadpole State cluster; see :mod:`node.client` for routing,
+    deadlines, retries and threads. Every method that talks to the cluster is a
+    coroutine in the asyncio flavour and blocks in the other.
+
+    ``endpoints``: ``"host:port"`` strings (or one comma-separated string); default
+    :data:`~node.client.DEFAULT_ENDPOINTS`. ``timeout``: default per-call deadline in
+    seconds, overridable per call. ``prefer_leader``: route to the leader when known.
+    ``rng``: seeds the back-off jitter (tests pass a seeded ``random.Random``).
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str | None = None,
+        *,
+        timeout: float = 5.0,
+        retry: RetryPolicy | None = None,
+        prefer_leader: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        if endpoints is None:
+            endpoints = DEFAULT_ENDPOINTS
+        elif isinstance(endpoints, str):
+            endpoints = parse_endpoints(endpoints)
+        else:
+            endpoints = parse_endpoints(",".join(endpoints))
+        self.timeout = check_timeout(timeout)
+        self.retry = retry or RetryPolicy()
+        self._router = Router(
+            endpoints, prefer_leader=prefer_leader, cooldown_s=self.retry.cooldown_s
+        )
+        self._rng = rng or random.Random()
+        # Guards _channels and _closed; never held across a suspension point, so the
+        # asyncio flavour never contends for it and the blocking one is thread-safe.
+        self._lock = threading.Lock()
+        self._channels: dict[str, Any] = {}
+        self._closed = False
+
+    # -- plumbing
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Configured endpoints followed by member addresses learned since."""
+        return self._router.endpoints
+
+    def _method(self, endpoint: str, service: wire.Service, method: str) -> Any:
+        """The stub method ``service.method`` on ``endpoint``'s channel (opened once)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("client is closed")
+            channel = self._channels.get(endpoint)
+            if channel is None:
+                channel = backend.open_channel(endpoint)
+                self._channels[endpoint] = channel
+        return getattr(wire.STUBS[service](channel), method)
+
+    def _call(
+        self,
+        service: wire.Service,
+        method: str,
+        request: Any,
+        *,
+        write: bool,
+        timeout: float | None,
+        only: str | None = None,
+    ) -> Any:
+        """One unary call with routing, retries and the deadline (rules in
+        :class:`~node.client.attempts.Attempts`); raises the TadpoleError that ends it."""
+        attempts = Attempts(
+            self._router,
+            self.retry,
+            self._rng,
+            write=write,
+            timeout_s=check_timeout(timeout) if timeout is not None else self.timeout,
+            now=time.monotonic(),
+            only=only,
+            idempotent=write and bool(getattr(request, "request_id", "")),
+            tiers=service in wire.CRDT_SERVICES,
+        )
+        while True:
+            endpoint = attempts.endpoint
+            try:
+                resp = self._method(endpoint, service, method)(
+                    request, timeout=attempts.attempt_timeout(time.monotonic())
+                )
+            except grpc.RpcError as exc:
+                outcome = attempts.failed(exc, time.monotonic())
+                if isinstance(outcome, TadpoleError):
+                    raise outcome from exc
+                if outcome > 0:
+                    backend.sleep(outcome)
+                continue
+            member_id, leader_id = wire.answered_by(resp)
+            if self._router.succeeded(endpoint, member_id, leader_id, time.monotonic()):
+                self._discover(endpoint, attempts.remaining(time.monotonic()))
+            return resp
+
+    def _discover(self, endpoint: str, remaining_s: float) -> None:
+        """Best effort: learn member addresses (and so the leader's) from one endpoint."""
+        try:
+            resp = self._method(endpoint, "cluster", "Members")(
+                wire.members_request(), timeout=max(min(remaining_s, 1.0), 0.05)
+            )
+        except grpc.RpcError as exc:
+            log.debug("leader discovery via %s failed: %s", endpoint, rpc_details(exc))
+            return
+        self._router.learn_members(wire.members(resp), time.monotonic())
+
+    def _ask_each(
+        self, service: wire.Service, method: str, request: Any, timeout: float | None
+    ) -> list[tuple[str, Any]]:
+        """Every known endpoint asked at once, once each (no retries): (endpoint, its
+        response or the ``grpc.RpcError`` it failed with)."""
+        timeout_s = check_timeout(timeout) if timeout is not None else self.timeout
+        endpoints = self.endpoints
+        methods = [self._method(e, service, method) for e in endpoints]
+        answers = backend.ask_each(methods, request, timeout_s)
+        return list(zip(endpoints, answers, strict=True))
+
+    # -- KV
+
+    def get(
+        self, key: str, *, serializable: bool = False, timeout: float | None = None
+    ) -> KeyValue | None:
+        """The key's current value, or ``None`` if absent. Linearizable unless
+        ``serializable`` (then the serving node's possibly stale local state)."""
+        req = wire.get_request(key, serializable)
+        return wire.get_result(self._call("kv", "Get", req, write=False, timeout=timeout))
+
+    def put(
+        self, key: str, value: bytes | str, *, prev_kv: bool = False, timeout: float | None = None
+    ) -> PutResult:
+        """Store ``value`` (a str is UTF-8 encoded). Raises OutcomeUnknown if the write
+        may or may not have been applied."""
+        req = wire.put_request(key, value, prev_kv)
+        return wire.put_result(self._call("kv", "Put", req, write=True, timeout=timeout))
+
+    def delete(self, key: str, *, prefix: bool = False, timeout: float | None = None) -> int:
+        """Delete the key (every key starting with it when ``prefix``); returns how many
+        keys were deleted."""
+        req = wire.delete_request(key, prefix)
+        resp = self._call("kv", "Delete", req, write=True, timeout=timeout)
+        return wire.delete_result(resp).deleted
+
+    def range(
+        self,
+        prefix: str,
+        *,
+        limit: int = 0,
+        start_after: str = "",
+        serializable: bool = False,
+        timeout: float | None = None,
+    ) -> RangeResult:
+        """Keys starting with ``prefix`` in key order, at most ``limit`` (0 = all), only
+        keys strictly after ``start_after``."""
+        req = wire.range_request(prefix, limit, start_after, serializable)
+        resp = self._call("kv", "Range", req, write=False, timeout=timeout)
+        return wire.range_result(resp)
+
+    def scan(
+        self,
+        prefix: str,
+        page_size: int = 500,
+        *,
+        serializable: bool = False,
+        timeout: float | None = None,
+    ) -> Iterator[KeyValue]:
+        """Every key under ``prefix``, fetched ``page_size`` at a time. Each page is read
+        at its own revision: the scan as a whole is not a snapshot."""
+        if page_size < 1:
+            raise InvalidArgument(f"page_size must be >= 1, got {page_size}")
+        after = ""
+        while True:
+            page = self.range(
+                prefix,
+                limit=page_size,
+                start_after=after,
+                serializable=serializable,
+                timeout=timeout,
+            )
+            yield from page.kvs
+            if not page.more or not page.kvs:
+                return
+            after = page.kvs[-1].key
+
+    def txn(
+        self,
+        compares: Iterable[Compare],
+        success: Iterable[TxnOp] = (),
+        failure: Iterable[TxnOp] = (),
+        *,
+        timeout: float | None = None,
+    ) -> TxnResult:
+        """If every compare holds run ``success``, else ``failure``, atomically at one
+        revision. Never retried once its outcome is unknown (OutcomeUnknown)."""
+        req = wire.txn_request(compares, success, failure)
+        return wire.txn_result(self._call("kv", "Txn", req, write=True, timeout=timeout))
+
+    def cas(
+        self,
+        key: str,
+        *,
+        new_value: bytes | str,
+        expected_mod_revision: int | None = None,
+        expected_value: bytes | str | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Compare-and-swap: put ``new_value`` iff the key's mod revision (0 = absent) or
+        value equals the expectation; returns whether it did."""
+        req = wire.cas_request(key, expected_mod_revision, expected_value, new_value)
+        resp = self._call("kv", "Txn", req, write=True, timeout=timeout)
+        return bool(resp.succeeded)
+
+    def watch(self, key: str, *, prefix: bool = False, start_revision: int = 0) -> Watch:
+        """Changes to ``key`` (every key under it when ``prefix``) from ``start_revision``
+        (0 = from the next change), as an iterator; see :class:`Watch`."""
+        return Watch(self, WatchCursor(key, prefix, start_revision, self.retry))
+
+    # -- Cluster
+
+    def members(self, *, timeout: float | None = None) -> list[Member]:
+        """Every member with its Raft view, from the first endpoint that answers."""
+        req = wire.members_request()
+        resp = self._call("cluster", "Members", req, write=False, timeout=timeout)
+        result = wire.members(resp)
+        self._router.learn_members(result, time.monotonic())
+        return result
+
+    def status(self, endpoint: str | None = None, *, timeout: float | None = None) -> NodeStatus:
+        """One node's status: ``endpoint``'s (retried there only) or any that answers."""
+        req = wire.status_request()
+        resp = self._call("cluster", "Status", req, write=False, timeout=timeout, only=endpoint)
+        return wire.status(resp)
+
+    def status_all(self, *, timeout: float | None = None) -> list[EndpointStatus]:
+        """Every known endpoint's status, asked concurrently, once each (no retries)."""
+        answers = self._ask_each("cluster", "Status", wire.status_request(), timeout)
+        return [
+            EndpointStatus(e, None, from_rpc_error(a))
+            if isinstance(a, grpc.RpcError)
+            else EndpointStatus(e, wire.status(a), None)
+            for e, a in answers
+        ]
+
+    def transfer_leadership(self, target_id: str = "", *, timeout: float | None = None) -> str:
+        """Ask the leader to hand over to ``target_id`` ("" = the most caught-up
+        follower); returns the leader after the transfer. NotFound for an unknown id,
+        FailedPrecondition when the target cannot take over."""
+        req = wire.transfer_leadership_request(target_id)
+        resp = self._call("cluster", "TransferLeadership", req, write=True, timeout=timeout)
+        return str(resp.leader_id)
+
+    # -- CRDT tiers
+
+    def tier_update(
+        self,
+        tier: str,
+        key: str,
+        op: TierOp,
+        *,
+        consistency: TierConsistency | None = None,
+        timeout: float | None = None,
+    ) -> TierUpdateResult:
+        """Apply one operation to the CRDT at ``tier``/``key`` (the first update fixes
+        the key's type): :class:`~node.client.CounterAdd` (PN-counter),
+        :class:`~node.client.SetAdd` / :class:`~node.client.SetRemove` (OR-set, add
+        wins), :class:`~node.client.RegisterSet` (LWW register; any JSON value, ``None``
+        too), :class:`~node.client.LogAppend` (event log; a JSON payload, deduplicated
+        by its entry id), :class:`~node.client.MapSet` / :class:`~node.client.MapRemove`
+        (LWW map). The shortcuts below (``counter_add``, ...) build the op for you.
+
+        Not idempotent: re-sent only when nothing was applied. Raises
+        ReplicationIncomplete (applied on fewer replicas than the write quorum; do not
+        resend), OutcomeUnknown (may or may not have been applied), InvalidArgument."""
+        req = wire.tier_update_request(tier, key, op, consistency)
+        resp = self._call("tiers", "Update", req, write=True, timeout=timeout)
+        return wire.tier_update_result(resp)
+
+    def counter_add(
+        self, tier: str, key: str, amount: int, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Add ``amount`` (may be negative) to a PN-counter."""
+        return self.tier_update(tier, key, CounterAdd(amount), timeout=timeout)
+
+    def set_add(
+        self, tier: str, key: str, *elements: str, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Add ``elements`` to an OR-set."""
+        return self.tier_update(tier, key, SetAdd(elements), timeout=timeout)
+
+    def set_remove(
+        self, tier: str, key: str, *elements: str, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Remove the ``elements`` this replica has seen from an OR-set (a concurrent add
+        wins)."""
+        return self.tier_update(tier, key, SetRemove(elements), timeout=timeout)
+
+    def register_set(
+        self, tier: str, key: str, value: Any, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Set an LWW register to the JSON value ``value``."""
+        return self.tier_update(tier, key, RegisterSet(value), timeout=timeout)
+
+    def log_append(
+        self,
+        tier: str,
+        key: str,
+        payload: Any,
+        entry_id: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> TierUpdateResult:
+        """Append the JSON ``payload`` to an event log; an ``entry_id`` already in the log
+        is not appended again ("" = a fresh one)."""
+        return self.tier_update(tier, key, LogAppend(payload, entry_id), timeout=timeout)
+
+    def map_set(
+        self, tier: str, key: str, field: str, value: Any, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Set ``field`` of an LWW map to the JSON value ``value``."""
+        return self.tier_update(tier, key, MapSet(field, value), timeout=timeout)
+
+    def map_remove(
+        self, tier: str, key: str, field: str, *, timeout: float | None = None
+    ) -> TierUpdateResult:
+        """Remove ``field`` from an LWW map."""
+        return self.tier_update(tier, key, MapRemove(field), timeout=timeout)
+
+    def tier_read(
+        self,
+        tier: str,
+        key: str,
+        *,
+        consistency: TierConsistency | None = None,
+        timeout: float | None = None,
+    ) -> TierReadResult:
+        """The key's merged value from ``consistency`` of its owners ("one", "quorum",
+        "all"; ``None`` = the tier's default). "all" also repairs stale owners."""
+        req = wire.tier_read_request(tier, key, consistency)
+        resp = self._call("tiers", "Read", req, write=False, timeout=timeout)
+        return wire.tier_read_result(resp)
+
+    def tier_scan(
+        self,
+        tier: str,
+        prefix: str = "",
+        *,
+        limit: int = 0,
+        start_after: str = "",
+        timeout: float | None = None,
+    ) -> TierScanResult:
+        """Keys of ``tier`` starting with ``prefix`` in key order, at most ``limit``
+        (0 = all), only keys strictly after ``start_after``; unpacks as ``(keys, more)``."""
+        req = wire.tier_scan_request(tier, prefix, limit, start_after)
+        resp = self._call("tiers", "Scan", req, write=False, timeout=timeout)
+        return wire.tier_scan_result(resp)
+
+    def tier_status(
+        self, endpoint: str | None = None, *, timeout: float | None = None
+    ) -> TierNodeStatus:
+        """One node's replica health per tier: ``endpoint``'s (retried there only) or
+        any that answers."""
+        req = wire.tier_status_request()
+        resp = self._call("tiers", "Status", req, write=False, timeout=timeout, only=endpoint)
+        return wire.tier_status(resp)
+
+    def tier_status_all(self, *, timeout: float | None = None) -> list[EndpointTierStatus]:
+        """Every known endpoint's tier status, asked concurrently, once each (no retries)."""
+        answers = self._ask_each("tiers", "Status", wire.tier_status_request(), timeout)
+        return [
+            EndpointTierStatus(e, None, from_rpc_error(a))
+            if isinstance(a, grpc.RpcError)
+            else EndpointTierStatus(e, wire.tier_status(a), None)
+            for e, a in answers
+        ]
+
+    # -- Documents
+
+    def doc_create(
+        self,
+        tier: str,
+        id: str,
+        doc: Mapping[str, Any],
+        *,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult:
+        """Create the document ``id`` of ``tier`` from the whole ``doc`` (a mesh
+        document names its id in ``topology.mesh_id``; a deleted mesh may be created
+        again). Returns the stored document.
+
+        Not idempotent: re-sent only when nothing was applied. Raises AlreadyExists (a
+        live document has that id; nothing applied), InvalidArgument (the server names
+        the bad field), ReplicationIncomplete (applied below the write quorum; do not
+        resend), OutcomeUnknown."""
+        req = wire.doc_put_request(tier, id, doc, create=True, causal_token=causal_token)
+        resp = self._call("documents", "Put", req, write=True, timeout=timeout)
+        return wire.doc_result(resp)
+
+    def doc_put(
+        self,
+        tier: str,
+        id: str,
+        fields: Mapping[str, Any],
+        *,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult:
+        """Change an existing document: mesh, replace the given fields
+        (``{"performance_data": {"collective_metrics": {...}}}``; each field last
+        writer wins); agent, apply ``fields`` as an RFC 7396 merge patch (``None``
+        removes a field). Returns the stored document. Raises NotFound (no such
+        document) and the errors of :meth:`doc_create`."""
+        req = wire.doc_put_request(tier, id, fields, create=False, causal_token=causal_token)
+        resp = self._call("documents", "Put", req, write=True, timeout=timeout)
+        return wire.doc_result(resp)
+
+    def doc_get(
+        self,
+        tier: str,
+        id: str,
+        *,
+        consistency: TierConsistency | None = None,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult | None:
+        """The document, merged from ``consistency`` of its owners ("one", "quorum",
+        "all"; ``None`` = the server's default), or ``None`` if it does not exist (or
+        was deleted)."""
+        req = wire.doc_get_request(tier, id, consistency, causal_token)
+        try:
+            resp = self._call("documents", "Get", req, write=False, timeout=timeout)
+        except NotFound:
+            return None
+        return wire.doc_get_result(resp)
+
+    def doc_delete(self, tier: str, id: str, *, timeout: float | None = None) -> DocResult:
+        """Delete the document (``doc`` of the result is ``{}``). Not idempotent like
+        :meth:`doc_create`; raises NotFound if it does not exist."""
+        req = wire.doc_delete_request(tier, id)
+        resp = self._call("documents", "Delete", req, write=True, timeout=timeout)
+        return wire.doc_result(resp)
+
+    def mesh_members(
+        self,
+        mesh_id: str,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> DocResult:
+        """Add and/or remove member agents of a mesh (add wins over a concurrent
+        remove); returns the stored document. Raises NotFound (no such mesh) and the
+        errors of :meth:`doc_create`."""
+        req = wire.mesh_members_request(mesh_id, add, remove)
+        resp = self._call("documents", "Members", req, write=True, timeout=timeout)
+        return wire.doc_result(resp)
+
+    def capability_add(
+        self,
+        agent_id: str,
+        amounts: Mapping[int, float],
+        *,
+        causal_token: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> DocResult:
+        """Add ``amounts[dim]`` to dimensions (0-255) of the agent's capability vector;
+        concurrent adds commute (they sum on every replica). Not idempotent: resent only
+        when nothing was applied. Raises NotFound (no such agent) and the errors of
+        :meth:`doc_create`."""
+        req = wire.capability_add_request(agent_id, amounts, causal_token)
+        resp = self._call("documents", "CapabilityAdd", req, write=True, timeout=timeout)
+        return wire.doc_result(resp)
+
+    def graph_query(
+        self,
+        kind: GraphQueryKind,
+        id: str,
+        *,
+        limit: int = 0,
+        start_after: str = "",
+        prefix: str = "",
+        timeout: float | None = None,
+    ) -> GraphQueryResult:
+        """One page of a graph query from ``id`` (an agent id, or a mesh id for
+        "members_of_mesh"): ids starting with ``prefix``, strictly after
+        ``start_after``, at most ``limit`` (0 = all); unpacks as ``(ids, more)``."""
+        req = wire.graph_query_request(kind, id, limit, start_after, prefix)
+        resp = self._call("documents", "Query", req, write=False, timeout=timeout)
+        return wire.graph_query_result(resp)
+
+    def graph_scan(
+        self,
+        kind: GraphQueryKind,
+        id: str,
+        *,
+        prefix: str = "",
+        start_after: str = "",
+        page_size: int = 500,
+        timeout: float | None = None,
+    ) -> Iterator[str]:
+        """Every id a graph query lists (after ``start_after``), fetched ``page_size``
+        at a time. Each page is answered separately: the whole is not a snapshot."""
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise InvalidArgument(f"page_size must be an int >= 1, got {page_size!r}")
+        after = start_after
+        while True:
+            page = self.graph_query(
+                kind, id, limit=page_size, start_after=after, prefix=prefix, timeout=timeout
+            )
+            yield from page.ids
+            if not page.more or not page.ids:
+                return
+            after = page.ids[-1]
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        """Close every channel. Idempotent; open watches end."""
+        with self._lock:
+            self._closed = True
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Watch(backend.WatchBase):
+    """The events of one watch, in revision order, as an iterator (of the client's
+    flavour). ``close()`` ends it: in the blocking flavour from any thread; the asyncio
+    one also has ``aclose()`` (for ``contextlib.aclosing``).
+
+    A broken stream (node down, leader change) is resumed on another endpoint from the
+    last delivered revision, without gaps or repeats (see
+    :class:`~node.client.cursor.WatchCursor`). Raises Compacted when the start revision
+    is no longer in history, Unavailable when it cannot resume.
+    """
+
+    def __init__(self, client: Client, cursor: WatchCursor) -> None:
+        self._client = client
+        self._cursor = cursor
+        self._stream: backend.Stream | None = None
+        self._buffer: list[WatchEvent] = []
+        self._closed = backend.Flag()
+        self._endpoint = ""
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> WatchEvent:
+        while not self._buffer:
+            if self._closed.is_set():
+                raise StopIteration
+            stream = self._stream or self._open()
+            try:
+                resp = stream.read()
+            except grpc.RpcError as exc:
+                if self._closed.is_set():
+                    raise StopIteration from None
+                self._reconnect(exc)
+                continue
+            if resp is None:
+                if self._closed.is_set():
+                    raise StopIteration
+                self._reconnect(None)
+                continue
+            self._buffer.extend(self._cursor.accept(resp))
+        return self._buffer.pop(0)
+
+    def _open(self) -> backend.Stream:
+        self._endpoint = self._client._router.order(time.monotonic())[0]
+        method = self._client._method(self._endpoint, "kv", "Watch")
+        self._stream = stream = backend.Stream(method(self._cursor.request()))
+        if self._closed.is_set():  # close() raced with open
+            stream.cancel()
+        return stream
+
+    def _reconnect(self, exc: grpc.RpcError | None) -> None:
+        """After the stream failed (``exc``) or ended (None): back off, then the next
+        read reopens it; or raise what ends the watch."""
+        self._stream = None
+        outcome = self._cursor.failed(exc, self._client._rng)
+        if isinstance(outcome, TadpoleError):
+            raise outcome from exc
+        if exc is not None:
+            metadata = trailing_metadata(exc)
+            self._client._router.failed(
+                self._endpoint,
+                time.monotonic(),
+                metadata.get(LEADER_ID_KEY, ""),
+                metadata.get(LEADER_ADDRESS_KEY, ""),
+            )
+        self._closed.wait(outcome)
+
+    def close(self) -> None:
+        """Stop the watch; a pending or later ``next`` ends the iteration. Idempotent."""
+        self._closed.set()
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+
+    cancel = close
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

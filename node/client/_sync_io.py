@@ -1,0 +1,86 @@
+"""The blocking half of the client's I/O: what :mod:`node.client._sync` calls.
+
+The twin of :mod:`node.client._async_io` (same names; the table of differences is
+there). :mod:`node.client._sync` is generated from the asyncio client, and the
+generator replaces ``_async_io`` with this module, so every helper here must accept
+what its asyncio twin accepts and return what that twin's coroutine returns.
+
+Thread-safety: :class:`Flag` may be set from any thread (``Watch.close()``); a
+:class:`Stream` is read by one thread and may be cancelled from another.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from node.client.messages import CHANNEL_OPTIONS
+
+__all__ = ["Flag", "Stream", "WatchBase", "ask_each", "open_channel", "sleep"]
+
+
+def open_channel(endpoint: str) -> Any:
+    """A channel to ``endpoint``, owned by the client that opened it (it closes it)."""
+    return grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+
+
+def sleep(seconds: float) -> None:
+    """Back off for ``seconds``."""
+    time.sleep(seconds)
+
+
+def ask_each(methods: Sequence[Any], request: Any, timeout_s: float) -> list[Any]:
+    """Send ``request`` through every unary ``method`` at once, each with ``timeout_s``;
+    per method, in order, its response or the ``grpc.RpcError`` it failed with."""
+    futures = [method.future(request, timeout=timeout_s) for method in methods]
+    out: list[Any] = []
+    for future in futures:
+        try:
+            out.append(future.result())
+        except grpc.RpcError as exc:
+            out.append(exc)
+    return out
+
+
+class Stream:
+    """A server-streaming call being read by one consumer."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def read(self) -> Any:
+        """The next message, or ``None`` once the stream has ended. Raises
+        ``grpc.RpcError`` when the call fails (CANCELLED after :meth:`cancel`)."""
+        try:
+            return next(self._call)
+        except StopIteration:
+            return None
+
+    def cancel(self) -> None:
+        """End the call, from any thread; a blocked :meth:`read` raises CANCELLED."""
+        self._call.cancel()
+
+
+class Flag:
+    """A one-way switch (a watch's "closed"), settable from any thread."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout_s: float) -> None:
+        """Return after ``timeout_s`` seconds, or as soon as the flag is set."""
+        self._event.wait(timeout_s)
+
+
+class WatchBase:
+    """Nothing: a blocking watch has ``close()`` only (``aclose()`` is asyncio's)."""
