@@ -45,7 +45,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node.client.core import AsyncClient, RetryPolicy
+from node.client import AsyncClient, RetryPolicy
 from node.client.errors import InvalidArgument, OutcomeUnknown, TadpoleError, Timeout, Unavailable
 from tests.chaos.history import History, Outcome, Value
 

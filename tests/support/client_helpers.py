@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from node.client.core import Client, RetryPolicy
+from node.client import Client, RetryPolicy
 
 # Retries without sleeping, so retry paths run in milliseconds.
 FAST = RetryPolicy(attempts=5, initial_backoff_s=0.0, max_backoff_s=0.0, cooldown_s=60.0)

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from consensus.errors import NotLeaderError, OutcomeUnknownError, ProposalTimeout
 from node.cli import app as cli_module
-from node.client.core import (
+from node.client import (
     AsyncClient,
     Client,
     DeleteOp,

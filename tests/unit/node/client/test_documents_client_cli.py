@@ -28,7 +28,7 @@ from click.testing import CliRunner
 
 from node import errors as server
 from node.cli import app as cli_module
-from node.client.core import AsyncClient, Client, DocResult, GraphQueryResult
+from node.client import AsyncClient, Client, DocResult, GraphQueryResult
 from node.client.errors import (
     AlreadyExists,
     InvalidArgument,
