@@ -1,8 +1,12 @@
-"""A node that campaigned while cut off rejoins instead of sitting at a higher term.
+"""A node cut off from the others rejoins without disturbing the leader.
 
-Leader stickiness makes the others ignore its vote requests, and pysyncobj
-drops the leader's lower-term append-entries at that node, so without the
-term notice (consensus/raft/transport.py) it would never catch up again.
+With pre-vote (the default) a cut-off node asks before campaigning, gets no
+majority, and so never raises its term: it rejoins at the leader's term and the
+leader stays. Without pre-vote (``raft.pre_vote = false``, e.g. while a cluster
+still has nodes without it) the node campaigns and its term climbs; leader
+stickiness makes the others ignore its vote requests, and pysyncobj drops the
+leader's lower-term append-entries at that node, so without the term notice
+(consensus/raft/transport.py) it would never catch up again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from consensus.statemachine import PutOp, Txn
 pytestmark = pytest.mark.integration
 
 
-def cluster(tmp_path: Any) -> tuple[dict[str, RaftBackend], set[str]]:
+def cluster(tmp_path: Any, config: RaftConfig) -> tuple[dict[str, RaftBackend], set[str]]:
     ids = ["n1", "n2", "n3"]
     nodes: dict[str, RaftBackend] = {}
     cut: set[str] = set()
@@ -39,7 +43,7 @@ def cluster(tmp_path: Any) -> tuple[dict[str, RaftBackend], set[str]]:
             [p for p in ids if p != node_id],
             os.path.join(str(tmp_path), node_id),
             sender=sender_for(node_id),
-            config=RaftConfig(),
+            config=config,
         )
     for node in nodes.values():
         node.start()
@@ -64,7 +68,7 @@ def put(node: RaftBackend, key: str) -> None:
 
 
 def rejoin_after_isolation(tmp_path: Any) -> bool:
-    nodes, cut = cluster(tmp_path)
+    nodes, cut = cluster(tmp_path, RaftConfig(pre_vote=False))
     try:
         assert wait(lambda: any(n.status().role == "leader" for n in nodes.values()), 10)
         leader = next(n for n in nodes.values() if n.status().role == "leader")
@@ -86,6 +90,29 @@ def rejoin_after_isolation(tmp_path: Any) -> bool:
 
 def test_isolated_node_rejoins_and_catches_up(tmp_path: Any) -> None:
     assert rejoin_after_isolation(tmp_path)
+
+
+def test_with_pre_vote_an_isolated_node_neither_raises_the_term_nor_deposes_the_leader(
+    tmp_path: Any,
+) -> None:
+    nodes, cut = cluster(tmp_path, RaftConfig())
+    try:
+        assert wait(lambda: any(n.status().role == "leader" for n in nodes.values()), 10)
+        leader = next(n for n in nodes.values() if n.status().role == "leader")
+        loner = next(n for n in nodes.values() if n is not leader)
+        put(leader, "before")
+        term = leader.status().term
+        cut.add(loner.node_id)
+        time.sleep(1.5)  # five or more election timeouts cut off
+        assert loner.status().term == term  # asked, was refused, did not campaign
+        assert loner._transport is not None and loner._transport.pre_votes_started >= 3
+        cut.discard(loner.node_id)
+        put(leader, "after")
+        assert wait(lambda: loner.read(lambda sm: sm.get("after")) is not None, 5)
+        assert leader.status().role == "leader" and leader.status().term == term
+    finally:
+        for node in nodes.values():
+            node.stop()
 
 
 def test_without_the_term_notice_it_stays_stuck(
