@@ -28,7 +28,7 @@ from typing import IO, Any, NoReturn, TypeVar, cast
 
 import click
 
-from node.client.core import (
+from node.client import (
     DEFAULT_ENDPOINTS,
     Client,
     DocResult,
@@ -422,12 +422,20 @@ def get(key: str, serializable: bool) -> None:
 
 
 @cli.command(name="del")
-@click.argument("key")
+@click.argument("key", required=False)
 @click.option("--prefix", is_flag=True, help="Delete every key starting with KEY.")
+@click.option("--all-keys", is_flag=True, help="Delete every key of the system tier (give no KEY).")
 @_handle_errors
-def delete(key: str, prefix: bool) -> None:
-    """Delete KEY (or every key under it)."""
-    deleted = _settings().client().delete(key, prefix=prefix)
+def delete(key: str | None, prefix: bool, all_keys: bool) -> None:
+    """Delete KEY (or every key under it; or, with --all-keys alone, every key)."""
+    if all_keys:
+        if key is not None or prefix:
+            raise click.UsageError("--all-keys takes no KEY and no --prefix")
+        deleted = _settings().client().delete_all()
+    elif not key:
+        raise click.UsageError("give a KEY (an empty prefix never means every key: use --all-keys)")
+    else:
+        deleted = _settings().client().delete(key, prefix=prefix)
     click.echo(f"OK deleted={deleted}")
 
 

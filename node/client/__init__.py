@@ -75,7 +75,6 @@ consumed by one thread, but ``close()`` may be called from any thread.
   ``python -m node.client.unasync`` (``make client``) over the blocking helpers of
   ``_sync_io.py``; never edit it by hand (a unit test fails when it is stale);
 * :mod:`node.client.unasync`: that generator (a development tool, never imported);
-* :mod:`node.client.core`: the names this package had before the split, for old imports.
 """
 
 from __future__ import annotations

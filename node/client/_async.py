@@ -219,8 +219,15 @@ class AsyncClient:
 
     async def delete(self, key: str, *, prefix: bool = False, timeout: float | None = None) -> int:
         """Delete the key (every key starting with it when ``prefix``); returns how many
-        keys were deleted."""
+        keys were deleted. An empty key or prefix is refused: use :meth:`delete_all`."""
         req = wire.delete_request(key, prefix)
+        resp = await self._call("kv", "Delete", req, write=True, timeout=timeout)
+        return wire.delete_result(resp).deleted
+
+    async def delete_all(self, *, timeout: float | None = None) -> int:
+        """Delete every key of the system tier (the explicit form; no empty prefix does
+        this); returns how many keys were deleted."""
+        req = wire.delete_all_request()
         resp = await self._call("kv", "Delete", req, write=True, timeout=timeout)
         return wire.delete_result(resp).deleted
 

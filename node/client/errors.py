@@ -40,7 +40,7 @@ Call sites keep the original error as ``__cause__``::
     except grpc.RpcError as exc:
         raise from_rpc_error(exc, write=True) from exc
 
-Retry decisions (which codes may be re-sent) live in :mod:`node.client.core`; this module
+Retry decisions (which failures may be re-sent) live in :mod:`node.client.attempts`; this module
 only names what happened.
 """
 

@@ -148,7 +148,15 @@ def put_result(resp: Any) -> PutResult:
 
 
 def delete_request(key: str, prefix: bool) -> Any:
+    if not key:
+        raise InvalidArgument(
+            "prefix is empty: deleting every key takes delete_all()" if prefix else "key is empty"
+        )
     return pb.DeleteRequest(key=key, prefix=prefix, request_id=new_request_id())
+
+
+def delete_all_request() -> Any:
+    return pb.DeleteRequest(all_keys=True, request_id=new_request_id())
 
 
 def delete_result(resp: Any) -> DeleteResult:

@@ -74,6 +74,7 @@ class FakeNode:
         queued = queue.pop(0)
         if isinstance(queued.failure, Transport):
             context.abort(queued.failure.code, queued.failure.details)
+            return  # abort raises; this keeps the type checker honest
         status = status_for(queued.failure, leader=queued.leader)
         context.set_trailing_metadata(status.trailers())
         context.abort(status.code, status.message)

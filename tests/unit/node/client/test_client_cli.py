@@ -167,9 +167,11 @@ class FakeKV(pb_grpc.KVServicer):
 
     def Delete(self, request: Any, context: Any) -> Any:
         self.node.enter("Delete", request, context)
-        _need_key(request.key, context)
+        if not request.all_keys:
+            _need_key(request.key, context)
         with self.store.cond:
-            gone = self.store.delete(request.key, request.prefix, self.store.revision + 1)
+            key, prefix = ("", True) if request.all_keys else (request.key, request.prefix)
+            gone = self.store.delete(key, prefix, self.store.revision + 1)
             if gone:
                 self.store.revision += 1
                 self.store.cond.notify_all()
@@ -757,3 +759,23 @@ def test_cli_watch_of_compacted_history_exits_1(one: FakeCluster, run: Any) -> N
     result = run(one.endpoints, "watch", "k", "--start-revision", "2")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: revisions up to 5 were compacted")
+
+
+def test_an_empty_prefix_is_refused_before_sending_and_delete_all_is_explicit(
+    one: FakeCluster, run: Any
+) -> None:
+    """Issue 17, defect 2: ``tadpole del "" --prefix`` sent a delete of every key."""
+    with client_for(one.endpoints) as c:
+        c.put("a", "1")
+        c.put("b", "2")
+        with pytest.raises(InvalidArgument, match="delete_all"):
+            c.delete("", prefix=True)
+        assert one.nodes[0].calls.get("Delete") is None
+        result = run(one.endpoints, "del", "", "--prefix")
+        assert result.exit_code == 2 and "--all-keys" in result.stderr
+        assert run(one.endpoints, "del", "a", "--all-keys").exit_code == 2
+        assert one.nodes[0].calls.get("Delete") is None
+        assert run(one.endpoints, "del", "--all-keys").stdout.strip() == "OK deleted=2"
+        (sent,) = one.nodes[0].requests["Delete"]
+        assert sent.all_keys and sent.key == "" and sent.request_id
+        assert c.get("a") is None and c.get("b") is None
