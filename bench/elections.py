@@ -83,7 +83,7 @@ def run_one(args: list[str], seconds: float, hogs: int, base_port: int) -> Sampl
         try:
             cluster.wait_leader(60.0, all_up=True)
             first_term = max(
-                (st.raft_term for n in cluster.node_ids if (st := cluster.status(n))), default=0
+                (st.term for n in cluster.node_ids if (st := cluster.status(n))), default=0
             )
             procs = _hogs(hogs)
             stop = threading.Event()
@@ -101,7 +101,7 @@ def run_one(args: list[str], seconds: float, hogs: int, base_port: int) -> Sampl
                         st = cluster.status(node, timeout=1.0)
                         if st is None:
                             continue
-                        term = max(term, st.raft_term)
+                        term = max(term, st.term)
                         if st.raft_role == "leader" and (not leaders or leaders[-1] != node):
                             leaders.append(node)
                     time.sleep(0.5)
