@@ -1,0 +1,316 @@
+"""Bytes for every :mod:`node.replication.messages` message, and back.
+
+Frame: one **tag byte** naming the message type, then a **msgpack array** of its fields,
+positional (no field names on the wire). Tags are append-only: a tag is never reused or
+renumbered, and changing a message's fields means a new tag (the old one keeps decoding
+what it always did), so the tag is also the layout's version.
+
+======  ===============  ===========================================================
+tag     message          body
+======  ===============  ===========================================================
+0x01    Merge            [tier, key, state]
+0x02    MergeMany        [[tier, key, state], ...]
+0x03    StoreHint        [target, tier, key, state]
+0x04    Read             [tier, key]
+0x05    Forward          [tier, key, op]   op: [0, kind, amount, elements, value,
+                                           entry_id, field, remove] (Op) or
+                                           [1, kind, args] (DocOp)
+0x06    Scan             [tier, prefix, after]
+0x07    Sync             [tier, a, b, step]   step: a gossip.codec frame
+0x41    Done             []
+0x42    MergeManyDone    [ok, ...]
+0x43    ReadReply        [state or nil]
+0x44    ForwardReply     [state, replicas, hinted]
+0x45    ScanReply        [keys]
+0x46    SyncReply        [step or nil]
+0x7F    Failure          [kind, outcome, message]
+======  ===============  ===========================================================
+
+:func:`decode` checks shape and types and raises
+:class:`node.replication.errors.CodecError` for anything else — empty input, an unknown
+tag, a truncated or trailing body, a wrong type, a msgpack extension type — with the
+underlying exception chained; it never returns a partly decoded message. Values inside
+an op (``Op.value``, ``DocOp.args``) are plain msgpack data (JSON-like); tuples come back
+as lists. Never pickle.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import msgpack
+
+from gossip import codec as gossip_codec
+from gossip.errors import CodecError as GossipCodecError
+from gossip.messages import SyncMessage
+from node.errors import Outcome
+from node.replication.errors import CodecError
+from node.replication.messages import (
+    Done,
+    Failure,
+    Forward,
+    ForwardReply,
+    Merge,
+    MergeMany,
+    MergeManyDone,
+    Read,
+    ReadReply,
+    ReplicaMessage,
+    Reply,
+    Request,
+    Scan,
+    ScanReply,
+    StoreHint,
+    Sync,
+    SyncReply,
+)
+from node.tiers.documents import DocOp
+from node.tiers.ops import Op
+
+__all__ = ["TAGS", "decode", "decode_reply", "decode_request", "encode"]
+
+# Append-only wire tags (one byte).
+TAGS: dict[type[ReplicaMessage], int] = {
+    Merge: 0x01,
+    MergeMany: 0x02,
+    StoreHint: 0x03,
+    Read: 0x04,
+    Forward: 0x05,
+    Scan: 0x06,
+    Sync: 0x07,
+    Done: 0x41,
+    MergeManyDone: 0x42,
+    ReadReply: 0x43,
+    ForwardReply: 0x44,
+    ScanReply: 0x45,
+    SyncReply: 0x46,
+    Failure: 0x7F,
+}
+_TYPES = {tag: klass for klass, tag in TAGS.items()}
+_OP, _DOC_OP = 0, 1
+_REQUESTS = (Merge, MergeMany, StoreHint, Read, Forward, Scan, Sync)
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+
+def _op_wire(op: Op | DocOp) -> list[Any]:
+    if isinstance(op, DocOp):
+        return [_DOC_OP, op.kind, op.args]
+    return [_OP, op.kind, op.amount, list(op.elements), op.value, op.entry_id, op.field, op.remove]
+
+
+def _step_wire(step: SyncMessage | None) -> bytes | None:
+    return None if step is None else gossip_codec.encode(step)
+
+
+def _body(msg: ReplicaMessage) -> list[Any]:
+    if isinstance(msg, Merge):
+        return [msg.tier, msg.key, msg.state]
+    if isinstance(msg, MergeMany):
+        return [[m.tier, m.key, m.state] for m in msg.items]
+    if isinstance(msg, StoreHint):
+        return [msg.target, msg.tier, msg.key, msg.state]
+    if isinstance(msg, Read):
+        return [msg.tier, msg.key]
+    if isinstance(msg, Forward):
+        return [msg.tier, msg.key, _op_wire(msg.op)]
+    if isinstance(msg, Scan):
+        return [msg.tier, msg.prefix, msg.after]
+    if isinstance(msg, Sync):
+        return [msg.tier, msg.pair[0], msg.pair[1], _step_wire(msg.step)]
+    if isinstance(msg, Done):
+        return []
+    if isinstance(msg, MergeManyDone):
+        return list(msg.ok)
+    if isinstance(msg, ReadReply):
+        return [msg.state]
+    if isinstance(msg, ForwardReply):
+        return [msg.state, list(msg.replicas), list(msg.hinted)]
+    if isinstance(msg, ScanReply):
+        return list(msg.keys)
+    if isinstance(msg, SyncReply):
+        return [_step_wire(msg.step)]
+    if isinstance(msg, Failure):
+        return [msg.kind, msg.outcome.value, msg.message]
+    raise TypeError(f"not a replica message: {type(msg).__name__}")
+
+
+def encode(msg: ReplicaMessage) -> bytes:
+    """One frame for ``msg``. Raises ``TypeError`` for a non-message (or an op value
+    msgpack cannot carry)."""
+    body: bytes = msgpack.packb(_body(msg), use_bin_type=True)
+    return bytes((TAGS[type(msg)],)) + body
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+def _bad(what: str) -> NoReturn:
+    raise CodecError(f"malformed replica message: {what}")
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str:
+        _bad(f"expected str, got {type(v).__name__}")
+    return v
+
+
+def _bytes(v: Any) -> bytes:
+    if type(v) is not bytes:
+        _bad(f"expected bytes, got {type(v).__name__}")
+    return v
+
+
+def _opt_bytes(v: Any) -> bytes | None:
+    return None if v is None else _bytes(v)
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int:
+        _bad(f"expected int, got {type(v).__name__}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        _bad(f"expected bool, got {type(v).__name__}")
+    return v
+
+
+def _list(v: Any, n: int | None = None) -> list[Any]:
+    if type(v) is not list:
+        _bad(f"expected array, got {type(v).__name__}")
+    if n is not None and len(v) != n:
+        _bad(f"expected array of {n}, got {len(v)}")
+    return v
+
+
+def _strs(v: Any) -> tuple[str, ...]:
+    return tuple(_str(s) for s in _list(v))
+
+
+def _op(v: Any) -> Op | DocOp:
+    w = _list(v)
+    if w and w[0] == _DOC_OP and len(w) == 3:
+        args = w[2]
+        if type(args) is not dict or not all(type(k) is str for k in args):
+            _bad("DocOp args must be a map with str keys")
+        return DocOp(_str(w[1]), args)
+    if w and w[0] == _OP and len(w) == 8:
+        _, kind, amount, elements, value, entry_id, fld, remove = w
+        return Op(_str(kind), _int(amount), _strs(elements), value, _str(entry_id), _str(fld),
+                  _bool(remove))  # fmt: skip
+    _bad(f"unknown op encoding {w[:1]!r} with {len(w)} fields")
+
+
+def _step(v: Any) -> SyncMessage | None:
+    if v is None:
+        return None
+    try:
+        return gossip_codec.decode_sync(_bytes(v))
+    except GossipCodecError as exc:
+        raise CodecError(f"malformed anti-entropy step: {exc}") from exc
+
+
+def _outcome(v: Any) -> Outcome:
+    try:
+        return Outcome(_str(v))
+    except ValueError as exc:
+        raise CodecError(f"malformed replica message: unknown outcome {v!r}") from exc
+
+
+def _message(klass: type[ReplicaMessage], f: list[Any]) -> ReplicaMessage:
+    if klass is Merge:
+        tier, key, state = _list(f, 3)
+        return Merge(_str(tier), _str(key), _bytes(state))
+    if klass is MergeMany:
+        items = []
+        for item in f:
+            tier, key, state = _list(item, 3)
+            items.append(Merge(_str(tier), _str(key), _bytes(state)))
+        return MergeMany(tuple(items))
+    if klass is StoreHint:
+        target, tier, key, state = _list(f, 4)
+        return StoreHint(_str(target), _str(tier), _str(key), _bytes(state))
+    if klass is Read:
+        tier, key = _list(f, 2)
+        return Read(_str(tier), _str(key))
+    if klass is Forward:
+        tier, key, op = _list(f, 3)
+        return Forward(_str(tier), _str(key), _op(op))
+    if klass is Scan:
+        tier, prefix, after = _list(f, 3)
+        return Scan(_str(tier), _str(prefix), _str(after))
+    if klass is Sync:
+        tier, a, b, step = _list(f, 4)
+        decoded = _step(step)
+        if decoded is None:
+            _bad("Sync without a step")
+        return Sync(_str(tier), (_str(a), _str(b)), decoded)
+    if klass is Done:
+        _list(f, 0)
+        return Done()
+    if klass is MergeManyDone:
+        return MergeManyDone(tuple(_bool(ok) for ok in f))
+    if klass is ReadReply:
+        (state,) = _list(f, 1)
+        return ReadReply(_opt_bytes(state))
+    if klass is ForwardReply:
+        state, replicas, hinted = _list(f, 3)
+        return ForwardReply(_bytes(state), _strs(replicas), _strs(hinted))
+    if klass is ScanReply:
+        return ScanReply(_strs(f))
+    if klass is SyncReply:
+        (step,) = _list(f, 1)
+        return SyncReply(_step(step))
+    kind, outcome, message = _list(f, 3)
+    return Failure(_str(kind), _outcome(outcome), _str(message))
+
+
+def _no_ext(code: int, data: bytes) -> NoReturn:
+    raise ValueError(f"msgpack extension type {code} is not part of the protocol")
+
+
+def decode(data: bytes) -> ReplicaMessage:
+    """The message in ``data`` (exactly one frame). Raises :class:`CodecError`."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise CodecError("empty replica message")
+    klass = _TYPES.get(data[0])
+    if klass is None:
+        raise CodecError(
+            f"unknown replica message tag 0x{data[0]:02x} (this node knows "
+            + ", ".join(f"0x{t:02x}" for t in sorted(_TYPES))
+            + "; a newer peer?)"
+        )
+    try:
+        body = msgpack.unpackb(
+            data[1:], raw=False, use_list=True, strict_map_key=True, ext_hook=_no_ext
+        )
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise CodecError(
+            f"undecodable {klass.__name__} body ({len(data) - 1} bytes): {exc}"
+        ) from exc
+    try:
+        return _message(klass, _list(body))
+    except (ValueError, TypeError) as exc:  # tuple-unpack of a wrong-sized array
+        raise CodecError(f"malformed {klass.__name__}: {exc}") from exc
+
+
+def decode_request(data: bytes) -> Request:
+    """:func:`decode`, additionally requiring a request (what a replica serves)."""
+    msg = decode(data)
+    if not isinstance(msg, _REQUESTS):
+        raise CodecError(f"expected a replica request, got {type(msg).__name__}")
+    return msg
+
+
+def decode_reply(data: bytes) -> Reply:
+    """:func:`decode`, additionally requiring a reply (what a caller receives)."""
+    msg = decode(data)
+    if isinstance(msg, _REQUESTS):
+        raise CodecError(f"expected a replica reply, got {type(msg).__name__}")
+    return msg
