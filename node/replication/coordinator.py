@@ -1,0 +1,339 @@
+"""Replication decisions, pure: who owns a key, who holds a hint, when a write is
+acknowledged, what a read repairs, which anti-entropy sessions run over which keys.
+
+No I/O, no asyncio, no clocks: every function takes the membership it reasons about
+(``live``: the ids of the members that own keys now, this node included) and returns a
+value. :mod:`node.replication.driver` asks, does the sending and storing, and reports
+back (:class:`HintPlan`). The rules, each with its table of cases in
+``tests/unit/node/replication/test_coordinator.py``:
+
+* **Owners** — rendezvous ranking of ``tier\\0key`` over the live members; the first RF
+  (RF 0: all of them). The rest, in ranking order, are the key's fallbacks.
+* **Write plan** — a node that is not an owner forwards (unless the update was already
+  forwarded to it); an owner applies locally, then: write quorum ``W = min(tier W,
+  cluster size)`` (a W above the configured cluster is capped; one above the *live*
+  members is not — hints cover that); W <= 1 with other owners means "owner + backup":
+  acknowledged once durable here, copied to the others in the background.
+* **Acks** — this node (if an owner), then each other owner that made the delta durable,
+  in owner order; owners that did not are *down*.
+* **Hints** — each down owner in turn takes the next candidate fallback (this node first
+  when it is not an owner, then the non-owners in ranking order) until one stores the
+  hint; a candidate is tried once per write. A stored hint counts as an ack (sloppy
+  quorum).
+* **Verdict** — acknowledged when acks (hints included) reach W, else incomplete:
+  durable somewhere, never to be resent.
+* **Forwarding** — owners are tried in placement order; a definite answer (bad
+  request, not found, already exists, or applied below quorum) ends it; anything else
+  (unreachable, failed) tries the next owner.
+* **Reads** — ONE needs 1 answer, QUORUM ``n // 2 + 1``, ALL ``n`` (n = owners; an
+  unknown level reads as ONE); this node is asked first; QUORUM and ALL send the merged
+  state to every answering owner whose copy differs from it (read repair).
+* **Anti-entropy** — per tier, one session with every live peer, over the *pair space*:
+  the keys this node holds that placement gives to both. A key is under-replicated when
+  fewer members are live than its tier's RF.
+* **Hand-off** — every live peer gets the hints held for it, oldest first, at most
+  :data:`HINT_BATCH` per round, stopping at its first refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence, Sized
+from dataclasses import dataclass
+from enum import Enum
+
+from crdt import CRDTBase, encode
+from node.errors import AlreadyExists, InvalidArgument, NodeError, NotFound, Outcome
+from node.replication.placement import ranking
+from node.tiers.ops import TierSpec
+
+__all__ = [
+    "ALL",
+    "HINT_BATCH",
+    "ONE",
+    "QUORUM",
+    "HintAttempt",
+    "HintPlan",
+    "ReadPlan",
+    "SyncPair",
+    "WriteMode",
+    "WritePlan",
+    "behind",
+    "forwarding_stops",
+    "handoff_targets",
+    "hint_candidates",
+    "merge_states",
+    "owners",
+    "pair_keys",
+    "placement_key",
+    "plan_read",
+    "plan_write",
+    "replication_factor",
+    "space_name",
+    "sync_pairs",
+    "sync_partner",
+    "tally",
+    "under_replicated",
+    "write_acknowledged",
+    "write_quorum",
+]
+
+ONE, QUORUM, ALL = 1, 2, 3
+
+# Hints handed to one member per round: bounds a round's work after a long outage
+# (the rest go in the next rounds, a second apart by default).
+HINT_BATCH = 256
+
+
+# --- placement --------------------------------------------------------------------------
+
+
+def placement_key(tier: str, key: str) -> str:
+    """What placement hashes: the tier and the key (a NUL cannot occur in either)."""
+    return f"{tier}\x00{key}"
+
+
+def replication_factor(spec: TierSpec, live_count: int) -> int:
+    """Copies a key of ``spec`` should have: its RF, or every live member for RF 0."""
+    return live_count if spec.rf == 0 else spec.rf
+
+
+def owners(spec: TierSpec, key: str, live: Iterable[str]) -> list[str]:
+    """The key's owners among ``live``, best first (fewer than RF if too few are live)."""
+    ids = list(live)
+    return ranking(placement_key(spec.name, key), ids)[: replication_factor(spec, len(ids))]
+
+
+def hint_candidates(
+    spec: TierSpec, key: str, live: Iterable[str], key_owners: Sequence[str], self_id: str
+) -> list[str]:
+    """Where hints for the key's down owners may go, in the order to try: this node
+    first when it is not an owner, then the non-owners in ranking order."""
+    rest = [
+        m for m in ranking(placement_key(spec.name, key), live)
+        if m not in key_owners and m != self_id
+    ]  # fmt: skip
+    return rest if self_id in key_owners else [self_id, *rest]
+
+
+# --- writes -----------------------------------------------------------------------------
+
+
+class WriteMode(Enum):
+    FORWARD = "forward"  # not an owner: hand the update to an owner
+    SYNC = "sync"  # apply here, replicate, answer once W copies are durable
+    BACKUP = "backup"  # apply here, answer at once, replicate in the background
+
+
+@dataclass(frozen=True, slots=True)
+class WritePlan:
+    mode: WriteMode
+    owners: tuple[str, ...]
+    quorum: int
+
+
+def write_quorum(spec: TierSpec, cluster_size: int) -> int:
+    """W for a tier in a cluster of ``cluster_size`` configured members (not live ones)."""
+    return min(spec.write_quorum, cluster_size)
+
+
+def plan_write(
+    spec: TierSpec,
+    key: str,
+    live: Iterable[str],
+    self_id: str,
+    *,
+    forwarded: bool,
+    cluster_size: int,
+) -> WritePlan:
+    """How this node handles an update of ``key``."""
+    key_owners = owners(spec, key, live)
+    quorum = write_quorum(spec, cluster_size)
+    if self_id not in key_owners and not forwarded:
+        mode = WriteMode.FORWARD
+    elif quorum <= 1 and len(key_owners) > 1:
+        mode = WriteMode.BACKUP
+    else:
+        mode = WriteMode.SYNC
+    return WritePlan(mode, tuple(key_owners), quorum)
+
+
+def tally(
+    self_id: str, key_owners: Sequence[str], durable: Mapping[str, bool]
+) -> tuple[list[str], list[str]]:
+    """``(acks, down)`` after sending a delta: ``durable`` says, per other owner, whether
+    it made the delta durable. This node acks first when it is an owner."""
+    acks = [self_id] if self_id in key_owners else []
+    down: list[str] = []
+    for owner in key_owners:
+        if owner == self_id:
+            continue
+        (acks if durable.get(owner, False) else down).append(owner)
+    return acks, down
+
+
+@dataclass(frozen=True, slots=True)
+class HintAttempt:
+    owner: str  # the down owner the hint is for
+    fallback: str  # the member asked to hold it
+
+
+class HintPlan:
+    """Places a hint for each down owner, one attempt at a time.
+
+    ``next()`` names the attempt to make; the driver makes it and reports with
+    ``record(stored)``. A refused candidate is not asked again in this write; an owner
+    keeps taking candidates until one stores its hint or none are left. Pure state: the
+    caller does the I/O.
+    """
+
+    def __init__(self, down: Sequence[str], candidates: Sequence[str]) -> None:
+        self._down = list(down)
+        self._candidates = list(candidates)
+        self._pending: HintAttempt | None = None
+        self.acks: list[str] = []  # "fallback (hint for owner)", in the order stored
+        self.hinted: list[str] = []  # owners whose hint is stored
+
+    def next(self) -> HintAttempt | None:
+        """The next attempt, or None when every down owner is hinted or no candidate is left."""
+        if self._pending is not None:
+            raise RuntimeError("record() the outcome of the previous attempt first")
+        if not self._down or not self._candidates:
+            return None
+        self._pending = HintAttempt(self._down[0], self._candidates.pop(0))
+        return self._pending
+
+    def record(self, stored: bool) -> None:
+        attempt, self._pending = self._pending, None
+        if attempt is None:
+            raise RuntimeError("record() without an attempt")
+        if stored:
+            self.acks.append(f"{attempt.fallback} (hint for {attempt.owner})")
+            self.hinted.append(attempt.owner)
+            self._down.pop(0)
+
+    @property
+    def unhinted(self) -> list[str]:
+        """Down owners for which no hint is stored (so far)."""
+        return list(self._down)
+
+
+def write_acknowledged(acks: Sequence[str], quorum: int) -> bool:
+    """Whether a write with these acks (hints included) is acknowledged; if not, it is
+    incomplete: durable somewhere, converging, and never to be resent."""
+    return len(acks) >= quorum
+
+
+def forwarding_stops(error: NodeError) -> bool:
+    """Whether an owner's failure to apply a forwarded update is final.
+
+    Final: the request itself was refused (bad argument, not found, already exists) —
+    another owner would say the same — or it was applied (below quorum): resending it
+    to another owner would apply it twice. Anything else (unreachable, failed, outcome
+    unknown) tries the next owner, as the protocol always did."""
+    if error.outcome is Outcome.APPLIED:
+        return True
+    return isinstance(error, InvalidArgument | NotFound | AlreadyExists)
+
+
+# --- reads ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    order: tuple[str, ...]  # owners to ask, this node first
+    want: int  # answers needed
+    repair: bool  # send the merged state to answering owners that were behind
+
+
+def plan_read(key_owners: Sequence[str], self_id: str, consistency: int) -> ReadPlan:
+    n = len(key_owners)
+    want = {ONE: 1, QUORUM: n // 2 + 1, ALL: n}.get(consistency, 1)
+    order = tuple(sorted(key_owners, key=lambda o: o != self_id))
+    return ReadPlan(order, want, consistency in (QUORUM, ALL))
+
+
+def merge_states(states: Iterable[CRDTBase | None]) -> CRDTBase | None:
+    """The join of the copies (None: nobody holds the key)."""
+    merged: CRDTBase | None = None
+    for state in states:
+        if state is not None:
+            merged = state if merged is None else merged.merge(state)
+    return merged
+
+
+def behind(states: Mapping[str, CRDTBase | None], merged: CRDTBase) -> list[str]:
+    """Owners whose copy is not the merged state (missing or different), in answer order."""
+    merged_bytes = encode(merged)
+    return [o for o, s in states.items() if s is None or encode(s) != merged_bytes]
+
+
+# --- anti-entropy and hand-off ----------------------------------------------------------
+
+
+def space_name(tier: str, a: str, b: str) -> str:
+    """The Merkle space two nodes reconcile for a tier (the same name on both sides)."""
+    first, second = sorted((a, b))
+    return f"{tier}|{first}|{second}"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPair:
+    """One anti-entropy session: this node and ``peer`` over ``tier``'s shared keys."""
+
+    tier: str
+    peer: str
+    pair: tuple[str, str]  # the two node ids, sorted
+
+    @property
+    def space(self) -> str:
+        return space_name(self.tier, *self.pair)
+
+
+def sync_pairs(tiers: Iterable[str], live: Iterable[str], self_id: str) -> list[SyncPair]:
+    """This round's sessions: per tier, every live peer, in ``live`` order."""
+    peers = [m for m in live if m != self_id]
+    out = []
+    for tier in tiers:
+        for peer in peers:
+            first, second = sorted((self_id, peer))
+            out.append(SyncPair(tier, peer, (first, second)))
+    return out
+
+
+def pair_keys(
+    spec: TierSpec,
+    items: Iterable[tuple[str, bytes]],
+    self_id: str,
+    peer: str,
+    live: Iterable[str],
+) -> list[tuple[str, bytes]]:
+    """The pair space: the ``(key, digest)`` items placement gives to both nodes.
+
+    Syncing only these never spreads a key beyond its owners. (A copy held by a node
+    that is no longer an owner is outside every pair space it is in, so it is neither
+    served nor refreshed.)"""
+    ids = list(live)
+    both = {self_id, peer}
+    return [(k, d) for k, d in items if both <= set(owners(spec, k, ids))]
+
+
+def sync_partner(tier: str, pair: tuple[str, str], space: str, self_id: str) -> str:
+    """The other node of an incoming session, once it is checked to be one this node
+    takes part in under this tier; :class:`InvalidArgument` otherwise."""
+    a, b = pair
+    if self_id not in pair or a == b or space != space_name(tier, a, b):
+        raise InvalidArgument(f"anti-entropy space {space!r} is not shared with this node")
+    return b if a == self_id else a
+
+
+def under_replicated(spec: TierSpec, keys: Iterable[str], live: Sized) -> int:
+    """How many of ``keys`` have fewer live owners than the tier's RF (all of them when
+    fewer members than RF are live; none for RF 0)."""
+    if spec.rf == 0 or len(live) >= spec.rf:
+        return 0
+    return sum(1 for _ in keys)
+
+
+def handoff_targets(live: Iterable[str], self_id: str) -> list[str]:
+    """Members to hand hints to this round: every live peer, in ``live`` order."""
+    return [m for m in live if m != self_id]
