@@ -104,7 +104,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from consensus.durable import fsync_dir
 
@@ -113,6 +113,7 @@ __all__ = [
     "BatchAbortedError",
     "CorruptStoreError",
     "Hint",
+    "ReplicaStore",
     "SchemaVersionError",
     "StoreClosedError",
     "StoreError",
@@ -304,6 +305,43 @@ def _prefix_end(prefix: str) -> str | None:
             return "".join(chars)
         chars.pop()
     return None
+
+
+# ----------------------------------------------------------------- the interface
+
+
+class ReplicaStore(Protocol):
+    """What the replication driver needs from a node's store.
+
+    :class:`TierStore` is the real one; :class:`node.replication.memory.MemoryStore`
+    keeps the same contract in a dict for whole-cluster tests (both run one contract
+    suite, ``tests/unit/node/replication/test_memory_store.py``).
+
+    Contract (as :class:`TierStore` documents in detail): a coroutine returns once its
+    write is durable; writes apply in the order their coroutines were first awaited;
+    ``update`` runs ``fn(current)`` atomically (``None`` deletes; the same value writes
+    nothing; an exception from ``fn`` is raised to the caller and nothing is written)
+    and returns the new value; reads see every write whose coroutine returned; keys
+    iterate in code point order; hints come oldest first with increasing ids.
+    """
+
+    async def update(self, tier: str, key: str, fn: UpdateFn) -> bytes | None: ...
+
+    async def add_hint(self, target: str, tier: str, key: str, value: bytes) -> int: ...
+
+    async def delete_hints(self, ids: Iterable[int]) -> int: ...
+
+    def get(self, tier: str, key: str) -> bytes | None: ...
+
+    def scan(
+        self, tier: str, prefix: str = "", after: str = "", limit: int = 0
+    ) -> list[tuple[str, bytes]]: ...
+
+    def keys_and_digests(self, tier: str) -> Iterator[tuple[str, bytes]]: ...
+
+    def count(self, tier: str) -> int: ...
+
+    def hints_for(self, target: str, limit: int = 0) -> list[Hint]: ...
 
 
 # ----------------------------------------------------------------- the store

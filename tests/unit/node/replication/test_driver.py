@@ -1,0 +1,199 @@
+"""The replication driver's peer side and wiring, on the in-memory network.
+
+Whole-cluster behaviour (quorum, hints, repair, anti-entropy) is in tests/scenarios;
+these are the edges a script does not reach: bad frames, refused requests, per-item
+merge failures, typed errors across the wire, the default (gossip + gRPC) wiring.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+from dataclasses import dataclass
+
+import pytest
+
+from crdt import ORSet, PNCounter, encode
+from gossip.messages import SyncBegin
+from node.errors import InvalidArgument, Outcome
+from node.replication import codec, coordinator, driver
+from node.replication.driver import ONE, Replication
+from node.replication.grpc_transport import GrpcTransport
+from node.replication.memory import MemoryNetwork, MemoryStore
+from node.replication.messages import (
+    Failure,
+    Merge,
+    MergeMany,
+    MergeManyDone,
+    Read,
+    ReadReply,
+    Request,
+    Scan,
+    ScanReply,
+    Sync,
+)
+from node.tiers.documents import DocOp
+from node.tiers.mesh import MeshNotFound
+from node.tiers.ops import TIERS, Op
+
+KEY = "job_event_log/j-3"  # owned by n1 and n2 of n1..n3
+
+
+def cluster(n: int = 3) -> tuple[MemoryNetwork, dict[str, Replication]]:
+    net = MemoryNetwork()
+    ids = [f"n{i + 1}" for i in range(n)]
+    for node_id in ids:
+        net.add(node_id)
+    nodes = {}
+    for node_id in ids:
+        nodes[node_id] = Replication(
+            node_id=node_id,
+            store=MemoryStore(),
+            membership=net.membership(node_id),
+            transport=net.transport(node_id),
+            clock_ns=lambda: 1_700_000_000 * 10**9,
+            cluster_size=n,
+        )
+        net.attach(node_id, nodes[node_id].on_replica)
+    return net, nodes
+
+
+async def serve(node: Replication, request: Request | bytes) -> object:
+    payload = request if isinstance(request, bytes) else codec.encode(request)
+    return codec.decode_reply(await node.on_replica(payload))
+
+
+def counter(n: int) -> bytes:
+    state = PNCounter()
+    return encode(state.increment("n9", n))
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00", b"\x01\xff", codec.encode(ReadReply(None))])
+async def test_a_bad_frame_is_answered_with_a_failure(payload: bytes) -> None:
+    _, nodes = cluster(1)
+    reply = await serve(nodes["n1"], payload)
+    assert isinstance(reply, Failure)
+    assert (reply.kind, reply.outcome) == ("ReplicationError", Outcome.UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        Merge("nope", "k", counter(1)),
+        Read("nope", "k"),
+        Scan("nope", "", ""),
+        MergeMany((Merge("population", "a/b", counter(1)), Merge("nope", "k", counter(1)))),
+    ],
+)
+async def test_an_unknown_tier_is_refused(request_: Request) -> None:
+    _, nodes = cluster(1)
+    reply = await serve(nodes["n1"], request_)
+    assert isinstance(reply, Failure) and reply.kind == "InvalidArgument"
+    assert nodes["n1"].store.count("population") == 0
+
+
+async def test_merge_many_reports_each_item() -> None:
+    _, nodes = cluster(1)
+    node = nodes["n1"]
+    await node.merge_local("population", "job_event_log/a", encode(ORSet()))
+    reply = await serve(
+        node,
+        MergeMany(
+            (
+                Merge("population", "job_event_log/b", counter(2)),
+                Merge("population", "job_event_log/a", counter(1)),  # holds an OR-set
+                Merge("population", "job_event_log/c", b"not a crdt"),
+            )
+        ),
+    )
+    assert reply == MergeManyDone((True, False, False))
+    assert await serve(node, Read("population", "job_event_log/b")) == ReadReply(counter(2))
+
+
+async def test_a_sync_step_for_a_space_it_does_not_share_is_refused() -> None:
+    _, nodes = cluster(3)
+    step = SyncBegin("population|n2|n3", 1, 16, 3, b"\x00" * 16)
+    reply = await serve(nodes["n1"], Sync("population", ("n2", "n3"), step))
+    assert isinstance(reply, Failure) and reply.kind == "InvalidArgument"
+    # a step whose space does not match the pair it claims
+    reply = await serve(nodes["n1"], Sync("population", ("n1", "n2"), step))
+    assert isinstance(reply, Failure) and reply.kind == "InvalidArgument"
+
+
+async def test_a_forwarded_refusal_is_raised_as_the_owners_class() -> None:
+    net, nodes = cluster(3)
+    # a node that owns neither key forwards its updates
+    owners = set(coordinator.owners(TIERS["mesh"], "m-x", nodes))
+    outsider = next(n for n in nodes if n not in owners)
+    with pytest.raises(MeshNotFound) as caught:
+        await nodes[outsider].update("mesh", "m-x", DocOp("mesh_delete"))
+    assert caught.value.outcome is Outcome.NOT_APPLIED
+    assert net.sent["Forward"] == 1  # a definite answer: the other owner is not asked
+    await nodes[outsider].update("mesh", "m-x", Op("counter_add", amount=1))
+    with pytest.raises(InvalidArgument):  # the key holds a counter
+        await nodes[outsider].update("mesh", "m-x", Op("set_add", elements=("a",)))
+    assert net.sent["Forward"] == 3
+
+
+async def test_scan_is_the_union_of_the_reachable_members() -> None:
+    net, nodes = cluster(3)
+    for i, node in enumerate(nodes.values()):
+        await node.merge_local("population", f"job_event_log/k{i}", counter(1))
+    await nodes["n3"].merge_local("population", "job_event_log/k0", counter(1))
+    keys, more = await nodes["n1"].scan("population", "job_event_log/", "", 0)
+    assert (keys, more) == (["job_event_log/k0", "job_event_log/k1", "job_event_log/k2"], False)
+    assert await nodes["n1"].scan("population", "", "", 2) == (
+        ["job_event_log/k0", "job_event_log/k1"],
+        True,
+    )
+    net.down("n2")
+    keys, _ = await nodes["n1"].scan("population", "", "", 0)
+    assert keys == ["job_event_log/k0", "job_event_log/k2"]
+    assert await serve(nodes["n3"], Scan("population", "job_event_log/", "job_event_log/k0")) == (
+        ScanReply(("job_event_log/k2",))
+    )
+
+
+async def test_reads_ask_owners_in_turn_until_enough_answer() -> None:
+    net, nodes = cluster(3)
+    await nodes["n1"].update("population", KEY, Op("counter_add", amount=4))
+    net.down("n1")
+    result = await nodes["n3"].read("population", KEY, ONE)  # n1 is asked first, then n2
+    assert result.replicas == ["n2"] and result.state is not None and result.state.value() == 4
+    assert net.sent["Read"] == 1  # the unreachable n1 was never delivered to
+
+
+@dataclass(frozen=True)
+class _Member:
+    id: str
+    address: str
+    status: str
+
+
+class _Gossip:
+    address = "127.0.0.1:1"
+
+    def members(self) -> list[_Member]:
+        return [
+            _Member("n2", "127.0.0.1:2", "alive"),
+            _Member("n3", "127.0.0.1:3", "suspect"),
+            _Member("n4", "127.0.0.1:4", "dead"),
+        ]
+
+
+async def test_the_default_wiring_is_gossip_and_grpc() -> None:
+    node = Replication(node_id="n1", store=MemoryStore(), gossip=_Gossip(), token="t")
+    assert node.live() == {"n2": "127.0.0.1:2", "n3": "127.0.0.1:3", "n1": "127.0.0.1:1"}
+    assert [m.id for m in node.gossip.members()] == ["n2", "n3", "n4"]
+    assert isinstance(node.transport, GrpcTransport)
+    await node.stop()
+    with pytest.raises(TypeError):
+        Replication(node_id="n1", store=MemoryStore())
+
+
+def test_the_driver_does_not_load_grpc_at_import() -> None:
+    path = pathlib.Path(driver.__file__)
+    top = ast.parse(path.read_text()).body
+    names = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in top if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {n for n in names if n.startswith(("grpc", "node.pb", "node.peer"))}

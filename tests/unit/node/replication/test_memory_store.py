@@ -1,0 +1,99 @@
+"""One contract, two stores: TierStore (SQLite) and MemoryStore answer alike for
+everything the replication driver uses (``ReplicaStore``), so a scenario run on the
+memory store says something about the real one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from node.replication.memory import MemoryStore
+from node.replication.store import ReplicaStore, TierStore, digest_of
+
+
+def _const(value: bytes) -> Callable[[bytes | None], bytes]:
+    return lambda _: value
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ReplicaStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    tier_store = TierStore(str(tmp_path / "tiers.db"))
+    try:
+        yield tier_store
+    finally:
+        await tier_store.aclose()
+
+
+async def test_update_returns_the_new_value_and_none_deletes(store: ReplicaStore) -> None:
+    seen: list[bytes | None] = []
+
+    def put(value: bytes | None) -> Callable[[bytes | None], bytes | None]:
+        def fn(old: bytes | None) -> bytes | None:
+            seen.append(old)
+            return value
+
+        return fn
+
+    assert await store.update("population", "a/1", put(b"one")) == b"one"
+    assert await store.update("population", "a/1", put(b"two")) == b"two"
+    assert store.get("population", "a/1") == b"two"
+    assert await store.update("population", "a/1", put(None)) is None
+    assert store.get("population", "a/1") is None
+    assert seen == [None, b"one", b"two"]
+    assert await store.update("population", "a/1", put(None)) is None
+
+
+async def test_an_update_function_that_raises_writes_nothing(store: ReplicaStore) -> None:
+    await store.update("mesh", "m", lambda _: b"kept")
+
+    def boom(_: bytes | None) -> bytes:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        await store.update("mesh", "m", boom)
+    assert store.get("mesh", "m") == b"kept"
+
+
+@pytest.mark.parametrize(("tier", "key"), [("", "k"), ("t", ""), (1, "k"), ("t", None)])
+async def test_names_are_checked(store: ReplicaStore, tier: object, key: object) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        await store.update(tier, key, lambda _: b"x")  # type: ignore[arg-type]
+
+
+async def test_scans_keys_digests_and_counts(store: ReplicaStore) -> None:
+    for key in ("b/2", "a/1", "b/1", "c/\u00e9", "b/10"):
+        await store.update("population", key, _const(key.encode()))
+    await store.update("mesh", "b/1", lambda _: b"other tier")
+    assert [k for k, _ in store.scan("population")] == ["a/1", "b/1", "b/10", "b/2", "c/\u00e9"]
+    assert store.scan("population", "b/") == [(k, k.encode()) for k in ("b/1", "b/10", "b/2")]
+    assert [k for k, _ in store.scan("population", "b/", "b/1")] == ["b/10", "b/2"]
+    assert [k for k, _ in store.scan("population", "", "", 2)] == ["a/1", "b/1"]
+    assert list(store.keys_and_digests("mesh")) == [("b/1", digest_of(b"other tier"))]
+    assert (store.count("population"), store.count("mesh"), store.count("agent")) == (5, 1, 0)
+    with pytest.raises(ValueError):
+        store.scan("population", limit=-1)
+
+
+async def test_hints_come_oldest_first_per_target(store: ReplicaStore) -> None:
+    ids = [
+        await store.add_hint("n2", "population", "a/1", b"h1"),
+        await store.add_hint("n3", "mesh", "m", b"h2"),
+        await store.add_hint("n2", "population", "a/2", b"h3"),
+    ]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    for_n2 = store.hints_for("n2")
+    assert [(h.tier, h.key, h.value, h.target) for h in for_n2] == [
+        ("population", "a/1", b"h1", "n2"),
+        ("population", "a/2", b"h3", "n2"),
+    ]
+    assert [h.value for h in store.hints_for("n2", 1)] == [b"h1"]
+    assert await store.delete_hints([for_n2[0].id, 10_000]) == 1
+    assert [h.value for h in store.hints_for("n2")] == [b"h3"]
+    assert [h.value for h in store.hints_for("n3")] == [b"h2"]
+    assert store.hints_for("n9") == []
+    assert await store.delete_hints([]) == 0
