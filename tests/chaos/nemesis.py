@@ -433,5 +433,5 @@ def unavailable_faults(faults: list[str], *, have_net: bool) -> dict[str, str]:
         if f in NEEDS_NET and not have_net:
             out[f] = "needs network namespaces and nftables (run as root)"
         if f == "clock-skew" and not os.path.exists(LIBFAKETIME):
-            out[f] = f"libfaketime not installed ({LIBFAKETIME}; apt-get install faketime)"
+            out[f] = f"libfaketime not installed ({LIBFAKETIME}; as root: make system-deps)"
     return out

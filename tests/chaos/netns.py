@@ -57,26 +57,8 @@ def available() -> tuple[bool, str]:
         return False, "not root: network namespaces and nftables need CAP_NET_ADMIN"
     for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
-            return False, f"`{tool}` not installed (apt-get install iproute2 nftables)"
+            return False, f"`{tool}` not installed (as root: make system-deps)"
     return True, ""
-
-
-def ensure_tools() -> None:
-    """As root on a fresh Debian machine (CI), install nftables and faketime if missing,
-    the way ``.ci/run`` installs etcd; elsewhere do nothing. Best effort."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return
-    missing = [pkg for tool, pkg in (("nft", "nftables"), ("faketime", "faketime"))
-               if shutil.which(tool) is None]  # fmt: skip
-    if not missing:
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "install", "-y", "-qq", *missing],
-                 ["apt-get", "update", "-qq"],
-                 ["apt-get", "install", "-y", "-qq", *missing]):  # fmt: skip
-        ok = subprocess.run(argv, capture_output=True, env=env, timeout=600).returncode == 0
-        if ok and argv[1] == "install":
-            return
 
 
 def _run(*argv: str, check: bool = True, input_text: str | None = None) -> str:

@@ -24,7 +24,6 @@ from tests.chaos.nemesis import Event
 from tests.chaos.runner import RunConfig, RunResult, failover_times, percentile, run
 from tests.chaos.workload import WorkloadConfig, classify_write_error
 
-netns.ensure_tools()  # CI machines start without nftables/faketime
 ROOT, WHY_NOT_ROOT = netns.available()
 needs_root = pytest.mark.skipif(not ROOT, reason=f"chaos faults need root: {WHY_NOT_ROOT}")
 
