@@ -137,13 +137,35 @@ def stubs_of(deployment: Deployment) -> Iterator[Callable[[str], Stubs]]:
         s.close()
 
 
+def resend_unapplied(method: Callable[..., Any], request: Any, timeout: float = 5.0) -> Any:
+    """Call ``method`` as a careful client would: resend only what the server says was
+    not applied (UNAVAILABLE with outcome ``not-applied``, e.g. no leader for a moment
+    during an election on a loaded host), within one deadline. Anything else — a
+    result or any other error — is returned or raised as is, so no semantics check is
+    loosened; a put keeps its request id across resends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return method(request, timeout=max(deadline - time.monotonic(), 0.05))
+        except grpc.RpcError as exc:
+            outcome = dict(exc.trailing_metadata() or ()).get("tadpole-outcome")  # type: ignore[attr-defined]
+            if (
+                exc.code() is not grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+                or outcome != "not-applied"
+                or time.monotonic() > deadline - 0.2
+            ):
+                raise
+            time.sleep(0.1)
+
+
 def put(stub: Stubs, key: str, value: bytes, **kw: Any) -> Any:
-    return stub.kv.Put(pb.PutRequest(key=key, value=value, **kw), timeout=5)
+    kw.setdefault("request_id", uuid.uuid4().hex)
+    return resend_unapplied(stub.kv.Put, pb.PutRequest(key=key, value=value, **kw))
 
 
 def get(stub: Stubs, key: str, *, serializable: bool = False) -> Any:
     consistency = pb.SERIALIZABLE if serializable else pb.LINEARIZABLE
-    return stub.kv.Get(pb.GetRequest(key=key, consistency=consistency), timeout=5)
+    return resend_unapplied(stub.kv.Get, pb.GetRequest(key=key, consistency=consistency))
 
 
 # -- the same semantics on both backends ------------------------------------------
