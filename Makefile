@@ -9,7 +9,7 @@ NODES ?= n1 n2 n3
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
-	test-integration check lint typecheck imports coverage clean bench chaos
+	test-integration client check lint typecheck imports coverage clean bench chaos
 
 help:
 	@echo "make cluster          start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
@@ -24,6 +24,7 @@ help:
 	@echo "                        coverage: >= $(COVERAGE_MIN)% branch coverage of the pure cores"
 	@echo "make system-deps      as root: apt-get install what the tests need ($(foreach d,$(SYSTEM_DEPS),$(lastword $(subst :, ,$(d)))))"
 	@echo "make proto            regenerate node/pb from proto/"
+	@echo "make client           regenerate node/client/_sync.py from node/client/_async.py"
 	@echo "make chaos            faults x real cluster, checked (DURATION, FAULTS, SEED, FAILOVER_TRIALS)"
 	@echo "make bench            Tadpole (Raft, etcd backend) vs etcd vs raw pysyncobj; BENCH_ARGS=--help"
 	@echo "make venv / clean     create $(VENV) from constraints.txt / remove it and all caches"
@@ -84,9 +85,13 @@ system-deps:
 test: venv system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# tests/scenarios (in-memory whole-cluster scripts) joins when it exists.
+# Unit and scenario tests (in memory, no processes), on both cores: about 65 s of CPU.
 test-fast: venv
-	$(PY) -m pytest -q tests/unit $(wildcard tests/scenarios) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 tests/unit tests/scenarios $(PYTEST_ARGS)
+
+# Regenerate the blocking client (node/client/_sync.py) from the asyncio source.
+client: venv
+	$(PY) -m node.client.unasync
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

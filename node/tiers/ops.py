@@ -181,7 +181,7 @@ def apply_op(
     elif not isinstance(state, wanted):
         have = TYPE_NAMES.get(type(state), type(state).__name__)
         raise InvalidArgument(
-            f"the key holds a {have}; {op.kind} applies to {_article(TYPE_NAMES[wanted])}"
+            f"the key holds {_article(have)}; {op.kind} applies to {_article(TYPE_NAMES[wanted])}"
         )
     try:
         delta = _delta(state, op, node_id, hlc)

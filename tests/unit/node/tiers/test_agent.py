@@ -26,7 +26,15 @@ AGENT = uid(0xDEADBEEF)
 MESH = uid(100)
 PEER = uid(200)
 KEY = "ab" * 32
-DELETE = object()
+class _Delete:
+    """Marks a field to remove from the valid document (a stable repr keeps test ids
+    identical across processes, as pytest-xdist requires)."""
+
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+DELETE = _Delete()
 
 
 def base_doc() -> dict[str, Any]:
