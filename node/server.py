@@ -25,14 +25,16 @@ from gossip.config import GossipConfig
 from node.api.documents import DocumentsServicer
 from node.api.guard import DecodeGuard
 from node.api.kv import VERSION, ClusterServicer, KVServicer
+from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.config import NodeConfig
 from node.observe.http import HttpServer
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.peer.auth import PeerAuthInterceptor
 from node.peer.cluster_metrics import ClusterMetrics
 from node.peer.gossip import GossipDriver
-from node.peer.links import PeerAuthInterceptor, PeerServicer, RaftLink
+from node.peer.links import RaftLink
 from node.replication.driver import Replication
 from node.replication.store import TierStore
 from node.tiers.ops import TIERS

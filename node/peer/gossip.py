@@ -35,15 +35,9 @@ from gossip.messages import MemberMeta, Rpc
 from gossip.swim import DeltaEvent, MemberView, Outgoing, Swim
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.peer.auth import auth_metadata
 
 log = logging.getLogger(__name__)
-
-AUTH_HEADER = "authorization"
-
-
-def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    return ((AUTH_HEADER, f"Bearer {token}"),)
-
 
 DeltaHandler = Callable[[DeltaEvent], None]
 

@@ -1,13 +1,4 @@
-"""Node-to-node traffic: authentication, the Peer servicer, outgoing Raft links.
-
-Authentication happens in a server interceptor, before the request is even
-parsed: every ``/tadpole.v1.Peer/*`` call must carry
-``authorization: Bearer <token>`` where the token is derived from the shared
-cluster secret (``NodeConfig.peer_token``). A call without it is answered
-``UNAUTHENTICATED`` by a handler that never deserializes the request body, so
-an unauthenticated sender can't get a single pickle byte decoded.
-
-Outgoing Raft traffic uses one :class:`RaftLink` per peer: a task that sends
+"""Outgoing Raft traffic: one :class:`RaftLink` per peer, a thread that sends
 the peer's held frames in order, one call in flight at a time. Frames queued
 while a call is in flight go out together in the next call, so the batch
 size grows with load (and with the peer's latency) by itself.
@@ -16,94 +7,19 @@ size grows with load (and with the peer's latency) by itself.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import threading
-from collections.abc import Awaitable, Callable
 
 import grpc
 
 from consensus.raft.backend import RaftBackend
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
-from node.peer.gossip import AUTH_HEADER, GossipDriver, GossipServicerMixin, auth_metadata
-from node.replication.driver import Replication
+from node.peer.auth import auth_metadata
 
 log = logging.getLogger(__name__)
 
 PEER_SERVICE_PREFIX = "/tadpole.v1.Peer/"
-
-
-class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuse Peer-service calls that lack the cluster credential."""
-
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode() if token else b""
-        self.rejected = 0
-
-        async def deny(_request: bytes, context: grpc.aio.ServicerContext) -> None:
-            self.rejected += 1
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "peer call without a valid cluster credential",
-            )
-
-        # No request_deserializer: the body stays opaque bytes, never parsed.
-        self._deny = grpc.unary_unary_rpc_method_handler(deny)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if details.method.startswith(PEER_SERVICE_PREFIX):
-            presented = b""
-            for key, value in details.invocation_metadata or ():
-                if key == AUTH_HEADER:
-                    presented = value.encode() if isinstance(value, str) else value
-            if not self._expected or not hmac.compare_digest(presented, self._expected):
-                log.warning("refused unauthenticated peer call %s", details.method)
-                return self._deny
-        return await continuation(details)
-
-
-class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[misc]
-    """Receives Raft batches and gossip messages (authenticated by the interceptor)."""
-
-    def __init__(
-        self,
-        backend: RaftBackend | None,
-        peer_ids: set[str],
-        gossip: GossipDriver | None = None,
-        replication: Replication | None = None,
-    ) -> None:
-        self._backend = backend
-        self._peer_ids = peer_ids
-        self.gossip = gossip
-        self._replication = replication
-
-    async def Replica(
-        self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
-    ) -> pb.PeerMessage:
-        if self._replication is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "tiers are not served here")
-        assert self._replication is not None
-        payload = await self._replication.on_replica(request.payload)
-        return pb.PeerMessage(from_id=self._replication.node_id, payload=payload)
-
-    async def Raft(self, request: pb.RaftBatch, context: grpc.aio.ServicerContext) -> pb.RaftAck:
-        if self._backend is None:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "this node's system tier is not on Raft (etcd backend)",
-            )
-        assert self._backend is not None
-        if request.from_id not in self._peer_ids:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, f"{request.from_id!r} is not a configured peer"
-            )
-        self._backend.deliver(request.from_id, list(request.frames))
-        return pb.RaftAck()
 
 
 class RaftLink:

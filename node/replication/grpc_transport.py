@@ -3,7 +3,7 @@
 Each message is one unary call carrying ``PeerMessage(from_id, payload)``, the payload
 being one :mod:`node.replication.codec` frame; the reply's payload is the reply frame.
 Calls carry the cluster credential (``authorization: Bearer <token>``, checked by
-``node.peer.links.PeerAuthInterceptor`` before anything is parsed) and a deadline. One
+``node.peer.auth.PeerAuthInterceptor`` before anything is parsed) and a deadline. One
 channel per peer address, opened on first use and kept.
 
 Any RPC failure — connection refused, deadline exceeded, UNAUTHENTICATED, a peer that
@@ -20,7 +20,7 @@ import grpc
 
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
-from node.peer.gossip import auth_metadata
+from node.peer.auth import auth_metadata
 from node.replication import codec
 from node.replication.errors import PeerUnreachable
 from node.replication.messages import Reply, Request

@@ -1,0 +1,57 @@
+"""The Peer service: node-to-node traffic (Raft batches, gossip, replica messages).
+
+Only authenticated peers reach it (:class:`node.peer.auth.PeerAuthInterceptor` runs
+first). Raft frames go to the Raft backend, gossip to the gossip driver (the mixin), and
+replica messages to the replication driver, each as opaque bytes it decodes itself.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from consensus.raft.backend import RaftBackend
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.peer.gossip import GossipDriver, GossipServicerMixin
+from node.replication.driver import Replication
+
+__all__ = ["PeerServicer"]
+
+
+class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[misc]
+    """Receives Raft batches and gossip messages (authenticated by the interceptor)."""
+
+    def __init__(
+        self,
+        backend: RaftBackend | None,
+        peer_ids: set[str],
+        gossip: GossipDriver | None = None,
+        replication: Replication | None = None,
+    ) -> None:
+        self._backend = backend
+        self._peer_ids = peer_ids
+        self.gossip = gossip
+        self._replication = replication
+
+    async def Replica(
+        self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
+    ) -> pb.PeerMessage:
+        if self._replication is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "tiers are not served here")
+        assert self._replication is not None
+        payload = await self._replication.on_replica(request.payload)
+        return pb.PeerMessage(from_id=self._replication.node_id, payload=payload)
+
+    async def Raft(self, request: pb.RaftBatch, context: grpc.aio.ServicerContext) -> pb.RaftAck:
+        if self._backend is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this node's system tier is not on Raft (etcd backend)",
+            )
+        assert self._backend is not None
+        if request.from_id not in self._peer_ids:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"{request.from_id!r} is not a configured peer"
+            )
+        self._backend.deliver(request.from_id, list(request.frames))
+        return pb.RaftAck()
