@@ -26,6 +26,8 @@ AGENT = uid(0xDEADBEEF)
 MESH = uid(100)
 PEER = uid(200)
 KEY = "ab" * 32
+
+
 class _Delete:
     """Marks a field to remove from the valid document (a stable repr keeps test ids
     identical across processes, as pytest-xdist requires)."""
