@@ -22,9 +22,13 @@ back (:class:`HintPlan`). The rules, each with its table of cases in
   quorum).
 * **Verdict** — acknowledged when acks (hints included) reach W, else incomplete:
   durable somewhere, never to be resent.
-* **Forwarding** — owners are tried in placement order; a definite answer (bad
-  request, not found, already exists, or applied below quorum) ends it; anything else
-  (unreachable, failed) tries the next owner.
+* **Forwarding** — owners are tried in placement order, and the next one only when the
+  previous provably applied nothing: the message was never delivered (no connection) or
+  the owner answered with outcome *not applied* (busy, unavailable). A refusal (bad
+  request, not found, already exists) or an *applied* answer (below quorum) is the
+  answer. Anything else — no reply after sending, a failure of unknown outcome — may
+  have been applied: forwarding stops with outcome *unknown* (a counter must not count
+  it twice).
 * **Reads** — ONE needs 1 answer, QUORUM ``n // 2 + 1``, ALL ``n`` (n = owners; an
   unknown level reads as ONE); this node is asked first; QUORUM and ALL send the merged
   state to every answering owner whose copy differs from it (read repair).
@@ -51,6 +55,7 @@ __all__ = [
     "HINT_BATCH",
     "ONE",
     "QUORUM",
+    "ForwardVerdict",
     "HintAttempt",
     "HintPlan",
     "ReadPlan",
@@ -58,7 +63,7 @@ __all__ = [
     "WriteMode",
     "WritePlan",
     "behind",
-    "forwarding_stops",
+    "forward_verdict",
     "handoff_targets",
     "hint_candidates",
     "merge_states",
@@ -223,16 +228,34 @@ def write_acknowledged(acks: Sequence[str], quorum: int) -> bool:
     return len(acks) >= quorum
 
 
-def forwarding_stops(error: NodeError) -> bool:
-    """Whether an owner's failure to apply a forwarded update is final.
+class ForwardVerdict(Enum):
+    """What a failed attempt to forward an update to one owner leads to."""
 
-    Final: the request itself was refused (bad argument, not found, already exists) —
-    another owner would say the same — or it was applied (below quorum): resending it
-    to another owner would apply it twice. Anything else (unreachable, failed, outcome
-    unknown) tries the next owner, as the protocol always did."""
+    NEXT = "next"  # provably nothing applied: try the next owner
+    ANSWER = "answer"  # a definite answer (refused, or applied below quorum): raise it
+    UNKNOWN = "unknown"  # it may have been applied: stop, outcome unknown
+
+
+def forward_verdict(error: NodeError) -> ForwardVerdict:
+    """What an owner's failure to apply a forwarded update means for the forwarding.
+
+    * The request itself was refused (bad argument, not found, already exists): another
+      owner would say the same — :attr:`ForwardVerdict.ANSWER`.
+    * Applied (below quorum): resending it to another owner would apply it twice —
+      :attr:`~ForwardVerdict.ANSWER`.
+    * Provably not applied — the message was never delivered
+      (:class:`~node.replication.errors.NotDelivered`) or the owner answered with outcome
+      *not applied* (unavailable, busy) — :attr:`~ForwardVerdict.NEXT` owner.
+    * Anything else — no reply after the message was sent, a failure of unknown outcome —
+      may have been applied: :attr:`~ForwardVerdict.UNKNOWN`, and no other owner is asked.
+    """
+    if isinstance(error, InvalidArgument | NotFound | AlreadyExists):
+        return ForwardVerdict.ANSWER
     if error.outcome is Outcome.APPLIED:
-        return True
-    return isinstance(error, InvalidArgument | NotFound | AlreadyExists)
+        return ForwardVerdict.ANSWER
+    if error.outcome is Outcome.NOT_APPLIED:
+        return ForwardVerdict.NEXT
+    return ForwardVerdict.UNKNOWN
 
 
 # --- reads ------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ tests on :mod:`node.replication.memory`.
 Write path (any node coordinates)::
 
     owners = rendezvous(tier/key, live members)[:RF]
-    not an owner?  -> Forward to the first owner that answers
+    not an owner?  -> Forward to the first owner; the next one only if the message was
+                      never delivered or the owner answered "not applied" (otherwise
+                      the outcome is unknown: ForwardOutcomeUnknown, never sent twice)
     an owner:      apply the op locally -> (state, delta); durable (store, group commit)
                    Merge the delta into the other owners (batched per peer as MergeMany)
                    owner down? a live fallback stores it as a hint (StoreHint) for it
@@ -52,8 +54,13 @@ from gossip.messages import SyncMessage
 from node.errors import InvalidArgument, NodeError, ReplicationError
 from node.replication import codec, coordinator
 from node.replication.batcher import MergeBatcher
-from node.replication.coordinator import ALL, ONE, QUORUM, SyncPair, WriteMode
-from node.replication.errors import CodecError, NoOwnerReachable, NotEnoughReplicas
+from node.replication.coordinator import ALL, ONE, QUORUM, ForwardVerdict, SyncPair, WriteMode
+from node.replication.errors import (
+    CodecError,
+    ForwardOutcomeUnknown,
+    NoOwnerReachable,
+    NotEnoughReplicas,
+)
 from node.replication.messages import (
     Done,
     Failure,
@@ -410,9 +417,15 @@ class Replication:
             try:
                 reply = await self._ask(owner, live[owner], message, ForwardReply)
             except NodeError as exc:
-                if coordinator.forwarding_stops(exc):
+                verdict = coordinator.forward_verdict(exc)
+                if verdict is ForwardVerdict.NEXT:
+                    continue
+                if verdict is ForwardVerdict.ANSWER:
                     raise
-                continue
+                raise ForwardOutcomeUnknown(
+                    f"{tier}/{key}: forwarded to {owner}, which may have applied it "
+                    f"({type(exc).__name__}); not sent to another owner, do not resend"
+                ) from exc
             return UpdateResult(
                 decode(reply.state), list(reply.replicas), list(reply.hinted), owner
             )

@@ -9,15 +9,26 @@
     │   └── NotEnoughReplicas     durable somewhere, below the write quorum; never resend
     └── ReplicationError          a replica exchange failed; outcome unknown
         ├── PeerUnreachable       no reply: the peer is down, partitioned, timed out or
-        │                         refused the call (the message may still have landed)
+        │   │                     refused the call (the message may still have landed)
+        │   └── NotDelivered      the message never reached the peer's handler: no
+        │                         connection could be opened, or the peer refused the
+        │                         call before reading it; nothing applied
         ├── CodecError            bytes that are not one valid replica message
-        └── RemoteFailure         a peer answered with an error kind this node does not
-                                  know (a newer peer); carries the peer's outcome
+        ├── RemoteFailure         a peer answered with an error kind this node does not
+        │                         know (a newer peer); carries the peer's outcome
+        └── ForwardOutcomeUnknown a forwarded update may have been applied by an owner
+                                  whose answer never came; also a TimeoutError
 
-The first two reach clients (``node.api.status`` maps them by their base class). The
+The first two reach clients (``node.api.status`` maps them by their base class), and so
+does :class:`ForwardOutcomeUnknown`: it is a :class:`TimeoutError` as well, which the
+status table answers ``DEADLINE_EXCEEDED`` with outcome *unknown* (a client reports
+``OutcomeUnknown`` and does not resend an update without a request id). The rest of the
 ``ReplicationError`` family stays inside the node: the driver treats it as "this peer did
-not do it" and falls back (another owner, a hint, the next round). A peer's answer that
-*is* a known :mod:`node.errors` class is re-raised as that class
+not do it" and falls back (another owner, a hint, the next round) — except when
+forwarding, where only :class:`NotDelivered` (or an answer whose outcome is
+*not applied*) lets the update go to the next owner
+(:func:`node.replication.coordinator.forward_verdict`). A peer's answer that *is* a
+known :mod:`node.errors` class is re-raised as that class
 (:meth:`node.replication.messages.Failure.error`), never recognised by its words.
 """
 
@@ -27,7 +38,9 @@ from node.errors import Outcome, ReplicationError, ReplicationIncomplete, Unavai
 
 __all__ = [
     "CodecError",
+    "ForwardOutcomeUnknown",
     "NoOwnerReachable",
+    "NotDelivered",
     "NotEnoughReplicas",
     "PeerUnreachable",
     "RemoteFailure",
@@ -49,6 +62,14 @@ class PeerUnreachable(ReplicationError):
     Outcome unknown: a message that timed out may have been applied by the peer."""
 
 
+class NotDelivered(PeerUnreachable):
+    """A replica message that provably did not reach the peer's handler: no connection
+    to the peer could be opened (so nothing was sent), or the peer refused the call
+    before reading it (a wrong cluster credential). Nothing was applied."""
+
+    outcome = Outcome.NOT_APPLIED
+
+
 class CodecError(ReplicationError):
     """Bytes that are not exactly one valid replica message of this protocol."""
 
@@ -63,3 +84,13 @@ class RemoteFailure(ReplicationError):
         self.kind = kind
         self.outcome = outcome
         self.detail = message
+
+
+class ForwardOutcomeUnknown(ReplicationError, TimeoutError):
+    """An update forwarded to an owner may have been applied there, but no definite
+    answer came back (the reply was lost, the call timed out, the owner failed in a way
+    that does not say). It is not sent to another owner — a counter would count it
+    twice — and must not be resent; it converges like any applied write if it was.
+
+    A :class:`TimeoutError` too, so that ``node.api.status`` answers it as
+    ``DEADLINE_EXCEEDED`` with outcome unknown rather than as an internal error."""

@@ -6,14 +6,23 @@ Calls carry the cluster credential (``authorization: Bearer <token>``, checked b
 ``node.peer.auth.PeerAuthInterceptor`` before anything is parsed) and a deadline. One
 channel per peer address, opened on first use and kept.
 
-Any RPC failure — connection refused, deadline exceeded, UNAUTHENTICATED, a peer that
-does not serve the tiers — is :class:`~node.replication.errors.PeerUnreachable`; a reply
-that does not decode is :class:`~node.replication.errors.CodecError`.
+What a failure says about the message (the caller — forwarding above all — relies on
+it, :func:`node.replication.coordinator.forward_verdict`):
+
+* :class:`~node.replication.errors.NotDelivered` (nothing applied) — the call was never
+  made, because the channel did not become ready within the call's timeout or is in
+  ``TRANSIENT_FAILURE`` (gRPC's own fail-fast rule: no connection could be opened).
+* :class:`~node.replication.errors.PeerUnreachable` (outcome unknown) — any RPC failure
+  once the call was made (deadline exceeded, connection lost, UNAUTHENTICATED, a peer
+  that does not serve the tiers); logged at DEBUG.
+* :class:`~node.replication.errors.CodecError` — a reply that does not decode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -22,42 +31,81 @@ from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.replication import codec
-from node.replication.errors import PeerUnreachable
+from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.messages import Reply, Request
 
 __all__ = ["GrpcTransport"]
 
 log = logging.getLogger(__name__)
 
+_READY = grpc.ChannelConnectivity.READY
+_FAILED = frozenset({grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN})
+
 
 class GrpcTransport:
-    def __init__(self, node_id: str, token: str, *, timeout_s: float = 2.0) -> None:
+    """``connect`` opens a channel to an address (default: an insecure ``grpc.aio``
+    channel; tests pass a fake)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        token: str,
+        *,
+        timeout_s: float = 2.0,
+        connect: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
+    ) -> None:
         self._node_id = node_id
         self._metadata = auth_metadata(token)
         self._timeout_s = timeout_s
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._connect = connect
+        self._channels: dict[str, tuple[grpc.aio.Channel, Any]] = {}  # address -> (channel, stub)
 
-    def _stub(self, address: str) -> Any:
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = grpc.aio.insecure_channel(address)
-            self._channels[address] = channel
-        return pb_grpc.PeerStub(channel)
+    def _channel(self, address: str) -> tuple[grpc.aio.Channel, Any]:
+        entry = self._channels.get(address)
+        if entry is None:
+            channel = self._connect(address)
+            entry = self._channels[address] = (channel, pb_grpc.PeerStub(channel))
+        return entry
 
     async def call(self, peer: str, address: str, message: Request) -> Reply:
+        kind = type(message).__name__
+        channel, stub = self._channel(address)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        if not await _ready(channel, deadline):
+            log.debug("replica %s to %s not sent: no connection", kind, peer)
+            raise NotDelivered(f"{kind} to {peer} ({address}): no connection; not sent")
         request = pb.PeerMessage(from_id=self._node_id, payload=codec.encode(message))
         try:
-            response = await self._stub(address).Replica(
-                request, metadata=self._metadata, timeout=self._timeout_s
+            response = await stub.Replica(
+                request, metadata=self._metadata, timeout=max(deadline - loop.time(), 0.0)
             )
         except grpc.aio.AioRpcError as exc:
-            log.debug("replica %s to %s failed: %s", type(message).__name__, peer, exc.code().name)
-            raise PeerUnreachable(
-                f"{type(message).__name__} to {peer} ({address}): {exc.code().name}"
-            ) from exc
+            code = exc.code()
+            log.debug("replica %s to %s failed: %s", kind, peer, code.name)
+            raise PeerUnreachable(f"{kind} to {peer} ({address}): {code.name}") from exc
         return codec.decode_reply(response.payload)
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
-        for channel in channels.values():
+        for channel, _ in channels.values():
             await channel.close()
+
+
+async def _ready(channel: grpc.aio.Channel, deadline: float) -> bool:
+    """Whether ``channel`` is connected (connecting if idle) by ``deadline`` (loop time).
+
+    ``TRANSIENT_FAILURE`` answers False at once, as gRPC fails a call without
+    ``wait_for_ready`` at once in that state; reconnecting is left to gRPC's backoff."""
+    loop = asyncio.get_running_loop()
+    state = channel.get_state(try_to_connect=True)
+    while state is not _READY:
+        remaining = deadline - loop.time()
+        if state in _FAILED or remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+        except TimeoutError:
+            return False
+        state = channel.get_state(try_to_connect=True)
+    return True

@@ -13,6 +13,13 @@ faults::
     net.declare_dead("n2")            # gossip declares it dead: it leaves live()
     net.partition("n1", "n3")         # no traffic between n1 and n3, both ways
     net.heal()
+    net.lose_replies("n2", "Forward") # n2 serves the next Forward, but its reply is lost
+
+A message to a peer that cannot be reached is never delivered and raises
+:class:`~node.replication.errors.NotDelivered` (nothing applied); a message that was
+served but whose reply did not come back (the peer went down while serving it, or a
+reply injected as lost) raises plain :class:`~node.replication.errors.PeerUnreachable`
+(outcome unknown), as a real transport would.
 
 Every message crosses the real codec (``encode`` on one side, ``decode`` on the other),
 so a scenario exercises the wire format too, and :attr:`MemoryNetwork.sent` counts
@@ -26,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from node.replication import codec
-from node.replication.errors import PeerUnreachable
+from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.messages import Reply, Request
 from node.replication.store import Hint, UpdateFn, digest_of
 
@@ -130,6 +137,7 @@ class MemoryNetwork:
         self._down: set[str] = set()
         self._dead: set[str] = set()
         self._cuts: set[frozenset[str]] = set()
+        self._lost: list[tuple[str, str | None]] = []  # (sender, request type or None)
         self.sent: collections.Counter[str] = collections.Counter()
 
     # -- topology ------------------------------------------------------------------
@@ -170,6 +178,12 @@ class MemoryNetwork:
     def heal(self) -> None:
         self._cuts.clear()
 
+    def lose_replies(self, node_id: str, kind: str | None = None, count: int = 1) -> None:
+        """The next ``count`` replies ``node_id`` sends (to requests of type ``kind``, a
+        message class name, or to any request) are lost: it serves the request —
+        applies it — but the caller gets no answer."""
+        self._lost += [(node_id, kind)] * count
+
     def is_down(self, node_id: str) -> bool:
         return node_id in self._down
 
@@ -203,12 +217,17 @@ class MemoryNetwork:
         return MemoryTransport(self, node_id)
 
     async def deliver(self, src: str, dst: str, message: Request) -> Reply:
+        kind = type(message).__name__
         if not self.reachable(src, dst):
-            raise PeerUnreachable(f"{dst} is unreachable from {src} (memory network)")
-        self.sent[type(message).__name__] += 1
+            raise NotDelivered(f"{dst} is unreachable from {src} (memory network)")
+        self.sent[kind] += 1
         payload = await self._handlers[dst](codec.encode(message))
         if not self.reachable(src, dst):  # went down while serving: the reply is lost
             raise PeerUnreachable(f"{dst} did not answer {src} (memory network)")
+        for i, (sender, lost_kind) in enumerate(self._lost):
+            if sender == dst and lost_kind in (None, kind):
+                del self._lost[i]
+                raise PeerUnreachable(f"{dst} served {kind} but its reply was lost")
         return codec.decode_reply(payload)
 
 

@@ -70,10 +70,16 @@ class PeerTransport(Protocol):
       decoded reply, which may be a :class:`~node.replication.messages.Failure` (the
       caller decides what a failure means). Calls may be concurrent, to one peer or
       many; each is independent (no ordering between them).
-    * It raises :class:`~node.replication.errors.PeerUnreachable` when no reply came
-      (down, partitioned, timed out, refused) — the message may still have been
-      applied — and :class:`~node.replication.errors.CodecError` when the reply is not a
-      valid message. Nothing else, except cancellation.
+    * It raises :class:`~node.replication.errors.NotDelivered` (a
+      :class:`~node.replication.errors.PeerUnreachable`) only when the message provably
+      did not reach the peer's handler — no connection could be opened, or the peer
+      refused the call before reading it — so nothing was applied; plain
+      :class:`~node.replication.errors.PeerUnreachable` when no reply came otherwise
+      (down, partitioned, timed out after sending) — the message may still have been
+      applied; and :class:`~node.replication.errors.CodecError` when the reply is not a
+      valid message. Nothing else, except cancellation. When in doubt, an
+      implementation says ``PeerUnreachable``: forwarding moves an update to another
+      owner only after ``NotDelivered``.
     * :meth:`close` releases connections; no call may follow it.
     """
 

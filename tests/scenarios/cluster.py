@@ -23,6 +23,8 @@ named by its id)::
     dead n                              gossip declares n dead: it leaves placement
     restart n                           n comes back: a fresh driver over its store
     partition a b / heal                cut / restore the link between a and b
+    lose-reply n [Type]                 n serves the next request (of message type Type,
+                                        e.g. Forward), but its reply is lost
     handoff                             one hinted-handoff pass on every node that is up
     anti-entropy                        one anti-entropy round on every node that is up
     expect-converged <tk>               every live owner holds the same copy (fails the
@@ -83,6 +85,7 @@ class Cluster:
             "restart": self.restart,
             "partition": self.partition,
             "heal": self.heal,
+            "lose-reply": self.lose_reply,
             "handoff": self.handoff,
             "anti-entropy": self.anti_entropy,
             "expect-converged": self.expect_converged,
@@ -240,6 +243,12 @@ class Cluster:
     async def heal(self, args: list[str], opts: dict[str, str]) -> list[str]:
         self.net.heal()
         return ["every link restored"]
+
+    async def lose_reply(self, args: list[str], opts: dict[str, str]) -> list[str]:
+        self._node(args[0])
+        kind = args[1] if len(args) > 1 else None
+        self.net.lose_replies(args[0], kind)
+        return [f"{args[0]} will serve the next {kind or 'request'}; its reply will be lost"]
 
     async def handoff(self, args: list[str], opts: dict[str, str]) -> list[str]:
         out = []

@@ -24,7 +24,10 @@ from node.errors import (
 )
 from node.replication import coordinator as c
 from node.replication.errors import (
+    CodecError,
+    ForwardOutcomeUnknown,
     NoOwnerReachable,
+    NotDelivered,
     NotEnoughReplicas,
     PeerUnreachable,
     RemoteFailure,
@@ -203,26 +206,45 @@ def test_write_verdict(acks: list[str], quorum: int, acknowledged: bool) -> None
     assert c.write_acknowledged(acks, quorum) is acknowledged
 
 
+NEXT, ANSWER, UNKNOWN = c.ForwardVerdict.NEXT, c.ForwardVerdict.ANSWER, c.ForwardVerdict.UNKNOWN
+
+
 @pytest.mark.parametrize(
-    ("error", "stops"),
+    ("error", "verdict"),
     [
-        (InvalidArgument("bad"), True),
-        (NotFound("gone"), True),
-        (MeshNotFound("gone"), True),
-        (AlreadyExists("there"), True),
-        (MeshExists("there"), True),
-        (NotEnoughReplicas("below quorum"), True),  # applied: resending applies twice
-        (RemoteFailure("Newer", Outcome.APPLIED, "x"), True),
-        (PeerUnreachable("down"), False),
-        (ReplicationError("failed"), False),
-        (Unavailable("busy"), False),
-        (NoOwnerReachable("none"), False),
-        (RemoteFailure("Newer", Outcome.NOT_APPLIED, "x"), False),
-        (NodeError("?"), False),
+        # a refusal: every owner would say the same
+        (InvalidArgument("bad"), ANSWER),
+        (NotFound("gone"), ANSWER),
+        (MeshNotFound("gone"), ANSWER),
+        (AlreadyExists("there"), ANSWER),
+        (MeshExists("there"), ANSWER),
+        # applied (below quorum): another owner would apply it a second time
+        (NotEnoughReplicas("below quorum"), ANSWER),
+        (RemoteFailure("Newer", Outcome.APPLIED, "x"), ANSWER),
+        # provably nothing applied: the next owner
+        (NotDelivered("no connection"), NEXT),
+        (Unavailable("busy"), NEXT),
+        (NoOwnerReachable("none"), NEXT),
+        (RemoteFailure("Newer", Outcome.NOT_APPLIED, "x"), NEXT),
+        # sent, and no definite answer: it may have been applied
+        (PeerUnreachable("timed out after sending"), UNKNOWN),
+        (ReplicationError("failed"), UNKNOWN),
+        (CodecError("garbled reply"), UNKNOWN),
+        (RemoteFailure("Newer", Outcome.UNKNOWN, "x"), UNKNOWN),
+        (ForwardOutcomeUnknown("?"), UNKNOWN),
+        (NodeError("?"), UNKNOWN),
     ],
 )
-def test_forwarding_stops_on_a_definite_answer(error: NodeError, stops: bool) -> None:
-    assert c.forwarding_stops(error) is stops
+def test_forward_verdict(error: NodeError, verdict: c.ForwardVerdict) -> None:
+    assert c.forward_verdict(error) is verdict
+
+
+@pytest.mark.parametrize("outcome", list(Outcome))
+def test_forwarding_goes_on_only_when_nothing_was_applied(outcome: Outcome) -> None:
+    """Over every outcome a peer can report: the next owner is asked exactly when the
+    outcome is "not applied" and the answer is not a refusal."""
+    verdict = c.forward_verdict(RemoteFailure("Newer", outcome, "x"))
+    assert (verdict is NEXT) == (outcome is Outcome.NOT_APPLIED)
 
 
 # --- reads ------------------------------------------------------------------------------

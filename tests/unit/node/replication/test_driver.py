@@ -11,22 +11,27 @@ import ast
 import pathlib
 from dataclasses import dataclass
 
+import grpc
 import pytest
 
 from crdt import ORSet, PNCounter, encode
 from gossip.messages import SyncBegin
+from node.api.status import status_for
 from node.errors import InvalidArgument, Outcome
 from node.replication import codec, coordinator, driver
-from node.replication.driver import ONE, Replication
+from node.replication.driver import ALL, ONE, Replication
+from node.replication.errors import ForwardOutcomeUnknown, NoOwnerReachable
 from node.replication.grpc_transport import GrpcTransport
-from node.replication.memory import MemoryNetwork, MemoryStore
+from node.replication.memory import MemoryNetwork, MemoryStore, MemoryTransport
 from node.replication.messages import (
     Failure,
+    Forward,
     Merge,
     MergeMany,
     MergeManyDone,
     Read,
     ReadReply,
+    Reply,
     Request,
     Scan,
     ScanReply,
@@ -39,18 +44,22 @@ from node.tiers.ops import TIERS, Op
 KEY = "job_event_log/j-3"  # owned by n1 and n2 of n1..n3
 
 
-def cluster(n: int = 3) -> tuple[MemoryNetwork, dict[str, Replication]]:
+def cluster(
+    n: int = 3, wrap: dict[str, type[MemoryTransport]] | None = None
+) -> tuple[MemoryNetwork, dict[str, Replication]]:
+    """``wrap`` gives some nodes a transport class of their own (a fault in code)."""
     net = MemoryNetwork()
     ids = [f"n{i + 1}" for i in range(n)]
     for node_id in ids:
         net.add(node_id)
     nodes = {}
     for node_id in ids:
+        transport_class = (wrap or {}).get(node_id, MemoryTransport)
         nodes[node_id] = Replication(
             node_id=node_id,
             store=MemoryStore(),
             membership=net.membership(node_id),
-            transport=net.transport(node_id),
+            transport=transport_class(net, node_id),
             clock_ns=lambda: 1_700_000_000 * 10**9,
             cluster_size=n,
         )
@@ -161,6 +170,58 @@ async def test_reads_ask_owners_in_turn_until_enough_answer() -> None:
     result = await nodes["n3"].read("population", KEY, ONE)  # n1 is asked first, then n2
     assert result.replicas == ["n2"] and result.state is not None and result.state.value() == 4
     assert net.sent["Read"] == 1  # the unreachable n1 was never delivered to
+
+
+# --- forwarding ---------------------------------------------------------------------------
+
+
+class _BusyFirstOwner(MemoryTransport):
+    """The first Forward gets a "not applied" answer without reaching the owner."""
+
+    def __init__(self, network: MemoryNetwork, self_id: str) -> None:
+        super().__init__(network, self_id)
+        self.busy = 1
+
+    async def call(self, peer: str, address: str, message: Request) -> Reply:
+        if isinstance(message, Forward) and self.busy:
+            self.busy -= 1
+            return Failure("Unavailable", Outcome.NOT_APPLIED, "busy")
+        return await super().call(peer, address, message)
+
+
+async def test_a_not_applied_answer_sends_the_update_to_the_next_owner() -> None:
+    net, nodes = cluster(3, wrap={"n3": _BusyFirstOwner})  # n3 owns no part of KEY
+    result = await nodes["n3"].update("population", KEY, Op("counter_add", amount=3))
+    _, second = coordinator.owners(TIERS["population"], KEY, nodes)
+    assert result.coordinator == second and result.state.value() == 3
+    assert net.sent["Forward"] == 1  # the busy answer never reached the first owner
+    read = await nodes["n3"].read("population", KEY, ALL)
+    assert read.state is not None and read.state.value() == 3
+
+
+async def test_a_lost_forward_reply_is_outcome_unknown_and_counted_once() -> None:
+    net, nodes = cluster(3)
+    first, _ = coordinator.owners(TIERS["population"], KEY, nodes)
+    net.lose_replies(first, "Forward")
+    with pytest.raises(ForwardOutcomeUnknown) as caught:
+        await nodes["n3"].update("population", KEY, Op("counter_add", amount=3))
+    assert caught.value.outcome is Outcome.UNKNOWN
+    assert net.sent["Forward"] == 1  # never handed to the second owner
+    read = await nodes["n3"].read("population", KEY, ALL)
+    assert read.state is not None and read.state.value() == 3
+    # what a client is told: outcome unknown (it reports OutcomeUnknown, never resends)
+    status = status_for(caught.value)
+    assert (status.code, status.outcome) == (grpc.StatusCode.DEADLINE_EXCEEDED, Outcome.UNKNOWN)
+
+
+async def test_no_owner_reached_is_not_applied() -> None:
+    net, nodes = cluster(3)
+    for owner in coordinator.owners(TIERS["population"], KEY, nodes):
+        net.down(owner)
+    with pytest.raises(NoOwnerReachable) as caught:
+        await nodes["n3"].update("population", KEY, Op("counter_add", amount=3))
+    assert caught.value.outcome is Outcome.NOT_APPLIED
+    assert net.sent["Forward"] == 0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,126 @@
+"""GrpcTransport (node/replication/grpc_transport.py) over a fake channel: no sockets.
+
+What a failure says about the message: never sent (``NotDelivered``) or unknown
+(``PeerUnreachable``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from node.pb import tadpole_pb2 as pb
+from node.replication import codec
+from node.replication.errors import NotDelivered, PeerUnreachable
+from node.replication.grpc_transport import GrpcTransport
+from node.replication.messages import Done, Merge
+
+C = grpc.ChannelConnectivity
+MERGE = Merge("population", "job_event_log/j-1", b"x")
+LOGGER = "node.replication.grpc_transport"
+
+
+class FakeChannel:
+    """A channel whose connectivity walks through ``states`` and whose Replica call
+    answers with ``answer`` (a reply message, or an RPC status code to fail with)."""
+
+    def __init__(self, states: list[C], answer: Done | grpc.StatusCode) -> None:
+        self.states = list(states)
+        self.answer = answer
+        self.calls: list[pb.PeerMessage] = []
+        self.closed = False
+
+    def get_state(self, try_to_connect: bool = False) -> C:
+        return self.states[0]
+
+    async def wait_for_state_change(self, last: C) -> None:
+        if len(self.states) > 1:
+            self.states.pop(0)
+            return
+        await _forever()
+
+    def unary_unary(self, method: str, **_: Any) -> Callable[..., Any]:
+        async def call(request: pb.PeerMessage, *, metadata: Any, timeout: float) -> Any:
+            assert method == "/tadpole.v1.Peer/Replica" and timeout > 0
+            assert ("authorization", "Bearer t") in list(metadata)
+            self.calls.append(request)
+            if isinstance(self.answer, grpc.StatusCode):
+                raise grpc.aio.AioRpcError(
+                    self.answer, grpc.aio.Metadata(), grpc.aio.Metadata(), details="no"
+                )
+            return pb.PeerMessage(from_id="n2", payload=codec.encode(self.answer))
+
+        return call
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+def transport(channels: dict[str, FakeChannel], timeout_s: float = 5.0) -> GrpcTransport:
+    return GrpcTransport(
+        "n1",
+        "t",
+        timeout_s=timeout_s,
+        connect=lambda address: channels[address],  # type: ignore[arg-type,return-value]
+    )
+
+
+@pytest.mark.parametrize(
+    "states",
+    [
+        [C.READY],
+        [C.IDLE, C.CONNECTING, C.READY],  # connects on first use
+    ],
+)
+async def test_a_call_on_a_ready_channel_returns_the_reply(states: list[C]) -> None:
+    channel = FakeChannel(states, Done())
+    t = transport({"a2": channel})
+    assert await t.call("n2", "a2", MERGE) == Done()
+    assert codec.decode_request(channel.calls[0].payload) == MERGE
+    assert channel.calls[0].from_id == "n1"
+    await t.close()
+    assert channel.closed
+
+
+@pytest.mark.parametrize(
+    ("states", "timeout_s"),
+    [
+        ([C.TRANSIENT_FAILURE], 5.0),  # no connection could be opened (gRPC fails fast)
+        ([C.IDLE, C.CONNECTING, C.TRANSIENT_FAILURE], 5.0),
+        ([C.CONNECTING], 0.0),  # still connecting when the call's time is up
+        ([C.SHUTDOWN], 5.0),
+    ],
+)
+async def test_no_connection_is_not_delivered(states: list[C], timeout_s: float) -> None:
+    channel = FakeChannel(states, Done())
+    with pytest.raises(NotDelivered):
+        await transport({"a2": channel}, timeout_s=timeout_s).call("n2", "a2", MERGE)
+    assert channel.calls == []  # never sent
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.UNAVAILABLE,  # e.g. the connection was lost mid-call
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNIMPLEMENTED,
+    ],
+)
+async def test_a_failed_call_is_outcome_unknown_and_quiet(
+    code: grpc.StatusCode, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = FakeChannel([C.READY], code)
+    with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(PeerUnreachable) as caught:
+        await transport({"a2": channel}).call("n2", "a2", MERGE)
+    assert not isinstance(caught.value, NotDelivered)
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
