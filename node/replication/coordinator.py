@@ -35,6 +35,13 @@ back (:class:`HintPlan`). The rules, each with its table of cases in
 * **Anti-entropy** — per tier, one session with every live peer, over the *pair space*:
   the keys this node holds that placement gives to both. A key is under-replicated when
   fewer members are live than its tier's RF.
+* **Strays** — a copy this node holds of a key placement (over the live members) does
+  not give it: left by a write while it was an owner or a fallback, before ownership
+  moved. Each round it is merged into every current owner, at most
+  :data:`STRAY_BATCH` keys per tier (a cursor carries the rest to the next rounds);
+  once every current owner has acknowledged a merge of the exact state held, and this
+  node still owns no part of the key, the copy is dropped. Until then it counts as
+  under-replicated. RF 0 tiers (every live member owns every key) have no strays.
 * **Hand-off** — every live peer gets the hints held for it, oldest first, at most
   :data:`HINT_BATCH` per round, stopping at its first refusal.
 """
@@ -55,10 +62,13 @@ __all__ = [
     "HINT_BATCH",
     "ONE",
     "QUORUM",
+    "STRAY_BATCH",
     "ForwardVerdict",
     "HintAttempt",
     "HintPlan",
     "ReadPlan",
+    "Stray",
+    "StrayRound",
     "SyncPair",
     "WriteMode",
     "WritePlan",
@@ -66,6 +76,7 @@ __all__ = [
     "forward_verdict",
     "handoff_targets",
     "hint_candidates",
+    "may_drop_stray",
     "merge_states",
     "owners",
     "pair_keys",
@@ -74,6 +85,7 @@ __all__ = [
     "plan_write",
     "replication_factor",
     "space_name",
+    "stray_round",
     "sync_pairs",
     "sync_partner",
     "tally",
@@ -87,6 +99,15 @@ ONE, QUORUM, ALL = 1, 2, 3
 # Hints handed to one member per round: bounds a round's work after a long outage
 # (the rest go in the next rounds, a second apart by default).
 HINT_BATCH = 256
+
+# Stray copies handed to their owners per tier per anti-entropy round. A round then
+# sends at most STRAY_BATCH x RF merges per tier (coalesced into MergeMany messages of at
+# most 256 items per owner) and makes at most STRAY_BATCH local deletes; finding the
+# strays costs one placement per local key (the pair spaces already pay that per
+# peer). After a move of many keys the rest go in the next rounds, 3 s apart by
+# default: 256 keys per tier per round is ~85 keys/s, larger batches drain faster but
+# make one round (and the burst on the owners) longer.
+STRAY_BATCH = 256
 
 
 # --- placement --------------------------------------------------------------------------
@@ -333,8 +354,8 @@ def pair_keys(
     """The pair space: the ``(key, digest)`` items placement gives to both nodes.
 
     Syncing only these never spreads a key beyond its owners. (A copy held by a node
-    that is no longer an owner is outside every pair space it is in, so it is neither
-    served nor refreshed.)"""
+    that is no longer an owner is outside every pair space it is in; it goes to the
+    owners as a stray instead, :func:`stray_round`.)"""
     ids = list(live)
     both = {self_id, peer}
     return [(k, d) for k, d in items if both <= set(owners(spec, k, ids))]
@@ -360,3 +381,74 @@ def under_replicated(spec: TierSpec, keys: Iterable[str], live: Sized) -> int:
 def handoff_targets(live: Iterable[str], self_id: str) -> list[str]:
     """Members to hand hints to this round: every live peer, in ``live`` order."""
     return [m for m in live if m != self_id]
+
+
+# --- stray copies -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stray:
+    """A copy this node holds of a key it does not own, and where it belongs now."""
+
+    key: str
+    owners: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StrayRound:
+    """This round's share of the stray copies of one tier."""
+
+    batch: tuple[Stray, ...]  # to hand to their owners now, at most the round's limit
+    total: int  # stray copies held in all (each one under-replicated until dropped)
+    resume_after: str  # the next round's cursor ("": from the first key)
+
+
+def stray_round(
+    spec: TierSpec,
+    keys: Iterable[str],
+    live: Iterable[str],
+    self_id: str,
+    *,
+    after: str = "",
+    limit: int = STRAY_BATCH,
+) -> StrayRound:
+    """The keys among ``keys`` (this node's, ascending) that placement over ``live`` does
+    not give to ``self_id``, and which of them to hand off this round: up to ``limit``,
+    the first ones after the cursor ``after``, wrapping around to the smallest, so that
+    strays whose owners are unreachable do not hold up the others. Holds at most
+    ``2 * limit`` strays in memory, whatever the number of keys."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if spec.rf == 0:  # every live member owns every key
+        return StrayRound((), 0, "")
+    ids = list(live)
+    total = 0
+    beyond: list[Stray] = []  # the first strays after the cursor
+    first: list[Stray] = []  # the first strays from the start (for the wrap)
+    for key in keys:
+        key_owners = owners(spec, key, ids)
+        if self_id in key_owners:
+            continue
+        total += 1
+        stray = Stray(key, tuple(key_owners))
+        if key > after and len(beyond) < limit:
+            beyond.append(stray)
+        if len(first) < limit:
+            first.append(stray)
+    batch = beyond + [s for s in first if s.key <= after][: limit - len(beyond)]
+    resume = batch[-1].key if total > len(batch) else ""
+    return StrayRound(tuple(batch), total, resume)
+
+
+def may_drop_stray(
+    spec: TierSpec, key: str, live: Iterable[str], self_id: str, acked: Iterable[str]
+) -> bool:
+    """Whether this node may drop its copy of ``key`` now that the members in ``acked``
+    have made a merge of it durable: only if placement over ``live`` (read again after
+    the merges) still does not give the key to this node, and every owner it names is
+    in ``acked``. The caller drops the copy only if it is still the state it sent (a
+    write that landed meanwhile keeps it for the next round)."""
+    if spec.rf == 0:
+        return False
+    key_owners = owners(spec, key, live)
+    return bool(key_owners) and self_id not in key_owners and set(key_owners) <= set(acked)

@@ -32,6 +32,14 @@ Background (:meth:`Replication.start`):
   it at once; otherwise only differing subtrees and keys move, merged both ways. This
   is also how RF is restored: when a member dies, placement over the live members names
   a new owner for each of its keys, and the next round copies them there;
+* stray hand-off — in the same round, per tier, copies this node holds of keys it does
+  not own (left by writes from before ownership moved: as an owner, as a forwarded-to
+  coordinator, as a hint target) are merged into their current owners and then
+  dropped, at most ``coordinator.STRAY_BATCH`` keys per tier per round (the rest in the
+  next rounds). A copy is dropped only once every current owner made a merge of that
+  exact state durable, and only if it is still that state; until then it counts as
+  under-replicated. This is what makes an applied update reach the owners of its key
+  whatever moves ownership made in between;
 * population retention (``node/tiers/population.py``).
 
 Everything a replica receives is a CRDT state (a delta is a small state), and merging is
@@ -201,6 +209,8 @@ class Replication:
         self.handed_off = 0
         self.repaired = 0
         self.synced_keys = 0
+        self.strays_handed_off = 0  # copies of keys not owned, merged into the owners, dropped
+        self._stray_cursor: dict[str, str] = {}  # tier -> last stray key handled
         self._session = 0
         self._batchers: dict[str, MergeBatcher] = {}
         self._pending_tasks: set[asyncio.Task[Any]] = set()
@@ -508,13 +518,15 @@ class Replication:
                 log.info("handed off %d hinted writes to %s", len(done), member)
 
     async def anti_entropy_round(self) -> None:
-        """One Merkle session per (tier, live peer) over the keys both own.
+        """One Merkle session per (tier, live peer) over the keys both own, then the
+        hand-off of stray copies.
 
         Each pair of nodes reconciles its own *space*: a Merkle tree of exactly the
         keys placement gives to both of them (``coordinator.pair_keys``), so syncing
         never spreads a key beyond its owners. Sessions are gossip's ``SyncPeer``
         protocol (roots, then only differing subtrees, then only differing keys;
-        values are merged both ways, CRDT join).
+        values are merged both ways, CRDT join). Keys this node holds but does not
+        own are handed to their owners (:meth:`_hand_off_strays`).
         """
         live = self.live()
         pairs = coordinator.sync_pairs(TIERS, live, self.node_id)
@@ -532,7 +544,62 @@ class Replication:
                     log.info("anti-entropy %s with %s failed: %s", tier, pair.peer, exc)
                     differing = len(space.tree)
                 health.under_replicated += differing
+            health.under_replicated += await self._hand_off_strays(spec, live)
             self._round.health[tier] = health
+
+    async def _hand_off_strays(self, spec: TierSpec, live: dict[str, str]) -> int:
+        """Merge this round's stray copies of ``spec``'s tier into their owners and drop
+        the ones every owner took; return how many strays are left (under-replicated).
+
+        Bound per round: ``coordinator.STRAY_BATCH`` keys, so at most that many times RF
+        merges (coalesced per owner into MergeMany messages) and that many deletes."""
+        tier = spec.name
+        plan = coordinator.stray_round(
+            spec,
+            (k for k, _ in self.store.keys_and_digests(tier)),
+            live,
+            self.node_id,
+            after=self._stray_cursor.get(tier, ""),
+            limit=coordinator.STRAY_BATCH,
+        )
+        self._stray_cursor[tier] = plan.resume_after
+        sent: list[tuple[coordinator.Stray, bytes]] = []
+        for stray in plan.batch:
+            raw = self.store.get(tier, stray.key)
+            if raw is not None:
+                sent.append((stray, raw))
+        pushes = [(stray, raw, owner) for stray, raw in sent for owner in stray.owners]
+        durable = await asyncio.gather(
+            *(
+                self._merge_remote(owner, live[owner], Merge(tier, stray.key, raw))
+                for stray, raw, owner in pushes
+            )
+        )
+        acked: dict[str, set[str]] = {stray.key: set() for stray, _ in sent}
+        for (stray, _, owner), ok in zip(pushes, durable, strict=True):
+            if ok:
+                acked[stray.key].add(owner)
+        now_live = self.live()  # placement may have moved while the merges were out
+        dropped = 0
+        for stray, raw in sent:
+            if coordinator.may_drop_stray(
+                spec, stray.key, now_live, self.node_id, acked[stray.key]
+            ) and await self._drop_if_unchanged(tier, stray.key, raw):
+                dropped += 1
+        if dropped:
+            self.strays_handed_off += dropped
+            log.info(
+                "handed off %d %s copies this node does not own to their owners", dropped, tier
+            )
+        return plan.total - dropped
+
+    async def _drop_if_unchanged(self, tier: str, key: str, handed_off: bytes) -> bool:
+        """Delete the local copy if it is still exactly ``handed_off``; whether it is gone."""
+
+        def drop(current: bytes | None) -> bytes | None:
+            return None if current == handed_off else current
+
+        return await self.store.update(tier, key, drop) is None
 
     def _space(self, tier: str, peer: str, live: dict[str, str]) -> PairSpace:
         """The keys of ``tier`` this node holds that placement gives to both it

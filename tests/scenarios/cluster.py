@@ -27,8 +27,13 @@ named by its id)::
                                         e.g. Forward), but its reply is lost
     handoff                             one hinted-handoff pass on every node that is up
     anti-entropy                        one anti-entropy round on every node that is up
+    health                              what each node that is up reports (Tiers.Status):
+                                        under-replicated keys of its last round, hints held
     expect-converged <tk>               every live owner holds the same copy (fails the
                                         test otherwise, whatever the golden file says)
+    expect-no-strays [<tk>]             no node that is up holds a copy of the key (or of
+                                        any key) that placement does not give it (fails
+                                        the test otherwise)
 """
 
 from __future__ import annotations
@@ -88,7 +93,9 @@ class Cluster:
             "lose-reply": self.lose_reply,
             "handoff": self.handoff,
             "anti-entropy": self.anti_entropy,
+            "health": self.health,
             "expect-converged": self.expect_converged,
+            "expect-no-strays": self.expect_no_strays,
         }
 
     # -- running -------------------------------------------------------------------
@@ -265,13 +272,32 @@ class Cluster:
         for node_id in self.up():
             node = self.nodes[node_id]
             synced, sent = node.synced_keys, self.net.sent["Sync"]
+            strays = node.strays_handed_off
             await node.anti_entropy_round()
             moved = node.synced_keys - synced
             under = {t: h.under_replicated for t, h in node.health().items() if h.under_replicated}
             line = f"{node_id}: {self.net.sent['Sync'] - sent} sync messages, {moved} values moved"
+            if node.strays_handed_off != strays:
+                line += f"; strays handed off {node.strays_handed_off - strays}"
             if under:
                 line += "; under-replicated " + ", ".join(f"{t} {n}" for t, n in under.items())
             out.append(line)
+        return out
+
+    async def health(self, args: list[str], opts: dict[str, str]) -> list[str]:
+        out = []
+        for node_id in self.up():
+            under = {t: h.under_replicated for t, h in self.nodes[node_id].health().items()}
+            hints: dict[str, int] = {}
+            for target in self.stores:
+                for hint in self.stores[node_id].hints_for(target):
+                    hints[hint.tier] = hints.get(hint.tier, 0) + 1
+            parts = [
+                f"{label} " + ", ".join(f"{t} {n}" for t, n in counts.items() if n)
+                for label, counts in (("under-replicated", under), ("hints", hints))
+                if any(counts.values())
+            ]
+            out.append(f"{node_id}: {'; '.join(parts) or 'all clear'}")
         return out
 
     async def expect_converged(self, args: list[str], opts: dict[str, str]) -> list[str]:
@@ -288,6 +314,28 @@ class Cluster:
         raw = next(iter(held.values()))
         assert raw is not None
         return [f"converged on {' '.join(own)}: {' '.join(render(decode(raw)))}"]
+
+    async def expect_no_strays(self, args: list[str], opts: dict[str, str]) -> list[str]:
+        live = self.live()
+        wanted = [_tier_key(args[0])] if args else None
+        checked = 0
+        strays = []
+        for node_id in self.up():
+            store = self.stores[node_id]
+            held = wanted or [(t, k) for t in TIERS for k, _ in store.scan(t)]
+            for tier, key in held:
+                if store.get(tier, key) is None:
+                    continue
+                checked += 1
+                if node_id not in coordinator.owners(TIERS[tier], key, live):
+                    strays.append(f"{node_id} holds {tier}/{key}")
+        if strays:
+            raise AssertionError(f"copies outside their owners: {'; '.join(strays)}")
+        down = [n for n in self.nodes if self.net.is_down(n)]
+        line = f"{checked} copies, every one on an owner"
+        if down:
+            line += f" (not checked: {' '.join(down)}, down)"
+        return [line]
 
 
 def _tier_key(text: str) -> tuple[str, str]:

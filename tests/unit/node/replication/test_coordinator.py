@@ -372,6 +372,123 @@ def test_under_replicated(spec: TierSpec, live_n: int, keys: int, count: int) ->
     assert count == naive
 
 
+def _strays_naive(
+    spec: TierSpec, keys: list[str], live: list[str], self_id: str, after: str, limit: int
+) -> tuple[list[str], int]:
+    """The oracle: every stray, sorted, rotated to start after the cursor, cut at limit."""
+    strays = sorted(k for k in keys if self_id not in c.owners(spec, k, live))
+    rotated = [k for k in strays if k > after] + [k for k in strays if k <= after]
+    return rotated[:limit], len(strays)
+
+
+STRAY_KEYS = [f"job_event_log/j-{i:03d}" for i in range(60)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "live", "self_id", "after", "limit"),
+    [
+        (POP, ["n1", "n2", "n3"], "n1", "", 100),  # every stray at once
+        (POP, ["n1", "n2", "n3"], "n1", "", 5),  # the first five
+        (POP, ["n1", "n2", "n3"], "n2", "job_event_log/j-030", 5),  # after the cursor
+        (POP, ["n1", "n2", "n3"], "n3", "job_event_log/j-057", 8),  # wraps to the start
+        (POP, ["n1", "n2", "n3"], "n3", "job_event_log/j-999", 8),  # past the end: start
+        (POP, NODES, "n4", "job_event_log/j-010", 1),
+        (AGENT, NODES, "n5", "", 7),
+        (POP, ["n1", "n2"], "n1", "", 10),  # two live, RF 2: it owns everything
+        (POP, ["n1"], "n1", "", 10),  # alone
+        (POP, ["n2", "n3"], "n1", "", 100),  # not live itself: it owns nothing
+    ],
+)
+def test_stray_round_against_a_naive_oracle(
+    spec: TierSpec, live: list[str], self_id: str, after: str, limit: int
+) -> None:
+    got = c.stray_round(spec, iter(STRAY_KEYS), live, self_id, after=after, limit=limit)
+    batch, total = _strays_naive(spec, STRAY_KEYS, live, self_id, after, limit)
+    assert [s.key for s in got.batch] == batch
+    assert got.total == total
+    for stray in got.batch:
+        assert list(stray.owners) == c.owners(spec, stray.key, live)
+        assert self_id not in stray.owners
+    # the cursor: the last key handled, or "" when the batch held every stray
+    assert got.resume_after == (batch[-1] if total > len(batch) else "")
+
+
+def test_stray_rounds_visit_every_stray_in_turn() -> None:
+    """Rounds of 3 (none dropped, as when their owners are down) go round the strays:
+    each one once before any comes again."""
+    live = ["n1", "n2", "n3"]
+    strays, total = _strays_naive(POP, STRAY_KEYS, live, "n2", "", len(STRAY_KEYS))
+    assert total > 6 and total % 3 != 0
+    seen: list[str] = []
+    after = ""
+    while len(seen) < 2 * total:
+        got = c.stray_round(POP, STRAY_KEYS, live, "n2", after=after, limit=3)
+        assert len(got.batch) == 3
+        seen += [s.key for s in got.batch]
+        after = got.resume_after
+    assert seen[:total] == strays and seen[total : 2 * total] == strays
+
+
+def test_stray_round_holds_no_stray_of_an_rf_all_tier() -> None:
+    got = c.stray_round(METRICS, STRAY_KEYS, NODES, "n3", limit=5)
+    assert got == c.StrayRound((), 0, "")
+    with pytest.raises(ValueError):
+        c.stray_round(POP, STRAY_KEYS, NODES, "n3", limit=0)
+
+
+def test_the_default_stray_batch_bounds_a_round() -> None:
+    keys = [f"job_event_log/j-{i}" for i in range(2000)]
+    got = c.stray_round(POP, keys, NODES, "n1")
+    assert got.total > c.STRAY_BATCH == len(got.batch)
+
+
+@pytest.mark.parametrize(
+    ("spec", "live_after", "acked", "drop"),
+    [
+        (POP, ["n1", "n2", "n3"], {"o0", "o1"}, True),  # every owner confirmed
+        (POP, ["n1", "n2", "n3"], {"o0"}, False),  # one owner has not
+        (POP, ["n1", "n2", "n3"], set(), False),
+        (POP, ["n1", "n2", "n3"], {"o0", "o1", "n9"}, True),  # extra acks do not matter
+        # placement moved during the merges and now gives the key to this node
+        (POP, ["n1", "n2"], {"n1", "n2"}, False),
+        (METRICS, ["n1", "n2", "n3"], {"n1", "n2", "n3"}, False),  # RF all: never a stray
+    ],
+)
+def test_may_drop_stray(spec: TierSpec, live_after: list[str], acked: set[str], drop: bool) -> None:
+    """``o0``/``o1`` name the key's owners over n1..n3; this node is the third one."""
+    key = KEY
+    first = c.owners(POP, key, ["n1", "n2", "n3"])
+    self_id = next(n for n in ["n1", "n2", "n3"] if n not in first)
+    named = {"o0": first[0], "o1": first[1]}
+    acked_ids = {named.get(a, a) for a in acked}
+    assert c.may_drop_stray(spec, key, live_after, self_id, acked_ids) is drop
+
+
+def test_a_stray_waits_for_an_owner_that_joined_meanwhile() -> None:
+    """Placement moved while the merges were out: a member that joined now owns the
+    key and has not confirmed it, so the copy stays."""
+    old, new = ["n1", "n2", "n3"], ["n1", "n2", "n3", "n4"]
+    key = next(
+        k
+        for k in (f"job_event_log/j-{i}" for i in range(1000))
+        if "n4" in c.owners(POP, k, new) and "n3" not in c.owners(POP, k, new)
+        and "n3" not in c.owners(POP, k, old)
+    )  # fmt: skip
+    acked = c.owners(POP, key, old)
+    assert c.may_drop_stray(POP, key, old, "n3", acked)
+    assert not c.may_drop_stray(POP, key, new, "n3", acked)
+    assert c.may_drop_stray(POP, key, new, "n3", [*acked, "n4"])
+
+
+def test_a_stray_is_never_dropped_by_an_owner() -> None:
+    live = ["n1", "n2", "n3"]
+    for i in range(100):
+        key = f"job_event_log/j-{i}"
+        for node in live:
+            owns = node in c.owners(POP, key, live)
+            assert not (owns and c.may_drop_stray(POP, key, live, node, live))
+
+
 def test_handoff_targets_are_the_live_peers() -> None:
     assert c.handoff_targets(["n3", "n1", "n2"], "n1") == ["n3", "n2"]
     assert c.handoff_targets(["n1"], "n1") == []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from crdt import ORSet, PNCounter, encode
+from crdt import ORSet, PNCounter, decode, encode
 from gossip.messages import SyncBegin
 from node.api.status import status_for
 from node.errors import InvalidArgument, Outcome
@@ -222,6 +222,98 @@ async def test_no_owner_reached_is_not_applied() -> None:
         await nodes["n3"].update("population", KEY, Op("counter_add", amount=3))
     assert caught.value.outcome is Outcome.NOT_APPLIED
     assert net.sent["Forward"] == 0
+
+
+# --- stray copies --------------------------------------------------------------------------
+
+STRAY = "job_event_log/j-3"  # owned by n1 and n2 of n1..n3: n3's copy is a stray
+
+
+def value_on(node: Replication, key: str = STRAY, tier: str = "population") -> int | None:
+    raw = node.store.get(tier, key)
+    return None if raw is None else int(decode(raw).value())
+
+
+async def test_a_stray_is_handed_to_the_owners_then_dropped() -> None:
+    _, nodes = cluster(3)
+    await nodes["n3"].merge_local("population", STRAY, counter(5))
+    await nodes["n3"].store.add_hint("n1", "population", STRAY, counter(5))
+    await nodes["n3"].anti_entropy_round()
+    assert (value_on(nodes["n1"]), value_on(nodes["n2"]), value_on(nodes["n3"])) == (5, 5, None)
+    assert nodes["n3"].strays_handed_off == 1
+    assert nodes["n3"].health()["population"].under_replicated == 0
+    # the hint is a record of its own: still there, still handed off
+    assert len(nodes["n3"].store.hints_for("n1")) == 1
+    await nodes["n3"].hand_off()
+    assert nodes["n3"].store.hints_for("n1") == [] and value_on(nodes["n1"]) == 5
+
+
+async def test_a_stray_stays_until_every_owner_confirmed() -> None:
+    net, nodes = cluster(3)
+    await nodes["n3"].merge_local("population", STRAY, counter(5))
+    net.down("n2")  # an owner that does not answer (gossip has not noticed)
+    await nodes["n3"].anti_entropy_round()
+    assert (value_on(nodes["n1"]), value_on(nodes["n3"])) == (5, 5)
+    assert nodes["n3"].health()["population"].under_replicated == 1
+    net.up("n2")
+    await nodes["n3"].anti_entropy_round()
+    assert (value_on(nodes["n2"]), value_on(nodes["n3"])) == (5, None)
+    assert nodes["n3"].health()["population"].under_replicated == 0
+
+
+class _WriteDuringHandoff(MemoryTransport):
+    """While n3's stray is out to an owner, an update of it lands on n3."""
+
+    node: Replication | None = None
+
+    async def call(self, peer: str, address: str, message: Request) -> Reply:
+        reply = await super().call(peer, address, message)
+        if isinstance(message, MergeMany) and type(self).node is not None:
+            node, type(self).node = type(self).node, None
+            await node.merge_local("population", STRAY, encode(PNCounter().increment("n8", 1)))
+        return reply
+
+
+async def test_a_stray_that_changed_meanwhile_is_kept_for_the_next_round() -> None:
+    _, nodes = cluster(3, wrap={"n3": _WriteDuringHandoff})
+    await nodes["n3"].merge_local("population", STRAY, counter(5))
+    _WriteDuringHandoff.node = nodes["n3"]
+    await nodes["n3"].anti_entropy_round()
+    assert value_on(nodes["n3"]) == 6  # not the state the owners confirmed: kept
+    assert nodes["n3"].health()["population"].under_replicated == 1
+    await nodes["n3"].anti_entropy_round()
+    assert (value_on(nodes["n1"]), value_on(nodes["n2"]), value_on(nodes["n3"])) == (6, 6, None)
+
+
+async def test_a_round_hands_off_at_most_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(coordinator, "STRAY_BATCH", 2)
+    _, nodes = cluster(3)
+    live = list(nodes)
+    strays = [
+        k
+        for k in (f"job_event_log/s-{i}" for i in range(40))
+        if "n3" not in coordinator.owners(TIERS["population"], k, live)
+    ][:5]
+    for key in strays:
+        await nodes["n3"].merge_local("population", key, counter(1))
+    left = []
+    for _ in range(3):
+        await nodes["n3"].anti_entropy_round()
+        left.append(nodes["n3"].health()["population"].under_replicated)
+    assert left == [3, 1, 0] and nodes["n3"].store.count("population") == 0
+    for key in strays:
+        owners = coordinator.owners(TIERS["population"], key, live)
+        assert all(value_on(nodes[o], key) == 1 for o in owners)
+
+
+async def test_an_rf_all_tier_has_no_strays() -> None:
+    _, nodes = cluster(3)
+    for node in nodes.values():
+        await node.merge_local("metrics", "cluster/kv_writes", counter(1))
+    for node in nodes.values():
+        await node.anti_entropy_round()
+        assert node.strays_handed_off == 0
+    assert all(value_on(n, "cluster/kv_writes", "metrics") == 1 for n in nodes.values())
 
 
 @dataclass(frozen=True)
