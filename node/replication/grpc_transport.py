@@ -11,10 +11,14 @@ it, :func:`node.replication.coordinator.forward_verdict`):
 
 * :class:`~node.replication.errors.NotDelivered` (nothing applied) — the call was never
   made, because the channel did not become ready within the call's timeout or is in
-  ``TRANSIENT_FAILURE`` (gRPC's own fail-fast rule: no connection could be opened).
-* :class:`~node.replication.errors.PeerUnreachable` (outcome unknown) — any RPC failure
-  once the call was made (deadline exceeded, connection lost, UNAUTHENTICATED, a peer
-  that does not serve the tiers); logged at DEBUG.
+  ``TRANSIENT_FAILURE`` (gRPC's own fail-fast rule: no connection could be opened); or
+  the peer answered ``UNAUTHENTICATED`` / ``PERMISSION_DENIED``, which only its
+  credential check does, before the request is read. A refused credential is logged at
+  WARNING, at most once per peer per :data:`AUTH_WARNING_INTERVAL_S` (a wrong cluster
+  secret must be visible, not look like a node that is down).
+* :class:`~node.replication.errors.PeerUnreachable` (outcome unknown) — any other RPC
+  failure once the call was made (deadline exceeded, connection lost, a peer that does
+  not serve the tiers); logged at DEBUG.
 * :class:`~node.replication.errors.CodecError` — a reply that does not decode.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,17 +39,24 @@ from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.messages import Reply, Request
 
-__all__ = ["GrpcTransport"]
+__all__ = ["AUTH_WARNING_INTERVAL_S", "GrpcTransport"]
 
 log = logging.getLogger(__name__)
 
+# At most one WARNING per peer in this many seconds for refused credentials: often
+# enough to be seen in any log window, rarely enough not to flood it (every replica
+# call to that peer fails the same way, several per second).
+AUTH_WARNING_INTERVAL_S = 60.0
+
+# Answered only by the peer's credential check, before the request is read.
+_REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 _READY = grpc.ChannelConnectivity.READY
 _FAILED = frozenset({grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN})
 
 
 class GrpcTransport:
     """``connect`` opens a channel to an address (default: an insecure ``grpc.aio``
-    channel; tests pass a fake)."""
+    channel; tests pass a fake); ``monotonic`` paces the credential warnings."""
 
     def __init__(
         self,
@@ -53,12 +65,15 @@ class GrpcTransport:
         *,
         timeout_s: float = 2.0,
         connect: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._node_id = node_id
         self._metadata = auth_metadata(token)
         self._timeout_s = timeout_s
         self._connect = connect
+        self._monotonic = monotonic
         self._channels: dict[str, tuple[grpc.aio.Channel, Any]] = {}  # address -> (channel, stub)
+        self._warned_at: dict[str, float] = {}  # peer -> when its refusal was last logged
 
     def _channel(self, address: str) -> tuple[grpc.aio.Channel, Any]:
         entry = self._channels.get(address)
@@ -82,9 +97,29 @@ class GrpcTransport:
             )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
+            if code in _REFUSED:
+                self._refused(peer, address, code)
+                raise NotDelivered(f"{kind} to {peer} ({address}): {code.name}") from exc
             log.debug("replica %s to %s failed: %s", kind, peer, code.name)
             raise PeerUnreachable(f"{kind} to {peer} ({address}): {code.name}") from exc
         return codec.decode_reply(response.payload)
+
+    def _refused(self, peer: str, address: str, code: grpc.StatusCode) -> None:
+        now = self._monotonic()
+        last = self._warned_at.get(peer)
+        if last is not None and now - last < AUTH_WARNING_INTERVAL_S:
+            log.debug("replica call to %s refused: %s", peer, code.name)
+            return
+        self._warned_at[peer] = now
+        log.warning(
+            "peer %s (%s) refused replica traffic from %s: %s; do both nodes have the same "
+            "cluster secret? (repeats at most every %.0f s)",
+            peer,
+            address,
+            self._node_id,
+            code.name,
+            AUTH_WARNING_INTERVAL_S,
+        )
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}

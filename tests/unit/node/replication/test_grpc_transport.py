@@ -1,7 +1,8 @@
 """GrpcTransport (node/replication/grpc_transport.py) over a fake channel: no sockets.
 
-What a failure says about the message: never sent (``NotDelivered``) or unknown
-(``PeerUnreachable``).
+What a failure says about the message — never sent (``NotDelivered``) or unknown
+(``PeerUnreachable``) — and that a refused credential is logged at WARNING, once per
+peer per minute.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from node.pb import tadpole_pb2 as pb
 from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
-from node.replication.grpc_transport import GrpcTransport
+from node.replication.grpc_transport import AUTH_WARNING_INTERVAL_S, GrpcTransport
 from node.replication.messages import Done, Merge
 
 C = grpc.ChannelConnectivity
@@ -65,12 +66,23 @@ async def _forever() -> None:
     await asyncio.Event().wait()
 
 
-def transport(channels: dict[str, FakeChannel], timeout_s: float = 5.0) -> GrpcTransport:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def transport(
+    channels: dict[str, FakeChannel], clock: Clock | None = None, timeout_s: float = 5.0
+) -> GrpcTransport:
     return GrpcTransport(
         "n1",
         "t",
         timeout_s=timeout_s,
         connect=lambda address: channels[address],  # type: ignore[arg-type,return-value]
+        monotonic=clock or Clock(),
     )
 
 
@@ -124,3 +136,35 @@ async def test_a_failed_call_is_outcome_unknown_and_quiet(
         await transport({"a2": channel}).call("n2", "a2", MERGE)
     assert not isinstance(caught.value, NotDelivered)
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+
+
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED]
+)
+async def test_a_refused_credential_is_a_warning_once_per_peer_per_minute(
+    code: grpc.StatusCode, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    t = transport({"a2": FakeChannel([C.READY], code), "a3": FakeChannel([C.READY], code)}, clock)
+
+    async def refusals(peer: str, address: str) -> None:
+        with pytest.raises(NotDelivered):  # still "unreachable"; and nothing was applied
+            await t.call(peer, address, MERGE)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        await refusals("n2", "a2")
+        assert len(warnings()) == 1
+        assert "n2" in warnings()[0] and code.name in warnings()[0]
+        for _ in range(5):
+            clock.now += 10.0
+            await refusals("n2", "a2")  # 10..50 s later: not again
+        assert len(warnings()) == 1
+        await refusals("n3", "a3")  # another peer: its own warning
+        assert len(warnings()) == 2
+        clock.now += AUTH_WARNING_INTERVAL_S - 50.0  # a minute after n2's first
+        await refusals("n2", "a2")
+        assert len(warnings()) == 3
+    assert all(r.levelno in (logging.DEBUG, logging.WARNING) for r in caplog.records)
