@@ -8,6 +8,7 @@ node.errors.NotFound                     NOT_FOUND            not-applied  no
 node.errors.AlreadyExists                ALREADY_EXISTS       not-applied  no
 node.errors.Unavailable                  UNAVAILABLE          not-applied  yes, elsewhere
 node.errors.ReplicationIncomplete        ABORTED              applied      never
+node.errors.ReplicationError             ABORTED              unknown      never
 consensus NotLeaderError / retryable     UNAVAILABLE          not-applied  yes (leader hint)
 consensus OutcomeUnknownError            ABORTED              unknown      only with request id
 consensus ProposalTimeout, TimeoutError  DEADLINE_EXCEEDED    unknown      only with request id
@@ -45,6 +46,7 @@ from node.errors import (
     NodeError,
     NotFound,
     Outcome,
+    ReplicationError,
     ReplicationIncomplete,
     Unavailable,
 )
@@ -89,6 +91,7 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, Outcome | None], ...] 
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, None),
     (Unavailable, grpc.StatusCode.UNAVAILABLE, None),
     (ReplicationIncomplete, grpc.StatusCode.ABORTED, None),
+    (ReplicationError, grpc.StatusCode.ABORTED, None),
     (CompactedError, grpc.StatusCode.OUT_OF_RANGE, Outcome.NOT_APPLIED),
     (NotLeaderError, grpc.StatusCode.UNAVAILABLE, Outcome.NOT_APPLIED),
     (OutcomeUnknownError, grpc.StatusCode.ABORTED, Outcome.UNKNOWN),

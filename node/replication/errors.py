@@ -86,11 +86,9 @@ class RemoteFailure(ReplicationError):
         self.detail = message
 
 
-class ForwardOutcomeUnknown(ReplicationError, TimeoutError):
+class ForwardOutcomeUnknown(ReplicationError):
     """An update forwarded to an owner may have been applied there, but no definite
     answer came back (the reply was lost, the call timed out, the owner failed in a way
     that does not say). It is not sent to another owner — a counter would count it
     twice — and must not be resent; it converges like any applied write if it was.
-
-    A :class:`TimeoutError` too, so that ``node.api.status`` answers it as
-    ``DEADLINE_EXCEEDED`` with outcome unknown rather than as an internal error."""
+    ``node.api.status`` answers it ``ABORTED`` with outcome unknown."""

@@ -211,7 +211,7 @@ async def test_a_lost_forward_reply_is_outcome_unknown_and_counted_once() -> Non
     assert read.state is not None and read.state.value() == 3
     # what a client is told: outcome unknown (it reports OutcomeUnknown, never resends)
     status = status_for(caught.value)
-    assert (status.code, status.outcome) == (grpc.StatusCode.DEADLINE_EXCEEDED, Outcome.UNKNOWN)
+    assert (status.code, status.outcome) == (grpc.StatusCode.ABORTED, Outcome.UNKNOWN)
 
 
 async def test_no_owner_reached_is_not_applied() -> None:
