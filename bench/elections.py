@@ -46,11 +46,22 @@ class Sample:
     longest_gap_s: float
 
 
-def _hogs(n: int) -> list[subprocess.Popen[bytes]]:
+def _hogs(n: int, core: int | None) -> list[subprocess.Popen[bytes]]:
+    pin = ["taskset", "-c", str(core)] if core is not None else []
     return [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        subprocess.Popen([*pin, sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
         for _ in range(n)
     ]
+
+
+def _pin(cluster: LocalCluster, core: int) -> None:
+    """Move every node process (all its threads) onto one core, beside the hogs."""
+    for node in cluster.node_ids:
+        pid = cluster.pid(node)
+        if pid is not None:
+            subprocess.run(
+                ["taskset", "-a", "-cp", str(core), str(pid)], check=True, capture_output=True
+            )
 
 
 def _writer(endpoints: list[str], stop: threading.Event, out: dict[str, float]) -> None:
@@ -75,7 +86,7 @@ def _writer(endpoints: list[str], stop: threading.Event, out: dict[str, float]) 
         c.close()
 
 
-def run_one(args: list[str], seconds: float, hogs: int, base_port: int) -> Sample:
+def run_one(args: list[str], seconds: float, hogs: int, base_port: int, core: int | None) -> Sample:
     with tempfile.TemporaryDirectory(prefix="tp-elections-") as root:
         cluster = LocalCluster(root, ["n1", "n2", "n3"], base_port, extra_args=args)
         cluster.prepare()
@@ -85,7 +96,9 @@ def run_one(args: list[str], seconds: float, hogs: int, base_port: int) -> Sampl
             first_term = max(
                 (st.term for n in cluster.node_ids if (st := cluster.status(n))), default=0
             )
-            procs = _hogs(hogs)
+            if core is not None:
+                _pin(cluster, core)
+            procs = _hogs(hogs, core)
             stop = threading.Event()
             out = {"ok": 0.0, "failed": 0.0, "gap": 0.0}
             writer = threading.Thread(
@@ -130,17 +143,24 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--base-port", type=int, default=7400)
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma list of names")
+    parser.add_argument(
+        "--pin-core", type=int, default=None, help="put nodes and hogs on this one core"
+    )
     opts = parser.parse_args()
     names = [n.strip() for n in opts.configs.split(",")]
     results: dict[str, list[Sample]] = {n: [] for n in names}
     for r in range(opts.runs):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            sample = run_one(CONFIGS[name], opts.seconds, opts.hogs, opts.base_port)
+            sample = run_one(CONFIGS[name], opts.seconds, opts.hogs, opts.base_port, opts.pin_core)
             results[name].append(sample)
             print(f"run {r + 1} {name}: {sample}", flush=True)
     load = os.getloadavg()
-    print(f"\n{opts.hogs} hogs, {opts.seconds:g} s per run, {opts.runs} runs; load {load[0]:.1f}")
+    pinned = "" if opts.pin_core is None else f", nodes and hogs pinned to core {opts.pin_core}"
+    print(
+        f"\n{opts.hogs} hogs{pinned}, {opts.seconds:g} s per run, {opts.runs} runs; "
+        f"load {load[0]:.1f}"
+    )
     print("| config | terms/min | leader changes/min | puts ok | puts failed | longest gap |")
     print("|---|---|---|---|---|---|")
     for name, samples in results.items():

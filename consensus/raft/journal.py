@@ -80,7 +80,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._dir = os.path.dirname(os.path.abspath(path))
         self._meta_path = path + ".meta"
         self._snapshot_path = snapshot_path
-        self._fsync = _chaos_fsync_shim(fsync, path)  # identity unless chaos testing
+        self._fsync = fsync
         self._entries: list[Entry] = []
         self._offsets: list[int] = []  # file offset of each entry's record
         self._pending = bytearray()  # records appended since the last sync
@@ -281,30 +281,3 @@ class DurableJournal(Journal):  # type: ignore[misc]
             finally:
                 os.close(fd)
             fsync_dir(os.path.dirname(os.path.abspath(self._snapshot_path)))
-
-
-# -- test-only: chaos suite power-loss shim ------------------------------------
-# Off by default. With TADPOLE_CHAOS_FSYNC_SHIM=1 in the environment, every
-# completed journal fsync records the journal's length in ``<path>.chaos-fsynced``,
-# so the chaos suite (tests/chaos/nemesis.py, "lose-unfsynced") can kill -9 the
-# node and cut the journal back to what was fsynced, as a power loss would.
-# The length is recorded *after* the fsync returns: a kill between the two cuts
-# bytes that did reach the disk, but nothing that depends on them has left the
-# node yet (messages go out only after sync() returns), so that state is the
-# same as a crash just before the fsync completed.
-
-
-def _chaos_fsync_shim(fsync: Callable[[int], None], path: str) -> Callable[[int], None]:
-    if os.environ.get("TADPOLE_CHAOS_FSYNC_SHIM") != "1":
-        return fsync
-    side = path + ".chaos-fsynced"
-
-    def recording_fsync(fd: int) -> None:
-        note = os.open(side, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            fsync(fd)
-            os.pwrite(note, b"%020d\n" % os.fstat(fd).st_size, 0)
-        finally:
-            os.close(note)
-
-    return recording_fsync

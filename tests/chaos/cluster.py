@@ -28,7 +28,11 @@ from dataclasses import dataclass, field
 from node.dev.cluster import LocalCluster
 from tests.chaos.netns import Netns
 
-FSYNC_SHIM_ENV = {"TADPOLE_CHAOS_FSYNC_SHIM": "1"}
+# Nodes started with this load tests/chaos/preload/sitecustomize.py first: it records
+# each completed journal fsync so the power-loss nemesis knows what was durable.
+_PRELOAD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FSYNC_SHIM_ENV = {"PYTHONPATH": os.pathsep.join([_PRELOAD, _ROOT])}
 
 
 @dataclass

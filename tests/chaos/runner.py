@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -42,12 +43,25 @@ from dataclasses import dataclass, field
 
 from node.client.errors import TadpoleError
 from tests.chaos import netns
-from tests.chaos.checkers import RunSummary, check_lost_writes, summarise, with_final_reads
+from tests.chaos.checkers import (
+    CounterResult,
+    RunSummary,
+    check_counter_history,
+    check_lost_writes,
+    summarise,
+    with_final_reads,
+)
 from tests.chaos.cluster import FSYNC_SHIM_ENV, ChaosCluster
-from tests.chaos.history import History, Value
+from tests.chaos.history import History, Op, Value
 from tests.chaos.linearizability import check_linearizable
 from tests.chaos.nemesis import FAULTS, Event, Nemesis, unavailable_faults
-from tests.chaos.workload import Workload, WorkloadConfig, read_back, replica_values
+from tests.chaos.workload import (
+    Workload,
+    WorkloadConfig,
+    counter_totals,
+    read_back,
+    replica_values,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +114,8 @@ class RunResult:
     failover_s: list[float]
     netns: bool
     run_dir: str | None = None
+    # Longest stretch of the run in which no operation succeeded, seconds.
+    longest_gap_s: float = 0.0
 
     @property
     def clean(self) -> bool:
@@ -138,6 +154,20 @@ def failover_times(history: History, events: Sequence[Event]) -> list[float]:
             ev.failover_s = (min(after) - ev.start_ns) / 1e9
             out.append(ev.failover_s)
     return out
+
+
+def longest_gap(history: History | Sequence[Op]) -> float:
+    """The longest time, in seconds, between the first invocation and the first
+    success, between two successive successes, or from the last success to the last
+    completion: the worst unavailability window a client saw."""
+    ops = list(history)
+    if not ops:
+        return 0.0
+    start = min(op.invoke_ns for op in ops)
+    end = max(op.complete_ns or op.invoke_ns for op in ops)
+    oks = sorted(op.complete_ns for op in ops if op.outcome == "ok" and op.complete_ns)
+    marks = [start, *oks, end]
+    return max(b - a for a, b in itertools.pairwise(marks)) / 1e9
 
 
 def _free_base_port(count: int) -> int:
@@ -236,6 +266,7 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
     errors: list[str] = []
     divergence: list[str] = []
     final: dict[str, Value] = {}
+    totals: dict[str, int] = {}
     workload = Workload(
         list(cluster.addresses.values()) if net is None else [], history, config.workload,
         seed=rng.getrandbits(32),
@@ -260,6 +291,11 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
         keys = sorted(workload.keys_used)
         final = asyncio.run(read_back(list(cluster.addresses.values()), keys))
         divergence = asyncio.run(_converge(cluster, keys, final))
+        if workload.config.counter_clients:
+            totals, split = asyncio.run(
+                counter_totals(list(cluster.addresses.values()), workload.counter_keys())
+            )
+            divergence += split
     except Exception as exc:  # the run failed; report it as such and go on with the next
         keep = True
         log.exception("run seed %d aborted", config.seed)
@@ -271,12 +307,17 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
         raise
     finally:
         try:
-            lin = check_linearizable(with_final_reads(history, final)) if final else None
-            lost = check_lost_writes(history, final) if final else None
-            summary = summarise(history, linearizability=lin, lost_writes=lost)
+            register = History(_register_ops(history))
+            lin = check_linearizable(with_final_reads(register, final)) if final else None
+            lost = check_lost_writes(register, final) if final else None
+            counters: list[CounterResult] = [
+                check_counter_history(history, key, total) for key, total in totals.items()
+            ]
+            summary = summarise(history, linearizability=lin, lost_writes=lost, counters=counters)
             result = RunResult(
                 config, summary, events, skipped, errors, divergence,
                 failover_times(history, events), net is not None,
+                longest_gap_s=longest_gap(history),
             )  # fmt: skip
             if keep or not result.clean:
                 result.run_dir = _save(result, history, cluster, final)
@@ -287,6 +328,11 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
             shutil.rmtree(root, ignore_errors=True)
     _report(result, say)
     return result
+
+
+def _register_ops(history: History) -> list[Op]:
+    """The register (read/write/cas) part of a history; counter adds are checked apart."""
+    return [op for op in history if op.kind != "add"]
 
 
 def _save(
@@ -337,7 +383,8 @@ def table(results: Sequence[RunResult]) -> str:
         rows.setdefault(",".join(r.config.faults) or "none", []).append(r)
     head = (
         f"{'fault':<26} {'runs':>4} {'faults':>6} {'ops':>7} {'ok':>6} {'fail':>6} "
-        f"{'unknown':>7} {'violations':>10} {'lost':>5} {'diverged':>8}  seeds / notes"
+        f"{'unknown':>7} {'violations':>10} {'lost':>5} {'counter':>7} {'diverged':>8} "
+        f"{'max_gap':>7}  seeds / notes"
     )
     lines = [head, "-" * len(head)]
     for name, rs in rows.items():
@@ -355,8 +402,10 @@ def table(results: Sequence[RunResult]) -> str:
             f"{name:<26} {len(rs):>4} {sum(len(r.events) for r in rs):>6} "
             f"{sum(r.summary.ops for r in rs):>7} {outcomes['ok']:>6} {outcomes['fail']:>6} "
             f"{outcomes['unknown']:>7} {sum(r.summary.violations for r in rs):>10} "
-            f"{sum(r.summary.lost_writes for r in rs):>5} {sum(len(r.divergence) for r in rs):>8}"
-            f"  {notes}"
+            f"{sum(r.summary.lost_writes for r in rs):>5} "
+            f"{sum(r.summary.counter_violations for r in rs):>7} "
+            f"{sum(len(r.divergence) for r in rs):>8} "
+            f"{max(r.longest_gap_s for r in rs):>6.2f}s  {notes}"
         )
     failover = [x for r in results for x in r.failover_s]
     heal = [x for r in results for x in r.heal_s]

@@ -13,16 +13,24 @@ different code and allow different conclusions:
 
 ``single``
     ``RetryPolicy(attempts=1)``, routed to one node (``prefer_leader=False``; the
-    first endpoint is node ``i mod n``), like a Jepsen client bound to a node. One
-    attempt means one request, so an ``Unavailable`` whose server message says
-    "not applied" (``node/api/kv.py``: ``NotLeaderError`` / retryable ``ProposalError``
-    -> UNAVAILABLE), or a transport failure before any byte was sent ("failed to
-    connect", "connection refused"), is recorded ``fail``. If that claim were ever
-    false, the checker would see a read of a value whose write "failed".
+    first endpoint is node ``i mod n``), like a Jepsen client bound to a node.
 ``retrying``
     the library's default retries, leader-preferring. It resends writes of unknown
-    outcome under the same request id (exactly-once), so its final ``Unavailable``
-    may follow an earlier attempt that did reach a leader: recorded ``unknown``.
+    outcome under the same request id (exactly-once).
+
+For both, :class:`Unavailable` is recorded ``fail``: the client's contract
+(``node/client/attempts.py``) is that a write ends in ``Unavailable`` only when no
+try of it may have been applied — the server says so in a structured field, never in
+words. If that claim were ever false, the checker would see a read of a value whose
+write "failed" (or, for counters, a total above what the acknowledged and unknown adds
+allow).
+
+**Counters** (``counter_clients``, CRDT population tier): each of these clients adds
+small deltas to a few ``job_resource_ledger/chaos-<n>`` keys. ``ReplicationIncomplete``
+(applied on some replica, below the write quorum) is recorded ``unknown``, like every
+``OutcomeUnknown``: durable somewhere, but not promised to survive the loss of that
+replica. After the final heal every node must answer the same total with
+consistency=all, equal to the acknowledged adds plus some subset of the unknown ones.
 
 Everything else a write can end with -- ``OutcomeUnknown`` (ABORTED, lost in flight,
 server-cancelled), ``WriteTimeout``/``Timeout``, ``ServerError``, anything
@@ -46,13 +54,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from node.client import AsyncClient, RetryPolicy
-from node.client.errors import InvalidArgument, OutcomeUnknown, TadpoleError, Timeout, Unavailable
+from node.client.errors import InvalidArgument, TadpoleError, Timeout, Unavailable
 from tests.chaos.history import History, Outcome, Value
 
 log = logging.getLogger(__name__)
 
-# Transport messages that prove a request never left this process.
-_NOT_SENT = ("failed to connect", "connection refused", "no route to host")
+COUNTER_TIER = "population"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,21 +78,21 @@ class WorkloadConfig:
     op_timeout_s: float = 2.0
     # Pause after a failed operation, seconds (keeps a client off a dead node).
     fail_pause_s: float = 0.05
+    # Extra clients adding to CRDT counters (population tier), and how many keys.
+    counter_clients: int = 2
+    counter_keys: int = 2
     # Broken on purpose: reads go out serializable but are checked as linearizable
     # (see the module docstring). Only for showing that the checker catches it.
     stale_reads: bool = False
 
 
-def classify_write_error(exc: BaseException, *, single_attempt: bool) -> Outcome:
-    """``fail`` only when the write was definitely not applied; else ``unknown``."""
+def classify_write_error(exc: BaseException) -> Outcome:
+    """``fail`` only when the write was definitely not applied (the client says so by
+    raising :class:`Unavailable`); else ``unknown``."""
     if isinstance(exc, InvalidArgument):
         raise exc  # a workload bug, not a fault outcome
-    if isinstance(exc, OutcomeUnknown | Timeout):
-        return "unknown"
-    if isinstance(exc, Unavailable) and single_attempt:
-        said = f"{exc.details} {exc.message}".lower()
-        if "not applied" in said or any(m in said for m in _NOT_SENT):
-            return "fail"
+    if isinstance(exc, Unavailable):
+        return "fail"
     return "unknown"
 
 
@@ -129,7 +136,36 @@ class Workload:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every client until ``stop`` is set; each finishes its current op."""
-        await asyncio.gather(*(self._run_client(i, stop) for i in range(self.config.clients)))
+        cfg = self.config
+        await asyncio.gather(
+            *(self._run_client(i, stop) for i in range(cfg.clients)),
+            *(self._run_counter(cfg.clients + j, stop) for j in range(cfg.counter_clients)),
+        )
+
+    def counter_keys(self) -> list[str]:
+        return [f"job_resource_ledger/chaos-{n}" for n in range(self.config.counter_keys)]
+
+    async def _run_counter(self, i: int, stop: asyncio.Event) -> None:
+        """Add small deltas (mostly positive) to the counter keys until ``stop``."""
+        cfg = self.config
+        rng = random.Random(self.seed * 104729 + i)
+        client, _single = self._client(i)
+        keys = self.counter_keys()
+        try:
+            while not stop.is_set():
+                key = rng.choice(keys)
+                delta = rng.choice((1, 2, 3, 5, 8, -1))
+                p = self.history.invoke(i, "add", key, value=delta)
+                try:
+                    await client.counter_add(COUNTER_TIER, key, delta)
+                except Exception as exc:
+                    outcome = classify_write_error(exc)
+                    self.history.complete(p, outcome)
+                    await asyncio.sleep(cfg.fail_pause_s * (1 + rng.random()))
+                    continue
+                self.history.complete(p, "ok")
+        finally:
+            await client.close()
 
     async def _run_client(self, i: int, stop: asyncio.Event) -> None:
         cfg = self.config
@@ -185,7 +221,7 @@ class Workload:
         try:
             await client.put(key, value)
         except Exception as exc:
-            self.history.complete(p, classify_write_error(exc, single_attempt=single))
+            self.history.complete(p, classify_write_error(exc))
             return False
         self.history.complete(p, "ok")
         seen[key] = value
@@ -205,7 +241,7 @@ class Workload:
         try:
             swapped = await client.cas(key, new_value=value, expected_value=str(expected))
         except Exception as exc:
-            self.history.complete(p, classify_write_error(exc, single_attempt=single))
+            self.history.complete(p, classify_write_error(exc))
             return False
         self.history.complete(p, "ok" if swapped else "fail")
         if swapped:
@@ -246,3 +282,40 @@ async def replica_values(endpoint: str, keys: Sequence[str]) -> dict[str, Value]
             kv = await client.get(key, serializable=True)
             out[key] = kv.value.decode() if kv is not None else None
     return out
+
+
+async def counter_totals(
+    endpoints: Sequence[str], keys: Sequence[str], *, timeout_s: float = 60.0
+) -> tuple[dict[str, int], list[str]]:
+    """Each counter's total as every node answers it with consistency=all, once all
+    nodes agree (hand-off and anti-entropy may need a few rounds after the heal).
+    Returns (totals, disagreements left at the deadline)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    clients = [
+        AsyncClient([e], timeout=5.0, prefer_leader=False, retry=RetryPolicy(attempts=3))
+        for e in endpoints
+    ]
+    try:
+        while True:
+            answers: dict[str, list[int | None]] = {k: [] for k in keys}
+            for client in clients:
+                for key in keys:
+                    try:
+                        got = await client.tier_read(COUNTER_TIER, key, consistency="all")
+                        value = got.value.value if got.value is not None else 0
+                        answers[key].append(int(value))
+                    except TadpoleError:
+                        answers[key].append(None)
+            split = {k: v for k, v in answers.items() if len(set(v)) != 1 or None in v}
+            if not split:
+                return {k: int(v[0] or 0) for k, v in answers.items()}, []
+            if loop.time() > deadline:
+                totals = {
+                    k: max((x for x in v if x is not None), default=0) for k, v in answers.items()
+                }
+                return totals, [f"counter {k}: nodes answer {v}" for k, v in split.items()]
+            await asyncio.sleep(1.0)
+    finally:
+        for client in clients:
+            await client.close()
