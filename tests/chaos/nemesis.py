@@ -32,6 +32,10 @@ lose-unfsynced              power loss: SIGKILL one node, cut raft.journal back 
 torn-tail                   SIGKILL one node, cut the journal's last record at an odd
                             byte offset inside it, restart.
 restart-empty               SIGKILL a follower, wipe its data dir, restart; catch-up time.
+cpu-hog                     a starved host: 3 busy-loop processes per core for 3-8 s
+                            beside the nodes; the detail says how many elections it caused.
+slow-disk                   one node's Raft journal fsyncs delayed 50-250 ms each for
+                            2-5 s (the chaos preload's fsync seam); elections reported.
 ==========================  ===========================================================
 
 Clock skew: nothing in the system tier reads the wall clock (consensus and node use
@@ -48,6 +52,8 @@ import logging
 import os
 import random
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -403,6 +409,53 @@ def _wait_caught_up(n: Nemesis, node: str, ev: Event, timeout: float = 120.0) ->
     return None
 
 
+# -- starvation -----------------------------------------------------------------------
+
+
+def _max_term(cluster: ChaosCluster) -> int:
+    terms = [st.term for node in cluster.node_ids if (st := cluster.status(node)) is not None]
+    return max(terms, default=0)
+
+
+def cpu_hog(n: Nemesis) -> Event:
+    hogs = 3 * (os.cpu_count() or 2)
+    ev = Event("cpu-hog", "*", time.monotonic_ns())
+    term = _max_term(n.cluster)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        for _ in range(hogs)
+    ]
+    try:
+        n.hold(3.0, 8.0)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    ev.end_ns = time.monotonic_ns()
+    ev.detail = f"{hogs} busy loops; elections {_max_term(n.cluster) - term}"
+    return ev
+
+
+SLOW_FSYNC_FILE = "chaos-slow-fsync"  # read by tests/chaos/preload/sitecustomize.py
+
+
+def slow_disk(n: Nemesis) -> Event:
+    node = n.pick(n.rng.choice(["leader", "random"]))
+    delay_s = n.rng.uniform(0.05, 0.25)
+    ev = Event("slow-disk", node, time.monotonic_ns())
+    term = _max_term(n.cluster)
+    flag = os.path.join(n.cluster.data_dir(node), SLOW_FSYNC_FILE)
+    with open(flag, "w") as f:
+        f.write(f"{delay_s:.3f}\n")
+    try:
+        n.hold(2.0, 5.0)
+    finally:
+        os.unlink(flag)
+    ev.end_ns = time.monotonic_ns()
+    ev.detail = f"fsync +{delay_s * 1000:.0f} ms; elections {_max_term(n.cluster) - term}"
+    return ev
+
+
 FAULTS: dict[str, Callable[[Nemesis], Event]] = {
     "kill-leader": _kill("leader"),
     "kill-follower": _kill("follower"),
@@ -419,6 +472,8 @@ FAULTS: dict[str, Callable[[Nemesis], Event]] = {
     "lose-unfsynced": lose_unfsynced,
     "torn-tail": torn_tail,
     "restart-empty": restart_empty,
+    "cpu-hog": cpu_hog,
+    "slow-disk": slow_disk,
 }
 
 NEEDS_NET = frozenset(f for f in FAULTS if f.startswith("partition-") or f == "net-drop")

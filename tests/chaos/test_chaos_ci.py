@@ -90,6 +90,14 @@ def test_storage_faults_lose_nothing() -> None:
 
 
 @pytest.mark.chaos
+def test_a_starved_host_and_a_slow_disk_lose_nothing() -> None:
+    result = _run("cpu-hog,slow-disk", 606, 20, use_netns=False)
+    _assert_clean(result)
+    assert {e.fault for e in result.events} <= {"cpu-hog", "slow-disk"}
+    assert all("elections" in e.detail for e in result.events)
+
+
+@pytest.mark.chaos
 @needs_root
 def test_broken_local_reads_are_caught() -> None:
     """Reads that skip the read barrier must be flagged under a partition that
@@ -123,7 +131,8 @@ def test_longest_gap_is_the_worst_window_without_a_success() -> None:
             complete_ns=complete_ns, outcome=outcome,  # type: ignore[arg-type]
         )  # fmt: skip
 
-    ops = [op(0, 1e9, "ok"), op(1e9, 4e9, "fail"), op(2e9, 5e9, "ok"), op(5e9, 6e9, "fail")]
+    s = 10**9
+    ops = [op(0, s, "ok"), op(s, 4 * s, "fail"), op(2 * s, 5 * s, "ok"), op(5 * s, 6 * s, "fail")]
     assert longest_gap(History(ops)) == 4.0  # from the success at 1 s to the next at 5 s
     assert longest_gap(History([])) == 0.0
 
