@@ -44,12 +44,26 @@ Background (:meth:`Replication.start`):
 
 Everything a replica receives is a CRDT state (a delta is a small state), and merging is
 idempotent, so duplicates and retries are harmless.
+
+Writer ids. A CRDT remembers its writers' histories by id: a PN-counter keeps one
+running total per writer and merges by max, an OR-set names each add by a dot
+``(writer, n)``. A writer that forgets its own history and goes on under the same id
+re-issues totals and dots the other replicas have already seen, and merging discards
+those updates, acknowledged or not. A node forgets in two ways: its store is lost (a
+wiped data directory, a replaced disk) or it drops a stray copy and is later given the
+key again. So the node does not write under its node id but under ``<node id>~<epoch>``
+(:attr:`Replication.writer`), the epoch a random token kept in the store's metadata:
+a new, empty store gets a new one, and a new one is made durable before a stray copy
+the current writer wrote to is dropped. Within one epoch the node's local copy of every
+key it writes holds the latest of its own history, which is what the CRDTs assume. The
+cost is one more entry in a counter (or version vector) per epoch that wrote to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +124,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+WRITER_META = "crdt-writer"  # store metadata: this node's current writer id (Writer ids)
 
 R = TypeVar("R")
 
@@ -176,6 +192,7 @@ class Replication:
         membership: Membership | None = None,
         transport: PeerTransport | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        new_epoch: Callable[[], str] = lambda: secrets.token_hex(4),
     ) -> None:
         if membership is None:
             if gossip is None:
@@ -204,6 +221,9 @@ class Replication:
         self._compaction_interval = compaction_interval_s
         self.archived_entries = 0
         self._hlc = HybridLogicalClock()
+        self._new_epoch = new_epoch
+        self._writer: str | None = None  # see "Writer ids" above; set by _writer_ready
+        self._writer_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._round = _Round()
         self.handed_off = 0
@@ -234,6 +254,31 @@ class Replication:
                 name="population-retention",
             ),
         ]
+
+    @property
+    def writer(self) -> str | None:
+        """The id this node's updates carry in the CRDTs (None until the first write)."""
+        return self._writer
+
+    async def _writer_ready(self) -> None:
+        """Load the store's writer id, or start the first epoch of an empty store."""
+        if self._writer is not None:
+            return
+        async with self._writer_lock:
+            if self._writer is None:
+                raw = self.store.get_meta(WRITER_META)
+                if raw is None:
+                    await self._begin_epoch("the store holds none")
+                else:
+                    self._writer = raw.decode()
+
+    async def _begin_epoch(self, why: str) -> None:
+        """Write under a new writer id from now on (durable before it is used).
+        Called with ``_writer_lock`` held."""
+        writer = f"{self.node_id}~{self._new_epoch()}"
+        await self.store.set_meta(WRITER_META, writer.encode())
+        log.info("CRDT writer id %s (new epoch: %s)", writer, why)
+        self._writer = writer
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -338,14 +383,20 @@ class Replication:
         if plan.mode is WriteMode.FORWARD:
             return await self._forward(tier, key, op, owners, live)
         captured: dict[str, CRDTBase | None] = {}
+        await self._writer_ready()
 
         def mutate(old: bytes | None) -> bytes:
+            # The writer id is read here, atomically with the local copy: a stray drop
+            # starts a new epoch before it deletes, so a copy that is gone is never
+            # rebuilt under the epoch that wrote it.
+            writer = self._writer
+            assert writer is not None
             state = decode(old) if old is not None else None
             hlc = self._hlc.now(self._clock_ns())
             if isinstance(op, DocOp):
-                new, delta = apply_doc_op(state, op, self.node_id, hlc)
+                new, delta = apply_doc_op(state, op, writer, hlc)
             else:
-                new, delta = apply_op(state, op, self.node_id, hlc, tier=tier)
+                new, delta = apply_op(state, op, writer, hlc, tier=tier)
             captured["before"], captured["state"], captured["delta"] = state, new, delta
             return encode(new)
 
@@ -580,11 +631,20 @@ class Replication:
             if ok:
                 acked[stray.key].add(owner)
         now_live = self.live()  # placement may have moved while the merges were out
-        dropped = 0
-        for stray, raw in sent:
+        droppable = [
+            (stray, raw)
+            for stray, raw in sent
             if coordinator.may_drop_stray(
                 spec, stray.key, now_live, self.node_id, acked[stray.key]
-            ) and await self._drop_if_unchanged(tier, stray.key, raw):
+            )
+        ]
+        await self._writer_ready()
+        if any(self._wrote(raw) for _, raw in droppable):
+            async with self._writer_lock:
+                await self._begin_epoch(f"dropping {tier} copies it wrote to")
+        dropped = 0
+        for stray, raw in droppable:
+            if await self._drop_if_unchanged(tier, stray.key, raw):
                 dropped += 1
         if dropped:
             self.strays_handed_off += dropped
@@ -592,6 +652,13 @@ class Replication:
                 "handed off %d %s copies this node does not own to their owners", dropped, tier
             )
         return plan.total - dropped
+
+    def _wrote(self, raw: bytes) -> bool:
+        """Whether the current writer id may occur in the encoded state ``raw``. The
+        codec stores ids as plain UTF-8 strings, so a miss is certain and a hit (maybe a
+        payload that happens to hold the id) costs at most an unneeded epoch."""
+        assert self._writer is not None
+        return self._writer.encode() in raw
 
     async def _drop_if_unchanged(self, tier: str, key: str, handed_off: bytes) -> bool:
         """Delete the local copy if it is still exactly ``handed_off``; whether it is gone."""

@@ -50,6 +50,7 @@ class MemoryStore:
     def __init__(self, clock_ns: Callable[[], int] | None = None) -> None:
         self._state: dict[tuple[str, str], bytes] = {}
         self._hints: dict[int, Hint] = {}
+        self._meta: dict[str, bytes] = {}
         self._next_hint = 1
         self._ticks = 0
         self._clock_ns = clock_ns or self._tick
@@ -83,6 +84,13 @@ class MemoryStore:
 
     def get(self, tier: str, key: str) -> bytes | None:
         return self._state.get((tier, key))
+
+    async def set_meta(self, name: str, value: bytes) -> None:
+        _check_name("name", name)
+        self._meta[name] = bytes(value)
+
+    def get_meta(self, name: str) -> bytes | None:
+        return self._meta.get(name)
 
     def scan(
         self, tier: str, prefix: str = "", after: str = "", limit: int = 0

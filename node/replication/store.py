@@ -343,6 +343,10 @@ class ReplicaStore(Protocol):
 
     def hints_for(self, target: str, limit: int = 0) -> list[Hint]: ...
 
+    async def set_meta(self, name: str, value: bytes) -> None: ...
+
+    def get_meta(self, name: str) -> bytes | None: ...
+
 
 # ----------------------------------------------------------------- the store
 

@@ -81,7 +81,8 @@ whose maximum is the generation keeps the larger one (one int per bump).
 *clock*: every write adds one to the writer's entry (each node's contribution
 holds only its own entry, so an entry is only as high as that node's writes
 that have actually arrived). The causal token of a state is this clock as a
-plain ``{node_id: writes}`` dict.
+plain ``{writer: writes}`` dict (a writer id is ``<node id>~<epoch>``, see
+``node/replication/driver.py``).
 
 Why every write touches all four keys
 -------------------------------------
@@ -602,7 +603,7 @@ def render(state: AgentState) -> dict[str, Any]:
 
 
 def clock(state: AgentState) -> dict[str, int]:
-    """The causal token of ``state``: ``{node_id: writes by that node seen here}``."""
+    """The causal token of ``state``: ``{writer id: writes by that writer seen here}``."""
     return dict(sorted(_clock(state).value().items()))
 
 

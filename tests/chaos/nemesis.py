@@ -385,8 +385,39 @@ def restart_empty(n: Nemesis) -> Event:
     n.cluster.kill(node)
     n.hold(0.2, 1.0)
     n.cluster.restart(node, wipe=True)
+    wiped_at = time.monotonic()
     ev.catchup_s = _wait_caught_up(n, node, ev)
+    _wait_tiers_whole(n, ev, wiped_at)
     return ev
+
+
+def _wait_tiers_whole(n: Nemesis, ev: Event, since: float, timeout: float = 90.0) -> None:
+    """Wait until every node reports, for every CRDT tier, an anti-entropy round that
+    completed after ``since`` with nothing under-replicated and no hint pending.
+
+    A wiped node held one of RF copies of its keys; until anti-entropy has copied them
+    back, wiping the *other* owner too would be an RF-fold failure, which the tiers do
+    not promise to survive. So, like the Raft catch-up above, the fault is over only
+    when the cluster is whole again (faults never stack)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        elapsed = time.monotonic() - since
+        whole = True
+        for node in n.cluster.node_ids:
+            st = n.cluster.status(node)
+            if st is None or not st.tiers:
+                whole = False
+                break
+            for tier in st.tiers:
+                fresh = 0 <= tier.last_sync_age_s < elapsed
+                if not fresh or tier.under_replicated or tier.hints_pending:
+                    whole = False
+        if whole:
+            ev.detail += f"; tiers whole after {time.monotonic() - since:.1f} s"
+            return
+        time.sleep(0.5)
+    ev.detail += f"; tiers not whole within {timeout:g} s"
+    n.errors.append(f"{ev.fault}: CRDT tiers not re-replicated within {timeout:g} s")
 
 
 def _wait_caught_up(n: Nemesis, node: str, ev: Event, timeout: float = 120.0) -> float | None:

@@ -22,6 +22,8 @@ named by its id)::
     kill n                              n stops answering (gossip has not noticed)
     dead n                              gossip declares n dead: it leaves placement
     restart n                           n comes back: a fresh driver over its store
+    wipe n                              n comes back with an empty store (its disk was
+                                        lost or replaced): a fresh driver over a new store
     partition a b / heal                cut / restore the link between a and b
     lose-reply n [Type]                 n serves the next request (of message type Type,
                                         e.g. Forward), but its reply is lost
@@ -29,8 +31,9 @@ named by its id)::
     anti-entropy                        one anti-entropy round on every node that is up
     health                              what each node that is up reports (Tiers.Status):
                                         under-replicated keys of its last round, hints held
-    expect-converged <tk>               every live owner holds the same copy (fails the
-                                        test otherwise, whatever the golden file says)
+    expect-converged <tk> [value=JSON]  every live owner holds the same copy, of that
+                                        value if given (fails the test otherwise,
+                                        whatever the golden file says)
     expect-no-strays [<tk>]             no node that is up holds a copy of the key (or of
                                         any key) that placement does not give it (fails
                                         the test otherwise)
@@ -64,7 +67,7 @@ class ScenarioError(Exception):
 StoreFactory = Callable[[str, Callable[[], int]], ReplicaStore]
 
 
-def memory_stores(node_id: str, clock_ns: Callable[[], int]) -> ReplicaStore:
+def memory_stores(name: str, clock_ns: Callable[[], int]) -> ReplicaStore:
     return MemoryStore(clock_ns=clock_ns)
 
 
@@ -77,6 +80,8 @@ class Cluster:
         self.nodes: dict[str, Replication] = {}
         self.stores: dict[str, ReplicaStore] = {}
         self._make_store = stores
+        self._generation = 0  # names a wiped node's new store apart from its old one
+        self._epochs = 0
         self.now_ns = T0_NS
         self._commands: dict[str, Callable[[list[str], dict[str, str]], Any]] = {
             "start": self.start,
@@ -88,6 +93,7 @@ class Cluster:
             "kill": self.kill,
             "dead": self.dead,
             "restart": self.restart,
+            "wipe": self.wipe,
             "partition": self.partition,
             "heal": self.heal,
             "lose-reply": self.lose_reply,
@@ -125,6 +131,10 @@ class Cluster:
     def _clock(self) -> int:
         return self.now_ns
 
+    def _next_epoch(self) -> str:
+        self._epochs += 1
+        return f"e{self._epochs}"
+
     def _boot(self, node_id: str) -> None:
         store = self.stores[node_id]
         replication = Replication(
@@ -135,6 +145,7 @@ class Cluster:
             clock_ns=self._clock,
             monotonic=lambda: self.now_ns / 1e9,
             cluster_size=len(self.stores),
+            new_epoch=self._next_epoch,  # deterministic writer ids (node id ~ e1, e2 ...)
         )
         self.nodes[node_id] = replication
         self.net.attach(node_id, replication.on_replica)
@@ -242,6 +253,19 @@ class Cluster:
         self._boot(node_id)
         return [f"{node_id} up; live {' '.join(self.live())}"]
 
+    async def wipe(self, args: list[str], opts: dict[str, str]) -> list[str]:
+        node_id = args[0]
+        await self._node(node_id).stop()
+        old = self.stores[node_id]
+        aclose = getattr(old, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        self._generation += 1
+        self.stores[node_id] = self._make_store(f"{node_id}.{self._generation}", self._clock)
+        self.net.up(node_id)
+        self._boot(node_id)
+        return [f"{node_id} up with an empty store; live {' '.join(self.live())}"]
+
     async def partition(self, args: list[str], opts: dict[str, str]) -> list[str]:
         self._node(args[0]), self._node(args[1])
         self.net.partition(args[0], args[1])
@@ -313,6 +337,10 @@ class Cluster:
             raise AssertionError(f"{tier}/{key} has not converged on its owners: {shown}")
         raw = next(iter(held.values()))
         assert raw is not None
+        if "value" in opts and json.loads(render(decode(raw))[1]) != json.loads(opts["value"]):
+            raise AssertionError(
+                f"{tier}/{key} converged on {render(decode(raw))[1]}, not {opts['value']}"
+            )
         return [f"converged on {' '.join(own)}: {' '.join(render(decode(raw)))}"]
 
     async def expect_no_strays(self, args: list[str], opts: dict[str, str]) -> list[str]:

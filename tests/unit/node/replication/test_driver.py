@@ -350,3 +350,57 @@ def test_the_driver_does_not_load_grpc_at_import() -> None:
     names = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in top if isinstance(n, ast.ImportFrom) and n.module}
     assert not {n for n in names if n.startswith(("grpc", "node.pb", "node.peer"))}
+
+
+# -- writer ids (driver docstring, "Writer ids") ---------------------------------------
+
+
+def _fresh(node: Replication, store: MemoryStore) -> Replication:
+    """``node`` restarted over ``store``, on the same network."""
+    return Replication(
+        node_id=node.node_id,
+        store=store,
+        membership=node.membership,
+        transport=node.transport,
+        clock_ns=lambda: 1_700_000_000 * 10**9,
+    )
+
+
+async def test_the_writer_id_outlives_a_restart_but_not_a_lost_store() -> None:
+    _, nodes = cluster()
+    n1 = nodes["n1"]
+    assert n1.writer is None  # nothing written yet: no epoch is started for nothing
+    await n1.update("population", KEY, Op("counter_add", amount=2))
+    first = n1.writer
+    assert first is not None and first.startswith("n1~")
+    state = n1.local_state("population", KEY)
+    assert isinstance(state, PNCounter) and dict(state.incs) == {first: 2}
+
+    restarted = _fresh(n1, n1.store)  # type: ignore[arg-type]
+    await restarted.update("population", KEY, Op("counter_add", amount=3))
+    assert restarted.writer == first  # same store, same history: same writer
+
+    wiped = _fresh(n1, MemoryStore())
+    await wiped.update("population", KEY, Op("counter_add", amount=4))
+    assert wiped.writer not in (None, first)
+    assert wiped.writer is not None and wiped.writer.startswith("n1~")
+
+
+async def test_a_stray_drop_starts_an_epoch_only_for_copies_the_writer_wrote() -> None:
+    net, nodes = cluster()
+    n3 = nodes["n3"]
+    await n3.update("population", "job_event_log/j-1", Op("counter_add", amount=1))
+    writer = n3.writer
+    # A copy n3 never wrote to, of a key it does not own (KEY is owned by n1 and n2):
+    await n3.merge_local("population", KEY, counter(5))
+    await n3.anti_entropy_round()
+    assert n3.local_state("population", KEY) is None  # handed off and dropped
+    assert n3.writer == writer
+    # A copy it did write to: dropping it must start a new epoch first.
+    await n3.merge_local("population", KEY, encode(PNCounter({writer: 7}, {})))
+    await n3.anti_entropy_round()
+    assert n3.local_state("population", KEY) is None
+    assert n3.writer not in (None, writer)
+    assert n3.store.get_meta(driver.WRITER_META) == n3.writer.encode()
+    merged = nodes["n1"].local_state("population", KEY)
+    assert isinstance(merged, PNCounter) and merged.value() == 12
