@@ -416,9 +416,9 @@ def _wait_tiers_whole(n: Nemesis, ev: Event, since: float, timeout: float = 90.0
             for tier in st.tiers:
                 seen = rounds.setdefault((node, tier.tier), set())
                 ended = now - tier.last_sync_age_s
-                if tier.last_sync_age_s >= 0 and ended > since:
-                    if not any(abs(ended * 10 - t) <= 2 for t in seen):
-                        seen.add(round(ended * 10))
+                new = not any(abs(ended * 10 - t) <= 2 for t in seen)
+                if tier.last_sync_age_s >= 0 and ended > since and new:
+                    seen.add(round(ended * 10))
                 if len(seen) < 2 or tier.hints_pending:
                     whole = False
         if whole:

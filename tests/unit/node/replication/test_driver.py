@@ -387,7 +387,7 @@ async def test_the_writer_id_outlives_a_restart_but_not_a_lost_store() -> None:
 
 
 async def test_a_stray_drop_starts_an_epoch_only_for_copies_the_writer_wrote() -> None:
-    net, nodes = cluster()
+    _, nodes = cluster()
     n3 = nodes["n3"]
     await n3.update("population", "job_event_log/j-1", Op("counter_add", amount=1))
     writer = n3.writer
