@@ -634,9 +634,7 @@ class Replication:
         droppable = [
             (stray, raw)
             for stray, raw in sent
-            if coordinator.may_drop_stray(
-                spec, stray.key, now_live, self.node_id, acked[stray.key]
-            )
+            if coordinator.may_drop_stray(spec, stray.key, now_live, self.node_id, acked[stray.key])
         ]
         await self._writer_ready()
         if any(self._wrote(raw) for _, raw in droppable):
