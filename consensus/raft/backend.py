@@ -154,12 +154,41 @@ def _create_journal(journal_file: Any) -> Journal:
 _pysyncobj_module.createJournal = _create_journal
 
 
+class ClosingTransmissions(dict[Any, Any]):
+    """pysyncobj's table of snapshot transmissions, closing each file it drops.
+
+    pysyncobj's serializer streams a snapshot to a follower from a file it
+    opens per transmission, and forgets the transmission (``pop``) when it is
+    sent, cancelled or failed without closing the file: each snapshot sent left
+    a descriptor to the garbage collector (and a ``ResourceWarning``). Every
+    way out of that table is ``pop``, so closing there closes every file.
+    """
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        entry = super().pop(key, *default)
+        if isinstance(entry, dict) and entry.get("file") is not None:
+            entry["file"].close()
+        return entry
+
+    def close_all(self) -> None:
+        for key in list(self):
+            self.pop(key)
+
+
+def close_finished_transmissions(serializer: Any) -> ClosingTransmissions:
+    """Install :class:`ClosingTransmissions` in a pysyncobj ``Serializer``."""
+    table = ClosingTransmissions(serializer._Serializer__transmissions)
+    serializer._Serializer__transmissions = table
+    return table
+
+
 class _ReplicatedSystem(SyncObj):  # type: ignore[misc]
     """The pysyncobj object. Its only replicated method applies an encoded command."""
 
     def __init__(self, backend: RaftBackend, *args: Any, **kwargs: Any) -> None:
         self._backend = backend
         super().__init__(*args, **kwargs)
+        self.transmissions = close_finished_transmissions(self._SyncObj__serializer)
 
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, payload: bytes) -> CommandResult | CommandError:
@@ -267,6 +296,7 @@ class RaftBackend:
             self._thread.join(timeout=5)
         if self._obj is not None:
             self._obj._doDestroy()
+            self._obj.transmissions.close_all()
         log.info("node %s raft stopped", self.node_id)
 
     # -- the tick loop -----------------------------------------------------------
