@@ -102,6 +102,8 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self.term_notices = 0
         self._pre_vote = pre_vote
         self._round = 0
+        self._round_term = 0  # the term the current round was asked at
+        self._round_started = float("-inf")
         self._granted: set[str] = set()
         self._won = False
         self.pre_votes_started = 0
@@ -244,7 +246,13 @@ class HeldTransport(Transport):  # type: ignore[misc]
         elif kind == "timeout_now":
             self._transfer_until = now + 2 * self._sticky_s + 1.0
         elif kind == "request_vote" and self._sticky_s > 0:
-            if message.get("transfer") or message.get("term_notice"):
+            if message.get("transfer"):
+                # A leader is handing over to this candidate: count it as leader
+                # contact, so that nobody else (a starved follower, say) collects
+                # the votes of nodes that last heard from a leader they just lost.
+                self._leader_contact = now
+                return True
+            if message.get("term_notice"):
                 return True
             recent = now - self._leader_contact < self._sticky_s
             if recent or self._syncobj._isLeader():
@@ -287,9 +295,13 @@ class HeldTransport(Transport):  # type: ignore[misc]
             return
         if self._won:
             self._won = False
-            return  # the timer stays expired: doTick campaigns now
+            if obj.raftCurrentTerm == self._round_term:
+                return  # the timer stays expired: doTick campaigns now
+            # else the win is stale: another election moved the term on since
         obj._SyncObj__raftElectionDeadline = now + obj._SyncObj__generateRaftTimeout()
         self._round += 1
+        self._round_term = obj.raftCurrentTerm
+        self._round_started = now
         self._granted = set()
         self.pre_votes_started += 1
         request = {
@@ -319,7 +331,16 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self.send(node, reply)
 
     def _count_pre_vote(self, node: Node, message: dict[str, Any]) -> None:
+        """Count a grant for the current round -- only while the round still means
+        what it asked: same term, no leader heard since. A grant that arrives after
+        this node voted for someone else, or heard a new leader, is stale; acting on
+        it would depose that leader (seen right after leadership transfers)."""
         if message.get("round") != self._round or not message.get("granted"):
+            return
+        if (
+            self._syncobj.raftCurrentTerm != self._round_term
+            or self._leader_contact >= self._round_started
+        ):
             return
         self._granted.add(node.id)
         if (len(self._granted) + 1) * 2 > len(self._nodes) + 1 and not self._won:

@@ -166,3 +166,64 @@ def test_a_disconnected_node_neither_asks_nor_campaigns() -> None:
     transport.gate_election()
     transport.flush()
     assert sent == [] and transport.pre_votes_started == 0
+
+
+def test_a_grant_for_a_round_the_term_has_overtaken_is_ignored() -> None:
+    # The node asked at term 5, then voted in someone else's election (term 6) before
+    # the grant arrived: campaigning on it would depose the leader it just voted for.
+    raft, clock = FakeRaft(), Clock()
+    transport, sent = make(raft, clock)
+    transport.gate_election()
+    transport.flush()
+    round_ = next(m["round"] for _, m in sent if m["type"] == "pre_vote")
+    raft.raftCurrentTerm = 6  # pysyncobj adopted the other candidate's term
+    reply(transport, "n3", round_, granted=True)
+    assert raft._SyncObj__raftElectionDeadline == pytest.approx(100.2)
+    assert transport.pre_votes_won == 0
+
+
+def test_a_grant_after_a_leader_was_heard_is_ignored() -> None:
+    raft, clock = FakeRaft(), Clock()
+    transport, sent = make(raft, clock)
+    transport.gate_election()
+    transport.flush()
+    round_ = next(m["round"] for _, m in sent if m["type"] == "pre_vote")
+    clock.now += 0.01
+    transport._admit(Node("n2"), {"type": "append_entries", "term": 5, "entries": []})
+    reply(transport, "n3", round_, granted=True)
+    assert raft._SyncObj__raftElectionDeadline == pytest.approx(100.2)
+    assert transport.pre_votes_won == 0
+
+
+def test_a_win_overtaken_by_a_new_term_does_not_skip_the_next_pre_vote() -> None:
+    raft, clock = FakeRaft(), Clock()
+    transport, sent = make(raft, clock)
+    transport.gate_election()
+    transport.flush()
+    round_ = next(m["round"] for _, m in sent if m["type"] == "pre_vote")
+    reply(transport, "n3", round_, granted=True)
+    assert raft._SyncObj__raftElectionDeadline == 0.0
+    # Before doTick campaigned, pysyncobj voted for another candidate: new term, timer
+    # reset. When that timer runs out, the node must ask again, not campaign at once.
+    raft.raftCurrentTerm = 6
+    raft._SyncObj__raftElectionDeadline = clock.now + 0.2
+    clock.now += 0.3
+    transport.gate_election()
+    assert raft._SyncObj__raftElectionDeadline == pytest.approx(clock.now + 0.2)
+    assert transport.pre_votes_started == 2
+
+
+def test_voting_for_a_transfer_target_makes_a_node_stick_to_it() -> None:
+    # The outgoing leader (and every other voter) has heard from no leader but
+    # itself; without this it would grant the next asker at once, and a starved
+    # follower could depose the transfer's target moments after it won.
+    raft, clock = FakeRaft(), Clock()
+    transport, sent = make(raft, clock)
+    vote = {"type": "request_vote", "term": 6, "last_log_index": 40, "last_log_term": 5}
+    assert transport._admit(Node("n2"), {**vote, "transfer": True})
+    ask = {"type": "pre_vote", "round": 1, "term": 7, "last_log_index": 40, "last_log_term": 5}
+    transport.deliver("n3", [pickle.dumps(ask)])
+    transport.drain()
+    transport.flush()
+    assert sent == [("n3", {"type": "pre_vote_reply", "round": 1, "granted": False})]
+    assert not transport._admit(Node("n3"), {**vote, "term": 7})
