@@ -387,8 +387,8 @@ class AsyncClient:
     async def set_remove(
         self, tier: str, key: str, *elements: str, timeout: float | None = None
     ) -> TierUpdateResult:
-        """Remove the ``elements`` this replica has seen from an OR-set (a concurrent add
-        wins)."""
+        """Remove ``elements`` from an OR-set: every add acknowledged before the remove is
+        removed (the owners' copies are joined first); an add concurrent with it wins."""
         return await self.tier_update(tier, key, SetRemove(elements), timeout=timeout)
 
     async def register_set(

@@ -362,8 +362,8 @@ class SetAdd:
 
 @dataclass(frozen=True, slots=True, init=False)
 class SetRemove:
-    """Remove the ``elements`` this replica has seen from an OR-set (a concurrent add
-    wins)."""
+    """Remove ``elements`` from an OR-set: every add acknowledged before the remove is
+    removed (the owners' copies are joined first); an add concurrent with it wins."""
 
     elements: tuple[str, ...]
 

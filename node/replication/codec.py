@@ -17,6 +17,7 @@ tag     message          body
                                            [1, kind, args] (DocOp)
 0x06    Scan             [tier, prefix, after]
 0x07    Sync             [tier, a, b, step]   step: a gossip.codec frame
+0x08    Observe          [tier, key]
 0x41    Done             []
 0x42    MergeManyDone    [ok, ...]
 0x43    ReadReply        [state or nil]
@@ -53,6 +54,7 @@ from node.replication.messages import (
     Merge,
     MergeMany,
     MergeManyDone,
+    Observe,
     Read,
     ReadReply,
     ReplicaMessage,
@@ -78,6 +80,7 @@ TAGS: dict[type[ReplicaMessage], int] = {
     Forward: 0x05,
     Scan: 0x06,
     Sync: 0x07,
+    Observe: 0x08,
     Done: 0x41,
     MergeManyDone: 0x42,
     ReadReply: 0x43,
@@ -88,7 +91,7 @@ TAGS: dict[type[ReplicaMessage], int] = {
 }
 _TYPES = {tag: klass for klass, tag in TAGS.items()}
 _OP, _DOC_OP = 0, 1
-_REQUESTS = (Merge, MergeMany, StoreHint, Read, Forward, Scan, Sync)
+_REQUESTS = (Merge, MergeMany, StoreHint, Read, Forward, Scan, Sync, Observe)
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -111,7 +114,7 @@ def _body(msg: ReplicaMessage) -> list[Any]:
         return [[m.tier, m.key, m.state] for m in msg.items]
     if isinstance(msg, StoreHint):
         return [msg.target, msg.tier, msg.key, msg.state]
-    if isinstance(msg, Read):
+    if isinstance(msg, Read | Observe):
         return [msg.tier, msg.key]
     if isinstance(msg, Forward):
         return [msg.tier, msg.key, _op_wire(msg.op)]
@@ -233,9 +236,9 @@ def _message(klass: type[ReplicaMessage], f: list[Any]) -> ReplicaMessage:
     if klass is StoreHint:
         target, tier, key, state = _list(f, 4)
         return StoreHint(_str(target), _str(tier), _str(key), _bytes(state))
-    if klass is Read:
+    if klass is Read or klass is Observe:
         tier, key = _list(f, 2)
-        return Read(_str(tier), _str(key))
+        return klass(_str(tier), _str(key))
     if klass is Forward:
         tier, key, op = _list(f, 3)
         return Forward(_str(tier), _str(key), _op(op))

@@ -157,6 +157,16 @@ class WritePlan:
     quorum: int
 
 
+def observe_quorum(plan: WritePlan) -> int:
+    """How many owners' copies (the coordinator's own included) an update that acts on
+    what it has observed must join first, so that it sees every acknowledged write:
+    any W of N owners and any N - W + 1 share one. 0 for "1 + backup" tiers, which
+    acknowledge on one replica and so promise no more than best effort."""
+    if plan.mode is not WriteMode.SYNC:
+        return 0
+    return max(1, len(plan.owners) - plan.quorum + 1)
+
+
 def write_quorum(spec: TierSpec, cluster_size: int) -> int:
     """W for a tier in a cluster of ``cluster_size`` configured members (not live ones)."""
     return min(spec.write_quorum, cluster_size)

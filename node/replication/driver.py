@@ -91,6 +91,7 @@ from node.replication.messages import (
     Merge,
     MergeMany,
     MergeManyDone,
+    Observe,
     Read,
     ReadReply,
     Reply,
@@ -383,6 +384,7 @@ class Replication:
         if plan.mode is WriteMode.FORWARD:
             return await self._forward(tier, key, op, owners, live)
         captured: dict[str, CRDTBase | None] = {}
+        observed = await self._observe(tier, key, plan, live) if op.observes else None
         await self._writer_ready()
 
         def mutate(old: bytes | None) -> bytes:
@@ -392,6 +394,8 @@ class Replication:
             writer = self._writer
             assert writer is not None
             state = decode(old) if old is not None else None
+            if observed is not None:
+                state = coordinator.merge_states((state, observed))
             hlc = self._hlc.now(self._clock_ns())
             if isinstance(op, DocOp):
                 new, delta = apply_doc_op(state, op, writer, hlc)
@@ -420,6 +424,42 @@ class Replication:
         if isinstance(op, DocOp) and tier == "mesh":
             await self._update_mesh_index(key, captured["before"], state)
         return result
+
+    async def _observe(
+        self, tier: str, key: str, plan: coordinator.WritePlan, live: dict[str, str]
+    ) -> CRDTBase | None:
+        """The join of the other owners' copies of ``key``, read before an update that
+        acts on what it has observed (an OR-set remove): without it, an add that was
+        acknowledged while this node was down, wiped or not yet an owner would survive
+        an acknowledged remove. Asks every other owner at once, and as many stand-ins
+        (hint holders, in the order hints are placed) as there are owners, since a
+        write's quorum counts hints; fewer owners' answers than
+        :func:`~node.replication.coordinator.observe_quorum` fail the update before
+        anything is applied."""
+        others = [o for o in plan.owners if o != self.node_id]
+        stand_ins = coordinator.hint_candidates(
+            tier_spec(tier), key, live, plan.owners, self.node_id
+        )
+        stand_ins = [m for m in stand_ins if m != self.node_id][: len(plan.owners)]
+        asked = others + stand_ins
+        replies = await asyncio.gather(
+            *(self._try(m, live[m], Observe(tier, key), ReadReply) for m in asked)
+        )
+        states = [decode(r.state) for r in replies if r is not None and r.state is not None]
+        answered = int(self.node_id in plan.owners)
+        answered += sum(r is not None for m, r in zip(asked, replies, strict=True) if m in others)
+        need = coordinator.observe_quorum(plan)
+        if answered < need:
+            raise NoOwnerReachable(
+                f"{tier}/{key}: the update removes what it has seen, which needs the copies "
+                f"of {need} owners; {answered} of {', '.join(plan.owners)} answered"
+            )
+        return coordinator.merge_states([self._observed_here(tier, key), *states])
+
+    def _observed_here(self, tier: str, key: str) -> CRDTBase | None:
+        """This node's copy of ``tier/key`` joined with the hints it holds for it."""
+        hinted = (decode(h.value) for h in self.store.hints_about(tier, key))
+        return coordinator.merge_states([self.local_state(tier, key), *hinted])
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -781,6 +821,10 @@ class Replication:
             case Read(tier=tier, key=key):
                 _known_tier(tier)
                 return ReadReply(self.store.get(tier, key))
+            case Observe(tier=tier, key=key):
+                _known_tier(tier)
+                observed = self._observed_here(tier, key)
+                return ReadReply(encode(observed) if observed is not None else None)
             case Forward(tier=tier, key=key, op=op):
                 _known_tier(tier)
                 result = await self.update(tier, key, op, forwarded=True)

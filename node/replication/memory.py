@@ -116,6 +116,9 @@ class MemoryStore:
         hints = [h for _, h in sorted(self._hints.items()) if h.target == target]
         return hints[:limit] if limit else hints
 
+    def hints_about(self, tier: str, key: str) -> list[Hint]:
+        return [h for _, h in sorted(self._hints.items()) if (h.tier, h.key) == (tier, key)]
+
 
 def _check_name(name: str, value: object) -> None:
     if not isinstance(value, str):

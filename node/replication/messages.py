@@ -55,6 +55,7 @@ __all__ = [
     "Merge",
     "MergeMany",
     "MergeManyDone",
+    "Observe",
     "Read",
     "ReadReply",
     "ReplicaMessage",
@@ -107,6 +108,15 @@ class Read:
 
 
 @dataclass(frozen=True, slots=True)
+class Observe:
+    """The receiver's copy of ``tier/key`` joined with the hints it holds for that key:
+    everything it has acknowledged of the key, as owner or as a stand-in for one."""
+
+    tier: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
 class Forward:
     """Apply ``op`` to ``tier/key`` as an owner (the sender is not one)."""
 
@@ -137,7 +147,7 @@ class Sync:
     step: SyncMessage
 
 
-Request = Merge | MergeMany | StoreHint | Read | Forward | Scan | Sync
+Request = Merge | MergeMany | StoreHint | Read | Forward | Scan | Sync | Observe
 
 
 # --- replies ----------------------------------------------------------------------------
@@ -231,6 +241,7 @@ _REPLIES: dict[type[Request], type[Reply]] = {
     Forward: ForwardReply,
     Scan: ScanReply,
     Sync: SyncReply,
+    Observe: ReadReply,
 }
 
 

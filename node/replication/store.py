@@ -343,6 +343,8 @@ class ReplicaStore(Protocol):
 
     def hints_for(self, target: str, limit: int = 0) -> list[Hint]: ...
 
+    def hints_about(self, tier: str, key: str) -> list[Hint]: ...
+
     async def set_meta(self, name: str, value: bytes) -> None: ...
 
     def get_meta(self, name: str) -> bytes | None: ...
@@ -935,6 +937,21 @@ class TierStore:
             params = (target, limit)
         with self._reader("hints_for") as conn:
             rows = conn.execute(sql, params).fetchall()
+        return [
+            Hint(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), int(r[5])) for r in rows
+        ]
+
+    def hints_about(self, tier: str, key: str) -> list[Hint]:
+        """Hints held for ``tier/key`` (any target), oldest first. Scans the hints table:
+        it holds only what waits for a down owner, and only observing updates ask."""
+        _check_str("tier", tier)
+        _check_str("key", key)
+        sql = (
+            "SELECT id, target, tier, key, value, created_ns FROM hints "
+            "WHERE tier=? AND key=? ORDER BY id"
+        )
+        with self._reader("hints_about") as conn:
+            rows = conn.execute(sql, (tier, key)).fetchall()
         return [
             Hint(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), int(r[5])) for r in rows
         ]

@@ -31,6 +31,14 @@ class DocOp:
     kind: str
     args: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def observes(self) -> bool:
+        """Whether the update removes what its replica has observed (members of a
+        mesh, or the whole mesh); see :attr:`node.tiers.ops.Op.observes`."""
+        return self.kind == "mesh_delete" or (
+            self.kind == "mesh_members" and bool(self.args.get("remove"))
+        )
+
 
 def _mesh(state: CRDTBase | None) -> mesh_doc.MeshState | None:
     return mesh_doc.as_mesh_state(state)

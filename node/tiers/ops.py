@@ -101,6 +101,12 @@ class Op:
     field: str = ""
     remove: bool = False
 
+    @property
+    def observes(self) -> bool:
+        """Whether the update acts on what its replica has observed (an OR-set remove
+        takes away the adds it has seen), so it must first see every acknowledged one."""
+        return self.kind == "set_remove"
+
 
 _KIND_TYPE = {
     "counter_add": PNCounter,

@@ -122,6 +122,20 @@ def test_plan_write(
 
 
 @pytest.mark.parametrize(
+    ("mode", "owners", "quorum", "need"),
+    [
+        (c.WriteMode.SYNC, ("a", "b"), 2, 1),  # W = N: every acked write is on each owner
+        (c.WriteMode.SYNC, ("a", "b", "c"), 2, 2),  # any 2 of 3 meet any 2 of 3
+        (c.WriteMode.SYNC, ("a", "b", "c", "d", "e"), 3, 3),
+        (c.WriteMode.SYNC, ("a",), 2, 1),  # fewer owners live than W: at least our own
+        (c.WriteMode.BACKUP, ("a", "b"), 1, 0),  # "1 + backup": best effort
+    ],
+)
+def test_observe_quorum(mode: c.WriteMode, owners: tuple[str, ...], quorum: int, need: int) -> None:
+    assert c.observe_quorum(c.WritePlan(mode, owners, quorum)) == need
+
+
+@pytest.mark.parametrize(
     ("self_id", "owners", "durable", "acks", "down"),
     [
         ("a", ["a", "b"], {"b": True}, ["a", "b"], []),

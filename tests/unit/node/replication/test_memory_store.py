@@ -97,3 +97,18 @@ async def test_hints_come_oldest_first_per_target(store: ReplicaStore) -> None:
     assert [h.value for h in store.hints_for("n3")] == [b"h2"]
     assert store.hints_for("n9") == []
     assert await store.delete_hints([]) == 0
+
+
+async def test_hints_about_a_key_whatever_their_target(store: ReplicaStore) -> None:
+    first = await store.add_hint("n2", "population", "s/1", b"one")
+    await store.add_hint("n3", "population", "s/2", b"other key")
+    await store.add_hint("n3", "mesh", "s/1", b"other tier")
+    last = await store.add_hint("n3", "population", "s/1", b"two")
+    about = store.hints_about("population", "s/1")
+    assert [(h.id, h.target, h.value) for h in about] == [
+        (first, "n2", b"one"),
+        (last, "n3", b"two"),
+    ]
+    await store.delete_hints([first])
+    assert [h.value for h in store.hints_about("population", "s/1")] == [b"two"]
+    assert store.hints_about("agent", "s/1") == []

@@ -37,6 +37,7 @@ from node.replication.messages import (
     Merge,
     MergeMany,
     MergeManyDone,
+    Observe,
     Read,
     ReadReply,
     ReplicaMessage,
@@ -60,6 +61,7 @@ EXAMPLES: list[ReplicaMessage] = [
     MergeMany((Merge("population", "a/b", b"x"), Merge("mesh", "m-1", b""))),
     StoreHint("n2", "agent", "a-1", b"delta"),
     Read("mesh", "m-1"),
+    Observe("population", "worker_journal/w-7"),
     Forward("population", "job_event_log/j-1", Op("counter_add", amount=-5)),
     Forward("population", "k/1", Op("set_add", elements=("a", "b"))),
     Forward(
@@ -112,6 +114,7 @@ def test_tags_are_frozen() -> None:
         "Forward": 0x05,
         "Scan": 0x06,
         "Sync": 0x07,
+        "Observe": 0x08,
         "Done": 0x41,
         "MergeManyDone": 0x42,
         "ReadReply": 0x43,
