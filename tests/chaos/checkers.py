@@ -1,4 +1,4 @@
-"""End-of-run checkers besides linearizability: lost writes, counters, run summary.
+"""End-of-run checkers besides linearizability: lost writes, CRDTs, run summary.
 
 All pure functions over a recorded history plus what was read back after the final
 heal. See :mod:`tests.chaos.linearizability` for the register checker itself.
@@ -203,6 +203,82 @@ def check_counter_history(
     return check_counter(final, acked, maybe, max_bits=max_bits)
 
 
+# -- CRDT sets and logs -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionResult:
+    """The verdict on one OR-set or event log: every element or entry id must be
+    present or absent as its writer's outcomes say (each is written by one client)."""
+
+    key: str
+    verdict: Verdict
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is Verdict.OK
+
+
+def _collection_result(key: str, checked: int, problems: list[str]) -> CollectionResult:
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... {len(problems) - 5} more" * (len(problems) > 5))
+        return CollectionResult(key, Verdict.VIOLATION, f"{key}: {shown}")
+    return CollectionResult(key, Verdict.OK, f"{key}: {checked} elements as their outcomes say")
+
+
+def check_set_history(
+    history: History | Iterable[Op], key: str, final: Iterable[str]
+) -> CollectionResult:
+    """An OR-set's final elements against the ``sadd``/``srem`` ops on ``key``.
+
+    An element whose add was acknowledged is present unless its remove was acknowledged
+    (absent) or may have been applied (either); an add that failed (nothing applied)
+    leaves it absent; an unknown add leaves either; no element appears that was never
+    added. A client removes only elements whose add it saw acknowledged."""
+    adds: dict[str, str] = {}
+    removes: dict[str, str] = {}
+    for op in history:
+        if op.key == key and op.kind in ("sadd", "srem"):
+            (adds if op.kind == "sadd" else removes)[str(op.value)] = op.outcome
+    present = set(final)
+    problems = [f"{e!r} present but never added" for e in sorted(present - adds.keys())]
+    for element, added in sorted(adds.items()):
+        removed = removes.get(element)
+        if added == "fail" or (added == "ok" and removed == "ok"):
+            want: bool | None = False
+        elif added == "ok" and removed in (None, "fail"):
+            want = True
+        else:
+            want = None
+        if want is not None and (element in present) != want:
+            removal = "" if removed is None else f", remove {removed}"
+            problems.append(
+                f"{element!r} {'missing' if want else 'present'} (add {added}{removal})"
+            )
+    return _collection_result(key, len(adds), problems)
+
+
+def check_log_history(
+    history: History | Iterable[Op], key: str, final: Iterable[str]
+) -> CollectionResult:
+    """An event log's final entry ids against the ``lappend`` ops on ``key``: every
+    acknowledged append present, no failed one, none twice, none from nowhere."""
+    appends = {
+        str(op.value): op.outcome for op in history if op.key == key and op.kind == "lappend"
+    }
+    ids = list(final)
+    counts = Counter(ids)
+    problems = [f"{e!r} {n} times" for e, n in sorted(counts.items()) if n > 1]
+    problems += [f"{e!r} present but never appended" for e in sorted(counts.keys() - appends)]
+    for entry, outcome in sorted(appends.items()):
+        if outcome == "ok" and entry not in counts:
+            problems.append(f"{entry!r} missing (acknowledged)")
+        elif outcome == "fail" and entry in counts:
+            problems.append(f"{entry!r} present (its append failed: nothing applied)")
+    return _collection_result(key, len(appends), problems)
+
+
 # -- run summary -------------------------------------------------------------------
 
 
@@ -217,7 +293,7 @@ class RunSummary:
     violations: int
     unknown_keys: int
     lost_writes: int
-    counter_violations: int
+    crdt_violations: int  # counters, OR-sets and event logs
     details: tuple[str, ...] = field(default=())
 
     @property
@@ -227,7 +303,7 @@ class RunSummary:
             self.linearizability in (None, Verdict.OK)
             and self.violations == 0
             and self.lost_writes == 0
-            and self.counter_violations == 0
+            and self.crdt_violations == 0
         )
 
     def format(self) -> str:
@@ -236,7 +312,7 @@ class RunSummary:
         head = (
             f"ops={self.ops} ({outcomes}) linearizable={lin} violations={self.violations} "
             f"unknown_keys={self.unknown_keys} lost_writes={self.lost_writes} "
-            f"counter_violations={self.counter_violations}"
+            f"crdt_violations={self.crdt_violations}"
         )
         return "\n".join((head, *self.details))
 
@@ -247,16 +323,19 @@ def summarise(
     linearizability: LinearizabilityResult | None = None,
     lost_writes: LostWriteResult | None = None,
     counters: Iterable[CounterResult] = (),
+    collections: Iterable[CollectionResult] = (),
 ) -> RunSummary:
     """Count ops by outcome and kind and fold in whichever checker results exist."""
     ops = list(history)
     counter_results = list(counters)
+    collection_results = list(collections)
     details: list[str] = []
     if linearizability is not None and not linearizability.ok:
         details.append(linearizability.explain())
     if lost_writes is not None and not lost_writes.ok:
         details.append(lost_writes.explain())
     details += [f"counter: {c.detail}" for c in counter_results if not c.ok]
+    details += [f"collection: {c.detail}" for c in collection_results if not c.ok]
     lost = 0 if lost_writes is None else len(lost_writes.lost) + len(lost_writes.unexplained)
     return RunSummary(
         ops=len(ops),
@@ -266,6 +345,8 @@ def summarise(
         violations=0 if linearizability is None else len(linearizability.violations),
         unknown_keys=0 if linearizability is None else len(linearizability.unknown_keys),
         lost_writes=lost,
-        counter_violations=sum(c.verdict is Verdict.VIOLATION for c in counter_results),
+        crdt_violations=sum(
+            c.verdict is Verdict.VIOLATION for c in [*counter_results, *collection_results]
+        ),
         details=tuple(details),
     )

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO, get_args
 
-OpKind = Literal["read", "write", "cas", "add"]
+OpKind = Literal["read", "write", "cas", "add", "sadd", "srem", "lappend"]
 """``read``/``write``/``cas`` act on a register key; ``add`` is a counter increment
 (``value`` = delta) for the CRDT tiers and is only understood by the counter check."""
 
@@ -64,6 +64,9 @@ class Op:
     write   the value written             unused (None)
     cas     the new value                 the value compared against
     add     the delta (int)               unused (None)
+    sadd    the element added (OR-set)    unused (None)
+    srem    the element removed           unused (None)
+    lappend the entry id appended (log)   unused (None)
     ======  ===========================  ===============
 
     ``complete_ns`` is required for ``ok`` and ``fail``; for ``unknown`` it may hold
@@ -91,6 +94,8 @@ class Op:
                 raise ValueError("complete_ns is before invoke_ns")
         if self.kind == "add" and (not isinstance(self.value, int) or isinstance(self.value, bool)):
             raise ValueError("add needs an int delta as value")
+        if self.kind in ("sadd", "srem", "lappend") and not isinstance(self.value, str):
+            raise ValueError(f"{self.kind} needs the element or entry id (a str) as value")
 
     @property
     def end_ns(self) -> float:

@@ -40,14 +40,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from node.client.errors import TadpoleError
 from tests.chaos import netns
 from tests.chaos.checkers import (
+    CollectionResult,
     CounterResult,
     RunSummary,
     check_counter_history,
+    check_log_history,
     check_lost_writes,
+    check_set_history,
     summarise,
     with_final_reads,
 )
@@ -58,7 +62,7 @@ from tests.chaos.nemesis import FAULTS, Event, Nemesis, unavailable_faults
 from tests.chaos.workload import (
     Workload,
     WorkloadConfig,
-    counter_totals,
+    converged_values,
     read_back,
     replica_values,
 )
@@ -266,7 +270,7 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
     errors: list[str] = []
     divergence: list[str] = []
     final: dict[str, Value] = {}
-    totals: dict[str, int] = {}
+    crdt_final: dict[str, Any] = {}  # population key -> its value after the heal
     workload = Workload(
         list(cluster.addresses.values()) if net is None else [], history, config.workload,
         seed=rng.getrandbits(32),
@@ -291,9 +295,10 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
         keys = sorted(workload.keys_used)
         final = asyncio.run(read_back(list(cluster.addresses.values()), keys))
         divergence = asyncio.run(_converge(cluster, keys, final))
-        if workload.config.counter_clients:
-            totals, split = asyncio.run(
-                counter_totals(list(cluster.addresses.values()), workload.counter_keys())
+        crdt_keys = [*workload.counter_keys(), *workload.set_keys(), *workload.log_keys()]
+        if crdt_keys:
+            crdt_final, split = asyncio.run(
+                converged_values(list(cluster.addresses.values()), crdt_keys)
             )
             divergence += split
     except Exception as exc:  # the run failed; report it as such and go on with the next
@@ -310,10 +315,14 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
             register = History(_register_ops(history))
             lin = check_linearizable(with_final_reads(register, final)) if final else None
             lost = check_lost_writes(register, final) if final else None
-            counters: list[CounterResult] = [
-                check_counter_history(history, key, total) for key, total in totals.items()
-            ]
-            summary = summarise(history, linearizability=lin, lost_writes=lost, counters=counters)
+            counters, collections = _check_crdts(history, workload, crdt_final)
+            summary = summarise(
+                history,
+                linearizability=lin,
+                lost_writes=lost,
+                counters=counters,
+                collections=collections,
+            )
             result = RunResult(
                 config, summary, events, skipped, errors, divergence,
                 failover_times(history, events), net is not None,
@@ -331,8 +340,32 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
 
 
 def _register_ops(history: History) -> list[Op]:
-    """The register (read/write/cas) part of a history; counter adds are checked apart."""
-    return [op for op in history if op.kind != "add"]
+    """The register (read/write/cas) part of a history; CRDT updates are checked apart."""
+    return [op for op in history if op.kind in ("read", "write", "cas")]
+
+
+def _check_crdts(
+    history: History, workload: Workload, final: dict[str, Any]
+) -> tuple[list[CounterResult], list[CollectionResult]]:
+    """Check the counters, sets and logs whose converged values were read back."""
+    counters = [
+        check_counter_history(history, key, int(final[key] or 0))
+        for key in workload.counter_keys()
+        if key in final
+    ]
+    collections = [
+        check_set_history(history, key, final[key] or [])
+        for key in workload.set_keys()
+        if key in final
+    ]
+    collections += [
+        check_log_history(
+            history, key, [e["entry_id"] for e in (final[key] or {}).get("entries", [])]
+        )
+        for key in workload.log_keys()
+        if key in final
+    ]
+    return counters, collections
 
 
 def _save(
@@ -383,7 +416,7 @@ def table(results: Sequence[RunResult]) -> str:
         rows.setdefault(",".join(r.config.faults) or "none", []).append(r)
     head = (
         f"{'fault':<26} {'runs':>4} {'faults':>6} {'ops':>7} {'ok':>6} {'fail':>6} "
-        f"{'unknown':>7} {'violations':>10} {'lost':>5} {'counter':>7} {'diverged':>8} "
+        f"{'unknown':>7} {'violations':>10} {'lost':>5} {'crdt':>7} {'diverged':>8} "
         f"{'max_gap':>7}  seeds / notes"
     )
     lines = [head, "-" * len(head)]
@@ -403,7 +436,7 @@ def table(results: Sequence[RunResult]) -> str:
             f"{sum(r.summary.ops for r in rs):>7} {outcomes['ok']:>6} {outcomes['fail']:>6} "
             f"{outcomes['unknown']:>7} {sum(r.summary.violations for r in rs):>10} "
             f"{sum(r.summary.lost_writes for r in rs):>5} "
-            f"{sum(r.summary.counter_violations for r in rs):>7} "
+            f"{sum(r.summary.crdt_violations for r in rs):>7} "
             f"{sum(len(r.divergence) for r in rs):>8} "
             f"{max(r.longest_gap_s for r in rs):>6.2f}s  {notes}"
         )

@@ -32,6 +32,15 @@ small deltas to a few ``job_resource_ledger/chaos-<n>`` keys. ``ReplicationIncom
 replica. After the final heal every node must answer the same total with
 consistency=all, equal to the acknowledged adds plus some subset of the unknown ones.
 
+**Sets and logs** (``set_clients``, ``log_clients``, population tier, W = 2): a set
+client adds elements of its own (``s<client>-<seq>``) to a few
+``worker_journal/chaos-set-<n>`` OR-sets and now and then removes one it saw added;
+a log client appends entries with ids of its own to ``job_event_log/chaos-log-<n>``.
+Each element and entry id is written by one client only, so after the final heal its
+presence is decided by that client's outcomes alone (``checkers.check_set_history``,
+``check_log_history``), and every node must answer the same state with
+consistency=all.
+
 Everything else a write can end with -- ``OutcomeUnknown`` (ABORTED, lost in flight,
 server-cancelled), ``WriteTimeout``/``Timeout``, ``ServerError``, anything
 unexpected -- is ``unknown``. A cas answered "compare failed" is ``fail``. Reads that
@@ -48,14 +57,16 @@ broken reads exist only in this workload, and no production code has a switch fo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from node.client import AsyncClient, RetryPolicy
 from node.client.errors import InvalidArgument, TadpoleError, Timeout, Unavailable
-from tests.chaos.history import History, Outcome, Value
+from tests.chaos.history import History, Outcome, Pending, Value
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +92,10 @@ class WorkloadConfig:
     # Extra clients adding to CRDT counters (population tier), and how many keys.
     counter_clients: int = 2
     counter_keys: int = 2
+    # Extra clients on OR-sets and event logs (population tier), and keys of each.
+    set_clients: int = 1
+    log_clients: int = 1
+    collection_keys: int = 2
     # Broken on purpose: reads go out serializable but are checked as linearizable
     # (see the module docstring). Only for showing that the checker catches it.
     stale_reads: bool = False
@@ -137,13 +152,76 @@ class Workload:
     async def run(self, stop: asyncio.Event) -> None:
         """Run every client until ``stop`` is set; each finishes its current op."""
         cfg = self.config
+        first_set = cfg.clients + cfg.counter_clients
+        first_log = first_set + cfg.set_clients
         await asyncio.gather(
             *(self._run_client(i, stop) for i in range(cfg.clients)),
             *(self._run_counter(cfg.clients + j, stop) for j in range(cfg.counter_clients)),
+            *(self._run_set(first_set + j, stop) for j in range(cfg.set_clients)),
+            *(self._run_log(first_log + j, stop) for j in range(cfg.log_clients)),
         )
 
     def counter_keys(self) -> list[str]:
+        if not self.config.counter_clients:
+            return []
         return [f"job_resource_ledger/chaos-{n}" for n in range(self.config.counter_keys)]
+
+    def set_keys(self) -> list[str]:
+        if not self.config.set_clients:
+            return []
+        return [f"worker_journal/chaos-set-{n}" for n in range(self.config.collection_keys)]
+
+    def log_keys(self) -> list[str]:
+        if not self.config.log_clients:
+            return []
+        return [f"job_event_log/chaos-log-{n}" for n in range(self.config.collection_keys)]
+
+    async def _run_set(self, i: int, stop: asyncio.Event) -> None:
+        """Add fresh elements; remove, now and then, one whose add was acknowledged."""
+        rng = random.Random(self.seed * 7919 + i)
+        client, _single = self._client(i)
+        keys, added, seq = self.set_keys(), list[tuple[str, str]](), 0
+        try:
+            while not stop.is_set():
+                if added and rng.random() < 0.25:
+                    key, element = added.pop(rng.randrange(len(added)))
+                    p = self.history.invoke(i, "srem", key, value=element)
+                    call = client.set_remove(COUNTER_TIER, key, element)
+                else:
+                    seq += 1
+                    key, element = rng.choice(keys), f"s{i}-{seq}"
+                    p = self.history.invoke(i, "sadd", key, value=element)
+                    call = client.set_add(COUNTER_TIER, key, element)
+                if await self._complete(p, call, rng) and p.kind == "sadd":
+                    added.append((key, element))
+        finally:
+            await client.close()
+
+    async def _run_log(self, i: int, stop: asyncio.Event) -> None:
+        """Append entries with ids of this client's own."""
+        rng = random.Random(self.seed * 6271 + i)
+        client, _single = self._client(i)
+        keys, seq = self.log_keys(), 0
+        try:
+            while not stop.is_set():
+                seq += 1
+                key, entry = rng.choice(keys), f"l{i}-{seq}"
+                p = self.history.invoke(i, "lappend", key, value=entry)
+                call = client.log_append(COUNTER_TIER, key, {"seq": seq}, entry)
+                await self._complete(p, call, rng)
+        finally:
+            await client.close()
+
+    async def _complete(self, p: Pending, call: Awaitable[object], rng: random.Random) -> bool:
+        """Await one CRDT update and record its outcome; whether it was acknowledged."""
+        try:
+            await call
+        except Exception as exc:
+            self.history.complete(p, classify_write_error(exc))
+            await asyncio.sleep(self.config.fail_pause_s * (1 + rng.random()))
+            return False
+        self.history.complete(p, "ok")
+        return True
 
     async def _run_counter(self, i: int, stop: asyncio.Event) -> None:
         """Add small deltas (mostly positive) to the counter keys until ``stop``."""
@@ -284,12 +362,12 @@ async def replica_values(endpoint: str, keys: Sequence[str]) -> dict[str, Value]
     return out
 
 
-async def counter_totals(
+async def converged_values(
     endpoints: Sequence[str], keys: Sequence[str], *, timeout_s: float = 60.0
-) -> tuple[dict[str, int], list[str]]:
-    """Each counter's total as every node answers it with consistency=all, once all
-    nodes agree (hand-off and anti-entropy may need a few rounds after the heal).
-    Returns (totals, disagreements left at the deadline)."""
+) -> tuple[dict[str, Any], list[str]]:
+    """Each population key's value (its JSON form; None if absent) as every node answers
+    it with consistency=all, once all nodes agree (hand-off and anti-entropy may need a
+    few rounds after the heal). Returns (values, disagreements left at the deadline)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     clients = [
@@ -298,23 +376,22 @@ async def counter_totals(
     ]
     try:
         while True:
-            answers: dict[str, list[int | None]] = {k: [] for k in keys}
+            answers: dict[str, list[str | None]] = {k: [] for k in keys}  # canonical JSON
             for client in clients:
                 for key in keys:
                     try:
                         got = await client.tier_read(COUNTER_TIER, key, consistency="all")
-                        value = got.value.value if got.value is not None else 0
-                        answers[key].append(int(value))
+                        value = got.value.value if got.value is not None else None
+                        answers[key].append(json.dumps(value, sort_keys=True))
                     except TadpoleError:
                         answers[key].append(None)
             split = {k: v for k, v in answers.items() if len(set(v)) != 1 or None in v}
-            if not split:
-                return {k: int(v[0] or 0) for k, v in answers.items()}, []
-            if loop.time() > deadline:
-                totals = {
-                    k: max((x for x in v if x is not None), default=0) for k, v in answers.items()
+            if not split or loop.time() > deadline:
+                values = {
+                    k: json.loads(next((x for x in v if x is not None), "null"))
+                    for k, v in answers.items()
                 }
-                return totals, [f"counter {k}: nodes answer {v}" for k, v in split.items()]
+                return values, [f"{k}: nodes answer {v}" for k, v in split.items()]
             await asyncio.sleep(1.0)
     finally:
         for client in clients:

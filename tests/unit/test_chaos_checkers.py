@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from tests.chaos.checkers import (
     check_counter,
     check_counter_history,
+    check_log_history,
     check_lost_writes,
+    check_set_history,
     summarise,
     with_final_reads,
 )
@@ -500,6 +502,75 @@ def test_counter_from_history() -> None:
 # -- history container and summary ---------------------------------------------------
 
 
+def _crdt(p: int, kind: str, element: str, o: Outcome, key: str = "s") -> Op:
+    end = None if o == "unknown" else 1
+    return Op(process=p, kind=kind, key=key, value=element, invoke_ns=0, complete_ns=end, outcome=o)  # type: ignore[arg-type]
+
+
+SET_HISTORY = [
+    _crdt(1, "sadd", "kept", "ok"),
+    _crdt(1, "sadd", "removed", "ok"),
+    _crdt(1, "srem", "removed", "ok"),
+    _crdt(1, "sadd", "remove-failed", "ok"),
+    _crdt(1, "srem", "remove-failed", "fail"),
+    _crdt(1, "sadd", "remove-unknown", "ok"),
+    _crdt(1, "srem", "remove-unknown", "unknown"),
+    _crdt(1, "sadd", "add-failed", "fail"),
+    _crdt(1, "sadd", "add-unknown", "unknown"),
+    _crdt(1, "sadd", "other key", "ok", key="t"),
+]
+
+
+@pytest.mark.parametrize(
+    ("final", "problem"),
+    [
+        ({"kept", "remove-failed"}, None),
+        ({"kept", "remove-failed", "remove-unknown", "add-unknown"}, None),
+        ({"remove-failed"}, "'kept' missing (add ok)"),
+        ({"kept", "remove-failed", "removed"}, "'removed' present (add ok, remove ok)"),
+        ({"kept"}, "'remove-failed' missing (add ok, remove fail)"),
+        ({"kept", "remove-failed", "add-failed"}, "'add-failed' present (add fail)"),
+        ({"kept", "remove-failed", "zzz"}, "'zzz' present but never added"),
+        ({"kept", "remove-failed", "other key"}, "'other key' present but never added"),
+    ],
+)
+def test_set_history(final: set[str], problem: str | None) -> None:
+    result = check_set_history(SET_HISTORY, "s", final)
+    assert result.ok == (problem is None)
+    if problem is not None:
+        assert problem in result.detail
+
+
+LOG_HISTORY = [
+    _crdt(1, "lappend", "a", "ok", key="l"),
+    _crdt(1, "lappend", "b", "fail", key="l"),
+    _crdt(1, "lappend", "c", "unknown", key="l"),
+]
+
+
+@pytest.mark.parametrize(
+    ("final", "problem"),
+    [
+        (["a"], None),
+        (["c", "a"], None),
+        ([], "'a' missing (acknowledged)"),
+        (["a", "b"], "'b' present (its append failed"),
+        (["a", "a"], "'a' 2 times"),
+        (["a", "x"], "'x' present but never appended"),
+    ],
+)
+def test_log_history(final: list[str], problem: str | None) -> None:
+    result = check_log_history(LOG_HISTORY, "l", final)
+    assert result.ok == (problem is None)
+    if problem is not None:
+        assert problem in result.detail
+
+
+def test_collection_ops_need_a_str_value() -> None:
+    with pytest.raises(ValueError, match="sadd needs"):
+        _crdt(1, "sadd", 3, "ok")  # type: ignore[arg-type]
+
+
 def test_jsonl_round_trip(tmp_path: Path) -> None:
     ops = [*LINEARIZABLE["unknown cas that took effect"], A("c7", -2, 3, 4), R(1, "x", 5, 9)]
     history = History(ops)
@@ -549,13 +620,17 @@ def test_summary_counts_and_explains() -> None:
     lin = check_linearizable(ops)
     lost = check_lost_writes(ops, {"k": 2})
     counter = check_counter(3, [1], [1])
-    summary = summarise(ops, linearizability=lin, lost_writes=lost, counters=[counter])
+    collection = check_log_history(LOG_HISTORY, "l", [])
+    summary = summarise(
+        ops, linearizability=lin, lost_writes=lost, counters=[counter], collections=[collection]
+    )
     assert summary.ops == 4
     assert summary.by_outcome == {"ok": 3, "unknown": 1}
     assert summary.violations == 1 and summary.lost_writes == 0
-    assert summary.counter_violations == 1
+    assert summary.crdt_violations == 2
     assert not summary.clean
     text = summary.format()
     assert "violations=1" in text and "cannot linearize" in text
+    assert "collection: l: 'a' missing" in text
     good = LINEARIZABLE["sequential"]
     assert summarise(good, linearizability=check_linearizable(good)).clean
