@@ -7,7 +7,7 @@ heal. See :mod:`tests.chaos.linearizability` for the register checker itself.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tests.chaos.history import History, Op, Value
@@ -279,6 +279,53 @@ def check_log_history(
     return _collection_result(key, len(appends), problems)
 
 
+# -- causal sessions ---------------------------------------------------------------
+
+
+def check_sessions(history: History | Iterable[Op]) -> list[str]:
+    """Session guarantees of agent documents, per client (a client is one session: it
+    carries the causal token of everything it wrote and read to every node it asks).
+
+    Each session writes ``dpatch`` sequence numbers 1, 2, 3 ... to its own document and
+    reads them back with ``dread``, one op at a time. A read that succeeded must return
+    at least the newest of the session's acknowledged writes completed before it
+    (read your writes), at least what the session read before (monotonic reads), and
+    a number the session wrote, not one whose write failed (nothing applied); and the
+    document must exist once its create was acknowledged (read as -1).
+    Returns the violations, described."""
+    problems: list[str] = []
+    by_session: dict[tuple[int | str, str], list[Op]] = {}
+    for op in history:
+        if op.kind in ("dpatch", "dread"):
+            by_session.setdefault((op.process, op.key), []).append(op)
+    for (process, key), ops in sorted(by_session.items(), key=lambda kv: str(kv[0])):
+        acked = last_read = 0
+        written: set[int] = {0}  # 0: the document as created
+        failed: set[int] = set()
+        for op in sorted(ops, key=lambda o: o.invoke_ns):
+            if op.kind == "dpatch":
+                assert isinstance(op.value, int)
+                (failed if op.outcome == "fail" else written).add(op.value)
+                if op.outcome == "ok":
+                    acked = max(acked, op.value)
+                continue
+            if op.outcome != "ok":
+                continue
+            seen = op.value if isinstance(op.value, int) else -1
+            where = f"p{process} {key} read {seen} at {op.invoke_ns}"
+            if seen < 0:  # the workload's mark for "absent" once a create was acknowledged
+                problems.append(f"{where}: the document absent after its create was acknowledged")
+                continue
+            if seen < acked:
+                problems.append(f"{where}: after its write of {acked} was acknowledged")
+            elif seen < last_read:
+                problems.append(f"{where}: after reading {last_read}")
+            if seen in failed or seen not in written:
+                problems.append(f"{where}: a number whose write failed or never happened")
+            last_read = max(last_read, seen)
+    return problems
+
+
 # -- run summary -------------------------------------------------------------------
 
 
@@ -293,7 +340,7 @@ class RunSummary:
     violations: int
     unknown_keys: int
     lost_writes: int
-    crdt_violations: int  # counters, OR-sets and event logs
+    crdt_violations: int  # counters, OR-sets, event logs and causal sessions
     details: tuple[str, ...] = field(default=())
 
     @property
@@ -324,6 +371,7 @@ def summarise(
     lost_writes: LostWriteResult | None = None,
     counters: Iterable[CounterResult] = (),
     collections: Iterable[CollectionResult] = (),
+    sessions: Sequence[str] = (),
 ) -> RunSummary:
     """Count ops by outcome and kind and fold in whichever checker results exist."""
     ops = list(history)
@@ -336,6 +384,7 @@ def summarise(
         details.append(lost_writes.explain())
     details += [f"counter: {c.detail}" for c in counter_results if not c.ok]
     details += [f"collection: {c.detail}" for c in collection_results if not c.ok]
+    details += [f"session: {p}" for p in sessions[:10]]
     lost = 0 if lost_writes is None else len(lost_writes.lost) + len(lost_writes.unexplained)
     return RunSummary(
         ops=len(ops),
@@ -345,8 +394,7 @@ def summarise(
         violations=0 if linearizability is None else len(linearizability.violations),
         unknown_keys=0 if linearizability is None else len(linearizability.unknown_keys),
         lost_writes=lost,
-        crdt_violations=sum(
-            c.verdict is Verdict.VIOLATION for c in [*counter_results, *collection_results]
-        ),
+        crdt_violations=len(sessions)
+        + sum(c.verdict is Verdict.VIOLATION for c in [*counter_results, *collection_results]),
         details=tuple(details),
     )

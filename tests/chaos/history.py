@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO, get_args
 
-OpKind = Literal["read", "write", "cas", "add", "sadd", "srem", "lappend"]
+OpKind = Literal["read", "write", "cas", "add", "sadd", "srem", "lappend", "dpatch", "dread"]
 """``read``/``write``/``cas`` act on a register key; ``add`` is a counter increment
 (``value`` = delta) for the CRDT tiers and is only understood by the counter check."""
 
@@ -67,6 +67,10 @@ class Op:
     sadd    the element added (OR-set)    unused (None)
     srem    the element removed           unused (None)
     lappend the entry id appended (log)   unused (None)
+    dpatch  the sequence number written   unused (None)
+            (agent document, causal)
+    dread   the sequence number read      unused (None)
+            (ok only)
     ======  ===========================  ===============
 
     ``complete_ns`` is required for ``ok`` and ``fail``; for ``unknown`` it may hold
@@ -94,6 +98,8 @@ class Op:
                 raise ValueError("complete_ns is before invoke_ns")
         if self.kind == "add" and (not isinstance(self.value, int) or isinstance(self.value, bool)):
             raise ValueError("add needs an int delta as value")
+        if self.kind == "dpatch" and not isinstance(self.value, int):
+            raise ValueError("dpatch needs the sequence number (an int) as value")
         if self.kind in ("sadd", "srem", "lappend") and not isinstance(self.value, str):
             raise ValueError(f"{self.kind} needs the element or entry id (a str) as value")
 
@@ -219,7 +225,7 @@ class History:
                 process=pending.process,
                 kind=pending.kind,
                 key=pending.key,
-                value=result if pending.kind == "read" else pending.value,
+                value=result if pending.kind in ("read", "dread") else pending.value,
                 expected=pending.expected,
                 invoke_ns=pending.invoke_ns,
                 complete_ns=self._clock(),

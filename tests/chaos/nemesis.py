@@ -79,6 +79,7 @@ class Event:
     detail: str = ""
     # Measurements, when the fault yields one (seconds).
     failover_s: float | None = None  # filled in later from the history (kill-leader)
+    first_ok_s: float | None = None  # likewise, every fault: start -> first ack write
     heal_s: float | None = None
     catchup_s: float | None = None
     healthy_again_s: float | None = None  # end of fault -> cluster healthy

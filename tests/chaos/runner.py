@@ -51,6 +51,7 @@ from tests.chaos.checkers import (
     check_counter_history,
     check_log_history,
     check_lost_writes,
+    check_sessions,
     check_set_history,
     summarise,
     with_final_reads,
@@ -143,7 +144,8 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def failover_times(history: History, events: Sequence[Event]) -> list[float]:
     """Per kill-leader event: seconds from the kill to the first acknowledged write
-    invoked after it (an upper bound by at most one write's latency)."""
+    invoked after it (an upper bound by at most one write's latency). Sets every
+    event's ``first_ok_s``, the same measure for any fault (time to first success)."""
     acks = sorted(
         (op.invoke_ns, op.complete_ns)
         for op in history
@@ -151,11 +153,12 @@ def failover_times(history: History, events: Sequence[Event]) -> list[float]:
     )
     out: list[float] = []
     for ev in events:
-        if ev.fault != "kill-leader":
-            continue
         after = [c for i, c in acks if i >= ev.start_ns]
-        if after:
-            ev.failover_s = (min(after) - ev.start_ns) / 1e9
+        if not after:
+            continue
+        ev.first_ok_s = (min(after) - ev.start_ns) / 1e9
+        if ev.fault == "kill-leader":
+            ev.failover_s = ev.first_ok_s
             out.append(ev.failover_s)
     return out
 
@@ -322,6 +325,7 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
                 lost_writes=lost,
                 counters=counters,
                 collections=collections,
+                sessions=check_sessions(history),
             )
             result = RunResult(
                 config, summary, events, skipped, errors, divergence,
@@ -398,8 +402,10 @@ def _report(r: RunResult, say: object) -> None:
         f"faults injected={len(r.events)}")  # fmt: skip
     out("   " + _describe(r).replace("\n", "\n   "))
     for ev in r.events:
-        if ev.detail:
-            out(f"   fault {ev.fault} on {ev.node}: {ev.detail.lstrip('; ')}")
+        first = "" if ev.first_ok_s is None else f"first ack write after {ev.first_ok_s:.2f} s"
+        said = "; ".join(x for x in (ev.detail.lstrip("; "), first) if x)
+        if said:
+            out(f"   fault {ev.fault} on {ev.node}: {said}")
     if r.failover_s:
         out(f"   failover: n={len(r.failover_s)} p50={percentile(r.failover_s, 50):.3f}s "
             f"p99={percentile(r.failover_s, 99):.3f}s")  # fmt: skip
@@ -417,7 +423,7 @@ def table(results: Sequence[RunResult]) -> str:
     head = (
         f"{'fault':<26} {'runs':>4} {'faults':>6} {'ops':>7} {'ok':>6} {'fail':>6} "
         f"{'unknown':>7} {'violations':>10} {'lost':>5} {'crdt':>7} {'diverged':>8} "
-        f"{'max_gap':>7}  seeds / notes"
+        f"{'max_gap':>7} {'first_ok':>8}  seeds / notes"
     )
     lines = [head, "-" * len(head)]
     for name, rs in rows.items():
@@ -428,6 +434,7 @@ def table(results: Sequence[RunResult]) -> str:
         skipped = {s for r in rs for s in r.skipped}
         if skipped:
             notes += f" (skipped: {', '.join(sorted(skipped))})"
+        first_ok = [e.first_ok_s for r in rs for e in r.events if e.first_ok_s is not None]
         bad = [r for r in rs if not r.clean]
         if bad:
             notes += f" FAILED: {' '.join(str(r.config.seed) for r in bad)}"
@@ -438,7 +445,8 @@ def table(results: Sequence[RunResult]) -> str:
             f"{sum(r.summary.lost_writes for r in rs):>5} "
             f"{sum(r.summary.crdt_violations for r in rs):>7} "
             f"{sum(len(r.divergence) for r in rs):>8} "
-            f"{max(r.longest_gap_s for r in rs):>6.2f}s  {notes}"
+            f"{max(r.longest_gap_s for r in rs):>6.2f}s "
+            f"{f'{max(first_ok):.2f}s' if first_ok else '-':>8}  {notes}"
         )
     failover = [x for r in results for x in r.failover_s]
     heal = [x for r in results for x in r.heal_s]

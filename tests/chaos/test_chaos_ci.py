@@ -147,6 +147,11 @@ def test_failover_is_kill_to_first_ack_invoked_after_it() -> None:
     ops = [op("write", 50, 150), op("write", 120, 400), op("read", 110, 130)]
     events = [Event("kill-leader", "n1", 100), Event("pause", "n2", 100)]
     assert failover_times(History(ops), events) == [300 / 1e9]
+    # Time to first success, for every fault: the read does not count.
+    assert [e.first_ok_s for e in events] == [300 / 1e9, 300 / 1e9]
+    late = Event("kill-follower", "n3", 500)
+    failover_times(History(ops), [late])
+    assert late.first_ok_s is None  # nothing acknowledged after it
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
 

@@ -41,6 +41,12 @@ presence is decided by that client's outcomes alone (``checkers.check_set_histor
 ``check_log_history``), and every node must answer the same state with
 consistency=all.
 
+**Causal sessions** (``session_clients``, agent tier, "1 + backup"): a session creates
+an agent document of its own, then patches sequence numbers 1, 2, 3 ... into it and
+reads it back, every op on a random node, always carrying the join of the causal
+tokens it was given. ``checkers.check_sessions`` requires read-your-writes and
+monotonic reads; a node must wait or refuse rather than answer older state.
+
 Everything else a write can end with -- ``OutcomeUnknown`` (ABORTED, lost in flight,
 server-cancelled), ``WriteTimeout``/``Timeout``, ``ServerError``, anything
 unexpected -- is ``unknown``. A cas answered "compare failed" is ``fail``. Reads that
@@ -60,12 +66,19 @@ import asyncio
 import json
 import logging
 import random
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from node.client import AsyncClient, RetryPolicy
-from node.client.errors import InvalidArgument, TadpoleError, Timeout, Unavailable
+from node.client.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    TadpoleError,
+    Timeout,
+    Unavailable,
+)
 from tests.chaos.history import History, Outcome, Pending, Value
 
 log = logging.getLogger(__name__)
@@ -96,9 +109,26 @@ class WorkloadConfig:
     set_clients: int = 1
     log_clients: int = 1
     collection_keys: int = 2
+    # Causal sessions on agent documents (agent tier): one document each.
+    session_clients: int = 1
     # Broken on purpose: reads go out serializable but are checked as linearizable
     # (see the module docstring). Only for showing that the checker catches it.
     stale_reads: bool = False
+
+
+def _agent(agent_id: str) -> dict[str, Any]:
+    """A valid agent document (spec ``agent_data_model``)."""
+    return {
+        "identity": {
+            "agent_id": agent_id,
+            "public_key": "cd" * 32,
+            "generation": 1,
+            "creation_timestamp": 1_790_000_000_000_000_000,
+        },
+        "performance_state": {"current_metrics": {}, "rubric_scores": []},
+        "knowledge_state": {"capability_vector": [0.0] * 256},
+        "relationship_state": {"mesh_memberships": [], "trust_scores": {}},
+    }
 
 
 def classify_write_error(exc: BaseException) -> Outcome:
@@ -154,11 +184,13 @@ class Workload:
         cfg = self.config
         first_set = cfg.clients + cfg.counter_clients
         first_log = first_set + cfg.set_clients
+        first_session = first_log + cfg.log_clients
         await asyncio.gather(
             *(self._run_client(i, stop) for i in range(cfg.clients)),
             *(self._run_counter(cfg.clients + j, stop) for j in range(cfg.counter_clients)),
             *(self._run_set(first_set + j, stop) for j in range(cfg.set_clients)),
             *(self._run_log(first_log + j, stop) for j in range(cfg.log_clients)),
+            *(self._run_session(first_session + j, stop) for j in range(cfg.session_clients)),
         )
 
     def counter_keys(self) -> list[str]:
@@ -211,6 +243,65 @@ class Workload:
                 await self._complete(p, call, rng)
         finally:
             await client.close()
+
+    async def _run_session(self, i: int, stop: asyncio.Event) -> None:
+        """One causal session on an agent document of its own: patch sequence numbers
+        1, 2, 3 ... into it and read it back, each op on a random node, always with the
+        session's token (the join of every token it was given). The server must serve
+        from state at least that new or refuse (``check_sessions``)."""
+        rng = random.Random(self.seed * 4099 + i)
+        agent = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        clients = [
+            AsyncClient([e], timeout=self.config.op_timeout_s, retry=RetryPolicy(attempts=1))
+            for e in self.endpoints
+        ]
+        token: dict[str, int] = {}
+
+        def joined(more: dict[str, int]) -> dict[str, int]:
+            return {w: max(token.get(w, 0), more.get(w, 0)) for w in token.keys() | more}
+
+        try:
+            while not stop.is_set():  # create it; an unknown outcome may have done so
+                try:
+                    created = await rng.choice(clients).doc_create("agent", agent, _agent(agent))
+                    token = joined(created.causal_token)
+                    break
+                except AlreadyExists:
+                    break
+                except TadpoleError:
+                    await asyncio.sleep(self.config.fail_pause_s)
+            seq = 0
+            while not stop.is_set():
+                client = rng.choice(clients)
+                if rng.random() < 0.5:
+                    seq += 1
+                    p = self.history.invoke(i, "dpatch", agent, value=seq)
+                    patch = {"performance_state": {"current_metrics": {"chaos_seq": seq}}}
+                    try:
+                        done = await client.doc_put("agent", agent, patch, causal_token=token)
+                    except Exception as exc:
+                        self.history.complete(p, classify_write_error(exc))
+                        await asyncio.sleep(self.config.fail_pause_s * (1 + rng.random()))
+                        continue
+                    token = joined(done.causal_token)
+                    self.history.complete(p, "ok")
+                    continue
+                p = self.history.invoke(i, "dread", agent)
+                try:
+                    got = await client.doc_get("agent", agent, causal_token=token)
+                except TadpoleError:
+                    self.history.complete(p, "fail")
+                    await asyncio.sleep(self.config.fail_pause_s * (1 + rng.random()))
+                    continue
+                if got is None:  # absent: fine before an acknowledged create, not after
+                    self.history.complete(p, "ok", result=-1 if token else 0)
+                    continue
+                token = joined(got.causal_token)
+                metrics = got.doc.get("performance_state", {}).get("current_metrics", {})
+                self.history.complete(p, "ok", result=int(metrics.get("chaos_seq", 0)))
+        finally:
+            for c in clients:
+                await c.close()
 
     async def _complete(self, p: Pending, call: Awaitable[object], rng: random.Random) -> bool:
         """Await one CRDT update and record its outcome; whether it was acknowledged."""

@@ -19,6 +19,7 @@ from tests.chaos.checkers import (
     check_counter_history,
     check_log_history,
     check_lost_writes,
+    check_sessions,
     check_set_history,
     summarise,
     with_final_reads,
@@ -569,6 +570,52 @@ def test_log_history(final: list[str], problem: str | None) -> None:
 def test_collection_ops_need_a_str_value() -> None:
     with pytest.raises(ValueError, match="sadd needs"):
         _crdt(1, "sadd", 3, "ok")  # type: ignore[arg-type]
+
+
+def _s(kind: str, value: int | None, at: int, o: Outcome = "ok", p: int = 1) -> Op:
+    return Op(
+        process=p,
+        kind=kind,
+        key="agent-1",
+        value=value,
+        invoke_ns=at,
+        complete_ns=at + 1,
+        outcome=o,
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("ops", "problem"),
+    [
+        ([_s("dread", 0, 0), _s("dpatch", 1, 10), _s("dread", 1, 20)], None),
+        ([_s("dpatch", 1, 10), _s("dpatch", 2, 20, "unknown"), _s("dread", 2, 30)], None),
+        ([_s("dpatch", 1, 10), _s("dpatch", 2, 20, "unknown"), _s("dread", 1, 30)], None),
+        ([_s("dpatch", 1, 10), _s("dread", 0, 20)], "read 0 at 20: after its write of 1"),
+        (
+            [_s("dpatch", 1, 10, "unknown"), _s("dread", 1, 20), _s("dread", 0, 30)],
+            "read 0 at 30: after reading 1",
+        ),
+        ([_s("dpatch", 1, 10, "fail"), _s("dread", 1, 20)], "a number whose write failed"),
+        ([_s("dread", 7, 20)], "never happened"),
+        ([_s("dread", -1, 20)], "absent after its create was acknowledged"),
+        ([_s("dpatch", 1, 10), _s("dread", 0, 20, "fail")], None),  # a refusal is fine
+        # Another session's writes do not count for this one.
+        ([_s("dpatch", 1, 10, p=2), _s("dread", 0, 20)], None),
+    ],
+)
+def test_sessions(ops: list[Op], problem: str | None) -> None:
+    problems = check_sessions(ops)
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_summary_counts_session_violations() -> None:
+    bad = check_sessions([_s("dpatch", 1, 10), _s("dread", 0, 20)])
+    summary = summarise([], sessions=bad)
+    assert summary.crdt_violations == 1 and not summary.clean
+    assert "session: p1 agent-1 read 0" in summary.format()
 
 
 def test_jsonl_round_trip(tmp_path: Path) -> None:
