@@ -164,6 +164,8 @@ class _Round:
     """What the last anti-entropy round found, per tier."""
 
     health: dict[str, TierHealth] = field(default_factory=dict)
+    # tier -> (store version, live members) when a round last found it settled
+    settled: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
 
 
 class Replication:
@@ -230,6 +232,7 @@ class Replication:
         self.handed_off = 0
         self.repaired = 0
         self.synced_keys = 0
+        self.rounds_skipped = 0  # tiers an anti-entropy round found settled
         self.strays_handed_off = 0  # copies of keys not owned, merged into the owners, dropped
         self._stray_cursor: dict[str, str] = {}  # tier -> last stray key handled
         self._session = 0
@@ -618,11 +621,26 @@ class Replication:
         protocol (roots, then only differing subtrees, then only differing keys;
         values are merged both ways, CRDT join). Keys this node holds but does not
         own are handed to their owners (:meth:`_hand_off_strays`).
+
+        A tier is skipped while it is *settled*: its last round here found nothing to
+        do (every session succeeded with equal trees, no key under-replicated, no
+        stray) and neither its store version nor the live membership has changed
+        since. That keeps an idle cluster idle and loses nothing: if two owners'
+        copies differ, at least one of them changed since their last equal session,
+        and that one is not settled, so it runs the session that reconciles them.
         """
         live = self.live()
+        members = tuple(sorted(live.items()))
         pairs = coordinator.sync_pairs(TIERS, live, self.node_id)
         for tier, spec in TIERS.items():
             health = TierHealth(last_round=self._monotonic())
+            signature = (self.store.version(tier), members)  # before anything is read
+            if self._round.settled.get(tier) == signature:
+                self.rounds_skipped += 1
+                self._round.health[tier] = health
+                continue
+            self._round.settled.pop(tier, None)
+            failed = False
             keys = (k for k, _ in self.store.keys_and_digests(tier))
             health.under_replicated += coordinator.under_replicated(spec, keys, live)
             for pair in pairs:
@@ -633,10 +651,12 @@ class Replication:
                     differing = await self._sync_session(pair, live[pair.peer], space)
                 except (ReplicationError, GossipError) as exc:
                     log.info("anti-entropy %s with %s failed: %s", tier, pair.peer, exc)
-                    differing = len(space.tree)
+                    differing, failed = len(space.tree), True
                 health.under_replicated += differing
             health.under_replicated += await self._hand_off_strays(spec, live)
             self._round.health[tier] = health
+            if not failed and health.under_replicated == 0:
+                self._round.settled[tier] = signature
 
     async def _hand_off_strays(self, spec: TierSpec, live: dict[str, str]) -> int:
         """Merge this round's stray copies of ``spec``'s tier into their owners and drop

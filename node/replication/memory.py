@@ -51,6 +51,7 @@ class MemoryStore:
         self._state: dict[tuple[str, str], bytes] = {}
         self._hints: dict[int, Hint] = {}
         self._meta: dict[str, bytes] = {}
+        self._versions: dict[str, int] = {}
         self._next_hint = 1
         self._ticks = 0
         self._clock_ns = clock_ns or self._tick
@@ -64,13 +65,18 @@ class MemoryStore:
         _check_name("key", key)
         current = self._state.get((tier, key))
         new = fn(current)
+        if new is not None and not isinstance(new, bytes):
+            raise TypeError(f"update function result must be bytes, got {type(new).__name__}")
+        if new != current:
+            self._versions[tier] = self._versions.get(tier, 0) + 1
         if new is None:
             self._state.pop((tier, key), None)
             return None
-        if not isinstance(new, bytes):
-            raise TypeError(f"update function result must be bytes, got {type(new).__name__}")
         self._state[(tier, key)] = new
         return new
+
+    def version(self, tier: str) -> int:
+        return self._versions.get(tier, 0)
 
     async def add_hint(self, target: str, tier: str, key: str, value: bytes) -> int:
         for name, v in (("target", target), ("tier", tier), ("key", key)):

@@ -341,6 +341,8 @@ class ReplicaStore(Protocol):
 
     def count(self, tier: str) -> int: ...
 
+    def version(self, tier: str) -> int: ...
+
     def hints_for(self, target: str, limit: int = 0) -> list[Hint]: ...
 
     def hints_about(self, tier: str, key: str) -> list[Hint]: ...
@@ -351,6 +353,17 @@ class ReplicaStore(Protocol):
 
 
 # ----------------------------------------------------------------- the store
+
+
+def _tiers_written(batch: Iterable[_Item]) -> set[str]:
+    """The tiers whose values a batch of work items may have changed."""
+    tiers: set[str] = set()
+    for kind, args, *_ in batch:
+        if kind in (_UPDATE, _DELETE):
+            tiers.add(args[0])
+        elif kind == _PUT_MANY:
+            tiers.update(t for t, _, _ in args[0])
+    return tiers
 
 
 class TierStore:
@@ -396,6 +409,7 @@ class TierStore:
 
         self._stats_lock = threading.Lock()
         self._stats = StoreStats()
+        self._versions: dict[str, int] = {}  # tier -> writes committed (this process)
 
         self._pool_lock = threading.Lock()
         self._pool: list[sqlite3.Connection] = []
@@ -696,6 +710,8 @@ class TierStore:
                 StoreFailedError(f"{self.path}: COMMIT failed, outcome unknown: {exc}"), batch
             )
             return
+        for tier in _tiers_written(batch):
+            self._versions[tier] = self._versions.get(tier, 0) + 1
         with self._stats_lock:
             s = self._stats
             self._stats = StoreStats(
@@ -955,6 +971,12 @@ class TierStore:
         return [
             Hint(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), int(r[5])) for r in rows
         ]
+
+    def version(self, tier: str) -> int:
+        """Grows whenever a write to ``tier``'s values commits, in this process (it
+        starts at 0 on every open). Bumped after the commit, so a reader that sees a
+        version also sees every write it counts: "same version" means "nothing new"."""
+        return self._versions.get(tier, 0)
 
     def get_meta(self, name: str) -> bytes | None:
         """A metadata value, or None."""

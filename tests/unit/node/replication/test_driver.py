@@ -404,3 +404,51 @@ async def test_a_stray_drop_starts_an_epoch_only_for_copies_the_writer_wrote() -
     assert n3.store.get_meta(driver.WRITER_META) == n3.writer.encode()
     merged = nodes["n1"].local_state("population", KEY)
     assert isinstance(merged, PNCounter) and merged.value() == 12
+
+
+async def _round_all(nodes: dict[str, Replication]) -> None:
+    for node in nodes.values():
+        await node.anti_entropy_round()
+
+
+async def test_a_settled_tier_is_skipped_until_its_store_or_the_membership_changes() -> None:
+    net, nodes = cluster()
+    await nodes["n1"].update("population", KEY, Op("counter_add", amount=2))
+    await _round_all(nodes)  # sessions run and find the copies equal: settled
+    net.sent.clear()
+    await _round_all(nodes)
+    assert net.sent["Sync"] == 0  # an idle cluster sends nothing
+    assert all(n.rounds_skipped == len(TIERS) for n in nodes.values())
+    # A write changes the store of the owners it reached: they sync again.
+    await nodes["n1"].update("population", KEY, Op("counter_add", amount=1))
+    await _round_all(nodes)
+    assert net.sent["Sync"] > 0
+    await _round_all(nodes)
+    net.sent.clear()
+    net.declare_dead("n3")  # membership changes: placement may have moved
+    await _round_all(nodes)
+    assert net.sent["Sync"] > 0
+
+
+async def test_a_copy_changed_on_one_side_only_is_still_reconciled() -> None:
+    # n1 is settled and never hears of the new value; n2 took it, so n2 is not
+    # settled and its session brings n1 up to date.
+    _, nodes = cluster()
+    await nodes["n1"].update("population", KEY, Op("counter_add", amount=2))
+    await _round_all(nodes)
+    await nodes["n2"].merge_local("population", KEY, counter(5))  # a hint handed off
+    await _round_all(nodes)
+    state = nodes["n1"].local_state("population", KEY)
+    assert state is not None and state.value() == 7
+
+
+async def test_a_failed_session_leaves_the_tier_unsettled() -> None:
+    # Empty trees: a failed session has no keys to count as under-replicated, but
+    # the peer may hold keys for us, so the tier must not count as settled.
+    net, nodes = cluster()
+    net.partition("n1", "n2")
+    await nodes["n1"].anti_entropy_round()
+    net.heal()
+    net.sent.clear()
+    await nodes["n1"].anti_entropy_round()
+    assert net.sent["Sync"] > 0 and nodes["n1"].rounds_skipped == 0
