@@ -112,3 +112,16 @@ async def test_hints_about_a_key_whatever_their_target(store: ReplicaStore) -> N
     await store.delete_hints([first])
     assert [h.value for h in store.hints_about("population", "s/1")] == [b"two"]
     assert store.hints_about("agent", "s/1") == []
+
+
+async def test_the_version_grows_with_each_committed_change_of_its_tier(
+    store: ReplicaStore,
+) -> None:
+    assert store.version("population") == 0
+    await store.update("population", "a/1", _const(b"one"))
+    after_write = store.version("population")
+    assert after_write > 0 and store.version("mesh") == 0
+    await store.update("population", "a/1", lambda _: None)  # a delete is a change
+    assert store.version("population") > after_write
+    await store.add_hint("n2", "mesh", "m", b"hint")  # hints are not the tier's values
+    assert store.version("mesh") == 0
