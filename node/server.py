@@ -133,7 +133,10 @@ class NodeServer:
         pb_grpc.add_TiersServicer_to_server(TiersServicer(self.replication, self.metrics), server)
         pb_grpc.add_DocumentsServicer_to_server(DocumentsServicer(self.replication), server)
         pb_grpc.add_PeerServicer_to_server(
-            PeerServicer(self._raft, set(cfg.peers), self.gossip, self.replication), server
+            PeerServicer(
+                self._raft, set(cfg.peers), self.gossip, self.replication, self._send_raft
+            ),
+            server,
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -226,6 +226,9 @@ class RaftBackend:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._calls: deque[Callable[[], None]] = deque()
+        # peer -> takes the frames for it of the next flush (the answer to its call)
+        self._reply_slots: dict[str, Callable[[list[bytes]], None]] = {}
+        self._reply_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._obj: _ReplicatedSystem | None = None
         self._transport: HeldTransport | None = None
@@ -320,6 +323,8 @@ class RaftBackend:
         assert obj is not None and transport is not None and journal is not None
         while self._calls:
             self._calls.popleft()()
+        with self._reply_lock:  # calls whose frames this drain feeds to pysyncobj
+            replies, self._reply_slots = self._reply_slots, {}
         transport.drain()
         transport.gate_election()
         log_before, commit_before = len(journal), obj.raftCommitIndex
@@ -329,7 +334,7 @@ class RaftBackend:
             # the tick appended and the newest commit index (see module doc).
             obj._SyncObj__sendAppendEntries()
         journal.sync()
-        transport.flush()
+        transport.flush(replies)
         self._publish_status(obj)
 
     def _publish_status(self, obj: _ReplicatedSystem) -> None:
@@ -566,6 +571,22 @@ class RaftBackend:
             self._transport.deliver(peer_id, frames)
         elif not self._transport.is_connected(peer_id):
             self._transport.peer_up(peer_id)
+
+    def deliver_for_reply(
+        self, peer_id: str, frames: list[bytes], reply: Callable[[list[bytes]], None]
+    ) -> None:
+        """:meth:`deliver`, and hand the frames the tick that handles them produces for
+        ``peer_id`` (its answers; ``[]`` if none) to ``reply`` instead of the sender, so
+        they travel back in the response of the call that brought ``frames``: one call
+        per exchange instead of two. ``reply`` runs in the tick thread, after the
+        journal sync — the same durability point as any send. It must not block, and
+        must send the frames on (through the sender) if their call is gone."""
+        with self._reply_lock:
+            stale = self._reply_slots.pop(peer_id, None)
+            self._reply_slots[peer_id] = reply
+            self.deliver(peer_id, frames)
+        if stale is not None:  # the peer gave up on its previous call
+            stale([])
 
     def peer_up(self, peer_id: str) -> None:
         assert self._transport is not None

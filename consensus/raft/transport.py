@@ -36,7 +36,7 @@ import pickle
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pysyncobj.config import FAIL_REASON
@@ -141,15 +141,24 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self._outbox.setdefault(node.id, []).append(frame)
         return node.id in self._connected
 
-    def flush(self) -> int:
-        """Release every held message. Call only after the journal is synced."""
-        if not self._outbox:
-            return 0
+    def flush(self, replies: Mapping[str, Callable[[list[bytes]], None]] | None = None) -> int:
+        """Release every held message. Call only after the journal is synced.
+
+        ``replies`` maps a peer to a callback that takes that peer's frames instead of
+        the sender: the answer to a call the peer is waiting on (it gets ``[]`` when
+        there is nothing for it)."""
         outbox, self._outbox = self._outbox, {}
         count = 0
         for peer_id, frames in outbox.items():
             count += len(frames)
-            self._sender(peer_id, frames)
+            reply = (replies or {}).get(peer_id)
+            if reply is not None:
+                reply(frames)
+            else:
+                self._sender(peer_id, frames)
+        for peer_id, reply in (replies or {}).items():
+            if peer_id not in outbox:
+                reply([])
         self.frames_sent += count
         return count
 

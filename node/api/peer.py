@@ -7,6 +7,9 @@ replica messages to the replication driver, each as opaque bytes it decodes itse
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import grpc
 
 from consensus.raft.backend import RaftBackend
@@ -21,14 +24,19 @@ __all__ = ["PeerServicer"]
 class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[misc]
     """Receives Raft batches and gossip messages (authenticated by the interceptor)."""
 
+    # How long a Raft call waits for the answers to its frames (a tick or two).
+    REPLY_WAIT_S = 0.2
+
     def __init__(
         self,
         backend: RaftBackend | None,
         peer_ids: set[str],
         gossip: GossipDriver | None = None,
         replication: Replication | None = None,
+        send_raft: Callable[[str, list[bytes]], None] | None = None,
     ) -> None:
         self._backend = backend
+        self._send_raft = send_raft or (lambda _peer, _frames: None)
         self._peer_ids = peer_ids
         self.gossip = gossip
         self._replication = replication
@@ -53,5 +61,33 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"{request.from_id!r} is not a configured peer"
             )
-        self._backend.deliver(request.from_id, list(request.frames))
-        return pb.RaftAck()
+        frames = list(request.frames)
+        if not (request.want_replies and frames):
+            self._backend.deliver(request.from_id, frames)
+            return pb.RaftAck()
+        return pb.RaftAck(frames=await self._exchange(request.from_id, frames))
+
+    async def _exchange(self, peer: str, frames: list[bytes]) -> list[bytes]:
+        """Deliver ``frames`` and wait (briefly) for the answers the Raft thread has for
+        ``peer`` once it handled them; answers that come too late, after this call gave
+        up, go out through the Raft link instead, like any other frames."""
+        assert self._backend is not None
+        backend = self._backend
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[list[bytes]] = loop.create_future()
+
+        def settle(out: list[bytes]) -> None:
+            if not answer.done():
+                answer.set_result(out)
+            elif out:
+                self._send_raft(peer, out)
+
+        def from_raft_thread(out: list[bytes]) -> None:
+            loop.call_soon_threadsafe(settle, out)
+
+        backend.deliver_for_reply(peer, frames, from_raft_thread)
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), self.REPLY_WAIT_S)
+        except TimeoutError:
+            answer.cancel()
+            return []

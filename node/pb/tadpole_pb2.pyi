@@ -651,16 +651,20 @@ class GraphQueryResponse(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[str]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class RaftBatch(_message.Message):
-    __slots__ = ("from_id", "frames")
+    __slots__ = ("from_id", "frames", "want_replies")
     FROM_ID_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
+    WANT_REPLIES_FIELD_NUMBER: _ClassVar[int]
     from_id: str
     frames: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, from_id: _Optional[str] = ..., frames: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    want_replies: bool
+    def __init__(self, from_id: _Optional[str] = ..., frames: _Optional[_Iterable[bytes]] = ..., want_replies: _Optional[bool] = ...) -> None: ...
 
 class RaftAck(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, frames: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class PeerMessage(_message.Message):
     __slots__ = ("from_id", "payload", "from_address")

@@ -34,7 +34,9 @@ class RaftLink:
     the network.
 
     One call is in flight at a time, so frames arrive in order; frames queued
-    meanwhile go out together in the next call (batches grow with load).
+    meanwhile go out together in the next call (batches grow with load). The
+    peer's answers to a batch (an append-entries' acknowledgement, a vote) come
+    back in the call's response, so an exchange is one call, not two.
     While the peer is unreachable, frames are dropped: Raft retransmits from
     its own state once the peer answers, and stale messages would only be
     rejected.
@@ -118,8 +120,8 @@ class RaftLink:
                     return
                 frames = self._take()
                 try:
-                    stub.Raft(
-                        pb.RaftBatch(from_id=self._self_id, frames=frames),
+                    ack = stub.Raft(
+                        pb.RaftBatch(from_id=self._self_id, frames=frames, want_replies=True),
                         metadata=self._metadata,
                         timeout=self._call_timeout_s,
                     )
@@ -137,5 +139,7 @@ class RaftLink:
                     log.info("raft link to %s up", self.peer_id)
                     self._up = True
                 self._backend.peer_up(self.peer_id)
+                if ack.frames:  # the peer's answers to these frames (see PeerServicer)
+                    self._backend.deliver(self.peer_id, list(ack.frames))
         finally:
             channel.close()

@@ -227,3 +227,21 @@ def test_voting_for_a_transfer_target_makes_a_node_stick_to_it() -> None:
     transport.flush()
     assert sent == [("n3", {"type": "pre_vote_reply", "round": 1, "granted": False})]
     assert not transport._admit(Node("n3"), {**vote, "term": 7})
+
+
+def test_a_flush_hands_a_waiting_peer_its_frames_instead_of_the_sender() -> None:
+    raft, clock = FakeRaft(), Clock()
+    transport, sent = make(raft, clock)
+    transport.send(Node("n2"), {"type": "append_entries", "term": 5})
+    transport.send(Node("n3"), {"type": "append_entries", "term": 5})
+    answered: dict[str, list[Any]] = {}
+
+    def slot(peer: str) -> Any:
+        return lambda frames: answered.setdefault(peer, [pickle.loads(f) for f in frames])
+
+    assert transport.flush({"n2": slot("n2")}) == 2
+    assert answered == {"n2": [{"type": "append_entries", "term": 5}]}
+    assert [p for p, _ in sent] == ["n3"]  # the other peer still goes by the sender
+    sent.clear()
+    assert transport.flush({"n3": slot("n3")}) == 0
+    assert answered["n3"] == [] and sent == []  # a waiting peer always gets an answer
