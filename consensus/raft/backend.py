@@ -88,9 +88,11 @@ class RaftConfig:
     # that the minimum election timeout exceed three heartbeats, and 3 x 50 ms
     # is exactly 150 ms; 45 ms keeps the spec's election range.
     heartbeat_interval_s: float = 0.045
-    # How long the tick thread sleeps when idle. Work (a command, a message)
-    # wakes it at once, so this only bounds timer resolution.
-    idle_tick_s: float = 0.01
+    # The longest the tick thread sleeps. It wakes for work (a command, a message)
+    # at once and for pysyncobj's next timer (the leader's heartbeat, a follower's
+    # election deadline) on time, so this only bounds how late anything else is
+    # noticed (a finished snapshot, a one-second journal timer).
+    idle_tick_s: float = 0.05
     # A leader that has not heard from a majority for this long steps down
     # (check-quorum). Clients of a partitioned old leader get UNAVAILABLE
     # after this, instead of waiting on writes that cannot commit.
@@ -123,6 +125,7 @@ class RaftConfig:
 
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+_LEADER_STATE = 2  # pysyncobj's _RAFT_STATE.LEADER
 
 
 def _proposal_error(reason: int) -> ProposalError:
@@ -193,6 +196,24 @@ class _ReplicatedSystem(SyncObj):  # type: ignore[misc]
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, payload: bytes) -> CommandResult | CommandError:
         return self._backend._apply(payload)
+
+
+def next_tick_in(obj: Any, ticked: float, now: float, longest: float) -> float:
+    """How long the tick thread may sleep after a tick that started at ``ticked``:
+    until pysyncobj's next timer is due -- the leader's next heartbeat, a follower's
+    or candidate's election deadline -- and at most ``longest``. A timer that was
+    already due when the tick ran and is still pending is one pysyncobj chose not to
+    act on (a follower connected to no one does not campaign): waiting for it would
+    spin, so the thread sleeps ``longest`` (or until woken). Ticking every 10 ms
+    regardless, as this loop once did, cost an idle node a hundred wake-ups a
+    second."""
+    if obj._SyncObj__raftState == _LEADER_STATE:
+        due = float(obj._SyncObj__newAppendEntriesTime)
+    else:
+        due = float(obj._SyncObj__raftElectionDeadline)
+    if due <= ticked:
+        return longest
+    return min(max(due - now, 0.0), longest)
 
 
 class RaftBackend:
@@ -308,12 +329,15 @@ class RaftBackend:
         idle = self.config.idle_tick_s
         while not self._stopping.is_set():
             self._wake.clear()
+            ticked = time.monotonic()
             try:
                 self._tick_once()
             except Exception:
                 log.exception("node %s: raft tick failed", self.node_id)
                 time.sleep(idle)
-            self._wake.wait(idle)
+            obj = self._obj
+            assert obj is not None
+            self._wake.wait(next_tick_in(obj, ticked, time.monotonic(), idle))
 
     def _tick_once(self) -> None:
         """One iteration of the loop in the module docstring. The order of

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pysyncobj.node import Node
 
+from consensus.raft.backend import next_tick_in
 from consensus.raft.transport import HeldTransport, grant_pre_vote
 
 FOLLOWER, LEADER = 0, 2
@@ -245,3 +246,26 @@ def test_a_flush_hands_a_waiting_peer_its_frames_instead_of_the_sender() -> None
     sent.clear()
     assert transport.flush({"n3": slot("n3")}) == 0
     assert answered["n3"] == [] and sent == []  # a waiting peer always gets an answer
+
+
+@pytest.mark.parametrize(
+    ("state", "heartbeat_due", "election_due", "wait"),
+    [
+        (LEADER, 100.03, 0.0, 0.03),  # the leader sleeps until its next heartbeat
+        (FOLLOWER, 0.0, 100.2, 0.05),  # a far election deadline: the longest sleep
+        (FOLLOWER, 0.0, 100.01, 0.01),  # a near one: wakes for it
+        (LEADER, 99.995, 0.0, 0.0),  # fell due during the tick: at once
+        # Due before the tick and still pending: pysyncobj declined (a follower that
+        # is connected to no one does not campaign); sleeping 0 would spin.
+        (FOLLOWER, 0.0, 0.0, 0.05),
+        (LEADER, 99.0, 0.0, 0.05),
+    ],
+)
+def test_the_tick_thread_sleeps_until_the_next_timer(
+    state: int, heartbeat_due: float, election_due: float, wait: float
+) -> None:
+    raft = FakeRaft()
+    raft._SyncObj__raftState = state
+    raft._SyncObj__newAppendEntriesTime = heartbeat_due  # type: ignore[attr-defined]
+    raft._SyncObj__raftElectionDeadline = election_due
+    assert next_tick_in(raft, 99.99, 100.0, 0.05) == pytest.approx(wait)
