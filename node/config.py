@@ -144,6 +144,19 @@ class NodeConfig:
             return ""
         return hmac.new(secret, b"tadpole-peer-v1", hashlib.sha256).hexdigest()
 
+    def operator_token(self) -> str:
+        """The credential operator calls (leadership transfer) must carry."""
+        return operator_token_for(self.secret())
+
+
+def operator_token_for(secret: bytes) -> str:
+    """The operator credential of a cluster with this secret: another HMAC of it (a
+    peer's credential does not pass for an operator's, nor the other way round).
+    Empty without a secret, and then no operator call is accepted."""
+    if not secret:
+        return ""
+    return hmac.new(secret, b"tadpole-operator-v1", hashlib.sha256).hexdigest()
+
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 

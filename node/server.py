@@ -98,7 +98,7 @@ class NodeServer:
         token = cfg.peer_token()
         max_msg = max(4 << 20, 2 * cfg.max_value_bytes + (1 << 20))
         server = grpc.aio.server(
-            interceptors=[PeerAuthInterceptor(token), DecodeGuard()],
+            interceptors=[PeerAuthInterceptor(token, cfg.operator_token()), DecodeGuard()],
             options=[
                 ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.max_send_message_length", max_msg),

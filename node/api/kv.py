@@ -36,6 +36,7 @@ from node.config import NodeConfig
 from node.errors import NotFound
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.peer.auth import auth_metadata
 from node.peer.cluster_metrics import ClusterMetrics
 from node.peer.gossip import GossipDriver
 from node.tiers import validation as v
@@ -430,7 +431,9 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
                 await self.abort_for(context, NotLeaderError("no leader right now; retry"))
             address = self.leader_address(st.leader_id)
             try:
-                return await self._stub(address).TransferLeadership(request, timeout=5.0)
+                return await self._stub(address).TransferLeadership(
+                    request, timeout=5.0, metadata=auth_metadata(self.config.operator_token())
+                )
             except grpc.aio.AioRpcError as exc:
                 await context.abort(exc.code(), exc.details() or "leader did not answer")
         try:

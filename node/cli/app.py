@@ -115,14 +115,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Settings:
-    def __init__(self, endpoints: list[str], timeout_s: float) -> None:
+    def __init__(self, endpoints: list[str], timeout_s: float, token: str | None = None) -> None:
         self.endpoints = endpoints
         self.timeout_s = timeout_s
+        self.token = token
         self._client: Client | None = None
 
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.endpoints, timeout=self.timeout_s)
+            self._client = Client(self.endpoints, timeout=self.timeout_s, token=self.token)
         return self._client
 
     def close(self) -> None:
@@ -278,10 +279,25 @@ def _endpoints_option(_ctx: click.Context, _param: click.Parameter, value: str) 
     show_default=True,
     help="Deadline in seconds per command, retries included.",
 )
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="TADPOLE_TOKEN_FILE",
+    default=None,
+    help="File holding the operator token, needed by `leader transfer` "
+    "(`make cluster` writes .cluster/operator.token; env TADPOLE_TOKEN_FILE).",
+)
 @click.pass_context
-def cli(ctx: click.Context, endpoints: list[str], timeout: float) -> None:
+def cli(ctx: click.Context, endpoints: list[str], timeout: float, token_file: str | None) -> None:
     """Operate a Tadpole State cluster."""
-    settings = _Settings(endpoints, timeout)
+    token = None
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"--token-file: {exc}", EXIT_USAGE)
+    settings = _Settings(endpoints, timeout, token)
     ctx.obj = settings
     ctx.call_on_close(settings.close)
 
@@ -528,7 +544,8 @@ def leader() -> None:
 @click.argument("node", required=False, default="")
 @_handle_errors
 def transfer(node: str) -> None:
-    """Hand leadership to NODE (omit for the most caught-up follower)."""
+    """Hand leadership to NODE (omit for the most caught-up follower). Needs the
+    operator token (--token-file)."""
     new_leader = _settings().client().transfer_leadership(node)
     click.echo(f"OK leader={new_leader}")
 

@@ -93,6 +93,7 @@ from node.client.errors import (
     ServerError,
     TadpoleError,
     Timeout,
+    Unauthenticated,
     Unavailable,
     WriteTimeout,
 )
@@ -186,6 +187,7 @@ __all__ = [
     "TierValue",
     "Timeout",
     "TxnResult",
+    "Unauthenticated",
     "Unavailable",
     "Watch",
     "WatchEvent",

@@ -89,6 +89,8 @@ class AsyncClient:
     :data:`~node.client.DEFAULT_ENDPOINTS`. ``timeout``: default per-call deadline in
     seconds, overridable per call. ``prefer_leader``: route to the leader when known.
     ``rng``: seeds the back-off jitter (tests pass a seeded ``random.Random``).
+    ``token``: a bearer credential sent with every call; operator calls
+    (:meth:`transfer_leadership`) need the cluster's operator token.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         prefer_leader: bool = True,
         rng: random.Random | None = None,
+        token: str | None = None,
     ) -> None:
         if endpoints is None:
             endpoints = DEFAULT_ENDPOINTS
@@ -112,6 +115,7 @@ class AsyncClient:
             endpoints, prefer_leader=prefer_leader, cooldown_s=self.retry.cooldown_s
         )
         self._rng = rng or random.Random()
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         # Guards _channels and _closed; never held across a suspension point, so the
         # asyncio flavour never contends for it and the blocking one is thread-safe.
         self._lock = threading.Lock()
@@ -163,7 +167,9 @@ class AsyncClient:
             endpoint = attempts.endpoint
             try:
                 resp = await self._method(endpoint, service, method)(
-                    request, timeout=attempts.attempt_timeout(time.monotonic())
+                    request,
+                    timeout=attempts.attempt_timeout(time.monotonic()),
+                    metadata=self._metadata,
                 )
             except grpc.RpcError as exc:
                 outcome = attempts.failed(exc, time.monotonic())

@@ -80,6 +80,8 @@ class Client:
     :data:`~node.client.DEFAULT_ENDPOINTS`. ``timeout``: default per-call deadline in
     seconds, overridable per call. ``prefer_leader``: route to the leader when known.
     ``rng``: seeds the back-off jitter (tests pass a seeded ``random.Random``).
+    ``token``: a bearer credential sent with every call; operator calls
+    (:meth:`transfer_leadership`) need the cluster's operator token.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class Client:
         retry: RetryPolicy | None = None,
         prefer_leader: bool = True,
         rng: random.Random | None = None,
+        token: str | None = None,
     ) -> None:
         if endpoints is None:
             endpoints = DEFAULT_ENDPOINTS
@@ -103,6 +106,7 @@ class Client:
             endpoints, prefer_leader=prefer_leader, cooldown_s=self.retry.cooldown_s
         )
         self._rng = rng or random.Random()
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         # Guards _channels and _closed; never held across a suspension point, so the
         # asyncio flavour never contends for it and the blocking one is thread-safe.
         self._lock = threading.Lock()
@@ -154,7 +158,9 @@ class Client:
             endpoint = attempts.endpoint
             try:
                 resp = self._method(endpoint, service, method)(
-                    request, timeout=attempts.attempt_timeout(time.monotonic())
+                    request,
+                    timeout=attempts.attempt_timeout(time.monotonic()),
+                    metadata=self._metadata,
                 )
             except grpc.RpcError as exc:
                 outcome = attempts.failed(exc, time.monotonic())

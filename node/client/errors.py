@@ -66,6 +66,7 @@ __all__ = [
     "ServerError",
     "TadpoleError",
     "Timeout",
+    "Unauthenticated",
     "Unavailable",
     "WriteTimeout",
     "from_rpc_error",
@@ -109,6 +110,11 @@ class NotFound(TadpoleError):
 class AlreadyExists(TadpoleError):
     """A create named something that already exists (a live mesh document); nothing
     was applied. Change the existing one, or delete it first."""
+
+
+class Unauthenticated(TadpoleError):
+    """The call lacked the credential it needs (an operator call without the operator
+    token); nothing was applied. Never retried."""
 
 
 class FailedPrecondition(TadpoleError):
@@ -271,6 +277,8 @@ def from_rpc_error(exc: BaseException, *, write: bool = False, tiers: bool = Fal
         return NotFound(f"not found{said}", code=name, details=details)
     if code is grpc.StatusCode.ALREADY_EXISTS:
         return AlreadyExists(f"already exists{said}", code=name, details=details)
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(f"unauthenticated{said}", code=name, details=details)
     if code is grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPrecondition(f"failed precondition{said}", code=name, details=details)
     if code is grpc.StatusCode.OUT_OF_RANGE:

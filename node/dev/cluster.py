@@ -3,7 +3,8 @@
 ``python -m node.dev.cluster start --base-port 7100 --dir .cluster n1 n2 n3``
 starts one background process per id (gRPC on base-port + 1, + 2, ...), data
 in ``<dir>/<id>/data``, pid in ``<dir>/<id>/node.pid``, log in
-``<dir>/<id>/node.log``, a fresh cluster secret in ``<dir>/cluster.secret``;
+``<dir>/<id>/node.log``, a fresh cluster secret in ``<dir>/cluster.secret`` and the
+operator credential derived from it in ``<dir>/operator.token`` (0600 both);
 waits for a leader; prints the membership table. ``stop`` sends SIGTERM and
 waits. The :class:`LocalCluster` class is the same machinery for tests.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import click
 import grpc
 
+from node.config import operator_token_for
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 
@@ -90,12 +92,22 @@ class LocalCluster:
     def secret_file(self) -> str:
         return os.path.join(self.root, "cluster.secret")
 
+    @property
+    def token_file(self) -> str:
+        """The operator credential (``tadpole --token-file``), derived from the secret."""
+        return os.path.join(self.root, "operator.token")
+
     def prepare(self) -> None:
         os.makedirs(self.root, exist_ok=True)
         if not os.path.exists(self.secret_file):
             fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32) + "\n")
+        with open(self.secret_file, "rb") as f:
+            token = operator_token_for(f.read().strip())
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
         with open(os.path.join(self.root, "cluster.json"), "w") as f:
             json.dump({"nodes": self.addresses}, f, indent=2)
 

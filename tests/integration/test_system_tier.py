@@ -338,13 +338,25 @@ def test_health_reflection_and_transfer_leadership(make_cluster: Any, stubs: Any
 
     leader = cluster.wait_leader()
     target = next(n for n in cluster.node_ids if n != leader)
-    resp = stub.cluster.TransferLeadership(
-        pb.TransferLeadershipRequest(target_id=target), timeout=10
-    )
+    request = pb.TransferLeadershipRequest(target_id=target)
+    # An operator call: without the operator token (or with a peer's), nothing moves.
+    with open(cluster.token_file) as f:
+        operator = (("authorization", f"Bearer {f.read().strip()}"),)
+    for metadata in (None, (("authorization", "Bearer nope"),)):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.cluster.TransferLeadership(request, timeout=10, metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert cluster.wait_leader() == leader
+    # Through the third node, a follower: it forwards the call, with the credential.
+    other = next(n for n in cluster.node_ids if n not in (leader, target))
+    via = stubs(cluster.addresses[other])
+    resp = via.cluster.TransferLeadership(request, timeout=10, metadata=operator)
     assert resp.leader_id == target
     assert cluster.wait_leader() == target
     with pytest.raises(grpc.RpcError) as err:
-        stub.cluster.TransferLeadership(pb.TransferLeadershipRequest(target_id="n9"), timeout=5)
+        stub.cluster.TransferLeadership(
+            pb.TransferLeadershipRequest(target_id="n9"), timeout=5, metadata=operator
+        )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     members = stub.cluster.Members(pb.MembersRequest(), timeout=5).members
     assert sorted(m.id for m in members) == ["n1", "n2", "n3"]
@@ -368,3 +380,26 @@ def test_a_resent_request_id_is_applied_once(make_cluster: Any, stubs: Any) -> N
     with pytest.raises(grpc.RpcError) as err:
         leader.kv.Put(pb.PutRequest(key="once", value=b"4", request_id="x" * 65), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_cli_leader_transfer_needs_the_token_file(make_cluster: Any) -> None:
+    from click.testing import CliRunner
+
+    from node.cli.app import cli
+
+    cluster = make_cluster()
+    leader = cluster.wait_leader()
+    target = next(n for n in cluster.node_ids if n != leader)
+    endpoints = ["--endpoints", cluster.endpoints]
+    runner = CliRunner()
+    refused = runner.invoke(cli, [*endpoints, "leader", "transfer", target])
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("error: unauthenticated: an operator call needs")
+    assert "Traceback" not in refused.output
+    moved = runner.invoke(
+        cli, [*endpoints, "--token-file", cluster.token_file, "leader", "transfer", target]
+    )
+    assert moved.exit_code == 0, moved.output
+    assert moved.stdout == f"OK leader={target}\n"
+    missing = runner.invoke(cli, [*endpoints, "--token-file", "/nonexistent", "members"])
+    assert missing.exit_code == 2 and "--token-file" in missing.stderr
