@@ -64,6 +64,8 @@ from tests.chaos.workload import (
     Workload,
     WorkloadConfig,
     converged_values,
+    copies_settled,
+    existing_agents,
     read_back,
     replica_values,
 )
@@ -304,6 +306,12 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
                 converged_values(list(cluster.addresses.values()), crdt_keys)
             )
             divergence += split
+        if crdt_keys or workload.session_agents:
+            endpoints = list(cluster.addresses.values())
+            agents = asyncio.run(existing_agents(endpoints, workload.session_agents))
+            present = sum(v is not None for v in crdt_final.values())
+            expect = {"population": present, "agent": agents, "mesh": 0, "metrics": 0}
+            divergence += asyncio.run(copies_settled(endpoints, expect))
     except Exception as exc:  # the run failed; report it as such and go on with the next
         keep = True
         log.exception("run seed %d aborted", config.seed)

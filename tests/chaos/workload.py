@@ -47,6 +47,10 @@ reads it back, every op on a random node, always carrying the join of the causal
 tokens it was given. ``checkers.check_sessions`` requires read-your-writes and
 monotonic reads; a node must wait or refuse rather than answer older state.
 
+After the heal, :func:`copies_settled` waits for every tier to hold exactly RF copies
+of each key the workload created (none missing, none outside the owners once strays
+are handed off), with nothing under-replicated and no hint pending on any node.
+
 Everything else a write can end with -- ``OutcomeUnknown`` (ABORTED, lost in flight,
 server-cancelled), ``WriteTimeout``/``Timeout``, ``ServerError``, anything
 unexpected -- is ``unknown``. A cas answered "compare failed" is ``fail``. Reads that
@@ -150,6 +154,7 @@ class Workload:
     generation: list[int] = field(default_factory=list)
     ops_on_key: dict[str, int] = field(default_factory=dict)
     keys_used: set[str] = field(default_factory=set)
+    session_agents: list[str] = field(default_factory=list)  # one per session client
 
     def __post_init__(self) -> None:
         self.generation = [0] * self.config.keys
@@ -251,6 +256,7 @@ class Workload:
         from state at least that new or refuse (``check_sessions``)."""
         rng = random.Random(self.seed * 4099 + i)
         agent = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        self.session_agents.append(agent)
         clients = [
             AsyncClient([e], timeout=self.config.op_timeout_s, retry=RetryPolicy(attempts=1))
             for e in self.endpoints
@@ -451,6 +457,61 @@ async def replica_values(endpoint: str, keys: Sequence[str]) -> dict[str, Value]
             kv = await client.get(key, serializable=True)
             out[key] = kv.value.decode() if kv is not None else None
     return out
+
+
+async def copies_settled(
+    endpoints: Sequence[str], keys: dict[str, int], *, timeout_s: float = 60.0
+) -> list[str]:
+    """Wait until every tier holds exactly RF copies of each of its ``keys[tier]`` keys
+    across the nodes (no copy missing, none left outside the owners after hand-off),
+    with nothing under-replicated and no hint pending anywhere. Returns what is still
+    off at the deadline (empty: settled)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    client = AsyncClient(list(endpoints), timeout=5.0, retry=RetryPolicy(attempts=1))
+    try:
+        while True:
+            problems: list[str] = []
+            answers = await client.tier_status_all()
+            copies: dict[str, int] = {}
+            rf: dict[str, int] = {}
+            for answer in answers:
+                if answer.status is None:
+                    problems.append(f"{answer.endpoint}: no tier status ({answer.error})")
+                    continue
+                for t in answer.status.tiers:
+                    copies[t.tier] = copies.get(t.tier, 0) + t.local_keys
+                    rf[t.tier] = t.rf
+                    if t.under_replicated or t.hints_pending:
+                        problems.append(
+                            f"{answer.status.member_id} {t.tier}: under-replicated "
+                            f"{t.under_replicated}, hints pending {t.hints_pending}"
+                        )
+            for tier, n in keys.items():
+                want = n * rf.get(tier, 0)
+                if copies.get(tier, 0) != want:
+                    problems.append(
+                        f"{tier}: {copies.get(tier, 0)} copies on the nodes, {want} wanted "
+                        f"({n} keys x RF {rf.get(tier, 0)})"
+                    )
+            if not problems or loop.time() > deadline:
+                return problems
+            await asyncio.sleep(1.0)
+    finally:
+        await client.close()
+
+
+async def existing_agents(endpoints: Sequence[str], agents: Sequence[str]) -> int:
+    """How many of ``agents`` exist, read with consistency=all."""
+    client = AsyncClient(list(endpoints), timeout=5.0)
+    try:
+        found = 0
+        for agent in agents:
+            if await client.doc_get("agent", agent, consistency="all") is not None:
+                found += 1
+        return found
+    finally:
+        await client.close()
 
 
 async def converged_values(
