@@ -1,19 +1,29 @@
 """The ``tadpole`` command line: client commands (:mod:`node.cli.app`) plus ``tadpole node``.
 
 ``tadpole node`` (:mod:`node.main`) is registered here, explicitly, so the client commands
-never import the server and the server never imports the CLI.
+never import the server and the server never imports the CLI. It is loaded only when it
+runs (or when help lists it): the server's modules (Raft, the stores) take longer to
+import than a client command takes to run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import click
+
 from node.cli.app import cli
-from node.main import node_command
 
 __all__ = ["cli", "main"]
 
-cli.add_command(node_command)
+
+def _node_command() -> click.Command:
+    from node.main import node_command
+
+    return node_command
+
+
+cli.add_lazy_command("node", _node_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -79,7 +79,8 @@ consumed by one thread, but ``close()`` may be called from any thread.
 
 from __future__ import annotations
 
-from node.client._async import AsyncClient, AsyncWatch
+from typing import TYPE_CHECKING, Any
+
 from node.client._sync import Client, Watch
 from node.client.attempts import RetryPolicy
 from node.client.errors import (
@@ -198,3 +199,17 @@ __all__ = [
     "compare_version",
     "parse_endpoints",
 ]
+
+if TYPE_CHECKING:
+    from node.client._async import AsyncClient, AsyncWatch
+
+
+def __getattr__(name: str) -> Any:
+    # The asyncio flavour loads asyncio and grpc.aio (~60 ms); a blocking caller such
+    # as the CLI never pays for it.
+    if name in ("AsyncClient", "AsyncWatch"):
+        from node.client import _async
+
+        return getattr(_async, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
