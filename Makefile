@@ -9,12 +9,14 @@ NODES ?= n1 n2 n3
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
-	test-integration client check lint typecheck imports coverage clean bench chaos
+	test-integration client check lint typecheck imports coverage clean bench chaos monitor \
+	monitor-stop
 
 help:
 	@echo "make cluster          start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
 	@echo "make cluster-stop     stop it (SIGTERM, then wait)"
 	@echo "make cluster-status   its members, through the CLI"
+	@echo "make monitor          Prometheus on 127.0.0.1:9090 scraping it, alert rules loaded (monitor-stop)"
 	@echo "make test             the whole test suite (runs system-deps first)"
 	@echo "make test-fast        unit and scenario tests only: in memory, no processes"
 	@echo "make test-unit        unit tests only; make test-integration: real nodes on loopback"
@@ -50,11 +52,32 @@ cluster-stop:
 cluster-status: venv
 	@$(VENV)/bin/tadpole --endpoints $$($(PY) -m node.dev.cluster endpoints --dir $(CLUSTER_DIR)) members
 
+# A local Prometheus for `make cluster`: deploy/prometheus/prometheus.yml (scrapes
+# 127.0.0.1:7201-7203) with deploy/prometheus/rules.yml, data under $(CLUSTER_DIR)/prometheus.
+PROMETHEUS_LISTEN ?= 127.0.0.1:9090
+monitor: system-deps
+	@mkdir -p $(CLUSTER_DIR)/prometheus
+	@if [ -f $(CLUSTER_DIR)/prometheus/pid ] && kill -0 $$(cat $(CLUSTER_DIR)/prometheus/pid) 2>/dev/null; then \
+		echo "Prometheus already running (pid $$(cat $(CLUSTER_DIR)/prometheus/pid))"; exit 0; fi; \
+	prometheus --config.file=deploy/prometheus/prometheus.yml \
+		--storage.tsdb.path=$(CLUSTER_DIR)/prometheus/data --web.listen-address=$(PROMETHEUS_LISTEN) \
+		> $(CLUSTER_DIR)/prometheus/prometheus.log 2>&1 & echo $$! > $(CLUSTER_DIR)/prometheus/pid; \
+	for i in $$(seq 50); do curl -sf http://$(PROMETHEUS_LISTEN)/-/ready >/dev/null && break; sleep 0.2; done; \
+	curl -sf http://$(PROMETHEUS_LISTEN)/-/ready >/dev/null \
+		|| { echo "Prometheus did not start; see $(CLUSTER_DIR)/prometheus/prometheus.log"; exit 1; }; \
+	echo "Prometheus http://$(PROMETHEUS_LISTEN)  alerts http://$(PROMETHEUS_LISTEN)/alerts  (make monitor-stop)"
+
+monitor-stop:
+	@if [ -f $(CLUSTER_DIR)/prometheus/pid ]; then kill $$(cat $(CLUSTER_DIR)/prometheus/pid) 2>/dev/null; \
+		rm -f $(CLUSTER_DIR)/prometheus/pid; echo "Prometheus stopped"; else echo "no Prometheus running"; fi
+
 # System packages the tests use, as command:debian-package; this is the only list.
 #   etcd      etcd-server  the etcd backend tests (tests/integration/test_etcd_backend.py)
 #   nft, ip   nftables, iproute2  chaos partitions inside network namespaces
 #   faketime  faketime     the chaos clock-skew fault (libfaketime)
-SYSTEM_DEPS := etcd:etcd-server nft:nftables ip:iproute2 faketime:faketime
+#   promtool  prometheus   alert rules checked and unit-tested, and a real Prometheus
+#                          scraping a real cluster (tests/integration/test_prometheus.py)
+SYSTEM_DEPS := etcd:etcd-server nft:nftables ip:iproute2 faketime:faketime promtool:prometheus
 
 # Prints the packages whose command is neither on PATH nor in a system bin directory
 # (a non-root PATH often lacks /usr/sbin, where nft and ip live).
