@@ -212,4 +212,3 @@ def __getattr__(name: str) -> Any:
 
         return getattr(_async, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
