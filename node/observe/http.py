@@ -12,7 +12,12 @@ import logging
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -98,6 +103,8 @@ class HttpServer:
         self._listen = listen
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(NodeCollector(node))
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds ...
+        ProcessCollector(registry=self._registry)
         self._runner: web.AppRunner | None = None
 
     async def _metrics(self, _request: web.Request) -> web.Response:

@@ -6,9 +6,11 @@ every node is up, ``TadpoleNodeDown`` firing for the node that was killed."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 RULES_TEST = ROOT / "tests" / "prometheus" / "rules_test.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "tadpole.json"
+METRIC = re.compile(r"\b(?:tadpole_[a-z_]+|process_[a-z_]+)\b")
 
 needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None or shutil.which("promtool") is None,
@@ -51,6 +55,26 @@ def _get(url: str) -> Any:
 def _firing(api: str, alertname: str) -> list[dict[str, Any]]:
     alerts = _get(f"{api}/api/v1/alerts")["data"]["alerts"]
     return [a for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
+
+
+def _dashboard_queries() -> list[tuple[str, str]]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
+
+
+def _check_dashboard(api: str, metrics_address: str) -> None:
+    """Every panel's query parses and evaluates in the real Prometheus, and every
+    metric it names is one the nodes export (or a recording rule of rules.yml)."""
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as resp:
+        exported = set(METRIC.findall(resp.read().decode()))
+    queries = _dashboard_queries()
+    assert len(queries) >= 20
+    for title, expr in queries:
+        url = f"{api}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        answer = _get(url)
+        assert answer["status"] == "success", (title, expr, answer)
+        unknown = set(METRIC.findall(expr)) - exported
+        assert not unknown, f"panel {title!r} uses metrics no node exports: {unknown}"
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> Any:
@@ -118,6 +142,7 @@ def test_a_real_prometheus_fires_node_down_for_the_killed_node(tmp_path: Path) -
             return len(result) == 3 and all(r["value"][1] == "1" for r in result)
 
         _wait(all_up, 60, "Prometheus to scrape all three nodes")
+        _check_dashboard(api, cluster.metrics_address(cluster.node_ids[0]))
         time.sleep(4)  # two rule evaluations past the hold time: nothing may fire
         assert _firing(api, "TadpoleNodeDown") == []
         assert _firing(api, "TadpoleNoLeader") == []
