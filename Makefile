@@ -77,7 +77,9 @@ monitor-stop:
 #   faketime  faketime     the chaos clock-skew fault (libfaketime)
 #   promtool  prometheus   alert rules checked and unit-tested, and a real Prometheus
 #                          scraping a real cluster (tests/integration/test_prometheus.py)
-SYSTEM_DEPS := etcd:etcd-server nft:nftables ip:iproute2 faketime:faketime promtool:prometheus
+#   systemd-analyze  systemd  verifies deploy/systemd/tadpole.service
+SYSTEM_DEPS := etcd:etcd-server nft:nftables ip:iproute2 faketime:faketime promtool:prometheus \
+	systemd-analyze:systemd
 
 # Prints the packages whose command is neither on PATH nor in a system bin directory
 # (a non-root PATH often lacks /usr/sbin, where nft and ip live).
