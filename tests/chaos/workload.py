@@ -83,6 +83,7 @@ from node.client.errors import (
     Timeout,
     Unavailable,
 )
+from tests.agent_docs import agent_doc
 from tests.chaos.history import History, Outcome, Pending, Value
 
 log = logging.getLogger(__name__)
@@ -118,21 +119,6 @@ class WorkloadConfig:
     # Broken on purpose: reads go out serializable but are checked as linearizable
     # (see the module docstring). Only for showing that the checker catches it.
     stale_reads: bool = False
-
-
-def _agent(agent_id: str) -> dict[str, Any]:
-    """A valid agent document (spec ``agent_data_model``)."""
-    return {
-        "identity": {
-            "agent_id": agent_id,
-            "public_key": "cd" * 32,
-            "generation": 1,
-            "creation_timestamp": 1_790_000_000_000_000_000,
-        },
-        "performance_state": {"current_metrics": {}, "rubric_scores": []},
-        "knowledge_state": {"capability_vector": [0.0] * 256},
-        "relationship_state": {"mesh_memberships": [], "trust_scores": {}},
-    }
 
 
 def classify_write_error(exc: BaseException) -> Outcome:
@@ -269,7 +255,7 @@ class Workload:
         try:
             while not stop.is_set():  # create it; an unknown outcome may have done so
                 try:
-                    created = await rng.choice(clients).doc_create("agent", agent, _agent(agent))
+                    created = await rng.choice(clients).doc_create("agent", agent, agent_doc(agent))
                     token = joined(created.causal_token)
                     break
                 except AlreadyExists:

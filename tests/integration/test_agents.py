@@ -15,22 +15,9 @@ import pytest
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.replication.placement import ranking
+from tests.agent_docs import agent_doc
 
 pytestmark = pytest.mark.integration
-
-
-def agent_doc(agent_id: str) -> dict[str, Any]:
-    return {
-        "identity": {
-            "agent_id": agent_id,
-            "public_key": "ab" * 32,
-            "generation": 1,
-            "creation_timestamp": 1_700_000_000_123_456_789,
-        },
-        "performance_state": {"current_metrics": {}, "rubric_scores": [0.5]},
-        "knowledge_state": {"capability_vector": [0.0] * 256},
-        "relationship_state": {"mesh_memberships": [], "trust_scores": {}},
-    }
 
 
 def docs(stubs: Any, cluster: Any, node_id: str) -> Any:
