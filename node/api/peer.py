@@ -8,6 +8,7 @@ replica messages to the replication driver, each as opaque bytes it decodes itse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import grpc
@@ -83,7 +84,9 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
                 self._send_raft(peer, out)
 
         def from_raft_thread(out: list[bytes]) -> None:
-            loop.call_soon_threadsafe(settle, out)
+            # A closed loop (the node is shutting down) has nobody to answer.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, out)
 
         backend.deliver_for_reply(peer, frames, from_raft_thread)
         try:
