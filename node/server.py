@@ -29,6 +29,7 @@ from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.config import NodeConfig
 from node.observe.http import HttpServer
+from node.observe.latency import LatencyInterceptor, RequestLatency
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import PeerAuthInterceptor
@@ -84,6 +85,7 @@ class NodeServer:
         self.store: TierStore | None = None
         self.replication: Replication | None = None
         self.metrics = ClusterMetrics(config.node_id, self.gossip)
+        self.latency = RequestLatency()
         self.http = HttpServer(self, config.metrics_listen) if config.metrics_listen else None
 
     def _send_raft(self, peer_id: str, frames: list[bytes]) -> None:
@@ -98,7 +100,11 @@ class NodeServer:
         token = cfg.peer_token()
         max_msg = max(4 << 20, 2 * cfg.max_value_bytes + (1 << 20))
         server = grpc.aio.server(
-            interceptors=[PeerAuthInterceptor(token, cfg.operator_token()), DecodeGuard()],
+            interceptors=[
+                PeerAuthInterceptor(token, cfg.operator_token()),
+                DecodeGuard(),
+                LatencyInterceptor(self.latency),
+            ],
             options=[
                 ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.max_send_message_length", max_msg),

@@ -94,6 +94,7 @@ class NodeCollector(Collector):
                 hints.add_metric([row.tier], float(row.hints_pending))
                 lag.add_metric([row.tier], float(row.oldest_hint_age_s))
             yield from (keys, under, hints, lag)
+        yield from node.latency.metrics()
         log.debug("node %s scraped", node_id)
 
 

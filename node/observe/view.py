@@ -14,6 +14,7 @@ from typing import Protocol
 
 from consensus.backend import BackendInfo
 from gossip.swim import MemberView
+from node.observe.latency import RequestLatency
 from node.replication.driver import Replication
 
 __all__ = ["CountsView", "IdentityView", "MembersView", "NodeView", "SystemView"]
@@ -54,6 +55,9 @@ class NodeView(Protocol):
 
     @property
     def metrics(self) -> CountsView: ...
+
+    @property
+    def latency(self) -> RequestLatency: ...
 
     @property
     def replication(self) -> Replication | None:

@@ -51,6 +51,11 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         assert sample(text, 'tadpole_requests_total{kind="kv_writes"}') == before + 3
         assert sample(text, "tadpole_system_revision") >= 3
         assert sample(text, 'tadpole_tier_hints_pending{tier="population"}') == 0
+        put = 'method="tadpole.v1.KV/Put"'
+        assert sample(text, f"tadpole_request_duration_seconds_count{{{put}}}") >= 3
+        assert sample(text, f'tadpole_request_duration_seconds_bucket{{le="+Inf",{put}}}') >= 3
+        assert sample(text, f"tadpole_request_duration_seconds_sum{{{put}}}") > 0
+        assert sample(text, "process_resident_memory_bytes") > 0
         code, body = scrape(address, "/healthz")
         assert code == 200 and leader in body
     finally:
