@@ -140,7 +140,11 @@ class NodeServer:
         pb_grpc.add_DocumentsServicer_to_server(DocumentsServicer(self.replication), server)
         pb_grpc.add_PeerServicer_to_server(
             PeerServicer(
-                self._raft, set(cfg.peers), self.gossip, self.replication, self._send_raft
+                self._raft,
+                set(cfg.peers),
+                self.gossip,
+                self.replication,
+                send_raft=self._send_raft,
             ),
             server,
         )

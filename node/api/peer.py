@@ -34,10 +34,11 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         peer_ids: set[str],
         gossip: GossipDriver | None = None,
         replication: Replication | None = None,
-        send_raft: Callable[[str, list[bytes]], None] | None = None,
+        *,
+        send_raft: Callable[[str, list[bytes]], None],
     ) -> None:
         self._backend = backend
-        self._send_raft = send_raft or (lambda _peer, _frames: None)
+        self._send_raft = send_raft  # the Raft links, for answers that came too late
         self._peer_ids = peer_ids
         self.gossip = gossip
         self._replication = replication
@@ -90,7 +91,6 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
 
         backend.deliver_for_reply(peer, frames, from_raft_thread)
         try:
-            return await asyncio.wait_for(asyncio.shield(answer), self.REPLY_WAIT_S)
-        except TimeoutError:
-            answer.cancel()
+            return await asyncio.wait_for(answer, self.REPLY_WAIT_S)
+        except TimeoutError:  # wait_for cancelled ``answer``: settle sends them on
             return []
