@@ -125,6 +125,19 @@ class RaftConfig:
 
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+def known_leader(role: str, leader_id: str, silent_s: float, fallback_s: float) -> str:
+    """The leader to report. pysyncobj keeps the last leader's id until another is
+    elected, and a follower cut off from everyone (or losing every pre-vote) never
+    starts an election, so it would name a dead leader forever: /healthz green,
+    clients sent to a corpse. A follower that has not heard from its leader for
+    ``fallback_s`` (the same bound a leader uses to step down) reports none."""
+    if role != "leader" and silent_s > fallback_s:
+        return ""
+    return leader_id
+
+
 _LEADER_STATE = 2  # pysyncobj's _RAFT_STATE.LEADER
 
 
@@ -379,7 +392,12 @@ class RaftBackend:
             name="raft",
             role=role,
             term=raw["raft_term"],
-            leader_id=leader.id if leader is not None else "",
+            leader_id=known_leader(
+                role,
+                leader.id if leader is not None else "",
+                self._transport.leader_silent_s(),
+                self.config.leader_fallback_s,
+            ),
             commit_index=raw["commit_idx"],
             applied_index=raw["last_applied"],
             log_entries=raw["log_len"],

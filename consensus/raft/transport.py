@@ -384,6 +384,10 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self._inbox.append(("down", peer_id))
         self._wake()
 
+    def leader_silent_s(self) -> float:
+        """Seconds since an append-entries of the current term last arrived (inf: never)."""
+        return self._clock() - self._leader_contact
+
     def is_connected(self, peer_id: str) -> bool:
         return peer_id in self._connected
 

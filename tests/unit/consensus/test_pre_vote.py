@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pysyncobj.node import Node
 
-from consensus.raft.backend import next_tick_in
+from consensus.raft.backend import known_leader, next_tick_in
 from consensus.raft.transport import HeldTransport, grant_pre_vote
 
 FOLLOWER, LEADER = 0, 2
@@ -269,3 +269,20 @@ def test_the_tick_thread_sleeps_until_the_next_timer(
     raft._SyncObj__newAppendEntriesTime = heartbeat_due  # type: ignore[attr-defined]
     raft._SyncObj__raftElectionDeadline = election_due
     assert next_tick_in(raft, 99.99, 100.0, 0.05) == pytest.approx(wait)
+
+
+@pytest.mark.parametrize(
+    ("role", "silent_s", "reported"),
+    [
+        ("follower", 0.05, "n2"),
+        ("follower", 0.99, "n2"),
+        ("follower", 1.01, ""),  # cut off from its leader: it knows of none
+        ("follower", float("inf"), ""),
+        ("candidate", 5.0, ""),
+        ("leader", 5.0, "n2"),  # a leader's own id is never dropped here
+    ],
+)
+def test_a_follower_stops_naming_a_leader_it_no_longer_hears(
+    role: str, silent_s: float, reported: str
+) -> None:
+    assert known_leader(role, "n2", silent_s, 1.0) == reported
