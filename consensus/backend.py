@@ -22,6 +22,17 @@ noted; none may block the loop):
     order) from ``start_revision`` (0 = the next change). Raises
     :class:`CompactedError` if ``start_revision`` is no longer available.
     Runs until the consumer stops iterating.
+``history(key, prefix, start_revision, limit, timeout)``
+    The recorded change events with revision >= ``start_revision`` (> 0) on
+    ``key`` (or under it when ``prefix``), and the revision ``through`` they are
+    complete up to: every matching change in ``[start_revision, through]`` is in
+    the list, in revision order, and no revision is split. At most ``limit``
+    events unless one revision alone holds more (0 = no limit); then ``through``
+    is the last listed revision; the third value says whether events were left
+    out by the limit (ask again from ``through``). Linearizable: ``through`` is at least the
+    revision of every write that completed before the call. Raises
+    :class:`CompactedError` when ``start_revision`` is older than the history
+    kept.
 ``info()`` (plain method)
     A :class:`BackendInfo` snapshot for Status/Members; never blocks.
 """
@@ -91,6 +102,10 @@ class SystemBackend(Protocol):
     def watch(
         self, key: str, *, prefix: bool, start_revision: int
     ) -> AsyncIterator[list[Event]]: ...
+
+    async def history(
+        self, key: str, *, prefix: bool, start_revision: int, limit: int, timeout: float
+    ) -> tuple[list[Event], int, bool]: ...
 
     def info(self) -> BackendInfo: ...
 

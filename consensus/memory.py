@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator
 
 from consensus.backend import BackendInfo, RangeResult
 from consensus.errors import ProposalError
-from consensus.statemachine import CommandResult, Event, KeyValue, SystemStateMachine, Txn
+from consensus.statemachine import (
+    CommandResult,
+    Event,
+    KeyValue,
+    SystemStateMachine,
+    Txn,
+    page_events,
+)
 
 __all__ = ["MemorySystem"]
 
@@ -59,6 +66,12 @@ class MemorySystem:
     ) -> RangeResult:
         kvs, more, count = self.sm.range(prefix, limit=limit, start_after=start_after)
         return RangeResult(kvs, more, count, self.sm.revision)
+
+    async def history(
+        self, key: str, *, prefix: bool, start_revision: int, limit: int, timeout: float
+    ) -> tuple[list[Event], int, bool]:
+        events = self.sm.events_since(start_revision, key, prefix=prefix)
+        return page_events(events, limit, self.sm.revision)
 
     async def watch(
         self, key: str, *, prefix: bool, start_revision: int

@@ -567,3 +567,22 @@ def _cmp(actual: int | bytes, op: CompareOp, expected: int | bytes) -> bool:
     if op is CompareOp.GREATER:
         return actual > expected  # type: ignore[operator]
     return actual < expected  # type: ignore[operator]
+
+
+def page_events(events: list[Event], limit: int, revision: int) -> tuple[list[Event], int, bool]:
+    """The first whole revisions of ``events`` (in revision order) holding at most
+    ``limit`` events (0 = all; a single revision is never split, so the first one is
+    kept whatever its size); the revision the page is complete up to (``revision``
+    when nothing was cut, else the last kept event's); and whether events were cut."""
+    if limit <= 0 or len(events) <= limit:
+        return events, revision, False
+    end = limit
+    boundary = events[limit].kv.mod_revision
+    while end > 0 and events[end - 1].kv.mod_revision == boundary:
+        end -= 1
+    if end == 0:  # one revision holds more than the limit: keep it whole
+        while end < len(events) and events[end].kv.mod_revision == boundary:
+            end += 1
+    if end == len(events):
+        return events, revision, False
+    return events[:end], events[end - 1].kv.mod_revision, True

@@ -67,7 +67,7 @@ class NodeConfig:
     # context switches (throughput). Python's default is 0.005.
     gil_switch_interval_s: float = 0.0005
     # host:port for HTTP: Prometheus /metrics and a /healthz probe ("" = off).
-    metrics_listen: str = ""
+    http_listen: str = ""
     # How often population logs are compacted under their retention policies
     # (detailed -> day summaries -> expiry; archives for archival subspaces),
     # seconds. Compaction is idempotent within a UTC day, so hourly is plenty.
@@ -82,8 +82,8 @@ class NodeConfig:
         _check_address("listen", self.listen)
         if self.advertise:
             _check_address("advertise", self.advertise)
-        if self.metrics_listen:
-            _check_address("metrics_listen", self.metrics_listen)
+        if self.http_listen:
+            _check_address("http_listen", self.http_listen)
         for peer_id, address in self.peers.items():
             if not _valid_id(peer_id):
                 raise ConfigError(f"peers: id {peer_id!r}: use 1-64 of [A-Za-z0-9_.-]")

@@ -28,7 +28,7 @@ from node.config import ConfigError, load_config
 @click.option("--request-timeout", "request_timeout_s", type=float, help="Commit wait, s (10).")
 @click.option("--system-backend", help="raft (default) or etcd.")
 @click.option("--etcd-endpoints", help="etcd endpoints for --system-backend etcd: HOST:PORT,...")
-@click.option("--metrics-listen", help="host:port for Prometheus /metrics and /healthz (off).")
+@click.option("--http-listen", help="host:port for the HTTP API, /metrics and /healthz (off).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING... (default INFO).")
 @click.option("--pid-file", type=click.Path(dir_okay=False), help="Write the process id here.")
 @click.option(

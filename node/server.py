@@ -28,7 +28,7 @@ from node.api.kv import VERSION, ClusterServicer, KVServicer
 from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.config import NodeConfig
-from node.observe.http import HttpServer
+from node.http.app import HttpServer
 from node.observe.latency import LatencyInterceptor, RequestLatency
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -86,7 +86,7 @@ class NodeServer:
         self.replication: Replication | None = None
         self.metrics = ClusterMetrics(config.node_id, self.gossip)
         self.latency = RequestLatency()
-        self.http = HttpServer(self, config.metrics_listen) if config.metrics_listen else None
+        self.http = HttpServer(self, config.http_listen) if config.http_listen else None
 
     def _send_raft(self, peer_id: str, frames: list[bytes]) -> None:
         # Tick thread -> the peer's link thread (never through the event loop).

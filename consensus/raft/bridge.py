@@ -29,6 +29,7 @@ from consensus.statemachine import (
     KeyValue,
     SystemStateMachine,
     Txn,
+    page_events,
 )
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,15 @@ class RaftSystem:
             return RangeResult(kvs, more, count, sm.revision)
 
         return await self._read(run, linearizable, timeout)
+
+    async def history(
+        self, key: str, *, prefix: bool, start_revision: int, limit: int, timeout: float
+    ) -> tuple[list[Event], int, bool]:
+        def run(sm: SystemStateMachine) -> tuple[list[Event], int, bool]:
+            return page_events(sm.events_since(start_revision, key, prefix=prefix), limit,
+                               sm.revision)  # fmt: skip
+
+        return await self._read(run, True, timeout)
 
     async def _read(
         self, fn: Callable[[SystemStateMachine], T], linearizable: bool, timeout: float

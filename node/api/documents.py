@@ -35,6 +35,7 @@ from node.replication.driver import (
     ONE,
     NoOwnerReachable,
     Replication,
+    UpdateResult,
 )
 from node.tiers import agent as agent_doc
 from node.tiers import mesh as mesh_doc
@@ -55,9 +56,139 @@ AGENT = "agent"
 CAUSAL_WAIT_S = 3.0
 
 
+class Documents:
+    """The document operations, on plain values: what the gRPC servicer and the HTTP
+    API both call, so causal tokens, validation and errors mean the same on both."""
+
+    def __init__(self, replication: Replication) -> None:
+        self.r = replication
+
+    async def covering(self, agent_id: str, token: dict[str, int], consistency: int) -> Any:
+        """The agent's state on a live owner, once it covers ``token``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CAUSAL_WAIT_S
+        read = await self.r.read(AGENT, agent_id, consistency or ONE)
+        state = agent_doc.check_state(read.state)
+        while token and not agent_doc.covers(state, token):
+            try:
+                read = await self.r.read(AGENT, agent_id, ALL)
+            except NoOwnerReachable:
+                read = await self.r.read(AGENT, agent_id, ONE)
+            state = agent_doc.check_state(read.state)
+            if agent_doc.covers(state, token):
+                break
+            if loop.time() > deadline:
+                raise NoOwnerReachable(
+                    f"agent {agent_id}: no live replica has caught up with the causal token "
+                    f"within {CAUSAL_WAIT_S:g} s; nothing applied; retry (an older state is "
+                    "never served)"
+                )
+            await asyncio.sleep(0.05)
+        return state
+
+    async def agent_get(self, agent_id: str, token: Any, consistency: int = 0) -> Any:
+        agent_doc.check_agent_key(agent_id)
+        return await self.covering(agent_id, agent_doc.check_token(token), consistency)
+
+    async def agent_write(
+        self, agent_id: str, doc: Any, token: Any, *, replace: bool, only_new: bool = False
+    ) -> UpdateResult:
+        """``replace``: the whole document (create or replace; ``only_new`` refuses to
+        replace); otherwise ``doc`` is an RFC 7396 merge patch of the existing one."""
+        agent_doc.check_agent_key(agent_id)
+        checked = agent_doc.check_token(token)
+        if checked:
+            await self.covering(agent_id, checked, ONE)
+        if replace:
+            op = DocOp("agent_create", {"doc": doc, "key": agent_id, "only_new": only_new})
+        else:
+            op = DocOp("agent_patch", {"patch": doc})
+        return await self.r.update(AGENT, agent_id, op)
+
+    async def capability_add(self, agent_id: str, amounts: dict[int, float], token: Any) -> Any:
+        agent_doc.check_agent_key(agent_id)
+        checked = agent_doc.check_token(token)
+        if not amounts:
+            raise InvalidArgument("amounts is empty: give dimension -> amount")
+        for dim, amount in amounts.items():
+            if not 0 <= dim < 256:
+                raise InvalidArgument(f"amounts: dimension {dim} is outside 0..255")
+            if not math.isfinite(amount):
+                raise InvalidArgument(f"amounts[{dim}]: {amount} is not a finite number")
+        if checked:
+            await self.covering(agent_id, checked, ONE)
+        op = DocOp("agent_capability_add", {"amounts": sorted(amounts.items())})
+        return await self.r.update(AGENT, agent_id, op)
+
+    async def mesh_get(self, mesh_id: str, consistency: int = 0) -> mesh_doc.MeshState | None:
+        check_key(mesh_id, "id")
+        read = await self.r.read(MESH, mesh_id, consistency or ONE)
+        return mesh_doc.as_mesh_state(read.state)
+
+    async def mesh_write(
+        self, mesh_id: str, doc: Any, *, create: bool, upsert: bool = False
+    ) -> UpdateResult:
+        """``create``: a new mesh (ALREADY_EXISTS over a live one); ``upsert``: create it
+        or update the fields ``doc`` names; otherwise update a live mesh (NOT_FOUND)."""
+        check_key(mesh_id, "id")
+        if upsert:
+            return await self.r.update(MESH, mesh_id, DocOp("mesh_upsert", {"doc": doc}))
+        if create:
+            topology = doc.get("topology") if isinstance(doc, dict) else None
+            given = topology.get("mesh_id") if isinstance(topology, dict) else None
+            if given != mesh_id:
+                raise InvalidArgument(
+                    f"topology.mesh_id {given!r} does not match the id {mesh_id!r}"
+                )
+            return await self.r.update(MESH, mesh_id, DocOp("mesh_create", {"doc": doc}))
+        return await self.r.update(MESH, mesh_id, DocOp("mesh_put", {"doc": doc}))
+
+    async def mesh_delete(self, mesh_id: str) -> UpdateResult:
+        check_key(mesh_id, "id")
+        return await self.r.update(MESH, mesh_id, DocOp("mesh_delete"))
+
+    async def mesh_members(self, mesh_id: str, add: list[str], remove: list[str]) -> UpdateResult:
+        check_key(mesh_id, "mesh_id")
+        if not add and not remove:
+            raise InvalidArgument("give agent ids to add and/or remove")
+        op = DocOp("mesh_members", {"add": list(add), "remove": list(remove)})
+        return await self.r.update(MESH, mesh_id, op)
+
+    async def query(self, kind: str, node_id: str) -> list[str]:
+        """Graph query ``kind`` (members | meshes | neighbours) about ``node_id``."""
+        check_key(node_id, "id")
+        if kind == "members":
+            read = await self.r.read(MESH, node_id, ONE)
+            if not mesh_doc.exists(mesh_doc.as_mesh_state(read.state)):
+                raise mesh_doc.MeshNotFound(f"no mesh {node_id}")
+            return mesh_doc.members_of(read.state)
+        if kind not in ("meshes", "neighbours"):
+            raise InvalidArgument(f"unknown query kind {kind!r}")
+        index = await self.r.read(MESH, mesh_doc.index_key(node_id), ONE)
+        listed = mesh_doc.meshes_of(index.state)
+        reads = await asyncio.gather(
+            *(self.r.read(MESH, mesh_id, ONE) for mesh_id in listed), return_exceptions=True
+        )
+        docs: dict[str, mesh_doc.MeshState | None] = {}
+        for mesh_id, fetched in zip(listed, reads, strict=True):
+            if not isinstance(fetched, BaseException):
+                docs[mesh_id] = mesh_doc.as_mesh_state(fetched.state)
+        if kind == "meshes":
+            return mesh_doc.confirmed_meshes(node_id, listed, docs)
+        return mesh_doc.neighbours(node_id, listed, docs)
+
+
+_QUERY_KINDS = {
+    pb.GraphQueryRequest.MESHES_OF_AGENT: "meshes",
+    pb.GraphQueryRequest.MEMBERS_OF_MESH: "members",
+    pb.GraphQueryRequest.NEIGHBOURS: "neighbours",
+}
+
+
 class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
     def __init__(self, replication: Replication) -> None:
         self._r = replication
+        self._docs = Documents(replication)
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         await status.abort(context, exc)
@@ -80,42 +211,6 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
             response.hinted[:] = result.hinted
         return response
 
-    async def _covering(self, agent_id: str, token: dict[str, int], consistency: int) -> Any:
-        """The agent's state on a live owner, once it covers ``token``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CAUSAL_WAIT_S
-        read = await self._r.read(AGENT, agent_id, consistency or ONE)
-        state = agent_doc.check_state(read.state)
-        while token and not agent_doc.covers(state, token):
-            try:
-                read = await self._r.read(AGENT, agent_id, ALL)
-            except NoOwnerReachable:
-                read = await self._r.read(AGENT, agent_id, ONE)
-            state = agent_doc.check_state(read.state)
-            if agent_doc.covers(state, token):
-                break
-            if loop.time() > deadline:
-                raise NoOwnerReachable(
-                    f"agent {agent_id}: no live replica has caught up with the causal token "
-                    f"within {CAUSAL_WAIT_S:g} s; nothing applied; retry (an older state is "
-                    "never served)"
-                )
-            await asyncio.sleep(0.05)
-        return state
-
-    async def _agent_put(self, request: Any) -> Any:
-        agent_doc.check_agent_key(request.id)
-        token = agent_doc.check_token(dict(request.causal_token))
-        doc = parse_json(request.doc_json, "doc_json")
-        if token:
-            await self._covering(request.id, token, ONE)
-        if request.create:
-            op = DocOp("agent_create", {"doc": doc, "key": request.id})
-        else:
-            op = DocOp("agent_patch", {"patch": doc})
-        result = await self._r.update(AGENT, request.id, op)
-        return self._agent_doc(result.state, result)
-
     def _doc(self, state: Any, result: Any = None) -> Any:
         response = pb.DocResponse(member_id=self._r.node_id, found=mesh_doc.exists(state))
         if response.found:
@@ -128,21 +223,14 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
 
     async def Put(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            if self._tier(request.tier) == AGENT:
-                return await self._agent_put(request)
-            check_key(request.id, "id")
+            tier = self._tier(request.tier)
             doc = parse_json(request.doc_json, "doc_json")
-            if request.create:
-                topology = doc.get("topology") if isinstance(doc, dict) else None
-                mesh_id = topology.get("mesh_id") if isinstance(topology, dict) else None
-                if mesh_id != request.id:
-                    raise InvalidArgument(
-                        f"topology.mesh_id {mesh_id!r} does not match the id {request.id!r}"
-                    )
-                op = DocOp("mesh_create", {"doc": doc})
-            else:
-                op = DocOp("mesh_put", {"doc": doc})
-            result = await self._r.update(MESH, request.id, op)
+            if tier == AGENT:
+                result = await self._docs.agent_write(
+                    request.id, doc, dict(request.causal_token), replace=request.create
+                )
+                return self._agent_doc(result.state, result)
+            result = await self._docs.mesh_write(request.id, doc, create=request.create)
         except Exception as exc:
             await self._fail(context, exc)
             raise
@@ -150,29 +238,23 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
 
     async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            consistency = check_consistency(request.consistency)
             if self._tier(request.tier) == AGENT:
-                agent_doc.check_agent_key(request.id)
-                token = agent_doc.check_token(dict(request.causal_token))
-                state = await self._covering(
-                    request.id, token, check_consistency(request.consistency)
+                state = await self._docs.agent_get(
+                    request.id, dict(request.causal_token), consistency
                 )
                 return self._agent_doc(state)
-            check_key(request.id, "id")
-            read = await self._r.read(
-                MESH, request.id, check_consistency(request.consistency) or ONE
-            )
-            state = mesh_doc.as_mesh_state(read.state)
+            mesh = await self._docs.mesh_get(request.id, consistency)
         except Exception as exc:
             await self._fail(context, exc)
             raise
-        return self._doc(state)
+        return self._doc(mesh)
 
     async def Delete(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if self._tier(request.tier) == AGENT:
                 raise InvalidArgument("agent documents are not deleted; patch them instead")
-            check_key(request.id, "id")
-            result = await self._r.update(MESH, request.id, DocOp("mesh_delete"))
+            result = await self._docs.mesh_delete(request.id)
         except Exception as exc:
             await self._fail(context, exc)
             raise
@@ -180,11 +262,9 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
 
     async def Members(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            check_key(request.mesh_id, "mesh_id")
-            if not request.add and not request.remove:
-                raise InvalidArgument("give agent ids to add and/or remove")
-            op = DocOp("mesh_members", {"add": list(request.add), "remove": list(request.remove)})
-            result = await self._r.update(MESH, request.mesh_id, op)
+            result = await self._docs.mesh_members(
+                request.mesh_id, list(request.add), list(request.remove)
+            )
         except Exception as exc:
             await self._fail(context, exc)
             raise
@@ -192,19 +272,9 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
 
     async def CapabilityAdd(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            agent_doc.check_agent_key(request.agent_id)
-            token = agent_doc.check_token(dict(request.causal_token))
-            if not request.amounts:
-                raise InvalidArgument("amounts is empty: give dimension -> amount")
-            for dim, amount in request.amounts.items():
-                if not 0 <= dim < 256:
-                    raise InvalidArgument(f"amounts: dimension {dim} is outside 0..255")
-                if not math.isfinite(amount):
-                    raise InvalidArgument(f"amounts[{dim}]: {amount} is not a finite number")
-            if token:
-                await self._covering(request.agent_id, token, ONE)
-            op = DocOp("agent_capability_add", {"amounts": sorted(request.amounts.items())})
-            result = await self._r.update(AGENT, request.agent_id, op)
+            result = await self._docs.capability_add(
+                request.agent_id, dict(request.amounts), dict(request.causal_token)
+            )
         except Exception as exc:
             await self._fail(context, exc)
             raise
@@ -212,33 +282,14 @@ class DocumentsServicer(pb_grpc.DocumentsServicer):  # type: ignore[misc]
 
     async def Query(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            check_key(request.id, "id")
             check_limit(request.limit)
             check_prefix(request.prefix)
-            ids = await self._query(request.kind, request.id)
+            kind = _QUERY_KINDS.get(request.kind)
+            if kind is None:
+                raise InvalidArgument(f"unknown query kind {request.kind}")
+            ids = await self._docs.query(kind, request.id)
         except Exception as exc:
             await self._fail(context, exc)
             raise
         page, more = mesh_doc.page(ids, request.limit, request.start_after, request.prefix)
         return pb.GraphQueryResponse(ids=page, more=more)
-
-    async def _query(self, kind: int, node_id: str) -> list[str]:
-        if kind == pb.GraphQueryRequest.MEMBERS_OF_MESH:
-            read = await self._r.read(MESH, node_id, ONE)
-            if not mesh_doc.exists(mesh_doc.as_mesh_state(read.state)):
-                raise mesh_doc.MeshNotFound(f"no mesh {node_id}")
-            return mesh_doc.members_of(read.state)
-        index = await self._r.read(MESH, mesh_doc.index_key(node_id), ONE)
-        listed = mesh_doc.meshes_of(index.state)
-        reads = await asyncio.gather(
-            *(self._r.read(MESH, mesh_id, ONE) for mesh_id in listed), return_exceptions=True
-        )
-        docs: dict[str, mesh_doc.MeshState | None] = {}
-        for mesh_id, fetched in zip(listed, reads, strict=True):
-            if not isinstance(fetched, BaseException):
-                docs[mesh_id] = mesh_doc.as_mesh_state(fetched.state)
-        if kind == pb.GraphQueryRequest.MESHES_OF_AGENT:
-            return mesh_doc.confirmed_meshes(node_id, listed, docs)
-        if kind == pb.GraphQueryRequest.NEIGHBOURS:
-            return mesh_doc.neighbours(node_id, listed, docs)
-        raise InvalidArgument(f"unknown query kind {kind}")

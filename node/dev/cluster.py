@@ -130,7 +130,7 @@ class LocalCluster:
             self.secret_file,
             "--pid-file",
             self.pid_file(node_id),
-            *(["--metrics-listen", m] if (m := self.metrics_address(node_id)) else []),
+            *(["--http-listen", m] if (m := self.metrics_address(node_id)) else []),
             *self.extra_args,
         ]
 
@@ -287,7 +287,7 @@ def start(
     for node_id in cluster.node_ids:
         click.echo(
             f"{node_id}: pid {cluster.pid(node_id)}  grpc {cluster.addresses[node_id]}  "
-            f"metrics http://{cluster.metrics_address(node_id)}/metrics  "
+            f"http http://{cluster.metrics_address(node_id)}  "
             f"log {cluster.log_file(node_id)}"
         )
     try:

@@ -1,6 +1,5 @@
-"""The node's HTTP side: Prometheus ``/metrics`` and a ``/healthz`` probe.
-
-Off unless ``metrics_listen`` is set (``make cluster`` sets it). Values are
+"""Prometheus ``/metrics`` and a ``/healthz`` probe, served by the node's HTTP listener
+(:mod:`node.http.app`, on when ``http_listen`` is set; ``make cluster`` sets it). Values are
 read at scrape time from the running node — nothing is sampled in between —
 through one custom collector on a registry of the node's own (no global
 state, so several nodes can share a process in tests).
@@ -98,15 +97,18 @@ class NodeCollector(Collector):
         log.debug("node %s scraped", node_id)
 
 
-class HttpServer:
-    def __init__(self, node: NodeView, listen: str) -> None:
+class MetricsEndpoints:
+    """``/metrics`` and ``/healthz``; :mod:`node.http.app` serves them beside the API."""
+
+    def __init__(self, node: NodeView) -> None:
         self._node = node
-        self._listen = listen
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(NodeCollector(node))
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds ...
         ProcessCollector(registry=self._registry)
-        self._runner: web.AppRunner | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/metrics", self._metrics), web.get("/healthz", self._healthz)]
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest(self._registry)
@@ -119,18 +121,3 @@ class HttpServer:
             {"node": self._node.config.node_id, "role": info.role, "leader": info.leader_id},
             status=200 if ok else 503,
         )
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, _, port = self._listen.rpartition(":")
-        await web.TCPSite(self._runner, host, int(port)).start()
-        log.info("node %s serving /metrics and /healthz on %s", self._node.config.node_id,
-                 self._listen)  # fmt: skip
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()

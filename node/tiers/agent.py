@@ -135,7 +135,7 @@ from crdt import (
     VectorClock,
 )
 from crdt.capvec import quantize
-from node.errors import InvalidArgument, NotFound
+from node.errors import AlreadyExists, InvalidArgument, NotFound
 
 __all__ = [
     "CAPABILITY_LIMIT",
@@ -191,6 +191,10 @@ _IMMUTABLE: Final = ("agent_id", "public_key", "creation_timestamp")
 
 class AgentNotFound(NotFound):
     """No agent document exists under the key (maps to NOT_FOUND)."""
+
+
+class AgentExists(AlreadyExists):
+    """A create-only write found a document under the key (maps to ALREADY_EXISTS)."""
 
 
 # -- validation ------------------------------------------------------------------------
@@ -756,19 +760,25 @@ def create(
     hlc: Timestamp,
     *,
     key: str | None = None,
+    only_new: bool = False,
 ) -> tuple[AgentState, AgentState]:
     """Write a whole document (create, or replace an existing one: PUT semantics).
 
     ``key``, when given, must be the document's ``identity.agent_id``. Replacing
     keeps the identity rules: agent_id, public_key and creation_timestamp
-    unchanged, generation not smaller.
+    unchanged, generation not smaller. ``only_new`` refuses to replace (HTTP
+    ``If-None-Match: *``); it is judged on the coordinating owner's copy, so two
+    concurrent create-only writes through different owners can both pass.
 
     Raises:
+        AgentExists: ``only_new`` and a document is already under the key.
         InvalidArgument: invalid document, key mismatch, another agent's
             document already under the key, or an identity change.
     """
     agent_state = check_state(state)
     validate_document(doc)
+    if only_new and exists(agent_state):
+        raise AgentExists("an agent document already exists under this key")
     new_id = doc["identity"]["agent_id"]
     if key is not None:
         check_agent_key(key)

@@ -56,6 +56,17 @@ def _mesh_put(
     return mesh_doc.put_fields(_mesh(state), args["doc"], node, hlc)
 
 
+def _mesh_upsert(
+    state: CRDTBase | None, args: dict[str, Any], node: str, hlc: Timestamp
+) -> tuple[CRDTBase, CRDTBase]:
+    """Create the mesh from ``doc``, or update the fields it names if the mesh is live
+    (HTTP ``PUT /state/mesh/{id}``); decided on the owner applying it."""
+    current = _mesh(state)
+    if mesh_doc.exists(current):
+        return mesh_doc.put_fields(current, args["doc"], node, hlc)
+    return mesh_doc.create(args["doc"], node, hlc, prior=current)
+
+
 def _mesh_members(
     state: CRDTBase | None, args: dict[str, Any], node: str, hlc: Timestamp
 ) -> tuple[CRDTBase, CRDTBase]:
@@ -81,7 +92,9 @@ def _mesh_delete(
 def _agent_create(
     state: CRDTBase | None, args: dict[str, Any], node: str, hlc: Timestamp
 ) -> tuple[CRDTBase, CRDTBase]:
-    return agent_doc.create(state, args["doc"], node, hlc, key=args["key"])
+    return agent_doc.create(
+        state, args["doc"], node, hlc, key=args["key"], only_new=bool(args.get("only_new"))
+    )
 
 
 def _agent_patch(
@@ -102,6 +115,7 @@ def _agent_capability_add(
 MUTATORS: dict[str, Mutator] = {
     "mesh_create": _mesh_create,
     "mesh_put": _mesh_put,
+    "mesh_upsert": _mesh_upsert,
     "mesh_members": _mesh_members,
     "mesh_delete": _mesh_delete,
     "agent_create": _agent_create,

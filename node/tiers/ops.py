@@ -141,33 +141,116 @@ def op_from_request(request: Any) -> Op:
     which = request.WhichOneof("op")
     if which is None:
         raise InvalidArgument("update has no operation set")
+    body = getattr(request, which)
     if which == "counter_add":
-        amount = int(request.counter_add.amount)
+        return make_op(which, amount=int(body.amount))
+    if which in ("set_add", "set_remove"):
+        return make_op(which, elements=tuple(body.elements))
+    if which == "register_set":
+        return make_op(which, value=parse_json(body.value_json, "value_json"))
+    if which == "log_append":
+        payload = parse_json(body.payload_json, "payload_json")
+        return make_op(which, value=payload, entry_id=body.entry_id)
+    value = None if body.remove else parse_json(body.value_json, "value_json")
+    return make_op("map_set", field=body.field, value=value, remove=body.remove)
+
+
+# The JSON form of an update (HTTP API): {"op": KIND, ...fields}; fields per kind.
+JSON_OP_FIELDS: dict[str, frozenset[str]] = {
+    "counter_add": frozenset({"amount"}),
+    "set_add": frozenset({"elements"}),
+    "set_remove": frozenset({"elements"}),
+    "register_set": frozenset({"value"}),
+    "log_append": frozenset({"payload", "entry_id"}),
+    "map_set": frozenset({"field", "value", "remove"}),
+}
+
+
+def op_from_json(body: Any) -> Op:
+    """Validate the JSON form of an update: ``{"op": "counter_add", "amount": 5}``,
+    ``{"op": "set_add", "elements": [...]}``, ``{"op": "register_set", "value": ...}``,
+    ``{"op": "log_append", "payload": ..., "entry_id": "..."}``,
+    ``{"op": "map_set", "field": "f", "value": ...}`` or ``{..., "remove": true}``.
+    Unknown fields are refused (a typo must not be silently ignored)."""
+    if not isinstance(body, dict):
+        raise InvalidArgument('the update must be a JSON object with an "op" field')
+    kind = body.get("op")
+    if not isinstance(kind, str) or kind not in JSON_OP_FIELDS:
+        raise InvalidArgument(f"op must be one of {', '.join(JSON_OP_FIELDS)}, not {kind!r}")
+    allowed = JSON_OP_FIELDS[kind]
+    unknown = sorted(set(body) - allowed - {"op"})
+    if unknown:
+        raise InvalidArgument(
+            f"{kind} takes {', '.join(sorted(allowed))}; unknown field(s): {', '.join(unknown)}"
+        )
+    if kind == "counter_add":
+        amount = body.get("amount")
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise InvalidArgument("counter_add amount must be an integer")
+        if not COUNTER_MIN <= amount <= COUNTER_MAX:
+            raise InvalidArgument("counter_add amount must fit in a signed 64-bit integer")
+        return make_op(kind, amount=amount)
+    if kind in ("set_add", "set_remove"):
+        elements = body.get("elements")
+        if not isinstance(elements, list) or not all(isinstance(e, str) for e in elements):
+            raise InvalidArgument(f"{kind} elements must be a list of strings")
+        return make_op(kind, elements=tuple(elements))
+    if kind == "register_set":
+        if "value" not in body:
+            raise InvalidArgument("register_set needs a value")
+        return make_op(kind, value=body["value"])
+    if kind == "log_append":
+        if "payload" not in body:
+            raise InvalidArgument("log_append needs a payload")
+        entry_id = body.get("entry_id", "")
+        if not isinstance(entry_id, str):
+            raise InvalidArgument("log_append entry_id must be a string")
+        return make_op(kind, value=body["payload"], entry_id=entry_id)
+    field_name, remove = body.get("field"), body.get("remove", False)
+    if not isinstance(field_name, str):
+        raise InvalidArgument("map_set field must be a string")
+    if not isinstance(remove, bool):
+        raise InvalidArgument("map_set remove must be true or false")
+    if not remove and "value" not in body:
+        raise InvalidArgument("map_set needs a value (or remove: true)")
+    return make_op(kind, field=field_name, value=None if remove else body["value"], remove=remove)
+
+
+def make_op(
+    kind: str,
+    *,
+    amount: int = 0,
+    elements: tuple[str, ...] = (),
+    value: Any = None,
+    entry_id: str = "",
+    field: str = "",
+    remove: bool = False,
+) -> Op:
+    """The checks every update passes, whichever API it came through."""
+    if kind == "counter_add":
         if amount == 0:
             raise InvalidArgument("counter_add amount must not be 0")
-        return Op(which, amount=amount)
-    if which in ("set_add", "set_remove"):
-        elements = tuple(getattr(request, which).elements)
+        return Op(kind, amount=amount)
+    if kind in ("set_add", "set_remove"):
         if not elements:
-            raise InvalidArgument(f"{which} needs at least one element")
+            raise InvalidArgument(f"{kind} needs at least one element")
         if len(elements) > MAX_ELEMENTS:
-            raise InvalidArgument(f"{which} has {len(elements)} elements; the limit is 1000")
+            raise InvalidArgument(f"{kind} has {len(elements)} elements; the limit is 1000")
         if any(not e for e in elements):
-            raise InvalidArgument(f"{which}: elements must be non-empty strings")
-        return Op(which, elements=elements)
-    if which == "register_set":
-        return Op(which, value=parse_json(request.register_set.value_json, "value_json"))
-    if which == "log_append":
-        payload = parse_json(request.log_append.payload_json, "payload_json")
-        entry_id = request.log_append.entry_id or uuid.uuid4().hex
+            raise InvalidArgument(f"{kind}: elements must be non-empty strings")
+        return Op(kind, elements=elements)
+    if kind == "register_set":
+        return Op(kind, value=value)
+    if kind == "log_append":
+        entry_id = entry_id or uuid.uuid4().hex
         if len(entry_id) > 128:
             raise InvalidArgument("log_append entry_id is longer than 128 characters")
-        return Op(which, value=payload, entry_id=entry_id)
-    field = request.map_set.field
-    if not field:
-        raise InvalidArgument("map_set field is empty")
-    value = None if request.map_set.remove else parse_json(request.map_set.value_json, "value_json")
-    return Op("map_set", field=field, value=value, remove=request.map_set.remove)
+        return Op(kind, value=value, entry_id=entry_id)
+    if kind == "map_set":
+        if not field:
+            raise InvalidArgument("map_set field is empty")
+        return Op(kind, field=field, value=value, remove=remove)
+    raise InvalidArgument(f"unknown update {kind!r}")
 
 
 def apply_op(

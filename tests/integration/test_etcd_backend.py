@@ -12,10 +12,13 @@ etcd-server``). Without it these tests are skipped, except under CI
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -80,7 +83,9 @@ def tadpole_on_etcd(root: str, etcd: LocalEtcd, nodes: int, endpoints: list[str]
     ids = [f"n{i + 1}" for i in range(nodes)]
     args = ["--system-backend", "etcd", "--etcd-endpoints", ",".join(endpoints)]
     args += ["--set", f"etcd_prefix=/test-{uuid.uuid4().hex[:8]}/"]
-    cluster = LocalCluster(root, ids, free_base_port(nodes), extra_args=args)
+    cluster = LocalCluster(
+        root, ids, free_base_port(nodes), extra_args=args, metrics_base_port=free_base_port(nodes)
+    )
     cluster.start()
     wait_serving(cluster)
     return cluster
@@ -102,6 +107,7 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
                 ["n1", "n2", "n3"],
                 free_base_port(3),
                 extra_args=["--set", "raft.watch_history_events=20"],
+                metrics_base_port=free_base_port(3),
             )
             cluster.start()
             cluster.wait_leader(30)
@@ -355,6 +361,51 @@ def test_watch_from_a_compacted_revision_is_out_of_range(
     assert [(ev.kv.value, ev.kv.mod_revision) for ev in resp.events] == [
         (b"last", latest.header.revision)
     ]
+
+
+def http_get(deployment: Deployment, node_id: str, path: str) -> tuple[int, Any]:
+    address = deployment.cluster.metrics_address(node_id)
+    try:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_event_log_is_complete_ordered_and_paged(
+    deployment: Deployment, stubs_of: Any, ns: str
+) -> None:
+    """``SystemBackend.history`` through ``GET /api/v1/events``: every change after the
+    cursor, in revision order, on a node other than the writer; pages never split a
+    revision; a compacted cursor is 410 with the revision history now starts after."""
+    writer = stubs_of("n1")
+    start = put(writer, ns + "first", b"0").header.revision
+    written = [(put(writer, f"{ns}k{i}", b"%d" % i).header.revision, f"{ns}k{i}") for i in range(5)]
+    deleted = resend_unapplied(
+        writer.kv.Delete, pb.DeleteRequest(key=ns + "k", prefix=True, request_id=uuid.uuid4().hex)
+    )
+    status, body = http_get(deployment, "n3", f"/api/v1/events?prefix={ns}k&after={start}")
+    assert status == 200
+    seen = [(e["revision"], e["key"], e["type"]) for e in body["events"]]
+    assert seen == [(r, k, "put") for r, k in written] + [
+        (deleted.header.revision, k, "delete") for _, k in written
+    ]
+    assert body["next_after"] >= deleted.header.revision and not body["more"]
+    paged, after = [], start
+    while True:
+        status, body = http_get(
+            deployment, "n2", f"/api/v1/events?prefix={ns}k&after={after}&limit=2"
+        )
+        paged += [(e["revision"], e["key"], e["type"]) for e in body["events"]]
+        after = body["next_after"]
+        if not body["more"]:
+            break
+    assert paged == seen  # the 5-event delete revision came whole, past the limit of 2
+    for i in range(25):
+        put(writer, ns + "churn", b"%d" % i)
+    deployment.compact()
+    status, body = http_get(deployment, "n2", f"/api/v1/events?prefix={ns}&after={start}")
+    assert status == 410 and body["compact_revision"] > start
 
 
 def test_bad_input_is_invalid_argument_and_changes_nothing(stubs_of: Any, ns: str) -> None:

@@ -1,0 +1,103 @@
+"""The node's one HTTP listener: the state API, the change streams, the OpenAPI
+document, Prometheus ``/metrics`` and ``/healthz``, on the node's event loop.
+
+One middleware turns every failure into an RFC 9457 problem document
+(:mod:`node.http.problems`), including aiohttp's own (unknown route, wrong method),
+so no request ever gets a traceback or an HTML error page. aiohttp's request parser
+bounds the request line and each header (8 KiB) before any handler runs; bodies are
+bounded by the handlers before they are read (:func:`node.http.requests.json_body`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from aiohttp import web
+
+from consensus.backend import SystemBackend
+from node.http.openapi import document
+from node.http.problems import Problem, problem_for, problem_response
+from node.http.state import ApiConfig, StateApi
+from node.http.streams import StreamApi
+from node.observe.http import MetricsEndpoints
+from node.observe.view import NodeView
+from node.replication.driver import Replication
+
+__all__ = ["HttpServer", "build_app"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiNode(NodeView, Protocol):
+    """What the HTTP listener reads from a running node (``NodeServer`` fits)."""
+
+    @property
+    def config(self) -> ApiConfig: ...
+
+    @property
+    def system(self) -> SystemBackend: ...
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        detail = f"{request.method} is not served on this path; use {allowed}"
+        return problem_response(Problem(405, detail, headers={"Allow": allowed}), request.path)
+    except web.HTTPNotFound:
+        detail = f"no endpoint {request.path}; the API is described at /api/v1/openapi.json"
+        return problem_response(Problem(404, detail), request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(Problem(exc.status, exc.reason), request.path)
+    except Exception as exc:
+        return problem_response(problem_for(exc), request.path)
+
+
+def build_app(node: ApiNode, replication: Replication) -> web.Application:
+    app = web.Application(middlewares=[problems])
+    state = StateApi(node.config, node.system, replication, node.gossip)
+    streams = StreamApi(node.system, node.config.request_timeout_s)
+    spec = document()
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    app.add_routes(
+        [
+            *MetricsEndpoints(node).routes(),
+            *state.routes(),
+            *streams.routes(),
+            web.get("/api/v1/openapi.json", openapi),
+        ]
+    )
+    return app
+
+
+class HttpServer:
+    def __init__(self, node: ApiNode, listen: str) -> None:
+        self._node = node
+        self._listen = listen
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        replication = self._node.replication
+        assert replication is not None, "start the CRDT tiers before the HTTP listener"
+        self._runner = web.AppRunner(
+            build_app(self._node, replication), access_log=None, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        host, _, port = self._listen.rpartition(":")
+        await web.TCPSite(self._runner, host, int(port)).start()
+        log.info("node %s serving HTTP on %s", self._node.config.node_id, self._listen)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
