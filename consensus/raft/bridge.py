@@ -196,7 +196,9 @@ class RaftSystem:
                 yield batch
             next_rev = max(next_rev, latest + 1)
             if not events:
-                await applied
+                # Shielded: the future is shared by every watcher, and cancelling one
+                # watcher (its client went away) must not cancel it under the others.
+                await asyncio.shield(applied)
 
     def _applied_future(self) -> asyncio.Future[None]:
         if self._applied is None:

@@ -295,8 +295,8 @@ class HeldTransport(Transport):  # type: ignore[misc]
         transfers skip the gate: their target must campaign even though the others
         still hear from the leader that asked for it."""
         obj = self._syncobj
-        if not self._pre_vote or obj._SyncObj__raftState == _LEADER:
-            return
+        if not self._pre_vote or obj._SyncObj__raftState == _LEADER or not self._nodes:
+            return  # a lone voter is its own majority: there is no one to ask or disturb
         now = self._clock()
         if obj._SyncObj__raftElectionDeadline >= now or now < self._transfer_until:
             return

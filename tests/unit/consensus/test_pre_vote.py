@@ -286,3 +286,16 @@ def test_a_follower_stops_naming_a_leader_it_no_longer_hears(
     role: str, silent_s: float, reported: str
 ) -> None:
     assert known_leader(role, "n2", silent_s, 1.0) == reported
+
+
+def test_a_single_node_cluster_campaigns_without_asking() -> None:
+    raft, clock = FakeRaft(), Clock()
+    sent: list[Any] = []
+    transport = HeldTransport(
+        raft, Node("n1"), [], sender=lambda *a: sent.append(a), wake=lambda: None,
+        sticky_s=0.15, pre_vote=True, clock=clock,
+    )  # fmt: skip
+    transport.gate_election()
+    assert raft._SyncObj__raftElectionDeadline == 0.0  # left expired: doTick campaigns
+    transport.flush()
+    assert sent == [] and transport.pre_votes_started == 0
