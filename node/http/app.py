@@ -1,5 +1,5 @@
-"""The node's one HTTP listener: the state API, the change streams, the OpenAPI
-document, Prometheus ``/metrics`` and ``/healthz``, on the node's event loop.
+"""The node's one HTTP listener: the state API, the change streams, GraphQL, the
+OpenAPI document, Prometheus ``/metrics`` and ``/healthz``, on the node's event loop.
 
 One middleware turns every failure into an RFC 9457 problem document
 (:mod:`node.http.problems`), including aiohttp's own (unknown route, wrong method),
@@ -17,6 +17,7 @@ from typing import Protocol
 from aiohttp import web
 
 from consensus.backend import SystemBackend
+from node.http.graphql import graphql_view
 from node.http.openapi import document
 from node.http.problems import Problem, problem_for, problem_response
 from node.http.state import ApiConfig, StateApi
@@ -65,6 +66,7 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
     app = web.Application(middlewares=[problems])
     state = StateApi(node.config, node.system, replication, node.gossip)
     streams = StreamApi(node.system, node.config.request_timeout_s)
+    graphql = graphql_view(state.docs, node.system, node.gossip, node.config.request_timeout_s)
     spec = document()
 
     async def openapi(_request: web.Request) -> web.Response:
@@ -76,6 +78,8 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
             *state.routes(),
             *streams.routes(),
             web.get("/api/v1/openapi.json", openapi),
+            web.get("/graphql", graphql),  # also the WebSocket upgrade (subscriptions)
+            web.post("/graphql", graphql),
         ]
     )
     return app

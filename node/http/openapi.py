@@ -347,6 +347,19 @@ def _streams() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/ws": {
+            "get": {
+                "summary": "Subscriptions to system-tier changes over a WebSocket",
+                "description": "JSON frames: send `subscribe` (id, prefix or key, after) and "
+                "`unsubscribe` (id); receive `subscribed`, `change`, `unsubscribed`, `error`. "
+                "Several subscriptions per socket (at most 32).",
+                "operationId": "websocket",
+                "responses": {
+                    "101": {"description": "Switching to the WebSocket protocol."},
+                    **_errors(400),
+                },
+            }
+        },
         "/api/v1/watch": {
             "get": {
                 "summary": "Watch the system tier as Server-Sent Events",
@@ -366,6 +379,34 @@ def _streams() -> dict[str, Any]:
                     **_errors(400, 410, 503, 504),
                 },
             }
+        },
+    }
+
+
+def _graphql() -> dict[str, Any]:
+    result = _json({"type": "object"}, "A GraphQL response (`data`, `errors`).")
+    body = {
+        "type": "object",
+        "required": ["query"],
+        "properties": {
+            "query": {"type": "string"},
+            "variables": {"type": "object"},
+            "operationName": {"type": "string"},
+        },
+    }
+    return {
+        "get": {
+            "summary": "GraphQL query by GET, or a WebSocket (graphql-transport-ws, graphql-ws)",
+            "description": "The schema is introspectable; subscriptions: `systemChanges`.",
+            "operationId": "graphqlGet",
+            "parameters": [_param("query", "query", "The GraphQL document.")],
+            "responses": {"200": result, "400": result},
+        },
+        "post": {
+            "summary": "GraphQL query",
+            "operationId": "graphqlPost",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {"200": result, "400": result},
         },
     }
 
@@ -404,6 +445,7 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
             }
         },
+        "/graphql": _graphql(),
         "/metrics": _plain("metrics", "Prometheus metrics", "text/plain"),
         "/healthz": {
             "get": {

@@ -19,6 +19,16 @@ behind that its next change has left the history gets an ``error`` event naming 
 revision to re-read from and is disconnected; one whose socket stops draining for
 :data:`WRITE_TIMEOUT_S` is disconnected.
 
+WebSocket (``/api/v1/ws``): JSON text frames. The client sends
+``{"type": "subscribe", "id": "s1", "prefix": "config/", "after": 41}`` (``key``
+instead of ``prefix`` for one key; no ``after`` = from now) and
+``{"type": "unsubscribe", "id": "s1"}``; the server answers ``subscribed`` (with the
+revision it starts after), ``change`` (``id``, ``revision``, ``events``),
+``unsubscribed``, and ``error`` (``id`` when it concerns one subscription, ``status``
+and ``detail`` as in a problem document; a subscription that fell behind the history
+ends with status 410 and ``compact_revision``, the others go on). At most
+:data:`WS_MAX_SUBSCRIPTIONS` per socket; WebSocket pings every :data:`HEARTBEAT_S`.
+
 The CRDT tiers' changes are not streamed yet (see docs/design.md, "HTTP face").
 """
 
@@ -32,7 +42,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from consensus.backend import SystemBackend
 from consensus.errors import CompactedError
@@ -49,6 +59,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0  # an SSE comment this often keeps proxies open and finds dead clients
 WRITE_TIMEOUT_S = 10.0  # a subscriber whose socket does not drain for this long is cut off
 QUEUE_BATCHES = 16  # revisions waiting in memory per subscriber, at most
+WS_MAX_SUBSCRIPTIONS = 32  # per socket
+WS_MAX_MESSAGE = 64 << 10  # a client frame larger than this closes the socket
 DEFAULT_EVENTS = 1000
 MAX_EVENTS = 10_000
 
@@ -64,6 +76,7 @@ class StreamApi:
         return [
             web.get("/api/v1/events", self.events),
             web.get("/api/v1/watch", self.watch),
+            web.get("/api/v1/ws", self.websocket),
         ]
 
     @staticmethod
@@ -97,22 +110,25 @@ class StreamApi:
         }
         return web.json_response(body)
 
+    async def _start(self, key: str, prefix: bool, after: int | None) -> int:
+        """The revision a subscription starts after: ``after``, or now. A cursor whose
+        history is gone raises CompactedError here, before anything is streamed."""
+        if after is None:
+            _, after = await self.system.get(key, linearizable=True, timeout=self.request_timeout_s)
+        await self.system.history(
+            key, prefix=prefix, start_revision=after + 1, limit=1, timeout=self.request_timeout_s
+        )
+        return after
+
     async def watch(self, request: web.Request) -> web.StreamResponse:
         """``GET /api/v1/watch?prefix=P`` (or ``key=K``) as Server-Sent Events, from
         ``Last-Event-ID`` / ``?after=R``, or from now (a first ``ready`` event then
         carries the current revision as its id)."""
         key, prefix = self._selector(request)
         resume = request.headers.get("Last-Event-ID") or request.query.get("after")
-        if resume is not None:
-            if not resume.isdigit() or len(resume) > 19:
-                raise Problem(400, f"Last-Event-ID/after must be a revision, not {resume[:40]!r}")
-            after = int(resume)
-        else:
-            _, after = await self.system.get(key, linearizable=True, timeout=self.request_timeout_s)
-        # Refuse a cursor that is already gone before the 200 goes out: a plain 410.
-        await self.system.history(
-            key, prefix=prefix, start_revision=after + 1, limit=1, timeout=self.request_timeout_s
-        )
+        if resume is not None and (not resume.isdigit() or len(resume) > 19):
+            raise Problem(400, f"Last-Event-ID/after must be a revision, not {resume[:40]!r}")
+        after = await self._start(key, prefix, int(resume) if resume is not None else None)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -121,66 +137,198 @@ class StreamApi:
             }
         )
         await response.prepare(request)
-        queue: asyncio.Queue[list[Event] | BaseException] = asyncio.Queue(QUEUE_BATCHES)
-        pump = asyncio.create_task(self._pump(key, prefix, after + 1, queue))
+        feed = Feed(self.system, key, prefix, after + 1)
         try:
             if resume is None:
                 await self._send(response, f"id: {after}\nevent: ready\ndata: {{}}\n\n")
-            await self._serve(response, queue)
+            while True:
+                try:
+                    batch = await feed.next(self.heartbeat_s)
+                except Exception as exc:
+                    data = json.dumps(error_body(exc))
+                    await self._send(response, f"event: error\ndata: {data}\n\n")
+                    return response
+                if batch is None:
+                    await self._send(response, ": keepalive\n\n")
+                    continue
+                revision, data = change_json(batch)
+                await self._send(response, f"id: {revision}\nevent: change\ndata: {data}\n\n")
         except (ConnectionResetError, TimeoutError, asyncio.CancelledError):
             pass
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+            await feed.close()
         return response
-
-    async def _pump(
-        self, key: str, prefix: bool, start: int, queue: asyncio.Queue[list[Event] | BaseException]
-    ) -> None:
-        """Pull batches from the backend's watch into the bounded queue (it blocks
-        while the queue is full, so a slow subscriber only stalls its own cursor)."""
-        watch: AsyncIterator[list[Event]] = self.system.watch(
-            key, prefix=prefix, start_revision=start
-        )
-        try:
-            async for batch in watch:
-                await queue.put(batch)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await queue.put(exc)
-
-    async def _serve(
-        self, response: web.StreamResponse, queue: asyncio.Queue[list[Event] | BaseException]
-    ) -> None:
-        while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), self.heartbeat_s)
-            except TimeoutError:
-                await self._send(response, ": keepalive\n\n")
-                continue
-            if isinstance(item, BaseException):
-                await self._send_error(response, item)
-                return
-            revision = item[-1].kv.mod_revision
-            data = json.dumps({"revision": revision, "events": [event_json(e) for e in item]})
-            await self._send(response, f"id: {revision}\nevent: change\ndata: {data}\n\n")
 
     async def _send(self, response: web.StreamResponse, text: str) -> None:
         await asyncio.wait_for(response.write(text.encode()), self.write_timeout_s)
 
-    async def _send_error(self, response: web.StreamResponse, exc: BaseException) -> None:
-        problem = problem_for(exc)
-        body: dict[str, Any] = {
-            "status": problem.status,
-            "detail": problem.detail,
-            **problem.extra,
-        }
-        if isinstance(exc, CompactedError):
-            body["detail"] = (
-                "this subscriber fell behind the history the node keeps; re-read the state "
-                f"and watch again from its revision (history starts after {exc.compact_revision})"
-            )
-        log.info("closing an SSE watch: %s", body["detail"])
-        await self._send(response, f"event: error\ndata: {json.dumps(body)}\n\n")
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """``/api/v1/ws``: several subscriptions over one WebSocket (protocol in the
+        module docstring of :mod:`node.http.streams`, "WebSocket")."""
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, max_msg_size=WS_MAX_MESSAGE)
+        await ws.prepare(request)
+        session = _WsSession(self, ws)
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    await session.handle(message.data)
+                elif message.type == WSMsgType.BINARY:
+                    await session.reject(400, "send JSON text frames, not binary")
+        except (ConnectionResetError, TimeoutError):
+            pass
+        finally:
+            await session.close()
+        return ws
+
+
+class Feed:
+    """One subscriber's changes after a revision: the backend's watch pumped into a
+    bounded queue. The pump blocks while the queue is full, so a slow subscriber only
+    stalls its own cursor; when the cursor leaves the kept history, :meth:`next`
+    raises the backend's CompactedError."""
+
+    def __init__(self, system: SystemBackend, key: str, prefix: bool, start: int) -> None:
+        self._queue: asyncio.Queue[list[Event] | BaseException] = asyncio.Queue(QUEUE_BATCHES)
+        watch = system.watch(key, prefix=prefix, start_revision=start)
+        self._task = asyncio.create_task(self._pump(watch))
+
+    async def _pump(self, watch: AsyncIterator[list[Event]]) -> None:
+        try:
+            async for batch in watch:
+                await self._queue.put(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._queue.put(exc)
+
+    async def next(self, timeout: float) -> list[Event] | None:
+        """The next revision's events; None when none came within ``timeout``."""
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+
+class _WsSession:
+    """The subscriptions of one WebSocket; every frame goes out through :meth:`send`."""
+
+    def __init__(self, api: StreamApi, ws: web.WebSocketResponse) -> None:
+        self._api = api
+        self._ws = ws
+        self._subs: dict[str, asyncio.Task[None]] = {}
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            await asyncio.wait_for(self._ws.send_str(json.dumps(message)),
+                                   self._api.write_timeout_s)  # fmt: skip
+
+    async def reject(self, status: int, detail: str, sub_id: str | None = None) -> None:
+        message: dict[str, Any] = {"type": "error", "status": status, "detail": detail}
+        if sub_id is not None:
+            message["id"] = sub_id
+        await self.send(message)
+
+    async def handle(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return await self.reject(400, "not valid JSON")
+        if not isinstance(message, dict):
+            return await self.reject(400, "send a JSON object")
+        kind, sub_id = message.get("type"), message.get("id")
+        if not isinstance(sub_id, str) or not 0 < len(sub_id) <= 64:
+            return await self.reject(400, "id must be a string of 1..64 characters")
+        if kind == "unsubscribe":
+            task = self._subs.pop(sub_id, None)
+            if task is not None:
+                task.cancel()
+            return await self.send({"type": "unsubscribed", "id": sub_id})
+        if kind != "subscribe":
+            return await self.reject(400, "type must be subscribe or unsubscribe", sub_id)
+        if sub_id in self._subs:
+            return await self.reject(409, "a subscription with this id is open", sub_id)
+        if len(self._subs) >= WS_MAX_SUBSCRIPTIONS:
+            detail = f"at most {WS_MAX_SUBSCRIPTIONS} subscriptions per socket"
+            return await self.reject(429, detail, sub_id)
+        self._subs[sub_id] = asyncio.create_task(self._run(sub_id, message))
+        return None
+
+    async def _run(self, sub_id: str, message: dict[str, Any]) -> None:
+        feed: Feed | None = None
+        try:
+            key, prefix = _ws_selector(message)
+            after = message.get("after")
+            if after is not None and (isinstance(after, bool) or not isinstance(after, int)
+                                      or after < 0):  # fmt: skip
+                raise Problem(400, "after must be a revision (an integer >= 0)")
+            start = await self._api._start(key, prefix, after)
+            await self.send({"type": "subscribed", "id": sub_id, "revision": start})
+            feed = Feed(self._api.system, key, prefix, start + 1)
+            while True:
+                batch = await feed.next(self._api.heartbeat_s)
+                if batch is None:
+                    continue  # the WebSocket's own ping frames keep the socket alive
+                revision = batch[-1].kv.mod_revision
+                await self.send({"type": "change", "id": sub_id, "revision": revision,
+                                 "events": [event_json(e) for e in batch]})  # fmt: skip
+        except asyncio.CancelledError:
+            raise
+        except (ConnectionResetError, TimeoutError):
+            await self._ws.close()
+        except Exception as exc:
+            self._subs.pop(sub_id, None)
+            with contextlib.suppress(Exception):
+                await self.send({"type": "error", "id": sub_id, **error_body(exc)})
+        finally:
+            if feed is not None:
+                await feed.close()
+
+    async def close(self) -> None:
+        for task in self._subs.values():
+            task.cancel()
+        for task in self._subs.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._subs.clear()
+
+
+def _ws_selector(message: dict[str, Any]) -> tuple[str, bool]:
+    key, prefix = message.get("key"), message.get("prefix")
+    if key is not None and prefix is not None:
+        raise Problem(400, "give key or prefix, not both")
+    if key is not None:
+        if not isinstance(key, str):
+            raise Problem(400, "key must be a string")
+        check_key(key)
+        return key, False
+    if prefix is not None and not isinstance(prefix, str):
+        raise Problem(400, "prefix must be a string")
+    check_prefix(prefix or "")
+    return prefix or "", True
+
+
+def change_json(batch: list[Event]) -> tuple[int, str]:
+    revision = batch[-1].kv.mod_revision
+    return revision, json.dumps({"revision": revision, "events": [event_json(e) for e in batch]})
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    """What a stream sends before it ends on ``exc`` (the problem's status and fields)."""
+    problem = problem_for(exc)
+    body: dict[str, Any] = {"status": problem.status, "detail": problem.detail, **problem.extra}
+    if isinstance(exc, CompactedError):
+        body["detail"] = (
+            "this subscriber fell behind the history the node keeps; re-read the state "
+            f"and watch again from its revision (history starts after {exc.compact_revision})"
+        )
+    log.info("ending a change stream: %s", body["detail"])
+    return body

@@ -80,6 +80,23 @@ async def call(
         return resp.status, parsed, resp.headers
 
 
+async def write_system(
+    http: aiohttp.ClientSession, cluster: LocalCluster, node_id: str, patch: dict[str, Any]
+) -> int:
+    """PATCH /state/system as a careful client: resend only what the node says was not
+    applied (503, e.g. while a new leader is elected); return the new revision."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        status, body, headers = await call(
+            http, "PATCH", url(cluster, node_id, "/state/system"), patch, content_type=PATCH
+        )
+        if status == 200:
+            return int(headers["Tadpole-Revision"])
+        assert status == 503 and body["outcome"] == "not-applied", body
+        assert asyncio.get_running_loop().time() < deadline, body
+        await asyncio.sleep(0.1)
+
+
 def problem(status: int, body: Any, headers: Any, expected: int, words: str = "") -> None:
     assert status == expected, body
     assert headers["Content-Type"].startswith("application/problem+json")
@@ -249,8 +266,7 @@ async def test_system_merge_patch_is_atomic_and_conditional(
     assert body == {p + "a": {"x": 1, "z": 3}, p + "b": "text"}
     # A key deleted after the ETag's revision also fails the condition (lost delete).
     etag = headers["ETag"]
-    await call(http, "PATCH", url(cluster, "n1", "/state/system"), {p + "b": None},
-               content_type=PATCH)  # fmt: skip
+    await write_system(http, cluster, "n1", {p + "b": None})
     status, body, headers = await call(
         http, "PATCH", url(cluster, "n2", "/state/system"), {p + "b": "again"},
         content_type=PATCH, headers={"If-Match": etag},
@@ -270,8 +286,7 @@ async def test_system_pages_and_serializable_reads(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     p = f"page-{uuid.uuid4().hex[:8]}/"
-    await call(http, "PATCH", url(cluster, "n1", "/state/system"),
-               {f"{p}{i:02}": i for i in range(25)}, content_type=PATCH)  # fmt: skip
+    await write_system(http, cluster, "n1", {f"{p}{i:02}": i for i in range(25)})
     seen: dict[str, Any] = {}
     target = f"/state/system?prefix={p}&limit=10"
     while target:
@@ -393,8 +408,7 @@ async def test_events_and_sse_resume_on_another_node_after_kill_9(
         assert ready["event"] == "ready"
         last_id = ready["id"]
         for i in range(5):
-            await call(http, "PATCH", url(cluster, "n1", "/state/system"), {f"{p}{i}": i},
-                       content_type=PATCH)  # fmt: skip
+            await write_system(http, cluster, "n1", {f"{p}{i}": i})
         async for event in stream:
             data = json.loads(event["data"])
             got += [(e["revision"], e["key"]) for e in data["events"]]
@@ -404,8 +418,7 @@ async def test_events_and_sse_resume_on_another_node_after_kill_9(
     cluster.kill("n2")
     try:
         for i in range(5, 10):  # written while the subscriber is away
-            await call(http, "PATCH", url(cluster, "n1", "/state/system"), {f"{p}{i}": i},
-                       content_type=PATCH)  # fmt: skip
+            await write_system(http, cluster, "n1", {f"{p}{i}": i})
         async with http.get(
             url(cluster, "n3", f"/api/v1/watch?prefix={p}"), headers={"Last-Event-ID": last_id}
         ) as resp:
@@ -440,8 +453,7 @@ async def test_history_that_is_gone_is_a_410_never_a_gap(
     _, _, headers = await call(http, "GET", url(cluster, "n1", "/state/system?limit=1"))
     start = int(headers["Tadpole-Revision"])
     for i in range(HISTORY + 20):
-        await call(http, "PATCH", url(cluster, "n1", "/state/system"), {f"{p}k": i},
-                   content_type=PATCH)  # fmt: skip
+        await write_system(http, cluster, "n1", {f"{p}k": i})
     for target in (f"/api/v1/events?after={start}", f"/api/v1/watch?after={start}"):
         status, body, headers = await call(http, "GET", url(cluster, "n3", target))
         problem(status, body, headers, 410)
@@ -461,8 +473,7 @@ async def test_a_slow_subscriber_is_cut_off_with_a_resume_point(
     ) as resp:
         # Read nothing while far more than the history (and the socket buffers) is written.
         for i in range(HISTORY * 2):
-            await call(http, "PATCH", url(cluster, "n1", "/state/system"), {f"{p}k": f"{i}{value}"},
-                       content_type=PATCH)  # fmt: skip
+            await write_system(http, cluster, "n1", {f"{p}k": f"{i}{value}"})
         rss_during = _rss_kib(pid)
         events = [e async for e in read_sse(resp)]
     assert events[0]["event"] == "ready"
@@ -482,6 +493,103 @@ def _rss_kib(pid: int | None) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+async def test_websocket_subscriptions(cluster: LocalCluster, http: aiohttp.ClientSession) -> None:
+    p = f"ws-{uuid.uuid4().hex[:8]}/"
+    async with http.ws_connect(url(cluster, "n2", "/api/v1/ws")) as ws:
+        await ws.send_json({"type": "subscribe", "id": "a", "prefix": p + "a/"})
+        await ws.send_json({"type": "subscribe", "id": "b", "prefix": p + "b/"})
+        await ws.send_json({"type": "subscribe", "id": "a", "prefix": p})
+        await ws.send_json({"type": "subscribe", "id": "c", "key": "k", "prefix": "p"})
+        await ws.send_str("not json")
+        seen: dict[str, Any] = {}
+        while len(seen) < 5:
+            message = await ws.receive_json(timeout=10)
+            seen[message.get("id", "") + ":" + message["type"]] = message
+        assert seen["a:subscribed"]["revision"] >= 0 and seen["b:subscribed"]
+        assert seen["a:error"]["status"] == 409  # the id is taken
+        assert seen["c:error"]["status"] == 400 and "not both" in seen["c:error"]["detail"]
+        assert seen[":error"]["status"] == 400
+        await write_system(http, cluster, "n1", {p + "a/1": 1, p + "b/1": 2})
+        got = {}
+        while len(got) < 2:
+            message = await ws.receive_json(timeout=10)
+            got[message["id"]] = [(e["key"], e["value"]) for e in message["events"]]
+        assert got == {"a": [(p + "a/1", 1)], "b": [(p + "b/1", 2)]}
+        await ws.send_json({"type": "unsubscribe", "id": "a"})
+        assert (await ws.receive_json(timeout=10)) == {"type": "unsubscribed", "id": "a"}
+        revision = await write_system(http, cluster, "n1", {p + "a/2": 3, p + "b/2": 4})
+        message = await ws.receive_json(timeout=10)
+        assert (message["id"], message["revision"]) == ("b", revision)  # a is gone
+        # Resuming from a cursor on another socket (and node) replays what came after it.
+        async with http.ws_connect(url(cluster, "n3", "/api/v1/ws")) as other:
+            await other.send_json(
+                {"type": "subscribe", "id": "r", "prefix": p, "after": revision - 1}
+            )
+            assert (await other.receive_json(timeout=10))["type"] == "subscribed"
+            message = await other.receive_json(timeout=10)
+            assert [e["key"] for e in message["events"]] == [p + "a/2", p + "b/2"]
+
+
+async def test_graphql_queries_and_a_subscription(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    mesh_id, agents = str(uuid.uuid4()), sorted(str(uuid.uuid4()) for _ in range(2))
+    for agent_id in agents:
+        status, _, _ = await call(
+            http, "PUT", url(cluster, "n1", f"/state/agent/{agent_id}"), agent_doc(agent_id)
+        )
+        assert status == 200
+    await call(http, "PUT", url(cluster, "n1", f"/state/mesh/{mesh_id}"),
+               {"topology": {"member_agents": agents}})  # fmt: skip
+    query = (
+        "query($m: ID!, $a: ID!) { mesh(id: $m) { members { items { id "
+        "document } } } agent(id: $a) { meshes { items { id } } } members { id status } }"
+    )
+    status, body, _ = await call(
+        http, "POST", url(cluster, "n2", "/graphql"),
+        {"query": query, "variables": {"m": mesh_id, "a": agents[0]}},
+    )  # fmt: skip
+    assert status == 200 and "errors" not in body, body
+    items = body["data"]["mesh"]["members"]["items"]
+    assert [i["id"] for i in items] == agents
+    assert items[0]["document"]["identity"]["agent_id"] == agents[0]
+    assert body["data"]["agent"]["meshes"]["items"] == [{"id": mesh_id}]
+    assert {m["id"] for m in body["data"]["members"]} == {"n1", "n2", "n3"}
+    status, body, _ = await call(
+        http,
+        "POST",
+        url(cluster, "n2", "/graphql"),
+        {"query": "{ " + "a: members { id } " * 30 + "}"},
+    )
+    assert body["errors"] and "aliases" in body["errors"][0]["message"].lower()
+    # A subscription over graphql-transport-ws.
+    p = f"gql-{uuid.uuid4().hex[:8]}/"
+    async with http.ws_connect(
+        url(cluster, "n3", "/graphql"), protocols=["graphql-transport-ws"]
+    ) as ws:
+        await ws.send_json({"type": "connection_init"})
+        assert (await ws.receive_json(timeout=10))["type"] == "connection_ack"
+        subscription = (
+            "subscription($p: String!) { systemChanges(prefix: $p) "
+            "{ revision events { type key value } } }"
+        )
+        await ws.send_json({"id": "1", "type": "subscribe",
+                            "payload": {"query": subscription, "variables": {"p": p}}})  # fmt: skip
+        await asyncio.sleep(0.5)  # let the subscription start before the write
+        revision = await write_system(http, cluster, "n1", {p + "x": {"n": 1}})
+        while True:
+            message = await ws.receive_json(timeout=10)
+            if message["type"] != "ping":
+                break
+        assert message["type"] == "next", message
+        change = message["payload"]["data"]["systemChanges"]
+        assert change == {
+            "revision": revision,
+            "events": [{"type": "put", "key": p + "x", "value": {"n": 1}}],
+        }
+        await ws.send_json({"id": "1", "type": "complete"})
 
 
 async def test_openapi_document_is_served(
