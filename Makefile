@@ -9,7 +9,7 @@ NODES ?= n1 n2 n3
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
-	test-integration client check lint typecheck imports coverage clean bench chaos monitor \
+	test-integration client check lint typecheck imports coverage clean bench bench-http chaos monitor \
 	monitor-stop
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make client           regenerate node/client/_sync.py from node/client/_async.py"
 	@echo "make chaos            faults x real cluster, checked (DURATION, FAULTS, SEED, FAILOVER_TRIALS)"
 	@echo "make bench            Tadpole (Raft, etcd backend) vs etcd vs raw pysyncobj; BENCH_ARGS=--help"
+	@echo "make bench-http       HTTP vs gRPC per request, SSE fan-out (part of make bench)"
 	@echo "make venv / clean     create $(VENV) from constraints.txt / remove it and all caches"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -183,6 +184,11 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 bench: $(VENV)/.bench-installed
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/http_bench.py $(HTTP_BENCH_ARGS)
+
+# The HTTP face against gRPC, and SSE fan-out (also the last part of `make bench`).
+bench-http: venv
+	$(PY) bench/http_bench.py $(HTTP_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLUSTER_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -338,11 +338,16 @@ class SystemStateMachine:
         already dropped from the bounded history."""
         if start_revision <= self.compact_revision:
             raise CompactedError(self.compact_revision)
-        return [
-            event
-            for rev, event in self._history
-            if rev >= start_revision and _matches(event.kv.key, key, prefix)
-        ]
+        # The history is in revision order: walk back from the newest, so a watcher
+        # that is caught up pays for the new events only, not the whole history.
+        found = []
+        for rev, event in reversed(self._history):
+            if rev < start_revision:
+                break
+            if _matches(event.kv.key, key, prefix):
+                found.append(event)
+        found.reverse()
+        return found
 
     # -- apply --------------------------------------------------------------
 

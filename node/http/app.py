@@ -69,6 +69,11 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
     graphql = graphql_view(state.docs, node.system, node.gossip, node.config.request_timeout_s)
     spec = document()
 
+    async def close_hub(_app: web.Application) -> None:
+        await streams.hub.close()
+
+    app.on_cleanup.append(close_hub)
+
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(spec)
 

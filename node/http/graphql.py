@@ -153,8 +153,9 @@ class Agent:
         ids, more = mesh_doc.page(
             mesh_doc.confirmed_meshes(str(self.id), listed, docs), _page(first), after
         )
-        return MeshPage(items=[_mesh(m, docs[m]) for m in ids], more=more,
-                        end_cursor=ids[-1] if ids else after)  # fmt: skip
+        return MeshPage(
+            items=[_mesh(m, docs[m]) for m in ids], more=more, end_cursor=ids[-1] if ids else after
+        )
 
     @strawberry.field(description="Agents sharing a mesh with this one.")
     async def neighbours(
@@ -259,8 +260,11 @@ class SystemChange:
 
 def _agent(agent_id: str, state: agent_doc.AgentState) -> Agent:
     document = agent_doc.render(state) if agent_doc.exists(state) else None
-    return Agent(id=strawberry.ID(agent_id), document=cast(JSON, document),
-                 causal_token=cast(JSON, agent_doc.clock(state)))  # fmt: skip
+    return Agent(
+        id=strawberry.ID(agent_id),
+        document=cast(JSON, document),
+        causal_token=cast(JSON, agent_doc.clock(state)),
+    )
 
 
 def _mesh(mesh_id: str, state: mesh_doc.MeshState | None) -> Mesh:
@@ -305,8 +309,11 @@ class Query:
     async def agents(self, info: Info[GraphContext, None], ids: list[strawberry.ID]) -> list[Agent]:
         wanted = _ids(ids)
         states = await _ctx(info).loaders.agent.load_many(wanted)
-        return [_agent(a, s) for a, s in zip(wanted, states, strict=True)
-                if not isinstance(s, Exception)]  # fmt: skip
+        return [
+            _agent(a, s)
+            for a, s in zip(wanted, states, strict=True)
+            if not isinstance(s, Exception)
+        ]
 
     @strawberry.field
     async def mesh(self, info: Info[GraphContext, None], id: strawberry.ID) -> Mesh:
@@ -317,8 +324,9 @@ class Query:
     async def meshes(self, info: Info[GraphContext, None], ids: list[strawberry.ID]) -> list[Mesh]:
         wanted = _ids(ids)
         states = await _ctx(info).loaders.mesh.load_many(wanted)
-        return [_mesh(m, s) for m, s in zip(wanted, states, strict=True)
-                if not isinstance(s, Exception)]  # fmt: skip
+        return [
+            _mesh(m, s) for m, s in zip(wanted, states, strict=True) if not isinstance(s, Exception)
+        ]
 
     @strawberry.field(description="System-tier keys under a prefix (linearizable).")
     async def system_keys(
@@ -326,21 +334,34 @@ class Query:
     ) -> SystemPage:
         check_prefix(prefix)
         ctx = _ctx(info)
-        res = await ctx.system.range(prefix, limit=_page(first), start_after=after,
-                                     linearizable=True, timeout=ctx.timeout_s)  # fmt: skip
+        res = await ctx.system.range(
+            prefix, limit=_page(first), start_after=after, linearizable=True, timeout=ctx.timeout_s
+        )
         items = [
-            SystemKey(key=kv.key, value=render_value(kv.value), mod_revision=kv.mod_revision,
-                      version=kv.version)
+            SystemKey(
+                key=kv.key,
+                value=render_value(kv.value),
+                mod_revision=kv.mod_revision,
+                version=kv.version,
+            )
             for kv in res.kvs
-        ]  # fmt: skip
-        return SystemPage(items=items, more=res.more, revision=res.revision,
-                          end_cursor=items[-1].key if items else after)  # fmt: skip
+        ]
+        return SystemPage(
+            items=items,
+            more=res.more,
+            revision=res.revision,
+            end_cursor=items[-1].key if items else after,
+        )
 
     @strawberry.field(description="Keys of a CRDT tier under a prefix.")
     async def tier_keys(
-        self, info: Info[GraphContext, None], tier: str, prefix: str = "", first: int = 100,
+        self,
+        info: Info[GraphContext, None],
+        tier: str,
+        prefix: str = "",
+        first: int = 100,
         after: str = "",
-    ) -> TierKeys:  # fmt: skip
+    ) -> TierKeys:
         tier_spec(tier)
         check_prefix(prefix)
         keys, more = await _ctx(info).replication.scan(tier, prefix, after, _page(first))
@@ -358,18 +379,24 @@ class Query:
 
     @strawberry.field(description="Members as this node's gossip sees them.")
     def members(self, info: Info[GraphContext, None]) -> list[Member]:
-        return [Member(id=m.id, address=m.address, status=str(m.status))
-                for m in _ctx(info).gossip.members()]  # fmt: skip
+        return [
+            Member(id=m.id, address=m.address, status=str(m.status))
+            for m in _ctx(info).gossip.members()
+        ]
 
     @strawberry.field
     def tier_health(self, info: Info[GraphContext, None]) -> list[TierHealth]:
         r = _ctx(info).replication
         health = r.health()
         return [
-            TierHealth(tier=name, rf=spec.rf, local_keys=r.store.count(name),
-                       under_replicated=h.under_replicated if (h := health.get(name)) else 0)
+            TierHealth(
+                tier=name,
+                rf=spec.rf,
+                local_keys=r.store.count(name),
+                under_replicated=h.under_replicated if (h := health.get(name)) else 0,
+            )
             for name, spec in TIERS.items()
-        ]  # fmt: skip
+        ]
 
 
 @strawberry.type
@@ -389,11 +416,16 @@ class Subscription:
             yield SystemChange(
                 revision=batch[-1].kv.mod_revision,
                 events=[
-                    Change(type=c["type"], key=c["key"], revision=c["revision"],
-                           value=c.get("value"), prev_value=c.get("prev_value"))
+                    Change(
+                        type=c["type"],
+                        key=c["key"],
+                        revision=c["revision"],
+                        value=c.get("value"),
+                        prev_value=c.get("prev_value"),
+                    )
                     for c in changes
                 ],
-            )  # fmt: skip
+            )
 
 
 schema = strawberry.Schema(

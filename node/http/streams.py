@@ -12,12 +12,14 @@ that answers ``410 Gone`` with ``compact_revision``; the consumer re-reads the s
 (``GET /state/system`` gives the revision in its ``ETag``) and resumes from there.
 Nothing is ever skipped silently.
 
-A subscriber never costs the node unbounded memory: the stream pulls changes from
-the node's history only as fast as the subscriber's socket drains (at most
-:data:`QUEUE_BATCHES` revisions wait in memory per subscriber). One that falls so far
-behind that its next change has left the history gets an ``error`` event naming the
-revision to re-read from and is disconnected; one whose socket stops draining for
-:data:`WRITE_TIMEOUT_S` is disconnected.
+Every subscriber of a node reads one shared watch (:mod:`node.http.hub`): a ring of
+the newest revisions, bounded by count and bytes, encoded once per distinct filter.
+A subscriber is a cursor into it, so it costs the node no memory of its own beyond
+one page of history while it catches up; it advances only as fast as its socket
+drains. One that falls so far behind that its next change has left the node's
+history gets an ``error`` event naming the revision to re-read from and is
+disconnected; one whose socket stops draining for :data:`WRITE_TIMEOUT_S` is
+disconnected.
 
 WebSocket (``/api/v1/ws``): JSON text frames. The client sends
 ``{"type": "subscribe", "id": "s1", "prefix": "config/", "after": 41}`` (``key``
@@ -38,7 +40,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,19 +47,18 @@ from aiohttp import WSMsgType, web
 
 from consensus.backend import SystemBackend
 from consensus.errors import CompactedError
-from consensus.statemachine import Event
+from node.http.hub import Hub, Subscription
 from node.http.problems import Problem, problem_for
 from node.http.requests import int_param
 from node.tiers.system_json import event_json
 from node.tiers.validation import check_key, check_prefix
 
-__all__ = ["HEARTBEAT_S", "QUEUE_BATCHES", "WRITE_TIMEOUT_S", "StreamApi"]
+__all__ = ["HEARTBEAT_S", "WRITE_TIMEOUT_S", "StreamApi"]
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 15.0  # an SSE comment this often keeps proxies open and finds dead clients
 WRITE_TIMEOUT_S = 10.0  # a subscriber whose socket does not drain for this long is cut off
-QUEUE_BATCHES = 16  # revisions waiting in memory per subscriber, at most
 WS_MAX_SUBSCRIPTIONS = 32  # per socket
 WS_MAX_MESSAGE = 64 << 10  # a client frame larger than this closes the socket
 DEFAULT_EVENTS = 1000
@@ -71,6 +71,9 @@ class StreamApi:
     request_timeout_s: float
     heartbeat_s: float = HEARTBEAT_S
     write_timeout_s: float = WRITE_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        self.hub = Hub(self.system, self.request_timeout_s)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -137,26 +140,24 @@ class StreamApi:
             }
         )
         await response.prepare(request)
-        feed = Feed(self.system, key, prefix, after + 1)
+        subscription = Subscription(self.hub, key, prefix, after)
         try:
             if resume is None:
                 await self._send(response, f"id: {after}\nevent: ready\ndata: {{}}\n\n")
             while True:
                 try:
-                    batch = await feed.next(self.heartbeat_s)
+                    change = await subscription.next(self.heartbeat_s)
                 except Exception as exc:
                     data = json.dumps(error_body(exc))
                     await self._send(response, f"event: error\ndata: {data}\n\n")
                     return response
-                if batch is None:
+                if change is None:
                     await self._send(response, ": keepalive\n\n")
                     continue
-                revision, data = change_json(batch)
+                revision, data = change
                 await self._send(response, f"id: {revision}\nevent: change\ndata: {data}\n\n")
         except (ConnectionResetError, TimeoutError, asyncio.CancelledError):
             pass
-        finally:
-            await feed.close()
         return response
 
     async def _send(self, response: web.StreamResponse, text: str) -> None:
@@ -181,42 +182,6 @@ class StreamApi:
         return ws
 
 
-class Feed:
-    """One subscriber's changes after a revision: the backend's watch pumped into a
-    bounded queue. The pump blocks while the queue is full, so a slow subscriber only
-    stalls its own cursor; when the cursor leaves the kept history, :meth:`next`
-    raises the backend's CompactedError."""
-
-    def __init__(self, system: SystemBackend, key: str, prefix: bool, start: int) -> None:
-        self._queue: asyncio.Queue[list[Event] | BaseException] = asyncio.Queue(QUEUE_BATCHES)
-        watch = system.watch(key, prefix=prefix, start_revision=start)
-        self._task = asyncio.create_task(self._pump(watch))
-
-    async def _pump(self, watch: AsyncIterator[list[Event]]) -> None:
-        try:
-            async for batch in watch:
-                await self._queue.put(batch)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._queue.put(exc)
-
-    async def next(self, timeout: float) -> list[Event] | None:
-        """The next revision's events; None when none came within ``timeout``."""
-        try:
-            item = await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return None
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
-
-
 class _WsSession:
     """The subscriptions of one WebSocket; every frame goes out through :meth:`send`."""
 
@@ -227,9 +192,11 @@ class _WsSession:
         self._lock = asyncio.Lock()
 
     async def send(self, message: dict[str, Any]) -> None:
+        await self.send_text(json.dumps(message))
+
+    async def send_text(self, text: str) -> None:
         async with self._lock:
-            await asyncio.wait_for(self._ws.send_str(json.dumps(message)),
-                                   self._api.write_timeout_s)  # fmt: skip
+            await asyncio.wait_for(self._ws.send_str(text), self._api.write_timeout_s)
 
     async def reject(self, status: int, detail: str, sub_id: str | None = None) -> None:
         message: dict[str, Any] = {"type": "error", "status": status, "detail": detail}
@@ -263,7 +230,6 @@ class _WsSession:
         return None
 
     async def _run(self, sub_id: str, message: dict[str, Any]) -> None:
-        feed: Feed | None = None
         try:
             key, prefix = _ws_selector(message)
             after = message.get("after")
@@ -272,14 +238,15 @@ class _WsSession:
                 raise Problem(400, "after must be a revision (an integer >= 0)")
             start = await self._api._start(key, prefix, after)
             await self.send({"type": "subscribed", "id": sub_id, "revision": start})
-            feed = Feed(self._api.system, key, prefix, start + 1)
+            subscription = Subscription(self._api.hub, key, prefix, start)
             while True:
-                batch = await feed.next(self._api.heartbeat_s)
-                if batch is None:
+                change = await subscription.next(self._api.heartbeat_s)
+                if change is None:
                     continue  # the WebSocket's own ping frames keep the socket alive
-                revision = batch[-1].kv.mod_revision
-                await self.send({"type": "change", "id": sub_id, "revision": revision,
-                                 "events": [event_json(e) for e in batch]})  # fmt: skip
+                _revision, data = change
+                # data is {"revision": ..., "events": [...]}, encoded once for every
+                # subscriber of this filter: splice the envelope in front of its fields.
+                await self.send_text(f'{{"type": "change", "id": {json.dumps(sub_id)}, {data[1:]}')
         except asyncio.CancelledError:
             raise
         except (ConnectionResetError, TimeoutError):
@@ -288,9 +255,6 @@ class _WsSession:
             self._subs.pop(sub_id, None)
             with contextlib.suppress(Exception):
                 await self.send({"type": "error", "id": sub_id, **error_body(exc)})
-        finally:
-            if feed is not None:
-                await feed.close()
 
     async def close(self) -> None:
         for task in self._subs.values():
@@ -314,11 +278,6 @@ def _ws_selector(message: dict[str, Any]) -> tuple[str, bool]:
         raise Problem(400, "prefix must be a string")
     check_prefix(prefix or "")
     return prefix or "", True
-
-
-def change_json(batch: list[Event]) -> tuple[int, str]:
-    revision = batch[-1].kv.mod_revision
-    return revision, json.dumps({"revision": revision, "events": [event_json(e) for e in batch]})
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
