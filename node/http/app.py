@@ -17,6 +17,7 @@ from typing import Protocol
 from aiohttp import web
 
 from consensus.backend import SystemBackend
+from node.http.changes import ChangesApi
 from node.http.graphql import graphql_view
 from node.http.openapi import document
 from node.http.problems import Problem, problem_for, problem_response
@@ -82,6 +83,7 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
             *MetricsEndpoints(node).routes(),
             *state.routes(),
             *streams.routes(),
+            *ChangesApi(replication).routes(),
             web.get("/api/v1/openapi.json", openapi),
             web.get("/graphql", graphql),  # also the WebSocket upgrade (subscriptions)
             web.post("/graphql", graphql),

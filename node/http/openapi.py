@@ -310,7 +310,35 @@ def _graph() -> dict[str, Any]:
     return out
 
 
+_CRDT_TIER = _param(
+    "tier",
+    "path",
+    "A CRDT tier.",
+    {"type": "string", "enum": ["population", "agent", "mesh", "metrics"]},
+)
+
+
 def _streams() -> dict[str, Any]:
+    changes = {
+        "type": "object",
+        "properties": {
+            "changes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "node": {"type": "string"},
+                        "seq": {"type": "integer"},
+                        "key": {"type": "string"},
+                        "type": {"type": "string"},
+                        "value": _ANY,
+                    },
+                },
+            },
+            "cursor": {"type": "string"},
+            "unreachable": {"type": "array", "items": {"type": "string"}},
+        },
+    }
     event = {
         "type": "object",
         "properties": {
@@ -346,6 +374,51 @@ def _streams() -> dict[str, Any]:
                     **_errors(400, 410, 503, 504),
                 },
             }
+        },
+        "/api/v1/changes/{tier}": {
+            "parameters": [_CRDT_TIER],
+            "get": {
+                "summary": "A CRDT tier's changes, from every member's change feed",
+                "description": "Without `after`: from the oldest change each member keeps; "
+                "`after=now`: only a cursor to follow from. Each change names its node and "
+                "seq and carries the key's value on that node.",
+                "operationId": "changes",
+                "parameters": [
+                    _param("after", "query", "A cursor from an earlier page, or `now`."),
+                    _param("prefix", "query", "Only keys under this prefix."),
+                    _param(
+                        "limit",
+                        "query",
+                        "At most this many per member.",
+                        {"type": "integer", "minimum": 1, "maximum": 1000},
+                    ),
+                ],
+                "responses": {
+                    "200": _json(changes, "Changes and the cursor after them."),
+                    **_errors(400, 410, 503),
+                },
+            },
+        },
+        "/api/v1/changes/{tier}/watch": {
+            "parameters": [_CRDT_TIER],
+            "get": {
+                "summary": "A CRDT tier's changes as Server-Sent Events",
+                "description": "Each `changes` event's id is the cursor after it; reconnect "
+                "to any node with `Last-Event-ID`.",
+                "operationId": "watchChanges",
+                "parameters": [
+                    _param("after", "query", "A cursor to start after (default: now)."),
+                    _param("Last-Event-ID", "header", "Resume after this cursor."),
+                    _param("prefix", "query", "Only keys under this prefix."),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An event stream.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 410, 503),
+                },
+            },
         },
         "/api/v1/ws": {
             "get": {

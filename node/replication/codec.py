@@ -18,12 +18,14 @@ tag     message          body
 0x06    Scan             [tier, prefix, after]
 0x07    Sync             [tier, a, b, step]   step: a gossip.codec frame
 0x08    Observe          [tier, key]
+0x09    Changes          [tier, prefix, after, limit]
 0x41    Done             []
 0x42    MergeManyDone    [ok, ...]
 0x43    ReadReply        [state or nil]
 0x44    ForwardReply     [state, replicas, hinted]
 0x45    ScanReply        [keys]
 0x46    SyncReply        [step or nil]
+0x47    ChangesReply     [feed, [[seq, key, state or nil], ...], through, trimmed]
 0x7F    Failure          [kind, outcome, message]
 ======  ===============  ===========================================================
 
@@ -47,6 +49,8 @@ from gossip.messages import SyncMessage
 from node.errors import Outcome
 from node.replication.errors import CodecError
 from node.replication.messages import (
+    Changes,
+    ChangesReply,
     Done,
     Failure,
     Forward,
@@ -81,17 +85,19 @@ TAGS: dict[type[ReplicaMessage], int] = {
     Scan: 0x06,
     Sync: 0x07,
     Observe: 0x08,
+    Changes: 0x09,
     Done: 0x41,
     MergeManyDone: 0x42,
     ReadReply: 0x43,
     ForwardReply: 0x44,
     ScanReply: 0x45,
+    ChangesReply: 0x47,
     SyncReply: 0x46,
     Failure: 0x7F,
 }
 _TYPES = {tag: klass for klass, tag in TAGS.items()}
 _OP, _DOC_OP = 0, 1
-_REQUESTS = (Merge, MergeMany, StoreHint, Read, Forward, Scan, Sync, Observe)
+_REQUESTS = (Merge, MergeMany, StoreHint, Read, Forward, Scan, Sync, Observe, Changes)
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -122,6 +128,10 @@ def _body(msg: ReplicaMessage) -> list[Any]:
         return [msg.tier, msg.prefix, msg.after]
     if isinstance(msg, Sync):
         return [msg.tier, msg.pair[0], msg.pair[1], _step_wire(msg.step)]
+    if isinstance(msg, Changes):
+        return [msg.tier, msg.prefix, msg.after, msg.limit]
+    if isinstance(msg, ChangesReply):
+        return [msg.feed, [list(e) for e in msg.entries], msg.through, msg.trimmed]
     if isinstance(msg, Done):
         return []
     if isinstance(msg, MergeManyDone):
@@ -264,6 +274,16 @@ def _message(klass: type[ReplicaMessage], f: list[Any]) -> ReplicaMessage:
         return ForwardReply(_bytes(state), _strs(replicas), _strs(hinted))
     if klass is ScanReply:
         return ScanReply(_strs(f))
+    if klass is Changes:
+        tier, prefix, after, limit = _list(f, 4)
+        return Changes(_str(tier), _str(prefix), _int(after), _int(limit))
+    if klass is ChangesReply:
+        feed, entries, through, trimmed = _list(f, 4)
+        rows = []
+        for entry in _list(entries):
+            seq, key, state = _list(entry, 3)
+            rows.append((_int(seq), _str(key), _opt_bytes(state)))
+        return ChangesReply(_str(feed), tuple(rows), _int(through), _int(trimmed))
     if klass is SyncReply:
         (step,) = _list(f, 1)
         return SyncReply(_step(step))

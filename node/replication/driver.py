@@ -84,6 +84,8 @@ from node.replication.errors import (
     NotEnoughReplicas,
 )
 from node.replication.messages import (
+    Changes,
+    ChangesReply,
     Done,
     Failure,
     Forward,
@@ -102,7 +104,7 @@ from node.replication.messages import (
     Sync,
     SyncReply,
 )
-from node.replication.store import ReplicaStore
+from node.replication.store import ChangePage, ReplicaStore
 from node.replication.sync import PairSpace
 from node.replication.transport import GossipMembership, GossipView, Membership, PeerTransport
 from node.tiers import mesh as mesh_doc
@@ -592,6 +594,35 @@ class Replication:
             return ordered[:limit], True
         return ordered, False
 
+    async def changes(
+        self,
+        tier: str,
+        prefix: str,
+        after: dict[str, int],
+        limit: int,
+        members: Iterable[str] | None = None,
+    ) -> dict[str, ChangesReply | None]:
+        """One page of every live member's change feed of ``tier`` (keys under
+        ``prefix``), each after the seq ``after`` names for it (0 when absent, -1 for
+        "from now"); None for a member that did not answer. ``members`` narrows the
+        members asked. This node's own feed is read locally."""
+        tier_spec(tier)
+        live = self.live()
+        if members is not None:
+            wanted = set(members)
+            live = {m: a for m, a in live.items() if m in wanted}
+
+        async def one(member: str, address: str) -> ChangesReply | None:
+            since = after.get(member, 0)
+            if member == self.node_id:
+                return _changes_reply(self.store.changes(tier, prefix, since, limit))
+            return await self._try(
+                member, address, Changes(tier, prefix, since, limit), ChangesReply
+            )
+
+        pages = await asyncio.gather(*(one(m, a) for m, a in sorted(live.items())))
+        return dict(zip(sorted(live), pages, strict=True))
+
     # -- background: hinted handoff and anti-entropy --------------------------------------
 
     async def hand_off(self) -> None:
@@ -857,7 +888,19 @@ class Replication:
             case Sync(tier=tier):
                 _known_tier(tier)
                 return await self._serve_sync(request)
+            case Changes(tier=tier, prefix=prefix, after=after, limit=limit):
+                _known_tier(tier)
+                if not 1 <= limit <= MAX_CHANGES_PAGE or after < -1:
+                    raise InvalidArgument(f"changes: limit {limit} or after {after} out of range")
+                return _changes_reply(self.store.changes(tier, prefix, after, limit))
         raise InvalidArgument(f"not a replica request: {type(request).__name__}")
+
+
+MAX_CHANGES_PAGE = 1000  # feed entries one Changes request may ask for
+
+
+def _changes_reply(page: ChangePage) -> ChangesReply:
+    return ChangesReply(page.feed, tuple(page.entries), page.through, page.trimmed)
 
 
 def _known_tier(tier: str) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.messages import Reply, Request
-from node.replication.store import Hint, UpdateFn, digest_of
+from node.replication.store import ChangePage, Hint, UpdateFn, digest_of
 
 __all__ = ["MemoryMember", "MemoryMembership", "MemoryNetwork", "MemoryStore", "MemoryTransport"]
 
@@ -53,6 +53,8 @@ class MemoryStore:
         self._meta: dict[str, bytes] = {}
         self._versions: dict[str, int] = {}
         self._next_hint = 1
+        self._feed: list[tuple[str, str]] = []  # (tier, key) per change; seq = index + 1
+        self.feed_id = "memory"
         self._ticks = 0
         self._clock_ns = clock_ns or self._tick
 
@@ -69,11 +71,30 @@ class MemoryStore:
             raise TypeError(f"update function result must be bytes, got {type(new).__name__}")
         if new != current:
             self._versions[tier] = self._versions.get(tier, 0) + 1
+            self._feed.append((tier, key))
         if new is None:
             self._state.pop((tier, key), None)
             return None
         self._state[(tier, key)] = new
         return new
+
+    def changes(self, tier: str, prefix: str, after: int, limit: int) -> ChangePage:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        if after == -1:
+            return ChangePage(self.feed_id, [], len(self._feed), 0)
+        rows = []
+        for seq, (t, k) in enumerate(self._feed, start=1):
+            if seq > after and t == tier and k.startswith(prefix):
+                rows.append((seq, k, self._state.get((t, k))))
+                if len(rows) == limit:
+                    break
+        through = rows[-1][0] if len(rows) == limit else max(len(self._feed), after)
+        last: dict[str, tuple[int, str, bytes | None]] = {}
+        for row in rows:
+            last.pop(row[1], None)
+            last[row[1]] = row
+        return ChangePage(self.feed_id, list(last.values()), through, 0)
 
     def version(self, tier: str) -> int:
         return self._versions.get(tier, 0)

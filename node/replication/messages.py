@@ -13,6 +13,7 @@ Every request has exactly one reply type, or :class:`Failure`::
     Scan(tier, prefix, after)            ScanReply       answers its keys under ``prefix``
     Sync(tier, pair, step)               SyncReply       takes one Merkle anti-entropy step over
                                                          the keys both nodes of ``pair`` own
+    Changes(tier, prefix, after, limit)  ChangesReply    answers its change feed after ``after``
 
 A hinted write is handed off as a plain :class:`Merge` (a hint is a CRDT delta).
 
@@ -48,6 +49,8 @@ from node.tiers.ops import Op
 
 __all__ = [
     "ERROR_KINDS",
+    "Changes",
+    "ChangesReply",
     "Done",
     "Failure",
     "Forward",
@@ -147,7 +150,18 @@ class Sync:
     step: SyncMessage
 
 
-Request = Merge | MergeMany | StoreHint | Read | Forward | Scan | Sync | Observe
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """The receiver's change feed of ``tier`` (keys under ``prefix``) after seq ``after``,
+    at most ``limit`` entries (:meth:`node.replication.store.TierStore.changes`)."""
+
+    tier: str
+    prefix: str
+    after: int
+    limit: int
+
+
+Request = Merge | MergeMany | StoreHint | Read | Forward | Scan | Sync | Observe | Changes
 
 
 # --- replies ----------------------------------------------------------------------------
@@ -184,6 +198,18 @@ class ForwardReply:
 @dataclass(frozen=True, slots=True)
 class ScanReply:
     keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangesReply:
+    """One page of the receiver's feed: ``(seq, key, state or None)`` per changed key,
+    complete through seq ``through``; ``trimmed``: seqs up to it are gone; ``feed``:
+    the feed's id (a new one after the store was created anew)."""
+
+    feed: str
+    entries: tuple[tuple[int, str, bytes | None], ...]
+    through: int
+    trimmed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +255,9 @@ class Failure:
         return klass(self.message)
 
 
-Reply = Done | MergeManyDone | ReadReply | ForwardReply | ScanReply | SyncReply | Failure
+Reply = (
+    Done | MergeManyDone | ReadReply | ForwardReply | ScanReply | SyncReply | ChangesReply | Failure
+)
 
 ReplicaMessage = Request | Reply
 
@@ -242,6 +270,7 @@ _REPLIES: dict[type[Request], type[Reply]] = {
     Scan: ScanReply,
     Sync: SyncReply,
     Observe: ReadReply,
+    Changes: ChangesReply,
 }
 
 

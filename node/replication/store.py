@@ -98,6 +98,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -111,6 +112,7 @@ from consensus.durable import fsync_dir
 __all__ = [
     "SCHEMA_VERSION",
     "BatchAbortedError",
+    "ChangePage",
     "CorruptStoreError",
     "Hint",
     "ReplicaStore",
@@ -127,7 +129,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+# How many change-feed entries a store keeps (``changes`` table); older ones are
+# trimmed, and a reader asking for them is told where the feed now starts.
+FEED_KEEP: Final = 100_000
+_TRIM_EVERY: Final = 1024  # feed inserts between trims
 
 _SCHEMA: Final = (
     """CREATE TABLE state (
@@ -148,8 +154,21 @@ _SCHEMA: Final = (
     )""",
     "CREATE INDEX hints_by_target ON hints (target)",
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    *(
+        _V2 := (
+            # The change feed (v2): one row per committed change of a key's value.
+            """CREATE TABLE changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            tier TEXT NOT NULL,
+            key TEXT NOT NULL,
+            ts_ns INTEGER NOT NULL
+        )""",
+        )
+    ),
 )
-_TABLES: Final = frozenset({"state", "hints", "meta"})
+_TABLES: Final = frozenset({"state", "hints", "meta", "changes"})
+_FEED_ID: Final = "feed_id"  # meta: random id of this store's feed (new file, new feed)
+_FEED_TRIMMED: Final = "feed_trimmed"  # meta: the highest seq trimmed away
 
 # Busy timeout for both connection kinds. With one writer and WAL, readers
 # never wait for the writer; a wait happens only while a connection runs WAL
@@ -234,6 +253,23 @@ class Hint:
     key: str
     value: bytes
     created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """Entries of a store's change feed after a sequence number.
+
+    ``entries``: ``(seq, key, value)`` in seq order, one per key (its last change in
+    the page), ``value`` the key's value when the page was read (None: deleted).
+    ``through``: every change up to this seq is covered. ``trimmed``: changes up to
+    this seq are no longer kept. ``feed``: the feed's id; a store created anew (a
+    wiped data dir) starts a new feed whose seqs start over.
+    """
+
+    feed: str
+    entries: list[tuple[int, str, bytes | None]]
+    through: int
+    trimmed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,8 +387,22 @@ class ReplicaStore(Protocol):
 
     def get_meta(self, name: str) -> bytes | None: ...
 
+    def changes(self, tier: str, prefix: str, after: int, limit: int) -> ChangePage: ...
+
 
 # ----------------------------------------------------------------- the store
+
+
+def _last_per_key(
+    rows: Iterable[tuple[int, str, bytes | None]],
+) -> list[tuple[int, str, bytes | None]]:
+    """One entry per key, its last, in seq order: a page reports each changed key once,
+    with its current value."""
+    last: dict[str, tuple[int, str, bytes | None]] = {}
+    for row in rows:
+        last.pop(row[1], None)
+        last[row[1]] = row
+    return list(last.values())
 
 
 def _tiers_written(batch: Iterable[_Item]) -> set[str]:
@@ -390,6 +440,7 @@ class TierStore:
         group_commit_max: int = 512,
         group_commit_wait_s: float = 0.0,
         clock_ns: Callable[[], int] = time.time_ns,
+        feed_keep: int = FEED_KEEP,
     ) -> None:
         if group_commit_max < 1:
             raise ValueError(f"group_commit_max must be >= 1, got {group_commit_max}")
@@ -410,6 +461,8 @@ class TierStore:
         self._stats_lock = threading.Lock()
         self._stats = StoreStats()
         self._versions: dict[str, int] = {}  # tier -> writes committed (this process)
+        self._feed_keep = feed_keep
+        self._since_trim = 0  # writer thread only
 
         self._pool_lock = threading.Lock()
         self._pool: list[sqlite3.Connection] = []
@@ -491,24 +544,37 @@ class TierStore:
                     f"{self.path}: not a Tadpole store (a SQLite database with tables"
                     f" {sorted(tables)} and no schema version)"
                 )
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            self._migrate(conn, _SCHEMA)
             # The file's directory entry must survive power loss too.
             fsync_dir(os.path.dirname(self.path))
             log.info("store %s created (schema v%d)", self.path, SCHEMA_VERSION)
+        elif version == 1:
+            self._migrate(conn, _V2)
+            log.info("store %s migrated from schema v1 to v%d", self.path, SCHEMA_VERSION)
         elif not tables >= _TABLES:
             raise CorruptStoreError(
                 f"{self.path}: schema v{version} but tables {sorted(_TABLES - tables)} are missing"
             )
         else:
             log.info("store %s opened (schema v%d, created=%s)", self.path, version, created)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection, statements: Iterable[str]) -> None:
+        """Run ``statements``, give the store a feed id and stamp the schema version, in
+        one transaction."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
+                (_FEED_ID, secrets.token_hex(8).encode()),
+            )
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # -------------------------------------------------------------- closing
 
@@ -735,6 +801,7 @@ class TierStore:
             if new is None:
                 if current is not None:
                     conn.execute("DELETE FROM state WHERE tier=? AND key=?", (tier, key))
+                    self._record(conn, [(tier, key)], now)
                 return None
             new = _as_bytes("update function result", new)
             if new != current:
@@ -743,6 +810,7 @@ class TierStore:
                     " VALUES (?, ?, ?, ?, ?)",
                     (tier, key, new, digest_of(new), now),
                 )
+                self._record(conn, [(tier, key)], now)
             return new
         if kind == _PUT_MANY:
             (rows,) = args
@@ -752,9 +820,12 @@ class TierStore:
                     " VALUES (?, ?, ?, ?, ?)",
                     [(t, k, v, digest_of(v), now) for t, k, v in rows],
                 )
+                self._record(conn, [(t, k) for t, k, _ in rows], now)
             return None
         if kind == _DELETE:
             cur = conn.execute("DELETE FROM state WHERE tier=? AND key=?", args)
+            if cur.rowcount > 0:
+                self._record(conn, [args], now)
             return cur.rowcount > 0
         if kind == _ADD_HINT:
             cur = conn.execute(
@@ -772,6 +843,26 @@ class TierStore:
             conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", args)
             return None
         raise AssertionError(f"unknown work item kind {kind}")
+
+    def _record(self, conn: sqlite3.Connection, keys: list[tuple[str, str]], now: int) -> None:
+        """Append changes of ``keys`` to the feed, in the write's transaction; every
+        :data:`_TRIM_EVERY` appends, drop what is older than the newest :data:`FEED_KEEP`."""
+        conn.executemany(
+            "INSERT INTO changes (tier, key, ts_ns) VALUES (?, ?, ?)",
+            [(t, k, now) for t, k in keys],
+        )
+        self._since_trim += len(keys)
+        if self._since_trim < _TRIM_EVERY:
+            return
+        self._since_trim = 0
+        newest = conn.execute("SELECT MAX(seq) FROM changes").fetchone()[0] or 0
+        cut = newest - self._feed_keep
+        if cut > 0:
+            conn.execute("DELETE FROM changes WHERE seq <= ?", (cut,))
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                (_FEED_TRIMMED, str(cut).encode()),
+            )
 
     def _abort(self, batch: list[_Item], exc: sqlite3.Error) -> None:
         """SQLite rolled the batch back (or never began it): nothing was committed."""
@@ -894,6 +985,53 @@ class TierStore:
         with self._reader("scan") as conn:
             rows = conn.execute(sql, params).fetchall()
         return [(str(k), bytes(v)) for k, v in rows]
+
+    def changes(self, tier: str, prefix: str, after: int, limit: int) -> ChangePage:
+        """The feed's changes to keys of ``tier`` under ``prefix`` with seq > ``after``,
+        at most ``limit`` rows (> 0) read, from one snapshot (see :class:`ChangePage`).
+        ``after = -1`` means "from now": no entries, ``through`` the newest seq."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        now = after == -1
+        sql = (
+            "SELECT c.seq, c.key, s.value FROM changes c LEFT JOIN state s"
+            " ON s.tier = c.tier AND s.key = c.key WHERE c.seq > ? AND c.tier = ?"
+        )
+        params: list[object] = [after, tier]
+        if prefix:
+            sql += " AND c.key >= ?"
+            params.append(prefix)
+            end = _prefix_end(prefix)
+            if end is not None:
+                sql += " AND c.key < ?"
+                params.append(end)
+        sql += " ORDER BY c.seq LIMIT ?"
+        params.append(0 if now else limit)
+        with self._reader("changes") as conn:
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(sql, params).fetchall()
+                newest = conn.execute("SELECT MAX(seq) FROM changes").fetchone()[0] or 0
+                meta = dict(
+                    conn.execute(
+                        "SELECT name, value FROM meta WHERE name IN (?, ?)",
+                        (_FEED_ID, _FEED_TRIMMED),
+                    ).fetchall()
+                )
+            finally:
+                conn.execute("COMMIT")
+        if now:
+            through = int(newest)
+        else:
+            through = int(rows[-1][0]) if len(rows) == limit else max(int(newest), after)
+        return ChangePage(
+            feed=bytes(meta.get(_FEED_ID, b"")).decode(),
+            entries=_last_per_key(
+                (int(q), str(k), None if v is None else bytes(v)) for q, k, v in rows
+            ),
+            through=through,
+            trimmed=int(bytes(meta.get(_FEED_TRIMMED, b"0"))),
+        )
 
     def keys_and_digests(self, tier: str) -> Iterator[tuple[str, bytes]]:
         """Every ``(key, digest)`` of ``tier`` in key order, read in pages.

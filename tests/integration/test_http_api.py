@@ -592,6 +592,98 @@ async def test_graphql_queries_and_a_subscription(
         await ws.send_json({"id": "1", "type": "complete"})
 
 
+async def changes_page(
+    http: aiohttp.ClientSession,
+    cluster: LocalCluster,
+    node_id: str,
+    tier: str,
+    after: str,
+    prefix: str,
+) -> Any:
+    status, body, _ = await call(
+        http,
+        "GET",
+        url(cluster, node_id, f"/api/v1/changes/{tier}?after={after}&prefix={prefix}"),
+    )
+    assert status == 200, body
+    return body
+
+
+async def test_crdt_changes_reach_any_node_and_survive_a_member_outage(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    prefix = f"job_resource_ledger/{uuid.uuid4().hex[:8]}-"
+    cursor = (await changes_page(http, cluster, "n3", "population", "now", prefix))["cursor"]
+    target = f"/api/v1/tiers/population/{prefix}a"
+    status, _, headers = await call(
+        http, "POST", url(cluster, "n1", target), {"op": "counter_add", "amount": 5}
+    )
+    assert status == 200
+    owners = sorted(headers["Tadpole-Replicas"].split(","))
+    body = await changes_page(http, cluster, "n3", "population", cursor, prefix)
+    # Reported once per owner that applied it, each with the value there.
+    assert sorted((c["node"], c["key"], c["value"]) for c in body["changes"]) == [
+        (o, prefix + "a", 5) for o in owners
+    ]
+    assert body["unreachable"] == []
+    cursor = body["cursor"]
+    assert (await changes_page(http, cluster, "n1", "population", cursor, prefix))["changes"] == []
+    # One owner goes down; a change it holds shows when it is back, nothing skipped.
+    down = owners[0]
+    cluster.kill(down)
+    try:
+        writer = next(n for n in ("n1", "n2", "n3") if n != down)
+        status, body, _ = await call(
+            http, "POST", url(cluster, writer, target), {"op": "counter_add", "amount": 1}
+        )
+        assert status in (200, 504), body  # 504: below quorum with an owner down, applied
+        reader = next(n for n in ("n3", "n2", "n1") if n not in (down, writer))
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:  # until gossip notices the member is gone (it is then not asked)
+            body = await changes_page(http, cluster, reader, "population", cursor, prefix)
+            if down in body["unreachable"] or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert down in body["unreachable"]
+        assert {c["node"] for c in body["changes"]} <= {writer, reader} - {down}
+        cursor = body["cursor"]
+    finally:
+        cluster.start_node(down)
+        cluster.wait_leader(30, all_up=True)
+    seen: dict[str, Any] = {}
+    deadline = asyncio.get_running_loop().time() + 30
+    while seen.get(down) != 6:  # the restarted owner got the hint or repair: value 6
+        assert asyncio.get_running_loop().time() < deadline, seen
+        body = await changes_page(http, cluster, reader, "population", cursor, prefix)
+        seen.update({c["node"]: c["value"] for c in body["changes"]})
+        cursor = body["cursor"]
+        await asyncio.sleep(0.2)
+    status, body, headers = await call(
+        http, "GET", url(cluster, "n1", "/api/v1/changes/population?after=garbage!")
+    )
+    problem(status, body, headers, 400, "cursor")
+
+
+async def test_crdt_changes_as_server_sent_events(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    mesh_id = str(uuid.uuid4())
+    async with http.get(url(cluster, "n2", f"/api/v1/changes/mesh/watch?prefix={mesh_id}")) as resp:
+        stream = read_sse(resp)
+        assert (await anext(stream))["event"] == "ready"
+        await call(
+            http,
+            "PUT",
+            url(cluster, "n1", f"/state/mesh/{mesh_id}"),
+            {"topology": {"member_agents": []}},
+        )
+        event = await asyncio.wait_for(anext(stream), 10)
+    assert event["event"] == "changes" and event["id"]
+    changes = json.loads(event["data"])["changes"]
+    assert {c["key"] for c in changes} == {mesh_id}
+    assert changes[0]["type"] == "mesh" and changes[0]["value"]["topology"]["mesh_id"] == mesh_id
+
+
 async def test_openapi_document_is_served(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:

@@ -125,3 +125,26 @@ async def test_the_version_grows_with_each_committed_change_of_its_tier(
     assert store.version("population") > after_write
     await store.add_hint("n2", "mesh", "m", b"hint")  # hints are not the tier's values
     assert store.version("mesh") == 0
+
+
+async def test_the_change_feed_reports_each_changed_key_with_its_value(
+    store: ReplicaStore,
+) -> None:
+    await store.update("mesh", "m/1", _const(b"a"))
+    await store.update("mesh", "m/1", _const(b"a"))  # the same value: no change, no entry
+    await store.update("mesh", "m/2", _const(b"b"))
+    await store.update("agent", "x", _const(b"c"))  # another tier
+    await store.update("mesh", "m/1", _const(b"d"))
+    await store.update("mesh", "m/2", lambda _: None)  # a delete is a change too
+    page = store.changes("mesh", "m/", 0, 100)
+    assert page.feed
+    # One entry per key, its last change, with the value now; in seq order.
+    assert [(k, v) for _, k, v in page.entries] == [("m/1", b"d"), ("m/2", None)]
+    seqs = [s for s, _, _ in page.entries]
+    assert seqs == sorted(seqs) and page.through >= seqs[-1]
+    assert store.changes("mesh", "m/", page.through, 100).entries == []
+    first = store.changes("mesh", "", 0, 1)  # one row read: the page stops there
+    assert [k for _, k, _ in first.entries] == ["m/1"] and first.through == first.entries[0][0]
+    rest = store.changes("mesh", "", first.through, 100)
+    # m/2, m/1, m/2 changed after it: each once, ordered by its last change.
+    assert [k for _, k, _ in rest.entries] == ["m/1", "m/2"]

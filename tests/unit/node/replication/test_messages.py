@@ -30,6 +30,8 @@ from node.replication.errors import (
 )
 from node.replication.messages import (
     ERROR_KINDS,
+    Changes,
+    ChangesReply,
     Done,
     Failure,
     Forward,
@@ -74,6 +76,8 @@ EXAMPLES: list[ReplicaMessage] = [
     Forward("agent", "a-1", DocOp("agent_capability_add", {"amounts": [[3, 0.5]]})),
     Forward("mesh", "m-1", DocOp("mesh_delete")),
     Scan("population", "job_event_log/", ""),
+    Changes("mesh", "", 0, 100),
+    Changes("population", "job_event_log/", 2**40, 1),
     Sync("population", ("n1", "n2"), BEGIN),
     Sync("agent", ("n1", "n3"), SyncValues("agent|n1|n3", 2, (("k", b"v"),), ("w",), True)),
     Done(),
@@ -83,6 +87,8 @@ EXAMPLES: list[ReplicaMessage] = [
     ReadReply(b"state"),
     ForwardReply(b"state", ("n1", "n3 (hint for n2)"), ("n2",)),
     ScanReply(("a", "b")),
+    ChangesReply("f00d", (), 0, 0),
+    ChangesReply("f00d", ((3, "a", b"state"), (9, "b", None)), 12, 2),
     SyncReply(None),
     SyncReply(SyncDone("population|n1|n2", 7)),
     Failure("NotEnoughReplicas", Outcome.APPLIED, "reached 1 of 2"),
@@ -115,12 +121,14 @@ def test_tags_are_frozen() -> None:
         "Scan": 0x06,
         "Sync": 0x07,
         "Observe": 0x08,
+        "Changes": 0x09,
         "Done": 0x41,
         "MergeManyDone": 0x42,
         "ReadReply": 0x43,
         "ForwardReply": 0x44,
         "ScanReply": 0x45,
         "SyncReply": 0x46,
+        "ChangesReply": 0x47,
         "Failure": 0x7F,
     }
 

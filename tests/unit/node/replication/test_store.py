@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import sqlite3
 import threading
@@ -513,3 +514,53 @@ async def test_failed_commit_poisons_the_store(store: TierStore) -> None:
         await store.update("pop", "k2", const(b"v"))
     assert store.get("pop", "before") == b"v"  # reads still work
     assert store.get("pop", "k") is None  # it was rolled back here; after a real failure: unknown
+
+
+async def test_the_feed_is_durable_trimmed_and_keeps_its_id(db: str) -> None:
+    store = TierStore(db, feed_keep=1500)
+    for i in range(2100):  # a trim runs every 1024 appends
+        await store.update("population", f"p/{i % 7}", lambda _, i=i: b"%d" % i)
+    page = store.changes("population", "", 0, 1000)
+    assert page.trimmed > 0 and page.entries[0][0] > page.trimmed  # nothing older is kept
+    feed, through = page.feed, store.changes("population", "", 0, 1000).through
+    await store.aclose()
+    reopened = TierStore(db)
+    again = reopened.changes("population", "", through, 1000)
+    assert again.feed == feed  # the same feed after a restart; seqs go on
+    await reopened.update("population", "p/new", lambda _: b"x")
+    assert [k for _, k, _ in reopened.changes("population", "", through, 1000).entries][-1] == (
+        "p/new"
+    )
+    await reopened.aclose()
+    os.remove(db)
+    fresh = TierStore(db)
+    assert fresh.changes("population", "", 0, 10).feed != feed  # a new store, a new feed
+    await fresh.aclose()
+
+
+async def test_a_v1_store_is_migrated_in_place(db: str) -> None:
+    os.makedirs(os.path.dirname(db), exist_ok=True)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    for statement in (
+        "CREATE TABLE state (tier TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,"
+        " digest BLOB NOT NULL, updated_ns INTEGER NOT NULL, PRIMARY KEY (tier, key))"
+        " WITHOUT ROWID",
+        "CREATE TABLE hints (id INTEGER PRIMARY KEY, target TEXT NOT NULL, tier TEXT NOT NULL,"
+        " key TEXT NOT NULL, value BLOB NOT NULL, created_ns INTEGER NOT NULL)",
+        "CREATE INDEX hints_by_target ON hints (target)",
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        "INSERT INTO state VALUES ('mesh', 'm', x'01', x'00', 1)",
+        "PRAGMA user_version=1",
+    ):
+        conn.execute(statement)
+    conn.close()
+    store = TierStore(db)
+    assert store.get("mesh", "m") == b"\x01"  # data kept
+    await store.update("mesh", "m", lambda _: b"\x02")
+    page = store.changes("mesh", "", 0, 10)
+    assert page.feed and [(k, v) for _, k, v in page.entries] == [("m", b"\x02")]
+    await store.aclose()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
