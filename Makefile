@@ -66,7 +66,8 @@ monitor: system-deps
 	for i in $$(seq 50); do curl -sf http://$(PROMETHEUS_LISTEN)/-/ready >/dev/null && break; sleep 0.2; done; \
 	curl -sf http://$(PROMETHEUS_LISTEN)/-/ready >/dev/null \
 		|| { echo "Prometheus did not start; see $(CLUSTER_DIR)/prometheus/prometheus.log"; exit 1; }; \
-	echo "Prometheus http://$(PROMETHEUS_LISTEN)  alerts http://$(PROMETHEUS_LISTEN)/alerts  (make monitor-stop)"
+	echo "Prometheus http://$(PROMETHEUS_LISTEN)  alerts http://$(PROMETHEUS_LISTEN)/alerts  (make monitor-stop)"; \
+	echo "Console    http://127.0.0.1:$$(( $(PORT_BASE) + 101 ))/ui (every node serves one: +101, +102, +103)"
 
 monitor-stop:
 	@if [ -f $(CLUSTER_DIR)/prometheus/pid ]; then kill $$(cat $(CLUSTER_DIR)/prometheus/pid) 2>/dev/null; \
@@ -79,8 +80,10 @@ monitor-stop:
 #   promtool  prometheus   alert rules checked and unit-tested, and a real Prometheus
 #                          scraping a real cluster (tests/integration/test_prometheus.py)
 #   systemd-analyze  systemd  verifies deploy/systemd/tadpole.service
+#   chromium, chromedriver   the web console in a real headless browser
+#                          (tests/integration/test_console.py)
 SYSTEM_DEPS := etcd:etcd-server nft:nftables ip:iproute2 faketime:faketime promtool:prometheus \
-	systemd-analyze:systemd
+	systemd-analyze:systemd chromium:chromium chromedriver:chromium-driver
 
 # Prints the packages whose command is neither on PATH nor in a system bin directory
 # (a non-root PATH often lacks /usr/sbin, where nft and ip live).

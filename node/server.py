@@ -12,8 +12,10 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -87,6 +89,18 @@ class NodeServer:
         self.metrics = ClusterMetrics(config.node_id, self.gossip)
         self.latency = RequestLatency()
         self.http = HttpServer(self, config.http_listen) if config.http_listen else None
+
+    async def cluster_members(self) -> list[dict[str, Any]]:
+        """What ``tadpole members`` shows, as JSON-ready dicts (``/api/v1/members``)."""
+        if self._cluster is None:
+            return []
+        response = await self._cluster.members()
+        return [
+            json_format.MessageToDict(
+                m, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            for m in response.members
+        ]
 
     def _send_raft(self, peer_id: str, frames: list[bytes]) -> None:
         # Tick thread -> the peer's link thread (never through the event loop).

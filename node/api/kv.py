@@ -354,6 +354,11 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         return self.status_pb()
 
     async def Members(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self.members()
+
+    async def members(self) -> Any:
+        """Every member with its Raft view (asked of it, 0.5 s at most) and this node's
+        gossip view: the MembersResponse of ``tadpole members`` and ``/api/v1/members``."""
         st = self.system.info()
         me = self.status_pb()
         members = [

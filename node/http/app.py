@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from consensus.backend import SystemBackend
 from node.http.changes import ChangesApi
-from node.http.graphql import graphql_view
+from node.http.graphql import graphql_view, query_endpoint
 from node.http.openapi import document
 from node.http.problems import Problem, problem_for, problem_response
 from node.http.state import ApiConfig, StateApi
 from node.http.streams import StreamApi
+from node.http.ui import console_routes
 from node.observe.http import MetricsEndpoints
 from node.observe.view import NodeView
 from node.replication.driver import Replication
@@ -42,6 +43,10 @@ class ApiNode(NodeView, Protocol):
 
     @property
     def system(self) -> SystemBackend: ...
+
+    async def cluster_members(self) -> list[dict[str, Any]]:
+        """Every member with its Raft and gossip view (``tadpole members``)."""
+        ...
 
 
 @web.middleware
@@ -68,6 +73,7 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
     state = StateApi(node.config, node.system, replication, node.gossip)
     streams = StreamApi(node.system, node.config.request_timeout_s)
     graphql = graphql_view(state.docs, node.system, node.gossip, node.config.request_timeout_s)
+    query = query_endpoint(state.docs, node.system, node.gossip, node.config.request_timeout_s)
     spec = document()
 
     async def close_hub(_app: web.Application) -> None:
@@ -78,6 +84,9 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(spec)
 
+    async def members(_request: web.Request) -> web.Response:
+        return web.json_response({"members": await node.cluster_members()})
+
     app.add_routes(
         [
             *MetricsEndpoints(node).routes(),
@@ -85,8 +94,12 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
             *streams.routes(),
             *ChangesApi(replication).routes(),
             web.get("/api/v1/openapi.json", openapi),
+            web.get("/api/v1/members", members),
+            *console_routes(),
             web.get("/graphql", graphql),  # also the WebSocket upgrade (subscriptions)
             web.post("/graphql", graphql),
+            web.get("/api/v1/query", query),
+            web.post("/api/v1/query", query),
         ]
     )
     return app

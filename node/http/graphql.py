@@ -40,6 +40,8 @@ from strawberry.types import Info
 from consensus.backend import SystemBackend
 from node.api.documents import Documents
 from node.errors import InvalidArgument
+from node.http.problems import Problem
+from node.http.requests import json_body
 from node.observe.view import MembersView
 from node.replication.driver import ONE, Replication
 from node.tiers import agent as agent_doc
@@ -48,7 +50,7 @@ from node.tiers.ops import TIERS, render, tier_spec
 from node.tiers.system_json import event_json, render_value
 from node.tiers.validation import check_key, check_prefix
 
-__all__ = ["GraphContext", "Loaders", "graphql_view", "schema"]
+__all__ = ["GraphContext", "Loaders", "graphql_view", "query_endpoint", "schema"]
 
 MAX_PAGE = 1000
 MAX_DEPTH = 8
@@ -452,6 +454,48 @@ class _View(GraphQLView[GraphContext, None]):
 
     async def get_context(self, request: web.Request, response: Any) -> GraphContext:
         return self._make_context()
+
+
+def query_endpoint(
+    docs: Documents, system: SystemBackend, gossip: MembersView, timeout_s: float
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``/api/v1/query``: the same queries as ``/graphql`` for clients that only speak
+    plain JSON (``?query=...&variables=<json>`` or a POSTed ``{"query", "variables"}``):
+    200 with ``data`` (and partial ``errors``), 400 when nothing could run."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            body = await json_body(request, ("application/json",), 64 << 10)
+        else:
+            body = dict(request.query)
+            if "variables" in body:
+                try:
+                    body["variables"] = json.loads(body["variables"])
+                except ValueError as exc:
+                    raise InvalidArgument("variables is not valid JSON") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            raise InvalidArgument('give the GraphQL document as "query"')
+        variables = body.get("variables") or {}
+        if not isinstance(variables, dict):
+            raise InvalidArgument("variables must be a JSON object")
+        if body["query"].lstrip().startswith("subscription"):
+            raise InvalidArgument("subscriptions need /graphql over a WebSocket")
+        result = await schema.execute(
+            body["query"],
+            variable_values=variables,
+            context_value=GraphContext(docs, system, gossip, timeout_s),
+        )
+        messages = [e.message for e in result.errors or ()]
+        errors = [{"message": e.message, "path": e.path} for e in result.errors or ()]
+        if result.data is None:
+            detail = "; ".join(messages) or "the query did not run"
+            raise Problem(400, detail, extra={"errors": errors})
+        answer: dict[str, Any] = {"data": result.data}
+        if errors:
+            answer["errors"] = errors
+        return web.json_response(answer)
+
+    return handle
 
 
 def graphql_view(

@@ -484,6 +484,41 @@ def _graphql() -> dict[str, Any]:
     }
 
 
+def _query() -> dict[str, Any]:
+    result = _json({"type": "object"}, "`data`, and `errors` for fields that failed.")
+    return {
+        "get": {
+            "summary": "The GraphQL queries as plain JSON (no subscriptions)",
+            "operationId": "queryGet",
+            "parameters": [
+                _param("query", "query", "The GraphQL document.", required=True),
+                _param("variables", "query", "Its variables, as JSON."),
+            ],
+            "responses": {"200": result, **_errors(400)},
+        },
+        "post": {
+            "summary": "The GraphQL queries as plain JSON (no subscriptions)",
+            "operationId": "queryPost",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["query"],
+                            "properties": {
+                                "query": {"type": "string"},
+                                "variables": {"type": "object"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {"200": result, **_errors(400, 413, 415)},
+        },
+    }
+
+
 def _plain(operation: str, summary: str, media: str) -> dict[str, Any]:
     return {
         "get": {
@@ -511,6 +546,24 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}, "Status.")},
             }
         },
+        "/api/v1/members": {
+            "get": {
+                "summary": "Every member: Raft role, term, indexes (asked of it) and gossip view",
+                "operationId": "members",
+                "responses": {"200": _json({"type": "object"}, "`members`, as `tadpole members`.")},
+            }
+        },
+        "/ui": _plain("console", "The web console (HTML)", "text/html"),
+        "/ui/{name}": {
+            "parameters": [_param("name", "path", "console.js or console.css")],
+            "get": {
+                **_plain("consoleAsset", "A file of the web console", "text/plain")["get"],
+                "responses": {
+                    "200": {"description": "The file."},
+                    **_errors(404),
+                },
+            },
+        },
         "/api/v1/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -519,6 +572,7 @@ def document() -> dict[str, Any]:
             }
         },
         "/graphql": _graphql(),
+        "/api/v1/query": _query(),
         "/metrics": _plain("metrics", "Prometheus metrics", "text/plain"),
         "/healthz": {
             "get": {

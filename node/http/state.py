@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +27,7 @@ from consensus.backend import SystemBackend
 from consensus.errors import CompactedError
 from consensus.statemachine import KeyValue
 from node.api.documents import Documents
+from node.api.tiers import tier_health
 from node.errors import AlreadyExists, InvalidArgument
 from node.http.problems import Problem
 from node.http.requests import (
@@ -44,7 +44,7 @@ from node.replication.driver import Replication, UpdateResult
 from node.tiers import agent as agent_doc
 from node.tiers import mesh as mesh_doc
 from node.tiers import system_json
-from node.tiers.ops import TIERS, op_from_json, render, tier_spec
+from node.tiers.ops import op_from_json, render, tier_spec
 from node.tiers.validation import TIER_CONSISTENCIES, check_key, check_prefix
 
 __all__ = ["TOKEN_HEADER", "ApiConfig", "StateApi"]
@@ -310,7 +310,6 @@ class StateApi:
 
     async def status(self, _request: web.Request) -> web.Response:
         info = self.system.info()
-        health = self.replication.health()
         return _json(
             {
                 "node_id": self.config.node_id,
@@ -328,14 +327,16 @@ class StateApi:
                     for m in self.gossip.members()
                 ],
                 "tiers": {
-                    name: {
-                        "rf": spec.rf,
-                        "local_keys": self.replication.store.count(name),
-                        "under_replicated": h.under_replicated if (h := health.get(name)) else 0,
+                    row.tier: {
+                        "rf": row.rf,
+                        "local_keys": row.local_keys,
+                        "under_replicated": row.under_replicated,
+                        "hints_pending": row.hints_pending,
+                        "replica_lag_s": row.oldest_hint_age_s,
+                        "last_sync_age_s": row.last_sync_age_s,
                     }
-                    for name, spec in TIERS.items()
+                    for row in tier_health(self.replication)
                 },
-                "time": time.time(),
             }
         )
 

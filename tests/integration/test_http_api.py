@@ -552,6 +552,7 @@ async def test_graphql_queries_and_a_subscription(
         {"query": query, "variables": {"m": mesh_id, "a": agents[0]}},
     )  # fmt: skip
     assert status == 200 and "errors" not in body, body
+    body_first = body
     items = body["data"]["mesh"]["members"]["items"]
     assert [i["id"] for i in items] == agents
     assert items[0]["document"]["identity"]["agent_id"] == agents[0]
@@ -564,6 +565,20 @@ async def test_graphql_queries_and_a_subscription(
         {"query": "{ " + "a: members { id } " * 30 + "}"},
     )
     assert body["errors"] and "aliases" in body["errors"][0]["message"].lower()
+    # The plain-JSON fallback answers the same query (and refuses the same abuse).
+    status, plain, _ = await call(
+        http,
+        "POST",
+        url(cluster, "n3", "/api/v1/query"),
+        {"query": query, "variables": {"m": mesh_id, "a": agents[0]}},
+    )
+    assert status == 200 and plain["data"]["mesh"] == body_first["data"]["mesh"]
+    status, plain, headers = await call(
+        http,
+        "GET",
+        url(cluster, "n1", "/api/v1/query?query=" + "{ " + "a: members { id } " * 30 + "}"),
+    )
+    problem(status, plain, headers, 400, "aliases")
     # A subscription over graphql-transport-ws.
     p = f"gql-{uuid.uuid4().hex[:8]}/"
     async with http.ws_connect(

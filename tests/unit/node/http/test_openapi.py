@@ -54,14 +54,16 @@ def test_every_served_route_is_documented_and_nothing_else() -> None:
 def test_every_operation_documents_its_errors_as_problems() -> None:
     for path, item in document()["paths"].items():
         for method, op in item.items():
+            # Answers that cannot fail on input: probes, this document, the node's views.
             if method == "parameters" or path in (
                 "/metrics",
                 "/healthz",
                 "/api/v1/openapi.json",
                 "/graphql",
+                "/api/v1/status",
+                "/api/v1/members",
+                "/ui",
             ):
-                continue
-            if path == "/api/v1/status":
                 continue
             codes = {int(c) for c in op["responses"]}
             assert any(c >= 400 for c in codes), (method, path)
