@@ -4,6 +4,7 @@
 
     NodeError                       root; never raised directly
     ├── InvalidArgument             the request is malformed (also ValueError); nothing applied
+    │   └── InvalidDocument         a document that breaks its tier's schema
     ├── NotFound                    the named thing does not exist (also LookupError)
     │                               (tiers: AgentNotFound, MeshNotFound; replication: a
     │                               forwarded "not found")
@@ -34,6 +35,7 @@ import enum
 __all__ = [
     "AlreadyExists",
     "InvalidArgument",
+    "InvalidDocument",
     "NodeError",
     "NotFound",
     "Outcome",
@@ -61,6 +63,11 @@ class InvalidArgument(NodeError, ValueError):
     """The request is malformed; the message names the problem."""
 
     outcome = Outcome.NOT_APPLIED
+
+
+class InvalidDocument(InvalidArgument):
+    """A well-formed document that breaks its tier's schema (HTTP 422; over gRPC an
+    INVALID_ARGUMENT like any other bad input)."""
 
 
 class NotFound(NodeError, LookupError):

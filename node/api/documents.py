@@ -99,6 +99,18 @@ class Documents:
         checked = agent_doc.check_token(token)
         if checked:
             await self.covering(agent_id, checked, ONE)
+        if only_new:
+            # The agent tier acknowledges a write on one owner (the other gets it
+            # asynchronously), so the coordinating owner alone may not have seen an
+            # acknowledged create: ask every live owner first (those that answer, if
+            # one is down). The owner applying the write checks again; only truly
+            # concurrent creates, or one hidden on an owner that is down, can both pass.
+            try:
+                seen = await self.r.read(AGENT, agent_id, ALL)
+            except NoOwnerReachable:  # an owner is down: what the others hold
+                seen = await self.r.read(AGENT, agent_id, ONE)
+            if agent_doc.exists(agent_doc.check_state(seen.state)):
+                raise agent_doc.AgentExists("an agent document already exists under this key")
         if replace:
             op = DocOp("agent_create", {"doc": doc, "key": agent_id, "only_new": only_new})
         else:

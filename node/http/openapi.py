@@ -106,7 +106,7 @@ def _agent() -> dict[str, Any]:
                 _param("If-None-Match", "header", "`*`: create only."),
             ],
             "requestBody": {"required": True, "content": {"application/json": {"schema": doc}}},
-            "responses": {"200": written, **_errors(400, 412, 413, 415, 503, 504)},
+            "responses": {"200": written, **_errors(400, 412, 413, 415, 422, 503, 504)},
         },
         "patch": {
             "summary": "Merge-patch an agent document (RFC 7396)",
@@ -116,7 +116,7 @@ def _agent() -> dict[str, Any]:
                 "required": True,
                 "content": {"application/merge-patch+json": {"schema": {"type": "object"}}},
             },
-            "responses": {"200": written, **_errors(400, 404, 413, 415, 503, 504)},
+            "responses": {"200": written, **_errors(400, 404, 413, 415, 422, 503, 504)},
         },
     }
 
@@ -139,7 +139,7 @@ def _mesh() -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": doc}}},
             "responses": {
                 "200": _json(doc, "The mesh after the write.", _WRITE),
-                **_errors(400, 412, 413, 415, 503, 504),
+                **_errors(400, 412, 413, 415, 422, 503, 504),
             },
         },
         "delete": {
@@ -185,7 +185,14 @@ def _system() -> dict[str, Any]:
             "description": '`null` deletes a key. With `If-Match: "R"` it applies only if '
             "no key it names changed after revision R (412 otherwise).",
             "operationId": "patchSystem",
-            "parameters": [_param("If-Match", "header", "A revision ETag.")],
+            "parameters": [
+                _param("If-Match", "header", "A revision ETag."),
+                _param(
+                    "Idempotency-Key",
+                    "header",
+                    "Up to 60 characters: a resend with the same key applies at most once.",
+                ),
+            ],
             "requestBody": {
                 "required": True,
                 "content": {"application/merge-patch+json": {"schema": {"type": "object"}}},

@@ -7,7 +7,9 @@ HTTP status, so a condition means the same thing on both faces:
 ==========================  ======  ==================================================
 gRPC code                   HTTP    notes
 ==========================  ======  ==================================================
-INVALID_ARGUMENT            400     the ``detail`` names the field
+INVALID_ARGUMENT            400     the ``detail`` names the field (422 when the input
+                                    is well-formed JSON but not a valid document of its
+                                    tier: ``InvalidDocument``)
 NOT_FOUND                   404
 ALREADY_EXISTS              409     (412 for a create-only write, see :class:`Problem`)
 FAILED_PRECONDITION         409
@@ -38,7 +40,7 @@ import grpc
 from aiohttp import web
 
 from node.api.status import COMPACT_REVISION_KEY, LEADER_ADDRESS_KEY, LEADER_ID_KEY, status_for
-from node.errors import Outcome
+from node.errors import InvalidDocument, Outcome
 
 __all__ = ["PROBLEM_JSON", "Problem", "problem_for", "problem_response"]
 
@@ -68,6 +70,7 @@ _TITLES = {
     412: "Precondition Failed",
     413: "Content Too Large",
     415: "Unsupported Media Type",
+    422: "Unprocessable Content",
     500: "Internal Server Error",
     503: "Service Unavailable",
     504: "Gateway Timeout",
@@ -94,6 +97,8 @@ def problem_for(exc: BaseException) -> Problem:
         return exc
     st = status_for(exc)
     code = _HTTP_STATUS.get(st.code, 500)
+    if isinstance(exc, InvalidDocument):
+        code = 422  # well-formed, but not a document of its tier
     meta = dict(st.metadata)
     extra: dict[str, Any] = {}
     headers: dict[str, str] = {}

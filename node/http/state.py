@@ -16,6 +16,7 @@ so guarantees and errors are the gRPC API's; failures become problem documents i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -225,14 +226,22 @@ class StateApi:
         return _json(body, headers=headers)
 
     async def system_patch(self, request: web.Request) -> web.Response:
+        """The merge patch as one transaction. ``Idempotency-Key: K`` makes a resend after
+        an unknown outcome (504) apply at most once: attempt ``i`` of this handler is
+        request id ``K:i`` in the state machine's dedup table, so a resend replays each
+        attempt's first result. (A resend of an ``If-Match`` patch whose first try did
+        apply answers 412: the keys moved, by that try.)"""
         if_match = _if_match_revision(request)
+        idempotency = _idempotency_key(request)
         patch = await json_body(request, (MERGE_PATCH, JSON), self.body_limit)
         system_json.check_patch(patch)
-        for _attempt in range(PATCH_ATTEMPTS):
+        for attempt in range(PATCH_ATTEMPTS):
             current = await self._current(list(patch))
             if if_match is not None:
                 await self._check_unchanged_since(if_match, patch)
             txn, values = system_json.plan_patch(patch, current, self.config.max_value_bytes)
+            if idempotency:
+                txn = dataclasses.replace(txn, request_id=f"{idempotency}:{attempt}")
             result = await self.system.txn(txn, self._timeout())
             if result.succeeded:
                 return _json(values, headers=_revision_headers(result.revision))
@@ -360,6 +369,13 @@ def _write_headers(result: UpdateResult) -> dict[str, str]:
 
 def _revision_headers(revision: int) -> dict[str, str]:
     return {"ETag": f'"{revision}"', REVISION_HEADER: str(revision)}
+
+
+def _idempotency_key(request: web.Request) -> str:
+    value = request.headers.get("Idempotency-Key", "")
+    if value and (len(value) > 60 or not value.isprintable()):
+        raise InvalidArgument("Idempotency-Key must be 1..60 printable characters")
+    return value
 
 
 def _if_none_match_any(request: web.Request) -> bool:

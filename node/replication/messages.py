@@ -34,6 +34,7 @@ from gossip.messages import SyncMessage
 from node.errors import (
     AlreadyExists,
     InvalidArgument,
+    InvalidDocument,
     NodeError,
     NotFound,
     Outcome,
@@ -295,5 +296,6 @@ ERROR_KINDS: dict[str, type[NodeError]] = {
     "MeshNotFound": MeshNotFound,
     "MeshExists": MeshExists,
     "AgentNotFound": AgentNotFound,
+    "InvalidDocument": InvalidDocument,
 }
 _KIND_OF: dict[type[BaseException], str] = {klass: name for name, klass in ERROR_KINDS.items()}

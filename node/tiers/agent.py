@@ -136,6 +136,7 @@ from crdt import (
 )
 from crdt.capvec import quantize
 from node.errors import AlreadyExists, InvalidArgument, NotFound
+from node.tiers.validation import as_document_error
 
 __all__ = [
     "CAPABILITY_LIMIT",
@@ -366,8 +367,13 @@ def validate_document(doc: object) -> None:
     """Check a whole agent document (see the module docstring for the schema).
 
     Raises:
-        InvalidArgument: naming the first offending field by its dotted path.
+        InvalidDocument: naming the first offending field by its dotted path.
     """
+    with as_document_error():
+        _validate_document(doc)
+
+
+def _validate_document(doc: object) -> None:
     if not isinstance(doc, dict):
         raise _bad("document", "must be a JSON object", doc)
     for section in doc:
@@ -767,8 +773,9 @@ def create(
     ``key``, when given, must be the document's ``identity.agent_id``. Replacing
     keeps the identity rules: agent_id, public_key and creation_timestamp
     unchanged, generation not smaller. ``only_new`` refuses to replace (HTTP
-    ``If-None-Match: *``); it is judged on the coordinating owner's copy, so two
-    concurrent create-only writes through different owners can both pass.
+    ``If-None-Match: *``); it is judged on the applying owner's copy (the API reads
+    every live owner first), so only two truly concurrent create-only writes through
+    different owners can both pass.
 
     Raises:
         AgentExists: ``only_new`` and a document is already under the key.

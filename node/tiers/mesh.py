@@ -97,6 +97,7 @@ from crdt.codec import from_wire_tagged, register, to_wire_tagged
 from gossip.merkle import MerkleLayout, MerkleTree
 from node.errors import AlreadyExists, InvalidArgument, NotFound
 from node.tiers.ops import Op
+from node.tiers.validation import as_document_error
 
 __all__ = [
     "EMPTY_TOPOLOGY_HASH",
@@ -313,8 +314,13 @@ def validate_document(doc: object, *, partial: bool = False) -> dict[str, Any]:
     (update): any non-empty subset of fields.
 
     Raises:
-        InvalidArgument: the message starts with the offending field's path.
+        InvalidDocument: the message starts with the offending field's path.
     """
+    with as_document_error():
+        return _validate_document(doc, partial)
+
+
+def _validate_document(doc: object, partial: bool) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise _fail("document", f"must be a JSON object, got {_type_name(doc)}")
     flat: dict[str, Any] = {}

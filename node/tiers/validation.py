@@ -4,7 +4,10 @@ anything is proposed or changed."""
 
 from __future__ import annotations
 
-from node.errors import InvalidArgument
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from node.errors import InvalidArgument, InvalidDocument
 
 MAX_KEY_BYTES = 1024  # largest key, in UTF-8 bytes, in any tier
 KNOWN_TIERS = ("system",)
@@ -17,6 +20,8 @@ __all__ = [
     "MAX_REQUEST_ID_CHARS",
     "MAX_TXN_OPS",
     "InvalidArgument",
+    "InvalidDocument",
+    "as_document_error",
     "check_consistency",
     "check_key",
     "check_limit",
@@ -85,3 +90,15 @@ def check_consistency(consistency: int) -> int:
             + ", ".join(f"{v} ({k})" for k, v in TIER_CONSISTENCIES.items())
         )
     return consistency
+
+
+@contextmanager
+def as_document_error() -> Iterator[None]:
+    """Report a bad argument raised inside as :class:`InvalidDocument`: the check
+    inside is a document's schema (HTTP 422 rather than 400)."""
+    try:
+        yield
+    except InvalidDocument:
+        raise
+    except InvalidArgument as exc:
+        raise InvalidDocument(str(exc)) from exc

@@ -83,16 +83,25 @@ async def call(
 async def write_system(
     http: aiohttp.ClientSession, cluster: LocalCluster, node_id: str, patch: dict[str, Any]
 ) -> int:
-    """PATCH /state/system as a careful client: resend only what the node says was not
-    applied (503, e.g. while a new leader is elected); return the new revision."""
+    """PATCH /state/system as a careful client: resend what the node says was not
+    applied (503, e.g. while a new leader is elected) and, with the same
+    Idempotency-Key, what may have been (504: a leader died mid-write); return the
+    new revision. The key makes the resend apply at most once."""
     deadline = asyncio.get_running_loop().time() + 20
+    key = uuid.uuid4().hex
     while True:
         status, body, headers = await call(
-            http, "PATCH", url(cluster, node_id, "/state/system"), patch, content_type=PATCH
+            http,
+            "PATCH",
+            url(cluster, node_id, "/state/system"),
+            patch,
+            content_type=PATCH,
+            headers={"Idempotency-Key": key},
         )
         if status == 200:
             return int(headers["Tadpole-Revision"])
-        assert status == 503 and body["outcome"] == "not-applied", body
+        assert status in (503, 504), body
+        assert body["outcome"] in ("not-applied", "unknown"), body
         assert asyncio.get_running_loop().time() < deadline, body
         await asyncio.sleep(0.1)
 
@@ -150,7 +159,11 @@ async def test_agent_documents_with_causal_tokens_across_nodes(
         http, "PATCH", url(cluster, "n1", target), {"identity": {"generation": "x"}},
         content_type=PATCH,
     )  # fmt: skip
-    problem(status, body, headers, 400, "identity.generation")
+    problem(status, body, headers, 422, "identity.generation")  # valid JSON, not a document
+    status, body, headers = await call(
+        http, "PUT", url(cluster, "n2", target), {"identity": {"agent_id": agent_id}}
+    )
+    problem(status, body, headers, 422, "field is required")
 
 
 async def test_mesh_documents_and_the_graph(
@@ -197,6 +210,10 @@ async def test_mesh_documents_and_the_graph(
         http, "PUT", url(cluster, "n1", target), {"topology": {"mesh_id": str(uuid.uuid4())}}
     )
     problem(status, body, headers, 400, "path's id")
+    status, body, headers = await call(
+        http, "PUT", url(cluster, "n2", target), {"topology": {"colour": "green"}}
+    )
+    problem(status, body, headers, 422, "topology.colour")
     status, _, _ = await call(http, "DELETE", url(cluster, "n2", target))
     assert status == 204
     status, body, headers = await call(http, "GET", url(cluster, "n3", target))
@@ -272,6 +289,28 @@ async def test_system_merge_patch_is_atomic_and_conditional(
         content_type=PATCH, headers={"If-Match": etag},
     )  # fmt: skip
     problem(status, body, headers, 412, p + "b")
+    # A resend with the same Idempotency-Key (after a 504, say) applies at most once.
+    once = {"Idempotency-Key": "patch-" + p}
+    first = await call(
+        http,
+        "PATCH",
+        url(cluster, "n1", "/state/system"),
+        {p + "n": 1},
+        content_type=PATCH,
+        headers=once,
+    )
+    again = await call(
+        http,
+        "PATCH",
+        url(cluster, "n3", "/state/system"),
+        {p + "n": 1},
+        content_type=PATCH,
+        headers=once,
+    )
+    assert first[0] == again[0] == 200
+    assert first[2]["Tadpole-Revision"] == again[2]["Tadpole-Revision"]
+    _, body, _ = await call(http, "GET", url(cluster, "n2", f"/api/v1/events?prefix={p}n"))
+    assert len(body["events"]) == 1
     # One bad value in a patch: 400 and none of the others applied.
     status, body, headers = await call(
         http, "PATCH", url(cluster, "n1", "/state/system"),
