@@ -157,14 +157,17 @@ async def _subscribers(
     )
 
     async def one() -> None:
+        # Cheap on purpose: the subscribers share the machine's two cores with the
+        # nodes, so a client reads the id line (the revision) and the event name only.
         async with session.get(f"http://{address}/api/v1/watch?prefix={prefix}") as resp:
-            got = 0
+            got, revision = 0, 0
             async for raw in resp.content:
-                line = raw.decode()
-                if line.startswith("event: ready"):
+                if raw.startswith(b"id: "):
+                    revision = int(raw[4:])
+                elif raw.startswith(b"event: ready"):
                     ready.put(1)
-                if line.startswith('data: {"revision"'):
-                    received.append((json.loads(line[6:])["revision"], time.monotonic()))
+                elif raw.startswith(b"event: change"):
+                    received.append((revision, time.monotonic()))
                     got += 1
                     if got == writes:
                         return
@@ -184,13 +187,18 @@ async def _writer(address: str, prefix: str, writes: int) -> dict[int, float]:
     acked: dict[int, float] = {}
     async with aiohttp.ClientSession() as session:
         for i in range(writes):
-            async with session.patch(
-                f"http://{address}/state/system",
-                data=json.dumps({f"{prefix}k": i}),
-                headers={"Content-Type": "application/merge-patch+json"},
-            ) as resp:
-                assert resp.status == 200, await resp.text()
-                acked[int(resp.headers["Tadpole-Revision"])] = time.monotonic()
+            while True:  # a 503 (no leader for a moment on a saturated host) applied nothing
+                async with session.patch(
+                    f"http://{address}/state/system",
+                    data=json.dumps({f"{prefix}k": i}),
+                    headers={"Content-Type": "application/merge-patch+json"},
+                ) as resp:
+                    if resp.status == 503:
+                        await asyncio.sleep(0.2)
+                        continue
+                    assert resp.status == 200, await resp.text()
+                    acked[int(resp.headers["Tadpole-Revision"])] = time.monotonic()
+                    break
             await asyncio.sleep(0.1)
     return acked
 
@@ -282,11 +290,20 @@ def main() -> None:
                         f"p50 {row['http_p50_ms']:6.1f} ms   http/grpc {row['ratio']:.2f}",
                         flush=True,
                     )
-        fan = fan_out(cluster, args.subscribers, args.writes)
+        rounds = []
+        for _ in range(args.repeats):
+            rounds.append(fan_out(cluster, args.subscribers, args.writes))
+            r = rounds[-1]
+            print(
+                f"SSE fan-out: {r['subscribers']} subscribers, {r['events']}/{r['expected']} "
+                f"events, write-ack -> receipt p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} "
+                f"ms, max {r['max_ms']:.1f} ms",
+                flush=True,
+            )
+        fan = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
         print(
-            f"SSE fan-out: {fan['subscribers']} subscribers, {fan['events']}/{fan['expected']} "
-            f"events, write-ack -> receipt p50 {fan['p50_ms']:.1f} ms, p99 {fan['p99_ms']:.1f} "
-            f"ms, max {fan['max_ms']:.1f} ms",
+            f"SSE fan-out, median of {len(rounds)}: p50 {fan['p50_ms']:.1f} ms, "
+            f"p99 {fan['p99_ms']:.1f} ms (target p99 < 100 ms)",
             flush=True,
         )
     finally:

@@ -197,4 +197,5 @@ class ChangesApi:
 
     @staticmethod
     async def _send(response: web.StreamResponse, text: str) -> None:
-        await asyncio.wait_for(response.write(text.encode()), WRITE_TIMEOUT_S)
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            await response.write(text.encode())

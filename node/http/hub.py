@@ -132,7 +132,8 @@ class Hub:
         try:
             # Shielded: the future is shared, and one waiter timing out must not
             # cancel it under the others.
-            await asyncio.wait_for(asyncio.shield(self._wake), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._wake)
         except TimeoutError:
             return False
         return True

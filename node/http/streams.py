@@ -161,7 +161,10 @@ class StreamApi:
         return response
 
     async def _send(self, response: web.StreamResponse, text: str) -> None:
-        await asyncio.wait_for(response.write(text.encode()), self.write_timeout_s)
+        # asyncio.timeout, not wait_for: no task per write (this runs per subscriber
+        # per change, so a thousand subscribers pay it a thousand times a write).
+        async with asyncio.timeout(self.write_timeout_s):
+            await response.write(text.encode())
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         """``/api/v1/ws``: several subscriptions over one WebSocket (protocol in the
@@ -196,7 +199,8 @@ class _WsSession:
 
     async def send_text(self, text: str) -> None:
         async with self._lock:
-            await asyncio.wait_for(self._ws.send_str(text), self._api.write_timeout_s)
+            async with asyncio.timeout(self._api.write_timeout_s):
+                await self._ws.send_str(text)
 
     async def reject(self, status: int, detail: str, sub_id: str | None = None) -> None:
         message: dict[str, Any] = {"type": "error", "status": status, "detail": detail}
