@@ -66,7 +66,9 @@ class NodeConfig:
     # a shorter interval shortens each hand-off (latency) at some cost in
     # context switches (throughput). Python's default is 0.005.
     gil_switch_interval_s: float = 0.0005
-    # host:port for HTTP: Prometheus /metrics and a /healthz probe ("" = off).
+    # host:port of the HTTP listener: the JSON API (/state, /api/v1, /graphql), the
+    # /ui console, Prometheus /metrics and /healthz ("" = off). Like the gRPC client
+    # port it has no authentication yet: bind it where only trusted clients reach.
     http_listen: str = ""
     # How often population logs are compacted under their retention policies
     # (detailed -> day summaries -> expiry; archives for archival subspaces),

@@ -34,6 +34,7 @@ from aiohttp import web
 from node.errors import InvalidArgument
 from node.http.problems import Problem
 from node.http.requests import int_param
+from node.http.streams import sse_response
 from node.replication.driver import MAX_CHANGES_PAGE, Replication
 from node.tiers.feed import change_value
 from node.tiers.ops import tier_spec
@@ -162,14 +163,7 @@ class ChangesApi:
         raw = request.headers.get("Last-Event-ID") or request.query.get("after")
         cursor: Cursor | None = decode_cursor(raw) if raw else None
         changes, cursor, _ = await self.page(tier, prefix, cursor, limit)  # 410/400 as HTTP
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
+        response = await sse_response(request)
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         try:

@@ -135,6 +135,19 @@ def _page(first: int) -> int:
     return first
 
 
+async def _indexed_meshes(
+    info: Info[GraphContext, None], agent_id: str
+) -> tuple[list[str], dict[str, mesh_doc.MeshState | None]]:
+    """The meshes the agent->meshes index lists for ``agent_id``, and those it could
+    read (to confirm the advisory index against)."""
+    loaders = _ctx(info).loaders
+    listed = await loaders.index.load(agent_id)
+    states = await loaders.mesh.load_many(listed)
+    return listed, {
+        m: s for m, s in zip(listed, states, strict=True) if not isinstance(s, Exception)
+    }
+
+
 # -- types ---------------------------------------------------------------------------------
 
 
@@ -148,10 +161,7 @@ class Agent:
     async def meshes(
         self, info: Info[GraphContext, None], first: int = 100, after: str = ""
     ) -> MeshPage:
-        loaders = _ctx(info).loaders
-        listed = await loaders.index.load(str(self.id))
-        states = await loaders.mesh.load_many(listed)
-        docs = {m: s for m, s in zip(listed, states, strict=True) if not isinstance(s, Exception)}
+        listed, docs = await _indexed_meshes(info, str(self.id))
         ids, more = mesh_doc.page(
             mesh_doc.confirmed_meshes(str(self.id), listed, docs), _page(first), after
         )
@@ -163,10 +173,7 @@ class Agent:
     async def neighbours(
         self, info: Info[GraphContext, None], first: int = 100, after: str = ""
     ) -> AgentPage:
-        loaders = _ctx(info).loaders
-        listed = await loaders.index.load(str(self.id))
-        states = await loaders.mesh.load_many(listed)
-        docs = {m: s for m, s in zip(listed, states, strict=True) if not isinstance(s, Exception)}
+        listed, docs = await _indexed_meshes(info, str(self.id))
         ids, more = mesh_doc.page(
             mesh_doc.neighbours(str(self.id), listed, docs), _page(first), after
         )

@@ -132,14 +132,7 @@ class StreamApi:
         if resume is not None and (not resume.isdigit() or len(resume) > 19):
             raise Problem(400, f"Last-Event-ID/after must be a revision, not {resume[:40]!r}")
         after = await self._start(key, prefix, int(resume) if resume is not None else None)
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
+        response = await sse_response(request)
         subscription = Subscription(self.hub, key, prefix, after)
         try:
             if resume is None:
@@ -183,6 +176,19 @@ class StreamApi:
         finally:
             await session.close()
         return ws
+
+
+async def sse_response(request: web.Request) -> web.StreamResponse:
+    """A prepared ``text/event-stream`` response (no caching, no proxy buffering)."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    return response
 
 
 class _WsSession:

@@ -33,6 +33,25 @@ def free_base_port(count: int) -> int:
     raise RuntimeError("no free loopback port range")
 
 
+def start_http_cluster(root: str, extra_args: list[str] | None = None) -> LocalCluster:
+    """A started three-node cluster with the HTTP listener on (ports apart from gRPC's),
+    a leader elected and every node up."""
+    base, http = free_base_port(3), free_base_port(3)
+    while abs(base - http) < 10:
+        http = free_base_port(3)
+    cluster = LocalCluster(
+        root, ["n1", "n2", "n3"], base, metrics_base_port=http, extra_args=extra_args or []
+    )
+    cluster.start()
+    try:
+        cluster.wait_leader(30, all_up=True)
+    except BaseException:
+        for node_id in cluster.node_ids:
+            cluster.kill(node_id)
+        raise
+    return cluster
+
+
 @pytest.fixture
 def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """Factory: make_cluster(n=3, extra_args=[]) -> a started LocalCluster with a leader."""

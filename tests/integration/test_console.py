@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from node.dev.cluster import LocalCluster
-from tests.integration.conftest import free_base_port
+from tests.integration.conftest import start_http_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +44,8 @@ def _browser() -> object:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    base, http = free_base_port(3), free_base_port(3)
-    while abs(base - http) < 10:
-        http = free_base_port(3)
-    cluster = LocalCluster(str(tmp_path), ["n1", "n2", "n3"], base, metrics_base_port=http)
-    cluster.start()
+    cluster = start_http_cluster(str(tmp_path))
     try:
-        cluster.wait_leader(30, all_up=True)
         yield cluster
     finally:
         for node_id in cluster.node_ids:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from node.dev.cluster import LocalCluster
 from tests.agent_docs import agent_doc
-from tests.integration.conftest import free_base_port
+from tests.integration.conftest import start_http_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -31,20 +31,11 @@ PATCH = "application/merge-patch+json"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    base = free_base_port(3)
-    http_base = free_base_port(3)
-    while abs(http_base - base) < 10:
-        http_base = free_base_port(3)
-    cluster = LocalCluster(
+    cluster = start_http_cluster(
         str(tmp_path_factory.mktemp("http")),
-        ["n1", "n2", "n3"],
-        base,
-        metrics_base_port=http_base,
-        extra_args=["--set", f"raft.watch_history_events={HISTORY}"],
+        ["--set", f"raft.watch_history_events={HISTORY}"],
     )
-    cluster.start()
     try:
-        cluster.wait_leader(30, all_up=True)
         yield cluster
     finally:
         for node_id in cluster.node_ids:

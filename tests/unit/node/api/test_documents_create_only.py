@@ -10,32 +10,13 @@ import pytest
 from node.api.documents import Documents
 from node.errors import AlreadyExists
 from node.replication import coordinator
-from node.replication.driver import Replication
-from node.replication.memory import MemoryNetwork, MemoryStore, MemoryTransport
 from node.tiers.ops import TIERS
 from tests.agent_docs import agent_doc
-
-
-def cluster() -> tuple[MemoryNetwork, dict[str, Replication]]:
-    net = MemoryNetwork()
-    for node_id in ("n1", "n2", "n3"):
-        net.add(node_id)
-    nodes = {}
-    for node_id in ("n1", "n2", "n3"):
-        nodes[node_id] = Replication(
-            node_id=node_id,
-            store=MemoryStore(),
-            membership=net.membership(node_id),
-            transport=MemoryTransport(net, node_id),
-            clock_ns=lambda: 1_700_000_000 * 10**9,
-            cluster_size=3,
-        )
-        net.attach(node_id, nodes[node_id].on_replica)
-    return net, nodes
+from tests.support.memory_cluster import memory_cluster
 
 
 async def test_a_create_acknowledged_by_one_owner_blocks_a_create_through_the_other() -> None:
-    net, nodes = cluster()
+    net, nodes = memory_cluster()
     agent_id = str(uuid.UUID(int=7, version=4))
     first, second = coordinator.owners(TIERS["agent"], agent_id, ["n1", "n2", "n3"])
     net.partition(first, second)  # the async backup cannot reach the other owner

@@ -15,9 +15,9 @@ from consensus.statemachine import PutOp, Txn
 from node.api.documents import Documents
 from node.http.graphql import MAX_DEPTH, GraphContext, schema
 from node.replication.driver import Replication
-from node.replication.memory import MemoryNetwork, MemoryStore, MemoryTransport
 from node.tiers import agent as agent_tier
 from tests.agent_docs import agent_doc
+from tests.support.memory_cluster import memory_cluster
 
 
 def ids(n: int, seed: int) -> list[str]:
@@ -29,21 +29,7 @@ def ids(n: int, seed: int) -> list[str]:
 
 @pytest.fixture
 def replication() -> Replication:
-    net = MemoryNetwork()
-    nodes = {}
-    for node_id in ("n1", "n2", "n3"):
-        net.add(node_id)
-    for node_id in ("n1", "n2", "n3"):
-        nodes[node_id] = Replication(
-            node_id=node_id,
-            store=MemoryStore(),
-            membership=net.membership(node_id),
-            transport=MemoryTransport(net, node_id),
-            clock_ns=lambda: 1_700_000_000 * 10**9,
-            cluster_size=3,
-        )
-        net.attach(node_id, nodes[node_id].on_replica)
-    return nodes["n1"]
+    return memory_cluster()[1]["n1"]
 
 
 def context(replication: Replication, system: MemorySystem | None = None) -> GraphContext:

@@ -40,6 +40,7 @@ from node.replication.messages import (
 from node.tiers.documents import DocOp
 from node.tiers.mesh import MeshNotFound
 from node.tiers.ops import TIERS, Op
+from tests.support.memory_cluster import memory_cluster
 
 KEY = "job_event_log/j-3"  # owned by n1 and n2 of n1..n3
 
@@ -47,24 +48,7 @@ KEY = "job_event_log/j-3"  # owned by n1 and n2 of n1..n3
 def cluster(
     n: int = 3, wrap: dict[str, type[MemoryTransport]] | None = None
 ) -> tuple[MemoryNetwork, dict[str, Replication]]:
-    """``wrap`` gives some nodes a transport class of their own (a fault in code)."""
-    net = MemoryNetwork()
-    ids = [f"n{i + 1}" for i in range(n)]
-    for node_id in ids:
-        net.add(node_id)
-    nodes = {}
-    for node_id in ids:
-        transport_class = (wrap or {}).get(node_id, MemoryTransport)
-        nodes[node_id] = Replication(
-            node_id=node_id,
-            store=MemoryStore(),
-            membership=net.membership(node_id),
-            transport=transport_class(net, node_id),
-            clock_ns=lambda: 1_700_000_000 * 10**9,
-            cluster_size=n,
-        )
-        net.attach(node_id, nodes[node_id].on_replica)
-    return net, nodes
+    return memory_cluster(n, wrap)
 
 
 async def serve(node: Replication, request: Request | bytes) -> object:
