@@ -23,6 +23,7 @@ import base64
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any, NoReturn, TypeVar, cast
 
@@ -319,16 +320,56 @@ def cli(ctx: click.Context, endpoints: list[str], timeout: float, token_file: st
     ctx.call_on_close(settings.close)
 
 
+_WATCH = click.option(
+    "--watch",
+    "every",
+    type=click.FloatRange(min=0.2),
+    default=None,
+    metavar="SECONDS",
+    help="Redraw every SECONDS until Ctrl-C (a failed refresh is shown, not fatal).",
+)
+
+
+def _watch(render: Callable[[], str], every: float) -> None:
+    """Redraw ``render()`` every ``every`` seconds until interrupted. On a terminal the
+    screen is cleared first; a refresh that fails shows its error and the loop goes on
+    (the cluster being down is exactly what an operator watches for)."""
+    clear = sys.stdout.isatty()
+    try:
+        while True:
+            try:
+                text = render()
+            except Exception as exc:  # shown in place of the table, not raised
+                text = f"error: {exc}"
+            if clear:
+                click.echo("\x1b[H\x1b[2J", nl=False)
+            stamp = time.strftime("%H:%M:%S")
+            click.echo(f"every {every:g} s, {stamp} (Ctrl-C to stop)\n{text}")
+            time.sleep(every)
+    except KeyboardInterrupt:
+        click.echo()
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_WATCH
 @_handle_errors
-def members(as_json: bool) -> None:
+def members(as_json: bool, every: float | None) -> None:
     """List cluster members: Raft view (leader marked *) and gossip view (SWIM status,
     incarnation, when last heard) of the node that answered."""
-    result = _settings().client().members()
+    if every is not None:
+        if as_json:
+            _fail("--watch draws a table; it does not combine with --json", EXIT_USAGE)
+        _watch(_members_table, every)
+        return
     if as_json:
+        result = _settings().client().members()
         click.echo(json.dumps([_member_json(m) for m in result], indent=2))
         return
+    click.echo(_members_table())
+
+
+def _members_table() -> str:
     rows = [
         [
             "*" if m.is_leader else "",
@@ -343,18 +384,24 @@ def members(as_json: bool) -> None:
             m.incarnation if m.gossip_status else "",
             _heard(m.gossip_last_heard_s) if m.gossip_status else "",
         ]
-        for m in result
+        for m in _settings().client().members()
     ]
     headers = ["", "ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "STATUS"]
     headers += ["GOSSIP", "INC", "HEARD"]
-    click.echo(_table(headers, rows))
+    return _table(headers, rows)
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_WATCH
 @_handle_errors
-def status(as_json: bool) -> None:
+def status(as_json: bool, every: float | None) -> None:
     """Ask every endpoint for its status (exit 1 if none answers)."""
+    if every is not None:
+        if as_json:
+            _fail("--watch draws a table; it does not combine with --json", EXIT_USAGE)
+        _watch(_status_screen, every)
+        return
     results = _settings().client().status_all()
     if as_json:
         out = [
@@ -364,38 +411,52 @@ def status(as_json: bool) -> None:
         ]
         click.echo(json.dumps(out, indent=2))
     else:
-        headers = ["ENDPOINT", "ID", "ROLE", "TERM", "COMMIT", "APPLIED", "KEYS", "QUORUM"]
-        headers += ["LEADER", "VERSION"]
-        rows: list[list[object]] = []
-        errors: list[str] = []
-        for r in results:
-            s = r.status
-            if s is None:
-                rows.append([r.endpoint, "-", "unreachable", "", "", "", "", "", "", ""])
-                errors.append(f"{r.endpoint}: {r.error}")
-                continue
-            rows.append(
-                [
-                    r.endpoint,
-                    s.id,
-                    s.raft_role,
-                    s.term,
-                    s.commit_index,
-                    s.applied_index,
-                    s.keys,
-                    "yes" if s.has_quorum else "no",
-                    s.leader_id or "-",
-                    s.version,
-                ]
-            )
-        click.echo(_table(headers, rows))
-        tiers = _tier_summary([r.status for r in results if r.status is not None])
-        if tiers:
-            click.echo("\n" + tiers)
+        text, errors = _status_text(results)
+        click.echo(text)
         for line in errors:
             click.echo(line, err=True)
     if all(r.status is None for r in results):
         _fail(f"no endpoint answered ({len(results)} tried)")
+
+
+def _status_screen() -> str:
+    text, errors = _status_text()
+    return "\n".join([text, *errors])
+
+
+def _status_text(results: list[Any] | None = None) -> tuple[str, list[str]]:
+    """The status table (and the tier summary) and one line per endpoint that failed."""
+    if results is None:
+        results = _settings().client().status_all()
+    headers = ["ENDPOINT", "ID", "ROLE", "TERM", "COMMIT", "APPLIED", "KEYS", "QUORUM"]
+    headers += ["LEADER", "VERSION"]
+    rows: list[list[object]] = []
+    errors: list[str] = []
+    for r in results:
+        s = r.status
+        if s is None:
+            rows.append([r.endpoint, "-", "unreachable", "", "", "", "", "", "", ""])
+            errors.append(f"{r.endpoint}: {r.error}")
+            continue
+        rows.append(
+            [
+                r.endpoint,
+                s.id,
+                s.raft_role,
+                s.term,
+                s.commit_index,
+                s.applied_index,
+                s.keys,
+                "yes" if s.has_quorum else "no",
+                s.leader_id or "-",
+                s.version,
+            ]
+        )
+    text = _table(headers, rows)
+    tiers = _tier_summary([r.status for r in results if r.status is not None])
+    if tiers:
+        text += "\n\n" + tiers
+    return text, errors
 
 
 def _tier_summary(statuses: list[NodeStatus]) -> str:

@@ -779,3 +779,29 @@ def test_an_empty_prefix_is_refused_before_sending_and_delete_all_is_explicit(
         (sent,) = one.nodes[0].requests["Delete"]
         assert sent.all_keys and sent.key == "" and sent.request_id
         assert c.get("a") is None and c.get("b") is None
+
+
+def test_cli_watch_redraws_until_interrupted_and_survives_a_failed_refresh(
+    cluster: FakeCluster, run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 1:
+            for node in cluster.nodes:  # the next refresh finds nobody
+                node.inject("Members", Transport(grpc.StatusCode.UNAVAILABLE, "down"), times=99)
+        if len(sleeps) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module.time, "sleep", fake_sleep)
+    result = run(cluster.endpoints, "members", "--watch", "0.5")
+    assert result.exit_code == 0, result.stderr
+    frames = result.stdout.split("(Ctrl-C to stop)")
+    assert len(frames) == 4 and sleeps == [0.5, 0.5, 0.5]
+    assert "n1" in frames[1] and "leader" in frames[1]
+    assert "error:" in frames[2]  # shown in place of the table; the loop went on
+    assert "\x1b[2J" not in result.stdout  # not a terminal: no screen clearing
+    status = run(cluster.endpoints, "status", "--watch", "1", "--json")
+    assert status.exit_code == 2 and "--json" in status.stderr
+    assert run(cluster.endpoints, "status", "--watch", "0.01").exit_code == 2  # too fast
