@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from consensus.backend import SystemBackend
+from consensus.durable import Histogram
 from consensus.etcd.backend import EtcdSystem
 from consensus.raft.backend import RaftBackend
 from consensus.raft.bridge import RaftSystem
@@ -89,6 +90,34 @@ class NodeServer:
         self.metrics = ClusterMetrics(config.node_id, self.gossip)
         self.latency = RequestLatency()
         self.http = HttpServer(self, config.http_listen) if config.http_listen else None
+
+    def histograms(self) -> list[tuple[str, str, Histogram]]:
+        """The durability histograms /metrics exports: (metric name, help, histogram)."""
+        out: list[tuple[str, str, Histogram]] = []
+        if self._raft is not None and self._raft.journal_fsync_seconds is not None:
+            out.append(
+                (
+                    "tadpole_raft_journal_fsync_seconds",
+                    "Duration of each Raft journal fsync",
+                    self._raft.journal_fsync_seconds,
+                )
+            )
+        if self.store is not None:
+            out.append(
+                (
+                    "tadpole_store_commit_seconds",
+                    "Duration of each tier-store group commit (its fsync)",
+                    self.store.commit_seconds,
+                )
+            )
+            out.append(
+                (
+                    "tadpole_store_commit_items",
+                    "Writes carried by each tier-store group commit",
+                    self.store.commit_items,
+                )
+            )
+        return out
 
     async def cluster_members(self) -> list[dict[str, Any]]:
         """What ``tadpole members`` shows, as JSON-ready dicts (``/api/v1/members``)."""

@@ -49,7 +49,7 @@ from pysyncobj.journal import Journal
 from pysyncobj.node import Node
 
 from consensus.backend import BackendInfo, PeerInfo
-from consensus.durable import fsync_dir
+from consensus.durable import Histogram, fsync_dir
 from consensus.errors import (
     CommandError,
     NotLeaderError,
@@ -569,6 +569,11 @@ class RaftBackend:
 
         obj.apply_command(encode_command(command), callback=done)
         self._wake.set()
+
+    @property
+    def journal_fsync_seconds(self) -> Histogram | None:
+        """Durations of the journal's fsyncs (None before start)."""
+        return self._journal.fsync_seconds if self._journal is not None else None
 
     def read(self, fn: Callable[[SystemStateMachine], T]) -> T:
         """Run ``fn`` against the local state under its lock. Keep it short."""

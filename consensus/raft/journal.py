@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +45,7 @@ from typing import Any
 import msgpack
 from pysyncobj.journal import Journal
 
-from consensus.durable import atomic_write, fsync_dir
+from consensus.durable import FSYNC_BUCKETS, Histogram, atomic_write, fsync_dir
 from consensus.errors import JournalError
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._meta_dirty = False
         self._commit_dirty = False
         self.syncs = 0  # fsyncs issued (for tests and metrics)
+        self.fsync_seconds = Histogram(FSYNC_BUCKETS)  # how long each journal fsync took
         self._fd = self._open_and_recover()
 
     # -- open / recovery ------------------------------------------------------
@@ -254,7 +256,9 @@ class DurableJournal(Journal):  # type: ignore[misc]
             self._pending.clear()
             self._needs_fsync = True
         if self._needs_fsync:
+            started = time.perf_counter()
             self._fsync(self._fd)
+            self.fsync_seconds.observe(time.perf_counter() - started)
             self._needs_fsync = False
             self.syncs += 1
             synced = True

@@ -17,7 +17,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from node.api.tiers import tier_health
@@ -94,6 +99,15 @@ class NodeCollector(Collector):
                 lag.add_metric([row.tier], float(row.oldest_hint_age_s))
             yield from (keys, under, hints, lag)
         yield from node.latency.metrics()
+        for name, doc, histogram in node.histograms():
+            buckets, total = histogram.snapshot()
+            family = HistogramMetricFamily(name, doc)
+            family.add_metric(
+                [],
+                [("+Inf" if b == float("inf") else repr(b), c) for b, c in buckets],
+                total,
+            )
+            yield family
         log.debug("node %s scraped", node_id)
 
 

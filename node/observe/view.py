@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from consensus.backend import BackendInfo
+from consensus.durable import Histogram
 from gossip.swim import MemberView
 from node.observe.latency import RequestLatency
 from node.replication.driver import Replication
@@ -58,6 +59,10 @@ class NodeView(Protocol):
 
     @property
     def latency(self) -> RequestLatency: ...
+
+    def histograms(self) -> list[tuple[str, str, Histogram]]:
+        """Durability histograms to export: (metric name, help, histogram)."""
+        ...
 
     @property
     def replication(self) -> Replication | None:

@@ -107,7 +107,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Protocol
 
-from consensus.durable import fsync_dir
+from consensus.durable import FSYNC_BUCKETS, Histogram, fsync_dir
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -134,6 +134,7 @@ SCHEMA_VERSION: Final = 2
 # trimmed, and a reader asking for them is told where the feed now starts.
 FEED_KEEP: Final = 100_000
 _TRIM_EVERY: Final = 1024  # feed inserts between trims
+BATCH_BUCKETS: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
 _SCHEMA: Final = (
     """CREATE TABLE state (
@@ -462,6 +463,10 @@ class TierStore:
         self._stats = StoreStats()
         self._versions: dict[str, int] = {}  # tier -> writes committed (this process)
         self._feed_keep = feed_keep
+        # Group commit, for /metrics: how long each COMMIT (its fsync) took and how
+        # many queued writes it carried. Observed by the writer thread only.
+        self.commit_seconds = Histogram(FSYNC_BUCKETS)
+        self.commit_items = Histogram(BATCH_BUCKETS)
         self._since_trim = 0  # writer thread only
 
         self._pool_lock = threading.Lock()
@@ -767,6 +772,7 @@ class TierStore:
                 outcomes.append((item[2], exc, None))
             else:
                 outcomes.append((item[2], None, result))
+        committing = time.perf_counter()
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -776,6 +782,8 @@ class TierStore:
                 StoreFailedError(f"{self.path}: COMMIT failed, outcome unknown: {exc}"), batch
             )
             return
+        self.commit_seconds.observe(time.perf_counter() - committing)
+        self.commit_items.observe(len(batch))
         for tier in _tiers_written(batch):
             self._versions[tier] = self._versions.get(tier, 0) + 1
         with self._stats_lock:

@@ -80,6 +80,7 @@ class Stubs:
         self.kv = pb_grpc.KVStub(self.channel)
         self.cluster = pb_grpc.ClusterStub(self.channel)
         self.peer = pb_grpc.PeerStub(self.channel)
+        self.tiers = pb_grpc.TiersStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()

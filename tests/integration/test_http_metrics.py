@@ -56,6 +56,18 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         assert sample(text, f'tadpole_request_duration_seconds_bucket{{le="+Inf",{put}}}') >= 3
         assert sample(text, f"tadpole_request_duration_seconds_sum{{{put}}}") > 0
         assert sample(text, "process_resident_memory_bytes") > 0
+        # Durability: the leader fsynced its journal for those writes; a CRDT-tier write
+        # is one group commit of the tier store on its owners.
+        fsyncs = sample(text, "tadpole_raft_journal_fsync_seconds_count")
+        assert fsyncs >= 3 and sample(text, "tadpole_raft_journal_fsync_seconds_sum") > 0
+        assert sample(text, 'tadpole_raft_journal_fsync_seconds_bucket{le="+Inf"}') == fsyncs
+        stub.tiers.Update(
+            pb.TierUpdateRequest(tier="metrics", key="m/x", counter_add=pb.CounterAdd(amount=1)),
+            timeout=5,
+        )  # the metrics tier: every node is an owner, the leader included
+        _, text = scrape(address)
+        assert sample(text, "tadpole_store_commit_seconds_count") >= 1
+        assert sample(text, "tadpole_store_commit_items_sum") >= 1
         code, body = scrape(address, "/healthz")
         assert code == 200 and leader in body
     finally:

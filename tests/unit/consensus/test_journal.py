@@ -492,3 +492,21 @@ def test_journal_agrees_with_a_list_model(
     finally:
         for j in journals:
             os.close(j._fd)
+
+
+def test_each_fsync_is_timed(open_journal: Opener) -> None:
+    journal = open_journal(FsyncCounter())
+    add_all(journal, entries(5))
+    journal.sync()
+    journal.sync()  # nothing new: no fsync, nothing observed
+    buckets, total = journal.fsync_seconds.snapshot()
+    assert buckets[-1] == (float("inf"), 1) and total >= 0
+
+
+def test_histogram_buckets_are_cumulative_upper_bounds() -> None:
+    from consensus.durable import Histogram
+
+    h = Histogram((0.1, 1.0))
+    for value in (0.05, 0.1, 0.5, 2.0):
+        h.observe(value)
+    assert h.snapshot() == ([(0.1, 2), (1.0, 3), (float("inf"), 4)], 2.65)
