@@ -94,6 +94,29 @@ class NodeServer:
     def histograms(self) -> list[tuple[str, str, Histogram]]:
         """The durability histograms /metrics exports: (metric name, help, histogram)."""
         out: list[tuple[str, str, Histogram]] = []
+        if isinstance(self.system, RaftSystem):
+            out.append(
+                (
+                    "tadpole_raft_commit_seconds",
+                    "Proposal to committed and applied, for writes proposed here",
+                    self.system.commit_seconds,
+                )
+            )
+        if self._raft is not None:
+            out.append(
+                (
+                    "tadpole_raft_apply_seconds",
+                    "Applying one committed entry to the state machine",
+                    self._raft.apply_seconds,
+                )
+            )
+            out.append(
+                (
+                    "tadpole_raft_snapshot_seconds",
+                    "Writing one snapshot (log compaction), fsync included",
+                    self._raft.snapshot_seconds,
+                )
+            )
         if self._raft is not None and self._raft.journal_fsync_seconds is not None:
             out.append(
                 (

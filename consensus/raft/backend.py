@@ -125,6 +125,8 @@ class RaftConfig:
 
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+APPLY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1)
+SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 def known_leader(role: str, leader_id: str, silent_s: float, fallback_s: float) -> str:
@@ -267,6 +269,10 @@ class RaftBackend:
         self._obj: _ReplicatedSystem | None = None
         self._transport: HeldTransport | None = None
         self._journal: DurableJournal | None = None
+        # For /metrics: applying one committed entry to the state machine (tick
+        # thread), and writing one snapshot (its background thread).
+        self.apply_seconds = Histogram(APPLY_BUCKETS)
+        self.snapshot_seconds = Histogram(SNAPSHOT_BUCKETS)
         self._last_heard: dict[str, float] = {}
         self._status = BackendInfo("raft", "follower", 0, "", 0, 0, 0, False, 0, 0)
         self._apply_listeners: list[Callable[[int], None]] = []
@@ -424,10 +430,12 @@ class RaftBackend:
             # Never raise into pysyncobj: a raising entry is retried forever.
             log.error("node %s: skipping undecodable log entry: %s", self.node_id, exc)
             return exc
+        started = time.perf_counter()
         with self._sm_lock:
             result = self._sm.apply(command)
         for listener in self._apply_listeners:
             listener(result.revision)
+        self.apply_seconds.observe(time.perf_counter() - started)
         return result
 
     # -- snapshots (log compaction) -------------------------------------------
@@ -479,12 +487,14 @@ class RaftBackend:
             log.exception("node %s: snapshot failed", self.node_id)
             self._snapshot_state = "failed"
             return
+        took = time.monotonic() - started
+        self.snapshot_seconds.observe(took)
         log.info(
             "node %s wrote snapshot at revision %d (%d keys) in %.2f s",
             self.node_id,
             state.revision,
             len(state),
-            time.monotonic() - started,
+            took,
         )
         self._snapshot_state = "success"
 

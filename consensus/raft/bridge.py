@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from consensus.backend import BackendInfo, RangeResult
+from consensus.durable import Histogram
 from consensus.errors import ProposalError, ProposalTimeout
 from consensus.raft.backend import RaftBackend, RaftConfig
 from consensus.raft.transport import Sender
@@ -35,6 +37,7 @@ from consensus.statemachine import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class RaftSystem:
@@ -59,6 +62,9 @@ class RaftSystem:
         self._completions: deque[tuple[asyncio.Future[CommandResult], Any, Any]] = deque()
         self._drain_scheduled = False
         self.raft.add_apply_listener(self._on_apply)
+        # For /metrics: a write proposed through this node, from proposal until it
+        # is committed and applied here (what its caller waits). Event loop only.
+        self.commit_seconds = Histogram(COMMIT_BUCKETS)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -92,13 +98,16 @@ class RaftSystem:
                 self._drain_scheduled = True
                 self.loop.call_soon_threadsafe(self._drain_completions)
 
+        started = time.perf_counter()
         self.raft.propose(command, done)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            result = await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             raise ProposalTimeout(
                 f"not committed within {timeout:.3g} s; it may still be applied"
             ) from None
+        self.commit_seconds.observe(time.perf_counter() - started)
+        return result
 
     def _drain_completions(self) -> None:
         self._drain_scheduled = False

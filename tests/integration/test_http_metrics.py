@@ -61,6 +61,9 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         fsyncs = sample(text, "tadpole_raft_journal_fsync_seconds_count")
         assert fsyncs >= 3 and sample(text, "tadpole_raft_journal_fsync_seconds_sum") > 0
         assert sample(text, 'tadpole_raft_journal_fsync_seconds_bucket{le="+Inf"}') == fsyncs
+        assert sample(text, "tadpole_raft_commit_seconds_count") >= 3  # proposed here
+        assert sample(text, "tadpole_raft_apply_seconds_count") >= 3
+        assert sample(text, "tadpole_raft_snapshot_seconds_count") == 0  # none taken yet
         stub.tiers.Update(
             pb.TierUpdateRequest(tier="metrics", key="m/x", counter_add=pb.CounterAdd(amount=1)),
             timeout=5,
