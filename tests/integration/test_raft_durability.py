@@ -137,12 +137,33 @@ def run_cluster(tmp_path: Any, backend_class: type[RaftBackend]) -> Inspector:
         return None
 
     def write_some(count: int) -> None:
-        done = threading.Semaphore(0)
-        for i in range(count):
-            target = nodes[sorted(alive)[i % len(alive)]]
-            target.propose(Txn(success=(PutOp(f"k{i}", b"v" * 64),)), lambda _r, _e: done.release())
-        for _ in range(count):
-            done.acquire(timeout=10)
+        """``count`` writes through the alive nodes, each resent until it commits: a
+        write proposed to a follower that has not yet heard the new leader fails
+        (not applied), and the check below needs every write in the log."""
+        pending = set(range(count))
+        deadline = time.monotonic() + 30
+        while pending:
+            assert time.monotonic() < deadline, f"{len(pending)} writes never committed"
+            done = threading.Semaphore(0)
+            failed: set[int] = set()
+
+            def landed(i: int, failed: set[int], done: threading.Semaphore) -> Any:
+                def callback(_result: Any, error: Any) -> None:
+                    if error is not None:
+                        failed.add(i)
+                    done.release()
+
+                return callback
+
+            batch = sorted(pending)
+            for i in batch:
+                target = nodes[sorted(alive)[i % len(alive)]]
+                target.propose(Txn(success=(PutOp(f"k{i}", b"v" * 64),)), landed(i, failed, done))
+            for _ in batch:
+                assert done.acquire(timeout=10), "a proposal never answered"
+            pending = failed
+            if pending:
+                time.sleep(0.05)
 
     try:
         deadline = time.monotonic() + 10
