@@ -34,7 +34,7 @@ from aiohttp import web
 from node.errors import InvalidArgument
 from node.http.problems import Problem
 from node.http.requests import int_param
-from node.http.streams import sse_response
+from node.http.streams import HEARTBEAT_S, WRITE_TIMEOUT_S, error_body, sse_response
 from node.replication.driver import MAX_CHANGES_PAGE, Replication
 from node.tiers.feed import change_value
 from node.tiers.ops import tier_spec
@@ -45,8 +45,6 @@ __all__ = ["POLL_S", "ChangesApi", "decode_cursor", "encode_cursor"]
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
-HEARTBEAT_S = 15.0
-WRITE_TIMEOUT_S = 10.0
 
 Cursor = dict[str, tuple[str, int]]  # member -> (feed id, seq)
 
@@ -181,8 +179,8 @@ class ChangesApi:
                 await asyncio.sleep(self.poll_s)
                 try:
                     changes, cursor, _ = await self.page(tier, prefix, cursor, limit)
-                except Problem as exc:
-                    body = {"status": exc.status, "detail": exc.detail, **exc.extra}
+                except Exception as exc:  # told to the subscriber, then the stream ends
+                    body = error_body(exc)
                     await self._send(response, f"event: error\ndata: {json.dumps(body)}\n\n")
                     return response
         except (ConnectionResetError, TimeoutError, asyncio.CancelledError):

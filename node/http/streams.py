@@ -113,7 +113,7 @@ class StreamApi:
         }
         return web.json_response(body)
 
-    async def _start(self, key: str, prefix: bool, after: int | None) -> int:
+    async def start_after(self, key: str, prefix: bool, after: int | None) -> int:
         """The revision a subscription starts after: ``after``, or now. A cursor whose
         history is gone raises CompactedError here, before anything is streamed."""
         if after is None:
@@ -131,7 +131,7 @@ class StreamApi:
         resume = request.headers.get("Last-Event-ID") or request.query.get("after")
         if resume is not None and (not resume.isdigit() or len(resume) > 19):
             raise Problem(400, f"Last-Event-ID/after must be a revision, not {resume[:40]!r}")
-        after = await self._start(key, prefix, int(resume) if resume is not None else None)
+        after = await self.start_after(key, prefix, int(resume) if resume is not None else None)
         response = await sse_response(request)
         subscription = Subscription(self.hub, key, prefix, after)
         try:
@@ -246,7 +246,7 @@ class _WsSession:
             if after is not None and (isinstance(after, bool) or not isinstance(after, int)
                                       or after < 0):  # fmt: skip
                 raise Problem(400, "after must be a revision (an integer >= 0)")
-            start = await self._api._start(key, prefix, after)
+            start = await self._api.start_after(key, prefix, after)
             await self.send({"type": "subscribed", "id": sub_id, "revision": start})
             subscription = Subscription(self._api.hub, key, prefix, start)
             while True:

@@ -13,7 +13,7 @@ import pytest
 from consensus.memory import MemorySystem
 from consensus.statemachine import PutOp, Txn
 from node.api.documents import Documents
-from node.http.graphql import MAX_DEPTH, GraphContext, schema
+from node.http.graphql import GraphContext, schema
 from node.replication.driver import Replication
 from node.tiers import agent as agent_tier
 from tests.agent_docs import agent_doc
@@ -137,7 +137,3 @@ async def test_abusive_or_bad_queries_are_refused_with_a_reason(
     assert result.errors, query
     assert words.lower() in " ".join(e.message for e in result.errors).lower()
     assert ctx.loaders.reads == 0  # refused before anything was read
-
-
-def test_the_depth_limit_is_what_the_docs_say() -> None:
-    assert MAX_DEPTH == 8
