@@ -37,6 +37,7 @@ from consensus.errors import CommandError, CompactedError, SnapshotError
 
 __all__ = [
     "Barrier",
+    "Batch",
     "Command",
     "CommandResult",
     "Compare",
@@ -52,6 +53,8 @@ __all__ = [
     "SystemStateMachine",
     "Txn",
     "decode_command",
+    "decode_entry",
+    "encode_batch",
     "encode_command",
 ]
 
@@ -182,9 +185,17 @@ class CommandResult:
 # --- command codec --------------------------------------------------------
 #
 # Wire form: msgpack [COMMAND_FORMAT, tag, body]. Tags are append-only.
+#
+# A Raft log entry holds one command, or a *batch*: [COMMAND_FORMAT, _TAG_BATCH,
+# [command, ...]], each command in its own wire form. A batch is every proposal
+# that was pending when the Raft thread ran, in one entry (one journal record,
+# one append-entries item, one commit). Its commands are applied one after
+# another, each with its own revision, request id and result, exactly as if
+# they had been separate entries.
 
 _TAG_TXN = 1
 _TAG_BARRIER = 2
+_TAG_BATCH = 3
 _OP_PUT = 0
 _OP_DELETE = 1
 _OP_GET = 2
@@ -243,14 +254,59 @@ def encode_command(command: Command) -> bytes:
     return packed
 
 
-def decode_command(data: bytes) -> Command:
-    """Decode bytes made by :func:`encode_command`; raise CommandError on anything else."""
+def encode_batch(payloads: Sequence[bytes]) -> bytes:
+    """One log entry carrying the commands ``payloads`` (each made by
+    :func:`encode_command`) in order. Nothing is re-encoded: the entry is a
+    msgpack array header followed by the commands' own bytes."""
+    packer = msgpack.Packer(use_bin_type=True)
+    head: bytes = packer.pack_array_header(3) + packer.pack(COMMAND_FORMAT)
+    head += packer.pack(_TAG_BATCH) + packer.pack_array_header(len(payloads))
+    return head + b"".join(payloads)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A decoded batch entry: each command, or the CommandError that decoding
+    it raised (one malformed command fails alone, not its neighbours)."""
+
+    commands: tuple[Command | CommandError, ...]
+
+
+def _unpack(data: bytes) -> tuple[int, object]:
     try:
         version, tag, body = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise CommandError(f"undecodable command: {exc}") from exc
     if version != COMMAND_FORMAT:
         raise CommandError(f"command format {version!r} is not supported (want {COMMAND_FORMAT})")
+    return tag, body
+
+
+def decode_command(data: bytes) -> Command:
+    """Decode bytes made by :func:`encode_command`; raise CommandError on anything else."""
+    return _decode_parts(*_unpack(data))
+
+
+def decode_entry(data: bytes) -> Command | Batch:
+    """Decode a log entry: one command (:func:`encode_command`) or a batch
+    (:func:`encode_batch`). CommandError if the entry itself is malformed."""
+    tag, body = _unpack(data)
+    if tag != _TAG_BATCH:
+        return _decode_parts(tag, body)
+    if not isinstance(body, list):
+        raise CommandError("malformed batch: not a list of commands")
+    commands: list[Command | CommandError] = []
+    for item in body:
+        try:
+            if not isinstance(item, list) or len(item) != 3 or item[0] != COMMAND_FORMAT:
+                raise CommandError("malformed command in a batch")
+            commands.append(_decode_parts(item[1], item[2]))
+        except CommandError as exc:
+            commands.append(exc)
+    return Batch(tuple(commands))
+
+
+def _decode_parts(tag: object, body: Any) -> Command:
     if tag == _TAG_BARRIER:
         return Barrier()
     if tag != _TAG_TXN:

@@ -6,26 +6,32 @@ Threads::
     ─────────────────────             ──────────────────────────────
     propose(cmd, cb) ──queue──▶       loop:
     deliver(peer, frames) ─inbox─▶      1. transport.drain()   feed received messages
-                                        2. syncobj.doTick(0)   commit, apply (callbacks), append
-                                        3. journal.sync()      ONE fsync for the whole tick
-    sender(peer, frames) ◀─────────     4. transport.flush()   release held messages
-                                        5. wait for work or the next tick
+                                        2. proposals → entry   everything pending, one entry
+                                        3. syncobj.doTick(0)   commit, apply (callbacks), append
+                                        4. journal.sync()      ONE fsync for the whole tick
+    sender(peer, frames) ◀─────────     5. transport.flush()   release held messages
+                                        6. wait for work or the next tick
+
+A leader swaps 4 and 5 when the tick changed no term or vote: its
+append-entries leave first and its fsync overlaps the followers' (Raft thesis
+§10.2.1).
 
 pysyncobj is not thread-safe, so everything that touches it runs in the tick
 thread; other threads talk to it through queues and a wake-up event.
 
 Why this ordering is safe: an entry appended in tick *k* is fsynced at the
-end of tick *k*, before any append-entries carrying it (leader) or any
-acknowledgement of it (follower) is sent. The leader can count a follower's
-acknowledgement at the earliest in tick *k+1*, so an entry is committed —
-and the client's callback fired — only once it is on disk on a majority.
-Term and vote are in the same sync, so a vote never leaves before it is
-durable. One fsync covers every entry of the tick: group commit.
+end of tick *k*, before any acknowledgement of it (follower) is sent. The
+leader can count a follower's acknowledgement — and itself — at the earliest
+in tick *k+1*, which starts after tick *k*'s fsync returned, so an entry is
+committed (and the client's callback fired) only once it is on disk on a
+majority, the leader's own copy included. Term and vote are synced before
+anything is sent, so a vote never leaves before it is durable. One fsync
+covers every entry of the tick: group commit.
 
-Latency: with ``appendEntriesUseBatch`` off, pysyncobj emits append-entries
-as soon as a command is queued, and the transport coalesces every message of
-a tick into one gRPC call per peer; a lone write costs a few ticks of work,
-not a 100 ms batching period.
+Batching: the proposals pending when the tick runs become one log entry
+(:func:`consensus.statemachine.encode_batch`), so a busy tick costs one
+journal record, one append-entries item and one commit, not one per write; a
+lone proposal is its own entry and goes out at once.
 """
 
 from __future__ import annotations
@@ -60,10 +66,12 @@ from consensus.errors import (
 from consensus.raft.journal import DurableJournal
 from consensus.raft.transport import HeldTransport, Sender
 from consensus.statemachine import (
+    Batch,
     Command,
     CommandResult,
     SystemStateMachine,
-    decode_command,
+    decode_entry,
+    encode_batch,
     encode_command,
 )
 
@@ -105,6 +113,11 @@ class RaftConfig:
     watch_history_events: int = 10_000
     # Max bytes of entries per append-entries message.
     max_append_bytes: int = 1 << 20
+    # Proposal batching: the proposals pending when the tick thread runs become one
+    # log entry, up to this many bytes of commands (a larger single command still goes
+    # alone). Must stay well under max_append_bytes, or the entry would be sent in
+    # pysyncobj's slower chunked form.
+    max_batch_bytes: int = 256 << 10
     # Pre-vote (thesis §9.6): a node whose election timer fires asks the others first
     # and raises the term only if a majority would vote for it, so a node that was
     # starved or cut off cannot depose a healthy leader. Costs one round trip on a real
@@ -122,6 +135,8 @@ class RaftConfig:
             )
         if self.leader_fallback_s <= self.heartbeat_interval_s:
             raise ValueError("leader_fallback_s must exceed heartbeat_interval_s")
+        if not 0 < self.max_batch_bytes <= self.max_append_bytes // 2:
+            raise ValueError("need 0 < max_batch_bytes <= max_append_bytes / 2")
 
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
@@ -156,6 +171,43 @@ def _proposal_error(reason: int) -> ProposalError:
     return OutcomeUnknownError(
         "leadership changed while the command was in flight; it may or may not have been applied"
     )
+
+
+def _answer(callback: ProposalCallback, result: Any) -> None:
+    if isinstance(result, CommandError):
+        callback(None, ProposalError(str(result)))
+    else:
+        callback(result, None)
+
+
+def _answer_one(callback: ProposalCallback) -> Callable[[Any, int], None]:
+    def done(result: Any, reason: int) -> None:
+        if reason == FAIL_REASON.SUCCESS:
+            _answer(callback, result)
+        else:
+            callback(None, _proposal_error(reason))
+
+    return done
+
+
+def _answer_batch(callbacks: list[ProposalCallback]) -> Callable[[Any, int], None]:
+    """pysyncobj's callback for a batch entry: each proposal gets its own result, or
+    all get the entry's failure (the entry commits or fails as a whole)."""
+
+    def done(results: Any, reason: int) -> None:
+        if reason != FAIL_REASON.SUCCESS:
+            error = _proposal_error(reason)
+            for callback in callbacks:
+                callback(None, error)
+        elif isinstance(results, list) and len(results) == len(callbacks):
+            for callback, result in zip(callbacks, results, strict=True):
+                _answer(callback, result)
+        else:  # the entry itself did not decode (cannot happen for our own encoding)
+            error = ProposalError(f"batch entry not applied: {results}")
+            for callback in callbacks:
+                callback(None, error)
+
+    return done
 
 
 # pysyncobj builds its journal from ``conf.journalFile`` through a module-level
@@ -209,7 +261,7 @@ class _ReplicatedSystem(SyncObj):  # type: ignore[misc]
         self.transmissions = close_finished_transmissions(self._SyncObj__serializer)
 
     @replicated  # type: ignore[untyped-decorator]
-    def apply_command(self, payload: bytes) -> CommandResult | CommandError:
+    def apply_command(self, payload: bytes) -> Any:
         return self._backend._apply(payload)
 
 
@@ -262,6 +314,8 @@ class RaftBackend:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._calls: deque[Callable[[], None]] = deque()
+        # (encoded command, callback) proposed since the last tick; see _submit_proposals
+        self._proposals: deque[tuple[bytes, ProposalCallback]] = deque()
         # peer -> takes the frames for it of the next flush (the answer to its call)
         self._reply_slots: dict[str, Callable[[list[bytes]], None]] = {}
         self._reply_lock = threading.Lock()
@@ -360,24 +414,39 @@ class RaftBackend:
 
     def _tick_once(self) -> None:
         """One iteration of the loop in the module docstring. The order of
-        ``journal.sync()`` before ``transport.flush()`` is the durability
-        argument; ``tests/integration/test_raft_durability.py`` checks it."""
+        ``journal.sync()`` before ``transport.flush()`` (for anything but a leader's
+        append-entries) is the durability argument;
+        ``tests/integration/test_raft_durability.py`` checks it."""
         obj, transport, journal = self._obj, self._transport, self._journal
         assert obj is not None and transport is not None and journal is not None
-        while self._calls:
+        for _ in range(len(self._calls)):  # a call queued by one of these runs next tick
             self._calls.popleft()()
         with self._reply_lock:  # calls whose frames this drain feeds to pysyncobj
             replies, self._reply_slots = self._reply_slots, {}
         transport.drain()
         transport.gate_election()
-        log_before, commit_before = len(journal), obj.raftCommitIndex
+        self._submit_proposals(obj)
+        log_before = len(journal)
         obj.doTick(0.0)
-        if obj._isLeader() and (len(journal) != log_before or obj.raftCommitIndex != commit_before):
-            # One append-entries per follower per tick, carrying every entry
-            # the tick appended and the newest commit index (see module doc).
-            obj._SyncObj__sendAppendEntries()
-        journal.sync()
-        transport.flush(replies)
+        if obj._isLeader():
+            owed = transport.commit_owed(obj.raftCommitIndex)
+            if len(journal) != log_before or owed:
+                # One append-entries per follower per tick, carrying every entry the
+                # tick appended and the newest commit index. A commit alone goes out
+                # only to answer a follower's forwarded command; other followers learn
+                # it with the next entries or heartbeat (module doc).
+                obj._SyncObj__sendAppendEntries()
+        if obj._isLeader() and not journal.term_unsynced:
+            # A leader's append-entries vouch for nothing on its own disk, so they
+            # leave *before* its fsync and the followers' writes overlap it (Raft
+            # thesis 10.2.1). The leader still counts itself toward a commit only
+            # after the fsync: acknowledgements are read by the next tick's doTick,
+            # which starts after this sync returns.
+            transport.flush(replies)
+            journal.sync()
+        else:
+            journal.sync()
+            transport.flush(replies)
         self._publish_status(obj)
 
     def _publish_status(self, obj: _ReplicatedSystem) -> None:
@@ -423,18 +492,29 @@ class RaftBackend:
 
     # -- state machine hooks (tick thread) ------------------------------------
 
-    def _apply(self, payload: bytes) -> CommandResult | CommandError:
+    def _apply(
+        self, payload: bytes
+    ) -> CommandResult | CommandError | list[CommandResult | CommandError]:
+        """Apply one committed log entry: a command, or a batch of them (a list of
+        results, one per command, in order). Never raises into pysyncobj: a raising
+        entry would be retried forever."""
         try:
-            command = decode_command(payload)
+            entry = decode_entry(payload)
         except CommandError as exc:
-            # Never raise into pysyncobj: a raising entry is retried forever.
             log.error("node %s: skipping undecodable log entry: %s", self.node_id, exc)
             return exc
         started = time.perf_counter()
         with self._sm_lock:
-            result = self._sm.apply(command)
+            result: CommandResult | list[CommandResult | CommandError]
+            if isinstance(entry, Batch):
+                result = [
+                    c if isinstance(c, CommandError) else self._sm.apply(c) for c in entry.commands
+                ]
+            else:
+                result = self._sm.apply(entry)
+            revision = self._sm.revision
         for listener in self._apply_listeners:
-            listener(result.revision)
+            listener(revision)
         self.apply_seconds.observe(time.perf_counter() - started)
         return result
 
@@ -565,20 +645,30 @@ class RaftBackend:
     def propose(self, command: Command, callback: ProposalCallback) -> None:
         """Replicate ``command``; ``callback(result, error)`` runs in the tick
         thread once it is applied locally (or failed). Thread-safe."""
-        obj = self._obj
-        assert obj is not None
-
-        def done(result: Any, reason: int) -> None:
-            if reason == FAIL_REASON.SUCCESS:
-                if isinstance(result, CommandError):
-                    callback(None, ProposalError(str(result)))
-                else:
-                    callback(result, None)
-            else:
-                callback(None, _proposal_error(reason))
-
-        obj.apply_command(encode_command(command), callback=done)
+        self._proposals.append((encode_command(command), callback))
         self._wake.set()
+
+    def _submit_proposals(self, obj: _ReplicatedSystem) -> None:
+        """Hand every proposal pending now to pysyncobj: a lone one as its own entry
+        (no wait at low load), several as batch entries of up to ``max_batch_bytes``.
+        A batch costs one journal record, one append-entries item and one commit
+        however many commands it holds; each command keeps its own request id,
+        revision and result. Tick thread."""
+        pending = self._proposals
+        limit = self.config.max_batch_bytes
+        while pending:
+            payloads: list[bytes] = []
+            callbacks: list[ProposalCallback] = []
+            size = 0
+            while pending and (not payloads or size + len(pending[0][0]) <= limit):
+                payload, callback = pending.popleft()
+                payloads.append(payload)
+                callbacks.append(callback)
+                size += len(payload)
+            if len(payloads) == 1:
+                obj.apply_command(payloads[0], callback=_answer_one(callbacks[0]))
+            else:
+                obj.apply_command(encode_batch(payloads), callback=_answer_batch(callbacks))
 
     @property
     def journal_fsync_seconds(self) -> Histogram | None:
@@ -603,8 +693,13 @@ class RaftBackend:
         self._wake.set()
 
     def transfer_leadership(self, target: str, callback: Callable[[bool, str], None]) -> None:
+        """Hand leadership to ``target`` (or the most caught-up follower). pysyncobj
+        refuses while the target lags the leader's log; right after an election or
+        under writes that lasts a round trip, so the refusal is retried on the ticks
+        of the next ``election_timeout_min_s`` before it is reported."""
         obj = self._obj
         assert obj is not None
+        give_up = time.monotonic() + self.config.election_timeout_min_s
 
         def run() -> None:
             def done(_res: Any, reason: int) -> None:
@@ -612,6 +707,8 @@ class RaftBackend:
                     callback(True, "")
                 elif reason == FAIL_REASON.NOT_LEADER:
                     callback(False, "this node is not the leader")
+                elif time.monotonic() < give_up:
+                    self._calls.append(run)  # again at the next tick
                 else:
                     callback(False, f"{target or 'no follower'} is not caught up or not connected")
 
@@ -623,7 +720,8 @@ class RaftBackend:
 
     def deliver(self, peer_id: str, frames: list[bytes]) -> None:
         self._last_heard[peer_id] = time.monotonic()
-        assert self._transport is not None
+        if self._transport is None:  # not started yet: lost, as Raft allows any message to be
+            return
         if frames:
             self._transport.deliver(peer_id, frames)
         elif not self._transport.is_connected(peer_id):
@@ -646,13 +744,11 @@ class RaftBackend:
             stale([])
 
     def peer_up(self, peer_id: str) -> None:
-        assert self._transport is not None
-        if not self._transport.is_connected(peer_id):
+        if self._transport is not None and not self._transport.is_connected(peer_id):
             self._transport.peer_up(peer_id)
 
     def peer_down(self, peer_id: str) -> None:
-        assert self._transport is not None
-        if self._transport.is_connected(peer_id):
+        if self._transport is not None and self._transport.is_connected(peer_id):
             self._transport.peer_down(peer_id)
 
     @property

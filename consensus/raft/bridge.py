@@ -101,7 +101,10 @@ class RaftSystem:
         started = time.perf_counter()
         self.raft.propose(command, done)
         try:
-            result = await asyncio.wait_for(asyncio.shield(future), timeout)
+            # asyncio.timeout, not wait_for: no extra task per write. A caller that
+            # gives up cancels ``future``; a late outcome then finds it done.
+            async with asyncio.timeout(timeout):
+                result = await future
         except TimeoutError:
             raise ProposalTimeout(
                 f"not committed within {timeout:.3g} s; it may still be applied"

@@ -238,6 +238,11 @@ class DurableJournal(Journal):  # type: ignore[misc]
     # -- durability ------------------------------------------------------------
 
     @property
+    def term_unsynced(self) -> bool:
+        """Whether a term or vote change waits for :meth:`sync`."""
+        return self._meta_dirty
+
+    @property
     def has_unsynced(self) -> bool:
         return bool(self._pending) or self._needs_fsync or self._meta_dirty
 

@@ -117,6 +117,8 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self._lock = threading.Lock()
         self.frames_sent = 0
         self.frames_received = 0
+        self.rollbacks_prevented = 0
+        self._commit_waiters: dict[str, int] = {}
 
     # -- pysyncobj side (tick thread) ----------------------------------------
 
@@ -137,6 +139,11 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 self._inbox.append(("local", (node.id, refusal)))
                 self._wake()
             return False
+        elif kind == "apply_command_response" and "log_idx" in message:
+            # A follower forwarded a command that now sits at log_idx; it answers its
+            # caller once it learns that index is committed (see commit_owed).
+            waiting = self._commit_waiters.get(node.id, 0)
+            self._commit_waiters[node.id] = max(waiting, message["log_idx"])
         frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._outbox.setdefault(node.id, []).append(frame)
         return node.id in self._connected
@@ -210,9 +217,48 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 if self._log_view is not None and message["type"] == "append_entries":
                     message = trim_append_entries(message, self._log_view)
                 try:
-                    self._onMessageReceived(node, message)
+                    if message["type"] == "next_node_idx":
+                        self._take_ack(node, message)
+                    else:
+                        self._onMessageReceived(node, message)
                 except (KeyError, TypeError, ValueError):
                     log.exception("raft message from %s could not be handled", peer_id)
+
+    def commit_owed(self, commit_index: int) -> bool:
+        """Leader: whether a follower is waiting to learn that ``commit_index`` covers a
+        command it forwarded (and forgets those waits). The tick loop sends an
+        append-entries for the commit index alone only then; otherwise followers learn
+        it with the next entries or heartbeat, instead of one extra message per
+        commit per follower."""
+        owed = [peer for peer, idx in self._commit_waiters.items() if idx <= commit_index]
+        for peer in owed:
+            del self._commit_waiters[peer]
+        return bool(owed)
+
+    def _take_ack(self, node: Node, message: dict[str, Any]) -> None:
+        """Feed a follower's append-entries answer to pysyncobj, but never let a
+        *successful* one move that follower's ``nextIndex`` backwards.
+
+        pysyncobj sets ``nextIndex`` to just after what an acknowledgement covers. With
+        more than one append-entries outstanding (the leader sends each tick's new
+        entries at once), the acknowledgement of an older one arrives after
+        ``nextIndex`` has moved past it, rolls it back, and the next send repeats
+        entries the follower already has -- measured at 2.4 entries sent per write at
+        one client and 4.7 at 64, where 2 is the least. A success only ever proves the
+        follower has *at least* that much, so it may raise ``nextIndex``, never lower
+        it. A refusal (``reset``) still moves it back: that is how the leader finds
+        where a diverged or lagging follower's log really ends."""
+        next_index = self._syncobj._SyncObj__raftNextIndex
+        before = next_index.get(node) if message.get("success") else None
+        self._onMessageReceived(node, message)
+        if (
+            before is not None
+            and not message.get("reset")
+            and self._syncobj._isLeader()
+            and next_index.get(node, before) < before
+        ):
+            next_index[node] = before
+            self.rollbacks_prevented += 1
 
     def _leader_gone(self, node: Node) -> bool:
         if node.id not in self._connected:

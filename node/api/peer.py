@@ -91,6 +91,7 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
 
         backend.deliver_for_reply(peer, frames, from_raft_thread)
         try:
-            return await asyncio.wait_for(answer, self.REPLY_WAIT_S)
-        except TimeoutError:  # wait_for cancelled ``answer``: settle sends them on
+            async with asyncio.timeout(self.REPLY_WAIT_S):
+                return await answer
+        except TimeoutError:  # the timeout cancelled ``answer``: settle sends them on
             return []

@@ -57,10 +57,12 @@ class RequestLatency:
 
 
 class LatencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Times every unary-unary call into a :class:`RequestLatency` (streams are not)."""
+    """Times every unary-unary call into a :class:`RequestLatency` (streams are not).
+    The timed handler of a method is built once and reused (see ``DecodeGuard``)."""
 
     def __init__(self, latency: RequestLatency) -> None:
         self._latency = latency
+        self._timed: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -68,10 +70,19 @@ class LatencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
+        cached = self._timed.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        timed = self._wrap(handler, details.method)
+        if handler is not None:
+            self._timed[details.method] = (handler, timed)
+        return timed
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method_path: str) -> grpc.RpcMethodHandler:
         inner = getattr(handler, "unary_unary", None)
         if inner is None or not inspect.iscoroutinefunction(inner):
             return handler
-        method = details.method.lstrip("/")
+        method = method_path.lstrip("/")
         observe = self._latency.observe
 
         async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:

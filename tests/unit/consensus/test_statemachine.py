@@ -20,6 +20,7 @@ from consensus.statemachine import (
     COMMAND_FORMAT,
     SNAPSHOT_FORMAT,
     Barrier,
+    Batch,
     Command,
     CommandResult,
     Compare,
@@ -35,6 +36,8 @@ from consensus.statemachine import (
     SystemStateMachine,
     Txn,
     decode_command,
+    decode_entry,
+    encode_batch,
     encode_command,
 )
 
@@ -840,6 +843,47 @@ def test_decode_rejects_every_truncation_of_a_real_command() -> None:
     for cut in range(len(data)):
         with pytest.raises(CommandError):
             decode_command(data[:cut])
+
+
+# --- batch entries ----------------------------------------------------------
+
+
+def test_a_batch_entry_decodes_to_its_commands_in_order() -> None:
+    entry = decode_entry(encode_batch([encode_command(c) for c in ROUND_TRIP_COMMANDS]))
+    assert entry == Batch(tuple(ROUND_TRIP_COMMANDS))
+    # A plain command is still a plain command.
+    assert decode_entry(encode_command(ROUND_TRIP_COMMANDS[6])) == ROUND_TRIP_COMMANDS[6]
+
+
+def test_a_batch_is_exactly_the_msgpack_list_of_its_commands() -> None:
+    payloads = [encode_command(c) for c in ROUND_TRIP_COMMANDS[:20]]
+    raw = msgpack.unpackb(encode_batch(payloads), raw=False)
+    assert raw[:2] == [COMMAND_FORMAT, 3]
+    assert raw[2] == [msgpack.unpackb(p, raw=False) for p in payloads]
+
+
+def test_a_malformed_command_in_a_batch_fails_alone() -> None:
+    good = encode_command(_VALID_TXN)
+    bad_tag = _broken_command(_set((1,), 99))
+    bad_op = _broken_command(_set((2, 1, 0, 0), 9))
+    entry = decode_entry(encode_batch([good, bad_tag, msgpack.packb(7), bad_op, good]))
+    assert isinstance(entry, Batch)
+    first, tag_error, shape_error, op_error, last = entry.commands
+    assert first == last == _VALID_TXN
+    assert isinstance(tag_error, CommandError) and "tag 99" in str(tag_error)
+    assert isinstance(shape_error, CommandError) and "batch" in str(shape_error)
+    assert isinstance(op_error, CommandError) and "kind 9" in str(op_error)
+
+
+def test_a_batch_is_not_a_command_and_a_broken_batch_is_refused() -> None:
+    batch = encode_batch([encode_command(_VALID_TXN)])
+    with pytest.raises(CommandError, match="tag 3"):
+        decode_command(batch)
+    with pytest.raises(CommandError, match="malformed batch"):
+        decode_entry(msgpack.packb([COMMAND_FORMAT, 3, 5]))
+    for cut in range(len(batch)):
+        with pytest.raises(CommandError):
+            decode_entry(batch[:cut])
 
 
 # --- model test -----------------------------------------------------------

@@ -144,3 +144,24 @@ async def test_watch_still_streams_through_the_guard(node: Node) -> None:
     first = await stream.read()
     assert [e.kv.value for e in first.events] == [b"1"]
     stream.cancel()
+
+
+async def test_the_guard_wraps_a_method_once_and_keeps_guarding() -> None:
+    """gRPC asks the interceptor for a handler on every call; the wrapped handler is
+    built once per method and reused, and a bad body after a good one is still caught."""
+    guard = DecodeGuard()
+    server = grpc.aio.server(interceptors=[guard])
+    pb_grpc.add_KVServicer_to_server(KVServicer(NodeConfig(), MemorySystem()), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            node = Node(channel, MemorySystem())
+            wrapped = set()
+            for i in range(3):
+                await node.put(f"k{i}")
+                wrapped.add(id(guard._wrapped["/tadpole.v1.KV/Put"][1]))
+            assert len(wrapped) == 1
+            assert (await _raw_put(node, b"\xff")).code() is S.INVALID_ARGUMENT
+    finally:
+        await server.stop(None)

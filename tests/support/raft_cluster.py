@@ -1,0 +1,86 @@
+"""Three in-process Raft backends (real journals and threads, no sockets), wired
+directly to each other, for tests of the Raft layer."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from typing import Any
+
+from consensus.raft.backend import RaftBackend, RaftConfig
+
+
+def start_cluster(root: str, config: RaftConfig) -> dict[str, RaftBackend]:
+    """Start n1..n3 under ``root`` and wait until one of them leads."""
+    ids = ["n1", "n2", "n3"]
+    nodes: dict[str, RaftBackend] = {}
+
+    def sender_for(src: str) -> Any:
+        return lambda dst, frames: nodes[dst].deliver(src, frames)
+
+    for node_id in ids:
+        nodes[node_id] = RaftBackend(
+            node_id,
+            [p for p in ids if p != node_id],
+            os.path.join(root, node_id),
+            sender=sender_for(node_id),
+            config=config,
+        )
+    for node in nodes.values():
+        node.start()
+        for peer in node.peer_ids:
+            node.peer_up(peer)
+    leader_of(nodes)
+    return nodes
+
+
+def leader_of(nodes: dict[str, RaftBackend], timeout: float = 10.0) -> RaftBackend:
+    deadline = time.monotonic() + timeout
+    while True:
+        for node in nodes.values():
+            if node.status().role == "leader":
+                return node
+        assert time.monotonic() < deadline, "no leader"
+        time.sleep(0.01)
+
+
+def in_tick(node: RaftBackend, fn: Any) -> Any:
+    """``fn()`` run in ``node``'s tick thread (pysyncobj state is only consistent
+    there; ``status()`` is published at the end of a tick and may lag)."""
+    box: list[Any] = []
+    done = threading.Event()
+
+    def run() -> None:
+        box.append(fn())
+        done.set()
+
+    node.call_in_tick(run)
+    assert done.wait(5), "the tick thread did not run the call"
+    return box[0]
+
+
+def commit_index(node: RaftBackend) -> int:
+    return int(in_tick(node, lambda: node._obj.raftCommitIndex))  # type: ignore[union-attr]
+
+
+def settled_leader(nodes: dict[str, RaftBackend], timeout: float = 10.0) -> RaftBackend:
+    """The leader, once it has committed its whole log (the no-op of its term
+    included) and every node names it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leader = leader_of(nodes, timeout)
+        if in_tick(leader, functools.partial(_caught_up, leader)) and all(
+            n.status().leader_id == leader.node_id for n in nodes.values()
+        ):
+            return leader
+        assert time.monotonic() < deadline, "the cluster did not settle"
+        time.sleep(0.01)
+
+
+def _caught_up(node: RaftBackend) -> bool:
+    obj, journal = node._obj, node.journal
+    assert obj is not None and journal is not None
+    last = journal[-1][1]
+    return bool(obj.raftCommitIndex == obj.raftLastApplied == last)
