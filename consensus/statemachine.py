@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import bisect
 import enum
+import io
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgpack
 
@@ -544,27 +545,54 @@ class SystemStateMachine:
             _dedup=OrderedDict(self._dedup),
         )
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes | memoryview) -> None:
         """Replace the state with a snapshot made by :meth:`snapshot`."""
+        self.restore_from(io.BytesIO(data))
+
+    def restore_from(self, stream: BinaryIO) -> None:
+        """Replace the state with the snapshot read from ``stream``, to its end.
+
+        Streaming: items are decoded one at a time as they are read, so restoring
+        100k keys never holds the encoded snapshot, or a decoded copy of it as plain
+        lists, beside the state being built -- only the state itself. A malformed
+        snapshot raises SnapshotError and leaves the current state untouched."""
+        unpacker = msgpack.Unpacker(stream, raw=False, read_size=1 << 16)
         try:
-            fmt, revision, compact, kvs, history, dedup_raw = msgpack.unpackb(data, raw=False)
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            raise SnapshotError(f"undecodable snapshot: {exc}") from exc
-        if fmt != SNAPSHOT_FORMAT:
-            raise SnapshotError(f"snapshot format {fmt!r} is not supported")
-        # Build everything first: a malformed snapshot must leave the current
-        # state untouched and surface as SnapshotError, not a stray TypeError.
-        try:
+            if unpacker.read_array_header() != 6:
+                raise SnapshotError("undecodable snapshot: not a six-field snapshot")
+            fmt = unpacker.unpack()
+            if fmt != SNAPSHOT_FORMAT:
+                raise SnapshotError(f"snapshot format {fmt!r} is not supported")
+            revision, compact = unpacker.unpack(), unpacker.unpack()
             if not all(isinstance(n, int) and not isinstance(n, bool) for n in (revision, compact)):
                 raise TypeError("revision and compact revision must be integers")
-            entries = {kv[0]: KeyValue(*kv) for kv in kvs}
-            dedup = OrderedDict((_str(rid), _result_from_tuple(res)) for rid, res in dedup_raw)
-            events = deque(
-                (rev, Event(EventType(t), KeyValue(*kv), KeyValue(*prev) if prev else None))
-                for rev, t, kv, prev in history
-            )
-        except (CommandError, ValueError, TypeError, IndexError, KeyError) as exc:
+            entries: dict[str, KeyValue] = {}
+            for _ in range(unpacker.read_array_header()):
+                kv = KeyValue(*unpacker.unpack())
+                entries[kv.key] = kv
+            events: deque[tuple[int, Event]] = deque()
+            for _ in range(unpacker.read_array_header()):
+                rev, t, kv_raw, prev = unpacker.unpack()
+                prev_kv = KeyValue(*prev) if prev else None
+                events.append((rev, Event(EventType(t), KeyValue(*kv_raw), prev_kv)))
+            dedup: OrderedDict[str, CommandResult] = OrderedDict()
+            for _ in range(unpacker.read_array_header()):
+                rid, res = unpacker.unpack()
+                dedup[_str(rid)] = _result_from_tuple(res)
+        except SnapshotError:
+            raise
+        except msgpack.OutOfData as exc:
+            raise SnapshotError("undecodable snapshot: it ends early (truncated)") from exc
+        except (msgpack.UnpackException, CommandError, ValueError, TypeError) as exc:
             raise SnapshotError(f"malformed snapshot: {exc}") from exc
+        try:
+            unpacker.unpack()
+        except msgpack.OutOfData:
+            pass
+        except (msgpack.UnpackException, ValueError) as exc:
+            raise SnapshotError(f"malformed snapshot: bytes after its end ({exc})") from exc
+        else:
+            raise SnapshotError("malformed snapshot: data after its end")
         self.revision = revision
         self.compact_revision = compact
         self._data = entries

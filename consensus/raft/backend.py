@@ -46,7 +46,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import syncobj as _pysyncobj_module
@@ -222,6 +222,21 @@ def _create_journal(journal_file: Any) -> Journal:
 
 
 _pysyncobj_module.createJournal = _create_journal
+
+
+class _Region:
+    """Reads of a file up to ``end`` (the snapshot's state, without the checksum
+    after it), for a streaming decoder."""
+
+    def __init__(self, f: BinaryIO, end: int) -> None:
+        self._f = f
+        self._end = end
+
+    def read(self, n: int = -1) -> bytes:
+        left = self._end - self._f.tell()
+        if left <= 0:
+            return b""
+        return self._f.read(left if n < 0 else min(n, left))
 
 
 class ClosingTransmissions(dict[Any, Any]):
@@ -589,24 +604,40 @@ class RaftBackend:
         return int(SERIALIZER_STATE.NOT_SERIALIZING)
 
     @staticmethod
-    def _parse_snapshot(filename: str) -> tuple[tuple[Any, ...], bytes]:
-        """(raft data, state bytes) of a snapshot file; SnapshotError if damaged."""
-        with open(filename, "rb") as f:
-            data = f.read()
-        if data[: len(SNAPSHOT_MAGIC)] != SNAPSHOT_MAGIC or len(data) < len(SNAPSHOT_MAGIC) + 8:
-            raise SnapshotError(f"{filename}: not a Tadpole snapshot")
-        body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
-        if zlib.crc32(body) != crc:
-            raise SnapshotError(f"{filename}: checksum mismatch (torn or corrupt snapshot)")
-        pos = len(SNAPSHOT_MAGIC)
-        (raft_len,) = struct.unpack_from("<I", body, pos)
-        raft_data = pickle.loads(body[pos + 4 : pos + 4 + raft_len])
-        return tuple(raft_data), body[pos + 4 + raft_len :]
+    def _open_snapshot(filename: str) -> tuple[BinaryIO, tuple[Any, ...], int]:
+        """Check a snapshot file's checksum and read its Raft header: (the open file,
+        positioned at the state; the raft data; where the state ends). SnapshotError
+        if it is damaged. The checksum is computed in one pass of 1 MiB reads and the
+        state is left unread: nothing here holds the file in memory."""
+        f = open(filename, "rb")  # noqa: SIM115 -- handed to the caller
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if size < len(SNAPSHOT_MAGIC) + 8 or f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+                raise SnapshotError(f"{filename}: not a Tadpole snapshot")
+            f.seek(0)
+            crc, left = 0, size - 4
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    raise SnapshotError(f"{filename}: shorter than it was a moment ago")
+                crc = zlib.crc32(chunk, crc)
+                left -= len(chunk)
+            if struct.unpack("<I", f.read(4))[0] != crc:
+                raise SnapshotError(f"{filename}: checksum mismatch (torn or corrupt snapshot)")
+            f.seek(len(SNAPSHOT_MAGIC))
+            (raft_len,) = struct.unpack("<I", f.read(4))
+            raft_data = pickle.loads(f.read(raft_len))
+            return f, tuple(raft_data), size - 4
+        except BaseException:
+            f.close()
+            raise
 
     def _read_snapshot(self, filename: str) -> tuple[Any, ...]:
-        raft_data, state = self._parse_snapshot(filename)
-        with self._sm_lock:
-            self._sm.restore(state)
+        f, raft_data, state_end = self._open_snapshot(filename)
+        with f:
+            state = _Region(f, state_end)
+            with self._sm_lock:
+                self._sm.restore_from(state)  # type: ignore[arg-type]
         return raft_data
 
     def _reconcile_journal(self, snapshot_path: str) -> None:
@@ -625,7 +656,8 @@ class RaftBackend:
         assert journal is not None
         if not os.path.exists(snapshot_path) or len(journal) < 2:
             return
-        raft_data, _ = self._parse_snapshot(snapshot_path)
+        f, raft_data, _ = self._open_snapshot(snapshot_path)
+        f.close()
         last, before_last = raft_data[0], raft_data[1]
         first_idx = journal[0][1]
         pos = before_last[1] - first_idx
