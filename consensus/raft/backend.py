@@ -64,6 +64,7 @@ from consensus.errors import (
     SnapshotError,
 )
 from consensus.raft.journal import DurableJournal
+from consensus.raft.reads import RaftView, ReadCallback, ReadIndex
 from consensus.raft.transport import HeldTransport, Sender
 from consensus.statemachine import (
     Batch,
@@ -124,6 +125,11 @@ class RaftConfig:
     # failover. Off only for a cluster that still has nodes without it (they would not
     # answer, and the new ones could then never be elected).
     pre_vote: bool = True
+    # Linearizable reads by ReadIndex: one heartbeat round confirms leadership, no log
+    # entry or fsync (consensus/raft/reads.py). Off: each batch of readers commits a
+    # barrier entry instead -- for a cluster that still has nodes without ReadIndex
+    # (they would not echo the round, and no read on the new nodes would be served).
+    read_index: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.election_timeout_min_s < self.election_timeout_max_s:
@@ -331,6 +337,7 @@ class RaftBackend:
         self._calls: deque[Callable[[], None]] = deque()
         # (encoded command, callback) proposed since the last tick; see _submit_proposals
         self._proposals: deque[tuple[bytes, ProposalCallback]] = deque()
+        self._reads = ReadIndex(timeout_s=self.config.leader_fallback_s)
         # peer -> takes the frames for it of the next flush (the answer to its call)
         self._reply_slots: dict[str, Callable[[list[bytes]], None]] = {}
         self._reply_lock = threading.Lock()
@@ -443,13 +450,15 @@ class RaftBackend:
         self._submit_proposals(obj)
         log_before = len(journal)
         obj.doTick(0.0)
+        heartbeat = self._reads.tick(self._raft_view(obj), transport)
         if obj._isLeader():
             owed = transport.commit_owed(obj.raftCommitIndex)
-            if len(journal) != log_before or owed:
+            if len(journal) != log_before or owed or heartbeat:
                 # One append-entries per follower per tick, carrying every entry the
                 # tick appended and the newest commit index. A commit alone goes out
-                # only to answer a follower's forwarded command; other followers learn
-                # it with the next entries or heartbeat (module doc).
+                # only to answer a follower's forwarded command, or to start a read
+                # round (consensus/raft/reads.py); other followers learn it with the
+                # next entries or heartbeat (module doc).
                 obj._SyncObj__sendAppendEntries()
         if obj._isLeader() and not journal.term_unsynced:
             # A leader's append-entries vouch for nothing on its own disk, so they
@@ -463,6 +472,24 @@ class RaftBackend:
             journal.sync()
             transport.flush(replies)
         self._publish_status(obj)
+
+    def _raft_view(self, obj: _ReplicatedSystem) -> RaftView:
+        leader = obj._SyncObj__raftLeader
+        assert self._transport is not None
+        leading = obj._isLeader()
+        leader_id = leader.id if leader is not None else ""
+        if leader_id and not leading and not self._transport.is_connected(leader_id):
+            leader_id = ""
+        noop = obj._SyncObj__noopIDx  # the no-op this leader appended when elected
+        return RaftView(
+            leader=leading,
+            term=obj.raftCurrentTerm,
+            commit=obj.raftCommitIndex,
+            applied=obj.raftLastApplied,
+            own_term_committed=leading and noop is not None and obj.raftCommitIndex >= noop,
+            leader_id=leader_id,
+            now=time.monotonic(),
+        )
 
     def _publish_status(self, obj: _ReplicatedSystem) -> None:
         raw = obj.getStatus()
@@ -701,6 +728,14 @@ class RaftBackend:
                 obj.apply_command(payloads[0], callback=_answer_one(callbacks[0]))
             else:
                 obj.apply_command(encode_batch(payloads), callback=_answer_batch(callbacks))
+
+    def read_index(self, callback: ReadCallback) -> None:
+        """Linearizable read point without a log entry (``consensus/raft/reads.py``):
+        ``callback(index, None)`` runs in the tick thread once this node has applied
+        every write that completed before the call, or ``callback(None, error)`` if
+        that could not be established (nothing read; retry). Thread-safe."""
+        self._reads.incoming.append(callback)
+        self._wake.set()
 
     @property
     def journal_fsync_seconds(self) -> Histogram | None:

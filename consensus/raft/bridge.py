@@ -151,11 +151,13 @@ class RaftSystem:
     async def _read(
         self, fn: Callable[[SystemStateMachine], T], linearizable: bool, timeout: float
     ) -> T:
-        """With ``linearizable``, first wait for a read barrier: a command
-        committed through the log after this call began. Once it is applied
-        locally, local state holds every write that completed before the call.
-        Concurrent readers share barriers: while one is in flight, new readers
-        join the next, which is proposed as soon as the current one lands."""
+        """With ``linearizable``, first wait for a read point: a ReadIndex round
+        (``consensus/raft/reads.py``) started after this call began, or with
+        ``read_index`` off a barrier command committed through the log. Once the
+        local state has applied up to it, it holds every write that completed
+        before the call. Concurrent readers share read points: while one is in
+        flight, new readers join the next, which starts as soon as the current
+        one lands."""
         if linearizable:
             await asyncio.wait_for(self._read_barrier(), timeout)
         return self.raft.read(fn)
@@ -176,10 +178,13 @@ class RaftSystem:
         self._barrier_inflight = True
         loop = self.loop
 
-        def landed(_result: CommandResult | None, error: ProposalError | None) -> None:
+        def landed(_result: object, error: ProposalError | None) -> None:
             loop.call_soon_threadsafe(self._barrier_landed, waiters, error)
 
-        self.raft.propose(Barrier(), landed)
+        if self.raft.config.read_index:
+            self.raft.read_index(landed)
+        else:
+            self.raft.propose(Barrier(), landed)
 
     def _barrier_landed(self, waiters: asyncio.Future[None], error: ProposalError | None) -> None:
         self._barrier_inflight = False

@@ -119,6 +119,16 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self.frames_received = 0
         self.rollbacks_prevented = 0
         self._commit_waiters: dict[str, int] = {}
+        # ReadIndex (see RaftBackend.read_index). Leader: the round stamped on outgoing
+        # append-entries, and per follower the newest round it echoed in this term.
+        self.read_round = 0
+        self.confirmed: dict[str, int] = {}
+        # Follower: per leader, the (term, round) of the newest append-entries taken.
+        self._echo: dict[str, tuple[int, int]] = {}
+        # Read-index requests and replies, for the tick loop: (peer, request id) and
+        # (request id, index or None when refused).
+        self.read_requests: deque[tuple[str, int]] = deque()
+        self.read_replies: deque[tuple[int, int | None]] = deque()
 
     # -- pysyncobj side (tick thread) ----------------------------------------
 
@@ -139,6 +149,12 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 self._inbox.append(("local", (node.id, refusal)))
                 self._wake()
             return False
+        elif kind == "append_entries" and self.read_round:
+            # ReadIndex: every append-entries carries the leader's current read round;
+            # the follower's answer echoes it (see confirms).
+            message = {**message, "read_round": (self._syncobj.raftCurrentTerm, self.read_round)}
+        elif kind == "next_node_idx" and node.id in self._echo:
+            message = {**message, "read_round": self._echo[node.id]}
         elif kind == "apply_command_response" and "log_idx" in message:
             # A follower forwarded a command that now sits at log_idx; it answers its
             # caller once it learns that index is committed (see commit_owed).
@@ -212,10 +228,21 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 if message["type"] == "pre_vote_reply":
                     self._count_pre_vote(node, message)
                     continue
+                if message["type"] == "read_index":
+                    self.read_requests.append((peer_id, int(message.get("id", 0))))
+                    continue
+                if message["type"] == "read_index_reply":
+                    index = message.get("index")
+                    self.read_replies.append(
+                        (int(message.get("id", 0)), index if isinstance(index, int) else None)
+                    )
+                    continue
                 if not self._admit(node, message):
                     continue
                 if self._log_view is not None and message["type"] == "append_entries":
                     message = trim_append_entries(message, self._log_view)
+                if message["type"] == "append_entries":
+                    self._note_round(node, message)
                 try:
                     if message["type"] == "next_node_idx":
                         self._take_ack(node, message)
@@ -223,6 +250,51 @@ class HeldTransport(Transport):  # type: ignore[misc]
                         self._onMessageReceived(node, message)
                 except (KeyError, TypeError, ValueError):
                     log.exception("raft message from %s could not be handled", peer_id)
+
+    def _note_round(self, node: Node, message: dict[str, Any]) -> None:
+        """Follower: remember the read round of an append-entries pysyncobj is about
+        to take (its term is not older than ours), so the answer echoes it."""
+        stamp = message.get("read_round")
+        if (
+            isinstance(stamp, tuple)
+            and len(stamp) == 2
+            and message.get("term", -1) >= self._syncobj.raftCurrentTerm
+        ):
+            self._echo[node.id] = (int(stamp[0]), int(stamp[1]))
+
+    def _note_echo(self, node: Node, message: dict[str, Any]) -> None:
+        """Leader: a follower answered an append-entries of this term stamped with
+        read round r -- it followed this leader at a moment after round r began."""
+        stamp = message.get("read_round")
+        if (
+            isinstance(stamp, tuple)
+            and len(stamp) == 2
+            and stamp[0] == self._syncobj.raftCurrentTerm
+            and self._syncobj._isLeader()
+        ):
+            self.confirmed[node.id] = max(self.confirmed.get(node.id, 0), int(stamp[1]))
+
+    def confirms(self, read_round: int) -> bool:
+        """Leader: whether a majority (this node included) has answered an
+        append-entries stamped ``read_round`` or later in the current term."""
+        votes = 1 + sum(1 for r in self.confirmed.values() if r >= read_round)
+        return votes * 2 > len(self._nodes) + 1
+
+    def new_read_round(self) -> int:
+        """Leader: start a read round; append-entries sent from now on carry it."""
+        self.read_round += 1
+        return self.read_round
+
+    def reset_reads(self) -> None:
+        """Leadership or term changed: no earlier echo confirms anything any more."""
+        self.confirmed.clear()
+
+    def send_read(self, peer_id: str, message: dict[str, Any]) -> bool:
+        """Send a read-index request or reply (not pysyncobj messages) to ``peer_id``."""
+        node = self._nodes.get(peer_id)
+        if node is None:
+            return False
+        return self.send(node, message)
 
     def commit_owed(self, commit_index: int) -> bool:
         """Leader: whether a follower is waiting to learn that ``commit_index`` covers a
@@ -248,6 +320,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
         follower has *at least* that much, so it may raise ``nextIndex``, never lower
         it. A refusal (``reset``) still moves it back: that is how the leader finds
         where a diverged or lagging follower's log really ends."""
+        self._note_echo(node, message)
         next_index = self._syncobj._SyncObj__raftNextIndex
         before = next_index.get(node) if message.get("success") else None
         self._onMessageReceived(node, message)

@@ -12,13 +12,22 @@ from typing import Any
 from consensus.raft.backend import RaftBackend, RaftConfig
 
 
-def start_cluster(root: str, config: RaftConfig) -> dict[str, RaftBackend]:
-    """Start n1..n3 under ``root`` and wait until one of them leads."""
+def start_cluster(
+    root: str, config: RaftConfig, blocked: set[tuple[str, str]] | None = None
+) -> dict[str, RaftBackend]:
+    """Start n1..n3 under ``root`` and wait until one of them leads. Messages from
+    ``a`` to ``b`` are dropped while ``(a, b)`` is in ``blocked`` (a partition the
+    test may change at any time)."""
     ids = ["n1", "n2", "n3"]
     nodes: dict[str, RaftBackend] = {}
+    cut = blocked if blocked is not None else set()
 
     def sender_for(src: str) -> Any:
-        return lambda dst, frames: nodes[dst].deliver(src, frames)
+        def send(dst: str, frames: list[bytes]) -> None:
+            if (src, dst) not in cut:
+                nodes[dst].deliver(src, frames)
+
+        return send
 
     for node_id in ids:
         nodes[node_id] = RaftBackend(
