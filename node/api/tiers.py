@@ -19,12 +19,13 @@ from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.cluster_metrics import PREFIX as METRICS_PREFIX
 from node.peer.cluster_metrics import ClusterMetrics
 from node.replication.driver import Replication
-from node.tiers.ops import TIERS, op_from_request, render, tier_spec
+from node.tiers.ops import TIERS, check_tier_key, op_from_request, render, tier_spec
 from node.tiers.validation import (
     InvalidArgument,
     check_consistency,
     check_limit,
     check_prefix,
+    check_request_id,
 )
 
 log = logging.getLogger(__name__)
@@ -46,14 +47,10 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
     async def Update(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._count("tier_updates", request)
         try:
-            if request.tier == "metrics" and request.key.startswith(METRICS_PREFIX):
-                raise InvalidArgument(
-                    f"metrics keys under {METRICS_PREFIX!r} are the cluster's own counters "
-                    "(spread by gossip) and are read-only"
-                )
-            check_consistency(request.consistency)
-            op = op_from_request(request)
-            result = await self._r.update(request.tier, request.key, op)
+            op = _checked_op(request)
+            result = await self._r.update_group(
+                request.tier, request.key, ((op, request.request_id),)
+            )
         except Exception as exc:
             await self._fail(context, exc)
             raise
@@ -63,7 +60,48 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
             value=pb.TierValue(type=type_name, value_json=value_json),
             replicas=result.replicas,
             hinted=result.hinted,
+            duplicate=result.duplicate,
         )
+
+    async def UpdateMany(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Every update checked first (one invalid update refuses the batch, naming it,
+        and nothing is applied); then applied as ``Replication.update_many`` does, each
+        answered with its own status."""
+        if self._metrics is not None:
+            self._metrics.incr("tier_updates", len(request.updates))
+            self._metrics.incr("bytes_in", request.ByteSize())
+        try:
+            if len(request.updates) > MAX_BATCH:
+                raise InvalidArgument(
+                    f"{len(request.updates)} updates in one call; the limit is {MAX_BATCH}"
+                )
+            items = []
+            for i, update in enumerate(request.updates):
+                try:
+                    check_tier_key(update.tier, update.key)
+                    items.append((update.tier, update.key, _checked_op(update), update.request_id))
+                except InvalidArgument as exc:
+                    raise InvalidArgument(
+                        f"update {i} ({update.tier}/{update.key}): {exc}"
+                    ) from exc
+            outcomes = await self._r.update_many(items)
+        except Exception as exc:
+            await self._fail(context, exc)
+            raise
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                st = status.status_for(outcome)
+                if st.code is grpc.StatusCode.INTERNAL:
+                    log.error("unexpected error in a batched update", exc_info=outcome)
+                results.append(
+                    pb.TierUpdateOutcome(
+                        code=st.code.value[0], message=st.message, outcome=st.outcome.value
+                    )
+                )
+            else:
+                results.append(pb.TierUpdateOutcome(outcome="applied", duplicate=outcome.duplicate))
+        return pb.TierUpdateManyResponse(member_id=self._r.node_id, results=results)
 
     async def Read(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._count("tier_reads", request)
@@ -122,6 +160,21 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
             raise
         pairs = list(self._r.store.keys_and_digests(request.tier))
         return pb.TierKeysResponse(keys=[k for k, _ in pairs], digests=[d for _, d in pairs])
+
+
+MAX_BATCH = 10_000  # updates in one UpdateMany call
+
+
+def _checked_op(request: Any) -> Any:
+    """The op of one TierUpdateRequest, with everything about it checked."""
+    if request.tier == "metrics" and request.key.startswith(METRICS_PREFIX):
+        raise InvalidArgument(
+            f"metrics keys under {METRICS_PREFIX!r} are the cluster's own counters "
+            "(spread by gossip) and are read-only"
+        )
+    check_consistency(request.consistency)
+    check_request_id(request.request_id)
+    return op_from_request(request)
 
 
 def tier_health(replication: Replication) -> list[Any]:

@@ -53,11 +53,13 @@ from node.client.types import (
     RegisterSet,
     SetAdd,
     SetRemove,
+    TierBatchOutcome,
     TierConsistency,
     TierNodeStatus,
     TierOp,
     TierReadResult,
     TierScanResult,
+    TierUpdate,
     TierUpdateResult,
     TxnOp,
     TxnResult,
@@ -67,6 +69,15 @@ from node.client.types import (
 )
 
 __all__ = ["Client", "Watch"]
+
+
+def _carries_request_ids(request: Any) -> bool:
+    """Whether resending ``request`` cannot apply anything twice."""
+    if getattr(request, "request_id", ""):
+        return True
+    updates: Any = getattr(request, "updates", ())
+    return bool(updates) and all(u.request_id for u in updates)
+
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +162,7 @@ class Client:
             timeout_s=check_timeout(timeout) if timeout is not None else self.timeout,
             now=time.monotonic(),
             only=only,
-            idempotent=write and bool(getattr(request, "request_id", "")),
+            idempotent=write and _carries_request_ids(request),
             tiers=service in wire.CRDT_SERVICES,
         )
         while True:
@@ -361,6 +372,26 @@ class Client:
         req = wire.tier_update_request(tier, key, op, consistency)
         resp = self._call("tiers", "Update", req, write=True, timeout=timeout)
         return wire.tier_update_result(resp)
+
+    def tier_update_many(
+        self, updates: Sequence[TierUpdate], *, timeout: float | None = None
+    ) -> list[TierBatchOutcome]:
+        """Apply many updates in one call per ``BATCH`` of them: the updates of one key
+        in order, coalesced into one durable write and one replication per key. Each
+        update carries a request id (one is made up where it has none), so the call is
+        resent when its outcome is unknown and nothing applies twice -- as long as the
+        key's first owner is the same live member (it remembers the ids for an hour).
+        Returns one outcome per update, in order; an update that does not fit its key
+        fails alone. Raises InvalidArgument (nothing applied) when an update is
+        malformed, and what a call raises when the whole call fails."""
+        outcomes: list[TierBatchOutcome] = []
+        for start in range(0, len(updates), self.BATCH):
+            req, ids = wire.tier_update_many_request(updates[start : start + self.BATCH])
+            resp = self._call("tiers", "UpdateMany", req, write=True, timeout=timeout)
+            outcomes += wire.tier_update_many_result(resp, ids)
+        return outcomes
+
+    BATCH = 10_000  # updates per UpdateMany call (the server's limit)
 
     def counter_add(
         self, tier: str, key: str, amount: int, *, timeout: float | None = None

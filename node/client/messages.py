@@ -19,7 +19,9 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from node.client.errors import InvalidArgument, ServerError
+import grpc
+
+from node.client.errors import OUTCOME_KEY, InvalidArgument, ServerError, from_rpc_error
 from node.client.types import (
     COMPARE_RESULT,
     COMPARE_TARGET,
@@ -44,11 +46,13 @@ from node.client.types import (
     RegisterSet,
     SetAdd,
     SetRemove,
+    TierBatchOutcome,
     TierNodeStatus,
     TierOp,
     TierReadResult,
     TierReplicaStatus,
     TierScanResult,
+    TierUpdate,
     TierUpdateResult,
     TierValue,
     TxnOp,
@@ -360,6 +364,56 @@ def tier_update_request(tier: str, key: str, op: TierOp, consistency: str | None
     return pb.TierUpdateRequest(
         tier=tier, key=key, consistency=_tier_consistency(consistency), **fields
     )
+
+
+def tier_update_many_request(updates: Iterable[TierUpdate]) -> tuple[Any, list[str]]:
+    """An UpdateMany request, every update with a request id (made up where it has
+    none, so a resent batch applies nothing twice); and those ids, in order."""
+    requests, ids = [], []
+    for update in updates:
+        if not isinstance(update, TierUpdate):
+            raise InvalidArgument(
+                f"tier_update_many takes TierUpdate items, not {type(update).__name__}"
+            )
+        request = tier_update_request(update.tier, update.key, update.op, None)
+        request.request_id = update.request_id or uuid.uuid4().hex
+        requests.append(request)
+        ids.append(request.request_id)
+    return pb.TierUpdateManyRequest(updates=requests), ids
+
+
+class _ItemStatus(Exception):
+    """One batched update's status, shaped like a gRPC error for from_rpc_error."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, outcome: str) -> None:
+        super().__init__(message)
+        self._code, self._message, self._outcome = code, message, outcome
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._message
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((OUTCOME_KEY, self._outcome),)
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def tier_update_many_result(resp: Any, ids: list[str]) -> list[TierBatchOutcome]:
+    if len(resp.results) != len(ids):
+        raise ServerError(f"the server answered {len(resp.results)} of {len(ids)} updates")
+    outcomes = []
+    for rid, item in zip(ids, resp.results, strict=True):
+        if item.code == 0:
+            outcomes.append(TierBatchOutcome(rid, duplicate=bool(item.duplicate)))
+            continue
+        code = _CODES.get(item.code, grpc.StatusCode.UNKNOWN)
+        status = _ItemStatus(code, str(item.message), str(item.outcome))
+        outcomes.append(TierBatchOutcome(rid, error=from_rpc_error(status, write=True, tiers=True)))
+    return outcomes
 
 
 def _tier_value(msg: Any) -> TierValue:

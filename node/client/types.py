@@ -451,6 +451,33 @@ class TierUpdateResult:
 
 
 @dataclass(frozen=True, slots=True)
+class TierUpdate:
+    """One update of :meth:`~node.client.Client.tier_update_many`: ``op`` applied to
+    ``tier``/``key``. ``request_id`` makes it safe to resend: an update whose id was
+    applied before is not applied again ("" = the client makes one up)."""
+
+    tier: str
+    key: str
+    op: TierOp
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TierBatchOutcome:
+    """What became of one update of a batch: applied (``error`` is None; ``duplicate``
+    when its request id had been applied before and it was not applied again), or the
+    error it alone failed with -- as :meth:`tier_update` would have raised it."""
+
+    request_id: str
+    error: TadpoleError | None = None
+    duplicate: bool = False
+
+    @property
+    def applied(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
 class TierReadResult:
     """``value`` is ``None`` when no consulted owner has the key; ``replicas`` are the
     owners merged into the answer, ``repaired`` how many stale ones were sent the merge."""

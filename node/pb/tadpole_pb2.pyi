@@ -394,7 +394,7 @@ class MapSet(_message.Message):
     def __init__(self, field: _Optional[str] = ..., value_json: _Optional[str] = ..., remove: _Optional[bool] = ...) -> None: ...
 
 class TierUpdateRequest(_message.Message):
-    __slots__ = ("tier", "key", "counter_add", "set_add", "set_remove", "register_set", "log_append", "map_set", "consistency")
+    __slots__ = ("tier", "key", "counter_add", "set_add", "set_remove", "register_set", "log_append", "map_set", "consistency", "request_id")
     TIER_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     COUNTER_ADD_FIELD_NUMBER: _ClassVar[int]
@@ -404,6 +404,7 @@ class TierUpdateRequest(_message.Message):
     LOG_APPEND_FIELD_NUMBER: _ClassVar[int]
     MAP_SET_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     tier: str
     key: str
     counter_add: CounterAdd
@@ -413,7 +414,34 @@ class TierUpdateRequest(_message.Message):
     log_append: LogAppend
     map_set: MapSet
     consistency: TierConsistency
-    def __init__(self, tier: _Optional[str] = ..., key: _Optional[str] = ..., counter_add: _Optional[_Union[CounterAdd, _Mapping]] = ..., set_add: _Optional[_Union[SetElements, _Mapping]] = ..., set_remove: _Optional[_Union[SetElements, _Mapping]] = ..., register_set: _Optional[_Union[RegisterSet, _Mapping]] = ..., log_append: _Optional[_Union[LogAppend, _Mapping]] = ..., map_set: _Optional[_Union[MapSet, _Mapping]] = ..., consistency: _Optional[_Union[TierConsistency, str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, tier: _Optional[str] = ..., key: _Optional[str] = ..., counter_add: _Optional[_Union[CounterAdd, _Mapping]] = ..., set_add: _Optional[_Union[SetElements, _Mapping]] = ..., set_remove: _Optional[_Union[SetElements, _Mapping]] = ..., register_set: _Optional[_Union[RegisterSet, _Mapping]] = ..., log_append: _Optional[_Union[LogAppend, _Mapping]] = ..., map_set: _Optional[_Union[MapSet, _Mapping]] = ..., consistency: _Optional[_Union[TierConsistency, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class TierUpdateManyRequest(_message.Message):
+    __slots__ = ("updates",)
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    updates: _containers.RepeatedCompositeFieldContainer[TierUpdateRequest]
+    def __init__(self, updates: _Optional[_Iterable[_Union[TierUpdateRequest, _Mapping]]] = ...) -> None: ...
+
+class TierUpdateOutcome(_message.Message):
+    __slots__ = ("code", "message", "outcome", "duplicate")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    outcome: str
+    duplicate: bool
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., outcome: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class TierUpdateManyResponse(_message.Message):
+    __slots__ = ("member_id", "results")
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    member_id: str
+    results: _containers.RepeatedCompositeFieldContainer[TierUpdateOutcome]
+    def __init__(self, member_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TierUpdateOutcome, _Mapping]]] = ...) -> None: ...
 
 class TierValue(_message.Message):
     __slots__ = ("type", "value_json")
@@ -424,16 +452,18 @@ class TierValue(_message.Message):
     def __init__(self, type: _Optional[str] = ..., value_json: _Optional[str] = ...) -> None: ...
 
 class TierUpdateResponse(_message.Message):
-    __slots__ = ("member_id", "value", "replicas", "hinted")
+    __slots__ = ("member_id", "value", "replicas", "hinted", "duplicate")
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     HINTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     member_id: str
     value: TierValue
     replicas: _containers.RepeatedScalarFieldContainer[str]
     hinted: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, member_id: _Optional[str] = ..., value: _Optional[_Union[TierValue, _Mapping]] = ..., replicas: _Optional[_Iterable[str]] = ..., hinted: _Optional[_Iterable[str]] = ...) -> None: ...
+    duplicate: bool
+    def __init__(self, member_id: _Optional[str] = ..., value: _Optional[_Union[TierValue, _Mapping]] = ..., replicas: _Optional[_Iterable[str]] = ..., hinted: _Optional[_Iterable[str]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class TierReadRequest(_message.Message):
     __slots__ = ("tier", "key", "consistency")

@@ -484,6 +484,11 @@ class TiersStub:
                 request_serializer=node_dot_pb_dot_tadpole__pb2.TierUpdateRequest.SerializeToString,
                 response_deserializer=node_dot_pb_dot_tadpole__pb2.TierUpdateResponse.FromString,
                 _registered_method=True)
+        self.UpdateMany = channel.unary_unary(
+                '/tadpole.v1.Tiers/UpdateMany',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.TierUpdateManyRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.TierUpdateManyResponse.FromString,
+                _registered_method=True)
         self.Read = channel.unary_unary(
                 '/tadpole.v1.Tiers/Read',
                 request_serializer=node_dot_pb_dot_tadpole__pb2.TierReadRequest.SerializeToString,
@@ -510,6 +515,12 @@ class TiersServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Update(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMany(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -546,6 +557,11 @@ def add_TiersServicer_to_server(servicer, server):
                     servicer.Update,
                     request_deserializer=node_dot_pb_dot_tadpole__pb2.TierUpdateRequest.FromString,
                     response_serializer=node_dot_pb_dot_tadpole__pb2.TierUpdateResponse.SerializeToString,
+            ),
+            'UpdateMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMany,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.TierUpdateManyRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.TierUpdateManyResponse.SerializeToString,
             ),
             'Read': grpc.unary_unary_rpc_method_handler(
                     servicer.Read,
@@ -595,6 +611,33 @@ class Tiers:
             '/tadpole.v1.Tiers/Update',
             node_dot_pb_dot_tadpole__pb2.TierUpdateRequest.SerializeToString,
             node_dot_pb_dot_tadpole__pb2.TierUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Tiers/UpdateMany',
+            node_dot_pb_dot_tadpole__pb2.TierUpdateManyRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.TierUpdateManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

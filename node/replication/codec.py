@@ -19,6 +19,8 @@ tag     message          body
 0x07    Sync             [tier, a, b, step]   step: a gossip.codec frame
 0x08    Observe          [tier, key]
 0x09    Changes          [tier, prefix, after, limit]
+0x0A    ForwardGroup     [tier, key, [[op, request_id], ...]]
+0x0B    ForwardMany      [[tier, key, [[op, request_id], ...]], ...]
 0x41    Done             []
 0x42    MergeManyDone    [ok, ...]
 0x43    ReadReply        [state or nil]
@@ -26,6 +28,8 @@ tag     message          body
 0x45    ScanReply        [keys]
 0x46    SyncReply        [step or nil]
 0x47    ChangesReply     [feed, [[seq, key, state or nil], ...], through, trimmed]
+0x48    ForwardGroupReply [state, replicas, hinted, [duplicate, ...], [error, ...]]
+0x49    ForwardManyReply [[0x48 or 0x7F, body], ...]  (a ForwardGroupReply or Failure each)
 0x7F    Failure          [kind, outcome, message]
 ======  ===============  ===========================================================
 
@@ -54,6 +58,10 @@ from node.replication.messages import (
     Done,
     Failure,
     Forward,
+    ForwardGroup,
+    ForwardGroupReply,
+    ForwardMany,
+    ForwardManyReply,
     ForwardReply,
     Merge,
     MergeMany,
@@ -86,18 +94,34 @@ TAGS: dict[type[ReplicaMessage], int] = {
     Sync: 0x07,
     Observe: 0x08,
     Changes: 0x09,
+    ForwardGroup: 0x0A,
+    ForwardMany: 0x0B,
     Done: 0x41,
     MergeManyDone: 0x42,
     ReadReply: 0x43,
     ForwardReply: 0x44,
     ScanReply: 0x45,
     ChangesReply: 0x47,
+    ForwardGroupReply: 0x48,
+    ForwardManyReply: 0x49,
     SyncReply: 0x46,
     Failure: 0x7F,
 }
 _TYPES = {tag: klass for klass, tag in TAGS.items()}
 _OP, _DOC_OP = 0, 1
-_REQUESTS = (Merge, MergeMany, StoreHint, Read, Forward, Scan, Sync, Observe, Changes)
+_REQUESTS = (
+    Merge,
+    MergeMany,
+    StoreHint,
+    Read,
+    Forward,
+    Scan,
+    Sync,
+    Observe,
+    Changes,
+    ForwardGroup,
+    ForwardMany,
+)
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -124,6 +148,20 @@ def _body(msg: ReplicaMessage) -> list[Any]:
         return [msg.tier, msg.key]
     if isinstance(msg, Forward):
         return [msg.tier, msg.key, _op_wire(msg.op)]
+    if isinstance(msg, ForwardGroup):
+        return [msg.tier, msg.key, [[_op_wire(op), rid] for op, rid in msg.items]]
+    if isinstance(msg, ForwardMany):
+        return [_body(group) for group in msg.groups]
+    if isinstance(msg, ForwardManyReply):
+        return [[TAGS[type(r)], _body(r)] for r in msg.results]
+    if isinstance(msg, ForwardGroupReply):
+        return [
+            msg.state,
+            list(msg.replicas),
+            list(msg.hinted),
+            list(msg.duplicates),
+            list(msg.errors),
+        ]
     if isinstance(msg, Scan):
         return [msg.tier, msg.prefix, msg.after]
     if isinstance(msg, Sync):
@@ -252,6 +290,32 @@ def _message(klass: type[ReplicaMessage], f: list[Any]) -> ReplicaMessage:
     if klass is Forward:
         tier, key, op = _list(f, 3)
         return Forward(_str(tier), _str(key), _op(op))
+    if klass is ForwardGroup:
+        tier, key, items = _list(f, 3)
+        group = []
+        for item in _list(items):
+            op, rid = _list(item, 2)
+            group.append((_op(op), _str(rid)))
+        if not group:
+            _bad("ForwardGroup without items")
+        return ForwardGroup(_str(tier), _str(key), tuple(group))
+    if klass is ForwardMany:
+        groups = tuple(_message(ForwardGroup, _list(g)) for g in f)
+        return ForwardMany(groups)  # type: ignore[arg-type]
+    if klass is ForwardManyReply:
+        results = []
+        for entry in f:
+            tag, body = _list(entry, 2)
+            if tag not in (TAGS[ForwardGroupReply], TAGS[Failure]):
+                _bad(f"ForwardManyReply holds tag {tag!r}")
+            results.append(_message(_TYPES[tag], _list(body)))
+        return ForwardManyReply(tuple(results))  # type: ignore[arg-type]
+    if klass is ForwardGroupReply:
+        state, replicas, hinted, duplicates, errors = _list(f, 5)
+        flags = tuple(_bool(d) for d in _list(duplicates))
+        return ForwardGroupReply(
+            _bytes(state), _strs(replicas), _strs(hinted), flags, _strs(errors)
+        )
     if klass is Scan:
         tier, prefix, after = _list(f, 3)
         return Scan(_str(tier), _str(prefix), _str(after))

@@ -62,6 +62,8 @@ cost is one more entry in a counter (or version vector) per epoch that wrote to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -72,8 +74,8 @@ from typing import Any, TypeVar
 from crdt import CRDTBase, CRDTError, HybridLogicalClock, decode, encode
 from gossip.antientropy import SyncPeer
 from gossip.errors import GossipError
-from gossip.messages import SyncMessage
-from node.errors import InvalidArgument, NodeError, ReplicationError
+from gossip.messages import SyncBegin, SyncDone, SyncMessage
+from node.errors import InvalidArgument, NodeError, NotFound, ReplicationError
 from node.replication import codec, coordinator
 from node.replication.batcher import MergeBatcher
 from node.replication.coordinator import ALL, ONE, QUORUM, ForwardVerdict, SyncPair, WriteMode
@@ -89,6 +91,10 @@ from node.replication.messages import (
     Done,
     Failure,
     Forward,
+    ForwardGroup,
+    ForwardGroupReply,
+    ForwardMany,
+    ForwardManyReply,
     ForwardReply,
     Merge,
     MergeMany,
@@ -142,10 +148,24 @@ class UpdateResult:
     replicas: list[str]
     hinted: list[str]
     coordinator: str
+    # per item of the group: its request id had been applied before (not applied again)
+    duplicates: tuple[bool, ...] = (False,)
+    # per item: why it was not applied (it does not fit the key), while others were
+    errors: tuple[InvalidArgument | None, ...] = (None,)
 
     @property
     def value(self) -> tuple[str, str]:
         return render(self.state)
+
+    @property
+    def duplicate(self) -> bool:
+        return all(self.duplicates)
+
+    def one(self, position: int) -> UpdateResult:
+        """This group's result as seen by its item at ``position``."""
+        return dataclasses.replace(
+            self, duplicates=(self.duplicates[position],), errors=(self.errors[position],)
+        )
 
 
 @dataclass
@@ -216,6 +236,9 @@ class Replication:
         self._ae_interval = anti_entropy_interval_s
         self._handoff_interval = handoff_interval_s
         self._timeout = call_timeout_s
+        self._owners = coordinator.OwnerCache()
+        # (tier, peer, session) -> the pair space serving that session, built when
+        self._serving: dict[tuple[str, str, int], tuple[PairSpace, float]] = {}
         self._clock_ns = clock_ns
         self._monotonic = monotonic
         self.archive_dir = archive_dir
@@ -316,7 +339,7 @@ class Replication:
         return self.membership.live()
 
     def owners(self, spec: TierSpec, key: str, live: Iterable[str]) -> list[str]:
-        return coordinator.owners(spec, key, live)
+        return self._owners(spec, key, live)
 
     # -- peer calls --------------------------------------------------------------------
 
@@ -380,19 +403,50 @@ class Replication:
     async def update(
         self, tier: str, key: str, op: Op | DocOp, *, forwarded: bool = False
     ) -> UpdateResult:
+        return await self.update_group(tier, key, ((op, ""),), forwarded=forwarded)
+
+    async def update_group(
+        self,
+        tier: str,
+        key: str,
+        items: Sequence[tuple[Op | DocOp, str]],
+        *,
+        forwarded: bool = False,
+    ) -> UpdateResult:
+        """Apply ``items`` -- (op, request id or "") -- to ``tier/key`` in order, as one
+        durable write and one replication of the joined deltas. An item whose request
+        id this node has applied before (``store.update_once``, within the store's
+        window), or that repeats an id earlier in ``items``, is skipped and marked in
+        ``UpdateResult.duplicates``."""
         spec = check_tier_key(tier, key)
         live = self.live()
         plan = coordinator.plan_write(
-            spec, key, live, self.node_id, forwarded=forwarded, cluster_size=self._cluster_size
+            spec,
+            key,
+            live,
+            self.node_id,
+            forwarded=forwarded,
+            cluster_size=self._cluster_size,
+            place=self._owners,
         )
         owners = list(plan.owners)
         if plan.mode is WriteMode.FORWARD:
-            return await self._forward(tier, key, op, owners, live)
-        captured: dict[str, CRDTBase | None] = {}
-        observed = await self._observe(tier, key, plan, live) if op.observes else None
+            return await self._forward(tier, key, items, owners, live)
+        if not forwarded and owners[0] != self.node_id and any(rid for _, rid in items):
+            # Request ids are remembered by the owner that coordinates, so updates that
+            # carry them go to the key's first live owner, whoever received them: a
+            # resend then meets the ids it carries. If that owner does not answer (and
+            # so applied nothing), this owner coordinates.
+            with contextlib.suppress(NoOwnerReachable):
+                return await self._forward(tier, key, items, owners[:1], live)
+        captured: dict[str, Any] = {}
+        observes = any(op.observes for op, _ in items)
+        observed = await self._observe(tier, key, plan, live) if observes else None
         await self._writer_ready()
 
-        def mutate(old: bytes | None) -> bytes:
+        def mutate(
+            old: bytes | None, seen: frozenset[str] = frozenset()
+        ) -> tuple[bytes | None, list[str]]:
             # The writer id is read here, atomically with the local copy: a stray drop
             # starts a new epoch before it deletes, so a copy that is gone is never
             # rebuilt under the epoch that wrote it.
@@ -401,23 +455,59 @@ class Replication:
             state = decode(old) if old is not None else None
             if observed is not None:
                 state = coordinator.merge_states((state, observed))
-            hlc = self._hlc.now(self._clock_ns())
-            if isinstance(op, DocOp):
-                new, delta = apply_doc_op(state, op, writer, hlc)
-            else:
-                new, delta = apply_op(state, op, writer, hlc, tier=tier)
-            captured["before"], captured["state"], captured["delta"] = state, new, delta
-            return encode(new)
+            captured["before"] = state
+            delta: CRDTBase | None = None
+            duplicates: list[bool] = []
+            errors: list[InvalidArgument | None] = []
+            applied: list[str] = []
+            for op, rid in items:
+                if rid and (rid in seen or rid in applied):
+                    duplicates.append(True)
+                    errors.append(None)
+                    continue
+                hlc = self._hlc.now(self._clock_ns())
+                try:
+                    if isinstance(op, DocOp):
+                        new, step = apply_doc_op(state, op, writer, hlc)
+                    else:
+                        new, step = apply_op(state, op, writer, hlc, tier=tier)
+                except InvalidArgument as exc:  # this op only: the others still apply
+                    duplicates.append(False)
+                    errors.append(exc)
+                    continue
+                state, delta = new, step if delta is None else delta.merge(step)
+                applied.append(rid)
+                duplicates.append(False)
+                errors.append(None)
+            if delta is None and not any(duplicates):
+                failed = next(e for e in errors if e is not None)
+                raise failed  # nothing applies: nothing is written
+            captured["state"], captured["delta"] = state, delta
+            captured["duplicates"], captured["errors"] = tuple(duplicates), tuple(errors)
+            return (encode(state) if state is not None else old), [r for r in applied if r]
 
-        await self.store.update(tier, key, mutate)
+        ids = [rid for _, rid in items if rid]
+        if ids:
+            await self.store.update_once(tier, key, mutate, ids)
+        else:
+            await self.store.update(tier, key, lambda old: mutate(old)[0])
         state, delta_state = captured["state"], captured["delta"]
-        assert state is not None and delta_state is not None
+        duplicates = captured["duplicates"]
+        if delta_state is None:  # every item a duplicate: nothing new to replicate
+            if state is None:
+                raise NotFound(f"{tier}/{key}: only duplicates, and no value here")
+            return UpdateResult(
+                state, [self.node_id], [], self.node_id, duplicates, captured["errors"]
+            )
+        assert state is not None
         delta = encode(delta_state)
         if plan.mode is WriteMode.BACKUP:
             # "1 + backup": acknowledged once durable here; the other owners
             # (the backup) get it asynchronously, hinted if they are down.
             self._background(self._replicate(spec, key, delta, owners, live))
-            return UpdateResult(state, [self.node_id], [], self.node_id)
+            return UpdateResult(
+                state, [self.node_id], [], self.node_id, duplicates, captured["errors"]
+            )
         acks, hinted = await self._replicate(spec, key, delta, owners, live)
         if not coordinator.write_acknowledged(acks, plan.quorum):
             raise NotEnoughReplicas(
@@ -425,10 +515,85 @@ class Replication:
                 f"{len(acks)} of the {plan.quorum} required replicas; it will "
                 "converge when the owners are back (resending would apply it twice)"
             )
-        result = UpdateResult(state, acks, hinted, self.node_id)
-        if isinstance(op, DocOp) and tier == "mesh":
+        result = UpdateResult(state, acks, hinted, self.node_id, duplicates, captured["errors"])
+        if tier == "mesh" and any(isinstance(op, DocOp) for op, _ in items):
             await self._update_mesh_index(key, captured["before"], state)
         return result
+
+    async def update_many(
+        self, items: Sequence[tuple[str, str, Op | DocOp, str]]
+    ) -> list[UpdateResult | BaseException]:
+        """Apply ``items`` -- (tier, key, op, request id) -- grouping the updates of one
+        key (in their order) into one :meth:`update_group`. Groups this node
+        coordinates run here, concurrently, so their durable writes share the store's
+        group commits and their replication the per-peer merge batches; the groups
+        another owner must coordinate go to it in one :class:`ForwardMany` per owner.
+        One result per item, in order: its :class:`UpdateResult`, or the exception that
+        failed it (its key's group, or that item alone when it did not fit the key)."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, (tier, key, _op, _rid) in enumerate(items):
+            groups.setdefault((tier, key), []).append(i)
+        live = self.live()
+        here: list[tuple[str, str]] = []
+        elsewhere: dict[str, list[tuple[str, str]]] = {}
+        for tier, key in groups:
+            owners = self.owners(tier_spec(tier), key, live) if tier in TIERS else []
+            has_ids = any(items[i][3] for i in groups[(tier, key)])
+            if not owners or owners[0] == self.node_id or (self.node_id in owners and not has_ids):
+                here.append((tier, key))
+            else:
+                elsewhere.setdefault(owners[0], []).append((tier, key))
+
+        def group_items(tier: str, key: str) -> list[tuple[Op | DocOp, str]]:
+            return [(items[i][2], items[i][3]) for i in groups[(tier, key)]]
+
+        async def run_here() -> list[UpdateResult | BaseException]:
+            return await asyncio.gather(
+                *(self.update_group(t, k, group_items(t, k)) for t, k in here),
+                return_exceptions=True,
+            )
+
+        async def run_at(owner: str, keys: list[tuple[str, str]]) -> list[Any]:
+            message = ForwardMany(
+                tuple(ForwardGroup(t, k, tuple(group_items(t, k))) for t, k in keys)
+            )
+            try:
+                reply = await self._ask(owner, live[owner], message, ForwardManyReply)
+            except NodeError as exc:
+                verdict = coordinator.forward_verdict(exc)
+                if verdict is ForwardVerdict.NEXT:  # nothing applied: each group on its own
+                    return await asyncio.gather(
+                        *(self.update_group(t, k, group_items(t, k)) for t, k in keys),
+                        return_exceptions=True,
+                    )
+                if verdict is ForwardVerdict.ANSWER:
+                    return [exc] * len(keys)
+                unknown = ForwardOutcomeUnknown(
+                    f"{len(keys)} keys forwarded to {owner}, which may have applied them "
+                    f"({type(exc).__name__}); not sent to another owner, do not resend"
+                )
+                return [unknown] * len(keys)
+            if len(reply.results) != len(keys):
+                raise ReplicationError(f"{owner} answered {len(reply.results)} of {len(keys)}")
+            return [_group_result(r, owner) for r in reply.results]
+
+        answers = await asyncio.gather(
+            run_here(), *(run_at(owner, keys) for owner, keys in elsewhere.items())
+        )
+        by_key: dict[tuple[str, str], UpdateResult | BaseException] = {}
+        for keys, outcomes in zip([here, *elsewhere.values()], answers, strict=True):
+            by_key.update(zip(keys, outcomes, strict=True))
+        results: list[UpdateResult | BaseException] = [RuntimeError("unset")] * len(items)
+        for key_id, members in groups.items():
+            outcome = by_key[key_id]
+            for position, i in enumerate(members):
+                if not isinstance(outcome, UpdateResult):
+                    results[i] = outcome
+                elif (error := outcome.errors[position]) is not None:
+                    results[i] = error
+                else:
+                    results[i] = outcome.one(position)
+        return results
 
     async def _observe(
         self, tier: str, key: str, plan: coordinator.WritePlan, live: dict[str, str]
@@ -516,12 +681,26 @@ class Replication:
         return acks + hints.acks, hints.hinted
 
     async def _forward(
-        self, tier: str, key: str, op: Op | DocOp, owners: list[str], live: dict[str, str]
+        self,
+        tier: str,
+        key: str,
+        items: Sequence[tuple[Op | DocOp, str]],
+        owners: list[str],
+        live: dict[str, str],
     ) -> UpdateResult:
-        message = Forward(tier, key, op)
+        """Hand the update to an owner. A lone op without a request id travels as
+        :class:`Forward` (what every version understands); anything else as
+        :class:`ForwardGroup`, so the owner deduplicates the request ids."""
+        grouped = len(items) > 1 or bool(items[0][1])
+        message: Forward | ForwardGroup = (
+            ForwardGroup(tier, key, tuple(items)) if grouped else Forward(tier, key, items[0][0])
+        )
+        expect: type[ForwardReply] | type[ForwardGroupReply] = (
+            ForwardGroupReply if grouped else ForwardReply
+        )
         for owner in owners:
             try:
-                reply = await self._ask(owner, live[owner], message, ForwardReply)
+                reply = await self._ask(owner, live[owner], message, expect)
             except NodeError as exc:
                 verdict = coordinator.forward_verdict(exc)
                 if verdict is ForwardVerdict.NEXT:
@@ -532,6 +711,10 @@ class Replication:
                     f"{tier}/{key}: forwarded to {owner}, which may have applied it "
                     f"({type(exc).__name__}); not sent to another owner, do not resend"
                 ) from exc
+            if isinstance(reply, ForwardGroupReply):
+                result = _group_result(reply, owner)
+                assert isinstance(result, UpdateResult)
+                return result
             return UpdateResult(
                 decode(reply.state), list(reply.replicas), list(reply.hinted), owner
             )
@@ -761,7 +944,7 @@ class Replication:
         """The keys of ``tier`` this node holds that placement gives to both it
         and ``peer``, as a Merkle-synchronisable store."""
         items = coordinator.pair_keys(
-            TIERS[tier], self.store.keys_and_digests(tier), self.node_id, peer, live
+            TIERS[tier], self.store.keys_and_digests(tier), self.node_id, peer, live, self._owners
         )
         name = coordinator.space_name(tier, self.node_id, peer)
         return PairSpace(self.store, self.merge_local, tier, name, items)
@@ -789,9 +972,25 @@ class Replication:
         peer = coordinator.sync_partner(
             message.tier, message.pair, message.step.space, self.node_id
         )
-        space = self._space(message.tier, peer, self.live())
+        # A session's steps share the space its first step built: the serving side
+        # takes one snapshot per session, as the initiator does, instead of reading
+        # and hashing every key of the pair once per step.
+        session = (message.tier, peer, message.step.session)
+        now = self._monotonic()
+        cached = self._serving.get(session)
+        if cached is None or isinstance(message.step, SyncBegin):
+            for stale in [s for s, (_, at) in self._serving.items() if now - at > SESSION_KEEP_S]:
+                del self._serving[stale]
+            if len(self._serving) >= MAX_SERVED_SESSIONS:
+                self._serving.pop(next(iter(self._serving)))
+            space = self._space(message.tier, peer, self.live())
+            self._serving[session] = (space, now)
+        else:
+            space = cached[0]
         response = SyncPeer({space.name: space}).handle(message.step)
         await space.flush()
+        if response is None or isinstance(response, SyncDone):
+            self._serving.pop(session, None)
         return SyncReply(response)
 
     async def compact_population(self) -> int:
@@ -882,6 +1081,23 @@ class Replication:
                 return ForwardReply(
                     encode(result.state), tuple(result.replicas), tuple(result.hinted)
                 )
+            case ForwardGroup(tier=tier, key=key, items=items):
+                _known_tier(tier)
+                result = await self.update_group(tier, key, items, forwarded=True)
+                return _group_reply(result)
+            case ForwardMany(groups=groups):
+                if any(g.tier not in TIERS for g in groups):
+                    raise InvalidArgument("forward_many: unknown tier")
+                outcomes = await asyncio.gather(
+                    *(self.update_group(g.tier, g.key, g.items, forwarded=True) for g in groups),
+                    return_exceptions=True,
+                )
+                return ForwardManyReply(
+                    tuple(
+                        _group_reply(o) if isinstance(o, UpdateResult) else _failure(o)
+                        for o in outcomes
+                    )
+                )
             case Scan(tier=tier, prefix=prefix, after=after):
                 _known_tier(tier)
                 return ScanReply(tuple(k for k, _ in self.store.scan(tier, prefix, after, 0)))
@@ -897,6 +1113,38 @@ class Replication:
 
 
 MAX_CHANGES_PAGE = 1000  # feed entries one Changes request may ask for
+SESSION_KEEP_S = 30.0  # a served anti-entropy session's space is dropped after this
+MAX_SERVED_SESSIONS = 64
+
+
+def _group_result(reply: ForwardGroupReply | Failure, owner: str) -> UpdateResult | BaseException:
+    if isinstance(reply, Failure):
+        return reply.error()
+    errors = tuple(InvalidArgument(e) if e else None for e in reply.errors)
+    return UpdateResult(
+        decode(reply.state),
+        list(reply.replicas),
+        list(reply.hinted),
+        owner,
+        reply.duplicates,
+        errors,
+    )
+
+
+def _failure(exc: BaseException) -> Failure:
+    if not isinstance(exc, _EXPECTED):
+        log.warning("a forwarded group failed", exc_info=exc)
+    return Failure.from_exception(exc)
+
+
+def _group_reply(result: UpdateResult) -> ForwardGroupReply:
+    return ForwardGroupReply(
+        encode(result.state),
+        tuple(result.replicas),
+        tuple(result.hinted),
+        result.duplicates,
+        tuple(str(e) if e is not None else "" for e in result.errors),
+    )
 
 
 def _changes_reply(page: ChangePage) -> ChangesReply:

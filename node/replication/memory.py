@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.messages import Reply, Request
-from node.replication.store import ChangePage, Hint, UpdateFn, digest_of
+from node.replication.store import ChangePage, Hint, OnceFn, UpdateFn, digest_of
 
 __all__ = ["MemoryMember", "MemoryMembership", "MemoryNetwork", "MemoryStore", "MemoryTransport"]
 
@@ -54,6 +54,7 @@ class MemoryStore:
         self._versions: dict[str, int] = {}
         self._next_hint = 1
         self._feed: list[tuple[str, str]] = []  # (tier, key) per change; seq = index + 1
+        self._requests: set[str] = set()  # request ids applied by update_once (no window)
         self.feed_id = "memory"
         self._ticks = 0
         self._clock_ns = clock_ns or self._tick
@@ -77,6 +78,23 @@ class MemoryStore:
             return None
         self._state[(tier, key)] = new
         return new
+
+    async def update_once(
+        self, tier: str, key: str, fn: OnceFn, request_ids: Sequence[str]
+    ) -> bytes | None:
+        for rid in request_ids:
+            _check_name("request id", rid)
+        seen = frozenset(r for r in request_ids if r in self._requests)
+        applied: list[str] = []
+
+        def once(value: bytes | None) -> bytes | None:
+            new, done = fn(value, seen)
+            applied.extend(done)
+            return new
+
+        result = await self.update(tier, key, once)
+        self._requests.update(i for i in applied if i in request_ids)
+        return result
 
     def changes(self, tier: str, prefix: str, after: int, limit: int) -> ChangePage:
         if limit < 1:

@@ -130,6 +130,24 @@ class Forward:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardGroup:
+    """Apply ``items`` -- (op, request id or "") in order -- to ``tier/key`` as an
+    owner, as one durable write and one replication; ids applied before are skipped."""
+
+    tier: str
+    key: str
+    items: tuple[tuple[Op | DocOp, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardMany:
+    """Many :class:`ForwardGroup` for the receiver to coordinate (it is the first owner
+    of each key): one message per owner for a whole batch of updates."""
+
+    groups: tuple[ForwardGroup, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Scan:
     """The receiver's keys of ``tier`` starting with ``prefix``, sorting after ``after``."""
 
@@ -162,7 +180,19 @@ class Changes:
     limit: int
 
 
-Request = Merge | MergeMany | StoreHint | Read | Forward | Scan | Sync | Observe | Changes
+Request = (
+    Merge
+    | MergeMany
+    | StoreHint
+    | Read
+    | Forward
+    | Scan
+    | Sync
+    | Observe
+    | Changes
+    | ForwardGroup
+    | ForwardMany
+)
 
 
 # --- replies ----------------------------------------------------------------------------
@@ -194,6 +224,25 @@ class ForwardReply:
     state: bytes
     replicas: tuple[str, ...]
     hinted: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardGroupReply:
+    """:class:`ForwardReply` of a group, which items were duplicates (not applied
+    again), and why an item did not apply ("" = it did): an InvalidArgument's words."""
+
+    state: bytes
+    replicas: tuple[str, ...]
+    hinted: tuple[str, ...]
+    duplicates: tuple[bool, ...]
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardManyReply:
+    """One answer per group of a :class:`ForwardMany`, in order."""
+
+    results: tuple[ForwardGroupReply | Failure, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +306,16 @@ class Failure:
 
 
 Reply = (
-    Done | MergeManyDone | ReadReply | ForwardReply | ScanReply | SyncReply | ChangesReply | Failure
+    Done
+    | MergeManyDone
+    | ReadReply
+    | ForwardReply
+    | ScanReply
+    | SyncReply
+    | ChangesReply
+    | ForwardGroupReply
+    | ForwardManyReply
+    | Failure
 )
 
 ReplicaMessage = Request | Reply
@@ -272,6 +330,8 @@ _REPLIES: dict[type[Request], type[Reply]] = {
     Sync: SyncReply,
     Observe: ReadReply,
     Changes: ChangesReply,
+    ForwardGroup: ForwardGroupReply,
+    ForwardMany: ForwardManyReply,
 }
 
 

@@ -102,7 +102,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Protocol
@@ -129,12 +129,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 # How many change-feed entries a store keeps (``changes`` table); older ones are
 # trimmed, and a reader asking for them is told where the feed now starts.
 FEED_KEEP: Final = 100_000
 _TRIM_EVERY: Final = 1024  # feed inserts between trims
 BATCH_BUCKETS: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
+# How long a request id applied by ``update_once`` is remembered (``requests``
+# table): a resend within this window is not applied again. Older ids are trimmed.
+REQUEST_WINDOW_NS: Final = 3600 * 10**9
 
 _SCHEMA: Final = (
     """CREATE TABLE state (
@@ -166,8 +169,18 @@ _SCHEMA: Final = (
         )""",
         )
     ),
+    *(
+        _V3 := (
+            # Request ids applied by update_once (v3), for REQUEST_WINDOW_NS.
+            """CREATE TABLE requests (
+            id TEXT PRIMARY KEY,
+            at_ns INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+            "CREATE INDEX requests_by_age ON requests (at_ns)",
+        )
+    ),
 )
-_TABLES: Final = frozenset({"state", "hints", "meta", "changes"})
+_TABLES: Final = frozenset({"state", "hints", "meta", "changes", "requests"})
 _FEED_ID: Final = "feed_id"  # meta: random id of this store's feed (new file, new feed)
 _FEED_TRIMMED: Final = "feed_trimmed"  # meta: the highest seq trimmed away
 
@@ -299,11 +312,15 @@ _DELETE: Final = 2
 _ADD_HINT: Final = 3
 _DELETE_HINTS: Final = 4
 _SET_META: Final = 5
+_UPDATE_ONCE: Final = 6
 
 _Item = tuple[int, tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 _Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
 
 UpdateFn = Callable[[bytes | None], bytes | None]
+# update_once: (current value, the given request ids already applied) ->
+# (new value, the request ids it applied now, to remember)
+OnceFn = Callable[[bytes | None, frozenset[str]], tuple[bytes | None, Sequence[str]]]
 
 
 def _check_str(name: str, value: object) -> None:
@@ -364,6 +381,10 @@ class ReplicaStore(Protocol):
 
     async def update(self, tier: str, key: str, fn: UpdateFn) -> bytes | None: ...
 
+    async def update_once(
+        self, tier: str, key: str, fn: OnceFn, request_ids: Sequence[str]
+    ) -> bytes | None: ...
+
     async def add_hint(self, target: str, tier: str, key: str, value: bytes) -> int: ...
 
     async def delete_hints(self, ids: Iterable[int]) -> int: ...
@@ -410,7 +431,7 @@ def _tiers_written(batch: Iterable[_Item]) -> set[str]:
     """The tiers whose values a batch of work items may have changed."""
     tiers: set[str] = set()
     for kind, args, *_ in batch:
-        if kind in (_UPDATE, _DELETE):
+        if kind in (_UPDATE, _DELETE, _UPDATE_ONCE):
             tiers.add(args[0])
         elif kind == _PUT_MANY:
             tiers.update(t for t, _, _ in args[0])
@@ -468,6 +489,7 @@ class TierStore:
         self.commit_seconds = Histogram(FSYNC_BUCKETS)
         self.commit_items = Histogram(BATCH_BUCKETS)
         self._since_trim = 0  # writer thread only
+        self._since_request_trim = 0  # writer thread only
 
         self._pool_lock = threading.Lock()
         self._pool: list[sqlite3.Connection] = []
@@ -553,9 +575,10 @@ class TierStore:
             # The file's directory entry must survive power loss too.
             fsync_dir(os.path.dirname(self.path))
             log.info("store %s created (schema v%d)", self.path, SCHEMA_VERSION)
-        elif version == 1:
-            self._migrate(conn, _V2)
-            log.info("store %s migrated from schema v1 to v%d", self.path, SCHEMA_VERSION)
+        elif version < SCHEMA_VERSION:
+            steps = {1: (*_V2, *_V3), 2: _V3}[version]
+            self._migrate(conn, steps)
+            log.info("store %s migrated from schema v%d to v%d", self.path, version, SCHEMA_VERSION)
         elif not tables >= _TABLES:
             raise CorruptStoreError(
                 f"{self.path}: schema v{version} but tables {sorted(_TABLES - tables)} are missing"
@@ -672,6 +695,22 @@ class TierStore:
         _check_str("tier", tier)
         _check_str("key", key)
         result: bytes | None = await self._submit(_UPDATE, (tier, key, fn))
+        return result
+
+    async def update_once(
+        self, tier: str, key: str, fn: OnceFn, request_ids: Sequence[str]
+    ) -> bytes | None:
+        """:meth:`update`, at most once per request id: ``fn(current, seen)`` also gets
+        the ids among ``request_ids`` applied before (within
+        :data:`REQUEST_WINDOW_NS`) and returns ``(new value, ids it applied)``; those
+        ids are recorded in the same transaction as the new value -- both durable, or
+        neither."""
+        _check_str("tier", tier)
+        _check_str("key", key)
+        ids = tuple(request_ids)
+        for rid in ids:
+            _check_str("request id", rid)
+        result: bytes | None = await self._submit(_UPDATE_ONCE, (tier, key, fn, ids))
         return result
 
     async def put_many(self, items: Iterable[tuple[str, str, bytes]]) -> None:
@@ -820,6 +859,23 @@ class TierStore:
                 )
                 self._record(conn, [(tier, key)], now)
             return new
+        if kind == _UPDATE_ONCE:
+            tier, key, fn, ids = args
+            with _savepoint(conn):
+                seen = self._seen_requests(conn, ids)
+                applied: list[str] = []
+
+                def once(value: bytes | None) -> bytes | None:
+                    new: bytes | None
+                    new, done = fn(value, seen)
+                    applied.extend(done)
+                    return new
+
+                result = self._apply(conn, _UPDATE, (tier, key, once), now)
+                given = set(ids)
+                fresh = [i for i in applied if i in given and i not in seen]
+                self._remember_requests(conn, fresh, now)
+            return result
         if kind == _PUT_MANY:
             (rows,) = args
             with _savepoint(conn):
@@ -851,6 +907,27 @@ class TierStore:
             conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", args)
             return None
         raise AssertionError(f"unknown work item kind {kind}")
+
+    @staticmethod
+    def _seen_requests(conn: sqlite3.Connection, ids: Sequence[str]) -> frozenset[str]:
+        seen: set[str] = set()
+        for start in range(0, len(ids), 500):  # under SQLite's bound-variable limit
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(f"SELECT id FROM requests WHERE id IN ({marks})", chunk)
+            seen.update(str(row[0]) for row in rows)
+        return frozenset(seen)
+
+    def _remember_requests(self, conn: sqlite3.Connection, ids: list[str], now: int) -> None:
+        if not ids:
+            return
+        conn.executemany(
+            "INSERT OR IGNORE INTO requests (id, at_ns) VALUES (?, ?)", [(i, now) for i in ids]
+        )
+        self._since_request_trim += len(ids)
+        if self._since_request_trim >= _TRIM_EVERY:
+            self._since_request_trim = 0
+            conn.execute("DELETE FROM requests WHERE at_ns < ?", (now - REQUEST_WINDOW_NS,))
 
     def _record(self, conn: sqlite3.Connection, keys: list[tuple[str, str]], now: int) -> None:
         """Append changes of ``keys`` to the feed, in the write's transaction; every

@@ -525,3 +525,13 @@ def test_pure_modules_import_no_io(module: str) -> None:
             imported.add(node.module)
     bad = {m for m in imported for io in IO_MODULES if m == io or m.startswith(io + ".")}
     assert not bad, f"node/replication/{module}.py imports {sorted(bad)}"
+
+
+def test_the_owner_cache_answers_as_placement_and_starts_over_when_live_changes() -> None:
+    cache = c.OwnerCache(limit=50)
+    spec = TIERS["population"]
+    for live in (["n1", "n2", "n3"], ["n1", "n3"], ["n1", "n2", "n3", "n4"]):
+        for i in range(120):  # past the limit: the cache starts over and stays right
+            key = f"k{i}"
+            assert cache(spec, key, live) == c.owners(spec, key, live)
+            assert cache(spec, key, reversed(live)) == c.owners(spec, key, live)

@@ -436,3 +436,95 @@ async def test_a_failed_session_leaves_the_tier_unsettled() -> None:
     net.sent.clear()
     await nodes["n1"].anti_entropy_round()
     assert net.sent["Sync"] > 0 and nodes["n1"].rounds_skipped == 0
+
+
+# --- batched updates and request ids ---------------------------------------------------
+
+
+async def test_a_batch_coalesces_each_keys_updates_into_one_write_and_replication() -> None:
+    net, nodes = cluster(3)
+    keys = [f"job_resource_ledger/b-{i}" for i in range(6)]
+    items = [
+        ("population", keys[i % 6], Op("counter_add", amount=i + 1), f"r{i}") for i in range(60)
+    ]
+    results = await nodes["n1"].update_many(items)
+    assert all(not isinstance(r, BaseException) and not r.duplicate for r in results), results
+    for k, key in enumerate(keys):
+        read = await nodes["n2"].read("population", key, ALL)
+        assert read.state is not None and read.state.value() == sum(range(k + 1, 61, 6))
+    # keys n1 does not coordinate went to their first owners, one message per owner
+    assert net.sent["ForwardMany"] <= 2 and net.sent["ForwardGroup"] + net.sent["Forward"] == 0
+    # one replication per key to its other owner, coalesced into merge batches
+    merged = net.sent["Merge"] + net.sent["MergeMany"]
+    assert 0 < merged <= 6, dict(net.sent)
+
+
+async def test_a_resent_batch_applies_nothing_twice_whichever_node_gets_it() -> None:
+    _, nodes = cluster(3)
+    items = [("population", KEY, Op("counter_add", amount=5), "same-id")]
+    first = await nodes["n1"].update_many(items)
+    again_here = await nodes["n1"].update_many(items)
+    again_elsewhere = [await nodes[n].update_many(items) for n in ("n2", "n3")]
+    assert not first[0].duplicate  # type: ignore[union-attr]
+    for result in (again_here[0], *(r[0] for r in again_elsewhere)):
+        assert not isinstance(result, BaseException) and result.duplicate, result
+    read = await nodes["n3"].read("population", KEY, ALL)
+    assert read.state is not None and read.state.value() == 5
+
+
+async def test_an_id_repeated_inside_one_batch_applies_once() -> None:
+    _, nodes = cluster(3)
+    op = Op("counter_add", amount=2)
+    results = await nodes["n2"].update_many(
+        [("population", KEY, op, "x"), ("population", KEY, op, "x"), ("population", KEY, op, "")]
+    )
+    assert [r.duplicate for r in results] == [False, True, False]  # type: ignore[union-attr]
+    read = await nodes["n1"].read("population", KEY, ALL)
+    assert read.state is not None and read.state.value() == 4
+
+
+async def test_an_update_that_does_not_fit_fails_alone() -> None:
+    _, nodes = cluster(3)
+    await nodes["n1"].update(
+        "population", "job_resource_ledger/set", Op("set_add", elements=("a",))
+    )
+    results = await nodes["n3"].update_many(
+        [
+            ("population", KEY, Op("counter_add", amount=1), "a"),
+            ("population", KEY, Op("set_add", elements=("x",)), "b"),  # KEY holds a counter
+            ("population", KEY, Op("counter_add", amount=2), "c"),
+            ("population", "job_resource_ledger/set", Op("counter_add", amount=1), "d"),
+        ]
+    )
+    assert not isinstance(results[0], BaseException)
+    assert isinstance(results[1], InvalidArgument) and "counter" in str(results[1])
+    assert not isinstance(results[2], BaseException)
+    assert isinstance(results[3], InvalidArgument)
+    read = await nodes["n2"].read("population", KEY, ALL)
+    assert read.state is not None and read.state.value() == 3
+    # the refused ids were not remembered: fixed and resent, they apply
+    again = await nodes["n3"].update_many(
+        [("population", "job_resource_ledger/set", Op("set_add", elements=("y",)), "d")]
+    )
+    assert not isinstance(again[0], BaseException) and not again[0].duplicate
+
+
+async def test_a_key_whose_owners_are_down_fails_only_its_own_items() -> None:
+    net, nodes = cluster(3)
+    owners = coordinator.owners(TIERS["population"], KEY, nodes)
+    survivor = next(n for n in nodes if n not in owners)
+    net.down(owners[0])
+    net.down(owners[1])
+    mine = next(
+        key
+        for key in (f"job_resource_ledger/o-{i}" for i in range(200))
+        if survivor in coordinator.owners(TIERS["population"], key, nodes)
+    )
+    results = await nodes[survivor].update_many(
+        [
+            ("population", KEY, Op("counter_add", amount=1), "a"),
+            ("population", mine, Op("counter_add", amount=1), "b"),
+        ]
+    )
+    assert isinstance(results[0], NoOwnerReachable)
+    assert not isinstance(results[1], NoOwnerReachable)

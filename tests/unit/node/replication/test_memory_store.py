@@ -4,13 +4,13 @@ memory store says something about the real one."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from node.replication.memory import MemoryStore
-from node.replication.store import ReplicaStore, TierStore, digest_of
+from node.replication.store import OnceFn, ReplicaStore, TierStore, digest_of
 
 
 def _const(value: bytes) -> Callable[[bytes | None], bytes]:
@@ -148,3 +148,31 @@ async def test_the_change_feed_reports_each_changed_key_with_its_value(
     rest = store.changes("mesh", "", first.through, 100)
     # m/2, m/1, m/2 changed after it: each once, ordered by its last change.
     assert [k for _, k, _ in rest.entries] == ["m/1", "m/2"]
+
+
+async def test_update_once_shows_each_request_id_applied_before(store: ReplicaStore) -> None:
+    calls: list[tuple[bytes | None, frozenset[str]]] = []
+
+    def add(value: bytes, applied: tuple[str, ...]) -> OnceFn:
+        def fn(old: bytes | None, seen: frozenset[str]) -> tuple[bytes, Sequence[str]]:
+            calls.append((old, seen))
+            return value, applied
+
+        return fn
+
+    assert await store.update_once("population", "c", add(b"1", ("a", "b")), ["a", "b"]) == b"1"
+    assert await store.update_once("population", "c", add(b"2", ("c", "z")), ["b", "c"]) == b"2"
+    assert calls == [(None, frozenset()), (b"1", frozenset({"b"}))]
+
+    def boom(_old: bytes | None, _seen: frozenset[str]) -> tuple[bytes, Sequence[str]]:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        await store.update_once("population", "c", boom, ["d"])
+    calls.clear()
+    await store.update_once("population", "c", add(b"3", ()), ["d", "e", "z"])
+    assert calls == [(b"2", frozenset())], "a failed update, or an id not given, is not recorded"
+    calls.clear()
+    await store.update_once("population", "c", add(b"3", ("d", "e")), ["d", "e"])
+    assert calls == [(b"3", frozenset())], "only the ids the function applied are recorded"
+    assert store.get("population", "c") == b"3"

@@ -35,6 +35,10 @@ from node.replication.messages import (
     Done,
     Failure,
     Forward,
+    ForwardGroup,
+    ForwardGroupReply,
+    ForwardMany,
+    ForwardManyReply,
     ForwardReply,
     Merge,
     MergeMany,
@@ -86,6 +90,27 @@ EXAMPLES: list[ReplicaMessage] = [
     ReadReply(None),
     ReadReply(b"state"),
     ForwardReply(b"state", ("n1", "n3 (hint for n2)"), ("n2",)),
+    ForwardGroupReply(b"state", ("n1",), (), (False, True, False), ("", "", "the key holds a set")),
+    ForwardGroup(
+        "population",
+        "k/1",
+        ((Op("counter_add", amount=2), "r-1"), (Op("counter_add", amount=-1), "")),
+    ),
+    ForwardGroup("mesh", "m-1", ((DocOp("mesh_delete"), "r-2"),)),
+    ForwardMany(()),
+    ForwardMany(
+        (
+            ForwardGroup("population", "a", ((Op("counter_add", amount=1), "r"),)),
+            ForwardGroup("population", "b", ((Op("set_add", elements=("x",)), ""),)),
+        )
+    ),
+    ForwardManyReply(()),
+    ForwardManyReply(
+        (
+            ForwardGroupReply(b"s", ("n1", "n2"), (), (False,), ("",)),
+            Failure("NoOwnerReachable", Outcome.NOT_APPLIED, "down"),
+        )
+    ),
     ScanReply(("a", "b")),
     ChangesReply("f00d", (), 0, 0),
     ChangesReply("f00d", ((3, "a", b"state"), (9, "b", None)), 12, 2),
@@ -129,6 +154,10 @@ def test_tags_are_frozen() -> None:
         "ScanReply": 0x45,
         "SyncReply": 0x46,
         "ChangesReply": 0x47,
+        "ForwardGroup": 0x0A,
+        "ForwardGroupReply": 0x48,
+        "ForwardMany": 0x0B,
+        "ForwardManyReply": 0x49,
         "Failure": 0x7F,
     }
 

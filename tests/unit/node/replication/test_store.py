@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from node.replication import store as store_mod
 from node.replication.store import (
+    REQUEST_WINDOW_NS,
     SCHEMA_VERSION,
     BatchAbortedError,
     CorruptStoreError,
@@ -562,5 +563,41 @@ async def test_a_v1_store_is_migrated_in_place(db: str) -> None:
     assert page.feed and [(k, v) for _, k, v in page.entries] == [("m", b"\x02")]
     await store.aclose()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+async def test_a_v2_store_gains_the_request_table_and_keeps_its_feed(db: str) -> None:
+    store = TierStore(db)
+    await store.update("mesh", "m", lambda _: b"\x01")
+    feed = store.changes("mesh", "", 0, 10).feed
+    await store.aclose()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP INDEX requests_by_age")
+    conn.execute("DROP TABLE requests")
+    conn.execute("PRAGMA user_version=2")
+    conn.close()
+    store = TierStore(db)
+    assert store.get("mesh", "m") == b"\x01" and store.changes("mesh", "", 0, 10).feed == feed
+    await store.update_once("mesh", "m", lambda v, seen: (b"\x02", ["r1"]), ["r1"])
+    await store.aclose()
+    store = TierStore(db)  # the id is durable, like the value
+    seen_now: list[frozenset[str]] = []
+    await store.update_once("mesh", "m", lambda v, seen: (seen_now.append(seen) or v, []), ["r1"])
+    assert seen_now == [frozenset({"r1"})]
+    await store.aclose()
+
+
+async def test_request_ids_older_than_the_window_are_trimmed(db: str) -> None:
+    now = [10**18]
+    store = TierStore(db, clock_ns=lambda: now[0])
+    await store.update_once("pop", "k", lambda v, seen: (b"1", ["old"]), ["old"])
+    now[0] += REQUEST_WINDOW_NS + 1
+    for batch in range(3):  # enough new ids to trigger a trim
+        ids = [f"new-{batch}-{i}" for i in range(500)]
+        await store.update_once("pop", "k", lambda v, seen, ids=ids: (v, ids), ids)
+    seen_now: list[frozenset[str]] = []
+    await store.update_once("pop", "k", lambda v, seen: (seen_now.append(seen) or v, []),
+                            ["old", "new-2-7"])  # fmt: skip
+    assert seen_now == [frozenset({"new-2-7"})], "the old id was forgotten, the new kept"
+    await store.aclose()

@@ -1,0 +1,125 @@
+"""Population-tier update throughput against a running cluster: one update per call
+(``Tiers.Update``) against batches (``Tiers.UpdateMany``) of 16 and 256.
+
+    .venv/bin/python bench/population_bench.py [--endpoints ...] [--seconds 5] [--clients 64]
+
+Every update is a PN-counter ``counter_add`` on one of ``--keys`` keys (so a batch
+holds updates of distinct keys, nothing coalesced away by the bench itself) and
+carries a request id, as the client library sends them. Load comes from
+``--procs`` processes (one asyncio loop each) spread over all the endpoints;
+``--clients`` concurrent callers in all. Reports updates per second (medians of
+``--runs`` runs) and p50/p99 latency per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import sys
+import time
+import uuid
+
+import grpc
+
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+
+
+async def _load(
+    endpoints: list[str], clients: int, batch: int, seconds: float, keys: int, tag: str
+) -> tuple[int, list[float]]:
+    channels = [grpc.aio.insecure_channel(e) for e in endpoints]
+    stubs = [pb_grpc.TiersStub(c) for c in channels]
+    done, latencies = 0, []
+    deadline = time.perf_counter() + seconds
+
+    def update(i: int) -> pb.TierUpdateRequest:
+        return pb.TierUpdateRequest(
+            tier="population",
+            key=f"job_resource_ledger/{tag}-{i % keys}",
+            counter_add=pb.CounterAdd(amount=1),
+            request_id=uuid.uuid4().hex,
+        )
+
+    async def client(c: int) -> None:
+        nonlocal done
+        stub, i = stubs[c % len(stubs)], c * 7919
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            if batch == 0:
+                await stub.Update(update(i), timeout=10)
+                count = 1
+            else:
+                req = pb.TierUpdateManyRequest(updates=[update(i + j) for j in range(batch)])
+                resp = await stub.UpdateMany(req, timeout=10)
+                bad = [r for r in resp.results if r.code != 0]
+                if bad:
+                    raise SystemExit(f"{len(bad)} updates failed: {bad[0].message}")
+                count = batch
+            i += max(batch, 1)
+            latencies.append(time.perf_counter() - started)
+            done += count
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    for channel in channels:
+        await channel.close()
+    return done, latencies
+
+
+def _run(args: tuple[list[str], int, int, float, int, str]) -> tuple[int, list[float]]:
+    return asyncio.run(_load(*args))
+
+
+def measure(endpoints: list[str], clients: int, batch: int, seconds: float, keys: int,
+            procs: int) -> dict[str, float]:  # fmt: skip
+    procs = max(1, min(procs, clients))
+    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        started = time.perf_counter()
+        parts = pool.map(
+            _run, [(endpoints, n, batch, seconds, keys, uuid.uuid4().hex[:6]) for n in per]
+        )
+        elapsed = min(time.perf_counter() - started, seconds + 0.5)
+    lat = sorted(x for _, part in parts for x in part)
+    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [lat[0]] * 99
+    return {
+        "updates_per_s": sum(n for n, _ in parts) / elapsed,
+        "p50_ms": q[49] * 1e3,
+        "p99_ms": q[98] * 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", default="127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--batches", default="0,16,256", help="0 = one update per call")
+    parser.add_argument("--batch-clients", type=int, default=6,
+                        help="concurrent callers for batched rows")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--procs", type=int, default=2)
+    args = parser.parse_args()
+    endpoints = args.endpoints.split(",")
+    print(f"population counter_add with request ids, {len(endpoints)} endpoints, "
+          f"{args.seconds:g} s per run, median of {args.runs}")  # fmt: skip
+    print(f"{'updates/call':>12} {'callers':>8} {'updates/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for batch in (int(b) for b in args.batches.split(",")):
+        clients = args.clients if batch == 0 else args.batch_clients
+        rows = [
+            measure(endpoints, clients, batch, args.seconds, args.keys, args.procs)
+            for _ in range(args.runs)
+        ]
+        rate = statistics.median(r["updates_per_s"] for r in rows)
+        p50 = statistics.median(r["p50_ms"] for r in rows)
+        p99 = statistics.median(r["p99_ms"] for r in rows)
+        label = "1 (Update)" if batch == 0 else str(batch)
+        print(f"{label:>12} {clients:>8} {rate:>10.0f} {p50:>8.1f} {p99:>8.1f}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
