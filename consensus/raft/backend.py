@@ -52,6 +52,7 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import syncobj as _pysyncobj_module
 from pysyncobj.config import FAIL_REASON, SERIALIZER_STATE
 from pysyncobj.journal import Journal
+from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import Node
 
 from consensus.backend import BackendInfo, PeerInfo
@@ -286,6 +287,14 @@ class _ReplicatedSystem(SyncObj):  # type: ignore[misc]
         return self._backend._apply(payload)
 
 
+# pysyncobj's timers (election deadline, next heartbeat) are on its own clock, which on
+# Linux is CLOCK_MONOTONIC_RAW, not time.monotonic()'s CLOCK_MONOTONIC: the two drift
+# apart (NTP slews one of them; 0.25 s apart on a test machine after hours up). Everything
+# compared with those timers must read this clock. Compared with time.monotonic(), a
+# follower saw its election deadline always expired and ran a pre-vote round every tick
+# while its leader was healthy -- hundreds a second under load.
+
+
 def next_tick_in(obj: Any, ticked: float, now: float, longest: float) -> float:
     """How long the tick thread may sleep after a tick that started at ``ticked``:
     until pysyncobj's next timer is due -- the leader's next heartbeat, a follower's
@@ -424,7 +433,7 @@ class RaftBackend:
         idle = self.config.idle_tick_s
         while not self._stopping.is_set():
             self._wake.clear()
-            ticked = time.monotonic()
+            ticked = raft_clock()
             try:
                 self._tick_once()
             except Exception:
@@ -432,7 +441,7 @@ class RaftBackend:
                 time.sleep(idle)
             obj = self._obj
             assert obj is not None
-            self._wake.wait(next_tick_in(obj, ticked, time.monotonic(), idle))
+            self._wake.wait(next_tick_in(obj, ticked, raft_clock(), idle))
 
     def _tick_once(self) -> None:
         """One iteration of the loop in the module docstring. The order of
@@ -488,7 +497,7 @@ class RaftBackend:
             applied=obj.raftLastApplied,
             own_term_committed=leading and noop is not None and obj.raftCommitIndex >= noop,
             leader_id=leader_id,
-            now=time.monotonic(),
+            now=raft_clock(),
         )
 
     def _publish_status(self, obj: _ReplicatedSystem) -> None:

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pysyncobj.config import FAIL_REASON
+from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
@@ -88,7 +89,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
         log_view: Any = None,
         sticky_s: float = 0.0,
         pre_vote: bool = False,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = raft_clock,
     ) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
         self._syncobj = syncObj
