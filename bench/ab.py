@@ -60,7 +60,9 @@ def counters(cluster: LocalCluster) -> dict[str, float]:
         assert address is not None
         text = scrape(address)
         for line in text.splitlines():
-            if line.startswith('tadpole_request_duration_seconds_count{method="tadpole.v1.Peer/Raft"}'):
+            if line.startswith(
+                'tadpole_request_duration_seconds_count{method="tadpole.v1.Peer/Raft"}'
+            ):
                 raft += float(line.split()[-1])
             elif re.match(r"tadpole_raft_journal_fsync_seconds_count(\{.*\})? ", line):
                 fsyncs += float(line.split()[-1])

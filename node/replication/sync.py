@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from gossip.merkle import MerkleLayout, MerkleTree
 from node.replication.store import ReplicaStore, digest_of
 
-__all__ = ["MERKLE_LAYOUT", "PairSpace"]
+__all__ = ["MERKLE_LAYOUT", "PairSpace", "PairTrees"]
 
 MERKLE_LAYOUT = MerkleLayout(branching=16, depth=3)  # 4096 buckets; same on every node
 
@@ -29,13 +29,15 @@ class PairSpace:
         merge: MergeLocal,
         tier: str,
         name: str,
-        items: list[tuple[str, bytes]],
+        items: list[tuple[str, bytes]] | MerkleTree,
     ) -> None:
         self._store = store
         self._merge = merge
         self.tier = tier
         self.name = name
-        self._tree = MerkleTree.from_items(items, MERKLE_LAYOUT)
+        self._tree = (
+            items if isinstance(items, MerkleTree) else MerkleTree.from_items(items, MERKLE_LAYOUT)
+        )
         self._pending: dict[str, bytes] = {}
         self.merged = 0  # values received and joined in
         self.served = 0  # values sent to the other side
@@ -63,3 +65,81 @@ class PairSpace:
             if merged is not None:
                 self._tree.set(key, digest_of(merged))
             self.merged += 1
+
+
+# Placement of a key among live members: coordinator.owners or a cache of it.
+Place = Callable[[str, frozenset[str]], Sequence[str]]
+
+
+class PairTrees:
+    """One tier's pair-space Merkle trees on this node, kept up to date from the
+    store's change feed instead of rebuilt from every key each round.
+
+    ``tree(peer)`` is the tree of the keys placement gives to both this node and
+    ``peer``. :meth:`refresh` brings every tree up to date: after a change of the live
+    set (placement moves), when the feed cannot say what changed (a new store, or
+    changes trimmed away), or the first time, it rebuilds them from every key;
+    otherwise it applies only the keys changed since the last refresh, so an
+    anti-entropy round costs what changed, not what is stored."""
+
+    FEED_PAGE = 1000
+
+    def __init__(self, store: ReplicaStore, tier: str, self_id: str) -> None:
+        self._store = store
+        self.tier = tier
+        self._self = self_id
+        self._live: frozenset[str] | None = None
+        self._feed = ""
+        self._seq = 0
+        self._trees: dict[str, MerkleTree] = {}
+        self.rebuilds = 0
+        self.applied = 0  # changed keys applied incrementally
+
+    def tree(self, peer: str) -> MerkleTree:
+        return self._trees.setdefault(peer, MerkleTree(MERKLE_LAYOUT))
+
+    def refresh(self, live: frozenset[str], place: Place) -> None:
+        if live != self._live or not self._catch_up(live, place):
+            self._rebuild(live, place)
+
+    def _rebuild(self, live: frozenset[str], place: Place) -> None:
+        start = self._store.changes(self.tier, "", -1, 1)  # the feed position first
+        trees: dict[str, MerkleTree] = {p: MerkleTree(MERKLE_LAYOUT) for p in live - {self._self}}
+        for key, digest in self._store.keys_and_digests(self.tier):
+            self._place(trees, key, digest, live, place)
+        self._trees, self._live = trees, live
+        self._feed, self._seq = start.feed, start.through
+        self.rebuilds += 1
+
+    def _catch_up(self, live: frozenset[str], place: Place) -> bool:
+        """Apply the changes since the last refresh; False if the feed cannot tell."""
+        while True:
+            page = self._store.changes(self.tier, "", self._seq, self.FEED_PAGE)
+            if page.feed != self._feed or page.trimmed > self._seq:
+                return False
+            for _seq, key, value in page.entries:
+                digest = None if value is None else digest_of(value)
+                for tree in self._trees.values():
+                    tree.delete(key)
+                if digest is not None:
+                    self._place(self._trees, key, digest, live, place)
+                self.applied += 1
+            if page.through <= self._seq or not page.entries:
+                self._seq = max(self._seq, page.through)
+                return True
+            self._seq = page.through
+
+    def _place(
+        self,
+        trees: dict[str, MerkleTree],
+        key: str,
+        digest: bytes,
+        live: frozenset[str],
+        place: Place,
+    ) -> None:
+        owners = place(key, live)
+        if self._self not in owners:
+            return
+        for peer in owners:
+            if peer != self._self and peer in trees:
+                trees[peer].set(key, digest)
