@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any

@@ -35,7 +35,7 @@ def test_followers_of_a_healthy_leader_start_no_pre_vote(tmp_path: Any) -> None:
         started = [f._transport.pre_votes_started for f in followers]  # type: ignore[union-attr]
         for i in range(200):
             done = threading.Event()
-            leader.propose(Txn(success=(PutOp(f"k{i}", b"v"),)), lambda _r, _e: done.set())
+            leader.propose(Txn(success=(PutOp(f"k{i}", b"v"),)), lambda _r, _e, d=done: d.set())
             assert done.wait(5)
         now = [f._transport.pre_votes_started for f in followers]  # type: ignore[union-attr]
         assert now == started, "pre-vote rounds while the leader was heard all along"
