@@ -143,11 +143,6 @@ class OwnerCache:
         self._live: frozenset[str] = frozenset()
         self._owners: dict[tuple[str, str], tuple[str, ...]] = {}
 
-    @property
-    def live(self) -> frozenset[str]:
-        """The live set of the last question."""
-        return self._live
-
     def __call__(self, spec: TierSpec, key: str, live: Iterable[str]) -> list[str]:
         ids = frozenset(live)
         if ids != self._live or len(self._owners) >= self._limit:

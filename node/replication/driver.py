@@ -239,9 +239,7 @@ class Replication:
         self._owners = coordinator.OwnerCache()
         # tier -> its pair-space Merkle trees, kept current from the store's change feed
         self._pair_trees: dict[str, PairTrees] = {}
-        # tier -> the live set under which a full stray scan last found none: skipped
-        # until the live set changes or a copy this node does not own comes in
-        self._strays_clear: dict[str, frozenset[str]] = {}
+
         # (tier, peer, session) -> the pair space serving that session, built when
         self._serving: dict[tuple[str, str, int], tuple[PairSpace, float]] = {}
         self._clock_ns = clock_ns
@@ -385,7 +383,6 @@ class Replication:
     async def merge_local(self, tier: str, key: str, state_bytes: bytes) -> bytes | None:
         """Join ``state_bytes`` into the local copy; durable on return."""
         incoming = decode(state_bytes)
-        self._note_copy(tier, key)
 
         def join(old: bytes | None) -> bytes:
             if old is None:
@@ -399,16 +396,6 @@ class Replication:
             return encode(current.merge(incoming))
 
         return await self.store.update(tier, key, join)
-
-    def _note_copy(self, tier: str, key: str) -> None:
-        """A copy of ``key`` is arriving: if placement does not give it to this node (a
-        sender with another view of the members), the next round scans for strays."""
-        spec = TIERS.get(tier)
-        if spec is None or not spec.rf or tier not in self._strays_clear:
-            return
-        live = self._owners.live or frozenset(self.live())  # the membership change path
-        if self.node_id not in self._owners(spec, key, live):  # rescans on its own
-            self._strays_clear.pop(tier, None)
 
     def local_state(self, tier: str, key: str) -> CRDTBase | None:
         raw = self.store.get(tier, key)
@@ -448,8 +435,6 @@ class Replication:
         owners = list(plan.owners)
         if plan.mode is WriteMode.FORWARD:
             return await self._forward(tier, key, items, owners, live)
-        if self.node_id not in owners:  # forwarded by a node with another view
-            self._strays_clear.pop(tier, None)
         if not forwarded and owners[0] != self.node_id and any(rid for _, rid in items):
             # Request ids are remembered by the owner that coordinates, so updates that
             # carry them go to the key's first live owner, whoever received them: a
@@ -885,13 +870,7 @@ class Replication:
                     log.info("anti-entropy %s with %s failed: %s", tier, pair.peer, exc)
                     differing, failed = len(space.tree), True
                 health.under_replicated += differing
-            if self._strays_clear.get(tier) != frozenset(live):
-                strays = await self._hand_off_strays(spec, live)
-                health.under_replicated += strays
-                if strays == 0:
-                    self._strays_clear[tier] = frozenset(live)
-                else:
-                    self._strays_clear.pop(tier, None)
+            health.under_replicated += await self._hand_off_strays(spec, live)
             self._round.health[tier] = health
             if not failed and health.under_replicated == 0:
                 self._round.settled[tier] = signature
@@ -905,7 +884,7 @@ class Replication:
         tier = spec.name
         plan = coordinator.stray_round(
             spec,
-            (k for k, _ in self.store.keys_and_digests(tier)),
+            sorted(self._trees(tier, live).strays),  # kept by PairTrees: no full scan
             live,
             self.node_id,
             after=self._stray_cursor.get(tier, ""),
@@ -967,13 +946,18 @@ class Replication:
     def _space(self, tier: str, peer: str, live: dict[str, str]) -> PairSpace:
         """The keys of ``tier`` this node holds that placement gives to both it
         and ``peer``, as a Merkle-synchronisable store."""
+        trees = self._trees(tier, live)
+        name = coordinator.space_name(tier, self.node_id, peer)
+        return PairSpace(self.store, self.merge_local, tier, name, trees.tree(peer))
+
+    def _trees(self, tier: str, live: Iterable[str]) -> PairTrees:
+        """The tier's pair trees (and stray keys), brought up to date."""
         trees = self._pair_trees.get(tier)
         if trees is None:
             trees = self._pair_trees[tier] = PairTrees(self.store, tier, self.node_id)
         spec = TIERS[tier]
         trees.refresh(frozenset(live), lambda key, ids: self._owners(spec, key, ids))
-        name = coordinator.space_name(tier, self.node_id, peer)
-        return PairSpace(self.store, self.merge_local, tier, name, trees.tree(peer))
+        return trees
 
     async def _sync_session(self, pair: SyncPair, address: str, space: PairSpace) -> int:
         """Run one session as initiator; return how many keys differed."""

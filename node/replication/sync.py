@@ -92,6 +92,12 @@ class PairTrees:
         self._feed = ""
         self._seq = 0
         self._trees: dict[str, MerkleTree] = {}
+        # Keys held here that placement over the live set does not give to this node
+        # (stray copies, to hand to their owners): every key at a rebuild, and each
+        # changed key as it is applied, is placed -- so a copy that became a stray by
+        # any path (a write planned under an older view, a merge from a node with
+        # another view) is found by the next refresh.
+        self.strays: set[str] = set()
         self.rebuilds = 0
         self.applied = 0  # changed keys applied incrementally
 
@@ -105,6 +111,7 @@ class PairTrees:
     def _rebuild(self, live: frozenset[str], place: Place) -> None:
         start = self._store.changes(self.tier, "", -1, 1)  # the feed position first
         trees: dict[str, MerkleTree] = {p: MerkleTree(MERKLE_LAYOUT) for p in live - {self._self}}
+        self.strays = set()
         for key, digest in self._store.keys_and_digests(self.tier):
             self._place(trees, key, digest, live, place)
         self._trees, self._live = trees, live
@@ -121,6 +128,7 @@ class PairTrees:
                 digest = None if value is None else digest_of(value)
                 for tree in self._trees.values():
                     tree.delete(key)
+                self.strays.discard(key)
                 if digest is not None:
                     self._place(self._trees, key, digest, live, place)
                 self.applied += 1
@@ -139,6 +147,7 @@ class PairTrees:
     ) -> None:
         owners = place(key, live)
         if self._self not in owners:
+            self.strays.add(key)
             return
         for peer in owners:
             if peer != self._self and peer in trees:

@@ -1,6 +1,6 @@
-"""Pair-space Merkle trees kept current from the change feed equal trees built from
-every key, whatever was written, deleted or trimmed in between; a live-set change or a
-feed that cannot tell what changed rebuilds them."""
+"""Pair-space Merkle trees (and the stray keys) kept current from the change feed equal
+what a scan of every key gives, whatever was written, deleted or trimmed in between; a
+live-set change or a feed that cannot tell what changed rebuilds them."""
 
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ async def test_incremental_trees_match_trees_built_from_every_key(store: Replica
         trees.refresh(live, place)
         for peer in live - {"n1"}:
             assert trees.tree(peer).root() == scratch(store, peer, live), (step, peer)
+        held = [k for k, _ in store.keys_and_digests("population")]
+        assert trees.strays == {k for k in held if "n1" not in place(k, live)}, step
     assert trees.rebuilds == 2 and trees.applied > 0
 
 
