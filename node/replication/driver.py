@@ -110,7 +110,7 @@ from node.replication.messages import (
     Sync,
     SyncReply,
 )
-from node.replication.store import ChangePage, ReplicaStore
+from node.replication.store import ChangePage, OnceFn, ReplicaStore
 from node.replication.sync import PairSpace, PairTrees
 from node.replication.transport import GossipMembership, GossipView, Membership, PeerTransport
 from node.tiers import mesh as mesh_doc
@@ -442,10 +442,50 @@ class Replication:
             # so applied nothing), this owner coordinates.
             with contextlib.suppress(NoOwnerReachable):
                 return await self._forward(tier, key, items, owners[:1], live)
-        captured: dict[str, Any] = {}
         observes = any(op.observes for op, _ in items)
         observed = await self._observe(tier, key, plan, live) if observes else None
         await self._writer_ready()
+        mutate, captured = self._group_mutator(tier, items, observed)
+
+        await self.store.update_once(tier, key, mutate, [rid for _, rid in items if rid])
+        state, delta_state = captured["state"], captured["delta"]
+        duplicates = captured["duplicates"]
+        if delta_state is None:  # every item a duplicate: nothing new to replicate
+            if state is None:
+                raise NotFound(f"{tier}/{key}: only duplicates, and no value here")
+            return UpdateResult(
+                state, [self.node_id], [], self.node_id, duplicates, captured["errors"]
+            )
+        assert state is not None
+        delta = encode(delta_state)
+        if plan.mode is WriteMode.BACKUP:
+            # "1 + backup": acknowledged once durable here; the other owners
+            # (the backup) get it asynchronously, hinted if they are down.
+            self._background(self._replicate(spec, key, delta, owners, live))
+            return UpdateResult(
+                state, [self.node_id], [], self.node_id, duplicates, captured["errors"]
+            )
+        acks, hinted = await self._replicate(spec, key, delta, owners, live)
+        if not coordinator.write_acknowledged(acks, plan.quorum):
+            raise NotEnoughReplicas(
+                f"{tier}/{key}: the update is durable on {', '.join(acks)} but reached "
+                f"{len(acks)} of the {plan.quorum} required replicas; it will "
+                "converge when the owners are back (resending would apply it twice)"
+            )
+        result = UpdateResult(state, acks, hinted, self.node_id, duplicates, captured["errors"])
+        if tier == "mesh" and any(isinstance(op, DocOp) for op, _ in items):
+            await self._update_mesh_index(key, captured["before"], state)
+        return result
+
+    def _group_mutator(
+        self,
+        tier: str,
+        items: Sequence[tuple[Op | DocOp, str]],
+        observed: CRDTBase | None,
+    ) -> tuple[OnceFn, dict[str, Any]]:
+        """The store update function of a group, and the dict it fills in (before,
+        state, delta, duplicates, errors) when the store runs it."""
+        captured: dict[str, Any] = {}
 
         def mutate(
             old: bytes | None, seen: frozenset[str] = frozenset()
@@ -489,39 +529,104 @@ class Replication:
             captured["duplicates"], captured["errors"] = tuple(duplicates), tuple(errors)
             return (encode(state) if state is not None else old), [r for r in applied if r]
 
-        ids = [rid for _, rid in items if rid]
-        if ids:
-            await self.store.update_once(tier, key, mutate, ids)
-        else:
-            await self.store.update(tier, key, lambda old: mutate(old)[0])
-        state, delta_state = captured["state"], captured["delta"]
-        duplicates = captured["duplicates"]
-        if delta_state is None:  # every item a duplicate: nothing new to replicate
-            if state is None:
-                raise NotFound(f"{tier}/{key}: only duplicates, and no value here")
-            return UpdateResult(
-                state, [self.node_id], [], self.node_id, duplicates, captured["errors"]
+        return mutate, captured
+
+    async def _update_groups_here(
+        self,
+        groups: Sequence[tuple[str, str, Sequence[tuple[Op | DocOp, str]]]],
+        *,
+        forwarded: bool = False,
+    ) -> list[UpdateResult | BaseException]:
+        """Groups this node coordinates, as a batch: the plain ones -- synchronous
+        replication, nothing to observe first, no documents -- in one store hand-over
+        (``update_many_once``) and one ``MergeMany`` per other owner, with no
+        coroutine per key; the rest through :meth:`update_group`."""
+        live = self.live()
+        results: list[UpdateResult | BaseException | None] = [None] * len(groups)
+        plain: list[tuple[int, TierSpec, coordinator.WritePlan]] = []
+        special: list[int] = []
+        for i, (tier, key, items) in enumerate(groups):
+            try:
+                spec = check_tier_key(tier, key)
+            except InvalidArgument as exc:
+                results[i] = exc
+                continue
+            plan = coordinator.plan_write(
+                spec, key, live, self.node_id, forwarded=forwarded,
+                cluster_size=self._cluster_size, place=self._owners,
+            )  # fmt: skip
+            is_plain = plan.mode is WriteMode.SYNC and tier != "mesh"
+            is_plain = is_plain and not any(op.observes or isinstance(op, DocOp) for op, _ in items)
+            coordinates = forwarded or plan.owners[0] == self.node_id
+            if is_plain and (coordinates or not any(r for _, r in items)):
+                plain.append((i, spec, plan))
+            else:
+                special.append(i)
+        others = asyncio.gather(
+            *(self.update_group(*groups[i], forwarded=forwarded) for i in special),
+            return_exceptions=True,
+        )
+        if plain:
+            await self._writer_ready()
+        mutators = [self._group_mutator(groups[i][0], groups[i][2], None) for i, _, _ in plain]
+        stored = await self.store.update_many_once(
+            [
+                (groups[i][0], groups[i][1], mutate, [r for _, r in groups[i][2] if r])
+                for (i, _, _), (mutate, _) in zip(plain, mutators, strict=True)
+            ]
+        )
+        # One MergeMany per other owner, carrying the delta of every group it owns.
+        outgoing: dict[str, list[tuple[int, Merge]]] = {}
+        deltas: dict[int, bytes] = {}
+        for (i, spec, plan), (_, captured), outcome in zip(plain, mutators, stored, strict=True):
+            if isinstance(outcome, Exception):
+                results[i] = outcome
+                continue
+            if captured["delta"] is None:
+                results[i] = UpdateResult(
+                    captured["state"], [self.node_id], [], self.node_id,
+                    captured["duplicates"], captured["errors"],
+                )  # fmt: skip
+                continue
+            deltas[i] = delta = encode(captured["delta"])
+            for owner in plan.owners:
+                if owner != self.node_id:
+                    outgoing.setdefault(owner, []).append(
+                        (i, Merge(spec.name, groups[i][1], delta))
+                    )
+        replies = await asyncio.gather(
+            *(
+                self._try(owner, live[owner], MergeMany(tuple(m for _, m in batch)), MergeManyDone)
+                for owner, batch in outgoing.items()
             )
-        assert state is not None
-        delta = encode(delta_state)
-        if plan.mode is WriteMode.BACKUP:
-            # "1 + backup": acknowledged once durable here; the other owners
-            # (the backup) get it asynchronously, hinted if they are down.
-            self._background(self._replicate(spec, key, delta, owners, live))
-            return UpdateResult(
-                state, [self.node_id], [], self.node_id, duplicates, captured["errors"]
+        )
+        durable: dict[int, dict[str, bool]] = {i: {} for i in deltas}
+        for (owner, batch), reply in zip(outgoing.items(), replies, strict=True):
+            oks = reply.ok if reply is not None and len(reply.ok) == len(batch) else ()
+            for position, (i, _) in enumerate(batch):
+                durable[i][owner] = bool(oks) and oks[position]
+        for (i, spec, plan), (_, captured) in zip(plain, mutators, strict=True):
+            if i not in deltas:
+                continue
+            key = groups[i][1]
+            acks, hinted = await self._hint_down(
+                spec, key, deltas[i], list(plan.owners), live, durable[i]
             )
-        acks, hinted = await self._replicate(spec, key, delta, owners, live)
-        if not coordinator.write_acknowledged(acks, plan.quorum):
-            raise NotEnoughReplicas(
-                f"{tier}/{key}: the update is durable on {', '.join(acks)} but reached "
-                f"{len(acks)} of the {plan.quorum} required replicas; it will "
-                "converge when the owners are back (resending would apply it twice)"
-            )
-        result = UpdateResult(state, acks, hinted, self.node_id, duplicates, captured["errors"])
-        if tier == "mesh" and any(isinstance(op, DocOp) for op, _ in items):
-            await self._update_mesh_index(key, captured["before"], state)
-        return result
+            if not coordinator.write_acknowledged(acks, plan.quorum):
+                results[i] = NotEnoughReplicas(
+                    f"{spec.name}/{key}: the update is durable on {', '.join(acks)} but "
+                    f"reached {len(acks)} of the {plan.quorum} required replicas; it will "
+                    "converge when the owners are back (resending would apply it twice)"
+                )
+                continue
+            results[i] = UpdateResult(
+                captured["state"], acks, hinted, self.node_id,
+                captured["duplicates"], captured["errors"],
+            )  # fmt: skip
+        for i, answer in zip(special, await others, strict=True):
+            results[i] = answer
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
 
     async def update_many(
         self, items: Sequence[tuple[str, str, Op | DocOp, str]]
@@ -551,10 +656,7 @@ class Replication:
             return [(items[i][2], items[i][3]) for i in groups[(tier, key)]]
 
         async def run_here() -> list[UpdateResult | BaseException]:
-            return await asyncio.gather(
-                *(self.update_group(t, k, group_items(t, k)) for t, k in here),
-                return_exceptions=True,
-            )
+            return await self._update_groups_here([(t, k, group_items(t, k)) for t, k in here])
 
         async def run_at(owner: str, keys: list[tuple[str, str]]) -> list[Any]:
             message = ForwardMany(
@@ -666,9 +768,24 @@ class Replication:
         others = [o for o in owners if o != self.node_id]
         merge = Merge(spec.name, key, delta)
         durable = await asyncio.gather(*(self._merge_remote(o, live[o], merge) for o in others))
-        acks, down = coordinator.tally(
-            self.node_id, owners, dict(zip(others, durable, strict=True))
+        return await self._hint_down(
+            spec, key, delta, owners, live, dict(zip(others, durable, strict=True))
         )
+
+    async def _hint_down(
+        self,
+        spec: TierSpec,
+        key: str,
+        delta: bytes,
+        owners: list[str],
+        live: dict[str, str],
+        durable: dict[str, bool],
+    ) -> tuple[list[str], list[str]]:
+        """Given which other owners took the delta durably, hint the ones that did not;
+        return ``(acks, hinted)``."""
+        acks, down = coordinator.tally(self.node_id, owners, durable)
+        if not down:
+            return acks, []
         hints = coordinator.HintPlan(
             down, coordinator.hint_candidates(spec, key, live, owners, self.node_id)
         )
@@ -1098,9 +1215,8 @@ class Replication:
             case ForwardMany(groups=groups):
                 if any(g.tier not in TIERS for g in groups):
                     raise InvalidArgument("forward_many: unknown tier")
-                outcomes = await asyncio.gather(
-                    *(self.update_group(g.tier, g.key, g.items, forwarded=True) for g in groups),
-                    return_exceptions=True,
+                outcomes = await self._update_groups_here(
+                    [(g.tier, g.key, g.items) for g in groups], forwarded=True
                 )
                 return ForwardManyReply(
                     tuple(

@@ -37,7 +37,7 @@ from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
-from node.replication.messages import Reply, Request
+from node.replication.messages import ForwardMany, MergeMany, Reply, Request
 
 __all__ = ["AUTH_WARNING_INTERVAL_S", "GrpcTransport"]
 
@@ -52,6 +52,20 @@ AUTH_WARNING_INTERVAL_S = 60.0
 _REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 _READY = grpc.ChannelConnectivity.READY
 _FAILED = frozenset({grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN})
+
+
+# A batch message gets the call timeout once per this many updates it carries: a
+# ForwardMany of 1,024 updates under load takes longer than one update, and timing it out
+# would leave every update in it with an unknown outcome.
+ITEMS_PER_TIMEOUT = 256
+
+
+def _items(message: Request) -> int:
+    if isinstance(message, ForwardMany):
+        return sum(len(group.items) for group in message.groups)
+    if isinstance(message, MergeMany):
+        return len(message.items)
+    return 1
 
 
 class GrpcTransport:
@@ -86,7 +100,7 @@ class GrpcTransport:
         kind = type(message).__name__
         channel, stub = self._channel(address)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
+        deadline = loop.time() + self._timeout_s * max(1.0, _items(message) / ITEMS_PER_TIMEOUT)
         if not await _ready(channel, deadline):
             log.debug("replica %s to %s not sent: no connection", kind, peer)
             raise NotDelivered(f"{kind} to {peer} ({address}): no connection; not sent")

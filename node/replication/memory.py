@@ -96,6 +96,17 @@ class MemoryStore:
         self._requests.update(i for i in applied if i in request_ids)
         return result
 
+    async def update_many_once(
+        self, items: Sequence[tuple[str, str, OnceFn, Sequence[str]]]
+    ) -> list[bytes | Exception | None]:
+        out: list[bytes | Exception | None] = []
+        for tier, key, fn, ids in items:
+            try:
+                out.append(await self.update_once(tier, key, fn, ids))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     def changes(self, tier: str, prefix: str, after: int, limit: int) -> ChangePage:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")

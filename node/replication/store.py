@@ -313,6 +313,7 @@ _ADD_HINT: Final = 3
 _DELETE_HINTS: Final = 4
 _SET_META: Final = 5
 _UPDATE_ONCE: Final = 6
+_UPDATE_GROUPS: Final = 7
 
 _Item = tuple[int, tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 _Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
@@ -385,6 +386,10 @@ class ReplicaStore(Protocol):
         self, tier: str, key: str, fn: OnceFn, request_ids: Sequence[str]
     ) -> bytes | None: ...
 
+    async def update_many_once(
+        self, items: Sequence[tuple[str, str, OnceFn, Sequence[str]]]
+    ) -> list[bytes | Exception | None]: ...
+
     async def add_hint(self, target: str, tier: str, key: str, value: bytes) -> int: ...
 
     async def delete_hints(self, ids: Iterable[int]) -> int: ...
@@ -433,6 +438,8 @@ def _tiers_written(batch: Iterable[_Item]) -> set[str]:
     for kind, args, *_ in batch:
         if kind in (_UPDATE, _DELETE, _UPDATE_ONCE):
             tiers.add(args[0])
+        elif kind == _UPDATE_GROUPS:
+            tiers.update(group[0] for group in args[0])
         elif kind == _PUT_MANY:
             tiers.update(t for t, _, _ in args[0])
     return tiers
@@ -713,6 +720,26 @@ class TierStore:
         result: bytes | None = await self._submit(_UPDATE_ONCE, (tier, key, fn, ids))
         return result
 
+    async def update_many_once(
+        self, items: Sequence[tuple[str, str, OnceFn, Sequence[str]]]
+    ) -> list[bytes | Exception | None]:
+        """:meth:`update_once` for every ``(tier, key, fn, request_ids)`` of ``items``,
+        in order, as one work item: one hand-over to the writer and one answer for all
+        of them (they commit with whatever else the writer batches). Each succeeds or
+        fails on its own: the list holds its new value, or the exception it raised
+        (nothing written for it)."""
+        checked = []
+        for tier, key, fn, ids in items:
+            _check_str("tier", tier)
+            _check_str("key", key)
+            for rid in ids:
+                _check_str("request id", rid)
+            checked.append((tier, key, fn, tuple(ids)))
+        if not checked:
+            return []
+        results: list[bytes | Exception | None] = await self._submit(_UPDATE_GROUPS, (checked,))
+        return results
+
     async def put_many(self, items: Iterable[tuple[str, str, bytes]]) -> None:
         """Write every ``(tier, key, value)`` atomically (all or none), durably."""
         rows = []
@@ -876,6 +903,19 @@ class TierStore:
                 fresh = [i for i in applied if i in given and i not in seen]
                 self._remember_requests(conn, fresh, now)
             return result
+        if kind == _UPDATE_GROUPS:
+            (groups,) = args
+            out: list[Any] = []
+            for group in groups:
+                try:
+                    out.append(self._apply(conn, _UPDATE_ONCE, group, now))
+                except sqlite3.Error:
+                    if not conn.in_transaction:
+                        raise  # the whole batch is gone: the caller's outcome is the batch's
+                    out.append(StoreError(f"{self.path}: write of {group[1]!r} failed"))
+                except Exception as exc:  # that group's update function refused it
+                    out.append(exc)
+            return out
         if kind == _PUT_MANY:
             (rows,) = args
             with _savepoint(conn):

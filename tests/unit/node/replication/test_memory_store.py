@@ -176,3 +176,26 @@ async def test_update_once_shows_each_request_id_applied_before(store: ReplicaSt
     await store.update_once("population", "c", add(b"3", ("d", "e")), ["d", "e"])
     assert calls == [(b"3", frozenset())], "only the ids the function applied are recorded"
     assert store.get("population", "c") == b"3"
+
+
+async def test_update_many_once_answers_each_group_on_its_own(store: ReplicaStore) -> None:
+    def put(value: bytes, ids: tuple[str, ...]) -> OnceFn:
+        return lambda _old, _seen: (value, ids)
+
+    def refuse(_old: bytes | None, _seen: frozenset[str]) -> tuple[bytes, Sequence[str]]:
+        raise ValueError("does not fit")
+
+    results = await store.update_many_once(
+        [
+            ("population", "a", put(b"1", ("r1",)), ["r1"]),
+            ("population", "b", refuse, ["r2"]),
+            ("population", "c", put(b"3", ()), []),
+        ]
+    )
+    assert results[0] == b"1" and results[2] == b"3"
+    assert isinstance(results[1], ValueError)
+    assert store.get("population", "b") is None
+    seen: list[frozenset[str]] = []
+    await store.update_once("population", "b", lambda v, s: (seen.append(s) or v, []), ["r1", "r2"])
+    assert seen == [frozenset({"r1"})], "the refused group's id was not recorded"
+    assert await store.update_many_once([]) == []
