@@ -36,6 +36,7 @@ lone proposal is its own entry and goes out at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -362,6 +363,7 @@ class RaftBackend:
         self._status = BackendInfo("raft", "follower", 0, "", 0, 0, 0, False, 0, 0)
         self._apply_listeners: list[Callable[[int], None]] = []
         self._snapshot_state = "idle"  # idle | running | success | failed
+        self.failed: OSError | None = None  # the journal fsync that stopped Raft here
         self.started_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------
@@ -423,7 +425,13 @@ class RaftBackend:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._obj is not None:
-            self._obj._doDestroy()
+            try:
+                self._obj._doDestroy()
+            except OSError as exc:
+                if self.failed is None:
+                    raise
+                log.warning("node %s: journal not closed cleanly after its failure: %s",
+                            self.node_id, exc)  # fmt: skip
             self._obj.transmissions.close_all()
         log.info("node %s raft stopped", self.node_id)
 
@@ -474,13 +482,32 @@ class RaftBackend:
             # leave *before* its fsync and the followers' writes overlap it (Raft
             # thesis 10.2.1). The leader still counts itself toward a commit only
             # after the fsync: acknowledgements are read by the next tick's doTick,
-            # which starts after this sync returns.
+            # which starts after this sync returns -- and if the sync fails, there is
+            # no next tick (_sync_or_stop).
             transport.flush(replies)
-            journal.sync()
+            self._sync_or_stop(journal)
         else:
-            journal.sync()
+            self._sync_or_stop(journal)
             transport.flush(replies)
         self._publish_status(obj)
+
+    def _sync_or_stop(self, journal: DurableJournal) -> None:
+        """``journal.sync()``; if it fails, this node stops taking part in Raft at once
+        (as etcd stops on a failed WAL fsync). Going on would let the next tick count
+        this node's copy toward a commit although it may not be on disk; the others
+        elect a leader without it."""
+        try:
+            journal.sync()
+        except OSError as exc:
+            log.critical(
+                "node %s: journal fsync failed (%s); Raft stops on this node", self.node_id, exc
+            )
+            self.failed = exc
+            self._status = dataclasses.replace(
+                self._status, role="unknown", leader_id="", has_quorum=False
+            )
+            self._stopping.set()
+            raise
 
     def _raft_view(self, obj: _ReplicatedSystem) -> RaftView:
         leader = obj._SyncObj__raftLeader

@@ -34,6 +34,7 @@ says whether a heartbeat must go out now.
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,7 +99,10 @@ class ReadIndex:
         self._rounds: list[_Round] = []
         self._asked: dict[int, _Waiting] = {}
         self._applying: list[_Waiting] = []
-        self._next_id = 0
+        # Random start: a reply meant for an earlier process of this node (before a
+        # restart) must not match a request of this one.
+        self._next_id = random.getrandbits(62)
+        self._queued_since: float | None = None  # leader: when the oldest queued read came
         self._leader_term: int | None = None  # the term this node leads, if it does
         self.rounds_started = 0
 
@@ -118,7 +122,15 @@ class ReadIndex:
         if view.leader:
             self._queued_local += new_local
             self._queued_remote += new_remote
-            if (self._queued_local or self._queued_remote) and view.own_term_committed:
+            queued = bool(self._queued_local or self._queued_remote)
+            if queued and self._queued_since is None:
+                self._queued_since = view.now
+            if queued and not view.own_term_committed:
+                assert self._queued_since is not None
+                if view.now - self._queued_since >= self.timeout_s:  # its term never settles
+                    self._fail_leader_reads(transport, "this leader's term did not commit in time")
+            elif queued:
+                self._queued_since = None
                 self._rounds.append(
                     _Round(
                         transport.new_read_round(),
@@ -174,6 +186,7 @@ class ReadIndex:
         for rnd in [*self._rounds, queued]:
             self._fail_round(rnd, transport, why)
         self._rounds, self._queued_local, self._queued_remote = [], [], []
+        self._queued_since = None
 
     # -- follower ----------------------------------------------------------------------
 

@@ -118,7 +118,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self.frames_sent = 0
         self.frames_received = 0
         self.rollbacks_prevented = 0
-        self._commit_waiters: dict[str, int] = {}
+        self._commit_waiters: dict[str, set[int]] = {}  # follower -> forwarded indexes
         # ReadIndex (see RaftBackend.read_index). Leader: the round stamped on outgoing
         # append-entries, and per follower the newest round it echoed in this term.
         self.read_round = 0
@@ -158,8 +158,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
         elif kind == "apply_command_response" and "log_idx" in message:
             # A follower forwarded a command that now sits at log_idx; it answers its
             # caller once it learns that index is committed (see commit_owed).
-            waiting = self._commit_waiters.get(node.id, 0)
-            self._commit_waiters[node.id] = max(waiting, message["log_idx"])
+            self._commit_waiters.setdefault(node.id, set()).add(message["log_idx"])
         frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._outbox.setdefault(node.id, []).append(frame)
         return node.id in self._connected
@@ -302,10 +301,16 @@ class HeldTransport(Transport):  # type: ignore[misc]
         append-entries for the commit index alone only then; otherwise followers learn
         it with the next entries or heartbeat, instead of one extra message per
         commit per follower."""
-        owed = [peer for peer, idx in self._commit_waiters.items() if idx <= commit_index]
-        for peer in owed:
-            del self._commit_waiters[peer]
-        return bool(owed)
+        owed = False
+        for peer in list(self._commit_waiters):
+            pending = self._commit_waiters[peer]
+            covered = {idx for idx in pending if idx <= commit_index}
+            if covered:
+                owed = True
+                pending -= covered
+                if not pending:
+                    del self._commit_waiters[peer]
+        return owed
 
     def _take_ack(self, node: Node, message: dict[str, Any]) -> None:
         """Feed a follower's append-entries answer to pysyncobj, but never let a

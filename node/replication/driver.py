@@ -62,7 +62,6 @@ cost is one more entry in a counter (or version vector) per epoch that wrote to 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import secrets
@@ -433,31 +432,31 @@ class Replication:
             place=self._owners,
         )
         owners = list(plan.owners)
+        has_ids = any(rid for _, rid in items)
         if plan.mode is WriteMode.FORWARD:
-            return await self._forward(tier, key, items, owners, live)
-        if not forwarded and owners[0] != self.node_id and any(rid for _, rid in items):
+            return await self._forward(tier, key, items, owners[:1] if has_ids else owners, live)
+        if not forwarded and owners[0] != self.node_id and has_ids:
             # Request ids are remembered by the owner that coordinates, so updates that
-            # carry them go to the key's first live owner, whoever received them: a
-            # resend then meets the ids it carries. If that owner does not answer (and
-            # so applied nothing), this owner coordinates.
-            with contextlib.suppress(NoOwnerReachable):
-                return await self._forward(tier, key, items, owners[:1], live)
+            # carry them go to the key's first live owner, whoever received them, and
+            # to no other: a resend then meets the ids it carries. If that owner does
+            # not answer, nothing is applied (NoOwnerReachable: retry); once gossip
+            # declares it dead, placement names a new first owner.
+            return await self._forward(tier, key, items, owners[:1], live)
         observes = any(op.observes for op, _ in items)
         observed = await self._observe(tier, key, plan, live) if observes else None
         await self._writer_ready()
-        mutate, captured = self._group_mutator(tier, items, observed)
+        mutate, captured = self._group_mutator(tier, key, items, observed)
 
-        await self.store.update_once(tier, key, mutate, [rid for _, rid in items if rid])
+        await self.store.update_once(tier, key, mutate, _scoped_ids(tier, key, items))
         state, delta_state = captured["state"], captured["delta"]
         duplicates = captured["duplicates"]
-        if delta_state is None:  # every item a duplicate: nothing new to replicate
-            if state is None:
-                raise NotFound(f"{tier}/{key}: only duplicates, and no value here")
-            return UpdateResult(
-                state, [self.node_id], [], self.node_id, duplicates, captured["errors"]
-            )
-        assert state is not None
-        delta = encode(delta_state)
+        if state is None:
+            raise NotFound(f"{tier}/{key}: only duplicates, and no value here")
+        # Every item a duplicate: the first attempt may not have reached its quorum (it
+        # may still be replicating, or have failed below quorum), so "applied" is only
+        # answered once the current state -- which holds it -- is on the owners: a
+        # full-state join, idempotent.
+        delta = encode(delta_state if delta_state is not None else state)
         if plan.mode is WriteMode.BACKUP:
             # "1 + backup": acknowledged once durable here; the other owners
             # (the backup) get it asynchronously, hinted if they are down.
@@ -480,6 +479,7 @@ class Replication:
     def _group_mutator(
         self,
         tier: str,
+        key: str,
         items: Sequence[tuple[Op | DocOp, str]],
         observed: CRDTBase | None,
     ) -> tuple[OnceFn, dict[str, Any]]:
@@ -504,7 +504,7 @@ class Replication:
             errors: list[InvalidArgument | None] = []
             applied: list[str] = []
             for op, rid in items:
-                if rid and (rid in seen or rid in applied):
+                if rid and (_scoped(tier, key, rid) in seen or rid in applied):
                     duplicates.append(True)
                     errors.append(None)
                     continue
@@ -527,7 +527,8 @@ class Replication:
                 raise failed  # nothing applies: nothing is written
             captured["state"], captured["delta"] = state, delta
             captured["duplicates"], captured["errors"] = tuple(duplicates), tuple(errors)
-            return (encode(state) if state is not None else old), [r for r in applied if r]
+            done = [_scoped(tier, key, r) for r in applied if r]
+            return (encode(state) if state is not None else old), done
 
         return mutate, captured
 
@@ -566,15 +567,18 @@ class Replication:
             *(self.update_group(*groups[i], forwarded=forwarded) for i in special),
             return_exceptions=True,
         )
-        if plain:
-            await self._writer_ready()
-        mutators = [self._group_mutator(groups[i][0], groups[i][2], None) for i, _, _ in plain]
-        stored = await self.store.update_many_once(
-            [
-                (groups[i][0], groups[i][1], mutate, [r for _, r in groups[i][2] if r])
-                for (i, _, _), (mutate, _) in zip(plain, mutators, strict=True)
-            ]
-        )
+        mutators = [self._group_mutator(*groups[i], None) for i, _, _ in plain]
+        try:
+            if plain:
+                await self._writer_ready()
+            stored: list[Any] = await self.store.update_many_once(
+                [
+                    (groups[i][0], groups[i][1], mutate, _scoped_ids(*groups[i]))
+                    for (i, _, _), (mutate, _) in zip(plain, mutators, strict=True)
+                ]
+            )
+        except Exception as exc:  # the store failed the hand-over: every plain group
+            stored = [exc] * len(plain)
         # One MergeMany per other owner, carrying the delta of every group it owns.
         outgoing: dict[str, list[tuple[int, Merge]]] = {}
         deltas: dict[int, bytes] = {}
@@ -582,13 +586,8 @@ class Replication:
             if isinstance(outcome, Exception):
                 results[i] = outcome
                 continue
-            if captured["delta"] is None:
-                results[i] = UpdateResult(
-                    captured["state"], [self.node_id], [], self.node_id,
-                    captured["duplicates"], captured["errors"],
-                )  # fmt: skip
-                continue
-            deltas[i] = delta = encode(captured["delta"])
+            # All duplicates: replicate the current state (see update_group).
+            deltas[i] = delta = encode(captured["delta"] or captured["state"])
             for owner in plan.owners:
                 if owner != self.node_id:
                     outgoing.setdefault(owner, []).append(
@@ -683,10 +682,14 @@ class Replication:
             return [_group_result(r, owner) for r in reply.results]
 
         answers = await asyncio.gather(
-            run_here(), *(run_at(owner, keys) for owner, keys in elsewhere.items())
+            run_here(),
+            *(run_at(owner, keys) for owner, keys in elsewhere.items()),
+            return_exceptions=True,
         )
         by_key: dict[tuple[str, str], UpdateResult | BaseException] = {}
         for keys, outcomes in zip([here, *elsewhere.values()], answers, strict=True):
+            if isinstance(outcomes, BaseException):  # that part failed as a whole
+                outcomes = [outcomes] * len(keys)
             by_key.update(zip(keys, outcomes, strict=True))
         results: list[UpdateResult | BaseException] = [RuntimeError("unset")] * len(items)
         for key_id, members in groups.items():
@@ -1099,9 +1102,10 @@ class Replication:
         peer = coordinator.sync_partner(
             message.tier, message.pair, message.step.space, self.node_id
         )
-        # A session's steps share the space its first step built: the serving side
-        # takes one snapshot per session, as the initiator does, instead of reading
-        # and hashing every key of the pair once per step.
+        # A session's steps share the space its first step set up (the pair tree as
+        # refreshed then; other sessions may move it on meanwhile, which costs at most
+        # extra transfers -- convergence rests on the store-version "settled" check),
+        # instead of refreshing it for every step.
         session = (message.tier, peer, message.step.session)
         now = self._monotonic()
         cached = self._serving.get(session)
@@ -1255,6 +1259,16 @@ def _group_result(reply: ForwardGroupReply | Failure, owner: str) -> UpdateResul
         reply.duplicates,
         errors,
     )
+
+
+def _scoped(tier: str, key: str, request_id: str) -> str:
+    """The id a request id is remembered under: per key, so the same client id on
+    updates of two keys never makes one of them a duplicate."""
+    return f"{tier}\x00{key}\x00{request_id}"
+
+
+def _scoped_ids(tier: str, key: str, items: Sequence[tuple[Op | DocOp, str]]) -> list[str]:
+    return [_scoped(tier, key, rid) for _, rid in items if rid]
 
 
 def _failure(exc: BaseException) -> Failure:

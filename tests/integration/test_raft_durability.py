@@ -235,3 +235,31 @@ def test_votes_and_acks_leave_only_after_fsync(tmp_path: Any) -> None:
 def test_the_check_catches_messages_sent_before_the_fsync(tmp_path: Any) -> None:
     inspector = run_cluster(tmp_path, FlushBeforeSync)
     assert inspector.violations, "releasing messages before the fsync must be detected"
+
+
+def test_a_failed_leader_fsync_stops_raft_there_and_answers_nothing(tmp_path: Any) -> None:
+    """The leader's append-entries leave before its own fsync; if that fsync fails it
+    must not count its copy toward a commit on the next tick -- it stops instead."""
+    from tests.support.raft_cluster import leader_of, settled_leader, start_cluster
+
+    nodes = start_cluster(str(tmp_path), RaftConfig())
+    try:
+        leader = settled_leader(nodes)
+        journal = leader.journal
+        assert journal is not None
+
+        def broken(_fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        journal._fsync = broken  # type: ignore[method-assign]
+        answers: list[Any] = []
+        leader.propose(Txn(success=(PutOp("after-eio", b"v"),)), lambda r, e: answers.append(e))
+        others = {n: b for n, b in nodes.items() if b is not leader}
+        successor = leader_of(others, timeout=10)
+        time.sleep(0.3)
+        assert leader.failed is not None and leader.status().role == "unknown"
+        assert all(error is not None for error in answers), "acknowledged without its fsync"
+        assert successor.node_id != leader.node_id
+    finally:
+        for node in nodes.values():
+            node.stop()

@@ -100,8 +100,10 @@ def test_a_follower_reads_once_it_has_applied_the_leaders_index() -> None:
     reads.incoming.append(got)
     reads.incoming.append(got)  # two readers, one request
     reads.tick(FOLLOWER, t)
-    assert t.sent == [("n1", {"type": "read_index", "id": 1})]
-    t.read_replies.append((1, 15))
+    ((peer, ask),) = t.sent
+    assert peer == "n1" and ask["type"] == "read_index"
+    t.read_replies.append((ask["id"] - 1, 15))  # an answer to another request
+    t.read_replies.append((ask["id"], 15))
     reads.tick(replace(FOLLOWER, applied=14), t)
     assert got == []
     reads.tick(replace(FOLLOWER, applied=15), t)
@@ -115,9 +117,30 @@ def test_a_follower_read_fails_when_refused_or_without_a_leader() -> None:
     assert t.sent == [] and isinstance(got[0][1], NotLeaderError)
     reads.incoming.append(got)
     reads.tick(FOLLOWER, t)
-    t.read_replies.append((1, None))
+    t.read_replies.append((t.sent[-1][1]["id"], None))
     reads.tick(FOLLOWER, t)
     assert len(got) == 2 and isinstance(got[1][1], NotLeaderError)
+
+
+def test_request_ids_do_not_restart_at_the_same_number() -> None:
+    ids = set()
+    for _ in range(5):
+        reads, t = ReadIndex(timeout_s=1.0), FakeTransport()
+        reads.incoming.append(Answers())
+        reads.tick(FOLLOWER, t)
+        ids.add(t.sent[0][1]["id"])
+    assert len(ids) == 5, "a reply to an earlier process could match a new request"
+
+
+def test_reads_queued_before_the_terms_first_commit_time_out() -> None:
+    reads, t, got = ReadIndex(timeout_s=1.0), FakeTransport(), Answers()
+    early = replace(LEADER, own_term_committed=False)
+    reads.incoming.append(got)
+    reads.tick(early, t)
+    reads.tick(replace(early, now=0.9), t)
+    assert got == []
+    reads.tick(replace(early, now=1.0), t)
+    assert got[0][0] is None and isinstance(got[0][1], NotLeaderError)
 
 
 def test_a_single_node_confirms_alone() -> None:

@@ -17,15 +17,16 @@ import pytest
 from crdt import ORSet, PNCounter, decode, encode
 from gossip.messages import SyncBegin
 from node.api.status import status_for
-from node.errors import InvalidArgument, Outcome
+from node.errors import InvalidArgument, NodeError, Outcome
 from node.replication import codec, coordinator, driver
 from node.replication.driver import ALL, ONE, Replication
-from node.replication.errors import ForwardOutcomeUnknown, NoOwnerReachable
+from node.replication.errors import ForwardOutcomeUnknown, NoOwnerReachable, NotEnoughReplicas
 from node.replication.grpc_transport import GrpcTransport
 from node.replication.memory import MemoryNetwork, MemoryStore, MemoryTransport
 from node.replication.messages import (
     Failure,
     Forward,
+    ForwardGroup,
     Merge,
     MergeMany,
     MergeManyDone,
@@ -528,3 +529,70 @@ async def test_a_key_whose_owners_are_down_fails_only_its_own_items() -> None:
     )
     assert isinstance(results[0], NoOwnerReachable)
     assert not isinstance(results[1], NoOwnerReachable)
+
+
+class _BusyGroups(MemoryTransport):
+    """The first ForwardGroup gets a "not applied" answer without reaching the owner."""
+
+    def __init__(self, network: MemoryNetwork, self_id: str) -> None:
+        super().__init__(network, self_id)
+        self.busy = 1
+
+    async def call(self, peer: str, address: str, message: Request) -> Reply:
+        if isinstance(message, ForwardGroup) and self.busy:
+            self.busy -= 1
+            return Failure("Unavailable", Outcome.NOT_APPLIED, "busy")
+        return await super().call(peer, address, message)
+
+
+async def test_an_update_with_an_id_is_never_coordinated_by_another_owner() -> None:
+    """Its id is remembered where it was applied; a resend goes to the first owner, so
+    the second must not apply it when the first is busy (it would apply twice)."""
+    _, nodes = cluster(3, wrap={"n3": _BusyGroups})
+    first, second = coordinator.owners(TIERS["population"], KEY, nodes)
+    sender = next(n for n in nodes if n not in (first, second))
+    with pytest.raises(NodeError) as caught:
+        await nodes[sender].update_group("population", KEY, [(Op("counter_add", amount=3), "i")])
+    assert caught.value.outcome is Outcome.NOT_APPLIED
+    assert nodes[second].store.get("population", KEY) is None
+    retried = await nodes[sender].update_group(
+        "population", KEY, [(Op("counter_add", amount=3), "i")]
+    )
+    assert retried.coordinator == first and not retried.duplicate
+
+
+async def test_the_same_id_on_two_keys_applies_to_both() -> None:
+    _, nodes = cluster(3)
+    first = coordinator.owners(TIERS["population"], KEY, nodes)[0]
+    other = next(  # a key with the same first owner: one store sees both ids
+        k
+        for k in (f"job_resource_ledger/o-{i}" for i in range(100))
+        if coordinator.owners(TIERS["population"], k, nodes)[0] == first
+    )
+    results = await nodes[first].update_many(
+        [
+            ("population", KEY, Op("counter_add", amount=1), "shared-id"),
+            ("population", other, Op("counter_add", amount=1), "shared-id"),
+        ]
+    )
+    assert [r.duplicate for r in results] == [False, False]  # type: ignore[union-attr]
+
+
+async def test_a_resend_answered_as_duplicate_reaches_the_quorum_first() -> None:
+    """The first attempt was durable only on its coordinator (below quorum); the resend
+    is a duplicate, but is answered only once the value is on the owners."""
+    net, nodes = cluster(3)
+    first, second = coordinator.owners(TIERS["population"], KEY, nodes)
+    third = next(n for n in nodes if n not in (first, second))
+    net.down(second)
+    net.down(third)
+    item = [("population", KEY, Op("counter_add", amount=4), "once")]
+    (failed,) = await nodes[first].update_many(item)
+    assert isinstance(failed, NotEnoughReplicas)
+    net.up(second)
+    net.up(third)
+    (again,) = await nodes[first].update_many(item)
+    assert not isinstance(again, BaseException) and again.duplicate
+    assert sorted(again.replicas) == sorted([first, second])
+    copy = nodes[second].store.get("population", KEY)
+    assert copy is not None and decode(copy).value() == 4
