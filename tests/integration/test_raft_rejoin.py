@@ -11,7 +11,6 @@ leader's lower-term append-entries at that node, so without the term notice
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any
@@ -21,34 +20,20 @@ import pytest
 from consensus.raft.backend import RaftBackend, RaftConfig
 from consensus.raft.transport import HeldTransport
 from consensus.statemachine import PutOp, Txn
+from tests.support.raft_cluster import start_cluster
 
 pytestmark = pytest.mark.integration
 
 
 def cluster(tmp_path: Any, config: RaftConfig) -> tuple[dict[str, RaftBackend], set[str]]:
-    ids = ["n1", "n2", "n3"]
-    nodes: dict[str, RaftBackend] = {}
+    """n1..n3; a node in the returned set is cut off from the others."""
     cut: set[str] = set()
-
-    def sender_for(src: str) -> Any:
-        def send(dst: str, frames: list[bytes]) -> None:
-            if src not in cut and dst not in cut:
-                nodes[dst].deliver(src, frames)
-
-        return send
-
-    for node_id in ids:
-        nodes[node_id] = RaftBackend(
-            node_id,
-            [p for p in ids if p != node_id],
-            os.path.join(str(tmp_path), node_id),
-            sender=sender_for(node_id),
-            config=config,
-        )
-    for node in nodes.values():
-        node.start()
-        for peer in node.peer_ids:
-            node.peer_up(peer)
+    nodes = start_cluster(
+        str(tmp_path),
+        config,
+        deliver_if=lambda src, dst: src not in cut and dst not in cut,
+        wait_for_leader=False,
+    )
     return nodes, cut
 
 

@@ -7,24 +7,31 @@ import functools
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from consensus.raft.backend import RaftBackend, RaftConfig
 
 
 def start_cluster(
-    root: str, config: RaftConfig, blocked: set[tuple[str, str]] | None = None
+    root: str,
+    config: RaftConfig,
+    blocked: set[tuple[str, str]] | None = None,
+    *,
+    deliver_if: Callable[[str, str], bool] | None = None,
+    wait_for_leader: bool = True,
 ) -> dict[str, RaftBackend]:
-    """Start n1..n3 under ``root`` and wait until one of them leads. Messages from
-    ``a`` to ``b`` are dropped while ``(a, b)`` is in ``blocked`` (a partition the
-    test may change at any time)."""
+    """Start n1..n3 under ``root`` (and, unless told not to, wait until one of them
+    leads). Messages from ``a`` to ``b`` are dropped while ``(a, b)`` is in
+    ``blocked``, or ``deliver_if(a, b)`` is false (a partition the test may change at
+    any time)."""
     ids = ["n1", "n2", "n3"]
     nodes: dict[str, RaftBackend] = {}
     cut = blocked if blocked is not None else set()
 
     def sender_for(src: str) -> Any:
         def send(dst: str, frames: list[bytes]) -> None:
-            if (src, dst) not in cut:
+            if (src, dst) not in cut and (deliver_if is None or deliver_if(src, dst)):
                 nodes[dst].deliver(src, frames)
 
         return send
@@ -41,7 +48,8 @@ def start_cluster(
         node.start()
         for peer in node.peer_ids:
             node.peer_up(peer)
-    leader_of(nodes)
+    if wait_for_leader:
+        leader_of(nodes)
     return nodes
 
 
