@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
 	test-integration client check lint typecheck imports coverage clean bench bench-http chaos monitor \
-	monitor-stop
+	monitor-stop bench-ab bench-population
 
 help:
 	@echo "make cluster          start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
@@ -30,6 +30,8 @@ help:
 	@echo "make chaos            faults x real cluster, checked (DURATION, FAULTS, SEED, FAILOVER_TRIALS)"
 	@echo "make bench            Tadpole (Raft, etcd backend) vs etcd vs raw pysyncobj; BENCH_ARGS=--help"
 	@echo "make bench-http       HTTP vs gRPC per request, SSE fan-out (part of make bench)"
+	@echo "make bench-ab REF=c   this tree vs commit c (ops/s, CPU, Raft calls, fsyncs per op, idle)"
+	@echo "make bench-population Tiers.Update vs UpdateMany batches against make cluster"
 	@echo "make venv / clean     create $(VENV) from constraints.txt / remove it and all caches"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -192,6 +194,20 @@ bench: $(VENV)/.bench-installed
 # The HTTP face against gRPC, and SSE fan-out (also the last part of `make bench`).
 bench-http: venv
 	$(PY) bench/http_bench.py $(HTTP_BENCH_ARGS)
+
+# This tree's system tier against commit $(REF), alternating fresh clusters in one run
+# (a worktree of REF is made in $TMPDIR, default /tmp, as tadpole-ref-<commit>).
+REF ?= HEAD~1
+AB_ARGS ?=
+bench-ab: venv
+	@ref=$$(git rev-parse --short $(REF)) && dir=$${TMPDIR:-/tmp}/tadpole-ref-$$ref && \
+	if [ ! -d $$dir ]; then git worktree add -f --detach $$dir $$ref >/dev/null; fi && \
+	$(PY) bench/ab.py --ref $$dir $(AB_ARGS)
+
+# Population updates one per call and in UpdateMany batches, against `make cluster`.
+POPULATION_ARGS ?=
+bench-population: venv
+	$(PY) bench/population_bench.py $(POPULATION_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLUSTER_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info
