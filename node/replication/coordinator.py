@@ -386,7 +386,6 @@ def pair_keys(
     self_id: str,
     peer: str,
     live: Iterable[str],
-    place: Callable[[TierSpec, str, Iterable[str]], list[str]] = owners,
 ) -> list[tuple[str, bytes]]:
     """The pair space: the ``(key, digest)`` items placement gives to both nodes.
 
@@ -395,7 +394,7 @@ def pair_keys(
     owners as a stray instead, :func:`stray_round`.)"""
     ids = list(live)
     both = {self_id, peer}
-    return [(k, d) for k, d in items if both <= set(place(spec, k, ids))]
+    return [(k, d) for k, d in items if both <= set(owners(spec, k, ids))]
 
 
 def sync_partner(tier: str, pair: tuple[str, str], space: str, self_id: str) -> str:

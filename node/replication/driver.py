@@ -73,7 +73,7 @@ from typing import Any, TypeVar
 from crdt import CRDTBase, CRDTError, HybridLogicalClock, decode, encode
 from gossip.antientropy import SyncPeer
 from gossip.errors import GossipError
-from gossip.messages import SyncBegin, SyncDone, SyncMessage
+from gossip.messages import SyncMessage
 from node.errors import InvalidArgument, NodeError, NotFound, ReplicationError
 from node.replication import codec, coordinator
 from node.replication.batcher import MergeBatcher
@@ -239,8 +239,6 @@ class Replication:
         # tier -> its pair-space Merkle trees, kept current from the store's change feed
         self._pair_trees: dict[str, PairTrees] = {}
 
-        # (tier, peer, session) -> the pair space serving that session, built when
-        self._serving: dict[tuple[str, str, int], tuple[PairSpace, float]] = {}
         self._clock_ns = clock_ns
         self._monotonic = monotonic
         self.archive_dir = archive_dir
@@ -1102,26 +1100,9 @@ class Replication:
         peer = coordinator.sync_partner(
             message.tier, message.pair, message.step.space, self.node_id
         )
-        # A session's steps share the space its first step set up (the pair tree as
-        # refreshed then; other sessions may move it on meanwhile, which costs at most
-        # extra transfers -- convergence rests on the store-version "settled" check),
-        # instead of refreshing it for every step.
-        session = (message.tier, peer, message.step.session)
-        now = self._monotonic()
-        cached = self._serving.get(session)
-        if cached is None or isinstance(message.step, SyncBegin):
-            for stale in [s for s, (_, at) in self._serving.items() if now - at > SESSION_KEEP_S]:
-                del self._serving[stale]
-            if len(self._serving) >= MAX_SERVED_SESSIONS:
-                self._serving.pop(next(iter(self._serving)))
-            space = self._space(message.tier, peer, self.live())
-            self._serving[session] = (space, now)
-        else:
-            space = cached[0]
+        space = self._space(message.tier, peer, self.live())
         response = SyncPeer({space.name: space}).handle(message.step)
         await space.flush()
-        if response is None or isinstance(response, SyncDone):
-            self._serving.pop(session, None)
         return SyncReply(response)
 
     async def compact_population(self) -> int:
@@ -1243,8 +1224,6 @@ class Replication:
 
 
 MAX_CHANGES_PAGE = 1000  # feed entries one Changes request may ask for
-SESSION_KEEP_S = 30.0  # a served anti-entropy session's space is dropped after this
-MAX_SERVED_SESSIONS = 64
 
 
 def _group_result(reply: ForwardGroupReply | Failure, owner: str) -> UpdateResult | BaseException:

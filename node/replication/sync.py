@@ -1,8 +1,9 @@
 """The pair space: gossip's ``SyncStore`` over the keys of one tier two nodes both own.
 
-:func:`node.replication.coordinator.pair_keys` decides which keys are in it; this class
-holds their Merkle tree for one session and makes the values the session brings in
-durable. ``SyncStore.merge_values`` is synchronous in the protocol, so received values
+:func:`node.replication.coordinator.pair_keys` says which keys are in it;
+:class:`PairTrees` keeps their Merkle tree current from the store's change feed, and
+:class:`PairSpace` serves one session over it and makes the values the session brings
+in durable. ``SyncStore.merge_values`` is synchronous in the protocol, so received values
 are queued and joined into the store by :meth:`PairSpace.flush`, which the driver awaits
 after every protocol step, before the next message is sent.
 """
@@ -29,15 +30,13 @@ class PairSpace:
         merge: MergeLocal,
         tier: str,
         name: str,
-        items: list[tuple[str, bytes]] | MerkleTree,
+        tree: MerkleTree,
     ) -> None:
         self._store = store
         self._merge = merge
         self.tier = tier
         self.name = name
-        self._tree = (
-            items if isinstance(items, MerkleTree) else MerkleTree.from_items(items, MERKLE_LAYOUT)
-        )
+        self._tree = tree  # a PairTrees tree: kept current, and joins made here go in it
         self._pending: dict[str, bytes] = {}
         self.merged = 0  # values received and joined in
         self.served = 0  # values sent to the other side

@@ -29,6 +29,7 @@ import pytest
 from consensus.raft.backend import RaftBackend, RaftConfig
 from consensus.raft.journal import MAGIC
 from consensus.statemachine import PutOp, Txn
+from tests.support.raft_cluster import leader_of, settled_leader, start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -122,30 +123,15 @@ def run_cluster(tmp_path: Any, backend_class: type[RaftBackend]) -> Inspector:
     root = str(tmp_path)
     ids = ["n1", "n2", "n3"]
     inspector = Inspector(root)
-    nodes: dict[str, RaftBackend] = {}
     alive = set(ids)
-
-    def sender_for(src: str) -> Any:
-        def send(dst: str, frames: list[bytes]) -> None:
-            inspector.check(src, frames)
-            if src in alive and dst in alive:
-                nodes[dst].deliver(src, frames)
-
-        return send
-
-    config = RaftConfig(election_timeout_min_s=0.15, election_timeout_max_s=0.3)
-    for node_id in ids:
-        nodes[node_id] = backend_class(
-            node_id,
-            [p for p in ids if p != node_id],
-            os.path.join(root, node_id),
-            sender=sender_for(node_id),
-            config=config,
-        )
-    for node in nodes.values():
-        node.start()
-        for peer in node.peer_ids:
-            node.peer_up(peer)
+    nodes = start_cluster(
+        root,
+        RaftConfig(election_timeout_min_s=0.15, election_timeout_max_s=0.3),
+        deliver_if=lambda src, dst: src in alive and dst in alive,
+        wait_for_leader=False,
+        on_send=inspector.check,
+        backend=backend_class,
+    )
 
     def leader() -> str | None:
         for node_id in alive:
@@ -240,8 +226,6 @@ def test_the_check_catches_messages_sent_before_the_fsync(tmp_path: Any) -> None
 def test_a_failed_leader_fsync_stops_raft_there_and_answers_nothing(tmp_path: Any) -> None:
     """The leader's append-entries leave before its own fsync; if that fsync fails it
     must not count its copy toward a commit on the next tick -- it stops instead."""
-    from tests.support.raft_cluster import leader_of, settled_leader, start_cluster
-
     nodes = start_cluster(str(tmp_path), RaftConfig())
     try:
         leader = settled_leader(nodes)

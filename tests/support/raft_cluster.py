@@ -20,24 +20,29 @@ def start_cluster(
     *,
     deliver_if: Callable[[str, str], bool] | None = None,
     wait_for_leader: bool = True,
+    on_send: Callable[[str, list[bytes]], None] | None = None,
+    backend: type[RaftBackend] = RaftBackend,
 ) -> dict[str, RaftBackend]:
     """Start n1..n3 under ``root`` (and, unless told not to, wait until one of them
     leads). Messages from ``a`` to ``b`` are dropped while ``(a, b)`` is in
     ``blocked``, or ``deliver_if(a, b)`` is false (a partition the test may change at
-    any time)."""
+    any time). ``on_send(a, frames)`` sees every batch as it leaves ``a``;
+    ``backend`` is the class each node runs."""
     ids = ["n1", "n2", "n3"]
     nodes: dict[str, RaftBackend] = {}
     cut = blocked if blocked is not None else set()
 
     def sender_for(src: str) -> Any:
         def send(dst: str, frames: list[bytes]) -> None:
+            if on_send is not None:
+                on_send(src, frames)
             if (src, dst) not in cut and (deliver_if is None or deliver_if(src, dst)):
                 nodes[dst].deliver(src, frames)
 
         return send
 
     for node_id in ids:
-        nodes[node_id] = RaftBackend(
+        nodes[node_id] = backend(
             node_id,
             [p for p in ids if p != node_id],
             os.path.join(root, node_id),
