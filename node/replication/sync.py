@@ -36,7 +36,10 @@ class PairSpace:
         self._merge = merge
         self.tier = tier
         self.name = name
-        self._tree = tree  # a PairTrees tree: kept current, and joins made here go in it
+        # A PairTrees tree. Joins made here reach it through the change feed at the
+        # next refresh, which places each key: a peer with another view of the live
+        # set may send keys outside this pair's space, and those must stay out of it.
+        self._tree = tree
         self._pending: dict[str, bytes] = {}
         self.merged = 0  # values received and joined in
         self.served = 0  # values sent to the other side
@@ -60,9 +63,7 @@ class PairSpace:
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
         for key, value in pending.items():
-            merged = await self._merge(self.tier, key, value)
-            if merged is not None:
-                self._tree.set(key, digest_of(merged))
+            await self._merge(self.tier, key, value)
             self.merged += 1
 
 

@@ -14,7 +14,7 @@ from gossip.merkle import MerkleTree
 from node.replication import coordinator
 from node.replication.memory import MemoryStore
 from node.replication.store import ReplicaStore, TierStore
-from node.replication.sync import MERKLE_LAYOUT, PairTrees
+from node.replication.sync import MERKLE_LAYOUT, PairSpace, PairTrees
 from node.tiers.ops import TIERS
 
 SPEC = TIERS["population"]
@@ -81,3 +81,33 @@ async def test_a_trimmed_feed_rebuilds(tmp_path: Path) -> None:
         assert trees.tree("n2").root() == scratch(store, "n2", live)
     finally:
         await store.aclose()
+
+
+async def test_a_session_never_puts_a_key_outside_the_pair_space_into_its_tree(
+    store: ReplicaStore,
+) -> None:
+    """A peer with another view of the live set may send a key this node holds but does
+    not share with that peer. Joining it changes nothing here (the same state), so the
+    feed records nothing; the tree must still not take the key in: a key left in a
+    pair tree that placement keeps out of it differs from the peer's tree forever, and
+    every session pushed it to a node that does not own it, which handed it back
+    (found by the chaos run, seed 202)."""
+    live = frozenset({"n1", "n2", "n3"})
+    outside = next(
+        f"job_resource_ledger/k{i}"
+        for i in range(100)
+        if set(place(f"job_resource_ledger/k{i}", live)) == {"n1", "n3"}
+    )
+    await store.update("population", outside, lambda _: b"same")
+    trees = PairTrees(store, "population", "n1")
+    trees.refresh(live, place)
+
+    async def merge(tier: str, key: str, value: bytes) -> bytes | None:
+        return await store.update(tier, key, lambda old: old if old is not None else value)
+
+    space = PairSpace(store, merge, "population", "population:n1:n2", trees.tree("n2"))
+    space.merge_values({outside: b"same"})
+    await space.flush()
+    trees.refresh(live, place)
+    assert trees.tree("n2").root() == scratch(store, "n2", live)
+    assert outside not in trees.strays
