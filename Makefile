@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
 	test-integration client check lint typecheck imports coverage clean bench bench-http chaos monitor \
-	monitor-stop bench-ab bench-population
+	monitor-stop bench-ab bench-population bench-instrumentation
 
 help:
 	@echo "make cluster          start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench-http       HTTP vs gRPC per request, SSE fan-out (part of make bench)"
 	@echo "make bench-ab REF=c   this tree vs commit c (ops/s, CPU, Raft calls, fsyncs per op, idle)"
 	@echo "make bench-population Tiers.Update vs UpdateMany batches against make cluster"
+	@echo "make bench-instrumentation  instrumentation cost per put, % of its server CPU"
 	@echo "make venv / clean     create $(VENV) from constraints.txt / remove it and all caches"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -208,6 +209,11 @@ bench-ab: venv
 POPULATION_ARGS ?=
 bench-population: venv
 	$(PY) bench/population_bench.py $(POPULATION_ARGS)
+
+# What /metrics instrumentation costs per put, as a share of the put's server CPU.
+INSTRUMENTATION_ARGS ?=
+bench-instrumentation: venv
+	$(PY) bench/instrumentation_cost.py $(INSTRUMENTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLUSTER_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -50,13 +50,15 @@ class SyncStore(Protocol):
     Contract:
 
     * ``tree`` is the store's :class:`MerkleTree`, kept current by the store itself on
-      every local write (``tree.set(key, digest_of(value))``) and by
-      :meth:`merge_values`. The same layout must be used by every replica of a space.
+      every local write (``tree.set(key, digest_of(value))``) and after
+      :meth:`merge_values` -- at once, or (as the node's pair spaces do, from a change
+      feed) before the next session. The same layout must be used by every replica of
+      a space.
     * :meth:`get_values` returns the current encoded value of each key it holds;
       absent keys are simply omitted (no error). The returned bytes are owned by the
       caller.
     * :meth:`merge_values` merges remote values into the store (CRDT merge, LWW, ...:
-      the store decides) and updates ``tree`` for every key whose value changed. It
+      the store decides); ``tree`` must reflect every key whose value changed. It
       must be idempotent and commutative for replicas to converge. It may raise only
       for a value it cannot decode; the session then fails with that error.
 

@@ -147,6 +147,7 @@ class _Probe:
     target: str
     timeout_at: float
     period_end: float
+    started: float = 0.0
     acked: bool = False
     indirect_sent: bool = False
     expected_nacks: int = 0
@@ -209,6 +210,9 @@ class Swim:
         self._delta_versions: dict[str, int] = {}
         self._events: list[MemberEvent | DeltaEvent] = []
         self.stats = _Stats()
+        # Called with (member, seconds) when a direct probe's ack arrives: the
+        # ping-to-ack round trip (an ack relayed after a PingReq is not one).
+        self.on_round_trip: Callable[[str, float], None] | None = None
         phase = rng.random()
         self._next_gossip = now + phase * config.gossip_interval_s
         self._next_probe = now + phase * config.probe_interval_s
@@ -447,6 +451,7 @@ class Swim:
             target.meta.node_id,
             timeout_at=now + self.config.probe_timeout_s * scale,
             period_end=self._next_probe,
+            started=now,
         )
         first: list[Update] = []
         if target.status is Status.SUSPECT:  # Lifeguard "buddy system": tell it directly
@@ -568,6 +573,8 @@ class Swim:
         p = self._probe
         if p is not None and p.seq == msg.seq and msg.src == p.target and not p.acked:
             p.acked = True
+            if self.on_round_trip is not None and not p.indirect_sent:
+                self.on_round_trip(p.target, now - p.started)
             self._probe = None  # done; the next probe waits for _next_probe
             self._set_awareness(self._awareness - 1)
         return []

@@ -32,14 +32,18 @@ from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.config import NodeConfig
 from node.http.app import HttpServer
+from node.observe.latency import BUCKETS as LATENCY_BUCKETS
 from node.observe.latency import LatencyInterceptor, RequestLatency
+from node.observe.view import Family
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import PeerAuthInterceptor
 from node.peer.cluster_metrics import ClusterMetrics
 from node.peer.gossip import GossipDriver
 from node.peer.links import RaftLink
+from node.peer.traffic import PeerTraffic
 from node.replication.driver import Replication
+from node.replication.grpc_transport import GrpcTransport
 from node.replication.store import TierStore
 from node.tiers.ops import TIERS
 
@@ -73,6 +77,7 @@ class NodeServer:
             )
             self.system, self._raft = raft_system, raft_system.raft
         self._cluster: ClusterServicer | None = None
+        self.traffic = PeerTraffic()  # bytes per peer and channel, SWIM round trips
         self.gossip = GossipDriver(
             node_id=config.node_id,
             address=config.address,
@@ -83,6 +88,7 @@ class NodeServer:
             tiers=["system", *TIERS],
             config=GossipConfig.lan(),
             role=lambda: self.system.info().role,
+            traffic=self.traffic,
         )
         self._health_servicer: health.aio.HealthServicer | None = None
         self.store: TierStore | None = None
@@ -90,6 +96,86 @@ class NodeServer:
         self.metrics = ClusterMetrics(config.node_id, self.gossip)
         self.latency = RequestLatency()
         self.http = HttpServer(self, config.http_listen) if config.http_listen else None
+
+    def load(self) -> dict[str, Any]:
+        """The load fields of ``Cluster.Status``: calls served per method since start
+        (the latency histogram's buckets), CPU seconds and resident memory."""
+        return {
+            "load": [
+                pb.MethodLoad(method=method, count=count, seconds=seconds, buckets=buckets)
+                for method, count, seconds, buckets in self.latency.load()
+            ],
+            "latency_bounds": LATENCY_BUCKETS,
+            "cpu_seconds": time.process_time(),
+            "rss_bytes": _resident_bytes(),
+        }
+
+    def families(self) -> list[Family]:
+        """Counters and gauges of the internals, and the per-peer round trips."""
+        out: list[Family] = []
+        if isinstance(self.system, RaftSystem):
+            out += [
+                Family(
+                    "tadpole_raft_proposals_pending",
+                    "Writes proposed through this node, not yet committed or failed",
+                    "gauge", samples=(((), self.system.proposals_pending),),
+                ),
+                Family(
+                    "tadpole_raft_proposals_failed_total",
+                    "Writes proposed here that ended without a result (timeout, no leader, "
+                    "leadership lost, journal failure)",
+                    "counter", samples=(((), self.system.proposals_failed),),
+                ),
+            ]  # fmt: skip
+        peer_labels = ("peer", "channel")
+        out += [
+            Family(
+                "tadpole_peer_sent_bytes_total",
+                "Payload bytes sent to each peer, per channel (raft, replica, gossip)",
+                "counter", peer_labels,
+                tuple((key, n) for key, n in sorted(self.traffic.bytes_sent().items())),
+            ),
+            Family(
+                "tadpole_peer_received_bytes_total",
+                "Payload bytes received from each peer, per channel",
+                "counter", peer_labels,
+                tuple((key, n) for key, n in sorted(self.traffic.bytes_received().items())),
+            ),
+            Family(
+                "tadpole_peer_rtt_seconds",
+                "SWIM probe round trip to each peer (ping to ack, direct probes)",
+                "histogram", ("peer",),
+                tuple(((peer,), h) for peer, h in sorted(self.traffic.round_trips().items())),
+            ),
+        ]  # fmt: skip
+        gossip = self.gossip.counts()
+        for name, key, doc in (
+            ("tadpole_gossip_suspicions_total", "suspicions_raised",
+             "Probes of this node that ended in suspecting a member"),
+            ("tadpole_gossip_refutations_total", "refutations",
+             "Times this node refuted a suspicion or death notice about itself"),
+            ("tadpole_gossip_deaths_declared_total", "deaths_declared",
+             "Suspicions this node confirmed as deaths"),
+        ):  # fmt: skip
+            out.append(Family(name, doc, "counter", samples=(((), gossip.get(key, 0)),)))
+        r = self.replication
+        if r is not None:
+            for name, value, doc in (
+                ("tadpole_antientropy_keys_repaired_total", r.synced_keys,
+                 "Values anti-entropy sessions started here sent or joined"),
+                ("tadpole_antientropy_tiers_skipped_total", r.rounds_skipped,
+                 "Tiers an anti-entropy round skipped as settled (nothing changed)"),
+                ("tadpole_strays_handed_off_total", r.strays_handed_off,
+                 "Copies of keys this node does not own, handed to their owners and dropped"),
+                ("tadpole_hints_delivered_total", r.handed_off,
+                 "Hinted writes delivered to their owners"),
+                ("tadpole_read_repairs_total", r.repaired, "Copies fixed by read repair"),
+                ("tadpole_divergent_keys_detected_total", r.divergence.detected,
+                 "Keys found differing from an owner after anti-entropy joined them "
+                 "(the invariant check; should stay 0)"),
+            ):  # fmt: skip
+                out.append(Family(name, doc, "counter", samples=(((), value),)))
+        return out
 
     def histograms(self) -> list[tuple[str, str, Histogram]]:
         """The durability histograms /metrics exports: (metric name, help, histogram)."""
@@ -188,6 +274,7 @@ class NodeServer:
             self.started_at,
             self.gossip,
             tier_health=lambda: tier_health(self.replication) if self.replication else [],
+            load=self.load,
         )
         pb_grpc.add_KVServicer_to_server(KVServicer(cfg, self.system, self.metrics), server)
         pb_grpc.add_ClusterServicer_to_server(self._cluster, server)
@@ -201,6 +288,7 @@ class NodeServer:
             archive_dir=os.path.join(cfg.data_path, "archive"),
             compaction_interval_s=cfg.retention_interval_s,
             cluster_size=len(cfg.peers) + 1,
+            transport=GrpcTransport(cfg.node_id, token, traffic=self.traffic),
         )
         pb_grpc.add_TiersServicer_to_server(TiersServicer(self.replication, self.metrics), server)
         pb_grpc.add_DocumentsServicer_to_server(DocumentsServicer(self.replication), server)
@@ -211,6 +299,7 @@ class NodeServer:
                 self.gossip,
                 self.replication,
                 send_raft=self._send_raft,
+                traffic=self.traffic,
             ),
             server,
         )
@@ -223,7 +312,9 @@ class NodeServer:
         await self.system.start()
         if self._raft is not None:
             for peer_id, address in cfg.peers.items():
-                link = RaftLink(cfg.node_id, peer_id, address, token, self._raft)
+                link = RaftLink(
+                    cfg.node_id, peer_id, address, token, self._raft, traffic=self.traffic
+                )
                 self._links[peer_id] = link
                 link.start()
         await server.start()
@@ -280,3 +371,15 @@ def run_node(config: NodeConfig) -> None:
     # commit. 0.5 ms keeps hand-offs short at a small throughput cost.
     sys.setswitchinterval(config.gil_switch_interval_s)
     asyncio.run(NodeServer(config).serve_forever())
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _resident_bytes() -> int:
+    """This process's resident set (Linux ``/proc/self/statm``); 0 where there is none."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -65,6 +65,11 @@ class RaftSystem:
         # For /metrics: a write proposed through this node, from proposal until it
         # is committed and applied here (what its caller waits). Event loop only.
         self.commit_seconds = Histogram(COMMIT_BUCKETS)
+        # Writes proposed here and not settled yet, and those that ended without a
+        # result (not committed in time, no leader, leadership lost, the journal
+        # failed); a txn whose compare failed is a result, not a failure. Loop only.
+        self.proposals_pending = 0
+        self.proposals_failed = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -99,16 +104,23 @@ class RaftSystem:
                 self.loop.call_soon_threadsafe(self._drain_completions)
 
         started = time.perf_counter()
-        self.raft.propose(command, done)
+        self.proposals_pending += 1
         try:
+            self.raft.propose(command, done)
             # asyncio.timeout, not wait_for: no extra task per write. A caller that
             # gives up cancels ``future``; a late outcome then finds it done.
             async with asyncio.timeout(timeout):
                 result = await future
         except TimeoutError:
+            self.proposals_failed += 1
             raise ProposalTimeout(
                 f"not committed within {timeout:.3g} s; it may still be applied"
             ) from None
+        except ProposalError:
+            self.proposals_failed += 1
+            raise
+        finally:
+            self.proposals_pending -= 1
         self.commit_seconds.observe(time.perf_counter() - started)
         return result
 

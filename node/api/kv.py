@@ -317,9 +317,11 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         started_at: float,
         gossip: GossipDriver | None = None,
         tier_health: Callable[[], list[Any]] | None = None,
+        load: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(config, system)
         self._started_at = started_at
+        self._load = load  # StatusResponse's load fields (see NodeServer.load)
         self._gossip = gossip
         self._tier_health = tier_health
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -348,6 +350,7 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
             data_dir=self.config.data_path,
             system_backend=self.system.name,
             tiers=self._tier_health() if self._tier_health is not None else [],
+            **(self._load() if self._load is not None else {}),
         )
 
     async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -17,6 +17,7 @@ from consensus.raft.backend import RaftBackend
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.gossip import GossipDriver, GossipServicerMixin
+from node.peer.traffic import PeerTraffic
 from node.replication.driver import Replication
 
 __all__ = ["PeerServicer"]
@@ -36,12 +37,14 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         replication: Replication | None = None,
         *,
         send_raft: Callable[[str, list[bytes]], None],
+        traffic: PeerTraffic | None = None,
     ) -> None:
         self._backend = backend
         self._send_raft = send_raft  # the Raft links, for answers that came too late
         self._peer_ids = peer_ids
         self.gossip = gossip
         self._replication = replication
+        self._traffic = traffic
 
     async def Replica(
         self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
@@ -50,6 +53,9 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
             await context.abort(grpc.StatusCode.UNAVAILABLE, "tiers are not served here")
         assert self._replication is not None
         payload = await self._replication.on_replica(request.payload)
+        if self._traffic is not None:
+            self._traffic.received(request.from_id, "replica", len(request.payload))
+            self._traffic.sent(request.from_id, "replica", len(payload))
         return pb.PeerMessage(from_id=self._replication.node_id, payload=payload)
 
     async def Raft(self, request: pb.RaftBatch, context: grpc.aio.ServicerContext) -> pb.RaftAck:
@@ -64,10 +70,16 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
                 grpc.StatusCode.PERMISSION_DENIED, f"{request.from_id!r} is not a configured peer"
             )
         frames = list(request.frames)
+        traffic = self._traffic
+        if traffic is not None:
+            traffic.received(request.from_id, "raft", sum(map(len, frames)))
         if not (request.want_replies and frames):
             self._backend.deliver(request.from_id, frames)
             return pb.RaftAck()
-        return pb.RaftAck(frames=await self._exchange(request.from_id, frames))
+        answers = await self._exchange(request.from_id, frames)
+        if traffic is not None:
+            traffic.sent(request.from_id, "raft", sum(map(len, answers)))
+        return pb.RaftAck(frames=answers)
 
     async def _exchange(self, peer: str, frames: list[bytes]) -> list[bytes]:
         """Deliver ``frames`` and wait (briefly) for the answers the Raft thread has for

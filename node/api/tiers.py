@@ -198,6 +198,7 @@ def tier_health(replication: Replication) -> list[Any]:
                 rf=spec.rf or len(replication.live()),
                 local_keys=replication.store.count(name),
                 under_replicated=h.under_replicated if h else 0,
+                divergent=h.divergent if h else 0,
                 hints_pending=pending.get(name, 0),
                 last_sync_age_s=(now_mono - h.last_round) if h else -1.0,
                 oldest_hint_age_s=(now_ns - oldest[name]) / 1e9 if name in oldest else 0.0,

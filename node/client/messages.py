@@ -38,6 +38,7 @@ from node.client.types import (
     MapRemove,
     MapSet,
     Member,
+    MethodLoad,
     NodeStatus,
     PutOp,
     PutResult,
@@ -313,6 +314,18 @@ def status(resp: Any) -> NodeStatus:
         leader_id=str(resp.header.leader_id),
         revision=int(resp.header.revision),
         tiers=_tier_rows(resp.tiers),
+        load=tuple(
+            MethodLoad(
+                method=str(m.method),
+                count=int(m.count),
+                seconds=float(m.seconds),
+                buckets=tuple(int(b) for b in m.buckets),
+            )
+            for m in resp.load
+        ),
+        latency_bounds=tuple(float(b) for b in resp.latency_bounds),
+        cpu_seconds=float(resp.cpu_seconds),
+        rss_bytes=int(resp.rss_bytes),
     )
 
 
@@ -472,6 +485,7 @@ def _tier_rows(tiers: Iterable[Any]) -> tuple[TierReplicaStatus, ...]:
             hints_pending=int(t.hints_pending),
             last_sync_age_s=float(t.last_sync_age_s),
             oldest_hint_age_s=float(t.oldest_hint_age_s),
+            divergent=int(t.divergent),
         )
         for t in tiers
     )

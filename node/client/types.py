@@ -43,6 +43,7 @@ __all__ = [
     "MapRemove",
     "MapSet",
     "Member",
+    "MethodLoad",
     "NodeStatus",
     "PutOp",
     "PutResult",
@@ -241,6 +242,23 @@ class NodeStatus:
     revision: int
     # Replication health of the CRDT tiers as this node sees it.
     tiers: tuple[TierReplicaStatus, ...] = ()
+    # Load since the node started (``tadpole top`` differences two samples).
+    load: tuple[MethodLoad, ...] = ()
+    latency_bounds: tuple[float, ...] = ()  # upper bounds of MethodLoad.buckets (s)
+    cpu_seconds: float = 0.0
+    rss_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MethodLoad:
+    """Calls of one gRPC method a node has served since it started: how many, their
+    total duration, and how many fell in each latency bucket (``NodeStatus.latency_bounds``,
+    then +Inf; not cumulative)."""
+
+    method: str
+    count: int
+    seconds: float
+    buckets: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +527,9 @@ class TierReplicaStatus:
     hints_pending: int
     last_sync_age_s: float
     oldest_hint_age_s: float = 0.0
+    # Keys found differing from an owner in two sessions running, this copy unchanged
+    # in between: replicas that do not converge (should always be 0).
+    divergent: int = 0
 
 
 @dataclass(frozen=True, slots=True)

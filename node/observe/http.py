@@ -25,8 +25,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from consensus.durable import Histogram
 from node.api.tiers import tier_health
-from node.observe.view import NodeView
+from node.observe.view import Family, NodeView
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +93,53 @@ class NodeCollector(Collector):
                 "tadpole_tier_replica_lag_seconds", "Age of the oldest pending hint",
                 labels=["tier"],
             )  # fmt: skip
+            divergent = GaugeMetricFamily(
+                "tadpole_tier_divergent_keys",
+                "Keys the last anti-entropy round found differing from an owner again, "
+                "this copy unchanged since the previous session joined them (should be 0)",
+                labels=["tier"],
+            )
             for row in tier_health(node.replication):
                 keys.add_metric([row.tier], float(row.local_keys))
                 under.add_metric([row.tier], float(row.under_replicated))
                 hints.add_metric([row.tier], float(row.hints_pending))
                 lag.add_metric([row.tier], float(row.oldest_hint_age_s))
-            yield from (keys, under, hints, lag)
+                divergent.add_metric([row.tier], float(row.divergent))
+            yield from (keys, under, hints, lag, divergent)
         yield from node.latency.metrics()
         for name, doc, histogram in node.histograms():
-            buckets, total = histogram.snapshot()
             family = HistogramMetricFamily(name, doc)
-            family.add_metric(
-                [],
-                [("+Inf" if b == float("inf") else repr(b), c) for b, c in buckets],
-                total,
-            )
+            _add_histogram(family, [], histogram)
             yield family
+        for f in node.families():
+            yield _family(f)
         log.debug("node %s scraped", node_id)
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
+    buckets, total = histogram.snapshot()
+    family.add_metric(
+        labels, [("+Inf" if b == float("inf") else repr(b), c) for b, c in buckets], total
+    )
+
+
+def _family(f: Family) -> Metric:
+    labels = list(f.labels)
+    if f.kind == "histogram":
+        histograms = HistogramMetricFamily(f.name, f.doc, labels=labels)
+        for values, histogram in f.samples:
+            assert isinstance(histogram, Histogram)
+            _add_histogram(histograms, list(values), histogram)
+        return histograms
+    family: CounterMetricFamily | GaugeMetricFamily
+    if f.kind == "counter":
+        family = CounterMetricFamily(f.name, f.doc, labels=labels)
+    else:
+        family = GaugeMetricFamily(f.name, f.doc, labels=labels)
+    for values, value in f.samples:
+        assert not isinstance(value, Histogram)
+        family.add_metric(list(values), float(value))
+    return family
 
 
 class MetricsEndpoints:

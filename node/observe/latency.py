@@ -41,6 +41,14 @@ class RequestLatency:
         counts[bisect.bisect_left(BUCKETS, seconds)] += 1
         self._sums[method] += seconds
 
+    def load(self) -> list[tuple[str, int, float, list[int]]]:
+        """``(method, calls, total seconds, calls per bucket)`` per method, buckets
+        not cumulative and +Inf last (``Cluster.Status`` carries them to ``tadpole top``)."""
+        return [
+            (method, sum(counts), self._sums[method], list(counts))
+            for method, counts in sorted(self._counts.items())
+        ]
+
     def metrics(self) -> Iterator[HistogramMetricFamily]:
         family = HistogramMetricFamily(
             "tadpole_request_duration_seconds",

@@ -10,7 +10,8 @@ Every member is read at scrape time, on the node's event loop; none may block.
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from consensus.backend import BackendInfo
 from consensus.durable import Histogram
@@ -18,7 +19,20 @@ from gossip.swim import MemberView
 from node.observe.latency import RequestLatency
 from node.replication.driver import Replication
 
-__all__ = ["CountsView", "IdentityView", "MembersView", "NodeView", "SystemView"]
+__all__ = ["CountsView", "Family", "IdentityView", "MembersView", "NodeView", "SystemView"]
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family of the node's internals, as /metrics exports it: each sample
+    is its label values (in ``labels`` order) and a number, or a :class:`Histogram`.
+    A counter's name ends in ``_total``."""
+
+    name: str
+    doc: str
+    kind: Literal["gauge", "counter", "histogram"]
+    labels: tuple[str, ...] = ()
+    samples: tuple[tuple[tuple[str, ...], float | Histogram], ...] = ()
 
 
 class IdentityView(Protocol):
@@ -62,6 +76,10 @@ class NodeView(Protocol):
 
     def histograms(self) -> list[tuple[str, str, Histogram]]:
         """Durability histograms to export: (metric name, help, histogram)."""
+        ...
+
+    def families(self) -> list[Family]:
+        """Counters, gauges and labelled histograms of the node's internals."""
         ...
 
     @property

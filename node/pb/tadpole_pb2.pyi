@@ -312,7 +312,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("header", "id", "raft_role", "term", "commit_index", "applied_index", "log_entries", "keys", "has_quorum", "version", "uptime_s", "data_dir", "system_backend", "tiers")
+    __slots__ = ("header", "id", "raft_role", "term", "commit_index", "applied_index", "log_entries", "keys", "has_quorum", "version", "uptime_s", "data_dir", "system_backend", "tiers", "load", "latency_bounds", "cpu_seconds", "rss_bytes")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     RAFT_ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -327,6 +327,10 @@ class StatusResponse(_message.Message):
     DATA_DIR_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_BACKEND_FIELD_NUMBER: _ClassVar[int]
     TIERS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
     id: str
     raft_role: str
@@ -341,7 +345,23 @@ class StatusResponse(_message.Message):
     data_dir: str
     system_backend: str
     tiers: _containers.RepeatedCompositeFieldContainer[TierReplicaStatus]
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., id: _Optional[str] = ..., raft_role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., log_entries: _Optional[int] = ..., keys: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., data_dir: _Optional[str] = ..., system_backend: _Optional[str] = ..., tiers: _Optional[_Iterable[_Union[TierReplicaStatus, _Mapping]]] = ...) -> None: ...
+    load: _containers.RepeatedCompositeFieldContainer[MethodLoad]
+    latency_bounds: _containers.RepeatedScalarFieldContainer[float]
+    cpu_seconds: float
+    rss_bytes: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., id: _Optional[str] = ..., raft_role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., log_entries: _Optional[int] = ..., keys: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., data_dir: _Optional[str] = ..., system_backend: _Optional[str] = ..., tiers: _Optional[_Iterable[_Union[TierReplicaStatus, _Mapping]]] = ..., load: _Optional[_Iterable[_Union[MethodLoad, _Mapping]]] = ..., latency_bounds: _Optional[_Iterable[float]] = ..., cpu_seconds: _Optional[float] = ..., rss_bytes: _Optional[int] = ...) -> None: ...
+
+class MethodLoad(_message.Message):
+    __slots__ = ("method", "count", "seconds", "buckets")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    count: int
+    seconds: float
+    buckets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, method: _Optional[str] = ..., count: _Optional[int] = ..., seconds: _Optional[float] = ..., buckets: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TransferLeadershipRequest(_message.Message):
     __slots__ = ("target_id",)
@@ -514,7 +534,7 @@ class TierStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TierReplicaStatus(_message.Message):
-    __slots__ = ("tier", "rf", "local_keys", "under_replicated", "hints_pending", "last_sync_age_s", "oldest_hint_age_s")
+    __slots__ = ("tier", "rf", "local_keys", "under_replicated", "hints_pending", "last_sync_age_s", "oldest_hint_age_s", "divergent")
     TIER_FIELD_NUMBER: _ClassVar[int]
     RF_FIELD_NUMBER: _ClassVar[int]
     LOCAL_KEYS_FIELD_NUMBER: _ClassVar[int]
@@ -522,6 +542,7 @@ class TierReplicaStatus(_message.Message):
     HINTS_PENDING_FIELD_NUMBER: _ClassVar[int]
     LAST_SYNC_AGE_S_FIELD_NUMBER: _ClassVar[int]
     OLDEST_HINT_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    DIVERGENT_FIELD_NUMBER: _ClassVar[int]
     tier: str
     rf: int
     local_keys: int
@@ -529,7 +550,8 @@ class TierReplicaStatus(_message.Message):
     hints_pending: int
     last_sync_age_s: float
     oldest_hint_age_s: float
-    def __init__(self, tier: _Optional[str] = ..., rf: _Optional[int] = ..., local_keys: _Optional[int] = ..., under_replicated: _Optional[int] = ..., hints_pending: _Optional[int] = ..., last_sync_age_s: _Optional[float] = ..., oldest_hint_age_s: _Optional[float] = ...) -> None: ...
+    divergent: int
+    def __init__(self, tier: _Optional[str] = ..., rf: _Optional[int] = ..., local_keys: _Optional[int] = ..., under_replicated: _Optional[int] = ..., hints_pending: _Optional[int] = ..., last_sync_age_s: _Optional[float] = ..., oldest_hint_age_s: _Optional[float] = ..., divergent: _Optional[int] = ...) -> None: ...
 
 class TierStatusResponse(_message.Message):
     __slots__ = ("member_id", "tiers")

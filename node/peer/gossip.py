@@ -36,6 +36,7 @@ from gossip.swim import DeltaEvent, MemberView, Outgoing, Swim
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
+from node.peer.traffic import PeerTraffic
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class GossipDriver:
         config: GossipConfig | None = None,
         role: Callable[[], str] = lambda: "",
         sync_handler: Callable[[bytes], bytes] | None = None,
+        traffic: PeerTraffic | None = None,
     ) -> None:
         self.node_id = node_id
         self.address = address
@@ -75,6 +77,8 @@ class GossipDriver:
         self._inflight: set[asyncio.Task[None]] = set()
         self._delta_handlers: list[DeltaHandler] = []
         self._advertised_role = ""
+        self._traffic = traffic
+        self._ids: dict[str, str] = {}  # address -> member id, for per-peer traffic
         self.sent = 0
         self.send_failures = 0
 
@@ -112,6 +116,8 @@ class GossipDriver:
             now=now,
             incarnation=self._next_incarnation(),
         )
+        if self._traffic is not None:
+            self._swim.on_round_trip = self._traffic.round_trip
         self._send_all(self._swim.join(self._seeds, now))
         self._task = self._loop.create_task(self._run(), name="gossip-timer")
         log.info(
@@ -196,6 +202,7 @@ class GossipDriver:
             )
         except grpc.aio.AioRpcError as exc:
             self.send_failures += 1
+            self._count(self._peer_id(out.to), len(request.payload), 0)
             log.debug(
                 "gossip %s to %s failed: %s %s", out.rpc, out.to, exc.code().name, exc.details()
             )
@@ -206,6 +213,9 @@ class GossipDriver:
             ):
                 log.warning("gossip %s to %s refused: %s", out.rpc, out.to, exc.details())
             return
+        # Counted once answered: a seed's reply names the member behind the address.
+        self._count(response.from_id or self._peer_id(out.to), len(request.payload),
+                    len(response.payload))  # fmt: skip
         if response.payload:
             try:
                 msg = decode_swim(response.payload)
@@ -213,6 +223,19 @@ class GossipDriver:
                 log.warning("undecodable gossip reply from %s", out.to)
                 return
             self._after_handle(swim.handle(out.to, msg, loop.time()))
+
+    def _count(self, peer: str, sent: int, received: int) -> None:
+        if self._traffic is not None:
+            self._traffic.sent(peer, "gossip", sent)
+            self._traffic.received(peer, "gossip", received)
+
+    def _peer_id(self, address: str) -> str:
+        """The member at ``address`` (the address itself for one not known yet)."""
+        found = self._ids.get(address)
+        if found is None:
+            self._ids = {m.address: m.id for m in self.members()}
+            found = self._ids.get(address, address)
+        return found
 
     def _after_handle(self, outgoing: list[Outgoing]) -> Outgoing | None:
         reply = next((o for o in outgoing if o.reply), None)
@@ -232,7 +255,9 @@ class GossipDriver:
         reply = self._after_handle(
             swim.handle(request.from_address or request.from_id, msg, loop.time())
         )
-        return encode(reply.msg) if reply is not None else b""
+        payload = encode(reply.msg) if reply is not None else b""
+        self._count(request.from_id, len(payload), len(request.payload))
+        return payload
 
     def on_sync(self, request: pb.PeerMessage) -> bytes:
         if self._sync_handler is None:
@@ -272,6 +297,17 @@ class GossipDriver:
 
     def members(self) -> list[MemberView]:
         return self._swim.members() if self._swim is not None else []
+
+    def counts(self) -> dict[str, int]:
+        """SWIM's own counters (suspicions raised, refutations, deaths declared)."""
+        if self._swim is None:
+            return {}
+        stats = self._swim.stats
+        return {
+            "suspicions_raised": stats.suspicions_raised,
+            "refutations": stats.refutations,
+            "deaths_declared": stats.deaths_declared,
+        }
 
     def now(self) -> float:
         assert self._loop is not None

@@ -16,6 +16,7 @@ from consensus.raft.backend import RaftBackend
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
+from node.peer.traffic import PeerTraffic
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class RaftLink:
         *,
         call_timeout_s: float = 1.0,
         keepalive_s: float = 0.25,
+        traffic: PeerTraffic | None = None,
     ) -> None:
         self.peer_id = peer_id
         self._self_id = self_id
@@ -62,6 +64,7 @@ class RaftLink:
         self._backend = backend
         self._call_timeout_s = call_timeout_s
         self._keepalive_s = keepalive_s
+        self._traffic = traffic
         self._frames: list[bytes] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -119,6 +122,8 @@ class RaftLink:
                 if self._stopping.is_set():
                     return
                 frames = self._take()
+                if self._traffic is not None:
+                    self._traffic.sent(self.peer_id, "raft", sum(map(len, frames)))
                 try:
                     ack = stub.Raft(
                         pb.RaftBatch(from_id=self._self_id, frames=frames, want_replies=True),
@@ -140,6 +145,9 @@ class RaftLink:
                     self._up = True
                 self._backend.peer_up(self.peer_id)
                 if ack.frames:  # the peer's answers to these frames (see PeerServicer)
-                    self._backend.deliver(self.peer_id, list(ack.frames))
+                    answers = list(ack.frames)
+                    if self._traffic is not None:
+                        self._traffic.received(self.peer_id, "raft", sum(map(len, answers)))
+                    self._backend.deliver(self.peer_id, answers)
         finally:
             channel.close()

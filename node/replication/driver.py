@@ -110,7 +110,7 @@ from node.replication.messages import (
     SyncReply,
 )
 from node.replication.store import ChangePage, OnceFn, ReplicaStore
-from node.replication.sync import PairSpace, PairTrees
+from node.replication.sync import DivergenceCheck, PairSpace, PairTrees
 from node.replication.transport import GossipMembership, GossipView, Membership, PeerTransport
 from node.tiers import mesh as mesh_doc
 from node.tiers import population
@@ -178,6 +178,7 @@ class ReadResult:
 class TierHealth:
     under_replicated: int = 0
     last_round: float = -1.0  # monotonic time the round started
+    divergent: int = 0  # keys whose divergence persisted past a session (sync.DivergenceCheck)
 
 
 @dataclass
@@ -238,6 +239,7 @@ class Replication:
         self._owners = coordinator.OwnerCache()
         # tier -> its pair-space Merkle trees, kept current from the store's change feed
         self._pair_trees: dict[str, PairTrees] = {}
+        self.divergence = DivergenceCheck()
 
         self._clock_ns = clock_ns
         self._monotonic = monotonic
@@ -967,6 +969,7 @@ class Replication:
         live = self.live()
         members = tuple(sorted(live.items()))
         pairs = coordinator.sync_pairs(TIERS, live, self.node_id)
+        self.divergence.keep_only(live)
         for tier, spec in TIERS.items():
             health = TierHealth(last_round=self._monotonic())
             signature = (self.store.version(tier), members)  # before anything is read
@@ -987,11 +990,27 @@ class Replication:
                 except (ReplicationError, GossipError) as exc:
                     log.info("anti-entropy %s with %s failed: %s", tier, pair.peer, exc)
                     differing, failed = len(space.tree), True
+                    self.divergence.forget(tier, pair.peer)
+                else:
+                    health.divergent += self._check_divergence(tier, pair.peer, space)
                 health.under_replicated += differing
             health.under_replicated += await self._hand_off_strays(spec, live)
             self._round.health[tier] = health
             if not failed and health.under_replicated == 0:
                 self._round.settled[tier] = signature
+
+    def _check_divergence(self, tier: str, peer: str, space: PairSpace) -> int:
+        """Feed a finished session to the invariant check; how many keys failed it."""
+        left = {key: space.digest(key) for key in space.found}
+        persisting = self.divergence.session(tier, peer, space.found, left)
+        if persisting:
+            shown = ", ".join(persisting[:5]) + (" ..." if len(persisting) > 5 else "")
+            log.warning(
+                "invariant: %d %s keys still differ from %s after anti-entropy joined "
+                "them, this copy unchanged since: %s",
+                len(persisting), tier, peer, shown,
+            )  # fmt: skip
+        return len(persisting)
 
     async def _hand_off_strays(self, spec: TierSpec, live: dict[str, str]) -> int:
         """Merge this round's stray copies of ``spec``'s tier into their owners and drop

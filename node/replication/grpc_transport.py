@@ -35,6 +35,7 @@ import grpc
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
+from node.peer.traffic import PeerTraffic
 from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.messages import ForwardMany, MergeMany, Reply, Request
@@ -80,8 +81,10 @@ class GrpcTransport:
         timeout_s: float = 2.0,
         connect: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
         monotonic: Callable[[], float] = time.monotonic,
+        traffic: PeerTraffic | None = None,
     ) -> None:
         self._node_id = node_id
+        self._traffic = traffic
         self._metadata = auth_metadata(token)
         self._timeout_s = timeout_s
         self._connect = connect
@@ -105,6 +108,8 @@ class GrpcTransport:
             log.debug("replica %s to %s not sent: no connection", kind, peer)
             raise NotDelivered(f"{kind} to {peer} ({address}): no connection; not sent")
         request = pb.PeerMessage(from_id=self._node_id, payload=codec.encode(message))
+        if self._traffic is not None:
+            self._traffic.sent(peer, "replica", len(request.payload))
         try:
             response = await stub.Replica(
                 request, metadata=self._metadata, timeout=max(deadline - loop.time(), 0.0)
@@ -116,6 +121,8 @@ class GrpcTransport:
                 raise NotDelivered(f"{kind} to {peer} ({address}): {code.name}") from exc
             log.debug("replica %s to %s failed: %s", kind, peer, code.name)
             raise PeerUnreachable(f"{kind} to {peer} ({address}): {code.name}") from exc
+        if self._traffic is not None:
+            self._traffic.received(peer, "replica", len(response.payload))
         return codec.decode_reply(response.payload)
 
     def _refused(self, peer: str, address: str, code: grpc.StatusCode) -> None:

@@ -10,12 +10,12 @@ after every protocol step, before the next message is sent.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from gossip.merkle import MerkleLayout, MerkleTree
 from node.replication.store import ReplicaStore, digest_of
 
-__all__ = ["MERKLE_LAYOUT", "PairSpace", "PairTrees"]
+__all__ = ["MERKLE_LAYOUT", "DivergenceCheck", "PairSpace", "PairTrees"]
 
 MERKLE_LAYOUT = MerkleLayout(branching=16, depth=3)  # 4096 buckets; same on every node
 
@@ -43,6 +43,10 @@ class PairSpace:
         self._pending: dict[str, bytes] = {}
         self.merged = 0  # values received and joined in
         self.served = 0  # values sent to the other side
+        # Each key the session found differing -> this node's digest of it before the
+        # session joined anything into it (None: not held here). The driver's
+        # divergence check compares it with what the previous session left.
+        self.found: dict[str, bytes | None] = {}
 
     @property
     def tree(self) -> MerkleTree:
@@ -54,6 +58,7 @@ class PairSpace:
             raw = self._store.get(self.tier, key)
             if raw is not None:
                 values[key] = raw
+            self.found.setdefault(key, None if raw is None else digest_of(raw))
         self.served += len(values)
         return values
 
@@ -63,8 +68,15 @@ class PairSpace:
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
         for key, value in pending.items():
+            if key not in self.found:
+                self.found[key] = self.digest(key)
             await self._merge(self.tier, key, value)
             self.merged += 1
+
+    def digest(self, key: str) -> bytes | None:
+        """This node's digest of ``key`` now (None: not held)."""
+        raw = self._store.get(self.tier, key)
+        return None if raw is None else digest_of(raw)
 
 
 # Placement of a key among live members: coordinator.owners or a cache of it.
@@ -152,3 +164,53 @@ class PairTrees:
         for peer in owners:
             if peer != self._self and peer in trees:
                 trees[peer].set(key, digest)
+
+
+class DivergenceCheck:
+    """The background invariant check (spec ``automated_invariant_checking``): keys two
+    owners still disagree on after anti-entropy joined them.
+
+    A session joins both sides' values for every key it finds differing, so after it
+    the two copies are equal unless a write landed meanwhile. For each (tier, peer)
+    this remembers the digest each such key had here once the session was over. When
+    the next session with that peer finds the key differing *again* while this node's
+    copy is still exactly what the last session left, the join did not make the copies
+    converge: the other side dropped or failed the value it was sent, or placement
+    keeps pushing the key where it does not belong (the change feed bug found by chaos
+    seed 202 looked exactly so). A key written here in between is not counted; a write
+    on the peer reaches this node as a replica write, which changes the copy here too.
+    Pure: the driver feeds it what a session found and left."""
+
+    def __init__(self) -> None:
+        self._left: dict[tuple[str, str], dict[str, bytes | None]] = {}
+        self.detected = 0  # persisting divergences seen since start
+
+    def session(
+        self,
+        tier: str,
+        peer: str,
+        found: Mapping[str, bytes | None],
+        left: Mapping[str, bytes | None],
+    ) -> list[str]:
+        """Record one session with ``peer``: ``found`` maps each key it found differing
+        to this node's digest before any join, ``left`` to the digest after. Returns
+        the keys whose divergence persisted from the previous session, sorted."""
+        before = self._left.get((tier, peer), {})
+        persisting = sorted(k for k, d in found.items() if k in before and before[k] == d)
+        if left:
+            self._left[(tier, peer)] = dict(left)
+        else:
+            self._left.pop((tier, peer), None)
+        self.detected += len(persisting)
+        return persisting
+
+    def forget(self, tier: str, peer: str) -> None:
+        """Drop what the last session with ``peer`` left (it failed part-way: what it
+        sent may never have arrived, so the next one starts afresh)."""
+        self._left.pop((tier, peer), None)
+
+    def keep_only(self, peers: Iterable[str]) -> None:
+        """Forget sessions with members no longer live."""
+        keep = set(peers)
+        for key in [k for k in self._left if k[1] not in keep]:
+            del self._left[key]

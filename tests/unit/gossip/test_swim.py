@@ -300,3 +300,31 @@ def test_zero_intervals_disable_push_pull_and_reconnect() -> None:
     net.run(5.0)
     assert not any(isinstance(m, PushPull) for _, _, m in net.sent)
     assert net.nodes["a"].next_deadline() > net.now
+
+
+def test_a_direct_probe_reports_its_round_trip_and_a_relayed_ack_does_not() -> None:
+    net = Net(["a", "b", "c"])
+    a = net.nodes["a"]
+    trips: list[tuple[str, float]] = []
+    a.on_round_trip = lambda member, seconds: trips.append((member, seconds))
+    t = a.next_deadline()
+    while True:  # tick a alone until it pings someone
+        pings = [o for o in a.tick(t) if isinstance(o.msg, Ping)]
+        if pings:
+            break
+        t = a.next_deadline()
+    ping = pings[0]
+    target = ping.to.removeprefix("addr-")
+    (ack,) = net.nodes[target].handle("addr-a", ping.msg, t + 0.001)
+    a.handle(ack.to, ack.msg, t + 0.004)  # the ack lands 4 ms after the ping left
+    assert trips == [(target, pytest.approx(0.004))]
+
+
+def test_an_ack_relayed_after_a_ping_req_is_no_round_trip() -> None:
+    net = Net(["a", "b", "c"])
+    net.drop = lambda s, d, _m: {s, d} == {"a", "c"}  # a reaches c only through b
+    trips: list[str] = []
+    net.nodes["a"].on_round_trip = lambda member, _seconds: trips.append(member)
+    net.run(30.0)
+    assert net.status("a", "c") is Status.ALIVE  # relayed acks kept c alive
+    assert "b" in trips and "c" not in trips

@@ -596,3 +596,33 @@ async def test_a_resend_answered_as_duplicate_reaches_the_quorum_first() -> None
     assert sorted(again.replicas) == sorted([first, second])
     copy = nodes[second].store.get("population", KEY)
     assert copy is not None and decode(copy).value() == 4
+
+
+# --- the invariant check (sync.DivergenceCheck) -----------------------------------------
+
+
+async def test_copies_that_do_not_converge_after_a_session_are_reported() -> None:
+    _, nodes = cluster()
+    n1, n2 = nodes["n1"], nodes["n2"]
+    await n1.merge_local("population", KEY, counter(3))  # only n1 holds it
+
+    async def loses_it(tier: str, key: str, state: bytes) -> bytes | None:
+        return n2.store.get(tier, key)  # a replica that "joins" and keeps nothing
+
+    n2.merge_local = loses_it  # type: ignore[method-assign]
+    await n1.anti_entropy_round()  # n1 sends its copy: the first time is no violation
+    assert n1.health()["population"].divergent == 0
+    await n1.anti_entropy_round()  # the same copy differs again: the join did not hold
+    assert n1.health()["population"].divergent == 1
+    assert n1.divergence.detected == 1
+
+
+async def test_converging_copies_and_fresh_writes_are_not_violations() -> None:
+    _, nodes = cluster()
+    for i in range(3):
+        await nodes["n1"].merge_local("population", KEY, counter(i + 1))  # n2 behind
+        await nodes["n2"].update("population", KEY, Op("counter_add", amount=1))
+        for _ in range(2):
+            await _round_all(nodes)
+    assert all(n.divergence.detected == 0 for n in nodes.values())
+    assert all(h.divergent == 0 for n in nodes.values() for h in n.health().values())

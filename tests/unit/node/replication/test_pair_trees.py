@@ -14,7 +14,7 @@ from gossip.merkle import MerkleTree
 from node.replication import coordinator
 from node.replication.memory import MemoryStore
 from node.replication.store import ReplicaStore, TierStore
-from node.replication.sync import MERKLE_LAYOUT, PairSpace, PairTrees
+from node.replication.sync import MERKLE_LAYOUT, DivergenceCheck, PairSpace, PairTrees
 from node.tiers.ops import TIERS
 
 SPEC = TIERS["population"]
@@ -111,3 +111,18 @@ async def test_a_session_never_puts_a_key_outside_the_pair_space_into_its_tree(
     trees.refresh(live, place)
     assert trees.tree("n2").root() == scratch(store, "n2", live)
     assert outside not in trees.strays
+
+
+def test_divergence_counts_only_a_key_differing_again_with_this_copy_unchanged() -> None:
+    check = DivergenceCheck()
+    a, b, c = b"a" * 16, b"b" * 16, b"c" * 16
+    assert check.session("agent", "n2", {"k": a, "j": None}, {"k": b, "j": c}) == []
+    # k: this copy is still what the join left and it differs again -> persisting.
+    # j: written here since (c -> a): a new difference, not a broken join.
+    assert check.session("agent", "n2", {"k": b, "j": a}, {"k": b, "j": a}) == ["k"]
+    assert check.session("agent", "n3", {"k": b}, {"k": b}) == []  # per peer
+    check.forget("agent", "n2")  # a failed session: what it sent may not have arrived
+    assert check.session("agent", "n2", {"k": b}, {"k": b}) == []
+    check.keep_only({"n2"})
+    assert check.session("agent", "n3", {"k": b}, {"k": b}) == []
+    assert check.detected == 1
