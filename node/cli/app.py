@@ -492,6 +492,34 @@ def _tier_summary(statuses: list[NodeStatus]) -> str:
 
 
 @cli.command()
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time between frames.",
+)
+@click.option(
+    "--count",
+    "frames",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Stop after N frames (default: until Ctrl-C).",
+)
+@_handle_errors
+def top(every: float, frames: int | None) -> None:
+    """One screen of every node's load, refreshed: calls/s, p50/p99 latency, CPU, memory,
+    Raft apply lag, hints, replica lag and under-replicated keys; then the busiest
+    methods. The first frame covers the time since each node started, the next ones
+    the last interval."""
+    from node.cli.top import run  # rich is loaded only for this command
+
+    run(lambda: _settings().client().status_all(), every, frames)
+
+
+@cli.command()
 @click.argument("key")
 @click.argument("value")
 @_handle_errors

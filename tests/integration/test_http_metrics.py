@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from typing import Any
 
@@ -73,6 +74,48 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         assert sample(text, "tadpole_store_commit_items_sum") >= 1
         code, body = scrape(address, "/healthz")
         assert code == 200 and leader in body
+        # Internals: proposals settled, traffic to each peer on each channel, SWIM
+        # round trips (a probe a second), the invariant check at 0.
+        assert sample(text, "tadpole_raft_proposals_pending") == 0
+        assert sample(text, "tadpole_raft_proposals_failed_total") == 0
+        followers = [n for n in cluster.node_ids if n != leader]
+        deadline = time.monotonic() + 15
+        while True:
+            _, text = scrape(address)
+            probed = all(f'tadpole_peer_rtt_seconds_count{{peer="{f}"}}' in text for f in followers)
+            if probed or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        for peer in followers:
+            assert sample(text, f'tadpole_peer_rtt_seconds_count{{peer="{peer}"}}') >= 1
+            assert 0 < sample(text, f'tadpole_peer_rtt_seconds_sum{{peer="{peer}"}}') < 5
+            for channel in ("raft", "gossip"):
+                labels = f'channel="{channel}",peer="{peer}"'
+                assert sample(text, f"tadpole_peer_sent_bytes_total{{{labels}}}") > 0
+                assert sample(text, f"tadpole_peer_received_bytes_total{{{labels}}}") > 0
+        # The metrics tier write above replicated to every node.
+        replica = f'channel="replica",peer="{followers[0]}"'
+        assert sample(text, f"tadpole_peer_sent_bytes_total{{{replica}}}") > 0
+        assert sample(text, 'tadpole_tier_divergent_keys{tier="agent"}') == 0
+        assert sample(text, "tadpole_divergent_keys_detected_total") == 0
+        # Cluster.Status carries the load `tadpole top` shows.
+        st = stub.cluster.Status(pb.StatusRequest(), timeout=5)
+        puts = next(m for m in st.load if m.method == "tadpole.v1.KV/Put")
+        assert puts.count >= 3 and sum(puts.buckets) == puts.count
+        assert len(puts.buckets) == len(st.latency_bounds) + 1
+        assert st.cpu_seconds > 0 and st.rss_bytes > 10 << 20
+        # ... and `tadpole top` draws it: every node, the leader's role, the Put method.
+        from click.testing import CliRunner
+
+        from node.cli.app import cli
+
+        shown = CliRunner().invoke(
+            cli, ["--endpoints", cluster.endpoints, "top", "--count", "2", "--every", "0.2"]
+        )
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout.count("tadpole top") == 2
+        assert all(n in shown.stdout for n in cluster.node_ids)
+        assert "leader" in shown.stdout and "tadpole.v1.KV/Put" in shown.stdout
     finally:
         for node_id in cluster.node_ids:
             cluster.kill(node_id)
