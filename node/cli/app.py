@@ -699,6 +699,7 @@ def _tier_status_json(s: TierNodeStatus) -> dict[str, Any]:
                 "hints_pending": t.hints_pending,
                 "last_sync_age_s": t.last_sync_age_s,
                 "oldest_hint_age_s": t.oldest_hint_age_s,
+                "divergent": t.divergent,
             }
             for t in s.tiers
         ],
@@ -837,7 +838,7 @@ def tier_status(as_json: bool) -> None:
         click.echo(json.dumps(out, indent=2))
     else:
         headers = ["TIER", "RF", "LOCAL-KEYS", "UNDER-REPLICATED", "HINTS-PENDING"]
-        headers += ["OLDEST-HINT", "LAST-SYNC"]
+        headers += ["OLDEST-HINT", "LAST-SYNC", "DIVERGENT"]
         sections: list[str] = []
         for r in results:
             s = r.status
@@ -854,6 +855,7 @@ def tier_status(as_json: bool) -> None:
                     t.hints_pending,
                     _sync_age(t.oldest_hint_age_s) if t.hints_pending else "-",
                     _sync_age(t.last_sync_age_s),
+                    t.divergent,
                 ]
                 for t in s.tiers
             ]

@@ -170,6 +170,7 @@ class FakeTiers(pb_grpc.TiersServicer):  # type: ignore[misc]
                 hints_pending=2 if t == "population" else 0,
                 last_sync_age_s=-1.0 if t == "agent" else 1.25,
                 oldest_hint_age_s=300.0 if t == "population" else 0.0,
+                divergent=1 if t == "mesh" else 0,
             )
             for t in TIERS
         ]
@@ -689,11 +690,11 @@ def test_cli_tier_status_has_one_section_per_node(three: FakeCluster, run: Any) 
     table = [line.split() for line in sections[0].splitlines()[1:]]
     assert table == [
         ["TIER", "RF", "LOCAL-KEYS", "UNDER-REPLICATED", "HINTS-PENDING", "OLDEST-HINT",
-         "LAST-SYNC"],
-        ["population", "2", "0", "0", "2", "5m", "1.2s"],
-        ["agent", "2", "0", "0", "0", "-", "never"],
-        ["mesh", "2", "0", "1", "0", "-", "1.2s"],
-        ["metrics", "3", "1", "0", "0", "-", "1.2s"],
+         "LAST-SYNC", "DIVERGENT"],
+        ["population", "2", "0", "0", "2", "5m", "1.2s", "0"],
+        ["agent", "2", "0", "0", "0", "-", "never", "0"],
+        ["mesh", "2", "0", "1", "0", "-", "1.2s", "1"],
+        ["metrics", "3", "1", "0", "0", "-", "1.2s", "0"],
     ]  # fmt: skip
     assert result.stderr.startswith(f"{dead}: unavailable")
     doc = json.loads(run(three.endpoints, "tier", "status", "--json").stdout)
@@ -706,6 +707,7 @@ def test_cli_tier_status_has_one_section_per_node(three: FakeCluster, run: Any) 
         "hints_pending": 0,
         "last_sync_age_s": -1.0,
         "oldest_hint_age_s": 0.0,
+        "divergent": 0,
     }
     nobody = run([dead], "tier", "status")
     assert nobody.exit_code == 1
