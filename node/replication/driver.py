@@ -1001,8 +1001,7 @@ class Replication:
 
     def _check_divergence(self, tier: str, peer: str, space: PairSpace) -> int:
         """Feed a finished session to the invariant check; how many keys failed it."""
-        left = {key: space.digest(key) for key in space.found}
-        persisting = self.divergence.session(tier, peer, space.found, left)
+        persisting = self.divergence.session(tier, peer, space.found, space.left)
         if persisting:
             shown = ", ".join(persisting[:5]) + (" ..." if len(persisting) > 5 else "")
             log.warning(

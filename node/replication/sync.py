@@ -44,9 +44,11 @@ class PairSpace:
         self.merged = 0  # values received and joined in
         self.served = 0  # values sent to the other side
         # Each key the session found differing -> this node's digest of it before the
-        # session joined anything into it (None: not held here). The driver's
-        # divergence check compares it with what the previous session left.
+        # session joined anything into it (None: not held here), and after the
+        # session's joins. The driver's divergence check compares ``found`` with what
+        # the previous session ``left``.
         self.found: dict[str, bytes | None] = {}
+        self.left: dict[str, bytes | None] = {}
 
     @property
     def tree(self) -> MerkleTree:
@@ -58,7 +60,8 @@ class PairSpace:
             raw = self._store.get(self.tier, key)
             if raw is not None:
                 values[key] = raw
-            self.found.setdefault(key, None if raw is None else digest_of(raw))
+            if key not in self.found:
+                self.found[key] = self.left[key] = None if raw is None else digest_of(raw)
         self.served += len(values)
         return values
 
@@ -69,14 +72,11 @@ class PairSpace:
         pending, self._pending = self._pending, {}
         for key, value in pending.items():
             if key not in self.found:
-                self.found[key] = self.digest(key)
-            await self._merge(self.tier, key, value)
+                raw = self._store.get(self.tier, key)
+                self.found[key] = None if raw is None else digest_of(raw)
+            merged = await self._merge(self.tier, key, value)
+            self.left[key] = None if merged is None else digest_of(merged)
             self.merged += 1
-
-    def digest(self, key: str) -> bytes | None:
-        """This node's digest of ``key`` now (None: not held)."""
-        raw = self._store.get(self.tier, key)
-        return None if raw is None else digest_of(raw)
 
 
 # Placement of a key among live members: coordinator.owners or a cache of it.
