@@ -12,7 +12,8 @@ purpose), so the cost is measured in two parts of one run and multiplied out:
    (``PeerTraffic.sent`` + ``received``, each summing frame lengths).
 2. **Counts per put** on a real three-node cluster under ``--clients`` concurrent
    leader-directed puts (``bench/system_quick.py``'s load): how many calls the nodes
-   timed (every ``tadpole_request_duration_seconds`` observation), how many
+   timed (every ``tadpole_request_duration_seconds`` and
+   ``tadpole_operation_duration_seconds`` observation), how many
    histogram observations the durability histograms took (journal fsyncs, Raft commit,
    apply, tier-store commits), and how many Raft calls carried frames, from each
    node's ``/metrics`` before and after; and the nodes' CPU seconds per put (``/proc``).
@@ -120,6 +121,8 @@ def counts(text: str) -> dict[str, float]:
             out["timed"] += float(value)
             if 'method="tadpole.v1.Peer/Raft"' in line:
                 out["raft_calls"] += float(value)
+        elif line.startswith("tadpole_operation_duration_seconds_count{"):
+            out["timed"] += float(value)  # the per-tier timing: the same awaited wrapper
         elif _DURABILITY.match(line):
             out["durability"] += float(value)
     return out

@@ -40,9 +40,11 @@ class Histogram:
         self._counts = [0] * (len(buckets) + 1)
         self._sum = 0.0
 
-    def observe(self, value: float) -> None:
-        self._counts[bisect.bisect_left(self.buckets, value)] += 1
-        self._sum += value
+    def observe(self, value: float, times: int = 1) -> None:
+        """Record ``value`` (``times`` observations of it: a batch's items each waited
+        the batch)."""
+        self._counts[bisect.bisect_left(self.buckets, value)] += times
+        self._sum += value * times
 
     def snapshot(self) -> tuple[list[tuple[float, int]], float]:
         """Cumulative ``(upper bound, count)`` per bucket, +Inf last, and the sum."""

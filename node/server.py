@@ -34,6 +34,7 @@ from node.config import NodeConfig
 from node.http.app import HttpServer
 from node.observe.latency import BUCKETS as LATENCY_BUCKETS
 from node.observe.latency import LatencyInterceptor, RequestLatency
+from node.observe.operations import TimedSystem
 from node.observe.view import Family
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -63,10 +64,11 @@ class NodeServer:
         self._server: grpc.aio.Server | None = None
         # With etcd the node's Raft group is not started: etcd is the system
         # tier, and the peer service only keeps refusing unauthenticated calls.
-        self.system: SystemBackend
+        backend: SystemBackend
+        self._raft_system: RaftSystem | None = None
         self._raft: RaftBackend | None = None
         if config.system_backend == "etcd":
-            self.system = EtcdSystem(config.etcd_endpoints, config.etcd_prefix)
+            backend = EtcdSystem(config.etcd_endpoints, config.etcd_prefix)
         else:
             raft_system = RaftSystem(
                 config.node_id,
@@ -75,7 +77,9 @@ class NodeServer:
                 sender=self._send_raft,
                 config=config.raft,
             )
-            self.system, self._raft = raft_system, raft_system.raft
+            backend, self._raft_system, self._raft = raft_system, raft_system, raft_system.raft
+        # Both faces (gRPC, HTTP) reach the system tier through this: it times them.
+        self.system = TimedSystem(backend)
         self._cluster: ClusterServicer | None = None
         self.traffic = PeerTraffic()  # bytes per peer and channel, SWIM round trips
         self.gossip = GossipDriver(
@@ -113,18 +117,18 @@ class NodeServer:
     def families(self) -> list[Family]:
         """Counters and gauges of the internals, and the per-peer round trips."""
         out: list[Family] = []
-        if isinstance(self.system, RaftSystem):
+        if self._raft_system is not None:
             out += [
                 Family(
                     "tadpole_raft_proposals_pending",
                     "Writes proposed through this node, not yet committed or failed",
-                    "gauge", samples=(((), self.system.proposals_pending),),
+                    "gauge", samples=(((), self._raft_system.proposals_pending),),
                 ),
                 Family(
                     "tadpole_raft_proposals_failed_total",
                     "Writes proposed here that ended without a result (timeout, no leader, "
                     "leadership lost, journal failure)",
-                    "counter", samples=(((), self.system.proposals_failed),),
+                    "counter", samples=(((), self._raft_system.proposals_failed),),
                 ),
             ]  # fmt: skip
         peer_labels = ("peer", "channel")
@@ -148,6 +152,30 @@ class NodeServer:
                 tuple(((peer,), h) for peer, h in sorted(self.traffic.round_trips().items())),
             ),
         ]  # fmt: skip
+        operations: list[tuple[tuple[str, ...], float | Histogram]] = [
+            (("system", op), h) for op, h in sorted(self.system.seconds.items())
+        ]
+        if self.replication is not None:
+            operations += [(key, h) for key, h in sorted(self.replication.op_seconds.items())]
+        out.append(
+            Family(
+                "tadpole_operation_duration_seconds",
+                "Client operations on each tier served by this node (read, write, txn), "
+                "whichever face (gRPC, HTTP) they came through",
+                "histogram",
+                ("tier", "op"),
+                tuple(operations),
+            )
+        )
+        out.append(
+            Family(
+                "tadpole_storage_bytes",
+                "Bytes of each file in the data directory (a directory: all it holds)",
+                "gauge",
+                ("file",),
+                tuple(((name,), size) for name, size in _data_files(self.config.data_path)),
+            )
+        )
         gossip = self.gossip.counts()
         for name, key, doc in (
             ("tadpole_gossip_suspicions_total", "suspicions_raised",
@@ -180,12 +208,12 @@ class NodeServer:
     def histograms(self) -> list[tuple[str, str, Histogram]]:
         """The durability histograms /metrics exports: (metric name, help, histogram)."""
         out: list[tuple[str, str, Histogram]] = []
-        if isinstance(self.system, RaftSystem):
+        if self._raft_system is not None:
             out.append(
                 (
                     "tadpole_raft_commit_seconds",
                     "Proposal to committed and applied, for writes proposed here",
-                    self.system.commit_seconds,
+                    self._raft_system.commit_seconds,
                 )
             )
         if self._raft is not None:
@@ -383,3 +411,27 @@ def _resident_bytes() -> int:
             return int(f.read().split()[1]) * _PAGE_SIZE
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _data_files(path: str) -> list[tuple[str, int]]:
+    """``(name, bytes)`` of each entry of the data directory, sorted; a directory's size
+    is what its files hold. Entries that vanish meanwhile are skipped."""
+    out: list[tuple[str, int]] = []
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError:
+        return out
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                size = sum(
+                    os.path.getsize(os.path.join(root, f))
+                    for root, _dirs, files in os.walk(entry.path)
+                    for f in files
+                )
+            else:
+                size = entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+        out.append((entry.name, size))
+    return out

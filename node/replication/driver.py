@@ -62,6 +62,7 @@ cost is one more entry in a counter (or version vector) per epoch that wrote to 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import secrets
@@ -70,6 +71,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from consensus.durable import Histogram
 from crdt import CRDTBase, CRDTError, HybridLogicalClock, decode, encode
 from gossip.antientropy import SyncPeer
 from gossip.errors import GossipError
@@ -136,6 +138,9 @@ log = logging.getLogger(__name__)
 WRITER_META = "crdt-writer"  # store metadata: this node's current writer id (Writer ids)
 
 R = TypeVar("R")
+# Seconds, for the per-tier operation histograms: a local CRDT write is ~1 ms, a
+# quorum write a few, a timed-out one the call deadline.
+OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Failures a peer may report for a request that are not bugs on this side.
 _EXPECTED = (NodeError, GossipError, CRDTError, ValueError, KeyError, TypeError)
@@ -240,6 +245,12 @@ class Replication:
         # tier -> its pair-space Merkle trees, kept current from the store's change feed
         self._pair_trees: dict[str, PairTrees] = {}
         self.divergence = DivergenceCheck()
+        # (tier, "read" | "write") -> durations of the operations clients asked of
+        # this node (forwarded work is timed where the client arrived); all there from
+        # the start, so each series exists before its first operation. Loop only.
+        self.op_seconds: dict[tuple[str, str], Histogram] = {
+            (tier, op): Histogram(OP_BUCKETS) for tier in TIERS for op in ("read", "write")
+        }
 
         self._clock_ns = clock_ns
         self._monotonic = monotonic
@@ -419,7 +430,30 @@ class Replication:
         durable write and one replication of the joined deltas. An item whose request
         id this node has applied before (``store.update_once``, within the store's
         window), or that repeats an id earlier in ``items``, is skipped and marked in
-        ``UpdateResult.duplicates``."""
+        ``UpdateResult.duplicates``. Timed per item in :attr:`op_seconds` unless
+        ``forwarded`` (the node the client reached times it)."""
+        started = time.perf_counter()
+        try:
+            return await self._update_group(tier, key, items, forwarded=forwarded)
+        finally:
+            if not forwarded:
+                self._timed(tier, "write", started, len(items))
+
+    def _timed(self, tier: str, op: str, started: float, times: int = 1) -> None:
+        """Record a client operation's duration in :attr:`op_seconds` (``times`` items
+        that each took it). Unknown tiers are refused before any work and not kept."""
+        histogram = self.op_seconds.get((tier, op))
+        if histogram is not None:
+            histogram.observe(time.perf_counter() - started, times)
+
+    async def _update_group(
+        self,
+        tier: str,
+        key: str,
+        items: Sequence[tuple[Op | DocOp, str]],
+        *,
+        forwarded: bool = False,
+    ) -> UpdateResult:
         spec = check_tier_key(tier, key)
         live = self.live()
         plan = coordinator.plan_write(
@@ -564,7 +598,7 @@ class Replication:
             else:
                 special.append(i)
         others = asyncio.gather(
-            *(self.update_group(*groups[i], forwarded=forwarded) for i in special),
+            *(self._update_group(*groups[i], forwarded=forwarded) for i in special),
             return_exceptions=True,
         )
         mutators = [self._group_mutator(*groups[i], None) for i, _, _ in plain]
@@ -630,6 +664,18 @@ class Replication:
     async def update_many(
         self, items: Sequence[tuple[str, str, Op | DocOp, str]]
     ) -> list[UpdateResult | BaseException]:
+        """:meth:`_update_many`, each item timed as a write of its tier (it waited the
+        batch)."""
+        started = time.perf_counter()
+        try:
+            return await self._update_many(items)
+        finally:
+            for tier, n in collections.Counter(item[0] for item in items).items():
+                self._timed(tier, "write", started, n)
+
+    async def _update_many(
+        self, items: Sequence[tuple[str, str, Op | DocOp, str]]
+    ) -> list[UpdateResult | BaseException]:
         """Apply ``items`` -- (tier, key, op, request id) -- grouping the updates of one
         key (in their order) into one :meth:`update_group`. Groups this node
         coordinates run here, concurrently, so their durable writes share the store's
@@ -667,7 +713,7 @@ class Replication:
                 verdict = coordinator.forward_verdict(exc)
                 if verdict is ForwardVerdict.NEXT:  # nothing applied: each group on its own
                     return await asyncio.gather(
-                        *(self.update_group(t, k, group_items(t, k)) for t, k in keys),
+                        *(self._update_group(t, k, group_items(t, k)) for t, k in keys),
                         return_exceptions=True,
                     )
                 if verdict is ForwardVerdict.ANSWER:
@@ -848,6 +894,13 @@ class Replication:
     # -- reads -------------------------------------------------------------------------
 
     async def read(self, tier: str, key: str, consistency: int) -> ReadResult:
+        started = time.perf_counter()
+        try:
+            return await self._read(tier, key, consistency)
+        finally:
+            self._timed(tier, "read", started)
+
+    async def _read(self, tier: str, key: str, consistency: int) -> ReadResult:
         spec = check_tier_key(tier, key)
         live = self.live()
         owners = self.owners(spec, key, live)
@@ -881,6 +934,13 @@ class Replication:
 
     async def scan(self, tier: str, prefix: str, after: str, limit: int) -> tuple[list[str], bool]:
         """Keys under ``prefix`` across the live members (union), in order."""
+        started = time.perf_counter()
+        try:
+            return await self._scan(tier, prefix, after, limit)
+        finally:
+            self._timed(tier, "read", started)
+
+    async def _scan(self, tier: str, prefix: str, after: str, limit: int) -> tuple[list[str], bool]:
         tier_spec(tier)
         live = self.live()
         keys: set[str] = {k for k, _ in self.store.scan(tier, prefix, after, 0)}

@@ -98,6 +98,30 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         assert sample(text, f"tadpole_peer_sent_bytes_total{{{replica}}}") > 0
         assert sample(text, 'tadpole_tier_divergent_keys{tier="agent"}') == 0
         assert sample(text, "tadpole_divergent_keys_detected_total") == 0
+        # Operations per tier, whichever face: the three gRPC puts, one over HTTP, a
+        # read; the metrics-tier write. The data files, by name.
+        http = cluster.metrics_address(leader)
+        request = urllib.request.Request(
+            f"http://{http}/state/system", data=b'{"m-http": "v"}', method="PATCH",
+            headers={"Content-Type": "application/merge-patch+json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 200
+        stub.kv.Get(pb.GetRequest(key="m0"), timeout=5)
+        _, text = scrape(address)
+
+        def operations(tier: str, op: str) -> float:
+            return sample(
+                text, f'tadpole_operation_duration_seconds_count{{op="{op}",tier="{tier}"}}'
+            )
+
+        assert operations("system", "write") == 3  # the gRPC puts
+        # The PATCH reads the keys it patches, then writes them in one transaction
+        # conditional on their revisions; then the gRPC get.
+        assert operations("system", "txn") == 1 and operations("system", "read") == 2
+        assert operations("metrics", "write") == 1
+        assert sample(text, 'tadpole_storage_bytes{file="raft.journal"}') > 0
+        assert sample(text, 'tadpole_storage_bytes{file="tiers.db"}') > 0
         # Cluster.Status carries the load `tadpole top` shows.
         st = stub.cluster.Status(pb.StatusRequest(), timeout=5)
         puts = next(m for m in st.load if m.method == "tadpole.v1.KV/Put")

@@ -626,3 +626,32 @@ async def test_converging_copies_and_fresh_writes_are_not_violations() -> None:
             await _round_all(nodes)
     assert all(n.divergence.detected == 0 for n in nodes.values())
     assert all(h.divergent == 0 for n in nodes.values() for h in n.health().values())
+
+
+# --- per-tier operation timing -----------------------------------------------------------
+
+
+def _ops(node: Replication, tier: str, op: str) -> int:
+    histogram = node.op_seconds.get((tier, op))
+    return 0 if histogram is None else histogram.snapshot()[0][-1][1]
+
+
+async def test_operations_are_timed_once_where_the_client_arrived() -> None:
+    _, nodes = cluster()
+    n3 = nodes["n3"]  # not an owner of KEY: it forwards the update to n1
+    await n3.update("population", KEY, Op("counter_add", amount=1))
+    await n3.update_many(
+        [("population", KEY, Op("counter_add", amount=1), ""),
+         ("agent", "a1", Op("counter_add", amount=1), ""),
+         ("agent", "a2", Op("counter_add", amount=1), "")]
+    )  # fmt: skip
+    await n3.read("population", KEY, ONE)
+    await n3.scan("population", "", "", 10)
+    assert _ops(n3, "population", "write") == 2 and _ops(n3, "agent", "write") == 2
+    assert _ops(n3, "population", "read") == 2
+    # The owners did the forwarded work but no client asked them.
+    owners = (nodes["n1"], nodes["n2"])
+    assert all(_ops(n, t, op) == 0 for n in owners for t, op in n.op_seconds)
+    with pytest.raises(InvalidArgument):
+        await n3.read("no-such-tier", KEY, ONE)
+    assert {tier for tier, _ in n3.op_seconds} == set(TIERS)  # nothing kept for it
