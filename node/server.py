@@ -125,6 +125,11 @@ class NodeServer:
                     "gauge", samples=(((), self._raft_system.proposals_pending),),
                 ),
                 Family(
+                    "tadpole_raft_leader_changes_total",
+                    "Times this node saw a new Raft leader (one per election when healthy)",
+                    "counter", samples=(((), self._raft_system.raft.leader_changes),),
+                ),
+                Family(
                     "tadpole_raft_proposals_failed_total",
                     "Writes proposed here that ended without a result (timeout, no leader, "
                     "leadership lost, journal failure)",
@@ -189,6 +194,7 @@ class NodeServer:
         r = self.replication
         if r is not None:
             for name, value, doc in (
+                ("tadpole_antientropy_rounds_total", r.rounds, "Anti-entropy rounds run"),
                 ("tadpole_antientropy_keys_repaired_total", r.synced_keys,
                  "Values anti-entropy sessions started here sent or joined"),
                 ("tadpole_antientropy_tiers_skipped_total", r.rounds_skipped,

@@ -359,6 +359,10 @@ class RaftBackend:
         # thread), and writing one snapshot (its background thread).
         self.apply_seconds = Histogram(APPLY_BUCKETS)
         self.snapshot_seconds = Histogram(SNAPSHOT_BUCKETS)
+        # Times this node saw a new leader (itself included), as etcd's
+        # leader_changes_seen_total: a healthy cluster adds one per election.
+        self.leader_changes = 0
+        self._leader_seen = ""
         self._last_heard: dict[str, float] = {}
         self._status = BackendInfo("raft", "follower", 0, "", 0, 0, 0, False, 0, 0)
         self._apply_listeners: list[Callable[[int], None]] = []
@@ -541,6 +545,10 @@ class RaftBackend:
             )
             for p in self.peer_ids
         }
+        seen = leader.id if leader is not None else ""
+        if seen and seen != self._leader_seen:  # a new leader (etcd: leader_changes_seen)
+            self._leader_seen = seen
+            self.leader_changes += 1
         self._status = BackendInfo(
             name="raft",
             role=role,

@@ -270,6 +270,7 @@ class Replication:
         self.handed_off = 0
         self.repaired = 0
         self.synced_keys = 0
+        self.rounds = 0  # anti-entropy rounds run
         self.rounds_skipped = 0  # tiers an anti-entropy round found settled
         self.strays_handed_off = 0  # copies of keys not owned, merged into the owners, dropped
         self._stray_cursor: dict[str, str] = {}  # tier -> last stray key handled
@@ -1030,6 +1031,7 @@ class Replication:
         members = tuple(sorted(live.items()))
         pairs = coordinator.sync_pairs(TIERS, live, self.node_id)
         self.divergence.keep_only(live)
+        self.rounds += 1
         for tier, spec in TIERS.items():
             health = TierHealth(last_round=self._monotonic())
             signature = (self.store.version(tier), members)  # before anything is read
