@@ -27,24 +27,40 @@ RTT_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 
 
 class PeerTraffic:
+    """Peer names come from the callers' claims (authenticated peers, but still
+    strings from the network), so at most :attr:`MAX_PEERS` distinct ones get series
+    of their own; traffic of any further name is filed under ``"other"``."""
+
+    MAX_PEERS = 256
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sent: dict[tuple[str, str], int] = {}
         self._received: dict[tuple[str, str], int] = {}
         self._rtt: dict[str, Histogram] = {}
+        self._peers: set[str] = set()
+
+    def _name(self, peer: str) -> str:
+        if peer in self._peers:
+            return peer
+        if len(self._peers) >= self.MAX_PEERS:
+            return "other"
+        self._peers.add(peer)
+        return peer
 
     def sent(self, peer: str, channel: str, n: int) -> None:
         with self._lock:
-            key = (peer, channel)
+            key = (self._name(peer), channel)
             self._sent[key] = self._sent.get(key, 0) + n
 
     def received(self, peer: str, channel: str, n: int) -> None:
         with self._lock:
-            key = (peer, channel)
+            key = (self._name(peer), channel)
             self._received[key] = self._received.get(key, 0) + n
 
     def round_trip(self, peer: str, seconds: float) -> None:
         with self._lock:
+            peer = self._name(peer)
             histogram = self._rtt.get(peer)
             if histogram is None:
                 histogram = self._rtt[peer] = Histogram(RTT_BUCKETS)
