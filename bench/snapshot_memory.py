@@ -7,8 +7,9 @@ Builds a state of ``--keys`` keys of 256-byte values, each written with a reques
 file, then in a fresh process per run restores it the way a restarting node does
 (``RaftBackend._read_snapshot``) and reports, from ``/proc`` and ``getrusage``: RSS
 before, steady RSS after (state held), and the peak during the restore. With
-``--ref`` the same snapshot file is also restored by that source tree's code (an older
-commit's checkout), alternating runs, so the two are compared in one invocation.
+``--ref`` that source tree (an older commit's checkout) also writes the same state
+with its own code and restores it, alternating runs, so the two are compared in one
+invocation (snapshot sizes too: the formats may differ).
 """
 
 from __future__ import annotations
@@ -74,22 +75,27 @@ def main() -> None:
     if args.ref:
         trees = {"ref": os.path.abspath(args.ref), "this tree": HERE}
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "raft.snapshot")
-        subprocess.run([sys.executable, "-c", WRITE, HERE, path, str(args.keys)], check=True)
-        size = os.path.getsize(path)
+        paths = {name: os.path.join(tmp, f"{i}.snapshot") for i, name in enumerate(trees)}
+        sizes = {}
+        for name, tree in trees.items():
+            cmd = [sys.executable, "-c", WRITE, tree, paths[name], str(args.keys)]
+            subprocess.run(cmd, check=True)
+            sizes[name] = os.path.getsize(paths[name])
         runs: dict[str, list[dict[str, int]]] = {name: [] for name in trees}
         for _ in range(args.runs):
             for name, tree in trees.items():
-                runs[name].append(restore(tree, path))
+                runs[name].append(restore(tree, paths[name]))
     mib = 1 << 20
-    print(f"snapshot of {args.keys:,} keys (256 B, with request ids): {size / mib:.1f} MiB")
+    print(f"{args.keys:,} keys of 256 B, each written with a request id")
     print(f"median of {args.runs} restores each, alternating")
-    print(f"{'code':>10} {'steady MiB':>11} {'peak MiB':>9} {'peak/steady':>12}")
+    header = f"{'code':>10} {'snapshot MiB':>13} {'steady MiB':>11} {'peak MiB':>9}"
+    print(header + f" {'peak/steady':>12}")
     for name, rows in runs.items():
         steady = statistics.median(r["steady"] for r in rows) / mib
         peak = statistics.median(r["peak"] for r in rows) / mib
         assert all(r["keys"] == args.keys for r in rows)
-        print(f"{name:>10} {steady:>11.0f} {peak:>9.0f} {peak / steady:>12.2f}")
+        size = sizes[name] / mib
+        print(f"{name:>10} {size:>13.1f} {steady:>11.0f} {peak:>9.0f} {peak / steady:>12.2f}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,10 @@ __all__ = [
     "encode_command",
 ]
 
-SNAPSHOT_FORMAT = 2
+# 3: a key-value in a kept result that is the key's current one is written as its
+# key alone (format 2 wrote every one in full, so most values were in it twice).
+SNAPSHOT_FORMAT = 3
+READABLE_SNAPSHOT_FORMATS = (2, 3)
 COMMAND_FORMAT = 2
 
 
@@ -518,10 +521,15 @@ class SystemStateMachine:
         head += packer.pack(self.revision)
         head += packer.pack(self.compact_revision)
         yield head
+        current = self._data
+
+        def dedup_tuple(item: tuple[str, CommandResult]) -> list[object]:
+            return [item[0], _result_tuple(item[1], current)]
+
         sections: list[tuple[list[Any], Callable[[Any], list[object]]]] = [
             (kvs, _kv_tuple),
             (history, _event_tuple),
-            (dedup, _dedup_tuple),
+            (dedup, dedup_tuple),
         ]
         for items, encode in sections:
             yield packer.pack_array_header(len(items))
@@ -561,7 +569,7 @@ class SystemStateMachine:
             if unpacker.read_array_header() != 6:
                 raise SnapshotError("undecodable snapshot: not a six-field snapshot")
             fmt = unpacker.unpack()
-            if fmt != SNAPSHOT_FORMAT:
+            if fmt not in READABLE_SNAPSHOT_FORMATS:
                 raise SnapshotError(f"snapshot format {fmt!r} is not supported")
             revision, compact = unpacker.unpack(), unpacker.unpack()
             if not all(isinstance(n, int) and not isinstance(n, bool) for n in (revision, compact)):
@@ -578,7 +586,7 @@ class SystemStateMachine:
             dedup: OrderedDict[str, CommandResult] = OrderedDict()
             for _ in range(unpacker.read_array_header()):
                 rid, res = unpacker.unpack()
-                dedup[_str(rid)] = _result_from_tuple(res)
+                dedup[_str(rid)] = _result_from_tuple(res, entries)
         except SnapshotError:
             raise
         except msgpack.OutOfData as exc:
@@ -613,29 +621,43 @@ def _event_tuple(item: tuple[int, Event]) -> list[object]:
     return [rev, int(ev.type), _kv_tuple(ev.kv), _kv_tuple(ev.prev_kv) if ev.prev_kv else None]
 
 
-def _dedup_tuple(item: tuple[str, CommandResult]) -> list[object]:
-    return [item[0], _result_tuple(item[1])]
+def _result_tuple(res: CommandResult, current: dict[str, KeyValue]) -> list[object]:
+    """A kept result for a snapshot. A key-value equal to the key's current one (a
+    put's new value, a get's find, until the key changes again) is written as its key
+    alone and restored as that current object, so the table neither doubles the
+    snapshot nor, after a restore, holds a copy of every value. (Equality, not
+    identity, so that equal states still give identical bytes.)"""
 
+    def kv_or_key(kv: KeyValue) -> object:
+        return kv.key if current.get(kv.key) == kv else _kv_tuple(kv)
 
-def _result_tuple(res: CommandResult) -> list[object]:
     return [
         res.revision,
         res.succeeded,
         [
-            [[_kv_tuple(kv) for kv in r.kvs], _kv_tuple(r.prev) if r.prev else None, r.more]
+            [[kv_or_key(kv) for kv in r.kvs], _kv_tuple(r.prev) if r.prev else None, r.more]
             for r in res.results
         ],
     ]
 
 
-def _result_from_tuple(raw: list[Any]) -> CommandResult:
+def _result_from_tuple(raw: list[Any], current: dict[str, KeyValue]) -> CommandResult:
     revision, succeeded, results = raw
+
+    def kv_from(item: Any) -> KeyValue:
+        if isinstance(item, str):
+            found = current.get(item)
+            if found is None:
+                raise ValueError(f"a kept result names key {item!r}, which the state lacks")
+            return found
+        return KeyValue(*item)
+
     return CommandResult(
         _int(revision),
         bool(succeeded),
         tuple(
             OpResult(
-                tuple(KeyValue(*kv) for kv in kvs),
+                tuple(kv_from(kv) for kv in kvs),
                 KeyValue(*prev) if prev else None,
                 bool(more),
             )

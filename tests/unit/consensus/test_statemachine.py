@@ -1155,3 +1155,52 @@ def test_streamed_snapshot_equals_the_whole_and_copy_is_independent() -> None:
     restored = SystemStateMachine(history_limit=5)
     restored.restore(whole)
     assert restored.snapshot() == whole
+
+
+def test_a_kept_result_does_not_store_the_current_value_a_second_time() -> None:
+    sm = SystemStateMachine(history_limit=1)  # the history keeps the last revision only
+    values = [f"<{i:03d}>".encode() * 40 for i in range(50)]  # none inside another
+    firsts = [sm.apply(_write(f"k{i}", v, f"req-{i}")) for i, v in enumerate(values)]
+    overwritten = sm.apply(_write("k0", b"newer" * 40, "req-over"))
+    data = sm.snapshot()
+    # Each value once (the state). k0's first value is no longer current: its kept
+    # result holds it in full, and so do the overwrite's kept result and its history
+    # event (as the previous value); the newer value is in the state and that event.
+    assert all(data.count(v) == 1 for v in values[1:])
+    assert data.count(values[0]) == 3 and data.count(b"newer" * 40) == 2
+    restored = SystemStateMachine(history_limit=1)
+    restored.restore(data)
+    assert restored.snapshot() == data
+    for i, v in enumerate(values):  # every resend answers exactly as the first time
+        assert restored.apply(_write(f"k{i}", v, f"req-{i}")) == firsts[i]
+    assert restored.apply(_write("k0", b"newer" * 40, "req-over")) == overwritten
+    # The kept result shares the restored state's object instead of a copy of it.
+    kept = restored.apply(_write("k7", values[7], "req-7")).results[0].kvs[0]
+    assert kept is restored.get("k7")
+
+
+def test_a_format_2_snapshot_is_still_read_and_an_unknown_format_refused() -> None:
+    sm = SystemStateMachine()
+    first = sm.apply(_write("k", b"v" * 64, "req-1"))
+    fields: list[Any] = msgpack.unpackb(sm.snapshot(), raw=False)
+    kept = fields[5][0][1][2][0][0]
+    assert kept == ["k"]  # format 3: the current value by its key
+    fields[0], fields[5][0][1][2][0][0] = 2, [["k", b"v" * 64, 1, 1, 1]]  # as format 2 wrote it
+    old = SystemStateMachine()
+    old.restore(msgpack.packb(fields, use_bin_type=True))
+    assert old.apply(_write("k", b"v" * 64, "req-1")) == first
+    fields[0] = 4
+    with pytest.raises(SnapshotError, match="format 4"):
+        SystemStateMachine().restore(msgpack.packb(fields, use_bin_type=True))
+
+
+def test_a_kept_result_naming_a_key_the_state_lacks_is_a_malformed_snapshot() -> None:
+    sm = SystemStateMachine()
+    sm.apply(_write("k", b"v", "req-1"))
+    fields: list[Any] = msgpack.unpackb(sm.snapshot(), raw=False)
+    fields[5][0][1][2][0][0] = ["gone"]
+    target = _busy_machine()
+    before = target.snapshot()
+    with pytest.raises(SnapshotError, match="gone"):
+        target.restore(msgpack.packb(fields, use_bin_type=True))
+    assert target.snapshot() == before
