@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
 	test-integration client check lint typecheck imports coverage clean bench bench-http chaos monitor \
-	monitor-stop bench-ab bench-population bench-instrumentation
+	monitor-stop bench-ab bench-population bench-instrumentation postgres
 
 help:
 	@echo "make cluster          start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
@@ -85,8 +85,11 @@ monitor-stop:
 #   systemd-analyze  systemd  verifies deploy/systemd/tadpole.service
 #   chromium, chromedriver   the web console in a real headless browser
 #                          (tests/integration/test_console.py)
+#   pg_ctlcluster  postgresql  the ledger on a real PostgreSQL (tests/integration/test_ledger.py;
+#                          `make postgres` starts it and makes the test database)
 SYSTEM_DEPS := etcd:etcd-server nft:nftables ip:iproute2 faketime:faketime promtool:prometheus \
-	systemd-analyze:systemd chromium:chromium chromedriver:chromium-driver
+	systemd-analyze:systemd chromium:chromium chromedriver:chromium-driver \
+	pg_ctlcluster:postgresql
 
 # Prints the packages whose command is neither on PATH nor in a system bin directory
 # (a non-root PATH often lacks /usr/sbin, where nft and ip live).
@@ -114,7 +117,11 @@ system-deps:
 		echo "system-deps: CI must run every test; failing instead of skipping" >&2; exit 1; \
 	fi
 
-test: venv system-deps
+# The machine's PostgreSQL, started, with the ledger tests' role and database.
+postgres: system-deps
+	@scripts/test-postgres.sh
+
+test: venv system-deps postgres
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Unit and scenario tests (in memory, no processes), on both cores: about 65 s of CPU.
@@ -128,7 +135,7 @@ client: venv
 test-unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-test-integration: venv system-deps
+test-integration: venv system-deps postgres
 	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 # Chaos: one run per fault of DURATION s (FAULTS=all or a comma list), plus a

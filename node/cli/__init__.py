@@ -23,7 +23,14 @@ def _node_command() -> click.Command:
     return node_command
 
 
+def _ledger_command() -> click.Command:
+    from node.cli.ledger import ledger
+
+    return ledger
+
+
 cli.add_lazy_command("node", _node_command)
+cli.add_lazy_command("ledger", _ledger_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

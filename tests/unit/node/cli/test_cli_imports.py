@@ -23,6 +23,10 @@ NOT_FOR_A_CLIENT_COMMAND = (
     "pysyncobj",
     "sqlite3",
     "node.client._async",
+    "node.ledger",
+    "sqlalchemy",
+    "alembic",
+    "rich",
 )
 
 

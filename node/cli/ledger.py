@@ -1,0 +1,76 @@
+"""``tadpole ledger``: create or upgrade the relational ledger's database.
+
+Loaded only when it runs (SQLAlchemy and Alembic take longer to import than a client
+command takes to run). The database is ``--url`` or ``$ADAPTIVE_DATABASE_URL``."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail
+from node.ledger.migrate import ENV_URL, LedgerError, engine_for, migrate, status
+
+__all__ = ["ledger"]
+
+_URL = click.option(
+    "--url",
+    default=None,
+    metavar="URL",
+    help=f"SQLAlchemy URL of the ledger database (default: ${ENV_URL}), e.g. "
+    "postgresql+psycopg://user:password@host/db or sqlite:///path/ledger.db.",
+)
+
+
+def _url(given: str | None) -> str:
+    url = given or os.environ.get(ENV_URL, "")
+    if not url:
+        _fail(f"no ledger database: pass --url or set {ENV_URL}", EXIT_USAGE)
+    return url
+
+
+def _shown(url: str) -> str:
+    return engine_for(url).url.render_as_string(hide_password=True)
+
+
+@click.group()
+def ledger() -> None:
+    """The relational ledger (jobs, allocations, workers, tadpoles, analysis work)."""
+
+
+@ledger.command(name="migrate")
+@_URL
+def migrate_command(url: str | None) -> None:
+    """Create the ledger in an empty database, or bring it to the newest version.
+
+    A database holding other tables, or a version this release does not know, is
+    refused and left unchanged."""
+    target = _url(url)
+    try:
+        done = migrate(target)
+        shown = _shown(target)
+    except LedgerError as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    if done.created:
+        click.echo(f"created the ledger at version {done.after} in {shown}")
+    elif done.before == done.after:
+        click.echo(f"the ledger in {shown} is at the newest version, {done.after}")
+    else:
+        click.echo(f"upgraded the ledger in {shown}: {done.before} -> {done.after}")
+
+
+@ledger.command(name="status")
+@_URL
+def status_command(url: str | None) -> None:
+    """The ledger database's version and the newest one (exit 1 when it is behind)."""
+    target = _url(url)
+    try:
+        current, newest = status(target)
+    except LedgerError as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    if current == newest:
+        click.echo(f"version {current} (newest)")
+        return
+    click.echo(f"version {current or 'none (empty database)'}; newest {newest}")
+    _fail("the ledger is behind: run tadpole ledger migrate", EXIT_FAILURE)
