@@ -6,6 +6,7 @@ machine against a naive dict model (the oracle) over random command sequences.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -1204,3 +1205,56 @@ def test_a_kept_result_naming_a_key_the_state_lacks_is_a_malformed_snapshot() ->
     with pytest.raises(SnapshotError, match="gone"):
         target.restore(msgpack.packb(fields, use_bin_type=True))
     assert target.snapshot() == before
+
+
+def test_every_kind_of_kept_result_replays_exactly_also_after_a_restore() -> None:
+    sm = SystemStateMachine()
+    sm.apply(Txn(success=(PutOp("old", b"0"),)))
+    when_v1 = Compare("old", CompareTarget.VERSION, CompareOp.EQUAL, 1)
+    commands = [
+        _write("new", b"1", "put-new"),  # kept as its key-value
+        _write("old", b"2", "put-over"),  # kept with the value it replaced
+        Txn(compares=(when_v1,), success=(PutOp("c", b"3"),), request_id="cas-won"),
+        Txn(
+            compares=(when_v1,),
+            success=(PutOp("c", b"4"),),
+            failure=(PutOp("f", b"5"),),
+            request_id="cas-lost",
+        ),
+        Txn(success=(PutOp("a", b"6"), PutOp("b", b"7")), request_id="two-puts"),
+        Txn(success=(GetOp("new"),), request_id="get"),
+        Txn(success=(DeleteOp("a"),), request_id="delete"),
+        Txn(success=(PutOp("new", b"8"),), request_id="put-again"),
+    ]
+    firsts = [sm.apply(c) for c in commands]
+    restored = SystemStateMachine()
+    restored.restore(sm.snapshot())
+    assert restored.snapshot() == sm.snapshot()
+    for machine in (sm, restored):
+        revision = machine.revision
+        assert [machine.apply(c) for c in commands] == firsts
+        assert machine.revision == revision  # and nothing was applied again
+
+
+def test_the_request_table_stays_small() -> None:
+    # Beside the ids themselves (and the key-values the state holds anyway), a kept
+    # lone put costs a table entry, not a result object graph.
+    import gc
+    import tracemalloc
+
+    ids = [f"req-{i:08d}-0123456789ab" for i in range(20_000)]
+    sm = SystemStateMachine()
+    commands = [_write(f"k{i}", b"v", rid) for i, rid in enumerate(ids)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for command in commands:
+            sm.apply(command)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+        states = sum(sys.getsizeof(kv) + sys.getsizeof(kv.key) for kv in sm.items())
+    finally:
+        tracemalloc.stop()
+    per_write = (grown - states) / len(ids)
+    assert per_write < 140, per_write  # an OrderedDict of full results took about 330
