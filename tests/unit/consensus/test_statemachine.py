@@ -1134,6 +1134,9 @@ def _dedup_entry(sm_edit: Callable[[list[Any]], None]) -> bytes:
         pytest.param(_dedup_entry(_set((5, 0, 1, 0), "1")), id="result-revision-not-int"),
         pytest.param(_dedup_entry(_set((5, 0, 1), [1])), id="result-truncated"),
         pytest.param(_dedup_entry(_set((5,), 3)), id="dedup-not-a-list"),
+        pytest.param(
+            _dedup_entry(lambda fields: fields[5].append(fields[5][0])), id="request-id-twice"
+        ),
     ],
 )
 def test_restore_of_a_malformed_request_id_table_raises_snapshot_error(data: bytes) -> None:
