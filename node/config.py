@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import hmac
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -129,6 +130,9 @@ class NodeConfig:
         elif self.cluster_secret_file:
             try:
                 with open(self.cluster_secret_file, "rb") as f:
+                    refuse_readable_by_others(
+                        "cluster_secret_file", self.cluster_secret_file, os.fstat(f.fileno())
+                    )
                     secret = f.read().strip()
             except OSError as exc:
                 raise ConfigError(f"cluster_secret_file: {exc}") from exc
@@ -149,6 +153,35 @@ class NodeConfig:
     def operator_token(self) -> str:
         """The credential operator calls (leadership transfer) must carry."""
         return operator_token_for(self.secret())
+
+
+def secret_file_problem(mode: int, owner: int, me: int) -> str:
+    """Why a file holding a secret is not private enough ("" if it is), the rule
+    PostgreSQL applies to its key file: owned by this process's user, no access for
+    group or others (0600 or less); owned by root while this process is not root,
+    group read at most (0640 or less: a Kubernetes secret volume, group = fsGroup);
+    owned by anybody else, refused."""
+    bits = stat.S_IMODE(mode)
+    if owner == me:
+        if bits & 0o077:
+            return f"mode {bits:04o} lets other users at it; it must be 0600 or less"
+        return ""
+    if owner == 0:
+        if bits & 0o037:
+            return f"mode {bits:04o} (owned by root) must be 0640 or less"
+        return ""
+    return f"it is owned by uid {owner}, neither this process's user ({me}) nor root"
+
+
+def refuse_readable_by_others(setting: str, path: str, st: os.stat_result) -> None:
+    """ConfigError if the file ``path`` (of ``setting``) holding a secret is not
+    private (:func:`secret_file_problem`). Never names the secret itself."""
+    problem = secret_file_problem(st.st_mode, st.st_uid, os.geteuid())
+    if problem:
+        raise ConfigError(
+            f"{setting} {path}: {problem} (chmod 600 {path}); a node does not start with "
+            "a secret other users can read"
+        )
 
 
 def operator_token_for(secret: bytes) -> str:
@@ -227,6 +260,8 @@ def load_config(
         try:
             with open(toml_path, "rb") as fh:
                 doc = tomllib.load(fh)
+                if "cluster_secret" in doc:  # the secret itself is in the file
+                    refuse_readable_by_others("config file", toml_path, os.fstat(fh.fileno()))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{toml_path}: {exc}") from exc
         for key, value in doc.items():

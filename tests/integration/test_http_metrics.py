@@ -6,8 +6,10 @@ import time
 import urllib.request
 from typing import Any
 
+import grpc
 import pytest
 
+from node.config import NodeConfig
 from node.pb import tadpole_pb2 as pb
 from tests.integration.conftest import free_base_port
 
@@ -142,6 +144,22 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         assert shown.stdout.count("tadpole top") == 2
         assert all(n in shown.stdout for n in cluster.node_ids)
         assert "leader" in shown.stdout and "tadpole.v1.KV/Put" in shown.stdout
+        # A refused peer call is logged -- without what it presented or what the
+        # cluster uses: no secret or token is in any node's log.
+        with pytest.raises(grpc.RpcError):
+            stub.peer.Replica(
+                pb.PeerMessage(from_id="intruder", payload=b"x"),
+                metadata=(("authorization", "Bearer guessed-token-123"),), timeout=5,
+            )  # fmt: skip
+        with open(cluster.secret_file, "rb") as f:
+            secret = f.read().strip()
+        config = NodeConfig(cluster_secret=secret.decode())
+        for node_id in cluster.node_ids:
+            with open(cluster.log_file(node_id), "rb") as f:
+                logged = f.read()
+            for word in (secret, config.peer_token().encode(), config.operator_token().encode(),
+                         b"guessed-token-123"):  # fmt: skip
+                assert word not in logged, (node_id, word[:6])
     finally:
         for node_id in cluster.node_ids:
             cluster.kill(node_id)

@@ -9,20 +9,25 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
 
 from consensus.raft.backend import RaftConfig
-from node.config import ConfigError, NodeConfig, load_config, parse_peers
+from node.config import ConfigError, NodeConfig, load_config, parse_peers, secret_file_problem
 
 SECRET = "0123456789abcdef-cluster"  # 24 bytes
 
 
-def write(tmp_path: Path, text: str, name: str = "node.toml") -> str:
+def write(tmp_path: Path, text: str, name: str = "node.toml", mode: int = 0o600) -> str:
+    """A file of this user's, private unless ``mode`` says otherwise (a file holding a
+    secret must be: see the permission tests below)."""
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
     return str(path)
 
 
@@ -397,3 +402,56 @@ def test_config_is_frozen() -> None:
     config = NodeConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.node_id = "n9"  # type: ignore[misc]
+
+
+# --- files holding a secret must be private ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "me", "allowed"),
+    [
+        (0o600, 1000, 1000, True),
+        (0o400, 1000, 1000, True),
+        (0o640, 1000, 1000, False),  # group may read
+        (0o604, 1000, 1000, False),  # anybody may read
+        (0o440, 0, 10001, True),  # a Kubernetes secret volume: root, group = fsGroup
+        (0o640, 0, 10001, True),
+        (0o660, 0, 10001, False),  # group may write
+        (0o644, 0, 10001, False),
+        (0o600, 0, 0, True),  # root's own file, for a node run as root
+        (0o640, 0, 0, False),
+        (0o600, 4242, 1000, False),  # somebody else's file
+    ],
+)
+def test_which_secret_files_are_private_enough(
+    mode: int, owner: int, me: int, allowed: bool
+) -> None:
+    assert (secret_file_problem(stat.S_IFREG | mode, owner, me) == "") is allowed
+
+
+def test_a_secret_file_others_can_read_stops_the_node_and_names_the_fix(tmp_path: Path) -> None:
+    path = write(tmp_path, SECRET, "secret", mode=0o644)
+    with pytest.raises(ConfigError) as refused:
+        NodeConfig(peers={"n2": "h:1"}, cluster_secret_file=path)
+    message = str(refused.value)
+    assert "mode 0644" in message and f"chmod 600 {path}" in message
+    assert SECRET not in message
+    os.chmod(path, 0o600)
+    assert NodeConfig(peers={"n2": "h:1"}, cluster_secret_file=path).secret() == SECRET.encode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_secret_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, SECRET, "secret")
+    os.chown(path, 4242, -1)
+    with pytest.raises(ConfigError, match="owned by uid 4242"):
+        NodeConfig(peers={"n2": "h:1"}, cluster_secret_file=path)
+
+
+def test_a_config_file_with_the_secret_in_it_must_be_private_too(tmp_path: Path) -> None:
+    shared = write(tmp_path, f'cluster_secret = "{SECRET}"\n', mode=0o644)
+    with pytest.raises(ConfigError, match=r"config file .*mode 0644"):
+        load_config(toml_path=shared, env={})
+    # without a secret in it, a config file may be world-readable
+    plain = write(tmp_path, 'node_id = "n1"\n', "plain.toml", mode=0o644)
+    assert load_config(toml_path=plain, env={}).node_id == "n1"
