@@ -531,9 +531,7 @@ class SystemStateMachine:
         head += packer.pack(self.revision)
         head += packer.pack(self.compact_revision)
         yield head
-        current = self._data
-
-        kept = self._dedup
+        current, kept = self._data, self._dedup
 
         def dedup_tuple(rid: str) -> list[object]:
             return [rid, _result_tuple(_expanded(kept[rid]), current)]
