@@ -33,6 +33,7 @@ help:
 	@echo "make bench-ab REF=c   this tree vs commit c (ops/s, CPU, Raft calls, fsyncs per op, idle)"
 	@echo "make bench-population Tiers.Update vs UpdateMany batches against make cluster"
 	@echo "make bench-instrumentation  instrumentation cost per put, % of its server CPU"
+	@echo "make postgres         start this machine's PostgreSQL with the ledger tests' database (make test runs it)"
 	@echo "make venv / clean     create $(VENV) from constraints.txt / remove it and all caches"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
