@@ -94,7 +94,7 @@ def frame(
         if s is None:
             nodes.append(_unreachable(r))
             continue
-        bounds = s.latency_bounds or bounds
+        bounds = bounds or s.latency_bounds  # the method rows use the first node's
         old = before.get(s.id)
         if old is not None and old.uptime_s > s.uptime_s:  # restarted since: from its start
             old = None
@@ -105,12 +105,14 @@ def frame(
         for load in s.load:
             count, buckets = _delta(load, old_load.get(load.method))
             calls += count
-            summed = [a + b for a, b in zip(summed, buckets, strict=True)]
-            rate, acc = methods.get(load.method, (0.0, [0] * len(buckets)))
-            methods[load.method] = (
-                rate + (count / elapsed if elapsed > 0 else 0.0),
-                [a + b for a, b in zip(acc, buckets, strict=True)],
-            )
+            rate, acc = methods.get(load.method, (0.0, [0] * (len(bounds) + 1)))
+            # Buckets of another layout (a node of another version, a bad answer) count
+            # as calls but not toward the quantiles they would skew.
+            if len(buckets) == len(summed):
+                summed = [a + b for a, b in zip(summed, buckets, strict=True)]
+            if len(buckets) == len(acc) and s.latency_bounds == bounds:
+                acc = [a + b for a, b in zip(acc, buckets, strict=True)]
+            methods[load.method] = (rate + (count / elapsed if elapsed > 0 else 0.0), acc)
         cpu = s.cpu_seconds - (old.cpu_seconds if old is not None else 0.0)
         hinted = [t for t in s.tiers if t.hints_pending]
         nodes.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -76,3 +77,20 @@ def test_run_prints_the_frames_it_was_asked_for(capsys: pytest.CaptureFixture[st
     assert out.count("tadpole top") == 2
     assert "since start" in out and "last 0.2 s" in out
     assert "leader" in out and "tadpole.v1.KV/Put" in out and "40" in out  # 20 calls / 0.5 s
+
+
+def test_nodes_with_another_bucket_layout_do_not_break_the_screen() -> None:
+    mine = status("n1", 2.0, 0.1, {"KV/Put": (10, 0, 0, 0)})
+    other = status("n2", 2.0, 0.1, {"KV/Put": (0, 4, 0)})  # one bucket fewer
+    assert other.status is not None
+    other = EndpointStatus(
+        "n2:1", dataclasses.replace(other.status, latency_bounds=(0.001, 0.01)), None
+    )
+    broken = status("n3", 2.0, 0.1, {"KV/Put": (1, 2)})  # buckets that fit no layout
+    nodes, methods = frame([mine, other, broken], None)
+    assert [n.ops_per_s for n in nodes] == [5.0, 2.0, 1.5]
+    assert nodes[1].p50_s == pytest.approx(0.001 + 0.009 * 0.5)  # its own layout
+    assert math.isnan(nodes[2].p50_s)
+    (put,) = methods
+    assert put.ops_per_s == pytest.approx(8.5)
+    assert put.p99_s == pytest.approx(0.001 * 0.99 * 10 / 10)  # n1's buckets only
