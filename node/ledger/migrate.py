@@ -86,15 +86,33 @@ def _shown(engine: Engine) -> str:
 
 
 def status(url: str) -> tuple[str | None, str]:
-    """``(version of the database, newest version)``; None for an empty database."""
+    """``(version of the database, newest version)``; None for an empty database. A
+    database of other tables is :class:`LedgerError`, as :func:`migrate` says."""
     engine = engine_for(url)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision(), head()
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is None:
+                _refuse_foreign(engine, conn)
+            return current, head()
+    except LedgerError:
+        raise
     except SQLAlchemyError as exc:
         raise _failed(engine, exc) from None
     finally:
         engine.dispose()
+
+
+def _refuse_foreign(engine: Engine, conn: Connection) -> None:
+    """LedgerError if a database without a ledger version holds any table: it is not
+    a ledger, and nothing may be written to it."""
+    present = set(inspect(conn).get_table_names())
+    if present:
+        clash = sorted(present & set(Base.metadata.tables)) or sorted(present)
+        raise LedgerError(
+            f"{_shown(engine)} holds tables ({', '.join(clash[:5])}) but no "
+            "ledger version: it is not a ledger made by tadpole; nothing changed"
+        )
 
 
 def _failed(engine: Engine, exc: SQLAlchemyError) -> LedgerError:
@@ -112,14 +130,7 @@ def migrate(url: str) -> MigrationResult:
         with engine.begin() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
             if current is None:
-                ours = set(Base.metadata.tables)
-                present = set(inspect(conn).get_table_names())
-                if present:
-                    clash = sorted(present & ours) or sorted(present)
-                    raise LedgerError(
-                        f"{_shown(engine)} holds tables ({', '.join(clash[:5])}) but no "
-                        "ledger version: it is not a ledger made by tadpole; nothing changed"
-                    )
+                _refuse_foreign(engine, conn)
                 Base.metadata.create_all(conn)
                 command.stamp(_config(conn), "head")
                 return MigrationResult(None, newest, True)

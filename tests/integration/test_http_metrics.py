@@ -81,15 +81,17 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         assert sample(text, "tadpole_raft_proposals_pending") == 0
         assert sample(text, "tadpole_raft_proposals_failed_total") == 0
         assert sample(text, "tadpole_raft_leader_changes_total") >= 1  # it saw itself win
-        assert sample(text, "tadpole_antientropy_rounds_total") >= 0  # exported from the start
         followers = [n for n in cluster.node_ids if n != leader]
         deadline = time.monotonic() + 15
         while True:
             _, text = scrape(address)
             probed = all(f'tadpole_peer_rtt_seconds_count{{peer="{f}"}}' in text for f in followers)
-            if probed or time.monotonic() > deadline:
+            if (probed and sample(text, "tadpole_antientropy_rounds_total") >= 1) or (
+                time.monotonic() > deadline
+            ):
                 break
             time.sleep(0.5)
+        assert sample(text, "tadpole_antientropy_rounds_total") >= 1  # one every 3 s
         for peer in followers:
             assert sample(text, f'tadpole_peer_rtt_seconds_count{{peer="{peer}"}}') >= 1
             assert 0 < sample(text, f'tadpole_peer_rtt_seconds_sum{{peer="{peer}"}}') < 5

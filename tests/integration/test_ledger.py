@@ -179,6 +179,8 @@ def test_a_database_of_other_tables_is_refused_and_left_alone(url: str) -> None:
         conn.execute(text("CREATE TABLE jobs (id INTEGER)"))
     with pytest.raises(LedgerError, match="not a ledger made by tadpole; nothing changed"):
         migrate(url)
+    with pytest.raises(LedgerError, match="holds tables \\(jobs\\) but no ledger version"):
+        status(url)  # not reported as an empty database
     with engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) == {"jobs"}
     engine.dispose()
