@@ -43,7 +43,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from consensus.statemachine import CommandResult, Event, KeyValue, Txn
+from consensus.statemachine import CommandResult, Event, KeyValue, SystemStateMachine, Txn
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,12 @@ class SystemBackend(Protocol):
     ) -> tuple[list[Event], int, bool]: ...
 
     def info(self) -> BackendInfo: ...
+
+    async def snapshot(self, timeout: float) -> SystemStateMachine:
+        """A copy of the whole state at one linearizable read point: it holds every
+        write that completed before the call (backups). Raises ProposalError when
+        the backend keeps no state machine of its own (etcd)."""
+        ...
 
     async def transfer_leadership(self, target_id: str, timeout: float) -> str:
         """Hand leadership to ``target_id`` ("" = best follower); return the new

@@ -89,6 +89,9 @@ class MemorySystem:
             if not events:
                 await changed.wait()
 
+    async def snapshot(self, timeout: float) -> SystemStateMachine:
+        return self.sm.copy()
+
     def info(self) -> BackendInfo:
         return BackendInfo(
             name=self.name,

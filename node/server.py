@@ -25,6 +25,7 @@ from consensus.etcd.backend import EtcdSystem
 from consensus.raft.backend import RaftBackend
 from consensus.raft.bridge import RaftSystem
 from gossip.config import GossipConfig
+from node.api.backup import BackupServicer
 from node.api.documents import DocumentsServicer
 from node.api.guard import DecodeGuard
 from node.api.kv import VERSION, ClusterServicer, KVServicer
@@ -51,7 +52,8 @@ from node.tiers.ops import TIERS
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = tuple(
-    pb.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Tiers", "Peer")
+    pb.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("KV", "Cluster", "Tiers", "Backup", "Peer")
 )
 
 
@@ -326,6 +328,9 @@ class NodeServer:
         )
         pb_grpc.add_TiersServicer_to_server(TiersServicer(self.replication, self.metrics), server)
         pb_grpc.add_DocumentsServicer_to_server(DocumentsServicer(self.replication), server)
+        pb_grpc.add_BackupServicer_to_server(
+            BackupServicer(cfg.node_id, self.system, self.store), server
+        )
         pb_grpc.add_PeerServicer_to_server(
             PeerServicer(
                 self._raft,

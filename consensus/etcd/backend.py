@@ -94,6 +94,7 @@ from consensus.statemachine import (
     KeyValue,
     OpResult,
     PutOp,
+    SystemStateMachine,
     Txn,
     TxnOp,
     page_events,
@@ -769,6 +770,12 @@ class EtcdSystem:
         self._leader_name = self._member_names.get(leader, f"{leader:x}") if leader else ""
         self._has_quorum = bool(leader)
         self._keys = int(counted.count)
+
+    async def snapshot(self, timeout: float) -> SystemStateMachine:
+        raise ProposalError(
+            "the system tier lives in etcd: back it up with `etcdctl snapshot save` "
+            "(tadpole backup covers the CRDT tiers)"
+        )
 
     async def transfer_leadership(self, target_id: str, timeout: float) -> str:
         raise ProposalError(

@@ -296,6 +296,57 @@ class _ReplicatedSystem(SyncObj):  # type: ignore[misc]
 # while its leader was healthy -- hundreds a second under load.
 
 
+def write_snapshot_file(final: str, raft_blob: bytes, state: SystemStateMachine) -> None:
+    """Write a snapshot file (format in ``RaftBackend``'s snapshot section): to
+    ``<final>.bg``, fsynced, renamed over ``final``, directory fsynced."""
+    tmp = final + ".bg"
+    crc = 0
+    with open(tmp, "wb") as f:
+        for piece in (SNAPSHOT_MAGIC, struct.pack("<I", len(raft_blob)), raft_blob):
+            f.write(piece)
+            crc = zlib.crc32(piece, crc)
+        for piece in state.snapshot_chunks():
+            f.write(piece)
+            crc = zlib.crc32(piece, crc)
+        f.write(struct.pack("<I", crc))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(os.path.dirname(os.path.abspath(final)))
+
+
+# The two log entries a seeded member starts from: pysyncobj's own first entry (a
+# no-op at index 1, term 0) and one more, so its journal begins with the snapshot's
+# last two entries as it requires. Every member seeded from the same backup holds the
+# same two, so their logs agree; the first election moves the term to 1.
+_NO_OP = b"\x01"
+_SEED_ENTRIES = ((_NO_OP, 1, 0), (_NO_OP, 2, 0))
+
+
+def seed_data_dir(data_dir: str, state: SystemStateMachine) -> None:
+    """Make ``data_dir`` a member of a *new* Raft group whose state starts as
+    ``state`` (a restore, like ``etcdutl snapshot restore``): a snapshot holding it
+    at log index 2 and a journal of the two entries the snapshot ends with, all
+    fsynced. Every member of the new group must be seeded from the same state. The
+    data directory must hold no Raft files; raises FileExistsError if it does."""
+    os.makedirs(data_dir, exist_ok=True)
+    snapshot_path = os.path.join(data_dir, "raft.snapshot")
+    journal_path = os.path.join(data_dir, "raft.journal")
+    for path in (snapshot_path, journal_path, journal_path + ".meta"):
+        if os.path.exists(path):
+            raise FileExistsError(f"{path}: already exists; seeding needs a new data directory")
+    before_last, last = _SEED_ENTRIES
+    write_snapshot_file(snapshot_path, pickle.dumps((last, before_last, set())), state)
+    journal = DurableJournal(journal_path, snapshot_path)
+    try:
+        for command, idx, term in _SEED_ENTRIES:
+            journal.add(command, idx, term)
+        journal.setRaftCommitIndex(last[1])
+        journal.sync()
+    finally:
+        journal._destroy()
+
+
 def next_tick_in(obj: Any, ticked: float, now: float, longest: float) -> float:
     """How long the tick thread may sleep after a tick that started at ``ticked``:
     until pysyncobj's next timer is due -- the leader's next heartbeat, a follower's
@@ -635,20 +686,7 @@ class RaftBackend:
     def _write_snapshot(self, state: SystemStateMachine, raft_blob: bytes, final: str) -> None:
         started = time.monotonic()
         try:
-            tmp = final + ".bg"
-            crc = 0
-            with open(tmp, "wb") as f:
-                for piece in (SNAPSHOT_MAGIC, struct.pack("<I", len(raft_blob)), raft_blob):
-                    f.write(piece)
-                    crc = zlib.crc32(piece, crc)
-                for piece in state.snapshot_chunks():
-                    f.write(piece)
-                    crc = zlib.crc32(piece, crc)
-                f.write(struct.pack("<I", crc))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            fsync_dir(os.path.dirname(os.path.abspath(final)))
+            write_snapshot_file(final, raft_blob, state)
         except Exception:
             log.exception("node %s: snapshot failed", self.node_id)
             self._snapshot_state = "failed"

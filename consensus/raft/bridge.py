@@ -160,6 +160,9 @@ class RaftSystem:
 
         return await self._read(run, True, timeout)
 
+    async def snapshot(self, timeout: float) -> SystemStateMachine:
+        return await self._read(SystemStateMachine.copy, True, timeout)
+
     async def _read(
         self, fn: Callable[[SystemStateMachine], T], linearizable: bool, timeout: float
     ) -> T:

@@ -29,7 +29,14 @@ def _ledger_command() -> click.Command:
     return ledger
 
 
+def _backup_command() -> click.Command:
+    from node.cli.backup import backup
+
+    return backup
+
+
 cli.add_lazy_command("node", _node_command)
+cli.add_lazy_command("backup", _backup_command)
 cli.add_lazy_command("ledger", _ledger_command)
 
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from consensus.backend import BackendInfo, RangeResult, SystemBackend
 from consensus.durable import Histogram
-from consensus.statemachine import CommandResult, Event, KeyValue, Txn
+from consensus.statemachine import CommandResult, Event, KeyValue, SystemStateMachine, Txn
 from node.observe.latency import BUCKETS
 
 __all__ = ["OPS", "TimedSystem", "op_kind"]
@@ -105,6 +105,9 @@ class TimedSystem:
 
     def info(self) -> BackendInfo:
         return self.inner.info()
+
+    async def snapshot(self, timeout: float) -> SystemStateMachine:
+        return await self.inner.snapshot(timeout)
 
     async def transfer_leadership(self, target_id: str, timeout: float) -> str:
         return await self.inner.transfer_leadership(target_id, timeout)

@@ -718,6 +718,44 @@ class RaftAck(_message.Message):
     frames: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, frames: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class BackupSystemRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BackupSystemPiece(_message.Message):
+    __slots__ = ("revision", "keys", "data")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    keys: int
+    data: bytes
+    def __init__(self, revision: _Optional[int] = ..., keys: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class BackupRowsRequest(_message.Message):
+    __slots__ = ("tier",)
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    def __init__(self, tier: _Optional[str] = ...) -> None: ...
+
+class BackupRow(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: bytes
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class BackupRowsPage(_message.Message):
+    __slots__ = ("rows", "done", "node_id")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[BackupRow]
+    done: bool
+    node_id: str
+    def __init__(self, rows: _Optional[_Iterable[_Union[BackupRow, _Mapping]]] = ..., done: _Optional[bool] = ..., node_id: _Optional[str] = ...) -> None: ...
+
 class PeerMessage(_message.Message):
     __slots__ = ("from_id", "payload", "from_address")
     FROM_ID_FIELD_NUMBER: _ClassVar[int]

@@ -1046,6 +1046,121 @@ class Documents:
             _registered_method=True)
 
 
+class BackupStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.System = channel.unary_stream(
+                '/tadpole.v1.Backup/System',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.BackupSystemRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.BackupSystemPiece.FromString,
+                _registered_method=True)
+        self.Rows = channel.unary_stream(
+                '/tadpole.v1.Backup/Rows',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.BackupRowsRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.BackupRowsPage.FromString,
+                _registered_method=True)
+
+
+class BackupServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def System(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rows(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BackupServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'System': grpc.unary_stream_rpc_method_handler(
+                    servicer.System,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.BackupSystemRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.BackupSystemPiece.SerializeToString,
+            ),
+            'Rows': grpc.unary_stream_rpc_method_handler(
+                    servicer.Rows,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.BackupRowsRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.BackupRowsPage.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tadpole.v1.Backup', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tadpole.v1.Backup', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Backup:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def System(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tadpole.v1.Backup/System',
+            node_dot_pb_dot_tadpole__pb2.BackupSystemRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.BackupSystemPiece.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tadpole.v1.Backup/Rows',
+            node_dot_pb_dot_tadpole__pb2.BackupRowsRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.BackupRowsPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class PeerStub:
     """Missing associated documentation comment in .proto file."""
 

@@ -3,12 +3,13 @@ and the operator credential of operator calls.
 
 Every peer call must carry ``authorization: Bearer <token>``, where the token is derived
 from the shared cluster secret (``NodeConfig.peer_token``). Operator calls
-(:data:`OPERATOR_METHODS`: leadership transfer) must carry the operator token instead
-(``NodeConfig.operator_token``, another derivation of the secret; the dev cluster writes
-it to ``<dir>/operator.token``). :class:`PeerAuthInterceptor` checks both in a server
-interceptor, before the request is even parsed: a call without the right credential is
-answered ``UNAUTHENTICATED`` by a handler that never deserializes the request body, so
-an unauthenticated sender can't get a single pickle byte decoded.
+(:data:`OPERATOR_METHODS`: leadership transfer; every method of the Backup service) must
+carry the operator token instead (``NodeConfig.operator_token``, another derivation of
+the secret; the dev cluster writes it to ``<dir>/operator.token``).
+:class:`PeerAuthInterceptor` checks both in a server interceptor, before the request is
+even parsed: a call without the right credential is answered ``UNAUTHENTICATED`` by a
+handler that never deserializes the request body, so an unauthenticated sender can't get
+a single pickle byte decoded.
 
 This is the interim answer to "anyone who can reach a port can move the leader";
 per-client identities and roles replace the operator token when RBAC lands.
@@ -25,6 +26,7 @@ import grpc
 __all__ = [
     "AUTH_HEADER",
     "OPERATOR_METHODS",
+    "OPERATOR_SERVICE_PREFIXES",
     "PEER_SERVICE_PREFIX",
     "PeerAuthInterceptor",
     "auth_metadata",
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 PEER_SERVICE_PREFIX = "/tadpole.v1.Peer/"
 OPERATOR_METHODS = frozenset({"/tadpole.v1.Cluster/TransferLeadership"})
+# Every method of these services is an operator call (backups hand out raw replicas).
+OPERATOR_SERVICE_PREFIXES = ("/tadpole.v1.Backup/",)
 AUTH_HEADER = "authorization"
 
 
@@ -80,7 +84,9 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if not _presents(details, self._expected):
                 log.warning("refused unauthenticated peer call %s", method)
                 return self._deny
-        elif method in OPERATOR_METHODS and not _presents(details, self._operator):
+        elif (
+            method in OPERATOR_METHODS or method.startswith(OPERATOR_SERVICE_PREFIXES)
+        ) and not _presents(details, self._operator):
             log.warning("refused operator call %s without the operator credential", method)
             return self._deny_operator
         return await continuation(details)

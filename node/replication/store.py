@@ -1235,6 +1235,26 @@ class TierStore:
             Hint(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), int(r[5])) for r in rows
         ]
 
+    def hints_in(self, tier: str, after_id: int = 0, limit: int = 0) -> list[Hint]:
+        """Hints of ``tier`` (any target) with id > ``after_id``, in id order; at most
+        ``limit`` (0: all). Page by passing the last id returned (backups)."""
+        _check_str("tier", tier)
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        sql = (
+            "SELECT id, target, tier, key, value, created_ns FROM hints "
+            "WHERE tier=? AND id>? ORDER BY id"
+        )
+        params: tuple[object, ...] = (tier, after_id)
+        if limit:
+            sql += " LIMIT ?"
+            params = (*params, limit)
+        with self._reader("hints_in") as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [
+            Hint(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), int(r[5])) for r in rows
+        ]
+
     def version(self, tier: str) -> int:
         """Grows whenever a write to ``tier``'s values commits, in this process (it
         starts at 0 on every open). Bumped after the commit, so a reader that sees a

@@ -1,0 +1,125 @@
+"""Restoring a backup into the data directories of a new cluster.
+
+Like ``etcdutl snapshot restore``, a restore builds fresh data directories, one per
+member of the new cluster, from which the members start as a new cluster holding the
+backup's data:
+
+* **system tier**: every member is seeded with the same state at the backup's
+  revision (``consensus.raft.backend.seed_data_dir``): a Raft snapshot and a journal
+  of the two entries it ends with. The revision counter continues from the backup's;
+  the watch history and the request-id table start empty.
+* **CRDT tiers**: each key is written to the ``tiers.db`` of its owners under the new
+  cluster's membership (the placement every node computes), so the cluster starts
+  fully replicated with nothing to hand off.
+
+Everything is read and checked before any target is touched: a missing, corrupt or
+undecryptable chunk stops the restore with the file named and no directory changed.
+Each member's directory is built beside its target (``<dir>.restoring``) and renamed
+into place; a target that is not empty is refused unless ``force``, which replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from consensus.durable import fsync_dir
+from consensus.raft.backend import seed_data_dir
+from node.backup.archive import BackupError, read_section, system_state
+from node.backup.manifest import Manifest
+from node.backup.repository import Repository
+from node.replication.coordinator import owners
+from node.replication.store import TierStore
+from node.tiers.ops import TIERS
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    backup_id: str
+    revision: int
+    system_keys: int
+    tier_keys: dict[str, int]
+    copies_written: dict[str, int]  # member -> CRDT values written to its store
+
+
+def restore(
+    repo: Repository,
+    manifest: Manifest,
+    identities: Sequence[Any],
+    targets: Mapping[str, str],
+    *,
+    force: bool = False,
+    allow_incomplete: bool = False,
+) -> Restored:
+    """Build one data directory per member id in ``targets`` (id -> directory)."""
+    if not targets:
+        raise BackupError("name the new cluster's members: --node ID=DATA_DIR (one each)")
+    if not manifest.complete and not allow_incomplete:
+        short = [f"{t} (missing {', '.join(s.missing)})" for t, s in manifest.tiers.items()
+                 if not s.complete]  # fmt: skip
+        raise BackupError(
+            f"backup {manifest.id} is incomplete for {'; '.join(short)}; "
+            "restore it anyway with --allow-incomplete"
+        )
+    for member, path in targets.items():
+        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)) and not force:
+            raise BackupError(
+                f"{path} (member {member}): not empty; restore refuses to overwrite a data "
+                "directory without --force"
+            )
+    unknown = set(manifest.tiers) - set(TIERS)
+    if unknown:
+        raise BackupError(f"backup {manifest.id} holds tiers this version lacks: {sorted(unknown)}")
+    # Read and check everything first.
+    state = system_state(read_section(repo, manifest, "system", identities), manifest.revision)
+    tiers = {name: read_section(repo, manifest, name, identities) for name in manifest.tiers}
+    members = sorted(targets)
+    placed: dict[str, list[tuple[str, str, bytes]]] = {m: [] for m in members}
+    for name, records in tiers.items():
+        spec = TIERS[name]
+        for key, value in records:
+            for owner in owners(spec, key, members):
+                placed[owner].append((name, key, value))
+    for member in members:
+        _build(targets[member], state, placed[member])
+    return Restored(
+        backup_id=manifest.id,
+        revision=manifest.revision,
+        system_keys=len(state),
+        tier_keys={name: len(records) for name, records in tiers.items()},
+        copies_written={m: len(placed[m]) for m in members},
+    )
+
+
+def _build(target: str, state: Any, rows: list[tuple[str, str, bytes]]) -> None:
+    target = os.path.abspath(target)
+    staging = target + ".restoring"
+    if os.path.exists(staging):
+        shutil.rmtree(staging)
+    os.makedirs(staging, mode=0o700)
+    seed_data_dir(staging, state)
+    asyncio.run(_fill(os.path.join(staging, "tiers.db"), rows))
+    fsync_dir(staging)
+    if os.path.exists(target):
+        old = target + ".replaced"
+        if os.path.exists(old):
+            shutil.rmtree(old)
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, target)
+    fsync_dir(os.path.dirname(target))
+
+
+async def _fill(path: str, rows: list[tuple[str, str, bytes]]) -> None:
+    store = TierStore(path)
+    try:
+        for start in range(0, len(rows), 2048):
+            await store.put_many(rows[start : start + 2048])
+    finally:
+        store.close()

@@ -1,0 +1,334 @@
+"""``tadpole backup``: create, list, verify, restore and prune backups (docs/backup.md).
+
+Loaded only when it runs. ``create`` needs the operator token (``--token-file``): it
+reads every member's raw replicas. The repository is ``--repo`` or
+``$TADPOLE_BACKUP_REPO``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import time
+from typing import Any, NoReturn
+
+import click
+
+from node.backup import archive, seal
+from node.backup.archive import BackupError
+from node.backup.collect import gather
+from node.backup.manifest import Manifest, ManifestError
+from node.backup.repository import Repository, RepositoryError
+from node.backup.restore import restore
+from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail
+
+__all__ = ["backup"]
+
+ENV_REPO = "TADPOLE_BACKUP_REPO"
+_ERRORS = (BackupError, ManifestError, RepositoryError, seal.SealError, OSError)
+
+_REPO = click.option(
+    "--repo",
+    envvar=ENV_REPO,
+    required=True,
+    metavar="DIR",
+    help=f"The backup repository (a local directory; env {ENV_REPO}).",
+)
+_IDENTITY = click.option(
+    "--identity",
+    "-i",
+    "identity_files",
+    multiple=True,
+    metavar="FILE",
+    help="age identity file (or OpenSSH private key) that opens the backup; repeatable.",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _stop(exc: BaseException) -> NoReturn:
+    _fail(str(exc), EXIT_FAILURE)
+
+
+def _identities(files: tuple[str, ...]) -> list[Any]:
+    found: list[Any] = []
+    for path in files:
+        try:
+            found.extend(seal.load_identities(path))
+        except seal.SealError as exc:
+            _fail(str(exc), EXIT_USAGE)
+    return found
+
+
+def _when(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.2f} MiB"
+
+
+@click.group()
+def backup() -> None:
+    """Backups of the whole cluster: system tier, CRDT tiers; zstd + age encrypted."""
+
+
+@backup.command(name="keygen")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Identity file to write."
+)
+def keygen_command(out: str) -> None:
+    """Write a new age identity (mode 0600) and print its public recipient."""
+    secret, public = seal.generate_identity()
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _fail(f"{out}: already exists; not overwriting a key", EXIT_USAGE)
+    except OSError as exc:
+        _fail(f"{out}: {exc.strerror or exc}", EXIT_USAGE)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"# created: {_when(time.time_ns())}\n# public key: {public}\n{secret}\n")
+    click.echo(public)
+
+
+@backup.command(name="create")
+@_REPO
+@click.option("--recipient", "-r", "recipients", multiple=True, metavar="KEY",
+              help="age (age1...) or SSH public key to encrypt to; repeatable.")  # fmt: skip
+@click.option("--recipients-file", "-R", "recipient_files", multiple=True, metavar="FILE",
+              help="File of recipients, one a line; repeatable.")  # fmt: skip
+@click.option("--allow-incomplete", is_flag=True,
+              help="Keep a backup even if too few members answered for some tier.")  # fmt: skip
+@_JSON
+@click.pass_obj
+def create_command(
+    settings: Any,
+    repo: str,
+    recipients: tuple[str, ...],
+    recipient_files: tuple[str, ...],
+    allow_incomplete: bool,
+    as_json: bool,
+) -> None:
+    """Back up the cluster into the repository (created if the directory is new)."""
+    keys = list(recipients)
+    for path in recipient_files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                keys.extend(seal.recipients_from_lines(f))
+        except OSError as exc:
+            _fail(f"--recipients-file {path}: {exc.strerror or exc}", EXIT_USAGE)
+    if not keys:
+        _fail("no recipient: pass --recipient age1... or --recipients-file FILE", EXIT_USAGE)
+    try:
+        for key in keys:
+            seal.parse_recipient(key)
+    except seal.SealError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    if not settings.token:
+        _fail("backup create needs the operator token: --token-file FILE", EXIT_USAGE)
+    try:
+        repository = Repository.local(repo, create=True)
+        with repository.store.exclusive():
+            started = time.monotonic()
+            gathered = asyncio.run(
+                gather(settings.endpoints, settings.token, timeout_s=max(settings.timeout_s, 60.0))
+            )
+            incomplete = {t: c.missing for t, c in gathered.tiers.items() if not c.complete}
+            if incomplete and not allow_incomplete:
+                named = "; ".join(f"{t}: {', '.join(m)} did not answer"
+                                  for t, m in incomplete.items())  # fmt: skip
+                _fail(
+                    f"not backed up: too few members answered to hold every acknowledged "
+                    f"write ({named}); retry, or keep it anyway with --allow-incomplete",
+                    EXIT_FAILURE,
+                )
+            manifest, stats = archive.write_backup(repository, gathered, keys)
+            took = time.monotonic() - started
+    except _ERRORS as exc:
+        _stop(exc)
+    keys_total = manifest.system.keys + sum(s.keys for s in manifest.tiers.values())
+    if as_json:
+        click.echo(json.dumps({
+            "id": manifest.id, "revision": manifest.revision, "keys": keys_total,
+            "chunks": stats.chunks_total, "chunks_new": stats.chunks_new,
+            "bytes_new": stats.bytes_new, "bytes_total": stats.bytes_total,
+            "plain_bytes": stats.plain_bytes, "seconds": round(took, 3),
+            "complete": manifest.complete,
+        }))  # fmt: skip
+        return
+    click.echo(f"backup {manifest.id}: revision {manifest.revision}, {keys_total} keys")
+    for name, section in manifest.sections().items():
+        note = "" if section.complete else f"  INCOMPLETE (missing {', '.join(section.missing)})"
+        click.echo(f"  {name:<11} {section.keys:>8} keys  {len(section.chunks):>6} chunks{note}")
+    click.echo(
+        f"  stored {stats.chunks_new} new of {stats.chunks_total} chunks: "
+        f"{_mib(stats.bytes_new)} new, {_mib(stats.bytes_total)} referenced "
+        f"({_mib(stats.plain_bytes)} before compression) in {took:.2f} s"
+    )
+
+
+@backup.command(name="list")
+@_REPO
+@_JSON
+def list_command(repo: str, as_json: bool) -> None:
+    """The repository's backups, oldest first."""
+    try:
+        manifests, bad = Repository.local(repo).manifests()
+    except _ERRORS as exc:
+        _stop(exc)
+    if as_json:
+        click.echo(json.dumps([_summary(m) for m in manifests], indent=1))
+    else:
+        click.echo(f"{'ID':<25} {'CREATED':<24} {'REVISION':>9} {'KEYS':>9} {'STORED':>12}  STATE")
+        for m in manifests:
+            s = _summary(m)
+            state = "complete" if m.complete else "INCOMPLETE"
+            click.echo(f"{m.id:<25} {_when(m.created_ns):<24} {m.revision:>9} {s['keys']:>9} "
+                       f"{_mib(s['stored_bytes']):>12}  {state}")  # fmt: skip
+    for problem in bad:
+        click.echo(f"unreadable: {problem}", err=True)
+    if bad:
+        raise SystemExit(EXIT_FAILURE)
+
+
+def _summary(m: Manifest) -> dict[str, Any]:
+    sections = m.sections().values()
+    return {
+        "id": m.id,
+        "created": _when(m.created_ns),
+        "revision": m.revision,
+        "keys": sum(s.keys for s in sections),
+        "chunks": sum(len(s.chunks) for s in sections),
+        "stored_bytes": sum(c.stored_size for s in sections for c in s.chunks),
+        "complete": m.complete,
+    }
+
+
+@backup.command(name="verify")
+@_REPO
+@click.argument("backup_ids", nargs=-1, metavar="[ID ...]")
+@_IDENTITY
+def verify_command(repo: str, backup_ids: tuple[str, ...], identity_files: tuple[str, ...]) -> None:
+    """Re-read every chunk of the backups (default: all) and check it.
+
+    Without --identity: every chunk is present and its stored bytes match the
+    manifest's checksum. With it: every chunk also decrypts, decompresses, matches its
+    id and decodes, and each tier holds the keys the manifest counts. Exit 1 naming
+    every problem found."""
+    identities = _identities(identity_files) or None
+    try:
+        repository = Repository.local(repo)
+        ids = list(backup_ids) or repository.backup_ids()
+        failed = False
+        for backup_id in ids:
+            try:
+                manifest = repository.read_manifest(backup_id)
+            except (ManifestError, RepositoryError) as exc:
+                click.echo(f"{backup_id}: FAILED: {exc}")
+                failed = True
+                continue
+            report = archive.verify(repository, manifest, identities)
+            depth = "decrypted and checked" if identities else "checksums (no identity)"
+            if report.ok:
+                click.echo(f"{backup_id}: OK ({report.chunks_checked} chunks, "
+                           f"{_mib(report.bytes_checked)}, {depth})")  # fmt: skip
+            else:
+                failed = True
+                click.echo(f"{backup_id}: FAILED ({len(report.problems)} problems)")
+                for problem in report.problems:
+                    click.echo(f"  {problem}")
+    except _ERRORS as exc:
+        _stop(exc)
+    if not ids:
+        click.echo("no backups in the repository")
+    if failed:
+        raise SystemExit(EXIT_FAILURE)
+
+
+def _targets(pairs: tuple[str, ...]) -> dict[str, str]:
+    targets: dict[str, str] = {}
+    for pair in pairs:
+        member, sep, path = pair.partition("=")
+        if not sep or not member or not path:
+            _fail(f"--node {pair!r}: expected ID=DATA_DIR", EXIT_USAGE)
+        if member in targets:
+            _fail(f"--node {member}: named twice", EXIT_USAGE)
+        targets[member] = path
+    if len(set(map(os.path.abspath, targets.values()))) != len(targets):
+        _fail("--node: two members share a data directory", EXIT_USAGE)
+    return targets
+
+
+@backup.command(name="restore")
+@_REPO
+@click.argument("backup_id")
+@_IDENTITY
+@click.option(
+    "--node",
+    "nodes",
+    multiple=True,
+    metavar="ID=DATA_DIR",
+    required=True,
+    help="A member of the new cluster and its data directory; one per member.",
+)
+@click.option("--force", is_flag=True, help="Replace data directories that are not empty.")
+@click.option("--allow-incomplete", is_flag=True, help="Restore a backup marked incomplete.")
+def restore_command(
+    repo: str,
+    backup_id: str,
+    identity_files: tuple[str, ...],
+    nodes: tuple[str, ...],
+    force: bool,
+    allow_incomplete: bool,
+) -> None:
+    """Build a new cluster's data directories from a backup (`latest` for the newest).
+
+    Start each member with its --data-dir and the same --id and peers as named here."""
+    identities = _identities(identity_files)
+    if not identities:
+        _fail("restore needs the private key: --identity FILE", EXIT_USAGE)
+    targets = _targets(nodes)
+    started = time.monotonic()
+    try:
+        repository = Repository.local(repo)
+        if backup_id == "latest":
+            ids = repository.backup_ids()
+            if not ids:
+                _fail("no backups in the repository", EXIT_FAILURE)
+            backup_id = ids[-1]
+        manifest = repository.read_manifest(backup_id)
+        done = restore(
+            repository, manifest, identities, targets, force=force,
+            allow_incomplete=allow_incomplete,
+        )  # fmt: skip
+    except _ERRORS as exc:
+        _stop(exc)
+    tiers = ", ".join(f"{t} {n}" for t, n in done.tier_keys.items())
+    click.echo(
+        f"restored backup {done.backup_id} at revision {done.revision}: system {done.system_keys} "
+        f"keys; {tiers} in {time.monotonic() - started:.2f} s"
+    )
+    for member, count in done.copies_written.items():
+        click.echo(f"  {member}: {targets[member]} ({count} tier values)")
+
+
+@backup.command(name="prune")
+@_REPO
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+def prune_command(repo: str, dry_run: bool) -> None:
+    """Keep the newest backup of each of the last 24 hours, 30 days and 52 weeks;
+    remove the other backups and every chunk no kept backup needs."""
+    try:
+        repository = Repository.local(repo)
+        with repository.store.exclusive():
+            result = archive.prune(repository, time.time_ns(), dry_run=dry_run)
+    except _ERRORS as exc:
+        _stop(exc)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"kept {len(result.kept)} backups; {verb} {len(result.removed)} backups and "
+        f"{result.chunks_removed} chunks ({_mib(result.bytes_removed)})"
+    )
+    for backup_id in result.removed:
+        click.echo(f"  {verb} {backup_id}")
