@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
 	test-integration client check lint typecheck imports coverage clean bench bench-http chaos monitor \
-	monitor-stop bench-ab bench-population bench-instrumentation postgres
+	monitor-stop bench-ab bench-population bench-instrumentation postgres dr-drill bench-backup
 
 help:
 	@echo "make cluster          start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
@@ -33,6 +33,8 @@ help:
 	@echo "make bench-ab REF=c   this tree vs commit c (ops/s, CPU, Raft calls, fsyncs per op, idle)"
 	@echo "make bench-population Tiers.Update vs UpdateMany batches against make cluster"
 	@echo "make bench-instrumentation  instrumentation cost per put, % of its server CPU"
+	@echo "make dr-drill         back up a cluster under load, destroy it, restore it, check every write (DRILL_ARGS)"
+	@echo "make bench-backup     backup/restore throughput at 100k keys, incremental size (BACKUP_BENCH_ARGS)"
 	@echo "make postgres         start this machine's PostgreSQL with the ledger tests' database (make test runs it)"
 	@echo "make venv / clean     create $(VENV) from constraints.txt / remove it and all caches"
 
@@ -88,9 +90,10 @@ monitor-stop:
 #                          (tests/integration/test_console.py)
 #   pg_ctlcluster  postgresql  the ledger on a real PostgreSQL (tests/integration/test_ledger.py;
 #                          `make postgres` starts it and makes the test database)
+#   age       age          a backup chunk opens with the real age tool (tests/unit/node/backup)
 SYSTEM_DEPS := etcd:etcd-server nft:nftables ip:iproute2 faketime:faketime promtool:prometheus \
 	systemd-analyze:systemd chromium:chromium chromedriver:chromium-driver \
-	pg_ctlcluster:postgresql
+	pg_ctlcluster:postgresql age:age
 
 # Prints the packages whose command is neither on PATH nor in a system bin directory
 # (a non-root PATH often lacks /usr/sbin, where nft and ip live).
@@ -222,6 +225,16 @@ bench-population: venv
 INSTRUMENTATION_ARGS ?=
 bench-instrumentation: venv
 	$(PY) bench/instrumentation_cost.py $(INSTRUMENTATION_ARGS)
+
+# Disaster recovery, rehearsed: docs/backup.md. Prints the recovery time.
+DRILL_ARGS ?= --preload 20000
+dr-drill: venv
+	$(PY) -m node.dev.drill $(DRILL_ARGS)
+
+# Backup and restore throughput, incremental size after 1% of keys change.
+BACKUP_BENCH_ARGS ?=
+bench-backup: venv
+	$(PY) bench/backup_bench.py $(BACKUP_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLUSTER_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info

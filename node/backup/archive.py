@@ -21,7 +21,7 @@ from consensus.statemachine import KeyValue, SystemStateMachine
 from node.backup import chunks, retention, seal
 from node.backup.chunks import Record
 from node.backup.manifest import ChunkRef, Manifest, ManifestError, Section
-from node.backup.repository import Repository
+from node.backup.repository import PACK_BYTES, Repository
 
 
 class BackupError(Exception):
@@ -98,8 +98,10 @@ def write_backup(
     recipients: Sequence[str],
     *,
     now_ns: int | None = None,
+    pack_bytes: int = PACK_BYTES,
 ) -> tuple[Manifest, WriteStats]:
-    """Store ``gathered`` as a new backup; the manifest is written after its chunks."""
+    """Store ``gathered`` as a new backup: new chunks sealed into packs, each pack
+    written once it holds ``pack_bytes``, the manifest after the last pack."""
     started = time.monotonic()
     keys = [seal.parse_recipient(r) for r in recipients]
     if not keys:
@@ -107,32 +109,58 @@ def write_backup(
     now_ns = time.time_ns() if now_ns is None else now_ns
     known = _known_chunks(repo)
     stats = WriteStats()
+    pending: list[tuple[str, int, bytes]] = []  # (chunk id, plaintext size, sealed)
+    pending_ids: set[str] = set()
+    pending_bytes = 0
 
-    def store(records: list[Record]) -> tuple[ChunkRef, ...]:
-        refs = []
+    def flush() -> None:
+        nonlocal pending_bytes
+        if not pending:
+            return
+        pack_id = repo.put_pack(b"".join(sealed for _, _, sealed in pending))
+        offset = 0
+        for cid, size, sealed in pending:
+            digest = hashlib.sha256(sealed).hexdigest()
+            known[cid] = ChunkRef(cid, size, digest, len(sealed), pack_id, offset)
+            offset += len(sealed)
+        pending.clear()
+        pending_ids.clear()
+        pending_bytes = 0
+
+    def store(records: list[Record]) -> list[str]:
+        nonlocal pending_bytes
+        ids = []
         for group in chunks.cut(records):
             plain = chunks.encode(group)
             cid = chunks.chunk_id(plain)
-            ref = known.get(cid)
-            if ref is None:
+            if cid not in known and cid not in pending_ids:
                 sealed = seal.seal(plain, keys)
-                repo.put_chunk(cid, sealed)
-                ref = known[cid] = ChunkRef(
-                    cid, len(plain), hashlib.sha256(sealed).hexdigest(), len(sealed)
-                )
+                pending.append((cid, len(plain), sealed))
+                pending_ids.add(cid)
+                pending_bytes += len(sealed)
                 stats.chunks_new += 1
                 stats.bytes_new += len(sealed)
-            stats.chunks_total += 1
-            stats.bytes_total += ref.stored_size
-            stats.plain_bytes += ref.size
-            refs.append(ref)
-        return tuple(refs)
+                if pending_bytes >= pack_bytes:
+                    flush()
+            ids.append(cid)
+        return ids
 
-    system = Section(keys=len(gathered.system), chunks=store(gathered.system))
+    system_ids = store(gathered.system)
+    tier_ids = {name: store(copy.records) for name, copy in sorted(gathered.tiers.items())}
+    flush()
+
+    def refs(ids: list[str]) -> tuple[ChunkRef, ...]:
+        found = tuple(known[cid] for cid in ids)
+        stats.chunks_total += len(found)
+        stats.bytes_total += sum(r.stored_size for r in found)
+        stats.plain_bytes += sum(r.size for r in found)
+        return found
+
+    system = Section(keys=len(gathered.system), chunks=refs(system_ids))
     tiers = {
         name: Section(
             keys=len(copy.records),
-            chunks=store(copy.records),
+            chunks=refs(tier_ids[name]),
             members=copy.members,
             missing=copy.missing,
             complete=copy.complete,
@@ -155,15 +183,15 @@ def write_backup(
 
 
 def _known_chunks(repo: Repository) -> dict[str, ChunkRef]:
-    """Chunks already stored and named by a readable manifest: reused as they are.
-    A stored chunk no manifest names (left by an interrupted backup) is written again."""
+    """Chunks in packs that are there and named by a readable manifest: reused as they
+    are. A pack no manifest names (left by an interrupted backup) is not trusted."""
     known: dict[str, ChunkRef] = {}
-    stored = repo.stored_chunks()
+    stored = repo.stored_packs()
     manifests, _bad = repo.manifests()
     for m in manifests:
         for section in m.sections().values():
             for ref in section.chunks:
-                if ref.id in stored:
+                if ref.pack in stored:
                     known[ref.id] = ref
     return known
 
@@ -209,21 +237,25 @@ def verify(repo: Repository, manifest: Manifest, identities: Sequence[Any] | Non
     return report
 
 
+def describe(repo: Repository, ref: ChunkRef) -> str:
+    """Where a chunk is, for people: its pack file, offset and id."""
+    return f"{repo.describe_pack(ref.pack)} @{ref.offset} (chunk {ref.id[:16]})"
+
+
 def _check_chunk(
     repo: Repository, ref: ChunkRef, identities: Sequence[Any] | None
 ) -> tuple[str | None, int]:
-    where = repo.describe_chunk(ref.id)
+    where = describe(repo, ref)
     try:
-        stored = repo.get_chunk(ref.id)
+        stored = repo.read_chunk(ref.pack, ref.offset, ref.stored_size)
     except FileNotFoundError:
-        return f"{where}: missing", 0
+        return f"{where}: pack missing", 0
     except OSError as exc:
         return f"{where}: unreadable ({exc.strerror or exc})", 0
-    if len(stored) != ref.stored_size or hashlib.sha256(stored).hexdigest() != ref.stored_sha256:
-        return (
-            f"{where}: corrupt (the stored bytes' checksum does not match the manifest)",
-            0,
-        )
+    if len(stored) != ref.stored_size:
+        return f"{where}: truncated (the pack ends {ref.stored_size - len(stored)} bytes early)", 0
+    if hashlib.sha256(stored).hexdigest() != ref.stored_sha256:
+        return f"{where}: corrupt (the stored bytes' checksum does not match the manifest)", 0
     if identities is None:
         return None, 0
     try:
@@ -254,11 +286,11 @@ def read_section(
     section = manifest.sections()[name]
     out: list[Record] = []
     for ref in section.chunks:
-        where = repo.describe_chunk(ref.id)
+        where = describe(repo, ref)
         try:
-            stored = repo.get_chunk(ref.id)
+            stored = repo.read_chunk(ref.pack, ref.offset, ref.stored_size)
         except FileNotFoundError:
-            raise BackupError(f"{where}: missing (backup {manifest.id}, {name})") from None
+            raise BackupError(f"{where}: pack missing (backup {manifest.id}, {name})") from None
         except OSError as exc:
             raise BackupError(f"{where}: unreadable ({exc.strerror or exc})") from exc
         if hashlib.sha256(stored).hexdigest() != ref.stored_sha256:
@@ -282,9 +314,8 @@ def read_section(
 class PruneResult:
     kept: list[str]
     removed: list[str]
-    chunks_removed: int
+    packs_removed: int
     bytes_removed: int
-    unreadable: list[str]
 
 
 def prune(
@@ -295,9 +326,10 @@ def prune(
     dry_run: bool = False,
     log: Callable[[str], None] = lambda _m: None,
 ) -> PruneResult:
-    """Delete the backups the schedule does not keep, then every chunk no kept backup
-    names. A manifest that can't be read stops the prune before anything is deleted:
-    its chunks can't be told apart from garbage."""
+    """Delete the backups the schedule does not keep, then every pack no kept backup
+    needs a chunk of. A pack that holds one needed chunk is kept whole (its other
+    chunks are dead weight until a future repack). A manifest that can't be read stops
+    the prune before anything is deleted: its packs can't be told apart from garbage."""
     manifests, bad = repo.manifests()
     if bad:
         raise BackupError(
@@ -307,25 +339,21 @@ def prune(
     keep_ids = retention.keep(((m.id, m.created_ns) for m in manifests), now_ns, schedule)
     kept = [m for m in manifests if m.id in keep_ids]
     removed = [m for m in manifests if m.id not in keep_ids]
-    needed = set().union(*(m.chunk_ids() for m in kept)) if kept else set()
-    garbage = sorted(repo.stored_chunks() - needed)
-    sizes = {
-        r.id: r.stored_size for m in manifests for s in m.sections().values() for r in s.chunks
-    }
+    needed: set[str] = set().union(*(m.pack_ids() for m in kept))
+    garbage = sorted(repo.stored_packs() - needed)
     result = PruneResult(
         kept=[m.id for m in kept],
         removed=[m.id for m in removed],
-        chunks_removed=len(garbage),
-        bytes_removed=sum(sizes.get(c, 0) for c in garbage),
-        unreadable=[],
+        packs_removed=len(garbage),
+        bytes_removed=sum(repo.pack_size(p) for p in garbage),
     )
     if dry_run:
         return result
     for m in removed:  # manifests first: a crash midway leaves garbage, never a hole
         repo.delete_manifest(m.id)
         log(f"removed backup {m.id}")
-    for cid in garbage:
-        repo.delete_chunk(cid)
+    for pack_id in garbage:
+        repo.delete_pack(pack_id)
     return result
 
 

@@ -23,9 +23,10 @@ from typing import Final
 import msgpack
 
 CHUNK_FORMAT: Final = 1
-# One key in 2**5 ends a chunk: ~32 records a chunk. Smaller chunks make an
-# incremental backup after scattered changes smaller, at the cost of more files.
-AVERAGE_BITS: Final = 5
+# One key in 2**4 ends a chunk: ~16 records a chunk. Chunks are stored in packs, so
+# many small ones cost little; smaller ones make an incremental backup after scattered
+# changes smaller, but each carries its own age header (~200 bytes).
+AVERAGE_BITS: Final = 4
 MAX_CHUNK_BYTES: Final = 1 << 20
 _BOUNDARY_KEY: Final = b"tadpole-backup-chunk-boundary"
 

@@ -24,6 +24,7 @@ import asyncio
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -37,6 +38,16 @@ from node.peer.auth import auth_metadata
 from node.tiers.ops import TIERS
 
 _CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 << 20),)
+# Answers that asking again will not change (anything else counts as "did not answer").
+_FINAL = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,23 +88,27 @@ async def gather(endpoints: Sequence[str], token: str, *, timeout_s: float = 60.
     metadata = auth_metadata(token)
     members, source, channel_for = await _members(endpoints, timeout_s)
     try:
-        state = await _system(channel_for(source), metadata, timeout_s)
+        state = await _system_from_any(
+            [source, *(m for m in members if m.id != source.id)], channel_for, metadata, timeout_s
+        )
+        # Every tier from every member at once: a member that is slow to come back
+        # costs its retries once, not once per tier.
+        asks = [(tier, m) for tier in TIERS for m in members]
+        results = await asyncio.gather(
+            *(_retried(_rows, channel_for(m), tier, metadata, timeout_s) for tier, m in asks),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, ConnectionError):
+                raise result
         tiers: dict[str, TierCopy] = {}
         for tier in TIERS:
-            results = await asyncio.gather(
-                *(_rows(channel_for(m), tier, metadata, timeout_s) for m in members),
-                return_exceptions=True,
-            )
-            answered = [m.id for m, r in zip(members, results, strict=True)
-                        if not isinstance(r, BaseException)]  # fmt: skip
-            missing = tuple(m.id for m in members if m.id not in answered)
-            unexpected = [r for r in results if isinstance(r, BackupError)]
-            if unexpected:
-                raise unexpected[0]
-            copies = [r for r in results if not isinstance(r, BaseException)]
+            answers = {m.id: r for (t, m), r in zip(asks, results, strict=True) if t == tier}
+            copies = [r for r in answers.values() if not isinstance(r, BaseException)]
+            missing = tuple(mid for mid, r in answers.items() if isinstance(r, BaseException))
             tiers[tier] = TierCopy(
                 records=join_copies(tier, copies),
-                members=tuple(answered),
+                members=tuple(mid for mid in answers if mid not in missing),
                 missing=missing,
                 complete=len(missing) <= missing_allowed(tier),
             )
@@ -145,6 +160,42 @@ async def _members(
     raise BackupError("no endpoint answered: " + "; ".join(errors))
 
 
+# A member that does not answer (restarting, briefly partitioned) is asked again this
+# many times, RETRY_PAUSE_S apart, before it counts as missing.
+ATTEMPTS = 5
+RETRY_PAUSE_S = 1.0
+
+
+async def _retried(fn: Any, *args: Any) -> Any:
+    for attempt in range(ATTEMPTS):
+        try:
+            return await fn(*args)
+        except ConnectionError:
+            if attempt == ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(RETRY_PAUSE_S)
+    raise AssertionError("unreachable")
+
+
+async def _system_from_any(
+    members: Sequence[Member],
+    channel_for: _Channels,
+    metadata: tuple[tuple[str, str], ...],
+    timeout_s: float,
+) -> SystemStateMachine:
+    """The system tier's snapshot from the first member that can give one (a member
+    that lost its leader or quorum, or died, is passed over)."""
+    problems = []
+    for _ in range(ATTEMPTS):
+        for member in members:
+            try:
+                return await _system(channel_for(member), metadata, timeout_s)
+            except ConnectionError as exc:
+                problems.append(f"{member.id}: {exc}")
+        await asyncio.sleep(RETRY_PAUSE_S)
+    raise BackupError("system tier: no member gave a snapshot: " + "; ".join(problems[-3:]))
+
+
 async def _system(
     channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...], timeout_s: float
 ) -> SystemStateMachine:
@@ -155,7 +206,9 @@ async def _system(
                                        timeout=timeout_s):  # fmt: skip
             buffer.write(piece.data)
     except grpc.aio.AioRpcError as exc:
-        raise BackupError(f"system tier: {exc.details() or exc.code().name}") from exc
+        if exc.code() in _FINAL:
+            raise BackupError(f"system tier: {exc.details() or exc.code().name}") from exc
+        raise ConnectionError(exc.details() or exc.code().name) from exc
     buffer.seek(0)
     state = SystemStateMachine()
     try:
@@ -180,7 +233,7 @@ async def _rows(
             rows.extend((r.key, r.value) for r in page.rows)
             done = done or page.done
     except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
+        if exc.code() in _FINAL:
             raise BackupError(f"{tier}: {exc.details()}") from exc
         raise ConnectionError(exc.details() or exc.code().name) from exc
     if not done:

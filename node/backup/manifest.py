@@ -2,11 +2,11 @@
 
 A manifest is the backup: it names, for the system tier and for each CRDT tier, the
 chunks that hold its records in key order, each with the SHA-256 of its plaintext
-(its id), its plaintext size, and the SHA-256 of the sealed file (so ``verify``
-checks every stored byte even without the private key). It is written last, after
-every chunk it names is durable, so a backup either has a manifest that is whole or
-does not exist. Manifests are not encrypted: they hold sizes, counts, times and
-hashes, never a key or a value.
+(its id), its plaintext size, where its sealed bytes are (pack, offset, length) and
+their SHA-256 (so ``verify`` checks every stored byte even without the private key).
+It is written last, after every pack it names is durable, so a backup either has a
+manifest that is whole or does not exist. Manifests are not encrypted: they hold
+sizes, counts, times and hashes, never a key or a value.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ class ManifestError(ValueError):
 class ChunkRef:
     id: str  # SHA-256 of the plaintext (hex)
     size: int  # plaintext bytes
-    stored_sha256: str  # SHA-256 of the sealed file (hex)
+    stored_sha256: str  # SHA-256 of the sealed bytes (hex)
     stored_size: int
+    pack: str  # the pack holding the sealed bytes (its SHA-256, hex)
+    offset: int  # where they start in the pack
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,9 @@ class Manifest:
 
     def chunk_ids(self) -> set[str]:
         return {c.id for s in self.sections().values() for c in s.chunks}
+
+    def pack_ids(self) -> set[str]:
+        return {c.pack for s in self.sections().values() for c in s.chunks}
 
     @property
     def complete(self) -> bool:
@@ -117,8 +122,10 @@ def _section(raw: Any) -> Section:
             size=_int(c, "size"),
             stored_sha256=_str(c, "stored_sha256"),
             stored_size=_int(c, "stored_size"),
+            pack=_str(c, "pack"),
+            offset=_int(c, "offset"),
         )
-        if not (_HEX64.match(ref.id) and _HEX64.match(ref.stored_sha256)):
+        if not all(_HEX64.match(h) for h in (ref.id, ref.stored_sha256, ref.pack)):
             raise ValueError(f"chunk {ref.id[:16]!r}: ids must be 64 hex digits")
         chunks.append(ref)
     return Section(

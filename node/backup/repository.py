@@ -3,23 +3,29 @@
 Layout of a local repository (``docs/backup.md``)::
 
     <repo>/tadpole-backup.json          marks the directory: {"format": 1, "id": ...}
-    <repo>/chunks/<ab>/<sha256>         a sealed chunk (an age file), named by the
-                                        SHA-256 of its plaintext; <ab> = its first 2 hex
-    <repo>/backups/<backup id>.json     a backup's manifest
+    <repo>/packs/<ab>/<sha256>          a pack: sealed chunks (each a whole age file)
+                                        one after another, named by the SHA-256 of the
+                                        pack's bytes; <ab> = its first 2 hex digits
+    <repo>/backups/<backup id>.json     a backup's manifest: for every chunk, its pack,
+                                        offset, length and checksums
 
-Every file is written to a temporary name, fsynced, renamed into place and its
-directory fsynced, so a crash leaves the old file or the new one, and a manifest
-is written only after every chunk it names. Chunks are immutable: one that is
-already there is not written again (that is the incremental part).
+Chunks are small (a few KiB), so they are stored in packs of up to ``PACK_BYTES``: a
+backup writes a handful of files, one fsync each, instead of one file (and two fsyncs)
+per chunk. Every file is written to a temporary name, fsynced, renamed into place and
+its directory fsynced, so a crash leaves the old file or the new one, and a manifest
+is written only after every pack it names. Packs are immutable: a chunk already in a
+pack is not written again (that is the incremental part).
 
-:class:`BlobStore` is what a repository needs of storage -- put, get, list,
-delete of named blobs -- so an object store can stand in for the directory later.
+:class:`BlobStore` is what a repository needs of storage -- put, get (whole or a
+range), list, delete of named blobs -- so an object store can stand in for the
+directory later.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -46,7 +52,15 @@ class BlobStore(Protocol):
         """The blob's bytes; FileNotFoundError if there is none."""
         ...
 
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer if the blob ends sooner)."""
+        ...
+
     def exists(self, name: str) -> bool: ...
+
+    def size(self, name: str) -> int:
+        """The blob's length in bytes (0 if there is none)."""
+        ...
 
     def names(self, prefix: str) -> Iterator[str]:
         """Names of the blobs under ``prefix`` (a folder, ``/``-separated)."""
@@ -87,8 +101,19 @@ class LocalDirectory:
         with open(self._path(name), "rb") as f:
             return f.read()
 
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        with open(self._path(name), "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
     def exists(self, name: str) -> bool:
         return os.path.exists(self._path(name))
+
+    def size(self, name: str) -> int:
+        try:
+            return os.path.getsize(self._path(name))
+        except FileNotFoundError:
+            return 0
 
     def names(self, prefix: str) -> Iterator[str]:
         top = self._path(prefix)
@@ -127,8 +152,11 @@ class LocalDirectory:
             os.close(fd)
 
 
-def chunk_name(chunk_id: str) -> str:
-    return f"chunks/{chunk_id[:2]}/{chunk_id}"
+PACK_BYTES: Final = 8 << 20
+
+
+def pack_name(pack_id: str) -> str:
+    return f"packs/{pack_id[:2]}/{pack_id}"
 
 
 def manifest_name(backup_id: str) -> str:
@@ -136,7 +164,7 @@ def manifest_name(backup_id: str) -> str:
 
 
 class Repository:
-    """Backups in a :class:`BlobStore`: chunks by id, manifests by backup id."""
+    """Backups in a :class:`BlobStore`: packs of chunks, manifests by backup id."""
 
     def __init__(self, store: BlobStore) -> None:
         self.store = store
@@ -173,25 +201,29 @@ class Repository:
                 f"{where}: repository format {fmt!r}; this version reads {REPOSITORY_FORMAT}"
             )
 
-    # -- chunks --------------------------------------------------------------------------
+    # -- packs -------------------------------------------------------------------------
 
-    def has_chunk(self, chunk_id: str) -> bool:
-        return self.store.exists(chunk_name(chunk_id))
+    def put_pack(self, data: bytes) -> str:
+        """Store a pack; its name is the SHA-256 of its bytes."""
+        pack_id = hashlib.sha256(data).hexdigest()
+        self.store.put(pack_name(pack_id), data)
+        return pack_id
 
-    def put_chunk(self, chunk_id: str, sealed: bytes) -> None:
-        self.store.put(chunk_name(chunk_id), sealed)
+    def read_chunk(self, pack_id: str, offset: int, length: int) -> bytes:
+        """A sealed chunk's bytes from its pack; FileNotFoundError if the pack is gone."""
+        return self.store.get_range(pack_name(pack_id), offset, length)
 
-    def get_chunk(self, chunk_id: str) -> bytes:
-        return self.store.get(chunk_name(chunk_id))
+    def pack_size(self, pack_id: str) -> int:
+        return self.store.size(pack_name(pack_id))
 
-    def delete_chunk(self, chunk_id: str) -> None:
-        self.store.delete(chunk_name(chunk_id))
+    def delete_pack(self, pack_id: str) -> None:
+        self.store.delete(pack_name(pack_id))
 
-    def stored_chunks(self) -> set[str]:
-        return {name.rsplit("/", 1)[1] for name in self.store.names("chunks")}
+    def stored_packs(self) -> set[str]:
+        return {name.rsplit("/", 1)[1] for name in self.store.names("packs")}
 
-    def describe_chunk(self, chunk_id: str) -> str:
-        return self.store.describe(chunk_name(chunk_id))
+    def describe_pack(self, pack_id: str) -> str:
+        return self.store.describe(pack_name(pack_id))
 
     # -- manifests -----------------------------------------------------------------------
 

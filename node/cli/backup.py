@@ -318,7 +318,7 @@ def restore_command(
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 def prune_command(repo: str, dry_run: bool) -> None:
     """Keep the newest backup of each of the last 24 hours, 30 days and 52 weeks;
-    remove the other backups and every chunk no kept backup needs."""
+    remove the other backups and every pack no kept backup needs."""
     try:
         repository = Repository.local(repo)
         with repository.store.exclusive():
@@ -328,7 +328,7 @@ def prune_command(repo: str, dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     click.echo(
         f"kept {len(result.kept)} backups; {verb} {len(result.removed)} backups and "
-        f"{result.chunks_removed} chunks ({_mib(result.bytes_removed)})"
+        f"{result.packs_removed} packs ({_mib(result.bytes_removed)})"
     )
     for backup_id in result.removed:
         click.echo(f"  {verb} {backup_id}")

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +50,26 @@ def read_pid(path: str) -> int | None:
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
+
+
+def _ports_free(host: str, base: int, count: int) -> bool:
+    for port in range(base + 1, base + count + 1):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_base_port(count: int, host: str = "127.0.0.1") -> int:
+    """A base port whose next ``count`` ports are free now (tests, drills)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 60_000, 10)
+        if _ports_free(host, base, count):
+            return base
+    raise RuntimeError("no free loopback port range")
 
 
 @dataclass

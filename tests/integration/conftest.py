@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import random
-import socket
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
-from node.dev.cluster import LocalCluster
+from node.dev.cluster import LocalCluster, free_base_port
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
-
-
-def _ports_free(base: int, count: int) -> bool:
-    for port in range(base + 1, base + count + 1):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_base_port(count: int) -> int:
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 60_000, 10)
-        if _ports_free(base, count):
-            return base
-    raise RuntimeError("no free loopback port range")
 
 
 def start_http_cluster(root: str, extra_args: list[str] | None = None) -> LocalCluster:
