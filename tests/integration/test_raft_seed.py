@@ -77,6 +77,6 @@ def test_a_seeded_group_starts_at_the_state_and_keeps_going(tmp_path: pathlib.Pa
 def test_seeding_refuses_a_directory_that_holds_raft_files(tmp_path: pathlib.Path) -> None:
     seed_data_dir(str(tmp_path), seeded_state(3))
     before = sorted(os.listdir(tmp_path))
-    with pytest.raises(FileExistsError, match="raft.snapshot: already exists"):
+    with pytest.raises(FileExistsError, match=r"raft\.snapshot: already exists"):
         seed_data_dir(str(tmp_path), seeded_state(5))
     assert sorted(os.listdir(tmp_path)) == before

@@ -137,8 +137,8 @@ def test_a_flipped_byte_in_a_shared_pack_names_the_one_chunk_it_hit(
     data[victim.offset + victim.stored_size // 2] ^= 0x01
     path.write_bytes(bytes(data))
     report = archive.verify(repo, manifest, identities)
-    assert report.problems == [f"system: {archive.describe(repo, victim)}: corrupt "
-                               "(the stored bytes' checksum does not match the manifest)"]  # fmt: skip
+    problem = "corrupt (the stored bytes' checksum does not match the manifest)"
+    assert report.problems == [f"system: {archive.describe(repo, victim)}: {problem}"]
 
 
 def test_a_chunk_whose_checksum_was_forged_still_fails_on_decryption(
@@ -236,10 +236,10 @@ def test_prune_refuses_when_a_manifest_is_unreadable(
 
 
 def test_a_second_writer_is_refused_while_one_holds_the_repository(repo: Repository) -> None:
-    with repo.store.exclusive():  # type: ignore[attr-defined]
-        with pytest.raises(RepositoryError, match="another backup or prune"):
-            with Repository.local(repo.store.root).store.exclusive():  # type: ignore[attr-defined]
-                pass
+    other = Repository.local(repo.store.root).store  # type: ignore[attr-defined]
+    held = pytest.raises(RepositoryError, match="another backup or prune")
+    with repo.store.exclusive(), held, other.exclusive():
+        pass
 
 
 def test_system_records_with_impossible_revisions_are_refused() -> None:

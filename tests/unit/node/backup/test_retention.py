@@ -22,7 +22,7 @@ def oracle(backups: list[tuple[str, int]], now: int, schedule: Schedule) -> set[
     rules = (
         (lambda d: d.strftime("%Y%m%d%H"), schedule.hourly),
         (lambda d: d.strftime("%Y%m%d"), schedule.daily),
-        (lambda d: "%d-%02d" % d.isocalendar()[:2], schedule.weekly),
+        (lambda d: "{}-{:02d}".format(*d.isocalendar()[:2]), schedule.weekly),
     )
     for bucket_of, count in rules:
         buckets: dict[str, tuple[int, str]] = {}
