@@ -31,6 +31,7 @@ from node.api.guard import DecodeGuard
 from node.api.kv import VERSION, ClusterServicer, KVServicer
 from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
+from node.backup.layout import ARCHIVE_DIR, TIERS_DB
 from node.config import NodeConfig
 from node.http.app import HttpServer
 from node.observe.latency import BUCKETS as LATENCY_BUCKETS
@@ -315,13 +316,14 @@ class NodeServer:
         pb_grpc.add_KVServicer_to_server(KVServicer(cfg, self.system, self.metrics), server)
         pb_grpc.add_ClusterServicer_to_server(self._cluster, server)
         os.makedirs(cfg.data_path, exist_ok=True)
-        self.store = TierStore(os.path.join(cfg.data_path, "tiers.db"))
+        self.store = TierStore(os.path.join(cfg.data_path, TIERS_DB))
+        archive_dir = os.path.join(cfg.data_path, ARCHIVE_DIR)
         self.replication = Replication(
             node_id=cfg.node_id,
             store=self.store,
             gossip=self.gossip,
             token=token,
-            archive_dir=os.path.join(cfg.data_path, "archive"),
+            archive_dir=archive_dir,
             compaction_interval_s=cfg.retention_interval_s,
             cluster_size=len(cfg.peers) + 1,
             transport=GrpcTransport(cfg.node_id, token, traffic=self.traffic),
@@ -329,7 +331,7 @@ class NodeServer:
         pb_grpc.add_TiersServicer_to_server(TiersServicer(self.replication, self.metrics), server)
         pb_grpc.add_DocumentsServicer_to_server(DocumentsServicer(self.replication), server)
         pb_grpc.add_BackupServicer_to_server(
-            BackupServicer(cfg.node_id, self.system, self.store), server
+            BackupServicer(cfg.node_id, self.system, self.store, archive_dir), server
         )
         pb_grpc.add_PeerServicer_to_server(
             PeerServicer(

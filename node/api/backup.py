@@ -3,7 +3,8 @@
 ``System`` streams a snapshot of the system tier's state machine taken at a
 linearizable read point, so it holds every write acknowledged before the call and
 is one revision's consistent cut. ``Rows`` streams a CRDT tier as this node stores
-it -- its copies and the hints it keeps for down owners -- in pages.
+it -- its copies and the hints it keeps for down owners -- in pages; or, for
+``archive``, the population retention archives in its data directory.
 
 Nothing here builds a backup: ``node/backup`` gathers these from every member,
 joins the CRDT copies and writes the repository. Both methods are operator calls
@@ -13,13 +14,15 @@ request is parsed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 
 from consensus.backend import SystemBackend
 from node.api import status
+from node.backup.layout import ARCHIVE
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.replication.store import TierStore
@@ -34,10 +37,13 @@ SNAPSHOT_TIMEOUT_S = 10.0
 
 
 class BackupServicer(pb_grpc.BackupServicer):  # type: ignore[misc]
-    def __init__(self, node_id: str, system: SystemBackend, store: TierStore) -> None:
+    def __init__(
+        self, node_id: str, system: SystemBackend, store: TierStore, archive_dir: str
+    ) -> None:
         self._node_id = node_id
         self._system = system
         self._store = store
+        self._archive_dir = archive_dir
 
     async def System(
         self, request: Any, context: grpc.aio.ServicerContext
@@ -62,9 +68,15 @@ class BackupServicer(pb_grpc.BackupServicer):  # type: ignore[misc]
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.BackupRowsPage]:
         tier = request.tier
+        if tier == ARCHIVE:
+            for page in self._archive_pages():
+                yield page
+            yield pb.BackupRowsPage(node_id=self._node_id, done=True)
+            return
         if tier not in TIERS:
             await status.abort(
-                context, InvalidArgument(f"tier {tier!r}: expected one of {', '.join(TIERS)}")
+                context,
+                InvalidArgument(f"tier {tier!r}: expected {ARCHIVE} or one of {', '.join(TIERS)}"),
             )
         after = ""
         while True:
@@ -86,6 +98,29 @@ class BackupServicer(pb_grpc.BackupServicer):  # type: ignore[misc]
             )
             after_id = hints[-1].id
         yield pb.BackupRowsPage(node_id=self._node_id, done=True)
+
+    def _archive_pages(self) -> Iterator[pb.BackupRowsPage]:
+        """The retention archives (``node/tiers/retention.py``): content-named files,
+        the same on every owner, as (file name, bytes), a few MiB a page."""
+        try:
+            names = sorted(n for n in os.listdir(self._archive_dir) if not n.startswith("."))
+        except FileNotFoundError:
+            return
+        rows: list[pb.BackupRow] = []
+        size = 0
+        for name in names:
+            try:
+                with open(os.path.join(self._archive_dir, name), "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            rows.append(pb.BackupRow(key=name, value=data))
+            size += len(data)
+            if size >= PIECE_BYTES:
+                yield pb.BackupRowsPage(node_id=self._node_id, rows=rows)
+                rows, size = [], 0
+        if rows:
+            yield pb.BackupRowsPage(node_id=self._node_id, rows=rows)
 
 
 def _piece(revision: int, keys: int, data: bytes, first: bool) -> pb.BackupSystemPiece:

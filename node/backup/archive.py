@@ -88,8 +88,11 @@ def system_state(records: Iterable[Record], revision: int) -> SystemStateMachine
 
 
 def new_backup_id(now_ns: int) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_ns / 1e9))
-    return f"{stamp}-{secrets.token_hex(4)}"
+    """``YYYYMMDDTHHMMSS.ffffffZ-<8 hex>``: UTC to the microsecond, so ids sort in the
+    order the backups were made (creates are serialized by the repository's lock)."""
+    seconds, ns = divmod(now_ns, 10**9)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds))
+    return f"{stamp}.{ns // 1000:06d}Z-{secrets.token_hex(4)}"
 
 
 def write_backup(

@@ -16,6 +16,10 @@ and the tier is **complete**. Population and mesh (``W = 2``) tolerate one missi
 member; agent and metrics (``W = 1``) need every member. A tier that misses more is
 marked incomplete in the manifest, and ``create`` refuses it unless told
 ``--allow-incomplete``.
+
+The population tier's retention archives (files each owner writes before entries
+leave the live state) are gathered too, as the ``archive`` section: content-named,
+so copies from several members are the same file.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from consensus.errors import SnapshotError
 from consensus.statemachine import SystemStateMachine
 from crdt import CRDTError, decode, encode
 from node.backup.archive import BackupError, Gathered, TierCopy, system_records
+from node.backup.layout import ARCHIVE
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
@@ -57,8 +62,10 @@ class Member:
 
 
 def missing_allowed(tier: str) -> int:
-    """Members that may fail to answer with the tier still complete: ``W - 1``."""
-    return TIERS[tier].write_quorum - 1
+    """Members that may fail to answer with the tier still complete: ``W - 1``. An
+    archive is written by every owner of its population key before the entries leave
+    the live state (which is replicated with population's W), so it counts as population."""
+    return TIERS["population" if tier == ARCHIVE else tier].write_quorum - 1
 
 
 def join_copies(
@@ -72,6 +79,8 @@ def join_copies(
             have = joined.get(key)
             if have is None:
                 joined[key] = value
+            elif have != value and tier == ARCHIVE:
+                raise BackupError(f"archive {key}: two members hold different bytes under one name")
             elif have != value:
                 try:
                     a, b = decode(have), decode(value)
@@ -93,7 +102,8 @@ async def gather(endpoints: Sequence[str], token: str, *, timeout_s: float = 60.
         )
         # Every tier from every member at once: a member that is slow to come back
         # costs its retries once, not once per tier.
-        asks = [(tier, m) for tier in TIERS for m in members]
+        sections = [*TIERS, ARCHIVE]
+        asks = [(tier, m) for tier in sections for m in members]
         results = await asyncio.gather(
             *(_retried(_rows, channel_for(m), tier, metadata, timeout_s) for tier, m in asks),
             return_exceptions=True,
@@ -102,7 +112,7 @@ async def gather(endpoints: Sequence[str], token: str, *, timeout_s: float = 60.
             if isinstance(result, BaseException) and not isinstance(result, ConnectionError):
                 raise result
         tiers: dict[str, TierCopy] = {}
-        for tier in TIERS:
+        for tier in sections:
             answers = {m.id: r for (t, m), r in zip(asks, results, strict=True) if t == tier}
             copies = [r for r in answers.values() if not isinstance(r, BaseException)]
             missing = tuple(mid for mid, r in answers.items() if isinstance(r, BaseException))

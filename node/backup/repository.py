@@ -249,7 +249,8 @@ class Repository:
         )
 
     def manifests(self) -> tuple[list[Manifest], list[ManifestError]]:
-        """Every readable manifest, oldest first, and the problems with the others."""
+        """Every readable manifest, oldest first (by creation time), and the problems
+        with the others."""
         found: list[Manifest] = []
         bad: list[ManifestError] = []
         for backup_id in self.backup_ids():
@@ -257,6 +258,7 @@ class Repository:
                 found.append(self.read_manifest(backup_id))
             except ManifestError as exc:
                 bad.append(exc)
+        found.sort(key=lambda m: (m.created_ns, m.id))
         return found, bad
 
     def delete_manifest(self, backup_id: str) -> None:

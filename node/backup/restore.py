@@ -11,6 +11,8 @@ backup's data:
 * **CRDT tiers**: each key is written to the ``tiers.db`` of its owners under the new
   cluster's membership (the placement every node computes), so the cluster starts
   fully replicated with nothing to hand off.
+* **retention archives**: every archive file to every member (their names hash the
+  key, so the owners can't be told from them; they are small and compressed).
 
 Everything is read and checked before any target is touched: a missing, corrupt or
 undecryptable chunk stops the restore with the file named and no directory changed.
@@ -22,19 +24,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consensus.durable import fsync_dir
+from consensus.durable import atomic_write, fsync_dir
 from consensus.raft.backend import seed_data_dir
 from node.backup.archive import BackupError, read_section, system_state
+from node.backup.layout import ARCHIVE, ARCHIVE_DIR, TIERS_DB
 from node.backup.manifest import Manifest
 from node.backup.repository import Repository
 from node.replication.coordinator import owners
 from node.replication.store import TierStore
 from node.tiers.ops import TIERS
+
+# retention.archive_name: <subspace>.<16 hex>.<day>-<day>.<16 hex>.jsonl.gz
+_ARCHIVE_NAME = re.compile(r"^[a-z_]+\.[0-9a-f]{16}\.[0-9]{8}-[0-9]{8}\.[0-9a-f]{16}\.jsonl\.gz$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +78,16 @@ def restore(
                 f"{path} (member {member}): not empty; restore refuses to overwrite a data "
                 "directory without --force"
             )
-    unknown = set(manifest.tiers) - set(TIERS)
+    unknown = set(manifest.tiers) - set(TIERS) - {ARCHIVE}
     if unknown:
         raise BackupError(f"backup {manifest.id} holds tiers this version lacks: {sorted(unknown)}")
     # Read and check everything first.
     state = system_state(read_section(repo, manifest, "system", identities), manifest.revision)
     tiers = {name: read_section(repo, manifest, name, identities) for name in manifest.tiers}
+    archives = tiers.pop(ARCHIVE, [])
+    for name, _ in archives:
+        if not _ARCHIVE_NAME.match(name):
+            raise BackupError(f"backup {manifest.id}: archive name {name[:80]!r} is not one")
     members = sorted(targets)
     placed: dict[str, list[tuple[str, str, bytes]]] = {m: [] for m in members}
     for name, records in tiers.items():
@@ -85,24 +96,38 @@ def restore(
             for owner in owners(spec, key, members):
                 placed[owner].append((name, key, value))
     for member in members:
-        _build(targets[member], state, placed[member])
+        _build(targets[member], state, placed[member], archives)
     return Restored(
         backup_id=manifest.id,
         revision=manifest.revision,
         system_keys=len(state),
-        tier_keys={name: len(records) for name, records in tiers.items()},
+        tier_keys={
+            **{name: len(records) for name, records in tiers.items()},
+            **({ARCHIVE: len(archives)} if archives else {}),
+        },
         copies_written={m: len(placed[m]) for m in members},
     )
 
 
-def _build(target: str, state: Any, rows: list[tuple[str, str, bytes]]) -> None:
+def _build(
+    target: str,
+    state: Any,
+    rows: list[tuple[str, str, bytes]],
+    archives: list[tuple[str, bytes]],
+) -> None:
     target = os.path.abspath(target)
     staging = target + ".restoring"
     if os.path.exists(staging):
         shutil.rmtree(staging)
     os.makedirs(staging, mode=0o700)
     seed_data_dir(staging, state)
-    asyncio.run(_fill(os.path.join(staging, "tiers.db"), rows))
+    asyncio.run(_fill(os.path.join(staging, TIERS_DB), rows))
+    if archives:
+        folder = os.path.join(staging, ARCHIVE_DIR)
+        os.makedirs(folder)
+        for name, data in archives:
+            atomic_write(os.path.join(folder, name), data)
+        fsync_dir(folder)
     fsync_dir(staging)
     if os.path.exists(target):
         old = target + ".replaced"

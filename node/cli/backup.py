@@ -293,10 +293,10 @@ def restore_command(
     try:
         repository = Repository.local(repo)
         if backup_id == "latest":
-            ids = repository.backup_ids()
-            if not ids:
-                _fail("no backups in the repository", EXIT_FAILURE)
-            backup_id = ids[-1]
+            readable, _ = repository.manifests()
+            if not readable:
+                _fail("no readable backup in the repository", EXIT_FAILURE)
+            backup_id = readable[-1].id
         manifest = repository.read_manifest(backup_id)
         done = restore(
             repository, manifest, identities, targets, force=force,

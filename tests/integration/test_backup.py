@@ -17,10 +17,12 @@ import pytest
 from node.backup import seal
 from node.backup.archive import describe
 from node.backup.repository import Repository
+from crdt import EventLog, Timestamp
 from node.client import Client
 from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.tiers.retention import write_archive
 from tests.integration.conftest import free_base_port
 
 pytestmark = pytest.mark.integration
@@ -62,6 +64,26 @@ def write_data(cluster: LocalCluster) -> dict[str, Any]:
     return acked
 
 
+def write_archive_files(cluster: LocalCluster) -> pathlib.Path:
+    """A population retention archive as its key's owners would have written it
+    (the same content-named file on two members)."""
+    log = EventLog()
+    for n in range(3):
+        log = log.merge(
+            log.append(Timestamp(1_700_000_000 * 10**9 + n, 0), "n1", f"e{n}", {"n": n})
+        )
+    path = pathlib.Path()
+    for node_id in ("n1", "n2"):
+        path = write_archive(
+            os.path.join(cluster.data_dir(node_id), "archive"),
+            "job_event_log",
+            "job_event_log/archived",
+            list(log.value()),
+            0,
+        )
+    return path
+
+
 def check_data(cluster: LocalCluster, acked: dict[str, Any]) -> None:
     with Client(cluster.endpoints.split(",")) as client:
         for key, value in acked["system"].items():
@@ -81,6 +103,7 @@ def test_backup_verify_and_restore_into_a_new_cluster(
 ) -> None:
     cluster: LocalCluster = make_cluster(3)
     acked = write_data(cluster)
+    archived = write_archive_files(cluster)
     key = tmp_path / "backup.key"
     made = tadpole("backup", "keygen", "--out", str(key))
     assert made.returncode == 0, made.stderr
@@ -100,8 +123,8 @@ def test_backup_verify_and_restore_into_a_new_cluster(
     created = tadpole("backup", "create", "--repo", str(repo), "-r", recipient,
                       endpoints=ep, token=token)  # fmt: skip
     assert created.returncode == 0, created.stderr
-    sections = {line.split()[0]: int(line.split()[1]) for line in created.stdout.splitlines()[1:6]}
-    assert sections == {"system": 299, "agent": 60, "population": 60, "mesh": 1,
+    sections = {line.split()[0]: int(line.split()[1]) for line in created.stdout.splitlines()[1:7]}
+    assert sections == {"system": 299, "agent": 60, "population": 60, "mesh": 1, "archive": 1,
                         "metrics": sections["metrics"]}, created.stdout  # fmt: skip
     listed = tadpole("backup", "list", "--repo", str(repo))
     assert listed.returncode == 0 and "complete" in listed.stdout
@@ -135,6 +158,9 @@ def test_backup_verify_and_restore_into_a_new_cluster(
     restored = tadpole("backup", "restore", "--repo", str(repo), "latest", "-i", str(key), *nodes)
     assert restored.returncode == 0, restored.stderr
     try:
+        for node_id in new.node_ids:  # every member gets the archives, byte for byte
+            copy = pathlib.Path(new.data_dir(node_id), "archive", archived.name)
+            assert copy.read_bytes() == archived.read_bytes()
         new.start()
         new.wait_leader(30, all_up=True)
         check_data(new, acked)

@@ -249,3 +249,17 @@ def test_system_records_with_impossible_revisions_are_refused() -> None:
         archive.system_state(records, revision=2)
     with pytest.raises(BackupError, match="malformed record"):
         archive.system_state([("k", b"\xc1")], revision=5)
+
+
+def test_backups_made_within_one_second_sort_in_the_order_they_were_made(
+    repo: Repository, keys: tuple[list[str], list[Any]]
+) -> None:
+    """`restore latest` once picked a random one of two backups made in the same second
+    (ids had whole seconds and a random suffix)."""
+    recipients, _ = keys
+    made = [
+        archive.write_backup(repo, gathered(state(3), []), recipients, now_ns=T0 + n * 1000)[0]
+        for n in range(5)
+    ]
+    readable, _ = repo.manifests()
+    assert [m.id for m in readable] == [m.id for m in made] == repo.backup_ids()

@@ -1,0 +1,12 @@
+"""Names a backup shares with the node: where things are in a node's data directory,
+and the backup section that is not a CRDT tier."""
+
+from __future__ import annotations
+
+from typing import Final
+
+TIERS_DB: Final = "tiers.db"  # the CRDT tiers' store (node/replication/store.py)
+ARCHIVE_DIR: Final = "archive"  # population retention archives (node/tiers/retention.py)
+# The section (and the Backup.Rows pseudo-tier) holding those archives: content-named
+# files, the same on every owner of their key.
+ARCHIVE: Final = "archive"
