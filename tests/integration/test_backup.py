@@ -14,10 +14,10 @@ from typing import Any
 import grpc
 import pytest
 
+from crdt import EventLog, Timestamp
 from node.backup import seal
 from node.backup.archive import describe
 from node.backup.repository import Repository
-from crdt import EventLog, Timestamp
 from node.client import Client
 from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
