@@ -10,8 +10,9 @@ the real CLI, ``--runs`` times each (medians reported):
   age + write), in keys/s and MiB/s of plaintext;
 * ``verify`` with the identity (every chunk re-read, decrypted, checked);
 * a **restore** into three new data directories, in keys/s;
-* after changing 1% of the keys of each tier (spread at random), an **incremental**
-  backup into the same repository: the bytes it stored against the full backup's.
+* after changing 1% of the keys of each tier, spread at random, an **incremental**
+  backup into the same repository: the bytes it stored against the full backup's;
+  then the same after changing 1% of the keys in one key range (new jobs, say).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
@@ -88,13 +90,22 @@ def main() -> None:
             fill(client, args.keys, args.value_bytes, rng, list(range(args.keys)))
         print(f"wrote {args.keys} system keys of {args.value_bytes} B and {args.keys} "
               f"population counters in {time.monotonic() - started:.1f} s")  # fmt: skip
-        full, verify, restore, incremental = [], [], [], []
+        full, verify, restore, incremental, contiguous = [], [], [], [], []
+        one_percent = args.keys // 100
+
+        def create(repo: str) -> dict[str, Any]:
+            made = tadpole(*cli, "backup", "create", "--repo", repo, "-r", public, "--json")
+            result: dict[str, Any] = json.loads(made.stdout)
+            return result
+
+        def change(ids: list[int]) -> None:
+            with Client(cluster.endpoints.split(","), timeout=120) as client:
+                fill(client, args.keys, args.value_bytes, rng, ids)
+
         for run in range(args.runs):
             repo = os.path.join(work, f"repo{run}")
             t0 = time.monotonic()
-            made = json.loads(
-                tadpole(*cli, "backup", "create", "--repo", repo, "-r", public, "--json").stdout
-            )
+            made = create(repo)
             full.append((time.monotonic() - t0, made))
             t0 = time.monotonic()
             tadpole("backup", "verify", "--repo", repo, "-i", key_file)
@@ -105,18 +116,11 @@ def main() -> None:
                     *(f"--node={n}={target}/{n}" for n in ("n1", "n2", "n3")))  # fmt: skip
             restore.append(time.monotonic() - t0)
             shutil.rmtree(target)
-            with Client(cluster.endpoints.split(","), timeout=120) as client:
-                fill(
-                    client,
-                    args.keys,
-                    args.value_bytes,
-                    rng,
-                    rng.sample(range(args.keys), args.keys // 100),
-                )
-            again = json.loads(
-                tadpole(*cli, "backup", "create", "--repo", repo, "-r", public, "--json").stdout
-            )
-            incremental.append((again, made))
+            change(rng.sample(range(args.keys), one_percent))
+            incremental.append((create(repo), made))
+            first = rng.randrange(args.keys - one_percent)
+            change(list(range(first, first + one_percent)))
+            contiguous.append((create(repo), made))
     finally:
         for node_id in cluster.node_ids:
             cluster.kill(node_id)
@@ -131,10 +135,11 @@ def main() -> None:
           f"{mib / full_s:6.1f} MiB/s  stored {stored:.1f} MiB")  # fmt: skip
     print(f"  verify (-i)     {med(verify):6.2f} s  {keys / med(verify):9.0f} keys/s")
     print(f"  restore         {med(restore):6.2f} s  {keys / med(restore):9.0f} keys/s")
-    ratios = [a["bytes_new"] / m["bytes_total"] for a, m in incremental]
-    news = [a["bytes_new"] for a, _ in incremental]
-    print(f"  incremental after 1% of keys changed: {med(news) / 2**20:.2f} MiB new "
-          f"= {100 * med(ratios):.1f}% of the full backup")  # fmt: skip
+    for what, pairs in (("scattered at random", incremental), ("in one key range", contiguous)):
+        ratios = [a["bytes_new"] / m["bytes_total"] for a, m in pairs]
+        news = [a["bytes_new"] for a, _ in pairs]
+        print(f"  incremental after 1% of keys changed {what}: {med(news) / 2**20:.2f} MiB new "
+              f"= {100 * med(ratios):.1f}% of the full backup")  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
 
 

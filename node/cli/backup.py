@@ -65,8 +65,16 @@ def _when(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.2f} MiB"
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 @click.group()
@@ -162,9 +170,8 @@ def create_command(
         note = "" if section.complete else f"  INCOMPLETE (missing {', '.join(section.missing)})"
         click.echo(f"  {name:<11} {section.keys:>8} keys  {len(section.chunks):>6} chunks{note}")
     click.echo(
-        f"  stored {stats.chunks_new} new of {stats.chunks_total} chunks: "
-        f"{_mib(stats.bytes_new)} new, {_mib(stats.bytes_total)} referenced "
-        f"({_mib(stats.plain_bytes)} before compression) in {took:.2f} s"
+        f"  {stats.chunks_new} of {stats.chunks_total} chunks new: stored {_size(stats.bytes_new)} "
+        f"of {_size(stats.bytes_total)} ({_size(stats.plain_bytes)} before zstd) in {took:.2f} s"
     )
 
 
@@ -180,12 +187,13 @@ def list_command(repo: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_summary(m) for m in manifests], indent=1))
     else:
-        click.echo(f"{'ID':<25} {'CREATED':<24} {'REVISION':>9} {'KEYS':>9} {'STORED':>12}  STATE")
+        click.echo(f"{'ID':<32}  {'CREATED':<23}  {'REVISION':>8}  {'KEYS':>8}  "
+                   f"{'SIZE':>10}  STATE")  # fmt: skip
         for m in manifests:
             s = _summary(m)
             state = "complete" if m.complete else "INCOMPLETE"
-            click.echo(f"{m.id:<25} {_when(m.created_ns):<24} {m.revision:>9} {s['keys']:>9} "
-                       f"{_mib(s['stored_bytes']):>12}  {state}")  # fmt: skip
+            click.echo(f"{m.id:<32}  {_when(m.created_ns):<23}  {m.revision:>8}  {s['keys']:>8}  "
+                       f"{_size(s['stored_bytes']):>10}  {state}")  # fmt: skip
     for problem in bad:
         click.echo(f"unreadable: {problem}", err=True)
     if bad:
@@ -232,7 +240,7 @@ def verify_command(repo: str, backup_ids: tuple[str, ...], identity_files: tuple
             depth = "decrypted and checked" if identities else "checksums (no identity)"
             if report.ok:
                 click.echo(f"{backup_id}: OK ({report.chunks_checked} chunks, "
-                           f"{_mib(report.bytes_checked)}, {depth})")  # fmt: skip
+                           f"{_size(report.bytes_checked)}, {depth})")  # fmt: skip
             else:
                 failed = True
                 click.echo(f"{backup_id}: FAILED ({len(report.problems)} problems)")
@@ -327,8 +335,9 @@ def prune_command(repo: str, dry_run: bool) -> None:
         _stop(exc)
     verb = "would remove" if dry_run else "removed"
     click.echo(
-        f"kept {len(result.kept)} backups; {verb} {len(result.removed)} backups and "
-        f"{result.packs_removed} packs ({_mib(result.bytes_removed)})"
+        f"kept {_count(len(result.kept), 'backup')}; {verb} "
+        f"{_count(len(result.removed), 'backup')} and {_count(result.packs_removed, 'pack')} "
+        f"({_size(result.bytes_removed)})"
     )
     for backup_id in result.removed:
         click.echo(f"  {verb} {backup_id}")

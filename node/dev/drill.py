@@ -58,7 +58,7 @@ class Writer:
 
 @dataclass
 class DrillResult:
-    acked_before_backup: int
+    acked_before_backup: int  # preloaded writes included
     lost: list[str]
     holes: list[str]
     over: list[str]
@@ -212,7 +212,7 @@ def drill(
     finally:
         for node_id in IDS:
             new.kill(node_id)
-    acked_before = sum(
+    acked_before = 2 * preload + sum(
         sum(1 for _, at in w.acked_seq if at < backup_started)
         + sum(1 for at in w.acked_adds if at < backup_started)
         for w in team
@@ -275,7 +275,8 @@ def main(root: str | None, writers: int, seconds: float, kill_leader: bool, prel
         raise click.ClickException(f"{work}: not empty")
     result = drill(work, writers=writers, seconds=seconds, kill_leader=kill_leader, preload=preload)
     click.echo(
-        f"\nDR drill: {result.acked_before_backup} writes acknowledged before the backup, "
+        f"\nDR drill: {result.acked_before_backup} writes acknowledged before the backup "
+        f"({2 * preload} preloaded), "
         f"{len(result.lost)} lost, {len(result.holes)} holes in the system-tier cut, "
         f"{len(result.over)} counters over"
     )
