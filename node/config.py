@@ -75,6 +75,17 @@ class NodeConfig:
     # (detailed -> day summaries -> expiry; archives for archival subspaces),
     # seconds. Compaction is idempotent within a UTC day, so hourly is plenty.
     retention_interval_s: float = 3600.0
+    # Backups the cluster runs itself, on its leader (node/backup/schedule.py,
+    # docs/backup.md): the repository directory ("" = off) -- shared storage every node
+    # mounts at the same path -- and the age recipients to encrypt to (public keys,
+    # comma-separated).
+    backup_repo: str = ""
+    backup_recipients: str = ""
+    # An incremental backup this often, and a full one (nothing reused) this often, s.
+    backup_interval_s: float = 3600.0
+    backup_full_interval_s: float = 86400.0
+    # Prune the repository to the retention schedule after each scheduled backup.
+    backup_prune: bool = True
     # Python logging level for the node process.
     log_level: str = "INFO"
     raft: RaftConfig = field(default_factory=RaftConfig)
@@ -115,6 +126,34 @@ class NodeConfig:
             _check_address(f"etcd_endpoints[{i}]", endpoint)
         if not self.etcd_prefix.startswith("/") or not self.etcd_prefix.endswith("/"):
             raise ConfigError(f"etcd_prefix {self.etcd_prefix!r}: must start and end with '/'")
+        if self.backup_interval_s <= 0 or self.backup_full_interval_s <= 0:
+            raise ConfigError("backup_interval_s and backup_full_interval_s must be positive")
+        if self.backup_repo:
+            if self.system_backend != "raft":
+                raise ConfigError(
+                    "backup_repo: scheduled backups need system_backend = raft (back up etcd "
+                    "with etcdctl snapshot save)"
+                )
+            if not self.backup_recipient_list:
+                raise ConfigError(
+                    "backup_repo is set but backup_recipients is empty: backups are always "
+                    "encrypted; give age public keys (age1...), comma-separated"
+                )
+            for recipient in self.backup_recipient_list:
+                if recipient.upper().startswith("AGE-SECRET-KEY"):
+                    raise ConfigError(
+                        "backup_recipients: that is a private key; give its public key "
+                        "(age1..., printed by tadpole backup keygen)"
+                    )
+                if not recipient.startswith(("age1", "ssh-")):
+                    raise ConfigError(
+                        f"backup_recipients: {recipient[:12]!r}... is not an age (age1...) or "
+                        "SSH public key"
+                    )
+
+    @property
+    def backup_recipient_list(self) -> list[str]:
+        return [r.strip() for r in self.backup_recipients.split(",") if r.strip()]
 
     @property
     def address(self) -> str:

@@ -32,6 +32,7 @@ from node.api.kv import VERSION, ClusterServicer, KVServicer
 from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.backup.layout import ARCHIVE_DIR, TIERS_DB
+from node.backup.schedule import BackupScheduler, Policy
 from node.config import NodeConfig
 from node.http.app import HttpServer
 from node.observe.latency import BUCKETS as LATENCY_BUCKETS
@@ -103,11 +104,38 @@ class NodeServer:
         self.metrics = ClusterMetrics(config.node_id, self.gossip)
         self.latency = RequestLatency()
         self.http = HttpServer(self, config.http_listen) if config.http_listen else None
+        self.backups: BackupScheduler | None = None
+        if config.backup_repo:
+            interval = config.backup_interval_s
+            self.backups = BackupScheduler(
+                config.node_id,
+                self.system,
+                config.address,
+                config.operator_token(),
+                config.backup_repo,
+                config.backup_recipient_list,
+                Policy(
+                    interval_s=interval,
+                    full_interval_s=config.backup_full_interval_s,
+                    retry_s=min(300.0, interval),
+                    claim_ttl_s=max(600.0, 2 * interval),
+                ),
+                prune=config.backup_prune,
+            )
 
     def load(self) -> dict[str, Any]:
         """The load fields of ``Cluster.Status``: calls served per method since start
-        (the latency histogram's buckets), CPU seconds and resident memory."""
+        (the latency histogram's buckets), CPU seconds and resident memory; and the
+        scheduled backups' state."""
+        backup: dict[str, Any] = {"backup_age_s": -1.0}
+        if self.backups is not None:
+            state = self.backups.state
+            if state.last_success_ns:
+                backup["backup_age_s"] = max(0.0, (time.time_ns() - state.last_success_ns) / 1e9)
+            backup["backup_id"] = state.last_id
+            backup["backup_error"] = state.last_error
         return {
+            **backup,
             "load": [
                 pb.MethodLoad(method=method, count=count, seconds=seconds, buckets=buckets)
                 for method, count, seconds, buckets in self.latency.load()
@@ -184,6 +212,26 @@ class NodeServer:
                 tuple(((name,), size) for name, size in _data_files(self.config.data_path)),
             )
         )
+        if self.backups is not None:
+            b = self.backups
+            out += [
+                Family(
+                    "tadpole_backup_last_success_timestamp_seconds",
+                    "Unix time of the last successful scheduled backup (0: none yet), as the "
+                    "system tier records it",
+                    "gauge", samples=(((), b.state.last_success_ns / 1e9),),
+                ),
+                Family(
+                    "tadpole_backup_runs_total",
+                    "Scheduled backups this node ran, by result (ok, failed)",
+                    "counter", ("result",), tuple(((r,), n) for r, n in sorted(b.runs.items())),
+                ),
+                Family(
+                    "tadpole_backup_last_duration_seconds",
+                    "How long the last scheduled backup this node ran took",
+                    "gauge", samples=(((), b.last_seconds),),
+                ),
+            ]  # fmt: skip
         gossip = self.gossip.counts()
         for name, key, doc in (
             ("tadpole_gossip_suspicions_total", "suspicions_raised",
@@ -363,6 +411,8 @@ class NodeServer:
         assert self.replication is not None
         self.replication.start()
         self.metrics.start()
+        if self.backups is not None:
+            self.backups.start()
         if self.http is not None:
             await self.http.start()
         for name in ("", *SERVICE_NAMES):
@@ -383,6 +433,8 @@ class NodeServer:
         if self.http is not None:
             await self.http.stop()
         await self.metrics.stop()
+        if self.backups is not None:
+            await self.backups.stop()
         await self.gossip.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)

@@ -102,15 +102,17 @@ def write_backup(
     *,
     now_ns: int | None = None,
     pack_bytes: int = PACK_BYTES,
+    full: bool = False,
 ) -> tuple[Manifest, WriteStats]:
     """Store ``gathered`` as a new backup: new chunks sealed into packs, each pack
-    written once it holds ``pack_bytes``, the manifest after the last pack."""
+    written once it holds ``pack_bytes``, the manifest after the last pack. ``full``:
+    reuse nothing, seal and store every chunk anew (an independent copy)."""
     started = time.monotonic()
     keys = [seal.parse_recipient(r) for r in recipients]
     if not keys:
         raise BackupError("no recipient: pass --recipient age1... (or --recipients-file)")
     now_ns = time.time_ns() if now_ns is None else now_ns
-    known = _known_chunks(repo)
+    known = {} if full else _known_chunks(repo)
     stats = WriteStats()
     pending: list[tuple[str, int, bytes]] = []  # (chunk id, plaintext size, sealed)
     pending_ids: set[str] = set()

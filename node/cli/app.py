@@ -453,10 +453,42 @@ def _status_text(results: list[Any] | None = None) -> tuple[str, list[str]]:
             ]
         )
     text = _table(headers, rows)
+    backup = _backup_line([r.status for r in results if r.status is not None])
+    if backup:
+        text += "\n" + backup
     tiers = _tier_summary([r.status for r in results if r.status is not None])
     if tiers:
         text += "\n\n" + tiers
     return text, errors
+
+
+def _backup_line(statuses: list[NodeStatus]) -> str:
+    """The scheduled backups as the leader knows them (it runs them and reads their
+    state linearizably; a follower's copy may be a round behind), else as the freshest
+    answering node does ("" when no node schedules backups)."""
+    known = [s for s in statuses if s.backup_age_s is not None or s.backup_error]
+    if not known:
+        return ""
+
+    def rank(s: NodeStatus) -> tuple[bool, float]:
+        return s.raft_role != "leader", s.backup_age_s if s.backup_age_s is not None else 1e18
+
+    s = min(known, key=rank)
+    if s.backup_age_s is None:
+        line = "last backup: none yet"
+    else:
+        line = f"last backup: {s.backup_id}, {_age(s.backup_age_s)} ago"
+    if s.backup_error:
+        line += f"; last attempt failed: {s.backup_error}"
+    return line
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _tier_summary(statuses: list[NodeStatus]) -> str:

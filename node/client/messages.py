@@ -326,6 +326,9 @@ def status(resp: Any) -> NodeStatus:
         latency_bounds=tuple(float(b) for b in resp.latency_bounds),
         cpu_seconds=float(resp.cpu_seconds),
         rss_bytes=int(resp.rss_bytes),
+        backup_age_s=float(resp.backup_age_s) if resp.backup_age_s >= 0 else None,
+        backup_id=str(resp.backup_id),
+        backup_error=str(resp.backup_error),
     )
 
 

@@ -247,6 +247,11 @@ class NodeStatus:
     latency_bounds: tuple[float, ...] = ()  # upper bounds of MethodLoad.buckets (s)
     cpu_seconds: float = 0.0
     rss_bytes: int = 0
+    # Backups the cluster runs itself: seconds since the last success (None: never, or
+    # not scheduled), its id, and the last attempt's error ("" if it succeeded).
+    backup_age_s: float | None = None
+    backup_id: str = ""
+    backup_error: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -312,7 +312,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("header", "id", "raft_role", "term", "commit_index", "applied_index", "log_entries", "keys", "has_quorum", "version", "uptime_s", "data_dir", "system_backend", "tiers", "load", "latency_bounds", "cpu_seconds", "rss_bytes")
+    __slots__ = ("header", "id", "raft_role", "term", "commit_index", "applied_index", "log_entries", "keys", "has_quorum", "version", "uptime_s", "data_dir", "system_backend", "tiers", "load", "latency_bounds", "cpu_seconds", "rss_bytes", "backup_age_s", "backup_id", "backup_error")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     RAFT_ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -331,6 +331,9 @@ class StatusResponse(_message.Message):
     LATENCY_BOUNDS_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ERROR_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
     id: str
     raft_role: str
@@ -349,7 +352,10 @@ class StatusResponse(_message.Message):
     latency_bounds: _containers.RepeatedScalarFieldContainer[float]
     cpu_seconds: float
     rss_bytes: int
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., id: _Optional[str] = ..., raft_role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., log_entries: _Optional[int] = ..., keys: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., data_dir: _Optional[str] = ..., system_backend: _Optional[str] = ..., tiers: _Optional[_Iterable[_Union[TierReplicaStatus, _Mapping]]] = ..., load: _Optional[_Iterable[_Union[MethodLoad, _Mapping]]] = ..., latency_bounds: _Optional[_Iterable[float]] = ..., cpu_seconds: _Optional[float] = ..., rss_bytes: _Optional[int] = ...) -> None: ...
+    backup_age_s: float
+    backup_id: str
+    backup_error: str
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., id: _Optional[str] = ..., raft_role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., log_entries: _Optional[int] = ..., keys: _Optional[int] = ..., has_quorum: _Optional[bool] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., data_dir: _Optional[str] = ..., system_backend: _Optional[str] = ..., tiers: _Optional[_Iterable[_Union[TierReplicaStatus, _Mapping]]] = ..., load: _Optional[_Iterable[_Union[MethodLoad, _Mapping]]] = ..., latency_bounds: _Optional[_Iterable[float]] = ..., cpu_seconds: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., backup_age_s: _Optional[float] = ..., backup_id: _Optional[str] = ..., backup_error: _Optional[str] = ...) -> None: ...
 
 class MethodLoad(_message.Message):
     __slots__ = ("method", "count", "seconds", "buckets")

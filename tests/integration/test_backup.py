@@ -4,18 +4,20 @@ serves every acknowledged write."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import time
 from typing import Any
 
 import grpc
 import pytest
 
 from crdt import EventLog, Timestamp
-from node.backup import seal
+from node.backup import archive, seal
 from node.backup.archive import describe
 from node.backup.repository import Repository
 from node.client import Client
@@ -209,3 +211,67 @@ def test_verify_names_a_corrupted_chunk_and_restore_refuses_it(
     os.chmod(wrong, 0o600)
     bad_key = tadpole("backup", "verify", "--repo", str(repo), "-i", str(wrong))
     assert bad_key.returncode == 1 and "does not decrypt with the given identity" in bad_key.stdout
+
+
+def test_the_cluster_backs_itself_up_on_its_leader(
+    make_cluster: Any, tmp_path: pathlib.Path
+) -> None:
+    secret, public = seal.generate_identity()
+    key = tmp_path / "key"
+    key.write_text(secret + "\n")
+    repo = tmp_path / "shared-repo"  # every node mounts it at the same path
+    cluster: LocalCluster = make_cluster(3, extra_args=[
+        "--set", f"backup_repo={repo}", "--set", f"backup_recipients={public}",
+        "--set", "backup_interval_s=1.5", "--set", "backup_full_interval_s=4",
+        "--set", "backup_prune=false",  # all in one hour: the schedule would keep one
+    ])  # fmt: skip
+    with Client(cluster.endpoints.split(",")) as client:
+        client.put("before", "1")
+
+        def statuses() -> list[Any]:
+            return [r.status for r in client.status_all() if r.status is not None]
+
+        def wait_for_backups(count: int) -> None:
+            deadline = time.monotonic() + 40
+            while not repo.exists() or len(Repository.local(str(repo)).backup_ids()) < count:
+                assert time.monotonic() < deadline, "no scheduled backup"
+                time.sleep(0.2)
+
+        wait_for_backups(2)
+        first_leader = cluster.wait_leader(10)
+        # Every node reports the schedule's state from the system tier.
+        deadline = time.monotonic() + 10
+        while not all(s.backup_age_s is not None and s.backup_id for s in statuses()):
+            assert time.monotonic() < deadline, statuses()
+            time.sleep(0.2)
+        shown = tadpole("status", endpoints=cluster.endpoints)
+        assert "last backup: " in shown.stdout and " ago" in shown.stdout, shown.stdout
+        client.put("after", "2")
+        cluster.kill(first_leader)
+        # With a member down the new leader still backs up, marked incomplete (agent and
+        # metrics need every member), and every node reports the shortfall.
+        deadline = time.monotonic() + 40
+        while not any("incomplete" in s.backup_error for s in statuses()):
+            assert time.monotonic() < deadline, statuses()
+            time.sleep(0.2)
+        shown = tadpole("status", endpoints=cluster.endpoints)
+        assert "last attempt failed: backup " in shown.stdout, shown.stdout
+        assert f"agent without {first_leader}" in shown.stdout
+        cluster.start_node(first_leader)
+        made = len(Repository.local(str(repo)).backup_ids())
+        wait_for_backups(made + 2)  # complete again once it is back
+        deadline = time.monotonic() + 20
+        while any(s.backup_error for s in statuses()):
+            assert time.monotonic() < deadline, statuses()
+            time.sleep(0.2)
+    repository = Repository.local(str(repo))
+    manifests, bad = repository.manifests()
+    assert not bad
+    assert all(archive.verify(repository, m, seal.load_identities(str(key))).ok for m in manifests)
+    assert manifests[-1].complete and manifests[-1].revision >= 2
+    assert any(not m.complete for m in manifests)  # made during the outage, marked
+    sources = {m.source for m in manifests}
+    assert len(sources) >= 2 and first_leader in sources, sources  # leadership moved
+    created = [m.created_ns for m in manifests]
+    gaps = [b - a for a, b in itertools.pairwise(created)]
+    assert min(gaps) >= 1.5e9 * 0.9, gaps  # one at a time, at the interval
