@@ -19,7 +19,7 @@ import pytest
 from crdt import EventLog, Timestamp
 from node.backup import archive, seal
 from node.backup.archive import describe
-from node.backup.repository import Repository
+from node.backup.repository import MARKER, Repository
 from node.client import Client
 from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
@@ -233,7 +233,10 @@ def test_the_cluster_backs_itself_up_on_its_leader(
 
         def wait_for_backups(count: int) -> None:
             deadline = time.monotonic() + 40
-            while not repo.exists() or len(Repository.local(str(repo)).backup_ids()) < count:
+            while (
+                not (repo / MARKER).exists()
+                or len(Repository.local(str(repo)).backup_ids()) < count
+            ):
                 assert time.monotonic() < deadline, "no scheduled backup"
                 time.sleep(0.2)
 
