@@ -86,6 +86,12 @@ class NodeConfig:
     backup_full_interval_s: float = 86400.0
     # Prune the repository to the retention schedule after each scheduled backup.
     backup_prune: bool = True
+    # The background scrubber (node/replication/scrub.py): a pass every this many
+    # seconds (0 = off) re-reads the Raft journal and snapshot (checksums) and every
+    # CRDT value (against its digest; a bad one is repaired from the other owners),
+    # reading at most scrub_bytes_per_s.
+    scrub_interval_s: float = 21600.0
+    scrub_bytes_per_s: float = 8.0 * (1 << 20)
     # Python logging level for the node process.
     log_level: str = "INFO"
     raft: RaftConfig = field(default_factory=RaftConfig)
@@ -126,6 +132,8 @@ class NodeConfig:
             _check_address(f"etcd_endpoints[{i}]", endpoint)
         if not self.etcd_prefix.startswith("/") or not self.etcd_prefix.endswith("/"):
             raise ConfigError(f"etcd_prefix {self.etcd_prefix!r}: must start and end with '/'")
+        if self.scrub_interval_s < 0 or self.scrub_bytes_per_s <= 0:
+            raise ConfigError("scrub_interval_s must be >= 0 and scrub_bytes_per_s positive")
         if self.backup_interval_s <= 0 or self.backup_full_interval_s <= 0:
             raise ConfigError("backup_interval_s and backup_full_interval_s must be positive")
         if self.backup_repo:

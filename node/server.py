@@ -48,6 +48,7 @@ from node.peer.links import RaftLink
 from node.peer.traffic import PeerTraffic
 from node.replication.driver import Replication
 from node.replication.grpc_transport import GrpcTransport
+from node.replication.scrub import Scrubber
 from node.replication.store import TierStore
 from node.tiers.ops import TIERS
 
@@ -105,6 +106,7 @@ class NodeServer:
         self.latency = RequestLatency()
         self.http = HttpServer(self, config.http_listen) if config.http_listen else None
         self.backups: BackupScheduler | None = None
+        self.scrubber: Scrubber | None = None
         if config.backup_repo:
             interval = config.backup_interval_s
             self.backups = BackupScheduler(
@@ -212,6 +214,30 @@ class NodeServer:
                 tuple(((name,), size) for name, size in _data_files(self.config.data_path)),
             )
         )
+        if self.scrubber is not None:
+            sc = self.scrubber
+            out += [
+                Family(
+                    "tadpole_corruption_detected_total",
+                    "Damage the scrubber found: journal records, snapshots, CRDT values "
+                    "whose bytes no longer match their checksum or digest",
+                    "counter", ("file",), tuple(((f,), n) for f, n in sorted(sc.detected.items())),
+                ),
+                Family(
+                    "tadpole_corruption_repaired_total",
+                    "Corrupt CRDT values the scrubber replaced with the other owners' copies",
+                    "counter", samples=(((), sc.repaired),),
+                ),
+                Family(
+                    "tadpole_scrub_bytes_total", "Bytes the scrubber re-read",
+                    "counter", samples=(((), sc.bytes_read),),
+                ),
+                Family(
+                    "tadpole_scrub_last_pass_timestamp_seconds",
+                    "Unix time the last full scrub pass ended (0: none yet)",
+                    "gauge", samples=(((), sc.last_pass_ns / 1e9),),
+                ),
+            ]  # fmt: skip
         if self.backups is not None:
             b = self.backups
             out += [
@@ -376,6 +402,15 @@ class NodeServer:
             cluster_size=len(cfg.peers) + 1,
             transport=GrpcTransport(cfg.node_id, token, traffic=self.traffic),
         )
+        if cfg.scrub_interval_s > 0:
+            self.scrubber = Scrubber(
+                cfg.data_path,
+                self.store,
+                self.replication,
+                interval_s=cfg.scrub_interval_s,
+                bytes_per_s=cfg.scrub_bytes_per_s,
+                raft_files=self._raft is not None,
+            )
         pb_grpc.add_TiersServicer_to_server(TiersServicer(self.replication, self.metrics), server)
         pb_grpc.add_DocumentsServicer_to_server(DocumentsServicer(self.replication), server)
         pb_grpc.add_BackupServicer_to_server(
@@ -413,6 +448,8 @@ class NodeServer:
         self.metrics.start()
         if self.backups is not None:
             self.backups.start()
+        if self.scrubber is not None:
+            self.scrubber.start()
         if self.http is not None:
             await self.http.start()
         for name in ("", *SERVICE_NAMES):
@@ -435,6 +472,8 @@ class NodeServer:
         await self.metrics.stop()
         if self.backups is not None:
             await self.backups.stop()
+        if self.scrubber is not None:
+            await self.scrubber.stop()
         await self.gossip.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)

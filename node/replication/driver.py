@@ -408,6 +408,30 @@ class Replication:
 
         return await self.store.update(tier, key, join)
 
+    async def repair_corrupt(self, tier: str, key: str, corrupt: bytes) -> bool:
+        """Replace a local value found corrupt (its bytes no longer match their digest)
+        with the join of the other owners' copies. Not a join with the local copy: its
+        bytes are garbage. Updates only this copy held are lost with it; anything acked
+        with the write quorum is on another owner. Returns False, changing nothing, when
+        no other owner holds the key (it stays reported), or when the value was rewritten
+        meanwhile (a new write replaced it)."""
+        live = self.live()
+        others = [o for o in self.owners(tier_spec(tier), key, live) if o != self.node_id]
+        states: list[CRDTBase | None] = []
+        for owner in others:
+            reply = await self._try(owner, live[owner], Read(tier, key), ReadReply)
+            if reply is not None and reply.state is not None:
+                states.append(decode(reply.state))
+        merged = coordinator.merge_states(states)
+        if merged is None:
+            return False
+        good = encode(merged)
+
+        def replace(current: bytes | None) -> bytes | None:
+            return good if current == corrupt else current
+
+        return await self.store.update(tier, key, replace) == good
+
     def local_state(self, tier: str, key: str) -> CRDTBase | None:
         raw = self.store.get(tier, key)
         return decode(raw) if raw is not None else None

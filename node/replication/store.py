@@ -1235,6 +1235,25 @@ class TierStore:
             Hint(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), int(r[5])) for r in rows
         ]
 
+    def check_digests(
+        self, after: tuple[str, str] = ("", ""), limit: int = 512
+    ) -> tuple[list[tuple[str, str, bytes]], tuple[str, str] | None, int]:
+        """Re-read up to ``limit`` values after ``(tier, key)`` in (tier, key) order and
+        check each against the digest stored beside it (the scrubber): the rows whose
+        value no longer matches, where to go on from (None: the end), and the bytes read.
+        SQLite keeps no checksum of its own pages, so this is what finds a value that
+        rotted on disk. A value rewritten meanwhile is read with its new digest."""
+        with self._reader("check_digests") as conn:
+            rows = conn.execute(
+                "SELECT tier, key, value, digest FROM state WHERE (tier, key) > (?, ?) "
+                "ORDER BY tier, key LIMIT ?",
+                (*after, limit),
+            ).fetchall()
+        bad = [(str(t), str(k), bytes(v)) for t, k, v, d in rows if digest_of(bytes(v)) != bytes(d)]
+        read = sum(len(v) + len(k) for _, k, v, _ in rows)
+        nxt = (str(rows[-1][0]), str(rows[-1][1])) if len(rows) == limit else None
+        return bad, nxt, read
+
     def hints_in(self, tier: str, after_id: int = 0, limit: int = 0) -> list[Hint]:
         """Hints of ``tier`` (any target) with id > ``after_id``, in id order; at most
         ``limit`` (0: all). Page by passing the last id returned (backups)."""
