@@ -86,6 +86,9 @@ class NodeConfig:
     backup_full_interval_s: float = 86400.0
     # Prune the repository to the retention schedule after each scheduled backup.
     backup_prune: bool = True
+    # The system tier's changes are archived into the repository for point-in-time
+    # recovery, a segment at least this often (seconds) while there are changes.
+    backup_wal_seal_s: float = 10.0
     # The background scrubber (node/replication/scrub.py): a pass every this many
     # seconds (0 = off) re-reads the Raft journal and snapshot (checksums) and every
     # CRDT value (against its digest; a bad one is repaired from the other owners),
@@ -134,6 +137,8 @@ class NodeConfig:
             raise ConfigError(f"etcd_prefix {self.etcd_prefix!r}: must start and end with '/'")
         if self.scrub_interval_s < 0 or self.scrub_bytes_per_s <= 0:
             raise ConfigError("scrub_interval_s must be >= 0 and scrub_bytes_per_s positive")
+        if self.backup_wal_seal_s <= 0:
+            raise ConfigError("backup_wal_seal_s must be positive")
         if self.backup_interval_s <= 0 or self.backup_full_interval_s <= 0:
             raise ConfigError("backup_interval_s and backup_full_interval_s must be positive")
         if self.backup_repo:

@@ -33,6 +33,7 @@ from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.backup.layout import ARCHIVE_DIR, TIERS_DB
 from node.backup.schedule import BackupScheduler, Policy
+from node.backup.wal import WalArchiver
 from node.config import NodeConfig
 from node.http.app import HttpServer
 from node.observe.latency import BUCKETS as LATENCY_BUCKETS
@@ -106,6 +107,7 @@ class NodeServer:
         self.latency = RequestLatency()
         self.http = HttpServer(self, config.http_listen) if config.http_listen else None
         self.backups: BackupScheduler | None = None
+        self.wal: WalArchiver | None = None
         self.scrubber: Scrubber | None = None
         if config.backup_repo:
             interval = config.backup_interval_s
@@ -123,6 +125,12 @@ class NodeServer:
                     claim_ttl_s=max(600.0, 2 * interval),
                 ),
                 prune=config.backup_prune,
+            )
+            self.wal = WalArchiver(
+                self.system,
+                config.backup_repo,
+                config.backup_recipient_list,
+                seal_s=config.backup_wal_seal_s,
             )
 
     def load(self) -> dict[str, Any]:
@@ -256,6 +264,26 @@ class NodeServer:
                     "tadpole_backup_last_duration_seconds",
                     "How long the last scheduled backup this node ran took",
                     "gauge", samples=(((), b.last_seconds),),
+                ),
+            ]  # fmt: skip
+        if self.wal is not None:
+            w = self.wal
+            out += [
+                Family(
+                    "tadpole_wal_archived_revision",
+                    "The highest system-tier revision archived for point-in-time recovery, "
+                    "as this node last knew it (its archiver acts while it leads)",
+                    "gauge", samples=(((), w.archived),),
+                ),
+                Family(
+                    "tadpole_wal_segments_sealed_total",
+                    "Archive segments this node sealed into the repository",
+                    "counter", samples=(((), w.sealed),),
+                ),
+                Family(
+                    "tadpole_wal_gaps_total",
+                    "Runs of revisions compacted away before they could be archived",
+                    "counter", samples=(((), w.gaps),),
                 ),
             ]  # fmt: skip
         gossip = self.gossip.counts()
@@ -448,6 +476,8 @@ class NodeServer:
         self.metrics.start()
         if self.backups is not None:
             self.backups.start()
+        if self.wal is not None:
+            self.wal.start()
         if self.scrubber is not None:
             self.scrubber.start()
         if self.http is not None:
@@ -472,6 +502,8 @@ class NodeServer:
         await self.metrics.stop()
         if self.backups is not None:
             await self.backups.stop()
+        if self.wal is not None:
+            await self.wal.stop()
         if self.scrubber is not None:
             await self.scrubber.stop()
         await self.gossip.stop()

@@ -32,6 +32,7 @@ from typing import Any
 
 from consensus.durable import atomic_write, fsync_dir
 from consensus.raft.backend import seed_data_dir
+from consensus.statemachine import SystemStateMachine
 from node.backup.archive import BackupError, read_section, system_state
 from node.backup.layout import ARCHIVE, ARCHIVE_DIR, TIERS_DB
 from node.backup.manifest import Manifest
@@ -61,8 +62,11 @@ def restore(
     *,
     force: bool = False,
     allow_incomplete: bool = False,
+    system: SystemStateMachine | None = None,
 ) -> Restored:
-    """Build one data directory per member id in ``targets`` (id -> directory)."""
+    """Build one data directory per member id in ``targets`` (id -> directory).
+    ``system``: the system tier's state to seed instead of the backup's (a
+    point-in-time restore: the backup's state with archived revisions replayed)."""
     if not targets:
         raise BackupError("name the new cluster's members: --node ID=DATA_DIR (one each)")
     if not manifest.complete and not allow_incomplete:
@@ -82,7 +86,9 @@ def restore(
     if unknown:
         raise BackupError(f"backup {manifest.id} holds tiers this version lacks: {sorted(unknown)}")
     # Read and check everything first.
-    state = system_state(read_section(repo, manifest, "system", identities), manifest.revision)
+    state = system or system_state(
+        read_section(repo, manifest, "system", identities), manifest.revision
+    )
     tiers = {name: read_section(repo, manifest, name, identities) for name in manifest.tiers}
     archives = tiers.pop(ARCHIVE, [])
     for name, _ in archives:
@@ -99,7 +105,7 @@ def restore(
         _build(targets[member], state, placed[member], archives)
     return Restored(
         backup_id=manifest.id,
-        revision=manifest.revision,
+        revision=state.revision,
         system_keys=len(state),
         tier_keys={
             **{name: len(records) for name, records in tiers.items()},

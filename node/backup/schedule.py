@@ -156,7 +156,10 @@ class BackupScheduler:
                 log.warning("backup schedule: the system tier did not answer: %s", exc)
             except Exception:
                 log.exception("backup schedule round failed")
-            await asyncio.sleep(self.tick_s)
+            # A follower looks again soon: when it becomes the leader, a backup that is
+            # due (the first one, or one the old leader never ran) should not wait a tick.
+            leading = self.system.info().role == "leader"
+            await asyncio.sleep(self.tick_s if leading else min(1.0, self.tick_s))
 
     async def _read(self, linearizable: bool) -> tuple[ScheduleState, int]:
         kv, _ = await self.system.get(STATE_KEY, linearizable=linearizable, timeout=10.0)

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
-from node.backup import archive, seal
+from node.backup import archive, seal, wal
 from node.backup.archive import BackupError
 from node.backup.collect import gather
 from node.backup.manifest import Manifest, ManifestError
@@ -181,7 +181,8 @@ def create_command(
 def list_command(repo: str, as_json: bool) -> None:
     """The repository's backups, oldest first."""
     try:
-        manifests, bad = Repository.local(repo).manifests()
+        repository = Repository.local(repo)
+        manifests, bad = repository.manifests()
     except _ERRORS as exc:
         _stop(exc)
     if as_json:
@@ -194,6 +195,12 @@ def list_command(repo: str, as_json: bool) -> None:
             state = "complete" if m.complete else "INCOMPLETE"
             click.echo(f"{m.id:<32}  {_when(m.created_ns):<23}  {m.revision:>8}  {s['keys']:>8}  "
                        f"{_size(s['stored_bytes']):>10}  {state}")  # fmt: skip
+    segments = wal.segments(repository)
+    if segments and not as_json:
+        gaps = [f"{s.first}..{s.last}" for s in segments if s.gap]
+        click.echo(f"system tier archived for point-in-time recovery through revision "
+                   f"{segments[-1].last} ({len(segments)} segments"
+                   f"{'; never archived: ' + ', '.join(gaps) if gaps else ''})")  # fmt: skip
     for problem in bad:
         click.echo(f"unreadable: {problem}", err=True)
     if bad:
@@ -282,6 +289,16 @@ def _targets(pairs: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--force", is_flag=True, help="Replace data directories that are not empty.")
 @click.option("--allow-incomplete", is_flag=True, help="Restore a backup marked incomplete.")
+@click.option(
+    "--to-revision",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Point in time: the system tier exactly as it was after revision N.",
+)
+@click.option("--to-time", default=None, metavar="TIME",
+              help="Point in time: the system tier after the last revision committed at or "
+              "before TIME (ISO 8601 with a zone, e.g. 2026-12-05T04:00:00Z).")  # fmt: skip
 def restore_command(
     repo: str,
     backup_id: str,
@@ -289,36 +306,89 @@ def restore_command(
     nodes: tuple[str, ...],
     force: bool,
     allow_incomplete: bool,
+    to_revision: int | None,
+    to_time: str | None,
 ) -> None:
     """Build a new cluster's data directories from a backup (`latest` for the newest).
 
-    Start each member with its --data-dir and the same --id and peers as named here."""
+    With --to-revision or --to-time, the system tier is restored to that point: the
+    newest backup before it (or the one named) with the archived revisions after it
+    replayed. Start each member with its --data-dir and the same --id and peers as
+    named here."""
     identities = _identities(identity_files)
     if not identities:
         _fail("restore needs the private key: --identity FILE", EXIT_USAGE)
+    if to_revision is not None and to_time is not None:
+        _fail("give --to-revision or --to-time, not both", EXIT_USAGE)
+    to_time_ns = _parse_time(to_time) if to_time is not None else None
     targets = _targets(nodes)
     started = time.monotonic()
     try:
         repository = Repository.local(repo)
-        if backup_id == "latest":
-            readable, _ = repository.manifests()
-            if not readable:
-                _fail("no readable backup in the repository", EXIT_FAILURE)
-            backup_id = readable[-1].id
-        manifest = repository.read_manifest(backup_id)
+        manifest = _base(repository, backup_id, to_revision, to_time_ns, allow_incomplete)
+        state = None
+        if to_revision is not None or to_time_ns is not None:
+            base = archive.system_state(
+                archive.read_section(repository, manifest, "system", identities),
+                manifest.revision,
+            )
+            revisions = wal.load(repository, identities, manifest.revision, to_revision)
+            state = wal.replay(base, revisions, to_revision=to_revision, to_time_ns=to_time_ns)
         done = restore(
             repository, manifest, identities, targets, force=force,
-            allow_incomplete=allow_incomplete,
+            allow_incomplete=allow_incomplete, system=state,
         )  # fmt: skip
     except _ERRORS as exc:
         _stop(exc)
     tiers = ", ".join(f"{t} {n}" for t, n in done.tier_keys.items())
+    replayed = ""
+    if state is not None and state.revision > manifest.revision:
+        replayed = f" + archived revisions {manifest.revision + 1}..{state.revision}"
     click.echo(
-        f"restored backup {done.backup_id} at revision {done.revision}: system {done.system_keys} "
-        f"keys; {tiers} in {time.monotonic() - started:.2f} s"
+        f"restored backup {done.backup_id}{replayed}: system tier at revision {done.revision}, "
+        f"{done.system_keys} keys; {tiers} in {time.monotonic() - started:.2f} s"
     )
     for member, count in done.copies_written.items():
         click.echo(f"  {member}: {targets[member]} ({count} tier values)")
+
+
+def _parse_time(text: str) -> int:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"--to-time {text!r}: not an ISO 8601 time (2026-12-05T04:00:00Z)", EXIT_USAGE)
+    if when.tzinfo is None:
+        _fail(f"--to-time {text!r}: give a time zone (Z, +01:00, ...)", EXIT_USAGE)
+    return int(when.timestamp() * 1e9)
+
+
+def _base(
+    repo: Repository,
+    backup_id: str,
+    to_revision: int | None,
+    to_time_ns: int | None,
+    allow_incomplete: bool,
+) -> Manifest:
+    """The backup to start from: the one named, or with `latest` the newest readable one
+    (complete unless allowed) at or before the point in time."""
+    if backup_id != "latest":
+        manifest = repo.read_manifest(backup_id)
+        if to_revision is not None and manifest.revision > to_revision:
+            raise BackupError(
+                f"backup {backup_id} is at revision {manifest.revision}, after {to_revision}"
+            )
+        return manifest
+    readable, _ = repo.manifests()
+    usable = [
+        m
+        for m in readable
+        if (m.complete or allow_incomplete)
+        and (to_revision is None or m.revision <= to_revision)
+        and (to_time_ns is None or m.created_ns <= to_time_ns)
+    ]
+    if not usable:
+        raise BackupError("no readable backup in the repository at or before that point")
+    return usable[-1]
 
 
 @backup.command(name="prune")

@@ -86,6 +86,14 @@ def test_restore_names_bad_node_arguments(tmp_path: pathlib.Path) -> None:
         result = run(*base, *nodes)
         assert_one_error_line(result, 2)
         assert text in result.stderr
+    for extra, text in (
+        (("--to-revision", "5", "--to-time", "2026-12-05T04:00:00Z"), "not both"),
+        (("--to-time", "yesterday"), "not an ISO 8601 time"),
+        (("--to-time", "2026-12-05T04:00:00"), "give a time zone"),
+    ):
+        result = run(*base, "--node", "n1=a", *extra)
+        assert_one_error_line(result, 2)
+        assert text in result.stderr
     bad_key = tmp_path / "bad"
     bad_key.write_text("AGE-SECRET-KEY-1NOTAKEY\n")
     result = run("backup", "verify", "--repo", str(tmp_path), "-i", str(bad_key))

@@ -1,0 +1,281 @@
+"""Point-in-time recovery of the system tier: its committed changes, archived.
+
+The leader's archiver (:class:`WalArchiver`, with scheduled backups) follows the system
+tier's change history (``SystemBackend.history``: every revision's events, each with the
+whole key-value it wrote) and seals it into the repository in *segments*, each covering
+a contiguous run of revisions, as they fill (``seal_events``) or age (``seal_s``). A
+restore then takes the newest backup at or before the target and replays the archived
+revisions after it, up to revision N (``--to-revision``) or to the last revision
+committed at or before a time T (``--to-time``): :func:`replay` rebuilds exactly the
+state after N, because an event carries the key-value (with its create and mod revision
+and version) as the state machine stored it.
+
+Segment (plaintext, msgpack; stored sealed like a chunk, ``wal/<first>-<last>``)::
+
+    [1, first, last, [[revision, observed_ns, [[type, key, value, create, mod, version],
+                                               ...]], ...]]
+
+``observed_ns`` is the archiver's clock when it read the revision, within a second of its
+commit (the state machine keeps no clock): ``--to-time`` resolves to revisions by it.
+
+Where the archive is in the repository is its own progress: the archiver resumes after
+the highest sealed revision, so a new leader carries on where the last one stopped. When
+it finds that the history it needs was compacted away (it was down longer than the
+history holds), it records a *gap* (``wal/gap-<first>-<last>``), and restoring to a
+revision inside a gap, or across one, is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+from consensus.backend import SystemBackend
+from consensus.errors import CompactedError, ConsensusError
+from consensus.statemachine import Event, EventType, KeyValue, SystemStateMachine
+from node.backup import seal
+from node.backup.archive import BackupError
+from node.backup.repository import Repository
+
+log = logging.getLogger(__name__)
+
+SEGMENT_FORMAT: Final = 1
+_NAME = re.compile(r"^(gap-)?([0-9]{20})-([0-9]{20})$")
+
+# One archived revision: (revision, observed_ns, events)
+Revision = tuple[int, int, list[Event]]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    first: int
+    last: int
+    gap: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"wal/{'gap-' if self.gap else ''}{self.first:020d}-{self.last:020d}"
+
+
+def parse_name(name: str) -> Segment | None:
+    m = _NAME.match(name.rsplit("/", 1)[-1])
+    if m is None:
+        return None
+    return Segment(int(m.group(2)), int(m.group(3)), bool(m.group(1)))
+
+
+def _event_row(e: Event) -> list[Any]:
+    kv = e.kv
+    return [int(e.type), kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
+
+
+def encode_segment(revisions: Sequence[Revision]) -> bytes:
+    body = [[rev, at, [_event_row(e) for e in events]] for rev, at, events in revisions]
+    data: bytes = msgpack.packb(
+        [SEGMENT_FORMAT, revisions[0][0], revisions[-1][0], body], use_bin_type=True
+    )
+    return data
+
+
+def decode_segment(data: bytes, where: str) -> list[Revision]:
+    try:
+        fmt, first, last, body = msgpack.unpackb(data, raw=False)
+        if fmt != SEGMENT_FORMAT:
+            raise BackupError(f"{where}: segment format {fmt!r}; this version reads 1")
+        out: list[Revision] = []
+        for rev, at, events in body:
+            out.append((int(rev), int(at), [
+                Event(EventType(t), KeyValue(k, bytes(v), int(c), int(m), int(ver)), None)
+                for t, k, v, c, m, ver in events
+            ]))  # fmt: skip
+    except BackupError:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise BackupError(f"{where}: malformed segment ({exc})") from exc
+    if not out or out[0][0] != first or out[-1][0] != last:
+        raise BackupError(f"{where}: its revisions do not match its header")
+    return out
+
+
+def replay(
+    state: SystemStateMachine,
+    revisions: Iterable[Revision],
+    *,
+    to_revision: int | None = None,
+    to_time_ns: int | None = None,
+) -> SystemStateMachine:
+    """``state`` (at some revision R) with the archived revisions after R applied, in
+    order, up to ``to_revision`` or the last observed at or before ``to_time_ns``.
+    Raises BackupError if a revision between R and the target is missing."""
+    data = {kv.key: kv for kv in state.items()}
+    revision = state.revision
+    for rev, at, events in revisions:
+        if rev <= revision:
+            continue  # already in the base (segments overlap after a leader change)
+        if to_revision is not None and rev > to_revision:
+            break
+        if to_time_ns is not None and at > to_time_ns:
+            break
+        if rev != revision + 1:
+            raise BackupError(f"the archive misses revisions {revision + 1}..{rev - 1}")
+        for event in events:
+            if event.type == EventType.PUT:
+                data[event.kv.key] = event.kv
+            else:
+                data.pop(event.kv.key, None)
+        revision = rev
+    if to_revision is not None and revision < to_revision:
+        raise BackupError(
+            f"the archive reaches revision {revision}, not {to_revision} (it is sealed every "
+            "few seconds; the newest revisions may not be in it yet)"
+        )
+    return SystemStateMachine(revision=revision, compact_revision=revision, _data=data)
+
+
+def segments(repo: Repository) -> list[Segment]:
+    found = [parse_name(n) for n in repo.store.names("wal")]
+    return sorted((s for s in found if s is not None), key=lambda s: (s.first, s.last))
+
+
+def archived_through(repo: Repository) -> int:
+    """The highest revision the archive holds or has declared lost (0: none)."""
+    return max((s.last for s in segments(repo)), default=0)
+
+
+def load(
+    repo: Repository, identities: Sequence[Any], after: int, through: int | None
+) -> list[Revision]:
+    """The archived revisions after ``after`` (through ``through``, None: all), in order,
+    read from the segments that cover them. BackupError if a gap lies in that range."""
+    out: list[Revision] = []
+    for segment in segments(repo):
+        if segment.last <= after or (through is not None and segment.first > through):
+            continue
+        if segment.gap:
+            raise BackupError(
+                f"revisions {segment.first}..{segment.last} were never archived (the "
+                "archiver was away longer than the system tier's history holds); restore "
+                "to a revision before them, or after a backup taken since"
+            )
+        where = repo.store.describe(segment.name)
+        plain = seal.unseal(repo.store.get(segment.name), identities, max_size=256 << 20)
+        out.extend(decode_segment(plain, where))
+    out.sort(key=lambda r: r[0])
+    return out
+
+
+class WalArchiver:
+    """Follows the system tier on the leader and seals its changes into the repository."""
+
+    def __init__(
+        self,
+        system: SystemBackend,
+        repo_path: str,
+        recipients: Sequence[str],
+        *,
+        seal_events: int = 10_000,
+        seal_s: float = 10.0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.system = system
+        self.repo_path = repo_path
+        self.recipients = list(recipients)
+        self.seal_events = seal_events
+        self.seal_s = seal_s
+        self.clock = clock
+        self.buffer: list[Revision] = []
+        self.next_revision = 0  # the first revision not yet read (0: ask the repository)
+        self.sealed = 0  # segments this node sealed
+        self.gaps = 0
+        self.archived = 0  # the highest revision archived, as last known
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="wal-archiver")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except (ConsensusError, TimeoutError, OSError, BackupError) as exc:
+                log.warning("wal archiver: %s", exc)
+                self.buffer.clear()
+                self.next_revision = 0  # start over from what the repository holds
+            await asyncio.sleep(min(1.0, self.seal_s / 4))
+
+    def _repo(self) -> Repository:
+        return Repository.local(self.repo_path, create=True)
+
+    async def step(self) -> None:
+        """Read what is new (on the leader only), seal if full or old enough."""
+        if self.system.info().role != "leader":
+            self.buffer.clear()
+            self.next_revision = 0
+            return
+        if self.next_revision == 0:
+            self.archived = await asyncio.to_thread(lambda: archived_through(self._repo()))
+            self.next_revision = self.archived + 1
+        try:
+            events, complete_to, _more = await self.system.history(
+                "", prefix=True, start_revision=self.next_revision, limit=self.seal_events,
+                timeout=10.0,
+            )  # fmt: skip
+        except CompactedError as exc:
+            await self._seal_gap(self.next_revision, exc.compact_revision)
+            return
+        now = self.clock()
+        by_revision: dict[int, list[Event]] = {}
+        for event in events:
+            by_revision.setdefault(event.kv.mod_revision, []).append(event)
+        for rev in sorted(by_revision):
+            self.buffer.append((rev, now, by_revision[rev]))
+        self.next_revision = max(self.next_revision, complete_to + 1)
+        if self.buffer and (
+            sum(len(e) for _, _, e in self.buffer) >= self.seal_events
+            or now - self.buffer[0][1] >= self.seal_s * 1e9
+        ):
+            await self._seal()
+
+    async def _seal(self) -> None:
+        batch, self.buffer = self.buffer, []
+        plain = encode_segment(batch)
+        keys = [seal.parse_recipient(r) for r in self.recipients]
+        segment = Segment(batch[0][0], batch[-1][0])
+
+        def write() -> None:
+            repo = self._repo()
+            repo.store.put(segment.name, seal.seal(plain, keys))
+
+        await asyncio.to_thread(write)
+        self.sealed += 1
+        self.archived = segment.last
+
+    async def _seal_gap(self, first: int, compacted_through: int) -> None:
+        segment = Segment(first, compacted_through, gap=True)
+        log.error(
+            "wal archiver: revisions %d..%d were compacted before they were archived; "
+            "point-in-time recovery into them is impossible",
+            first,
+            compacted_through,
+        )
+        await asyncio.to_thread(lambda: self._repo().store.put(segment.name, b""))
+        self.gaps += 1
+        self.buffer.clear()
+        self.next_revision = compacted_through + 1
+        self.archived = compacted_through
