@@ -27,7 +27,6 @@ shared storage every node mounts at the same path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -41,6 +40,7 @@ from consensus.statemachine import Compare, CompareOp, CompareTarget, PutOp, Txn
 from node.backup import archive
 from node.backup.collect import gather
 from node.backup.repository import Repository
+from node.replication.background import Background
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,10 @@ def decide(state: ScheduleState, now_ns: int, policy: Policy, term: int = 0) -> 
     return "incremental"
 
 
-class BackupScheduler:
+class BackupScheduler(Background):
     """The driver: one asyncio task per node; acts only while this node leads."""
+
+    task_name = "backup-schedule"
 
     def __init__(
         self,
@@ -131,16 +133,6 @@ class BackupScheduler:
         self.state = ScheduleState()  # as last read (any node; for /metrics and status)
         self.runs = {"ok": 0, "failed": 0}
         self.last_seconds = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="backup-schedule")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     @property
     def tick_s(self) -> float:

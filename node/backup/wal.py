@@ -28,7 +28,6 @@ revision inside a gap, or across one, is refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -44,6 +43,7 @@ from consensus.statemachine import Event, EventType, KeyValue, SystemStateMachin
 from node.backup import seal
 from node.backup.archive import BackupError
 from node.backup.repository import Repository
+from node.replication.background import Background
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,10 @@ def load(
     return out
 
 
-class WalArchiver:
+class WalArchiver(Background):
     """Follows the system tier on the leader and seals its changes into the repository."""
+
+    task_name = "wal-archiver"
 
     def __init__(
         self,
@@ -196,16 +198,6 @@ class WalArchiver:
         self.sealed = 0  # segments this node sealed
         self.gaps = 0
         self.archived = 0  # the highest revision archived, as last known
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="wal-archiver")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _loop(self) -> None:
         while True:

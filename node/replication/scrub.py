@@ -20,13 +20,13 @@ Findings are logged (ERROR) and counted: ``tadpole_corruption_detected_total{fil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 from collections.abc import Iterator
 
 from consensus.raft import scrub as raft_scrub
+from node.replication.background import Background
 from node.replication.driver import Replication
 from node.replication.store import TierStore
 
@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 _PAGE = 512  # values per store read
 
 
-class Scrubber:
+class Scrubber(Background):
+    """One pass every ``interval_s``; findings counted in ``detected`` and ``repaired``."""
+
+    task_name = "scrubber"
+
     def __init__(
         self,
         data_dir: str,
@@ -57,16 +61,6 @@ class Scrubber:
         self.passes = 0
         self.bytes_read = 0
         self.last_pass_ns = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="scrubber")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _loop(self) -> None:
         while True:
