@@ -48,6 +48,7 @@ from node.replication.background import Background
 log = logging.getLogger(__name__)
 
 SEGMENT_FORMAT: Final = 1
+_SEGMENT_MAX: Final = 1 << 30  # plaintext bound when opening a segment
 _NAME = re.compile(r"^(gap-)?([0-9]{20})-([0-9]{20})$")
 
 # One archived revision: (revision, observed_ns, events)
@@ -166,10 +167,34 @@ def load(
                 "to a revision before them, or after a backup taken since"
             )
         where = repo.store.describe(segment.name)
-        plain = seal.unseal(repo.store.get(segment.name), identities, max_size=256 << 20)
+        plain = seal.unseal(repo.store.get(segment.name), identities, max_size=_SEGMENT_MAX)
         out.extend(decode_segment(plain, where))
     out.sort(key=lambda r: r[0])
     return out
+
+
+def verify(repo: Repository, identities: Sequence[Any] | None) -> list[str]:
+    """Problems with the archive: revisions no segment holds (other than recorded gaps),
+    and, with ``identities``, segments that do not decrypt or decode or whose revisions
+    do not match their name. Each names the segment's file."""
+    problems: list[str] = []
+    reached = 0
+    for segment in segments(repo):
+        where = repo.store.describe(segment.name)
+        if reached and segment.first > reached + 1:
+            problems.append(f"revisions {reached + 1}..{segment.first - 1} are in no segment")
+        reached = max(reached, segment.last)
+        if segment.gap or identities is None:
+            continue
+        try:
+            plain = seal.unseal(repo.store.get(segment.name), identities, max_size=_SEGMENT_MAX)
+            revisions = decode_segment(plain, where)
+        except (OSError, seal.SealError, BackupError) as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if (revisions[0][0], revisions[-1][0]) != (segment.first, segment.last):
+            problems.append(f"{where}: holds revisions {revisions[0][0]}..{revisions[-1][0]}")
+    return problems
 
 
 class WalArchiver(Background):

@@ -225,11 +225,13 @@ def _summary(m: Manifest) -> dict[str, Any]:
 @click.argument("backup_ids", nargs=-1, metavar="[ID ...]")
 @_IDENTITY
 def verify_command(repo: str, backup_ids: tuple[str, ...], identity_files: tuple[str, ...]) -> None:
-    """Re-read every chunk of the backups (default: all) and check it.
+    """Re-read every chunk of the backups (default: all, and the point-in-time archive)
+    and check it.
 
     Without --identity: every chunk is present and its stored bytes match the
-    manifest's checksum. With it: every chunk also decrypts, decompresses, matches its
-    id and decodes, and each tier holds the keys the manifest counts. Exit 1 naming
+    manifest's checksum, and the archive has no missing revisions. With it: every chunk
+    also decrypts, decompresses, matches its id and decodes, each tier holds the keys
+    the manifest counts, and every archive segment decrypts and decodes. Exit 1 naming
     every problem found."""
     identities = _identities(identity_files) or None
     try:
@@ -253,6 +255,17 @@ def verify_command(repo: str, backup_ids: tuple[str, ...], identity_files: tuple
                 click.echo(f"{backup_id}: FAILED ({len(report.problems)} problems)")
                 for problem in report.problems:
                     click.echo(f"  {problem}")
+        if not backup_ids and wal.segments(repository):
+            problems = wal.verify(repository, identities)
+            through = wal.archived_through(repository)
+            if problems:
+                failed = True
+                click.echo(f"archive: FAILED ({len(problems)} problems)")
+                for problem in problems:
+                    click.echo(f"  {problem}")
+            else:
+                depth = "decrypted and checked" if identities else "continuity only (no identity)"
+                click.echo(f"archive: OK (revisions through {through}, {depth})")
     except _ERRORS as exc:
         _stop(exc)
     if not ids:

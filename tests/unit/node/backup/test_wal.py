@@ -173,3 +173,27 @@ def test_a_compacted_history_is_recorded_as_a_gap_and_archiving_resumes(
     assert (
         archiver.gaps == 2 and wal.archived_through(Repository.local(str(tmp_path / "repo"))) == 21
     )
+
+
+def test_verify_names_a_damaged_segment_and_missing_revisions(tmp_path: pathlib.Path) -> None:
+    txns = random_txns(random.Random(9), 60)
+    repo, ids, _, _ = run_history(tmp_path, txns, 5, 10)
+    assert wal.verify(repo, ids) == [] and wal.verify(repo, None) == []
+    found = [s for s in wal.segments(repo) if not s.gap]
+    assert len(found) >= 3
+    damaged, dropped = found[1], found[2]
+    path = pathlib.Path(repo.store.describe(damaged.name))
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 1
+    path.write_bytes(bytes(data))
+    repo.store.delete(dropped.name)
+    problems = wal.verify(repo, ids)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(f"{path}: does not decrypt with the given identity")
+    assert problems[1] == f"revisions {dropped.first}..{dropped.last} are in no segment"
+    assert wal.verify(repo, None) == [
+        f"revisions {dropped.first}..{dropped.last} are in no segment"
+    ]
+    wrong = tmp_path / "wrong"
+    wrong.write_text(seal.generate_identity()[0] + "\n")
+    assert any("does not decrypt" in p for p in wal.verify(repo, seal.load_identities(str(wrong))))
