@@ -315,19 +315,22 @@ def write_snapshot_file(final: str, raft_blob: bytes, state: SystemStateMachine)
     fsync_dir(os.path.dirname(os.path.abspath(final)))
 
 
-# The two log entries a seeded member starts from: pysyncobj's own first entry (a
-# no-op at index 1, term 0) and one more, so its journal begins with the snapshot's
-# last two entries as it requires. Every member seeded from the same backup holds the
-# same two, so their logs agree; the first election moves the term to 1.
+# The two log entries a seeded member starts from (pysyncobj wants a journal that begins
+# with the snapshot's last two entries). Every member seeded from the same backup holds
+# the same two, so their logs agree. They must differ from a *new* node's log -- a no-op
+# at index 1, term 0 -- and start after index 1: a member that joins the restored
+# cluster with an empty data directory then shares no entry with the leader, whose log
+# starts at index 2, and is sent the snapshot. (Seeded at index 1, term 0, it matched
+# the leader's first entry and was sent entries 2, 3, ... on top of an empty state.)
 _NO_OP = b"\x01"
-_SEED_ENTRIES = ((_NO_OP, 1, 0), (_NO_OP, 2, 0))
+_SEED_ENTRIES = ((_NO_OP, 2, 1), (_NO_OP, 3, 1))
 
 
 def seed_data_dir(data_dir: str, state: SystemStateMachine) -> None:
     """Make ``data_dir`` a member of a *new* Raft group whose state starts as
     ``state`` (a restore, like ``etcdutl snapshot restore``): a snapshot holding it
-    at log index 2 and a journal of the two entries the snapshot ends with, all
-    fsynced. Every member of the new group must be seeded from the same state. The
+    at log index 3, term 1, and a journal of the two entries the snapshot ends with,
+    all fsynced. Every member of the new group must be seeded from the same state. The
     data directory must hold no Raft files; raises FileExistsError if it does."""
     os.makedirs(data_dir, exist_ok=True)
     snapshot_path = os.path.join(data_dir, "raft.snapshot")

@@ -86,7 +86,7 @@ def restore(
     if unknown:
         raise BackupError(f"backup {manifest.id} holds tiers this version lacks: {sorted(unknown)}")
     # Read and check everything first.
-    state = system or system_state(
+    state = system if system is not None else system_state(
         read_section(repo, manifest, "system", identities), manifest.revision
     )
     tiers = {name: read_section(repo, manifest, name, identities) for name in manifest.tiers}

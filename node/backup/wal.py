@@ -232,9 +232,16 @@ class WalArchiver(Background):
                 raise
             except (ConsensusError, TimeoutError, OSError, BackupError) as exc:
                 log.warning("wal archiver: %s", exc)
-                self.buffer.clear()
-                self.next_revision = 0  # start over from what the repository holds
+                self._start_over()
+            except Exception:  # a bad repository or key: keep trying, loudly
+                log.exception("wal archiver round failed")
+                self._start_over()
             await asyncio.sleep(min(1.0, self.seal_s / 4))
+
+    def _start_over(self) -> None:
+        """Forget the buffer; the next step resumes from what the repository holds."""
+        self.buffer.clear()
+        self.next_revision = 0
 
     def _repo(self) -> Repository:
         return Repository.local(self.repo_path, create=True)

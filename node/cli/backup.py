@@ -390,6 +390,8 @@ def _base(
             raise BackupError(
                 f"backup {backup_id} is at revision {manifest.revision}, after {to_revision}"
             )
+        if to_time_ns is not None and manifest.created_ns > to_time_ns:
+            raise BackupError(f"backup {backup_id} was made after that time")
         return manifest
     readable, _ = repo.manifests()
     usable = [

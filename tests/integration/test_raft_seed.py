@@ -74,6 +74,24 @@ def test_a_seeded_group_starts_at_the_state_and_keeps_going(tmp_path: pathlib.Pa
             node.stop()
 
 
+def test_a_member_with_an_empty_data_directory_gets_the_seeded_state(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Review finding: seeded at index 1, term 0 -- a new node's own first entry -- a
+    member joining with an empty data directory matched the leader's log and was sent
+    the later entries on top of an empty state, never the snapshot: it diverged."""
+    state = seeded_state(50)
+    for node_id in ("n1", "n2"):
+        seed_data_dir(str(tmp_path / node_id), state)  # n3 starts empty
+    nodes = start_cluster(str(tmp_path), RaftConfig())
+    try:
+        put(nodes, "after/0")
+        wait_all(nodes, lambda sm: sm.revision == 51 and sm.get("seed/0049") is not None)
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
 def test_seeding_refuses_a_directory_that_holds_raft_files(tmp_path: pathlib.Path) -> None:
     seed_data_dir(str(tmp_path), seeded_state(3))
     before = sorted(os.listdir(tmp_path))
