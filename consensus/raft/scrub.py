@@ -11,15 +11,17 @@ They read the files while the node writes them: the journal is appended at its e
 rewritten whole (rename) when compacted, and cut back at its end when a follower's log
 conflicts with the leader's; the snapshot is replaced whole (rename). So: a file is
 read through one open descriptor (a rename leaves it reading the old, stable file);
-a record that runs past the end of the file is the append in progress, not damage;
-and a record whose checksum fails is read again, from a freshly opened file, before
-it is reported -- it is damage only if the same file still holds the same bad bytes.
+a record that runs past the end of the file is looked at again a moment later -- an
+append in flight has completed by then, a damaged length field has not; and a record
+whose checksum fails is read again, from a freshly opened file, before it is reported
+-- it is damage only if the same file still holds the same bad bytes.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,6 +68,15 @@ def journal(path: str) -> Iterator[Progress]:
             while pos + _REC.size <= len(buffer):
                 length, crc = _REC.unpack_from(buffer, pos)
                 end = pos + _REC.size + length
+                if offset + end > os.fstat(f.fileno()).st_size:
+                    # Past the end of the file: an append in flight, or a damaged length
+                    # (which start-up would take for a torn tail and cut there).
+                    header = buffer[pos : pos + _REC.size]
+                    if _overruns(path, inode, offset + pos, header, offset + end):
+                        yield Damage(
+                            path, offset + pos, "record length runs past the end of the file"
+                        )
+                    return
                 if end > len(buffer):
                     break  # needs the next chunk
                 payload = buffer[pos + _REC.size : end]
@@ -76,6 +87,21 @@ def journal(path: str) -> Iterator[Progress]:
                 pos = end
             offset += pos
             buffer = buffer[pos:]
+
+
+def _overruns(path: str, inode: int, offset: int, header: bytes, end: int) -> bool:
+    """Whether, a moment later, the same file still holds ``header`` at ``offset`` and
+    still ends before ``end`` (an append in flight would have completed)."""
+    time.sleep(0.05)
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_ino != inode or st.st_size >= end:
+                return False
+            f.seek(offset)
+            return f.read(len(header)) == header
+    except FileNotFoundError:
+        return False
 
 
 def _still_bad(path: str, inode: int, offset: int, length: int, seen: bytes) -> bool:

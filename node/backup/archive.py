@@ -112,7 +112,7 @@ def write_backup(
     if not keys:
         raise BackupError("no recipient: pass --recipient age1... (or --recipients-file)")
     now_ns = time.time_ns() if now_ns is None else now_ns
-    known = {} if full else _known_chunks(repo)
+    known = {} if full else _known_chunks(repo, recipients)
     stats = WriteStats()
     pending: list[tuple[str, int, bytes]] = []  # (chunk id, plaintext size, sealed)
     pending_ids: set[str] = set()
@@ -187,13 +187,18 @@ def write_backup(
     return manifest, stats
 
 
-def _known_chunks(repo: Repository) -> dict[str, ChunkRef]:
-    """Chunks in packs that are there and named by a readable manifest: reused as they
-    are. A pack no manifest names (left by an interrupted backup) is not trusted."""
+def _known_chunks(repo: Repository, recipients: Sequence[str]) -> dict[str, ChunkRef]:
+    """Chunks in packs that are there and named by a readable manifest sealed to the same
+    recipients: reused as they are. A pack no manifest names (left by an interrupted
+    backup) is not trusted, and after the recipients change every chunk is sealed anew
+    (a key rotated because it leaked must not still open the new backup)."""
     known: dict[str, ChunkRef] = {}
     stored = repo.stored_packs()
     manifests, _bad = repo.manifests()
+    wanted = sorted(recipients)
     for m in manifests:
+        if sorted(m.recipients) != wanted:
+            continue
         for section in m.sections().values():
             for ref in section.chunks:
                 if ref.pack in stored:

@@ -87,12 +87,16 @@ class Policy:
     claim_ttl_s: float = 3600.0
 
 
-def decide(state: ScheduleState, now_ns: int, policy: Policy, term: int = 0) -> Kind:
-    """What to run now, for the leader of ``term``: nothing, an incremental or a full
-    backup. Pure. A claim made in an earlier term is its deposed leader's: abandoned
-    (it died or lost its quorum mid-backup, and a backup is safe to run twice)."""
+def decide(
+    state: ScheduleState, now_ns: int, policy: Policy, term: int = 0, me: str = ""
+) -> Kind:
+    """What to run now, for ``me``, the leader of ``term``: nothing, an incremental or
+    a full backup. Pure. A claim made in an earlier term is its deposed leader's:
+    abandoned (it died or lost its quorum mid-backup, and a backup is safe to run
+    twice). A claim of ``me``'s own is one whose outcome was never recorded (a node
+    runs one backup at a time): abandoned too."""
     held = state.claimed_term >= term and now_ns - state.claimed_ns < policy.claim_ttl_s * NS
-    if state.running_by and held:
+    if state.running_by and state.running_by != me and held:
         return ""  # someone is on it
     if now_ns - state.last_success_ns < policy.interval_s * NS:
         return ""
@@ -178,7 +182,7 @@ class BackupScheduler(Background):
         state, mod = await self._read(linearizable=True)
         self.state = state
         now = self.clock()
-        kind = decide(state, now, self.policy, term)
+        kind = decide(state, now, self.policy, term, self.node_id)
         if not kind:
             return ""
         claimed = replace(state, running_by=self.node_id, claimed_ns=now, claimed_term=term)

@@ -4,6 +4,7 @@ not mistaken for damage."""
 from __future__ import annotations
 
 import pathlib
+import threading
 
 from consensus.raft import scrub
 from consensus.raft.backend import write_snapshot_file
@@ -55,9 +56,18 @@ def test_a_flipped_byte_in_the_middle_is_found_at_its_record(tmp_path: pathlib.P
 def test_a_record_still_being_appended_is_not_damage(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "raft.journal"
     write_journal(path, 10)
+    record = encode_record(b"being written", 11, 1)
     with open(path, "ab") as f:
-        f.write(encode_record(b"half written", 11, 1)[:9])
+        f.write(record[:9])  # the scrubber finds half a record at the end ...
+
+    def complete() -> None:
+        with open(path, "ab") as f:
+            f.write(record[9:])
+
+    finish = threading.Timer(0.01, complete)
+    finish.start()  # ... and the append completes a moment later
     assert run(scrub.journal(str(path)))[1] == []
+    finish.join()
 
 
 def test_snapshots_are_checked_whole(tmp_path: pathlib.Path) -> None:
@@ -74,3 +84,19 @@ def test_snapshots_are_checked_whole(tmp_path: pathlib.Path) -> None:
     path.write_bytes(b"garbage" * 10)
     assert "not a Tadpole snapshot" in str(run(scrub.snapshot(str(path)))[1][0])
     assert run(scrub.snapshot(str(tmp_path / "missing"))) == (0, [])
+
+
+def test_a_damaged_length_that_runs_past_the_end_is_reported(tmp_path: pathlib.Path) -> None:
+    """Review finding: a length field flipped to run past the end of the file looked
+    like an append in flight and was never reported -- yet start-up cuts the journal
+    there."""
+    path = tmp_path / "raft.journal"
+    offsets = write_journal(path, 3000)
+    data = bytearray(path.read_bytes())
+    data[offsets[10] + 3] ^= 0x40  # the length's high byte: now ~1 GiB
+    path.write_bytes(bytes(data))
+    read, found = run(scrub.journal(str(path)))
+    assert [(d.offset, d.what) for d in found] == [
+        (offsets[10], "record length runs past the end of the file")
+    ]
+    assert read <= 1 << 20  # it stopped there instead of buffering the rest

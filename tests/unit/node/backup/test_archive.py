@@ -263,3 +263,20 @@ def test_backups_made_within_one_second_sort_in_the_order_they_were_made(
     ]
     readable, _ = repo.manifests()
     assert [m.id for m in readable] == [m.id for m in made] == repo.backup_ids()
+
+
+def test_new_recipients_reseal_everything(
+    repo: Repository, keys: tuple[list[str], list[Any]], tmp_path: pathlib.Path
+) -> None:
+    """Review finding: chunks were reused whatever keys sealed them, so after rotating a
+    leaked key the old key still opened most of every new backup."""
+    old_recipients, old_identities = keys
+    g = gathered(state(300), population(100))
+    archive.write_backup(repo, g, old_recipients, now_ns=T0)
+    secret, public = seal.generate_identity()
+    (tmp_path / "new").write_text(secret + "\n")
+    manifest, stats = archive.write_backup(repo, g, [public], now_ns=T0 + HOUR)
+    assert stats.chunks_new == stats.chunks_total
+    assert archive.verify(repo, manifest, seal.load_identities(str(tmp_path / "new"))).ok
+    report = archive.verify(repo, manifest, old_identities)
+    assert len(report.problems) == len(manifest.chunk_ids())  # the old key opens none

@@ -43,6 +43,9 @@ def test_a_claim_holds_until_it_expires_or_its_term_ends() -> None:
     assert decide(claimed, T + 1799 * S, POLICY, term=4) == ""
     assert decide(claimed, T + 1800 * S, POLICY, term=4) == "full"  # n2 hung mid-backup
     assert decide(claimed, T + 1 * S, POLICY, term=5) == "full"  # a new leader takes over
+    # its own claim whose outcome was never written (a timeout): not held against itself
+    assert decide(claimed, T + 1 * S, POLICY, term=4, me="n2") == "full"
+    assert decide(claimed, T + 1 * S, POLICY, term=4, me="n1") == ""
 
 
 def test_the_state_round_trips_and_garbage_is_a_fresh_start() -> None:
