@@ -10,3 +10,7 @@ ARCHIVE_DIR: Final = "archive"  # population retention archives (node/tiers/rete
 # The section (and the Backup.Rows pseudo-tier) holding those archives: content-named
 # files, the same on every owner of their key.
 ARCHIVE: Final = "archive"
+# System-tier keys of the backup machinery: the schedule's state (node/backup/schedule.py)
+# and the timeline a restore stamps (node/backup/wal.py).
+SCHEDULE_KEY: Final = "/tadpole/backup/schedule"
+TIMELINE_KEY: Final = "/tadpole/backup/timeline"

@@ -7,7 +7,10 @@ backup's data:
 * **system tier**: every member is seeded with the same state at the backup's
   revision (``consensus.raft.backend.seed_data_dir``): a Raft snapshot and a journal
   of the two entries it ends with. The revision counter continues from the backup's;
-  the watch history and the request-id table start empty.
+  the watch history and the request-id table start empty. The state is stamped with
+  a new *timeline* (``wal.stamp_timeline``), so the new cluster's archived revisions
+  never mix with those its predecessor wrote under the same numbers, and the backup
+  schedule's state is dropped (its claims belong to the old cluster's terms).
 * **CRDT tiers**: each key is written to the ``tiers.db`` of its owners under the new
   cluster's membership (the placement every node computes), so the cluster starts
   fully replicated with nothing to hand off.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ from node.backup.archive import BackupError, read_section, system_state
 from node.backup.layout import ARCHIVE, ARCHIVE_DIR, TIERS_DB
 from node.backup.manifest import Manifest
 from node.backup.repository import Repository
+from node.backup.wal import stamp_timeline
 from node.replication.coordinator import owners
 from node.replication.store import TierStore
 from node.tiers.ops import TIERS
@@ -86,9 +91,12 @@ def restore(
     if unknown:
         raise BackupError(f"backup {manifest.id} holds tiers this version lacks: {sorted(unknown)}")
     # Read and check everything first.
-    state = system if system is not None else system_state(
-        read_section(repo, manifest, "system", identities), manifest.revision
+    state = (
+        system
+        if system is not None
+        else system_state(read_section(repo, manifest, "system", identities), manifest.revision)
     )
+    state = stamp_timeline(state, secrets.token_hex(8))
     tiers = {name: read_section(repo, manifest, name, identities) for name in manifest.tiers}
     archives = tiers.pop(ARCHIVE, [])
     for name, _ in archives:

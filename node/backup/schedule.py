@@ -39,12 +39,13 @@ from consensus.errors import ConsensusError
 from consensus.statemachine import Compare, CompareOp, CompareTarget, PutOp, Txn
 from node.backup import archive
 from node.backup.collect import gather
+from node.backup.layout import SCHEDULE_KEY
 from node.backup.repository import Repository
 from node.replication.background import Background
 
 log = logging.getLogger(__name__)
 
-STATE_KEY: Final = "/tadpole/backup/schedule"
+STATE_KEY: Final = SCHEDULE_KEY
 NS: Final = 10**9
 
 Kind = Literal["", "incremental", "full"]
@@ -87,9 +88,7 @@ class Policy:
     claim_ttl_s: float = 3600.0
 
 
-def decide(
-    state: ScheduleState, now_ns: int, policy: Policy, term: int = 0, me: str = ""
-) -> Kind:
+def decide(state: ScheduleState, now_ns: int, policy: Policy, term: int = 0, me: str = "") -> Kind:
     """What to run now, for ``me``, the leader of ``term``: nothing, an incremental or
     a full backup. Pure. A claim made in an earlier term is its deposed leader's:
     abandoned (it died or lost its quorum mid-backup, and a backup is safe to run

@@ -10,7 +10,7 @@ committed at or before a time T (``--to-time``): :func:`replay` rebuilds exactly
 state after N, because an event carries the key-value (with its create and mod revision
 and version) as the state machine stored it.
 
-Segment (plaintext, msgpack; stored sealed like a chunk, ``wal/<first>-<last>``)::
+Segment (plaintext, msgpack; stored sealed like a chunk, ``wal/<timeline>/<first>-<last>``)::
 
     [1, first, last, [[revision, observed_ns, [[type, key, value, create, mod, version],
                                                ...]], ...]]
@@ -21,8 +21,9 @@ commit (the state machine keeps no clock): ``--to-time`` resolves to revisions b
 Where the archive is in the repository is its own progress: the archiver resumes after
 the highest sealed revision, so a new leader carries on where the last one stopped. When
 it finds that the history it needs was compacted away (it was down longer than the
-history holds), it records a *gap* (``wal/gap-<first>-<last>``), and restoring to a
-revision inside a gap, or across one, is refused.
+history holds), it records a *gap* (``wal/<timeline>/gap-<first>-<last>``), and a
+restore that needs the lost revisions is refused. Timelines (:func:`timeline_of`) keep
+a restored cluster's archive apart from its predecessor's.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from consensus.errors import CompactedError, ConsensusError
 from consensus.statemachine import Event, EventType, KeyValue, SystemStateMachine
 from node.backup import seal
 from node.backup.archive import BackupError
+from node.backup.layout import SCHEDULE_KEY, TIMELINE_KEY
 from node.backup.repository import Repository
 from node.replication.background import Background
 
@@ -49,7 +51,8 @@ log = logging.getLogger(__name__)
 
 SEGMENT_FORMAT: Final = 1
 _SEGMENT_MAX: Final = 1 << 30  # plaintext bound when opening a segment
-_NAME = re.compile(r"^(gap-)?([0-9]{20})-([0-9]{20})$")
+_NAME = re.compile(r"^wal/([0-9a-z]{1,32})/(gap-)?([0-9]{20})-([0-9]{20})$")
+ORIGIN: Final = "origin"  # the timeline of a cluster that was never restored
 
 # One archived revision: (revision, observed_ns, events)
 Revision = tuple[int, int, list[Event]]
@@ -60,17 +63,37 @@ class Segment:
     first: int
     last: int
     gap: bool = False
+    timeline: str = ORIGIN
 
     @property
     def name(self) -> str:
-        return f"wal/{'gap-' if self.gap else ''}{self.first:020d}-{self.last:020d}"
+        kind = "gap-" if self.gap else ""
+        return f"wal/{self.timeline}/{kind}{self.first:020d}-{self.last:020d}"
 
 
 def parse_name(name: str) -> Segment | None:
-    m = _NAME.match(name.rsplit("/", 1)[-1])
+    m = _NAME.match(name)
     if m is None:
         return None
-    return Segment(int(m.group(2)), int(m.group(3)), bool(m.group(1)))
+    return Segment(int(m.group(3)), int(m.group(4)), bool(m.group(2)), m.group(1))
+
+
+def timeline_of(state: SystemStateMachine) -> str:
+    """The history a system-tier state belongs to: a cluster restored from a backup is
+    a new timeline (``stamp_timeline``), so its revisions, which restart from the
+    backup's, never mix in the archive with the revisions its predecessor went on to
+    write under the same numbers."""
+    kv = state.get(TIMELINE_KEY)
+    return kv.value.decode("ascii", "replace") if kv is not None else ORIGIN
+
+
+def stamp_timeline(state: SystemStateMachine, timeline: str) -> SystemStateMachine:
+    """``state`` as a restore seeds it: on a new timeline, and without the schedule's
+    state (its claims belong to the old cluster's terms)."""
+    data = {kv.key: kv for kv in state.items() if kv.key != SCHEDULE_KEY}
+    revision = max(state.revision, 1)
+    data[TIMELINE_KEY] = KeyValue(TIMELINE_KEY, timeline.encode(), revision, revision, 1)
+    return SystemStateMachine(revision=revision, compact_revision=revision, _data=data)
 
 
 def _event_row(e: Event) -> list[Any]:
@@ -108,17 +131,29 @@ def decode_segment(data: bytes, where: str) -> list[Revision]:
 
 def replay(
     state: SystemStateMachine,
-    revisions: Iterable[Revision],
+    revisions: Iterable[Revision | Segment],
     *,
     to_revision: int | None = None,
     to_time_ns: int | None = None,
 ) -> SystemStateMachine:
     """``state`` (at some revision R) with the archived revisions after R applied, in
     order, up to ``to_revision`` or the last observed at or before ``to_time_ns``.
-    Raises BackupError if a revision between R and the target is missing."""
+    Raises BackupError if a revision between R and the target is missing, or if the
+    replay reaches a gap (a :class:`Segment` marking revisions never archived) that the
+    target needs -- for a time, any gap reached, since the lost revisions' times are
+    unknown."""
     data = {kv.key: kv for kv in state.items()}
     revision = state.revision
-    for rev, at, events in revisions:
+    for item in revisions:
+        if isinstance(item, Segment):
+            if item.last <= revision or (to_revision is not None and item.first > to_revision):
+                continue
+            raise BackupError(
+                f"revisions {item.first}..{item.last} were never archived (the archiver "
+                "was away longer than the system tier's history holds); restore to a point "
+                "before them, or after a backup taken since"
+            )
+        rev, at, events = item
         if rev <= revision:
             continue  # already in the base (segments overlap after a leader change)
         if to_revision is not None and rev > to_revision:
@@ -141,36 +176,49 @@ def replay(
     return SystemStateMachine(revision=revision, compact_revision=revision, _data=data)
 
 
-def segments(repo: Repository) -> list[Segment]:
+def segments(repo: Repository, timeline: str | None = None) -> list[Segment]:
+    """The archive's segments and gaps (of one timeline, or of all), by first revision."""
     found = [parse_name(n) for n in repo.store.names("wal")]
-    return sorted((s for s in found if s is not None), key=lambda s: (s.first, s.last))
+    return sorted(
+        (s for s in found if s is not None and timeline in (None, s.timeline)),
+        key=lambda s: (s.timeline, s.first, s.last),
+    )
 
 
-def archived_through(repo: Repository) -> int:
-    """The highest revision the archive holds or has declared lost (0: none)."""
-    return max((s.last for s in segments(repo)), default=0)
+def timelines(repo: Repository) -> list[str]:
+    return sorted({s.timeline for s in segments(repo)})
+
+
+def archived_through(repo: Repository, timeline: str = ORIGIN) -> int:
+    """The highest revision the timeline's archive holds or has declared lost (0: none)."""
+    return max((s.last for s in segments(repo, timeline)), default=0)
 
 
 def load(
-    repo: Repository, identities: Sequence[Any], after: int, through: int | None
-) -> list[Revision]:
-    """The archived revisions after ``after`` (through ``through``, None: all), in order,
-    read from the segments that cover them. BackupError if a gap lies in that range."""
-    out: list[Revision] = []
-    for segment in segments(repo):
+    repo: Repository, identities: Sequence[Any], timeline: str, after: int, through: int | None
+) -> list[Revision | Segment]:
+    """The timeline's archived revisions after ``after`` (through ``through``, None: all)
+    in order, read from the segments that cover them, with its gaps as markers in their
+    place (:func:`replay` refuses one only if it needs what the gap lost)."""
+    out: list[Revision | Segment] = []
+    for segment in segments(repo, timeline):
         if segment.last <= after or (through is not None and segment.first > through):
             continue
         if segment.gap:
-            raise BackupError(
-                f"revisions {segment.first}..{segment.last} were never archived (the "
-                "archiver was away longer than the system tier's history holds); restore "
-                "to a revision before them, or after a backup taken since"
-            )
+            out.append(segment)
+            continue
         where = repo.store.describe(segment.name)
-        plain = seal.unseal(repo.store.get(segment.name), identities, max_size=_SEGMENT_MAX)
+        try:
+            plain = seal.unseal(repo.store.get(segment.name), identities, max_size=_SEGMENT_MAX)
+        except seal.SealError as exc:
+            raise BackupError(f"{where}: {exc}") from exc
         out.extend(decode_segment(plain, where))
-    out.sort(key=lambda r: r[0])
+    out.sort(key=_position)
     return out
+
+
+def _position(item: Revision | Segment) -> tuple[int, int]:
+    return (item.first, 0) if isinstance(item, Segment) else (item[0], 1)
 
 
 def verify(repo: Repository, identities: Sequence[Any] | None) -> list[str]:
@@ -178,12 +226,16 @@ def verify(repo: Repository, identities: Sequence[Any] | None) -> list[str]:
     and, with ``identities``, segments that do not decrypt or decode or whose revisions
     do not match their name. Each names the segment's file."""
     problems: list[str] = []
-    reached = 0
+    reached: dict[str, int] = {}
     for segment in segments(repo):
         where = repo.store.describe(segment.name)
-        if reached and segment.first > reached + 1:
-            problems.append(f"revisions {reached + 1}..{segment.first - 1} are in no segment")
-        reached = max(reached, segment.last)
+        last = reached.get(segment.timeline, 0)
+        if last and segment.first > last + 1:
+            problems.append(
+                f"timeline {segment.timeline}: revisions {last + 1}..{segment.first - 1} "
+                "are in no segment"
+            )
+        reached[segment.timeline] = max(last, segment.last)
         if segment.gap or identities is None:
             continue
         try:
@@ -223,6 +275,7 @@ class WalArchiver(Background):
         self.sealed = 0  # segments this node sealed
         self.gaps = 0
         self.archived = 0  # the highest revision archived, as last known
+        self.timeline = ORIGIN  # read from the system tier when (re)starting
 
     async def _loop(self) -> None:
         while True:
@@ -253,7 +306,11 @@ class WalArchiver(Background):
             self.next_revision = 0
             return
         if self.next_revision == 0:
-            self.archived = await asyncio.to_thread(lambda: archived_through(self._repo()))
+            kv, _ = await self.system.get(TIMELINE_KEY, linearizable=True, timeout=10.0)
+            self.timeline = kv.value.decode("ascii", "replace") if kv is not None else ORIGIN
+            self.archived = await asyncio.to_thread(
+                lambda: archived_through(self._repo(), self.timeline)
+            )
             self.next_revision = self.archived + 1
         try:
             events, complete_to, _more = await self.system.history(
@@ -280,7 +337,7 @@ class WalArchiver(Background):
         batch, self.buffer = self.buffer, []
         plain = encode_segment(batch)
         keys = [seal.parse_recipient(r) for r in self.recipients]
-        segment = Segment(batch[0][0], batch[-1][0])
+        segment = Segment(batch[0][0], batch[-1][0], timeline=self.timeline)
 
         def write() -> None:
             repo = self._repo()
@@ -291,7 +348,7 @@ class WalArchiver(Background):
         self.archived = segment.last
 
     async def _seal_gap(self, first: int, compacted_through: int) -> None:
-        segment = Segment(first, compacted_through, gap=True)
+        segment = Segment(first, compacted_through, gap=True, timeline=self.timeline)
         log.error(
             "wal archiver: revisions %d..%d were compacted before they were archived; "
             "point-in-time recovery into them is impossible",

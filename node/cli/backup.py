@@ -195,11 +195,11 @@ def list_command(repo: str, as_json: bool) -> None:
             state = "complete" if m.complete else "INCOMPLETE"
             click.echo(f"{m.id:<32}  {_when(m.created_ns):<23}  {m.revision:>8}  {s['keys']:>8}  "
                        f"{_size(s['stored_bytes']):>10}  {state}")  # fmt: skip
-    segments = wal.segments(repository)
-    if segments and not as_json:
+    for timeline in wal.timelines(repository) if not as_json else ():
+        segments = wal.segments(repository, timeline)
         gaps = [f"{s.first}..{s.last}" for s in segments if s.gap]
-        click.echo(f"system tier archived for point-in-time recovery through revision "
-                   f"{segments[-1].last} ({len(segments)} segments"
+        click.echo(f"timeline {timeline}: system tier archived for point-in-time recovery "
+                   f"through revision {segments[-1].last} ({len(segments)} segments"
                    f"{'; never archived: ' + ', '.join(gaps) if gaps else ''})")  # fmt: skip
     for problem in bad:
         click.echo(f"unreadable: {problem}", err=True)
@@ -257,7 +257,10 @@ def verify_command(repo: str, backup_ids: tuple[str, ...], identity_files: tuple
                     click.echo(f"  {problem}")
         if not backup_ids and wal.segments(repository):
             problems = wal.verify(repository, identities)
-            through = wal.archived_through(repository)
+            through = ", ".join(
+                f"{t} through {wal.archived_through(repository, t)}"
+                for t in wal.timelines(repository)
+            )
             if problems:
                 failed = True
                 click.echo(f"archive: FAILED ({len(problems)} problems)")
@@ -265,7 +268,7 @@ def verify_command(repo: str, backup_ids: tuple[str, ...], identity_files: tuple
                     click.echo(f"  {problem}")
             else:
                 depth = "decrypted and checked" if identities else "continuity only (no identity)"
-                click.echo(f"archive: OK (revisions through {through}, {depth})")
+                click.echo(f"archive: OK (timeline {through}, {depth})")
     except _ERRORS as exc:
         _stop(exc)
     if not ids:
@@ -345,7 +348,8 @@ def restore_command(
                 archive.read_section(repository, manifest, "system", identities),
                 manifest.revision,
             )
-            revisions = wal.load(repository, identities, manifest.revision, to_revision)
+            timeline = wal.timeline_of(base)
+            revisions = wal.load(repository, identities, timeline, manifest.revision, to_revision)
             state = wal.replay(base, revisions, to_revision=to_revision, to_time_ns=to_time_ns)
         done = restore(
             repository, manifest, identities, targets, force=force,

@@ -86,7 +86,7 @@ def test_restore_to_a_revision_and_to_a_time(make_cluster: Any, tmp_path: pathli
         cluster.kill(node_id)
     verified = tadpole("backup", "verify", "--repo", str(repo), "-i", str(key))
     assert verified.returncode == 0, verified.stdout
-    assert "archive: OK (revisions through " in verified.stdout
+    assert "archive: OK (timeline origin through " in verified.stdout
     target = history[len(history) // 2][0]
     got, revision = restored_state(tmp_path / "r1", repo, key, f"--to-revision={target}")
     assert revision == target
