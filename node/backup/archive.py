@@ -20,6 +20,7 @@ import msgpack
 from consensus.statemachine import KeyValue, SystemStateMachine
 from node.backup import chunks, retention, seal
 from node.backup.chunks import Record
+from node.backup.layout import ORIGIN, TIMELINE_KEY
 from node.backup.manifest import ChunkRef, Manifest, ManifestError, Section
 from node.backup.repository import PACK_BYTES, Repository
 
@@ -173,6 +174,7 @@ def write_backup(
         for name, copy in sorted(gathered.tiers.items())
     }
     manifest = Manifest(
+        timeline=_timeline(gathered.system),
         id=new_backup_id(now_ns),
         created_ns=now_ns,
         revision=gathered.revision,
@@ -185,6 +187,18 @@ def write_backup(
     repo.write_manifest(manifest)
     stats.seconds = time.monotonic() - started
     return manifest, stats
+
+
+def _timeline(system: list[Record]) -> str:
+    """The timeline the system tier's records carry (node/backup/wal.py), from its key."""
+    for key, raw in system:
+        if key == TIMELINE_KEY:
+            try:
+                value = msgpack.unpackb(raw, raw=False)[0]
+                return bytes(value).decode("ascii", "replace")
+            except (ValueError, TypeError, IndexError, msgpack.UnpackException):
+                break
+    return ORIGIN
 
 
 def _known_chunks(repo: Repository, recipients: Sequence[str]) -> dict[str, ChunkRef]:

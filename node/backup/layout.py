@@ -14,3 +14,4 @@ ARCHIVE: Final = "archive"
 # and the timeline a restore stamps (node/backup/wal.py).
 SCHEDULE_KEY: Final = "/tadpole/backup/schedule"
 TIMELINE_KEY: Final = "/tadpole/backup/timeline"
+ORIGIN: Final = "origin"  # the timeline of a cluster that was never restored

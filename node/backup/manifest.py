@@ -59,6 +59,7 @@ class Manifest:
     members: tuple[str, ...]  # the cluster's members at the time
     format: int = MANIFEST_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    timeline: str = "origin"  # the system tier's history it belongs to (backup/wal.py)
 
     def sections(self) -> dict[str, Section]:
         return {"system": self.system, **self.tiers}
@@ -105,6 +106,7 @@ def from_json(data: bytes, where: str) -> Manifest:
             source=_str(raw, "source"),
             members=tuple(str(m) for m in _list(raw, "members")),
             extra=dict(raw.get("extra") or {}),
+            timeline=str(raw.get("timeline", "origin")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{where}: malformed manifest: {exc}") from exc

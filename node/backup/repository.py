@@ -238,7 +238,14 @@ class Repository:
             raise RepositoryError(f"no backup {backup_id!r} in this repository") from None
         except (OSError, ValueError) as exc:
             raise RepositoryError(f"{self.store.describe(name)}: {exc}") from exc
-        return from_json(data, self.store.describe(name))
+        manifest = from_json(data, self.store.describe(name))
+        if manifest.id != backup_id:
+            # prune deletes by id: a manifest under another name would keep its packs'
+            # owner listed while its packs went away
+            raise ManifestError(
+                f"{self.store.describe(name)}: holds backup {manifest.id}, not {backup_id}"
+            )
+        return manifest
 
     def backup_ids(self) -> list[str]:
         """Every backup's id, oldest first (ids begin with their UTC time)."""

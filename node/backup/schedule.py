@@ -37,7 +37,7 @@ from typing import Final, Literal
 from consensus.backend import SystemBackend
 from consensus.errors import ConsensusError
 from consensus.statemachine import Compare, CompareOp, CompareTarget, PutOp, Txn
-from node.backup import archive
+from node.backup import archive, wal
 from node.backup.collect import gather
 from node.backup.layout import SCHEDULE_KEY
 from node.backup.repository import Repository
@@ -229,7 +229,8 @@ class BackupScheduler(Background):
             with repo.store.exclusive():
                 manifest, _ = archive.write_backup(repo, gathered, self.recipients, full=full)
                 if self.prune:
-                    archive.prune(repo, self.clock())
+                    result = archive.prune(repo, self.clock())
+                    wal.prune(repo, kept=set(result.kept))
             return manifest.id
 
         backup_id = await asyncio.to_thread(write)

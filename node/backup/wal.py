@@ -43,7 +43,7 @@ from consensus.errors import CompactedError, ConsensusError
 from consensus.statemachine import Event, EventType, KeyValue, SystemStateMachine
 from node.backup import seal
 from node.backup.archive import BackupError
-from node.backup.layout import SCHEDULE_KEY, TIMELINE_KEY
+from node.backup.layout import ORIGIN, SCHEDULE_KEY, TIMELINE_KEY
 from node.backup.repository import Repository
 from node.replication.background import Background
 
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 SEGMENT_FORMAT: Final = 1
 _SEGMENT_MAX: Final = 1 << 30  # plaintext bound when opening a segment
 _NAME = re.compile(r"^wal/([0-9a-z]{1,32})/(gap-)?([0-9]{20})-([0-9]{20})$")
-ORIGIN: Final = "origin"  # the timeline of a cluster that was never restored
 
 # One archived revision: (revision, observed_ns, events)
 Revision = tuple[int, int, list[Event]]
@@ -219,6 +218,29 @@ def load(
 
 def _position(item: Revision | Segment) -> tuple[int, int]:
     return (item.first, 0) if isinstance(item, Segment) else (item[0], 1)
+
+
+def prune(
+    repo: Repository, *, kept: set[str] | None = None, dry_run: bool = False
+) -> list[Segment]:
+    """Delete the segments no backup left in the repository can use: a point-in-time
+    restore starts from a backup of the same timeline and replays what came after it,
+    so a segment (or gap) of a timeline ending at or before the oldest such backup's
+    revision -- or of a timeline with no backup at all -- is never read. ``kept``: the
+    backups that will remain (default: every one there). Under the repository's lock."""
+    manifests, bad = repo.manifests()
+    if bad:
+        raise BackupError("refusing to prune the archive: some manifests can't be read")
+    floor: dict[str, int] = {}
+    for m in manifests:
+        if kept is not None and m.id not in kept:
+            continue
+        floor[m.timeline] = min(floor.get(m.timeline, m.revision), m.revision)
+    dead = [s for s in segments(repo) if s.timeline not in floor or s.last <= floor[s.timeline]]
+    if not dry_run:
+        for segment in dead:
+            repo.store.delete(segment.name)
+    return dead
 
 
 def verify(repo: Repository, identities: Sequence[Any] | None) -> list[str]:

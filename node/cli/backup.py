@@ -415,18 +415,21 @@ def _base(
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 def prune_command(repo: str, dry_run: bool) -> None:
     """Keep the newest backup of each of the last 24 hours, 30 days and 52 weeks;
-    remove the other backups and every pack no kept backup needs."""
+    remove the other backups, every pack no kept backup needs, and the point-in-time
+    archive's segments from before the oldest kept backup."""
     try:
         repository = Repository.local(repo)
         with repository.store.exclusive():
             result = archive.prune(repository, time.time_ns(), dry_run=dry_run)
+            segments = wal.prune(repository, kept=set(result.kept), dry_run=dry_run)
     except _ERRORS as exc:
         _stop(exc)
     verb = "would remove" if dry_run else "removed"
     click.echo(
         f"kept {_count(len(result.kept), 'backup')}; {verb} "
         f"{_count(len(result.removed), 'backup')} and {_count(result.packs_removed, 'pack')} "
-        f"({_size(result.bytes_removed)})"
+        f"({_size(result.bytes_removed)}), and {_count(len(segments), 'archive segment')} "
+        "no kept backup can replay"
     )
     for backup_id in result.removed:
         click.echo(f"  {verb} {backup_id}")

@@ -16,6 +16,7 @@ from consensus.memory import MemorySystem
 from consensus.statemachine import DeleteOp, PutOp, SystemStateMachine, Txn
 from node.backup import archive, seal, wal
 from node.backup.archive import BackupError
+from node.backup.manifest import ManifestError
 from node.backup.repository import Repository
 
 S = 10**9
@@ -241,3 +242,30 @@ def test_a_restored_cluster_archives_its_own_timeline(tmp_path: pathlib.Path) ->
     keys = {kv.key for kv in restored.items()}
     assert {f"new{i}" for i in range(5)} <= keys and not keys & {f"old{i}" for i in range(10, 30)}
     assert wal.verify(repo, ids) == []
+
+
+def test_prune_drops_the_segments_no_kept_backup_can_replay(tmp_path: pathlib.Path) -> None:
+    txns = random_txns(random.Random(5), 60)
+    repo, _, _, manifest = run_history(tmp_path, txns, 20, 6)
+    found = wal.segments(repo)
+    repo.store.put(wal.Segment(1, 9, timeline="gone").name, b"")  # a timeline with no backup
+    dead = wal.prune(repo, dry_run=True)
+    assert wal.segments(repo) == sorted([*found, wal.Segment(1, 9, timeline="gone")],
+                                        key=lambda s: (s.timeline, s.first, s.last))  # fmt: skip
+    assert {s.name for s in dead} == {s.name for s in found if s.last <= manifest.revision} | {
+        wal.Segment(1, 9, timeline="gone").name
+    }
+    assert wal.prune(repo) == dead
+    left = wal.segments(repo)
+    assert left and all(s.last > manifest.revision and s.timeline == "origin" for s in left)
+    assert wal.prune(repo, kept=set()) == left  # without backups nothing can be replayed
+
+
+def test_a_manifest_filed_under_another_name_is_refused(tmp_path: pathlib.Path) -> None:
+    txns = random_txns(random.Random(6), 10)
+    repo, _, _, manifest = run_history(tmp_path, txns, 3, 5)
+    data = repo.store.get(f"backups/{manifest.id}.json")
+    other = "20200101T000000.000000Z-0000abcd"
+    repo.store.put(f"backups/{other}.json", data)
+    with pytest.raises(ManifestError, match=f"holds backup {manifest.id}, not {other}"):
+        repo.read_manifest(other)
