@@ -224,17 +224,23 @@ class NodeServer:
         )
         if self.scrubber is not None:
             sc = self.scrubber
+            r0 = self.replication
+            found = r0.corrupt_found if r0 is not None else 0
+            repaired = r0.corrupt_repaired if r0 is not None else 0
             out += [
                 Family(
                     "tadpole_corruption_detected_total",
-                    "Damage the scrubber found: journal records, snapshots, CRDT values "
-                    "whose bytes no longer match their checksum or digest",
-                    "counter", ("file",), tuple(((f,), n) for f, n in sorted(sc.detected.items())),
+                    "Damage found, by the scrubber or by a read or write that met it: "
+                    "journal records, snapshots, CRDT values whose bytes no longer match "
+                    "their checksum or digest",
+                    "counter", ("file",),
+                    tuple(((f,), n + (found if f == "tiers" else 0))
+                          for f, n in sorted(sc.detected.items())),
                 ),
                 Family(
                     "tadpole_corruption_repaired_total",
-                    "Corrupt CRDT values the scrubber replaced with the other owners' copies",
-                    "counter", samples=(((), sc.repaired),),
+                    "Corrupt CRDT values replaced with the other owners' copies",
+                    "counter", samples=(((), sc.repaired + repaired),),
                 ),
                 Family(
                     "tadpole_scrub_bytes_total", "Bytes the scrubber re-read",

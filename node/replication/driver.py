@@ -76,7 +76,7 @@ from crdt import CRDTBase, CRDTError, HybridLogicalClock, decode, encode
 from gossip.antientropy import SyncPeer
 from gossip.errors import GossipError
 from gossip.messages import SyncMessage
-from node.errors import InvalidArgument, NodeError, NotFound, ReplicationError
+from node.errors import InvalidArgument, NodeError, NotFound, ReplicationError, Unavailable
 from node.replication import codec, coordinator
 from node.replication.batcher import MergeBatcher
 from node.replication.coordinator import ALL, ONE, QUORUM, ForwardVerdict, SyncPair, WriteMode
@@ -111,7 +111,7 @@ from node.replication.messages import (
     Sync,
     SyncReply,
 )
-from node.replication.store import ChangePage, OnceFn, ReplicaStore
+from node.replication.store import ChangePage, CorruptValueError, OnceFn, ReplicaStore
 from node.replication.sync import DivergenceCheck, PairSpace, PairTrees
 from node.replication.transport import GossipMembership, GossipView, Membership, PeerTransport
 from node.tiers import mesh as mesh_doc
@@ -277,6 +277,9 @@ class Replication:
         self._session = 0
         self._batchers: dict[str, MergeBatcher] = {}
         self._pending_tasks: set[asyncio.Task[Any]] = set()
+        self._repairing: set[tuple[str, str]] = set()  # corrupt keys being repaired
+        self.corrupt_found = 0  # corrupt local values met by reads and writes
+        self.corrupt_repaired = 0
 
     @property
     def gossip(self) -> Membership:
@@ -406,7 +409,10 @@ class Replication:
                 )
             return encode(current.merge(incoming))
 
-        return await self.store.update(tier, key, join)
+        try:
+            return await self.store.update(tier, key, join)
+        except CorruptValueError as exc:
+            raise self._repair_soon(exc) from exc
 
     async def repair_corrupt(self, tier: str, key: str, corrupt: bytes) -> bool:
         """Replace a local value found corrupt (its bytes no longer match their digest)
@@ -425,15 +431,34 @@ class Replication:
         merged = coordinator.merge_states(states)
         if merged is None:
             return False
-        good = encode(merged)
+        return await self.store.replace_if(tier, key, corrupt, encode(merged))
 
-        def replace(current: bytes | None) -> bytes | None:
-            return good if current == corrupt else current
+    def _repair_soon(self, exc: CorruptValueError) -> Unavailable:
+        """A read or write met a corrupt local value: repair it now (once at a time per
+        key) rather than at the scrubber's next pass, and say so to the caller."""
+        what = (exc.tier, exc.key)
+        if what not in self._repairing:
+            self._repairing.add(what)
+            self.corrupt_found += 1
+            log.error("corrupt value found: %s", exc)
 
-        return await self.store.update(tier, key, replace) == good
+            async def repair() -> None:
+                try:
+                    if await self.repair_corrupt(exc.tier, exc.key, exc.value):
+                        self.corrupt_repaired += 1
+                        log.warning("repaired %s/%s from its other owners", *what)
+                finally:
+                    self._repairing.discard(what)
+
+            self._background(repair())
+        return Unavailable(
+            f"{exc.tier}/{exc.key}: this node's copy is corrupt (it no longer matches its "
+            "digest) and is being repaired from the other owners; nothing was applied, retry"
+        )
 
     def local_state(self, tier: str, key: str) -> CRDTBase | None:
-        raw = self.store.get(tier, key)
+        """This node's copy; CorruptValueError if it rotted on disk."""
+        raw = self.store.get_checked(tier, key)
         return decode(raw) if raw is not None else None
 
     # -- writes ------------------------------------------------------------------------
@@ -460,6 +485,8 @@ class Replication:
         started = time.perf_counter()
         try:
             return await self._update_group(tier, key, items, forwarded=forwarded)
+        except CorruptValueError as exc:
+            raise self._repair_soon(exc) from exc
         finally:
             if not forwarded:
                 self._timed(tier, "write", started, len(items))
@@ -693,10 +720,13 @@ class Replication:
         batch)."""
         started = time.perf_counter()
         try:
-            return await self._update_many(items)
+            results = await self._update_many(items)
+        except CorruptValueError as exc:
+            raise self._repair_soon(exc) from exc
         finally:
             for tier, n in collections.Counter(item[0] for item in items).items():
                 self._timed(tier, "write", started, n)
+        return [self._repair_soon(r) if isinstance(r, CorruptValueError) else r for r in results]
 
     async def _update_many(
         self, items: Sequence[tuple[str, str, Op | DocOp, str]]
@@ -935,7 +965,10 @@ class Replication:
             if len(states) >= plan.want:
                 break
             if owner == self.node_id:
-                states[owner] = self.local_state(tier, key)
+                try:
+                    states[owner] = self.local_state(tier, key)
+                except CorruptValueError as exc:
+                    self._repair_soon(exc)  # and read the other owners instead
                 continue
             reply = await self._try(owner, live[owner], Read(tier, key), ReadReply)
             if reply is not None:
@@ -1163,7 +1196,11 @@ class Replication:
         def drop(current: bytes | None) -> bytes | None:
             return None if current == handed_off else current
 
-        return await self.store.update(tier, key, drop) is None
+        try:
+            return await self.store.update(tier, key, drop) is None
+        except CorruptValueError as exc:
+            self._repair_soon(exc)
+            return False
 
     def _space(self, tier: str, peer: str, live: dict[str, str]) -> PairSpace:
         """The keys of ``tier`` this node holds that placement gives to both it
@@ -1286,7 +1323,11 @@ class Replication:
                 return Done()
             case Read(tier=tier, key=key):
                 _known_tier(tier)
-                return ReadReply(self.store.get(tier, key))
+                try:
+                    return ReadReply(self.store.get_checked(tier, key))
+                except CorruptValueError as exc:  # never serve rot; ask me again later
+                    self._repair_soon(exc)
+                    return ReadReply(None)
             case Observe(tier=tier, key=key):
                 _known_tier(tier)
                 observed = self._observed_here(tier, key)

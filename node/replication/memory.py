@@ -141,6 +141,17 @@ class MemoryStore:
     def get(self, tier: str, key: str) -> bytes | None:
         return self._state.get((tier, key))
 
+    def get_checked(self, tier: str, key: str) -> bytes | None:
+        return self.get(tier, key)  # memory does not rot
+
+    async def replace_if(self, tier: str, key: str, expected: bytes, new: bytes) -> bool:
+        if self._state.get((tier, key)) != expected:
+            return False
+        self._state[(tier, key)] = new
+        self._versions[tier] = self._versions.get(tier, 0) + 1
+        self._feed.append((tier, key))
+        return True
+
     async def set_meta(self, name: str, value: bytes) -> None:
         _check_name("name", name)
         self._meta[name] = bytes(value)

@@ -71,6 +71,8 @@ Errors::
     │   └── SchemaVersionError the file was written by a newer schema version
     ├── CorruptStoreError      not a SQLite database, damaged pages, or not a Tadpole store;
     │                          raised at open or by any later read or write
+    ├── CorruptValueError      an update found the value no longer matching its digest
+    │                          (rotted on disk): refused, nothing written (replace_if repairs)
     ├── StoreClosedError       called after close()
     ├── BatchAbortedError      SQLite rolled the batch back (disk full, I/O error while
     │                          writing): nothing of it was committed, retrying is safe
@@ -114,6 +116,7 @@ __all__ = [
     "BatchAbortedError",
     "ChangePage",
     "CorruptStoreError",
+    "CorruptValueError",
     "Hint",
     "ReplicaStore",
     "SchemaVersionError",
@@ -229,6 +232,16 @@ class CorruptStoreError(StoreError):
     pass
 
 
+class CorruptValueError(StoreError):
+    """A value no longer matches the digest stored beside it (it rotted on disk). An
+    update of it is refused, writing nothing: joining into garbage would store the
+    garbage again under a valid digest, where no scrub could find it."""
+
+    def __init__(self, path: str, tier: str, key: str, value: bytes) -> None:
+        super().__init__(f"{path}: {tier}/{key} no longer matches its digest (corrupt)")
+        self.tier, self.key, self.value = tier, key, value
+
+
 class StoreClosedError(StoreError):
     pass
 
@@ -314,6 +327,7 @@ _DELETE_HINTS: Final = 4
 _SET_META: Final = 5
 _UPDATE_ONCE: Final = 6
 _UPDATE_GROUPS: Final = 7
+_REPLACE_IF: Final = 8
 
 _Item = tuple[int, tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 _Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
@@ -395,6 +409,10 @@ class ReplicaStore(Protocol):
     async def delete_hints(self, ids: Iterable[int]) -> int: ...
 
     def get(self, tier: str, key: str) -> bytes | None: ...
+
+    def get_checked(self, tier: str, key: str) -> bytes | None: ...
+
+    async def replace_if(self, tier: str, key: str, expected: bytes, new: bytes) -> bool: ...
 
     def scan(
         self, tier: str, prefix: str = "", after: str = "", limit: int = 0
@@ -740,6 +758,16 @@ class TierStore:
         results: list[bytes | Exception | None] = await self._submit(_UPDATE_GROUPS, (checked,))
         return results
 
+    async def replace_if(self, tier: str, key: str, expected: bytes, new: bytes) -> bool:
+        """Replace ``key``'s value with ``new`` if it is still ``expected`` (digest not
+        checked: this is how a corrupt value is repaired); whether it did, once durable."""
+        _check_str("tier", tier)
+        _check_str("key", key)
+        result: bool = await self._submit(
+            _REPLACE_IF, (tier, key, _as_bytes("expected", expected), _as_bytes("new", new))
+        )
+        return result
+
     async def put_many(self, items: Iterable[tuple[str, str, bytes]]) -> None:
         """Write every ``(tier, key, value)`` atomically (all or none), durably."""
         rows = []
@@ -868,9 +896,11 @@ class TierStore:
         if kind == _UPDATE:
             tier, key, fn = args
             row = conn.execute(
-                "SELECT value FROM state WHERE tier=? AND key=?", (tier, key)
+                "SELECT value, digest FROM state WHERE tier=? AND key=?", (tier, key)
             ).fetchone()
-            current: bytes | None = None if row is None else row[0]
+            current: bytes | None = None if row is None else bytes(row[0])
+            if current is not None and digest_of(current) != bytes(row[1]):
+                raise CorruptValueError(self.path, tier, key, current)
             new = fn(current)
             if new is None:
                 if current is not None:
@@ -916,6 +946,19 @@ class TierStore:
                 except Exception as exc:  # that group's update function refused it
                     out.append(exc)
             return out
+        if kind == _REPLACE_IF:
+            tier, key, expected, new = args
+            row = conn.execute(
+                "SELECT value FROM state WHERE tier=? AND key=?", (tier, key)
+            ).fetchone()
+            if row is None or bytes(row[0]) != expected:
+                return False
+            conn.execute(
+                "UPDATE state SET value=?, digest=?, updated_ns=? WHERE tier=? AND key=?",
+                (new, digest_of(new), now, tier, key),
+            )
+            self._record(conn, [(tier, key)], now)
+            return True
         if kind == _PUT_MANY:
             (rows,) = args
             with _savepoint(conn):
@@ -1071,6 +1114,17 @@ class TierStore:
                 "SELECT value FROM state WHERE tier=? AND key=?", (tier, key)
             ).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_checked(self, tier: str, key: str) -> bytes | None:
+        """:meth:`get`, checked against the stored digest: CorruptValueError if the value
+        rotted (what replicas serve and merge must be what was written)."""
+        found = self.get_with_digest(tier, key)
+        if found is None:
+            return None
+        value, digest = found
+        if digest_of(value) != digest:
+            raise CorruptValueError(self.path, tier, key, value)
+        return value
 
     def get_with_digest(self, tier: str, key: str) -> tuple[bytes, bytes] | None:
         """``(value, digest)`` of ``key``, or None."""

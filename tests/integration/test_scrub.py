@@ -15,6 +15,7 @@ import pytest
 from node.client import Client
 from node.dev.cluster import LocalCluster
 from node.replication.coordinator import owners
+from node.replication.store import digest_of
 from node.tiers.ops import TIERS
 from tests.integration.conftest import start_http_cluster
 
@@ -100,6 +101,46 @@ def test_no_false_alarms_while_the_files_are_written_and_compacted(tmp_path: pat
             assert metric(cluster, node_id, "tadpole_scrub_bytes_total") > 0
         snapshots = [pathlib.Path(cluster.data_dir(n), "raft.snapshot") for n in cluster.node_ids]
         assert all(s.exists() for s in snapshots)  # compaction did run meanwhile
+    finally:
+        for node_id in cluster.node_ids:
+            cluster.kill(node_id)
+
+
+def test_a_read_or_write_that_meets_rot_never_serves_or_launders_it(tmp_path: pathlib.Path) -> None:
+    """With the scrubber slow (6 h), a read of a rotten copy is answered from the other
+    owner and a write to it is refused (nothing applied, retry) until it is repaired --
+    at once, by the node that met it. Review finding: the write joined into the rotten
+    bytes and stored the result under a valid digest."""
+    cluster = start_http_cluster(str(tmp_path / "c"), ["--set", "scrub_interval_s=21600"])
+    try:
+        node_ids = cluster.node_ids
+        key = next(
+            f"job_resource_ledger/job-{i}"
+            for i in range(100)
+            if "n1" in owners(TIERS["population"], f"job_resource_ledger/job-{i}", node_ids)
+        )
+        with Client(cluster.endpoints.split(",")) as client:
+            client.counter_add("population", key, 41)
+        db = os.path.join(cluster.data_dir("n1"), "tiers.db")
+        with sqlite3.connect(db, timeout=10) as raw:
+            raw.execute(
+                "UPDATE state SET value=? WHERE tier='population' AND key=?", (b"\x00rot", key)
+            )
+        with Client([cluster.addresses["n1"]]) as n1:  # n1 coordinates what it is asked
+            read = n1.tier_read("population", key, consistency="one")
+            assert read.value is not None and read.value.value == 41
+            wait(lambda: metric(cluster, "n1", "tadpole_corruption_repaired_total") >= 1, 20,
+                 "the rotten copy was not repaired")  # fmt: skip
+            n1.counter_add("population", key, 1)
+        with Client(cluster.endpoints.split(",")) as client:
+            read = client.tier_read("population", key, consistency="all")
+            assert read.value is not None and read.value.value == 42
+        with sqlite3.connect(db, timeout=10) as raw:
+            value, digest = raw.execute(
+                "SELECT value, digest FROM state WHERE tier='population' AND key=?", (key,)
+            ).fetchone()
+        assert b"rot" not in value and digest_of(value) == digest
+        assert metric(cluster, "n1", 'tadpole_corruption_detected_total{file="tiers"}') == 1
     finally:
         for node_id in cluster.node_ids:
             cluster.kill(node_id)

@@ -540,6 +540,7 @@ async def test_the_feed_is_durable_trimmed_and_keeps_its_id(db: str) -> None:
 
 
 async def test_a_v1_store_is_migrated_in_place(db: str) -> None:
+    one_digest = store_mod.digest_of(b"\x01").hex()
     os.makedirs(os.path.dirname(db), exist_ok=True)
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -551,7 +552,8 @@ async def test_a_v1_store_is_migrated_in_place(db: str) -> None:
         " key TEXT NOT NULL, value BLOB NOT NULL, created_ns INTEGER NOT NULL)",
         "CREATE INDEX hints_by_target ON hints (target)",
         "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
-        "INSERT INTO state VALUES ('mesh', 'm', x'01', x'00', 1)",
+        # a real v1 row: the digest beside the value is the value's (updates check it)
+        f"INSERT INTO state VALUES ('mesh', 'm', x'01', x'{one_digest}', 1)",
         "PRAGMA user_version=1",
     ):
         conn.execute(statement)

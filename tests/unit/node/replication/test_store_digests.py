@@ -6,7 +6,9 @@ import asyncio
 import pathlib
 import sqlite3
 
-from node.replication.store import TierStore
+import pytest
+
+from node.replication.store import CorruptValueError, TierStore
 
 
 def test_rotten_values_are_found_page_by_page(tmp_path: pathlib.Path) -> None:
@@ -33,5 +35,33 @@ def test_rotten_values_are_found_page_by_page(tmp_path: pathlib.Path) -> None:
         assert pages == 6 and read > 1400 * 10
         bad, _, _ = store.check_digests(("agent", "k0004"), limit=1)
         assert bad == [("agent", "k0005", b"v4lue-5")]
+    finally:
+        store.close()
+
+
+def test_an_update_refuses_a_rotten_value_and_replace_if_repairs_it(tmp_path: pathlib.Path) -> None:
+    """Review finding: an update joined into rotten bytes and stored the result under a
+    valid digest, where no scrub could find it again."""
+    path = str(tmp_path / "tiers.db")
+    store = TierStore(path)
+    try:
+        asyncio.run(store.put_many([("agent", "a", b"good"), ("agent", "b", b"fine")]))
+        with sqlite3.connect(path) as raw:
+            raw.execute("UPDATE state SET value=? WHERE key='a'", (b"rot!",))
+
+        async def scenario() -> None:
+            with pytest.raises(CorruptValueError, match="agent/a no longer matches its digest"):
+                await store.update("agent", "a", lambda old: (old or b"") + b"+")
+            assert await store.update("agent", "b", lambda old: (old or b"") + b"+") == b"fine+"
+            assert not await store.replace_if("agent", "a", b"other", b"x")
+            assert await store.replace_if("agent", "a", b"rot!", b"good")
+            assert await store.update("agent", "a", lambda old: (old or b"") + b"+") == b"good+"
+
+        with pytest.raises(CorruptValueError):
+            store.get_checked("agent", "a")
+        assert store.get("agent", "a") == b"rot!"  # nothing was written over it
+        asyncio.run(scenario())
+        assert store.get_checked("agent", "a") == b"good+"
+        assert store.check_digests()[0] == []
     finally:
         store.close()
