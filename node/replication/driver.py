@@ -1330,7 +1330,10 @@ class Replication:
                     return ReadReply(None)
             case Observe(tier=tier, key=key):
                 _known_tier(tier)
-                observed = self._observed_here(tier, key)
+                try:
+                    observed = self._observed_here(tier, key)
+                except CorruptValueError as exc:  # not "nothing seen": no answer at all
+                    raise self._repair_soon(exc) from exc
                 return ReadReply(encode(observed) if observed is not None else None)
             case Forward(tier=tier, key=key, op=op):
                 _known_tier(tier)
