@@ -45,7 +45,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
@@ -294,6 +294,27 @@ class _ReplicatedSystem(SyncObj):  # type: ignore[misc]
 # compared with those timers must read this clock. Compared with time.monotonic(), a
 # follower saw its election deadline always expired and ran a pre-vote round every tick
 # while its leader was healthy -- hundreds a second under load.
+
+
+def check_snapshot_steps(f: BinaryIO, filename: str) -> Iterator[int]:
+    """Check an open snapshot file's magic and whole-file CRC-32 in 1 MiB reads,
+    yielding the bytes of each (the scrubber paces itself by them). SnapshotError
+    names the file and what is wrong."""
+    size = os.fstat(f.fileno()).st_size
+    f.seek(0)
+    if size < len(SNAPSHOT_MAGIC) + 8 or f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+        raise SnapshotError(f"{filename}: not a Tadpole snapshot")
+    f.seek(0)
+    crc, left = 0, size - 4
+    while left > 0:
+        chunk = f.read(min(left, 1 << 20))
+        if not chunk:
+            raise SnapshotError(f"{filename}: shorter than it was a moment ago")
+        crc = zlib.crc32(chunk, crc)
+        left -= len(chunk)
+        yield len(chunk)
+    if struct.unpack("<I", f.read(4))[0] != crc:
+        raise SnapshotError(f"{filename}: checksum mismatch (torn or corrupt snapshot)")
 
 
 def write_snapshot_file(final: str, raft_blob: bytes, state: SystemStateMachine) -> None:
@@ -724,18 +745,8 @@ class RaftBackend:
         f = open(filename, "rb")  # noqa: SIM115 -- handed to the caller
         try:
             size = os.fstat(f.fileno()).st_size
-            if size < len(SNAPSHOT_MAGIC) + 8 or f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
-                raise SnapshotError(f"{filename}: not a Tadpole snapshot")
-            f.seek(0)
-            crc, left = 0, size - 4
-            while left > 0:
-                chunk = f.read(min(left, 1 << 20))
-                if not chunk:
-                    raise SnapshotError(f"{filename}: shorter than it was a moment ago")
-                crc = zlib.crc32(chunk, crc)
-                left -= len(chunk)
-            if struct.unpack("<I", f.read(4))[0] != crc:
-                raise SnapshotError(f"{filename}: checksum mismatch (torn or corrupt snapshot)")
+            for _ in check_snapshot_steps(f, filename):
+                pass
             f.seek(len(SNAPSHOT_MAGIC))
             (raft_len,) = struct.unpack("<I", f.read(4))
             raft_data = pickle.loads(f.read(raft_len))

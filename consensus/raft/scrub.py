@@ -20,13 +20,13 @@ whose checksum fails is read again, from a freshly opened file, before it is rep
 from __future__ import annotations
 
 import os
-import struct
 import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from consensus.raft.backend import SNAPSHOT_MAGIC
+from consensus.errors import SnapshotError
+from consensus.raft.backend import check_snapshot_steps
 from consensus.raft.journal import _ENTRY, _REC, MAGIC
 
 CHUNK = 1 << 20
@@ -118,28 +118,15 @@ def _still_bad(path: str, inode: int, offset: int, length: int, seen: bytes) -> 
 
 
 def snapshot(path: str) -> Iterator[Progress]:
-    """Check the snapshot at ``path``: its magic and its whole-file CRC-32."""
+    """Check the snapshot at ``path`` (``backend.check_snapshot_steps``: its magic and
+    its whole-file CRC-32), through one descriptor: a snapshot replaced meanwhile is
+    read as it was when opened."""
     try:
         f = open(path, "rb")  # noqa: SIM115 -- closed below, read in steps
     except FileNotFoundError:
         return
     with f:
-        size = os.fstat(f.fileno()).st_size
-        if size < len(SNAPSHOT_MAGIC) + 8 or f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
-            yield Damage(path, 0, "not a Tadpole snapshot")
-            return
-        f.seek(0)
-        crc, left = 0, size - 4
-        while left > 0:
-            data = f.read(min(left, CHUNK))
-            if not data:
-                yield Damage(path, size - left, "shorter than its size")
-                return
-            crc = zlib.crc32(data, crc)
-            left -= len(data)
-            yield len(data)
-        (stored,) = struct.unpack("<I", f.read(4))
-        if stored != crc:
-            yield Damage(
-                path, size - 4, "checksum mismatch (the file changed after it was written)"
-            )
+        try:
+            yield from check_snapshot_steps(f, path)
+        except SnapshotError as exc:
+            yield Damage(path, 0, str(exc).removeprefix(f"{path}: "))

@@ -2,7 +2,7 @@
 
 Every node runs a :class:`BackupScheduler` when ``backup_repo`` is set; only the one
 that leads the Raft group acts. The schedule's state lives in the system tier under
-:data:`STATE_KEY` (replicated, linearizable, so it survives a leader change and every
+:data:`SCHEDULE_KEY` (replicated, linearizable, so it survives a leader change and every
 node can export it):
 
     {"last_success_ns", "last_full_ns", "last_id", "last_attempt_ns", "last_error",
@@ -45,7 +45,6 @@ from node.replication.background import Background
 
 log = logging.getLogger(__name__)
 
-STATE_KEY: Final = SCHEDULE_KEY
 NS: Final = 10**9
 
 Kind = Literal["", "incremental", "full"]
@@ -67,7 +66,7 @@ class ScheduleState:
 
     @classmethod
     def decode(cls, data: bytes | None) -> ScheduleState:
-        """The state stored at STATE_KEY; a missing or unreadable one is a fresh start
+        """The state stored at SCHEDULE_KEY; a missing or unreadable one is a fresh start
         (a later success overwrites it)."""
         if not data:
             return cls()
@@ -157,7 +156,7 @@ class BackupScheduler(Background):
             await asyncio.sleep(self.tick_s if leading else min(1.0, self.tick_s))
 
     async def _read(self, linearizable: bool) -> tuple[ScheduleState, int]:
-        kv, _ = await self.system.get(STATE_KEY, linearizable=linearizable, timeout=10.0)
+        kv, _ = await self.system.get(SCHEDULE_KEY, linearizable=linearizable, timeout=10.0)
         if kv is None:
             return ScheduleState(), 0
         return ScheduleState.decode(kv.value), kv.mod_revision
@@ -165,9 +164,9 @@ class BackupScheduler(Background):
     async def _write(self, state: ScheduleState, expect_mod: int | None) -> bool:
         compares: tuple[Compare, ...] = ()
         if expect_mod is not None:
-            compares = (Compare(STATE_KEY, CompareTarget.MOD, CompareOp.EQUAL, expect_mod),)
+            compares = (Compare(SCHEDULE_KEY, CompareTarget.MOD, CompareOp.EQUAL, expect_mod),)
         result = await self.system.txn(
-            Txn(compares=compares, success=(PutOp(STATE_KEY, state.encode()),)), 10.0
+            Txn(compares=compares, success=(PutOp(SCHEDULE_KEY, state.encode()),)), 10.0
         )
         return result.succeeded
 

@@ -12,7 +12,8 @@ import pytest
 
 from consensus.memory import MemorySystem
 from node.backup import archive, seal
-from node.backup.schedule import STATE_KEY, BackupScheduler, Policy, ScheduleState, decide
+from node.backup.layout import SCHEDULE_KEY
+from node.backup.schedule import BackupScheduler, Policy, ScheduleState, decide
 from node.config import ConfigError, NodeConfig
 
 S = 10**9
@@ -75,7 +76,7 @@ def test_the_leader_claims_runs_and_records(tmp_path: pathlib.Path) -> None:
 
         async def fake_run(*, full: bool) -> str:
             # while it runs, the claim is in the system tier
-            kv, _ = await system.get(STATE_KEY, linearizable=True, timeout=1)
+            kv, _ = await system.get(SCHEDULE_KEY, linearizable=True, timeout=1)
             assert kv is not None and ScheduleState.decode(kv.value).running_by == "n1"
             runs.append(full)
             if len(runs) == 3:
@@ -92,7 +93,7 @@ def test_the_leader_claims_runs_and_records(tmp_path: pathlib.Path) -> None:
         kinds.append(await scheduler.round())  # fails
         clock.now += 60 * S
         kinds.append(await scheduler.round())  # retry pause
-        kv, _ = await system.get(STATE_KEY, linearizable=True, timeout=1)
+        kv, _ = await system.get(SCHEDULE_KEY, linearizable=True, timeout=1)
         return [kinds, ScheduleState.decode(kv.value if kv else None), scheduler.runs]
 
     kinds, state, counts = asyncio.run(scenario())
