@@ -47,7 +47,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import syncobj as _pysyncobj_module
@@ -56,6 +56,7 @@ from pysyncobj.journal import Journal
 from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import Node
 
+from consensus.atrest import WRAPPED_BYTES, AtRestError, Keyring, SealedReader, SealedWriter
 from consensus.backend import BackendInfo, PeerInfo
 from consensus.durable import Histogram, fsync_dir
 from consensus.errors import (
@@ -81,6 +82,8 @@ from consensus.statemachine import (
 log = logging.getLogger(__name__)
 
 SNAPSHOT_MAGIC = b"TPSNAP02"
+SEALED_SNAPSHOT_MAGIC = b"TPSNAP03"  # encrypted at rest: see write_snapshot_file
+_SNAPSHOT_AAD = b"tadpole raft snapshot"
 
 T = TypeVar("T")
 ProposalCallback = Callable[[CommandResult | None, ProposalError | None], None]
@@ -302,7 +305,8 @@ def check_snapshot_steps(f: BinaryIO, filename: str) -> Iterator[int]:
     names the file and what is wrong."""
     size = os.fstat(f.fileno()).st_size
     f.seek(0)
-    if size < len(SNAPSHOT_MAGIC) + 8 or f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+    magic = f.read(len(SNAPSHOT_MAGIC))
+    if size < len(SNAPSHOT_MAGIC) + 8 or magic not in (SNAPSHOT_MAGIC, SEALED_SNAPSHOT_MAGIC):
         raise SnapshotError(f"{filename}: not a Tadpole snapshot")
     f.seek(0)
     crc, left = 0, size - 4
@@ -317,23 +321,119 @@ def check_snapshot_steps(f: BinaryIO, filename: str) -> Iterator[int]:
         raise SnapshotError(f"{filename}: checksum mismatch (torn or corrupt snapshot)")
 
 
-def write_snapshot_file(final: str, raft_blob: bytes, state: SystemStateMachine) -> None:
+class _Checksummed:
+    """Writes to a file, keeping the CRC-32 of everything written."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.crc = 0
+
+    def write(self, data: bytes) -> int:
+        self._f.write(data)
+        self.crc = zlib.crc32(data, self.crc)
+        return len(data)
+
+
+def write_snapshot_file(
+    final: str, raft_blob: bytes, state: SystemStateMachine, keyring: Keyring | None = None
+) -> None:
     """Write a snapshot file (format in ``RaftBackend``'s snapshot section): to
     ``<final>.bg``, fsynced, renamed over ``final``, directory fsynced."""
     tmp = final + ".bg"
-    crc = 0
-    with open(tmp, "wb") as f:
-        for piece in (SNAPSHOT_MAGIC, struct.pack("<I", len(raft_blob)), raft_blob):
-            f.write(piece)
-            crc = zlib.crc32(piece, crc)
-        for piece in state.snapshot_chunks():
-            f.write(piece)
-            crc = zlib.crc32(piece, crc)
-        f.write(struct.pack("<I", crc))
-        f.flush()
-        os.fsync(f.fileno())
+    _write_snapshot_tmp(tmp, raft_blob, state, keyring)
     os.replace(tmp, final)
     fsync_dir(os.path.dirname(os.path.abspath(final)))
+
+
+def _write_snapshot_tmp(
+    tmp: str, raft_blob: bytes, state: SystemStateMachine, keyring: Keyring | None
+) -> None:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as f:
+        out = _Checksummed(f)
+        body: _Checksummed | SealedWriter = out
+        if keyring is None:
+            out.write(SNAPSHOT_MAGIC)
+        else:
+            key = keyring.new_data_key()
+            out.write(SEALED_SNAPSHOT_MAGIC + key.wrapped)
+            body = SealedWriter(out, key, _SNAPSHOT_AAD)
+        body.write(struct.pack("<I", len(raft_blob)))
+        body.write(raft_blob)
+        for piece in state.snapshot_chunks():
+            body.write(piece)
+        if isinstance(body, SealedWriter):
+            body.close()
+        f.write(struct.pack("<I", out.crc))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def snapshot_key(filename: str) -> bytes | None:
+    """The fingerprint of the key-encryption key a snapshot file is under (None: not
+    encrypted). Reads its header only."""
+    with open(filename, "rb") as f:
+        head = f.read(len(SEALED_SNAPSHOT_MAGIC) + WRAPPED_BYTES)
+    if head[: len(SEALED_SNAPSHOT_MAGIC)] != SEALED_SNAPSHOT_MAGIC:
+        return None
+    return head[len(SEALED_SNAPSHOT_MAGIC) : len(SEALED_SNAPSHOT_MAGIC) + 4]
+
+
+class _SnapshotReader(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def open_snapshot(
+    filename: str, keyring: Keyring | None
+) -> tuple[BinaryIO, tuple[Any, ...], _SnapshotReader]:
+    """Check a snapshot file's checksum and read its Raft header: (the open file; the
+    raft data; a reader of the state that follows). SnapshotError if it is damaged,
+    encrypted under a key not in ``keyring``, or fails authentication. The checksum is
+    computed in one pass of 1 MiB reads and the state is left unread: nothing here
+    holds the file in memory."""
+    f = open(filename, "rb")  # noqa: SIM115 -- handed to the caller
+    try:
+        size = os.fstat(f.fileno()).st_size
+        for _ in check_snapshot_steps(f, filename):
+            pass
+        f.seek(0)
+        body: _SnapshotReader
+        if f.read(len(SNAPSHOT_MAGIC)) == SNAPSHOT_MAGIC:
+            body = _Region(f, size - 4)
+        elif keyring is None:
+            raise SnapshotError(
+                f"{filename}: encrypted at rest, and no encryption key is configured"
+            )
+        else:
+            try:
+                key = keyring.unwrap(f.read(WRAPPED_BYTES), what=filename)
+            except AtRestError as exc:
+                raise SnapshotError(str(exc)) from exc
+            length = size - 4 - f.tell()
+            body = SealedReader(_Region(f, size - 4), length, key, _SNAPSHOT_AAD, what=filename)
+        try:
+            (raft_len,) = struct.unpack("<I", body.read(4))
+            raft_data = pickle.loads(body.read(raft_len))
+        except AtRestError as exc:
+            raise SnapshotError(str(exc)) from exc
+        return f, tuple(raft_data), _Authenticated(body, filename)
+    except BaseException:
+        f.close()
+        raise
+
+
+class _Authenticated:
+    """A snapshot state reader whose authentication failures are SnapshotErrors."""
+
+    def __init__(self, body: _SnapshotReader, filename: str) -> None:
+        self._body = body
+        self._filename = filename
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._body.read(n)
+        except AtRestError as exc:
+            raise SnapshotError(str(exc)) from exc
 
 
 # The two log entries a seeded member starts from (pysyncobj wants a journal that begins
@@ -347,7 +447,7 @@ _NO_OP = b"\x01"
 _SEED_ENTRIES = ((_NO_OP, 2, 1), (_NO_OP, 3, 1))
 
 
-def seed_data_dir(data_dir: str, state: SystemStateMachine) -> None:
+def seed_data_dir(data_dir: str, state: SystemStateMachine, keyring: Keyring | None = None) -> None:
     """Make ``data_dir`` a member of a *new* Raft group whose state starts as
     ``state`` (a restore, like ``etcdutl snapshot restore``): a snapshot holding it
     at log index 3, term 1, and a journal of the two entries the snapshot ends with,
@@ -360,8 +460,9 @@ def seed_data_dir(data_dir: str, state: SystemStateMachine) -> None:
         if os.path.exists(path):
             raise FileExistsError(f"{path}: already exists; seeding needs a new data directory")
     before_last, last = _SEED_ENTRIES
-    write_snapshot_file(snapshot_path, pickle.dumps((last, before_last, set())), state)
-    journal = DurableJournal(journal_path, snapshot_path)
+    raft_blob = pickle.dumps((last, before_last, set()))
+    write_snapshot_file(snapshot_path, raft_blob, state, keyring)
+    journal = DurableJournal(journal_path, snapshot_path, keyring=keyring)
     try:
         for command, idx, term in _SEED_ENTRIES:
             journal.add(command, idx, term)
@@ -409,8 +510,14 @@ class RaftBackend:
         *,
         sender: Sender,
         config: RaftConfig | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.node_id = node_id
+        # Encryption at rest of the journal, its term/vote file and the snapshot (None:
+        # plaintext). Replaced by rekey(); read by the tick and snapshot threads.
+        self._keyring = keyring
+        # Held while a snapshot file is written (and while rekey re-seals one).
+        self._snapshot_lock = threading.Lock()
         self.peer_ids = sorted(peer_ids)
         self.config = config or RaftConfig()
         self._data_dir = data_dir
@@ -450,8 +557,12 @@ class RaftBackend:
     def start(self) -> None:
         os.makedirs(self._data_dir, exist_ok=True)
         snapshot_path = os.path.join(self._data_dir, "raft.snapshot")
-        self._journal = DurableJournal(os.path.join(self._data_dir, "raft.journal"), snapshot_path)
+        self._journal = DurableJournal(
+            os.path.join(self._data_dir, "raft.journal"), snapshot_path, keyring=self._keyring
+        )
         self._reconcile_journal(snapshot_path)
+        if self._snapshot_needs_reseal(snapshot_path):
+            self._install_resealed(snapshot_path, self._reseal_snapshot(snapshot_path))
         cfg = self.config
         conf = SyncObjConf(
             autoTick=False,
@@ -710,7 +821,8 @@ class RaftBackend:
     def _write_snapshot(self, state: SystemStateMachine, raft_blob: bytes, final: str) -> None:
         started = time.monotonic()
         try:
-            write_snapshot_file(final, raft_blob, state)
+            with self._snapshot_lock:
+                write_snapshot_file(final, raft_blob, state, self._keyring)
         except Exception:
             log.exception("node %s: snapshot failed", self.node_id)
             self._snapshot_state = "failed"
@@ -736,32 +848,112 @@ class RaftBackend:
             return int(SERIALIZER_STATE.SUCCESS if ok else SERIALIZER_STATE.FAILED)
         return int(SERIALIZER_STATE.NOT_SERIALIZING)
 
-    @staticmethod
-    def _open_snapshot(filename: str) -> tuple[BinaryIO, tuple[Any, ...], int]:
-        """Check a snapshot file's checksum and read its Raft header: (the open file,
-        positioned at the state; the raft data; where the state ends). SnapshotError
-        if it is damaged. The checksum is computed in one pass of 1 MiB reads and the
-        state is left unread: nothing here holds the file in memory."""
-        f = open(filename, "rb")  # noqa: SIM115 -- handed to the caller
-        try:
-            size = os.fstat(f.fileno()).st_size
-            for _ in check_snapshot_steps(f, filename):
-                pass
-            f.seek(len(SNAPSHOT_MAGIC))
-            (raft_len,) = struct.unpack("<I", f.read(4))
-            raft_data = pickle.loads(f.read(raft_len))
-            return f, tuple(raft_data), size - 4
-        except BaseException:
-            f.close()
-            raise
-
     def _read_snapshot(self, filename: str) -> tuple[Any, ...]:
-        f, raft_data, state_end = self._open_snapshot(filename)
-        with f:
-            state = _Region(f, state_end)
-            with self._sm_lock:
-                self._sm.restore_from(state)  # type: ignore[arg-type]
+        f, raft_data, state = open_snapshot(filename, self._keyring)
+        with f, self._sm_lock:
+            self._sm.restore_from(state)  # type: ignore[arg-type]
         return raft_data
+
+    # -- encryption at rest: re-sealing under a new key ------------------------------
+    #
+    # The journal and its term/vote file are rewritten in the tick thread (they are
+    # small: entries since the last snapshot). The snapshot can be large: it is read
+    # and written again beside itself by another thread, and swapped in by the tick
+    # thread only if the file is still the one that was read -- pysyncobj installs a
+    # snapshot received from the leader in the tick thread, and re-sealing an older
+    # one over it would lose the entries its journal dropped.
+
+    def rekey(self, keyring: Keyring | None) -> threading.Event:
+        """Encrypt under ``keyring``'s primary key from now on and re-seal what is on
+        disk under another key (or in the other form). The returned event is set when
+        the journal and the snapshot are done. Thread-safe."""
+        done = threading.Event()
+        journal_done = threading.Event()
+
+        def in_tick() -> None:
+            self._keyring = keyring
+            try:
+                if self._journal is not None and self._journal.rekey(keyring):
+                    log.info("node %s: journal re-sealed under %s", self.node_id, self._key_id())
+            finally:
+                journal_done.set()
+
+        def snapshot() -> None:
+            try:
+                journal_done.wait()
+                path = os.path.join(self._data_dir, "raft.snapshot")
+                with self._snapshot_lock:
+                    if not self._snapshot_needs_reseal(path):
+                        return
+                    resealed = self._reseal_snapshot(path)
+                    installed = threading.Event()
+
+                    def install() -> None:
+                        try:
+                            self._install_resealed(path, resealed)
+                        finally:
+                            installed.set()
+
+                    self.call_in_tick(install)
+                    while not installed.wait(0.1):
+                        if self._stopping.is_set():
+                            return
+            except Exception:
+                log.exception("node %s: re-sealing the snapshot failed", self.node_id)
+            finally:
+                done.set()
+
+        self.call_in_tick(in_tick)
+        threading.Thread(target=snapshot, name=f"rekey-{self.node_id}", daemon=True).start()
+        return done
+
+    def _key_id(self) -> str:
+        return "no encryption" if self._keyring is None else self._keyring.primary.id
+
+    def _snapshot_needs_reseal(self, path: str) -> bool:
+        if not os.path.exists(path):
+            return False
+        want = None if self._keyring is None else self._keyring.primary.fingerprint
+        return snapshot_key(path) != want
+
+    def _reseal_snapshot(self, path: str) -> tuple[str, tuple[int, int, int]] | None:
+        """Write the snapshot at ``path`` again, under the current keyring, to
+        ``<path>.reseal``: (that file, the identity of the file read), or None if the
+        snapshot went away meanwhile."""
+        keyring = self._keyring
+        try:
+            f, raft_data, body = open_snapshot(path, keyring)
+        except FileNotFoundError:
+            return None
+        with f:
+            st = os.fstat(f.fileno())
+            state = SystemStateMachine(history_limit=self.config.watch_history_events)
+            state.restore_from(body)  # type: ignore[arg-type]
+        tmp = path + ".reseal"
+        _write_snapshot_tmp(tmp, pickle.dumps(raft_data), state, keyring)
+        return tmp, (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _install_resealed(
+        self, path: str, resealed: tuple[str, tuple[int, int, int]] | None
+    ) -> None:
+        if resealed is None:
+            return
+        tmp, identity = resealed
+        try:
+            st = os.stat(path)
+            current = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            current = None
+        if current != identity:  # replaced meanwhile: what replaced it is newer
+            os.unlink(tmp)
+            return
+        os.replace(tmp, path)
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
+        log.info("node %s: snapshot re-sealed under %s", self.node_id, self._key_id())
+
+    @property
+    def keyring(self) -> Keyring | None:
+        return self._keyring
 
     def _reconcile_journal(self, snapshot_path: str) -> None:
         """Make the journal start where the snapshot ends, keeping its tail.
@@ -779,7 +971,7 @@ class RaftBackend:
         assert journal is not None
         if not os.path.exists(snapshot_path) or len(journal) < 2:
             return
-        f, raft_data, _ = self._open_snapshot(snapshot_path)
+        f, raft_data, _ = open_snapshot(snapshot_path, self._keyring)
         f.close()
         last, before_last = raft_data[0], raft_data[1]
         first_idx = journal[0][1]

@@ -29,6 +29,20 @@ requires a completed sync.
 Term, vote and commit index live in ``<path>.meta``, replaced atomically
 (write temp file, fsync, rename, fsync directory).
 
+Encrypted at rest (given a :class:`~consensus.atrest.Keyring`), the file is::
+
+    header:  b"TPJOURN2" | wrapped data key (64 bytes)
+    record:  u32 payload length | u32 crc32(payload) | payload
+    payload: nonce(12) | AES-256-GCM(data key, u64 index | u64 term | command)
+
+The CRC still tells a torn tail (cut, as above) from a whole record; a whole record
+that fails authentication is damage or tampering, and opening refuses it rather than
+cutting acknowledged entries. ``<path>.meta`` is then sealed under the primary key.
+The file gets a new data key whenever it is rewritten (compaction, :meth:`rekey`, a
+data key's use limit); a journal found under another key than the keyring's primary,
+or in the other format, is rewritten at open, so a restart after the operator puts a
+new key first re-encrypts it.
+
 Thread-safety: none; only the Raft tick thread may call it.
 """
 
@@ -45,21 +59,44 @@ from typing import Any
 import msgpack
 from pysyncobj.journal import Journal
 
+from consensus.atrest import (
+    WRAPPED_BYTES,
+    AtRestError,
+    DataKey,
+    Keyring,
+    is_sealed_blob,
+    sealed_blob_key,
+)
 from consensus.durable import FSYNC_BUCKETS, Histogram, atomic_write, fsync_dir
 from consensus.errors import JournalError
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"TPJOURN1"
+SEALED_MAGIC = b"TPJOURN2"
 _REC = struct.Struct("<II")
 _ENTRY = struct.Struct("<QQ")
+_ENTRY_AAD = b"tadpole journal entry"
+_META_AAD = b"tadpole journal meta"
 
 Entry = tuple[bytes, int, int]
 
 
-def encode_record(command: bytes, idx: int, term: int) -> bytes:
+def encode_record(command: bytes, idx: int, term: int, key: DataKey | None = None) -> bytes:
     payload = _ENTRY.pack(idx, term) + command
+    if key is not None:
+        payload = key.encrypt(payload, _ENTRY_AAD)
     return _REC.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def header_size(data: bytes) -> int:
+    """Bytes before the first record of a journal that starts with ``data`` (0: not a
+    journal)."""
+    if data[: len(MAGIC)] == MAGIC:
+        return len(MAGIC)
+    if data[: len(SEALED_MAGIC)] == SEALED_MAGIC:
+        return len(SEALED_MAGIC) + WRAPPED_BYTES
+    return 0
 
 
 class DurableJournal(Journal):  # type: ignore[misc]
@@ -76,8 +113,11 @@ class DurableJournal(Journal):  # type: ignore[misc]
         snapshot_path: str | None = None,
         *,
         fsync: Callable[[int], None] = os.fdatasync,
+        keyring: Keyring | None = None,
     ) -> None:
         self._path = path
+        self._keyring = keyring
+        self._key: DataKey | None = None  # the file's data key, when encrypted
         self._dir = os.path.dirname(os.path.abspath(path))
         self._meta_path = path + ".meta"
         self._snapshot_path = snapshot_path
@@ -85,23 +125,36 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._entries: list[Entry] = []
         self._offsets: list[int] = []  # file offset of each entry's record
         self._pending = bytearray()  # records appended since the last sync
+        self._header = len(MAGIC)  # bytes before the first record
         self._file_end = len(MAGIC)  # bytes of records already written to the file
         self._needs_fsync = False
+        self._meta_key: bytes | None = None  # the key the meta file is sealed under
         self._meta: dict[str, Any] = self._load_meta()
         self._meta_dirty = False
         self._commit_dirty = False
         self.syncs = 0  # fsyncs issued (for tests and metrics)
         self.fsync_seconds = Histogram(FSYNC_BUCKETS)  # how long each journal fsync took
         self._fd = self._open_and_recover()
+        self._reseal_meta()
 
     # -- open / recovery ------------------------------------------------------
 
     def _load_meta(self) -> dict[str, Any]:
         try:
             with open(self._meta_path, "rb") as f:
-                meta = msgpack.unpackb(f.read(), raw=False)
+                blob = f.read()
+            if is_sealed_blob(blob):
+                if self._keyring is None:
+                    raise JournalError(
+                        f"{self._meta_path}: encrypted at rest, and no encryption key is configured"
+                    )
+                self._meta_key = sealed_blob_key(blob)
+                blob = self._keyring.unseal(blob, _META_AAD, what=self._meta_path)
+            meta = msgpack.unpackb(blob, raw=False)
         except FileNotFoundError:
             return {}
+        except AtRestError as exc:
+            raise JournalError(str(exc)) from exc
         except (ValueError, msgpack.UnpackException) as exc:
             raise JournalError(f"{self._meta_path}: unreadable term/vote file: {exc}") from exc
         if not isinstance(meta, dict):
@@ -112,28 +165,58 @@ class DurableJournal(Journal):  # type: ignore[misc]
         new = not os.path.exists(self._path)
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         if new or os.fstat(fd).st_size == 0:
-            os.write(fd, MAGIC)
-            os.fsync(fd)
-            fsync_dir(self._dir)
-            return fd
+            os.close(fd)
+            self._rewrite([])
+            return self._fd
+        try:
+            self._recover(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._wants_rewrite():
+            os.close(fd)
+            log.info("journal %s: rewriting under %s", self._path, self._target())
+            self._rewrite(list(self._entries))
+            return self._fd
+        return fd
+
+    def _recover(self, fd: int) -> None:
         with open(self._path, "rb") as f:
             data = f.read()
-        if data[: len(MAGIC)] != MAGIC:
-            os.close(fd)
+        pos = header_size(data)
+        if pos == 0 or pos > len(data):
             raise JournalError(f"{self._path}: not a Tadpole journal (bad magic)")
-        pos = len(MAGIC)
+        if data[: len(SEALED_MAGIC)] == SEALED_MAGIC:
+            if self._keyring is None:
+                raise JournalError(
+                    f"{self._path}: encrypted at rest, and no encryption key is configured"
+                )
+            try:
+                self._key = self._keyring.unwrap(data[len(SEALED_MAGIC) : pos], what=self._path)
+            except AtRestError as exc:
+                raise JournalError(str(exc)) from exc
+        self._header = pos
         while pos < len(data):
             if pos + _REC.size > len(data):
                 break
             length, crc = _REC.unpack_from(data, pos)
             start = pos + _REC.size
             payload = data[start : start + length]
-            if len(payload) != length or length < _ENTRY.size or zlib.crc32(payload) != crc:
+            if len(payload) != length or zlib.crc32(payload) != crc:
+                break
+            if self._key is not None:
+                try:
+                    payload = self._key.decrypt(payload, _ENTRY_AAD, what=self._path)
+                except AtRestError as exc:
+                    raise JournalError(f"record at byte {pos} of {exc}") from exc
+            if len(payload) < _ENTRY.size:
                 break
             idx, term = _ENTRY.unpack_from(payload)
             self._entries.append((bytes(payload[_ENTRY.size :]), idx, term))
             self._offsets.append(pos)
             pos = start + length
+        if self._key is not None:
+            self._key.count_uses(len(self._entries))
         if pos < len(data):
             log.warning(
                 "journal %s: discarding torn tail of %d bytes at offset %d",
@@ -144,21 +227,53 @@ class DurableJournal(Journal):  # type: ignore[misc]
             os.ftruncate(fd, pos)
             os.fsync(fd)
         self._file_end = pos
-        return fd
+
+    def _target(self) -> str:
+        return "no encryption" if self._keyring is None else self._keyring.primary.id
+
+    def _wants_rewrite(self) -> bool:
+        """Whether the file is not in the form the keyring asks for: encrypted under
+        the primary key (or plaintext, without a keyring), with a data key not yet
+        worn out."""
+        if self._keyring is None or self._key is None:
+            return self._keyring is not None or self._key is not None
+        return self._key.kek_fingerprint != self._keyring.primary.fingerprint or (
+            self._key.exhausted
+        )
+
+    def rekey(self, keyring: Keyring | None) -> bool:
+        """Use ``keyring`` from now on; rewrite the file at once if it is not
+        encrypted under its primary key. Returns whether it was rewritten."""
+        self._keyring = keyring
+        rewrite = self._wants_rewrite()
+        if rewrite:
+            self._rewrite(list(self._entries))
+        self._reseal_meta()
+        return rewrite
+
+    def _reseal_meta(self) -> None:
+        """Rewrite the term/vote file if it is not under the keyring's primary key."""
+        if self._meta and self._meta_key != self._primary_fp():
+            self._write_meta()
+
+    @property
+    def key_fingerprint(self) -> bytes | None:
+        """The fingerprint of the key-encryption key the file is under (None: plain)."""
+        return None if self._key is None else self._key.kek_fingerprint
 
     # -- the pysyncobj Journal interface ---------------------------------------
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         self._entries.append((command, idx, term))
         self._offsets.append(self._file_end + len(self._pending))
-        self._pending += encode_record(command, idx, term)
+        self._pending += encode_record(command, idx, term, self._key)
 
     def clear(self) -> None:
         self._make_snapshot_durable()
         self._entries = []
         self._offsets = []
         self._pending.clear()
-        self._truncate_file(len(MAGIC))
+        self._truncate_file(self._header)
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
         if entryFrom >= len(self._entries):
@@ -176,21 +291,35 @@ class DurableJournal(Journal):  # type: ignore[misc]
         """Drop the first ``entryTo`` entries (covered by a snapshot): rewrite
         the file with the rest and swap it in atomically."""
         self._make_snapshot_durable()
-        keep = self._entries[entryTo:]
-        body = bytearray(MAGIC)
+        self._rewrite(self._entries[entryTo:])
+
+    def _rewrite(self, keep: list[Entry]) -> None:
+        """Replace the file by one holding ``keep`` (fsynced, renamed, directory
+        fsynced), encrypted under a fresh data key if there is a keyring."""
+        key = None if self._keyring is None else self._keyring.new_data_key()
+        body = bytearray(MAGIC if key is None else SEALED_MAGIC + key.wrapped)
+        header = len(body)
         offsets = []
         for command, idx, term in keep:
             offsets.append(len(body))
-            body += encode_record(command, idx, term)
+            body += encode_record(command, idx, term, key)
         tmp = self._path + ".compact"
-        with open(tmp, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(body)
+            written = 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, self._path)
         fsync_dir(self._dir)
-        os.close(self._fd)
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
         self._fd = os.open(self._path, os.O_RDWR)
+        self._key = key
+        self._header = header
         self._entries = list(keep)
         self._offsets = offsets
         self._pending.clear()
@@ -270,10 +399,19 @@ class DurableJournal(Journal):  # type: ignore[misc]
         if self._meta_dirty:
             self._write_meta()
             synced = True
+        if self._key is not None and self._key.exhausted:
+            self._rewrite(list(self._entries))  # a fresh data key
         return synced
 
+    def _primary_fp(self) -> bytes | None:
+        return None if self._keyring is None else self._keyring.primary.fingerprint
+
     def _write_meta(self) -> None:
-        atomic_write(self._meta_path, msgpack.packb(self._meta, use_bin_type=True))
+        blob = msgpack.packb(self._meta, use_bin_type=True)
+        if self._keyring is not None:
+            blob = self._keyring.seal(blob, _META_AAD)
+        atomic_write(self._meta_path, blob)
+        self._meta_key = self._primary_fp()
         self._meta_dirty = False
         self._commit_dirty = False
 

@@ -86,6 +86,20 @@ is not a non-empty ``str``, a value that is not ``bytes``) raise
 exception raised by an ``update`` function is delivered as is to that
 update's caller; the other items of the batch commit normally.
 
+Encryption at rest
+------------------
+Given a :class:`~consensus.atrest.Keyring`, every value (and every hint's value) is
+stored AES-256-GCM-encrypted under a data key of this store (table ``deks``, each
+wrapped by a key of the keyring; a new one at every open, and whenever the keyring's
+primary key changes or a data key has made ``DATA_KEY_USES`` encryptions). The row's
+``dek`` column names it (NULL: stored in plaintext). The associated data binds each
+ciphertext to its tier and key (and a hint's to its target), so a value moved to
+another row fails authentication, and a failed authentication is a corrupt value
+(:class:`CorruptValueError`), never decoded. Keys, digests and timestamps stay in
+plaintext: anti-entropy compares digests between replicas. ``reseal`` re-encrypts,
+in the background, whatever is under another key than the primary (or plaintext);
+``secure_delete`` overwrites what a rewrite or delete frees.
+
 Files: ``<path>``, ``<path>-wal``, ``<path>-shm`` (SQLite) and ``<path>.lock``
 (an ``flock`` held while the store is open, so two nodes never share one
 database).
@@ -109,6 +123,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Protocol
 
+from consensus.atrest import AtRestError, DataKey, Keyring, KeyringError
 from consensus.durable import FSYNC_BUCKETS, Histogram, fsync_dir
 
 __all__ = [
@@ -132,7 +147,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 # How many change-feed entries a store keeps (``changes`` table); older ones are
 # trimmed, and a reader asking for them is told where the feed now starts.
 FEED_KEEP: Final = 100_000
@@ -182,8 +197,21 @@ _SCHEMA: Final = (
             "CREATE INDEX requests_by_age ON requests (at_ns)",
         )
     ),
+    *(
+        _V4 := (
+            # Encryption at rest (v4): data keys, wrapped by a key of the keyring, and
+            # the data key each value is under (NULL: plaintext).
+            """CREATE TABLE deks (
+            id INTEGER PRIMARY KEY,
+            wrapped BLOB NOT NULL,
+            created_ns INTEGER NOT NULL
+        )""",
+            "ALTER TABLE state ADD COLUMN dek INTEGER",
+            "ALTER TABLE hints ADD COLUMN dek INTEGER",
+        )
+    ),
 )
-_TABLES: Final = frozenset({"state", "hints", "meta", "changes", "requests"})
+_TABLES: Final = frozenset({"state", "hints", "meta", "changes", "requests", "deks"})
 _FEED_ID: Final = "feed_id"  # meta: random id of this store's feed (new file, new feed)
 _FEED_TRIMMED: Final = "feed_trimmed"  # meta: the highest seq trimmed away
 
@@ -233,12 +261,20 @@ class CorruptStoreError(StoreError):
 
 
 class CorruptValueError(StoreError):
-    """A value no longer matches the digest stored beside it (it rotted on disk). An
-    update of it is refused, writing nothing: joining into garbage would store the
-    garbage again under a valid digest, where no scrub could find it."""
+    """A value no longer matches the digest stored beside it (it rotted on disk), or,
+    encrypted at rest, fails authentication. An update of it is refused, writing
+    nothing: joining into garbage would store the garbage again under a valid digest,
+    where no scrub could find it. ``value`` is the bytes as stored."""
 
-    def __init__(self, path: str, tier: str, key: str, value: bytes) -> None:
-        super().__init__(f"{path}: {tier}/{key} no longer matches its digest (corrupt)")
+    def __init__(
+        self,
+        path: str,
+        tier: str,
+        key: str,
+        value: bytes,
+        why: str = "no longer matches its digest",
+    ) -> None:
+        super().__init__(f"{path}: {tier}/{key} {why} (corrupt)")
         self.tier, self.key, self.value = tier, key, value
 
 
@@ -328,6 +364,8 @@ _SET_META: Final = 5
 _UPDATE_ONCE: Final = 6
 _UPDATE_GROUPS: Final = 7
 _REPLACE_IF: Final = 8
+_RESEAL: Final = 9
+_DROP_DEKS: Final = 10
 
 _Item = tuple[int, tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 _Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
@@ -488,6 +526,7 @@ class TierStore:
         group_commit_wait_s: float = 0.0,
         clock_ns: Callable[[], int] = time.time_ns,
         feed_keep: int = FEED_KEEP,
+        keyring: Keyring | None = None,
     ) -> None:
         if group_commit_max < 1:
             raise ValueError(f"group_commit_max must be >= 1, got {group_commit_max}")
@@ -497,6 +536,12 @@ class TierStore:
         self._max = group_commit_max
         self._wait_s = group_commit_wait_s
         self._clock_ns = clock_ns
+        # Encryption at rest (module docstring). _deks: every data key of the file,
+        # unwrapped (readers look them up; the writer adds new ones before using them);
+        # _dek: the one new values go under (writer thread).
+        self._keyring = keyring
+        self._deks: dict[int, DataKey] = {}
+        self._dek: tuple[int, DataKey] | None = None
 
         self._cond = threading.Condition()
         self._queue: collections.deque[_Item] = collections.deque()
@@ -523,6 +568,11 @@ class TierStore:
         self._lock_fd = self._acquire_lock()
         try:
             self._wconn = self._open_writer()
+            try:
+                self._load_deks(self._wconn)
+            except BaseException:
+                self._wconn.close()
+                raise
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -601,7 +651,7 @@ class TierStore:
             fsync_dir(os.path.dirname(self.path))
             log.info("store %s created (schema v%d)", self.path, SCHEMA_VERSION)
         elif version < SCHEMA_VERSION:
-            steps = {1: (*_V2, *_V3), 2: _V3}[version]
+            steps = {1: (*_V2, *_V3, *_V4), 2: (*_V3, *_V4), 3: _V4}[version]
             self._migrate(conn, steps)
             log.info("store %s migrated from schema v%d to v%d", self.path, version, SCHEMA_VERSION)
         elif not tables >= _TABLES:
@@ -628,6 +678,210 @@ class TierStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    # ---------------------------------------------------- encryption at rest
+
+    def _load_deks(self, conn: sqlite3.Connection) -> None:
+        """Unwrap every data key the file holds; refuse to open if a value is under a
+        key the keyring lacks (or there is no keyring)."""
+        if self._keyring is not None:
+            conn.execute("PRAGMA secure_delete=ON")  # what a rewrite frees is zeroed
+        for dek_id, wrapped in conn.execute("SELECT id, wrapped FROM deks").fetchall():
+            used = self._values_under(conn, int(dek_id))
+            if self._keyring is None:
+                if used:
+                    raise StoreOpenError(
+                        f"{self.path}: {used} values are encrypted at rest, and no encryption"
+                        " key is configured"
+                    )
+                continue
+            try:
+                self._deks[int(dek_id)] = self._keyring.unwrap(
+                    bytes(wrapped), what=f"{self.path}: data key {dek_id}"
+                )
+            except AtRestError as exc:
+                if used:
+                    raise StoreOpenError(f"{exc} ({used} values are under it)") from exc
+
+    @staticmethod
+    def _values_under(conn: sqlite3.Connection, dek_id: int) -> int:
+        return sum(
+            int(conn.execute(f"SELECT count(*) FROM {table} WHERE dek=?", (dek_id,)).fetchone()[0])
+            for table in ("state", "hints")
+        )
+
+    def _ensure_dek(self, conn: sqlite3.Connection) -> None:
+        """Writer thread, outside a transaction: make ``_dek`` a data key under the
+        keyring's primary key with uses left (a new one committed to ``deks``)."""
+        keyring = self._keyring
+        if keyring is None:
+            self._dek = None
+            return
+        current = self._dek
+        if (
+            current is not None
+            and current[1].kek_fingerprint == keyring.primary.fingerprint
+            and not current[1].exhausted
+        ):
+            return
+        key = keyring.new_data_key()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(
+                "INSERT INTO deks (wrapped, created_ns) VALUES (?, ?)",
+                (key.wrapped, self._clock_ns()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        dek_id = int(cur.lastrowid or 0)
+        self._deks[dek_id] = key
+        self._dek = (dek_id, key)
+
+    def _seal(self, aad: bytes, value: bytes) -> tuple[bytes, int | None]:
+        """Writer thread: ``value`` as stored, and its ``dek`` column."""
+        if self._dek is None:
+            return value, None
+        dek_id, key = self._dek
+        return key.encrypt(value, aad), dek_id
+
+    def _unseal(self, aad: bytes, raw: bytes, dek: int | None) -> bytes:
+        """The plaintext of a stored value; AtRestError if it does not authenticate."""
+        if dek is None:
+            return raw
+        key = self._deks.get(dek)
+        if key is None:
+            raise KeyringError(f"data key {dek} is not in {self.path}")
+        return key.decrypt(raw, aad)
+
+    def _value(self, tier: str, key: str, raw: Any, dek: Any) -> bytes:
+        """A state row's plaintext; CorruptValueError if it does not authenticate."""
+        stored = bytes(raw)
+        try:
+            return self._unseal(_state_aad(tier, key), stored, None if dek is None else int(dek))
+        except AtRestError:
+            raise CorruptValueError(
+                self.path, tier, key, stored, "fails authentication (changed or misplaced)"
+            ) from None
+
+    def _hint(self, row: Sequence[Any]) -> Hint:
+        hint_id, target, tier, key, raw, created, dek = row
+        stored = bytes(raw)
+        try:
+            value = self._unseal(
+                _hint_aad(str(target), str(tier), str(key)),
+                stored,
+                None if dek is None else int(dek),
+            )
+        except AtRestError:
+            raise CorruptValueError(
+                self.path, str(tier), str(key), stored, f"hint {hint_id} fails authentication"
+            ) from None
+        return Hint(int(hint_id), str(target), str(tier), str(key), value, int(created))
+
+    def set_keyring(self, keyring: Keyring | None) -> None:
+        """Encrypt new values under ``keyring``'s primary key from the next write on.
+        KeyringError if it lacks a key that values are still under (nothing changes)."""
+        if keyring is None and self._deks:
+            raise KeyringError(f"{self.path}: turning encryption at rest off is not supported")
+        if keyring is not None:
+            usage = self.key_usage()
+            for fp, count in usage.items():
+                if fp is not None and count and not keyring.has(fp):
+                    raise KeyringError(
+                        f"{keyring.source} lacks key {fp.hex()}, which {count} values of"
+                        f" {self.path} are still under; keep it until they are re-sealed"
+                    )
+        self._keyring = keyring
+
+    def key_usage(self) -> dict[bytes | None, int]:
+        """How many values and hints are under each key-encryption key (by
+        fingerprint; None: plaintext)."""
+        usage: dict[bytes | None, int] = {}
+        with self._reader("key_usage") as conn:
+            for table in ("state", "hints"):
+                for dek, count in conn.execute(f"SELECT dek, count(*) FROM {table} GROUP BY dek"):
+                    fp = None if dek is None else self._dek_fingerprint(int(dek))
+                    usage[fp] = usage.get(fp, 0) + int(count)
+        return usage
+
+    def _dek_fingerprint(self, dek_id: int) -> bytes:
+        key = self._deks.get(dek_id)
+        if key is not None:
+            return key.kek_fingerprint
+        with self._reader("key_usage") as conn:
+            row = conn.execute("SELECT wrapped FROM deks WHERE id=?", (dek_id,)).fetchone()
+        return b"\0\0\0\0" if row is None else bytes(row[0])[:4]
+
+    async def reseal(self, page: int = 256) -> int:
+        """Re-encrypt every value and hint that is not under the keyring's primary key
+        (or is plaintext), ``page`` rows per write transaction, between other writes;
+        then drop the data keys nothing is under. Returns the rows rewritten. A value
+        that does not authenticate is left for the scrubber's repair."""
+        total = 0
+        for table in ("state", "hints"):
+            after: tuple[Any, ...] | None = ()
+            while after is not None:
+                done, after = await self._submit(_RESEAL, (table, after, page))
+                total += done
+        await self._submit(_DROP_DEKS, ())
+        return total
+
+    def _reseal_page(
+        self, conn: sqlite3.Connection, table: str, after: tuple[Any, ...], page: int
+    ) -> tuple[int, tuple[Any, ...] | None]:
+        want = None if self._dek is None else self._dek[1].kek_fingerprint
+        if table == "state":
+            where = "WHERE (tier, key) > (?, ?) " if after else ""
+            rows = conn.execute(
+                f"SELECT tier, key, value, dek FROM state {where}ORDER BY tier, key LIMIT ?",
+                (*after, page),
+            ).fetchall()
+        else:
+            where = "WHERE id > ? " if after else ""
+            rows = conn.execute(
+                f"SELECT id, target, tier, key, value, dek FROM hints {where}ORDER BY id LIMIT ?",
+                (*after, page),
+            ).fetchall()
+        done = 0
+        for row in rows:
+            dek = row[-1]
+            if (None if dek is None else self._dek_fingerprint(int(dek))) == want:
+                continue
+            if table == "state":
+                tier, key = str(row[0]), str(row[1])
+                aad = _state_aad(tier, key)
+            else:
+                aad = _hint_aad(str(row[1]), str(row[2]), str(row[3]))
+            try:
+                plain = self._unseal(aad, bytes(row[-2]), None if dek is None else int(dek))
+            except AtRestError:
+                continue  # corrupt: the scrubber finds it and repairs it from a replica
+            value, new_dek = self._seal(aad, plain)
+            if table == "state":
+                conn.execute(
+                    "UPDATE state SET value=?, dek=? WHERE tier=? AND key=?",
+                    (value, new_dek, row[0], row[1]),
+                )
+            else:
+                conn.execute("UPDATE hints SET value=?, dek=? WHERE id=?", (value, new_dek, row[0]))
+            done += 1
+        if len(rows) < page:
+            return done, None
+        last = rows[-1]
+        return done, ((last[0], last[1]) if table == "state" else (last[0],))
+
+    def _drop_deks(self, conn: sqlite3.Connection) -> int:
+        current = None if self._dek is None else self._dek[0]
+        unused = [
+            int(dek_id)
+            for (dek_id,) in conn.execute("SELECT id FROM deks").fetchall()
+            if int(dek_id) != current and not self._values_under(conn, int(dek_id))
+        ]
+        conn.executemany("DELETE FROM deks WHERE id=?", [(d,) for d in unused])
+        return len(unused)
 
     # -------------------------------------------------------------- closing
 
@@ -847,6 +1101,7 @@ class TierStore:
         now_ns = self._clock_ns()
         outcomes: list[_Outcome] = []
         try:
+            self._ensure_dek(conn)
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._abort(batch, exc)
@@ -896,11 +1151,11 @@ class TierStore:
         if kind == _UPDATE:
             tier, key, fn = args
             row = conn.execute(
-                "SELECT value, digest FROM state WHERE tier=? AND key=?", (tier, key)
+                "SELECT value, digest, dek FROM state WHERE tier=? AND key=?", (tier, key)
             ).fetchone()
-            current: bytes | None = None if row is None else bytes(row[0])
+            current: bytes | None = None if row is None else self._value(tier, key, row[0], row[2])
             if current is not None and digest_of(current) != bytes(row[1]):
-                raise CorruptValueError(self.path, tier, key, current)
+                raise CorruptValueError(self.path, tier, key, bytes(row[0]))
             new = fn(current)
             if new is None:
                 if current is not None:
@@ -909,10 +1164,11 @@ class TierStore:
                 return None
             new = _as_bytes("update function result", new)
             if new != current:
+                stored, dek = self._seal(_state_aad(tier, key), new)
                 conn.execute(
-                    "INSERT OR REPLACE INTO state (tier, key, value, digest, updated_ns)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (tier, key, new, digest_of(new), now),
+                    "INSERT OR REPLACE INTO state (tier, key, value, digest, updated_ns, dek)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (tier, key, stored, digest_of(new), now, dek),
                 )
                 self._record(conn, [(tier, key)], now)
             return new
@@ -949,13 +1205,20 @@ class TierStore:
         if kind == _REPLACE_IF:
             tier, key, expected, new = args
             row = conn.execute(
-                "SELECT value FROM state WHERE tier=? AND key=?", (tier, key)
+                "SELECT value, dek FROM state WHERE tier=? AND key=?", (tier, key)
             ).fetchone()
-            if row is None or bytes(row[0]) != expected:
+            if row is None:
                 return False
+            try:  # expected is what a read returned: the plaintext, or as stored if rotten
+                current = self._value(tier, key, row[0], row[1])
+            except CorruptValueError as exc:
+                current = exc.value
+            if current != expected:
+                return False
+            stored, dek = self._seal(_state_aad(tier, key), new)
             conn.execute(
-                "UPDATE state SET value=?, digest=?, updated_ns=? WHERE tier=? AND key=?",
-                (new, digest_of(new), now, tier, key),
+                "UPDATE state SET value=?, digest=?, updated_ns=?, dek=? WHERE tier=? AND key=?",
+                (stored, digest_of(new), now, dek, tier, key),
             )
             self._record(conn, [(tier, key)], now)
             return True
@@ -963,9 +1226,13 @@ class TierStore:
             (rows,) = args
             with _savepoint(conn):
                 conn.executemany(
-                    "INSERT OR REPLACE INTO state (tier, key, value, digest, updated_ns)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(t, k, v, digest_of(v), now) for t, k, v in rows],
+                    "INSERT OR REPLACE INTO state (tier, key, value, digest, updated_ns, dek)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (t, k, stored, digest_of(v), now, dek)
+                        for t, k, v in rows
+                        for stored, dek in (self._seal(_state_aad(t, k), v),)
+                    ],
                 )
                 self._record(conn, [(t, k) for t, k, _ in rows], now)
             return None
@@ -975,9 +1242,12 @@ class TierStore:
                 self._record(conn, [args], now)
             return cur.rowcount > 0
         if kind == _ADD_HINT:
+            target, tier, key, value = args
+            stored, dek = self._seal(_hint_aad(target, tier, key), value)
             cur = conn.execute(
-                "INSERT INTO hints (target, tier, key, value, created_ns) VALUES (?, ?, ?, ?, ?)",
-                (*args, now),
+                "INSERT INTO hints (target, tier, key, value, created_ns, dek)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (target, tier, key, stored, now, dek),
             )
             return cur.lastrowid
         if kind == _DELETE_HINTS:
@@ -989,6 +1259,10 @@ class TierStore:
         if kind == _SET_META:
             conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", args)
             return None
+        if kind == _RESEAL:
+            return self._reseal_page(conn, *args)
+        if kind == _DROP_DEKS:
+            return self._drop_deks(conn)
         raise AssertionError(f"unknown work item kind {kind}")
 
     @staticmethod
@@ -1111,9 +1385,9 @@ class TierStore:
         """The committed value of ``key``, or None."""
         with self._reader("get") as conn:
             row = conn.execute(
-                "SELECT value FROM state WHERE tier=? AND key=?", (tier, key)
+                "SELECT value, dek FROM state WHERE tier=? AND key=?", (tier, key)
             ).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else self._value(tier, key, row[0], row[1])
 
     def get_checked(self, tier: str, key: str) -> bytes | None:
         """:meth:`get`, checked against the stored digest: CorruptValueError if the value
@@ -1130,9 +1404,9 @@ class TierStore:
         """``(value, digest)`` of ``key``, or None."""
         with self._reader("get") as conn:
             row = conn.execute(
-                "SELECT value, digest FROM state WHERE tier=? AND key=?", (tier, key)
+                "SELECT value, digest, dek FROM state WHERE tier=? AND key=?", (tier, key)
             ).fetchone()
-        return None if row is None else (bytes(row[0]), bytes(row[1]))
+        return None if row is None else (self._value(tier, key, row[0], row[2]), bytes(row[1]))
 
     def scan(
         self, tier: str, prefix: str = "", after: str = "", limit: int = 0
@@ -1145,7 +1419,7 @@ class TierStore:
         """
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        sql = "SELECT key, value FROM state WHERE tier=?"
+        sql = "SELECT key, value, dek FROM state WHERE tier=?"
         params: list[object] = [tier]
         if prefix:
             sql += " AND key>=?"
@@ -1163,7 +1437,7 @@ class TierStore:
             params.append(limit)
         with self._reader("scan") as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [(str(k), bytes(v)) for k, v in rows]
+        return [(str(k), self._value(tier, str(k), v, d)) for k, v, d in rows]
 
     def changes(self, tier: str, prefix: str, after: int, limit: int) -> ChangePage:
         """The feed's changes to keys of ``tier`` under ``prefix`` with seq > ``after``,
@@ -1173,7 +1447,7 @@ class TierStore:
             raise ValueError(f"limit must be >= 1, got {limit}")
         now = after == -1
         sql = (
-            "SELECT c.seq, c.key, s.value FROM changes c LEFT JOIN state s"
+            "SELECT c.seq, c.key, s.value, s.dek FROM changes c LEFT JOIN state s"
             " ON s.tier = c.tier AND s.key = c.key WHERE c.seq > ? AND c.tier = ?"
         )
         params: list[object] = [after, tier]
@@ -1206,7 +1480,8 @@ class TierStore:
         return ChangePage(
             feed=bytes(meta.get(_FEED_ID, b"")).decode(),
             entries=_last_per_key(
-                (int(q), str(k), None if v is None else bytes(v)) for q, k, v in rows
+                (int(q), str(k), None if v is None else self._value(tier, str(k), v, d))
+                for q, k, v, d in rows
             ),
             through=through,
             trimmed=int(bytes(meta.get(_FEED_TRIMMED, b"0"))),
@@ -1262,7 +1537,8 @@ class TierStore:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         sql = (
-            "SELECT id, target, tier, key, value, created_ns FROM hints WHERE target=? ORDER BY id"
+            "SELECT id, target, tier, key, value, created_ns, dek FROM hints WHERE target=?"
+            " ORDER BY id"
         )
         params: tuple[object, ...] = (target,)
         if limit:
@@ -1270,9 +1546,7 @@ class TierStore:
             params = (target, limit)
         with self._reader("hints_for") as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [
-            Hint(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), int(r[5])) for r in rows
-        ]
+        return [self._hint(r) for r in rows]
 
     def hints_about(self, tier: str, key: str) -> list[Hint]:
         """Hints held for ``tier/key`` (any target), oldest first. Scans the hints table:
@@ -1280,14 +1554,12 @@ class TierStore:
         _check_str("tier", tier)
         _check_str("key", key)
         sql = (
-            "SELECT id, target, tier, key, value, created_ns FROM hints "
+            "SELECT id, target, tier, key, value, created_ns, dek FROM hints "
             "WHERE tier=? AND key=? ORDER BY id"
         )
         with self._reader("hints_about") as conn:
             rows = conn.execute(sql, (tier, key)).fetchall()
-        return [
-            Hint(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), int(r[5])) for r in rows
-        ]
+        return [self._hint(r) for r in rows]
 
     def check_digests(
         self, after: tuple[str, str] = ("", ""), limit: int = 512
@@ -1299,12 +1571,19 @@ class TierStore:
         rotted on disk. A value rewritten meanwhile is read with its new digest."""
         with self._reader("check_digests") as conn:
             rows = conn.execute(
-                "SELECT tier, key, value, digest FROM state WHERE (tier, key) > (?, ?) "
+                "SELECT tier, key, value, digest, dek FROM state WHERE (tier, key) > (?, ?) "
                 "ORDER BY tier, key LIMIT ?",
                 (*after, limit),
             ).fetchall()
-        bad = [(str(t), str(k), bytes(v)) for t, k, v, d in rows if digest_of(bytes(v)) != bytes(d)]
-        read = sum(len(v) + len(k) for _, k, v, _ in rows)
+        bad = []
+        for t, k, v, d, dek in rows:
+            try:
+                rotten = digest_of(self._value(str(t), str(k), v, dek)) != bytes(d)
+            except CorruptValueError:
+                rotten = True
+            if rotten:
+                bad.append((str(t), str(k), bytes(v)))
+        read = sum(len(v) + len(k) for _, k, v, _, _ in rows)
         nxt = (str(rows[-1][0]), str(rows[-1][1])) if len(rows) == limit else None
         return bad, nxt, read
 
@@ -1315,7 +1594,7 @@ class TierStore:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         sql = (
-            "SELECT id, target, tier, key, value, created_ns FROM hints "
+            "SELECT id, target, tier, key, value, created_ns, dek FROM hints "
             "WHERE tier=? AND id>? ORDER BY id"
         )
         params: tuple[object, ...] = (tier, after_id)
@@ -1324,9 +1603,7 @@ class TierStore:
             params = (*params, limit)
         with self._reader("hints_in") as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [
-            Hint(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), int(r[5])) for r in rows
-        ]
+        return [self._hint(r) for r in rows]
 
     def version(self, tier: str) -> int:
         """Grows whenever a write to ``tier``'s values commits, in this process (it
@@ -1339,6 +1616,15 @@ class TierStore:
         with self._reader("get_meta") as conn:
             row = conn.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
+
+
+def _state_aad(tier: str, key: str) -> bytes:
+    """What a stored value's ciphertext is bound to (its row)."""
+    return f"state:{len(tier)}:{tier}:{key}".encode()
+
+
+def _hint_aad(target: str, tier: str, key: str) -> bytes:
+    return f"hint:{len(target)}:{target}:{len(tier)}:{tier}:{key}".encode()
 
 
 @contextlib.contextmanager

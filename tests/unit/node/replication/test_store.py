@@ -569,12 +569,39 @@ async def test_a_v1_store_is_migrated_in_place(db: str) -> None:
     conn.close()
 
 
+def _undo_v4(conn: sqlite3.Connection) -> None:
+    """Make a store file look as schema v3 wrote it (no encryption at rest)."""
+    conn.execute("DROP TABLE deks")
+    conn.execute("ALTER TABLE state DROP COLUMN dek")
+    conn.execute("ALTER TABLE hints DROP COLUMN dek")
+    conn.execute("PRAGMA user_version=3")
+
+
+async def test_a_v3_store_gains_the_data_key_table_and_keeps_its_values(db: str) -> None:
+    store = TierStore(db)
+    await store.update("mesh", "m", lambda _: b"\x01")
+    await store.add_hint("n2", "mesh", "m", b"\x02")
+    await store.aclose()
+    conn = sqlite3.connect(db, isolation_level=None)
+    _undo_v4(conn)
+    conn.close()
+    store = TierStore(db)
+    assert store.get_checked("mesh", "m") == b"\x01"
+    assert [h.value for h in store.hints_for("n2")] == [b"\x02"]
+    assert store.key_usage() == {None: 2}
+    await store.aclose()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    conn.close()
+
+
 async def test_a_v2_store_gains_the_request_table_and_keeps_its_feed(db: str) -> None:
     store = TierStore(db)
     await store.update("mesh", "m", lambda _: b"\x01")
     feed = store.changes("mesh", "", 0, 10).feed
     await store.aclose()
     conn = sqlite3.connect(db, isolation_level=None)
+    _undo_v4(conn)
     conn.execute("DROP INDEX requests_by_age")
     conn.execute("DROP TABLE requests")
     conn.execute("PRAGMA user_version=2")

@@ -1,0 +1,140 @@
+"""The tier store encrypted at rest (node/replication/store.py, "Encryption at rest")."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from consensus.atrest import Key, Keyring, KeyringError
+from node.replication.store import CorruptValueError, StoreOpenError, TierStore
+
+
+def ring(*names: str) -> Keyring:
+    return Keyring([Key(n, hashlib.sha256(n.encode()).digest()) for n in names])
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "data" / "tiers.db")
+
+
+def _file_bytes(db: str) -> bytes:
+    return b"".join(Path(p).read_bytes() for p in (db, db + "-wal") if Path(p).exists())
+
+
+async def test_values_and_hints_are_ciphertext_on_disk_and_plaintext_to_readers(db: str) -> None:
+    store = TierStore(db, keyring=ring("k1"))
+    await store.put("population", "agent-1", b"SECRET-ONE")
+    await store.update("population", "agent-2", lambda _: b"SECRET-TWO")
+    await store.add_hint("n3", "mesh", "m1", b"SECRET-HINT")
+    assert store.get("population", "agent-1") == b"SECRET-ONE"
+    assert store.get_checked("population", "agent-2") == b"SECRET-TWO"
+    assert store.scan("population") == [("agent-1", b"SECRET-ONE"), ("agent-2", b"SECRET-TWO")]
+    assert [h.value for h in store.hints_for("n3")] == [b"SECRET-HINT"]
+    page = store.changes("population", "", 0, 10)
+    assert [(k, v) for _, k, v in page.entries] == [
+        ("agent-1", b"SECRET-ONE"),
+        ("agent-2", b"SECRET-TWO"),
+    ]
+    assert store.check_digests()[0] == []
+    assert b"SECRET" not in _file_bytes(db)
+    fp = ring("k1").primary.fingerprint
+    assert store.key_usage() == {fp: 3}
+    await store.aclose()
+    again = TierStore(db, keyring=ring("k1"))
+    assert again.get("population", "agent-1") == b"SECRET-ONE"
+    await again.aclose()
+
+
+async def test_an_encrypted_store_does_not_open_without_its_key(db: str) -> None:
+    store = TierStore(db, keyring=ring("k1"))
+    await store.put("population", "a", b"v")
+    await store.aclose()
+    with pytest.raises(StoreOpenError, match="1 values are encrypted at rest, and no encryption"):
+        TierStore(db)
+    with pytest.raises(StoreOpenError, match=r"not in keyring.*\(1 values are under it\)"):
+        TierStore(db, keyring=ring("other"))
+
+
+async def test_a_ciphertext_moved_to_another_row_is_corrupt_never_decoded(db: str) -> None:
+    """Swapping two rows' stored bytes (and digests) keeps every SQLite page valid and
+    every digest beside its own value: only the associated data catches it."""
+    store = TierStore(db, keyring=ring("k1"))
+    await store.put_many([("population", "a", b"value-a"), ("population", "b", b"value-b")])
+    conn = sqlite3.connect(db, isolation_level=None)
+    (va, da), (vb, db_) = conn.execute(
+        "SELECT value, digest FROM state WHERE tier='population' ORDER BY key"
+    ).fetchall()
+    conn.execute("UPDATE state SET value=?, digest=? WHERE key='a'", (vb, db_))
+    conn.execute("UPDATE state SET value=?, digest=? WHERE key='b'", (va, da))
+    conn.close()
+    with pytest.raises(CorruptValueError, match="population/a fails authentication"):
+        store.get("population", "a")
+    bad, _, _ = store.check_digests()
+    assert [(t, k) for t, k, _ in bad] == [("population", "a"), ("population", "b")]
+    with pytest.raises(CorruptValueError):
+        await store.update("population", "a", lambda v: (v or b"") + b"!")
+    # repair, as the driver does: replace what was read (the stored bytes) with a good copy
+    assert await store.replace_if("population", "a", bad[0][2], b"value-a") is True
+    assert store.get_checked("population", "a") == b"value-a"
+    await store.aclose()
+
+
+async def test_rotation_reseals_everything_under_the_new_key_and_drops_old_data_keys(
+    db: str,
+) -> None:
+    old, both, new = ring("old"), ring("new", "old"), ring("new")
+    store = TierStore(db, keyring=old)
+    await store.put_many([("population", f"k{i}", b"v%d" % i) for i in range(600)])
+    await store.add_hint("n2", "agent", "x", b"hinted")
+    with pytest.raises(KeyringError, match=r"lacks key .* 601 values"):
+        store.set_keyring(new)  # would strand what is under "old"
+    store.set_keyring(both)
+    await store.put("population", "fresh", b"under new")
+    assert store.key_usage() == {old.primary.fingerprint: 601, new.primary.fingerprint: 1}
+    assert await store.reseal(page=128) == 601
+    assert store.key_usage() == {new.primary.fingerprint: 602}
+    assert await store.reseal() == 0  # idempotent
+    await store.aclose()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM deks").fetchone()[0] == 1
+    conn.close()
+    store = TierStore(db, keyring=new)  # the old key can go now
+    assert store.get_checked("population", "k599") == b"v599"
+    assert [h.value for h in store.hints_for("n2")] == [b"hinted"]
+    assert store.check_digests(limit=1000)[0] == []
+    await store.aclose()
+
+
+async def test_turning_encryption_on_reseals_plaintext_values(db: str) -> None:
+    store = TierStore(db)
+    await store.put("mesh", "m", b"PLAINTEXT-VALUE")
+    await store.aclose()
+    store = TierStore(db, keyring=ring("k1"))
+    assert store.get("mesh", "m") == b"PLAINTEXT-VALUE"  # readable while mixed
+    assert store.key_usage() == {None: 1}
+    assert await store.reseal() == 1
+    assert store.key_usage() == {ring("k1").primary.fingerprint: 1}
+    await store.aclose()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("VACUUM")
+    conn.close()
+    assert b"PLAINTEXT-VALUE" not in _file_bytes(db)
+
+
+async def test_reseal_skips_a_corrupt_value_and_finishes(db: str) -> None:
+    store = TierStore(db, keyring=ring("old"))
+    await store.put_many([("population", "a", b"1"), ("population", "b", b"2")])
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(
+        "UPDATE state SET value=x'00112233445566778899aabbccddeeff0011223344' WHERE key='a'"
+    )
+    conn.close()
+    store.set_keyring(ring("new", "old"))
+    assert await store.reseal() == 1
+    assert store.get("population", "b") == b"2"
+    await store.aclose()
