@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from consensus.atrest import Keyring, KeyringError
 from consensus.raft.backend import RaftConfig
 
 ENV_PREFIX = "TADPOLE_"
@@ -44,6 +45,12 @@ class NodeConfig:
     # the secret itself instead).
     cluster_secret_file: str = ""
     cluster_secret: str = field(default="", repr=False)
+    # Encryption at rest (AES-256-GCM) of the Raft journal, term/vote file and
+    # snapshots and of the tier store's values: a keyring file of "name:base64 key"
+    # lines, the first key encrypting and all decrypting (docs/security.md). Off when
+    # empty. Env TADPOLE_ENCRYPTION_KEYS may give the keyring itself instead.
+    encryption_key_file: str = ""
+    encryption_keys: str = field(default="", repr=False)
     # Largest value accepted, in bytes (default 1 MiB). Larger requests get
     # INVALID_ARGUMENT. Raft entries carry whole values, so this bounds the
     # size of one log entry.
@@ -119,6 +126,7 @@ class NodeConfig:
                 "cluster_secret_file (--cluster-secret-file) or TADPOLE_CLUSTER_SECRET; "
                 "peer traffic is never accepted unauthenticated"
             )
+        self.keyring()  # a bad keyring stops the node here, before anything is opened
         if self.max_value_bytes < 1 or self.max_value_bytes > 64 << 20:
             raise ConfigError("max_value_bytes must be between 1 and 64 MiB")
         if self.retention_interval_s <= 0:
@@ -193,6 +201,25 @@ class NodeConfig:
         if len(secret) < 16:
             raise ConfigError("cluster secret must be at least 16 bytes")
         return secret
+
+    def keyring(self) -> Keyring | None:
+        """The encryption-at-rest keyring, or None when encryption at rest is off. Read
+        again on every call (``tadpole keys rotate`` reloads it)."""
+        try:
+            if self.encryption_keys:
+                return Keyring.parse(self.encryption_keys, "TADPOLE_ENCRYPTION_KEYS")
+            if not self.encryption_key_file:
+                return None
+            path = self.encryption_key_file
+            try:
+                with open(path, encoding="utf-8") as f:
+                    refuse_readable_by_others("encryption_key_file", path, os.fstat(f.fileno()))
+                    text = f.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"encryption_key_file: {exc}") from exc
+            return Keyring.parse(text, path)
+        except KeyringError as exc:
+            raise ConfigError(f"encryption at rest: {exc}") from exc
 
     def peer_token(self) -> str:
         """The credential peers present: an HMAC of the secret, so the secret
@@ -312,7 +339,7 @@ def load_config(
         try:
             with open(toml_path, "rb") as fh:
                 doc = tomllib.load(fh)
-                if "cluster_secret" in doc:  # the secret itself is in the file
+                if "cluster_secret" in doc or "encryption_keys" in doc:  # secrets in the file
                     refuse_readable_by_others("config file", toml_path, os.fstat(fh.fileno()))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{toml_path}: {exc}") from exc

@@ -24,6 +24,7 @@ from node.config import ConfigError, load_config
 @click.option("--peers", help="Other members: id=host:port,... (default: none).")
 @click.option("--data-dir", help="Data directory (default ./data/<id>).")
 @click.option("--cluster-secret-file", help="File with the shared cluster secret.")
+@click.option("--encryption-key-file", help="Keyring: AES-256-GCM encryption at rest (off).")
 @click.option("--max-value-bytes", type=int, help="Largest accepted value (default 1048576).")
 @click.option("--request-timeout", "request_timeout_s", type=float, help="Commit wait, s (10).")
 @click.option("--system-backend", help="raft (default) or etcd.")

@@ -28,9 +28,11 @@ from gossip.config import GossipConfig
 from node.api.backup import BackupServicer
 from node.api.documents import DocumentsServicer
 from node.api.guard import DecodeGuard
+from node.api.keys import KeysServicer
 from node.api.kv import VERSION, ClusterServicer, KVServicer
 from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
+from node.atrest import AtRest
 from node.backup.layout import ARCHIVE_DIR, TIERS_DB
 from node.backup.schedule import BackupScheduler, Policy
 from node.backup.wal import WalArchiver
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAMES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("KV", "Cluster", "Tiers", "Backup", "Peer")
+    for name in ("KV", "Cluster", "Tiers", "Backup", "Keys", "Peer")
 )
 
 
@@ -71,6 +73,9 @@ class NodeServer:
         # With etcd the node's Raft group is not started: etcd is the system
         # tier, and the peer service only keeps refusing unauthenticated calls.
         backend: SystemBackend
+        # Encryption at rest (None: off); read once here, again by `tadpole keys rotate`.
+        self._keyring = config.keyring()
+        self.atrest: AtRest | None = None
         self._raft_system: RaftSystem | None = None
         self._raft: RaftBackend | None = None
         if config.system_backend == "etcd":
@@ -82,6 +87,7 @@ class NodeServer:
                 config.data_path,
                 sender=self._send_raft,
                 config=config.raft,
+                keyring=self._keyring,
             )
             backend, self._raft_system, self._raft = raft_system, raft_system, raft_system.raft
         # Both faces (gRPC, HTTP) reach the system tier through this: it times them.
@@ -424,7 +430,8 @@ class NodeServer:
         pb_grpc.add_KVServicer_to_server(KVServicer(cfg, self.system, self.metrics), server)
         pb_grpc.add_ClusterServicer_to_server(self._cluster, server)
         os.makedirs(cfg.data_path, exist_ok=True)
-        self.store = TierStore(os.path.join(cfg.data_path, TIERS_DB))
+        self.store = TierStore(os.path.join(cfg.data_path, TIERS_DB), keyring=self._keyring)
+        self.atrest = AtRest(cfg, self._keyring, self.store, self._raft)
         archive_dir = os.path.join(cfg.data_path, ARCHIVE_DIR)
         self.replication = Replication(
             node_id=cfg.node_id,
@@ -450,6 +457,7 @@ class NodeServer:
         pb_grpc.add_BackupServicer_to_server(
             BackupServicer(cfg.node_id, self.system, self.store, archive_dir), server
         )
+        pb_grpc.add_KeysServicer_to_server(KeysServicer(self.atrest), server)
         pb_grpc.add_PeerServicer_to_server(
             PeerServicer(
                 self._raft,
@@ -486,6 +494,7 @@ class NodeServer:
             self.wal.start()
         if self.scrubber is not None:
             self.scrubber.start()
+        self.atrest.start()
         if self.http is not None:
             await self.http.start()
         for name in ("", *SERVICE_NAMES):
@@ -512,6 +521,8 @@ class NodeServer:
             await self.wal.stop()
         if self.scrubber is not None:
             await self.scrubber.stop()
+        if self.atrest is not None:
+            await self.atrest.close()
         await self.gossip.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+from consensus.atrest import Keyring
 from consensus.backend import BackendInfo, RangeResult
 from consensus.durable import Histogram
 from consensus.errors import ProposalError, ProposalTimeout
@@ -51,8 +52,11 @@ class RaftSystem:
         *,
         sender: Sender,
         config: RaftConfig,
+        keyring: Keyring | None = None,
     ) -> None:
-        self.raft = RaftBackend(node_id, peer_ids, data_dir, sender=sender, config=config)
+        self.raft = RaftBackend(
+            node_id, peer_ids, data_dir, sender=sender, config=config, keyring=keyring
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._barrier_inflight = False
         self._next_barrier: asyncio.Future[None] | None = None

@@ -25,9 +25,10 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from consensus.atrest import WRAPPED_BYTES
 from consensus.errors import SnapshotError
 from consensus.raft.backend import check_snapshot_steps
-from consensus.raft.journal import _ENTRY, _REC, MAGIC
+from consensus.raft.journal import _ENTRY, _REC, SEALED_MAGIC, header_size
 
 CHUNK = 1 << 20
 
@@ -53,10 +54,12 @@ def journal(path: str) -> Iterator[Progress]:
         return
     with f:
         inode = os.fstat(f.fileno()).st_ino
-        if f.read(len(MAGIC)) != MAGIC:
+        head = f.read(len(SEALED_MAGIC) + WRAPPED_BYTES)
+        offset = header_size(head)
+        if offset == 0 or offset > len(head):
             yield Damage(path, 0, "not a Tadpole journal (bad magic)")
             return
-        offset = len(MAGIC)
+        f.seek(offset)
         buffer = b""
         while True:
             data = f.read(CHUNK)

@@ -29,6 +29,12 @@ def _ledger_command() -> click.Command:
     return ledger
 
 
+def _keys_command() -> click.Command:
+    from node.cli.keys import keys
+
+    return keys
+
+
 def _backup_command() -> click.Command:
     from node.cli.backup import backup
 
@@ -38,6 +44,7 @@ def _backup_command() -> click.Command:
 cli.add_lazy_command("node", _node_command)
 cli.add_lazy_command("backup", _backup_command)
 cli.add_lazy_command("ledger", _ledger_command)
+cli.add_lazy_command("keys", _keys_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

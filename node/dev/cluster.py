@@ -4,7 +4,9 @@
 starts one background process per id (gRPC on base-port + 1, + 2, ...), data
 in ``<dir>/<id>/data``, pid in ``<dir>/<id>/node.pid``, log in
 ``<dir>/<id>/node.log``, a fresh cluster secret in ``<dir>/cluster.secret`` and the
-operator credential derived from it in ``<dir>/operator.token`` (0600 both);
+operator credential derived from it in ``<dir>/operator.token`` (0600 both), and,
+unless ``--no-encrypt``, a keyring in ``<dir>/at-rest.keys`` (0600) that turns on
+encryption at rest;
 waits for a leader; prints the membership table. ``stop`` sends SIGTERM and
 waits. The :class:`LocalCluster` class is the same machinery for tests.
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 import click
 import grpc
 
+from consensus.atrest import generate_line
 from node.config import operator_token_for
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -83,6 +86,8 @@ class LocalCluster:
     extra_args: list[str] = field(default_factory=list)
     # Prometheus /metrics + /healthz on metrics_base_port + 1, + 2, ... (None = off).
     metrics_base_port: int | None = None
+    # Encryption at rest, with the keyring <root>/at-rest.keys (made if missing).
+    encrypt: bool = False
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -119,8 +124,17 @@ class LocalCluster:
         """The operator credential (``tadpole --token-file``), derived from the secret."""
         return os.path.join(self.root, "operator.token")
 
+    @property
+    def keyring_file(self) -> str:
+        """The encryption-at-rest keyring every node reads (when ``encrypt``)."""
+        return os.path.join(self.root, "at-rest.keys")
+
     def prepare(self) -> None:
         os.makedirs(self.root, exist_ok=True)
+        if self.encrypt and not os.path.exists(self.keyring_file):
+            fd = os.open(self.keyring_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(generate_line("dev1") + "\n")
         if not os.path.exists(self.secret_file):
             fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -131,7 +145,7 @@ class LocalCluster:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         with open(os.path.join(self.root, "cluster.json"), "w") as f:
-            json.dump({"nodes": self.addresses}, f, indent=2)
+            json.dump({"nodes": self.addresses, "encrypt": self.encrypt}, f, indent=2)
 
     def command(self, node_id: str) -> list[str]:
         addrs = self.addresses
@@ -153,6 +167,7 @@ class LocalCluster:
             "--pid-file",
             self.pid_file(node_id),
             *(["--http-listen", m] if (m := self.metrics_address(node_id)) else []),
+            *(["--encryption-key-file", self.keyring_file] if self.encrypt else []),
             *self.extra_args,
         ]
 
@@ -271,10 +286,11 @@ class LocalCluster:
 
 def _load(root: str) -> LocalCluster:
     with open(os.path.join(root, "cluster.json")) as f:
-        nodes: dict[str, str] = json.load(f)["nodes"]
+        doc = json.load(f)
+    nodes: dict[str, str] = doc["nodes"]
     ids = list(nodes)
     first_port = int(next(iter(nodes.values())).rsplit(":", 1)[1])
-    return LocalCluster(root, ids, first_port - 1)
+    return LocalCluster(root, ids, first_port - 1, encrypt=bool(doc.get("encrypt")))
 
 
 @click.group()
@@ -292,18 +308,25 @@ def main() -> None:
 )
 @click.option("--dir", "root", default=".cluster", show_default=True)
 @click.option("--timeout", type=float, default=30.0, show_default=True)
+@click.option("--encrypt/--no-encrypt", default=True, show_default=True,
+              help="Encryption at rest with the keyring DIR/at-rest.keys.")  # fmt: skip
 @click.argument("node_ids", nargs=-1)
 def start(
     base_port: int,
     metrics_base_port: int | None,
     root: str,
     timeout: float,
+    encrypt: bool,
     node_ids: tuple[str, ...],
 ) -> None:
     """Start NODE_IDS (default n1 n2 n3) in the background and wait for a leader."""
     metrics_base = base_port + 100 if metrics_base_port is None else metrics_base_port
     cluster = LocalCluster(
-        root, list(node_ids or ("n1", "n2", "n3")), base_port, metrics_base_port=metrics_base
+        root,
+        list(node_ids or ("n1", "n2", "n3")),
+        base_port,
+        metrics_base_port=metrics_base,
+        encrypt=encrypt,
     )
     cluster.start()
     for node_id in cluster.node_ids:

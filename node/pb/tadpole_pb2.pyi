@@ -762,6 +762,46 @@ class BackupRowsPage(_message.Message):
     node_id: str
     def __init__(self, rows: _Optional[_Iterable[_Union[BackupRow, _Mapping]]] = ..., done: _Optional[bool] = ..., node_id: _Optional[str] = ...) -> None: ...
 
+class KeysStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KeysRotateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KeyCount(_message.Message):
+    __slots__ = ("key", "values")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    values: int
+    def __init__(self, key: _Optional[str] = ..., values: _Optional[int] = ...) -> None: ...
+
+class KeysStatusResponse(_message.Message):
+    __slots__ = ("node_id", "enabled", "primary", "keyring", "journal", "snapshot", "store", "resealing", "last_error", "resealed")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    KEYRING_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    RESEALING_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESEALED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    enabled: bool
+    primary: str
+    keyring: _containers.RepeatedScalarFieldContainer[str]
+    journal: str
+    snapshot: str
+    store: _containers.RepeatedCompositeFieldContainer[KeyCount]
+    resealing: bool
+    last_error: str
+    resealed: int
+    def __init__(self, node_id: _Optional[str] = ..., enabled: _Optional[bool] = ..., primary: _Optional[str] = ..., keyring: _Optional[_Iterable[str]] = ..., journal: _Optional[str] = ..., snapshot: _Optional[str] = ..., store: _Optional[_Iterable[_Union[KeyCount, _Mapping]]] = ..., resealing: _Optional[bool] = ..., last_error: _Optional[str] = ..., resealed: _Optional[int] = ...) -> None: ...
+
 class PeerMessage(_message.Message):
     __slots__ = ("from_id", "payload", "from_address")
     FROM_ID_FIELD_NUMBER: _ClassVar[int]

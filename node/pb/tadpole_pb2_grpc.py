@@ -1161,6 +1161,121 @@ class Backup:
             _registered_method=True)
 
 
+class KeysStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Status = channel.unary_unary(
+                '/tadpole.v1.Keys/Status',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.KeysStatusRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.KeysStatusResponse.FromString,
+                _registered_method=True)
+        self.Rotate = channel.unary_unary(
+                '/tadpole.v1.Keys/Rotate',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.KeysRotateRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.KeysStatusResponse.FromString,
+                _registered_method=True)
+
+
+class KeysServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rotate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_KeysServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.KeysStatusRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.KeysStatusResponse.SerializeToString,
+            ),
+            'Rotate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rotate,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.KeysRotateRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.KeysStatusResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tadpole.v1.Keys', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tadpole.v1.Keys', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Keys:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Keys/Status',
+            node_dot_pb_dot_tadpole__pb2.KeysStatusRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.KeysStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rotate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Keys/Rotate',
+            node_dot_pb_dot_tadpole__pb2.KeysRotateRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.KeysStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class PeerStub:
     """Missing associated documentation comment in .proto file."""
 

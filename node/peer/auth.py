@@ -3,9 +3,10 @@ and the operator credential of operator calls.
 
 Every peer call must carry ``authorization: Bearer <token>``, where the token is derived
 from the shared cluster secret (``NodeConfig.peer_token``). Operator calls
-(:data:`OPERATOR_METHODS`: leadership transfer; every method of the Backup service) must
-carry the operator token instead (``NodeConfig.operator_token``, another derivation of
-the secret; the dev cluster writes it to ``<dir>/operator.token``).
+(:data:`OPERATOR_METHODS`: leadership transfer; every method of the Backup and Keys
+services) must carry the operator token instead (``NodeConfig.operator_token``,
+another derivation of the secret; the dev cluster writes it to
+``<dir>/operator.token``).
 :class:`PeerAuthInterceptor` checks both in a server interceptor, before the request is
 even parsed: a call without the right credential is answered ``UNAUTHENTICATED`` by a
 handler that never deserializes the request body, so an unauthenticated sender can't get
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 PEER_SERVICE_PREFIX = "/tadpole.v1.Peer/"
 OPERATOR_METHODS = frozenset({"/tadpole.v1.Cluster/TransferLeadership"})
 # Every method of these services is an operator call (backups hand out raw replicas).
-OPERATOR_SERVICE_PREFIXES = ("/tadpole.v1.Backup/",)
+OPERATOR_SERVICE_PREFIXES = ("/tadpole.v1.Backup/", "/tadpole.v1.Keys/")
 AUTH_HEADER = "authorization"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from consensus.atrest import generate_line
 from consensus.raft.backend import RaftConfig
 from node.config import ConfigError, NodeConfig, load_config, parse_peers, secret_file_problem
 
@@ -455,3 +456,32 @@ def test_a_config_file_with_the_secret_in_it_must_be_private_too(tmp_path: Path)
     # without a secret in it, a config file may be world-readable
     plain = write(tmp_path, 'node_id = "n1"\n', "plain.toml", mode=0o644)
     assert load_config(toml_path=plain, env={}).node_id == "n1"
+
+
+# -- encryption at rest ----------------------------------------------------------------
+
+
+def test_encryption_is_off_by_default_and_one_setting_turns_it_on(tmp_path: Path) -> None:
+    assert NodeConfig().keyring() is None
+    line = generate_line("k1")
+    path = write(tmp_path, f"# the cluster's keys\n{line}\n", "keys")
+    keyring = NodeConfig(encryption_key_file=path).keyring()
+    assert keyring is not None and keyring.primary.name == "k1"
+    from_env = load_config(env={"TADPOLE_ENCRYPTION_KEYS": line}).keyring()
+    assert from_env is not None and from_env.primary.secret == keyring.primary.secret
+    assert line.split(":", 1)[1] not in repr(load_config(env={"TADPOLE_ENCRYPTION_KEYS": line}))
+
+
+def test_a_keyring_others_can_read_stops_the_node(tmp_path: Path) -> None:
+    path = write(tmp_path, generate_line("k1") + "\n", "keys")
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match=r"encryption_key_file .*mode 0644.*chmod 600"):
+        NodeConfig(encryption_key_file=path)
+
+
+def test_a_bad_keyring_stops_the_node_naming_the_file_not_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "k1:c2hvcnQ=\n", "keys")
+    with pytest.raises(ConfigError, match=f"encryption at rest: {re.escape(path)}: key 'k1' is 5"):
+        NodeConfig(encryption_key_file=path)
+    with pytest.raises(ConfigError, match="encryption_key_file"):
+        NodeConfig(encryption_key_file=str(tmp_path / "absent"))

@@ -1,0 +1,217 @@
+"""``tadpole keys``: encryption at rest (docs/security.md) -- make a key, see what every
+node's files are under, rotate to a new key.
+
+``status`` and ``rotate`` ask every member and need the operator token
+(``--token-file``). Keys are shown by name and fingerprint, never their bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from consensus.atrest import KeyringError, generate_line
+from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.peer.auth import auth_metadata
+
+__all__ = ["keys"]
+
+
+@click.group()
+def keys() -> None:
+    """Encryption at rest: generate keys, show what data is under which, rotate."""
+
+
+@keys.command(name="generate")
+@click.option("--name", default="", help="The key's name (default: k<unix time>).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write a new keyring file holding just this key (mode 0600).")  # fmt: skip
+@click.option("--add-to", "add_to", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Put the key first in this keyring file: new writes go under it after"
+              " `tadpole keys rotate`; the old keys stay to read older data.")  # fmt: skip
+def generate_command(name: str, out: str | None, add_to: str | None) -> None:
+    """Make a new AES-256 key; print its keyring line, or write it to a file."""
+    try:
+        line = generate_line(name or f"k{int(time.time())}")
+    except KeyringError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    if out and add_to:
+        _fail("give --out or --add-to, not both", EXIT_USAGE)
+    if out:
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            _fail(f"{out}: already exists; not overwriting a keyring", EXIT_USAGE)
+        except OSError as exc:
+            _fail(f"{out}: {exc.strerror or exc}", EXIT_USAGE)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(line + "\n")
+        click.echo(f"wrote {out} (key {line.split(':', 1)[0]})")
+    elif add_to:
+        _prepend(add_to, line)
+        click.echo(f"{add_to}: key {line.split(':', 1)[0]} is now first; run `tadpole keys rotate`")
+    else:
+        click.echo(line)
+
+
+def _prepend(path: str, line: str) -> None:
+    """Put ``line`` first in the keyring file at ``path``, replaced atomically with the
+    same mode and owner."""
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(line + "\n" + old)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _fail(f"{path}: {exc.strerror or exc}", EXIT_FAILURE)
+
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@keys.command(name="status")
+@_JSON
+@click.pass_obj
+def status_command(settings: Any, as_json: bool) -> None:
+    """What every node's journal, snapshot and tier store are encrypted under."""
+    replies = _ask(settings, "Status")
+    _show(replies, as_json)
+    if any(isinstance(r, str) for r in replies.values()):
+        raise SystemExit(EXIT_FAILURE)
+
+
+@keys.command(name="rotate")
+@click.option("--no-wait", is_flag=True, help="Return once every node has started.")
+@click.option("--wait-timeout", default=600.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the re-seal to finish.")  # fmt: skip
+@_JSON
+@click.pass_obj
+def rotate_command(settings: Any, no_wait: bool, wait_timeout: float, as_json: bool) -> None:
+    """Every node reads its keyring file again, writes under its first key from now on
+    and re-seals older data in the background; then wait until all of it is under
+    that key. Put the new key first in every node's keyring file before (`tadpole keys
+    generate --add-to FILE`); remove the old one only after."""
+    replies = _ask(settings, "Rotate")
+    failed = {n: r for n, r in replies.items() if isinstance(r, str)}
+    deadline = time.monotonic() + wait_timeout
+    while not no_wait and not failed and not _finished(replies):
+        if time.monotonic() > deadline:
+            _show(replies, as_json)
+            _fail(f"re-seal not finished after {wait_timeout:.0f} s; see `tadpole keys status`")
+        time.sleep(0.5)
+        replies = _ask(settings, "Status")
+        failed = {n: r for n, r in replies.items() if isinstance(r, str)}
+    _show(replies, as_json)
+    if failed:
+        raise SystemExit(EXIT_FAILURE)
+
+
+def _finished(replies: dict[str, pb.KeysStatusResponse | str]) -> bool:
+    for reply in replies.values():
+        if isinstance(reply, str):
+            return False
+        if reply.resealing or reply.last_error:
+            return False
+        if any(c.key != reply.primary and c.values for c in reply.store):
+            return False
+        if reply.journal not in ("-", reply.primary) or reply.snapshot not in ("-", reply.primary):
+            return False
+    return True
+
+
+def _ask(settings: Any, method: str) -> dict[str, pb.KeysStatusResponse | str]:
+    if not settings.token:
+        _fail(f"keys {method.lower()} needs the operator token: --token-file FILE", EXIT_USAGE)
+    try:
+        return asyncio.run(_ask_all(settings.endpoints, settings.token, method, settings.timeout_s))
+    except ConnectionError as exc:
+        _fail(str(exc))
+
+
+async def _ask_all(
+    endpoints: Sequence[str], token: str, method: str, timeout_s: float
+) -> dict[str, pb.KeysStatusResponse | str]:
+    channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(address: str) -> grpc.aio.Channel:
+        if address not in channels:
+            channels[address] = grpc.aio.insecure_channel(address)
+        return channels[address]
+
+    try:
+        members: list[tuple[str, str]] = []
+        errors = []
+        for endpoint in endpoints:
+            try:
+                reply = await pb_grpc.ClusterStub(channel(endpoint)).Members(
+                    pb.MembersRequest(), timeout=min(timeout_s, 5.0)
+                )
+            except grpc.aio.AioRpcError as exc:
+                errors.append(f"{endpoint}: {exc.details() or exc.code().name}")
+                continue
+            members = [(m.id, m.address) for m in reply.members]
+            break
+        if not members:
+            raise ConnectionError("no endpoint answered: " + "; ".join(errors))
+        metadata = auth_metadata(token)
+
+        async def one(address: str) -> pb.KeysStatusResponse | str:
+            stub = pb_grpc.KeysStub(channel(address))
+            request = pb.KeysRotateRequest() if method == "Rotate" else pb.KeysStatusRequest()
+            try:
+                answer: pb.KeysStatusResponse = await getattr(stub, method)(
+                    request, timeout=timeout_s, metadata=metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                return f"{exc.code().name}: {exc.details()}"
+            return answer
+
+        answers = await asyncio.gather(*(one(address) for _, address in members))
+        return dict(zip((m for m, _ in members), answers, strict=True))
+    finally:
+        for ch in channels.values():
+            await ch.close()
+
+
+def _show(replies: dict[str, pb.KeysStatusResponse | str], as_json: bool) -> None:
+    if as_json:
+        out = {
+            node: r
+            if isinstance(r, str)
+            else MessageToDict(r, always_print_fields_with_no_presence=True)
+            for node, r in sorted(replies.items())
+        }
+        click.echo(json.dumps(out, indent=1))
+        return
+    for node, r in sorted(replies.items()):
+        if isinstance(r, str):
+            click.echo(f"{node}: {r}")
+            continue
+        if not r.enabled:
+            click.echo(f"{node}: encryption at rest is off")
+            continue
+        state = "re-sealing" if r.resealing else "done"
+        if r.last_error:
+            state = f"FAILED: {r.last_error}"
+        click.echo(f"{node}: writes under {r.primary}; {state}")
+        click.echo(f"  journal   {r.journal or 'plaintext'}")
+        click.echo(f"  snapshot  {r.snapshot or 'plaintext'}")
+        for count in r.store:
+            click.echo(f"  store     {count.key or 'plaintext'}: {count.values} values")
