@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
 	test-integration client check lint typecheck imports coverage clean bench bench-http chaos monitor \
-	monitor-stop bench-ab bench-population bench-instrumentation postgres dr-drill bench-backup
+	monitor-stop bench-ab bench-population bench-instrumentation postgres dr-drill bench-backup \
+	bench-atrest
 
 help:
 	@echo "make cluster          start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
@@ -35,6 +36,7 @@ help:
 	@echo "make bench-instrumentation  instrumentation cost per put, % of its server CPU"
 	@echo "make dr-drill         back up a cluster under load, destroy it, restore it, check every write (DRILL_ARGS)"
 	@echo "make bench-backup     backup/restore throughput at 100k keys, incremental size (BACKUP_BENCH_ARGS)"
+	@echo "make bench-atrest     put throughput with encryption at rest off vs on, same run (ATREST_BENCH_ARGS)"
 	@echo "make postgres         start this machine's PostgreSQL with the ledger tests' database (make test runs it)"
 	@echo "make venv / clean     create $(VENV) from constraints.txt / remove it and all caches"
 
@@ -235,6 +237,9 @@ dr-drill: venv
 BACKUP_BENCH_ARGS ?=
 bench-backup: venv
 	$(PY) bench/backup_bench.py $(BACKUP_BENCH_ARGS)
+
+bench-atrest: venv
+	$(PY) bench/atrest_bench.py $(ATREST_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLUSTER_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info

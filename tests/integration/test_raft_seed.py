@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from consensus.raft.backend import RaftBackend, RaftConfig, seed_data_dir
+from consensus.raft.backend import RaftConfig, open_snapshot, seed_data_dir
 from consensus.statemachine import PutOp, SystemStateMachine, Txn
 from tests.support.raft_cluster import leader_of, start_cluster
 
@@ -62,7 +62,7 @@ def test_a_seeded_group_starts_at_the_state_and_keeps_going(tmp_path: pathlib.Pa
             node.stop()
     # the log was compacted: the snapshots now end past the two seed entries
     for node_id in ("n1", "n2", "n3"):
-        f, raft_data, _ = RaftBackend._open_snapshot(str(tmp_path / node_id / "raft.snapshot"))
+        f, raft_data, _ = open_snapshot(str(tmp_path / node_id / "raft.snapshot"), None)
         f.close()
         assert raft_data[0][1] > 2
     nodes = start_cluster(str(tmp_path), config)
