@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from consensus.atrest import Keyring
 from consensus.durable import atomic_write, fsync_dir
 from consensus.raft.backend import seed_data_dir
 from consensus.statemachine import SystemStateMachine
@@ -68,10 +69,13 @@ def restore(
     force: bool = False,
     allow_incomplete: bool = False,
     system: SystemStateMachine | None = None,
+    keyring: Keyring | None = None,
 ) -> Restored:
     """Build one data directory per member id in ``targets`` (id -> directory).
     ``system``: the system tier's state to seed instead of the backup's (a
-    point-in-time restore: the backup's state with archived revisions replayed)."""
+    point-in-time restore: the backup's state with archived revisions replayed).
+    ``keyring``: the new cluster's encryption-at-rest keys; its files are written
+    encrypted from the first byte (without it, in plaintext)."""
     if not targets:
         raise BackupError("name the new cluster's members: --node ID=DATA_DIR (one each)")
     if not manifest.complete and not allow_incomplete:
@@ -110,7 +114,7 @@ def restore(
             for owner in owners(spec, key, members):
                 placed[owner].append((name, key, value))
     for member in members:
-        _build(targets[member], state, placed[member], archives)
+        _build(targets[member], state, placed[member], archives, keyring)
     return Restored(
         backup_id=manifest.id,
         revision=state.revision,
@@ -128,14 +132,15 @@ def _build(
     state: Any,
     rows: list[tuple[str, str, bytes]],
     archives: list[tuple[str, bytes]],
+    keyring: Keyring | None,
 ) -> None:
     target = os.path.abspath(target)
     staging = target + ".restoring"
     if os.path.exists(staging):
         shutil.rmtree(staging)
     os.makedirs(staging, mode=0o700)
-    seed_data_dir(staging, state)
-    asyncio.run(_fill(os.path.join(staging, TIERS_DB), rows))
+    seed_data_dir(staging, state, keyring)
+    asyncio.run(_fill(os.path.join(staging, TIERS_DB), rows, keyring))
     if archives:
         folder = os.path.join(staging, ARCHIVE_DIR)
         os.makedirs(folder)
@@ -155,8 +160,8 @@ def _build(
     fsync_dir(os.path.dirname(target))
 
 
-async def _fill(path: str, rows: list[tuple[str, str, bytes]]) -> None:
-    store = TierStore(path)
+async def _fill(path: str, rows: list[tuple[str, str, bytes]], keyring: Keyring | None) -> None:
+    store = TierStore(path, keyring=keyring)
     try:
         for start in range(0, len(rows), 2048):
             await store.put_many(rows[start : start + 2048])

@@ -23,6 +23,7 @@ from node.backup.manifest import Manifest, ManifestError
 from node.backup.repository import Repository, RepositoryError
 from node.backup.restore import restore
 from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail
+from node.config import ConfigError, NodeConfig
 
 __all__ = ["backup"]
 
@@ -315,6 +316,9 @@ def _targets(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--to-time", default=None, metavar="TIME",
               help="Point in time: the system tier after the last revision committed at or "
               "before TIME (ISO 8601 with a zone, e.g. 2026-12-05T04:00:00Z).")  # fmt: skip
+@click.option("--encryption-key-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The new cluster's encryption-at-rest keyring: its files are written"
+              " encrypted from the start.")  # fmt: skip
 def restore_command(
     repo: str,
     backup_id: str,
@@ -324,6 +328,7 @@ def restore_command(
     allow_incomplete: bool,
     to_revision: int | None,
     to_time: str | None,
+    encryption_key_file: str | None,
 ) -> None:
     """Build a new cluster's data directories from a backup (`latest` for the newest).
 
@@ -338,6 +343,12 @@ def restore_command(
         _fail("give --to-revision or --to-time, not both", EXIT_USAGE)
     to_time_ns = _parse_time(to_time) if to_time is not None else None
     targets = _targets(nodes)
+    keyring = None
+    if encryption_key_file is not None:
+        try:
+            keyring = NodeConfig(encryption_key_file=encryption_key_file).keyring()
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_USAGE)
     started = time.monotonic()
     try:
         repository = Repository.local(repo)
@@ -353,7 +364,7 @@ def restore_command(
             state = wal.replay(base, revisions, to_revision=to_revision, to_time_ns=to_time_ns)
         done = restore(
             repository, manifest, identities, targets, force=force,
-            allow_incomplete=allow_incomplete, system=state,
+            allow_incomplete=allow_incomplete, system=state, keyring=keyring,
         )  # fmt: skip
     except _ERRORS as exc:
         _stop(exc)

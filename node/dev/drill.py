@@ -137,7 +137,9 @@ def drill(
         log.append(message)
         click.echo(message)
 
-    original = LocalCluster(os.path.join(root, "original"), list(IDS), free_base_port(3))
+    original = LocalCluster(
+        os.path.join(root, "original"), list(IDS), free_base_port(3), encrypt=True
+    )
     repo = os.path.join(root, "repo")
     key_file = os.path.join(root, "backup.key")
     secret, public = seal.generate_identity()
@@ -197,8 +199,10 @@ def drill(
     destroyed = time.monotonic()
     say("destroyed the cluster: all nodes killed, all data directories deleted")
 
-    new = LocalCluster(os.path.join(root, "restored"), list(IDS), free_base_port(3))
+    new = LocalCluster(os.path.join(root, "restored"), list(IDS), free_base_port(3), encrypt=True)
+    new.prepare()  # the new cluster's keyring (encryption at rest), before its files exist
     restored = _tadpole("backup", "restore", "--repo", repo, "latest", "-i", key_file,
+                        "--encryption-key-file", new.keyring_file,
                         *(f"--node={n}={new.data_dir(n)}" for n in IDS))  # fmt: skip
     if restored.returncode != 0:
         raise click.ClickException(f"restore failed: {restored.stderr.strip()}")

@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from consensus.atrest import Key, Keyring
+from consensus.raft.backend import open_snapshot, snapshot_key
+from consensus.statemachine import SystemStateMachine
 from node.backup import archive, seal
 from node.backup.archive import BackupError, TierCopy
 from node.backup.repository import Repository
@@ -108,3 +111,29 @@ def test_an_incomplete_backup_needs_allow_incomplete(tmp_path: pathlib.Path) -> 
         restore(repo, manifest, ids, targets(tmp_path / "a"))
     assert not (tmp_path / "a").exists()
     restore(repo, manifest, ids, targets(tmp_path / "b"), allow_incomplete=True)
+
+
+def test_a_restore_with_a_keyring_writes_nothing_in_plaintext(
+    backup: tuple[Repository, Any, list[Any]], tmp_path: pathlib.Path
+) -> None:
+    """Restoring into an encrypted cluster: the journal, its term/vote file, the snapshot
+    and every tier value are encrypted from the first byte, and open with the keyring."""
+    repo, manifest, ids = backup
+    keyring = Keyring([Key("k1", b"\x11" * 32)])
+    where = targets(tmp_path / "new")
+    restore(repo, manifest, ids, where, keyring=keyring)
+    pop = dict(population(200))
+    for path in where.values():
+        assert pathlib.Path(path, "raft.journal").read_bytes()[:8] == b"TPJOURN2"
+        assert snapshot_key(os.path.join(path, "raft.snapshot")) == keyring.primary.fingerprint
+        store = TierStore(os.path.join(path, "tiers.db"), keyring=keyring)
+        try:
+            assert set(store.key_usage()) == {keyring.primary.fingerprint}
+            assert all(pop[k] == v for k, v in store.scan("population"))
+        finally:
+            store.close()
+        f, _, body = open_snapshot(os.path.join(path, "raft.snapshot"), keyring)
+        with f:
+            sm = SystemStateMachine()
+            sm.restore_from(body)  # type: ignore[arg-type]
+        assert sm.revision == 120
