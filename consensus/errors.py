@@ -28,7 +28,12 @@ class CommandError(ConsensusError):
 
 
 class SnapshotError(ConsensusError):
-    pass
+    """A snapshot file is damaged, or (``unknown_key``) encrypted under a key that the
+    keyring it was read with lacks."""
+
+    def __init__(self, message: str, *, unknown_key: bool = False) -> None:
+        super().__init__(message)
+        self.unknown_key = unknown_key
 
 
 class JournalError(ConsensusError):

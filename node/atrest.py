@@ -50,9 +50,8 @@ class AtRest:
 
     def start(self) -> None:
         """From the event loop: re-seal what the store holds under another key."""
-        if self.keyring is not None and self._stale():
-            log.info("store holds values not under %s: re-sealing them", self.keyring.primary.id)
-            self._spawn()
+        if self.keyring is not None:
+            self._task = asyncio.get_running_loop().create_task(self._reseal(check_first=True))
 
     async def close(self) -> None:
         if self._task is not None:
@@ -85,7 +84,7 @@ class AtRest:
                     " until the rotation has finished"
                 )
         try:
-            self._store.set_keyring(keyring)
+            await asyncio.to_thread(self._store.set_keyring, keyring)  # counts: a scan
         except KeyringError as exc:
             raise RotateError(str(exc)) from exc
         self.keyring = keyring
@@ -100,8 +99,13 @@ class AtRest:
             return
         self._task = asyncio.get_running_loop().create_task(self._reseal(), name="reseal")
 
-    async def _reseal(self) -> None:
+    async def _reseal(self, *, check_first: bool = False) -> None:
         try:
+            if check_first:
+                if not await asyncio.to_thread(self._stale):
+                    return
+                assert self.keyring is not None
+                log.info("store holds values not under %s: re-sealing", self.keyring.primary.id)
             while True:
                 self._again = False
                 done = await self._store.reseal()

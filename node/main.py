@@ -61,10 +61,18 @@ def node_command(
     if pid_file:
         with open(pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
+    from consensus.errors import JournalError, SnapshotError
+    from node.replication.store import StoreOpenError
     from node.server import run_node
 
     try:
         run_node(config)
+    except (JournalError, SnapshotError, StoreOpenError) as exc:
+        # The data directory cannot be used as it is (damaged, or encrypted under a key
+        # this node lacks): say so, without a traceback, and change nothing.
+        logging.getLogger("node").error("node %s cannot start: %s", config.node_id, exc)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     finally:
         if pid_file and os.path.exists(pid_file):
             os.unlink(pid_file)

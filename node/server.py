@@ -88,6 +88,7 @@ class NodeServer:
                 sender=self._send_raft,
                 config=config.raft,
                 keyring=self._keyring,
+                keyring_loader=config.keyring,
             )
             backend, self._raft_system, self._raft = raft_system, raft_system, raft_system.raft
         # Both faces (gRPC, HTTP) reach the system tier through this: it times them.
@@ -256,6 +257,25 @@ class NodeServer:
                     "tadpole_scrub_last_pass_timestamp_seconds",
                     "Unix time the last full scrub pass ended (0: none yet)",
                     "gauge", samples=(((), sc.last_pass_ns / 1e9),),
+                ),
+            ]  # fmt: skip
+        if self.atrest is not None:
+            at = self.atrest
+            out += [
+                Family(
+                    "tadpole_encryption_at_rest_enabled",
+                    "1 when this node encrypts its journal, snapshots and tier values",
+                    "gauge", samples=(((), float(at.keyring is not None)),),
+                ),
+                Family(
+                    "tadpole_encryption_reseal_running",
+                    "1 while values under an older key (or plaintext) are being re-sealed",
+                    "gauge", samples=(((), float(at.resealing)),),
+                ),
+                Family(
+                    "tadpole_encryption_resealed_total",
+                    "Tier values and hints re-sealed under the primary key since start",
+                    "counter", samples=(((), float(at.resealed)),),
                 ),
             ]  # fmt: skip
         if self.backups is not None:

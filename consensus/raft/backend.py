@@ -56,7 +56,14 @@ from pysyncobj.journal import Journal
 from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import Node
 
-from consensus.atrest import WRAPPED_BYTES, AtRestError, Keyring, SealedReader, SealedWriter
+from consensus.atrest import (
+    WRAPPED_BYTES,
+    AtRestError,
+    Keyring,
+    SealedReader,
+    SealedWriter,
+    UnknownKeyError,
+)
 from consensus.backend import BackendInfo, PeerInfo
 from consensus.durable import Histogram, fsync_dir
 from consensus.errors import (
@@ -407,6 +414,8 @@ def open_snapshot(
         else:
             try:
                 key = keyring.unwrap(f.read(WRAPPED_BYTES), what=filename)
+            except UnknownKeyError as exc:
+                raise SnapshotError(str(exc), unknown_key=True) from exc
             except AtRestError as exc:
                 raise SnapshotError(str(exc)) from exc
             length = size - 4 - f.tell()
@@ -420,6 +429,15 @@ def open_snapshot(
     except BaseException:
         f.close()
         raise
+
+
+def authenticate_snapshot(filename: str, keyring: Keyring | None) -> None:
+    """Read a snapshot file through to its end, authenticating every frame of an
+    encrypted one (1 MiB at a time, nothing kept). SnapshotError if one fails."""
+    f, _, body = open_snapshot(filename, keyring)
+    with f:
+        while body.read(1 << 20):
+            pass
 
 
 class _Authenticated:
@@ -511,8 +529,12 @@ class RaftBackend:
         sender: Sender,
         config: RaftConfig | None = None,
         keyring: Keyring | None = None,
+        keyring_loader: Callable[[], Keyring | None] | None = None,
     ) -> None:
         self.node_id = node_id
+        # Reads the keyring as it is now (the node's file): a snapshot from a leader
+        # that rotated before this node did may be under a key not yet in _keyring.
+        self._keyring_loader = keyring_loader
         # Encryption at rest of the journal, its term/vote file and the snapshot (None:
         # plaintext). Replaced by rekey(); read by the tick and snapshot threads.
         self._keyring = keyring
@@ -561,6 +583,10 @@ class RaftBackend:
             os.path.join(self._data_dir, "raft.journal"), snapshot_path, keyring=self._keyring
         )
         self._reconcile_journal(snapshot_path)
+        if os.path.exists(snapshot_path) and snapshot_key(snapshot_path) is not None:
+            # pysyncobj swallows a snapshot that fails to load and would start from an
+            # empty state: every frame is authenticated first, and a bad one stops here.
+            authenticate_snapshot(snapshot_path, self._keyring)
         if self._snapshot_needs_reseal(snapshot_path):
             self._install_resealed(snapshot_path, self._reseal_snapshot(snapshot_path))
         cfg = self.config
@@ -849,7 +875,25 @@ class RaftBackend:
         return int(SERIALIZER_STATE.NOT_SERIALIZING)
 
     def _read_snapshot(self, filename: str) -> tuple[Any, ...]:
-        f, raft_data, state = open_snapshot(filename, self._keyring)
+        try:
+            f, raft_data, state = open_snapshot(filename, self._keyring)
+        except SnapshotError as exc:
+            fresh = None
+            if self._keyring_loader is not None:
+                try:
+                    fresh = self._keyring_loader()
+                except Exception as reload_error:  # a keyring file that no longer reads
+                    log.error("node %s: keyring: %s", self.node_id, reload_error)
+            if not exc.unknown_key or fresh is None:
+                log.error("node %s: cannot load snapshot: %s", self.node_id, exc)
+                raise
+            log.warning(
+                "node %s: %s; read it with the keyring file as it is now (run `tadpole"
+                " keys rotate` so every node encrypts under the same key)",
+                self.node_id,
+                exc,
+            )
+            f, raft_data, state = open_snapshot(filename, fresh)
         with f, self._sm_lock:
             self._sm.restore_from(state)  # type: ignore[arg-type]
         return raft_data

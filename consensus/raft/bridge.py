@@ -53,9 +53,16 @@ class RaftSystem:
         sender: Sender,
         config: RaftConfig,
         keyring: Keyring | None = None,
+        keyring_loader: Callable[[], Keyring | None] | None = None,
     ) -> None:
         self.raft = RaftBackend(
-            node_id, peer_ids, data_dir, sender=sender, config=config, keyring=keyring
+            node_id,
+            peer_ids,
+            data_dir,
+            sender=sender,
+            config=config,
+            keyring=keyring,
+            keyring_loader=keyring_loader,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._barrier_inflight = False

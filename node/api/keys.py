@@ -6,6 +6,7 @@ is parsed. Keys are named by name and fingerprint, never shown.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -31,4 +32,4 @@ class KeysServicer(pb_grpc.KeysServicer):  # type: ignore[misc]
             await self._atrest.rotate()
         except RotateError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        return self._atrest.status()
+        return await asyncio.to_thread(self._atrest.status)

@@ -151,6 +151,11 @@ def test_an_encrypted_cluster_keeps_no_plaintext_survives_kill_and_rotates(
             assert rotated.returncode == 0, rotated.stdout + rotated.stderr
             assert rotated.stdout.count("writes under k2") == 3 and "dev1" not in rotated.stdout
             write(client, 260, 280)
+            resealed = sum(
+                metric(cluster, n, "tadpole_encryption_resealed_total") for n in cluster.node_ids
+            )
+            assert resealed >= 52  # at least one copy of each of the 52 agent values
+            assert metric(cluster, "n1", "tadpole_encryption_at_rest_enabled") == 1
         keyring.write_text(keyring.read_text().splitlines()[0] + "\n")
         for node_id in cluster.node_ids:
             assert cluster.stop_node(node_id)
@@ -186,3 +191,26 @@ def test_an_encrypted_cluster_keeps_no_plaintext_survives_kill_and_rotates(
     finally:
         for node_id in cluster.node_ids:
             cluster.kill(node_id)
+
+
+def test_a_node_without_its_key_refuses_to_start_with_a_message(tmp_path: pathlib.Path) -> None:
+    cluster = LocalCluster(str(tmp_path / "c"), ["n1"], free_base_port(1), encrypt=True)
+    cluster.start()
+    try:
+        cluster.wait_leader(30, all_up=True)
+        with Client(cluster.endpoints.split(",")) as client:
+            write(client, 0, 6)
+    finally:
+        assert cluster.stop_node("n1")
+    keyring = pathlib.Path(cluster.keyring_file)
+    out = subprocess.run(
+        [sys.executable, "-m", "node.cli", "keys", "generate", "--name", "wrong"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    keyring.write_text(out.stdout)
+    started = subprocess.run(
+        cluster.command("n1"), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert started.returncode == 1, started.stderr[-2000:]
+    assert "error: " in started.stderr and "which is not in" in started.stderr
+    assert "Traceback" not in started.stderr + started.stdout

@@ -28,7 +28,13 @@ from consensus.atrest import (
     sealed_stream_bytes,
 )
 from consensus.errors import JournalError, SnapshotError
-from consensus.raft.backend import open_snapshot, snapshot_key, write_snapshot_file
+from consensus.raft.backend import (
+    RaftBackend,
+    open_snapshot,
+    seed_data_dir,
+    snapshot_key,
+    write_snapshot_file,
+)
 from consensus.raft.journal import SEALED_MAGIC, DurableJournal
 from consensus.statemachine import PutOp, SystemStateMachine, Txn
 
@@ -372,3 +378,50 @@ def test_aesgcm_is_the_cipher() -> None:
         dek.wrapped[4:16], dek.wrapped[16:], b"tadpole data key v1"
     )
     assert AESGCM(secret).decrypt(record[:12], record[12:], b"ad") == b"hello"
+
+
+# -- the backend ------------------------------------------------------------------------------
+
+
+def _seeded(tmp_path: Path, keyring: Keyring) -> str:
+    data = str(tmp_path / "n1")
+    seed_data_dir(data, _state(3000), keyring)
+    return data
+
+
+def test_a_node_does_not_start_on_a_snapshot_that_fails_authentication(tmp_path: Path) -> None:
+    """pysyncobj swallows a snapshot that fails to load and starts from an empty state:
+    the backend authenticates every frame before, and refuses to start."""
+    import struct
+    import zlib
+
+    keyring = ring("k1")
+    data = _seeded(tmp_path, keyring)
+    path = Path(data, "raft.snapshot")
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) - 1000] ^= 0x01  # in the last frame: the header still reads
+    struct.pack_into("<I", raw, len(raw) - 4, zlib.crc32(raw[:-4]))
+    path.write_bytes(bytes(raw))
+    backend = RaftBackend("n1", [], data, sender=lambda peer, frames: None, keyring=keyring)
+    with pytest.raises(SnapshotError, match="fails authentication"):
+        backend.start()
+
+
+def test_a_snapshot_under_a_key_not_yet_loaded_is_read_with_the_keyring_file_as_it_is_now(
+    tmp_path: Path,
+) -> None:
+    """A leader that rotated first sends a snapshot under the new key to a follower that
+    has the key in its file but not yet in memory."""
+    old, rotated = ring("k1"), ring("k2", "k1")
+    path = str(tmp_path / "received.snapshot")
+    write_snapshot_file(path, pickle.dumps(("last", "before")), _state(10), rotated)
+    stuck = RaftBackend("n1", [], str(tmp_path / "a"), sender=lambda p, f: None, keyring=old)
+    with pytest.raises(SnapshotError, match="not in") as info:
+        stuck._read_snapshot(path)
+    assert info.value.unknown_key
+    follower = RaftBackend(
+        "n1", [], str(tmp_path / "b"), sender=lambda p, f: None, keyring=old,
+        keyring_loader=lambda: rotated,
+    )  # fmt: skip
+    assert follower._read_snapshot(path) == ("last", "before")
+    assert follower.read(len) == 10
