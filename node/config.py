@@ -20,6 +20,7 @@ from typing import Any
 
 from consensus.atrest import Keyring, KeyringError
 from consensus.raft.backend import RaftConfig
+from node.tls import TlsFiles
 
 ENV_PREFIX = "TADPOLE_"
 
@@ -51,6 +52,15 @@ class NodeConfig:
     # empty. Env TADPOLE_ENCRYPTION_KEYS may give the keyring itself instead.
     encryption_key_file: str = ""
     encryption_keys: str = field(default="", repr=False)
+    # TLS (docs/security.md#tls): PEM files of this node's certificate (named
+    # node/<id>, SANs for its addresses), its private key (0600) and the cluster CA.
+    # All three or none; with them the gRPC and HTTP ports serve TLS 1.2+ only, and
+    # peers are called over mutual TLS.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    # With TLS: client calls too must present a certificate the cluster CA signed.
+    client_cert_auth: bool = True
     # Largest value accepted, in bytes (default 1 MiB). Larger requests get
     # INVALID_ARGUMENT. Raft entries carry whole values, so this bounds the
     # size of one log entry.
@@ -127,6 +137,17 @@ class NodeConfig:
                 "peer traffic is never accepted unauthenticated"
             )
         self.keyring()  # a bad keyring stops the node here, before anything is opened
+        tls = (self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        if any(tls) and not all(tls):
+            raise ConfigError(
+                "TLS needs all of tls_cert_file, tls_key_file and tls_ca_file (or none)"
+            )
+        if self.tls_key_file:
+            try:
+                st = os.stat(self.tls_key_file)
+            except OSError as exc:
+                raise ConfigError(f"tls_key_file: {exc}") from exc
+            refuse_readable_by_others("tls_key_file", self.tls_key_file, st)
         if self.max_value_bytes < 1 or self.max_value_bytes > 64 << 20:
             raise ConfigError("max_value_bytes must be between 1 and 64 MiB")
         if self.retention_interval_s <= 0:
@@ -220,6 +241,12 @@ class NodeConfig:
             return Keyring.parse(text, path)
         except KeyringError as exc:
             raise ConfigError(f"encryption at rest: {exc}") from exc
+
+    def tls(self) -> TlsFiles | None:
+        """This node's TLS files, or None when it serves plaintext."""
+        if not self.tls_cert_file:
+            return None
+        return TlsFiles(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
 
     def peer_token(self) -> str:
         """The credential peers present: an HMAC of the secret, so the secret

@@ -7,6 +7,7 @@ Everything runs on one asyncio loop except the Raft tick thread (see
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -54,6 +55,7 @@ from node.replication.grpc_transport import GrpcTransport
 from node.replication.scrub import Scrubber
 from node.replication.store import TierStore
 from node.tiers.ops import TIERS
+from node.tls import aio_channel
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class NodeServer:
             config=GossipConfig.lan(),
             role=lambda: self.system.info().role,
             traffic=self.traffic,
+            tls=config.tls(),
         )
         self._health_servicer: health.aio.HealthServicer | None = None
         self.store: TierStore | None = None
@@ -132,6 +135,7 @@ class NodeServer:
                     claim_ttl_s=max(600.0, 2 * interval),
                 ),
                 prune=config.backup_prune,
+                tls=config.tls(),
             )
             self.wal = WalArchiver(
                 self.system,
@@ -461,7 +465,12 @@ class NodeServer:
             archive_dir=archive_dir,
             compaction_interval_s=cfg.retention_interval_s,
             cluster_size=len(cfg.peers) + 1,
-            transport=GrpcTransport(cfg.node_id, token, traffic=self.traffic),
+            transport=GrpcTransport(
+                cfg.node_id,
+                token,
+                traffic=self.traffic,
+                connect=functools.partial(aio_channel, tls=cfg.tls()),
+            ),
         )
         if cfg.scrub_interval_s > 0:
             self.scrubber = Scrubber(
@@ -486,6 +495,7 @@ class NodeServer:
                 self.replication,
                 send_raft=self._send_raft,
                 traffic=self.traffic,
+                tls=cfg.tls() is not None,
             ),
             server,
         )
@@ -494,12 +504,24 @@ class NodeServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        server.add_insecure_port(cfg.listen)
+        tls = cfg.tls()
+        if tls is None:
+            server.add_insecure_port(cfg.listen)
+        else:
+            server.add_secure_port(
+                cfg.listen, tls.server_credentials(require_client_auth=cfg.client_cert_auth)
+            )
         await self.system.start()
         if self._raft is not None:
             for peer_id, address in cfg.peers.items():
                 link = RaftLink(
-                    cfg.node_id, peer_id, address, token, self._raft, traffic=self.traffic
+                    cfg.node_id,
+                    peer_id,
+                    address,
+                    token,
+                    self._raft,
+                    traffic=self.traffic,
+                    tls=cfg.tls(),
                 )
                 self._links[peer_id] = link
                 link.start()
@@ -561,6 +583,8 @@ class NodeServer:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if self.http is not None:  # gRPC picks up new TLS files at every handshake
+            loop.add_signal_handler(signal.SIGHUP, self.http.reload_tls)
         await self.start()
         await stop.wait()
         await self.stop()

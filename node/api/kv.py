@@ -40,6 +40,7 @@ from node.peer.auth import auth_metadata
 from node.peer.cluster_metrics import ClusterMetrics
 from node.peer.gossip import GossipDriver
 from node.tiers import validation as v
+from node.tls import aio_channel
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +330,7 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
     def _stub(self, address: str) -> Any:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = aio_channel(address, self.config.tls())
             self._channels[address] = channel
         return pb_grpc.ClusterStub(channel)
 

@@ -19,6 +19,7 @@ from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.gossip import GossipDriver, GossipServicerMixin
 from node.peer.traffic import PeerTraffic
 from node.replication.driver import Replication
+from node.tls import peer_common_name
 
 __all__ = ["PeerServicer"]
 
@@ -38,7 +39,9 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         *,
         send_raft: Callable[[str, list[bytes]], None],
         traffic: PeerTraffic | None = None,
+        tls: bool = False,
     ) -> None:
+        self._tls = tls  # calls arrive over mutual TLS: bind the certificate to the sender
         self._backend = backend
         self._send_raft = send_raft  # the Raft links, for answers that came too late
         self._peer_ids = peer_ids
@@ -46,12 +49,37 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         self._replication = replication
         self._traffic = traffic
 
+    async def _check_peer(self, context: grpc.aio.ServicerContext, claimed: str) -> None:
+        """Over TLS, a peer call must come from the certificate ``node/<claimed>`` of a
+        configured peer: a valid certificate of one node does not let it speak for
+        another. Checked before the payload is decoded."""
+        if not self._tls:
+            return
+        name = peer_common_name(context)
+        if name is None or not name.startswith("node/"):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "peer calls need a node certificate (node/<id>) signed by the cluster CA",
+            )
+        assert name is not None
+        node = name.removeprefix("node/")
+        if node not in self._peer_ids:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"certificate {name!r} is not a configured peer"
+            )
+        if claimed and claimed != node:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"certificate {name!r} may not speak for {claimed!r}",
+            )
+
     async def Replica(
         self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
     ) -> pb.PeerMessage:
         if self._replication is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "tiers are not served here")
         assert self._replication is not None
+        await self._check_peer(context, request.from_id)
         payload = await self._replication.on_replica(request.payload)
         if self._traffic is not None:
             self._traffic.received(request.from_id, "replica", len(request.payload))
@@ -69,6 +97,7 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"{request.from_id!r} is not a configured peer"
             )
+        await self._check_peer(context, request.from_id)
         frames = list(request.frames)
         traffic = self._traffic
         if traffic is not None:

@@ -41,6 +41,7 @@ from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.tiers.ops import TIERS
+from node.tls import TlsFiles, aio_channel
 
 _CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 << 20),)
 # Answers that asking again will not change (anything else counts as "did not answer").
@@ -92,10 +93,13 @@ def join_copies(
     return sorted(joined.items())
 
 
-async def gather(endpoints: Sequence[str], token: str, *, timeout_s: float = 60.0) -> Gathered:
-    """Everything a backup holds, from the cluster behind ``endpoints``."""
+async def gather(
+    endpoints: Sequence[str], token: str, *, timeout_s: float = 60.0, tls: TlsFiles | None = None
+) -> Gathered:
+    """Everything a backup holds, from the cluster behind ``endpoints`` (over TLS with
+    ``tls``)."""
     metadata = auth_metadata(token)
-    members, source, channel_for = await _members(endpoints, timeout_s)
+    members, source, channel_for = await _members(endpoints, timeout_s, tls)
     try:
         state = await _system_from_any(
             [source, *(m for m in members if m.id != source.id)], channel_for, metadata, timeout_s
@@ -134,14 +138,15 @@ async def gather(endpoints: Sequence[str], token: str, *, timeout_s: float = 60.
 
 
 class _Channels:
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsFiles | None) -> None:
+        self._tls = tls
         self._open: dict[str, grpc.aio.Channel] = {}
 
     def __call__(self, member: Member) -> grpc.aio.Channel:
         channel = self._open.get(member.address)
         if channel is None:
-            channel = self._open[member.address] = grpc.aio.insecure_channel(
-                member.address, options=_CHANNEL_OPTIONS
+            channel = self._open[member.address] = aio_channel(
+                member.address, self._tls, options=list(_CHANNEL_OPTIONS)
             )
         return channel
 
@@ -151,9 +156,9 @@ class _Channels:
 
 
 async def _members(
-    endpoints: Sequence[str], timeout_s: float
+    endpoints: Sequence[str], timeout_s: float, tls: TlsFiles | None
 ) -> tuple[list[Member], Member, _Channels]:
-    channels = _Channels()
+    channels = _Channels(tls)
     errors = []
     for endpoint in endpoints:
         stub = pb_grpc.ClusterStub(channels(Member("", endpoint)))

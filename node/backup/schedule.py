@@ -42,6 +42,7 @@ from node.backup.collect import gather
 from node.backup.layout import SCHEDULE_KEY
 from node.backup.repository import Repository
 from node.replication.background import Background
+from node.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,10 @@ class BackupScheduler(Background):
         *,
         prune: bool = True,
         clock: Callable[[], int] = time.time_ns,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.node_id = node_id
+        self.tls = tls  # the node's own certificate, to gather over TLS
         self.system = system
         self.endpoint = endpoint
         self.token = operator_token
@@ -221,7 +224,7 @@ class BackupScheduler(Background):
         incomplete (members down) is kept, marked so, and reported as a failure: a
         backup missing some writes beats none while a member is down, but the schedule
         is not met until a complete one is made."""
-        gathered = await gather([self.endpoint], self.token)
+        gathered = await gather([self.endpoint], self.token, tls=self.tls)
 
         def write() -> str:
             repo = Repository.local(self.repo_path, create=True)

@@ -29,6 +29,12 @@ def _ledger_command() -> click.Command:
     return ledger
 
 
+def _certs_command() -> click.Command:
+    from node.cli.certs import certs
+
+    return certs
+
+
 def _keys_command() -> click.Command:
     from node.cli.keys import keys
 
@@ -45,6 +51,7 @@ cli.add_lazy_command("node", _node_command)
 cli.add_lazy_command("backup", _backup_command)
 cli.add_lazy_command("ledger", _ledger_command)
 cli.add_lazy_command("keys", _keys_command)
+cli.add_lazy_command("certs", _certs_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -46,6 +47,7 @@ from node.client import (
     parse_endpoints,
 )
 from node.client.errors import InvalidArgument, TadpoleError
+from node.tls import TlsError, TlsFiles
 
 __all__ = ["cli"]
 
@@ -132,16 +134,49 @@ F = TypeVar("F", bound=Callable[..., Any])
 # -- plumbing ------------------------------------------------------------------------
 
 
+# Where `make cluster --tls` keeps its CA and the CLI's certificate (node/dev/cluster.py).
+_DEV_CLUSTER = ".cluster"
+
+
+def _dev_cluster_tls() -> TlsFiles | None:
+    """The TLS files of the dev cluster in ./.cluster when it was started with TLS."""
+    try:
+        with open(os.path.join(_DEV_CLUSTER, "cluster.json"), encoding="utf-8") as f:
+            if not json.load(f).get("tls"):
+                return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    tls_dir = os.path.join(_DEV_CLUSTER, "tls")
+    return TlsFiles(
+        os.path.join(tls_dir, "ca.pem"),
+        os.path.join(tls_dir, "cli.pem"),
+        os.path.join(tls_dir, "cli.key"),
+    )
+
+
 class _Settings:
-    def __init__(self, endpoints: list[str], timeout_s: float, token: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: list[str],
+        timeout_s: float,
+        token: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.timeout_s = timeout_s
         self.token = token
+        self.tls = tls  # None: plaintext
         self._client: Client | None = None
 
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.endpoints, timeout=self.timeout_s, token=self.token)
+            try:
+                credentials = None if self.tls is None else self.tls.channel_credentials()
+            except TlsError as exc:
+                _fail(str(exc), EXIT_USAGE)
+            self._client = Client(
+                self.endpoints, timeout=self.timeout_s, token=self.token, credentials=credentials
+            )
         return self._client
 
     def close(self) -> None:
@@ -305,9 +340,29 @@ def _endpoints_option(_ctx: click.Context, _param: click.Parameter, value: str) 
     help="File holding the operator token, needed by `leader transfer` "
     "(`make cluster` writes .cluster/operator.token; env TADPOLE_TOKEN_FILE).",
 )
+@click.option("--ca-file", envvar="TADPOLE_CA_FILE", default=None, metavar="PEM",
+              help="Speak TLS, trusting this CA (env TADPOLE_CA_FILE; default for a"
+              " `make cluster` with TLS: .cluster/tls/ca.pem).")  # fmt: skip
+@click.option("--cert-file", envvar="TADPOLE_CERT_FILE", default=None, metavar="PEM",
+              help="Client certificate to present (env TADPOLE_CERT_FILE).")  # fmt: skip
+@click.option("--key-file", envvar="TADPOLE_KEY_FILE", default=None, metavar="PEM",
+              help="Its private key (env TADPOLE_KEY_FILE).")  # fmt: skip
 @click.pass_context
-def cli(ctx: click.Context, endpoints: list[str], timeout: float, token_file: str | None) -> None:
+def cli(
+    ctx: click.Context,
+    endpoints: list[str],
+    timeout: float,
+    token_file: str | None,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+) -> None:
     """Operate a Tadpole State cluster."""
+    if bool(cert_file) != bool(key_file):
+        _fail("--cert-file and --key-file go together", EXIT_USAGE)
+    if cert_file and not ca_file:
+        _fail("a client certificate needs --ca-file (the CA that signed the servers)", EXIT_USAGE)
+    tls = TlsFiles(ca_file, cert_file or "", key_file or "") if ca_file else _dev_cluster_tls()
     token = None
     if token_file is not None:
         try:
@@ -315,7 +370,7 @@ def cli(ctx: click.Context, endpoints: list[str], timeout: float, token_file: st
                 token = f.read().strip()
         except (OSError, UnicodeDecodeError) as exc:
             _fail(f"--token-file: {exc}", EXIT_USAGE)
-    settings = _Settings(endpoints, timeout, token)
+    settings = _Settings(endpoints, timeout, token, tls)
     ctx.obj = settings
     ctx.call_on_close(settings.close)
 

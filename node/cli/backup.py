@@ -141,7 +141,12 @@ def create_command(
         with repository.store.exclusive():
             started = time.monotonic()
             gathered = asyncio.run(
-                gather(settings.endpoints, settings.token, timeout_s=max(settings.timeout_s, 60.0))
+                gather(
+                    settings.endpoints,
+                    settings.token,
+                    timeout_s=max(settings.timeout_s, 60.0),
+                    tls=settings.tls,
+                )
             )
             incomplete = {t: c.missing for t, c in gathered.tiers.items() if not c.complete}
             if incomplete and not allow_incomplete:

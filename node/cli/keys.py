@@ -23,6 +23,7 @@ from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
+from node.tls import TlsFiles, aio_channel
 
 __all__ = ["keys"]
 
@@ -140,19 +141,21 @@ def _ask(settings: Any, method: str) -> dict[str, pb.KeysStatusResponse | str]:
     if not settings.token:
         _fail(f"keys {method.lower()} needs the operator token: --token-file FILE", EXIT_USAGE)
     try:
-        return asyncio.run(_ask_all(settings.endpoints, settings.token, method, settings.timeout_s))
+        return asyncio.run(
+            _ask_all(settings.endpoints, settings.token, method, settings.timeout_s, settings.tls)
+        )
     except ConnectionError as exc:
         _fail(str(exc))
 
 
 async def _ask_all(
-    endpoints: Sequence[str], token: str, method: str, timeout_s: float
+    endpoints: Sequence[str], token: str, method: str, timeout_s: float, tls: TlsFiles | None
 ) -> dict[str, pb.KeysStatusResponse | str]:
     channels: dict[str, grpc.aio.Channel] = {}
 
     def channel(address: str) -> grpc.aio.Channel:
         if address not in channels:
-            channels[address] = grpc.aio.insecure_channel(address)
+            channels[address] = aio_channel(address, tls)
         return channels[address]
 
     try:

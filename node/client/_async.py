@@ -102,6 +102,9 @@ class AsyncClient:
     ``rng``: seeds the back-off jitter (tests pass a seeded ``random.Random``).
     ``token``: a bearer credential sent with every call; operator calls
     (:meth:`transfer_leadership`) need the cluster's operator token.
+    ``credentials``: TLS to the nodes (``grpc.ssl_channel_credentials(ca, key,
+    chain)``; the chain is the client certificate a cluster with ``client_cert_auth``
+    asks for); None: plaintext.
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class AsyncClient:
         prefer_leader: bool = True,
         rng: random.Random | None = None,
         token: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if endpoints is None:
             endpoints = DEFAULT_ENDPOINTS
@@ -127,6 +131,7 @@ class AsyncClient:
         )
         self._rng = rng or random.Random()
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._credentials = credentials
         # Guards _channels and _closed; never held across a suspension point, so the
         # asyncio flavour never contends for it and the blocking one is thread-safe.
         self._lock = threading.Lock()
@@ -147,7 +152,7 @@ class AsyncClient:
                 raise RuntimeError("client is closed")
             channel = self._channels.get(endpoint)
             if channel is None:
-                channel = backend.open_channel(endpoint)
+                channel = backend.open_channel(endpoint, self._credentials)
                 self._channels[endpoint] = channel
         return getattr(wire.STUBS[service](channel), method)
 

@@ -23,8 +23,11 @@ from node.client.messages import CHANNEL_OPTIONS
 __all__ = ["Flag", "Stream", "WatchBase", "ask_each", "open_channel", "sleep"]
 
 
-def open_channel(endpoint: str) -> Any:
-    """A channel to ``endpoint``, owned by the client that opened it (it closes it)."""
+def open_channel(endpoint: str, credentials: grpc.ChannelCredentials | None = None) -> Any:
+    """A channel to ``endpoint`` (TLS with ``credentials``), owned by the client that
+    opened it (it closes it)."""
+    if credentials is not None:
+        return grpc.secure_channel(endpoint, credentials, options=CHANNEL_OPTIONS)
     return grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
 
 

@@ -13,6 +13,7 @@ waits. The :class:`LocalCluster` class is the same machinery for tests.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -28,9 +29,11 @@ import click
 import grpc
 
 from consensus.atrest import generate_line
+from node.certs import create_ca, issue
 from node.config import operator_token_for
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.tls import TlsFiles, sync_channel
 
 
 def pid_alive(pid: int) -> bool:
@@ -88,6 +91,9 @@ class LocalCluster:
     metrics_base_port: int | None = None
     # Encryption at rest, with the keyring <root>/at-rest.keys (made if missing).
     encrypt: bool = False
+    # Mutual TLS on every port: a throw-away CA and certificates in <root>/tls/ (made
+    # if missing): ca.pem, <id>.pem/.key per node, cli.pem/.key for clients.
+    tls: bool = False
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -129,8 +135,49 @@ class LocalCluster:
         """The encryption-at-rest keyring every node reads (when ``encrypt``)."""
         return os.path.join(self.root, "at-rest.keys")
 
+    @property
+    def tls_dir(self) -> str:
+        return os.path.join(self.root, "tls")
+
+    def client_tls(self) -> TlsFiles | None:
+        """What a client of this cluster presents (None: plaintext)."""
+        if not self.tls:
+            return None
+        return TlsFiles(
+            os.path.join(self.tls_dir, "ca.pem"),
+            os.path.join(self.tls_dir, "cli.pem"),
+            os.path.join(self.tls_dir, "cli.key"),
+        )
+
+    def client_credentials(self) -> grpc.ChannelCredentials | None:
+        """For ``Client(..., credentials=)``."""
+        tls = self.client_tls()
+        return None if tls is None else tls.channel_credentials()
+
+    def _tls_args(self, node_id: str) -> list[str]:
+        if not self.tls:
+            return []
+        path = functools.partial(os.path.join, self.tls_dir)
+        return [
+            *("--set", f"tls_cert_file={path(node_id + '.pem')}"),
+            *("--set", f"tls_key_file={path(node_id + '.key')}"),
+            *("--set", f"tls_ca_file={path('ca.pem')}"),
+        ]
+
+    def _make_certificates(self) -> None:
+        if not os.path.exists(os.path.join(self.tls_dir, "ca.pem")):
+            create_ca(self.tls_dir)
+        for node_id in self.node_ids:
+            if not os.path.exists(os.path.join(self.tls_dir, f"{node_id}.pem")):
+                issue(self.tls_dir, self.tls_dir, node_id, node_id=node_id,
+                      hosts=(self.host, "localhost"))  # fmt: skip
+        if not os.path.exists(os.path.join(self.tls_dir, "cli.pem")):
+            issue(self.tls_dir, self.tls_dir, "cli", client="cli")
+
     def prepare(self) -> None:
         os.makedirs(self.root, exist_ok=True)
+        if self.tls:
+            self._make_certificates()
         if self.encrypt and not os.path.exists(self.keyring_file):
             fd = os.open(self.keyring_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -145,7 +192,9 @@ class LocalCluster:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         with open(os.path.join(self.root, "cluster.json"), "w") as f:
-            json.dump({"nodes": self.addresses, "encrypt": self.encrypt}, f, indent=2)
+            json.dump(
+                {"nodes": self.addresses, "encrypt": self.encrypt, "tls": self.tls}, f, indent=2
+            )
 
     def command(self, node_id: str) -> list[str]:
         addrs = self.addresses
@@ -168,6 +217,7 @@ class LocalCluster:
             self.pid_file(node_id),
             *(["--http-listen", m] if (m := self.metrics_address(node_id)) else []),
             *(["--encryption-key-file", self.keyring_file] if self.encrypt else []),
+            *self._tls_args(node_id),
             *self.extra_args,
         ]
 
@@ -246,7 +296,7 @@ class LocalCluster:
             self.stop_node(node_id)
 
     def status(self, node_id: str, timeout: float = 0.5) -> pb.StatusResponse | None:
-        with grpc.insecure_channel(self.addresses[node_id]) as channel:
+        with sync_channel(self.addresses[node_id], self.client_tls()) as channel:
             try:
                 status: pb.StatusResponse = pb_grpc.ClusterStub(channel).Status(
                     pb.StatusRequest(), timeout=timeout
@@ -284,13 +334,22 @@ class LocalCluster:
         raise TimeoutError(f"no leader within {timeout} s")
 
 
+def _tls_flags(tls: TlsFiles | None) -> list[str]:
+    """The CLI's flags for ``tls``."""
+    if tls is None:
+        return []
+    return ["--ca-file", tls.ca, "--cert-file", tls.cert, "--key-file", tls.key]
+
+
 def _load(root: str) -> LocalCluster:
     with open(os.path.join(root, "cluster.json")) as f:
         doc = json.load(f)
     nodes: dict[str, str] = doc["nodes"]
     ids = list(nodes)
     first_port = int(next(iter(nodes.values())).rsplit(":", 1)[1])
-    return LocalCluster(root, ids, first_port - 1, encrypt=bool(doc.get("encrypt")))
+    return LocalCluster(
+        root, ids, first_port - 1, encrypt=bool(doc.get("encrypt")), tls=bool(doc.get("tls"))
+    )
 
 
 @click.group()
@@ -310,6 +369,8 @@ def main() -> None:
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 @click.option("--encrypt/--no-encrypt", default=True, show_default=True,
               help="Encryption at rest with the keyring DIR/at-rest.keys.")  # fmt: skip
+@click.option("--tls/--no-tls", default=False, show_default=True,
+              help="Mutual TLS on every port, with a throw-away CA in DIR/tls/.")  # fmt: skip
 @click.argument("node_ids", nargs=-1)
 def start(
     base_port: int,
@@ -317,6 +378,7 @@ def start(
     root: str,
     timeout: float,
     encrypt: bool,
+    tls: bool,
     node_ids: tuple[str, ...],
 ) -> None:
     """Start NODE_IDS (default n1 n2 n3) in the background and wait for a leader."""
@@ -327,6 +389,7 @@ def start(
         base_port,
         metrics_base_port=metrics_base,
         encrypt=encrypt,
+        tls=tls,
     )
     cluster.start()
     for node_id in cluster.node_ids:
@@ -342,7 +405,15 @@ def start(
         sys.exit(1)
     click.echo(f"leader: {leader}\n")
     subprocess.run(
-        [sys.executable, "-m", "node.cli", "--endpoints", cluster.endpoints, "members"],
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "--endpoints",
+            cluster.endpoints,
+            *_tls_flags(cluster.client_tls()),
+            "members",
+        ],
         check=False,
     )
 

@@ -10,6 +10,7 @@ bounded by the handlers before they are read (:func:`node.http.requests.json_bod
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -105,11 +106,27 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
     return app
 
 
+# How often the HTTPS listener looks for new certificate files (SIGHUP: at once).
+TLS_CHECK_S = 5.0
+
+
 class HttpServer:
     def __init__(self, node: ApiNode, listen: str) -> None:
         self._node = node
         self._listen = listen
         self._runner: web.AppRunner | None = None
+        self._tls: Any = None  # the reloading SSL context, when TLS is on
+        self._reload_task: asyncio.Task[None] | None = None
+
+    async def _watch_tls(self) -> None:
+        while True:
+            await asyncio.sleep(TLS_CHECK_S)
+            self.reload_tls()
+
+    def reload_tls(self) -> None:
+        """Use new certificate files for new HTTPS connections, if they changed."""
+        if self._tls is not None:
+            self._tls.maybe_reload()
 
     async def start(self) -> None:
         replication = self._node.replication
@@ -119,9 +136,17 @@ class HttpServer:
         )
         await self._runner.setup()
         host, _, port = self._listen.rpartition(":")
-        await web.TCPSite(self._runner, host, int(port)).start()
+        tls = self._node.config.tls()
+        context = None
+        if tls is not None:
+            self._tls = tls.server_context(require_client_auth=self._node.config.client_cert_auth)
+            context = self._tls.context
+            self._reload_task = asyncio.get_running_loop().create_task(self._watch_tls())
+        await web.TCPSite(self._runner, host, int(port), ssl_context=context).start()
         log.info("node %s serving HTTP on %s", self._node.config.node_id, self._listen)
 
     async def stop(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()

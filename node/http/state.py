@@ -47,6 +47,7 @@ from node.tiers import mesh as mesh_doc
 from node.tiers import system_json
 from node.tiers.ops import op_from_json, render, tier_spec
 from node.tiers.validation import TIER_CONSISTENCIES, check_key, check_prefix
+from node.tls import TlsFiles
 
 __all__ = ["TOKEN_HEADER", "ApiConfig", "StateApi"]
 
@@ -69,6 +70,11 @@ class ApiConfig(Protocol):
 
     @property
     def request_timeout_s(self) -> float: ...
+
+    @property
+    def client_cert_auth(self) -> bool: ...
+
+    def tls(self) -> TlsFiles | None: ...
 
 
 @dataclass

@@ -37,6 +37,7 @@ from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.peer.traffic import PeerTraffic
+from node.tls import TlsFiles, aio_channel
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,11 @@ class GossipDriver:
         role: Callable[[], str] = lambda: "",
         sync_handler: Callable[[bytes], bytes] | None = None,
         traffic: PeerTraffic | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.node_id = node_id
         self.address = address
+        self._tls = tls
         self.config = config or GossipConfig.lan()
         self._seeds = seeds
         self._metadata = auth_metadata(token)
@@ -169,8 +172,9 @@ class GossipDriver:
     def _stub(self, address: str) -> Any:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(
+            channel = aio_channel(
                 address,
+                self._tls,
                 options=[
                     ("grpc.initial_reconnect_backoff_ms", 100),
                     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -315,9 +319,13 @@ class GossipDriver:
 
 
 class GossipServicerMixin:
-    """Ping/PingReq/Gossip/Sync for the Peer service (auth is the interceptor's job)."""
+    """Ping/PingReq/Gossip/Sync for the Peer service (auth is the interceptor's job;
+    over TLS, ``_check_peer`` binds the caller's certificate to the sender)."""
 
     gossip: GossipDriver | None
+
+    async def _check_peer(self, context: grpc.aio.ServicerContext, claimed: str) -> None:
+        """Abort unless the caller may speak for ``claimed`` (TLS: its certificate)."""
 
     async def _gossip_call(
         self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
@@ -325,6 +333,7 @@ class GossipServicerMixin:
         if self.gossip is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "gossip is not running")
         assert self.gossip is not None
+        await self._check_peer(context, request.from_id)
         try:
             payload = self.gossip.on_message(request)
         except GossipError as exc:
@@ -352,6 +361,7 @@ class GossipServicerMixin:
         if self.gossip is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "gossip is not running")
         assert self.gossip is not None
+        await self._check_peer(context, request.from_id)
         try:
             payload = self.gossip.on_sync(request)
         except GossipError as exc:

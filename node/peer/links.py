@@ -17,6 +17,7 @@ from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.peer.traffic import PeerTraffic
+from node.tls import TlsFiles, sync_channel
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ class RaftLink:
         call_timeout_s: float = 1.0,
         keepalive_s: float = 0.25,
         traffic: PeerTraffic | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.peer_id = peer_id
+        self._tls = tls
         self._self_id = self_id
         self._address = address
         self._metadata = auth_metadata(token)
@@ -98,8 +101,9 @@ class RaftLink:
         return frames
 
     def _run(self) -> None:
-        channel = grpc.insecure_channel(
+        channel = sync_channel(
             self._address,
+            self._tls,
             options=[
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.min_reconnect_backoff_ms", 100),
