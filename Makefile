@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PORT_BASE ?= 7100
 CLUSTER_DIR ?= .cluster
 NODES ?= n1 n2 n3
+# TLS=1: mutual TLS on every port, with a throw-away CA in $(CLUSTER_DIR)/tls/
+TLS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
@@ -15,6 +17,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make cluster          start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
+	@echo "                      TLS=1: mutual TLS on every port (CA and certificates in $(CLUSTER_DIR)/tls/)"
 	@echo "make cluster-stop     stop it (SIGTERM, then wait)"
 	@echo "make cluster-status   its members, through the CLI"
 	@echo "make monitor          Prometheus on 127.0.0.1:9090 scraping it, alert rules loaded (monitor-stop)"
@@ -53,7 +56,8 @@ proto: venv
 	@echo "regenerated node/pb/tadpole_pb2*.py"
 
 cluster: venv
-	@$(PY) -m node.dev.cluster start --base-port $(PORT_BASE) --dir $(CLUSTER_DIR) $(NODES)
+	@$(PY) -m node.dev.cluster start --base-port $(PORT_BASE) --dir $(CLUSTER_DIR) \
+		$(if $(TLS),--tls) $(NODES)
 
 cluster-stop:
 	@if test -x $(PY); then $(PY) -m node.dev.cluster stop --dir $(CLUSTER_DIR); else echo "no venv, nothing to stop"; fi

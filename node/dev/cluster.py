@@ -395,7 +395,7 @@ def start(
     for node_id in cluster.node_ids:
         click.echo(
             f"{node_id}: pid {cluster.pid(node_id)}  grpc {cluster.addresses[node_id]}  "
-            f"http http://{cluster.metrics_address(node_id)}  "
+            f"http {'https' if tls else 'http'}://{cluster.metrics_address(node_id)}  "
             f"log {cluster.log_file(node_id)}"
         )
     try:
