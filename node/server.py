@@ -26,6 +26,7 @@ from consensus.etcd.backend import EtcdSystem
 from consensus.raft.backend import RaftBackend
 from consensus.raft.bridge import RaftSystem
 from gossip.config import GossipConfig
+from node.api.audit import AuditServicer
 from node.api.backup import BackupServicer
 from node.api.documents import DocumentsServicer
 from node.api.guard import DecodeGuard
@@ -34,7 +35,8 @@ from node.api.kv import VERSION, ClusterServicer, KVServicer
 from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.atrest import AtRest
-from node.backup.layout import ARCHIVE_DIR, TIERS_DB
+from node.audit import AuditLog
+from node.backup.layout import ARCHIVE_DIR, AUDIT_LOG, TIERS_DB
 from node.backup.schedule import BackupScheduler, Policy
 from node.backup.wal import WalArchiver
 from node.config import NodeConfig
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAMES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("KV", "Cluster", "Tiers", "Backup", "Keys", "Peer")
+    for name in ("KV", "Cluster", "Tiers", "Backup", "Keys", "Audit", "Peer")
 )
 
 
@@ -116,6 +118,8 @@ class NodeServer:
         self.metrics = ClusterMetrics(config.node_id, self.gossip)
         self.latency = RequestLatency()
         self.http = HttpServer(self, config.http_listen) if config.http_listen else None
+        # Operator actions and refused calls (docs/security.md#audit).
+        self.audit: AuditLog | None = None
         self.backups: BackupScheduler | None = None
         self.wal: WalArchiver | None = None
         self.scrubber: Scrubber | None = None
@@ -261,6 +265,20 @@ class NodeServer:
                     "tadpole_scrub_last_pass_timestamp_seconds",
                     "Unix time the last full scrub pass ended (0: none yet)",
                     "gauge", samples=(((), sc.last_pass_ns / 1e9),),
+                ),
+            ]  # fmt: skip
+        if self.audit is not None:
+            out += [
+                Family(
+                    "tadpole_audit_records_total",
+                    "Audit records written, by result (ok, denied, a gRPC status, dropped)",
+                    "counter", ("result",),
+                    tuple(((r,), float(n)) for r, n in sorted(self.audit.written.items())),
+                ),
+                Family(
+                    "tadpole_audit_dropped_total",
+                    "Refused-call audit records not written because a flood filled the queue",
+                    "counter", samples=(((), float(self.audit.dropped)),),
                 ),
             ]  # fmt: skip
         if self.atrest is not None:
@@ -425,10 +443,11 @@ class NodeServer:
         cfg = self.config
         self._loop = asyncio.get_running_loop()
         token = cfg.peer_token()
+        self.audit = AuditLog(os.path.join(cfg.data_path, AUDIT_LOG), cfg.node_id)
         max_msg = max(4 << 20, 2 * cfg.max_value_bytes + (1 << 20))
         server = grpc.aio.server(
             interceptors=[
-                PeerAuthInterceptor(token, cfg.operator_token()),
+                PeerAuthInterceptor(token, cfg.operator_token(), audit=self.audit),
                 DecodeGuard(),
                 LatencyInterceptor(self.latency),
             ],
@@ -487,6 +506,7 @@ class NodeServer:
             BackupServicer(cfg.node_id, self.system, self.store, archive_dir), server
         )
         pb_grpc.add_KeysServicer_to_server(KeysServicer(self.atrest), server)
+        pb_grpc.add_AuditServicer_to_server(AuditServicer(self.audit), server)
         pb_grpc.add_PeerServicer_to_server(
             PeerServicer(
                 self._raft,
@@ -496,6 +516,7 @@ class NodeServer:
                 send_raft=self._send_raft,
                 traffic=self.traffic,
                 tls=cfg.tls() is not None,
+                audit=self.audit,
             ),
             server,
         )
@@ -577,6 +598,8 @@ class NodeServer:
         if self._cluster is not None:
             await self._cluster.close()
         await self.system.stop()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
 
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()

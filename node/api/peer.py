@@ -14,8 +14,10 @@ from collections.abc import Callable
 import grpc
 
 from consensus.raft.backend import RaftBackend
+from node.audit import AuditLog
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.peer.auth import PEER_SERVICE_PREFIX
 from node.peer.gossip import GossipDriver, GossipServicerMixin
 from node.peer.traffic import PeerTraffic
 from node.replication.driver import Replication
@@ -40,7 +42,9 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         send_raft: Callable[[str, list[bytes]], None],
         traffic: PeerTraffic | None = None,
         tls: bool = False,
+        audit: AuditLog | None = None,
     ) -> None:
+        self._audit = audit
         self._tls = tls  # calls arrive over mutual TLS: bind the certificate to the sender
         self._backend = backend
         self._send_raft = send_raft  # the Raft links, for answers that came too late
@@ -49,29 +53,29 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         self._replication = replication
         self._traffic = traffic
 
-    async def _check_peer(self, context: grpc.aio.ServicerContext, claimed: str) -> None:
+    async def _check_peer(
+        self, context: grpc.aio.ServicerContext, claimed: str, method: str
+    ) -> None:
         """Over TLS, a peer call must come from the certificate ``node/<claimed>`` of a
         configured peer: a valid certificate of one node does not let it speak for
         another. Checked before the payload is decoded."""
         if not self._tls:
             return
         name = peer_common_name(context)
+        node = (name or "").removeprefix("node/")
         if name is None or not name.startswith("node/"):
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "peer calls need a node certificate (node/<id>) signed by the cluster CA",
+            problem = "peer calls need a node certificate (node/<id>) signed by the cluster CA"
+        elif node not in self._peer_ids:
+            problem = f"certificate {name!r} is not a configured peer"
+        elif claimed and claimed != node:
+            problem = f"certificate {name!r} may not speak for {claimed!r}"
+        else:
+            return
+        if self._audit is not None:
+            self._audit.record(
+                name or "anonymous", context.peer(), PEER_SERVICE_PREFIX + method, "denied", problem
             )
-        assert name is not None
-        node = name.removeprefix("node/")
-        if node not in self._peer_ids:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, f"certificate {name!r} is not a configured peer"
-            )
-        if claimed and claimed != node:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"certificate {name!r} may not speak for {claimed!r}",
-            )
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
 
     async def Replica(
         self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
@@ -79,7 +83,7 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         if self._replication is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "tiers are not served here")
         assert self._replication is not None
-        await self._check_peer(context, request.from_id)
+        await self._check_peer(context, request.from_id, "Replica")
         payload = await self._replication.on_replica(request.payload)
         if self._traffic is not None:
             self._traffic.received(request.from_id, "replica", len(request.payload))
@@ -97,7 +101,7 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"{request.from_id!r} is not a configured peer"
             )
-        await self._check_peer(context, request.from_id)
+        await self._check_peer(context, request.from_id, "Raft")
         frames = list(request.frames)
         traffic = self._traffic
         if traffic is not None:

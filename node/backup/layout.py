@@ -7,6 +7,7 @@ from typing import Final
 
 TIERS_DB: Final = "tiers.db"  # the CRDT tiers' store (node/replication/store.py)
 ARCHIVE_DIR: Final = "archive"  # population retention archives (node/tiers/retention.py)
+AUDIT_LOG: Final = "audit.log"  # operator actions and refused calls (node/audit.py)
 # The section (and the Backup.Rows pseudo-tier) holding those archives: content-named
 # files, the same on every owner of their key.
 ARCHIVE: Final = "archive"

@@ -29,6 +29,12 @@ def _ledger_command() -> click.Command:
     return ledger
 
 
+def _audit_command() -> click.Command:
+    from node.cli.audit import audit
+
+    return audit
+
+
 def _certs_command() -> click.Command:
     from node.cli.certs import certs
 
@@ -52,6 +58,7 @@ cli.add_lazy_command("backup", _backup_command)
 cli.add_lazy_command("ledger", _ledger_command)
 cli.add_lazy_command("keys", _keys_command)
 cli.add_lazy_command("certs", _certs_command)
+cli.add_lazy_command("audit", _audit_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

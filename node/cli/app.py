@@ -138,13 +138,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 _DEV_CLUSTER = ".cluster"
 
 
-def _dev_cluster_tls() -> TlsFiles | None:
-    """The TLS files of the dev cluster in ./.cluster when it was started with TLS."""
+def _dev_cluster_tls(endpoints: list[str]) -> TlsFiles | None:
+    """The TLS files of the dev cluster in ./.cluster, when it was started with TLS and
+    ``endpoints`` are its nodes (any other cluster gets no certificate by default)."""
     try:
         with open(os.path.join(_DEV_CLUSTER, "cluster.json"), encoding="utf-8") as f:
-            if not json.load(f).get("tls"):
-                return None
-    except (OSError, ValueError, AttributeError):
+            doc = json.load(f)
+        if not doc.get("tls") or not set(endpoints) <= set(doc["nodes"].values()):
+            return None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
     tls_dir = os.path.join(_DEV_CLUSTER, "tls")
     return TlsFiles(
@@ -362,7 +364,11 @@ def cli(
         _fail("--cert-file and --key-file go together", EXIT_USAGE)
     if cert_file and not ca_file:
         _fail("a client certificate needs --ca-file (the CA that signed the servers)", EXIT_USAGE)
-    tls = TlsFiles(ca_file, cert_file or "", key_file or "") if ca_file else _dev_cluster_tls()
+    tls = (
+        TlsFiles(ca_file, cert_file or "", key_file or "")
+        if ca_file
+        else _dev_cluster_tls(endpoints)
+    )
     token = None
     if token_file is not None:
         try:

@@ -7,11 +7,9 @@ node's files are under, rotate to a new key.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -20,10 +18,9 @@ from google.protobuf.json_format import MessageToDict
 
 from consensus.atrest import KeyringError, generate_line
 from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail
+from node.cli.members import ask_every_member
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
-from node.peer.auth import auth_metadata
-from node.tls import TlsFiles, aio_channel
 
 __all__ = ["keys"]
 
@@ -138,59 +135,13 @@ def _finished(replies: dict[str, pb.KeysStatusResponse | str]) -> bool:
 
 
 def _ask(settings: Any, method: str) -> dict[str, pb.KeysStatusResponse | str]:
-    if not settings.token:
-        _fail(f"keys {method.lower()} needs the operator token: --token-file FILE", EXIT_USAGE)
-    try:
-        return asyncio.run(
-            _ask_all(settings.endpoints, settings.token, method, settings.timeout_s, settings.tls)
-        )
-    except ConnectionError as exc:
-        _fail(str(exc))
+    request = pb.KeysRotateRequest() if method == "Rotate" else pb.KeysStatusRequest()
 
+    async def call(channel: grpc.aio.Channel, metadata: Any, timeout_s: float) -> Any:
+        stub = pb_grpc.KeysStub(channel)
+        return await getattr(stub, method)(request, timeout=timeout_s, metadata=metadata)
 
-async def _ask_all(
-    endpoints: Sequence[str], token: str, method: str, timeout_s: float, tls: TlsFiles | None
-) -> dict[str, pb.KeysStatusResponse | str]:
-    channels: dict[str, grpc.aio.Channel] = {}
-
-    def channel(address: str) -> grpc.aio.Channel:
-        if address not in channels:
-            channels[address] = aio_channel(address, tls)
-        return channels[address]
-
-    try:
-        members: list[tuple[str, str]] = []
-        errors = []
-        for endpoint in endpoints:
-            try:
-                reply = await pb_grpc.ClusterStub(channel(endpoint)).Members(
-                    pb.MembersRequest(), timeout=min(timeout_s, 5.0)
-                )
-            except grpc.aio.AioRpcError as exc:
-                errors.append(f"{endpoint}: {exc.details() or exc.code().name}")
-                continue
-            members = [(m.id, m.address) for m in reply.members]
-            break
-        if not members:
-            raise ConnectionError("no endpoint answered: " + "; ".join(errors))
-        metadata = auth_metadata(token)
-
-        async def one(address: str) -> pb.KeysStatusResponse | str:
-            stub = pb_grpc.KeysStub(channel(address))
-            request = pb.KeysRotateRequest() if method == "Rotate" else pb.KeysStatusRequest()
-            try:
-                answer: pb.KeysStatusResponse = await getattr(stub, method)(
-                    request, timeout=timeout_s, metadata=metadata
-                )
-            except grpc.aio.AioRpcError as exc:
-                return f"{exc.code().name}: {exc.details()}"
-            return answer
-
-        answers = await asyncio.gather(*(one(address) for _, address in members))
-        return dict(zip((m for m, _ in members), answers, strict=True))
-    finally:
-        for ch in channels.values():
-            await ch.close()
+    return ask_every_member(settings, f"keys {method.lower()}", call)
 
 
 def _show(replies: dict[str, pb.KeysStatusResponse | str], as_json: bool) -> None:

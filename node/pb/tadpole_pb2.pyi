@@ -802,6 +802,22 @@ class KeysStatusResponse(_message.Message):
     resealed: int
     def __init__(self, node_id: _Optional[str] = ..., enabled: _Optional[bool] = ..., primary: _Optional[str] = ..., keyring: _Optional[_Iterable[str]] = ..., journal: _Optional[str] = ..., snapshot: _Optional[str] = ..., store: _Optional[_Iterable[_Union[KeyCount, _Mapping]]] = ..., resealing: _Optional[bool] = ..., last_error: _Optional[str] = ..., resealed: _Optional[int] = ...) -> None: ...
 
+class AuditTailRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class AuditTailResponse(_message.Message):
+    __slots__ = ("node_id", "records", "dropped")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    records: _containers.RepeatedScalarFieldContainer[str]
+    dropped: int
+    def __init__(self, node_id: _Optional[str] = ..., records: _Optional[_Iterable[str]] = ..., dropped: _Optional[int] = ...) -> None: ...
+
 class PeerMessage(_message.Message):
     __slots__ = ("from_id", "payload", "from_address")
     FROM_ID_FIELD_NUMBER: _ClassVar[int]

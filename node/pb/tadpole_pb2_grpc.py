@@ -1276,6 +1276,78 @@ class Keys:
             _registered_method=True)
 
 
+class AuditStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Tail = channel.unary_unary(
+                '/tadpole.v1.Audit/Tail',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.AuditTailRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.AuditTailResponse.FromString,
+                _registered_method=True)
+
+
+class AuditServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Tail(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Tail': grpc.unary_unary_rpc_method_handler(
+                    servicer.Tail,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.AuditTailRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.AuditTailResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tadpole.v1.Audit', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tadpole.v1.Audit', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Audit:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Tail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Audit/Tail',
+            node_dot_pb_dot_tadpole__pb2.AuditTailRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.AuditTailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class PeerStub:
     """Missing associated documentation comment in .proto file."""
 

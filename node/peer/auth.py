@@ -21,8 +21,12 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
+
+from node.audit import AuditLog
+from node.tls import peer_common_name
 
 __all__ = [
     "AUTH_HEADER",
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 PEER_SERVICE_PREFIX = "/tadpole.v1.Peer/"
 OPERATOR_METHODS = frozenset({"/tadpole.v1.Cluster/TransferLeadership"})
 # Every method of these services is an operator call (backups hand out raw replicas).
-OPERATOR_SERVICE_PREFIXES = ("/tadpole.v1.Backup/", "/tadpole.v1.Keys/")
+OPERATOR_SERVICE_PREFIXES = ("/tadpole.v1.Backup/", "/tadpole.v1.Keys/", "/tadpole.v1.Audit/")
 AUTH_HEADER = "authorization"
 
 
@@ -47,9 +51,11 @@ def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return ((AUTH_HEADER, f"Bearer {token}"),)
 
 
-def _deny_with(message: str, counter: Callable[[], None]) -> grpc.RpcMethodHandler:
+def _deny_with(
+    message: str, counter: Callable[[grpc.aio.ServicerContext], None]
+) -> grpc.RpcMethodHandler:
     async def deny(_request: bytes, context: grpc.aio.ServicerContext) -> None:
-        counter()
+        counter(context)
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     # No request_deserializer: the body stays opaque bytes, never parsed.
@@ -60,20 +66,76 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Refuse Peer-service calls that lack the cluster credential, and operator calls
     that lack the operator credential."""
 
-    def __init__(self, token: str, operator_token: str = "") -> None:
+    def __init__(self, token: str, operator_token: str = "", audit: AuditLog | None = None) -> None:
         self._expected = f"Bearer {token}".encode() if token else b""
         self._operator = f"Bearer {operator_token}".encode() if operator_token else b""
+        self._audit = audit
         self.rejected = 0
 
-        def count() -> None:
+    def _deny(self, method: str, message: str) -> grpc.RpcMethodHandler:
+        def count(context: grpc.aio.ServicerContext) -> None:
             self.rejected += 1
+            if self._audit is not None:
+                self._audit.record(caller(context, ""), context.peer(), method, "denied", message)
 
-        self._deny = _deny_with("peer call without a valid cluster credential", count)
-        self._deny_operator = _deny_with(
-            "an operator call needs the operator credential (the CLI's --token-file; "
-            "the dev cluster writes it to .cluster/operator.token)",
-            count,
-        )
+        return _deny_with(message, count)
+
+    def _audited(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler``, recording its outcome in the audit log before answering."""
+        audit = self._audit
+        if audit is None or handler is None:
+            return handler
+
+        async def record(context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
+            code = context.code() if error is not None else None
+            if error is None:
+                result = "ok"
+            elif isinstance(code, grpc.StatusCode):
+                result = code.name
+            else:
+                result = "error"
+            details = (context.details() or "") if error is not None else ""
+            if isinstance(details, bytes):
+                details = details.decode(errors="replace")
+            await audit.record_durably(
+                caller(context, "operator"), context.peer(), method, result, str(details)[:200]
+            )
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    response = await inner(request, context)
+                except BaseException as exc:
+                    await record(context, exc)
+                    raise
+                await record(context, None)
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except BaseException as exc:
+                    await record(context, exc)
+                    raise
+                await record(context, None)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
     async def intercept_service(
         self,
@@ -84,13 +146,23 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if method.startswith(PEER_SERVICE_PREFIX):
             if not _presents(details, self._expected):
                 log.warning("refused unauthenticated peer call %s", method)
-                return self._deny
-        elif (
-            method in OPERATOR_METHODS or method.startswith(OPERATOR_SERVICE_PREFIXES)
-        ) and not _presents(details, self._operator):
-            log.warning("refused operator call %s without the operator credential", method)
-            return self._deny_operator
+                return self._deny(method, "peer call without a valid cluster credential")
+        elif method in OPERATOR_METHODS or method.startswith(OPERATOR_SERVICE_PREFIXES):
+            if not _presents(details, self._operator):
+                log.warning("refused operator call %s without the operator credential", method)
+                return self._deny(
+                    method,
+                    "an operator call needs the operator credential (the CLI's --token-file; "
+                    "the dev cluster writes it to .cluster/operator.token)",
+                )
+            return self._audited(method, await continuation(details))
         return await continuation(details)
+
+
+def caller(context: grpc.aio.ServicerContext, credential: str) -> str:
+    """Who a call is from, for the audit log: its TLS certificate's name, else the
+    credential it presented (``operator``), else ``anonymous``."""
+    return peer_common_name(context) or credential or "anonymous"
 
 
 def _presents(details: grpc.HandlerCallDetails, expected: bytes) -> bool:

@@ -324,16 +324,18 @@ class GossipServicerMixin:
 
     gossip: GossipDriver | None
 
-    async def _check_peer(self, context: grpc.aio.ServicerContext, claimed: str) -> None:
+    async def _check_peer(
+        self, context: grpc.aio.ServicerContext, claimed: str, method: str
+    ) -> None:
         """Abort unless the caller may speak for ``claimed`` (TLS: its certificate)."""
 
     async def _gossip_call(
-        self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
+        self, request: pb.PeerMessage, context: grpc.aio.ServicerContext, method: str
     ) -> pb.PeerMessage:
         if self.gossip is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "gossip is not running")
         assert self.gossip is not None
-        await self._check_peer(context, request.from_id)
+        await self._check_peer(context, request.from_id, method)
         try:
             payload = self.gossip.on_message(request)
         except GossipError as exc:
@@ -343,17 +345,17 @@ class GossipServicerMixin:
     async def Ping(
         self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
     ) -> pb.PeerMessage:
-        return await self._gossip_call(request, context)
+        return await self._gossip_call(request, context, "Ping")
 
     async def PingReq(
         self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
     ) -> pb.PeerMessage:
-        return await self._gossip_call(request, context)
+        return await self._gossip_call(request, context, "PingReq")
 
     async def Gossip(
         self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
     ) -> pb.PeerMessage:
-        return await self._gossip_call(request, context)
+        return await self._gossip_call(request, context, "Gossip")
 
     async def Sync(
         self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
@@ -361,7 +363,7 @@ class GossipServicerMixin:
         if self.gossip is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "gossip is not running")
         assert self.gossip is not None
-        await self._check_peer(context, request.from_id)
+        await self._check_peer(context, request.from_id, "Sync")
         try:
             payload = self.gossip.on_sync(request)
         except GossipError as exc:

@@ -6,6 +6,7 @@ on new connections without a restart."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
@@ -136,8 +137,18 @@ def test_a_node_certificate_cannot_speak_for_another_node(cluster: LocalCluster)
             pb.PeerMessage(from_id="n3", payload=b"x"), timeout=5, metadata=auth_metadata(token)
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
-    # the cluster is unharmed
+    # the cluster is unharmed, and n1's audit log names who tried what
     assert cluster.wait_leader(10, all_up=True)
+    audit = pathlib.Path(cluster.data_dir("n1"), "audit.log").read_text()
+    records = [json.loads(line) for line in audit.splitlines()]
+    assert any(
+        r["who"] == "node/n2"
+        and r["action"] == "/tadpole.v1.Peer/Raft"
+        and r["result"] == "denied"
+        and "may not speak for 'n3'" in r["detail"]
+        for r in records
+    )
+    assert any(r["who"] == "client/cli" and r["result"] == "denied" for r in records)
 
 
 def test_https_needs_a_client_certificate(cluster: LocalCluster) -> None:

@@ -1,0 +1,193 @@
+"""The audit trail: every operator action and every refused call, durably, per node.
+
+Each node appends one JSON line per event to ``<data>/audit.log`` (mode 0600):
+
+    {"ts": "2026-12-05T06:50:01.123456Z", "node": "n1", "who": "operator",
+     "from": "ipv4:127.0.0.1:50412", "action": "/tadpole.v1.Keys/Rotate",
+     "result": "ok", "detail": ""}
+
+``who`` is the caller as the node knows it: a TLS certificate's name (``node/n2``,
+``client/ops``), ``operator`` for the operator credential, ``anonymous`` for none.
+``result`` is ``ok``, ``denied`` or the gRPC status the action ended with. Nothing
+secret is written: credentials are judged, never recorded.
+
+Writes go through one writer thread that appends everything queued and fsyncs once
+(group commit). An operator action's record is durable before the action's answer
+leaves the node (:meth:`AuditLog.record_durably`); refused calls are queued without
+waiting (:meth:`AuditLog.record`), and if a flood of them fills the queue the excess
+is counted (``dropped``) and summarised in the next line written, rather than letting
+an unauthenticated sender slow the node down with fsyncs. The file is rotated to
+``audit.log.1`` past ``max_bytes``. Nodes are independent: ``tadpole audit tail``
+asks every member and merges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from consensus.durable import fsync_dir
+
+__all__ = ["AuditLog"]
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX = 10_000
+MAX_BYTES = 64 << 20
+
+
+class AuditLog:
+    def __init__(
+        self,
+        path: str,
+        node_id: str,
+        *,
+        max_bytes: int = MAX_BYTES,
+        queue_max: int = QUEUE_MAX,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.path = path
+        self.node_id = node_id
+        self._max_bytes = max_bytes
+        self._queue_max = queue_max
+        self._clock_ns = clock_ns
+        self._cond = threading.Condition()
+        # (line, loop and future to settle once it is durable, or None)
+        self._queue: collections.deque[tuple[bytes, Any]] = collections.deque()
+        self._closing = False
+        self.dropped = 0  # refused-call records not written: the queue was full
+        self._dropped_unreported = 0
+        self.written: collections.Counter[str] = collections.Counter()  # by result
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._fd = self._open()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> int:
+        new = not os.path.exists(self.path)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if new:
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        return fd
+
+    def _line(self, who: str, peer: str, action: str, result: str, detail: str) -> bytes:
+        ts = dt.datetime.fromtimestamp(self._clock_ns() / 1e9, tz=dt.UTC)
+        entry = {
+            "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "node": self.node_id,
+            "who": who,
+            "from": peer,
+            "action": action,
+            "result": result,
+            "detail": detail,
+        }
+        return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+
+    def record(self, who: str, peer: str, action: str, result: str, detail: str = "") -> None:
+        """Queue a record without waiting (refused calls). Thread-safe."""
+        line = self._line(who, peer, action, result, detail)
+        with self._cond:
+            if len(self._queue) >= self._queue_max:
+                self.dropped += 1
+                self._dropped_unreported += 1
+                return
+            self._queue.append((line, None))
+            self._cond.notify()
+
+    async def record_durably(
+        self, who: str, peer: str, action: str, result: str, detail: str = ""
+    ) -> None:
+        """Append a record and return once it is fsynced (operator actions)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        line = self._line(who, peer, action, result, detail)
+        with self._cond:
+            self._queue.append((line, (loop, done)))
+            self._cond.notify()
+        await done
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+        os.close(self._fd)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue and self._closing:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+                dropped, self._dropped_unreported = self._dropped_unreported, 0
+            lines = [line for line, _ in batch]
+            if dropped:
+                lines.append(
+                    self._line("-", "-", "audit", "dropped", f"{dropped} refused-call records")
+                )
+            error: BaseException | None = None
+            try:
+                os.write(self._fd, b"".join(lines))
+                os.fsync(self._fd)
+                for line in lines:
+                    self.written[json.loads(line)["result"]] += 1
+                self._maybe_rotate()
+            except OSError as exc:
+                log.error("audit log %s: %s", self.path, exc)
+                error = exc
+            for _, waiter in batch:
+                if waiter is not None:
+                    loop, future = waiter
+                    loop.call_soon_threadsafe(_settle, future, error)
+
+    def _maybe_rotate(self) -> None:
+        if os.fstat(self._fd).st_size < self._max_bytes:
+            return
+        os.close(self._fd)
+        os.replace(self.path, self.path + ".1")
+        self._fd = self._open()
+
+    def tail(self, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` records, oldest first (this file only, read backwards)."""
+        if limit <= 0:
+            return []
+        with open(self.path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            data = b""
+            pos = end
+            while pos > 0 and data.count(b"\n") <= limit:
+                step = min(pos, 1 << 16)
+                pos -= step
+                f.seek(pos)
+                data = f.read(step) + data
+        chunks = data.split(b"\n")
+        if pos > 0:
+            chunks = chunks[1:]  # the window's first line is cut
+        lines = [line for line in chunks if line][-limit:]
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line torn by a crash mid-append
+        return out
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

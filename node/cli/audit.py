@@ -1,0 +1,57 @@
+"""``tadpole audit``: the audit trail of every node (docs/security.md#audit)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import grpc
+
+from node.cli.app import EXIT_FAILURE
+from node.cli.members import ask_every_member
+from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+
+__all__ = ["audit"]
+
+
+@click.group()
+def audit() -> None:
+    """Operator actions and refused calls, as every node recorded them."""
+
+
+@audit.command(name="tail")
+@click.option("-n", "--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="The newest this many records (of all nodes together).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.pass_obj
+def tail_command(settings: Any, limit: int, as_json: bool) -> None:
+    """The newest records of every member, merged in time order."""
+
+    async def call(channel: grpc.aio.Channel, metadata: Any, timeout_s: float) -> Any:
+        return await pb_grpc.AuditStub(channel).Tail(
+            pb.AuditTailRequest(limit=limit), timeout=timeout_s, metadata=metadata
+        )
+
+    replies = ask_every_member(settings, "audit tail", call)
+    records: list[dict[str, Any]] = []
+    failed = False
+    for node, reply in sorted(replies.items()):
+        if isinstance(reply, str):
+            click.echo(f"{node}: {reply}", err=True)
+            failed = True
+            continue
+        records.extend(json.loads(r) for r in reply.records)
+        if reply.dropped:
+            click.echo(f"{node}: {reply.dropped} refused-call records were dropped", err=True)
+    records.sort(key=lambda r: (r.get("ts", ""), r.get("node", "")))
+    for r in records[-limit:]:
+        if as_json:
+            click.echo(json.dumps(r, separators=(",", ":")))
+        else:
+            detail = f"  {r['detail']}" if r.get("detail") else ""
+            click.echo(f"{r['ts']}  {r['node']:<4} {r['who']:<14} {r['from']:<22} "
+                       f"{r['action']:<40} {r['result']}{detail}")  # fmt: skip
+    if failed:
+        raise SystemExit(EXIT_FAILURE)

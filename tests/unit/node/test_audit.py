@@ -1,0 +1,87 @@
+"""The audit log (node/audit.py): durable records, tail, rotation, floods."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import threading
+
+from node.audit import AuditLog
+
+
+def lines(path: pathlib.Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_a_durable_record_is_on_disk_when_it_returns(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "audit.log"
+    audit = AuditLog(str(path), "n1", clock_ns=lambda: 1_764_915_000_123_456_000)
+    await audit.record_durably("operator", "ipv4:127.0.0.1:5000", "/x/Rotate", "ok")
+    assert lines(path) == [
+        {
+            "ts": "2025-12-05T06:10:00.123456Z",
+            "node": "n1",
+            "who": "operator",
+            "from": "ipv4:127.0.0.1:5000",
+            "action": "/x/Rotate",
+            "result": "ok",
+            "detail": "",
+        }
+    ]
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    audit.close()
+
+
+async def test_tail_returns_the_newest_records_across_read_windows(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "audit.log"
+    audit = AuditLog(str(path), "n1")
+    for i in range(3000):  # several 64 KiB windows
+        audit.record("anonymous", "p", f"/a/{i}", "denied", "x" * 40)
+    await audit.record_durably("operator", "p", "/a/last", "ok")
+    got = audit.tail(1500)
+    assert len(got) == 1500 and got[-1]["action"] == "/a/last"
+    assert [r["action"] for r in got[:2]] == ["/a/1501", "/a/1502"]
+    assert audit.tail(0) == [] and len(audit.tail(10_000)) == 3001
+    audit.close()
+
+
+async def test_a_flood_of_refusals_is_bounded_and_summarised(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "audit.log"
+    audit = AuditLog(str(path), "n1", queue_max=10)
+    gate = threading.Lock()
+    gate.acquire()
+    real_write = os.write
+
+    def slow_write(fd: int, data: bytes) -> int:  # hold the writer inside its first batch
+        with gate:
+            return real_write(fd, data)
+
+    os.write = slow_write  # type: ignore[assignment]
+    try:
+        audit.record("a", "p", "/first", "denied")
+        await asyncio.sleep(0.05)  # the writer has taken "/first" and waits on the gate
+        for i in range(50):
+            audit.record("a", "p", f"/flood/{i}", "denied")
+        assert audit.dropped == 40
+    finally:
+        gate.release()
+        os.write = real_write  # type: ignore[assignment]
+    await audit.record_durably("operator", "p", "/after", "ok")
+    records = lines(path)
+    assert sum(r["action"].startswith("/flood/") for r in records) == 10
+    assert any(
+        r["result"] == "dropped" and r["detail"] == "40 refused-call records" for r in records
+    )
+    audit.close()
+
+
+async def test_the_file_is_rotated_past_its_size(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "audit.log"
+    audit = AuditLog(str(path), "n1", max_bytes=2000)
+    for i in range(30):
+        await audit.record_durably("operator", "p", f"/a/{i}", "ok")
+    assert (tmp_path / "audit.log.1").exists()
+    assert lines(path)[-1]["action"] == "/a/29"
+    audit.close()
