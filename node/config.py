@@ -20,6 +20,7 @@ from typing import Any
 
 from consensus.atrest import Keyring, KeyringError
 from consensus.raft.backend import RaftConfig
+from node.ratelimit import TokenBuckets
 from node.tls import TlsFiles
 
 ENV_PREFIX = "TADPOLE_"
@@ -61,6 +62,11 @@ class NodeConfig:
     tls_ca_file: str = ""
     # With TLS: client calls too must present a certificate the cluster CA signed.
     client_cert_auth: bool = True
+    # Requests per second each client may make (a client: its TLS certificate's name,
+    # else its address), on both ports; over it: RESOURCE_EXHAUSTED / 429. 0 = off.
+    client_rate_limit: float = 0.0
+    # Bursts a client may make above its rate (0 = the rate, at least 1).
+    client_rate_burst: float = 0.0
     # Largest value accepted, in bytes (default 1 MiB). Larger requests get
     # INVALID_ARGUMENT. Raft entries carry whole values, so this bounds the
     # size of one log entry.
@@ -148,6 +154,8 @@ class NodeConfig:
             except OSError as exc:
                 raise ConfigError(f"tls_key_file: {exc}") from exc
             refuse_readable_by_others("tls_key_file", self.tls_key_file, st)
+        if self.client_rate_limit < 0 or self.client_rate_burst < 0:
+            raise ConfigError("client_rate_limit and client_rate_burst must be >= 0")
         if self.max_value_bytes < 1 or self.max_value_bytes > 64 << 20:
             raise ConfigError("max_value_bytes must be between 1 and 64 MiB")
         if self.retention_interval_s <= 0:
@@ -241,6 +249,13 @@ class NodeConfig:
             return Keyring.parse(text, path)
         except KeyringError as exc:
             raise ConfigError(f"encryption at rest: {exc}") from exc
+
+    def rate_limits(self) -> TokenBuckets | None:
+        """The per-client token buckets, or None when rate limits are off."""
+        if self.client_rate_limit <= 0:
+            return None
+        burst = self.client_rate_burst or self.client_rate_limit
+        return TokenBuckets(self.client_rate_limit, max(1.0, burst))
 
     def tls(self) -> TlsFiles | None:
         """This node's TLS files, or None when it serves plaintext."""

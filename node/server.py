@@ -29,7 +29,7 @@ from gossip.config import GossipConfig
 from node.api.audit import AuditServicer
 from node.api.backup import BackupServicer
 from node.api.documents import DocumentsServicer
-from node.api.guard import DecodeGuard
+from node.api.guard import DecodeGuard, RateLimit
 from node.api.keys import KeysServicer
 from node.api.kv import VERSION, ClusterServicer, KVServicer
 from node.api.peer import PeerServicer
@@ -120,6 +120,8 @@ class NodeServer:
         self.http = HttpServer(self, config.http_listen) if config.http_listen else None
         # Operator actions and refused calls (docs/security.md#audit).
         self.audit: AuditLog | None = None
+        # Per-client rate limits, one table for both ports (None: off).
+        self.rate_limits = config.rate_limits()
         self.backups: BackupScheduler | None = None
         self.wal: WalArchiver | None = None
         self.scrubber: Scrubber | None = None
@@ -267,6 +269,15 @@ class NodeServer:
                     "gauge", samples=(((), sc.last_pass_ns / 1e9),),
                 ),
             ]  # fmt: skip
+        if self.rate_limits is not None:
+            out.append(
+                Family(
+                    "tadpole_rate_limited_total",
+                    "Client requests refused for going over client_rate_limit (both ports)",
+                    "counter",
+                    samples=(((), float(sum(self.rate_limits.refused.values()))),),
+                )
+            )
         if self.audit is not None:
             out += [
                 Family(
@@ -448,6 +459,7 @@ class NodeServer:
         server = grpc.aio.server(
             interceptors=[
                 PeerAuthInterceptor(token, cfg.operator_token(), audit=self.audit),
+                *([RateLimit(self.rate_limits)] if self.rate_limits is not None else []),
                 DecodeGuard(),
                 LatencyInterceptor(self.latency),
             ],

@@ -21,8 +21,10 @@ import grpc
 
 from node.api.status import OUTCOME_KEY
 from node.errors import Outcome
+from node.ratelimit import TokenBuckets, client_identity
+from node.tls import peer_common_name
 
-__all__ = ["DecodeGuard"]
+__all__ = ["DecodeGuard", "RateLimit"]
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +117,75 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
     # Client-streaming methods (none in the API) and synchronous handlers (health,
     # reflection) keep gRPC's own handling.
     return handler
+
+
+class RateLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Per-client rate limits (``node/ratelimit.py``) on every method but the Peer
+    service's (peers are the cluster itself) and the health and reflection services:
+    a client over its rate is answered ``RESOURCE_EXHAUSTED`` with the seconds to wait,
+    outcome ``not-applied``, before its request reaches a servicer."""
+
+    def __init__(self, buckets: TokenBuckets) -> None:
+        self.buckets = buckets
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method
+        if (
+            handler is None
+            or not method.startswith("/tadpole.v1.")
+            or method.startswith("/tadpole.v1.Peer/")
+        ):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._limited(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    async def _check(self, context: grpc.aio.ServicerContext) -> None:
+        who = client_identity(peer_common_name(context), context.peer())
+        wait = self.buckets.take(who)
+        if wait > 0:
+            context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"rate limit: {who} may make {self.buckets.rate:g} requests/s (bursts of "
+                f"{self.buckets.burst:g}); retry in {wait:.2f} s",
+            )
+
+    def _limited(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await self._check(context)
+                return await inner_uu(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            inner_us = handler.unary_stream
+
+            async def unary_stream(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                await self._check(context)
+                async for response in inner_us(request, context):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

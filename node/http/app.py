@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from node.http.streams import StreamApi
 from node.http.ui import console_routes
 from node.observe.http import MetricsEndpoints
 from node.observe.view import NodeView
+from node.ratelimit import TokenBuckets, client_identity
 from node.replication.driver import Replication
 
 __all__ = ["HttpServer", "build_app"]
@@ -69,8 +71,49 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return problem_response(problem_for(exc), request.path)
 
 
+def rate_limited(buckets: TokenBuckets) -> Any:
+    """Middleware: the per-client rate limit (``node/ratelimit.py``) of the gRPC port,
+    the same buckets, on every HTTP request but ``/healthz`` (probes)."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/healthz":
+            return await handler(request)
+        cert = request.transport.get_extra_info("peercert") if request.transport else None
+        who = client_identity(_common_name(cert), _grpc_style_peer(request.remote or ""))
+        wait = buckets.take(who)
+        if wait > 0:
+            detail = (
+                f"rate limit: {who} may make {buckets.rate:g} requests/s (bursts of "
+                f"{buckets.burst:g}); retry in {wait:.2f} s"
+            )
+            retry = {"Retry-After": str(max(1, math.ceil(wait)))}
+            return problem_response(Problem(429, detail, headers=retry), request.path)
+        return await handler(request)
+
+    return limit
+
+
+def _common_name(cert: Any) -> str | None:
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+def _grpc_style_peer(remote: str) -> str:
+    """``10.0.0.7`` -> ``ipv4:10.0.0.7:0`` (the form gRPC names a peer in), so one
+    client counts against one bucket on both ports."""
+    return f"ipv6:[{remote}]:0" if ":" in remote else f"ipv4:{remote}:0"
+
+
 def build_app(node: ApiNode, replication: Replication) -> web.Application:
-    app = web.Application(middlewares=[problems])
+    middlewares: list[Any] = [problems]
+    buckets = getattr(node, "rate_limits", None)
+    if buckets is not None:
+        middlewares.insert(0, rate_limited(buckets))
+    app = web.Application(middlewares=middlewares)
     state = StateApi(node.config, node.system, replication, node.gossip)
     streams = StreamApi(node.system, node.config.request_timeout_s)
     graphql = graphql_view(state.docs, node.system, node.gossip, node.config.request_timeout_s)

@@ -156,7 +156,8 @@ def test_an_encrypted_cluster_keeps_no_plaintext_survives_kill_and_rotates(
             )
             assert resealed >= 52  # at least one copy of each of the 52 agent values
             assert metric(cluster, "n1", "tadpole_encryption_at_rest_enabled") == 1
-        keyring.write_text(keyring.read_text().splitlines()[0] + "\n")
+        both_keys = keyring.read_text()
+        keyring.write_text(both_keys.splitlines()[0] + "\n")
         for node_id in cluster.node_ids:
             assert cluster.stop_node(node_id)
         cluster.start()
@@ -188,6 +189,12 @@ def test_an_encrypted_cluster_keeps_no_plaintext_survives_kill_and_rotates(
              "the rotten ciphertext was not repaired")  # fmt: skip
         with Client(cluster.endpoints.split(",")) as client:
             check(client, 280)
+        # No key material in any log or CLI output of the run.
+        secrets = [line.split(":", 1)[1] for line in both_keys.splitlines() if line]
+        assert len(secrets) == 2
+        logs = "".join(pathlib.Path(cluster.log_file(n)).read_text() for n in cluster.node_ids)
+        for secret in secrets:
+            assert secret not in logs and secret not in rotated.stdout + rotated.stderr
     finally:
         for node_id in cluster.node_ids:
             cluster.kill(node_id)
