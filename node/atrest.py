@@ -153,7 +153,7 @@ class AtRest:
                 for fp, n in sorted(self._store.key_usage().items(), key=lambda i: i[0] or b"")
             ],
             resealing=self.resealing or self._stale_raft(),
-            last_error=self.last_error,
+            last_error=self.last_error or (self._raft.reseal_error if self._raft else ""),
             resealed=self.resealed,
         )
 

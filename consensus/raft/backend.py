@@ -465,7 +465,9 @@ _NO_OP = b"\x01"
 _SEED_ENTRIES = ((_NO_OP, 2, 1), (_NO_OP, 3, 1))
 
 
-def seed_data_dir(data_dir: str, state: SystemStateMachine, keyring: Keyring | None = None) -> None:
+def seed_data_dir(
+    data_dir: str, state: SystemStateMachine, keyring: Keyring | None = None, node_id: str = ""
+) -> None:
     """Make ``data_dir`` a member of a *new* Raft group whose state starts as
     ``state`` (a restore, like ``etcdutl snapshot restore``): a snapshot holding it
     at log index 3, term 1, and a journal of the two entries the snapshot ends with,
@@ -480,7 +482,7 @@ def seed_data_dir(data_dir: str, state: SystemStateMachine, keyring: Keyring | N
     before_last, last = _SEED_ENTRIES
     raft_blob = pickle.dumps((last, before_last, set()))
     write_snapshot_file(snapshot_path, raft_blob, state, keyring)
-    journal = DurableJournal(journal_path, snapshot_path, keyring=keyring)
+    journal = DurableJournal(journal_path, snapshot_path, keyring=keyring, owner=node_id)
     try:
         for command, idx, term in _SEED_ENTRIES:
             journal.add(command, idx, term)
@@ -540,6 +542,7 @@ class RaftBackend:
         self._keyring = keyring
         # Held while a snapshot file is written (and while rekey re-seals one).
         self._snapshot_lock = threading.Lock()
+        self.reseal_error = ""  # why the last re-seal of the snapshot failed ("" = it did not)
         self.peer_ids = sorted(peer_ids)
         self.config = config or RaftConfig()
         self._data_dir = data_dir
@@ -579,14 +582,18 @@ class RaftBackend:
     def start(self) -> None:
         os.makedirs(self._data_dir, exist_ok=True)
         snapshot_path = os.path.join(self._data_dir, "raft.snapshot")
-        self._journal = DurableJournal(
-            os.path.join(self._data_dir, "raft.journal"), snapshot_path, keyring=self._keyring
-        )
-        self._reconcile_journal(snapshot_path)
         if os.path.exists(snapshot_path) and snapshot_key(snapshot_path) is not None:
             # pysyncobj swallows a snapshot that fails to load and would start from an
-            # empty state: every frame is authenticated first, and a bad one stops here.
+            # empty state: every frame is authenticated first, and a bad one stops the
+            # start here, before the journal is opened (and perhaps rewritten).
             authenticate_snapshot(snapshot_path, self._keyring)
+        self._journal = DurableJournal(
+            os.path.join(self._data_dir, "raft.journal"),
+            snapshot_path,
+            keyring=self._keyring,
+            owner=self.node_id,
+        )
+        self._reconcile_journal(snapshot_path)
         if self._snapshot_needs_reseal(snapshot_path):
             self._install_resealed(snapshot_path, self._reseal_snapshot(snapshot_path))
         cfg = self.config
@@ -942,8 +949,11 @@ class RaftBackend:
                     while not installed.wait(0.1):
                         if self._stopping.is_set():
                             return
-            except Exception:
+            except Exception as exc:
                 log.exception("node %s: re-sealing the snapshot failed", self.node_id)
+                self.reseal_error = f"re-sealing the snapshot failed: {exc}"
+            else:
+                self.reseal_error = ""
             finally:
                 done.set()
 

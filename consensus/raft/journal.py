@@ -82,10 +82,12 @@ _META_AAD = b"tadpole journal meta"
 Entry = tuple[bytes, int, int]
 
 
-def encode_record(command: bytes, idx: int, term: int, key: DataKey | None = None) -> bytes:
+def encode_record(
+    command: bytes, idx: int, term: int, key: DataKey | None = None, aad: bytes = _ENTRY_AAD
+) -> bytes:
     payload = _ENTRY.pack(idx, term) + command
     if key is not None:
-        payload = key.encrypt(payload, _ENTRY_AAD)
+        payload = key.encrypt(payload, aad)
     return _REC.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -114,9 +116,14 @@ class DurableJournal(Journal):  # type: ignore[misc]
         *,
         fsync: Callable[[int], None] = os.fdatasync,
         keyring: Keyring | None = None,
+        owner: str = "",
     ) -> None:
         self._path = path
         self._keyring = keyring
+        # Encrypted records and the sealed term/vote file are bound to their node: a
+        # copy of another node's (or an old copy of this node's meta) does not open.
+        self._entry_aad = _ENTRY_AAD + b"\0" + owner.encode()
+        self._meta_aad = _META_AAD + b"\0" + owner.encode()
         self._key: DataKey | None = None  # the file's data key, when encrypted
         self._dir = os.path.dirname(os.path.abspath(path))
         self._meta_path = path + ".meta"
@@ -149,7 +156,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
                         f"{self._meta_path}: encrypted at rest, and no encryption key is configured"
                     )
                 self._meta_key = sealed_blob_key(blob)
-                blob = self._keyring.unseal(blob, _META_AAD, what=self._meta_path)
+                blob = self._keyring.unseal(blob, self._meta_aad, what=self._meta_path)
             meta = msgpack.unpackb(blob, raw=False)
         except FileNotFoundError:
             return {}
@@ -206,12 +213,19 @@ class DurableJournal(Journal):  # type: ignore[misc]
                 break
             if self._key is not None:
                 try:
-                    payload = self._key.decrypt(payload, _ENTRY_AAD, what=self._path)
+                    payload = self._key.decrypt(payload, self._entry_aad, what=self._path)
                 except AtRestError as exc:
                     raise JournalError(f"record at byte {pos} of {exc}") from exc
             if len(payload) < _ENTRY.size:
                 break
             idx, term = _ENTRY.unpack_from(payload)
+            if self._key is not None and self._entries and idx != self._entries[-1][1] + 1:
+                # Each record is authentic, but not their order: records dropped,
+                # repeated or moved within the file.
+                raise JournalError(
+                    f"{self._path}: record at byte {pos} holds index {idx} after"
+                    f" {self._entries[-1][1]} (records missing, repeated or moved)"
+                )
             self._entries.append((bytes(payload[_ENTRY.size :]), idx, term))
             self._offsets.append(pos)
             pos = start + length
@@ -266,7 +280,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
     def add(self, command: bytes, idx: int, term: int) -> None:
         self._entries.append((command, idx, term))
         self._offsets.append(self._file_end + len(self._pending))
-        self._pending += encode_record(command, idx, term, self._key)
+        self._pending += encode_record(command, idx, term, self._key, self._entry_aad)
 
     def clear(self) -> None:
         self._make_snapshot_durable()
@@ -302,22 +316,26 @@ class DurableJournal(Journal):  # type: ignore[misc]
         offsets = []
         for command, idx, term in keep:
             offsets.append(len(body))
-            body += encode_record(command, idx, term, key)
+            body += encode_record(command, idx, term, key, self._entry_aad)
         tmp = self._path + ".compact"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(body)
             written = 0
             while written < len(view):
                 written += os.write(fd, view[written:])
             os.fsync(fd)
-        finally:
+            os.replace(tmp, self._path)
+        except BaseException:
             os.close(fd)
-        os.replace(tmp, self._path)
+            raise
+        # The descriptor that wrote the new file is the journal's from now on: nothing
+        # is reopened, so no failure after the rename can leave writes going to the
+        # old, unlinked file (or to a descriptor number reused by another file).
+        old, self._fd = getattr(self, "_fd", None), fd
+        if old is not None:
+            os.close(old)
         fsync_dir(self._dir)
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
-        self._fd = os.open(self._path, os.O_RDWR)
         self._key = key
         self._header = header
         self._entries = list(keep)
@@ -409,7 +427,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
     def _write_meta(self) -> None:
         blob = msgpack.packb(self._meta, use_bin_type=True)
         if self._keyring is not None:
-            blob = self._keyring.seal(blob, _META_AAD)
+            blob = self._keyring.seal(blob, self._meta_aad)
         atomic_write(self._meta_path, blob)
         self._meta_key = self._primary_fp()
         self._meta_dirty = False

@@ -114,7 +114,7 @@ def restore(
             for owner in owners(spec, key, members):
                 placed[owner].append((name, key, value))
     for member in members:
-        _build(targets[member], state, placed[member], archives, keyring)
+        _build(member, targets[member], state, placed[member], archives, keyring)
     return Restored(
         backup_id=manifest.id,
         revision=state.revision,
@@ -128,6 +128,7 @@ def restore(
 
 
 def _build(
+    member: str,
     target: str,
     state: Any,
     rows: list[tuple[str, str, bytes]],
@@ -139,7 +140,7 @@ def _build(
     if os.path.exists(staging):
         shutil.rmtree(staging)
     os.makedirs(staging, mode=0o700)
-    seed_data_dir(staging, state, keyring)
+    seed_data_dir(staging, state, keyring, node_id=member)
     asyncio.run(_fill(os.path.join(staging, TIERS_DB), rows, keyring))
     if archives:
         folder = os.path.join(staging, ARCHIVE_DIR)

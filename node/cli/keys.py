@@ -7,6 +7,7 @@ node's files are under, rotate to a new key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -16,7 +17,8 @@ import click
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from consensus.atrest import KeyringError, generate_line
+from consensus.atrest import Keyring, KeyringError, generate_line
+from consensus.durable import fsync_dir
 from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail
 from node.cli.members import ask_every_member
 from node.pb import tadpole_pb2 as pb
@@ -64,19 +66,31 @@ def generate_command(name: str, out: str | None, add_to: str | None) -> None:
 
 def _prepend(path: str, line: str) -> None:
     """Put ``line`` first in the keyring file at ``path``, replaced atomically with the
-    same mode and owner."""
+    same mode and owner; refused (nothing changed) if the result would not be a valid
+    keyring (a name already in it, a malformed file)."""
     try:
         st = os.stat(path)
         with open(path, encoding="utf-8") as f:
             old = f.read()
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{path}: {getattr(exc, 'strerror', None) or exc}", EXIT_FAILURE)
+    text = line + "\n" + old
+    try:
+        Keyring.parse(text, path)
+    except KeyringError as exc:
+        _fail(f"not changed: {exc}", EXIT_USAGE)
+    tmp = path + ".tmp"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # left by an earlier run that failed
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o777)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(line + "\n" + old)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, path)
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
     except OSError as exc:
         _fail(f"{path}: {exc.strerror or exc}", EXIT_FAILURE)
 
@@ -107,7 +121,7 @@ def rotate_command(settings: Any, no_wait: bool, wait_timeout: float, as_json: b
     that key. Put the new key first in every node's keyring file before (`tadpole keys
     generate --add-to FILE`); remove the old one only after."""
     replies = _ask(settings, "Rotate")
-    failed = {n: r for n, r in replies.items() if isinstance(r, str)}
+    failed = {n: r for n, r in replies.items() if isinstance(r, str) or r.last_error}
     deadline = time.monotonic() + wait_timeout
     while not no_wait and not failed and not _finished(replies):
         if time.monotonic() > deadline:
@@ -115,7 +129,7 @@ def rotate_command(settings: Any, no_wait: bool, wait_timeout: float, as_json: b
             _fail(f"re-seal not finished after {wait_timeout:.0f} s; see `tadpole keys status`")
         time.sleep(0.5)
         replies = _ask(settings, "Status")
-        failed = {n: r for n, r in replies.items() if isinstance(r, str)}
+        failed = {n: r for n, r in replies.items() if isinstance(r, str) or r.last_error}
     _show(replies, as_json)
     if failed:
         raise SystemExit(EXIT_FAILURE)

@@ -208,6 +208,8 @@ _SCHEMA: Final = (
         )""",
             "ALTER TABLE state ADD COLUMN dek INTEGER",
             "ALTER TABLE hints ADD COLUMN dek INTEGER",
+            "CREATE INDEX state_by_dek ON state (dek) WHERE dek IS NOT NULL",
+            "CREATE INDEX hints_by_dek ON hints (dek) WHERE dek IS NOT NULL",
         )
     ),
 )
@@ -686,22 +688,27 @@ class TierStore:
         key the keyring lacks (or there is no keyring)."""
         if self._keyring is not None:
             conn.execute("PRAGMA secure_delete=ON")  # what a rewrite frees is zeroed
+        unused = []
         for dek_id, wrapped in conn.execute("SELECT id, wrapped FROM deks").fetchall():
             used = self._values_under(conn, int(dek_id))
-            if self._keyring is None:
-                if used:
-                    raise StoreOpenError(
-                        f"{self.path}: {used} values are encrypted at rest, and no encryption"
-                        " key is configured"
-                    )
+            if not used:
+                unused.append(int(dek_id))  # one per earlier open, say: forget it
                 continue
+            if self._keyring is None:
+                raise StoreOpenError(
+                    f"{self.path}: {used} values are encrypted at rest, and no encryption"
+                    " key is configured"
+                )
             try:
                 self._deks[int(dek_id)] = self._keyring.unwrap(
                     bytes(wrapped), what=f"{self.path}: data key {dek_id}"
                 )
             except AtRestError as exc:
-                if used:
-                    raise StoreOpenError(f"{exc} ({used} values are under it)") from exc
+                raise StoreOpenError(f"{exc} ({used} values are under it)") from exc
+        if unused:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("DELETE FROM deks WHERE id=?", [(d,) for d in unused])
+            conn.execute("COMMIT")
 
     @staticmethod
     def _values_under(conn: sqlite3.Connection, dek_id: int) -> int:
@@ -766,20 +773,26 @@ class TierStore:
                 self.path, tier, key, stored, "fails authentication (changed or misplaced)"
             ) from None
 
-    def _hint(self, row: Sequence[Any]) -> Hint:
-        hint_id, target, tier, key, raw, created, dek = row
-        stored = bytes(raw)
-        try:
-            value = self._unseal(
-                _hint_aad(str(target), str(tier), str(key)),
-                stored,
-                None if dek is None else int(dek),
-            )
-        except AtRestError:
-            raise CorruptValueError(
-                self.path, str(tier), str(key), stored, f"hint {hint_id} fails authentication"
-            ) from None
-        return Hint(int(hint_id), str(target), str(tier), str(key), value, int(created))
+    def _hints(self, rows: Iterable[Sequence[Any]]) -> list[Hint]:
+        """The hints of ``rows``, without any that fails authentication: a hint is a
+        copy held for another node, whose other holders have the value; a bad one is
+        logged and left for :meth:`reseal` to delete, never handed off."""
+        out = []
+        for hint_id, target, tier, key, raw, created, dek in rows:
+            try:
+                value = self._unseal(
+                    _hint_aad(str(target), str(tier), str(key)),
+                    bytes(raw),
+                    None if dek is None else int(dek),
+                )
+            except AtRestError:
+                log.error(
+                    "store %s: hint %s (%s/%s for %s) fails authentication; skipped",
+                    self.path, hint_id, tier, key, target,
+                )  # fmt: skip
+                continue
+            out.append(Hint(int(hint_id), str(target), str(tier), str(key), value, int(created)))
+        return out
 
     def set_keyring(self, keyring: Keyring | None) -> None:
         """Encrypt new values under ``keyring``'s primary key from the next write on.
@@ -858,7 +871,12 @@ class TierStore:
             try:
                 plain = self._unseal(aad, bytes(row[-2]), None if dek is None else int(dek))
             except AtRestError:
-                continue  # corrupt: the scrubber finds it and repairs it from a replica
+                if table == "hints":  # a copy for another node: its other holders have it
+                    log.error("store %s: deleting hint %s, which fails authentication",
+                              self.path, row[0])  # fmt: skip
+                    conn.execute("DELETE FROM hints WHERE id=?", (row[0],))
+                # a value: the scrubber finds it and repairs it from another owner
+                continue
             value, new_dek = self._seal(aad, plain)
             if table == "state":
                 conn.execute(
@@ -1209,11 +1227,14 @@ class TierStore:
             ).fetchone()
             if row is None:
                 return False
-            try:  # expected is what a read returned: the plaintext, or as stored if rotten
-                current = self._value(tier, key, row[0], row[1])
-            except CorruptValueError as exc:
-                current = exc.value
-            if current != expected:
+            # ``expected`` is what the caller saw: the plaintext, or the bytes as stored
+            # (a CorruptValueError carries those, whether the value or its digest rotted).
+            stored = bytes(row[0])
+            try:
+                current = self._value(tier, key, stored, row[1])
+            except CorruptValueError:
+                current = stored
+            if expected not in (current, stored):
                 return False
             stored, dek = self._seal(_state_aad(tier, key), new)
             conn.execute(
@@ -1546,7 +1567,7 @@ class TierStore:
             params = (target, limit)
         with self._reader("hints_for") as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [self._hint(r) for r in rows]
+        return self._hints(rows)
 
     def hints_about(self, tier: str, key: str) -> list[Hint]:
         """Hints held for ``tier/key`` (any target), oldest first. Scans the hints table:
@@ -1559,7 +1580,7 @@ class TierStore:
         )
         with self._reader("hints_about") as conn:
             rows = conn.execute(sql, (tier, key)).fetchall()
-        return [self._hint(r) for r in rows]
+        return self._hints(rows)
 
     def check_digests(
         self, after: tuple[str, str] = ("", ""), limit: int = 512
@@ -1603,7 +1624,7 @@ class TierStore:
             params = (*params, limit)
         with self._reader("hints_in") as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [self._hint(r) for r in rows]
+        return self._hints(rows)
 
     def version(self, tier: str) -> int:
         """Grows whenever a write to ``tier``'s values commits, in this process (it

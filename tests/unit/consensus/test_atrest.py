@@ -425,3 +425,25 @@ def test_a_snapshot_under_a_key_not_yet_loaded_is_read_with_the_keyring_file_as_
     )  # fmt: skip
     assert follower._read_snapshot(path) == ("last", "before")
     assert follower.read(len) == 10
+
+
+def test_a_journal_is_bound_to_its_node_and_its_records_to_their_order(tmp_path: Path) -> None:
+    keyring = ring("k1")
+    path = str(tmp_path / "raft.journal")
+    j = DurableJournal(path, keyring=keyring, owner="n1")
+    for i, command in enumerate((b"cmdA", b"cmdB", b"cmdC"), 1):
+        j.add(command, i, 1)
+    j.setCurrentTerm(5, "n1")
+    j.sync()
+    offsets = list(j._offsets)
+    j._destroy()
+    with pytest.raises(JournalError, match="authentication failed"):
+        DurableJournal(path, keyring=keyring, owner="n2")  # another node's files
+    data = bytearray(Path(path).read_bytes())
+    size = offsets[2] - offsets[1]
+    first, second = bytes(data[offsets[0] : offsets[1]]), bytes(data[offsets[1] : offsets[2]])
+    assert len(first) == size
+    data[offsets[0] : offsets[2]] = second + first  # two whole, authentic records swapped
+    Path(path).write_bytes(bytes(data))
+    with pytest.raises(JournalError, match="holds index 1 after 2"):
+        DurableJournal(path, keyring=keyring, owner="n1")

@@ -485,3 +485,21 @@ def test_a_bad_keyring_stops_the_node_naming_the_file_not_the_key(tmp_path: Path
         NodeConfig(encryption_key_file=path)
     with pytest.raises(ConfigError, match="encryption_key_file"):
         NodeConfig(encryption_key_file=str(tmp_path / "absent"))
+
+
+def test_keys_generate_add_to_refuses_a_keyring_it_would_break(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from node.cli import cli
+
+    path = write(tmp_path, generate_line("k1") + "\n", "keys")
+    before = Path(path).read_text()
+    runner = CliRunner()
+    same_name = runner.invoke(cli, ["keys", "generate", "--name", "k1", "--add-to", path])
+    assert same_name.exit_code == 2 and "not changed" in same_name.output
+    assert "appears twice" in same_name.output and Path(path).read_text() == before
+    added = runner.invoke(cli, ["keys", "generate", "--name", "k2", "--add-to", path])
+    assert added.exit_code == 0, added.output
+    keyring = NodeConfig(encryption_key_file=path).keyring()
+    assert keyring is not None and [k.name for k in keyring.keys] == ["k2", "k1"]
+    assert os.stat(path).st_mode & 0o777 == 0o600

@@ -138,3 +138,31 @@ async def test_reseal_skips_a_corrupt_value_and_finishes(db: str) -> None:
     assert await store.reseal() == 1
     assert store.get("population", "b") == b"2"
     await store.aclose()
+
+
+async def test_a_value_whose_digest_rotted_is_repaired_like_one_whose_bytes_did(db: str) -> None:
+    store = TierStore(db, keyring=ring("k1"))
+    await store.put("population", "a", b"good")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE state SET digest=x'00' WHERE key='a'")
+    conn.close()
+    bad, _, _ = store.check_digests()
+    assert [k for _, k, _ in bad] == ["a"]
+    assert await store.replace_if("population", "a", bad[0][2], b"repaired") is True
+    assert store.get_checked("population", "a") == b"repaired"
+    await store.aclose()
+
+
+async def test_a_hint_that_fails_authentication_is_skipped_then_deleted(db: str) -> None:
+    store = TierStore(db, keyring=ring("old"))
+    for key in ("a", "b", "c"):
+        await store.add_hint("n2", "mesh", key, b"hinted-" + key.encode())
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE hints SET value=x'00112233445566778899aabbccddeeff0011' WHERE key='a'")
+    conn.close()
+    assert [h.key for h in store.hints_for("n2")] == ["b", "c"]  # hand-off is not stuck
+    store.set_keyring(ring("new", "old"))
+    assert await store.reseal() == 2
+    assert store.key_usage() == {ring("new").primary.fingerprint: 2}  # rotation completes
+    assert [h.key for h in store.hints_for("n2")] == ["b", "c"]
+    await store.aclose()
