@@ -57,7 +57,7 @@ from node.replication.grpc_transport import GrpcTransport
 from node.replication.scrub import Scrubber
 from node.replication.store import TierStore
 from node.tiers.ops import TIERS
-from node.tls import aio_channel
+from node.tls import Renewal, aio_channel
 
 log = logging.getLogger(__name__)
 
@@ -501,6 +501,7 @@ class NodeServer:
                 token,
                 traffic=self.traffic,
                 connect=functools.partial(aio_channel, tls=cfg.tls()),
+                renewal=Renewal(cfg.tls()),
             ),
         )
         if cfg.scrub_interval_s > 0:

@@ -17,16 +17,27 @@ up a rotated client certificate.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
 import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-__all__ = ["TlsError", "TlsFiles", "peer_common_name"]
+__all__ = [
+    "Renewal",
+    "TlsError",
+    "TlsFiles",
+    "aio_channel",
+    "close_later",
+    "peer_common_name",
+    "sync_channel",
+]
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +188,50 @@ def sync_channel(
     if tls is None:
         return grpc.insecure_channel(address, options=options)
     return grpc.secure_channel(address, tls.channel_credentials(), options=options)
+
+
+class Renewal:
+    """Whether this node's TLS files changed since the channels that present them were
+    opened: client channels cannot change certificates, so their owners reopen them
+    when :meth:`due` says so. Looks at the files at most every ``every_s``."""
+
+    def __init__(
+        self,
+        tls: TlsFiles | None,
+        *,
+        every_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tls = tls
+        self._every_s = every_s
+        self._clock = clock
+        self._stamp = tls.stamp() if tls is not None else ()
+        self._checked = clock()
+
+    def due(self) -> bool:
+        """True once per change of the files (the caller then reopens its channels)."""
+        if self._tls is None:
+            return False
+        now = self._clock()
+        if now - self._checked < self._every_s:
+            return False
+        self._checked = now
+        stamp = self._tls.stamp()
+        if not stamp or stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        log.info("TLS: %s changed; reopening client channels", self._tls.cert)
+        return True
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def close_later(channels: Iterable[grpc.aio.Channel], grace_s: float) -> None:
+    """Close ``channels`` (replaced ones) once the calls in flight on them end, at most
+    ``grace_s`` from now, without waiting here. From the event loop."""
+    loop = asyncio.get_running_loop()
+    for channel in channels:
+        task = loop.create_task(channel.close(grace=grace_s))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)

@@ -40,7 +40,7 @@ from node.peer.auth import auth_metadata
 from node.peer.cluster_metrics import ClusterMetrics
 from node.peer.gossip import GossipDriver
 from node.tiers import validation as v
-from node.tls import aio_channel
+from node.tls import Renewal, aio_channel, close_later
 
 log = logging.getLogger(__name__)
 
@@ -326,8 +326,12 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         self._gossip = gossip
         self._tier_health = tier_health
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._renewal = Renewal(config.tls())
 
     def _stub(self, address: str) -> Any:
+        if self._renewal.due():  # present a rotated certificate on new channels
+            old, self._channels = self._channels, {}
+            close_later(old.values(), 2.0)
         channel = self._channels.get(address)
         if channel is None:
             channel = aio_channel(address, self.config.tls())

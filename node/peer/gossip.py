@@ -37,7 +37,7 @@ from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.peer.traffic import PeerTraffic
-from node.tls import TlsFiles, aio_channel
+from node.tls import Renewal, TlsFiles, aio_channel, close_later
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class GossipDriver:
         self.node_id = node_id
         self.address = address
         self._tls = tls
+        self._renewal = Renewal(tls)
         self.config = config or GossipConfig.lan()
         self._seeds = seeds
         self._metadata = auth_metadata(token)
@@ -170,6 +171,9 @@ class GossipDriver:
     # -- sending ---------------------------------------------------------------
 
     def _stub(self, address: str) -> Any:
+        if self._renewal.due():
+            old, self._channels = self._channels, {}
+            close_later(old.values(), 2.0)  # calls in flight finish on the old ones
         channel = self._channels.get(address)
         if channel is None:
             channel = aio_channel(

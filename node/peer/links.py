@@ -17,7 +17,7 @@ from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.peer.traffic import PeerTraffic
-from node.tls import TlsFiles, sync_channel
+from node.tls import Renewal, TlsFiles, sync_channel
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ class RaftLink:
             frames, self._frames = self._frames, []
         return frames
 
-    def _run(self) -> None:
-        channel = sync_channel(
+    def _open(self) -> grpc.Channel:
+        return sync_channel(
             self._address,
             self._tls,
             options=[
@@ -117,7 +117,11 @@ class RaftLink:
                 ("grpc.http2.max_pings_without_data", 0),
             ],
         )
+
+    def _run(self) -> None:
+        channel = self._open()
         stub = pb_grpc.PeerStub(channel)
+        renewal = Renewal(self._tls)
         backoff = 0.05
         try:
             while not self._stopping.is_set():
@@ -125,6 +129,10 @@ class RaftLink:
                 self._ready.clear()
                 if self._stopping.is_set():
                     return
+                if renewal.due():  # a rotated certificate: present it from now on
+                    channel.close()
+                    channel = self._open()
+                    stub = pb_grpc.PeerStub(channel)
                 frames = self._take()
                 if self._traffic is not None:
                     self._traffic.sent(self.peer_id, "raft", sum(map(len, frames)))

@@ -39,6 +39,7 @@ from node.peer.traffic import PeerTraffic
 from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.messages import ForwardMany, MergeMany, Reply, Request
+from node.tls import Renewal, close_later
 
 __all__ = ["AUTH_WARNING_INTERVAL_S", "GrpcTransport"]
 
@@ -82,8 +83,11 @@ class GrpcTransport:
         connect: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
         monotonic: Callable[[], float] = time.monotonic,
         traffic: PeerTraffic | None = None,
+        renewal: Renewal | None = None,
     ) -> None:
         self._node_id = node_id
+        # When the node's TLS files change, channels are reopened to present them.
+        self._renewal = renewal
         self._traffic = traffic
         self._metadata = auth_metadata(token)
         self._timeout_s = timeout_s
@@ -93,6 +97,9 @@ class GrpcTransport:
         self._warned_at: dict[str, float] = {}  # peer -> when its refusal was last logged
 
     def _channel(self, address: str) -> tuple[grpc.aio.Channel, Any]:
+        if self._renewal is not None and self._renewal.due():
+            old, self._channels = self._channels, {}
+            close_later((channel for channel, _ in old.values()), self._timeout_s)
         entry = self._channels.get(address)
         if entry is None:
             channel = self._connect(address)

@@ -3,6 +3,7 @@ from them (``node/tls.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -96,3 +97,59 @@ def test_the_cli_uses_the_dev_clusters_certificates_only_for_that_cluster(
     doc["tls"] = False
     (tmp_path / ".cluster" / "cluster.json").write_text(json.dumps(doc))
     assert _dev_cluster_tls(["127.0.0.1:7101"]) is None
+
+
+def test_renewal_says_once_per_change_and_looks_at_most_every_interval(
+    ca: str, tmp_path: pathlib.Path
+) -> None:
+    from node.tls import Renewal
+
+    made = issue(ca, str(tmp_path), "n1", node_id="n1")
+    now = [0.0]
+    renewal = Renewal(
+        TlsFiles(os.path.join(ca, "ca.pem"), made.cert, made.key), clock=lambda: now[0]
+    )
+    assert renewal.due() is False
+    time.sleep(0.01)
+    issue(ca, str(tmp_path), "n1", node_id="n1", overwrite=True)
+    assert renewal.due() is False  # not looked at again within the interval
+    now[0] += 1.0
+    assert renewal.due() is True
+    now[0] += 1.0
+    assert renewal.due() is False  # once per change
+    assert Renewal(None).due() is False
+
+
+async def test_the_replica_transport_reopens_its_channels_after_a_rotation(
+    ca: str, tmp_path: pathlib.Path
+) -> None:
+    from node.replication.grpc_transport import GrpcTransport
+    from node.tls import Renewal
+
+    made = issue(ca, str(tmp_path), "n1", node_id="n1")
+    files = TlsFiles(os.path.join(ca, "ca.pem"), made.cert, made.key)
+    opened: list[object] = []
+
+    class FakeChannel:
+        closed = False
+
+        def unary_unary(self, *args: object, **kwargs: object) -> object:
+            return None  # a stub method that is never called here
+
+        async def close(self, grace: float | None = None) -> None:
+            self.closed = True
+
+    def connect(address: str) -> object:
+        opened.append(FakeChannel())
+        return opened[-1]
+
+    renewal = Renewal(files, every_s=0.0)
+    transport = GrpcTransport("n1", "token", connect=connect, renewal=renewal)  # type: ignore[arg-type]
+    first = transport._channel("127.0.0.1:1")[0]
+    assert transport._channel("127.0.0.1:1")[0] is first  # reused
+    time.sleep(0.01)
+    issue(ca, str(tmp_path), "n1", node_id="n1", overwrite=True)
+    second = transport._channel("127.0.0.1:1")[0]
+    assert second is not first and len(opened) == 2
+    await asyncio.sleep(0)
+    assert first.closed  # type: ignore[attr-defined]
