@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -138,25 +139,32 @@ class AuditLog:
                 )
             error: BaseException | None = None
             try:
-                os.write(self._fd, b"".join(lines))
+                data = memoryview(b"".join(lines))
+                while data:  # a short write (a full disk) must not pass for durable
+                    data = data[os.write(self._fd, data) :]
                 os.fsync(self._fd)
                 for line in lines:
                     self.written[json.loads(line)["result"]] += 1
-                self._maybe_rotate()
             except OSError as exc:
                 log.error("audit log %s: %s", self.path, exc)
                 error = exc
             for _, waiter in batch:
                 if waiter is not None:
                     loop, future = waiter
-                    loop.call_soon_threadsafe(_settle, future, error)
+                    with contextlib.suppress(RuntimeError):  # the waiter's loop has closed
+                        loop.call_soon_threadsafe(_settle, future, error)
+            try:
+                self._maybe_rotate()
+            except OSError as exc:  # keep writing to the current file
+                log.error("audit log %s: cannot rotate: %s", self.path, exc)
 
     def _maybe_rotate(self) -> None:
         if os.fstat(self._fd).st_size < self._max_bytes:
             return
-        os.close(self._fd)
         os.replace(self.path, self.path + ".1")
-        self._fd = self._open()
+        fresh = self._open()  # if this fails, the old descriptor still works (audit.log.1)
+        old, self._fd = self._fd, fresh
+        os.close(old)
 
     def tail(self, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` records, oldest first (this file only, read backwards)."""

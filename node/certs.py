@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from node.tls import server_name_for
+
 __all__ = ["CertError", "Issued", "client_name", "create_ca", "issue", "node_name"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -164,7 +166,7 @@ def issue(
         )
     )
     if node_id:
-        sans: list[x509.GeneralName] = []
+        sans: list[x509.GeneralName] = [x509.DNSName(server_name_for(node_id))]
         for host in hosts or ("127.0.0.1", "localhost"):
             try:
                 sans.append(x509.IPAddress(ipaddress.ip_address(host)))

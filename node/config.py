@@ -60,7 +60,8 @@ class NodeConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_ca_file: str = ""
-    # With TLS: client calls too must present a certificate the cluster CA signed.
+    # With TLS: HTTP clients too must present a certificate the cluster CA signed. (On
+    # the gRPC port every caller must: peers share it and are told apart by theirs.)
     client_cert_auth: bool = True
     # Requests per second each client may make (a client: its TLS certificate's name,
     # else its address), on both ports; over it: RESOURCE_EXHAUSTED / 429. 0 = off.

@@ -7,7 +7,6 @@ Everything runs on one asyncio loop except the Raft tick thread (see
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import signal
@@ -57,7 +56,7 @@ from node.replication.grpc_transport import GrpcTransport
 from node.replication.scrub import Scrubber
 from node.replication.store import TierStore
 from node.tiers.ops import TIERS
-from node.tls import Renewal, aio_channel
+from node.tls import Renewal, aio_channel, server_name_for
 
 log = logging.getLogger(__name__)
 
@@ -459,7 +458,11 @@ class NodeServer:
         server = grpc.aio.server(
             interceptors=[
                 PeerAuthInterceptor(token, cfg.operator_token(), audit=self.audit),
-                *([RateLimit(self.rate_limits)] if self.rate_limits is not None else []),
+                *(
+                    [RateLimit(self.rate_limits, frozenset(cfg.peers))]
+                    if self.rate_limits is not None
+                    else []
+                ),
                 DecodeGuard(),
                 LatencyInterceptor(self.latency),
             ],
@@ -500,7 +503,9 @@ class NodeServer:
                 cfg.node_id,
                 token,
                 traffic=self.traffic,
-                connect=functools.partial(aio_channel, tls=cfg.tls()),
+                connect=lambda address, peer: aio_channel(
+                    address, cfg.tls(), server_name=server_name_for(peer)
+                ),
                 renewal=Renewal(cfg.tls()),
             ),
         )
@@ -542,9 +547,7 @@ class NodeServer:
         if tls is None:
             server.add_insecure_port(cfg.listen)
         else:
-            server.add_secure_port(
-                cfg.listen, tls.server_credentials(require_client_auth=cfg.client_cert_auth)
-            )
+            server.add_secure_port(cfg.listen, tls.server_credentials())
         await self.system.start()
         if self._raft is not None:
             for peer_id, address in cfg.peers.items():

@@ -83,13 +83,19 @@ class TlsFiles:
             return grpc.ssl_channel_credentials(self.ca_bytes(), key, chain)
         return grpc.ssl_channel_credentials(self.ca_bytes())
 
-    def server_credentials(self, *, require_client_auth: bool) -> grpc.ServerCredentials:
-        """Credentials that pick up new certificate files at the next handshake."""
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """Credentials that pick up new certificate files (and CA) at the next
+        handshake. Client certificates are always required: peers share the port and
+        must be told apart by theirs."""
         lock = threading.Lock()
         seen = [self.stamp()]
 
         def config() -> Any:
             key, chain = self.pair()
+            try:  # a key that does not match its certificate (one rewritten, not the other)
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert, self.key)
+            except (OSError, ssl.SSLError) as exc:
+                raise TlsError(f"{self.cert}, {self.key}: {exc}") from exc
             return grpc.ssl_server_certificate_configuration([(key, chain)], self.ca_bytes())
 
         def fetch() -> Any:
@@ -107,7 +113,7 @@ class TlsFiles:
                 return fresh
 
         return grpc.dynamic_ssl_server_credentials(
-            config(), fetch, require_client_authentication=require_client_auth
+            config(), fetch, require_client_authentication=True
         )
 
     # -- HTTP ---------------------------------------------------------------------------
@@ -171,23 +177,56 @@ def peer_common_name(context: Any) -> str | None:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
+# Every node certificate carries the DNS name ``<id>.node.tadpole`` (node/certs.py). A
+# node dialling a peer it knows by id checks the server's certificate for that name,
+# not just for the address it dialled: every node's certificate may name the same
+# address (one host, or an address learned from gossip), none names another's id.
+NODE_DOMAIN = "node.tadpole"
+
+
+def server_name_for(node_id: str) -> str:
+    return f"{node_id}.{NODE_DOMAIN}"
+
+
+def _options(
+    options: list[tuple[str, Any]] | None, tls: TlsFiles | None, server_name: str
+) -> list[tuple[str, Any]]:
+    out = list(options or ())
+    if tls is not None and server_name:
+        out.append(("grpc.ssl_target_name_override", server_name))
+    return out
+
+
 def aio_channel(
-    address: str, tls: TlsFiles | None, options: list[tuple[str, Any]] | None = None
+    address: str,
+    tls: TlsFiles | None,
+    options: list[tuple[str, Any]] | None = None,
+    *,
+    server_name: str = "",
 ) -> grpc.aio.Channel:
-    """A ``grpc.aio`` channel to ``address``: TLS with ``tls``'s certificate, or
-    plaintext when ``tls`` is None."""
+    """A ``grpc.aio`` channel to ``address``: TLS with ``tls``'s certificate (and the
+    server's certificate checked for ``server_name`` instead of the address, if given),
+    or plaintext when ``tls`` is None."""
     if tls is None:
         return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options)
+    return grpc.aio.secure_channel(
+        address, tls.channel_credentials(), options=_options(options, tls, server_name)
+    )
 
 
 def sync_channel(
-    address: str, tls: TlsFiles | None, options: list[tuple[str, Any]] | None = None
+    address: str,
+    tls: TlsFiles | None,
+    options: list[tuple[str, Any]] | None = None,
+    *,
+    server_name: str = "",
 ) -> grpc.Channel:
     """:func:`aio_channel` for blocking code."""
     if tls is None:
         return grpc.insecure_channel(address, options=options)
-    return grpc.secure_channel(address, tls.channel_credentials(), options=options)
+    return grpc.secure_channel(
+        address, tls.channel_credentials(), options=_options(options, tls, server_name)
+    )
 
 
 class Renewal:

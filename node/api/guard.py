@@ -125,8 +125,11 @@ class RateLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     a client over its rate is answered ``RESOURCE_EXHAUSTED`` with the seconds to wait,
     outcome ``not-applied``, before its request reaches a servicer."""
 
-    def __init__(self, buckets: TokenBuckets) -> None:
+    def __init__(self, buckets: TokenBuckets, peers: frozenset[str] = frozenset()) -> None:
         self.buckets = buckets
+        # Certificates of these are the cluster's own calls (status fan-out, forwarded
+        # operator calls, scheduled backups): never limited.
+        self._peer_names = frozenset(f"node/{p}" for p in peers)
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
@@ -150,7 +153,10 @@ class RateLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
     async def _check(self, context: grpc.aio.ServicerContext) -> None:
-        who = client_identity(peer_common_name(context), context.peer())
+        name = peer_common_name(context)
+        if name in self._peer_names:
+            return
+        who = client_identity(name, context.peer())
         wait = self.buckets.take(who)
         if wait > 0:
             context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))

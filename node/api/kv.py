@@ -40,7 +40,7 @@ from node.peer.auth import auth_metadata
 from node.peer.cluster_metrics import ClusterMetrics
 from node.peer.gossip import GossipDriver
 from node.tiers import validation as v
-from node.tls import Renewal, aio_channel, close_later
+from node.tls import Renewal, aio_channel, close_later, server_name_for
 
 log = logging.getLogger(__name__)
 
@@ -328,14 +328,14 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._renewal = Renewal(config.tls())
 
-    def _stub(self, address: str) -> Any:
+    def _stub(self, address: str, node_id: str) -> Any:
         if self._renewal.due():  # present a rotated certificate on new channels
             old, self._channels = self._channels, {}
             close_later(old.values(), 2.0)
-        channel = self._channels.get(address)
+        channel = self._channels.get(f"{node_id}@{address}")
         if channel is None:
-            channel = aio_channel(address, self.config.tls())
-            self._channels[address] = channel
+            channel = aio_channel(address, self.config.tls(), server_name=server_name_for(node_id))
+            self._channels[f"{node_id}@{address}"] = channel
         return pb_grpc.ClusterStub(channel)
 
     def status_pb(self) -> Any:
@@ -396,7 +396,7 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
                 last_heard_s=last_heard if last_heard != float("inf") else -1.0,
             )
             try:
-                remote = await self._stub(address).Status(pb.StatusRequest(), timeout=0.5)
+                remote = await self._stub(address, peer_id).Status(pb.StatusRequest(), timeout=0.5)
             except grpc.aio.AioRpcError:
                 return member
             member.raft_role = remote.raft_role
@@ -444,7 +444,7 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
                 await self.abort_for(context, NotLeaderError("no leader right now; retry"))
             address = self.leader_address(st.leader_id)
             try:
-                return await self._stub(address).TransferLeadership(
+                return await self._stub(address, st.leader_id).TransferLeadership(
                     request, timeout=5.0, metadata=auth_metadata(self.config.operator_token())
                 )
             except grpc.aio.AioRpcError as exc:

@@ -67,7 +67,7 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
             problem = "peer calls need a node certificate (node/<id>) signed by the cluster CA"
         elif node not in self._peer_ids:
             problem = f"certificate {name!r} is not a configured peer"
-        elif claimed and claimed != node:
+        elif claimed != node:
             problem = f"certificate {name!r} may not speak for {claimed!r}"
         else:
             return
@@ -97,11 +97,11 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
                 "this node's system tier is not on Raft (etcd backend)",
             )
         assert self._backend is not None
+        await self._check_peer(context, request.from_id, "Raft")
         if request.from_id not in self._peer_ids:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"{request.from_id!r} is not a configured peer"
             )
-        await self._check_peer(context, request.from_id, "Raft")
         frames = list(request.frames)
         traffic = self._traffic
         if traffic is not None:

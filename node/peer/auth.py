@@ -101,10 +101,18 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 caller(context, "operator"), context.peer(), method, result, str(details)[:200]
             )
 
+        async def started(context: grpc.aio.ServicerContext) -> None:
+            # Durable before the action begins: a crash mid-action, or a failed write of
+            # the outcome, still leaves the attempt on record.
+            await audit.record_durably(
+                caller(context, "operator"), context.peer(), method, "started"
+            )
+
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await started(context)
                 try:
                     response = await inner(request, context)
                 except BaseException as exc:
@@ -122,6 +130,7 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await started(context)
                 try:
                     async for item in inner_stream(request, context):
                         yield item

@@ -31,7 +31,7 @@ from consensus.durable import atomic_write
 from gossip.codec import decode_swim, decode_sync, encode
 from gossip.config import GossipConfig
 from gossip.errors import GossipError
-from gossip.messages import MemberMeta, Rpc
+from gossip.messages import Gossip, MemberMeta, Ping, PingReq, PushPull, Rpc
 from gossip.swim import DeltaEvent, MemberView, Outgoing, Swim
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -260,6 +260,12 @@ class GossipDriver:
         if swim is None or loop is None:
             return b""
         msg = decode_swim(request.payload)
+        if isinstance(msg, Ping | PingReq | Gossip | PushPull) and msg.src != request.from_id:
+            # These speak for their sender: over TLS from_id is bound to the caller's
+            # certificate, so the message must be from_id's own.
+            raise GossipError(
+                f"a {type(msg).__name__} from {msg.src!r} sent by {request.from_id!r}"
+            )
         reply = self._after_handle(
             swim.handle(request.from_address or request.from_id, msg, loop.time())
         )

@@ -17,7 +17,7 @@ from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.peer.traffic import PeerTraffic
-from node.tls import Renewal, TlsFiles, sync_channel
+from node.tls import Renewal, TlsFiles, server_name_for, sync_channel
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class RaftLink:
         return sync_channel(
             self._address,
             self._tls,
+            server_name=server_name_for(self.peer_id),
             options=[
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.min_reconnect_backoff_ms", 100),

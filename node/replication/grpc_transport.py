@@ -71,8 +71,9 @@ def _items(message: Request) -> int:
 
 
 class GrpcTransport:
-    """``connect`` opens a channel to an address (default: an insecure ``grpc.aio``
-    channel; tests pass a fake); ``monotonic`` paces the credential warnings."""
+    """``connect(address, peer id)`` opens a channel to a peer (default: an insecure
+    ``grpc.aio`` channel; tests pass a fake); ``monotonic`` paces the credential
+    warnings."""
 
     def __init__(
         self,
@@ -80,7 +81,9 @@ class GrpcTransport:
         token: str,
         *,
         timeout_s: float = 2.0,
-        connect: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
+        connect: Callable[[str, str], grpc.aio.Channel] = lambda address, _peer: (
+            grpc.aio.insecure_channel(address)
+        ),
         monotonic: Callable[[], float] = time.monotonic,
         traffic: PeerTraffic | None = None,
         renewal: Renewal | None = None,
@@ -93,22 +96,25 @@ class GrpcTransport:
         self._timeout_s = timeout_s
         self._connect = connect
         self._monotonic = monotonic
-        self._channels: dict[str, tuple[grpc.aio.Channel, Any]] = {}  # address -> (channel, stub)
+        self._channels: dict[
+            tuple[str, str], tuple[grpc.aio.Channel, Any]
+        ] = {}  # address -> (channel, stub)
         self._warned_at: dict[str, float] = {}  # peer -> when its refusal was last logged
 
-    def _channel(self, address: str) -> tuple[grpc.aio.Channel, Any]:
+    def _channel(self, peer: str, address: str) -> tuple[grpc.aio.Channel, Any]:
         if self._renewal is not None and self._renewal.due():
             old, self._channels = self._channels, {}
             close_later((channel for channel, _ in old.values()), self._timeout_s)
-        entry = self._channels.get(address)
+        # Keyed by both: over TLS the channel checks the server is that peer.
+        entry = self._channels.get((peer, address))
         if entry is None:
-            channel = self._connect(address)
-            entry = self._channels[address] = (channel, pb_grpc.PeerStub(channel))
+            channel = self._connect(address, peer)
+            entry = self._channels[(peer, address)] = (channel, pb_grpc.PeerStub(channel))
         return entry
 
     async def call(self, peer: str, address: str, message: Request) -> Reply:
         kind = type(message).__name__
-        channel, stub = self._channel(address)
+        channel, stub = self._channel(peer, address)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s * max(1.0, _items(message) / ITEMS_PER_TIMEOUT)
         if not await _ready(channel, deadline):

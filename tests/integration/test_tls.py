@@ -27,7 +27,7 @@ from node.dev.cluster import LocalCluster, free_base_port
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
-from node.tls import TlsFiles
+from node.tls import TlsFiles, server_name_for, sync_channel
 
 pytestmark = pytest.mark.integration
 
@@ -191,3 +191,42 @@ def test_a_rotated_certificate_is_served_on_new_connections(cluster: LocalCluste
     with Client([address], credentials=cluster.client_credentials()) as client:
         assert client.put("/tls/after-rotation", "x").revision > 0
     assert cluster.wait_leader(10, all_up=True)
+
+
+def test_a_node_dialling_a_peer_checks_it_is_that_peer(cluster: LocalCluster) -> None:
+    """Every node's certificate names the same address here (and gossip can say any
+    address): what a caller checks is the peer's own name, ``<id>.node.tadpole``."""
+    tls = cluster.client_tls()
+    assert tls is not None
+    address = cluster.addresses["n1"]
+    with sync_channel(address, tls, server_name=server_name_for("n1")) as channel:
+        assert pb_grpc.ClusterStub(channel).Status(pb.StatusRequest(), timeout=5).id == "n1"
+    with (
+        sync_channel(address, tls, server_name=server_name_for("n2")) as channel,
+        pytest.raises(grpc.RpcError) as info,  # n1's certificate is not n2's
+    ):
+        pb_grpc.ClusterStub(channel).Status(pb.StatusRequest(), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+
+def test_gossip_that_claims_another_sender_is_refused(cluster: LocalCluster) -> None:
+    from gossip.codec import encode
+    from gossip.messages import Gossip
+
+    token = NodeConfig(cluster_secret_file=cluster.secret_file).peer_token()
+    files = TlsFiles(
+        os.path.join(cluster.tls_dir, "ca.pem"),
+        os.path.join(cluster.tls_dir, "n2.pem"),
+        os.path.join(cluster.tls_dir, "n2.key"),
+    )
+    with (
+        sync_channel(cluster.addresses["n1"], files, server_name=server_name_for("n1")) as ch,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        pb_grpc.PeerStub(ch).Gossip(
+            pb.PeerMessage(from_id="n2", payload=encode(Gossip(src="n3"))),
+            timeout=5,
+            metadata=auth_metadata(token),
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "from 'n3' sent by 'n2'" in info.value.details()  # type: ignore[attr-defined]

@@ -40,6 +40,7 @@ def test_node_and_client_certificates_name_who_they_speak_for(
     assert ops.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "client/ops"
     sans = n1.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(v) for v in sans] == [
+        "<DNSName(value='n1.node.tadpole')>",  # the name peers check, whatever the address
         "<IPAddress(value=10.0.0.1)>",
         "<DNSName(value='n1.example')>",
     ]
@@ -139,17 +140,17 @@ async def test_the_replica_transport_reopens_its_channels_after_a_rotation(
         async def close(self, grace: float | None = None) -> None:
             self.closed = True
 
-    def connect(address: str) -> object:
+    def connect(address: str, peer: str) -> object:
         opened.append(FakeChannel())
         return opened[-1]
 
     renewal = Renewal(files, every_s=0.0)
     transport = GrpcTransport("n1", "token", connect=connect, renewal=renewal)  # type: ignore[arg-type]
-    first = transport._channel("127.0.0.1:1")[0]
-    assert transport._channel("127.0.0.1:1")[0] is first  # reused
+    first = transport._channel("n2", "127.0.0.1:1")[0]
+    assert transport._channel("n2", "127.0.0.1:1")[0] is first  # reused
     time.sleep(0.01)
     issue(ca, str(tmp_path), "n1", node_id="n1", overwrite=True)
-    second = transport._channel("127.0.0.1:1")[0]
+    second = transport._channel("n2", "127.0.0.1:1")[0]
     assert second is not first and len(opened) == 2
     await asyncio.sleep(0)
     assert first.closed  # type: ignore[attr-defined]

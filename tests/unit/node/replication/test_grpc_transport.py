@@ -81,7 +81,7 @@ def transport(
         "n1",
         "t",
         timeout_s=timeout_s,
-        connect=lambda address: channels[address],  # type: ignore[arg-type,return-value]
+        connect=lambda address, _peer: channels[address],  # type: ignore[arg-type,return-value]
         monotonic=clock or Clock(),
     )
 
