@@ -166,30 +166,39 @@ class AuditLog:
         old, self._fd = self._fd, fresh
         os.close(old)
 
-    def tail(self, limit: int) -> list[dict[str, Any]]:
-        """The last ``limit`` records, oldest first (this file only, read backwards)."""
+    def tail(self, limit: int, *, skip: Callable[[dict[str, Any]], bool] | None = None
+             ) -> list[dict[str, Any]]:  # fmt: skip
+        """The last ``limit`` records (without those ``skip`` says), oldest first; this
+        file only, read backwards in 64 KiB steps."""
         if limit <= 0:
             return []
+        found: list[dict[str, Any]] = []
         with open(self.path, "rb") as f:
-            end = f.seek(0, os.SEEK_END)
-            data = b""
-            pos = end
-            while pos > 0 and data.count(b"\n") <= limit:
+            pos = f.seek(0, os.SEEK_END)
+            rest = b""  # the start of the line cut by the last step
+            while pos > 0 and len(found) < limit:
                 step = min(pos, 1 << 16)
                 pos -= step
                 f.seek(pos)
-                data = f.read(step) + data
-        chunks = data.split(b"\n")
-        if pos > 0:
-            chunks = chunks[1:]  # the window's first line is cut
-        lines = [line for line in chunks if line][-limit:]
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a line torn by a crash mid-append
-        return out
+                lines = (f.read(step) + rest).split(b"\n")
+                rest = lines.pop(0) if pos > 0 else b""
+                for line in reversed(lines):
+                    record = _parse(line)
+                    if record is not None and not (skip and skip(record)):
+                        found.append(record)
+                        if len(found) == limit:
+                            break
+        return found[::-1]
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    if not line:
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None  # a line torn by a crash mid-append
+    return record if isinstance(record, dict) else None
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -16,6 +16,11 @@ from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 
 TAIL_MAX = 10_000
+TAIL_METHOD = "/tadpole.v1.Audit/Tail"
+
+
+def _is_a_read(record: dict[str, Any]) -> bool:
+    return record.get("action") == TAIL_METHOD
 
 
 class AuditServicer(pb_grpc.AuditServicer):  # type: ignore[misc]
@@ -28,7 +33,8 @@ class AuditServicer(pb_grpc.AuditServicer):  # type: ignore[misc]
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"limit {limit}: at most {TAIL_MAX}"
             )
-        records = await asyncio.to_thread(self._audit.tail, limit)
+        skip = None if request.include_reads else _is_a_read
+        records = await asyncio.to_thread(self._audit.tail, limit, skip=skip)
         return pb.AuditTailResponse(
             node_id=self._audit.node_id,
             records=[json.dumps(r, separators=(",", ":")) for r in records],

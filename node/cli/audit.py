@@ -25,13 +25,16 @@ def audit() -> None:
 @click.option("-n", "--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
               help="The newest this many records (of all nodes together).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.option("--reads", is_flag=True, help="Also the reads of the trail (audit tail calls).")
 @click.pass_obj
-def tail_command(settings: Any, limit: int, as_json: bool) -> None:
+def tail_command(settings: Any, limit: int, as_json: bool, reads: bool) -> None:
     """The newest records of every member, merged in time order."""
 
     async def call(channel: grpc.aio.Channel, metadata: Any, timeout_s: float) -> Any:
         return await pb_grpc.AuditStub(channel).Tail(
-            pb.AuditTailRequest(limit=limit), timeout=timeout_s, metadata=metadata
+            pb.AuditTailRequest(limit=limit, include_reads=reads),
+            timeout=timeout_s,
+            metadata=metadata,
         )
 
     replies = ask_every_member(settings, "audit tail", call)

@@ -803,10 +803,12 @@ class KeysStatusResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., enabled: _Optional[bool] = ..., primary: _Optional[str] = ..., keyring: _Optional[_Iterable[str]] = ..., journal: _Optional[str] = ..., snapshot: _Optional[str] = ..., store: _Optional[_Iterable[_Union[KeyCount, _Mapping]]] = ..., resealing: _Optional[bool] = ..., last_error: _Optional[str] = ..., resealed: _Optional[int] = ...) -> None: ...
 
 class AuditTailRequest(_message.Message):
-    __slots__ = ("limit",)
+    __slots__ = ("limit", "include_reads")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_READS_FIELD_NUMBER: _ClassVar[int]
     limit: int
-    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+    include_reads: bool
+    def __init__(self, limit: _Optional[int] = ..., include_reads: _Optional[bool] = ...) -> None: ...
 
 class AuditTailResponse(_message.Message):
     __slots__ = ("node_id", "records", "dropped")

@@ -85,3 +85,14 @@ async def test_the_file_is_rotated_past_its_size(tmp_path: pathlib.Path) -> None
     assert (tmp_path / "audit.log.1").exists()
     assert lines(path)[-1]["action"] == "/a/29"
     audit.close()
+
+
+async def test_tail_can_leave_out_records_and_still_fill_its_limit(tmp_path: pathlib.Path) -> None:
+    audit = AuditLog(str(tmp_path / "audit.log"), "n1")
+    for i in range(2000):
+        audit.record("operator", "p", "/Audit/Tail" if i % 2 else f"/act/{i}", "ok")
+    await audit.record_durably("operator", "p", "/Audit/Tail", "ok")
+    got = audit.tail(300, skip=lambda r: r["action"] == "/Audit/Tail")
+    assert len(got) == 300 and all(r["action"].startswith("/act/") for r in got)
+    assert got[-1]["action"] == "/act/1998" and got[0]["action"] == "/act/1400"
+    audit.close()
