@@ -58,6 +58,10 @@ def node_command(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Everything the node creates (journal, snapshots, tiers.db and its WAL, audit log,
+    # archives) is its own: 0600 files, 0700 directories.
+    os.umask(0o077)
+    _warn_if_shared(config.data_path)
     if pid_file:
         with open(pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
@@ -76,6 +80,21 @@ def node_command(
     finally:
         if pid_file and os.path.exists(pid_file):
             os.unlink(pid_file)
+
+
+def _warn_if_shared(data_dir: str) -> None:
+    try:
+        mode = os.stat(data_dir).st_mode
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        logging.getLogger("node").warning(
+            "data directory %s is mode %04o: other users may read what it holds "
+            "(chmod 700 %s)",
+            data_dir,
+            mode & 0o777,
+            data_dir,
+        )
 
 
 if __name__ == "__main__":

@@ -71,6 +71,12 @@ def test_refused_calls_and_operator_actions_are_audited(make_cluster: object) ->
     for secret in (guessed, operator_token):
         assert secret not in text and secret not in on_disk
 
+    # nothing the node wrote is readable by other users (the node's umask is 077)
+    for directory, _, names in os.walk(cluster.data_dir("n1")):
+        for name in [".", *names]:
+            mode = os.stat(os.path.join(directory, name)).st_mode & 0o777
+            assert mode & 0o077 == 0, (os.path.join(directory, name), oct(mode))
+
     # durable: what was answered survives kill -9
     cluster.kill("n1")
     cluster.start_node("n1")
