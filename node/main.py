@@ -89,8 +89,7 @@ def _warn_if_shared(data_dir: str) -> None:
         return
     if mode & 0o077:
         logging.getLogger("node").warning(
-            "data directory %s is mode %04o: other users may read what it holds "
-            "(chmod 700 %s)",
+            "data directory %s is mode %04o: other users may read what it holds (chmod 700 %s)",
             data_dir,
             mode & 0o777,
             data_dir,

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from node.api.status import OUTCOME_KEY
+from node.api.wrapping import WrappingInterceptor
 from node.errors import Outcome
 from node.ratelimit import TokenBuckets, client_identity
 from node.tls import peer_common_name
@@ -58,30 +59,11 @@ async def _refuse(bad: _Undecodable, context: grpc.aio.ServicerContext, method: 
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad.why)
 
 
-class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Answer undecodable request bodies with INVALID_ARGUMENT instead of UNKNOWN.
+class DecodeGuard(WrappingInterceptor):
+    """Answer undecodable request bodies with INVALID_ARGUMENT instead of UNKNOWN."""
 
-    gRPC asks the interceptors for a handler on every call. The wrapped handler of a
-    method is built once and reused while gRPC hands out the same registered handler,
-    so a call costs a dictionary lookup here, not a closure, a handler tuple and an
-    ``inspect`` check."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = _guarded(handler, details.method)
-        if handler is not None:
-            self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return _guarded(handler, method)
 
 
 def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
@@ -119,38 +101,23 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
     return handler
 
 
-class RateLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class RateLimit(WrappingInterceptor):
     """Per-client rate limits (``node/ratelimit.py``) on every method but the Peer
     service's (peers are the cluster itself) and the health and reflection services:
     a client over its rate is answered ``RESOURCE_EXHAUSTED`` with the seconds to wait,
     outcome ``not-applied``, before its request reaches a servicer."""
 
     def __init__(self, buckets: TokenBuckets, peers: frozenset[str] = frozenset()) -> None:
+        super().__init__()
         self.buckets = buckets
         # Certificates of these are the cluster's own calls (status fan-out, forwarded
         # operator calls, scheduled backups): never limited.
         self._peer_names = frozenset(f"node/{p}" for p in peers)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method = details.method
-        if (
-            handler is None
-            or not method.startswith("/tadpole.v1.")
-            or method.startswith("/tadpole.v1.Peer/")
-        ):
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if not method.startswith("/tadpole.v1.") or method.startswith("/tadpole.v1.Peer/"):
             return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._limited(handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._limited(handler)
 
     async def _check(self, context: grpc.aio.ServicerContext) -> None:
         name = peer_common_name(context)

@@ -204,6 +204,19 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     raise click.exceptions.Exit(code)
 
 
+def write_new_private_file(path: str, text: str, what: str) -> None:
+    """Create ``path`` (mode 0600) holding ``text``; never replaces an existing file (a
+    key written over is a key lost). Fails the command, naming the file, if it cannot."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _fail(f"{path}: already exists; not overwriting {what}", EXIT_USAGE)
+    except OSError as exc:
+        _fail(f"{path}: {exc.strerror or exc}", EXIT_USAGE)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def _handle_errors(func: F) -> F:
     """Turn an expected TadpoleError into one stderr line and an exit code."""
 

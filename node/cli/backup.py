@@ -22,7 +22,7 @@ from node.backup.collect import gather
 from node.backup.manifest import Manifest, ManifestError
 from node.backup.repository import Repository, RepositoryError
 from node.backup.restore import restore
-from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail
+from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail, write_new_private_file
 from node.config import ConfigError, NodeConfig
 
 __all__ = ["backup"]
@@ -90,14 +90,8 @@ def backup() -> None:
 def keygen_command(out: str) -> None:
     """Write a new age identity (mode 0600) and print its public recipient."""
     secret, public = seal.generate_identity()
-    try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        _fail(f"{out}: already exists; not overwriting a key", EXIT_USAGE)
-    except OSError as exc:
-        _fail(f"{out}: {exc.strerror or exc}", EXIT_USAGE)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(f"# created: {_when(time.time_ns())}\n# public key: {public}\n{secret}\n")
+    text = f"# created: {_when(time.time_ns())}\n# public key: {public}\n{secret}\n"
+    write_new_private_file(out, text, "a key")
     click.echo(public)
 
 

@@ -19,7 +19,7 @@ from google.protobuf.json_format import MessageToDict
 
 from consensus.atrest import Keyring, KeyringError, generate_line
 from consensus.durable import fsync_dir
-from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail
+from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail, write_new_private_file
 from node.cli.members import ask_every_member
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -48,14 +48,7 @@ def generate_command(name: str, out: str | None, add_to: str | None) -> None:
     if out and add_to:
         _fail("give --out or --add-to, not both", EXIT_USAGE)
     if out:
-        try:
-            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            _fail(f"{out}: already exists; not overwriting a keyring", EXIT_USAGE)
-        except OSError as exc:
-            _fail(f"{out}: {exc.strerror or exc}", EXIT_USAGE)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(line + "\n")
+        write_new_private_file(out, line + "\n", "a keyring")
         click.echo(f"wrote {out} (key {line.split(':', 1)[0]})")
     elif add_to:
         _prepend(add_to, line)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import bisect
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 from prometheus_client.core import HistogramMetricFamily
+
+from node.api.wrapping import WrappingInterceptor
 
 __all__ = ["BUCKETS", "LatencyInterceptor", "RequestLatency"]
 
@@ -64,29 +66,14 @@ class RequestLatency:
         yield family
 
 
-class LatencyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Times every unary-unary call into a :class:`RequestLatency` (streams are not).
-    The timed handler of a method is built once and reused (see ``DecodeGuard``)."""
+class LatencyInterceptor(WrappingInterceptor):
+    """Times every unary-unary call into a :class:`RequestLatency` (streams are not)."""
 
     def __init__(self, latency: RequestLatency) -> None:
+        super().__init__()
         self._latency = latency
-        self._timed: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        cached = self._timed.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        timed = self._wrap(handler, details.method)
-        if handler is not None:
-            self._timed[details.method] = (handler, timed)
-        return timed
-
-    def _wrap(self, handler: grpc.RpcMethodHandler, method_path: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler, method_path: str) -> grpc.RpcMethodHandler:
         inner = getattr(handler, "unary_unary", None)
         if inner is None or not inspect.iscoroutinefunction(inner):
             return handler

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import grpc
@@ -10,6 +12,15 @@ import pytest
 from node.dev.cluster import LocalCluster, free_base_port
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+
+
+def run_cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tadpole`` against ``cluster`` with its operator token, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", "--endpoints", cluster.endpoints,
+         "--token-file", cluster.token_file, "--timeout", "10", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
 
 
 def start_http_cluster(root: str, extra_args: list[str] | None = None) -> LocalCluster:

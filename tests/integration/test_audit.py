@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import grpc
 import pytest
@@ -18,16 +16,9 @@ from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
+from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.integration
-
-
-def cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "node.cli", "--endpoints", cluster.endpoints,
-         "--token-file", cluster.token_file, "--timeout", "10", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
 
 
 def test_refused_calls_and_operator_actions_are_audited(make_cluster: object) -> None:
@@ -42,12 +33,12 @@ def test_refused_calls_and_operator_actions_are_audited(make_cluster: object) ->
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
         with pytest.raises(grpc.RpcError):
             pb_grpc.PeerStub(channel).Raft(pb.RaftBatch(from_id="n2"), timeout=5)
-    status = cli(cluster, "keys", "status")
+    status = run_cli(cluster, "keys", "status")
     assert status.returncode == 0, status.stderr
-    rotate = cli(cluster, "keys", "rotate")  # encryption is off: refused by the node
+    rotate = run_cli(cluster, "keys", "rotate")  # encryption is off: refused by the node
     assert rotate.returncode == 1 and "FAILED_PRECONDITION" in rotate.stdout
 
-    tail = cli(cluster, "audit", "tail", "-n", "200", "--json")
+    tail = run_cli(cluster, "audit", "tail", "-n", "200", "--json")
     assert tail.returncode == 0, tail.stderr
     records = [json.loads(line) for line in tail.stdout.splitlines()]
     mine = [r for r in records if r["node"] == "n1"]
@@ -81,6 +72,6 @@ def test_refused_calls_and_operator_actions_are_audited(make_cluster: object) ->
     cluster.kill("n1")
     cluster.start_node("n1")
     cluster.wait_leader(30, all_up=True)
-    again = cli(cluster, "audit", "tail", "-n", "200", "--json")
+    again = run_cli(cluster, "audit", "tail", "-n", "200", "--json")
     after = [json.loads(line) for line in again.stdout.splitlines()]
     assert denied_rotate[0] in after

@@ -22,6 +22,7 @@ from node.client import Client
 from node.dev.cluster import LocalCluster, free_base_port
 from node.replication.coordinator import owners
 from node.tiers.ops import TIERS
+from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -54,14 +55,6 @@ def metric(cluster: LocalCluster, node_id: str, name: str) -> float:
     ) as r:
         text = r.read().decode()
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
-
-
-def cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "node.cli", "--endpoints", cluster.endpoints,
-         "--token-file", cluster.token_file, "--timeout", "10", *args],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
 
 
 def write(client: Client, start: int, stop: int) -> None:
@@ -144,10 +137,10 @@ def test_an_encrypted_cluster_keeps_no_plaintext_survives_kill_and_rotates(
 
             # Rotate: a new key first in the keyring, `keys rotate`, then the old key goes.
             keyring = pathlib.Path(cluster.keyring_file)
-            out = cli(cluster, "keys", "generate", "--name", "k2", "--add-to", str(keyring))
+            out = run_cli(cluster, "keys", "generate", "--name", "k2", "--add-to", str(keyring))
             assert out.returncode == 0, out.stderr
             assert keyring.stat().st_mode & 0o777 == 0o600
-            rotated = cli(cluster, "keys", "rotate")
+            rotated = run_cli(cluster, "keys", "rotate")
             assert rotated.returncode == 0, rotated.stdout + rotated.stderr
             assert rotated.stdout.count("writes under k2") == 3 and "dev1" not in rotated.stdout
             write(client, 260, 280)
@@ -164,7 +157,7 @@ def test_an_encrypted_cluster_keeps_no_plaintext_survives_kill_and_rotates(
         cluster.wait_leader(30, all_up=True)
         with Client(cluster.endpoints.split(",")) as client:
             check(client, 280)
-        status = json.loads(cli(cluster, "keys", "status", "--json").stdout)
+        status = json.loads(run_cli(cluster, "keys", "status", "--json").stdout)
         for node_id, s in status.items():
             assert s["primary"].startswith("k2 ") and s["journal"] == s["primary"], s
             assert s["snapshot"] == s["primary"] and [c["key"] for c in s["store"]] == [
