@@ -191,6 +191,12 @@ def test_a_rotated_certificate_is_served_on_new_connections(cluster: LocalCluste
     with Client([address], credentials=cluster.client_credentials()) as client:
         assert client.put("/tls/after-rotation", "x").revision > 0
     assert cluster.wait_leader(10, all_up=True)
+    # No private key material in any node's log.
+    logs = "".join(pathlib.Path(cluster.log_file(n)).read_text() for n in cluster.node_ids)
+    for name in ("n1", "n2", "n3", "cli", "ca"):
+        pem = pathlib.Path(cluster.tls_dir, f"{name}.key").read_text()
+        body = "".join(line for line in pem.splitlines() if "PRIVATE KEY" not in line)
+        assert body[:40] not in logs
 
 
 def test_a_node_dialling_a_peer_checks_it_is_that_peer(cluster: LocalCluster) -> None:
