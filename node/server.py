@@ -26,6 +26,7 @@ from consensus.raft.backend import RaftBackend
 from consensus.raft.bridge import RaftSystem
 from gossip.config import GossipConfig
 from node.api.audit import AuditServicer
+from node.api.authz import Authorize, PolicyCache
 from node.api.backup import BackupServicer
 from node.api.documents import DocumentsServicer
 from node.api.guard import DecodeGuard, RateLimit
@@ -121,6 +122,8 @@ class NodeServer:
         self.audit: AuditLog | None = None
         # Per-client rate limits, one table for both ports (None: off).
         self.rate_limits = config.rate_limits()
+        # Roles (node/rbac.py), as the local replica of the system tier holds them.
+        self.policy = PolicyCache(self.system)
         self.backups: BackupScheduler | None = None
         self.wal: WalArchiver | None = None
         self.scrubber: Scrubber | None = None
@@ -463,7 +466,8 @@ class NodeServer:
                     if self.rate_limits is not None
                     else []
                 ),
-                DecodeGuard(),
+                DecodeGuard(),  # outside Authorize: it reads the decoded request
+                Authorize(self.policy, cfg.operator_token(), frozenset(cfg.peers), self.audit),
                 LatencyInterceptor(self.latency),
             ],
             options=[

@@ -29,6 +29,12 @@ def _ledger_command() -> click.Command:
     return ledger
 
 
+def _auth_command() -> click.Command:
+    from node.cli.auth import auth
+
+    return auth
+
+
 def _audit_command() -> click.Command:
     from node.cli.audit import audit
 
@@ -59,6 +65,7 @@ cli.add_lazy_command("ledger", _ledger_command)
 cli.add_lazy_command("keys", _keys_command)
 cli.add_lazy_command("certs", _certs_command)
 cli.add_lazy_command("audit", _audit_command)
+cli.add_lazy_command("auth", _auth_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -62,6 +62,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "OutcomeUnknown",
+    "PermissionDenied",
     "ReplicationIncomplete",
     "ServerError",
     "TadpoleError",
@@ -115,6 +116,11 @@ class AlreadyExists(TadpoleError):
 class Unauthenticated(TadpoleError):
     """The call lacked the credential it needs (an operator call without the operator
     token); nothing was applied. Never retried."""
+
+
+class PermissionDenied(TadpoleError):
+    """The caller's roles do not grant what the call needs (the message names the
+    missing permission); nothing was applied. Never retried."""
 
 
 class FailedPrecondition(TadpoleError):
@@ -279,6 +285,8 @@ def from_rpc_error(exc: BaseException, *, write: bool = False, tiers: bool = Fal
         return AlreadyExists(f"already exists{said}", code=name, details=details)
     if code is grpc.StatusCode.UNAUTHENTICATED:
         return Unauthenticated(f"unauthenticated{said}", code=name, details=details)
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(f"permission denied{said}", code=name, details=details)
     if code is grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPrecondition(f"failed precondition{said}", code=name, details=details)
     if code is grpc.StatusCode.OUT_OF_RANGE:

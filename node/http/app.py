@@ -108,8 +108,28 @@ def _grpc_style_peer(remote: str) -> str:
     return f"ipv6:[{remote}]:0" if ":" in remote else f"ipv4:{remote}:0"
 
 
+def roles_guard(policy: Any) -> Any:
+    """Middleware: while roles are enabled, the HTTP state API answers 403 (only the
+    gRPC port enforces them, docs/security.md#roles); /healthz and /metrics stay."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in ("/healthz", "/metrics") or not (await policy.get()).enabled:
+            return await handler(request)
+        detail = (
+            "roles are enabled and the HTTP face does not enforce them yet: use the gRPC "
+            "port with a client certificate"
+        )
+        return problem_response(Problem(403, detail), request.path)
+
+    return guard
+
+
 def build_app(node: ApiNode, replication: Replication) -> web.Application:
     middlewares: list[Any] = [problems]
+    policy = getattr(node, "policy", None)
+    if policy is not None:
+        middlewares.insert(0, roles_guard(policy))
     buckets = getattr(node, "rate_limits", None)
     if buckets is not None:
         middlewares.insert(0, rate_limited(buckets))

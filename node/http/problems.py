@@ -67,6 +67,7 @@ _TITLES = {
     405: "Method Not Allowed",
     409: "Conflict",
     410: "Gone",
+    403: "Forbidden",
     412: "Precondition Failed",
     413: "Content Too Large",
     415: "Unsupported Media Type",

@@ -1,0 +1,211 @@
+"""Role-based access on the gRPC port (``node/rbac.py``; docs/security.md#roles).
+
+:class:`Authorize` wraps every client method's handler: it knows, per method, what the
+request needs (:data:`NEEDS`: read or write on which tier and key or prefix), asks the
+policy whether the caller has it, and answers ``PERMISSION_DENIED`` naming the missing
+permission (outcome not-applied, recorded in the audit log) before the servicer runs.
+Callers are named by their TLS certificate; the operator credential is root; a node's
+certificate is the cluster. A method the table does not know is refused while the
+policy is enabled (fail closed). The HTTP port refuses its state API while roles are
+enabled (``node/http/app.py``): one enforcement, not two that could disagree.
+
+:class:`PolicyCache` reads the policy from the local replica of the system tier at most
+every ``ttl_s``: a change takes effect on every node within that (and a Raft round).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from consensus.backend import SystemBackend
+from node.api.status import OUTCOME_KEY
+from node.api.wrapping import WrappingInterceptor
+from node.audit import AuditLog
+from node.errors import Outcome
+from node.peer.auth import AUTH_HEADER
+from node.rbac import POLICY_KEY, Need, Policy, PolicyError, missing
+from node.tls import peer_common_name
+
+__all__ = ["NEEDS", "Authorize", "PolicyCache"]
+
+log = logging.getLogger(__name__)
+
+Needs = Callable[[Any], list[Need]]
+
+
+def _sys(tier: str) -> str:
+    return tier or "system"
+
+
+def _txn(r: Any) -> list[Need]:
+    tier = _sys(r.tier)
+    needs = [Need("read", tier, c.key) for c in r.compare]
+    for op in (*r.success, *r.failure):
+        kind = op.WhichOneof("request")
+        if kind == "put":
+            needs.append(Need("write", tier, op.put.key))
+        elif kind == "delete":
+            needs.append(Need("write", tier, op.delete.key, op.delete.prefix))
+        elif kind == "range":
+            needs.append(Need("read", tier, op.range.prefix, True))
+    return needs
+
+
+_KV = "/tadpole.v1.KV/"
+_TIERS = "/tadpole.v1.Tiers/"
+_DOCS = "/tadpole.v1.Documents/"
+NEEDS: dict[str, Needs] = {
+    _KV + "Get": lambda r: [Need("read", _sys(r.tier), r.key)],
+    _KV + "Put": lambda r: [Need("write", _sys(r.tier), r.key)],
+    _KV + "Delete": lambda r: [Need("write", _sys(r.tier), r.key, r.prefix)],
+    _KV + "Range": lambda r: [Need("read", _sys(r.tier), r.prefix, True)],
+    _KV + "Txn": _txn,
+    _KV + "Watch": lambda r: [Need("read", _sys(r.tier), r.key, r.prefix)],
+    _TIERS + "Update": lambda r: [Need("write", r.tier, r.key)],
+    _TIERS + "UpdateMany": lambda r: [Need("write", u.tier, u.key) for u in r.updates],
+    _TIERS + "Read": lambda r: [Need("read", r.tier, r.key)],
+    _TIERS + "Scan": lambda r: [Need("read", r.tier, r.prefix, True)],
+    _TIERS + "Status": lambda r: [],
+    _TIERS + "LocalKeys": lambda r: [Need("read", r.tier, "", True)],
+    _DOCS + "Put": lambda r: [Need("write", r.tier, r.id)],
+    _DOCS + "Get": lambda r: [Need("read", r.tier, r.id)],
+    _DOCS + "Delete": lambda r: [Need("write", r.tier, r.id)],
+    _DOCS + "Members": lambda r: [
+        Need("write" if (r.add or r.remove) else "read", "mesh", r.mesh_id)
+    ],
+    _DOCS + "CapabilityAdd": lambda r: [Need("write", "agent", r.agent_id)],
+    _DOCS + "Query": lambda r: [Need("read", "mesh", "", True), Need("read", "agent", "", True)],
+    "/tadpole.v1.Cluster/Members": lambda r: [],
+    "/tadpole.v1.Cluster/Status": lambda r: [],
+}
+# Checked elsewhere: peer calls (the cluster credential and certificates) and operator
+# calls (the operator credential); the health and reflection services are open.
+_EXEMPT = (
+    "/tadpole.v1.Peer/",
+    "/tadpole.v1.Backup/",
+    "/tadpole.v1.Keys/",
+    "/tadpole.v1.Audit/",
+    "/tadpole.v1.Cluster/TransferLeadership",
+    "/grpc.",
+)
+
+
+class PolicyCache:
+    """The policy as the local replica holds it, read again after ``ttl_s``."""
+
+    def __init__(
+        self,
+        system: SystemBackend,
+        *,
+        ttl_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._system = system
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._policy = Policy()
+        self._read_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Policy:
+        if self._clock() - self._read_at < self._ttl_s:
+            return self._policy
+        async with self._lock:
+            if self._clock() - self._read_at >= self._ttl_s:
+                try:
+                    kv, _ = await self._system.get(POLICY_KEY, linearizable=False, timeout=2.0)
+                    self._policy = Policy.parse(kv.value if kv is not None else None)
+                except PolicyError as exc:
+                    # A policy that does not parse is refused by `tadpole auth`; one that
+                    # got in anyway keeps the last good one rather than opening the door.
+                    log.error("%s does not parse, keeping the last policy: %s", POLICY_KEY, exc)
+                except Exception as exc:  # no leader, shutting down: keep the last one
+                    log.debug("policy not read: %s", exc)
+                self._read_at = self._clock()
+        return self._policy
+
+
+class Authorize(WrappingInterceptor):
+    def __init__(
+        self,
+        policy: PolicyCache,
+        operator_token: str,
+        peers: frozenset[str],
+        audit: AuditLog | None = None,
+    ) -> None:
+        super().__init__()
+        self._policy = policy
+        self._operator = f"Bearer {operator_token}".encode() if operator_token else b""
+        self._nodes = frozenset(f"node/{p}" for p in peers)
+        self._audit = audit
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if method.startswith(_EXEMPT):
+            return handler
+        needs = NEEDS.get(method)
+        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await self._check(context, method, needs, request)
+                return await inner(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                await self._check(context, method, needs, request)
+                async for item in inner_stream(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _is_root(self, context: grpc.aio.ServicerContext) -> bool:
+        for key, value in context.invocation_metadata() or ():
+            if key == AUTH_HEADER:
+                presented = value.encode() if isinstance(value, str) else value
+                return bool(self._operator) and hmac.compare_digest(presented, self._operator)
+        return False
+
+    async def _check(
+        self, context: grpc.aio.ServicerContext, method: str, needs: Needs | None, request: Any
+    ) -> None:
+        policy = await self._policy.get()
+        if not policy.enabled:
+            return
+        name = peer_common_name(context)
+        if name in self._nodes or self._is_root(context):
+            return
+        user = name.removeprefix("client/") if name and name.startswith("client/") else None
+        who = user or name or "an unidentified caller"
+        if needs is None:
+            problem = f"{who} may not call {method} while roles are enabled"
+        elif user is None:
+            problem = f"{who} has no roles: present a client certificate (client/<name>)"
+        else:
+            lacking = missing(policy, user, needs(request))
+            if lacking is None:
+                return
+            problem = f"{who} lacks {lacking}"
+        if self._audit is not None:
+            self._audit.record(name or "anonymous", context.peer(), method, "denied", problem)
+        context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)

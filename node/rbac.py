@@ -1,0 +1,160 @@
+"""Roles and their grants: who may read, write or administer which keys of which tier
+(pure, no I/O; docs/security.md#roles).
+
+The policy is one JSON document in the system tier (:data:`POLICY_KEY`), so it is
+replicated and changed linearizably, like etcd's auth store::
+
+    {"enabled": true,
+     "roles": {"app-reader": [{"perm": "read", "tier": "system", "prefix": "/app/"}]},
+     "users": {"alice": ["app-reader"]}}
+
+A user is a TLS client certificate's name (``client/alice`` -> ``alice``). A grant
+gives ``read``, ``write`` (which includes read) or ``admin`` (all of them) on the keys
+of ``tier`` (``*``: every tier) starting with ``prefix``. Everything not granted is
+denied (Consul's ``default_policy = "deny"``); there are no deny rules. The operator
+credential is root and is never checked against the policy, so enabling it cannot lock
+everybody out; nodes (``node/<id>``) are the cluster itself. The policy's own key,
+under :data:`AUTH_PREFIX`, is for root alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "AUTH_PREFIX",
+    "PERMS",
+    "POLICY_KEY",
+    "Grant",
+    "Need",
+    "Policy",
+    "PolicyError",
+    "missing",
+]
+
+AUTH_PREFIX: Final = "/tadpole/auth/"
+POLICY_KEY: Final = AUTH_PREFIX + "policy"
+PERMS: Final = ("read", "write", "admin")
+TIERS: Final = ("system", "population", "agent", "mesh", "metrics", "*")
+_RANK: Final = {perm: i for i, perm in enumerate(PERMS)}
+
+
+class PolicyError(ValueError):
+    """A policy document (or a change to one) that is not valid; names the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    perm: str
+    tier: str
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.perm not in PERMS:
+            raise PolicyError(f"permission {self.perm!r}: use one of {', '.join(PERMS)}")
+        if self.tier not in TIERS:
+            raise PolicyError(f"tier {self.tier!r}: use one of {', '.join(TIERS)}")
+
+    def covers(self, need: Need) -> bool:
+        return (
+            _RANK[self.perm] >= _RANK[need.perm]
+            and self.tier in ("*", need.tier)
+            and need.key.startswith(self.prefix)
+        )  # a prefix need is covered when the grant's prefix is a prefix of it
+
+    def __str__(self) -> str:
+        return f"{self.perm} on {self.tier} {self.prefix or '(every key)'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What a request needs: ``perm`` on ``key`` of ``tier`` (a prefix request needs
+    it on the prefix, i.e. on every key under it)."""
+
+    perm: str
+    tier: str
+    key: str
+    prefix: bool = False  # every key starting with ``key``
+
+    def __str__(self) -> str:
+        what = f"keys under {self.key!r}" if self.prefix else repr(self.key)
+        if self.prefix and not self.key:
+            what = "every key"
+        return f"{self.perm} on {self.tier} {what}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    enabled: bool = False
+    roles: dict[str, tuple[Grant, ...]] | None = None
+    users: dict[str, tuple[str, ...]] | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> Policy:
+        if not raw:
+            return cls()
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise PolicyError(f"policy is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise PolicyError("policy must be a JSON object")
+        roles: dict[str, tuple[Grant, ...]] = {}
+        for name, grants in (doc.get("roles") or {}).items():
+            if not isinstance(grants, list):
+                raise PolicyError(f"role {name!r}: grants must be a list")
+            try:
+                roles[str(name)] = tuple(
+                    Grant(str(g["perm"]), str(g["tier"]), str(g.get("prefix", ""))) for g in grants
+                )
+            except (KeyError, TypeError) as exc:
+                raise PolicyError(f"role {name!r}: a grant needs perm and tier") from exc
+        users: dict[str, tuple[str, ...]] = {}
+        for name, names in (doc.get("users") or {}).items():
+            if not isinstance(names, list):
+                raise PolicyError(f"user {name!r}: roles must be a list")
+            unknown = [r for r in names if r not in roles]
+            if unknown:
+                raise PolicyError(f"user {name!r}: no role {unknown[0]!r}")
+            users[str(name)] = tuple(str(r) for r in names)
+        return cls(bool(doc.get("enabled", False)), roles, users)
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = {
+            "enabled": self.enabled,
+            "roles": {
+                name: [{"perm": g.perm, "tier": g.tier, "prefix": g.prefix} for g in grants]
+                for name, grants in sorted((self.roles or {}).items())
+            },
+            "users": {name: list(r) for name, r in sorted((self.users or {}).items())},
+        }
+        return json.dumps(doc, indent=1, sort_keys=True)
+
+    def grants_of(self, user: str) -> list[Grant]:
+        roles = self.roles or {}
+        return [g for role in (self.users or {}).get(user, ()) for g in roles.get(role, ())]
+
+
+def missing(policy: Policy, user: str | None, needs: list[Need]) -> Need | None:
+    """The first of ``needs`` that ``user`` (None: unidentified) is not granted, or
+    None when every one is (or the policy is not enabled). Writes to the policy's keys
+    (under :data:`AUTH_PREFIX` of the system tier) are granted to nobody here: root
+    only."""
+    if not policy.enabled:
+        return None
+    grants = policy.grants_of(user) if user is not None else []
+    for need in needs:
+        if (
+            need.tier == "system"
+            and need.perm != "read"
+            and (
+                need.key.startswith(AUTH_PREFIX)
+                or (need.prefix and AUTH_PREFIX.startswith(need.key))
+            )
+        ):
+            return need  # the policy itself, or a prefix over it
+        if not any(g.covers(need) for g in grants):
+            return need
+    return None
