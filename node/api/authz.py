@@ -39,6 +39,8 @@ __all__ = ["NEEDS", "Authorize", "PolicyCache"]
 log = logging.getLogger(__name__)
 
 Needs = Callable[[Any], list[Need]]
+# How soon a policy read that failed (no leader yet) is tried again.
+RETRY_S = 0.05
 
 
 def _sys(tier: str) -> str:
@@ -83,12 +85,12 @@ NEEDS: dict[str, Needs] = {
     ],
     _DOCS + "CapabilityAdd": lambda r: [Need("write", "agent", r.agent_id)],
     _DOCS + "Query": lambda r: [Need("read", "mesh", "", True), Need("read", "agent", "", True)],
-    "/tadpole.v1.Cluster/Members": lambda r: [],
-    "/tadpole.v1.Cluster/Status": lambda r: [],
 }
 # Checked elsewhere: peer calls (the cluster credential and certificates) and operator
 # calls (the operator credential); the health and reflection services are open.
 _EXEMPT = (
+    "/tadpole.v1.Cluster/Members",  # cluster metadata: any caller the TLS layer let in
+    "/tadpole.v1.Cluster/Status",
     "/tadpole.v1.Peer/",
     "/tadpole.v1.Backup/",
     "/tadpole.v1.Keys/",
@@ -99,7 +101,10 @@ _EXEMPT = (
 
 
 class PolicyCache:
-    """The policy as the local replica holds it, read again after ``ttl_s``."""
+    """The policy as this node's replica of the system tier has applied it (as an etcd
+    member enforces its own applied auth store), read again after ``ttl_s``. Until a
+    first read succeeds (the backend is starting) it is unknown (None) and client
+    calls are answered UNAVAILABLE."""
 
     def __init__(
         self,
@@ -111,25 +116,27 @@ class PolicyCache:
         self._system = system
         self._ttl_s = ttl_s
         self._clock = clock
-        self._policy = Policy()
-        self._read_at = float("-inf")
+        self._policy: Policy | None = None
+        self._next_read = float("-inf")
         self._lock = asyncio.Lock()
 
-    async def get(self) -> Policy:
-        if self._clock() - self._read_at < self._ttl_s:
+    async def get(self) -> Policy | None:
+        if self._clock() < self._next_read:
             return self._policy
         async with self._lock:
-            if self._clock() - self._read_at >= self._ttl_s:
+            if self._clock() >= self._next_read:
                 try:
-                    kv, _ = await self._system.get(POLICY_KEY, linearizable=False, timeout=2.0)
+                    kv, _ = await self._system.get(POLICY_KEY, linearizable=False, timeout=1.0)
                     self._policy = Policy.parse(kv.value if kv is not None else None)
+                    self._next_read = self._clock() + self._ttl_s
                 except PolicyError as exc:
                     # A policy that does not parse is refused by `tadpole auth`; one that
                     # got in anyway keeps the last good one rather than opening the door.
                     log.error("%s does not parse, keeping the last policy: %s", POLICY_KEY, exc)
-                except Exception as exc:  # no leader, shutting down: keep the last one
+                    self._next_read = self._clock() + self._ttl_s
+                except Exception as exc:  # starting or stopping: keep the last one
                     log.debug("policy not read: %s", exc)
-                self._read_at = self._clock()
+                    self._next_read = self._clock() + RETRY_S
         return self._policy
 
 
@@ -189,10 +196,17 @@ class Authorize(WrappingInterceptor):
         self, context: grpc.aio.ServicerContext, method: str, needs: Needs | None, request: Any
     ) -> None:
         policy = await self._policy.get()
-        if not policy.enabled:
+        if policy is not None and not policy.enabled:
             return
         name = peer_common_name(context)
         if name in self._nodes or self._is_root(context):
+            return
+        if policy is None:
+            context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "the access policy is not known yet (the node is starting); retry",
+            )
             return
         user = name.removeprefix("client/") if name and name.startswith("client/") else None
         who = user or name or "an unidentified caller"

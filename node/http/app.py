@@ -114,7 +114,15 @@ def roles_guard(policy: Any) -> Any:
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in ("/healthz", "/metrics") or not (await policy.get()).enabled:
+        if request.path in ("/healthz", "/metrics"):
+            return await handler(request)
+        current = await policy.get()
+        if current is None:
+            detail = "the access policy is not known yet (the node is starting); retry"
+            return problem_response(
+                Problem(503, detail, headers={"Retry-After": "1"}), request.path
+            )
+        if not current.enabled:
             return await handler(request)
         detail = (
             "roles are enabled and the HTTP face does not enforce them yet: use the gRPC "
