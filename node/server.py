@@ -122,8 +122,9 @@ class NodeServer:
         self.audit: AuditLog | None = None
         # Per-client rate limits, one table for both ports (None: off).
         self.rate_limits = config.rate_limits()
-        # Roles (node/rbac.py), as the local replica of the system tier holds them.
-        self.policy = PolicyCache(self.system)
+        # Roles (node/rbac.py), as the local replica of the system tier holds them; read
+        # past TimedSystem, whose operation metrics count clients' calls only.
+        self.policy = PolicyCache(self.system.inner)
         self.backups: BackupScheduler | None = None
         self.wal: WalArchiver | None = None
         self.scrubber: Scrubber | None = None
