@@ -124,7 +124,7 @@ class NodeServer:
         self.rate_limits = config.rate_limits()
         # Roles (node/rbac.py), as the local replica of the system tier holds them; read
         # past TimedSystem, whose operation metrics count clients' calls only.
-        self.policy = PolicyCache(self.system.inner)
+        self.policy = PolicyCache(self.system.inner, os.path.join(config.data_path, "auth.policy"))
         self.backups: BackupScheduler | None = None
         self.wal: WalArchiver | None = None
         self.scrubber: Scrubber | None = None
@@ -579,6 +579,7 @@ class NodeServer:
         if self.scrubber is not None:
             self.scrubber.start()
         self.atrest.start()
+        self.policy.start()
         if self.http is not None:
             await self.http.start()
         for name in ("", *SERVICE_NAMES):
@@ -607,6 +608,7 @@ class NodeServer:
             await self.scrubber.stop()
         if self.atrest is not None:
             await self.atrest.close()
+        await self.policy.close()
         await self.gossip.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)

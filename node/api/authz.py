@@ -19,13 +19,13 @@ import asyncio
 import hmac
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
 from consensus.backend import SystemBackend
+from consensus.durable import atomic_write
 from node.api.status import OUTCOME_KEY
 from node.api.wrapping import WrappingInterceptor
 from node.audit import AuditLog
@@ -39,12 +39,16 @@ __all__ = ["NEEDS", "Authorize", "PolicyCache"]
 log = logging.getLogger(__name__)
 
 Needs = Callable[[Any], list[Need]]
-# How soon a policy read that failed (no leader yet) is tried again.
-RETRY_S = 0.05
 
 
 def _sys(tier: str) -> str:
     return tier or "system"
+
+
+def _delete(tier: str, r: Any) -> Need:
+    if r.all_keys:  # every key of the tier: a prefix need on ""
+        return Need("write", tier, "", True)
+    return Need("write", tier, r.key, r.prefix)
 
 
 def _txn(r: Any) -> list[Need]:
@@ -55,7 +59,7 @@ def _txn(r: Any) -> list[Need]:
         if kind == "put":
             needs.append(Need("write", tier, op.put.key))
         elif kind == "delete":
-            needs.append(Need("write", tier, op.delete.key, op.delete.prefix))
+            needs.append(_delete(tier, op.delete))
         elif kind == "range":
             needs.append(Need("read", tier, op.range.prefix, True))
     return needs
@@ -67,7 +71,7 @@ _DOCS = "/tadpole.v1.Documents/"
 NEEDS: dict[str, Needs] = {
     _KV + "Get": lambda r: [Need("read", _sys(r.tier), r.key)],
     _KV + "Put": lambda r: [Need("write", _sys(r.tier), r.key)],
-    _KV + "Delete": lambda r: [Need("write", _sys(r.tier), r.key, r.prefix)],
+    _KV + "Delete": lambda r: [_delete(_sys(r.tier), r)],
     _KV + "Range": lambda r: [Need("read", _sys(r.tier), r.prefix, True)],
     _KV + "Txn": _txn,
     _KV + "Watch": lambda r: [Need("read", _sys(r.tier), r.key, r.prefix)],
@@ -77,9 +81,9 @@ NEEDS: dict[str, Needs] = {
     _TIERS + "Scan": lambda r: [Need("read", r.tier, r.prefix, True)],
     _TIERS + "Status": lambda r: [],
     _TIERS + "LocalKeys": lambda r: [Need("read", r.tier, "", True)],
-    _DOCS + "Put": lambda r: [Need("write", r.tier, r.id)],
-    _DOCS + "Get": lambda r: [Need("read", r.tier, r.id)],
-    _DOCS + "Delete": lambda r: [Need("write", r.tier, r.id)],
+    _DOCS + "Put": lambda r: [Need("write", r.tier or "mesh", r.id)],
+    _DOCS + "Get": lambda r: [Need("read", r.tier or "mesh", r.id)],
+    _DOCS + "Delete": lambda r: [Need("write", r.tier or "mesh", r.id)],
     _DOCS + "Members": lambda r: [
         Need("write" if (r.add or r.remove) else "read", "mesh", r.mesh_id)
     ],
@@ -101,43 +105,82 @@ _EXEMPT = (
 
 
 class PolicyCache:
-    """The policy as this node's replica of the system tier has applied it (as an etcd
-    member enforces its own applied auth store), read again after ``ttl_s``. Until a
-    first read succeeds (the backend is starting) it is unknown (None) and client
-    calls are answered UNAVAILABLE."""
+    """The policy, refreshed in the background by a linearizable read every
+    ``interval_s`` (so a node whose replica lags behind, or that has just restarted,
+    does not enforce an older policy than the leader's), and kept in ``path`` so a
+    restarted node knows the last policy it saw before it can reach a leader. Until it
+    knows one (a fresh node with no leader yet) it is unknown (None), and client calls
+    are answered UNAVAILABLE rather than served unchecked. Calls never wait for it."""
 
     def __init__(
         self,
         system: SystemBackend,
+        path: str,
         *,
-        ttl_s: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
+        interval_s: float = 1.0,
+        retry_s: float = 0.02,
     ) -> None:
         self._system = system
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._policy: Policy | None = None
-        self._next_read = float("-inf")
-        self._lock = asyncio.Lock()
+        self._path = path
+        self._interval_s = interval_s
+        self._retry_s = retry_s
+        self._policy: Policy | None = self._load()
+        self._task: asyncio.Task[None] | None = None
 
-    async def get(self) -> Policy | None:
-        if self._clock() < self._next_read:
-            return self._policy
-        async with self._lock:
-            if self._clock() >= self._next_read:
-                try:
-                    kv, _ = await self._system.get(POLICY_KEY, linearizable=False, timeout=1.0)
-                    self._policy = Policy.parse(kv.value if kv is not None else None)
-                    self._next_read = self._clock() + self._ttl_s
-                except PolicyError as exc:
-                    # A policy that does not parse is refused by `tadpole auth`; one that
-                    # got in anyway keeps the last good one rather than opening the door.
-                    log.error("%s does not parse, keeping the last policy: %s", POLICY_KEY, exc)
-                    self._next_read = self._clock() + self._ttl_s
-                except Exception as exc:  # starting or stopping: keep the last one
-                    log.debug("policy not read: %s", exc)
-                    self._next_read = self._clock() + RETRY_S
+    def _load(self) -> Policy | None:
+        try:
+            with open(self._path, "rb") as f:
+                return Policy.parse(f.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, PolicyError) as exc:
+            log.error("%s: %s; the policy is unknown until a leader answers", self._path, exc)
+            return None
+
+    def get(self) -> Policy | None:
         return self._policy
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._refresh(), name="policy")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _refresh(self) -> None:
+        while True:
+            delay = self._interval_s
+            try:
+                kv, _ = await self._system.get(POLICY_KEY, linearizable=True, timeout=2.0)
+                raw = kv.value if kv is not None else b""
+                policy = Policy.parse(raw)
+                if policy != self._policy:
+                    await asyncio.to_thread(atomic_write, self._path, raw)
+                    self._policy = policy
+            except PolicyError as exc:
+                # `tadpole auth` refuses a policy that does not parse; one that got in
+                # anyway keeps the last good one rather than opening the door.
+                log.error("%s does not parse, keeping the last policy: %s", POLICY_KEY, exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no leader (yet), stopping: keep the last one
+                log.debug("policy not read: %s", exc)
+                if self._policy is None:
+                    delay = self._retry_s
+            await asyncio.sleep(delay)
+
+
+def _refusing(method: str) -> grpc.RpcMethodHandler:
+    """A handler for a method of a kind this module cannot check (none in the API
+    today): refused, whether roles are enabled or not, rather than left unchecked."""
+
+    async def refuse(_request: bytes, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED, f"{method} cannot be checked against roles"
+        )
+
+    return grpc.unary_unary_rpc_method_handler(refuse)
 
 
 class Authorize(WrappingInterceptor):
@@ -183,7 +226,7 @@ class Authorize(WrappingInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        return _refusing(method) if needs is None else handler
 
     def _is_root(self, context: grpc.aio.ServicerContext) -> bool:
         for key, value in context.invocation_metadata() or ():
@@ -195,7 +238,7 @@ class Authorize(WrappingInterceptor):
     async def _check(
         self, context: grpc.aio.ServicerContext, method: str, needs: Needs | None, request: Any
     ) -> None:
-        policy = await self._policy.get()
+        policy = self._policy.get()
         if policy is not None and not policy.enabled:
             return
         name = peer_common_name(context)
@@ -205,7 +248,7 @@ class Authorize(WrappingInterceptor):
             context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                "the access policy is not known yet (the node is starting); retry",
+                "the access policy is not known yet (no leader to read it from); retry",
             )
             return
         user = name.removeprefix("client/") if name and name.startswith("client/") else None

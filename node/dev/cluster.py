@@ -328,10 +328,22 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             leader = self.leader(among, all_up=all_up)
-            if leader:
+            # With all_up, also every node serving client calls (it has read the access
+            # policy from the leader: node/api/authz.py answers UNAVAILABLE until then).
+            if leader and (not all_up or all(map(self._serving, among or self.node_ids))):
                 return leader
             time.sleep(0.05)
         raise TimeoutError(f"no leader within {timeout} s")
+
+    def _serving(self, node_id: str) -> bool:
+        with sync_channel(self.addresses[node_id], self.client_tls()) as channel:
+            try:
+                # a client call that reads no tier (so no operation metric counts it)
+                pb_grpc.TiersStub(channel).Status(pb.TierStatusRequest(), timeout=0.5)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                return bool(code != grpc.StatusCode.UNAVAILABLE)
+            return True
 
 
 def _tls_flags(tls: TlsFiles | None) -> list[str]:

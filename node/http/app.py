@@ -116,9 +116,9 @@ def roles_guard(policy: Any) -> Any:
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/metrics"):
             return await handler(request)
-        current = await policy.get()
+        current = policy.get()
         if current is None:
-            detail = "the access policy is not known yet (the node is starting); retry"
+            detail = "the access policy is not known yet (no leader to read it from); retry"
             return problem_response(
                 Problem(503, detail, headers={"Retry-After": "1"}), request.path
             )

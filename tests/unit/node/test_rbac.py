@@ -72,3 +72,59 @@ def test_the_policy_round_trips_and_bad_documents_are_refused() -> None:
             Policy.parse(doc)
     with pytest.raises(PolicyError):
         Grant("read", "nowhere")
+
+
+def test_a_delete_of_every_key_is_a_write_on_every_key_and_cannot_drop_the_policy() -> None:
+    from node.api.authz import NEEDS
+    from node.pb import tadpole_pb2 as pb
+
+    writer = Policy.parse(
+        '{"enabled": true, "roles": {"w": [{"perm": "write", "tier": "system", "prefix": ""}]},'
+        ' "users": {"carol": ["w"]}}'
+    )
+    delete_all = NEEDS["/tadpole.v1.KV/Delete"](pb.DeleteRequest(all_keys=True))
+    assert delete_all == [Need("write", "system", "", True)]
+    assert missing(writer, "carol", delete_all) is not None  # it would take the policy
+    txn = pb.TxnRequest(success=[pb.RequestOp(delete=pb.DeleteRequest(all_keys=True))])
+    assert missing(writer, "carol", NEEDS["/tadpole.v1.KV/Txn"](txn)) is not None
+    assert missing(writer, "carol", NEEDS["/tadpole.v1.KV/Put"](pb.PutRequest(key="/x"))) is None
+
+
+async def test_the_policy_cache_is_unknown_until_read_and_remembers_the_last_one(
+    tmp_path: object,
+) -> None:
+    import asyncio
+    import pathlib
+
+    from node.api.authz import PolicyCache
+
+    class Backend:
+        value: bytes | None = None
+        up = False
+
+        async def get(self, key: str, *, linearizable: bool, timeout: float) -> object:
+            assert key == POLICY_KEY and linearizable
+            if not self.up:
+                raise ConnectionError("no leader")
+
+            class KV:
+                value = self.value
+
+            return (KV() if self.value is not None else None), 7
+
+    path = str(pathlib.Path(str(tmp_path)) / "auth.policy")
+    backend = Backend()
+    cache = PolicyCache(backend, path, interval_s=0.01, retry_s=0.01)  # type: ignore[arg-type]
+    cache.start()
+    await asyncio.sleep(0.05)
+    assert cache.get() is None  # no leader yet: unknown, not "disabled"
+    backend.up, backend.value = True, POLICY.to_json().encode()
+    await asyncio.sleep(0.05)
+    got = cache.get()
+    assert got is not None and got.enabled
+    backend.up = False  # leader gone: the last one is kept
+    await asyncio.sleep(0.05)
+    assert cache.get() == got
+    await cache.close()
+    restarted = PolicyCache(backend, path)  # type: ignore[arg-type]
+    assert restarted.get() == got  # known at once after a restart
