@@ -103,7 +103,8 @@ def test_roles_grant_exactly_what_they_say(tmp_path: pathlib.Path) -> None:
         url = f"https://{cluster.metrics_address('n1')}/api/v1/system/app/config"
         with pytest.raises(urllib.error.HTTPError) as http_info:
             urllib.request.urlopen(url, context=tls.client_context(), timeout=5)
-        assert http_info.value.code == 403
+        with http_info.value:  # closes its TLS connection
+            assert http_info.value.code == 403
 
         audit = pathlib.Path(cluster.data_dir("n1"), "audit.log").read_text()
         assert "alice lacks write on system" in audit or any(
