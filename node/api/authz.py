@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -27,7 +26,7 @@ import grpc
 from consensus.backend import SystemBackend
 from consensus.durable import atomic_write
 from node.api.status import OUTCOME_KEY
-from node.api.wrapping import WrappingInterceptor
+from node.api.wrapping import WrappingInterceptor, checked_first
 from node.audit import AuditLog
 from node.errors import Outcome
 from node.peer.auth import AUTH_HEADER
@@ -201,31 +200,13 @@ class Authorize(WrappingInterceptor):
         if method.startswith(_EXEMPT):
             return handler
         needs = NEEDS.get(method)
-        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
-            inner = handler.unary_unary
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await self._check(context, method, needs, request)
-                return await inner(request, context)
+        async def check(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await self._check(context, method, needs, request)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            inner_stream = handler.unary_stream
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await self._check(context, method, needs, request)
-                async for item in inner_stream(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        wrapped = checked_first(handler, check)
+        if wrapped is not None:
+            return wrapped
         return _refusing(method) if needs is None else handler
 
     def _is_root(self, context: grpc.aio.ServicerContext) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from node.api.status import OUTCOME_KEY
-from node.api.wrapping import WrappingInterceptor
+from node.api.wrapping import WrappingInterceptor, checked_first
 from node.errors import Outcome
 from node.ratelimit import TokenBuckets, client_identity
 from node.tls import peer_common_name
@@ -117,9 +117,9 @@ class RateLimit(WrappingInterceptor):
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if not method.startswith("/tadpole.v1.") or method.startswith("/tadpole.v1.Peer/"):
             return handler
-        return self._limited(handler)
+        return checked_first(handler, self._check) or handler
 
-    async def _check(self, context: grpc.aio.ServicerContext) -> None:
+    async def _check(self, _request: Any, context: grpc.aio.ServicerContext) -> None:
         name = peer_common_name(context)
         if name in self._peer_names:
             return
@@ -132,33 +132,3 @@ class RateLimit(WrappingInterceptor):
                 f"rate limit: {who} may make {self.buckets.rate:g} requests/s (bursts of "
                 f"{self.buckets.burst:g}); retry in {wait:.2f} s",
             )
-
-    def _limited(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
-            inner_uu = handler.unary_unary
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await self._check(context)
-                return await inner_uu(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            inner_us = handler.unary_stream
-
-            async def unary_stream(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                await self._check(context)
-                async for response in inner_us(request, context):
-                    yield response
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler

@@ -10,11 +10,13 @@ gives it only the method and metadata).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 
-__all__ = ["WrappingInterceptor"]
+__all__ = ["WrappingInterceptor", "checked_first"]
 
 
 class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -39,3 +41,38 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         wrapped = self.wrap(handler, details.method)
         self._wrapped[details.method] = (handler, wrapped)
         return wrapped
+
+
+Check = Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]
+
+
+def checked_first(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler | None:
+    """``handler`` with ``await check(request, context)`` run before it (which aborts the
+    call to refuse it): for async unary-unary and unary-stream handlers; None for any
+    other kind (the caller decides what those get)."""
+    if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+        inner = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await check(request, context)
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+        inner_stream = handler.unary_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await check(request, context)
+            async for item in inner_stream(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return None
