@@ -9,6 +9,8 @@
     │                               (tiers: AgentNotFound, MeshNotFound; replication: a
     │                               forwarded "not found")
     ├── AlreadyExists               a create named a live document; nothing applied
+    ├── FailedPrecondition          the state does not allow it now (a status transition,
+    │                               a full resource pool); the message names the state
     ├── Unavailable                 the node could not serve it now (no owner of the key
     │                               answered); nothing applied, safe to resend
     ├── ReplicationIncomplete       a CRDT-tier update is durable on some replica but fewer
@@ -34,6 +36,7 @@ import enum
 
 __all__ = [
     "AlreadyExists",
+    "FailedPrecondition",
     "InvalidArgument",
     "InvalidDocument",
     "NodeError",
@@ -78,6 +81,13 @@ class NotFound(NodeError, LookupError):
 
 class AlreadyExists(NodeError):
     """A create named an object that already exists."""
+
+    outcome = Outcome.NOT_APPLIED
+
+
+class FailedPrecondition(NodeError):
+    """The request is well formed but the state does not allow it now (a backwards
+    status transition, a pool without room); the message names the current state."""
 
     outcome = Outcome.NOT_APPLIED
 

@@ -6,6 +6,7 @@ exception                                code                 outcome      clien
 node.errors.InvalidArgument              INVALID_ARGUMENT     not-applied  no (fix the input)
 node.errors.NotFound                     NOT_FOUND            not-applied  no
 node.errors.AlreadyExists                ALREADY_EXISTS       not-applied  no
+node.errors.FailedPrecondition           FAILED_PRECONDITION  not-applied  no (state changed)
 node.errors.Unavailable                  UNAVAILABLE          not-applied  yes, elsewhere
 node.errors.ReplicationIncomplete        ABORTED              applied      never
 node.errors.ReplicationError             ABORTED              unknown      never
@@ -42,6 +43,7 @@ from consensus.errors import (
 )
 from node.errors import (
     AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
     NodeError,
     NotFound,
@@ -89,6 +91,7 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, Outcome | None], ...] 
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT, None),
     (NotFound, grpc.StatusCode.NOT_FOUND, None),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, None),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, None),
     (Unavailable, grpc.StatusCode.UNAVAILABLE, None),
     (ReplicationIncomplete, grpc.StatusCode.ABORTED, None),
     (ReplicationError, grpc.StatusCode.ABORTED, None),
