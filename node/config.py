@@ -95,6 +95,14 @@ class NodeConfig:
     # /ui console, Prometheus /metrics and /healthz ("" = off). Like the gRPC client
     # port it has no authentication yet: bind it where only trusted clients reach.
     http_listen: str = ""
+    # The relational ledger's database (docs/ledger.md), a SQLAlchemy URL:
+    # postgresql+psycopg://user:password@host/db or sqlite:///path. Empty: env
+    # ADAPTIVE_DATABASE_URL (the spec's name), else an embedded SQLite file,
+    # <data_dir>/ledger.db, kept by whichever node leads.
+    ledger_url: str = field(default="", repr=False)
+    # Exported outbox events are kept this long (seconds), so a ledger rebuilt from an
+    # empty database replays them; 0 = keep them all.
+    ledger_retain_s: float = 7 * 86_400.0
     # How often population logs are compacted under their retention policies
     # (detailed -> day summaries -> expiry; archives for archival subspaces),
     # seconds. Compaction is idempotent within a UTC day, so hourly is plenty.
@@ -213,6 +221,13 @@ class NodeConfig:
     @property
     def data_path(self) -> str:
         return self.data_dir or os.path.join("data", self.node_id)
+
+    def ledger_database(self) -> tuple[str, bool]:
+        """(the ledger's database URL, whether it is the embedded default)."""
+        url = self.ledger_url or os.environ.get("ADAPTIVE_DATABASE_URL", "")
+        if url:
+            return url, False
+        return "sqlite:///" + os.path.abspath(os.path.join(self.data_path, "ledger.db")), True
 
     def secret(self) -> bytes:
         if self.cluster_secret:

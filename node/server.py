@@ -32,6 +32,7 @@ from node.api.documents import DocumentsServicer
 from node.api.guard import DecodeGuard, RateLimit
 from node.api.keys import KeysServicer
 from node.api.kv import VERSION, ClusterServicer, KVServicer
+from node.api.ledger import LedgerApi, LedgerServicer
 from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.atrest import AtRest
@@ -41,6 +42,8 @@ from node.backup.schedule import BackupScheduler, Policy
 from node.backup.wal import WalArchiver
 from node.config import NodeConfig
 from node.http.app import HttpServer
+from node.ledger.export import Exporter
+from node.ledger.service import Lifecycle
 from node.observe.latency import BUCKETS as LATENCY_BUCKETS
 from node.observe.latency import LatencyInterceptor, RequestLatency
 from node.observe.operations import TimedSystem
@@ -63,7 +66,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAMES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("KV", "Cluster", "Tiers", "Backup", "Keys", "Audit", "Peer")
+    for name in ("KV", "Cluster", "Tiers", "Backup", "Keys", "Audit", "Ledger", "Peer")
 )
 
 
@@ -125,6 +128,25 @@ class NodeServer:
         # Roles (node/rbac.py), as the local replica of the system tier holds them; read
         # past TimedSystem, whose operation metrics count clients' calls only.
         self.policy = PolicyCache(self.system.inner, os.path.join(config.data_path, "auth.policy"))
+        # The lifecycle API and the ledger (docs/ledger.md): lifecycle changes are
+        # system-tier transactions; the leader's exporter feeds them to the database.
+        self.lifecycle = Lifecycle(self.system, timeout_s=config.request_timeout_s)
+        ledger_url, embedded = config.ledger_database()
+        self.exporter = Exporter(
+            self.system.inner,
+            self.lifecycle,
+            ledger_url,
+            is_leader=lambda: self.system.info().role == "leader",
+            retain_s=config.ledger_retain_s,
+        )
+        self.ledger = LedgerApi(
+            config.node_id,
+            self.system,
+            self.lifecycle,
+            self.exporter,
+            embedded=embedded,
+            timeout_s=config.request_timeout_s,
+        )
         self.backups: BackupScheduler | None = None
         self.wal: WalArchiver | None = None
         self.scrubber: Scrubber | None = None
@@ -272,6 +294,35 @@ class NodeServer:
                     "gauge", samples=(((), sc.last_pass_ns / 1e9),),
                 ),
             ]  # fmt: skip
+        ex = self.exporter.status()
+        out += [
+            Family(
+                "tadpole_ledger_exporting", "1 on the node exporting the outbox to the ledger",
+                "gauge", samples=(((), float(ex.running)),),
+            ),
+            Family(
+                "tadpole_ledger_lag_seconds",
+                "Age of the oldest lifecycle event not yet in the ledger database (exporter)",
+                "gauge", samples=(((), ex.lag_s),),
+            ),
+            Family(
+                "tadpole_ledger_exported_total", "Outbox events this node applied to the ledger",
+                "counter", samples=(((), float(ex.exported)),),
+            ),
+            Family(
+                "tadpole_ledger_expired_total", "Workers and tadpoles this node's sweeper expired",
+                "counter", samples=(((), float(ex.expired)),),
+            ),
+            Family(
+                "tadpole_ledger_export_failing", "1 while the last export round failed",
+                "gauge", samples=(((), float(bool(ex.last_error))),),
+            ),
+            Family(
+                "tadpole_ledger_conflicts_total",
+                "Lifecycle transactions redone because a record they read changed meanwhile",
+                "counter", samples=(((), float(self.lifecycle.conflicts)),),
+            ),
+        ]  # fmt: skip
         if self.rate_limits is not None:
             out.append(
                 Family(
@@ -530,6 +581,7 @@ class NodeServer:
         )
         pb_grpc.add_KeysServicer_to_server(KeysServicer(self.atrest), server)
         pb_grpc.add_AuditServicer_to_server(AuditServicer(self.audit), server)
+        pb_grpc.add_LedgerServicer_to_server(LedgerServicer(cfg, self.system, self.ledger), server)
         pb_grpc.add_PeerServicer_to_server(
             PeerServicer(
                 self._raft,
@@ -580,6 +632,7 @@ class NodeServer:
             self.scrubber.start()
         self.atrest.start()
         self.policy.start()
+        self.exporter.start()
         if self.http is not None:
             await self.http.start()
         for name in ("", *SERVICE_NAMES):
@@ -609,6 +662,7 @@ class NodeServer:
         if self.atrest is not None:
             await self.atrest.close()
         await self.policy.close()
+        await self.exporter.close()
         await self.gossip.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)

@@ -29,6 +29,8 @@ from node.api.status import OUTCOME_KEY
 from node.api.wrapping import WrappingInterceptor, checked_first
 from node.audit import AuditLog
 from node.errors import Outcome
+from node.ledger.calls import CALLS
+from node.ledger.lifecycle import PREFIX as LEDGER_PREFIX
 from node.peer.auth import AUTH_HEADER
 from node.rbac import POLICY_KEY, Need, Policy, PolicyError, missing
 from node.tls import peer_common_name
@@ -89,6 +91,15 @@ NEEDS: dict[str, Needs] = {
     _DOCS + "CapabilityAdd": lambda r: [Need("write", "agent", r.agent_id)],
     _DOCS + "Query": lambda r: [Need("read", "mesh", "", True), Need("read", "agent", "", True)],
 }
+# The lifecycle API keeps its records under one system-tier prefix: its calls need
+# write (changes) or read (the rest) on all of it.
+_LEDGER = "/tadpole.v1.Ledger/"
+_LEDGER_READS = ("GetJob", "Pools", "ExportStatus", "Report")
+_LEDGER_WRITES = tuple(n for n in CALLS if n not in _LEDGER_READS)
+for _name in _LEDGER_READS:
+    NEEDS[_LEDGER + _name] = lambda r: [Need("read", "system", LEDGER_PREFIX, True)]
+for _name in _LEDGER_WRITES:
+    NEEDS[_LEDGER + _name] = lambda r: [Need("write", "system", LEDGER_PREFIX, True)]
 # Checked elsewhere: peer calls (the cluster credential and certificates) and operator
 # calls (the operator credential); the health and reflection services are open.
 _EXEMPT = (

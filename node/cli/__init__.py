@@ -8,7 +8,7 @@ import than a client command takes to run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import click
 
@@ -27,6 +27,16 @@ def _ledger_command() -> click.Command:
     from node.cli.ledger import ledger
 
     return ledger
+
+
+def _lifecycle(name: str) -> Callable[[], click.Command]:
+    def load() -> click.Command:
+        from node.cli import lifecycle
+
+        command: click.Command = getattr(lifecycle, name)
+        return command
+
+    return load
 
 
 def _auth_command() -> click.Command:
@@ -66,6 +76,8 @@ cli.add_lazy_command("keys", _keys_command)
 cli.add_lazy_command("certs", _certs_command)
 cli.add_lazy_command("audit", _audit_command)
 cli.add_lazy_command("auth", _auth_command)
+for _name in ("pool", "job", "worker", "instance"):
+    cli.add_lazy_command(_name, _lifecycle(_name))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

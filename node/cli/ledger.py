@@ -5,11 +5,12 @@ command takes to run). The database is ``--url`` or ``$ADAPTIVE_DATABASE_URL``."
 
 from __future__ import annotations
 
+import json
 import os
 
 import click
 
-from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail
+from node.cli.app import EXIT_FAILURE, EXIT_USAGE, _fail, _handle_errors, _settings, _table
 from node.ledger.migrate import ENV_URL, LedgerError, engine_for, migrate, status
 
 __all__ = ["ledger"]
@@ -74,3 +75,43 @@ def status_command(url: str | None) -> None:
         return
     click.echo(f"version {current or 'none (empty database)'}; newest {newest}")
     _fail("the ledger is behind: run tadpole ledger migrate", EXIT_FAILURE)
+
+
+@ledger.command(name="report")
+@click.argument("name", type=click.Choice(["capacity", "jobs", "ttl", "findings"]))
+@click.option("--limit", type=int, default=20, show_default=True, help="Rows of findings.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_handle_errors
+def report_command(name: str, limit: int, as_json: bool) -> None:
+    """Print a report from the ledger the cluster keeps (its leader's, with the
+    embedded default): capacity (replay and throttling advice per pool), jobs
+    (latency percentiles), ttl (expirations per worker type), findings."""
+    answer = _settings().client().ledger("Report", {"name": name, "limit": limit})
+    if as_json:
+        click.echo(json.dumps(answer, indent=2, default=str))
+        return
+    click.echo(answer["title"])
+    rows = [["-" if c is None else c for c in row] for row in answer["rows"]]
+    if rows:
+        click.echo(_table(answer["columns"], rows))
+    for note in answer["notes"]:
+        click.echo(note)
+
+
+@ledger.command(name="export-status")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_handle_errors
+def export_status_command(as_json: bool) -> None:
+    """The outbox exporter (on the leader): database, cursor, lag, last error."""
+    answer = _settings().client().ledger("ExportStatus", {})
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    state = "exporting" if answer["running"] else "not exporting (not the leader)"
+    click.echo(f"{state} to {answer['database']}")
+    click.echo(
+        f"cursor revision {answer['cursor']}, lag {answer['lag_s']:.1f} s, "
+        f"{answer['exported']} events exported and {answer['expired']} units expired here"
+    )
+    if answer["last_error"]:
+        click.echo(f"last error: {answer['last_error']}")

@@ -352,6 +352,27 @@ class Client:
         resp = self._call("cluster", "TransferLeadership", req, write=True, timeout=timeout)
         return str(resp.leader_id)
 
+    # -- the lifecycle API and the ledger (docs/ledger.md)
+
+    def ledger(
+        self,
+        call: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """One call of the ``Ledger`` service (``AssignJob``, ``Spawn``, ``Report`` ...;
+        docs/ledger.md lists them and their arguments) with ``args`` as a JSON object;
+        its JSON answer. Changes carry a request id (a fresh one unless given), so a
+        resend after a lost answer applies once. Raises InvalidArgument (bad
+        arguments), NotFound, FailedPrecondition (a transition or allocation the state
+        does not allow; the message names the state)."""
+        req = wire.ledger_request(args, request_id)
+        write = call not in wire.LEDGER_READS
+        resp = self._call("ledger", call, req, write=write, timeout=timeout)
+        return wire.ledger_result(resp)
+
     # -- CRDT tiers
 
     def tier_update(

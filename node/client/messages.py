@@ -70,13 +70,14 @@ from node.pb import tadpole_pb2_grpc as pb_grpc
 
 # -- services and channels ------------------------------------------------------------
 
-Service = Literal["kv", "cluster", "tiers", "documents"]
+Service = Literal["kv", "cluster", "tiers", "documents", "ledger"]
 
 STUBS: dict[str, Any] = {
     "kv": pb_grpc.KVStub,
     "cluster": pb_grpc.ClusterStub,
     "tiers": pb_grpc.TiersStub,
     "documents": pb_grpc.DocumentsStub,
+    "ledger": pb_grpc.LedgerStub,
 }
 
 # Services whose writes are CRDT updates coordinated by any node: not idempotent
@@ -611,3 +612,18 @@ def graph_query_request(kind: str, node_id: str, limit: int, start_after: str, p
 
 def graph_query_result(resp: Any) -> GraphQueryResult:
     return GraphQueryResult(ids=tuple(str(i) for i in resp.ids), more=bool(resp.more))
+
+
+# -- the ledger ---------------------------------------------------------------------------
+
+LEDGER_READS = frozenset({"GetJob", "Pools", "ExportStatus", "Report"})
+
+
+def ledger_request(args: Mapping[str, Any] | None, request_id: str | None) -> Any:
+    return pb.LedgerCall(
+        args_json=json.dumps(dict(args or {})), request_id=request_id or new_request_id()
+    )
+
+
+def ledger_result(resp: Any) -> Any:
+    return json.loads(resp.result_json)

@@ -55,6 +55,7 @@ __all__ = [
     "set_pool",
     "spawn",
     "start_job",
+    "sweep_one",
 ]
 
 PREFIX = "/tadpole/ledger/"
@@ -624,13 +625,10 @@ def _end_unit(tx: Tx, kind: str, unit_id: str, status: str, job: dict[str, Any])
         job["ttl_expirations"] += 1
 
 
-def retire(
-    tx: Tx, kind: str, unit_id: str, status: str = "retired", *, due_by: float | None = None
-) -> dict[str, Any]:
-    """End a live unit (retired, failed, or expired by the sweeper): its allocation is
-    released exactly once. Ending an ended unit with the same status is a resend (no
-    change); with another status it is FAILED_PRECONDITION naming the current one.
-    ``due_by`` (the sweeper): expire only if its expiry is at or before that time."""
+def retire(tx: Tx, kind: str, unit_id: str, status: str = "retired") -> dict[str, Any]:
+    """End a live unit (retired, failed, expired): its allocation is released exactly
+    once. Ending an ended unit with the same status is a resend (no change); with
+    another status it is FAILED_PRECONDITION naming the current one."""
     _check_kind(kind)
     check_id(unit_id, f"{kind}_id")
     if status not in UNIT_ENDS:
@@ -646,12 +644,29 @@ def retire(
         raise FailedPrecondition(
             f"{kind} {unit_id!r} is {unit['status']}; it can't become {status}"
         )
-    if due_by is not None and unit["expiry_at"] > due_by:
-        return unit  # its TTL was extended meanwhile
     job = _job(tx, unit["job_id"])
     _end_unit(tx, kind, unit_id, status, job)
     tx.put(job_key(job["job_id"]), job)
     return tx.get(unit_key(kind, unit_id)) or unit
+
+
+def sweep_one(tx: Tx, key: str, now: float) -> dict[str, Any]:
+    """The sweeper's step for one expiry entry: expire the unit if it is live and due
+    by ``now``; an entry whose unit ended some other way is dropped. Run twice (two
+    sweepers), the second finds the unit expired and changes nothing."""
+    _at, kind, unit_id = parse_expiry_key(key)
+    unit = tx.get(unit_key(kind, unit_id))
+    if (
+        unit is None
+        or unit["status"] != "active"
+        or expiry_key(unit["expiry_at"], kind, unit_id) != key
+    ):
+        if tx.get(key) is not None:
+            tx.delete(key)
+        return unit or {}
+    if unit["expiry_at"] > now:
+        return unit
+    return retire(tx, kind, unit_id, "expired")
 
 
 def record_event(tx: Tx, worker_id: str, event_type: Any, payload: Any = None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ __all__ = [
     "CodeUpdateReport",
     "CodeVersion",
     "DynamicAttribute",
+    "ExportCursor",
     "FindingArtifact",
     "ImprovementReport",
     "Job",
@@ -321,6 +322,18 @@ class LearningSnapshot(Base):
     principle_scores: Mapped[Any] = mapped_column(Json)
     overall_score: Mapped[float | None] = mapped_column(Float)
     recorded_at: Mapped[datetime] = mapped_column(Time)
+
+
+class ExportCursor(Base):
+    """Bookkeeping, not one of the spec's tables: how far the cluster's outbox has been
+    applied to this database. It is advanced in the same transaction as the rows an
+    event produces, so each event has exactly one effect here (node/ledger/export.py)."""
+
+    __tablename__ = "ledger_export_cursor"
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)  # the last applied event's revision
+    event_at: Mapped[datetime | None] = mapped_column(Time)  # when that event happened
+    exported_at: Mapped[datetime] = mapped_column(Time)
 
 
 # Indexes for the queries the ledger serves (added by migration 0002): a job's rows,

@@ -820,6 +820,22 @@ class AuditTailResponse(_message.Message):
     dropped: int
     def __init__(self, node_id: _Optional[str] = ..., records: _Optional[_Iterable[str]] = ..., dropped: _Optional[int] = ...) -> None: ...
 
+class LedgerCall(_message.Message):
+    __slots__ = ("args_json", "request_id")
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    args_json: str
+    request_id: str
+    def __init__(self, args_json: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class LedgerAnswer(_message.Message):
+    __slots__ = ("header", "result_json")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    result_json: str
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., result_json: _Optional[str] = ...) -> None: ...
+
 class PeerMessage(_message.Message):
     __slots__ = ("from_id", "payload", "from_address")
     FROM_ID_FIELD_NUMBER: _ClassVar[int]

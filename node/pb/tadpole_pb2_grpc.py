@@ -1348,6 +1348,559 @@ class Audit:
             _registered_method=True)
 
 
+class LedgerStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetPool = channel.unary_unary(
+                '/tadpole.v1.Ledger/SetPool',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.Pools = channel.unary_unary(
+                '/tadpole.v1.Ledger/Pools',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.AssignJob = channel.unary_unary(
+                '/tadpole.v1.Ledger/AssignJob',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.StartJob = channel.unary_unary(
+                '/tadpole.v1.Ledger/StartJob',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.FinishJob = channel.unary_unary(
+                '/tadpole.v1.Ledger/FinishJob',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/tadpole.v1.Ledger/GetJob',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.Spawn = channel.unary_unary(
+                '/tadpole.v1.Ledger/Spawn',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.Retire = channel.unary_unary(
+                '/tadpole.v1.Ledger/Retire',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.RecordEvent = channel.unary_unary(
+                '/tadpole.v1.Ledger/RecordEvent',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.RecordTadpoleMetrics = channel.unary_unary(
+                '/tadpole.v1.Ledger/RecordTadpoleMetrics',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.ExportStatus = channel.unary_unary(
+                '/tadpole.v1.Ledger/ExportStatus',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/tadpole.v1.Ledger/Report',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+
+
+class LedgerServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def SetPool(self, request, context):
+        """{name, capacity}
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pools(self, request, context):
+        """{} -> {pools: [...]}
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssignJob(self, request, context):
+        """upsert a job, allocate its resources
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishJob(self, request, context):
+        """outcome completed | failed
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """the job and its live units
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Spawn(self, request, context):
+        """a worker or tadpole with a TTL
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Retire(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordEvent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordTadpoleMetrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportStatus(self, request, context):
+        """this node's exporter
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Report(self, request, context):
+        """{name: capacity|jobs|ttl|findings}
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LedgerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetPool': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPool,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'Pools': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pools,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'AssignJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignJob,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'StartJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartJob,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'FinishJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishJob,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'Spawn': grpc.unary_unary_rpc_method_handler(
+                    servicer.Spawn,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'Retire': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retire,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'RecordEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvent,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'RecordTadpoleMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordTadpoleMetrics,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'ExportStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportStatus,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tadpole.v1.Ledger', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tadpole.v1.Ledger', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Ledger:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def SetPool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/SetPool',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/Pools',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/AssignJob',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/StartJob',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/FinishJob',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/GetJob',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Spawn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/Spawn',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retire(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/Retire',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/RecordEvent',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordTadpoleMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/RecordTadpoleMetrics',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/ExportStatus',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/Report',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class PeerStub:
     """Missing associated documentation comment in .proto file."""
 

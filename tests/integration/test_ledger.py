@@ -6,7 +6,6 @@ on SQLite is not tested."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,17 +14,15 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, create_engine, inspect, select, text
+from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.orm import Session
 
 from node.ledger import schema
 from node.ledger.migrate import LedgerError, _config, engine_for, head, migrate, status
+from tests.support.ledger_db import empty_postgres
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_URL = os.environ.get(
-    "TADPOLE_TEST_POSTGRES_URL", "postgresql+psycopg://tadpole:tadpole@127.0.0.1:5432/tadpole_test"
-)
 TABLES = {
     "jobs", "job_metrics", "resource_allocations", "workers", "worker_events",
     "tadpole_instances", "tadpole_metrics", "dynamic_attributes", "schema_change_log",
@@ -34,27 +31,12 @@ TABLES = {
 }  # fmt: skip
 
 
-def _empty_postgres() -> str:
-    engine = create_engine(POSTGRES_URL)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    except Exception as exc:  # no server: fail under CI, skip elsewhere
-        if os.environ.get("CI", "false") not in ("", "false"):
-            pytest.fail(f"PostgreSQL is not reachable under CI ({exc.__class__.__name__})")
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL} (make postgres starts one)")
-    finally:
-        engine.dispose()
-    return POSTGRES_URL
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
     else:
-        yield _empty_postgres()
+        yield empty_postgres()
 
 
 def _upgrade(url: str, to: str) -> None:
@@ -91,7 +73,7 @@ def test_the_reviewed_migrations_build_exactly_the_model(url: str) -> None:
 
 
 def test_postgres_gets_jsonb_and_timezone_aware_timestamps() -> None:
-    url = _empty_postgres()
+    url = empty_postgres()
     migrate(url)
     engine = engine_for(url)
     with engine.connect() as conn:

@@ -229,13 +229,16 @@ async def test_expiry_releases_once_and_counts_toward_the_job(
     await run(life, lc.set_pool, "default", POOL)
     await run(life, lc.assign_job, "j1")
     await run(life, lc.spawn, "worker", "w1", "j1", 10, resources={"compute_units": 3})
+    key = lc.expiry_key(clock.t + 10, "worker", "w1")
+    assert record(system, key) is not None
     clock.t += 5
-    # Not due yet: the sweeper's retire with due_by leaves it alone.
-    await run(life, lc.retire, "worker", "w1", "expired", due_by=clock.t)
+    # Not due yet: the sweeper's step leaves it alone.
+    await run(life, lc.sweep_one, key, clock.t)
     assert record(system, lc.unit_key("worker", "w1"))["status"] == "active"
     clock.t += 6
     for _ in range(2):  # two sweepers (an old leader and a new one) both try
-        await run(life, lc.retire, "worker", "w1", "expired", due_by=clock.t)
+        await run(life, lc.sweep_one, key, clock.t)
+    assert record(system, key) is None
     assert record(system, lc.pool_key("default"))["in_use"]["compute_units"] == 0
     assert record(system, lc.job_key("j1"))["ttl_expirations"] == 1
     released = [a for a in rows(system, "resource_allocations") if a["released_at"] is not None]

@@ -1,0 +1,324 @@
+"""``tadpole pool|job|worker|instance``: the job / worker / tadpole lifecycle
+(docs/ledger.md). Every command is one call of the ``Ledger`` service; ``--json``
+prints the record the cluster answered."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from node.cli.app import EXIT_USAGE, _fail, _handle_errors, _settings, _table
+
+__all__ = ["instance", "job", "pool", "worker"]
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+
+
+def _resources(func: Callable[..., Any]) -> Callable[..., Any]:
+    for name, flag in reversed(
+        (
+            ("compute_units", "--compute-units"),
+            ("memory_mb", "--memory-mb"),
+            ("bandwidth_mbps", "--bandwidth-mbps"),
+            ("thread_count", "--threads"),
+        )
+    ):
+        func = click.option(flag, name, type=int, default=None, metavar="N",
+                            help=f"{name} (whole units, default 0).")(func)  # fmt: skip
+    return func
+
+
+def _units(kwargs: dict[str, Any]) -> dict[str, int]:
+    return {
+        k: kwargs.pop(k)
+        for k in ("compute_units", "memory_mb", "bandwidth_mbps", "thread_count")
+        if kwargs.get(k) is not None
+    }
+
+
+def _object(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        _fail(f"{what} is not valid JSON: {exc}", EXIT_USAGE)
+
+
+def _call(name: str, args: dict[str, Any]) -> Any:
+    return _settings().client().ledger(name, {k: v for k, v in args.items() if v is not None})
+
+
+def _when(epoch: float | None) -> str:
+    return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch)) + "Z"
+
+
+def _show(answer: Any, as_json: bool, line: str) -> None:
+    click.echo(json.dumps(answer, indent=2, sort_keys=True) if as_json else line)
+
+
+def _units_text(units: dict[str, int]) -> str:
+    held = [f"{k}={v}" for k, v in units.items() if v]
+    return ", ".join(held) or "nothing"
+
+
+# -- pools
+
+
+@click.group()
+def pool() -> None:
+    """Resource pools: what jobs, workers and tadpoles allocate from."""
+
+
+@pool.command(name="set")
+@click.argument("name")
+@_resources
+@_JSON
+@_handle_errors
+def pool_set(name: str, as_json: bool, **kwargs: Any) -> None:
+    """Create pool NAME or change its capacity (not below what is in use)."""
+    answer = _call("SetPool", {"name": name, "capacity": _units(kwargs)})
+    _show(answer, as_json, f"pool {name}: capacity {_units_text(answer['capacity'])}")
+
+
+@pool.command(name="list")
+@_JSON
+@_handle_errors
+def pool_list(as_json: bool) -> None:
+    """Every pool: capacity, in use, free."""
+    answer = _call("Pools", {})
+    rows = []
+    for p in answer["pools"]:
+        for res, cap in p["capacity"].items():
+            used = p["in_use"][res]
+            rows.append([p["name"], res, cap, used, cap - used])
+    _show(answer, as_json, _table(["pool", "resource", "capacity", "in_use", "free"], rows))
+
+
+# -- jobs
+
+
+@click.group()
+def job() -> None:
+    """Jobs: assign (allocating resources), start, complete or fail, show."""
+
+
+@job.command(name="assign")
+@click.argument("job_id")
+@click.option("--objective", default=None, help="What the job is for.")
+@click.option("--reward", "reward_signal", type=float, default=None, help="Its reward signal.")
+@click.option("--pool", default=None, help="The pool to allocate from (default: default).")
+@click.option("--metadata", default=None, metavar="JSON", help="A JSON object kept with it.")
+@_resources
+@_JSON
+@_handle_errors
+def job_assign(job_id: str, as_json: bool, metadata: str | None, **kwargs: Any) -> None:
+    """Create JOB_ID and allocate its resources, or update it (a changed request
+    re-allocates in one step). Refused when the pool lacks room."""
+    units = _units(kwargs)
+    args = {"job_id": job_id, **kwargs, "metadata": _object(metadata, "--metadata")}
+    if units:
+        args["resources"] = units
+    answer = _call("AssignJob", args)
+    _show(
+        answer,
+        as_json,
+        f"job {job_id}: {answer['status']}, holding "
+        f"{_units_text(answer['requested_resources'])} from pool {answer['pool']}"
+        f" (allocation {answer['allocation_id']})",
+    )
+
+
+def _transition(name: str, job_id: str, as_json: bool, **args: Any) -> None:
+    answer = _call(name, {"job_id": job_id, **args})
+    _show(answer, as_json, f"job {job_id}: {answer['status']}")
+
+
+@job.command(name="start")
+@click.argument("job_id")
+@_JSON
+@_handle_errors
+def job_start(job_id: str, as_json: bool) -> None:
+    """Mark JOB_ID running."""
+    _transition("StartJob", job_id, as_json)
+
+
+@job.command(name="complete")
+@click.argument("job_id")
+@click.option("--efficiency", type=float, default=None, help="0..1, recorded in job_metrics.")
+@_JSON
+@_handle_errors
+def job_complete(job_id: str, efficiency: float | None, as_json: bool) -> None:
+    """Complete JOB_ID: its workers and tadpoles retire, its allocations are released."""
+    _transition("FinishJob", job_id, as_json, outcome="completed", efficiency=efficiency)
+
+
+@job.command(name="fail")
+@click.argument("job_id")
+@_JSON
+@_handle_errors
+def job_fail(job_id: str, as_json: bool) -> None:
+    """Fail JOB_ID: its workers and tadpoles end failed, its allocations are released."""
+    _transition("FinishJob", job_id, as_json, outcome="failed")
+
+
+@job.command(name="show")
+@click.argument("job_id")
+@_JSON
+@_handle_errors
+def job_show(job_id: str, as_json: bool) -> None:
+    """JOB_ID as the cluster holds it, with its live workers and tadpoles."""
+    answer = _call("GetJob", {"job_id": job_id})
+    held = _units_text(answer["requested_resources"]) if answer["allocation_id"] else "nothing"
+    lines = [
+        f"job {job_id}: {answer['status']} (pool {answer['pool']}, holding {held})",
+        f"assigned {_when(answer['spawned_at'])}, started {_when(answer['started_at'])}, "
+        f"ended {_when(answer['completed_at'])}; {answer['ttl_expirations']} TTL expirations",
+    ]
+    units = [
+        [u["kind"], u["id"], u["status"], _when(u["expiry_at"]), u["allocation_id"] or "-"]
+        for u in answer["live_units"]
+    ]
+    if units:
+        lines.append(_table(["kind", "id", "status", "expires", "allocation"], units))
+    _show(answer, as_json, "\n".join(lines))
+
+
+# -- workers and tadpoles
+
+
+def _spawn(kind: str, unit_id: str, as_json: bool, metadata: str | None, **kwargs: Any) -> None:
+    units = _units(kwargs)
+    args = {"kind": kind, "id": unit_id, **kwargs, "metadata": _object(metadata, "--metadata")}
+    if units:
+        args["resources"] = units
+    answer = _call("Spawn", args)
+    _show(
+        answer,
+        as_json,
+        f"{kind} {unit_id}: {answer['status']} for job {answer['job_id']}, "
+        f"expires {_when(answer['expiry_at'])}"
+        + (f", holding {_units_text(units)}" if units else ""),
+    )
+
+
+def _retire(kind: str, unit_id: str, status: str, as_json: bool) -> None:
+    answer = _call("Retire", {"kind": kind, "id": unit_id, "status": status})
+    _show(answer, as_json, f"{kind} {unit_id}: {answer['status']}")
+
+
+_SPAWN = (
+    click.argument("unit_id", metavar="ID"),
+    click.option("--job", "job_id", required=True, help="The job it works for."),
+    click.option(
+        "--ttl",
+        "ttl_seconds",
+        type=int,
+        required=True,
+        metavar="SECONDS",
+        help="It expires (and its allocation is released) after this long.",
+    ),
+    click.option("--metadata", default=None, metavar="JSON", help="A JSON object kept with it."),
+)
+
+
+def _spawn_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_SPAWN):
+        func = option(func)
+    return _resources(func)
+
+
+_END = click.option(
+    "--status",
+    type=click.Choice(["retired", "failed"]),
+    default="retired",
+    show_default=True,
+    help="How it ended.",
+)
+
+
+@click.group()
+def worker() -> None:
+    """Workers (tadpole, quest_worker, supervisor): spawn with a TTL, record events, retire."""
+
+
+@worker.command(name="spawn")
+@_spawn_options
+@click.option("--type", "worker_type", type=click.Choice(["tadpole", "quest_worker", "supervisor"]),
+              default="tadpole", show_default=True, help="The worker type.")  # fmt: skip
+@click.option("--specialization", default=None, help="What it specialises in.")
+@_JSON
+@_handle_errors
+def worker_spawn(unit_id: str, as_json: bool, metadata: str | None, **kwargs: Any) -> None:
+    """Spawn worker ID for a job, with a TTL and optionally its own resources."""
+    _spawn("worker", unit_id, as_json, metadata, **kwargs)
+
+
+@worker.command(name="retire")
+@click.argument("unit_id", metavar="ID")
+@_END
+@_JSON
+@_handle_errors
+def worker_retire(unit_id: str, status: str, as_json: bool) -> None:
+    """End worker ID before its TTL; its allocation is released."""
+    _retire("worker", unit_id, status, as_json)
+
+
+@worker.command(name="event")
+@click.argument("worker_id")
+@click.argument("event_type")
+@click.option("--payload", default=None, metavar="JSON", help="A JSON object.")
+@_JSON
+@_handle_errors
+def worker_event(worker_id: str, event_type: str, payload: str | None, as_json: bool) -> None:
+    """Record an event of WORKER_ID (a heartbeat, a metrics report ...)."""
+    args = {
+        "worker_id": worker_id,
+        "event_type": event_type,
+        "payload": _object(payload, "--payload"),
+    }
+    answer = _call("RecordEvent", args)
+    _show(answer, as_json, f"worker {worker_id}: recorded {event_type}")
+
+
+@click.group()
+def instance() -> None:
+    """Tadpole instances: spawn with a TTL, report metrics, retire."""
+
+
+@instance.command(name="spawn")
+@_spawn_options
+@click.option("--worker", "worker_id", default=None, help="The worker it belongs to.")
+@click.option("--protocol", default=None, help="Its communication protocol.")
+@_JSON
+@_handle_errors
+def instance_spawn(unit_id: str, as_json: bool, metadata: str | None, **kwargs: Any) -> None:
+    """Spawn tadpole instance ID for a job, with a TTL and optionally its own resources."""
+    _spawn("tadpole", unit_id, as_json, metadata, **kwargs)
+
+
+@instance.command(name="retire")
+@click.argument("unit_id", metavar="ID")
+@_END
+@_JSON
+@_handle_errors
+def instance_retire(unit_id: str, status: str, as_json: bool) -> None:
+    """End tadpole instance ID before its TTL; its allocation is released."""
+    _retire("tadpole", unit_id, status, as_json)
+
+
+@instance.command(name="metrics")
+@click.argument("tadpole_id")
+@click.option("--entropy", type=float, default=None)
+@click.option("--resource-pressure", type=float, default=None, help="0..1 of its allocation.")
+@click.option("--protocol-success", type=float, default=None, help="0..1 of its exchanges.")
+@_JSON
+@_handle_errors
+def instance_metrics(tadpole_id: str, as_json: bool, **kwargs: Any) -> None:
+    """Record micro-metrics of tadpole instance TADPOLE_ID."""
+    answer = _call("RecordTadpoleMetrics", {"tadpole_id": tadpole_id, **kwargs})
+    _show(answer, as_json, f"tadpole {tadpole_id}: metrics recorded")
