@@ -21,6 +21,7 @@ from aiohttp import web
 from consensus.backend import SystemBackend
 from node.http.changes import ChangesApi
 from node.http.graphql import graphql_view, query_endpoint
+from node.http.ledger import LedgerHttp
 from node.http.openapi import document
 from node.http.problems import Problem, problem_for, problem_response
 from node.http.state import ApiConfig, StateApi
@@ -165,6 +166,7 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
             *state.routes(),
             *streams.routes(),
             *ChangesApi(replication).routes(),
+            *LedgerHttp(node).routes(),
             web.get("/api/v1/openapi.json", openapi),
             web.get("/api/v1/members", members),
             *console_routes(),

@@ -7,9 +7,11 @@ registers is in it (and nothing else is).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from node.api.kv import VERSION
+from node.http.ledger import LEDGER_ROUTES
 
 __all__ = ["document"]
 
@@ -538,6 +540,47 @@ def _plain(operation: str, summary: str, media: str) -> dict[str, Any]:
     }
 
 
+def _ledger() -> dict[str, Any]:
+    """The lifecycle API's routes, from the table that serves them."""
+    paths: dict[str, Any] = {}
+    for route in LEDGER_ROUTES:
+        params = [
+            _param(name, "path", f"The {name.replace('_', ' ')}.")
+            for name in re.findall(r"\{(\w+)\}", route.path)
+        ]
+        if route.call == "Report":
+            params.append(_param("limit", "query", "Rows of a findings report (default 20).",
+                                 {"type": "integer", "minimum": 1, "maximum": 10000}))  # fmt: skip
+        op: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": f"ledger{route.call}{route.method.title()}{len(paths)}",
+            "tags": ["ledger"],
+            "responses": {
+                "200": _json(
+                    {"type": "object"}, "The record the cluster answered (docs/ledger.md)."
+                ),
+                **_errors(400, 404, 409, 503, 504),
+            },
+        }
+        if params:
+            op["parameters"] = params
+        if route.body:
+            op["parameters"] = [
+                *params,
+                _param(
+                    "Idempotency-Key",
+                    "header",
+                    "Resending with the same key applies the change once.",
+                ),
+            ]
+            op["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        paths.setdefault(route.path, {})[route.method] = op
+    return paths
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/state/agent/{agent_id}": _agent(),
@@ -546,6 +589,7 @@ def document() -> dict[str, Any]:
         **_tiers(),
         **_graph(),
         **_streams(),
+        **_ledger(),
         "/api/v1/status": {
             "get": {
                 "summary": "This node's view: system tier, members, tiers",

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 BATCH = 512  # events per SQL transaction
 SWEEP_BATCH = 128  # units expired per round, at most
 PRUNE_EVERY_S = 60.0
+SAFETY_S = 30.0  # export even without a wake-up this often (a watch that missed one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,23 +143,34 @@ class Exporter:
             await asyncio.sleep(self.interval_s)
 
     async def _run(self) -> None:
+        """Sweep every round (a local read); export when an event landed, when this
+        node has just become leader, after a failure, and every SAFETY_S anyway."""
+        exported_at = 0.0
         while True:
+            woke = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                woke = await asyncio.wait_for(self._wake.wait(), self.interval_s)
             self._wake.clear()
             if not self.is_leader():
                 self._running = False
                 self._lag_s = 0.0  # the leader's to measure
                 self._cursor = None  # another exporter moves it meanwhile
                 continue
+            now = time.monotonic()
+            due = woke or not self._running or bool(self._last_error)
+            due = due or now - exported_at >= SAFETY_S
             self._running = True
-            await self.round()
+            if due:
+                exported_at = now
+            await self.round(export=due)
 
-    async def round(self) -> None:
-        """Sweep, export everything pending, prune; a failure is kept for status and
-        the lag is measured without the database."""
+    async def round(self, *, export: bool = True) -> None:
+        """Sweep, then (``export``) export everything pending and prune; a failure is
+        kept for status and the lag is measured without the database."""
         try:
             await self.sweep()
+            if not export:
+                return
             while await self.export() == BATCH:
                 pass
             await self.prune()
@@ -199,6 +211,12 @@ class Exporter:
 
     async def export(self) -> int:
         """Apply the next events to the database; how many were applied."""
+        if self._sink is None:  # no database opened (nor SQLAlchemy loaded) for no events
+            page = await self.system.range(
+                lc.OUTBOX, limit=1, start_after="", linearizable=False, timeout=self.timeout_s
+            )
+            if not page.kvs:
+                return 0
         await self.engine()
         if self._cursor is None:
             self._cursor = int(await asyncio.to_thread(self._sink.cursor))
