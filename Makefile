@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
 	test-integration client check lint typecheck imports coverage clean bench bench-http chaos monitor \
 	monitor-stop bench-ab bench-population bench-instrumentation postgres dr-drill bench-backup \
-	bench-atrest
+	bench-atrest bench-ledger
 
 help:
 	@echo "make cluster          start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
@@ -40,6 +40,7 @@ help:
 	@echo "make dr-drill         back up a cluster under load, destroy it, restore it, check every write (DRILL_ARGS)"
 	@echo "make bench-backup     backup/restore throughput at 100k keys, incremental size (BACKUP_BENCH_ARGS)"
 	@echo "make bench-atrest     put throughput with encryption at rest off vs on, same run (ATREST_BENCH_ARGS)"
+	@echo "make bench-ledger     AssignJob -> PostgreSQL throughput and export lag vs direct inserts (LEDGER_BENCH_ARGS)"
 	@echo "make postgres         start this machine's PostgreSQL with the ledger tests' database (make test runs it)"
 	@echo "make venv / clean     create $(VENV) from constraints.txt / remove it and all caches"
 
@@ -244,6 +245,10 @@ bench-backup: venv
 
 bench-atrest: venv
 	$(PY) bench/atrest_bench.py $(ATREST_BENCH_ARGS)
+
+# AssignJob -> row in PostgreSQL (throughput, export lag) beside direct inserts.
+bench-ledger: venv postgres
+	$(PY) bench/ledger_bench.py $(LEDGER_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLUSTER_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -16,9 +16,10 @@ from typing import Any
 import grpc
 
 from consensus.backend import SystemBackend
+from consensus.errors import NotLeaderError
 from node.api.kv import _Api
 from node.config import NodeConfig
-from node.errors import FailedPrecondition, InvalidArgument
+from node.errors import InvalidArgument
 from node.ledger import lifecycle as lc
 from node.ledger.calls import CALLS, parse_args
 from node.ledger.export import Exporter
@@ -54,6 +55,7 @@ class LedgerApi:
         if name == "Pools":
             return await self.pools()
         if name == "ExportStatus":
+            self._on_the_leader("the exporter runs")
             return dataclasses.asdict(self.exporter.status()), self.system.info().revision
         if name == "Report":
             return await self.report(args), self.system.info().revision
@@ -63,6 +65,15 @@ class LedgerApi:
         if request_id:
             lc.check_id(request_id, "request_id")
         return await self.lifecycle.run(call.bind(args), request_id=request_id)
+
+    def _on_the_leader(self, what: str) -> None:
+        """UNAVAILABLE with the leader as a hint (clients go there) unless this node
+        leads."""
+        info = self.system.info()
+        if info.role != "leader":
+            raise NotLeaderError(
+                f"{what} on the leader ({info.leader_id or 'none elected'}), not {self.node_id}"
+            )
 
     async def pools(self) -> tuple[dict[str, Any], int]:
         page = await self.system.range(
@@ -82,14 +93,13 @@ class LedgerApi:
         limit = args.get("limit", 20)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
             raise InvalidArgument("limit must be a whole number from 1 to 10000")
-        if self.embedded and not self.exporter.status().running:
-            leader = self.system.info().leader_id or "the leader"
-            raise FailedPrecondition(
-                f"the embedded ledger is kept by the leader ({leader}), not {self.node_id}: "
-                "ask it, or give every node ADAPTIVE_DATABASE_URL"
-            )
+        if self.embedded:
+            self._on_the_leader("the embedded ledger is kept")
         pools, _rev = await self.pools()
         capacities = {p["name"]: p["capacity"] for p in pools["pools"]}
+        if self.exporter.status().running or self.embedded:
+            # Read your writes: what was acknowledged before the report is in it.
+            await asyncio.wait_for(self.exporter.catch_up(), self.timeout_s)
         engine = await self.exporter.engine()
         table = await asyncio.to_thread(
             run_report, engine, name, capacities=capacities, limit=limit

@@ -258,11 +258,14 @@ def _kv_json(kv: KeyValue) -> dict[str, Any]:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Columns padded to width; numbers right-aligned, text left-aligned."""
-    cells = [[str(c) for c in row] for row in rows]
+    """Columns padded to width; numbers right-aligned, text left-aligned; None is "-"
+    (and does not make a column of numbers text)."""
+    cells = [["-" if c is None else str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     numeric = [
-        bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(headers))
+        any(r[i] is not None for r in rows)
+        and all(r[i] is None or isinstance(r[i], int | float) for r in rows)
+        for i in range(len(headers))
     ]
 
     def line(values: Sequence[str]) -> str:

@@ -91,9 +91,8 @@ def report_command(name: str, limit: int, as_json: bool) -> None:
         click.echo(json.dumps(answer, indent=2, default=str))
         return
     click.echo(answer["title"])
-    rows = [["-" if c is None else c for c in row] for row in answer["rows"]]
-    if rows:
-        click.echo(_table(answer["columns"], rows))
+    if answer["rows"]:
+        click.echo(_table(answer["columns"], answer["rows"]))
     for note in answer["notes"]:
         click.echo(note)
 

@@ -97,6 +97,7 @@ class Exporter:
         self._running = False
         self._pruned_at = 0.0
         self._wake = asyncio.Event()
+        self._exporting = asyncio.Lock()  # one export at a time (rounds, catch_up)
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -171,8 +172,9 @@ class Exporter:
             await self.sweep()
             if not export:
                 return
-            while await self.export() == BATCH:
-                pass
+            async with self._exporting:
+                while await self.export() == BATCH:
+                    pass
             await self.prune()
             self._last_error = ""
         except asyncio.CancelledError:
@@ -197,6 +199,13 @@ class Exporter:
         self._lag_s = max(0.0, self.clock() - float(events[0][1]["at"])) if events else 0.0
 
     # -- one round, each step callable on its own (tests)
+
+    async def catch_up(self) -> None:
+        """Export everything committed so far (a report then reads every change
+        acknowledged before it was asked for). Database errors propagate."""
+        async with self._exporting:
+            while await self.export() == BATCH:
+                pass
 
     async def engine(self) -> Any:
         """The database's engine (a SQLAlchemy Engine), the ledger created or

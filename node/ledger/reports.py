@@ -123,34 +123,16 @@ def _capacity(rows: Any, capacities: Mapping[str, Mapping[str, int]]) -> dict[st
         else:
             advice = "ok"
         for i, res in enumerate(RESOURCES):
-            out.append(
-                [
-                    pool,
-                    res,
-                    cap.get(res, None),
-                    now[i],
-                    peak[i],
-                    None if not cap.get(res) else round(peak[i] / cap[res], 3),
-                    made[pool] if i == 0 else None,
-                    released[pool] if i == 0 else None,
-                    advice if i == 0 else None,
-                ]
-            )
-        if not math.isnan(share):
-            notes.append(f"pool {pool}: peak {share:.0%} of capacity -> {advice}")
+            share_of = None if not cap.get(res) else round(peak[i] / cap[res], 3)
+            out.append([pool, res, cap.get(res, None), now[i], peak[i], share_of])
+        peak_text = "no capacity known" if math.isnan(share) else f"peak {share:.0%} of capacity"
+        notes.append(
+            f"pool {pool}: {made[pool]} allocations, {released[pool]} released; "
+            f"{peak_text} -> {advice}"
+        )
     return {
         "title": "capacity replay per pool (from resource_allocations)",
-        "columns": [
-            "pool",
-            "resource",
-            "capacity",
-            "in_use",
-            "peak",
-            "peak_share",
-            "allocations",
-            "released",
-            "recommendation",
-        ],
+        "columns": ["pool", "resource", "capacity", "in_use", "peak", "peak_share"],
         "rows": out,
         "notes": notes,
     }
