@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -263,7 +264,10 @@ def test_the_embedded_ledger_is_the_leaders(tmp_path_factory: pytest.TempPathFac
             leader = cluster.wait_leader(10)
             path = f"{cluster.data_dir(leader)}/ledger.db"
             url = f"sqlite:///{path}"
-            wait_for(lambda: rows(url, select(Job.job_id)) == [("e1",)], what="the embedded ledger")
+            wait_for(
+                lambda: os.path.exists(path) and rows(url, select(Job.job_id)) == [("e1",)],
+                what="the embedded ledger",
+            )
             # A report reads every change acknowledged before it was asked for, even from
             # a new leader whose embedded ledger was empty a moment ago.
             client.ledger("AssignJob", {"job_id": "e2", "resources": {"compute_units": 3}})
