@@ -64,7 +64,7 @@ class LedgerApi:
             raise InvalidArgument(f"no lifecycle call {name!r}")
         if request_id:
             lc.check_id(request_id, "request_id")
-        return await self.lifecycle.run(call.bind(args), request_id=request_id)
+        return await self.lifecycle.run(call.bind(args), request_id=request_id, once=call.once)
 
     def _on_the_leader(self, what: str) -> None:
         """UNAVAILABLE with the leader as a hint (clients go there) unless this node

@@ -42,6 +42,7 @@ class Call:
     optional: tuple[str, ...] = ()
     write: bool = True
     rename: tuple[tuple[str, str], ...] = ()  # (JSON name, parameter name)
+    once: bool = False  # a resend would repeat its effect: deduplicate by request id
 
     def bind(self, args: dict[str, Any]) -> Callable[[lc.Tx], dict[str, Any]]:
         missing = [name for name in self.required if name not in args]
@@ -82,11 +83,12 @@ CALLS: dict[str, Call] = {
         rename=(("id", "unit_id"),),
     ),
     "Retire": Call(lc.retire, ("kind", "id"), ("status",), rename=(("id", "unit_id"),)),
-    "RecordEvent": Call(lc.record_event, ("worker_id", "event_type"), ("payload",)),
+    "RecordEvent": Call(lc.record_event, ("worker_id", "event_type"), ("payload",), once=True),
     "RecordTadpoleMetrics": Call(
         lc.record_tadpole_metrics,
         ("tadpole_id",),
         ("entropy", "resource_pressure", "protocol_success", "details"),
+        once=True,
     ),
 }
 

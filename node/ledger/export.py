@@ -43,7 +43,7 @@ from consensus.errors import CompactedError, ConsensusError
 from consensus.statemachine import DeleteOp, EventType, Txn
 from node.errors import NodeError
 from node.ledger import lifecycle as lc
-from node.ledger.service import Lifecycle, decode
+from node.ledger.service import DEDUP_INDEX, DEDUP_S, Lifecycle, decode, dedup_marker
 
 __all__ = ["ExportStatus", "Exporter"]
 
@@ -278,22 +278,31 @@ class Exporter:
         return found[:limit]
 
     async def prune(self, *, force: bool = False) -> int:
-        """Delete exported events older than ``retain_s`` (oldest first)."""
+        """Delete exported events older than ``retain_s`` and resend markers older than
+        DEDUP_S (oldest first, a page of each); how many keys."""
         now = self.clock()
-        if self.retain_s <= 0 or self._cursor is None:
-            return 0
         if not force and now - self._pruned_at < PRUNE_EVERY_S:
             return 0
         self._pruned_at = now
-        page = await self.system.range(
-            lc.OUTBOX, limit=256, start_after="", linearizable=False, timeout=self.timeout_s
-        )
         doomed = []
-        for kv in page.kvs:
-            event = decode(kv.value)
-            if kv.mod_revision > self._cursor or float(event["at"]) > now - self.retain_s:
+        if self.retain_s > 0 and self._cursor is not None:
+            page = await self.system.range(
+                lc.OUTBOX, limit=256, start_after="", linearizable=False, timeout=self.timeout_s
+            )
+            for kv in page.kvs:
+                event = decode(kv.value)
+                if kv.mod_revision > self._cursor or float(event["at"]) > now - self.retain_s:
+                    break
+                doomed.append(kv.key)
+        # Resend markers (node/ledger/service.py) outlive their window too.
+        markers = await self.system.range(
+            DEDUP_INDEX, limit=256, start_after="", linearizable=False, timeout=self.timeout_s
+        )
+        old = f"{DEDUP_INDEX}{round((now - DEDUP_S) * 1000):013d}"
+        for kv in markers.kvs:
+            if kv.key >= old:
                 break
-            doomed.append(kv.key)
+            doomed += [kv.key, dedup_marker(kv.key)]
         if doomed:
             await self.system.txn(Txn(success=tuple(DeleteOp(k) for k in doomed)), self.timeout_s)
         return len(doomed)
@@ -304,16 +313,19 @@ class Exporter:
         page = await self.system.range(
             lc.EXPIRY, limit=SWEEP_BATCH, start_after="", linearizable=False, timeout=self.timeout_s
         )
+        due = [kv.key for kv in page.kvs if lc.parse_expiry_key(kv.key)[0] <= now]
+        # All at once: the lifecycle driver commits them together.
+        answers = await asyncio.gather(
+            *(self.lifecycle.run(functools.partial(self._sweep_one, key)) for key in due),
+            return_exceptions=True,
+        )
         expired = 0
-        for kv in page.kvs:
-            if lc.parse_expiry_key(kv.key)[0] > now:
-                break
-            try:
-                answer, _rev = await self.lifecycle.run(functools.partial(self._sweep_one, kv.key))
-            except (NodeError, ConsensusError) as exc:
-                log.debug("sweeping %s: %s", kv.key, exc)
-                continue
-            if answer.get("status") == "expired":
+        for key, answer in zip(due, answers, strict=True):
+            if isinstance(answer, NodeError | ConsensusError):
+                log.debug("sweeping %s: %s", key, answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif answer[0]["expired"]:
                 expired += 1
         self._expired += expired
         return expired

@@ -653,7 +653,8 @@ def retire(tx: Tx, kind: str, unit_id: str, status: str = "retired") -> dict[str
 def sweep_one(tx: Tx, key: str, now: float) -> dict[str, Any]:
     """The sweeper's step for one expiry entry: expire the unit if it is live and due
     by ``now``; an entry whose unit ended some other way is dropped. Run twice (two
-    sweepers), the second finds the unit expired and changes nothing."""
+    sweepers), the second finds the unit expired and changes nothing. Answers
+    ``{"expired": whether this step expired it, "unit": the unit or None}``."""
     _at, kind, unit_id = parse_expiry_key(key)
     unit = tx.get(unit_key(kind, unit_id))
     if (
@@ -663,10 +664,10 @@ def sweep_one(tx: Tx, key: str, now: float) -> dict[str, Any]:
     ):
         if tx.get(key) is not None:
             tx.delete(key)
-        return unit or {}
+        return {"expired": False, "unit": unit}
     if unit["expiry_at"] > now:
-        return unit
-    return retire(tx, kind, unit_id, "expired")
+        return {"expired": False, "unit": unit}
+    return {"expired": True, "unit": retire(tx, kind, unit_id, "expired")}
 
 
 def record_event(tx: Tx, worker_id: str, event_type: Any, payload: Any = None) -> dict[str, Any]:

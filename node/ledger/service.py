@@ -1,20 +1,29 @@
-"""Runs lifecycle operations (:mod:`node.ledger.lifecycle`) as system-tier transactions.
+"""Runs lifecycle operations (:mod:`node.ledger.lifecycle`) as system-tier transactions,
+many calls per transaction.
 
-One run of an operation:
+Calls that arrive while a transaction is in flight wait, and then go together: a
+**batch** is planned and committed as one transaction (one Raft round for all of
+them, as group commit). Planning a batch:
 
-1. run it against the records fetched so far; each :class:`NeedKeys` it raises is
-   fetched (local reads on the first try, linearizable ones after a conflict) and the
-   operation runs again from the start;
-2. commit what it wrote, plus its outbox event, in one transaction whose compares
-   hold every record it read at the revision it was read (absent: version 0);
-3. a failed compare means another change got in between: fetch again, run again.
+1. each call's operation runs in turn against the records fetched so far, seeing the
+   writes of the calls planned before it; each :class:`NeedKeys` it raises is
+   fetched (local reads on the first try, linearizable ones after a conflict) and it
+   runs again;
+2. a call whose operation raises (bad input, a full pool, a backwards transition)
+   fails alone: its writes are dropped, but the records it read still count below;
+3. the transaction holds every write, one outbox event per call, and a compare on
+   every record any call read from the store, at the revision it was read (absent:
+   version 0) -- so every answer, a refusal or a "nothing to change" too, is
+   checked against the current state when the transaction commits;
+4. a failed compare means another change got in between: the whole batch is planned
+   again with linearizable reads. Nothing is answered before its batch commits.
 
-Each attempt's transaction carries a request id derived from the call's own
-(``<id>/<attempt>``), so a client resending a call whose answer it lost walks the
-same ids: an attempt that was applied answers its first result instead of applying
-again, and an event is never doubled. Lifecycle writes on one node take one lock:
-they nearly all touch a pool record, and running them one at a time saves the
-conflicts (each a wasted Raft round) that racing them would cost.
+**Resends.** A call whose effect a resend would repeat (a worker event, tadpole
+metrics: :data:`ONCE`) with a request id leaves a marker
+``requests/<id>`` for :data:`DEDUP_S`: a resend within that window finds it and
+answers as the first did, applying nothing. The other calls are idempotent by
+themselves (assigning an identical job, a transition to the state a record is in,
+spawning the same unit again change nothing).
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ import asyncio
 import json
 import time
 import uuid
+from collections import ChainMap
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from consensus.backend import SystemBackend
@@ -38,14 +49,16 @@ from consensus.statemachine import (
     PutOp,
     Txn,
 )
-from node.errors import Unavailable
+from node.errors import NodeError, Unavailable
 from node.ledger import lifecycle as lc
 
-__all__ = ["Lifecycle", "decode", "encode"]
+__all__ = ["DEDUP_INDEX", "DEDUP_S", "Lifecycle", "decode", "dedup_marker", "encode"]
 
 MAX_ATTEMPTS = 16
-MAX_FETCHES = 64  # NeedKeys rounds in one attempt: an operation reads a bounded set
-RESENDS = 2  # an attempt whose outcome is unknown is resent (same request id) this often
+MAX_FETCHES = 64  # NeedKeys rounds for one call: an operation reads a bounded set
+MAX_BATCH = 64  # calls per transaction
+RESENDS = 2  # a commit whose outcome is unknown is resent (same request id) this often
+DEDUP_S = 600.0  # how long a resend of a non-idempotent call is recognised
 
 
 def encode(value: Any) -> bytes:
@@ -54,6 +67,22 @@ def encode(value: Any) -> bytes:
 
 def decode(raw: bytes) -> Any:
     return json.loads(raw)
+
+
+Operation = Callable[[lc.Tx], dict[str, Any]]
+
+
+@dataclass
+class _Call:
+    op: Operation
+    request_id: str
+    once: bool
+    future: asyncio.Future[tuple[dict[str, Any], int]]
+    # planning results of the current attempt
+    tx: lc.Tx | None = None
+    answer: dict[str, Any] | None = None
+    error: BaseException | None = None
+    reads: set[str] = field(default_factory=set)
 
 
 class Lifecycle:
@@ -67,88 +96,164 @@ class Lifecycle:
         self.system = system
         self.clock = clock
         self.timeout_s = timeout_s
-        self._lock = asyncio.Lock()
-        self.conflicts = 0  # attempts lost to a concurrent change (a metric)
+        self._queue: list[_Call] = []
+        self._worker: asyncio.Task[None] | None = None
+        self.conflicts = 0  # batches planned again after a concurrent change (a metric)
+        self.batches = 0  # transactions committed
+        self.calls = 0  # calls answered by them
 
     async def run(
-        self, op: Callable[[lc.Tx], dict[str, Any]], *, request_id: str = ""
+        self, op: Operation, *, request_id: str = "", once: bool = False
     ) -> tuple[dict[str, Any], int]:
-        """(the operation's answer, the revision it committed at or read)."""
-        base = request_id or uuid.uuid4().hex
-        async with self._lock:
-            linearizable = False
-            for attempt in range(MAX_ATTEMPTS):
-                event_id = f"{base}/{attempt}"
-                tx, answer, revs, read_rev = await self._run_once(op, event_id, linearizable)
-                event = tx.event()
-                if not tx.writes and event is None:
-                    if linearizable:
-                        return answer, read_rev
-                    linearizable = True  # a no-change answer must not come from a stale read
-                    continue
-                txn = self._txn(tx, revs, event)
-                result = await self._commit(txn)
-                if result is not None:
-                    return answer, result
-                self.conflicts += 1
-                linearizable = True
+        """(the operation's answer, the revision it committed at). ``once``: a resend
+        with the same ``request_id`` must not apply it again."""
+        future: asyncio.Future[tuple[dict[str, Any], int]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.append(
+            _Call(op, request_id or uuid.uuid4().hex, once and bool(request_id), future)
+        )
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain(), name="ledger-lifecycle")
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = [c for c in self._queue[:MAX_BATCH] if not c.future.done()]
+            del self._queue[:MAX_BATCH]
+            if not batch:
+                continue
+            try:
+                await self._run_batch(batch)
+            except asyncio.CancelledError:
+                for call in batch:
+                    if not call.future.done():
+                        call.future.cancel()
+                raise
+            except Exception as exc:  # the cluster (no leader, a timeout): all of them
+                for call in batch:
+                    if not call.future.done():
+                        call.future.set_exception(exc)
+
+    async def _run_batch(self, batch: list[_Call]) -> None:
+        linearizable = False
+        known: set[str] = set()  # keys the last attempt read: fetched at once next time
+        for attempt in range(MAX_ATTEMPTS):
+            fetched: dict[str, Any] = {}
+            revs: dict[str, int] = {}
+            if known:
+                await self._fetch(known, fetched, revs, linearizable)
+            overlay: dict[str, Any] = {}
+            for call in batch:
+                await self._plan(call, attempt, fetched, revs, overlay, linearizable)
+            known = set(fetched)
+            revision = await self._commit(batch, attempt, revs, overlay)
+            if revision is not None:
+                self.batches += 1
+                self.calls += len(batch)
+                for call in batch:
+                    if call.future.done():
+                        continue
+                    if call.error is not None:
+                        call.future.set_exception(call.error)
+                    else:
+                        assert call.answer is not None
+                        call.future.set_result((call.answer, revision))
+                return
+            self.conflicts += 1
+            linearizable = True
         raise Unavailable(
-            f"the lifecycle change lost to concurrent changes {MAX_ATTEMPTS} times; try again"
+            f"lifecycle changes lost to concurrent changes {MAX_ATTEMPTS} times; try again"
         )
 
-    async def _run_once(
-        self, op: Callable[[lc.Tx], dict[str, Any]], event_id: str, linearizable: bool
-    ) -> tuple[lc.Tx, dict[str, Any], dict[str, int], int]:
-        """Run the operation, fetching what it asks for, until it runs to the end."""
-        fetched: dict[str, Any] = {}
-        revs: dict[str, int] = {}
-        read_rev = 0
+    async def _plan(
+        self,
+        call: _Call,
+        attempt: int,
+        fetched: dict[str, Any],
+        revs: dict[str, int],
+        overlay: dict[str, Any],
+        linearizable: bool,
+    ) -> None:
+        """Run one call's operation over the store's records as the calls before it left
+        them; on success its writes join ``overlay``."""
+        call.tx, call.answer, call.error = None, None, None
+        marker = lc.PREFIX + "requests/" + call.request_id
         for _ in range(MAX_FETCHES):
-            tx = lc.Tx(fetched, self.clock(), event_id)
+            view = ChainMap(overlay, fetched)
+            tx = lc.Tx(view, self.clock(), f"{call.request_id}/{attempt}")
             try:
-                return tx, op(tx), revs, read_rev
+                if call.once:
+                    first = tx.get(marker)
+                    if first is not None:  # a resend: answer as the first time
+                        call.answer, call.reads = first["answer"], set(tx.read_keys)
+                        return
+                answer = call.op(tx)
             except lc.NeedKeys as need:
-                kvs, read_rev = await self._fetch(need.keys, linearizable)
-                for key in need.keys:
-                    kv = kvs.get(key)
-                    fetched[key] = None if kv is None else decode(kv.value)
-                    revs[key] = 0 if kv is None else kv.mod_revision
-        raise Unavailable("a lifecycle operation asked for too many records")
+                await self._fetch(need.keys, fetched, revs, linearizable)
+                continue
+            except NodeError as exc:
+                call.error, call.reads = exc, set(tx.read_keys)
+                return
+            call.tx, call.answer, call.reads = tx, answer, set(tx.read_keys)
+            if call.once and (tx.writes or tx.event() is not None):
+                tx.put(marker, {"answer": answer, "at": tx.now})
+                tx.put(_dedup_index(tx.now, call.request_id), {"id": call.request_id})
+            overlay.update(tx.writes)
+            return
+        call.error = Unavailable("a lifecycle operation asked for too many records")
 
     async def _fetch(
-        self, keys: tuple[str, ...], linearizable: bool
-    ) -> tuple[dict[str, KeyValue], int]:
-        if not linearizable:
-            found: dict[str, KeyValue] = {}
-            revision = 0
+        self, keys: Any, fetched: dict[str, Any], revs: dict[str, int], linearizable: bool
+    ) -> None:
+        keys = sorted(set(keys) - set(fetched))
+        if not keys:
+            return
+        found: dict[str, KeyValue] = {}
+        if linearizable:  # several records in one linearizable round: a read-only txn
+            result = await self.system.txn(
+                Txn(success=tuple(GetOp(k) for k in keys)), self.timeout_s
+            )
+            found = {kv.key: kv for r in result.results for kv in r.kvs}
+        else:
             for key in keys:
-                kv, revision = await self.system.get(
-                    key, linearizable=False, timeout=self.timeout_s
-                )
+                kv, _rev = await self.system.get(key, linearizable=False, timeout=self.timeout_s)
                 if kv is not None:
                     found[key] = kv
-            return found, revision
-        # Several records in one linearizable round: a read-only transaction.
-        result = await self.system.txn(Txn(success=tuple(GetOp(k) for k in keys)), self.timeout_s)
-        return {kv.key: kv for r in result.results for kv in r.kvs}, result.revision
+        for key in keys:
+            kv = found.get(key)
+            fetched[key] = None if kv is None else decode(kv.value)
+            revs[key] = 0 if kv is None else kv.mod_revision
 
-    def _txn(self, tx: lc.Tx, revs: dict[str, int], event: dict[str, Any] | None) -> Txn:
+    def _txn(
+        self, batch: list[_Call], attempt: int, revs: dict[str, int], overlay: dict[str, Any]
+    ) -> Txn:
+        read = set().union(*(c.reads for c in batch))
         compares = []
-        for key in sorted(tx.read_keys):
-            rev = revs.get(key, 0)
-            if rev:
-                compares.append(Compare(key, CompareTarget.MOD, CompareOp.EQUAL, rev))
+        for key in sorted(read & set(revs)):  # keys only the batch itself wrote: no compare
+            if revs[key]:
+                compares.append(Compare(key, CompareTarget.MOD, CompareOp.EQUAL, revs[key]))
             else:
                 compares.append(Compare(key, CompareTarget.VERSION, CompareOp.EQUAL, 0))
-        ops: list[PutOp | DeleteOp] = []
-        for key, value in tx.writes.items():
-            ops.append(DeleteOp(key) if value is None else PutOp(key, encode(value)))
-        if event is not None:
-            ops.append(PutOp(lc.OUTBOX + outbox_name(tx.now, tx.event_id), encode(event)))
-        return Txn(tuple(compares), tuple(ops), (), tx.event_id)
+        ops: list[PutOp | DeleteOp] = [
+            DeleteOp(key) if value is None else PutOp(key, encode(value))
+            for key, value in overlay.items()
+        ]
+        for call in batch:
+            event = call.tx.event() if call.tx is not None else None
+            if event is not None:
+                key = lc.OUTBOX + outbox_name(call.tx.now, call.tx.event_id)  # type: ignore[union-attr]
+                ops.append(PutOp(key, encode(event)))
+        # Its own id (a call's could come back in a later batch, as a client's resend):
+        # only _commit's resends of this very transaction may be answered from the
+        # system tier's deduplication.
+        return Txn(tuple(compares), tuple(ops), (), f"batch-{uuid.uuid4().hex}")
 
-    async def _commit(self, txn: Txn) -> int | None:
-        """The revision it committed at; None when a compare failed."""
+    async def _commit(
+        self, batch: list[_Call], attempt: int, revs: dict[str, int], overlay: dict[str, Any]
+    ) -> int | None:
+        """The revision the batch committed at; None when a compare failed."""
+        txn = self._txn(batch, attempt, revs, overlay)
         for resend in range(RESENDS + 1):
             try:
                 result = await self.system.txn(txn, self.timeout_s)
@@ -163,3 +268,15 @@ class Lifecycle:
 def outbox_name(now: float, event_id: str) -> str:
     """Outbox keys sort by time (then id), so retention prunes from the front."""
     return f"{round(now * 1000):013d}-{event_id.replace('/', '.')}"
+
+
+DEDUP_INDEX = lc.PREFIX + "requests-by-time/"
+
+
+def _dedup_index(now: float, request_id: str) -> str:
+    return f"{DEDUP_INDEX}{round(now * 1000):013d}-{request_id}"
+
+
+def dedup_marker(index_key: str) -> str:
+    """The marker an index key of :func:`_dedup_index` names."""
+    return lc.PREFIX + "requests/" + index_key.rsplit("/", 1)[1].split("-", 1)[1]

@@ -40,8 +40,12 @@ def life(system: MemorySystem, clock: Clock) -> Lifecycle:
     return Lifecycle(system, clock=clock)
 
 
-async def run(life: Lifecycle, fn: Any, *args: Any, request_id: str = "", **kwargs: Any) -> Any:
-    answer, _rev = await life.run(lambda tx: fn(tx, *args, **kwargs), request_id=request_id)
+async def run(
+    life: Lifecycle, fn: Any, *args: Any, request_id: str = "", once: bool = False, **kwargs: Any
+) -> Any:
+    answer, _rev = await life.run(
+        lambda tx: fn(tx, *args, **kwargs), request_id=request_id, once=once
+    )
     return answer
 
 
@@ -150,8 +154,38 @@ async def test_a_resent_call_applies_once(life: Lifecycle, system: MemorySystem)
     await run(life, lc.assign_job, "j1")
     await run(life, lc.spawn, "worker", "w1", "j1", 60)
     for _ in range(2):  # the client lost the first answer and resends
-        await run(life, lc.record_event, "w1", "heartbeat", {"n": 1}, request_id="r-1")
+        await run(life, lc.record_event, "w1", "heartbeat", {"n": 1}, request_id="r-1", once=True)
     assert [e["event_type"] for e in rows(system, "worker_events")] == ["spawned", "heartbeat"]
+    # ... also when the resend travels in the same batch as the first.
+    await asyncio.gather(
+        *(
+            run(life, lc.record_event, "w1", "tick", None, request_id="r-2", once=True)
+            for _ in range(3)
+        )
+    )
+    assert [e["event_type"] for e in rows(system, "worker_events")].count("tick") == 1
+
+
+async def test_concurrent_calls_share_one_transaction_and_fail_alone(
+    life: Lifecycle, system: MemorySystem
+) -> None:
+    await run(life, lc.set_pool, "default", {**POOL, "compute_units": 5})
+    before = life.batches
+
+    async def assign(i: int) -> Any:
+        try:
+            return await run(life, lc.assign_job, f"j{i}", resources={"compute_units": 1})
+        except FailedPrecondition as exc:
+            return exc
+
+    answers = await asyncio.gather(*(assign(i) for i in range(8)))
+    # All eight queued before the driver ran: one transaction.
+    assert life.batches - before == 1
+    # Each saw the ones planned before it: five fit, three are refused by name.
+    assert [isinstance(a, dict) for a in answers] == [True] * 5 + [False] * 3
+    assert "0 compute_units free of 5; 1 asked" in str(answers[5])
+    assert record(system, lc.pool_key("default"))["in_use"]["compute_units"] == 5
+    assert len(rows(system, "jobs")) == 5  # one outbox event per applied call
 
 
 async def test_transitions_are_checked_and_name_the_current_state(life: Lifecycle) -> None:
