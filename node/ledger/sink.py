@@ -94,9 +94,8 @@ class Sink:
                 if not self._claim(conn, expect, newest, _when(last["at"])):
                     conn.rollback()
                     return False
-                for _revision, event in events:
-                    for item in event["rows"]:
-                        self._write(conn, item["table"], item["row"])
+                for table, rows in _collapse(events):
+                    self._write(conn, table, rows)
         except IntegrityError as exc:
             if "ledger_export_cursor" in str(exc.orig):
                 return False  # two first exports raced to create the cursor row
@@ -125,19 +124,62 @@ class Sink:
         )
         return moved.rowcount == 1
 
-    def _write(self, conn: Connection, name: str, row: dict[str, Any]) -> None:
-        table = Base.metadata.tables.get(name)
-        if table is None or name == _CURSOR.name:
-            raise LedgerError(f"an outbox event names no ledger table {name!r}")
-        values = _values(table, row)
-        if name in _SERIES:
-            conn.execute(table.insert().values(values))
+    def _write(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        """One statement for all ``rows`` (the same columns) of ``table``."""
+        if table.name in _SERIES:
+            conn.execute(table.insert(), rows)
             return
         insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         keys = [c.name for c in table.primary_key.columns]
-        stmt = insert(table).values(values)
-        changes = {k: stmt.excluded[k] for k in values if k not in keys}
-        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes))
+        stmt = insert(table)
+        changes = {k: stmt.excluded[k] for k in rows[0] if k not in keys}
+        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes), rows)
+
+
+# Parents before children (foreign keys are checked at once, not at commit).
+_ORDER = {
+    name: i
+    for i, name in enumerate(
+        (
+            "jobs",
+            "workers",
+            "tadpole_instances",
+            "resource_allocations",
+            "worker_events",
+            "job_metrics",
+            "tadpole_metrics",
+        )
+    )
+}
+
+
+def _collapse(
+    events: Sequence[tuple[int, dict[str, Any]]],
+) -> list[tuple[Table, list[dict[str, Any]]]]:
+    """The events' rows as one batch per table and column set, parents first. Every
+    row of a table keyed by the cluster's ids is the whole row, so of several rows with
+    one key only the last matters: applying it alone is applying them all in order.
+    Series rows are all kept, in order."""
+    latest: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
+    series: list[tuple[str, dict[str, Any]]] = []
+    for _revision, event in events:
+        for item in event["rows"]:
+            name = item["table"]
+            table = Base.metadata.tables.get(name)
+            if table is None or name == _CURSOR.name:
+                raise LedgerError(f"an outbox event names no ledger table {name!r}")
+            values = _values(table, item["row"])
+            if name in _SERIES:
+                series.append((name, values))
+                continue
+            key = tuple(values.get(c.name) for c in table.primary_key.columns)
+            latest.pop((name, key), None)  # re-inserted: dict order is the last write's
+            latest[(name, key)] = values
+    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for name, values in [*((n, v) for (n, _key), v in latest.items()), *series]:
+        groups.setdefault((name, tuple(sorted(values))), []).append(values)
+    ordered = sorted(groups.items(), key=lambda item: _ORDER.get(item[0][0], len(_ORDER)))
+    return [(Base.metadata.tables[name], rows) for (name, _cols), rows in ordered]
 
 
 def _values(table: Table, row: dict[str, Any]) -> dict[str, Any]:
