@@ -5,8 +5,10 @@ command takes to run). The database is ``--url`` or ``$ADAPTIVE_DATABASE_URL``."
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
 
 import click
 
@@ -114,3 +116,104 @@ def export_status_command(as_json: bool) -> None:
     )
     if answer["last_error"]:
         click.echo(f"last error: {answer['last_error']}")
+
+
+@ledger.command(name="attribute")
+@click.argument("entity_type", type=click.Choice(["job", "worker", "tadpole"]))
+@click.argument("entity_id")
+@click.argument("key")
+@click.argument("value", metavar="JSON")
+@click.option("--weight", "weight_hint", type=float, default=None, help="A weight hint.")
+@_handle_errors
+def attribute_command(
+    entity_type: str, entity_id: str, key: str, value: str, weight_hint: float | None
+) -> None:
+    """Record an experimental attribute KEY of a job, worker or tadpole (a
+    dynamic_attributes row; `ledger schema propose` may make it a column)."""
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        _fail(f"JSON: not valid JSON: {exc}", EXIT_USAGE)
+    args = {"entity_type": entity_type, "entity_id": entity_id, "key": key, "value": parsed}
+    if weight_hint is not None:
+        args["weight_hint"] = weight_hint
+    _settings().client().ledger("RecordAttribute", args)
+    click.echo(f"{entity_type} {entity_id}: {key} = {json.dumps(parsed)}")
+
+
+@ledger.group(name="schema")
+def schema_group() -> None:
+    """Reviewed schema growth: dynamic attributes become columns only by approval."""
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+@schema_group.command(name="propose")
+@_URL
+@click.option("--min-entities", type=int, default=3, show_default=True,
+              help="Propose a column for a key seen on at least this many entities.")  # fmt: skip
+def schema_propose(url: str | None, min_entities: int) -> None:
+    """Write ALTER TABLE proposals (with their rationale) for the observed dynamic
+    attributes to schema_change_log. Applies nothing."""
+    from node.ledger.growth import propose
+
+    try:
+        made, skipped = propose(_url(url), initiated_by=_who(), min_entities=min_entities)
+    except LedgerError as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    for p in made:
+        click.echo(f"#{p.id} proposed: {p.ddl}")
+        click.echo(f"    {p.rationale}")
+    for reason in skipped:
+        click.echo(f"passed over {reason}")
+    if not made:
+        click.echo("nothing new to propose")
+
+
+@schema_group.command(name="list")
+@_URL
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def schema_list(url: str | None, as_json: bool) -> None:
+    """The schema change log: proposals and applied changes."""
+    from node.ledger.growth import changes
+
+    try:
+        rows = changes(_url(url))
+    except LedgerError as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no schema changes logged")
+        return
+    click.echo(
+        _table(
+            ["id", "action", "by", "statement"],
+            [[r["id"], r["action"], r["initiated_by"], r["ddl_statement"]] for r in rows],
+        )
+    )
+
+
+@schema_group.command(name="approve")
+@click.argument("change_id", type=int)
+@_URL
+def schema_approve(change_id: int, url: str | None) -> None:
+    """Apply proposal CHANGE_ID: its ALTER TABLE, a backfill from the dynamic
+    attributes and an `applied` log row, in one transaction (all or nothing)."""
+    from node.ledger.growth import approve
+
+    try:
+        done = approve(_url(url), change_id, approved_by=_who())
+    except LedgerError as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    click.echo(
+        f"applied #{done.proposal} as #{done.log_id}: {done.table}.{done.column} added, "
+        f"{done.backfilled} rows backfilled"
+    )

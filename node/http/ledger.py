@@ -99,6 +99,16 @@ LEDGER_ROUTES = (
         "RecordTadpoleMetrics",
         "Record a tadpole's metrics",
     ),
+    *(
+        Route(
+            "put",
+            f"{_V}/{kind}s/{{entity_id}}/attributes/{{key}}",
+            "RecordAttribute",
+            f"Record an experimental attribute of a {kind} (body: value, weight_hint)",
+            (("entity_type", kind),),
+        )
+        for kind in ("job", "worker", "tadpole")
+    ),
     Route(
         "get",
         f"{_V}/export",

@@ -84,6 +84,11 @@ CALLS: dict[str, Call] = {
     ),
     "Retire": Call(lc.retire, ("kind", "id"), ("status",), rename=(("id", "unit_id"),)),
     "RecordEvent": Call(lc.record_event, ("worker_id", "event_type"), ("payload",), once=True),
+    "RecordAttribute": Call(
+        lc.record_attribute,
+        ("entity_type", "entity_id", "key", "value"),
+        ("weight_hint",),
+    ),
     "RecordTadpoleMetrics": Call(
         lc.record_tadpole_metrics,
         ("tadpole_id",),

@@ -49,6 +49,7 @@ __all__ = [
     "assign_job",
     "expiry_key",
     "finish_job",
+    "record_attribute",
     "record_event",
     "record_tadpole_metrics",
     "retire",
@@ -680,6 +681,64 @@ def record_event(tx: Tx, worker_id: str, event_type: Any, payload: Any = None) -
         raise NotFound(f"no worker {worker_id!r}")
     _worker_event(tx, worker_id, event_type, payload)
     return unit
+
+
+ATTRIBUTE_ENTITIES = {"job": "job", "worker": "worker", "tadpole": "tadpole"}
+_ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+def record_attribute(
+    tx: Tx,
+    entity_type: str,
+    entity_id: str,
+    key: str,
+    value: Any,
+    *,
+    weight_hint: Any = None,
+) -> dict[str, Any]:
+    """An experimental field of a job, worker or tadpole (spec dynamic_extension): a
+    ``dynamic_attributes`` row, its current value upserted, until ``tadpole ledger
+    schema`` makes it a column. ``key`` is a lower-case SQL identifier, so it can
+    become one."""
+    if entity_type not in ATTRIBUTE_ENTITIES:
+        raise InvalidArgument(
+            f"entity_type must be job, worker or tadpole (got {_shown(entity_type)})"
+        )
+    check_id(entity_id, "entity_id")
+    if not isinstance(key, str) or not _ATTRIBUTE_KEY.fullmatch(key):
+        raise InvalidArgument(
+            f"key must be a lower-case identifier: a letter, then letters, digits or _ "
+            f"(at most 63; got {_shown(key)})"
+        )
+    size = len(json.dumps(value, separators=(",", ":"), allow_nan=False)) if _finite(value) else -1
+    if size < 0:
+        raise InvalidArgument("value must be JSON without NaN or infinities")
+    if size > MAX_TEXT:
+        raise InvalidArgument(f"value is {size} bytes of JSON; at most {MAX_TEXT}")
+    weight = check_number(weight_hint, "weight_hint")
+    record = tx.get(
+        job_key(entity_id) if entity_type == "job" else unit_key(entity_type, entity_id)
+    )
+    if record is None:
+        raise NotFound(f"no {entity_type} {entity_id!r}")
+    row = {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "attribute_key": key,
+        "attribute_value": value,
+        "weight_hint": weight,
+        "observed_at": tx.now,
+    }
+    tx.emit("dynamic_attributes", row)
+    return row
+
+
+def _finite(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def record_tadpole_metrics(

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from node.ledger.growth import materialised, write_values
 from node.ledger.migrate import LedgerError, _failed, _shown, engine_for, migrate
 from node.ledger.schema import Base, ExportCursor
 
@@ -29,6 +30,8 @@ __all__ = ["STREAM", "Sink"]
 
 STREAM = "outbox"
 _SERIES = frozenset({"job_metrics", "tadpole_metrics"})
+# Tables whose rows are upserted on a unique key other than the primary key.
+_CONFLICT = {"dynamic_attributes": ("entity_type", "entity_id", "attribute_key")}
 _CURSOR: Table = ExportCursor.__table__  # type: ignore[assignment]
 
 
@@ -96,6 +99,8 @@ class Sink:
                     return False
                 for table, rows in _collapse(events):
                     self._write(conn, table, rows)
+                    if table.name == "dynamic_attributes":
+                        _keep_columns_current(conn, rows)
         except IntegrityError as exc:
             if "ledger_export_cursor" in str(exc.orig):
                 return False  # two first exports raced to create the cursor row
@@ -130,10 +135,28 @@ class Sink:
             conn.execute(table.insert(), rows)
             return
         insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        keys = [c.name for c in table.primary_key.columns]
+        keys = _conflict_key(table)
         stmt = insert(table)
         changes = {k: stmt.excluded[k] for k in rows[0] if k not in keys}
         conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes), rows)
+
+
+def _keep_columns_current(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Attributes that an approved schema change made columns (node/ledger/growth.py)
+    are written to their column too."""
+    columns = materialised(conn)
+    if not columns:
+        return
+    for row in rows:
+        target = columns.get((row["entity_type"], row["attribute_key"]))
+        if target is not None:
+            table, id_column, column, sql_type = target
+            pair = [(row["entity_id"], row["attribute_value"])]
+            write_values(conn, table, id_column, column, sql_type, pair)
+
+
+def _conflict_key(table: Table) -> list[str]:
+    return list(_CONFLICT.get(table.name, [c.name for c in table.primary_key.columns]))
 
 
 # Parents before children (foreign keys are checked at once, not at commit).
@@ -148,6 +171,7 @@ _ORDER = {
             "worker_events",
             "job_metrics",
             "tadpole_metrics",
+            "dynamic_attributes",
         )
     )
 }
@@ -172,7 +196,7 @@ def _collapse(
             if name in _SERIES:
                 series.append((name, values))
                 continue
-            key = tuple(values.get(c.name) for c in table.primary_key.columns)
+            key = tuple(values.get(c) for c in _conflict_key(table))
             latest.pop((name, key), None)  # re-inserted: dict order is the last write's
             latest[(name, key)] = values
     groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}

@@ -1407,6 +1407,11 @@ class LedgerStub:
                 request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
                 response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
                 _registered_method=True)
+        self.RecordAttribute = channel.unary_unary(
+                '/tadpole.v1.Ledger/RecordAttribute',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
         self.ExportStatus = channel.unary_unary(
                 '/tadpole.v1.Ledger/ExportStatus',
                 request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
@@ -1488,6 +1493,13 @@ class LedgerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordAttribute(self, request, context):
+        """a dynamic attribute
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportStatus(self, request, context):
         """this node's exporter
         """
@@ -1552,6 +1564,11 @@ def add_LedgerServicer_to_server(servicer, server):
             ),
             'RecordTadpoleMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordTadpoleMetrics,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'RecordAttribute': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAttribute,
                     request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
                     response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
             ),
@@ -1834,6 +1851,33 @@ class Ledger:
             request,
             target,
             '/tadpole.v1.Ledger/RecordTadpoleMetrics',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAttribute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/RecordAttribute',
             node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
             node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
             options,
