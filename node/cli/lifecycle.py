@@ -13,7 +13,7 @@ import click
 
 from node.cli.app import EXIT_USAGE, _fail, _handle_errors, _settings, _table
 
-__all__ = ["instance", "job", "pool", "worker"]
+__all__ = ["analysis", "code", "instance", "job", "pool", "worker"]
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 
@@ -322,3 +322,116 @@ def instance_metrics(tadpole_id: str, as_json: bool, **kwargs: Any) -> None:
     """Record micro-metrics of tadpole instance TADPOLE_ID."""
     answer = _call("RecordTadpoleMetrics", {"tadpole_id": tadpole_id, **kwargs})
     _show(answer, as_json, f"tadpole {tadpole_id}: metrics recorded")
+
+
+# -- analysis work and code versions
+
+
+@click.group()
+def analysis() -> None:
+    """Analysis requests: queue, start (a run), complete with findings, or fail."""
+
+
+@analysis.command(name="request")
+@click.argument("request_id")
+@click.option("--kind", required=True, help="e.g. monetization_scan, forecast.")
+@click.option("--prompt", required=True, help="What to analyse.")
+@click.option("--parameters", default=None, metavar="JSON", help="A JSON object.")
+@click.option("--by", "requested_by", default=None, help="Who asks.")
+@_JSON
+@_handle_errors
+def analysis_request(request_id: str, parameters: str | None, as_json: bool, **kwargs: Any) -> None:
+    """Queue analysis request REQUEST_ID."""
+    answer = _call(
+        "RequestAnalysis",
+        {"request_id": request_id, **kwargs, "parameters": _object(parameters, "--parameters")},
+    )
+    _show(answer, as_json, f"analysis {request_id}: {answer['status']}")
+
+
+@analysis.command(name="start")
+@click.argument("request_id")
+@click.option("--run", "run_id", required=True, help="The run's id.")
+@click.option("--job", "job_id", default=None, help="The job carrying it out.")
+@click.option("--worker", "worker_id", default=None, help="The worker carrying it out.")
+@_JSON
+@_handle_errors
+def analysis_start(request_id: str, as_json: bool, **kwargs: Any) -> None:
+    """Start REQUEST_ID (queued -> running) as a run."""
+    answer = _call("StartAnalysis", {"request_id": request_id, **kwargs})
+    _show(answer, as_json, f"analysis {request_id}: {answer['status']} as run {answer['run_id']}")
+
+
+@analysis.command(name="complete")
+@click.argument("request_id")
+@click.option("--summary", "outcome_summary", default=None, help="How it went.")
+@click.option("--findings", default=None, metavar="JSON",
+              help="A JSON list of findings (docs/ledger.md).")  # fmt: skip
+@_JSON
+@_handle_errors
+def analysis_complete(
+    request_id: str, outcome_summary: str | None, findings: str | None, as_json: bool
+) -> None:
+    """Complete REQUEST_ID (running -> completed) with its findings."""
+    args = {"request_id": request_id, "outcome_summary": outcome_summary,
+            "findings": _object(findings, "--findings")}  # fmt: skip
+    answer = _call("CompleteAnalysis", args)
+    _show(answer, as_json, f"analysis {request_id}: {answer['status']}, "
+          f"{len(answer.get('findings', []))} findings")  # fmt: skip
+
+
+@analysis.command(name="fail")
+@click.argument("request_id")
+@click.option("--summary", "outcome_summary", default=None, help="What went wrong.")
+@_JSON
+@_handle_errors
+def analysis_fail(request_id: str, outcome_summary: str | None, as_json: bool) -> None:
+    """Fail REQUEST_ID."""
+    args = {"request_id": request_id, "outcome": "failed", "outcome_summary": outcome_summary}
+    answer = _call("CompleteAnalysis", args)
+    _show(answer, as_json, f"analysis {request_id}: {answer['status']}")
+
+
+@click.group()
+def code() -> None:
+    """Code versions by digest and their update reports (reviewed, never deployed)."""
+
+
+@code.command(name="register")
+@click.argument("digest")
+@click.option("--worker-type", default=None)
+@click.option("--uri", "artifact_uri", default=None, help="Where the artifact is.")
+@click.option("--description", default=None)
+@_JSON
+@_handle_errors
+def code_register(digest: str, as_json: bool, **kwargs: Any) -> None:
+    """Catalogue code version DIGEST (sha256:<hex>)."""
+    answer = _call("RegisterCode", {"digest": digest, **kwargs})
+    _show(answer, as_json, f"code {digest}: registered")
+
+
+@code.command(name="report")
+@click.argument("report_id")
+@click.option("--digest", required=True, help="The code version it is about.")
+@click.option("--summary", required=True)
+@click.option("--worker", "worker_id", default=None, help="The worker suggesting it.")
+@click.option("--change", "proposed_change", default=None, help="The proposed change.")
+@_JSON
+@_handle_errors
+def code_report(report_id: str, as_json: bool, **kwargs: Any) -> None:
+    """Submit update report REPORT_ID against a code version."""
+    answer = _call("SubmitCodeReport", {"report_id": report_id, **kwargs})
+    _show(answer, as_json, f"code report {report_id}: {answer['status']}")
+
+
+@code.command(name="review")
+@click.argument("report_id")
+@click.argument("decision", type=click.Choice(["accepted", "rejected"]))
+@click.option("--reviewer", required=True)
+@_JSON
+@_handle_errors
+def code_review(report_id: str, decision: str, reviewer: str, as_json: bool) -> None:
+    """Record the review of REPORT_ID. Nothing is deployed."""
+    args = {"report_id": report_id, "decision": decision, "reviewer": reviewer}
+    answer = _call("ReviewCodeReport", args)
+    _show(answer, as_json, f"code report {report_id}: {answer['status']} by {reviewer}")

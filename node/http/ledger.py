@@ -109,6 +109,40 @@ LEDGER_ROUTES = (
         )
         for kind in ("job", "worker", "tadpole")
     ),
+    Route("put", f"{_V}/analysis/{{request_id}}", "RequestAnalysis", "Queue an analysis request"),
+    Route(
+        "post",
+        f"{_V}/analysis/{{request_id}}/start",
+        "StartAnalysis",
+        "Start a queued analysis request (body: run_id, job_id, worker_id)",
+    ),
+    Route(
+        "post",
+        f"{_V}/analysis/{{request_id}}/complete",
+        "CompleteAnalysis",
+        "Complete a running analysis with its findings",
+        (("outcome", "completed"),),
+    ),
+    Route(
+        "post",
+        f"{_V}/analysis/{{request_id}}/fail",
+        "CompleteAnalysis",
+        "Fail a running analysis",
+        (("outcome", "failed"),),
+    ),
+    Route("put", f"{_V}/code/{{digest}}", "RegisterCode", "Catalogue a code version by digest"),
+    Route(
+        "put",
+        f"{_V}/code-reports/{{report_id}}",
+        "SubmitCodeReport",
+        "Submit an update report against a code version",
+    ),
+    Route(
+        "post",
+        f"{_V}/code-reports/{{report_id}}/review",
+        "ReviewCodeReport",
+        "Record a review (accepted or rejected); nothing is deployed",
+    ),
     Route(
         "get",
         f"{_V}/export",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.errors import InvalidArgument, NotFound
+from node.ledger import analysis
 from node.ledger import lifecycle as lc
 
 __all__ = ["CALLS", "MAX_ARGS_BYTES", "Call", "parse_args", "show_job"]
@@ -89,6 +90,30 @@ CALLS: dict[str, Call] = {
         ("entity_type", "entity_id", "key", "value"),
         ("weight_hint",),
     ),
+    "RequestAnalysis": Call(
+        analysis.request_analysis,
+        ("request_id", "kind", "prompt"),
+        ("parameters", "requested_by"),
+    ),
+    "StartAnalysis": Call(
+        analysis.start_analysis, ("request_id", "run_id"), ("job_id", "worker_id")
+    ),
+    "CompleteAnalysis": Call(
+        analysis.complete_analysis,
+        ("request_id",),
+        ("outcome", "outcome_summary", "metrics", "findings"),
+    ),
+    "RegisterCode": Call(
+        analysis.register_code,
+        ("digest",),
+        ("worker_type", "artifact_uri", "description", "metadata"),
+    ),
+    "SubmitCodeReport": Call(
+        analysis.submit_code_report,
+        ("report_id", "digest", "summary"),
+        ("worker_id", "proposed_change"),
+    ),
+    "ReviewCodeReport": Call(analysis.review_code_report, ("report_id", "decision", "reviewer")),
     "RecordTadpoleMetrics": Call(
         lc.record_tadpole_metrics,
         ("tadpole_id",),

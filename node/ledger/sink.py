@@ -172,6 +172,12 @@ _ORDER = {
             "job_metrics",
             "tadpole_metrics",
             "dynamic_attributes",
+            "code_versions",
+            "code_update_reports",
+            "analysis_requests",
+            "analysis_runs",
+            "analysis_findings",
+            "finding_artifacts",
         )
     )
 }

@@ -1412,6 +1412,36 @@ class LedgerStub:
                 request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
                 response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
                 _registered_method=True)
+        self.RequestAnalysis = channel.unary_unary(
+                '/tadpole.v1.Ledger/RequestAnalysis',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.StartAnalysis = channel.unary_unary(
+                '/tadpole.v1.Ledger/StartAnalysis',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.CompleteAnalysis = channel.unary_unary(
+                '/tadpole.v1.Ledger/CompleteAnalysis',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.RegisterCode = channel.unary_unary(
+                '/tadpole.v1.Ledger/RegisterCode',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.SubmitCodeReport = channel.unary_unary(
+                '/tadpole.v1.Ledger/SubmitCodeReport',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.ReviewCodeReport = channel.unary_unary(
+                '/tadpole.v1.Ledger/ReviewCodeReport',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
         self.ExportStatus = channel.unary_unary(
                 '/tadpole.v1.Ledger/ExportStatus',
                 request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
@@ -1500,6 +1530,47 @@ class LedgerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestAnalysis(self, request, context):
+        """queued
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartAnalysis(self, request, context):
+        """running, with its run
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteAnalysis(self, request, context):
+        """completed | failed, findings
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterCode(self, request, context):
+        """a code version by digest
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitCodeReport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewCodeReport(self, request, context):
+        """recorded; never deploys
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportStatus(self, request, context):
         """this node's exporter
         """
@@ -1569,6 +1640,36 @@ def add_LedgerServicer_to_server(servicer, server):
             ),
             'RecordAttribute': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordAttribute,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'RequestAnalysis': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestAnalysis,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'StartAnalysis': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartAnalysis,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'CompleteAnalysis': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteAnalysis,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'RegisterCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterCode,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'SubmitCodeReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitCodeReport,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'ReviewCodeReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewCodeReport,
                     request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
                     response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
             ),
@@ -1878,6 +1979,168 @@ class Ledger:
             request,
             target,
             '/tadpole.v1.Ledger/RecordAttribute',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestAnalysis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/RequestAnalysis',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartAnalysis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/StartAnalysis',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteAnalysis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/CompleteAnalysis',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/RegisterCode',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitCodeReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/SubmitCodeReport',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewCodeReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/ReviewCodeReport',
             node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
             node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
             options,

@@ -18,9 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from consensus.memory import MemorySystem
+from node.ledger import analysis as an
 from node.ledger import lifecycle as lc
 from node.ledger.export import Exporter
 from node.ledger.migrate import engine_for
+from node.ledger.reports import run_report
 from node.ledger.schema import Base
 from node.ledger.service import Lifecycle
 from tests.support.ledger_db import empty_postgres
@@ -256,3 +258,48 @@ async def test_the_sweeper_expires_once_and_the_ledger_sees_it(
     pool = lc.pool_key("default")
     kv = system.sm.get(pool)
     assert kv is not None and b'"compute_units":0' in kv.value
+
+
+async def test_analysis_work_reaches_the_ledger_and_the_findings_report_ranks_it(
+    url: str, system: MemorySystem, life: Lifecycle, clock: Clock
+) -> None:
+    await workload(life, clock)  # j1 (completed, with worker w1) and j2
+    digest = "sha256:" + "cd" * 32
+    await call(life, an.register_code, digest, worker_type="quest_worker")
+    await call(life, an.submit_code_report, "cr1", digest, "cache the pond map", worker_id="w1")
+    await call(life, an.review_code_report, "cr1", "rejected", "ada")
+    await call(life, an.request_analysis, "r1", "monetization_scan", "where is the money?")
+    await call(life, an.start_analysis, "r1", "run-1", job_id="j2", worker_id="w1")
+    findings = [
+        {"finding_id": "f-low", "title": "Sell pond water", "monetization_score": 0.2,
+         "novelty_score": 0.9},
+        {"finding_id": "f-high", "title": "Map subscriptions", "monetization_score": 0.8,
+         "novelty_score": 0.3, "artifacts": [{"artifact_id": "a1", "uri": "s3://b/m.ipynb",
+                                              "kind": "notebook"}]},
+        {"finding_id": "f-tie", "title": "Guided tours", "monetization_score": 0.8,
+         "novelty_score": 0.6},
+    ]  # fmt: skip
+    await call(life, an.complete_analysis, "r1", outcome_summary="three leads", findings=findings)
+    ex = exporter(system, life, url, clock)
+    try:
+        await ex.round()
+        assert ex.status().last_error == ""
+        engine = await ex.engine()
+        report = run_report(engine, "findings", capacities={})
+    finally:
+        await ex.close()
+    assert [r[0] for r in report["rows"]] == ["f-tie", "f-high", "f-low"]
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            t = Base.metadata.tables
+            request = conn.execute(select(t["analysis_requests"].c.status)).all()
+            run = conn.execute(
+                select(t["analysis_runs"].c.status, t["analysis_runs"].c.job_id)
+            ).all()
+            artifact = conn.execute(select(t["finding_artifacts"].c.finding_id)).all()
+            review = conn.execute(select(t["code_update_reports"].c.status)).all()
+    finally:
+        engine.dispose()
+    assert request == [("completed",)] and run == [("completed", "j2")]
+    assert artifact == [("f-high",)] and review == [("rejected",)]

@@ -1,0 +1,336 @@
+"""Analysis work and code versions (spec: analysis_requests, analysis_runs,
+analysis_findings, finding_artifacts, code_versions, code_update_reports), as pure
+lifecycle operations over :class:`node.ledger.lifecycle.Tx` -- the same transactions,
+outbox and exporter as jobs and workers.
+
+* An analysis request runs ``queued -> running -> completed`` (or ``failed``): a run
+  starts it (joining it to the job and worker carrying it out) and its completion
+  records the findings, each with its scores and artifact URIs, in one change.
+* A code version is catalogued by digest; an update report names a registered
+  digest and is reviewed (``submitted -> accepted | rejected``). Nothing is ever
+  deployed: accepting a report only records the decision (spec policy).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from node.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from node.ledger.lifecycle import (
+    PREFIX,
+    Tx,
+    check_id,
+    check_json,
+    check_number,
+    check_text,
+    job_key,
+    unit_key,
+)
+
+__all__ = [
+    "complete_analysis",
+    "register_code",
+    "request_analysis",
+    "review_code_report",
+    "start_analysis",
+    "submit_code_report",
+]
+
+ANALYSIS_TRANSITIONS = {
+    "queued": ("running", "failed"),
+    "running": ("completed", "failed"),
+    "completed": (),
+    "failed": (),
+}
+MAX_FINDINGS = 100
+MAX_ARTIFACTS = 20
+_DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
+_ARTIFACT_KINDS = ("notebook", "chart", "raw_data")
+
+
+def _request_key(request_id: str) -> str:
+    return f"{PREFIX}analysis/{request_id}"
+
+
+def _code_key(digest: str) -> str:
+    return f"{PREFIX}code/{digest}"
+
+
+def _report_key(report_id: str) -> str:
+    return f"{PREFIX}code-reports/{report_id}"
+
+
+def _request_row(r: dict[str, Any]) -> dict[str, Any]:
+    names = ("request_id", "kind", "prompt", "parameters", "status", "requested_by",
+             "created_at", "started_at", "completed_at")  # fmt: skip
+    return {k: r[k] for k in names}
+
+
+def _advance(record: dict[str, Any], target: str, what: str) -> bool:
+    current = record["status"]
+    if current == target:
+        return False
+    if target not in ANALYSIS_TRANSITIONS[current]:
+        raise FailedPrecondition(f"{what} is {current}; it can't become {target}")
+    record["status"] = target
+    return True
+
+
+def request_analysis(
+    tx: Tx,
+    request_id: str,
+    kind: Any,
+    prompt: Any,
+    *,
+    parameters: Any = None,
+    requested_by: Any = None,
+) -> dict[str, Any]:
+    """Queue an analysis request (a monetisation scan, a forecasting mission ...).
+    The same request again is a resend; another under the same id is ALREADY_EXISTS."""
+    check_id(request_id, "request_id")
+    check_id(kind, "kind")
+    prompt = check_text(prompt, "prompt", required=True)
+    parameters = check_json(parameters, "parameters")
+    requested_by = check_text(requested_by, "requested_by")
+    existing = tx.get(_request_key(request_id))
+    asked = {"kind": kind, "prompt": prompt, "parameters": parameters, "requested_by": requested_by}
+    if existing is not None:
+        if {k: existing[k] for k in asked} == asked:
+            return existing
+        raise AlreadyExists(f"analysis request {request_id!r} exists (with other arguments)")
+    record = {"request_id": request_id, **asked, "status": "queued", "created_at": tx.now,
+              "started_at": None, "completed_at": None, "run_id": None}  # fmt: skip
+    tx.emit("analysis_requests", _request_row(record))
+    tx.put(_request_key(request_id), record)
+    return record
+
+
+def start_analysis(
+    tx: Tx, request_id: str, run_id: str, *, job_id: Any = None, worker_id: Any = None
+) -> dict[str, Any]:
+    """A run takes the request (queued -> running), carried out by a job and/or worker
+    that must exist."""
+    check_id(request_id, "request_id")
+    check_id(run_id, "run_id")
+    record = tx.get(_request_key(request_id))
+    if record is None:
+        raise NotFound(f"no analysis request {request_id!r}")
+    if record["status"] == "running" and record["run_id"] == run_id:
+        return record  # a resend
+    if job_id is not None and tx.get(job_key(check_id(job_id, "job_id"))) is None:
+        raise NotFound(f"no job {job_id!r}")
+    if (
+        worker_id is not None
+        and tx.get(unit_key("worker", check_id(worker_id, "worker_id"))) is None
+    ):
+        raise NotFound(f"no worker {worker_id!r}")
+    _advance(record, "running", f"analysis request {request_id!r}")
+    record.update(started_at=tx.now, run_id=run_id, job_id=job_id, worker_id=worker_id)
+    tx.emit("analysis_requests", _request_row(record))
+    tx.emit("analysis_runs", _run_row(record, "running"))
+    tx.put(_request_key(request_id), record)
+    return record
+
+
+def _run_row(record: dict[str, Any], status: str, **more: Any) -> dict[str, Any]:
+    return {
+        "run_id": record["run_id"],
+        "request_id": record["request_id"],
+        "job_id": record.get("job_id"),
+        "worker_id": record.get("worker_id"),
+        "status": status,
+        "started_at": record["started_at"],
+        "finished_at": more.get("finished_at"),
+        "outcome_summary": more.get("outcome_summary"),
+        "metrics": more.get("metrics"),
+    }
+
+
+def complete_analysis(
+    tx: Tx,
+    request_id: str,
+    *,
+    outcome: str = "completed",
+    outcome_summary: Any = None,
+    metrics: Any = None,
+    findings: Any = None,
+) -> dict[str, Any]:
+    """Finish the running request (completed or failed) with its findings: each
+    ``{finding_id, title, summary?, monetization_score?, novelty_score?,
+    confidence?, details?, artifacts?: [{artifact_id, uri, kind?, media_type?,
+    checksum?}]}``, scores 0..1. All of it lands in one change."""
+    check_id(request_id, "request_id")
+    if outcome not in ("completed", "failed"):
+        raise InvalidArgument(f"outcome must be completed or failed (got {outcome!r})")
+    summary = check_text(outcome_summary, "outcome_summary")
+    metrics = check_json(metrics, "metrics")
+    rows = _findings(findings)
+    record = tx.get(_request_key(request_id))
+    if record is None:
+        raise NotFound(f"no analysis request {request_id!r}")
+    if not _advance(record, outcome, f"analysis request {request_id!r}"):
+        return record
+    record["completed_at"] = tx.now
+    tx.emit("analysis_requests", _request_row(record))
+    tx.emit("analysis_runs", _run_row(record, outcome, finished_at=tx.now,
+                                      outcome_summary=summary, metrics=metrics))  # fmt: skip
+    for finding, artifacts in rows:
+        tx.emit("analysis_findings", {**finding, "run_id": record["run_id"], "created_at": tx.now})
+        for artifact in artifacts:
+            tx.emit("finding_artifacts", {**artifact, "finding_id": finding["finding_id"],
+                                          "created_at": tx.now})  # fmt: skip
+    record["findings"] = [f["finding_id"] for f, _a in rows]
+    tx.put(_request_key(request_id), record)
+    return record
+
+
+def _score(item: dict[str, Any], name: str, where: str) -> float | None:
+    return check_number(item.get(name), f"{where}.{name}", 0.0, 1.0)
+
+
+def _findings(value: Any) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_FINDINGS:
+        raise InvalidArgument(f"findings must be a list of at most {MAX_FINDINGS} objects")
+    out = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        where = f"findings[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidArgument(f"{where} must be an object")
+        known = {"finding_id", "title", "summary", "monetization_score", "novelty_score",
+                 "confidence", "details", "artifacts"}  # fmt: skip
+        unknown = sorted(set(item) - known)
+        if unknown:
+            raise InvalidArgument(f"{where}: unknown field {unknown[0]!r}")
+        finding_id = check_id(item.get("finding_id"), f"{where}.finding_id")
+        if finding_id in seen:
+            raise InvalidArgument(f"{where}: finding_id {finding_id!r} appears twice")
+        seen.add(finding_id)
+        finding = {
+            "finding_id": finding_id,
+            "title": check_text(item.get("title"), f"{where}.title", required=True),
+            "summary": check_text(item.get("summary"), f"{where}.summary"),
+            "monetization_score": _score(item, "monetization_score", where),
+            "novelty_score": _score(item, "novelty_score", where),
+            "confidence": _score(item, "confidence", where),
+            "details": check_json(item.get("details"), f"{where}.details"),
+        }
+        out.append((finding, _artifacts(item.get("artifacts"), where)))
+    return out
+
+
+def _artifacts(value: Any, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_ARTIFACTS:
+        raise InvalidArgument(f"{where}.artifacts must be a list of at most {MAX_ARTIFACTS}")
+    out = []
+    for j, item in enumerate(value):
+        at = f"{where}.artifacts[{j}]"
+        if not isinstance(item, dict):
+            raise InvalidArgument(f"{at} must be an object")
+        uri = check_text(item.get("uri"), f"{at}.uri", required=True)
+        assert uri is not None
+        if not re.match(r"[a-z][a-z0-9+.-]*://", uri):
+            raise InvalidArgument(f"{at}.uri must be an absolute URI (scheme://...)")
+        kind = item.get("kind")
+        if kind is not None and kind not in _ARTIFACT_KINDS:
+            raise InvalidArgument(f"{at}.kind must be one of {', '.join(_ARTIFACT_KINDS)}")
+        out.append(
+            {
+                "artifact_id": check_id(item.get("artifact_id"), f"{at}.artifact_id"),
+                "uri": uri,
+                "kind": kind,
+                "media_type": check_text(item.get("media_type"), f"{at}.media_type"),
+                "checksum": check_text(item.get("checksum"), f"{at}.checksum"),
+            }
+        )
+    return out
+
+
+def register_code(
+    tx: Tx,
+    digest: Any,
+    *,
+    worker_type: Any = None,
+    artifact_uri: Any = None,
+    description: Any = None,
+    metadata: Any = None,
+) -> dict[str, Any]:
+    """Catalogue a worker code artifact by its content digest (sha256:/sha512: hex).
+    A digest names one artifact forever: registering it again with other details is
+    ALREADY_EXISTS."""
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise InvalidArgument("digest must be sha256:<64 hex> or sha512:<128 hex>, lower case")
+    record = {
+        "digest": digest,
+        "worker_type": check_text(worker_type, "worker_type"),
+        "artifact_uri": check_text(artifact_uri, "artifact_uri"),
+        "description": check_text(description, "description"),
+        "metadata": check_json(metadata, "metadata"),
+    }
+    existing = tx.get(_code_key(digest))
+    if existing is not None:
+        if {k: existing[k] for k in record} == record:
+            return existing
+        raise AlreadyExists(f"code version {digest} is registered with other details")
+    record["created_at"] = tx.now
+    tx.emit("code_versions", record)
+    tx.put(_code_key(digest), record)
+    return record
+
+
+def submit_code_report(
+    tx: Tx,
+    report_id: str,
+    digest: Any,
+    summary: Any,
+    *,
+    worker_id: Any = None,
+    proposed_change: Any = None,
+) -> dict[str, Any]:
+    """A worker's improvement suggestion against a registered code version."""
+    check_id(report_id, "report_id")
+    summary = check_text(summary, "summary", required=True)
+    proposed_change = check_text(proposed_change, "proposed_change")
+    if not isinstance(digest, str) or tx.get(_code_key(digest)) is None:
+        raise NotFound(f"no code version {digest!r}: register it first")
+    if (
+        worker_id is not None
+        and tx.get(unit_key("worker", check_id(worker_id, "worker_id"))) is None
+    ):
+        raise NotFound(f"no worker {worker_id!r}")
+    record = {"report_id": report_id, "code_digest": digest, "worker_id": worker_id,
+              "summary": summary, "proposed_change": proposed_change}  # fmt: skip
+    existing = tx.get(_report_key(report_id))
+    if existing is not None:
+        if {k: existing[k] for k in record} == record:
+            return existing
+        raise AlreadyExists(f"code report {report_id!r} exists (with other arguments)")
+    record.update(status="submitted", created_at=tx.now, reviewed_at=None, reviewer=None)
+    tx.emit("code_update_reports", record)
+    tx.put(_report_key(report_id), record)
+    return record
+
+
+def review_code_report(tx: Tx, report_id: str, decision: Any, reviewer: Any) -> dict[str, Any]:
+    """Record a review: accepted or rejected, by a named reviewer. Only recorded --
+    nothing is deployed."""
+    check_id(report_id, "report_id")
+    if decision not in ("accepted", "rejected"):
+        raise InvalidArgument(f"decision must be accepted or rejected (got {decision!r})")
+    reviewer = check_text(reviewer, "reviewer", required=True)
+    record = tx.get(_report_key(report_id))
+    if record is None:
+        raise NotFound(f"no code report {report_id!r}")
+    if record["status"] == decision and record["reviewer"] == reviewer:
+        return record
+    if record["status"] != "submitted":
+        raise FailedPrecondition(f"code report {report_id!r} is {record['status']} already")
+    record.update(status=decision, reviewed_at=tx.now, reviewer=reviewer)
+    tx.emit("code_update_reports", record)
+    tx.put(_report_key(report_id), record)
+    return record
