@@ -62,8 +62,8 @@ class LedgerApi:
         call = CALLS.get(name)
         if call is None:
             raise InvalidArgument(f"no lifecycle call {name!r}")
-        if request_id:
-            lc.check_id(request_id, "request_id")
+        if request_id:  # becomes part of event ids (worker_events.event_id, 128)
+            lc.check_id(request_id, "request_id", 64)
         return await self.lifecycle.run(call.bind(args), request_id=request_id, once=call.once)
 
     def _on_the_leader(self, what: str) -> None:

@@ -533,10 +533,27 @@ def _status_text(results: list[Any] | None = None) -> tuple[str, list[str]]:
     backup = _backup_line([r.status for r in results if r.status is not None])
     if backup:
         text += "\n" + backup
+    ledger = _ledger_line(any(r.status is not None for r in results))
+    if ledger:
+        text += "\n" + ledger
     tiers = _tier_summary([r.status for r in results if r.status is not None])
     if tiers:
         text += "\n\n" + tiers
     return text, errors
+
+
+def _ledger_line(reachable: bool) -> str:
+    """The ledger exporter as the leader reports it ("" when it can't be asked)."""
+    if not reachable:
+        return ""
+    try:
+        ex = _settings().client().ledger("ExportStatus", timeout=2.0)
+    except TadpoleError:
+        return ""
+    line = f"ledger: lag {ex['lag_s']:.1f} s, cursor revision {ex['cursor']}, {ex['database']}"
+    if ex["last_error"]:
+        line += f"; failing: {_one_line(ex['last_error'])}"
+    return line
 
 
 def _backup_line(statuses: list[NodeStatus]) -> str:

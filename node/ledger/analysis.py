@@ -89,10 +89,10 @@ def request_analysis(
     """Queue an analysis request (a monetisation scan, a forecasting mission ...).
     The same request again is a resend; another under the same id is ALREADY_EXISTS."""
     check_id(request_id, "request_id")
-    check_id(kind, "kind")
+    check_id(kind, "kind", 64)
     prompt = check_text(prompt, "prompt", required=True)
     parameters = check_json(parameters, "parameters")
-    requested_by = check_text(requested_by, "requested_by")
+    requested_by = check_text(requested_by, "requested_by", max_len=128)
     existing = tx.get(_request_key(request_id))
     asked = {"kind": kind, "prompt": prompt, "parameters": parameters, "requested_by": requested_by}
     if existing is not None:
@@ -118,6 +118,7 @@ def start_analysis(
         raise NotFound(f"no analysis request {request_id!r}")
     if record["status"] == "running" and record["run_id"] == run_id:
         return record  # a resend
+    _claim(tx, "run", run_id, request_id)
     if job_id is not None and tx.get(job_key(check_id(job_id, "job_id"))) is None:
         raise NotFound(f"no job {job_id!r}")
     if (
@@ -169,12 +170,22 @@ def complete_analysis(
     record = tx.get(_request_key(request_id))
     if record is None:
         raise NotFound(f"no analysis request {request_id!r}")
-    if not _advance(record, outcome, f"analysis request {request_id!r}"):
-        return record
+    if record["status"] == outcome:
+        return record  # a resend
+    if rows and record["run_id"] is None:
+        raise FailedPrecondition(
+            f"analysis request {request_id!r} is {record['status']}: it has no run to hold findings"
+        )
+    _advance(record, outcome, f"analysis request {request_id!r}")
+    for finding, artifacts in rows:  # ids name one row of the ledger each, forever
+        _claim(tx, "finding", finding["finding_id"], request_id)
+        for artifact in artifacts:
+            _claim(tx, "artifact", artifact["artifact_id"], request_id)
     record["completed_at"] = tx.now
     tx.emit("analysis_requests", _request_row(record))
-    tx.emit("analysis_runs", _run_row(record, outcome, finished_at=tx.now,
-                                      outcome_summary=summary, metrics=metrics))  # fmt: skip
+    if record["run_id"] is not None:  # a request failed before any run started has none
+        tx.emit("analysis_runs", _run_row(record, outcome, finished_at=tx.now,
+                                          outcome_summary=summary, metrics=metrics))  # fmt: skip
     for finding, artifacts in rows:
         tx.emit("analysis_findings", {**finding, "run_id": record["run_id"], "created_at": tx.now})
         for artifact in artifacts:
@@ -183,6 +194,19 @@ def complete_analysis(
     record["findings"] = [f["finding_id"] for f, _a in rows]
     tx.put(_request_key(request_id), record)
     return record
+
+
+def _claim(tx: Tx, kind: str, item_id: str, request_id: str) -> None:
+    """``item_id`` (a run, finding or artifact: a primary key of the ledger) for
+    ``request_id``; ALREADY_EXISTS if another request holds it."""
+    key = f"{PREFIX}analysis-ids/{kind}/{item_id}"
+    holder = tx.get(key)
+    if holder is not None and holder["request_id"] != request_id:
+        raise AlreadyExists(
+            f"{kind} id {item_id!r} belongs to analysis request {holder['request_id']!r}"
+        )
+    if holder is None:
+        tx.put(key, {"request_id": request_id})
 
 
 def _score(item: dict[str, Any], name: str, where: str) -> float | None:
@@ -196,6 +220,7 @@ def _findings(value: Any) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         raise InvalidArgument(f"findings must be a list of at most {MAX_FINDINGS} objects")
     out = []
     seen: set[str] = set()
+    seen_artifacts: set[str] = set()
     for i, item in enumerate(value):
         where = f"findings[{i}]"
         if not isinstance(item, dict):
@@ -218,7 +243,14 @@ def _findings(value: Any) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
             "confidence": _score(item, "confidence", where),
             "details": check_json(item.get("details"), f"{where}.details"),
         }
-        out.append((finding, _artifacts(item.get("artifacts"), where)))
+        artifacts = _artifacts(item.get("artifacts"), where)
+        for artifact in artifacts:
+            if artifact["artifact_id"] in seen_artifacts:
+                raise InvalidArgument(
+                    f"{where}: artifact_id {artifact['artifact_id']!r} appears twice"
+                )
+            seen_artifacts.add(artifact["artifact_id"])
+        out.append((finding, artifacts))
     return out
 
 
@@ -244,8 +276,8 @@ def _artifacts(value: Any, where: str) -> list[dict[str, Any]]:
                 "artifact_id": check_id(item.get("artifact_id"), f"{at}.artifact_id"),
                 "uri": uri,
                 "kind": kind,
-                "media_type": check_text(item.get("media_type"), f"{at}.media_type"),
-                "checksum": check_text(item.get("checksum"), f"{at}.checksum"),
+                "media_type": check_text(item.get("media_type"), f"{at}.media_type", max_len=128),
+                "checksum": check_text(item.get("checksum"), f"{at}.checksum", max_len=128),
             }
         )
     return out
@@ -267,7 +299,7 @@ def register_code(
         raise InvalidArgument("digest must be sha256:<64 hex> or sha512:<128 hex>, lower case")
     record = {
         "digest": digest,
-        "worker_type": check_text(worker_type, "worker_type"),
+        "worker_type": check_text(worker_type, "worker_type", max_len=32),
         "artifact_uri": check_text(artifact_uri, "artifact_uri"),
         "description": check_text(description, "description"),
         "metadata": check_json(metadata, "metadata"),
@@ -322,7 +354,7 @@ def review_code_report(tx: Tx, report_id: str, decision: Any, reviewer: Any) -> 
     check_id(report_id, "report_id")
     if decision not in ("accepted", "rejected"):
         raise InvalidArgument(f"decision must be accepted or rejected (got {decision!r})")
-    reviewer = check_text(reviewer, "reviewer", required=True)
+    reviewer = check_text(reviewer, "reviewer", required=True, max_len=128)
     record = tx.get(_report_key(report_id))
     if record is None:
         raise NotFound(f"no code report {report_id!r}")

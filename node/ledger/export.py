@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 512  # events per SQL transaction
 SWEEP_BATCH = 128  # units expired per round, at most
-PRUNE_EVERY_S = 60.0
+PRUNE_EVERY_S = 10.0
+PRUNE_PAGE = 256  # keys of each kind deleted per transaction
 SAFETY_S = 30.0  # export even without a wake-up this often (a watch that missed one)
 
 
@@ -97,6 +98,7 @@ class Exporter:
         self._running = False
         self._pruned_at = 0.0
         self._wake = asyncio.Event()
+        self.more = False  # the last export left events behind
         self._exporting = asyncio.Lock()  # one export at a time (rounds, catch_up)
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -173,8 +175,7 @@ class Exporter:
             if not export:
                 return
             async with self._exporting:
-                while await self.export() == BATCH:
-                    pass
+                await self.export_all()
             await self.prune()
             self._last_error = ""
         except asyncio.CancelledError:
@@ -192,7 +193,7 @@ class Exporter:
         last cursor this node saw (until it has seen one, after the oldest event
         retained, which may overstate the lag)."""
         try:
-            events = await self.pending(self._known_cursor, 1)
+            events, _more = await self.pending(self._known_cursor, 1)
         except Exception as exc:
             log.debug("ledger lag: %s", exc)
             return
@@ -204,8 +205,7 @@ class Exporter:
         """Export everything committed so far (a report then reads every change
         acknowledged before it was asked for). Database errors propagate."""
         async with self._exporting:
-            while await self.export() == BATCH:
-                pass
+            await self.export_all()
 
     async def engine(self) -> Any:
         """The database's engine (a SQLAlchemy Engine), the ledger created or
@@ -219,7 +219,9 @@ class Exporter:
         return self._sink.engine
 
     async def export(self) -> int:
-        """Apply the next events to the database; how many were applied."""
+        """Apply the next events to the database; how many were applied (0 also when
+        another exporter had moved the cursor). ``self.more``: events may be left."""
+        self.more = False
         if self._sink is None:  # no database opened (nor SQLAlchemy loaded) for no events
             page = await self.system.range(
                 lc.OUTBOX, limit=1, start_after="", linearizable=False, timeout=self.timeout_s
@@ -231,37 +233,53 @@ class Exporter:
             self._cursor = int(await asyncio.to_thread(self._sink.cursor))
         cursor: int = self._cursor
         self._known_cursor = cursor
-        events = await self.pending(cursor, BATCH)
+        events, more = await self.pending(cursor, BATCH)
         if not events:
             self._lag_s = 0.0
             return 0
         self._lag_s = max(0.0, self.clock() - float(events[0][1]["at"]))
         if not await asyncio.to_thread(self._sink.apply, events, cursor):
             self._cursor = None  # someone else exported them: read where it stands
+            self.more = True
             return 0
         self._cursor = self._known_cursor = events[-1][0]
         self._exported += len(events)
-        if len(events) < BATCH:
-            self._lag_s = 0.0
+        self.more = more
+        # Still behind: at least as far as the newest event just applied.
+        self._lag_s = max(0.0, self.clock() - float(events[-1][1]["at"])) if more else 0.0
         return len(events)
 
-    async def pending(self, cursor: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        """Up to ``limit`` events after revision ``cursor``, oldest first."""
+    async def export_all(self) -> None:
+        """Export until nothing is left (or another exporter took over)."""
+        while await self.export() and self.more:
+            pass
+
+    async def pending(
+        self, cursor: int, limit: int
+    ) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+        """(events after revision ``cursor``, oldest first, about ``limit`` of them and
+        never part of a revision; whether more may follow)."""
+        start = cursor + 1
         try:
-            changes, _through, _more = await self.system.history(
-                lc.OUTBOX,
-                prefix=True,
-                start_revision=cursor + 1,
-                limit=limit,
-                timeout=self.timeout_s,
-            )
-            return [
-                (e.kv.mod_revision, decode(e.kv.value)) for e in changes if e.type == EventType.PUT
-            ][:limit]
+            while True:
+                changes, through, more = await self.system.history(
+                    lc.OUTBOX, prefix=True, start_revision=start, limit=limit,
+                    timeout=self.timeout_s,
+                )  # fmt: skip
+                puts = [
+                    (e.kv.mod_revision, decode(e.kv.value))
+                    for e in changes
+                    if e.type == EventType.PUT
+                ]
+                if puts or not more:
+                    return sorted(puts, key=_order), more
+                start = through + 1  # a page of nothing but pruning: look past it
         except CompactedError:
             return await self._scan(cursor, limit)
 
-    async def _scan(self, cursor: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    async def _scan(self, cursor: int, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+        """The events after ``cursor`` from the outbox itself (the history no longer
+        reaches back to them): every event not yet pruned is there."""
         found: list[tuple[int, dict[str, Any]]] = []
         after = ""
         while True:
@@ -274,38 +292,54 @@ class Exporter:
             if not page.more or not page.kvs:
                 break
             after = page.kvs[-1].key
-        found.sort(key=lambda item: item[0])
-        return found[:limit]
+        found.sort(key=_order)
+        end = min(limit, len(found))
+        while 0 < end < len(found) and found[end][0] == found[end - 1][0]:
+            end += 1  # never cut a revision: the cursor moves by whole revisions
+        return found[:end], end < len(found)
 
     async def prune(self, *, force: bool = False) -> int:
         """Delete exported events older than ``retain_s`` and resend markers older than
-        DEDUP_S (oldest first, a page of each); how many keys."""
+        DEDUP_S, oldest first, page after page until none is due; how many keys."""
         now = self.clock()
         if not force and now - self._pruned_at < PRUNE_EVERY_S:
             return 0
         self._pruned_at = now
-        doomed = []
+        total = 0
+        while True:
+            events, markers = await self._due(now)
+            doomed = events + [k for index in markers for k in (index, dedup_marker(index))]
+            if doomed:
+                await self.system.txn(
+                    Txn(success=tuple(DeleteOp(k) for k in doomed)), self.timeout_s
+                )
+                total += len(doomed)
+            if len(events) < PRUNE_PAGE and len(markers) < PRUNE_PAGE:
+                return total
+
+    async def _due(self, now: float) -> tuple[list[str], list[str]]:
+        """A page of outbox keys and of resend-marker index keys due for pruning."""
+        events: list[str] = []
         if self.retain_s > 0 and self._cursor is not None:
             page = await self.system.range(
-                lc.OUTBOX, limit=256, start_after="", linearizable=False, timeout=self.timeout_s
-            )
+                lc.OUTBOX, limit=PRUNE_PAGE, start_after="", linearizable=False,
+                timeout=self.timeout_s,
+            )  # fmt: skip
             for kv in page.kvs:
                 event = decode(kv.value)
                 if kv.mod_revision > self._cursor or float(event["at"]) > now - self.retain_s:
                     break
-                doomed.append(kv.key)
-        # Resend markers (node/ledger/service.py) outlive their window too.
-        markers = await self.system.range(
-            DEDUP_INDEX, limit=256, start_after="", linearizable=False, timeout=self.timeout_s
+                events.append(kv.key)
+        page = await self.system.range(
+            DEDUP_INDEX,
+            limit=PRUNE_PAGE,
+            start_after="",
+            linearizable=False,
+            timeout=self.timeout_s,
         )
         old = f"{DEDUP_INDEX}{round((now - DEDUP_S) * 1000):013d}"
-        for kv in markers.kvs:
-            if kv.key >= old:
-                break
-            doomed += [kv.key, dedup_marker(kv.key)]
-        if doomed:
-            await self.system.txn(Txn(success=tuple(DeleteOp(k) for k in doomed)), self.timeout_s)
-        return len(doomed)
+        markers = [kv.key for kv in page.kvs if kv.key < old]
+        return events, markers
 
     async def sweep(self) -> int:
         """Expire the workers and tadpoles whose TTL has passed; how many."""
@@ -313,7 +347,7 @@ class Exporter:
         page = await self.system.range(
             lc.EXPIRY, limit=SWEEP_BATCH, start_after="", linearizable=False, timeout=self.timeout_s
         )
-        due = [kv.key for kv in page.kvs if lc.parse_expiry_key(kv.key)[0] <= now]
+        due = [kv.key for kv in page.kvs if _due_by(kv.key, now)]
         # All at once: the lifecycle driver commits them together.
         answers = await asyncio.gather(
             *(self.lifecycle.run(functools.partial(self._sweep_one, key)) for key in due),
@@ -332,6 +366,21 @@ class Exporter:
 
     def _sweep_one(self, key: str, tx: lc.Tx) -> dict[str, Any]:
         return lc.sweep_one(tx, key, self.clock())
+
+
+def _due_by(key: str, now: float) -> bool:
+    """Whether expiry entry ``key`` is due by ``now``; a key that is not one (written
+    under expiry/ by something else) is never due, and is logged."""
+    try:
+        return lc.parse_expiry_key(key)[0] <= now
+    except ValueError:
+        log.warning("ignoring %r under the ledger's expiry index: not an expiry entry", key)
+        return False
+
+
+def _order(item: tuple[int, dict[str, Any]]) -> tuple[int, int]:
+    """Revision, then the event's place in its transaction (a batch commits many)."""
+    return item[0], int(item[1].get("seq", 0))
 
 
 def _hide_password(url: str) -> str:

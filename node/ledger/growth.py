@@ -251,9 +251,21 @@ def _approve(conn: Connection, change_id: int, approved_by: str) -> Applied:
     table, column, sql_type = parse_ddl(row["ddl_statement"])
     if column in {c["name"] for c in inspect(conn).get_columns(table)}:
         raise LedgerError(f"{table} already has a column {column}; nothing changed")
-    conn.execute(text(row["ddl_statement"]))
     entity = next(e for e, (t, _id) in ENTITY_TABLES.items() if t == table)
-    backfilled = _backfill(conn, entity, column, sql_type)
+    values = _observed(conn, entity, column)
+    misfits = [(i, v) for i, v in values if not fits(sql_type, v)]
+    if misfits:
+        entity_id, value = misfits[0]
+        raise LedgerError(
+            f"not applied, nothing changed: {entity} {entity_id} has {column} = {value!r}, "
+            f"which a {sql_type} column can't hold ({len(misfits)} such values; propose again)"
+        )
+    if conn.dialect.name == "sqlite":
+        # Python's sqlite3 opens no transaction before DDL by itself: open one, so the
+        # column, its backfill and the log row commit or roll back together.
+        conn.exec_driver_sql("BEGIN")
+    conn.execute(text(row["ddl_statement"]))
+    backfilled = write_values(conn, table, ENTITY_TABLES[entity][1], column, sql_type, values)
     log_id = conn.execute(
         SchemaChange.__table__.insert()  # type: ignore[attr-defined]
         .values(
@@ -269,15 +281,27 @@ def _approve(conn: Connection, change_id: int, approved_by: str) -> Applied:
     return Applied(change_id, log_id, table, column, backfilled)
 
 
-def _backfill(conn: Connection, entity: str, column: str, sql_type: str) -> int:
-    """Copy the dynamic attributes of ``column`` into it; how many rows got a value."""
-    table_name, id_column = ENTITY_TABLES[entity]
-    values = conn.execute(
+def _observed(conn: Connection, entity: str, column: str) -> list[tuple[str, Any]]:
+    """(entity id, current value) of the dynamic attribute ``column`` of ``entity``."""
+    rows = conn.execute(
         select(DynamicAttribute.entity_id, DynamicAttribute.attribute_value).where(
             DynamicAttribute.entity_type == entity, DynamicAttribute.attribute_key == column
         )
     ).all()
-    return write_values(conn, table_name, id_column, column, sql_type, [tuple(v) for v in values])
+    return [(entity_id, value) for entity_id, value in rows]
+
+
+def fits(sql_type: str, value: Any) -> bool:
+    """Whether a column of ``sql_type`` (one this module makes) can hold ``value``."""
+    if value is None or sql_type in _JSON_TYPES:
+        return True
+    if sql_type == "BOOLEAN":
+        return isinstance(value, bool)
+    if sql_type == "BIGINT":
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+    if sql_type in ("DOUBLE PRECISION", "REAL"):
+        return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e308
+    return isinstance(value, str)
 
 
 def write_values(

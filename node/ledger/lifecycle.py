@@ -75,11 +75,15 @@ JOB_TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 UNIT_ENDS = ("retired", "expired", "failed")
 
-MAX_UNITS = 1 << 40  # per resource and pool: beyond any real pool, inside JSON's exact ints
+MAX_UNITS = (1 << 31) - 1  # per resource and pool: the ledger's INTEGER columns
 MAX_TTL_S = 30 * 86_400
 MAX_TEXT = 4096
 MAX_JSON = 16 * 1024
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
+# Ids are at most 120 characters: an allocation id (``<job id>#<n>``,
+# ``<kind>:<unit id>``) must still fit the ledger's 128. Shorter where the column is.
+MAX_ID = 120
+MAX_POOL = 64  # resource_allocations.pool
 
 
 class NeedKeys(Exception):
@@ -141,10 +145,10 @@ class Tx:
 # --- input checks -------------------------------------------------------------------
 
 
-def check_id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _ID.fullmatch(value):
+def check_id(value: Any, what: str, max_len: int = MAX_ID) -> str:
+    if not isinstance(value, str) or len(value) > max_len or not _ID.fullmatch(value):
         raise InvalidArgument(
-            f"{what} must be 1-128 characters of letters, digits and . _ : @ -, "
+            f"{what} must be 1-{max_len} characters of letters, digits and . _ : @ -, "
             f"starting with a letter or digit (got {_shown(value)})"
         )
     return value
@@ -173,13 +177,17 @@ def check_resources(value: Any, what: str = "resources") -> dict[str, int]:
     return out
 
 
-def check_text(value: Any, what: str, *, required: bool = False) -> str | None:
+def check_text(
+    value: Any, what: str, *, required: bool = False, max_len: int = MAX_TEXT
+) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str) or (required and not value):
         raise InvalidArgument(f"{what} must be a {'non-empty ' if required else ''}string")
-    if len(value) > MAX_TEXT:
-        raise InvalidArgument(f"{what} is {len(value)} characters; at most {MAX_TEXT}")
+    if len(value) > max_len:
+        raise InvalidArgument(f"{what} is {len(value)} characters; at most {max_len}")
+    if "\x00" in value:
+        raise InvalidArgument(f"{what} must not contain NUL characters")
     return value
 
 
@@ -189,7 +197,7 @@ def check_json(value: Any, what: str) -> Any:
         return None
     if not isinstance(value, dict):
         raise InvalidArgument(f"{what} must be a JSON object")
-    size = len(json.dumps(value, separators=(",", ":")))
+    size = json_size(value, what)
     if size > MAX_JSON:
         raise InvalidArgument(f"{what} is {size} bytes of JSON; at most {MAX_JSON}")
     return value
@@ -200,11 +208,28 @@ def check_number(
 ) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, int | float)
+        finite = finite and math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        finite = False
+    if not finite:
         raise InvalidArgument(f"{what} must be a finite number (got {_shown(value)})")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise InvalidArgument(f"{what} must be between {lo} and {hi} (got {value})")
     return float(value)
+
+
+def json_size(value: Any, what: str) -> int:
+    """Bytes of ``value`` as compact JSON; InvalidArgument for what a database's JSON
+    can't hold (NaN, infinities, NUL characters)."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"{what} must be JSON without NaN or infinities") from None
+    if "\\u0000" in text:
+        raise InvalidArgument(f"{what} must not contain NUL characters")
+    return len(text)
 
 
 def check_ttl(value: Any) -> int:
@@ -243,8 +268,13 @@ def expiry_key(expiry_at: float, kind: str, unit_id: str) -> str:
 
 
 def parse_expiry_key(key: str) -> tuple[float, str, str]:
-    ms, kind, unit_id = key[len(EXPIRY) :].split("/", 2)
-    return int(ms) / 1000, kind, unit_id
+    """(expiry, kind, unit id) of an expiry entry; InvalidArgument (a ValueError) for
+    a key that is not one."""
+    try:
+        ms, kind, unit_id = key[len(EXPIRY) :].split("/", 2)
+        return int(ms) / 1000, kind, unit_id
+    except ValueError:
+        raise InvalidArgument(f"{key!r} is not an expiry entry") from None
 
 
 # --- pools and allocations ----------------------------------------------------------
@@ -253,7 +283,7 @@ def parse_expiry_key(key: str) -> tuple[float, str, str]:
 def set_pool(tx: Tx, name: str, capacity: Any) -> dict[str, Any]:
     """Create a pool or change its capacity. A capacity below what is in use is
     refused, naming both."""
-    check_id(name, "pool")
+    check_id(name, "pool", MAX_POOL)
     cap = check_resources(capacity, "capacity")
     pool = tx.get(pool_key(name))
     in_use = pool["in_use"] if pool else dict.fromkeys(RESOURCES, 0)
@@ -347,17 +377,19 @@ def assign_job(
     reward_signal: Any = None,
     resources: Any = None,
     metadata: Any = None,
-    pool: str = "default",
+    pool: Any = None,
 ) -> dict[str, Any]:
-    """Create a job and allocate what it asks from ``pool``, or update a live one (the
-    spec: every assign_job upserts). A changed request re-allocates: the old units go
-    back and the new ones are taken in the same transaction, so a job never holds
-    both and never neither. Assigning an identical job again changes nothing."""
+    """Create a job and allocate what it asks from ``pool`` (default ``default``), or
+    update a live one (the spec: every assign_job upserts; what is left out is kept).
+    A changed request re-allocates: the old units go back and the new ones are taken
+    in the same transaction, so a job never holds both and never neither. Assigning
+    an identical job again changes nothing."""
     check_id(job_id, "job_id")
-    check_id(pool, "pool")
+    if pool is not None:
+        check_id(pool, "pool", MAX_POOL)
     objective = check_text(objective, "objective")
     reward = check_number(reward_signal, "reward_signal")
-    units = check_resources(resources)
+    units = None if resources is None else check_resources(resources)
     metadata = check_json(metadata, "metadata")
     job = tx.get(job_key(job_id))
     if job is None:
@@ -366,9 +398,9 @@ def assign_job(
             "objective": objective,
             "status": "assigned",
             "reward_signal": reward,
-            "requested_resources": units,
+            "requested_resources": units or check_resources(None),
             "metadata": metadata,
-            "pool": pool,
+            "pool": pool or "default",
             "spawned_at": tx.now,
             "started_at": None,
             "completed_at": None,
@@ -392,6 +424,8 @@ def assign_job(
         if value is not None and job[name] != value:
             job[name] = value
             changed = True
+    units = job["requested_resources"] if units is None else units
+    pool = job["pool"] if pool is None else pool
     if units != job["requested_resources"] or pool != job["pool"]:
         _release(tx, job["allocation_id"])
         job["requested_resources"] = units
@@ -471,7 +505,7 @@ def finish_job(
             "latency_ms": round((tx.now - job["spawned_at"]) * 1000, 3),
             "efficiency": efficiency,
             "ttl_expirations": job["ttl_expirations"],
-            "details": {"outcome": outcome, **(details or {})},
+            "details": {**(details or {}), "outcome": outcome},
         },
     )
     tx.put(job_key(job_id), job)
@@ -544,7 +578,7 @@ def spawn(
     expiry = tx.now + ttl
     allocation_id = None
     if any(units.values()):
-        allocation_id = f"{job_id}#{kind}:{unit_id}"
+        allocation_id = f"{kind}:{unit_id}"  # unit ids are unique per kind
     unit = {
         "kind": kind,
         "id": unit_id,
@@ -674,7 +708,7 @@ def sweep_one(tx: Tx, key: str, now: float) -> dict[str, Any]:
 def record_event(tx: Tx, worker_id: str, event_type: Any, payload: Any = None) -> dict[str, Any]:
     """A worker's own event (a heartbeat, a metrics report, a milestone)."""
     check_id(worker_id, "worker_id")
-    check_id(event_type, "event_type")
+    check_id(event_type, "event_type", 64)
     payload = check_json(payload, "payload")
     unit = tx.get(unit_key("worker", worker_id))
     if unit is None:
@@ -700,7 +734,7 @@ def record_attribute(
     ``dynamic_attributes`` row, its current value upserted, until ``tadpole ledger
     schema`` makes it a column. ``key`` is a lower-case SQL identifier, so it can
     become one."""
-    if entity_type not in ATTRIBUTE_ENTITIES:
+    if not isinstance(entity_type, str) or entity_type not in ATTRIBUTE_ENTITIES:
         raise InvalidArgument(
             f"entity_type must be job, worker or tadpole (got {_shown(entity_type)})"
         )
@@ -710,9 +744,7 @@ def record_attribute(
             f"key must be a lower-case identifier: a letter, then letters, digits or _ "
             f"(at most 63; got {_shown(key)})"
         )
-    size = len(json.dumps(value, separators=(",", ":"), allow_nan=False)) if _finite(value) else -1
-    if size < 0:
-        raise InvalidArgument("value must be JSON without NaN or infinities")
+    size = json_size(value, "value")
     if size > MAX_TEXT:
         raise InvalidArgument(f"value is {size} bytes of JSON; at most {MAX_TEXT}")
     weight = check_number(weight_hint, "weight_hint")
@@ -731,14 +763,6 @@ def record_attribute(
     }
     tx.emit("dynamic_attributes", row)
     return row
-
-
-def _finite(value: Any) -> bool:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (ValueError, TypeError):
-        return False
-    return True
 
 
 def record_tadpole_metrics(

@@ -147,7 +147,7 @@ def _percentile(values: list[float], q: float) -> float:
 def _jobs(metrics: Any) -> dict[str, Any]:
     by_outcome: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
     for latency, efficiency, details in metrics:
-        outcome = (details or {}).get("outcome", "?")
+        outcome = str((details or {}).get("outcome", "?"))
         if latency is not None:
             by_outcome[outcome].append((latency, efficiency))
     rows = []

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections import ChainMap
@@ -53,6 +54,8 @@ from node.errors import NodeError, Unavailable
 from node.ledger import lifecycle as lc
 
 __all__ = ["DEDUP_INDEX", "DEDUP_S", "Lifecycle", "decode", "dedup_marker", "encode"]
+
+log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 16
 MAX_FETCHES = 64  # NeedKeys rounds for one call: an operation reads a bounded set
@@ -195,6 +198,10 @@ class Lifecycle:
             except NodeError as exc:
                 call.error, call.reads = exc, set(tx.read_keys)
                 return
+            except Exception as exc:  # a bug in one operation: that call fails, not its batch
+                log.error("lifecycle operation failed unexpectedly", exc_info=exc)
+                call.error, call.reads = exc, set(tx.read_keys)
+                return
             call.tx, call.answer, call.reads = tx, answer, set(tx.read_keys)
             if call.once and (tx.writes or tx.event() is not None):
                 tx.put(marker, {"answer": answer, "at": tx.now})
@@ -239,9 +246,12 @@ class Lifecycle:
             DeleteOp(key) if value is None else PutOp(key, encode(value))
             for key, value in overlay.items()
         ]
-        for call in batch:
+        for seq, call in enumerate(batch):
             event = call.tx.event() if call.tx is not None else None
             if event is not None:
+                # Events of one transaction share a revision; seq keeps their order
+                # for an export that reads them back from the outbox (not the history).
+                event["seq"] = seq
                 key = lc.OUTBOX + outbox_name(call.tx.now, call.tx.event_id)  # type: ignore[union-attr]
                 ops.append(PutOp(key, encode(event)))
         # Its own id (a call's could come back in a later batch, as a client's resend):

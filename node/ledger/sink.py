@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from node.ledger.growth import materialised, write_values
+from node.ledger.growth import fits, materialised, write_values
 from node.ledger.migrate import LedgerError, _failed, _shown, engine_for, migrate
 from node.ledger.schema import Base, ExportCursor
 
@@ -149,7 +149,9 @@ def _keep_columns_current(conn: Connection, rows: list[dict[str, Any]]) -> None:
         return
     for row in rows:
         target = columns.get((row["entity_type"], row["attribute_key"]))
-        if target is not None:
+        # A value the column can't hold stays in dynamic_attributes only (a blocked
+        # export would hold up every change after it).
+        if target is not None and fits(target[3], row["attribute_value"]):
             table, id_column, column, sql_type = target
             pair = [(row["entity_id"], row["attribute_value"])]
             write_values(conn, table, id_column, column, sql_type, pair)

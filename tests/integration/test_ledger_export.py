@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from consensus.memory import MemorySystem
+from node.errors import FailedPrecondition
 from node.ledger import analysis as an
 from node.ledger import lifecycle as lc
 from node.ledger.export import Exporter
@@ -136,7 +137,7 @@ async def test_every_change_reaches_the_ledger(
         completed = completed.replace(tzinfo=UTC)
     assert completed.timestamp() == clock.t and completed.utcoffset() is not None
     released = {r[0]: r[6] is not None for r in rows["resource_allocations"]}
-    assert released == {"j1#1": True, "j1#worker:w1": True, "j2#1": False}
+    assert released == {"j1#1": True, "worker:w1": True, "j2#1": False}
     assert sorted(r[2] for r in rows["worker_events"]) == ["heartbeat", "retired", "spawned"]
     assert rows["workers"][0][3] == "retired" and rows["tadpole_instances"][0][4] == "retired"
     assert len(rows["tadpole_metrics"]) == 1
@@ -254,7 +255,7 @@ async def test_the_sweeper_expires_once_and_the_ledger_sees_it(
     workers = {r[0]: r[3] for r in rows["workers"]}
     assert workers == {"w1": "expired", "w2": "active"}
     released = [r for r in rows["resource_allocations"] if r[6] is not None]
-    assert [r[0] for r in released] == ["j1#worker:w1"]
+    assert [r[0] for r in released] == ["worker:w1"]
     pool = lc.pool_key("default")
     kv = system.sm.get(pool)
     assert kv is not None and b'"compute_units":0' in kv.value
@@ -303,3 +304,80 @@ async def test_analysis_work_reaches_the_ledger_and_the_findings_report_ranks_it
         engine.dispose()
     assert request == [("completed",)] and run == [("completed", "j2")]
     assert artifact == [("f-high",)] and review == [("rejected",)]
+
+
+async def test_pruning_never_stalls_the_export(
+    url: str, system: MemorySystem, life: Lifecycle, clock: Clock
+) -> None:
+    await call(life, lc.set_pool, "default", POOL)
+    await asyncio.gather(*(call(life, lc.assign_job, f"j{i}") for i in range(600)))
+    ex = Exporter(system, life, url, is_leader=lambda: True, clock=clock, retain_s=10)
+    try:
+        await ex.round()
+        clock.t += 60
+        # Whole pages of deletes after the cursor: the export must look past them.
+        assert await ex.prune(force=True) > 0
+        await ex.prune(force=True)
+        await call(life, lc.assign_job, "after-prune")
+        await ex.round()
+        assert ex.status().last_error == "" and ex.status().lag_s == 0
+        jobs = [r[0] for r in snapshot(url)["jobs"]]
+    finally:
+        await ex.close()
+    assert len(jobs) == 601 and "after-prune" in jobs
+    assert _events(system) == [k for k in _events(system) if b"after-prune" in k.value]
+
+
+async def test_the_outbox_scan_exports_whole_revisions_in_their_order(url: str) -> None:
+    system = MemorySystem(history=20)  # the history is gone; the outbox scan must do
+    clock = Clock()
+    life = Lifecycle(system, clock=clock)
+    await call(life, lc.set_pool, "default", POOL)
+    await call(life, lc.assign_job, "first")
+    ex = Exporter(system, life, url, is_leader=lambda: True, clock=clock)
+    try:
+        await ex.round()
+        # 600 assignments in batches of up to 64 per revision, then pairs of start and
+        # finish of one job in one batch: their order within a revision matters.
+        await asyncio.gather(*(call(life, lc.assign_job, f"j{i}") for i in range(600)))
+        await asyncio.gather(
+            *(
+                step
+                for i in range(20)
+                for step in (
+                    call(life, lc.start_job, f"j{i}"),
+                    call(life, lc.finish_job, f"j{i}", "completed"),
+                )
+            )
+        )
+        await ex.round()
+        rows = snapshot(url)["jobs"]
+    finally:
+        await ex.close()
+    assert len(rows) == 601  # none lost at a page boundary inside a revision
+    status = {r[0]: r[2] for r in rows}
+    assert all(status[f"j{i}"] == "completed" for i in range(20))
+
+
+async def test_a_request_failed_before_its_run_is_exported(
+    url: str, system: MemorySystem, life: Lifecycle, clock: Clock
+) -> None:
+    await call(life, an.request_analysis, "r1", "forecast", "rain?")
+    await call(life, an.complete_analysis, "r1", outcome="failed", outcome_summary="no data")
+    with pytest.raises(FailedPrecondition, match="it has no run to hold findings"):
+        await call(life, an.request_analysis, "r2", "forecast", "sun?")
+        await call(life, an.complete_analysis, "r2", outcome="failed",
+                   findings=[{"finding_id": "f", "title": "t"}])  # fmt: skip
+    ex = exporter(system, life, url, clock)
+    try:
+        await ex.round()
+        assert ex.status().last_error == ""
+        engine = await ex.engine()
+        with engine.connect() as conn:
+            t = Base.metadata.tables
+            requests = conn.execute(select(t["analysis_requests"].c.request_id,
+                                           t["analysis_requests"].c.status)).all()  # fmt: skip
+            runs = conn.execute(select(t["analysis_runs"].c.run_id)).all()
+    finally:
+        await ex.close()
+    assert sorted(requests) == [("r1", "failed"), ("r2", "queued")] and runs == []

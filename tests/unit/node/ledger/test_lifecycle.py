@@ -213,7 +213,7 @@ async def test_transitions_are_checked_and_name_the_current_state(life: Lifecycl
         ({"reward_signal": float("nan")}, "reward_signal must be a finite number"),
         ({"metadata": {"x": "y" * 20_000}}, "metadata is 20008 bytes of JSON; at most 16384"),
         ({"metadata": "text"}, "metadata must be a JSON object"),
-        ({"pool": "a/b"}, "pool must be 1-128 characters"),
+        ({"pool": "a/b"}, "pool must be 1-64 characters"),
     ],
 )
 async def test_bad_input_is_refused_and_changes_nothing(
@@ -279,3 +279,58 @@ async def test_expiry_releases_once_and_counts_toward_the_job(
     assert len(released) == 1
     with pytest.raises(FailedPrecondition, match="worker 'w1' is expired; it can't become retired"):
         await run(life, lc.retire, "worker", "w1", "retired")
+
+
+async def test_a_call_that_breaks_fails_alone(life: Lifecycle, system: MemorySystem) -> None:
+    await run(life, lc.set_pool, "default", POOL)
+
+    def broken(tx: lc.Tx) -> Any:
+        tx.get(lc.pool_key("default"))
+        raise RuntimeError("a bug in one operation")
+
+    results = await asyncio.gather(
+        life.run(broken),
+        life.run(lambda tx: lc.assign_job(tx, "j1", resources={"compute_units": 1})),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], RuntimeError)
+    assert not isinstance(results[1], BaseException) and results[1][0]["status"] == "assigned"
+    assert record(system, lc.job_key("j1")) is not None
+
+
+async def test_reassigning_without_resources_keeps_them(
+    life: Lifecycle, system: MemorySystem
+) -> None:
+    await run(life, lc.set_pool, "default", POOL)
+    await run(life, lc.set_pool, "other", POOL)
+    await run(life, lc.assign_job, "j1", resources={"compute_units": 3}, pool="other")
+    job = await run(life, lc.assign_job, "j1", objective="now with an objective")
+    assert job["requested_resources"]["compute_units"] == 3 and job["pool"] == "other"
+    assert record(system, lc.pool_key("other"))["in_use"]["compute_units"] == 3
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "kwargs", "message"),
+    [
+        (lc.assign_job, ("j1",), {"reward_signal": 10**400}, "reward_signal must be a finite"),
+        (lc.assign_job, ("j" * 121,), {}, "job_id must be 1-120 characters"),
+        (lc.assign_job, ("j1",), {"pool": "p" * 65}, "pool must be 1-64 characters"),
+        (lc.assign_job, ("j1",), {"objective": "a\x00b"}, "must not contain NUL"),
+        (lc.assign_job, ("j1",), {"metadata": {"x": float("nan")}}, "without NaN or infinities"),
+        (lc.assign_job, ("j1",), {"resources": {"memory_mb": 2**31}}, "between 0 and 2147483647"),
+        (lc.record_attribute, (["job"], "j1", "k", 1), {}, "entity_type must be job, worker"),
+    ],
+)
+async def test_input_the_ledger_columns_cant_hold_is_refused(
+    life: Lifecycle, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], message: str
+) -> None:
+    await run(life, lc.set_pool, "default", POOL)
+    with pytest.raises(InvalidArgument, match=message):
+        await run(life, fn, *args, **kwargs)
+
+
+async def test_details_cannot_rewrite_a_jobs_outcome(life: Lifecycle, system: MemorySystem) -> None:
+    await run(life, lc.set_pool, "default", POOL)
+    await run(life, lc.assign_job, "j1")
+    await run(life, lc.finish_job, "j1", "failed", details={"outcome": "completed", "why": "x"})
+    assert rows(system, "job_metrics")[0]["details"] == {"outcome": "failed", "why": "x"}
