@@ -76,7 +76,7 @@ cli.add_lazy_command("keys", _keys_command)
 cli.add_lazy_command("certs", _certs_command)
 cli.add_lazy_command("audit", _audit_command)
 cli.add_lazy_command("auth", _auth_command)
-for _name in ("pool", "job", "worker", "instance", "analysis", "code"):
+for _name in ("pool", "job", "worker", "instance", "analysis", "code", "improvement", "learning"):
     cli.add_lazy_command(_name, _lifecycle(_name))
 
 

@@ -13,7 +13,7 @@ import click
 
 from node.cli.app import EXIT_USAGE, _fail, _handle_errors, _settings, _table
 
-__all__ = ["analysis", "code", "instance", "job", "pool", "worker"]
+__all__ = ["analysis", "code", "improvement", "instance", "job", "learning", "pool", "worker"]
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 
@@ -435,3 +435,67 @@ def code_review(report_id: str, decision: str, reviewer: str, as_json: bool) -> 
     args = {"report_id": report_id, "decision": decision, "reviewer": reviewer}
     answer = _call("ReviewCodeReport", args)
     _show(answer, as_json, f"code report {report_id}: {answer['status']} by {reviewer}")
+
+
+# -- governance
+
+
+@click.group()
+def improvement() -> None:
+    """Improvement reports: adjustment bundles for a job or analysis, decided by people."""
+
+
+@improvement.command(name="propose")
+@click.argument("report_id")
+@click.option("--title", required=True)
+@click.option("--job", "job_id", default=None, help="The job it is about.")
+@click.option("--request", "request_id", default=None, help="The analysis request it is about.")
+@click.option("--bundle", default=None, metavar="JSON", help="The adjustments, a JSON object.")
+@_JSON
+@_handle_errors
+def improvement_propose(report_id: str, bundle: str | None, as_json: bool, **kwargs: Any) -> None:
+    """Propose improvement report REPORT_ID."""
+    args = {"report_id": report_id, **kwargs, "bundle": _object(bundle, "--bundle")}
+    answer = _call("ProposeImprovement", args)
+    _show(answer, as_json, f"improvement {report_id}: {answer['status']}")
+
+
+@improvement.command(name="decide")
+@click.argument("report_id")
+@click.argument("decision", type=click.Choice(["approved", "rejected"]))
+@click.option("--by", "decided_by", required=True, help="Who decides.")
+@_JSON
+@_handle_errors
+def improvement_decide(report_id: str, decision: str, decided_by: str, as_json: bool) -> None:
+    """Record the decision on REPORT_ID (recorded only: nothing is applied)."""
+    args = {"report_id": report_id, "decision": decision, "decided_by": decided_by}
+    answer = _call("DecideImprovement", args)
+    _show(answer, as_json, f"improvement {report_id}: {answer['status']} by {decided_by}")
+
+
+@click.group()
+def learning() -> None:
+    """Learning snapshots: principle scores of a job, worker or tadpole over time."""
+
+
+@learning.command(name="record")
+@click.argument("snapshot_id")
+@click.option(
+    "--subject", required=True, metavar="KIND:ID", help="job:ID, worker:ID or tadpole:ID."
+)
+@click.option(
+    "--rubric", "rubric_version", required=True, help="The rubric version scored against."
+)
+@click.option("--scores", required=True, metavar="JSON", help='e.g. {"honesty": 0.9}')
+@click.option("--overall", "overall_score", type=float, default=None)
+@_JSON
+@_handle_errors
+def learning_record(
+    snapshot_id: str, subject: str, scores: str, as_json: bool, **kwargs: Any
+) -> None:
+    """Record learning snapshot SNAPSHOT_ID."""
+    kind, _, subject_id = subject.partition(":")
+    args = {"snapshot_id": snapshot_id, "subject_type": kind, "subject_id": subject_id,
+            **kwargs, "principle_scores": _object(scores, "--scores")}  # fmt: skip
+    answer = _call("RecordLearningSnapshot", args)
+    _show(answer, as_json, f"learning snapshot {snapshot_id}: recorded for {subject}")

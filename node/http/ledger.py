@@ -144,6 +144,24 @@ LEDGER_ROUTES = (
         "Record a review (accepted or rejected); nothing is deployed",
     ),
     Route(
+        "put",
+        f"{_V}/improvements/{{report_id}}",
+        "ProposeImprovement",
+        "Propose an improvement report (body: title, bundle, job_id, request_id)",
+    ),
+    Route(
+        "post",
+        f"{_V}/improvements/{{report_id}}/decide",
+        "DecideImprovement",
+        "Approve or reject an improvement report (body: decision, decided_by)",
+    ),
+    Route(
+        "put",
+        f"{_V}/learning/{{snapshot_id}}",
+        "RecordLearningSnapshot",
+        "Record a learning snapshot: principle scores under a rubric version",
+    ),
+    Route(
         "get",
         f"{_V}/export",
         "ExportStatus",

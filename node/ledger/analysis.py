@@ -30,6 +30,9 @@ from node.ledger.lifecycle import (
 
 __all__ = [
     "complete_analysis",
+    "decide_improvement",
+    "propose_improvement",
+    "record_learning_snapshot",
     "register_code",
     "request_analysis",
     "review_code_report",
@@ -365,4 +368,105 @@ def review_code_report(tx: Tx, report_id: str, decision: Any, reviewer: Any) -> 
     record.update(status=decision, reviewed_at=tx.now, reviewer=reviewer)
     tx.emit("code_update_reports", record)
     tx.put(_report_key(report_id), record)
+    return record
+
+
+# -- governance: improvement reports and learning snapshots
+
+
+def _improvement_key(report_id: str) -> str:
+    return f"{PREFIX}improvements/{report_id}"
+
+
+def propose_improvement(
+    tx: Tx,
+    report_id: str,
+    title: Any,
+    *,
+    bundle: Any = None,
+    job_id: Any = None,
+    request_id: Any = None,
+) -> dict[str, Any]:
+    """A bundle of adjustments linked to a job and/or an analysis request (which must
+    exist), proposed for a governance decision."""
+    check_id(report_id, "report_id")
+    title = check_text(title, "title", required=True)
+    bundle = check_json(bundle, "bundle")
+    if job_id is None and request_id is None:
+        raise InvalidArgument("an improvement report links a job_id, a request_id or both")
+    if job_id is not None and tx.get(job_key(check_id(job_id, "job_id"))) is None:
+        raise NotFound(f"no job {job_id!r}")
+    if request_id is not None and tx.get(_request_key(check_id(request_id, "request_id"))) is None:
+        raise NotFound(f"no analysis request {request_id!r}")
+    asked = {"report_id": report_id, "job_id": job_id, "request_id": request_id,
+             "title": title, "bundle": bundle}  # fmt: skip
+    existing = tx.get(_improvement_key(report_id))
+    if existing is not None:
+        if {k: existing[k] for k in asked} == asked:
+            return existing
+        raise AlreadyExists(f"improvement report {report_id!r} exists (with other arguments)")
+    record = {**asked, "status": "proposed", "created_at": tx.now, "decided_at": None,
+              "decided_by": None}  # fmt: skip
+    tx.emit("improvement_reports", record)
+    tx.put(_improvement_key(report_id), record)
+    return record
+
+
+def decide_improvement(tx: Tx, report_id: str, decision: Any, decided_by: Any) -> dict[str, Any]:
+    """Approve or reject a proposed improvement report, by a named person. Only
+    recorded: applying the adjustments is for people and their tools."""
+    check_id(report_id, "report_id")
+    if decision not in ("approved", "rejected"):
+        raise InvalidArgument(f"decision must be approved or rejected (got {decision!r})")
+    decided_by = check_text(decided_by, "decided_by", required=True, max_len=128)
+    record = tx.get(_improvement_key(report_id))
+    if record is None:
+        raise NotFound(f"no improvement report {report_id!r}")
+    if record["status"] == decision and record["decided_by"] == decided_by:
+        return record
+    if record["status"] != "proposed":
+        raise FailedPrecondition(f"improvement report {report_id!r} is {record['status']} already")
+    record.update(status=decision, decided_at=tx.now, decided_by=decided_by)
+    tx.emit("improvement_reports", record)
+    tx.put(_improvement_key(report_id), record)
+    return record
+
+
+def record_learning_snapshot(
+    tx: Tx,
+    snapshot_id: str,
+    subject_type: Any,
+    subject_id: Any,
+    rubric_version: Any,
+    principle_scores: Any,
+    *,
+    overall_score: Any = None,
+) -> dict[str, Any]:
+    """Principle scores of a job, worker or tadpole (which must exist) under one rubric
+    version, for longitudinal review. A snapshot id names one snapshot forever."""
+    check_id(snapshot_id, "snapshot_id")
+    if not isinstance(subject_type, str) or subject_type not in ("job", "worker", "tadpole"):
+        raise InvalidArgument(f"subject_type must be job, worker or tadpole (got {subject_type!r})")
+    check_id(subject_id, "subject_id")
+    check_id(rubric_version, "rubric_version", 64)
+    scores = check_json(principle_scores, "principle_scores")
+    if not scores:
+        raise InvalidArgument("principle_scores must name at least one principle")
+    for name, score in scores.items():
+        check_number(score, f"principle_scores.{name}")
+    overall = check_number(overall_score, "overall_score")
+    key = job_key(subject_id) if subject_type == "job" else unit_key(subject_type, subject_id)
+    if tx.get(key) is None:
+        raise NotFound(f"no {subject_type} {subject_id!r}")
+    row = {"snapshot_id": snapshot_id, "subject_type": subject_type, "subject_id": subject_id,
+           "rubric_version": rubric_version, "principle_scores": scores,
+           "overall_score": overall}  # fmt: skip
+    existing = tx.get(f"{PREFIX}learning/{snapshot_id}")
+    if existing is not None:
+        if {k: existing[k] for k in row} == row:
+            return existing
+        raise AlreadyExists(f"learning snapshot {snapshot_id!r} exists (with other scores)")
+    record = {**row, "recorded_at": tx.now}
+    tx.emit("learning_snapshots", record)
+    tx.put(f"{PREFIX}learning/{snapshot_id}", record)
     return record

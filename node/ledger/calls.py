@@ -114,6 +114,17 @@ CALLS: dict[str, Call] = {
         ("worker_id", "proposed_change"),
     ),
     "ReviewCodeReport": Call(analysis.review_code_report, ("report_id", "decision", "reviewer")),
+    "ProposeImprovement": Call(
+        analysis.propose_improvement,
+        ("report_id", "title"),
+        ("bundle", "job_id", "request_id"),
+    ),
+    "DecideImprovement": Call(analysis.decide_improvement, ("report_id", "decision", "decided_by")),
+    "RecordLearningSnapshot": Call(
+        analysis.record_learning_snapshot,
+        ("snapshot_id", "subject_type", "subject_id", "rubric_version", "principle_scores"),
+        ("overall_score",),
+    ),
     "RecordTadpoleMetrics": Call(
         lc.record_tadpole_metrics,
         ("tadpole_id",),

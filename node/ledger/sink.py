@@ -180,6 +180,8 @@ _ORDER = {
             "analysis_runs",
             "analysis_findings",
             "finding_artifacts",
+            "improvement_reports",
+            "learning_snapshots",
         )
     )
 }

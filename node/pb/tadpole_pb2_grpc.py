@@ -1442,6 +1442,21 @@ class LedgerStub:
                 request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
                 response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
                 _registered_method=True)
+        self.ProposeImprovement = channel.unary_unary(
+                '/tadpole.v1.Ledger/ProposeImprovement',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.DecideImprovement = channel.unary_unary(
+                '/tadpole.v1.Ledger/DecideImprovement',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
+        self.RecordLearningSnapshot = channel.unary_unary(
+                '/tadpole.v1.Ledger/RecordLearningSnapshot',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+                _registered_method=True)
         self.ExportStatus = channel.unary_unary(
                 '/tadpole.v1.Ledger/ExportStatus',
                 request_serializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
@@ -1571,6 +1586,25 @@ class LedgerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProposeImprovement(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideImprovement(self, request, context):
+        """approved | rejected
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordLearningSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportStatus(self, request, context):
         """this node's exporter
         """
@@ -1670,6 +1704,21 @@ def add_LedgerServicer_to_server(servicer, server):
             ),
             'ReviewCodeReport': grpc.unary_unary_rpc_method_handler(
                     servicer.ReviewCodeReport,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'ProposeImprovement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeImprovement,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'DecideImprovement': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideImprovement,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
+            ),
+            'RecordLearningSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordLearningSnapshot,
                     request_deserializer=node_dot_pb_dot_tadpole__pb2.LedgerCall.FromString,
                     response_serializer=node_dot_pb_dot_tadpole__pb2.LedgerAnswer.SerializeToString,
             ),
@@ -2141,6 +2190,87 @@ class Ledger:
             request,
             target,
             '/tadpole.v1.Ledger/ReviewCodeReport',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeImprovement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/ProposeImprovement',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideImprovement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/DecideImprovement',
+            node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordLearningSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Ledger/RecordLearningSnapshot',
             node_dot_pb_dot_tadpole__pb2.LedgerCall.SerializeToString,
             node_dot_pb_dot_tadpole__pb2.LedgerAnswer.FromString,
             options,

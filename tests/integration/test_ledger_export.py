@@ -281,6 +281,11 @@ async def test_analysis_work_reaches_the_ledger_and_the_findings_report_ranks_it
          "novelty_score": 0.6},
     ]  # fmt: skip
     await call(life, an.complete_analysis, "r1", outcome_summary="three leads", findings=findings)
+    await call(life, an.propose_improvement, "ir1", "price the maps", request_id="r1",
+               job_id="j2", bundle={"price": 5})  # fmt: skip
+    await call(life, an.decide_improvement, "ir1", "approved", "ada")
+    await call(life, an.record_learning_snapshot, "s1", "worker", "w1", "v2", {"care": 0.7},
+               overall_score=0.7)  # fmt: skip
     ex = exporter(system, life, url, clock)
     try:
         await ex.round()
@@ -300,10 +305,17 @@ async def test_analysis_work_reaches_the_ledger_and_the_findings_report_ranks_it
             ).all()
             artifact = conn.execute(select(t["finding_artifacts"].c.finding_id)).all()
             review = conn.execute(select(t["code_update_reports"].c.status)).all()
+            improvement = conn.execute(select(t["improvement_reports"].c.status)).all()
+            snapshot = conn.execute(
+                select(
+                    t["learning_snapshots"].c.subject_id, t["learning_snapshots"].c.overall_score
+                )
+            ).all()
     finally:
         engine.dispose()
     assert request == [("completed",)] and run == [("completed", "j2")]
     assert artifact == [("f-high",)] and review == [("rejected",)]
+    assert improvement == [("approved",)] and snapshot == [("w1", 0.7)]
 
 
 async def test_pruning_never_stalls_the_export(

@@ -121,3 +121,30 @@ async def test_code_reports_name_a_registered_digest_and_a_review_only_records(
         decode(system.sm.get(lc.PREFIX + "code/" + DIGEST).value)["worker_type"] == "quest_worker"
     )
     assert [r["status"] for r in rows(system, "code_update_reports")] == ["submitted", "accepted"]
+
+
+async def test_improvements_are_decided_once_and_snapshots_name_a_subject(
+    life: Lifecycle, system: MemorySystem
+) -> None:
+    await run(life, lc.set_pool, "default", {"compute_units": 1})
+    await run(life, lc.assign_job, "j1")
+    with pytest.raises(InvalidArgument, match="links a job_id, a request_id or both"):
+        await run(life, an.propose_improvement, "ir1", "tune TTLs")
+    with pytest.raises(NotFound, match="no analysis request 'r9'"):
+        await run(life, an.propose_improvement, "ir1", "tune TTLs", request_id="r9")
+    await run(life, an.propose_improvement, "ir1", "tune TTLs", job_id="j1", bundle={"ttl": 30})
+    decided = await run(life, an.decide_improvement, "ir1", "approved", "ada")
+    assert decided["status"] == "approved"
+    with pytest.raises(FailedPrecondition, match="'ir1' is approved already"):
+        await run(life, an.decide_improvement, "ir1", "rejected", "bob")
+    assert [r["status"] for r in rows(system, "improvement_reports")] == ["proposed", "approved"]
+
+    with pytest.raises(NotFound, match="no worker 'w9'"):
+        await run(life, an.record_learning_snapshot, "s1", "worker", "w9", "v1", {"care": 0.5})
+    with pytest.raises(InvalidArgument, match=r"principle_scores\.care must be a finite number"):
+        await run(life, an.record_learning_snapshot, "s1", "job", "j1", "v1", {"care": "high"})
+    await run(life, an.record_learning_snapshot, "s1", "job", "j1", "v1", {"care": 0.5})
+    with pytest.raises(AlreadyExists, match="learning snapshot 's1' exists"):
+        await run(life, an.record_learning_snapshot, "s1", "job", "j1", "v1", {"care": 0.6})
+    (snapshot,) = rows(system, "learning_snapshots")
+    assert snapshot["subject_id"] == "j1" and snapshot["principle_scores"] == {"care": 0.5}
