@@ -80,6 +80,20 @@ def _advance(record: dict[str, Any], target: str, what: str) -> bool:
     return True
 
 
+def _created(
+    tx: Tx, key: str, asked: dict[str, Any], what: str, clash: str = "exists (with other arguments)"
+) -> dict[str, Any] | None:
+    """The record at ``key`` if it was created with ``asked`` (a resend: answer it
+    unchanged); None if there is none; ALREADY_EXISTS (``what``, then ``clash``) if it
+    holds something else."""
+    existing = tx.get(key)
+    if existing is None:
+        return None
+    if {k: existing.get(k) for k in asked} == asked:
+        return existing
+    raise AlreadyExists(f"{what} {clash}")
+
+
 def request_analysis(
     tx: Tx,
     request_id: str,
@@ -96,12 +110,10 @@ def request_analysis(
     prompt = check_text(prompt, "prompt", required=True)
     parameters = check_json(parameters, "parameters")
     requested_by = check_text(requested_by, "requested_by", max_len=128)
-    existing = tx.get(_request_key(request_id))
     asked = {"kind": kind, "prompt": prompt, "parameters": parameters, "requested_by": requested_by}
+    existing = _created(tx, _request_key(request_id), asked, f"analysis request {request_id!r}")
     if existing is not None:
-        if {k: existing[k] for k in asked} == asked:
-            return existing
-        raise AlreadyExists(f"analysis request {request_id!r} exists (with other arguments)")
+        return existing
     record = {"request_id": request_id, **asked, "status": "queued", "created_at": tx.now,
               "started_at": None, "completed_at": None, "run_id": None}  # fmt: skip
     tx.emit("analysis_requests", _request_row(record))
@@ -307,11 +319,11 @@ def register_code(
         "description": check_text(description, "description"),
         "metadata": check_json(metadata, "metadata"),
     }
-    existing = tx.get(_code_key(digest))
+    existing = _created(
+        tx, _code_key(digest), record, f"code version {digest}", "is registered with other details"
+    )
     if existing is not None:
-        if {k: existing[k] for k in record} == record:
-            return existing
-        raise AlreadyExists(f"code version {digest} is registered with other details")
+        return existing
     record["created_at"] = tx.now
     tx.emit("code_versions", record)
     tx.put(_code_key(digest), record)
@@ -340,11 +352,9 @@ def submit_code_report(
         raise NotFound(f"no worker {worker_id!r}")
     record = {"report_id": report_id, "code_digest": digest, "worker_id": worker_id,
               "summary": summary, "proposed_change": proposed_change}  # fmt: skip
-    existing = tx.get(_report_key(report_id))
+    existing = _created(tx, _report_key(report_id), record, f"code report {report_id!r}")
     if existing is not None:
-        if {k: existing[k] for k in record} == record:
-            return existing
-        raise AlreadyExists(f"code report {report_id!r} exists (with other arguments)")
+        return existing
     record.update(status="submitted", created_at=tx.now, reviewed_at=None, reviewer=None)
     tx.emit("code_update_reports", record)
     tx.put(_report_key(report_id), record)
@@ -400,11 +410,9 @@ def propose_improvement(
         raise NotFound(f"no analysis request {request_id!r}")
     asked = {"report_id": report_id, "job_id": job_id, "request_id": request_id,
              "title": title, "bundle": bundle}  # fmt: skip
-    existing = tx.get(_improvement_key(report_id))
+    existing = _created(tx, _improvement_key(report_id), asked, f"improvement report {report_id!r}")
     if existing is not None:
-        if {k: existing[k] for k in asked} == asked:
-            return existing
-        raise AlreadyExists(f"improvement report {report_id!r} exists (with other arguments)")
+        return existing
     record = {**asked, "status": "proposed", "created_at": tx.now, "decided_at": None,
               "decided_by": None}  # fmt: skip
     tx.emit("improvement_reports", record)
@@ -461,11 +469,12 @@ def record_learning_snapshot(
     row = {"snapshot_id": snapshot_id, "subject_type": subject_type, "subject_id": subject_id,
            "rubric_version": rubric_version, "principle_scores": scores,
            "overall_score": overall}  # fmt: skip
-    existing = tx.get(f"{PREFIX}learning/{snapshot_id}")
+    what = f"learning snapshot {snapshot_id!r}"
+    existing = _created(
+        tx, f"{PREFIX}learning/{snapshot_id}", row, what, "exists (with other scores)"
+    )
     if existing is not None:
-        if {k: existing[k] for k in row} == row:
-            return existing
-        raise AlreadyExists(f"learning snapshot {snapshot_id!r} exists (with other scores)")
+        return existing
     record = {**row, "recorded_at": tx.now}
     tx.emit("learning_snapshots", record)
     tx.put(f"{PREFIX}learning/{snapshot_id}", record)
