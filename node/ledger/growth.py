@@ -260,10 +260,6 @@ def _approve(conn: Connection, change_id: int, approved_by: str) -> Applied:
             f"not applied, nothing changed: {entity} {entity_id} has {column} = {value!r}, "
             f"which a {sql_type} column can't hold ({len(misfits)} such values; propose again)"
         )
-    if conn.dialect.name == "sqlite":
-        # Python's sqlite3 opens no transaction before DDL by itself: open one, so the
-        # column, its backfill and the log row commit or roll back together.
-        conn.exec_driver_sql("BEGIN")
     conn.execute(text(row["ddl_statement"]))
     backfilled = write_values(conn, table, ENTITY_TABLES[entity][1], column, sql_type, values)
     log_id = conn.execute(

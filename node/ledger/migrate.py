@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine, create_engine, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -74,11 +75,31 @@ def engine_for(url: str) -> Engine:
     (the password is never repeated)."""
     try:
         parsed = make_url(url)
-        return create_engine(parsed)
+        engine = create_engine(parsed)
     except (ArgumentError, ValueError) as exc:
         raise LedgerError(f"not a database URL: {exc}") from None
     except ImportError as exc:
         raise LedgerError(f"no driver for this database URL: {exc.name}") from None
+    if engine.dialect.name == "sqlite":
+        _transactional_sqlite(engine)
+    return engine
+
+
+def _transactional_sqlite(engine: Engine) -> None:
+    """Make every SQLAlchemy transaction a real SQLite transaction, DDL included.
+
+    Python's sqlite3 (before 3.12's ``autocommit``) opens a transaction only before
+    INSERT/UPDATE/DELETE, so a CREATE TABLE or ALTER TABLE commits on its own: a
+    creation or upgrade cut short would leave tables without their version stamp.
+    The driver is told to open nothing itself, and each transaction begins here."""
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
 
 
 def _shown(engine: Engine) -> str:

@@ -155,6 +155,51 @@ def test_an_upgrade_from_the_first_version_keeps_every_row(url: str) -> None:
         assert job.spawned_at.astimezone(UTC).hour == 7
 
 
+def test_a_creation_cut_short_leaves_an_empty_database_that_is_made_next_time(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node killed while it makes its ledger (stamping is the last step) must not
+    # leave tables without a version: the next start would refuse them as foreign.
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("killed while stamping")
+
+    monkeypatch.setattr(command, "stamp", crash)
+    with pytest.raises(RuntimeError, match="killed while stamping"):
+        migrate(url)
+    engine = engine_for(url)
+    with engine.connect() as conn:
+        assert inspect(conn).get_table_names() == []
+    engine.dispose()
+    monkeypatch.undo()
+    assert migrate(url).created
+
+
+def test_an_upgrade_cut_short_leaves_the_previous_version_whole(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _upgrade(url, "0001")
+    engine = engine_for(url)
+    with engine.connect() as conn:
+        before = {t: {c["name"] for c in inspect(conn).get_columns(t)} for t in TABLES}
+    real = command.upgrade
+
+    def upgrade_then_crash(cfg: object, to: str) -> None:
+        real(cfg, to)  # every step ran, then the process died before COMMIT
+        raise RuntimeError("killed before commit")
+
+    monkeypatch.setattr(command, "upgrade", upgrade_then_crash)
+    with pytest.raises(RuntimeError, match="killed before commit"):
+        migrate(url)
+    monkeypatch.undo()
+    assert status(url) == ("0001", head())
+    with engine.connect() as conn:
+        after = {t: {c["name"] for c in inspect(conn).get_columns(t)} for t in TABLES}
+        assert "ledger_export_cursor" not in inspect(conn).get_table_names()
+    engine.dispose()
+    assert after == before
+    assert migrate(url).before == "0001"
+
+
 def test_a_database_of_other_tables_is_refused_and_left_alone(url: str) -> None:
     engine = engine_for(url)
     with engine.begin() as conn:

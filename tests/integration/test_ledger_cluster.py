@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from node.client import Client, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from node.dev.cluster import LocalCluster
-from node.ledger.migrate import engine_for
+from node.ledger.migrate import engine_for, status
 from node.ledger.schema import Job, JobMetric, ResourceAllocation, Worker
 from tests.integration.conftest import start_http_cluster
 from tests.support.ledger_db import empty_postgres
@@ -267,7 +267,13 @@ def test_the_embedded_ledger_is_the_leaders(tmp_path_factory: pytest.TempPathFac
             path = f"{cluster.data_dir(leader)}/ledger.db"
             url = f"sqlite:///{path}"
             wait_for(
-                lambda: os.path.exists(path) and rows(url, select(Job.job_id)) == [("e1",)],
+                # The file appears when the leader starts making its ledger; the
+                # tables when that transaction commits.
+                lambda: (
+                    os.path.exists(path)
+                    and status(url)[0] is not None
+                    and rows(url, select(Job.job_id)) == [("e1",)]
+                ),
                 what="the embedded ledger",
             )
             # A report reads every change acknowledged before it was asked for, even from
