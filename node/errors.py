@@ -42,6 +42,7 @@ __all__ = [
     "NodeError",
     "NotFound",
     "Outcome",
+    "PermissionDenied",
     "ReplicationError",
     "ReplicationIncomplete",
     "Unavailable",
@@ -88,6 +89,13 @@ class AlreadyExists(NodeError):
 class FailedPrecondition(NodeError):
     """The request is well formed but the state does not allow it now (a backwards
     status transition, a pool without room); the message names the current state."""
+
+    outcome = Outcome.NOT_APPLIED
+
+
+class PermissionDenied(NodeError):
+    """The caller's roles do not grant what the request needs; the message names the
+    missing permission. Checked before anything runs."""
 
     outcome = Outcome.NOT_APPLIED
 

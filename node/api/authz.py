@@ -6,8 +6,9 @@ policy whether the caller has it, and answers ``PERMISSION_DENIED`` naming the m
 permission (outcome not-applied, recorded in the audit log) before the servicer runs.
 Callers are named by their TLS certificate; the operator credential is root; a node's
 certificate is the cluster. A method the table does not know is refused while the
-policy is enabled (fail closed). The HTTP port refuses its state API while roles are
-enabled (``node/http/app.py``): one enforcement, not two that could disagree.
+policy is enabled (fail closed). The HTTP port asks the same question (:func:`decide`) of its
+own table of routes (``node/http/access.py``): one decision, not two that could
+disagree.
 
 :class:`PolicyCache` reads the policy from the local replica of the system tier at most
 every ``ttl_s``: a change takes effect on every node within that (and a Raft round).
@@ -19,6 +20,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -29,13 +31,21 @@ from node.api.status import OUTCOME_KEY
 from node.api.wrapping import WrappingInterceptor, checked_first
 from node.audit import AuditLog
 from node.errors import Outcome
-from node.ledger.calls import CALLS
 from node.ledger.lifecycle import PREFIX as LEDGER_PREFIX
+from node.pb import tadpole_pb2 as pb
 from node.peer.auth import AUTH_HEADER
 from node.rbac import POLICY_KEY, Need, Policy, PolicyError, missing
 from node.tls import peer_common_name
 
-__all__ = ["NEEDS", "Authorize", "PolicyCache"]
+__all__ = [
+    "NEEDS",
+    "POLICY_UNKNOWN",
+    "Authorize",
+    "PolicyCache",
+    "Refusal",
+    "decide",
+    "ledger_needs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +104,20 @@ NEEDS: dict[str, Needs] = {
 # The lifecycle API keeps its records under one system-tier prefix: its calls need
 # write (changes) or read (the rest) on all of it.
 _LEDGER = "/tadpole.v1.Ledger/"
-_LEDGER_READS = ("GetJob", "Pools", "ExportStatus", "Report")
-_LEDGER_WRITES = tuple(n for n in CALLS if n not in _LEDGER_READS)
-for _name in _LEDGER_READS:
-    NEEDS[_LEDGER + _name] = lambda r: [Need("read", "system", LEDGER_PREFIX, True)]
-for _name in _LEDGER_WRITES:
-    NEEDS[_LEDGER + _name] = lambda r: [Need("write", "system", LEDGER_PREFIX, True)]
+_LEDGER_READS = frozenset({"GetJob", "Pools", "ExportStatus", "Report"})
+
+
+def ledger_needs(call: str) -> list[Need]:
+    """What the lifecycle call ``call`` needs, on either port."""
+    return [Need("read" if call in _LEDGER_READS else "write", "system", LEDGER_PREFIX, True)]
+
+
+def _ledger_call(call: str) -> Needs:
+    return lambda _request: ledger_needs(call)
+
+
+for _method in pb.DESCRIPTOR.services_by_name["Ledger"].methods:
+    NEEDS[_LEDGER + _method.name] = _ledger_call(_method.name)
 # Checked elsewhere: peer calls (the cluster credential and certificates) and operator
 # calls (the operator credential); the health and reflection services are open.
 _EXEMPT = (
@@ -193,6 +211,45 @@ def _refusing(method: str) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(refuse)
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a call may not run: ``unknown`` (the policy is not known yet: retry) or
+    ``denied`` (the caller lacks a permission; ``message`` names it)."""
+
+    unknown: bool
+    message: str
+
+
+POLICY_UNKNOWN = Refusal(
+    True, "the access policy is not known yet (no leader to read it from); retry"
+)
+
+
+def decide(
+    policy: Policy | None,
+    name: str | None,
+    trusted: bool,
+    needs: list[Need] | None,
+    what: str,
+) -> Refusal | None:
+    """The one decision, for both ports: may the caller whose certificate is named
+    ``name`` (None: none presented) do ``what``, which needs ``needs`` (None: a call
+    that cannot be checked)? ``trusted``: root (the operator credential) or a node of
+    the cluster, never checked against the roles. None means yes."""
+    if (policy is not None and not policy.enabled) or trusted:
+        return None
+    if policy is None:
+        return POLICY_UNKNOWN
+    user = name.removeprefix("client/") if name and name.startswith("client/") else None
+    who = user or name or "an unidentified caller"
+    if needs is None:
+        return Refusal(False, f"{who} may not call {what} while roles are enabled")
+    if user is None:
+        return Refusal(False, f"{who} has no roles: present a client certificate (client/<name>)")
+    lacking = missing(policy, user, needs)
+    return None if lacking is None else Refusal(False, f"{who} lacks {lacking}")
+
+
 class Authorize(WrappingInterceptor):
     def __init__(
         self,
@@ -234,27 +291,16 @@ class Authorize(WrappingInterceptor):
         if policy is not None and not policy.enabled:
             return
         name = peer_common_name(context)
-        if name in self._nodes or self._is_root(context):
+        trusted = name in self._nodes or self._is_root(context)
+        refusal = decide(policy, name, trusted, None if needs is None else needs(request), method)
+        if refusal is None:
             return
-        if policy is None:
-            context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                "the access policy is not known yet (no leader to read it from); retry",
-            )
-            return
-        user = name.removeprefix("client/") if name and name.startswith("client/") else None
-        who = user or name or "an unidentified caller"
-        if needs is None:
-            problem = f"{who} may not call {method} while roles are enabled"
-        elif user is None:
-            problem = f"{who} has no roles: present a client certificate (client/<name>)"
-        else:
-            lacking = missing(policy, user, needs(request))
-            if lacking is None:
-                return
-            problem = f"{who} lacks {lacking}"
-        if self._audit is not None:
-            self._audit.record(name or "anonymous", context.peer(), method, "denied", problem)
         context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
+        if refusal.unknown:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, refusal.message)
+            return
+        if self._audit is not None:
+            self._audit.record(
+                name or "anonymous", context.peer(), method, "denied", refusal.message
+            )
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal.message)

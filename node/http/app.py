@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from consensus.backend import SystemBackend
+from node.http.access import Guard, common_name
 from node.http.changes import ChangesApi
 from node.http.graphql import graphql_view, query_endpoint
 from node.http.ledger import LedgerHttp
@@ -81,7 +82,7 @@ def rate_limited(buckets: TokenBuckets) -> Any:
         if request.path == "/healthz":
             return await handler(request)
         cert = request.transport.get_extra_info("peercert") if request.transport else None
-        who = client_identity(_common_name(cert), _grpc_style_peer(request.remote or ""))
+        who = client_identity(common_name(cert), _grpc_style_peer(request.remote or ""))
         wait = buckets.take(who)
         if wait > 0:
             detail = (
@@ -95,50 +96,19 @@ def rate_limited(buckets: TokenBuckets) -> Any:
     return limit
 
 
-def _common_name(cert: Any) -> str | None:
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
-
-
 def _grpc_style_peer(remote: str) -> str:
     """``10.0.0.7`` -> ``ipv4:10.0.0.7:0`` (the form gRPC names a peer in), so one
     client counts against one bucket on both ports."""
     return f"ipv6:[{remote}]:0" if ":" in remote else f"ipv4:{remote}:0"
 
 
-def roles_guard(policy: Any) -> Any:
-    """Middleware: while roles are enabled, the HTTP state API answers 403 (only the
-    gRPC port enforces them, docs/security.md#roles); /healthz and /metrics stay."""
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in ("/healthz", "/metrics"):
-            return await handler(request)
-        current = policy.get()
-        if current is None:
-            detail = "the access policy is not known yet (no leader to read it from); retry"
-            return problem_response(
-                Problem(503, detail, headers={"Retry-After": "1"}), request.path
-            )
-        if not current.enabled:
-            return await handler(request)
-        detail = (
-            "roles are enabled and the HTTP face does not enforce them yet: use the gRPC "
-            "port with a client certificate"
-        )
-        return problem_response(Problem(403, detail), request.path)
-
-    return guard
-
-
 def build_app(node: ApiNode, replication: Replication) -> web.Application:
     middlewares: list[Any] = [problems]
     policy = getattr(node, "policy", None)
-    if policy is not None:
-        middlewares.insert(0, roles_guard(policy))
+    if policy is not None:  # inside `problems`: a refusal is a problem document
+        peers = frozenset(node.config.peers)
+        guard = Guard(policy, node.config.operator_token(), peers, getattr(node, "audit", None))
+        middlewares.append(guard.middleware())
     buckets = getattr(node, "rate_limits", None)
     if buckets is not None:
         middlewares.insert(0, rate_limited(buckets))

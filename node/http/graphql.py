@@ -39,10 +39,12 @@ from strawberry.types import Info
 
 from consensus.backend import SystemBackend
 from node.api.documents import Documents
-from node.errors import InvalidArgument
+from node.errors import InvalidArgument, PermissionDenied
+from node.http.access import Access, access_of
 from node.http.problems import Problem
 from node.http.requests import json_body
 from node.observe.view import MembersView
+from node.rbac import Need
 from node.replication.driver import ONE, Replication
 from node.tiers import agent as agent_doc
 from node.tiers import mesh as mesh_doc
@@ -115,6 +117,7 @@ class GraphContext:
     system: SystemBackend
     gossip: MembersView
     timeout_s: float
+    access: Access | None = None  # the caller, checked per field against its roles
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:
@@ -129,6 +132,14 @@ def _ctx(info: Info[GraphContext, None]) -> GraphContext:
     return info.context
 
 
+def _allow(info: Info[GraphContext, None], needs: list[Need]) -> None:
+    """PermissionDenied (an error of this field, naming the permission) unless the
+    caller's roles grant ``needs``."""
+    access = info.context.access
+    if access is not None:
+        access.require(needs, f"GraphQL {info.field_name}")
+
+
 def _page(first: int) -> int:
     if not 1 <= first <= MAX_PAGE:
         raise InvalidArgument(f"first must be within 1..{MAX_PAGE}, not {first}")
@@ -140,6 +151,7 @@ async def _indexed_meshes(
 ) -> tuple[list[str], dict[str, mesh_doc.MeshState | None]]:
     """The meshes the agent->meshes index lists for ``agent_id``, and those it could
     read (to confirm the advisory index against)."""
+    _allow(info, [Need("read", "mesh", "", True)])  # the index, and the meshes it names
     loaders = _ctx(info).loaders
     listed = await loaders.index.load(agent_id)
     states = await loaders.mesh.load_many(listed)
@@ -284,6 +296,7 @@ def _mesh(mesh_id: str, state: mesh_doc.MeshState | None) -> Mesh:
 async def _agents(
     info: Info[GraphContext, None], ids: list[str], more: bool, after: str
 ) -> AgentPage:
+    _allow(info, [Need("read", "agent", a) for a in ids])
     states = await _ctx(info).loaders.agent.load_many(ids)
     items = [_agent(a, s) for a, s in zip(ids, states, strict=True) if not isinstance(s, Exception)]
     return AgentPage(items=items, more=more, end_cursor=ids[-1] if ids else after)
@@ -306,6 +319,7 @@ class Query:
     async def agent(
         self, info: Info[GraphContext, None], id: strawberry.ID, causal_token: JSON | None = None
     ) -> Agent:
+        _allow(info, [Need("read", "agent", str(id))])
         ctx = _ctx(info)
         if causal_token:
             state = await ctx.docs.agent_get(str(id), causal_token)
@@ -317,6 +331,7 @@ class Query:
     @strawberry.field(description="Several agents, read in one batch.")
     async def agents(self, info: Info[GraphContext, None], ids: list[strawberry.ID]) -> list[Agent]:
         wanted = _ids(ids)
+        _allow(info, [Need("read", "agent", a) for a in wanted])
         states = await _ctx(info).loaders.agent.load_many(wanted)
         return [
             _agent(a, s)
@@ -327,11 +342,13 @@ class Query:
     @strawberry.field
     async def mesh(self, info: Info[GraphContext, None], id: strawberry.ID) -> Mesh:
         check_key(str(id), "id")
+        _allow(info, [Need("read", "mesh", str(id))])
         return _mesh(str(id), await _ctx(info).loaders.mesh.load(str(id)))
 
     @strawberry.field(description="Several meshes, read in one batch.")
     async def meshes(self, info: Info[GraphContext, None], ids: list[strawberry.ID]) -> list[Mesh]:
         wanted = _ids(ids)
+        _allow(info, [Need("read", "mesh", m) for m in wanted])
         states = await _ctx(info).loaders.mesh.load_many(wanted)
         return [
             _mesh(m, s) for m, s in zip(wanted, states, strict=True) if not isinstance(s, Exception)
@@ -342,6 +359,7 @@ class Query:
         self, info: Info[GraphContext, None], prefix: str = "", first: int = 100, after: str = ""
     ) -> SystemPage:
         check_prefix(prefix)
+        _allow(info, [Need("read", "system", prefix, True)])
         ctx = _ctx(info)
         res = await ctx.system.range(
             prefix, limit=_page(first), start_after=after, linearizable=True, timeout=ctx.timeout_s
@@ -373,6 +391,7 @@ class Query:
     ) -> TierKeys:
         tier_spec(tier)
         check_prefix(prefix)
+        _allow(info, [Need("read", tier, prefix, True)])
         keys, more = await _ctx(info).replication.scan(tier, prefix, after, _page(first))
         return TierKeys(keys=keys, more=more)
 
@@ -380,6 +399,7 @@ class Query:
     async def tier_value(
         self, info: Info[GraphContext, None], tier: str, key: str
     ) -> TierValue | None:
+        _allow(info, [Need("read", tier, key)])
         result = await _ctx(info).replication.read(tier, key, ONE)
         if result.state is None:
             return None
@@ -415,6 +435,7 @@ class Subscription:
         self, info: Info[GraphContext, None], prefix: str = "", after: int | None = None
     ) -> AsyncGenerator[SystemChange, None]:
         check_prefix(prefix)
+        _allow(info, [Need("read", "system", prefix, True)])
         ctx = _ctx(info)
         if after is None:
             _, after = await ctx.system.get(prefix, linearizable=True, timeout=ctx.timeout_s)
@@ -449,7 +470,7 @@ schema = strawberry.Schema(
 
 
 class _View(GraphQLView[GraphContext, None]):
-    def __init__(self, make_context: Callable[[], GraphContext]) -> None:
+    def __init__(self, make_context: Callable[[web.Request], GraphContext]) -> None:
         super().__init__(
             schema=schema,
             graphql_ide=None,
@@ -460,7 +481,7 @@ class _View(GraphQLView[GraphContext, None]):
         self._make_context = make_context
 
     async def get_context(self, request: web.Request, response: Any) -> GraphContext:
-        return self._make_context()
+        return self._make_context(request)
 
 
 def query_endpoint(
@@ -490,13 +511,18 @@ def query_endpoint(
         result = await schema.execute(
             body["query"],
             variable_values=variables,
-            context_value=GraphContext(docs, system, gossip, timeout_s),
+            context_value=GraphContext(docs, system, gossip, timeout_s, access_of(request)),
         )
         messages = [e.message for e in result.errors or ()]
         errors = [{"message": e.message, "path": e.path} for e in result.errors or ()]
         if result.data is None:
             detail = "; ".join(messages) or "the query did not run"
-            raise Problem(400, detail, extra={"errors": errors})
+            denied = all(
+                isinstance(e.original_error, PermissionDenied) for e in result.errors or ()
+            )
+            raise Problem(
+                403 if result.errors and denied else 400, detail, extra={"errors": errors}
+            )
         answer: dict[str, Any] = {"data": result.data}
         if errors:
             answer["errors"] = errors
@@ -508,7 +534,7 @@ def query_endpoint(
 def graphql_view(
     docs: Documents, system: SystemBackend, gossip: MembersView, timeout_s: float
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    view = _View(lambda: GraphContext(docs, system, gossip, timeout_s))
+    view = _View(lambda request: GraphContext(docs, system, gossip, timeout_s, access_of(request)))
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await view(request)

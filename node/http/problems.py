@@ -54,6 +54,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.OUT_OF_RANGE: 410,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.ABORTED: 504,

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ from consensus.statemachine import KeyValue
 from node.api.documents import Documents
 from node.api.tiers import tier_health
 from node.errors import AlreadyExists, InvalidArgument
+from node.http.access import access_of
 from node.http.problems import Problem
 from node.http.requests import (
     JSON,
@@ -41,6 +43,7 @@ from node.http.requests import (
     json_body,
 )
 from node.observe.view import MembersView
+from node.rbac import Need
 from node.replication.driver import Replication, UpdateResult
 from node.tiers import agent as agent_doc
 from node.tiers import mesh as mesh_doc
@@ -74,7 +77,12 @@ class ApiConfig(Protocol):
     @property
     def client_cert_auth(self) -> bool: ...
 
+    @property
+    def peers(self) -> Mapping[str, str]: ...
+
     def tls(self) -> TlsFiles | None: ...
+
+    def operator_token(self) -> str: ...
 
 
 @dataclass
@@ -241,6 +249,9 @@ class StateApi:
         idempotency = _idempotency_key(request)
         patch = await json_body(request, (MERGE_PATCH, JSON), self.body_limit)
         system_json.check_patch(patch)
+        access = access_of(request)
+        if access is not None:  # write on every key the patch names, or nothing runs
+            access.require([Need("write", "system", key) for key in patch])
         for attempt in range(PATCH_ATTEMPTS):
             current = await self._current(list(patch))
             if if_match is not None:

@@ -47,9 +47,11 @@ from aiohttp import WSMsgType, web
 
 from consensus.backend import SystemBackend
 from consensus.errors import CompactedError
+from node.http.access import Access, access_of
 from node.http.hub import Hub, Subscription
 from node.http.problems import Problem, problem_for
 from node.http.requests import int_param
+from node.rbac import Need
 from node.tiers.system_json import event_json
 from node.tiers.validation import check_key, check_prefix
 
@@ -164,7 +166,7 @@ class StreamApi:
         module docstring of :mod:`node.http.streams`, "WebSocket")."""
         ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, max_msg_size=WS_MAX_MESSAGE)
         await ws.prepare(request)
-        session = _WsSession(self, ws)
+        session = _WsSession(self, ws, access_of(request))
         try:
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
@@ -194,9 +196,12 @@ async def sse_response(request: web.Request) -> web.StreamResponse:
 class _WsSession:
     """The subscriptions of one WebSocket; every frame goes out through :meth:`send`."""
 
-    def __init__(self, api: StreamApi, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, api: StreamApi, ws: web.WebSocketResponse, access: Access | None = None
+    ) -> None:
         self._api = api
         self._ws = ws
+        self._access = access  # each subscription is checked against the caller's roles
         self._subs: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()
 
@@ -242,6 +247,8 @@ class _WsSession:
     async def _run(self, sub_id: str, message: dict[str, Any]) -> None:
         try:
             key, prefix = _ws_selector(message)
+            if self._access is not None:
+                self._access.require([Need("read", "system", key, prefix)], "WS subscribe")
             after = message.get("after")
             if after is not None and (isinstance(after, bool) or not isinstance(after, int)
                                       or after < 0):  # fmt: skip

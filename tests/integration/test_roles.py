@@ -1,9 +1,10 @@
 """Roles on a real mTLS cluster: with roles enabled a client may do only what its
 certificate's roles grant, a denial names the missing permission and changes nothing,
-the operator token stays root, and the HTTP state API is closed rather than unchecked."""
+the operator token stays root, and the HTTP port enforces the same roles."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import time
 import urllib.error
@@ -97,14 +98,19 @@ def test_roles_grant_exactly_what_they_say(tmp_path: pathlib.Path) -> None:
             assert kv is not None and kv.value == b"v1"
             root.put("/anything", "ok")
 
-        # HTTP: closed while roles are enabled (it does not enforce them yet)
-        tls = cluster.client_tls()
-        assert tls is not None
-        url = f"https://{cluster.metrics_address('n1')}/api/v1/system/app/config"
+        # HTTP: the same roles (tests/integration/test_roles_matrix.py asks a table)
+        d = cluster.tls_dir
+        alice_tls = TlsFiles(f"{d}/ca.pem", f"{d}/alice.pem", f"{d}/alice.key")
+        base_url = f"https://{cluster.metrics_address('n1')}/state/system?prefix="
+        with urllib.request.urlopen(
+            base_url + "/app/", context=alice_tls.client_context(), timeout=5
+        ) as ok:
+            assert json.loads(ok.read()) == {"/app/config": {"$base64": "djE="}}  # b"v1", not JSON
         with pytest.raises(urllib.error.HTTPError) as http_info:
-            urllib.request.urlopen(url, context=tls.client_context(), timeout=5)
+            urllib.request.urlopen(base_url + "/", context=alice_tls.client_context(), timeout=5)
         with http_info.value:  # closes its TLS connection
             assert http_info.value.code == 403
+            assert "alice lacks read on system keys under '/'" in http_info.value.read().decode()
 
         audit = pathlib.Path(cluster.data_dir("n1"), "audit.log").read_text()
         assert "alice lacks write on system" in audit or any(

@@ -1,0 +1,210 @@
+"""Roles on the HTTP port: the same decision as the gRPC port's (:func:`node.api.authz.decide`)
+for every route of the state API, the change streams, the ledger, GraphQL and the
+WebSocket (docs/security.md#roles).
+
+Who calls: the name of the TLS client certificate (``client/alice`` is the user
+``alice``; ``node/<id>`` of a configured peer is the cluster), or root when the request
+carries the operator credential as ``Authorization: Bearer <token>``.
+
+What a request needs is known from its route (:data:`ROUTE_NEEDS`, by method and path
+template) before its handler runs and before its body is read. Three kinds of route
+know it only from what they read: a system-tier merge patch (a key per member of the
+body), a WebSocket (a key or prefix per ``subscribe`` message) and GraphQL (per field
+resolved). Their handlers ask :class:`Access` (``request[ACCESS]``) once they know; an
+unidentified caller is refused before they read a byte. A route in neither table is
+refused while roles are enabled (fail closed); :data:`OPEN` routes carry no tier's data.
+A refusal is ``403`` naming the missing permission (outcome not-applied, recorded in
+the audit log) or ``503`` while the policy is not known yet.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from node.api.authz import PolicyCache, decide, ledger_needs
+from node.audit import AuditLog
+from node.errors import PermissionDenied, Unavailable
+from node.http.ledger import LEDGER_ROUTES
+from node.rbac import Need
+
+__all__ = ["ACCESS", "IN_HANDLER", "OPEN", "ROUTE_NEEDS", "Access", "Guard", "common_name"]
+
+ACCESS: Final = "tadpole.access"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RouteNeeds = Callable[[web.Request], list[Need]]
+
+
+def _doc(perm: str, tier: str, param: str) -> RouteNeeds:
+    return lambda r: [Need(perm, tier, r.match_info[param])]
+
+
+def _query_prefix(perm: str, tier: str | None = None) -> RouteNeeds:
+    """``perm`` on the keys under ``?prefix=`` (or the one ``?key=``) of ``tier`` (None:
+    the ``{tier}`` of the path)."""
+
+    def needs(r: web.Request) -> list[Need]:
+        on = tier or r.match_info["tier"]
+        key = r.query.get("key")
+        if key is not None:
+            return [Need(perm, on, key)]
+        return [Need(perm, on, r.query.get("prefix", ""), True)]
+
+    return needs
+
+
+def _tier_key(perm: str) -> RouteNeeds:
+    return lambda r: [Need(perm, r.match_info["tier"], r.match_info["key"])]
+
+
+_EVERY_MESH: Final = [Need("read", "mesh", "", True)]
+
+ROUTE_NEEDS: dict[tuple[str, str], RouteNeeds] = {
+    ("GET", "/state/agent/{agent_id}"): _doc("read", "agent", "agent_id"),
+    ("PUT", "/state/agent/{agent_id}"): _doc("write", "agent", "agent_id"),
+    ("PATCH", "/state/agent/{agent_id}"): _doc("write", "agent", "agent_id"),
+    ("GET", "/state/mesh/{mesh_id}"): _doc("read", "mesh", "mesh_id"),
+    ("PUT", "/state/mesh/{mesh_id}"): _doc("write", "mesh", "mesh_id"),
+    ("DELETE", "/state/mesh/{mesh_id}"): _doc("write", "mesh", "mesh_id"),
+    ("GET", "/state/system"): _query_prefix("read", "system"),
+    ("GET", "/api/v1/tiers/{tier}"): _query_prefix("read"),
+    ("GET", "/api/v1/tiers/{tier}/{key}"): _tier_key("read"),
+    ("POST", "/api/v1/tiers/{tier}/{key}"): _tier_key("write"),
+    # The agent -> meshes index and the meshes it names: any mesh may be read.
+    ("GET", "/api/v1/graph/meshes-of/{agent_id}"): lambda r: _EVERY_MESH,
+    ("GET", "/api/v1/graph/neighbours-of/{agent_id}"): lambda r: _EVERY_MESH,
+    ("GET", "/api/v1/graph/members-of/{mesh_id}"): _doc("read", "mesh", "mesh_id"),
+    ("GET", "/api/v1/changes/{tier}"): _query_prefix("read"),
+    ("GET", "/api/v1/changes/{tier}/watch"): _query_prefix("read"),
+    ("GET", "/api/v1/events"): _query_prefix("read", "system"),
+    ("GET", "/api/v1/watch"): _query_prefix("read", "system"),
+}
+
+
+def _ledger_call(call: str) -> RouteNeeds:
+    return lambda _request: ledger_needs(call)
+
+
+for _route in LEDGER_ROUTES:
+    ROUTE_NEEDS[(_route.method.upper(), _route.path)] = _ledger_call(_route.call)
+
+# Routes whose handler asks once it has read what the request names.
+IN_HANDLER: Final = frozenset(
+    {
+        ("PATCH", "/state/system"),
+        ("GET", "/api/v1/ws"),
+        ("GET", "/graphql"),
+        ("POST", "/graphql"),
+        ("GET", "/api/v1/query"),
+        ("POST", "/api/v1/query"),
+    }
+)
+# No tier's data: probes, metrics, the node's own view of the cluster (as gRPC's
+# Cluster/Members and Status), the API's description and the console's static files.
+OPEN: Final = frozenset(
+    {
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/api/v1/status"),
+        ("GET", "/api/v1/members"),
+        ("GET", "/api/v1/openapi.json"),
+        ("GET", "/ui"),
+        ("GET", "/ui/{name}"),
+    }
+)
+
+
+def common_name(cert: Any) -> str | None:
+    """The subject common name of a certificate as ``ssl`` decodes it (None: none)."""
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One request's caller, and the check its handler asks when it knows more."""
+
+    guard: Guard
+    request: web.Request
+    name: str | None  # the client certificate's name
+    trusted: bool  # root or a node of the cluster
+
+    def require(self, needs: list[Need], what: str = "") -> None:
+        """Return when the caller holds ``needs``; else PermissionDenied naming the
+        missing one (Unavailable while the policy is not known)."""
+        self.guard.check(self, needs, what or _template(self.request))
+
+
+def _template(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return f"{request.method} {resource.canonical if resource is not None else request.path}"
+
+
+class Guard:
+    def __init__(
+        self,
+        policy: PolicyCache,
+        operator_token: str,
+        peers: frozenset[str],
+        audit: AuditLog | None = None,
+    ) -> None:
+        self._policy = policy
+        self._operator = f"Bearer {operator_token}".encode() if operator_token else b""
+        self._nodes = frozenset(f"node/{p}" for p in peers)
+        self._audit = audit
+
+    def access(self, request: web.Request) -> Access:
+        transport = request.transport
+        name = common_name(transport.get_extra_info("peercert") if transport else None)
+        presented = request.headers.get("Authorization", "").encode()
+        root = bool(self._operator) and hmac.compare_digest(presented, self._operator)
+        return Access(self, request, name, root or name in self._nodes)
+
+    def check(self, access: Access, needs: list[Need] | None, what: str) -> None:
+        refusal = decide(self._policy.get(), access.name, access.trusted, needs, what)
+        if refusal is None:
+            return
+        if refusal.unknown:
+            raise Unavailable(refusal.message)
+        if self._audit is not None:
+            peer = access.request.remote or ""
+            self._audit.record(access.name or "anonymous", peer, what, "denied", refusal.message)
+        raise PermissionDenied(refusal.message)
+
+    def middleware(self) -> Any:
+        @web.middleware
+        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            resource = request.match_info.route.resource
+            if resource is None:  # no such route: the 404/405 answer says so
+                return await handler(request)
+            method = "GET" if request.method == "HEAD" else request.method
+            route = (method, resource.canonical)
+            if route in OPEN:
+                return await handler(request)
+            access = self.access(request)
+            request[ACCESS] = access
+            needs = ROUTE_NEEDS.get(route)
+            if route in IN_HANDLER:
+                # Nothing of the request is read for a caller with no roles at all.
+                policy = self._policy.get()
+                checked = policy is None or policy.enabled
+                if checked and not (access.trusted or access.name):
+                    self.check(access, [], f"{method} {resource.canonical}")
+                return await handler(request)
+            self.check(access, None if needs is None else needs(request), f"{method} {route[1]}")
+            return await handler(request)
+
+        return guard
+
+
+def access_of(request: web.Request) -> Access | None:
+    """The request's :class:`Access` (None on an app built without roles: tests)."""
+    found = request.get(ACCESS)
+    return found if isinstance(found, Access) else None
