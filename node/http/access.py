@@ -142,6 +142,17 @@ class Access:
         self.guard.check(self, needs, what or _template(self.request))
 
 
+def _peer(request: web.Request) -> str:
+    """The caller's address as gRPC names a peer (``ipv4:10.0.0.7:51234``), so the
+    audit trail reads alike for both ports."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport else None
+    if not peer:
+        return request.remote or ""
+    host, port = peer[0], peer[1]
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+
+
 def _template(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return f"{request.method} {resource.canonical if resource is not None else request.path}"
@@ -174,7 +185,7 @@ class Guard:
         if refusal.unknown:
             raise Unavailable(refusal.message)
         if self._audit is not None:
-            peer = access.request.remote or ""
+            peer = _peer(access.request)
             self._audit.record(access.name or "anonymous", peer, what, "denied", refusal.message)
         raise PermissionDenied(refusal.message)
 

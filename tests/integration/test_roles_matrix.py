@@ -241,7 +241,14 @@ async def test_denied_writes_changed_nothing_and_are_audited(cluster: LocalClust
     audit = "".join(
         pathlib.Path(cluster.data_dir(n), "audit.log").read_text() for n in cluster.node_ids
     )
-    assert "PATCH /state/system" in audit and "carol lacks write on system '/app/x'" in audit
+    records = [json.loads(line) for line in audit.splitlines()]
+    http_denials = [
+        r for r in records if r["action"] == "PATCH /state/system" and r["result"] == "denied"
+    ]
+    assert http_denials, records
+    assert all(r["who"] == "client/carol" for r in http_denials)
+    assert any(r["detail"] == "carol lacks write on system '/app/x'" for r in http_denials)
+    assert all(r["from"].startswith("ipv4:127.0.0.1:") for r in http_denials)  # as gRPC's
 
 
 async def test_root_and_nodes_are_never_checked_and_a_user_without_roles_gets_nothing(
