@@ -24,10 +24,27 @@ import grpc
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 
+# (CA, certificate, key) files of a client of a TLS cluster; None: plaintext.
+Tls = tuple[str, str, str] | None
 
-def find_leader(endpoints: list[str]) -> str:
+
+def _credentials(tls: Tls) -> grpc.ChannelCredentials | None:
+    if tls is None:
+        return None
+    files = []
+    for path in tls:
+        with open(path, "rb") as f:
+            files.append(f.read())
+    return grpc.ssl_channel_credentials(files[0], private_key=files[2], certificate_chain=files[1])
+
+
+def find_leader(endpoints: list[str], tls: Tls = None) -> str:
+    creds = _credentials(tls)
     for address in endpoints:
-        with grpc.insecure_channel(address) as ch:
+        channel = (
+            grpc.insecure_channel(address) if creds is None else grpc.secure_channel(address, creds)
+        )
+        with channel as ch:
             try:
                 st = pb_grpc.ClusterStub(ch).Status(pb.StatusRequest(), timeout=2)
             except grpc.RpcError:
@@ -38,9 +55,14 @@ def find_leader(endpoints: list[str]) -> str:
 
 
 async def _worker_proc(
-    address: str, clients: int, seconds: float, op: str, tag: str
+    address: str, clients: int, seconds: float, op: str, tag: str, tls: Tls = None
 ) -> list[float]:
-    channel = grpc.aio.insecure_channel(address)
+    creds = _credentials(tls)
+    channel = (
+        grpc.aio.insecure_channel(address)
+        if creds is None
+        else grpc.aio.secure_channel(address, creds)
+    )
     kv = pb_grpc.KVStub(channel)
     tiers = pb_grpc.TiersStub(channel)
     value = b"x" * 256
@@ -88,16 +110,18 @@ async def _worker_proc(
     return latencies
 
 
-def _run(args: tuple[str, int, float, str, str]) -> list[float]:
+def _run(args: tuple[str, int, float, str, str, Tls]) -> list[float]:
     return asyncio.run(_worker_proc(*args))
 
 
-def measure(address: str, clients: int, seconds: float, op: str, procs: int) -> dict[str, float]:
+def measure(
+    address: str, clients: int, seconds: float, op: str, procs: int, tls: Tls = None
+) -> dict[str, float]:
     procs = max(1, min(procs, clients))
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
         started = time.perf_counter()
-        parts = pool.map(_run, [(address, n, seconds, op, f"p{i}") for i, n in enumerate(per)])
+        parts = pool.map(_run, [(address, n, seconds, op, f"p{i}", tls) for i, n in enumerate(per)])
         elapsed = time.perf_counter() - started
     lat = sorted(x for part in parts for x in part)
     q = statistics.quantiles(lat, n=100, method="inclusive")
