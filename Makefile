@@ -6,18 +6,18 @@ PY := $(VENV)/bin/python
 PORT_BASE ?= 7100
 CLUSTER_DIR ?= .cluster
 NODES ?= n1 n2 n3
-# TLS=1: mutual TLS on every port, with a throw-away CA in $(CLUSTER_DIR)/tls/
-TLS ?=
+# Mutual TLS on every port, with a throw-away CA in $(CLUSTER_DIR)/tls/ (TLS=0: plaintext)
+TLS ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps proto cluster cluster-stop cluster-status test test-fast test-unit \
 	test-integration client check lint typecheck imports coverage clean bench bench-http chaos monitor \
 	monitor-stop bench-ab bench-population bench-instrumentation postgres dr-drill bench-backup \
-	bench-atrest bench-ledger
+	bench-atrest bench-ledger bench-security
 
 help:
 	@echo "make cluster          start a three-node cluster in the background ($(CLUSTER_DIR)/, ports $(PORT_BASE)+1..3)"
-	@echo "                      TLS=1: mutual TLS on every port (CA and certificates in $(CLUSTER_DIR)/tls/)"
+	@echo "                      mutual TLS on every port (CA and certificates in $(CLUSTER_DIR)/tls/); TLS=0: plaintext"
 	@echo "make cluster-stop     stop it (SIGTERM, then wait)"
 	@echo "make cluster-status   its members, through the CLI"
 	@echo "make monitor          Prometheus on 127.0.0.1:9090 scraping it, alert rules loaded (monitor-stop)"
@@ -40,6 +40,7 @@ help:
 	@echo "make dr-drill         back up a cluster under load, destroy it, restore it, check every write (DRILL_ARGS)"
 	@echo "make bench-backup     backup/restore throughput at 100k keys, incremental size (BACKUP_BENCH_ARGS)"
 	@echo "make bench-atrest     put throughput with encryption at rest off vs on, same run (ATREST_BENCH_ARGS)"
+	@echo "make bench-security   put/get with mutual TLS and roles off vs on, same run (SECURITY_BENCH_ARGS)"
 	@echo "make bench-ledger     AssignJob -> PostgreSQL throughput and export lag vs direct inserts (LEDGER_BENCH_ARGS)"
 	@echo "make postgres         start this machine's PostgreSQL with the ledger tests' database (make test runs it)"
 	@echo "make venv / clean     create $(VENV) from constraints.txt / remove it and all caches"
@@ -58,7 +59,7 @@ proto: venv
 
 cluster: venv
 	@$(PY) -m node.dev.cluster start --base-port $(PORT_BASE) --dir $(CLUSTER_DIR) \
-		$(if $(TLS),--tls) $(NODES)
+		$(if $(filter-out 0,$(TLS)),--tls,--no-tls) $(NODES)
 
 cluster-stop:
 	@if test -x $(PY); then $(PY) -m node.dev.cluster stop --dir $(CLUSTER_DIR); else echo "no venv, nothing to stop"; fi
@@ -66,21 +67,24 @@ cluster-stop:
 cluster-status: venv
 	@$(VENV)/bin/tadpole --endpoints $$($(PY) -m node.dev.cluster endpoints --dir $(CLUSTER_DIR)) members
 
-# A local Prometheus for `make cluster`: deploy/prometheus/prometheus.yml (scrapes
-# 127.0.0.1:7201-7203) with deploy/prometheus/rules.yml, data under $(CLUSTER_DIR)/prometheus.
+# A local Prometheus for `make cluster`: deploy/prometheus/prometheus.yml made for its
+# ports and certificates (node.dev.cluster prometheus), with deploy/prometheus/rules.yml;
+# configuration and data under $(CLUSTER_DIR)/prometheus.
 PROMETHEUS_LISTEN ?= 127.0.0.1:9090
-monitor: system-deps
+monitor: system-deps venv
+	@test -f $(CLUSTER_DIR)/cluster.json || { echo "no cluster in $(CLUSTER_DIR): make cluster first"; exit 1; }
 	@mkdir -p $(CLUSTER_DIR)/prometheus
+	@$(PY) -m node.dev.cluster prometheus --dir $(CLUSTER_DIR) > $(CLUSTER_DIR)/prometheus/prometheus.yml
 	@if [ -f $(CLUSTER_DIR)/prometheus/pid ] && kill -0 $$(cat $(CLUSTER_DIR)/prometheus/pid) 2>/dev/null; then \
 		echo "Prometheus already running (pid $$(cat $(CLUSTER_DIR)/prometheus/pid))"; exit 0; fi; \
-	prometheus --config.file=deploy/prometheus/prometheus.yml \
+	prometheus --config.file=$(CLUSTER_DIR)/prometheus/prometheus.yml \
 		--storage.tsdb.path=$(CLUSTER_DIR)/prometheus/data --web.listen-address=$(PROMETHEUS_LISTEN) \
 		> $(CLUSTER_DIR)/prometheus/prometheus.log 2>&1 & echo $$! > $(CLUSTER_DIR)/prometheus/pid; \
 	for i in $$(seq 50); do curl -sf http://$(PROMETHEUS_LISTEN)/-/ready >/dev/null && break; sleep 0.2; done; \
 	curl -sf http://$(PROMETHEUS_LISTEN)/-/ready >/dev/null \
 		|| { echo "Prometheus did not start; see $(CLUSTER_DIR)/prometheus/prometheus.log"; exit 1; }; \
 	echo "Prometheus http://$(PROMETHEUS_LISTEN)  alerts http://$(PROMETHEUS_LISTEN)/alerts  (make monitor-stop)"; \
-	echo "Console    http://127.0.0.1:$$(( $(PORT_BASE) + 101 ))/ui (every node serves one: +101, +102, +103)"
+	$(PY) -m node.dev.cluster console --dir $(CLUSTER_DIR)
 
 monitor-stop:
 	@if [ -f $(CLUSTER_DIR)/prometheus/pid ]; then kill $$(cat $(CLUSTER_DIR)/prometheus/pid) 2>/dev/null; \
@@ -245,6 +249,10 @@ bench-backup: venv
 
 bench-atrest: venv
 	$(PY) bench/atrest_bench.py $(ATREST_BENCH_ARGS)
+
+# System-tier put and get, plaintext without roles vs mutual TLS with roles enabled.
+bench-security: venv
+	$(PY) bench/security_bench.py $(SECURITY_BENCH_ARGS)
 
 # AssignJob -> row in PostgreSQL (throughput, export lag) beside direct inserts.
 bench-ledger: venv postgres

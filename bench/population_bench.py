@@ -25,12 +25,19 @@ import grpc
 
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.tls import dev_cluster_tls
 
 
 async def _load(
     endpoints: list[str], clients: int, batch: int, seconds: float, keys: int, tag: str
 ) -> tuple[int, list[float], int]:
-    channels = [grpc.aio.insecure_channel(e) for e in endpoints]
+    tls = dev_cluster_tls(endpoints)  # `make cluster` runs mutual TLS
+    channels = [
+        grpc.aio.insecure_channel(e)
+        if tls is None
+        else grpc.aio.secure_channel(e, tls.channel_credentials())
+        for e in endpoints
+    ]
     stubs = [pb_grpc.TiersStub(c) for c in channels]
     done, failed, latencies = 0, 0, []
     deadline = time.perf_counter() + seconds

@@ -24,11 +24,20 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from node.tls import server_name_for
 
-__all__ = ["CertError", "Issued", "client_name", "create_ca", "issue", "node_name"]
+__all__ = [
+    "CertError",
+    "Issued",
+    "client_name",
+    "create_ca",
+    "issue",
+    "node_name",
+    "pkcs12_bundle",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -184,3 +193,18 @@ def issue(
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     os.replace(tmp, issued.cert)
     return issued
+
+
+def pkcs12_bundle(cert_file: str, key_file: str) -> bytes:
+    """The certificate and its key as one PKCS#12 file, the form browsers import a
+    client certificate in (no password: the file is kept 0600 like the key)."""
+    with open(cert_file, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    with open(key_file, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CertError(f"{key_file}: not an EC private key")
+    name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    return pkcs12.serialize_key_and_certificates(
+        str(name).encode(), key, cert, None, serialization.NoEncryption()
+    )

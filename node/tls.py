@@ -18,6 +18,7 @@ up a rotated client certificate.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import ssl
@@ -35,6 +36,7 @@ __all__ = [
     "TlsFiles",
     "aio_channel",
     "close_later",
+    "dev_cluster_tls",
     "peer_common_name",
     "sync_channel",
 ]
@@ -274,3 +276,22 @@ def close_later(channels: Iterable[grpc.aio.Channel], grace_s: float) -> None:
         task = loop.create_task(channel.close(grace=grace_s))
         _closing.add(task)
         task.add_done_callback(_closing.discard)
+
+
+def dev_cluster_tls(endpoints: Iterable[str], root: str = ".cluster") -> TlsFiles | None:
+    """The CLI's TLS files of the dev cluster in ``root`` (``make cluster``), when it runs
+    TLS and ``endpoints`` are its nodes (any other cluster gets no certificate by
+    default); None otherwise."""
+    try:
+        with open(os.path.join(root, "cluster.json"), encoding="utf-8") as f:
+            doc = json.load(f)
+        if not doc.get("tls") or not set(endpoints) <= set(doc["nodes"].values()):
+            return None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+    tls_dir = os.path.join(root, "tls")
+    return TlsFiles(
+        os.path.join(tls_dir, "ca.pem"),
+        os.path.join(tls_dir, "cli.pem"),
+        os.path.join(tls_dir, "cli.key"),
+    )

@@ -47,7 +47,7 @@ from node.client import (
     parse_endpoints,
 )
 from node.client.errors import InvalidArgument, TadpoleError
-from node.tls import TlsError, TlsFiles
+from node.tls import TlsError, TlsFiles, dev_cluster_tls
 
 __all__ = ["cli"]
 
@@ -132,28 +132,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 # -- plumbing ------------------------------------------------------------------------
-
-
-# Where `make cluster --tls` keeps its CA and the CLI's certificate (node/dev/cluster.py).
-_DEV_CLUSTER = ".cluster"
-
-
-def _dev_cluster_tls(endpoints: list[str]) -> TlsFiles | None:
-    """The TLS files of the dev cluster in ./.cluster, when it was started with TLS and
-    ``endpoints`` are its nodes (any other cluster gets no certificate by default)."""
-    try:
-        with open(os.path.join(_DEV_CLUSTER, "cluster.json"), encoding="utf-8") as f:
-            doc = json.load(f)
-        if not doc.get("tls") or not set(endpoints) <= set(doc["nodes"].values()):
-            return None
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        return None
-    tls_dir = os.path.join(_DEV_CLUSTER, "tls")
-    return TlsFiles(
-        os.path.join(tls_dir, "ca.pem"),
-        os.path.join(tls_dir, "cli.pem"),
-        os.path.join(tls_dir, "cli.key"),
-    )
 
 
 class _Settings:
@@ -365,6 +343,9 @@ def _endpoints_option(_ctx: click.Context, _param: click.Parameter, value: str) 
               help="Client certificate to present (env TADPOLE_CERT_FILE).")  # fmt: skip
 @click.option("--key-file", envvar="TADPOLE_KEY_FILE", default=None, metavar="PEM",
               help="Its private key (env TADPOLE_KEY_FILE).")  # fmt: skip
+@click.option("--insecure", is_flag=True, default=False,
+              help="Speak plaintext, even to the dev cluster (one started with"
+              " `make cluster TLS=0`); a TLS cluster refuses it.")  # fmt: skip
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -374,16 +355,21 @@ def cli(
     ca_file: str | None,
     cert_file: str | None,
     key_file: str | None,
+    insecure: bool,
 ) -> None:
     """Operate a Tadpole State cluster."""
+    if insecure and (ca_file or cert_file):
+        _fail("--insecure speaks plaintext: leave out --ca-file and --cert-file", EXIT_USAGE)
     if bool(cert_file) != bool(key_file):
         _fail("--cert-file and --key-file go together", EXIT_USAGE)
     if cert_file and not ca_file:
         _fail("a client certificate needs --ca-file (the CA that signed the servers)", EXIT_USAGE)
     tls = (
-        TlsFiles(ca_file, cert_file or "", key_file or "")
+        None
+        if insecure
+        else TlsFiles(ca_file, cert_file or "", key_file or "")
         if ca_file
-        else _dev_cluster_tls(endpoints)
+        else dev_cluster_tls(endpoints)
     )
     token = None
     if token_file is not None:

@@ -29,7 +29,7 @@ import click
 import grpc
 
 from consensus.atrest import generate_line
-from node.certs import create_ca, issue
+from node.certs import create_ca, issue, pkcs12_bundle
 from node.config import operator_token_for
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -173,6 +173,18 @@ class LocalCluster:
                       hosts=(self.host, "localhost"))  # fmt: skip
         if not os.path.exists(os.path.join(self.tls_dir, "cli.pem")):
             issue(self.tls_dir, self.tls_dir, "cli", client="cli")
+        self._write_client_bundles()
+
+    def _write_client_bundles(self) -> None:
+        """The CLI's certificate for other clients: ``curlrc`` (``curl -K``) and
+        ``cli.p12`` (a browser imports it, with ``ca.pem`` as an authority, to open the
+        console), both 0600, with absolute paths so they work from any directory."""
+        tls = self.client_tls()
+        assert tls is not None
+        files = (("cacert", tls.ca), ("cert", tls.cert), ("key", tls.key))
+        lines = [f'{name} = "{os.path.abspath(path)}"' for name, path in files]
+        _write_private(os.path.join(self.tls_dir, "curlrc"), ("\n".join(lines) + "\n").encode())
+        _write_private(os.path.join(self.tls_dir, "cli.p12"), pkcs12_bundle(tls.cert, tls.key))
 
     def prepare(self) -> None:
         os.makedirs(self.root, exist_ok=True)
@@ -192,9 +204,9 @@ class LocalCluster:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         with open(os.path.join(self.root, "cluster.json"), "w") as f:
-            json.dump(
-                {"nodes": self.addresses, "encrypt": self.encrypt, "tls": self.tls}, f, indent=2
-            )
+            http = {n: a for n in self.node_ids if (a := self.metrics_address(n))}
+            doc = {"nodes": self.addresses, "http": http, "encrypt": self.encrypt, "tls": self.tls}
+            json.dump(doc, f, indent=2)
 
     def command(self, node_id: str) -> list[str]:
         addrs = self.addresses
@@ -346,6 +358,42 @@ class LocalCluster:
             return True
 
 
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def prometheus_config(root: str, rules: str, interval: str = "5s") -> str:
+    """A Prometheus configuration scraping every node of the cluster in ``root`` (over
+    HTTPS with the CLI's certificate when it runs TLS) with the alert rules ``rules``:
+    ``deploy/prometheus/prometheus.yml`` made for this cluster's ports and files."""
+    with open(os.path.join(root, "cluster.json")) as f:
+        doc = json.load(f)
+    targets = ", ".join(json.dumps(a) for a in (doc.get("http") or {}).values())
+    lines = [
+        "# Written by `make monitor` for the cluster in " + os.path.abspath(root),
+        "global:",
+        f"  evaluation_interval: {interval}",
+        "rule_files:",
+        f"  - {json.dumps(os.path.abspath(rules))}",
+        "scrape_configs:",
+        "  - job_name: tadpole",
+        f"    scrape_interval: {interval}",
+    ]
+    if doc.get("tls"):
+        tls = os.path.abspath(os.path.join(root, "tls"))
+        lines += [
+            "    scheme: https",
+            "    tls_config:",
+            f"      ca_file: {json.dumps(os.path.join(tls, 'ca.pem'))}",
+            f"      cert_file: {json.dumps(os.path.join(tls, 'cli.pem'))}",
+            f"      key_file: {json.dumps(os.path.join(tls, 'cli.key'))}",
+        ]
+    lines += ["    static_configs:", f"      - targets: [{targets}]"]
+    return "\n".join(lines) + "\n"
+
+
 def _tls_flags(tls: TlsFiles | None) -> list[str]:
     """The CLI's flags for ``tls``."""
     if tls is None:
@@ -381,7 +429,7 @@ def main() -> None:
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 @click.option("--encrypt/--no-encrypt", default=True, show_default=True,
               help="Encryption at rest with the keyring DIR/at-rest.keys.")  # fmt: skip
-@click.option("--tls/--no-tls", default=False, show_default=True,
+@click.option("--tls/--no-tls", default=True, show_default=True,
               help="Mutual TLS on every port, with a throw-away CA in DIR/tls/.")  # fmt: skip
 @click.argument("node_ids", nargs=-1)
 def start(
@@ -416,6 +464,11 @@ def start(
         click.echo(f"error: no leader elected within {timeout:.0f} s; see the logs above", err=True)
         sys.exit(1)
     click.echo(f"leader: {leader}\n")
+    if tls:
+        click.echo(
+            f"mutual TLS: the CLI finds its certificate in {cluster.tls_dir}/ by itself; "
+            f"curl -K {cluster.tls_dir}/curlrc https://...\n"
+        )
     subprocess.run(
         [
             sys.executable,
@@ -445,6 +498,34 @@ def stop(root: str) -> None:
             continue
         clean = cluster.stop_node(node_id)
         click.echo(f"{node_id}: stopped (pid {pid}{'' if clean else ', had to SIGKILL'})")
+
+
+@main.command()
+@click.option("--dir", "root", default=".cluster", show_default=True)
+@click.option("--rules", default="deploy/prometheus/rules.yml", show_default=True)
+def prometheus(root: str, rules: str) -> None:
+    """Print a Prometheus configuration scraping the cluster in DIR (make monitor)."""
+    click.echo(prometheus_config(root, rules), nl=False)
+
+
+@main.command()
+@click.option("--dir", "root", default=".cluster", show_default=True)
+def console(root: str) -> None:
+    """Print where the web console of the cluster in DIR is served."""
+    with open(os.path.join(root, "cluster.json")) as f:
+        doc = json.load(f)
+    http = list((doc.get("http") or {}).values())
+    if not http:
+        click.echo("no HTTP listener: the console needs one (--metrics-base-port)")
+        return
+    scheme = "https" if doc.get("tls") else "http"
+    click.echo(f"Console    {scheme}://{http[0]}/ui (every node serves one: {', '.join(http[1:])})")
+    if doc.get("tls"):
+        tls = os.path.join(root, "tls")
+        click.echo(
+            f"           a browser opens it with {tls}/cli.p12 imported (its certificates) "
+            f"and {tls}/ca.pem trusted (authorities)"
+        )
 
 
 @main.command()

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from node.dev.cluster import LocalCluster, prometheus_config
+from node.tls import TlsFiles
 from tests.integration.conftest import free_base_port
 
 pytestmark = pytest.mark.integration
@@ -62,10 +64,12 @@ def _dashboard_queries() -> list[tuple[str, str]]:
     return [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
 
 
-def _check_dashboard(api: str, metrics_address: str) -> None:
+def _check_dashboard(api: str, metrics_address: str, tls: TlsFiles) -> None:
     """Every panel's query parses and evaluates in the real Prometheus, and every
     metric it names is one the nodes export (or a recording rule of rules.yml)."""
-    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(
+        f"https://{metrics_address}/metrics", context=tls.client_context(), timeout=5
+    ) as resp:
         exported = set(METRIC.findall(resp.read().decode()))
     queries = _dashboard_queries()
     assert len(queries) >= 20
@@ -92,17 +96,19 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
 
 @needs_prometheus
 def test_a_real_prometheus_fires_node_down_for_the_killed_node(tmp_path: Path) -> None:
-    from node.dev.cluster import LocalCluster
-
     base = free_base_port(3)
     metrics_base = free_base_port(3)
     while abs(metrics_base - base) < 10:
         metrics_base = free_base_port(3)
+    # `make cluster` and `make monitor`: mutual TLS, and the configuration made for the
+    # cluster (the CLI's certificate, the shipped rules with every `for:` shortened to
+    # 2 s so the test does not sit out the production hold times; promtool's unit
+    # tests cover those).
     cluster = LocalCluster(
-        str(tmp_path / "cluster"), ["n1", "n2", "n3"], base, metrics_base_port=metrics_base
-    )
-    # The shipped rules, with every `for:` shortened to 2 s so the test does not sit
-    # out the production hold times (promtool's unit tests cover those).
+        str(tmp_path / "cluster"), ["n1", "n2", "n3"], base, metrics_base_port=metrics_base,
+        tls=True,
+    )  # fmt: skip
+    cluster.prepare()
     rules = tmp_path / "rules.yml"
     rules.write_text(
         "\n".join(
@@ -110,17 +116,11 @@ def test_a_real_prometheus_fires_node_down_for_the_killed_node(tmp_path: Path) -
             for line in RULES.read_text().splitlines()
         )
     )
-    targets = [cluster.metrics_address(n) for n in cluster.node_ids]
     port = free_base_port(1) + 1
     config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: [{json.dumps(str(rules))}]\n"
-        "scrape_configs:\n"
-        "  - job_name: tadpole\n"
-        "    static_configs:\n"
-        f"      - targets: {json.dumps(targets)}\n"
-    )
+    config.write_text(prometheus_config(cluster.root, str(rules), interval="1s"))
+    checked = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed below
     prometheus = subprocess.Popen(
         [
@@ -142,7 +142,9 @@ def test_a_real_prometheus_fires_node_down_for_the_killed_node(tmp_path: Path) -
             return len(result) == 3 and all(r["value"][1] == "1" for r in result)
 
         _wait(all_up, 60, "Prometheus to scrape all three nodes")
-        _check_dashboard(api, cluster.metrics_address(cluster.node_ids[0]))
+        tls = cluster.client_tls()
+        assert tls is not None
+        _check_dashboard(api, cluster.metrics_address(cluster.node_ids[0]) or "", tls)
         time.sleep(4)  # two rule evaluations past the hold time: nothing may fire
         assert _firing(api, "TadpoleNodeDown") == []
         assert _firing(api, "TadpoleNoLeader") == []

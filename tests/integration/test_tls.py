@@ -28,6 +28,7 @@ from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.tls import TlsFiles, server_name_for, sync_channel
+from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +96,11 @@ def test_clients_without_the_right_certificate_are_refused(
             with pytest.raises(Unavailable):
                 c.get("/tls/a")
             print(what, "refused")
+    tls_flags = ("--ca-file", tls.ca, "--cert-file", tls.cert, "--key-file", tls.key)
+    assert run_cli(cluster, *tls_flags, "put", "/tls/cli", "tls").returncode == 0
+    insecure = run_cli(cluster, "--timeout", "2", "--insecure", "put", "/tls/cli", "plain")
+    assert insecure.returncode == 1 and "unavailable" in insecure.stderr, insecure
+    assert run_cli(cluster, *tls_flags, "get", "/tls/cli").stdout == "tls\n"
 
 
 def test_a_node_certificate_cannot_speak_for_another_node(cluster: LocalCluster) -> None:

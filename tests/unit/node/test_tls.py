@@ -85,19 +85,19 @@ def test_the_https_context_is_tls_1_2_or_newer_and_reloads_changed_files(
 def test_the_cli_uses_the_dev_clusters_certificates_only_for_that_cluster(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from node.cli.app import _dev_cluster_tls
+    from node.tls import dev_cluster_tls
 
     monkeypatch.chdir(tmp_path)
-    assert _dev_cluster_tls(["127.0.0.1:7101"]) is None  # no dev cluster here
+    assert dev_cluster_tls(["127.0.0.1:7101"]) is None  # no dev cluster here
     (tmp_path / ".cluster").mkdir()
     doc = {"nodes": {"n1": "127.0.0.1:7101", "n2": "127.0.0.1:7102"}, "tls": True}
     (tmp_path / ".cluster" / "cluster.json").write_text(json.dumps(doc))
-    found = _dev_cluster_tls(["127.0.0.1:7101", "127.0.0.1:7102"])
+    found = dev_cluster_tls(["127.0.0.1:7101", "127.0.0.1:7102"])
     assert found is not None and found.cert == os.path.join(".cluster", "tls", "cli.pem")
-    assert _dev_cluster_tls(["127.0.0.1:9999"]) is None  # another cluster: plaintext
+    assert dev_cluster_tls(["127.0.0.1:9999"]) is None  # another cluster: plaintext
     doc["tls"] = False
     (tmp_path / ".cluster" / "cluster.json").write_text(json.dumps(doc))
-    assert _dev_cluster_tls(["127.0.0.1:7101"]) is None
+    assert dev_cluster_tls(["127.0.0.1:7101"]) is None
 
 
 def test_renewal_says_once_per_change_and_looks_at_most_every_interval(

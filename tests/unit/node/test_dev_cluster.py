@@ -1,0 +1,50 @@
+"""What `make cluster` writes for its clients: the certificate bundles for curl and a
+browser, and the Prometheus configuration `make monitor` runs (no processes started)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import stat
+
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from node.dev.cluster import LocalCluster, prometheus_config
+
+
+def test_a_tls_cluster_leaves_bundles_for_curl_and_a_browser(tmp_path: pathlib.Path) -> None:
+    cluster = LocalCluster(
+        str(tmp_path / "c"), ["n1", "n2"], 7100, metrics_base_port=7200, tls=True
+    )
+    cluster.prepare()
+    tls = pathlib.Path(cluster.tls_dir)
+    curlrc = (tls / "curlrc").read_text().splitlines()
+    assert curlrc == [
+        f'cacert = "{tls.resolve() / "ca.pem"}"',
+        f'cert = "{tls.resolve() / "cli.pem"}"',
+        f'key = "{tls.resolve() / "cli.key"}"',
+    ]
+    bundle = pkcs12.load_pkcs12((tls / "cli.p12").read_bytes(), None)
+    assert bundle.cert is not None and bundle.key is not None
+    assert bundle.cert.friendly_name == b"client/cli"
+    for name in ("curlrc", "cli.p12", "cli.key"):
+        assert stat.S_IMODE(os.stat(tls / name).st_mode) == 0o600, name
+    doc = json.loads((tmp_path / "c" / "cluster.json").read_text())
+    assert doc["http"] == {"n1": "127.0.0.1:7201", "n2": "127.0.0.1:7202"} and doc["tls"]
+
+
+def test_the_prometheus_configuration_scrapes_this_cluster(tmp_path: pathlib.Path) -> None:
+    secure = LocalCluster(str(tmp_path / "s"), ["n1"], 7100, metrics_base_port=7300, tls=True)
+    secure.prepare()
+    config = prometheus_config(secure.root, "deploy/prometheus/rules.yml")
+    assert '- targets: ["127.0.0.1:7301"]' in config
+    assert "scheme: https" in config
+    assert f'cert_file: "{os.path.abspath(secure.tls_dir)}/cli.pem"' in config
+    assert f'- "{os.path.abspath("deploy/prometheus/rules.yml")}"' in config
+    plain = LocalCluster(str(tmp_path / "p"), ["n1", "n2"], 7100, metrics_base_port=7400)
+    plain.prepare()
+    config = prometheus_config(plain.root, "rules.yml", interval="1s")
+    assert "scheme" not in config and "tls_config" not in config
+    assert "scrape_interval: 1s" in config
+    assert '- targets: ["127.0.0.1:7401", "127.0.0.1:7402"]' in config
