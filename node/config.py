@@ -20,6 +20,7 @@ from typing import Any
 
 from consensus.atrest import Keyring, KeyringError
 from consensus.raft.backend import RaftConfig
+from node.authn import Tokens
 from node.ratelimit import TokenBuckets
 from node.tls import TlsFiles
 
@@ -68,6 +69,9 @@ class NodeConfig:
     client_rate_limit: float = 0.0
     # Bursts a client may make above its rate (0 = the rate, at least 1).
     client_rate_burst: float = 0.0
+    # How long a token bought with a password (tadpole auth login) names its user, in
+    # seconds (docs/security.md#passwords-and-tokens).
+    auth_token_ttl_s: float = 600.0
     # Largest value accepted, in bytes (default 1 MiB). Larger requests get
     # INVALID_ARGUMENT. Raft entries carry whole values, so this bounds the
     # size of one log entry.
@@ -165,6 +169,8 @@ class NodeConfig:
             refuse_readable_by_others("tls_key_file", self.tls_key_file, st)
         if self.client_rate_limit < 0 or self.client_rate_burst < 0:
             raise ConfigError("client_rate_limit and client_rate_burst must be >= 0")
+        if not 0 < self.auth_token_ttl_s <= 86400:
+            raise ConfigError("auth_token_ttl_s must be within (0, 86400] seconds")
         if self.max_value_bytes < 1 or self.max_value_bytes > 64 << 20:
             raise ConfigError("max_value_bytes must be between 1 and 64 MiB")
         if self.retention_interval_s <= 0:
@@ -290,6 +296,12 @@ class NodeConfig:
     def operator_token(self) -> str:
         """The credential operator calls (leadership transfer) must carry."""
         return operator_token_for(self.secret())
+
+    def tokens(self) -> Tokens | None:
+        """What issues and checks login tokens: keyed by the cluster secret, so every
+        node of the cluster checks every node's (None without a secret)."""
+        secret = self.secret()
+        return Tokens.from_secret(secret, self.auth_token_ttl_s) if secret else None
 
 
 def secret_file_problem(mode: int, owner: int, me: int) -> str:

@@ -45,6 +45,7 @@ __all__ = [
     "PermissionDenied",
     "ReplicationError",
     "ReplicationIncomplete",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -89,6 +90,13 @@ class AlreadyExists(NodeError):
 class FailedPrecondition(NodeError):
     """The request is well formed but the state does not allow it now (a backwards
     status transition, a pool without room); the message names the current state."""
+
+    outcome = Outcome.NOT_APPLIED
+
+
+class Unauthenticated(NodeError):
+    """The credential presented names nobody now (an expired or foreign token, a wrong
+    password); the message says which, never the credential."""
 
     outcome = Outcome.NOT_APPLIED
 

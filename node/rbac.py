@@ -23,6 +23,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from node.authn import check_hash
+
 __all__ = [
     "AUTH_PREFIX",
     "PERMS",
@@ -90,6 +92,8 @@ class Policy:
     enabled: bool = False
     roles: dict[str, tuple[Grant, ...]] | None = None
     users: dict[str, tuple[str, ...]] | None = None
+    # user -> scrypt hash (node/authn.py): who may log in for a token without a certificate
+    passwords: dict[str, str] | None = None
 
     @classmethod
     def parse(cls, raw: bytes | str | None) -> Policy:
@@ -119,7 +123,14 @@ class Policy:
             if unknown:
                 raise PolicyError(f"user {name!r}: no role {unknown[0]!r}")
             users[str(name)] = tuple(str(r) for r in names)
-        return cls(bool(doc.get("enabled", False)), roles, users)
+        passwords: dict[str, str] = {}
+        for name, stored in (doc.get("passwords") or {}).items():
+            try:
+                check_hash(stored)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise PolicyError(f"user {name!r}: password: {exc}") from None
+            passwords[str(name)] = stored
+        return cls(bool(doc.get("enabled", False)), roles, users, passwords)
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {
@@ -129,6 +140,7 @@ class Policy:
                 for name, grants in sorted((self.roles or {}).items())
             },
             "users": {name: list(r) for name, r in sorted((self.users or {}).items())},
+            "passwords": dict(sorted((self.passwords or {}).items())),
         }
         return json.dumps(doc, indent=1, sort_keys=True)
 
@@ -139,20 +151,16 @@ class Policy:
 
 def missing(policy: Policy, user: str | None, needs: list[Need]) -> Need | None:
     """The first of ``needs`` that ``user`` (None: unidentified) is not granted, or
-    None when every one is (or the policy is not enabled). Writes to the policy's keys
-    (under :data:`AUTH_PREFIX` of the system tier) are granted to nobody here: root
+    None when every one is (or the policy is not enabled). The policy's own keys
+    (under :data:`AUTH_PREFIX` of the system tier: roles, users, password hashes) are
+    granted to nobody here, for reading or writing, nor is a prefix over them: root
     only."""
     if not policy.enabled:
         return None
     grants = policy.grants_of(user) if user is not None else []
     for need in needs:
-        if (
-            need.tier == "system"
-            and need.perm != "read"
-            and (
-                need.key.startswith(AUTH_PREFIX)
-                or (need.prefix and AUTH_PREFIX.startswith(need.key))
-            )
+        if need.tier in ("system", "*") and (
+            need.key.startswith(AUTH_PREFIX) or (need.prefix and AUTH_PREFIX.startswith(need.key))
         ):
             return need  # the policy itself, or a prefix over it
         if not any(g.covers(need) for g in grants):

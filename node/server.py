@@ -26,13 +26,14 @@ from consensus.raft.backend import RaftBackend
 from consensus.raft.bridge import RaftSystem
 from gossip.config import GossipConfig
 from node.api.audit import AuditServicer
-from node.api.authz import Authorize, PolicyCache
+from node.api.authz import Authorize, Identify, PolicyCache
 from node.api.backup import BackupServicer
 from node.api.documents import DocumentsServicer
 from node.api.guard import DecodeGuard, RateLimit
 from node.api.keys import KeysServicer
 from node.api.kv import VERSION, ClusterServicer, KVServicer
 from node.api.ledger import LedgerApi, LedgerServicer
+from node.api.login import AuthServicer, Login
 from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.atrest import AtRest
@@ -123,11 +124,14 @@ class NodeServer:
         self.http = HttpServer(self, config.http_listen) if config.http_listen else None
         # Operator actions and refused calls (docs/security.md#audit).
         self.audit: AuditLog | None = None
+        self.login: Login | None = None  # made with the audit log, in start()
         # Per-client rate limits, one table for both ports (None: off).
         self.rate_limits = config.rate_limits()
         # Roles (node/rbac.py), as the local replica of the system tier holds them; read
         # past TimedSystem, whose operation metrics count clients' calls only.
         self.policy = PolicyCache(self.system.inner, os.path.join(config.data_path, "auth.policy"))
+        # Who a client call comes from, alike on both ports (node/api/authz.py).
+        self.identify = Identify(config.operator_token(), frozenset(config.peers), config.tokens())
         # The lifecycle API and the ledger (docs/ledger.md): lifecycle changes are
         # system-tier transactions; the leader's exporter feeds them to the database.
         self.lifecycle = Lifecycle(self.system, timeout_s=config.request_timeout_s)
@@ -519,7 +523,7 @@ class NodeServer:
                     else []
                 ),
                 DecodeGuard(),  # outside Authorize: it reads the decoded request
-                Authorize(self.policy, cfg.operator_token(), frozenset(cfg.peers), self.audit),
+                Authorize(self.policy, self.identify, self.audit),
                 LatencyInterceptor(self.latency),
             ],
             options=[
@@ -581,6 +585,8 @@ class NodeServer:
         )
         pb_grpc.add_KeysServicer_to_server(KeysServicer(self.atrest), server)
         pb_grpc.add_AuditServicer_to_server(AuditServicer(self.audit), server)
+        self.login = Login(self.policy, cfg.tokens(), cfg.tls() is not None, self.audit)
+        pb_grpc.add_AuthServicer_to_server(AuthServicer(self.login), server)
         pb_grpc.add_LedgerServicer_to_server(LedgerServicer(cfg, self.system, self.ledger), server)
         pb_grpc.add_PeerServicer_to_server(
             PeerServicer(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from consensus.durable import atomic_write
 from node.api.status import OUTCOME_KEY
 from node.api.wrapping import WrappingInterceptor, checked_first
 from node.audit import AuditLog
+from node.authn import TokenError, Tokens, looks_like_token
 from node.errors import Outcome
 from node.ledger.lifecycle import PREFIX as LEDGER_PREFIX
 from node.pb import tadpole_pb2 as pb
@@ -128,6 +130,7 @@ _EXEMPT = (
     "/tadpole.v1.Keys/",
     "/tadpole.v1.Audit/",
     "/tadpole.v1.Cluster/TransferLeadership",
+    "/tadpole.v1.Auth/",  # the login itself: a password in, a token out (node/api/login.py)
     "/grpc.",
 )
 
@@ -225,28 +228,67 @@ POLICY_UNKNOWN = Refusal(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request comes from: ``name`` as the audit trail shows it (a certificate's
+    name, ``token/<user>``, ``operator``), ``user`` the name roles are granted to (None:
+    nobody roles know), ``trusted`` root or a node of the cluster."""
+
+    name: str | None
+    user: str | None = None
+    trusted: bool = False
+
+
+class Identify:
+    """Who a request comes from, alike for both ports, from the name of its TLS client
+    certificate and its ``authorization`` header: the operator credential is root, a
+    configured peer's certificate the cluster, a login token (node/authn.py) its user,
+    else a ``client/<user>`` certificate that user. A token that is presented but not
+    valid (expired, another cluster's) is :class:`TokenError`, never ignored."""
+
+    def __init__(self, operator_token: str, peers: frozenset[str], tokens: Tokens | None) -> None:
+        self._operator = f"Bearer {operator_token}".encode() if operator_token else b""
+        self._nodes = frozenset(f"node/{p}" for p in peers)
+        self._tokens = tokens
+
+    def __call__(self, cert_name: str | None, authorization: str | None, now: float) -> Caller:
+        if authorization:
+            presented = authorization.encode()
+            if self._operator and hmac.compare_digest(presented, self._operator):
+                return Caller("operator", None, True)
+            bearer = authorization.removeprefix("Bearer ")
+            if looks_like_token(bearer):
+                if self._tokens is None:
+                    raise TokenError("this cluster issues no tokens (it has no cluster secret)")
+                user = self._tokens.user(bearer, now)
+                return Caller(f"token/{user}", user, False)
+        if cert_name in self._nodes:
+            return Caller(cert_name, None, True)
+        if cert_name and cert_name.startswith("client/"):
+            return Caller(cert_name, cert_name.removeprefix("client/"), False)
+        return Caller(cert_name, None, False)
+
+
 def decide(
-    policy: Policy | None,
-    name: str | None,
-    trusted: bool,
-    needs: list[Need] | None,
-    what: str,
+    policy: Policy | None, caller: Caller, needs: list[Need] | None, what: str
 ) -> Refusal | None:
-    """The one decision, for both ports: may the caller whose certificate is named
-    ``name`` (None: none presented) do ``what``, which needs ``needs`` (None: a call
-    that cannot be checked)? ``trusted``: root (the operator credential) or a node of
-    the cluster, never checked against the roles. None means yes."""
-    if (policy is not None and not policy.enabled) or trusted:
+    """The one decision, for both ports: may ``caller`` do ``what``, which needs
+    ``needs`` (None: a call that cannot be checked)? Root and the cluster's nodes are
+    never checked against the roles. None means yes."""
+    if (policy is not None and not policy.enabled) or caller.trusted:
         return None
     if policy is None:
         return POLICY_UNKNOWN
-    user = name.removeprefix("client/") if name and name.startswith("client/") else None
-    who = user or name or "an unidentified caller"
+    who = caller.user or caller.name or "an unidentified caller"
     if needs is None:
         return Refusal(False, f"{who} may not call {what} while roles are enabled")
-    if user is None:
-        return Refusal(False, f"{who} has no roles: present a client certificate (client/<name>)")
-    lacking = missing(policy, user, needs)
+    if caller.user is None:
+        return Refusal(
+            False,
+            f"{who} has no roles: present a client certificate (client/<name>) or a token "
+            "(tadpole auth login)",
+        )
+    lacking = missing(policy, caller.user, needs)
     return None if lacking is None else Refusal(False, f"{who} lacks {lacking}")
 
 
@@ -254,15 +296,15 @@ class Authorize(WrappingInterceptor):
     def __init__(
         self,
         policy: PolicyCache,
-        operator_token: str,
-        peers: frozenset[str],
+        identify: Identify,
         audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self._policy = policy
-        self._operator = f"Bearer {operator_token}".encode() if operator_token else b""
-        self._nodes = frozenset(f"node/{p}" for p in peers)
+        self._identify = identify
         self._audit = audit
+        self._clock = clock
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if method.startswith(_EXEMPT):
@@ -277,13 +319,6 @@ class Authorize(WrappingInterceptor):
             return wrapped
         return _refusing(method) if needs is None else handler
 
-    def _is_root(self, context: grpc.aio.ServicerContext) -> bool:
-        for key, value in context.invocation_metadata() or ():
-            if key == AUTH_HEADER:
-                presented = value.encode() if isinstance(value, str) else value
-                return bool(self._operator) and hmac.compare_digest(presented, self._operator)
-        return False
-
     async def _check(
         self, context: grpc.aio.ServicerContext, method: str, needs: Needs | None, request: Any
     ) -> None:
@@ -291,16 +326,38 @@ class Authorize(WrappingInterceptor):
         if policy is not None and not policy.enabled:
             return
         name = peer_common_name(context)
-        trusted = name in self._nodes or self._is_root(context)
-        refusal = decide(policy, name, trusted, None if needs is None else needs(request), method)
+        try:
+            caller = self._identify(name, authorization(context), self._clock())
+        except TokenError as exc:
+            await self._refuse(context, name, method, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            return
+        refusal = decide(policy, caller, None if needs is None else needs(request), method)
         if refusal is None:
             return
-        context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
         if refusal.unknown:
+            context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
             await context.abort(grpc.StatusCode.UNAVAILABLE, refusal.message)
             return
+        code = grpc.StatusCode.PERMISSION_DENIED
+        await self._refuse(context, caller.name, method, code, refusal.message)
+
+    async def _refuse(
+        self,
+        context: grpc.aio.ServicerContext,
+        who: str | None,
+        method: str,
+        code: grpc.StatusCode,
+        message: str,
+    ) -> None:
         if self._audit is not None:
-            self._audit.record(
-                name or "anonymous", context.peer(), method, "denied", refusal.message
-            )
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal.message)
+            self._audit.record(who or "anonymous", context.peer(), method, "denied", message)
+        context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
+        await context.abort(code, message)
+
+
+def authorization(context: grpc.aio.ServicerContext) -> str | None:
+    """The call's ``authorization`` metadata, if any."""
+    for key, value in context.invocation_metadata() or ():
+        if key == AUTH_HEADER:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return None

@@ -51,6 +51,7 @@ from node.errors import (
     PermissionDenied,
     ReplicationError,
     ReplicationIncomplete,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -95,6 +96,7 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, Outcome | None], ...] 
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, None),
     (Unavailable, grpc.StatusCode.UNAVAILABLE, None),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, None),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, None),
     (ReplicationIncomplete, grpc.StatusCode.ABORTED, None),
     (ReplicationError, grpc.StatusCode.ABORTED, None),
     (CompactedError, grpc.StatusCode.OUT_OF_RANGE, Outcome.NOT_APPLIED),

@@ -373,6 +373,17 @@ class Client:
         resp = self._call("ledger", call, req, write=write, timeout=timeout)
         return wire.ledger_result(resp)
 
+    def authenticate(
+        self, user: str, password: str, *, timeout: float | None = None
+    ) -> tuple[str, float]:
+        """Log in with a password (over TLS): a short-lived token naming ``user`` and
+        when it expires (unix seconds). Pass it as ``token=`` to a client; roles then
+        treat its calls as ``user``'s. Raises Unauthenticated for a wrong user or
+        password (the same answer for either)."""
+        req = wire.auth_request(user, password)
+        resp = self._call("auth", "Authenticate", req, write=False, timeout=timeout)
+        return str(resp.token), float(resp.expires_at)
+
     # -- CRDT tiers
 
     def tier_update(

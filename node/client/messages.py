@@ -70,7 +70,7 @@ from node.pb import tadpole_pb2_grpc as pb_grpc
 
 # -- services and channels ------------------------------------------------------------
 
-Service = Literal["kv", "cluster", "tiers", "documents", "ledger"]
+Service = Literal["kv", "cluster", "tiers", "documents", "ledger", "auth"]
 
 STUBS: dict[str, Any] = {
     "kv": pb_grpc.KVStub,
@@ -78,6 +78,7 @@ STUBS: dict[str, Any] = {
     "tiers": pb_grpc.TiersStub,
     "documents": pb_grpc.DocumentsStub,
     "ledger": pb_grpc.LedgerStub,
+    "auth": pb_grpc.AuthStub,
 }
 
 # Services whose writes are CRDT updates coordinated by any node: not idempotent
@@ -617,6 +618,10 @@ def graph_query_result(resp: Any) -> GraphQueryResult:
 # -- the ledger ---------------------------------------------------------------------------
 
 LEDGER_READS = frozenset({"GetJob", "Pools", "ExportStatus", "Report"})
+
+
+def auth_request(user: str, password: str) -> pb.AuthenticateRequest:
+    return pb.AuthenticateRequest(user=user, password=password)
 
 
 def ledger_request(args: Mapping[str, Any] | None, request_id: str | None) -> Any:

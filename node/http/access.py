@@ -2,9 +2,11 @@
 for every route of the state API, the change streams, the ledger, GraphQL and the
 WebSocket (docs/security.md#roles).
 
-Who calls: the name of the TLS client certificate (``client/alice`` is the user
-``alice``; ``node/<id>`` of a configured peer is the cluster), or root when the request
-carries the operator credential as ``Authorization: Bearer <token>``.
+Who calls (:class:`node.api.authz.Identify`, as on the gRPC port): root with the
+operator credential as ``Authorization: Bearer <token>``, the user a login token names
+(``Authorization: Bearer <jwt>``, node/authn.py; one that names nobody now is ``401``),
+the cluster for a configured peer's certificate (``node/<id>``), else the user of a
+``client/<user>`` certificate.
 
 What a request needs is known from its route (:data:`ROUTE_NEEDS`, by method and path
 template) before its handler runs and before its body is read. Three kinds of route
@@ -19,20 +21,30 @@ the audit log) or ``503`` while the policy is not known yet.
 
 from __future__ import annotations
 
-import hmac
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
 
-from node.api.authz import PolicyCache, decide, ledger_needs
+from node.api.authz import Caller, Identify, PolicyCache, decide, ledger_needs
 from node.audit import AuditLog
-from node.errors import PermissionDenied, Unavailable
+from node.authn import TokenError
+from node.errors import PermissionDenied, Unauthenticated, Unavailable
 from node.http.ledger import LEDGER_ROUTES
 from node.rbac import Need
 
-__all__ = ["ACCESS", "IN_HANDLER", "OPEN", "ROUTE_NEEDS", "Access", "Guard", "common_name"]
+__all__ = [
+    "ACCESS",
+    "IN_HANDLER",
+    "OPEN",
+    "ROUTE_NEEDS",
+    "Access",
+    "Guard",
+    "caller_address",
+    "common_name",
+]
 
 ACCESS: Final = "tadpole.access"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -112,6 +124,7 @@ OPEN: Final = frozenset(
         ("GET", "/api/v1/status"),
         ("GET", "/api/v1/members"),
         ("GET", "/api/v1/openapi.json"),
+        ("POST", "/api/v1/auth/token"),  # the login: a password in, a token out
         ("GET", "/ui"),
         ("GET", "/ui/{name}"),
     }
@@ -133,8 +146,7 @@ class Access:
 
     guard: Guard
     request: web.Request
-    name: str | None  # the client certificate's name
-    trusted: bool  # root or a node of the cluster
+    caller: Caller
 
     def require(self, needs: list[Need], what: str = "") -> None:
         """Return when the caller holds ``needs``; else PermissionDenied naming the
@@ -142,7 +154,7 @@ class Access:
         self.guard.check(self, needs, what or _template(self.request))
 
 
-def _peer(request: web.Request) -> str:
+def caller_address(request: web.Request) -> str:
     """The caller's address as gRPC names a peer (``ipv4:10.0.0.7:51234``), so the
     audit trail reads alike for both ports."""
     transport = request.transport
@@ -162,32 +174,38 @@ class Guard:
     def __init__(
         self,
         policy: PolicyCache,
-        operator_token: str,
-        peers: frozenset[str],
+        identify: Identify,
         audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._policy = policy
-        self._operator = f"Bearer {operator_token}".encode() if operator_token else b""
-        self._nodes = frozenset(f"node/{p}" for p in peers)
+        self._identify = identify
         self._audit = audit
+        self._clock = clock
 
     def access(self, request: web.Request) -> Access:
+        """The request's caller; Unauthenticated (401) for a token that names nobody."""
         transport = request.transport
         name = common_name(transport.get_extra_info("peercert") if transport else None)
-        presented = request.headers.get("Authorization", "").encode()
-        root = bool(self._operator) and hmac.compare_digest(presented, self._operator)
-        return Access(self, request, name, root or name in self._nodes)
+        try:
+            caller = self._identify(name, request.headers.get("Authorization"), self._clock())
+        except TokenError as exc:
+            self._record(request, name, _template(request), str(exc))
+            raise Unauthenticated(str(exc)) from None
+        return Access(self, request, caller)
 
     def check(self, access: Access, needs: list[Need] | None, what: str) -> None:
-        refusal = decide(self._policy.get(), access.name, access.trusted, needs, what)
+        refusal = decide(self._policy.get(), access.caller, needs, what)
         if refusal is None:
             return
         if refusal.unknown:
             raise Unavailable(refusal.message)
-        if self._audit is not None:
-            peer = _peer(access.request)
-            self._audit.record(access.name or "anonymous", peer, what, "denied", refusal.message)
+        self._record(access.request, access.caller.name, what, refusal.message)
         raise PermissionDenied(refusal.message)
+
+    def _record(self, request: web.Request, who: str | None, what: str, why: str) -> None:
+        if self._audit is not None:
+            self._audit.record(who or "anonymous", caller_address(request), what, "denied", why)
 
     def middleware(self) -> Any:
         @web.middleware
@@ -199,14 +217,16 @@ class Guard:
             route = (method, resource.canonical)
             if route in OPEN:
                 return await handler(request)
+            policy = self._policy.get()
+            if policy is not None and not policy.enabled:
+                request[ACCESS] = Access(self, request, Caller(None, None, True))
+                return await handler(request)
             access = self.access(request)
             request[ACCESS] = access
             needs = ROUTE_NEEDS.get(route)
             if route in IN_HANDLER:
-                # Nothing of the request is read for a caller with no roles at all.
-                policy = self._policy.get()
-                checked = policy is None or policy.enabled
-                if checked and not (access.trusted or access.name):
+                # Nothing of the request is read for a caller no role can name.
+                if not (access.caller.trusted or access.caller.user):
                     self.check(access, [], f"{method} {resource.canonical}")
                 return await handler(request)
             self.check(access, None if needs is None else needs(request), f"{method} {route[1]}")

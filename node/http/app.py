@@ -23,6 +23,7 @@ from node.http.access import Guard, common_name
 from node.http.changes import ChangesApi
 from node.http.graphql import graphql_view, query_endpoint
 from node.http.ledger import LedgerHttp
+from node.http.login import login_routes
 from node.http.openapi import document
 from node.http.problems import Problem, problem_for, problem_response
 from node.http.state import ApiConfig, StateApi
@@ -105,9 +106,9 @@ def _grpc_style_peer(remote: str) -> str:
 def build_app(node: ApiNode, replication: Replication) -> web.Application:
     middlewares: list[Any] = [problems]
     policy = getattr(node, "policy", None)
-    if policy is not None:  # inside `problems`: a refusal is a problem document
-        peers = frozenset(node.config.peers)
-        guard = Guard(policy, node.config.operator_token(), peers, getattr(node, "audit", None))
+    identify = getattr(node, "identify", None)
+    if policy is not None and identify is not None:  # inside `problems`: refusals are problems
+        guard = Guard(policy, identify, getattr(node, "audit", None))
         middlewares.append(guard.middleware())
     buckets = getattr(node, "rate_limits", None)
     if buckets is not None:
@@ -137,6 +138,7 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
             *streams.routes(),
             *ChangesApi(replication).routes(),
             *LedgerHttp(node).routes(),
+            *login_routes(node),
             web.get("/api/v1/openapi.json", openapi),
             web.get("/api/v1/members", members),
             *console_routes(),

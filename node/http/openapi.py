@@ -540,6 +540,33 @@ def _plain(operation: str, summary: str, media: str) -> dict[str, Any]:
     }
 
 
+def _login() -> dict[str, Any]:
+    credentials = {
+        "type": "object",
+        "required": ["user", "password"],
+        "properties": {"user": {"type": "string"}, "password": {"type": "string"}},
+    }
+    token = {
+        "type": "object",
+        "properties": {"token": {"type": "string"}, "expires_at": {"type": "number"}},
+    }
+    return {
+        "post": {
+            "summary": "Log in with a password for a short-lived token (TLS only); send it "
+            "as `Authorization: Bearer <token>`",
+            "operationId": "login",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": credentials}},
+            },
+            "responses": {
+                "200": _json(token, "The token and when it expires (unix seconds)."),
+                **_errors(400, 401, 409, 413, 415, 503),
+            },
+        }
+    }
+
+
 def _ledger() -> dict[str, Any]:
     """The lifecycle API's routes, from the table that serves them."""
     paths: dict[str, Any] = {}
@@ -604,6 +631,7 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}, "`members`, as `tadpole members`.")},
             }
         },
+        "/api/v1/auth/token": _login(),
         "/ui": _plain("console", "The web console (HTML)", "text/html"),
         "/ui/{name}": {
             "parameters": [_param("name", "path", "console.js or console.css")],

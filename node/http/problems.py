@@ -55,6 +55,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.OUT_OF_RANGE: 410,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.ABORTED: 504,
@@ -64,6 +65,7 @@ _HTTP_STATUS = {
 
 _TITLES = {
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
@@ -112,6 +114,8 @@ def problem_for(exc: BaseException) -> Problem:
         extra["leader_address"] = meta.get(LEADER_ADDRESS_KEY, "")
     if code == 503:
         headers["Retry-After"] = str(RETRY_AFTER_S)
+    if code == 401:  # RFC 6750: the request needs a (new) bearer token
+        headers["WWW-Authenticate"] = 'Bearer realm="tadpole", error="invalid_token"'
     if code == 500:
         log.error("unexpected error serving an HTTP request", exc_info=exc)
     return Problem(code, st.message, st.outcome, extra, headers)

@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,12 +76,7 @@ class ApiConfig(Protocol):
     @property
     def client_cert_auth(self) -> bool: ...
 
-    @property
-    def peers(self) -> Mapping[str, str]: ...
-
     def tls(self) -> TlsFiles | None: ...
-
-    def operator_token(self) -> str: ...
 
 
 @dataclass

@@ -820,6 +820,22 @@ class AuditTailResponse(_message.Message):
     dropped: int
     def __init__(self, node_id: _Optional[str] = ..., records: _Optional[_Iterable[str]] = ..., dropped: _Optional[int] = ...) -> None: ...
 
+class AuthenticateRequest(_message.Message):
+    __slots__ = ("user", "password")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    password: str
+    def __init__(self, user: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class AuthenticateResponse(_message.Message):
+    __slots__ = ("token", "expires_at")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    expires_at: float
+    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
+
 class LedgerCall(_message.Message):
     __slots__ = ("args_json", "request_id")
     ARGS_JSON_FIELD_NUMBER: _ClassVar[int]

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from consensus.memory import MemorySystem
-from node.api.authz import NEEDS, decide
+from node.api.authz import NEEDS, Caller, decide
 from node.config import NodeConfig
 from node.http.access import IN_HANDLER, OPEN, ROUTE_NEEDS, common_name
 from node.http.app import build_app
@@ -45,6 +45,7 @@ def test_every_served_route_has_exactly_one_rule() -> None:
     assert served == set().union(*tables)
 
 
+CAROL = Caller("client/carol", "carol")
 POLICY = Policy(
     True,
     {"r": (Grant("read", "system", "/app/"), Grant("write", "agent", "aaaa"))},
@@ -77,21 +78,26 @@ def test_one_request_gets_one_answer_on_both_ports(
 ) -> None:
     method, path, canonical, params = http
     needs = _http_needs(method, path, canonical, **params)
-    via_http = decide(POLICY, "client/carol", False, needs, "http")
-    via_grpc = decide(POLICY, "client/carol", False, NEEDS[grpc_method](grpc_request), "grpc")
+    via_http = decide(POLICY, CAROL, needs, "http")
+    via_grpc = decide(POLICY, CAROL, NEEDS[grpc_method](grpc_request), "grpc")
     assert via_http == via_grpc
 
 
 def test_decide_refuses_the_unknown_and_the_unidentified_and_trusts_root() -> None:
     need = [Need("read", "system", "/app/x")]
-    unknown = decide(None, "client/carol", False, need, "x")
+    unknown = decide(None, CAROL, need, "x")
     assert unknown is not None and unknown.unknown
-    assert decide(None, None, True, need, "x") is None  # root, even before a policy
-    nobody = decide(POLICY, None, False, need, "x")
+    assert decide(None, Caller("operator", None, True), need, "x") is None  # root, always
+    nobody = decide(POLICY, Caller(None), need, "x")
     assert nobody is not None and "present a client certificate" in nobody.message
-    unchecked = decide(POLICY, "client/carol", False, None, "GET /new")
+    assert "or a token (tadpole auth login)" in nobody.message
+    unchecked = decide(POLICY, CAROL, None, "GET /new")
     assert unchecked is not None and "may not call GET /new" in unchecked.message
-    assert decide(Policy(), None, False, need, "x") is None  # roles not enabled
+    assert decide(Policy(), Caller(None), need, "x") is None  # roles not enabled
+    # a token's user is held to the same grants as the certificate of that name
+    by_token = decide(POLICY, Caller("token/carol", "carol"), [Need("read", "system", "/x")], "x")
+    by_cert = decide(POLICY, CAROL, [Need("read", "system", "/x")], "x")
+    assert by_token == by_cert is not None
 
 
 def test_common_name_reads_the_subject() -> None:
