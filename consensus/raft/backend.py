@@ -291,7 +291,20 @@ class _ReplicatedSystem(SyncObj):  # type: ignore[misc]
     def __init__(self, backend: RaftBackend, *args: Any, **kwargs: Any) -> None:
         self._backend = backend
         super().__init__(*args, **kwargs)
-        self.transmissions = close_finished_transmissions(self._SyncObj__serializer)
+        serializer = self._SyncObj__serializer
+        self.transmissions = close_finished_transmissions(serializer)
+        receive = serializer.setTransmissionData
+
+        def install(data: Any) -> bool:
+            # A leader's snapshot is renamed into place (by pysyncobj, in the tick thread)
+            # on its last chunk; see RaftBackend._write_snapshot.
+            with backend._snapshot_rename_lock:
+                installed = bool(receive(data))
+                if installed:
+                    backend._snapshots_installed += 1
+            return installed
+
+        serializer.setTransmissionData = install
 
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, payload: bytes) -> Any:
@@ -574,6 +587,10 @@ class RaftBackend:
         self._status = BackendInfo("raft", "follower", 0, "", 0, 0, 0, False, 0, 0)
         self._apply_listeners: list[Callable[[int], None]] = []
         self._snapshot_state = "idle"  # idle | running | success | failed
+        self._snapshot_writer: threading.Thread | None = None  # the last one started
+        # Snapshots installed from a leader, and the lock their renames and ours take.
+        self._snapshots_installed = 0
+        self._snapshot_rename_lock = threading.Lock()
         self.failed: OSError | None = None  # the journal fsync that stopped Raft here
         self.started_at = time.monotonic()
 
@@ -647,6 +664,13 @@ class RaftBackend:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        # A snapshot still being written renames itself over the snapshot when it is
+        # done. Let it finish before returning: the next start() of this directory
+        # makes the journal agree with the snapshot it finds *before* pysyncobj loads
+        # the snapshot, and one landing in between has pysyncobj clear the journal --
+        # with it the acknowledged entries after the snapshot's index.
+        if self._snapshot_writer is not None:
+            self._snapshot_writer.join()
         if self._obj is not None:
             try:
                 self._obj._doDestroy()
@@ -844,21 +868,41 @@ class RaftBackend:
         with self._sm_lock:
             state = self._sm.copy()
         self._snapshot_state = "running"
-        threading.Thread(
+        self._snapshot_writer = threading.Thread(
             target=self._write_snapshot,
-            args=(state, pickle.dumps(raft_data), final),
+            args=(state, pickle.dumps(raft_data), final, self._snapshots_installed),
             name=f"snapshot-{self.node_id}",
             daemon=True,
-        ).start()
+        )
+        self._snapshot_writer.start()
 
-    def _write_snapshot(self, state: SystemStateMachine, raft_blob: bytes, final: str) -> None:
+    def _write_snapshot(
+        self, state: SystemStateMachine, raft_blob: bytes, final: str, installed: int
+    ) -> None:
+        """Write the snapshot, and rename it into place unless a leader's snapshot was
+        installed meanwhile: that one is newer, and pysyncobj already cut the journal
+        to it -- renaming ours over it would leave a snapshot older than the journal's
+        start, and the next start would clear the journal."""
         started = time.monotonic()
+        tmp = final + ".bg"
         try:
             with self._snapshot_lock:
-                write_snapshot_file(final, raft_blob, state, self._keyring)
+                _write_snapshot_tmp(tmp, raft_blob, state, self._keyring)
+                with self._snapshot_rename_lock:
+                    superseded = self._snapshots_installed != installed
+                    if superseded:
+                        os.unlink(tmp)
+                    else:
+                        os.replace(tmp, final)
+                if not superseded:
+                    fsync_dir(os.path.dirname(os.path.abspath(final)))
         except Exception:
             log.exception("node %s: snapshot failed", self.node_id)
             self._snapshot_state = "failed"
+            return
+        if superseded:
+            log.info("node %s: dropped a snapshot older than the leader's", self.node_id)
+            self._snapshot_state = "failed"  # nothing to compact: the journal was cut
             return
         took = time.monotonic() - started
         self.snapshot_seconds.observe(took)
