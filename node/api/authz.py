@@ -29,7 +29,7 @@ import grpc
 from consensus.backend import SystemBackend
 from consensus.durable import atomic_write
 from node.api.status import OUTCOME_KEY
-from node.api.wrapping import WrappingInterceptor, checked_first
+from node.api.wrapping import Recheck, WrappingInterceptor, checked_first
 from node.audit import AuditLog
 from node.authn import TokenError, Tokens, looks_like_token
 from node.errors import Outcome
@@ -310,9 +310,11 @@ class Authorize(WrappingInterceptor):
         if method.startswith(_EXEMPT):
             return handler
         needs = NEEDS.get(method)
+        streaming = handler.unary_stream is not None
 
-        async def check(request: Any, context: grpc.aio.ServicerContext) -> None:
+        async def check(request: Any, context: grpc.aio.ServicerContext) -> Recheck | None:
             await self._check(context, method, needs, request)
+            return self._rechecker(context, method, needs, request) if streaming else None
 
         wrapped = checked_first(handler, check)
         if wrapped is not None:
@@ -340,6 +342,38 @@ class Authorize(WrappingInterceptor):
             return
         code = grpc.StatusCode.PERMISSION_DENIED
         await self._refuse(context, caller.name, method, code, refusal.message)
+
+    def _rechecker(
+        self, context: grpc.aio.ServicerContext, method: str, needs: Needs | None, request: Any
+    ) -> Recheck:
+        """What a stream (``Watch``) runs before each item it sends: once the policy has
+        changed since the last look, the caller must still hold what the call needs, or
+        the stream ends with PERMISSION_DENIED. The caller is who it was when the stream
+        opened (a token is judged at that time: a watch does not end because the token
+        that opened it expired; a role taken away ends it at its next item)."""
+        name, bearer, opened = peer_common_name(context), authorization(context), self._clock()
+        seen = [self._policy.get()]
+
+        async def recheck() -> None:
+            policy = self._policy.get()
+            if policy is seen[0]:
+                return
+            seen[0] = policy
+            if policy is None or not policy.enabled:
+                return
+            try:
+                caller = self._identify(name, bearer, opened)
+            except TokenError as exc:
+                code = grpc.StatusCode.UNAUTHENTICATED
+                await self._refuse(context, name, method, code, str(exc))
+                return
+            refusal = decide(policy, caller, None if needs is None else needs(request), method)
+            if refusal is not None:
+                message = f"{refusal.message} (the roles changed while the stream was open)"
+                code = grpc.StatusCode.PERMISSION_DENIED
+                await self._refuse(context, caller.name, method, code, message)
+
+        return recheck
 
     async def _refuse(
         self,

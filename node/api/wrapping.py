@@ -43,13 +43,16 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
 
-Check = Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]
+# A check may answer how to check again: a stream runs it before each item it sends.
+Recheck = Callable[[], Awaitable[None]]
+Check = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Recheck | None]]
 
 
 def checked_first(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler | None:
     """``handler`` with ``await check(request, context)`` run before it (which aborts the
     call to refuse it): for async unary-unary and unary-stream handlers; None for any
-    other kind (the caller decides what those get)."""
+    other kind (the caller decides what those get). A stream whose check answered a
+    recheck runs it before each item it sends (which aborts the stream to end it)."""
     if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
         inner = handler.unary_unary
 
@@ -66,8 +69,10 @@ def checked_first(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMetho
         inner_stream = handler.unary_stream
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await check(request, context)
+            recheck = await check(request, context)
             async for item in inner_stream(request, context):
+                if recheck is not None:
+                    await recheck()
                 yield item
 
         return grpc.unary_stream_rpc_method_handler(

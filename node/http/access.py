@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
@@ -142,16 +142,35 @@ def common_name(cert: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """One request's caller, and the check its handler asks when it knows more."""
+    """One request's caller, and the checks its handler asks when it knows more."""
 
     guard: Guard
     request: web.Request
     caller: Caller
+    seen: list[Any] = field(default_factory=list)  # the policy a stream last checked
 
     def require(self, needs: list[Need], what: str = "") -> None:
         """Return when the caller holds ``needs``; else PermissionDenied naming the
         missing one (Unavailable while the policy is not known)."""
         self.guard.check(self, needs, what or _template(self.request))
+
+    def recheck(self, needs: list[Need], what: str = "") -> None:
+        """What a stream (SSE, a WebSocket subscription, a GraphQL subscription) asks
+        before each item it sends: once the policy has changed since the stream
+        opened (or last looked), :meth:`require` again, so a role taken away ends the
+        stream at its next item (PermissionDenied); cheap while nothing changed."""
+        policy = self.guard.policy()
+        if self.seen and policy is self.seen[0]:
+            return
+        self.seen[:] = [policy]
+        if policy is None or not policy.enabled:
+            return
+        self.require(needs, what)
+
+
+def _certificate_name(request: web.Request) -> str | None:
+    transport = request.transport
+    return common_name(transport.get_extra_info("peercert") if transport else None)
 
 
 def caller_address(request: web.Request) -> str:
@@ -183,16 +202,27 @@ class Guard:
         self._audit = audit
         self._clock = clock
 
+    def policy(self) -> Any:
+        return self._policy.get()
+
     def access(self, request: web.Request) -> Access:
         """The request's caller; Unauthenticated (401) for a token that names nobody."""
-        transport = request.transport
-        name = common_name(transport.get_extra_info("peercert") if transport else None)
+        name = _certificate_name(request)
         try:
             caller = self._identify(name, request.headers.get("Authorization"), self._clock())
         except TokenError as exc:
             self._record(request, name, _template(request), str(exc))
             raise Unauthenticated(str(exc)) from None
         return Access(self, request, caller)
+
+    def _lenient(self, request: web.Request) -> Caller:
+        """The caller while roles are disabled: a token that names nobody is neither
+        refused nor audited (identities are not looked at); it names nobody."""
+        name = _certificate_name(request)
+        try:
+            return self._identify(name, request.headers.get("Authorization"), self._clock())
+        except TokenError:
+            return Caller(name)
 
     def check(self, access: Access, needs: list[Need] | None, what: str) -> None:
         refusal = decide(self._policy.get(), access.caller, needs, what)
@@ -219,9 +249,11 @@ class Guard:
                 return await handler(request)
             policy = self._policy.get()
             if policy is not None and not policy.enabled:
-                request[ACCESS] = Access(self, request, Caller(None, None, True))
+                # Not checked now; a stream checks again if roles are enabled later.
+                request[ACCESS] = Access(self, request, self._lenient(request), [policy])
                 return await handler(request)
             access = self.access(request)
+            access.seen.append(policy)
             request[ACCESS] = access
             needs = ROUTE_NEEDS.get(route)
             if route in IN_HANDLER:

@@ -32,9 +32,11 @@ from typing import Any
 from aiohttp import web
 
 from node.errors import InvalidArgument
+from node.http.access import access_of
 from node.http.problems import Problem
 from node.http.requests import int_param
 from node.http.streams import HEARTBEAT_S, WRITE_TIMEOUT_S, error_body, sse_response
+from node.rbac import Need
 from node.replication.driver import MAX_CHANGES_PAGE, Replication
 from node.tiers.feed import change_value
 from node.tiers.ops import tier_spec
@@ -162,6 +164,7 @@ class ChangesApi:
         cursor: Cursor | None = decode_cursor(raw) if raw else None
         changes, cursor, _ = await self.page(tier, prefix, cursor, limit)  # 410/400 as HTTP
         response = await sse_response(request)
+        access = access_of(request)
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         try:
@@ -179,6 +182,8 @@ class ChangesApi:
                 await asyncio.sleep(self.poll_s)
                 try:
                     changes, cursor, _ = await self.page(tier, prefix, cursor, limit)
+                    if changes and access is not None:  # a role taken away ends it here
+                        access.recheck([Need("read", tier, prefix, True)])
                 except Exception as exc:  # told to the subscriber, then the stream ends
                     body = error_body(exc)
                     await self._send(response, f"event: error\ndata: {json.dumps(body)}\n\n")

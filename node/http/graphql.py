@@ -442,6 +442,8 @@ class Subscription:
         elif after < 0:
             raise InvalidArgument(f"after must be a revision >= 0, not {after}")
         async for batch in ctx.system.watch(prefix, prefix=True, start_revision=after + 1):
+            if ctx.access is not None:  # a role taken away ends the subscription here
+                ctx.access.recheck([Need("read", "system", prefix, True)], "GraphQL systemChanges")
             changes = [event_json(e) for e in batch]
             yield SystemChange(
                 revision=batch[-1].kv.mod_revision,

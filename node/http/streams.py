@@ -136,12 +136,15 @@ class StreamApi:
         after = await self.start_after(key, prefix, int(resume) if resume is not None else None)
         response = await sse_response(request)
         subscription = Subscription(self.hub, key, prefix, after)
+        access, needs = access_of(request), [Need("read", "system", key, prefix)]
         try:
             if resume is None:
                 await self._send(response, f"id: {after}\nevent: ready\ndata: {{}}\n\n")
             while True:
                 try:
                     change = await subscription.next(self.heartbeat_s)
+                    if change is not None and access is not None:
+                        access.recheck(needs)  # a role taken away ends the stream here
                 except Exception as exc:
                     data = json.dumps(error_body(exc))
                     await self._send(response, f"event: error\ndata: {data}\n\n")
@@ -261,6 +264,8 @@ class _WsSession:
                 if change is None:
                     continue  # the WebSocket's own ping frames keep the socket alive
                 _revision, data = change
+                if self._access is not None:  # a role taken away ends the subscription
+                    self._access.recheck([Need("read", "system", key, prefix)], "WS subscribe")
                 # data is {"revision": ..., "events": [...]}, encoded once for every
                 # subscriber of this filter: splice the envelope in front of its fields.
                 await self.send_text(f'{{"type": "change", "id": {json.dumps(sub_id)}, {data[1:]}')

@@ -293,3 +293,64 @@ async def test_websocket_subscriptions_are_checked_one_by_one(cluster: LocalClus
     # Let the TLS connection's close finish before the test's event loop goes (aiohttp's
     # advice for SSL): else the collector finds its transport unclosed, later.
     await asyncio.sleep(0.25)
+
+
+async def test_a_role_taken_away_ends_the_streams_it_opened(cluster: LocalCluster) -> None:
+    # frank may read /app/ and watches it on gRPC, SSE and a WebSocket; his role is
+    # taken away; the next change ends each stream with the denial, and none carries it.
+    issue(cluster.tls_dir, cluster.tls_dir, "frank", client="frank")
+    for args in (
+        ("auth", "role", "watcher", "--grant", "read:system:/app/"),
+        ("auth", "user", "frank", "--role", "watcher"),
+    ):
+        assert tls_cli(cluster, *args).returncode == 0  # type: ignore[attr-defined]
+    await asyncio.sleep(1.5)
+    token = pathlib.Path(cluster.token_file).read_text().strip()
+    root = Client(cluster.endpoints.split(","), credentials=creds(cluster, "cli"), token=token)
+    frank = Client(cluster.endpoints.split(","), credentials=creds(cluster, "frank"))
+    connector = aiohttp.TCPConnector(ssl=tls(cluster, "frank").client_context())
+    base = f"https://{cluster.metrics_address('n3')}"
+    with root, frank:
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(f"{base}/api/v1/watch?prefix=/app/f/") as sse,
+            session.ws_connect(f"{base.replace('https', 'wss')}/api/v1/ws") as ws,
+        ):
+            assert "event: ready" in await _sse_event(sse)
+            await ws.send_json({"type": "subscribe", "id": "f", "prefix": "/app/f/"})
+            assert (await ws.receive_json(timeout=10))["type"] == "subscribed"
+            put = await asyncio.to_thread(root.put, "/app/f/1", "seen")
+            # the client opens its watch at the first next(): from this put on
+            watch = iter(frank.watch("/app/f/", prefix=True, start_revision=put.revision))
+            first = await asyncio.to_thread(next, watch)
+            assert first.kv.key == "/app/f/1"
+            assert "/app/f/1" in await _sse_event(sse)
+            assert (await ws.receive_json(timeout=10))["events"][0]["key"] == "/app/f/1"
+
+            taken = await asyncio.to_thread(tls_cli, cluster, "auth", "user", "frank")
+            assert taken.returncode == 0  # type: ignore[attr-defined]
+            await asyncio.sleep(1.5)  # every node reads the policy within a second
+            await asyncio.to_thread(root.put, "/app/f/2", "not for frank")
+            with pytest.raises(PermissionDenied, match="roles changed while the stream"):
+                await asyncio.to_thread(next, watch)
+            ended = await _sse_event(sse)
+            assert "event: error" in ended and "frank lacks read" in ended, ended
+            assert "/app/f/2" not in ended
+            error = await ws.receive_json(timeout=10)
+            assert error["type"] == "error" and error["id"] == "f" and error["status"] == 403
+            assert "frank lacks read" in error["detail"]
+    await asyncio.sleep(0.25)  # let the TLS connections close before the loop goes
+
+
+async def _sse_event(response: Any) -> str:
+    """The next event of a Server-Sent Events stream (comments skipped)."""
+    lines: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(response.content.readline(), 10)).decode()
+        assert line, "the stream ended"
+        if line == "\n":
+            if lines:
+                return "".join(lines)
+            continue
+        if not line.startswith(":"):
+            lines.append(line)
