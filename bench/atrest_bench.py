@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from system_quick import find_leader, measure
+from system_quick import find_leader, measure, off_on_summary, print_off_on
 
 from consensus.atrest import Key, Keyring
 from node.dev.cluster import LocalCluster, free_base_port
@@ -75,18 +74,7 @@ def main() -> None:
                 rows.extend(one_cluster(work, encrypt, args))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = []
-    for op, clients in sorted({(r["op"], r["clients"]) for r in rows}):
-        line: dict[str, Any] = {"op": op, "clients": clients}
-        for encrypt in (False, True):
-            mine = [
-                r for r in rows if (r["op"], r["clients"], r["encrypt"]) == (op, clients, encrypt)
-            ]
-            mode = "on" if encrypt else "off"
-            line[f"{mode}_ops_per_s"] = statistics.median(r["ops_per_s"] for r in mine)
-            line[f"{mode}_p50_ms"] = statistics.median(r["p50_ms"] for r in mine)
-        line["ratio"] = line["on_ops_per_s"] / line["off_ops_per_s"]
-        summary.append(line)
+    summary = off_on_summary(rows, "encrypt")
     seal_us = seal_cost_us()
     if args.json:
         json.dump({"rows": rows, "summary": summary, "seal_us": seal_us}, sys.stdout, indent=1)
@@ -94,13 +82,7 @@ def main() -> None:
         return
     print(f"medians of {args.rounds} fresh clusters per mode, {args.seconds:.0f} s per row;"
           " 256-byte values")  # fmt: skip
-    print(f"{'op':>5} {'clients':>8} {'off ops/s':>10} {'on ops/s':>9} {'on/off':>7}"
-          f" {'off p50':>8} {'on p50':>7}")  # fmt: skip
-    for s in summary:
-        print(
-            f"{s['op']:>5} {s['clients']:>8} {s['off_ops_per_s']:>10.0f} {s['on_ops_per_s']:>9.0f}"
-            f" {s['ratio']:>7.2f} {s['off_p50_ms']:>7.2f}ms {s['on_p50_ms']:>5.2f}ms"
-        )
+    print_off_on(summary)
     print(f"one AES-256-GCM seal of a 256-byte value: {seal_us:.1f} µs")
 
 

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from system_quick import Tls, find_leader, measure
+from system_quick import Tls, find_leader, measure, off_on_summary, print_off_on
 
 from node.certs import issue
 from node.dev.cluster import LocalCluster, free_base_port
@@ -94,31 +93,14 @@ def main() -> None:
                 rows.extend(one_cluster(work, secure, args))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = []
-    for op, clients in sorted({(r["op"], r["clients"]) for r in rows}):
-        line: dict[str, Any] = {"op": op, "clients": clients}
-        for secure in (False, True):
-            mine = [
-                r for r in rows if (r["op"], r["clients"], r["secure"]) == (op, clients, secure)
-            ]
-            mode = "on" if secure else "off"
-            line[f"{mode}_ops_per_s"] = statistics.median(r["ops_per_s"] for r in mine)
-            line[f"{mode}_p50_ms"] = statistics.median(r["p50_ms"] for r in mine)
-        line["ratio"] = line["on_ops_per_s"] / line["off_ops_per_s"]
-        summary.append(line)
+    summary = off_on_summary(rows, "secure")
     if args.json:
         json.dump({"rows": rows, "summary": summary}, sys.stdout, indent=1)
         print()
         return
     print(f"medians of {args.rounds} fresh clusters per mode, {args.seconds:.0f} s per row;"
           " off = plaintext, no roles; on = mutual TLS, roles enabled")  # fmt: skip
-    print(f"{'op':>4} {'clients':>8} {'off ops/s':>10} {'on ops/s':>9} {'on/off':>7}"
-          f" {'off p50':>8} {'on p50':>7}")  # fmt: skip
-    for s in summary:
-        print(
-            f"{s['op']:>4} {s['clients']:>8} {s['off_ops_per_s']:>10.0f} {s['on_ops_per_s']:>9.0f}"
-            f" {s['ratio']:>7.2f} {s['off_p50_ms']:>6.2f}ms {s['on_p50_ms']:>5.2f}ms"
-        )
+    print_off_on(summary)
 
 
 if __name__ == "__main__":

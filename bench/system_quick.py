@@ -18,6 +18,7 @@ import multiprocessing
 import statistics
 import sys
 import time
+from typing import Any
 
 import grpc
 
@@ -134,6 +135,32 @@ def measure(
         "p95_ms": q[94] * 1e3,
         "p99_ms": q[98] * 1e3,
     }
+
+
+def off_on_summary(rows: list[dict[str, Any]], flag: str) -> list[dict[str, Any]]:
+    """Per (op, clients): the median ops/s and p50 of the rows with ``flag`` false
+    ("off") and true ("on"), and the on/off ratio of the medians."""
+    summary = []
+    for op, clients in sorted({(r["op"], r["clients"]) for r in rows}):
+        line: dict[str, Any] = {"op": op, "clients": clients}
+        for on in (False, True):
+            mine = [r for r in rows if (r["op"], r["clients"], r[flag]) == (op, clients, on)]
+            mode = "on" if on else "off"
+            line[f"{mode}_ops_per_s"] = statistics.median(r["ops_per_s"] for r in mine)
+            line[f"{mode}_p50_ms"] = statistics.median(r["p50_ms"] for r in mine)
+        line["ratio"] = line["on_ops_per_s"] / line["off_ops_per_s"]
+        summary.append(line)
+    return summary
+
+
+def print_off_on(summary: list[dict[str, Any]]) -> None:
+    print(f"{'op':>5} {'clients':>8} {'off ops/s':>10} {'on ops/s':>9} {'on/off':>7}"
+          f" {'off p50':>8} {'on p50':>7}")  # fmt: skip
+    for s in summary:
+        print(
+            f"{s['op']:>5} {s['clients']:>8} {s['off_ops_per_s']:>10.0f} {s['on_ops_per_s']:>9.0f}"
+            f" {s['ratio']:>7.2f} {s['off_p50_ms']:>7.2f}ms {s['on_p50_ms']:>5.2f}ms"
+        )
 
 
 def main() -> None:

@@ -23,15 +23,19 @@ def run_cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[st
     )  # fmt: skip
 
 
-def start_http_cluster(root: str, extra_args: list[str] | None = None) -> LocalCluster:
+def start_http_cluster(
+    root: str, extra_args: list[str] | None = None, *, tls: bool = False
+) -> LocalCluster:
     """A started three-node cluster with the HTTP listener on (ports apart from gRPC's),
-    a leader elected and every node up."""
+    a leader elected and every node up; ``tls``: mutual TLS on every port, as
+    ``make cluster`` runs it (a throw-away CA in ``<root>/tls``)."""
     base, http = free_base_port(3), free_base_port(3)
     while abs(base - http) < 10:
         http = free_base_port(3)
     cluster = LocalCluster(
-        root, ["n1", "n2", "n3"], base, metrics_base_port=http, extra_args=extra_args or []
-    )
+        root, ["n1", "n2", "n3"], base, metrics_base_port=http, extra_args=extra_args or [],
+        tls=tls,
+    )  # fmt: skip
     cluster.start()
     try:
         cluster.wait_leader(30, all_up=True)

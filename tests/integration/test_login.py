@@ -17,8 +17,9 @@ import pytest
 
 from node.client import Client
 from node.client.errors import PermissionDenied, Unauthenticated
-from node.dev.cluster import LocalCluster, free_base_port
+from node.dev.cluster import LocalCluster
 from node.tls import TlsFiles
+from tests.integration.conftest import start_http_cluster
 from tests.integration.test_roles import creds
 from tests.support.https import https
 
@@ -41,18 +42,10 @@ def cli(cluster: LocalCluster, *args: str, stdin: str = "", token: bool = True) 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    base, http = free_base_port(3), free_base_port(3)
-    while abs(base - http) < 10:
-        http = free_base_port(3)
-    root = tmp_path_factory.mktemp("login")
     # HTTP clients need no certificate here (a browser, curl): a token names them.
     extra = ["--set", "client_cert_auth=false", "--set", f"auth_token_ttl_s={TTL_S}"]
-    cluster = LocalCluster(
-        str(root), ["n1", "n2", "n3"], base, metrics_base_port=http, tls=True, extra_args=extra
-    )
-    cluster.start()
+    cluster = start_http_cluster(str(tmp_path_factory.mktemp("login")), extra, tls=True)
     try:
-        cluster.wait_leader(30, all_up=True)
         for args, stdin in (
             (("auth", "role", "reader", "--grant", "read:system:/app/"), ""),
             (("auth", "user", "erin", "--role", "reader"), ""),

@@ -16,11 +16,11 @@ import pytest
 from node.certs import issue
 from node.client import Client
 from node.client.errors import PermissionDenied
-from node.dev.cluster import LocalCluster, free_base_port
+from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.tls import TlsFiles
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import run_cli, start_http_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +38,8 @@ def tls_cli(cluster: LocalCluster, *args: str) -> object:
 
 
 def test_roles_grant_exactly_what_they_say(tmp_path: pathlib.Path) -> None:
-    base, http = free_base_port(3), free_base_port(3)
-    while abs(base - http) < 10:
-        http = free_base_port(3)
-    cluster = LocalCluster(
-        str(tmp_path / "c"), ["n1", "n2", "n3"], base, metrics_base_port=http, tls=True
-    )
-    cluster.start()
+    cluster = start_http_cluster(str(tmp_path / "c"), tls=True)
     try:
-        cluster.wait_leader(30, all_up=True)
         for name in ("alice", "bob"):
             issue(cluster.tls_dir, cluster.tls_dir, name, client=name)
         endpoints = cluster.endpoints.split(",")

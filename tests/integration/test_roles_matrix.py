@@ -20,9 +20,10 @@ import pytest
 from node.certs import issue
 from node.client import Client
 from node.client.errors import PermissionDenied
-from node.dev.cluster import LocalCluster, free_base_port
+from node.dev.cluster import LocalCluster
 from node.tls import TlsFiles
 from tests.agent_docs import agent_doc
+from tests.integration.conftest import start_http_cluster
 from tests.integration.test_roles import creds, tls_cli
 from tests.support.https import https
 
@@ -123,14 +124,8 @@ CASES = (
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    base, http = free_base_port(3), free_base_port(3)
-    while abs(base - http) < 10:
-        http = free_base_port(3)
-    root = tmp_path_factory.mktemp("roles")
-    cluster = LocalCluster(str(root), ["n1", "n2", "n3"], base, metrics_base_port=http, tls=True)
-    cluster.start()
+    cluster = start_http_cluster(str(tmp_path_factory.mktemp("roles")), tls=True)
     try:
-        cluster.wait_leader(30, all_up=True)
         for name in ("carol", "dave"):
             issue(cluster.tls_dir, cluster.tls_dir, name, client=name)
         with Client(cluster.endpoints.split(","), credentials=creds(cluster, "cli")) as setup:

@@ -23,26 +23,20 @@ from node.certs import create_ca, issue
 from node.client import Client
 from node.client.errors import Unavailable
 from node.config import NodeConfig
-from node.dev.cluster import LocalCluster, free_base_port
+from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.tls import TlsFiles, server_name_for, sync_channel
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import run_cli, start_http_cluster
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> object:
-    base, http = free_base_port(3), free_base_port(3)
-    while abs(base - http) < 10:
-        http = free_base_port(3)
-    root = tmp_path_factory.mktemp("tls")
-    c = LocalCluster(str(root), ["n1", "n2", "n3"], base, metrics_base_port=http, tls=True)
-    c.start()
+    c = start_http_cluster(str(tmp_path_factory.mktemp("tls")), tls=True)
     try:
-        c.wait_leader(30, all_up=True)
         yield c
     finally:
         for node_id in c.node_ids:

@@ -3,39 +3,22 @@ question: the same policy gives the same answer on both."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from consensus.memory import MemorySystem
 from node.api.authz import NEEDS, Caller, decide
-from node.config import NodeConfig
 from node.http.access import IN_HANDLER, OPEN, ROUTE_NEEDS, common_name
-from node.http.app import build_app
-from node.observe.latency import RequestLatency
 from node.pb import tadpole_pb2 as pb
 from node.rbac import Grant, Need, Policy
-
-
-def _app() -> web.Application:
-    node: Any = SimpleNamespace(
-        config=NodeConfig(),
-        system=MemorySystem(),
-        gossip=SimpleNamespace(members=list),
-        metrics=SimpleNamespace(local_counts=dict),
-        latency=RequestLatency(),
-        replication=None,
-    )
-    return build_app(node, replication=SimpleNamespace())  # type: ignore[arg-type]
+from tests.unit.node.http.bare_app import bare_app
 
 
 def test_every_served_route_has_exactly_one_rule() -> None:
     served = {
         (route.method, route.resource.canonical)
-        for route in _app().router.routes()
+        for route in bare_app().router.routes()
         if route.method != "HEAD" and route.resource is not None
     }
     tables = (set(ROUTE_NEEDS), set(IN_HANDLER), set(OPEN))

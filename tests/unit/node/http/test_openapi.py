@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
-from typing import Any
 
 from openapi_spec_validator import validate
 
-from consensus.memory import MemorySystem
-from node.config import NodeConfig
-from node.http.app import build_app
 from node.http.openapi import document
-from node.observe.latency import RequestLatency
+from tests.unit.node.http.bare_app import bare_app
 
 
 def _routes() -> set[tuple[str, str]]:
-    node: Any = SimpleNamespace(
-        config=NodeConfig(),
-        system=MemorySystem(),
-        gossip=SimpleNamespace(members=list),
-        metrics=SimpleNamespace(local_counts=dict),
-        latency=RequestLatency(),
-        replication=None,
-    )
-    app = build_app(node, replication=SimpleNamespace())  # type: ignore[arg-type]
+    app = bare_app()
     served = set()
     for route in app.router.routes():
         if route.method == "HEAD":
