@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -160,6 +161,7 @@ class PolicyCache:
 
     def _load(self) -> Policy | None:
         try:
+            os.chmod(self._path, 0o600)  # one written by an older release was 0644
             with open(self._path, "rb") as f:
                 return Policy.parse(f.read())
         except FileNotFoundError:
@@ -187,7 +189,8 @@ class PolicyCache:
                 raw = kv.value if kv is not None else b""
                 policy = Policy.parse(raw)
                 if policy != self._policy:
-                    await asyncio.to_thread(atomic_write, self._path, raw)
+                    # 0600: it holds the users' password hashes.
+                    await asyncio.to_thread(atomic_write, self._path, raw, 0o600)
                     self._policy = policy
             except PolicyError as exc:
                 # `tadpole auth` refuses a policy that does not parse; one that got in

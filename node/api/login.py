@@ -34,6 +34,14 @@ _USER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ACTION = "login"
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; b"" for a string that has none (a lone surrogate from JSON)."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return b""
+
+
 class Login:
     def __init__(
         self,
@@ -54,8 +62,8 @@ class Login:
         """A token for ``user`` and when it expires, or the error to answer with."""
         if not isinstance(user, str) or not _USER.match(user):
             raise InvalidArgument("user: 1-64 of [A-Za-z0-9_.-]")
-        if not isinstance(password, str) or not 0 < len(password.encode()) <= MAX_PASSWORD_BYTES:
-            raise InvalidArgument(f"password: 1 to {MAX_PASSWORD_BYTES} bytes")
+        if not isinstance(password, str) or not 0 < len(_utf8(password)) <= MAX_PASSWORD_BYTES:
+            raise InvalidArgument(f"password: 1 to {MAX_PASSWORD_BYTES} bytes of UTF-8")
         if not self._tls:
             raise FailedPrecondition(
                 "password login needs TLS: a password must not travel in clear"

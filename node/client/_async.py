@@ -396,6 +396,8 @@ class AsyncClient:
         when it expires (unix seconds). Pass it as ``token=`` to a client; roles then
         treat its calls as ``user``'s. Raises Unauthenticated for a wrong user or
         password (the same answer for either)."""
+        if self._credentials is None:  # never send a password in clear
+            raise InvalidArgument("a password login needs TLS: give the client credentials")
         req = wire.auth_request(user, password)
         resp = await self._call("auth", "Authenticate", req, write=False, timeout=timeout)
         return str(resp.token), float(resp.expires_at)

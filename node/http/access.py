@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
@@ -55,13 +55,17 @@ def _doc(perm: str, tier: str, param: str) -> RouteNeeds:
     return lambda r: [Need(perm, tier, r.match_info[param])]
 
 
-def _query_prefix(perm: str, tier: str | None = None) -> RouteNeeds:
-    """``perm`` on the keys under ``?prefix=`` (or the one ``?key=``) of ``tier`` (None:
-    the ``{tier}`` of the path)."""
+def _query_prefix(perm: str, tier: str | None = None, *, keyed: bool = False) -> RouteNeeds:
+    """``perm`` on the keys under ``?prefix=`` of ``tier`` (None: the ``{tier}`` of the
+    path). ``keyed``: the route also takes one ``?key=`` instead (its handler refuses
+    both at once), and then needs it alone. Read exactly as the handler reads the
+    query: a parameter the handler ignores must not decide what is checked (a
+    ``?key=`` beside the ``?prefix=`` a handler serves would read the prefix's keys
+    with the key's permission)."""
 
     def needs(r: web.Request) -> list[Need]:
         on = tier or r.match_info["tier"]
-        key = r.query.get("key")
+        key = r.query.get("key") if keyed else None
         if key is not None:
             return [Need(perm, on, key)]
         return [Need(perm, on, r.query.get("prefix", ""), True)]
@@ -92,8 +96,8 @@ ROUTE_NEEDS: dict[tuple[str, str], RouteNeeds] = {
     ("GET", "/api/v1/graph/members-of/{mesh_id}"): _doc("read", "mesh", "mesh_id"),
     ("GET", "/api/v1/changes/{tier}"): _query_prefix("read"),
     ("GET", "/api/v1/changes/{tier}/watch"): _query_prefix("read"),
-    ("GET", "/api/v1/events"): _query_prefix("read", "system"),
-    ("GET", "/api/v1/watch"): _query_prefix("read", "system"),
+    ("GET", "/api/v1/events"): _query_prefix("read", "system", keyed=True),
+    ("GET", "/api/v1/watch"): _query_prefix("read", "system", keyed=True),
 }
 
 
@@ -147,25 +151,32 @@ class Access:
     guard: Guard
     request: web.Request
     caller: Caller
-    seen: list[Any] = field(default_factory=list)  # the policy a stream last checked
 
     def require(self, needs: list[Need], what: str = "") -> None:
         """Return when the caller holds ``needs``; else PermissionDenied naming the
         missing one (Unavailable while the policy is not known)."""
         self.guard.check(self, needs, what or _template(self.request))
 
-    def recheck(self, needs: list[Need], what: str = "") -> None:
-        """What a stream (SSE, a WebSocket subscription, a GraphQL subscription) asks
-        before each item it sends: once the policy has changed since the stream
-        opened (or last looked), :meth:`require` again, so a role taken away ends the
-        stream at its next item (PermissionDenied); cheap while nothing changed."""
-        policy = self.guard.policy()
-        if self.seen and policy is self.seen[0]:
-            return
-        self.seen[:] = [policy]
-        if policy is None or not policy.enabled:
-            return
-        self.require(needs, what)
+    def watching(self, needs: list[Need], what: str = "") -> Callable[[], None]:
+        """:meth:`require` ``needs`` now, for a stream about to start (SSE, one
+        WebSocket subscription, one GraphQL subscription), and answer the check that
+        stream runs before each item it sends: once the policy has changed since that
+        stream last looked, require them again, so a role taken away ends the stream
+        at its next item (PermissionDenied); cheap while nothing changed. Each stream
+        has a check of its own: subscriptions sharing a socket must not share what
+        they have seen."""
+        seen = [self.guard.policy()]
+        self.require(needs, what)  # no await between: the same policy as `seen`
+
+        def recheck() -> None:
+            policy = self.guard.policy()
+            if policy is seen[0]:
+                return
+            seen[0] = policy
+            if policy is not None and policy.enabled:
+                self.require(needs, what)
+
+        return recheck
 
 
 def _certificate_name(request: web.Request) -> str | None:
@@ -250,10 +261,9 @@ class Guard:
             policy = self._policy.get()
             if policy is not None and not policy.enabled:
                 # Not checked now; a stream checks again if roles are enabled later.
-                request[ACCESS] = Access(self, request, self._lenient(request), [policy])
+                request[ACCESS] = Access(self, request, self._lenient(request))
                 return await handler(request)
             access = self.access(request)
-            access.seen.append(policy)
             request[ACCESS] = access
             needs = ROUTE_NEEDS.get(route)
             if route in IN_HANDLER:

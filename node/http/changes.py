@@ -160,11 +160,12 @@ class ChangesApi:
         """The same as Server-Sent Events: each ``changes`` event's id is the cursor
         after it (``Last-Event-ID`` resumes, on any node); from now when none is given."""
         tier, prefix, limit = self._params(request)
+        access = access_of(request)
+        recheck = access.watching([Need("read", tier, prefix, True)]) if access else None
         raw = request.headers.get("Last-Event-ID") or request.query.get("after")
         cursor: Cursor | None = decode_cursor(raw) if raw else None
         changes, cursor, _ = await self.page(tier, prefix, cursor, limit)  # 410/400 as HTTP
         response = await sse_response(request)
-        access = access_of(request)
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         try:
@@ -182,8 +183,8 @@ class ChangesApi:
                 await asyncio.sleep(self.poll_s)
                 try:
                     changes, cursor, _ = await self.page(tier, prefix, cursor, limit)
-                    if changes and access is not None:  # a role taken away ends it here
-                        access.recheck([Need("read", tier, prefix, True)])
+                    if changes and recheck is not None:  # a role taken away ends it here
+                        recheck()
                 except Exception as exc:  # told to the subscriber, then the stream ends
                     body = error_body(exc)
                     await self._send(response, f"event: error\ndata: {json.dumps(body)}\n\n")

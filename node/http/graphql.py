@@ -435,15 +435,17 @@ class Subscription:
         self, info: Info[GraphContext, None], prefix: str = "", after: int | None = None
     ) -> AsyncGenerator[SystemChange, None]:
         check_prefix(prefix)
-        _allow(info, [Need("read", "system", prefix, True)])
         ctx = _ctx(info)
+        needs = [Need("read", "system", prefix, True)]
+        # this subscription's own check (one socket may carry several)
+        recheck = ctx.access.watching(needs, "GraphQL systemChanges") if ctx.access else None
         if after is None:
             _, after = await ctx.system.get(prefix, linearizable=True, timeout=ctx.timeout_s)
         elif after < 0:
             raise InvalidArgument(f"after must be a revision >= 0, not {after}")
         async for batch in ctx.system.watch(prefix, prefix=True, start_revision=after + 1):
-            if ctx.access is not None:  # a role taken away ends the subscription here
-                ctx.access.recheck([Need("read", "system", prefix, True)], "GraphQL systemChanges")
+            if recheck is not None:  # a role taken away ends the subscription here
+                recheck()
             changes = [event_json(e) for e in batch]
             yield SystemChange(
                 revision=batch[-1].kv.mod_revision,

@@ -130,21 +130,22 @@ class StreamApi:
         ``Last-Event-ID`` / ``?after=R``, or from now (a first ``ready`` event then
         carries the current revision as its id)."""
         key, prefix = self._selector(request)
+        access = access_of(request)
+        recheck = access.watching([Need("read", "system", key, prefix)]) if access else None
         resume = request.headers.get("Last-Event-ID") or request.query.get("after")
         if resume is not None and (not resume.isdigit() or len(resume) > 19):
             raise Problem(400, f"Last-Event-ID/after must be a revision, not {resume[:40]!r}")
         after = await self.start_after(key, prefix, int(resume) if resume is not None else None)
         response = await sse_response(request)
         subscription = Subscription(self.hub, key, prefix, after)
-        access, needs = access_of(request), [Need("read", "system", key, prefix)]
         try:
             if resume is None:
                 await self._send(response, f"id: {after}\nevent: ready\ndata: {{}}\n\n")
             while True:
                 try:
                     change = await subscription.next(self.heartbeat_s)
-                    if change is not None and access is not None:
-                        access.recheck(needs)  # a role taken away ends the stream here
+                    if change is not None and recheck is not None:
+                        recheck()  # a role taken away ends the stream here
                 except Exception as exc:
                     data = json.dumps(error_body(exc))
                     await self._send(response, f"event: error\ndata: {data}\n\n")
@@ -250,8 +251,10 @@ class _WsSession:
     async def _run(self, sub_id: str, message: dict[str, Any]) -> None:
         try:
             key, prefix = _ws_selector(message)
-            if self._access is not None:
-                self._access.require([Need("read", "system", key, prefix)], "WS subscribe")
+            recheck = None
+            if self._access is not None:  # this subscription's own check
+                needs = [Need("read", "system", key, prefix)]
+                recheck = self._access.watching(needs, "WS subscribe")
             after = message.get("after")
             if after is not None and (isinstance(after, bool) or not isinstance(after, int)
                                       or after < 0):  # fmt: skip
@@ -264,8 +267,8 @@ class _WsSession:
                 if change is None:
                     continue  # the WebSocket's own ping frames keep the socket alive
                 _revision, data = change
-                if self._access is not None:  # a role taken away ends the subscription
-                    self._access.recheck([Need("read", "system", key, prefix)], "WS subscribe")
+                if recheck is not None:  # a role taken away ends the subscription
+                    recheck()
                 # data is {"revision": ..., "events": [...]}, encoded once for every
                 # subscriber of this filter: splice the envelope in front of its fields.
                 await self.send_text(f'{{"type": "change", "id": {json.dumps(sub_id)}, {data[1:]}')

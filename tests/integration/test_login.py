@@ -176,4 +176,6 @@ def test_the_cli_logs_in_and_no_secret_reaches_a_log(
         for p in (cluster.log_file(n), pathlib.Path(cluster.data_dir(n), "audit.log"))
     )
     assert PASSWORD not in logs and token not in logs
+    for n in cluster.node_ids:  # each node's copy of the policy holds the hashes: 0600
+        assert pathlib.Path(cluster.data_dir(n), "auth.policy").stat().st_mode & 0o777 == 0o600
     assert token.split(".")[2] not in logs  # not even its signature

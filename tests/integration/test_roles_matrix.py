@@ -103,6 +103,19 @@ CASES = (
          ("GET", "/api/v1/tiers/population?prefix=job_resource_ledger/", None), None),
     Case("the ledger", lambda c: c.ledger("Pools", {}), ("GET", "/api/v1/ledger/pools", None),
          "lacks read on system keys under '/tadpole/ledger/'"),
+    # A parameter its handler ignores must not decide what is checked (review finding:
+    # ?key= beside the ?prefix= a route serves read the prefix with the key's grant).
+    Case("a key beside the prefix the route serves", None,
+         ("GET", "/state/system?key=/app/x&prefix=/tadpole/auth/", None),
+         "lacks read on system keys under '/tadpole/auth/'"),
+    Case("a key the route ignores", None, ("GET", "/state/system?key=/app/x", None),
+         "lacks read on system every key"),
+    Case("a key beside a CRDT scan's prefix", None,
+         ("GET", f"/api/v1/tiers/population?key={JOB}1&prefix=worker_journal/", None),
+         "lacks read on population keys under 'worker_journal/'"),
+    Case("a key beside a change feed's prefix", None,
+         ("GET", f"/api/v1/changes/population?key={JOB}1&prefix=worker_journal/", None),
+         "lacks read on population keys under 'worker_journal/'"),
     Case("the change history of a granted prefix", None,
          ("GET", "/api/v1/events?prefix=/app/", None), None),
     Case("the change history of everything", None, ("GET", "/api/v1/events?prefix=/", None),
@@ -291,12 +304,16 @@ async def test_websocket_subscriptions_are_checked_one_by_one(cluster: LocalClus
 
 
 async def test_a_role_taken_away_ends_the_streams_it_opened(cluster: LocalCluster) -> None:
-    # frank may read /app/ and watches it on gRPC, SSE and a WebSocket; his role is
-    # taken away; the next change ends each stream with the denial, and none carries it.
+    # frank may read /app/f/ (role watcher) and /app/k/ (role keeper). He watches /app/f/
+    # on gRPC, SSE and a WebSocket, and /app/k/ on the same WebSocket. watcher is taken
+    # away: the next /app/f/ change ends each /app/f/ stream with the denial (none
+    # carries it) while /app/k/ goes on -- though it looked at the new policy first
+    # (review finding: subscriptions of one socket shared what they had checked).
     issue(cluster.tls_dir, cluster.tls_dir, "frank", client="frank")
     for args in (
-        ("auth", "role", "watcher", "--grant", "read:system:/app/"),
-        ("auth", "user", "frank", "--role", "watcher"),
+        ("auth", "role", "watcher", "--grant", "read:system:/app/f/"),
+        ("auth", "role", "keeper", "--grant", "read:system:/app/k/"),
+        ("auth", "user", "frank", "--role", "watcher", "--role", "keeper"),
     ):
         assert tls_cli(cluster, *args).returncode == 0  # type: ignore[attr-defined]
     await asyncio.sleep(1.5)
@@ -312,8 +329,9 @@ async def test_a_role_taken_away_ends_the_streams_it_opened(cluster: LocalCluste
             session.ws_connect(f"{base.replace('https', 'wss')}/api/v1/ws") as ws,
         ):
             assert "event: ready" in await _sse_event(sse)
-            await ws.send_json({"type": "subscribe", "id": "f", "prefix": "/app/f/"})
-            assert (await ws.receive_json(timeout=10))["type"] == "subscribed"
+            for sub, prefix in (("f", "/app/f/"), ("k", "/app/k/")):
+                await ws.send_json({"type": "subscribe", "id": sub, "prefix": prefix})
+                assert (await ws.receive_json(timeout=10))["type"] == "subscribed"
             put = await asyncio.to_thread(root.put, "/app/f/1", "seen")
             # the client opens its watch at the first next(): from this put on
             watch = iter(frank.watch("/app/f/", prefix=True, start_revision=put.revision))
@@ -322,9 +340,13 @@ async def test_a_role_taken_away_ends_the_streams_it_opened(cluster: LocalCluste
             assert "/app/f/1" in await _sse_event(sse)
             assert (await ws.receive_json(timeout=10))["events"][0]["key"] == "/app/f/1"
 
-            taken = await asyncio.to_thread(tls_cli, cluster, "auth", "user", "frank")
+            taken = await asyncio.to_thread(tls_cli, cluster, "auth", "user", "frank",
+                                            "--role", "keeper")  # fmt: skip
             assert taken.returncode == 0  # type: ignore[attr-defined]
             await asyncio.sleep(1.5)  # every node reads the policy within a second
+            await asyncio.to_thread(root.put, "/app/k/1", "still frank's")
+            kept = await ws.receive_json(timeout=10)
+            assert kept["id"] == "k" and kept["events"][0]["key"] == "/app/k/1", kept
             await asyncio.to_thread(root.put, "/app/f/2", "not for frank")
             with pytest.raises(PermissionDenied, match="roles changed while the stream"):
                 await asyncio.to_thread(next, watch)
@@ -334,6 +356,9 @@ async def test_a_role_taken_away_ends_the_streams_it_opened(cluster: LocalCluste
             error = await ws.receive_json(timeout=10)
             assert error["type"] == "error" and error["id"] == "f" and error["status"] == 403
             assert "frank lacks read" in error["detail"]
+            await asyncio.to_thread(root.put, "/app/k/2", "frank's again")
+            kept = await ws.receive_json(timeout=10)
+            assert kept["id"] == "k" and kept["events"][0]["key"] == "/app/k/2", kept
     await asyncio.sleep(0.25)  # let the TLS connections close before the loop goes
 
 

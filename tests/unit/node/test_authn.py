@@ -131,3 +131,15 @@ def test_a_login_answers_a_token_or_says_what_is_wrong() -> None:
         asyncio.run(_login().token("erin", 7, "anonymous", ""))
     with pytest.raises(FailedPrecondition, match="needs TLS"):
         asyncio.run(_login(tls=False).token("erin", "pw", "anonymous", ""))
+    # a lone surrogate (valid JSON, no UTF-8): a 400 naming the field, not a 500
+    with pytest.raises(InvalidArgument, match="password: 1 to 1024 bytes of UTF-8"):
+        asyncio.run(_login().token("erin", "\ud800", "anonymous", ""))
+
+
+def test_the_client_never_sends_a_password_in_clear() -> None:
+    from node.client import Client
+    from node.client.errors import InvalidArgument as ClientInvalidArgument
+
+    plaintext = Client(["127.0.0.1:1"])  # refused before any connection
+    with plaintext, pytest.raises(ClientInvalidArgument, match="needs TLS"):
+        plaintext.authenticate("erin", "pw")
