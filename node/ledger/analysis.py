@@ -365,19 +365,40 @@ def review_code_report(tx: Tx, report_id: str, decision: Any, reviewer: Any) -> 
     """Record a review: accepted or rejected, by a named reviewer. Only recorded --
     nothing is deployed."""
     check_id(report_id, "report_id")
-    if decision not in ("accepted", "rejected"):
-        raise InvalidArgument(f"decision must be accepted or rejected (got {decision!r})")
-    reviewer = check_text(reviewer, "reviewer", required=True, max_len=128)
-    record = tx.get(_report_key(report_id))
+    return _decide(
+        tx, "code_update_reports", _report_key(report_id), f"code report {report_id!r}",
+        "submitted", ("accepted", "rejected"), decision, reviewer, ("reviewer", "reviewed_at"),
+    )  # fmt: skip
+
+
+def _decide(
+    tx: Tx,
+    table: str,
+    key: str,
+    what: str,
+    pending: str,
+    choices: tuple[str, str],
+    decision: Any,
+    by: Any,
+    fields: tuple[str, str],
+) -> dict[str, Any]:
+    """A named person's decision (one of ``choices``) on the ``pending`` record under
+    ``key``, kept in ``fields`` (who, when): an identical resend answers the record,
+    a second decision is FAILED_PRECONDITION naming the first."""
+    if decision not in choices:
+        raise InvalidArgument(f"decision must be {' or '.join(choices)} (got {decision!r})")
+    who, when = fields
+    by = check_text(by, who, required=True, max_len=128)
+    record = tx.get(key)
     if record is None:
-        raise NotFound(f"no code report {report_id!r}")
-    if record["status"] == decision and record["reviewer"] == reviewer:
+        raise NotFound(f"no {what}")
+    if record["status"] == decision and record[who] == by:
         return record
-    if record["status"] != "submitted":
-        raise FailedPrecondition(f"code report {report_id!r} is {record['status']} already")
-    record.update(status=decision, reviewed_at=tx.now, reviewer=reviewer)
-    tx.emit("code_update_reports", record)
-    tx.put(_report_key(report_id), record)
+    if record["status"] != pending:
+        raise FailedPrecondition(f"{what} is {record['status']} already")
+    record.update({"status": decision, when: tx.now, who: by})
+    tx.emit(table, record)
+    tx.put(key, record)
     return record
 
 
@@ -424,20 +445,11 @@ def decide_improvement(tx: Tx, report_id: str, decision: Any, decided_by: Any) -
     """Approve or reject a proposed improvement report, by a named person. Only
     recorded: applying the adjustments is for people and their tools."""
     check_id(report_id, "report_id")
-    if decision not in ("approved", "rejected"):
-        raise InvalidArgument(f"decision must be approved or rejected (got {decision!r})")
-    decided_by = check_text(decided_by, "decided_by", required=True, max_len=128)
-    record = tx.get(_improvement_key(report_id))
-    if record is None:
-        raise NotFound(f"no improvement report {report_id!r}")
-    if record["status"] == decision and record["decided_by"] == decided_by:
-        return record
-    if record["status"] != "proposed":
-        raise FailedPrecondition(f"improvement report {report_id!r} is {record['status']} already")
-    record.update(status=decision, decided_at=tx.now, decided_by=decided_by)
-    tx.emit("improvement_reports", record)
-    tx.put(_improvement_key(report_id), record)
-    return record
+    return _decide(
+        tx, "improvement_reports", _improvement_key(report_id),
+        f"improvement report {report_id!r}", "proposed", ("approved", "rejected"), decision,
+        decided_by, ("decided_by", "decided_at"),
+    )  # fmt: skip
 
 
 def record_learning_snapshot(

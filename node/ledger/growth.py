@@ -204,18 +204,7 @@ def _propose(
             f"{key} observed on {len(items)} of {total} {table} rows; {_describe(kind, values)}"
             + (f"; mean weight hint {sum(weights) / len(weights):.2f}" if weights else "")
         )
-        new_id = conn.execute(
-            SchemaChange.__table__.insert()  # type: ignore[attr-defined]
-            .values(
-                initiated_by=initiated_by,
-                entity_name=table,
-                action="proposed",
-                ddl_statement=ddl,
-                rationale=rationale,
-                created_at=now,
-            )
-            .returning(SchemaChange.id)
-        ).scalar_one()
+        new_id = _log(conn, initiated_by, table, "proposed", ddl, rationale, now)
         made.append(Proposal(new_id, table, key, ddl, rationale))
     return made, skipped
 
@@ -262,19 +251,29 @@ def _approve(conn: Connection, change_id: int, approved_by: str) -> Applied:
         )
     conn.execute(text(row["ddl_statement"]))
     backfilled = write_values(conn, table, ENTITY_TABLES[entity][1], column, sql_type, values)
-    log_id = conn.execute(
+    rationale = f"approves #{change_id}: {row['rationale']}"
+    ddl = row["ddl_statement"]
+    log_id = _log(conn, approved_by, table, "applied", ddl, rationale, datetime.now(UTC))
+    return Applied(change_id, log_id, table, column, backfilled)
+
+
+def _log(
+    conn: Connection, by: str, table: str, action: str, ddl: str, rationale: str, at: datetime
+) -> int:
+    """Append a row to ``schema_change_log``; its id."""
+    new_id: int = conn.execute(
         SchemaChange.__table__.insert()  # type: ignore[attr-defined]
         .values(
-            initiated_by=approved_by,
+            initiated_by=by,
             entity_name=table,
-            action="applied",
-            ddl_statement=row["ddl_statement"],
-            rationale=f"approves #{change_id}: {row['rationale']}",
-            created_at=datetime.now(UTC),
+            action=action,
+            ddl_statement=ddl,
+            rationale=rationale,
+            created_at=at,
         )
         .returning(SchemaChange.id)
     ).scalar_one()
-    return Applied(change_id, log_id, table, column, backfilled)
+    return new_id
 
 
 def _observed(conn: Connection, entity: str, column: str) -> list[tuple[str, Any]]:
