@@ -32,17 +32,32 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from consensus.durable import fsync_dir
 
-__all__ = ["AuditLog"]
+__all__ = ["AuditLog", "Ending"]
 
 log = logging.getLogger(__name__)
 
 QUEUE_MAX = 10_000
 MAX_BYTES = 64 << 20
+DETAIL_MAX = 2000  # characters of an action's detail kept
+
+
+@dataclass
+class Ending:
+    """How an audited action ended, when it did not raise (:meth:`AuditLog.action`):
+    the body may say otherwise than ``ok`` (a compare that failed changed nothing)."""
+
+    result: str = "ok"
+    detail: str = ""
+
+
+def _raised(exc: BaseException) -> tuple[str, str]:
+    return type(exc).__name__, str(exc)
 
 
 class AuditLog:
@@ -114,6 +129,31 @@ class AuditLog:
             self._queue.append((line, (loop, done)))
             self._cond.notify()
         await done
+
+    @contextlib.asynccontextmanager
+    async def action(
+        self,
+        who: str,
+        peer: str,
+        action: str,
+        detail: str = "",
+        *,
+        failed: Callable[[BaseException], tuple[str, str]] = _raised,
+    ) -> AsyncIterator[Ending]:
+        """An admin action: a ``started`` record, durable before the body runs (a crash
+        mid-action, or a failed write of the outcome, still leaves the attempt on
+        record), then how it ended, durable before this returns or re-raises —
+        ``failed`` names the result and detail of what the body raised."""
+        detail = detail[:DETAIL_MAX]
+        await self.record_durably(who, peer, action, "started", detail)
+        ending = Ending(detail=detail)
+        try:
+            yield ending
+        except BaseException as exc:
+            result, why = failed(exc)
+            await self.record_durably(who, peer, action, result, why[:DETAIL_MAX])
+            raise
+        await self.record_durably(who, peer, action, ending.result, ending.detail[:DETAIL_MAX])
 
     def close(self) -> None:
         with self._cond:

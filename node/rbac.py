@@ -20,6 +20,7 @@ under :data:`AUTH_PREFIX`, is for root alone.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,6 +34,10 @@ __all__ = [
     "Need",
     "Policy",
     "PolicyError",
+    "Write",
+    "changes_policy",
+    "describe_change",
+    "describe_writes",
     "missing",
 ]
 
@@ -159,10 +164,71 @@ def missing(policy: Policy, user: str | None, needs: list[Need]) -> Need | None:
         return None
     grants = policy.grants_of(user) if user is not None else []
     for need in needs:
-        if need.tier in ("system", "*") and (
-            need.key.startswith(AUTH_PREFIX) or (need.prefix and AUTH_PREFIX.startswith(need.key))
-        ):
+        if _over_policy(need):
             return need  # the policy itself, or a prefix over it
         if not any(g.covers(need) for g in grants):
             return need
     return None
+
+
+def _over_policy(need: Need) -> bool:
+    return need.tier in ("system", "*") and (
+        need.key.startswith(AUTH_PREFIX) or (need.prefix and AUTH_PREFIX.startswith(need.key))
+    )
+
+
+def changes_policy(needs: list[Need]) -> bool:
+    """Whether a request with ``needs`` may change the policy (write or delete a key
+    under :data:`AUTH_PREFIX`, or a prefix over it): an admin action, audited."""
+    return any(need.perm != "read" and _over_policy(need) for need in needs)
+
+
+def describe_change(old: Policy, new: Policy) -> str:
+    """What a change of the policy from ``old`` to ``new`` does, in names only (never a
+    password hash), for the audit trail: ``enabled; role ops: write on system /app/;
+    user erin: ops; password of erin set``."""
+    parts: list[str] = []
+    if old.enabled != new.enabled:
+        parts.append("enabled" if new.enabled else "disabled")
+    before_roles, after_roles = old.roles or {}, new.roles or {}
+    for name in sorted(before_roles.keys() | after_roles.keys()):
+        grants = after_roles.get(name)
+        if grants is None:
+            parts.append(f"role {name} removed")
+        elif grants != before_roles.get(name):
+            parts.append(f"role {name}: {', '.join(map(str, grants)) or 'no grants'}")
+    before_users, after_users = old.users or {}, new.users or {}
+    for name in sorted(before_users.keys() | after_users.keys()):
+        roles = after_users.get(name)
+        if roles is None:
+            parts.append(f"user {name} removed")
+        elif roles != before_users.get(name):
+            parts.append(f"user {name}: {', '.join(roles) or 'no roles'}")
+    before_pw, after_pw = old.passwords or {}, new.passwords or {}
+    for name in sorted(before_pw.keys() | after_pw.keys()):
+        if name not in after_pw:
+            parts.append(f"password of {name} removed")
+        elif after_pw[name] != before_pw.get(name):
+            parts.append(f"password of {name} set")
+    return "; ".join(parts) or "no change"
+
+
+# A write as the audit describes it: (key, value, prefix), value None for a delete.
+Write = tuple[str, bytes | None, bool]
+
+
+def describe_writes(writes: Sequence[Write], old: Policy) -> str:
+    """What ``writes`` — ``(key, value, prefix)``, value None for a delete — do to the
+    policy (the others are left out), for the audit trail. A policy document that does
+    not parse is :class:`PolicyError`: it is refused, not stored."""
+    parts: list[str] = []
+    for key, value, prefix in writes:
+        if not (key.startswith(AUTH_PREFIX) or (prefix and AUTH_PREFIX.startswith(key))):
+            continue
+        if key == POLICY_KEY and value is not None:
+            parts.append(describe_change(old, Policy.parse(value)))
+        elif value is None:
+            parts.append(f"delete {key}{'*' if prefix else ''}")
+        else:
+            parts.append(f"put {key}")
+    return "; ".join(parts)

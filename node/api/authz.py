@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import grpc
 
@@ -36,8 +36,17 @@ from node.authn import TokenError, Tokens, looks_like_token
 from node.errors import Outcome
 from node.ledger.lifecycle import PREFIX as LEDGER_PREFIX
 from node.pb import tadpole_pb2 as pb
-from node.peer.auth import AUTH_HEADER
-from node.rbac import POLICY_KEY, Need, Policy, PolicyError, missing
+from node.peer.auth import AUTH_HEADER, grpc_failure, who
+from node.rbac import (
+    POLICY_KEY,
+    Need,
+    Policy,
+    PolicyError,
+    Write,
+    changes_policy,
+    describe_writes,
+    missing,
+)
 from node.tls import peer_common_name
 
 __all__ = [
@@ -48,6 +57,7 @@ __all__ = [
     "Refusal",
     "decide",
     "ledger_needs",
+    "parsed_policy",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,6 +114,27 @@ NEEDS: dict[str, Needs] = {
     _DOCS + "CapabilityAdd": lambda r: [Need("write", "agent", r.agent_id)],
     _DOCS + "Query": lambda r: [Need("read", "mesh", "", True), Need("read", "agent", "", True)],
 }
+
+
+def _writes(method: str, r: Any) -> list[Write]:
+    """The system-tier writes of a KV write ``r``: ``(key, value, prefix)``, value None
+    for a delete (a transaction's success branch: what it does if it applies)."""
+    if method == _KV + "Put":
+        return [(r.key, r.value, False)]
+    if method == _KV + "Delete":
+        return [(r.key, None, r.prefix or r.all_keys)]
+    found: list[Write] = []
+    for op in r.success:
+        kind = op.WhichOneof("request")
+        if kind == "put":
+            found.append((op.put.key, op.put.value, False))
+        elif kind == "delete":
+            found.append((op.delete.key, None, op.delete.prefix or op.delete.all_keys))
+    return found
+
+
+# The calls that may change the policy (admin actions, audited when they do).
+_POLICY_WRITERS: Final = frozenset({_KV + "Put", _KV + "Delete", _KV + "Txn"})
 # The lifecycle API keeps its records under one system-tier prefix: its calls need
 # write (changes) or read (the rest) on all of it.
 _LEDGER = "/tadpole.v1.Ledger/"
@@ -173,6 +204,12 @@ class PolicyCache:
     def get(self) -> Policy | None:
         return self._policy
 
+    async def read(self) -> Policy:
+        """The policy as the leader has it now (a linearizable read): what a change is
+        described against. One that does not parse reads as the empty policy."""
+        kv, _ = await self._system.get(POLICY_KEY, linearizable=True, timeout=2.0)
+        return parsed_policy(kv.value if kv is not None else None)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._refresh(), name="policy")
 
@@ -203,6 +240,14 @@ class PolicyCache:
                 if self._policy is None:
                     delay = self._retry_s
             await asyncio.sleep(delay)
+
+
+def parsed_policy(raw: bytes | None) -> Policy:
+    """``raw`` as a policy; one that does not parse reads as the empty policy."""
+    try:
+        return Policy.parse(raw)
+    except PolicyError:
+        return Policy()
 
 
 def _refusing(method: str) -> grpc.RpcMethodHandler:
@@ -314,6 +359,8 @@ class Authorize(WrappingInterceptor):
             return handler
         needs = NEEDS.get(method)
         streaming = handler.unary_stream is not None
+        if method in _POLICY_WRITERS and needs is not None and self._audit is not None:
+            handler = self._policy_audited(handler, method, needs)
 
         async def check(request: Any, context: grpc.aio.ServicerContext) -> Recheck | None:
             await self._check(context, method, needs, request)
@@ -345,6 +392,48 @@ class Authorize(WrappingInterceptor):
             return
         code = grpc.StatusCode.PERMISSION_DENIED
         await self._refuse(context, caller.name, method, code, refusal.message)
+
+    def _policy_audited(
+        self, handler: grpc.RpcMethodHandler, method: str, needs: Needs
+    ) -> grpc.RpcMethodHandler:
+        """``handler``, which runs once the call is allowed, with the calls that change
+        the policy audited as admin actions (:meth:`AuditLog.action`: who, what the
+        change does, how it ended) and a policy document that does not parse refused
+        (INVALID_ARGUMENT) before it is stored."""
+        inner, audit = handler.unary_unary, self._audit
+        assert inner is not None and audit is not None
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if _sys(request.tier) != "system" or not changes_policy(needs(request)):
+                return await inner(request, context)
+            try:
+                detail = describe_writes(_writes(method, request), await self._policy.read())
+            except PolicyError as exc:
+                context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{POLICY_KEY}: {exc}")
+            who = self._caller_name(context)
+            async with audit.action(
+                who, context.peer(), method, detail, failed=grpc_failure(context)
+            ) as ending:
+                response = await inner(request, context)
+                if method == _KV + "Txn" and not response.succeeded:
+                    ending.result = "not-applied"
+                    ending.detail = f"the compare failed: {detail}"
+                return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _caller_name(self, context: grpc.aio.ServicerContext) -> str:
+        name = peer_common_name(context)
+        try:
+            caller = self._identify(name, authorization(context), self._clock())
+        except TokenError:  # roles are off, so the token was not looked at
+            return who(name, None)
+        return who(name, caller.name if caller.name != name else None)
 
     def _rechecker(
         self, context: grpc.aio.ServicerContext, method: str, needs: Needs | None, request: Any

@@ -21,19 +21,23 @@ the audit log) or ``503`` while the policy is not known yet.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
 
 from node.api.authz import Caller, Identify, PolicyCache, decide, ledger_needs
-from node.audit import AuditLog
+from node.audit import AuditLog, Ending
 from node.authn import TokenError
 from node.errors import PermissionDenied, Unauthenticated, Unavailable
 from node.http.ledger import LEDGER_ROUTES
-from node.rbac import Need
+from node.http.problems import Problem, problem_for
+from node.peer.auth import who
+from node.rbac import Need, Policy, PolicyError, Write, describe_writes
 
 __all__ = [
     "ACCESS",
@@ -178,6 +182,32 @@ class Access:
 
         return recheck
 
+    def changing(self, writes: Sequence[Write], old: Policy) -> AbstractAsyncContextManager[Ending]:
+        """Around a write of ``writes`` (``(key, value, prefix)``, value None for a
+        delete): when they change the access policy ``old``, an admin action, audited as
+        on the gRPC port (who, what the change does, how it ended); a policy document that
+        does not parse is a 400 before anything is written."""
+        try:
+            detail = describe_writes(writes, old)
+        except PolicyError as exc:
+            raise Problem(400, str(exc)) from None
+        audit = self.guard.audit
+        if not detail or audit is None:
+            return contextlib.nullcontext(Ending())
+        name, certificate = self.caller.name, _certificate_name(self.request)
+        return audit.action(
+            who(certificate, name if name != certificate else None),
+            caller_address(self.request),
+            _template(self.request),
+            detail,
+            failed=_failure,
+        )
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    problem = problem_for(exc)
+    return str(problem.status), problem.detail
+
 
 def _certificate_name(request: web.Request) -> str | None:
     transport = request.transport
@@ -210,7 +240,7 @@ class Guard:
     ) -> None:
         self._policy = policy
         self._identify = identify
-        self._audit = audit
+        self.audit = audit
         self._clock = clock
 
     def policy(self) -> Any:
@@ -245,8 +275,8 @@ class Guard:
         raise PermissionDenied(refusal.message)
 
     def _record(self, request: web.Request, who: str | None, what: str, why: str) -> None:
-        if self._audit is not None:
-            self._audit.record(who or "anonymous", caller_address(request), what, "denied", why)
+        if self.audit is not None:
+            self.audit.record(who or "anonymous", caller_address(request), what, "denied", why)
 
     def middleware(self) -> Any:
         @web.middleware

@@ -16,9 +16,11 @@ so guarantees and errors are the gRPC API's; failures become problem documents i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,11 +28,13 @@ from aiohttp import web
 
 from consensus.backend import SystemBackend
 from consensus.errors import CompactedError
-from consensus.statemachine import KeyValue
+from consensus.statemachine import DeleteOp, KeyValue, PutOp, Txn
+from node.api.authz import parsed_policy
 from node.api.documents import Documents
 from node.api.tiers import tier_health
+from node.audit import Ending
 from node.errors import AlreadyExists, InvalidArgument
-from node.http.access import access_of
+from node.http.access import Access, access_of
 from node.http.problems import Problem
 from node.http.requests import (
     JSON,
@@ -42,7 +46,7 @@ from node.http.requests import (
     json_body,
 )
 from node.observe.view import MembersView
-from node.rbac import Need
+from node.rbac import POLICY_KEY, Need
 from node.replication.driver import Replication, UpdateResult
 from node.tiers import agent as agent_doc
 from node.tiers import mesh as mesh_doc
@@ -61,6 +65,22 @@ DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
 PATCH_ATTEMPTS = 5
 _CONSISTENCY = {name: level for level, name in TIER_CONSISTENCIES.items()}
+
+
+def _changing(
+    access: Access | None, txn: Txn, current: dict[str, KeyValue | None]
+) -> AbstractAsyncContextManager[Ending]:
+    """Around applying ``txn``, planned over ``current``: audited when it changes the
+    access policy (described against the policy in ``current``, as read)."""
+    if access is None:  # an app built without roles (tests)
+        return contextlib.nullcontext(Ending())
+    writes = [
+        (op.key, op.value, False) if isinstance(op, PutOp) else (op.key, None, op.prefix)
+        for op in txn.success
+        if isinstance(op, PutOp | DeleteOp)
+    ]
+    old = current.get(POLICY_KEY)
+    return access.changing(writes, parsed_policy(old.value if old is not None else None))
 
 
 class ApiConfig(Protocol):
@@ -253,7 +273,10 @@ class StateApi:
             txn, values = system_json.plan_patch(patch, current, self.config.max_value_bytes)
             if idempotency:
                 txn = dataclasses.replace(txn, request_id=f"{idempotency}:{attempt}")
-            result = await self.system.txn(txn, self._timeout())
+            async with _changing(access, txn, current) as ending:
+                result = await self.system.txn(txn, self._timeout())
+                if not result.succeeded:
+                    ending.result, ending.detail = "not-applied", "the compare failed"
             if result.succeeded:
                 return _json(values, headers=_revision_headers(result.revision))
             if if_match is not None:

@@ -35,6 +35,8 @@ __all__ = [
     "PEER_SERVICE_PREFIX",
     "PeerAuthInterceptor",
     "auth_metadata",
+    "grpc_failure",
+    "who",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,45 +83,22 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _deny_with(message, count)
 
     def _audited(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """``handler``, recording its outcome in the audit log before answering."""
+        """``handler``, recording its start and outcome in the audit log (both durable,
+        the outcome before the answer leaves)."""
         audit = self._audit
         if audit is None or handler is None:
             return handler
 
-        async def record(context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
-            code = context.code() if error is not None else None
-            if error is None:
-                result = "ok"
-            elif isinstance(code, grpc.StatusCode):
-                result = code.name
-            else:
-                result = "error"
-            details = (context.details() or "") if error is not None else ""
-            if isinstance(details, bytes):
-                details = details.decode(errors="replace")
-            await audit.record_durably(
-                caller(context, "operator"), context.peer(), method, result, str(details)[:200]
-            )
-
-        async def started(context: grpc.aio.ServicerContext) -> None:
-            # Durable before the action begins: a crash mid-action, or a failed write of
-            # the outcome, still leaves the attempt on record.
-            await audit.record_durably(
-                caller(context, "operator"), context.peer(), method, "started"
-            )
+        def action(context: grpc.aio.ServicerContext) -> Any:
+            who = caller(context, "operator")
+            return audit.action(who, context.peer(), method, failed=grpc_failure(context))
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await started(context)
-                try:
-                    response = await inner(request, context)
-                except BaseException as exc:
-                    await record(context, exc)
-                    raise
-                await record(context, None)
-                return response
+                async with action(context):
+                    return await inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
@@ -130,14 +109,9 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await started(context)
-                try:
+                async with action(context):
                     async for item in inner_stream(request, context):
                         yield item
-                except BaseException as exc:
-                    await record(context, exc)
-                    raise
-                await record(context, None)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
@@ -168,10 +142,33 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return await continuation(details)
 
 
+def grpc_failure(context: grpc.aio.ServicerContext) -> Callable[[BaseException], tuple[str, str]]:
+    """How a call that raised ended, for the audit log: the status it was aborted with
+    (``PERMISSION_DENIED``), else ``error``, and its details."""
+
+    def failed(_exc: BaseException) -> tuple[str, str]:
+        code = context.code()
+        details = context.details() or ""
+        if isinstance(details, bytes):
+            details = details.decode(errors="replace")
+        return (code.name if isinstance(code, grpc.StatusCode) else "error"), str(details)
+
+    return failed
+
+
 def caller(context: grpc.aio.ServicerContext, credential: str) -> str:
-    """Who a call is from, for the audit log: its TLS certificate's name, else the
-    credential it presented (``operator``), else ``anonymous``."""
-    return peer_common_name(context) or credential or "anonymous"
+    """Who a call is from, for the audit log: :func:`who` of its TLS certificate's name
+    and the credential it presented (``operator``)."""
+    return who(peer_common_name(context), credential)
+
+
+def who(certificate: str | None, credential: str | None) -> str:
+    """The audit trail's name of a caller: the credential it presented with the
+    certificate of the connection it came on (``operator (client/cli)``), either alone,
+    or ``anonymous``."""
+    if certificate and credential:
+        return f"{credential} ({certificate})"
+    return credential or certificate or "anonymous"
 
 
 def _presents(details: grpc.HandlerCallDetails, expected: bytes) -> bool:

@@ -7,25 +7,44 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import subprocess
+import sys
+import time
+from typing import Any
 
 import grpc
 import pytest
 
+from node.client import Client
+from node.client.errors import InvalidArgument
 from node.config import NodeConfig
 from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
-from tests.integration.conftest import run_cli
+from node.rbac import POLICY_KEY
+from tests.integration.conftest import run_cli, start_http_cluster
+from tests.support.https import https
 
 pytestmark = pytest.mark.integration
 
 
+def tls_cli(cluster: LocalCluster, *args: str, stdin: str = "") -> Any:
+    """``tadpole`` as the operator, over the cluster's mutual TLS."""
+    tls = cluster.client_tls()
+    assert tls is not None
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", "--endpoints", cluster.endpoints,
+         "--ca-file", tls.ca, "--cert-file", tls.cert, "--key-file", tls.key,
+         "--token-file", cluster.token_file, "--timeout", "10", *args],
+        input=stdin, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
 def test_refused_calls_and_operator_actions_are_audited(make_cluster: object) -> None:
     cluster: LocalCluster = make_cluster(3)  # type: ignore[operator]
-    address = cluster.addresses["n1"]
     guessed = "guessed-token-0123456789abcdef"
-    with grpc.insecure_channel(address) as channel:
+    with cluster.channel("n1") as channel:  # the CLI's certificate, no credential
         with pytest.raises(grpc.RpcError) as info:
             pb_grpc.KeysStub(channel).Rotate(
                 pb.KeysRotateRequest(), timeout=5, metadata=auth_metadata(guessed)
@@ -45,13 +64,13 @@ def test_refused_calls_and_operator_actions_are_audited(make_cluster: object) ->
     denied_rotate = [r for r in mine if r["action"] == "/tadpole.v1.Keys/Rotate"
                      and r["result"] == "denied"]  # fmt: skip
     assert len(denied_rotate) == 1
-    assert denied_rotate[0]["who"] == "anonymous"
+    assert denied_rotate[0]["who"] == "client/cli"  # its certificate names it
     assert denied_rotate[0]["from"].startswith("ipv4:127.0.0.1:")
     assert any(r["action"] == "/tadpole.v1.Peer/Raft" and r["result"] == "denied" for r in mine)
     for node_id in cluster.node_ids:
         by_node = [r for r in records if r["node"] == node_id]
         assert any(r["action"] == "/tadpole.v1.Keys/Status" and r["result"] == "ok"
-                   and r["who"] == "operator" for r in by_node), node_id  # fmt: skip
+                   and r["who"] == "operator (client/cli)" for r in by_node), node_id  # fmt: skip
         assert any(r["action"] == "/tadpole.v1.Keys/Rotate"
                    and r["result"] == "FAILED_PRECONDITION" for r in by_node), node_id  # fmt: skip
     text = tail.stdout
@@ -75,3 +94,79 @@ def test_refused_calls_and_operator_actions_are_audited(make_cluster: object) ->
     again = run_cli(cluster, "audit", "tail", "-n", "200", "--json")
     after = [json.loads(line) for line in again.stdout.splitlines()]
     assert denied_rotate[0] in after
+
+
+def test_changes_to_the_policy_are_audited_admin_actions(tmp_path: pathlib.Path) -> None:
+    """Granting roles, enabling them and setting a password are admin actions whatever
+    the port: each is on record (started, then ok) with who made it and what it changes,
+    by name, never a password hash; a policy document that does not parse is refused on
+    both ports and changes nothing."""
+    cluster = start_http_cluster(str(tmp_path / "c"), tls=True)
+    try:
+        for args in (
+            ("auth", "role", "ops", "--grant", "read:system:/app/"),
+            ("auth", "user", "erin", "--role", "ops"),
+            ("auth", "enable"),
+        ):
+            done = tls_cli(cluster, *args)
+            assert done.returncode == 0, done.stdout + done.stderr
+        password = "correct horse battery staple"
+        done = tls_cli(
+            cluster, "auth", "password", "erin", "--password-stdin", stdin=password + "\n"
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        operator = pathlib.Path(cluster.token_file).read_text(encoding="utf-8").strip()
+        with Client(
+            cluster.endpoints.split(","), credentials=cluster.client_credentials(), token=operator
+        ) as root:
+            before = root.get(POLICY_KEY)
+            assert before is not None
+            with pytest.raises(InvalidArgument, match="grants must be a list"):
+                root.put(POLICY_KEY, '{"enabled": true, "roles": {"ops": "all"}}')
+            tls = cluster.client_tls()
+            assert tls is not None
+            address = cluster.metrics_address("n2")
+            assert address is not None
+            headers = {"Authorization": f"Bearer {operator}"}
+            broken = {POLICY_KEY: {"users": {"erin": ["no-such-role"]}}}
+            status, body, _ = https(address, "PATCH", "/state/system", tls.client_context(),
+                                    broken, headers, "application/merge-patch+json")  # fmt: skip
+            assert status == 400 and "no role 'no-such-role'" in body["detail"], body
+            after = root.get(POLICY_KEY)
+            assert after is not None and after.mod_revision == before.mod_revision
+            disable = {POLICY_KEY: {"enabled": False}}  # a merge patch of the document
+            status, body, _ = https(address, "PATCH", "/state/system", tls.client_context(),
+                                    disable, headers, "application/merge-patch+json")  # fmt: skip
+            assert status == 200, body
+
+        records: list[dict[str, str]] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the tail is read from every node
+            tail = tls_cli(cluster, "audit", "tail", "-n", "500", "--json")
+            assert tail.returncode == 0, tail.stderr
+            records = [json.loads(line) for line in tail.stdout.splitlines()]
+            if any(r["action"] == "PATCH /state/system" and r["result"] == "ok" for r in records):
+                break
+            time.sleep(0.2)
+        changes = [r for r in records if r["action"] in
+                   ("/tadpole.v1.KV/Txn", "/tadpole.v1.KV/Put", "PATCH /state/system")]  # fmt: skip
+        ended = [
+            (r["action"], r["result"], r["detail"]) for r in changes if r["result"] != "started"
+        ]
+        txn = "/tadpole.v1.KV/Txn"
+        assert (txn, "ok", "role ops: read on system /app/") in ended
+        assert (txn, "ok", "user erin: ops") in ended
+        assert (txn, "ok", "enabled") in ended
+        assert (txn, "ok", "password of erin set") in ended
+        assert ("PATCH /state/system", "ok", "disabled") in ended
+        # each began with a durable record of the attempt, made by the operator
+        assert sum(r["result"] == "started" for r in changes) == len(ended) == 5, changes
+        assert {r["who"] for r in changes} == {"operator (client/cli)"}
+        assert not any(r["action"] == "/tadpole.v1.KV/Put" for r in changes)  # refused first
+        policy = json.loads(before.value)
+        for r in records:
+            assert password not in json.dumps(r)
+            assert policy["passwords"]["erin"] not in json.dumps(r)
+    finally:
+        for node_id in cluster.node_ids:
+            cluster.kill(node_id)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from node.rbac import POLICY_KEY, Grant, Need, Policy, PolicyError, missing
+from node.authn import hash_password
+from node.rbac import (
+    POLICY_KEY,
+    Grant,
+    Need,
+    Policy,
+    PolicyError,
+    changes_policy,
+    describe_change,
+    describe_writes,
+    missing,
+)
 
 POLICY = Policy.parse(
     """{"enabled": true,
@@ -132,3 +143,49 @@ async def test_the_policy_cache_is_unknown_until_read_and_remembers_the_last_one
     await cache.close()
     restarted = PolicyCache(backend, path)  # type: ignore[arg-type]
     assert restarted.get() == got  # known at once after a restart
+
+
+@pytest.mark.parametrize(
+    ("needs", "changes"),
+    [
+        ([Need("write", "system", POLICY_KEY)], True),
+        ([Need("write", "system", "/tadpole/", True)], True),  # a delete over it
+        ([Need("write", "system", "", True)], True),  # every key
+        ([Need("read", "system", POLICY_KEY)], False),
+        ([Need("write", "system", "/app/x")], False),
+        ([Need("write", "population", POLICY_KEY)], False),  # another tier's key
+        ([Need("write", "*", "/tadpole/auth/x")], True),
+    ],
+)
+def test_what_changes_the_policy(needs: list[Need], changes: bool) -> None:
+    assert changes_policy(needs) is changes
+
+
+def test_a_change_is_described_by_names_never_by_hashes() -> None:
+    stored = hash_password("s3cret-pass")
+    new = Policy(
+        True,
+        {"writer": POLICY.roles["writer"], "ops": (Grant("read", "mesh", "m-"),)},  # type: ignore[index]
+        {"alice": ("writer",), "erin": ("ops",)},
+        {"erin": stored},
+    )
+    text = describe_change(POLICY, new)
+    assert text == (
+        "role ops: read on mesh m-; role reader removed; role root-ish removed; "
+        "user alice: writer; user carol removed; user dave removed; user erin: ops; "
+        "password of erin set"
+    )
+    assert stored not in text and "enabled" not in text  # it was already
+    assert describe_change(new, new) == "no change"
+    assert describe_change(new, Policy()).startswith("disabled; role ops removed")
+
+
+def test_writes_are_described_when_they_touch_the_policy() -> None:
+    doc = b'{"enabled": true}'
+    assert describe_writes([("/app/x", b"1", False)], POLICY) == ""
+    assert describe_writes([(POLICY_KEY, doc, False)], Policy()) == "enabled"
+    assert describe_writes([(POLICY_KEY, None, False)], POLICY) == f"delete {POLICY_KEY}"
+    assert describe_writes([("/tadpole/", None, True)], POLICY) == "delete /tadpole/*"
+    assert describe_writes([("/tadpole/auth/x", b"1", False)], POLICY) == "put /tadpole/auth/x"
+    with pytest.raises(PolicyError, match="no role 'ghost'"):
+        describe_writes([(POLICY_KEY, b'{"users": {"a": ["ghost"]}}', False)], POLICY)
