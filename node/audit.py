@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from consensus.durable import fsync_dir
+from node.rbac import AUDIT_PREFIX
 
-__all__ = ["AuditLog", "Ending"]
+__all__ = ["AuditExport", "AuditLog", "Ending"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class AuditLog:
         self.dropped = 0  # refused-call records not written: the queue was full
         self._dropped_unreported = 0
         self.written: collections.Counter[str] = collections.Counter()  # by result
+        # Told of every batch of lines once it is durable, in the writer thread.
+        self.listeners: list[Callable[[list[bytes]], None]] = []
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._fd = self._open()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -188,6 +191,8 @@ class AuditLog:
             except OSError as exc:
                 log.error("audit log %s: %s", self.path, exc)
                 error = exc
+            if error is None:
+                self._tell(lines)
             for _, waiter in batch:
                 if waiter is not None:
                     loop, future = waiter
@@ -197,6 +202,13 @@ class AuditLog:
                 self._maybe_rotate()
             except OSError as exc:  # keep writing to the current file
                 log.error("audit log %s: cannot rotate: %s", self.path, exc)
+
+    def _tell(self, lines: list[bytes]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(lines)
+            except Exception:  # a listener's fault must not stop the trail
+                log.exception("audit listener failed")
 
     def _maybe_rotate(self) -> None:
         if os.fstat(self._fd).st_size < self._max_bytes:
@@ -248,3 +260,106 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+class AuditExport:
+    """A copy of this node's audit trail in the system tier's event log, for whoever
+    reads the event log (``GET /api/v1/events?prefix=/tadpole/audit/``, SSE, a gRPC
+    Watch) rather than asking every node (``tadpole audit tail``).
+
+    Each batch of records, once durable in the file, is written as the value of
+    ``/tadpole/audit/<node>`` (``{"node", "records", "skipped"}``): the key holds the
+    newest batch, the event log every batch in order. At most one write every
+    ``interval_s``, of at most ``batch_max`` records, so a flood of refused calls costs
+    the cluster one Raft write a second per node, not one per call: records beyond
+    ``pending_max`` waiting are counted in the next batch's ``skipped`` (the file keeps
+    them all). A batch that cannot be written (no leader) is tried again; one whose
+    outcome is unknown may be written twice, so consumers see each record at least once
+    while the node runs. The file is the record; this is its feed."""
+
+    def __init__(
+        self,
+        audit: AuditLog,
+        write: Callable[[str, bytes], Any],
+        *,
+        interval_s: float = 1.0,
+        batch_max: int = 500,
+        pending_max: int = 5000,
+    ) -> None:
+        self.key = AUDIT_PREFIX + audit.node_id
+        self._audit = audit
+        self._write = write  # async (key, value): a system-tier put
+        self._interval_s = interval_s
+        self._batch_max = batch_max
+        self._pending_max = pending_max
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._skipped = 0  # not yet reported in a batch
+        self.exported = 0
+        self.skipped = 0
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._audit.listeners.append(self._durable)
+        self._task = self._loop.create_task(self._run(), name="audit-export")
+
+    async def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._audit.listeners.remove(self._durable)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _durable(self, lines: list[bytes]) -> None:  # the writer thread
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self.add, lines)
+
+    def add(self, lines: list[bytes]) -> None:
+        """Queue records (JSON lines) for the next batch."""
+        for line in lines:
+            record = _parse(line.rstrip(b"\n"))
+            if record is None:
+                continue
+            if len(self._pending) >= self._pending_max:
+                self._skipped += 1
+                self.skipped += 1
+            else:
+                self._pending.append(record)
+        self._wake.set()
+
+    def next_batch(self) -> tuple[bytes, int] | None:
+        """The next value to write and how many pending records it carries (None:
+        nothing to write)."""
+        if not self._pending and not self._skipped:
+            return None
+        records = [self._pending[i] for i in range(min(self._batch_max, len(self._pending)))]
+        doc = {"node": self._audit.node_id, "records": records, "skipped": self._skipped}
+        return json.dumps(doc, separators=(",", ":")).encode(), len(records)
+
+    def written(self, count: int, skipped: int) -> None:
+        """The batch of ``count`` records (reporting ``skipped``) is in the event log."""
+        for _ in range(count):
+            self._pending.popleft()
+        self._skipped -= skipped
+        self.exported += count
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while (batch := self.next_batch()) is not None:
+                value, count = batch
+                skipped = self._skipped
+                try:
+                    await self._write(self.key, value)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # no leader now: the same records, later
+                    log.debug("audit export: %s", exc)
+                else:
+                    self.written(count, skipped)
+                await asyncio.sleep(self._interval_s)

@@ -69,6 +69,9 @@ class NodeConfig:
     client_rate_limit: float = 0.0
     # Bursts a client may make above its rate (0 = the rate, at least 1).
     client_rate_burst: float = 0.0
+    # Copy the audit trail into the system tier's event log, /tadpole/audit/<node>
+    # (docs/security.md#audit): at most one write a second per node.
+    audit_to_event_log: bool = True
     # How long a token bought with a password (tadpole auth login) names its user, in
     # seconds (docs/security.md#passwords-and-tokens).
     auth_token_ttl_s: float = 600.0

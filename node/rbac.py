@@ -27,6 +27,7 @@ from typing import Any, Final
 from node.authn import check_hash
 
 __all__ = [
+    "AUDIT_PREFIX",
     "AUTH_PREFIX",
     "PERMS",
     "POLICY_KEY",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 AUTH_PREFIX: Final = "/tadpole/auth/"
+# Where each node copies its audit trail (node/audit.py): written by the nodes alone.
+AUDIT_PREFIX: Final = "/tadpole/audit/"
 POLICY_KEY: Final = AUTH_PREFIX + "policy"
 PERMS: Final = ("read", "write", "admin")
 TIERS: Final = ("system", "population", "agent", "mesh", "metrics", "*")
@@ -166,15 +169,22 @@ def missing(policy: Policy, user: str | None, needs: list[Need]) -> Need | None:
     for need in needs:
         if _over_policy(need):
             return need  # the policy itself, or a prefix over it
+        if need.perm != "read" and _over(need, AUDIT_PREFIX):
+            return need  # the audit trail's copy: the nodes write it, roles may read it
         if not any(g.covers(need) for g in grants):
             return need
     return None
 
 
-def _over_policy(need: Need) -> bool:
+def _over(need: Need, prefix: str) -> bool:
+    """Whether ``need`` is on a system key under ``prefix``, or on a prefix over it."""
     return need.tier in ("system", "*") and (
-        need.key.startswith(AUTH_PREFIX) or (need.prefix and AUTH_PREFIX.startswith(need.key))
+        need.key.startswith(prefix) or (need.prefix and prefix.startswith(need.key))
     )
+
+
+def _over_policy(need: Need) -> bool:
+    return _over(need, AUTH_PREFIX)
 
 
 def changes_policy(needs: list[Need]) -> bool:

@@ -24,6 +24,7 @@ from consensus.durable import Histogram
 from consensus.etcd.backend import EtcdSystem
 from consensus.raft.backend import RaftBackend
 from consensus.raft.bridge import RaftSystem
+from consensus.statemachine import PutOp, Txn
 from gossip.config import GossipConfig
 from node.api.audit import AuditServicer
 from node.api.authz import Authorize, Identify, PolicyCache
@@ -37,7 +38,7 @@ from node.api.login import AuthServicer, Login
 from node.api.peer import PeerServicer
 from node.api.tiers import TiersServicer, tier_health
 from node.atrest import AtRest
-from node.audit import AuditLog
+from node.audit import AuditExport, AuditLog
 from node.backup.layout import ARCHIVE_DIR, AUDIT_LOG, TIERS_DB
 from node.backup.schedule import BackupScheduler, Policy
 from node.backup.wal import WalArchiver
@@ -124,6 +125,7 @@ class NodeServer:
         self.http = HttpServer(self, config.http_listen) if config.http_listen else None
         # Operator actions and refused calls (docs/security.md#audit).
         self.audit: AuditLog | None = None
+        self.audit_export: AuditExport | None = None  # its feed into the event log
         self.login: Login | None = None  # made with the audit log, in start()
         # Per-client rate limits, one table for both ports (None: off).
         self.rate_limits = config.rate_limits()
@@ -350,6 +352,19 @@ class NodeServer:
                     "counter", samples=(((), float(self.audit.dropped)),),
                 ),
             ]  # fmt: skip
+        if self.audit_export is not None:
+            out += [
+                Family(
+                    "tadpole_audit_exported_total",
+                    "Audit records copied into the event log (/tadpole/audit/<node>)",
+                    "counter", samples=(((), float(self.audit_export.exported)),),
+                ),
+                Family(
+                    "tadpole_audit_export_skipped_total",
+                    "Audit records left out of the event log by a flood (the file has them)",
+                    "counter", samples=(((), float(self.audit_export.skipped)),),
+                ),
+            ]  # fmt: skip
         if self.atrest is not None:
             at = self.atrest
             out += [
@@ -502,6 +517,11 @@ class NodeServer:
             for m in response.members
         ]
 
+    async def _put_system(self, key: str, value: bytes) -> None:
+        """The node's own write of a system-tier key (past the client API's checks)."""
+        txn = Txn(success=(PutOp(key, value),))
+        await self.system.inner.txn(txn, self.config.request_timeout_s)
+
     def _send_raft(self, peer_id: str, frames: list[bytes]) -> None:
         # Tick thread -> the peer's link thread (never through the event loop).
         link = self._links.get(peer_id)
@@ -513,6 +533,8 @@ class NodeServer:
         self._loop = asyncio.get_running_loop()
         token = cfg.peer_token()
         self.audit = AuditLog(os.path.join(cfg.data_path, AUDIT_LOG), cfg.node_id)
+        if cfg.audit_to_event_log:
+            self.audit_export = AuditExport(self.audit, self._put_system)
         max_msg = max(4 << 20, 2 * cfg.max_value_bytes + (1 << 20))
         server = grpc.aio.server(
             interceptors=[
@@ -638,6 +660,8 @@ class NodeServer:
             self.scrubber.start()
         self.atrest.start()
         self.policy.start()
+        if self.audit_export is not None:
+            self.audit_export.start()
         self.exporter.start()
         if self.http is not None:
             await self.http.start()
@@ -668,6 +692,8 @@ class NodeServer:
         if self.atrest is not None:
             await self.atrest.close()
         await self.policy.close()
+        if self.audit_export is not None:
+            await self.audit_export.close()
         await self.exporter.close()
         await self.gossip.stop()
         if self._server is not None:

@@ -49,12 +49,17 @@ def tail_command(settings: Any, limit: int, as_json: bool, reads: bool) -> None:
         if reply.dropped:
             click.echo(f"{node}: {reply.dropped} refused-call records were dropped", err=True)
     records.sort(key=lambda r: (r.get("ts", ""), r.get("node", "")))
-    for r in records[-limit:]:
-        if as_json:
+    shown = records[-limit:]
+    if as_json:
+        for r in shown:
             click.echo(json.dumps(r, separators=(",", ":")))
-        else:
-            detail = f"  {r['detail']}" if r.get("detail") else ""
-            click.echo(f"{r['ts']}  {r['node']:<4} {r['who']:<14} {r['from']:<22} "
-                       f"{r['action']:<40} {r['result']}{detail}")  # fmt: skip
+    else:  # columns as wide as the widest value shown
+        columns = ("ts", "node", "who", "from", "action", "result")
+        width = {c: max((len(str(r.get(c, ""))) for r in shown), default=0) for c in columns}
+        for r in shown:
+            cells = [f"{r.get(c, '')!s:<{width[c]}}" for c in columns]
+            if r.get("detail"):
+                cells.append(str(r["detail"]))
+            click.echo("  ".join(cells).rstrip())
     if failed:
         raise SystemExit(EXIT_FAILURE)

@@ -753,7 +753,9 @@ class AsyncWatch(backend.WatchBase):
     def _open(self) -> backend.Stream:
         self._endpoint = self._client._router.order(time.monotonic())[0]
         method = self._client._method(self._endpoint, "kv", "Watch")
-        self._stream = stream = backend.Stream(method(self._cursor.request()))
+        # The token names the caller of a stream as of any call (roles are checked).
+        request = self._cursor.request()
+        self._stream = stream = backend.Stream(method(request, metadata=self._client._metadata))
         if self._closed.is_set():  # close() raced with open
             stream.cancel()
         return stream

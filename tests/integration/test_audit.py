@@ -167,6 +167,27 @@ def test_changes_to_the_policy_are_audited_admin_actions(tmp_path: pathlib.Path)
         for r in records:
             assert password not in json.dumps(r)
             assert policy["passwords"]["erin"] not in json.dumps(r)
+
+        # ...and each node's records reach the event log, in order, for its readers
+        exported: list[dict[str, str]] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            status, body, _ = https(address, "GET", "/api/v1/events?prefix=/tadpole/audit/",
+                                    tls.client_context(), headers=headers)  # fmt: skip
+            assert status == 200, body
+            exported = [r for e in body["events"] for r in e["value"]["records"]]
+            if any(r["action"] == "PATCH /state/system" and r["result"] == "ok" for r in exported):
+                break
+            time.sleep(0.2)
+        keys = {e["key"] for e in body["events"]}
+        assert keys <= {f"/tadpole/audit/{n}" for n in cluster.node_ids}, keys
+        tail = "/tadpole.v1.Audit/Tail"  # reads of the trail: left out of the tail above
+        from_n2 = [r for r in exported if r["node"] == "n2" and r["action"] != tail]
+        on_n2 = [r for r in records if r["node"] == "n2"]
+        assert from_n2 == on_n2[: len(from_n2)]  # the file's records, in the file's order
+        assert ("PATCH /state/system", "ok", "disabled") in [
+            (r["action"], r["result"], r["detail"]) for r in from_n2
+        ]
     finally:
         for node_id in cluster.node_ids:
             cluster.kill(node_id)

@@ -85,6 +85,26 @@ def test_a_token_calls_as_its_user_on_grpc(cluster: LocalCluster) -> None:
             erin.get("/tadpole/auth/policy")  # the password hashes are root's alone
 
 
+def test_a_token_watches_as_its_user(cluster: LocalCluster) -> None:
+    """A stream names its caller by the token as a call does (it was sent without it, so
+    a user with no certificate of its own could not watch what it may read)."""
+    with _client(cluster) as anyone:
+        token, _ = anyone.authenticate("erin", PASSWORD)
+    with _client(cluster, token) as erin:
+        watch = erin.watch("/app/x", start_revision=1)
+        try:
+            event = next(watch)
+            assert event.kv.key == "/app/x" and event.kv.value == b"v1"
+        finally:
+            watch.close()
+        denied = erin.watch("/tadpole/auth/policy", start_revision=1)
+        try:
+            with pytest.raises(PermissionDenied, match="erin lacks read"):
+                next(denied)
+        finally:
+            denied.close()
+
+
 def test_a_wrong_password_gets_nothing_and_is_audited(cluster: LocalCluster) -> None:
     with _client(cluster) as anyone:
         for user, password in (("erin", PASSWORD + "x"), ("mallory", PASSWORD)):

@@ -8,7 +8,9 @@ import os
 import pathlib
 import threading
 
-from node.audit import AuditLog
+import pytest
+
+from node.audit import AuditExport, AuditLog
 
 
 def lines(path: pathlib.Path) -> list[dict[str, str]]:
@@ -96,3 +98,63 @@ async def test_tail_can_leave_out_records_and_still_fill_its_limit(tmp_path: pat
     assert len(got) == 300 and all(r["action"].startswith("/act/") for r in got)
     assert got[-1]["action"] == "/act/1998" and got[0]["action"] == "/act/1400"
     audit.close()
+
+
+def record(i: int) -> bytes:
+    return json.dumps({"who": f"c{i}", "result": "denied"}).encode() + b"\n"
+
+
+def test_the_export_batches_bounds_and_counts_what_a_flood_left_out() -> None:
+    audit = AuditLog.__new__(AuditLog)  # the export reads only its node id
+    audit.node_id = "n1"
+    export = AuditExport(audit, lambda key, value: None, batch_max=3, pending_max=5)
+    assert export.key == "/tadpole/audit/n1"
+    assert export.next_batch() is None  # nothing to write: no write at all
+    export.add([record(i) for i in range(7)])  # 5 kept, 2 left out
+    value, count = export.next_batch() or (b"", 0)
+    assert count == 3
+    doc = json.loads(value)
+    assert doc == {"node": "n1", "records": [{"who": f"c{i}", "result": "denied"} for i in
+                                             range(3)], "skipped": 2}  # fmt: skip
+    export.add([record(7)])  # arrives while the batch is written: still no room
+    export.written(count, 2)
+    value, count = export.next_batch() or (b"", 0)
+    doc = json.loads(value)
+    assert [r["who"] for r in doc["records"]] == ["c3", "c4"] and doc["skipped"] == 1
+    export.written(count, 1)
+    assert export.next_batch() is None
+    assert (export.exported, export.skipped) == (5, 3)
+    export.add([record(8)])  # room again
+    assert json.loads((export.next_batch() or (b"",))[0])["records"] == [
+        {"who": "c8", "result": "denied"}
+    ]
+
+
+async def test_the_export_writes_what_is_durable_and_retries_a_failed_write(
+    tmp_path: pathlib.Path,
+) -> None:
+    audit = AuditLog(str(tmp_path / "audit.log"), "n1")
+    written: list[tuple[str, dict[str, object]]] = []
+    failures = [RuntimeError("no leader")]
+
+    async def write(key: str, value: bytes) -> None:
+        if failures:
+            raise failures.pop()
+        written.append((key, json.loads(value)))
+
+    export = AuditExport(audit, write, interval_s=0.01)
+    export.start()
+    try:
+        await audit.record_durably("operator", "ipv4:127.0.0.1:1", "/x/Rotate", "started")
+        for _ in range(500):
+            if written:
+                break
+            await asyncio.sleep(0.01)
+        assert [key for key, _ in written] == ["/tadpole/audit/n1"]  # once, after the retry
+        (record_,) = written[0][1]["records"]  # type: ignore[misc]
+        assert record_ == lines(tmp_path / "audit.log")[0]
+    finally:
+        await export.close()
+        audit.close()
+    with pytest.raises(ValueError):
+        audit.listeners.remove(export._durable)  # closed: no longer told

@@ -39,6 +39,9 @@ POLICY = Policy.parse(
         ("alice", Need("admin", "population", "job_1"), False),
         ("alice", Need("write", "agent", "job_1"), False),  # another tier
         ("carol", Need("write", "mesh", "m"), True),  # admin on every tier
+        ("carol", Need("read", "system", "/tadpole/audit/n1"), True),
+        ("carol", Need("write", "system", "/tadpole/audit/n1"), False),  # the nodes' own
+        ("carol", Need("write", "system", "/tadpole/", True), False),  # a delete over it
         ("dave", Need("read", "system", "/app/x"), False),  # no roles
         ("eve", Need("read", "system", "/app/x"), False),  # not in the policy
         (None, Need("read", "system", "/app/x"), False),  # unidentified
