@@ -30,8 +30,8 @@ __all__ = ["auth"]
 
 @click.group()
 def auth() -> None:
-    """Roles: enable, disable, show; grant roles to users (certificate names, or
-    passwords for a login token)."""
+    """Roles and who holds them: role add|grant|revoke|remove, user add|grant-role|
+    revoke-role|remove, password, enable, disable, show; login and whoami."""
 
 
 def _read(settings: Any) -> tuple[Policy, int]:
@@ -95,61 +95,222 @@ def disable_command(settings: Any) -> None:
     click.echo("roles are disabled")
 
 
-@auth.command(name="role")
-@click.argument("name")
-@click.option("--grant", "grants", multiple=True, metavar="PERM:TIER:PREFIX",
-              help=f"perm {'|'.join(PERMS)}, tier {'|'.join(TIERS)}, key prefix "
-              "(may be empty); repeatable. None: the role is removed.")  # fmt: skip
-@click.pass_obj
-@_handle_errors
-def role_command(settings: Any, name: str, grants: tuple[str, ...]) -> None:
-    """Set role NAME's grants (replacing them), or remove it."""
+def _grants(texts: tuple[str, ...]) -> tuple[Grant, ...]:
     parsed = []
-    for text in grants:
+    for text in texts:
         perm, sep, rest = text.partition(":")
         tier, sep2, prefix = rest.partition(":")
         if not sep or not sep2:
-            _fail(f"--grant {text!r}: use PERM:TIER:PREFIX", EXIT_USAGE)
+            _fail(f"{text!r}: a grant is PERM:TIER:PREFIX", EXIT_USAGE)
         try:
             parsed.append(Grant(perm, tier, prefix))
         except PolicyError as exc:
-            _fail(f"--grant {text!r}: {exc}", EXIT_USAGE)
-
-    def edit(p: Policy) -> Policy:
-        roles = dict(p.roles or {})
-        if parsed:
-            roles[name] = tuple(parsed)
-        else:
-            if any(name in held for held in (p.users or {}).values()):
-                raise PolicyError(f"role {name!r} is still held; take it from its users first")
-            roles.pop(name, None)
-        return dataclasses.replace(p, roles=roles)
-
-    _change(settings, edit)
-    click.echo(f"role {name}: " + ("; ".join(str(g) for g in parsed) or "removed"))
+            _fail(f"{text!r}: {exc}", EXIT_USAGE)
+    return tuple(parsed)
 
 
-@auth.command(name="user")
+def _name(name: str) -> str:
+    if not _USER.match(name):
+        _fail(f"{name!r}: a name is 1-64 of [A-Za-z0-9_.-]", EXIT_USAGE)
+    return name
+
+
+def _grants_of(p: Policy, role: str) -> tuple[Grant, ...]:
+    if role not in (p.roles or {}):
+        raise PolicyError(f"no role {role!r} (tadpole auth role add {role})")
+    return (p.roles or {})[role]
+
+
+def _set_role(p: Policy, role: str, grants: tuple[Grant, ...] | None) -> Policy:
+    roles = dict(p.roles or {})
+    if grants is None:
+        roles.pop(role, None)
+    else:
+        roles[role] = grants
+    return dataclasses.replace(p, roles=roles)
+
+
+def _show_role(p: Policy, role: str) -> None:
+    grants = (p.roles or {}).get(role)
+    shown = "removed" if grants is None else "; ".join(map(str, grants)) or "(no grants)"
+    click.echo(f"role {role}: {shown}")
+
+
+_GRANT_HELP = (
+    f"A grant is PERM:TIER:PREFIX: perm {'|'.join(PERMS)}, tier {'|'.join(TIERS)}, "
+    "a key prefix (may be empty)."
+)
+
+
+@auth.group(name="role")
+def role_group() -> None:
+    """Roles: what they grant (PERM:TIER:PREFIX)."""
+
+
+@role_group.command(name="add", epilog=_GRANT_HELP)
 @click.argument("name")
-@click.option("--role", "roles", multiple=True, help="A role to hold; repeatable. None: removed.")
+@click.argument("grants", nargs=-1, metavar="[GRANT]...")
 @click.pass_obj
 @_handle_errors
-def user_command(settings: Any, name: str, roles: tuple[str, ...]) -> None:
-    """Set the roles of NAME (a client certificate's name, client/NAME), replacing them."""
+def role_add_command(settings: Any, name: str, grants: tuple[str, ...]) -> None:
+    """Make role NAME, granting GRANTs (or nothing yet)."""
+    parsed = _grants(grants)
 
     def edit(p: Policy) -> Policy:
-        users = dict(p.users or {})
-        if roles:
-            unknown = [r for r in roles if r not in (p.roles or {})]
-            if unknown:
-                raise PolicyError(f"no role {unknown[0]!r}")
-            users[name] = tuple(roles)
-        else:
-            users.pop(name, None)
-        return dataclasses.replace(p, users=users)
+        if _name(name) in (p.roles or {}):
+            raise PolicyError(f"role {name!r} exists (tadpole auth role grant {name} ...)")
+        return _set_role(p, name, parsed)
 
-    _change(settings, edit)
-    click.echo(f"user {name}: {', '.join(roles) or 'removed'}")
+    _show_role(_change(settings, edit), name)
+
+
+@role_group.command(name="grant", epilog=_GRANT_HELP)
+@click.argument("name")
+@click.argument("grants", nargs=-1, required=True, metavar="GRANT...")
+@click.pass_obj
+@_handle_errors
+def role_grant_command(settings: Any, name: str, grants: tuple[str, ...]) -> None:
+    """Add GRANTs to role NAME."""
+    parsed = _grants(grants)
+
+    def edit(p: Policy) -> Policy:
+        held = _grants_of(p, name)
+        return _set_role(p, name, held + tuple(g for g in dict.fromkeys(parsed) if g not in held))
+
+    _show_role(_change(settings, edit), name)
+
+
+@role_group.command(name="revoke", epilog=_GRANT_HELP)
+@click.argument("name")
+@click.argument("grants", nargs=-1, required=True, metavar="GRANT...")
+@click.pass_obj
+@_handle_errors
+def role_revoke_command(settings: Any, name: str, grants: tuple[str, ...]) -> None:
+    """Take GRANTs away from role NAME (each must be one it has)."""
+    parsed = _grants(grants)
+
+    def edit(p: Policy) -> Policy:
+        held = _grants_of(p, name)
+        absent = [g for g in parsed if g not in held]
+        if absent:
+            raise PolicyError(f"role {name!r} does not grant {absent[0]}")
+        return _set_role(p, name, tuple(g for g in held if g not in parsed))
+
+    _show_role(_change(settings, edit), name)
+
+
+@role_group.command(name="remove")
+@click.argument("name")
+@click.pass_obj
+@_handle_errors
+def role_remove_command(settings: Any, name: str) -> None:
+    """Remove role NAME (no user may hold it)."""
+
+    def edit(p: Policy) -> Policy:
+        _grants_of(p, name)
+        holders = sorted(u for u, held in (p.users or {}).items() if name in held)
+        if holders:
+            raise PolicyError(
+                f"role {name!r} is held by {', '.join(holders)}; "
+                f"tadpole auth user revoke-role {holders[0]} {name} first"
+            )
+        return _set_role(p, name, None)
+
+    _show_role(_change(settings, edit), name)
+
+
+def _set_user(p: Policy, user: str, roles: tuple[str, ...] | None) -> Policy:
+    users = dict(p.users or {})
+    if roles is None:
+        users.pop(user, None)
+    else:
+        users[user] = roles
+    return dataclasses.replace(p, users=users)
+
+
+def _show_user(p: Policy, user: str) -> None:
+    roles = (p.users or {}).get(user)
+    shown = "removed" if roles is None else ", ".join(roles) or "(no roles)"
+    click.echo(f"user {user}: {shown}")
+
+
+@auth.group(name="user")
+def user_group() -> None:
+    """Users: a client certificate's name (client/NAME), or a name that logs in with a
+    password (tadpole auth password), and the roles it holds."""
+
+
+@user_group.command(name="add")
+@click.argument("name")
+@click.argument("roles", nargs=-1, metavar="[ROLE]...")
+@click.pass_obj
+@_handle_errors
+def user_add_command(settings: Any, name: str, roles: tuple[str, ...]) -> None:
+    """Name user NAME, holding ROLEs (or none yet)."""
+
+    def edit(p: Policy) -> Policy:
+        if _name(name) in (p.users or {}):
+            raise PolicyError(f"user {name!r} exists (tadpole auth user grant-role {name} ...)")
+        for role in roles:
+            _grants_of(p, role)
+        return _set_user(p, name, tuple(dict.fromkeys(roles)))
+
+    _show_user(_change(settings, edit), name)
+
+
+@user_group.command(name="grant-role")
+@click.argument("name")
+@click.argument("roles", nargs=-1, required=True, metavar="ROLE...")
+@click.pass_obj
+@_handle_errors
+def user_grant_role_command(settings: Any, name: str, roles: tuple[str, ...]) -> None:
+    """Let user NAME hold ROLEs too (a user named here for the first time is added:
+    a certificate's name needs no add)."""
+
+    def edit(p: Policy) -> Policy:
+        for role in roles:
+            _grants_of(p, role)
+        held = (p.users or {}).get(_name(name), ())
+        return _set_user(p, name, held + tuple(r for r in dict.fromkeys(roles) if r not in held))
+
+    _show_user(_change(settings, edit), name)
+
+
+@user_group.command(name="revoke-role")
+@click.argument("name")
+@click.argument("roles", nargs=-1, required=True, metavar="ROLE...")
+@click.pass_obj
+@_handle_errors
+def user_revoke_role_command(settings: Any, name: str, roles: tuple[str, ...]) -> None:
+    """Take ROLEs away from user NAME (each must be one it holds)."""
+
+    def edit(p: Policy) -> Policy:
+        held = (p.users or {}).get(name)
+        if held is None:
+            raise PolicyError(f"no user {name!r}")
+        absent = [r for r in roles if r not in held]
+        if absent:
+            raise PolicyError(f"user {name!r} does not hold role {absent[0]!r}")
+        return _set_user(p, name, tuple(r for r in held if r not in roles))
+
+    _show_user(_change(settings, edit), name)
+
+
+@user_group.command(name="remove")
+@click.argument("name")
+@click.pass_obj
+@_handle_errors
+def user_remove_command(settings: Any, name: str) -> None:
+    """Remove user NAME: its roles, and its password (no more logins; a token it holds
+    names nobody with roles from its next call)."""
+
+    def edit(p: Policy) -> Policy:
+        if name not in (p.users or {}) and name not in (p.passwords or {}):
+            raise PolicyError(f"no user {name!r}")
+        passwords = {u: h for u, h in (p.passwords or {}).items() if u != name}
+        return dataclasses.replace(_set_user(p, name, None), passwords=passwords)
+
+    _show_user(_change(settings, edit), name)
 
 
 def _password(from_stdin: bool, confirm: bool) -> str:
@@ -170,8 +331,7 @@ def _password(from_stdin: bool, confirm: bool) -> str:
 def password_command(settings: Any, name: str, password_stdin: bool, remove: bool) -> None:
     """Let NAME log in with a password (tadpole auth login) for a token, without a
     certificate of its own. Only its scrypt hash is stored, where only root may read."""
-    if not _USER.match(name):
-        _fail(f"{name!r}: a user is 1-64 of [A-Za-z0-9_.-]", EXIT_USAGE)
+    _name(name)
     stored = None
     if not remove:
         try:

@@ -104,8 +104,8 @@ def test_changes_to_the_policy_are_audited_admin_actions(tmp_path: pathlib.Path)
     cluster = start_http_cluster(str(tmp_path / "c"), tls=True)
     try:
         for args in (
-            ("auth", "role", "ops", "--grant", "read:system:/app/"),
-            ("auth", "user", "erin", "--role", "ops"),
+            ("auth", "role", "add", "ops", "read:system:/app/"),
+            ("auth", "user", "grant-role", "erin", "ops"),
             ("auth", "enable"),
         ):
             done = tls_cli(cluster, *args)

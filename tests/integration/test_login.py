@@ -47,8 +47,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     cluster = start_http_cluster(str(tmp_path_factory.mktemp("login")), extra, tls=True)
     try:
         for args, stdin in (
-            (("auth", "role", "reader", "--grant", "read:system:/app/"), ""),
-            (("auth", "user", "erin", "--role", "reader"), ""),
+            (("auth", "role", "add", "reader", "read:system:/app/"), ""),
+            (("auth", "user", "add", "erin", "reader"), ""),
             (("auth", "password", "erin", "--password-stdin"), PASSWORD + "\n"),
             (("put", "/app/x", "v1"), ""),
             (("auth", "enable"), ""),

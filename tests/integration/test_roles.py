@@ -47,9 +47,9 @@ def test_roles_grant_exactly_what_they_say(tmp_path: pathlib.Path) -> None:
             anyone.put("/app/config", "v1")  # before roles are enabled, anyone may
 
         for args in (
-            ("auth", "role", "app-reader", "--grant", "read:system:/app/"),
-            ("auth", "role", "job-writer", "--grant", "write:population:job_resource_ledger/"),
-            ("auth", "user", "alice", "--role", "app-reader", "--role", "job-writer"),
+            ("auth", "role", "add", "app-reader", "read:system:/app/"),
+            ("auth", "role", "add", "job-writer", "write:population:job_resource_ledger/"),
+            ("auth", "user", "grant-role", "alice", "app-reader", "job-writer"),
             ("auth", "enable"),
         ):
             done = tls_cli(cluster, *args)
@@ -110,6 +110,43 @@ def test_roles_grant_exactly_what_they_say(tmp_path: pathlib.Path) -> None:
             "alice lacks" in pathlib.Path(cluster.data_dir(n), "audit.log").read_text()
             for n in ("n2", "n3")
         )
+
+        # the CLI's grammar: each mistake is named and changes nothing...
+        before = tls_cli(cluster, "auth", "show").stdout  # type: ignore[attr-defined]
+        for args, error in (
+            (("role", "grant", "ghost", "read:system:/x/"), "no role 'ghost'"),
+            (("role", "add", "app-reader"), "role 'app-reader' exists"),
+            (("role", "revoke", "app-reader", "write:system:/app/"),
+             "does not grant write on system /app/"),
+            (("role", "remove", "app-reader"), "held by alice"),
+            (("role", "add", "x", "read:nowhere:/"), "tier 'nowhere'"),
+            (("role", "add", "x", "read-system"), "a grant is PERM:TIER:PREFIX"),
+            (("user", "add", "alice"), "user 'alice' exists"),
+            (("user", "grant-role", "bob", "ghost"), "no role 'ghost'"),
+            (("user", "revoke-role", "alice", "ops"), "does not hold role 'ops'"),
+            (("user", "remove", "nobody"), "no user 'nobody'"),
+            (("user", "add", "bad name"), "a name is 1-64 of"),
+        ):  # fmt: skip
+            done = tls_cli(cluster, "auth", *args)
+            out = done.stdout + done.stderr  # type: ignore[attr-defined]
+            assert done.returncode != 0 and error in out, (args, out)  # type: ignore[attr-defined]
+        assert tls_cli(cluster, "auth", "show").stdout == before  # type: ignore[attr-defined]
+        # ...and each change says what it made
+        for args, said in (
+            (("role", "grant", "app-reader", "read:mesh:m-", "read:mesh:m-"),
+             "role app-reader: read on system /app/; read on mesh m-"),
+            (("role", "revoke", "app-reader", "read:mesh:m-"),
+             "role app-reader: read on system /app/"),
+            (("user", "grant-role", "bob", "job-writer"), "user bob: job-writer"),
+            (("user", "revoke-role", "bob", "job-writer"), "user bob: (no roles)"),
+            (("user", "remove", "bob"), "user bob: removed"),
+            (("role", "add", "spare"), "role spare: (no grants)"),
+            (("role", "remove", "spare"), "role spare: removed"),
+        ):  # fmt: skip
+            done = tls_cli(cluster, "auth", *args)
+            out = done.stdout + done.stderr  # type: ignore[attr-defined]
+            assert done.returncode == 0 and done.stdout.strip() == said, (args, out)  # type: ignore[attr-defined]
+        assert tls_cli(cluster, "auth", "show").stdout == before  # type: ignore[attr-defined]
 
         assert tls_cli(cluster, "auth", "disable").returncode == 0  # type: ignore[attr-defined]
         time.sleep(1.5)

@@ -149,12 +149,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
             setup.doc_create("mesh", MESH_OK, mesh(MESH_OK, members))
             setup.doc_create("mesh", MESH_NO, mesh(MESH_NO, []))
         for role, grant in ROLES:
-            done = tls_cli(cluster, "auth", "role", role, "--grant", grant)
+            done = tls_cli(cluster, "auth", "role", "add", role, grant)
             assert done.returncode == 0, done.stdout + done.stderr  # type: ignore[attr-defined]
-        grants = [arg for role, _ in ROLES for arg in ("--role", role)]
+        grants = [role for role, _ in ROLES]
         for args in (
-            ("auth", "user", "carol", *grants),
-            ("auth", "user", "dave"),
+            ("auth", "user", "add", "carol", *grants),
+            ("auth", "user", "add", "dave"),
             ("auth", "enable"),
         ):
             done = tls_cli(cluster, *args)
@@ -311,9 +311,9 @@ async def test_a_role_taken_away_ends_the_streams_it_opened(cluster: LocalCluste
     # (review finding: subscriptions of one socket shared what they had checked).
     issue(cluster.tls_dir, cluster.tls_dir, "frank", client="frank")
     for args in (
-        ("auth", "role", "watcher", "--grant", "read:system:/app/f/"),
-        ("auth", "role", "keeper", "--grant", "read:system:/app/k/"),
-        ("auth", "user", "frank", "--role", "watcher", "--role", "keeper"),
+        ("auth", "role", "add", "watcher", "read:system:/app/f/"),
+        ("auth", "role", "add", "keeper", "read:system:/app/k/"),
+        ("auth", "user", "grant-role", "frank", "watcher", "keeper"),
     ):
         assert tls_cli(cluster, *args).returncode == 0  # type: ignore[attr-defined]
     await asyncio.sleep(1.5)
@@ -340,8 +340,8 @@ async def test_a_role_taken_away_ends_the_streams_it_opened(cluster: LocalCluste
             assert "/app/f/1" in await _sse_event(sse)
             assert (await ws.receive_json(timeout=10))["events"][0]["key"] == "/app/f/1"
 
-            taken = await asyncio.to_thread(tls_cli, cluster, "auth", "user", "frank",
-                                            "--role", "keeper")  # fmt: skip
+            taken = await asyncio.to_thread(tls_cli, cluster, "auth", "user", "revoke-role",
+                                            "frank", "watcher")  # fmt: skip
             assert taken.returncode == 0  # type: ignore[attr-defined]
             await asyncio.sleep(1.5)  # every node reads the policy within a second
             await asyncio.to_thread(root.put, "/app/k/1", "still frank's")
