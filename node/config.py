@@ -69,6 +69,9 @@ class NodeConfig:
     client_rate_limit: float = 0.0
     # Bursts a client may make above its rate (0 = the rate, at least 1).
     client_rate_burst: float = 0.0
+    # Web pages (scheme://host[:port]) besides the node's own that may open its
+    # WebSocket endpoints; a browser's WebSocket from any other page is refused (403).
+    http_allowed_origins: tuple[str, ...] = ()
     # Copy the audit trail into the system tier's event log, /tadpole/audit/<node>
     # (docs/security.md#audit): at most one write a second per node.
     audit_to_event_log: bool = True
@@ -188,6 +191,12 @@ class NodeConfig:
             )
         for i, endpoint in enumerate(self.etcd_endpoints):
             _check_address(f"etcd_endpoints[{i}]", endpoint)
+        for origin in self.http_allowed_origins:
+            scheme, sep, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+                raise ConfigError(
+                    f"http_allowed_origins: {origin!r} is not an origin (scheme://host[:port])"
+                )
         if not self.etcd_prefix.startswith("/") or not self.etcd_prefix.endswith("/"):
             raise ConfigError(f"etcd_prefix {self.etcd_prefix!r}: must start and end with '/'")
         if self.scrub_interval_s < 0 or self.scrub_bytes_per_s <= 0:
@@ -372,7 +381,7 @@ def parse_peers(text: str) -> dict[str, str]:
 def _coerce(name: str, raw: Any, target: Any) -> Any:
     if name == "peers":
         return parse_peers(raw) if isinstance(raw, str) else dict(raw)
-    if name == "etcd_endpoints":
+    if name in ("etcd_endpoints", "http_allowed_origins"):
         items = raw.split(",") if isinstance(raw, str) else raw
         return tuple(str(item).strip() for item in items if str(item).strip())
     kind = type(target)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from consensus.backend import SystemBackend
-from node.http.access import Guard, common_name
+from node.http.access import Guard, caller_address, common_name
 from node.http.changes import ChangesApi
 from node.http.graphql import graphql_view, query_endpoint
 from node.http.ledger import LedgerHttp
@@ -97,6 +97,35 @@ def rate_limited(buckets: TokenBuckets) -> Any:
     return limit
 
 
+def same_origin(allowed: tuple[str, ...], audit: Any) -> Any:
+    """Middleware: a WebSocket that a web page opens (a browser says which, in
+    ``Origin``) is refused unless the page is the node's own (the console) or one of
+    ``allowed``: a browser holding a client certificate must not let any page it
+    visits open a stream in its name. Clients that are not browsers send no
+    ``Origin`` and are not asked."""
+    permitted = frozenset(o.lower().rstrip("/") for o in allowed)
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is None or request.headers.get("Upgrade", "").lower() != "websocket":
+            return await handler(request)
+        own = f"{request.scheme}://{request.host}".lower()
+        if origin.lower().rstrip("/") in permitted | {own}:
+            return await handler(request)
+        detail = (
+            f"a WebSocket from the page {origin[:100]!r} is refused: not this node's origin "
+            "nor one of http_allowed_origins"
+        )
+        if audit is not None:
+            cert = request.transport.get_extra_info("peercert") if request.transport else None
+            who = common_name(cert) or "anonymous"
+            audit.record(who, caller_address(request), f"GET {request.path}", "denied", detail)
+        return problem_response(Problem(403, detail), request.path)
+
+    return check
+
+
 def _grpc_style_peer(remote: str) -> str:
     """``10.0.0.7`` -> ``ipv4:10.0.0.7:0`` (the form gRPC names a peer in), so one
     client counts against one bucket on both ports."""
@@ -110,6 +139,8 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
     if policy is not None and identify is not None:  # inside `problems`: refusals are problems
         guard = Guard(policy, identify, getattr(node, "audit", None))
         middlewares.append(guard.middleware())
+    allowed = tuple(getattr(node.config, "http_allowed_origins", ()))
+    middlewares.insert(1, same_origin(allowed, getattr(node, "audit", None)))
     buckets = getattr(node, "rate_limits", None)
     if buckets is not None:
         middlewares.insert(0, rate_limited(buckets))

@@ -13,9 +13,9 @@ from node.http.app import build_app
 from node.observe.latency import RequestLatency
 
 
-def bare_app() -> web.Application:
+def bare_app(config: NodeConfig | None = None) -> web.Application:
     node: Any = SimpleNamespace(
-        config=NodeConfig(),
+        config=config or NodeConfig(),
         system=MemorySystem(),
         gossip=SimpleNamespace(members=list),
         metrics=SimpleNamespace(local_counts=dict),
