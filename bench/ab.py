@@ -74,7 +74,8 @@ def start(tree: str, root: str) -> LocalCluster:
     http = free_base(3)
     while abs(base - http) < 10:
         http = free_base(3)
-    cluster = LocalCluster(root, ["n1", "n2", "n3"], base, metrics_base_port=http)
+    # plaintext: the REF tree may predate TLS by default, and counters() scrapes http://
+    cluster = LocalCluster(root, ["n1", "n2", "n3"], base, metrics_base_port=http, tls=False)
     here = os.getcwd()
     os.chdir(tree)  # nodes run `python -m node.main` from the working directory
     try:

@@ -40,7 +40,8 @@ def seal_cost_us(n: int = 20_000) -> float:
 
 def one_cluster(work: str, encrypt: bool, args: argparse.Namespace) -> list[dict[str, Any]]:
     root = tempfile.mkdtemp(prefix="on-" if encrypt else "off-", dir=work)
-    cluster = LocalCluster(root, ["n1", "n2", "n3"], free_base_port(3), encrypt=encrypt)
+    # plaintext: its load (system_quick) has no certificate; at-rest cost alone measured
+    cluster = LocalCluster(root, ["n1", "n2", "n3"], free_base_port(3), encrypt=encrypt, tls=False)
     cluster.start()
     try:
         cluster.wait_leader(30, all_up=True)

@@ -88,7 +88,8 @@ def _writer(endpoints: list[str], stop: threading.Event, out: dict[str, float]) 
 
 def run_one(args: list[str], seconds: float, hogs: int, base_port: int, core: int | None) -> Sample:
     with tempfile.TemporaryDirectory(prefix="tp-elections-") as root:
-        cluster = LocalCluster(root, ["n1", "n2", "n3"], base_port, extra_args=args)
+        # plaintext: its status probes use insecure channels, figures as in earlier runs
+        cluster = LocalCluster(root, ["n1", "n2", "n3"], base_port, extra_args=args, tls=False)
         cluster.prepare()
         cluster.start()
         try:

@@ -243,8 +243,13 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     root = tempfile.mkdtemp(prefix="tadpole-http-bench-")
+    # plaintext: its gRPC and HTTP load has no certificate; TLS cost: make bench-security
     cluster = LocalCluster(
-        root, ["n1", "n2", "n3"], free_base_port(3), metrics_base_port=free_base_port(3)
+        root,
+        ["n1", "n2", "n3"],
+        free_base_port(3),
+        metrics_base_port=free_base_port(3),
+        tls=False,
     )
     cluster.start()
     rows: list[dict[str, Any]] = []

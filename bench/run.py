@@ -441,8 +441,9 @@ def start_py_spy(args: Args, system: str, pid: int) -> subprocess.Popen[bytes]:
 def bench_tadpole_raft(
     gen: LoadGenerator, args: Args
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    # plaintext, like the etcd and pysyncobj it is compared with (TLS: make bench-security)
     cluster = LocalCluster(
-        os.path.join(args.root, "tadpole-raft"), ["n1", "n2", "n3"], free_base(3)
+        os.path.join(args.root, "tadpole-raft"), ["n1", "n2", "n3"], free_base(3), tls=False
     )
     try:
         cluster.start()
@@ -504,6 +505,7 @@ def bench_tadpole_etcd(
             ["n1", "n2", "n3"],
             free_base(3),
             extra_args=["--system-backend", "etcd", "--etcd-endpoints", ",".join(endpoints)],
+            tls=False,  # plaintext, like the etcd it is compared with
         )
         cluster.start()
         wait_serving(cluster)

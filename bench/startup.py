@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     answers: list[float] = []
     follows: list[float] = []
     with tempfile.TemporaryDirectory(prefix="tadpole-startup-") as root:
-        cluster = LocalCluster(root, ["n1", "n2", "n3"], args.base_port)
+        # plaintext: startup figures comparable with earlier runs
+        cluster = LocalCluster(root, ["n1", "n2", "n3"], args.base_port, tls=False)
         try:
             cluster.start()
             cluster.wait_leader(60, all_up=True)

@@ -40,6 +40,10 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Certificates are valid from this long before they are issued, so that a host whose
+# clock is behind the issuer's (by up to this) still accepts them: TLS checks
+# not-before against the wall clock, which nothing else in the cluster relies on.
+BACKDATE = dt.timedelta(days=1)
 
 
 class CertError(Exception):
@@ -103,7 +107,7 @@ def create_ca(directory: str, *, days: int = 3650, name: str = "tadpole cluster 
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_CA_USAGE, critical=True)
@@ -159,7 +163,7 @@ def issue(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

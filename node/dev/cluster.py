@@ -20,16 +20,19 @@ import random
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import click
 import grpc
 
 from consensus.atrest import generate_line
 from node.certs import create_ca, issue, pkcs12_bundle
+from node.client import Client
 from node.config import operator_token_for
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -92,8 +95,9 @@ class LocalCluster:
     # Encryption at rest, with the keyring <root>/at-rest.keys (made if missing).
     encrypt: bool = False
     # Mutual TLS on every port: a throw-away CA and certificates in <root>/tls/ (made
-    # if missing): ca.pem, <id>.pem/.key per node, cli.pem/.key for clients.
-    tls: bool = False
+    # if missing): ca.pem, <id>.pem/.key per node, cli.pem/.key for clients. The nodes
+    # then require a client certificate; the helpers below present cli's.
+    tls: bool = True
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -154,6 +158,30 @@ class LocalCluster:
         tls = self.client_tls()
         return None if tls is None else tls.channel_credentials()
 
+    # What a client of this cluster uses, TLS or not as the cluster runs (tests, drills).
+
+    def client(self, *node_ids: str, **kwargs: Any) -> Client:
+        """A :class:`Client` of ``node_ids`` (default: all) with this cluster's credentials."""
+        addresses = [self.addresses[n] for n in node_ids or self.node_ids]
+        return Client(addresses, credentials=self.client_credentials(), **kwargs)
+
+    def channel(self, node_id: str) -> grpc.Channel:
+        """A gRPC channel to ``node_id`` (TLS with the client certificate, if the cluster's)."""
+        return sync_channel(self.addresses[node_id], self.client_tls())
+
+    def http_url(self, node_id: str, path: str = "") -> str:
+        """The URL of ``path`` on ``node_id``'s HTTP listener (https when the cluster runs TLS)."""
+        return f"{'https' if self.tls else 'http'}://{self.metrics_address(node_id)}{path}"
+
+    def http_context(self) -> ssl.SSLContext | None:
+        """The SSL context of an HTTPS client of this cluster (None: plaintext)."""
+        tls = self.client_tls()
+        return None if tls is None else tls.client_context()
+
+    def cli_flags(self) -> list[str]:
+        """The ``tadpole`` flags presenting this cluster's client certificate (none: plaintext)."""
+        return _tls_flags(self.client_tls())
+
     def _tls_args(self, node_id: str) -> list[str]:
         if not self.tls:
             return []
@@ -169,8 +197,10 @@ class LocalCluster:
             create_ca(self.tls_dir)
         for node_id in self.node_ids:
             if not os.path.exists(os.path.join(self.tls_dir, f"{node_id}.pem")):
-                issue(self.tls_dir, self.tls_dir, node_id, node_id=node_id,
-                      hosts=(self.host, "localhost"))  # fmt: skip
+                # the address clients dial (a subclass may move it), then loopback's names
+                listen = self.addresses[node_id].rsplit(":", 1)[0]
+                hosts = tuple(dict.fromkeys((listen, self.host, "localhost")))
+                issue(self.tls_dir, self.tls_dir, node_id, node_id=node_id, hosts=hosts)
         if not os.path.exists(os.path.join(self.tls_dir, "cli.pem")):
             issue(self.tls_dir, self.tls_dir, "cli", client="cli")
         self._write_client_bundles()
@@ -308,7 +338,7 @@ class LocalCluster:
             self.stop_node(node_id)
 
     def status(self, node_id: str, timeout: float = 0.5) -> pb.StatusResponse | None:
-        with sync_channel(self.addresses[node_id], self.client_tls()) as channel:
+        with self.channel(node_id) as channel:
             try:
                 status: pb.StatusResponse = pb_grpc.ClusterStub(channel).Status(
                     pb.StatusRequest(), timeout=timeout
@@ -348,7 +378,7 @@ class LocalCluster:
         raise TimeoutError(f"no leader within {timeout} s")
 
     def _serving(self, node_id: str) -> bool:
-        with sync_channel(self.addresses[node_id], self.client_tls()) as channel:
+        with self.channel(node_id) as channel:
             try:
                 # a client call that reads no tier (so no operation metric counts it)
                 pb_grpc.TiersStub(channel).Status(pb.TierStatusRequest(), timeout=0.5)

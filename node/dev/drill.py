@@ -149,16 +149,15 @@ def drill(
     original.start()
     original.wait_leader(30, all_up=True)
     say(f"cluster up: {original.endpoints}")
-    endpoints = original.endpoints.split(",")
     if preload:
         started = time.monotonic()
-        with Client(endpoints, timeout=60.0) as client:
+        with original.client(timeout=60.0) as client:
             _preload(client, preload)
         say(f"preloaded {preload} system keys and {preload} population counters "
             f"in {time.monotonic() - started:.1f} s")  # fmt: skip
     stop = threading.Event()
     team = [Writer(i) for i in range(writers)]
-    clients = [Client(endpoints, timeout=5.0) for _ in team]
+    clients = [original.client(timeout=5.0) for _ in team]
     threads = [
         threading.Thread(target=_write, args=(c, w, stop), daemon=True)
         for c, w in zip(clients, team, strict=True)
@@ -173,8 +172,8 @@ def drill(
             say(f"killed the leader {leader} (SIGKILL); restarting it")
             original.start_node(leader)
         backup_started = time.monotonic()
-        created = _tadpole("--endpoints", original.endpoints, "--timeout", "30",
-                           "--token-file", original.token_file,
+        created = _tadpole("--endpoints", original.endpoints, *original.cli_flags(),
+                           "--timeout", "30", "--token-file", original.token_file,
                            "backup", "create", "--repo", repo, "-r", public)  # fmt: skip
         backup_seconds = time.monotonic() - backup_started
         if created.returncode != 0:
@@ -233,7 +232,7 @@ def _check(
     holes: list[str] = []
     over: list[str] = []
     total = 0
-    with Client(cluster.endpoints.split(","), timeout=30.0) as client:
+    with cluster.client(timeout=30.0) as client:
         if preload:
             found = sum(1 for kv in client.scan("preload/") if len(kv.value) == 1024)
             if found != preload:

@@ -41,9 +41,11 @@ slow-disk                   one node's Raft journal fsyncs delayed 50-250 ms eac
 Clock skew: nothing in the system tier reads the wall clock (consensus and node use
 ``time.monotonic``; pysyncobj's timers use its ``monotonic`` module), so this fault is
 expected to be harmless today; it is here so that the HLC/lease code of later tiers
-is covered the day it lands. Message *delay* without drop would need ``tc netem``
-(absent on this kernel) or a TCP proxy; packet drop plus TCP retransmission is the
-delay we inject.
+is covered the day it lands. TLS does read it: a certificate is valid from a day
+before it was issued (``node/certs.py``), so a node whose clock is up to a day behind
+the CA's still accepts its peers' (the 2 h drawn here are inside that). Message
+*delay* without drop would need ``tc netem`` (absent on this kernel) or a TCP proxy;
+packet drop plus TCP retransmission is the delay we inject.
 """
 
 from __future__ import annotations

@@ -228,7 +228,9 @@ async def _converge(
     for node_id, address in cluster.addresses.items():
         for attempt in range(100):  # a fresh channel may share a subchannel in back-off
             try:
-                local = await replica_values(address, keys)
+                local = await replica_values(
+                    address, keys, credentials=cluster.client_credentials()
+                )
                 break
             except TadpoleError:
                 if attempt == 99:
@@ -285,7 +287,8 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
         if net is not None:
             net.create()
             workload.endpoints = list(cluster.addresses.values())
-        cluster.start()
+        cluster.start()  # makes its CA and the client certificate the workload presents
+        workload.credentials = credentials = cluster.client_credentials()
         cluster.wait_healthy(60)
         asyncio.run(_drive(workload, nemesis, config.duration_s, config.min_faults))
         history.close()
@@ -298,20 +301,22 @@ def run(config: RunConfig, *, echo: bool = True) -> RunResult:
         cluster.revive_all()
         cluster.wait_healthy(60)
         keys = sorted(workload.keys_used)
-        final = asyncio.run(read_back(list(cluster.addresses.values()), keys))
+        endpoints = list(cluster.addresses.values())
+        final = asyncio.run(read_back(endpoints, keys, credentials=credentials))
         divergence = asyncio.run(_converge(cluster, keys, final))
         crdt_keys = [*workload.counter_keys(), *workload.set_keys(), *workload.log_keys()]
         if crdt_keys:
             crdt_final, split = asyncio.run(
-                converged_values(list(cluster.addresses.values()), crdt_keys)
+                converged_values(endpoints, crdt_keys, credentials=credentials)
             )
             divergence += split
         if crdt_keys or workload.session_agents:
-            endpoints = list(cluster.addresses.values())
-            agents = asyncio.run(existing_agents(endpoints, workload.session_agents))
+            agents = asyncio.run(
+                existing_agents(endpoints, workload.session_agents, credentials=credentials)
+            )
             present = sum(v is not None for v in crdt_final.values())
             expect = {"population": present, "agent": agents, "mesh": 0, "metrics": 0}
-            divergence += asyncio.run(copies_settled(endpoints, expect))
+            divergence += asyncio.run(copies_settled(endpoints, expect, credentials=credentials))
     except Exception as exc:  # the run failed; report it as such and go on with the next
         keep = True
         log.exception("run seed %d aborted", config.seed)

@@ -75,6 +75,8 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
+
 from node.client import AsyncClient, RetryPolicy
 from node.client.errors import (
     AlreadyExists,
@@ -137,6 +139,7 @@ class Workload:
     history: History
     config: WorkloadConfig = field(default_factory=WorkloadConfig)
     seed: int = 0
+    credentials: grpc.ChannelCredentials | None = None  # the cluster's TLS (None: plaintext)
     generation: list[int] = field(default_factory=list)
     ops_on_key: dict[str, int] = field(default_factory=dict)
     keys_used: set[str] = field(default_factory=set)
@@ -166,9 +169,11 @@ class Workload:
                 retry=retry,
                 prefer_leader=False,
                 rng=rng,
+                credentials=self.credentials,
             )
             return client, True
-        return AsyncClient(rotated, timeout=self.config.op_timeout_s, rng=rng), False
+        timeout = self.config.op_timeout_s
+        return AsyncClient(rotated, timeout=timeout, rng=rng, credentials=self.credentials), False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every client until ``stop`` is set; each finishes its current op."""
@@ -244,7 +249,12 @@ class Workload:
         agent = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         self.session_agents.append(agent)
         clients = [
-            AsyncClient([e], timeout=self.config.op_timeout_s, retry=RetryPolicy(attempts=1))
+            AsyncClient(
+                [e],
+                timeout=self.config.op_timeout_s,
+                retry=RetryPolicy(attempts=1),
+                credentials=self.credentials,
+            )
             for e in self.endpoints
         ]
         token: dict[str, int] = {}
@@ -413,13 +423,17 @@ class Workload:
 
 
 async def read_back(
-    endpoints: Sequence[str], keys: Sequence[str], *, timeout_s: float = 60.0
+    endpoints: Sequence[str],
+    keys: Sequence[str],
+    *,
+    timeout_s: float = 60.0,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> dict[str, Value]:
     """Linearizable read of every key after the final heal (retried until ``timeout_s``)."""
     final: dict[str, Value] = {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with AsyncClient(list(endpoints), timeout=5.0) as client:
+    async with AsyncClient(list(endpoints), timeout=5.0, credentials=credentials) as client:
         for key in sorted(keys):
             while True:
                 try:
@@ -433,11 +447,17 @@ async def read_back(
     return final
 
 
-async def replica_values(endpoint: str, keys: Sequence[str]) -> dict[str, Value]:
+async def replica_values(
+    endpoint: str, keys: Sequence[str], *, credentials: grpc.ChannelCredentials | None = None
+) -> dict[str, Value]:
     """Every key as one node's local state has it (serializable reads, pinned)."""
     out: dict[str, Value] = {}
     async with AsyncClient(
-        [endpoint], timeout=5.0, prefer_leader=False, retry=RetryPolicy(attempts=1)
+        [endpoint],
+        timeout=5.0,
+        prefer_leader=False,
+        retry=RetryPolicy(attempts=1),
+        credentials=credentials,
     ) as client:
         for key in sorted(keys):
             kv = await client.get(key, serializable=True)
@@ -446,7 +466,11 @@ async def replica_values(endpoint: str, keys: Sequence[str]) -> dict[str, Value]
 
 
 async def copies_settled(
-    endpoints: Sequence[str], keys: dict[str, int], *, timeout_s: float = 60.0
+    endpoints: Sequence[str],
+    keys: dict[str, int],
+    *,
+    timeout_s: float = 60.0,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> list[str]:
     """Wait until every tier holds exactly RF copies of each of its ``keys[tier]`` keys
     across the nodes (no copy missing, none left outside the owners after hand-off),
@@ -454,7 +478,9 @@ async def copies_settled(
     off at the deadline (empty: settled)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    client = AsyncClient(list(endpoints), timeout=5.0, retry=RetryPolicy(attempts=1))
+    client = AsyncClient(
+        list(endpoints), timeout=5.0, retry=RetryPolicy(attempts=1), credentials=credentials
+    )
     try:
         while True:
             problems: list[str] = []
@@ -487,9 +513,14 @@ async def copies_settled(
         await client.close()
 
 
-async def existing_agents(endpoints: Sequence[str], agents: Sequence[str]) -> int:
+async def existing_agents(
+    endpoints: Sequence[str],
+    agents: Sequence[str],
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> int:
     """How many of ``agents`` exist, read with consistency=all."""
-    client = AsyncClient(list(endpoints), timeout=5.0)
+    client = AsyncClient(list(endpoints), timeout=5.0, credentials=credentials)
     try:
         found = 0
         for agent in agents:
@@ -501,7 +532,11 @@ async def existing_agents(endpoints: Sequence[str], agents: Sequence[str]) -> in
 
 
 async def converged_values(
-    endpoints: Sequence[str], keys: Sequence[str], *, timeout_s: float = 60.0
+    endpoints: Sequence[str],
+    keys: Sequence[str],
+    *,
+    timeout_s: float = 60.0,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Each population key's value (its JSON form; None if absent) as every node answers
     it with consistency=all, once all nodes agree (hand-off and anti-entropy may need a
@@ -509,7 +544,13 @@ async def converged_values(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     clients = [
-        AsyncClient([e], timeout=5.0, prefer_leader=False, retry=RetryPolicy(attempts=3))
+        AsyncClient(
+            [e],
+            timeout=5.0,
+            prefer_leader=False,
+            retry=RetryPolicy(attempts=3),
+            credentials=credentials,
+        )
         for e in endpoints
     ]
     try:

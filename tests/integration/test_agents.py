@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def docs(stubs: Any, cluster: Any, node_id: str) -> Any:
-    return pb_grpc.DocumentsStub(stubs(cluster.addresses[node_id]).channel)
+    return pb_grpc.DocumentsStub(stubs(cluster, node_id).channel)
 
 
 def wait_members(stubs: Any, cluster: Any, alive: list[str]) -> None:
@@ -29,7 +29,7 @@ def wait_members(stubs: Any, cluster: Any, alive: list[str]) -> None:
     while time.monotonic() < deadline:
         ok = True
         for node_id in alive:
-            resp = stubs(cluster.addresses[node_id]).cluster.Members(pb.MembersRequest(), timeout=5)
+            resp = stubs(cluster, node_id).cluster.Members(pb.MembersRequest(), timeout=5)
             seen = {m.id for m in resp.members if m.gossip_status == "alive"}
             ok = ok and set(alive) <= seen
         if ok:
@@ -102,7 +102,7 @@ def test_backup_serves_after_the_owner_dies(make_cluster: Any, stubs: Any) -> No
     # Wait until the asynchronous backup has it, then lose the owner.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        keys = pb_grpc.TiersStub(stubs(cluster.addresses[backup]).channel).LocalKeys(
+        keys = pb_grpc.TiersStub(stubs(cluster, backup).channel).LocalKeys(
             pb.TierKeysRequest(tier="agent"), timeout=5
         )
         if agent in keys.keys:
@@ -153,7 +153,7 @@ def test_agent_cli_round_trip_with_tokens(make_cluster: Any, stubs: Any, tmp_pat
     eps = list(cluster.addresses.values())
 
     def run(endpoint: str, *args: str) -> Any:
-        return runner.invoke(cli, ["--endpoints", endpoint, "agent", *args])
+        return runner.invoke(cli, ["--endpoints", endpoint, *cluster.cli_flags(), "agent", *args])
 
     created = run(eps[0], "create", str(path))
     assert created.exit_code == 0, created.output

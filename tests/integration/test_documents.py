@@ -18,7 +18,7 @@ Q = pb.GraphQueryRequest
 
 
 def docs(stubs: Any, cluster: Any, node_id: str) -> Any:
-    return pb_grpc.DocumentsStub(stubs(cluster.addresses[node_id]).channel)
+    return pb_grpc.DocumentsStub(stubs(cluster, node_id).channel)
 
 
 def ids(n: int) -> list[str]:

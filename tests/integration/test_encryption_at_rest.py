@@ -51,7 +51,7 @@ def wait(predicate: object, timeout: float, what: str) -> None:
 
 def metric(cluster: LocalCluster, node_id: str, name: str) -> float:
     with urllib.request.urlopen(
-        f"http://{cluster.metrics_address(node_id)}/metrics", timeout=5
+        cluster.http_url(node_id, "/metrics"), context=cluster.http_context(), timeout=5
     ) as r:
         text = r.read().decode()
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
@@ -89,7 +89,7 @@ def test_plaintext_control_the_marker_is_found_when_encryption_is_off(
     cluster.start()
     try:
         cluster.wait_leader(30, all_up=True)
-        with Client(cluster.endpoints.split(",")) as client:
+        with cluster.client() as client:
             write(client, 0, 6)
         data = cluster.data_dir("n1")
         assert any(f.startswith("raft.journal") for f in files_holding(data, MARK + b"-system"))
@@ -112,7 +112,7 @@ def test_an_encrypted_cluster_keeps_no_plaintext_survives_kill_and_rotates(
     cluster.start()
     try:
         cluster.wait_leader(30, all_up=True)
-        with Client(cluster.endpoints.split(",")) as client:
+        with cluster.client() as client:
             write(client, 0, 150)
             for node_id in cluster.node_ids:
                 snap = pathlib.Path(cluster.data_dir(node_id), "raft.snapshot")
@@ -155,7 +155,7 @@ def test_an_encrypted_cluster_keeps_no_plaintext_survives_kill_and_rotates(
             assert cluster.stop_node(node_id)
         cluster.start()
         cluster.wait_leader(30, all_up=True)
-        with Client(cluster.endpoints.split(",")) as client:
+        with cluster.client() as client:
             check(client, 280)
         status = json.loads(run_cli(cluster, "keys", "status", "--json").stdout)
         for node_id, s in status.items():
@@ -180,7 +180,7 @@ def test_an_encrypted_cluster_keeps_no_plaintext_survives_kill_and_rotates(
             )
         wait(lambda: metric(cluster, "n1", "tadpole_corruption_repaired_total") >= 1, 20,
              "the rotten ciphertext was not repaired")  # fmt: skip
-        with Client(cluster.endpoints.split(",")) as client:
+        with cluster.client() as client:
             check(client, 280)
         # No key material in any log or CLI output of the run.
         secrets = [line.split(":", 1)[1] for line in both_keys.splitlines() if line]
@@ -198,7 +198,7 @@ def test_a_node_without_its_key_refuses_to_start_with_a_message(tmp_path: pathli
     cluster.start()
     try:
         cluster.wait_leader(30, all_up=True)
-        with Client(cluster.endpoints.split(",")) as client:
+        with cluster.client() as client:
             write(client, 0, 6)
     finally:
         assert cluster.stop_node("n1")

@@ -55,7 +55,7 @@ class Deployment:
     etcd: LocalEtcd | None = None
 
     def stub(self, node_id: str) -> Stubs:
-        return Stubs(self.cluster.addresses[node_id])
+        return Stubs(self.cluster, node_id)
 
     def compact(self) -> None:
         """Make old watch history unavailable. Raft: its history bound (set
@@ -364,9 +364,11 @@ def test_watch_from_a_compacted_revision_is_out_of_range(
 
 
 def http_get(deployment: Deployment, node_id: str, path: str) -> tuple[int, Any]:
-    address = deployment.cluster.metrics_address(node_id)
+    cluster = deployment.cluster
     try:
-        with urllib.request.urlopen(f"http://{address}{path}", timeout=10) as resp:
+        with urllib.request.urlopen(
+            cluster.http_url(node_id, path), context=cluster.http_context(), timeout=10
+        ) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -463,11 +465,10 @@ def test_killing_an_etcd_member_loses_no_acknowledged_write(tmp_path: Any) -> No
         assert victim is not None, "the etcd cluster elected no leader"
         order = [victim] + [n for n in etcd.names if n != victim]
         endpoints = [f"127.0.0.1:{etcd.client_port(n)}" for n in order]
-        cluster = tadpole_on_etcd(str(tmp_path / "tadpole"), etcd, 1, endpoints)
-        address = cluster.addresses["n1"]
+        cluster = tadpole = tadpole_on_etcd(str(tmp_path / "tadpole"), etcd, 1, endpoints)
 
         def writer(w: int) -> None:
-            stub = Stubs(address)
+            stub = Stubs(tadpole, "n1")
             i = 0
             try:
                 while not stop.is_set():
@@ -508,7 +509,7 @@ def test_killing_an_etcd_member_loses_no_acknowledged_write(tmp_path: Any) -> No
             t.join(10)
         status = cluster.status("n1", timeout=2)
         assert status is not None and status.system_backend == "etcd"
-        reader = Stubs(address)
+        reader = Stubs(cluster, "n1")
         try:
             missing = []
             for key, value in acked.items():

@@ -34,7 +34,7 @@ def wait_for(predicate: Any, timeout: float) -> float:
 
 def test_converge_detect_crash_and_rejoin_higher(make_cluster: Any, stubs: Any) -> None:
     cluster = make_cluster()
-    views = {n: stubs(cluster.addresses[n]) for n in cluster.node_ids}
+    views = {n: stubs(cluster, n) for n in cluster.node_ids}
 
     def all_alive() -> bool:
         for stub in views.values():

@@ -43,13 +43,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 def url(cluster: LocalCluster, node_id: str, path: str) -> str:
-    return f"http://{cluster.metrics_address(node_id)}{path}"
+    return cluster.http_url(node_id, path)
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(ssl=cluster.http_context() or True)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+    ) as session:
         yield session
+    # Let the TLS connections' close finish before the test's event loop goes (aiohttp's
+    # advice for SSL): else the collector finds their transports unclosed, later.
+    await asyncio.sleep(0.25)
 
 
 async def call(
@@ -388,23 +394,34 @@ async def test_every_kind_of_bad_request_is_a_problem(
 
 def test_huge_headers_and_garbage_do_not_hurt_the_node(cluster: LocalCluster) -> None:
     import socket
+    import ssl
 
     host, port = cluster.metrics_address("n2").rsplit(":", 1)  # type: ignore[union-attr]
+    context = cluster.http_context()
+    assert context is not None  # the module's cluster runs TLS
     for payload in (
         b"GET /state/system HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (10 << 20) + b"\r\n\r\n",
         b"\x00\xff garbage \r\n\r\n",
         b"PATCH /state/system HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
     ):
-        with socket.create_connection((host, int(port)), timeout=5) as s:
+        # Sent inside the TLS session, so that the bytes reach the HTTP parser.
+        with (
+            socket.create_connection((host, int(port)), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=host) as s,
+        ):
             try:
                 s.sendall(payload)
                 answer = s.recv(200)
-            except (BrokenPipeError, ConnectionResetError):
-                answer = b"HTTP/1.1 4"  # the node hung up on it mid-send: also a refusal
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
+                # the node hung up on it mid-send (SSLEOFError: the same, seen through TLS,
+                # after the handshake succeeded): also a refusal
+                answer = b"HTTP/1.1 4"
             assert answer.startswith((b"HTTP/1.0 4", b"HTTP/1.1 4")), answer
     import urllib.request
 
-    with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as resp:
+    with urllib.request.urlopen(
+        cluster.http_url("n2", "/healthz"), context=context, timeout=5
+    ) as resp:
         assert resp.status == 200
 
 
@@ -825,7 +842,8 @@ def test_fuzzed_requests_get_documented_answers(
         return  # a stream never ends by itself; its errors are tested above
     host, port = cluster.metrics_address("n1").rsplit(":", 1)  # type: ignore[union-attr]
     target = quote(path, safe="/") + ("?" + urlencode(query) if query else "")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    context = cluster.http_context()
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
     try:
         conn.request(method, target, body=body, headers=headers)
         resp = conn.getresponse()

@@ -10,14 +10,16 @@ import grpc
 import pytest
 
 from node.config import NodeConfig
+from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
 from tests.integration.conftest import free_base_port
 
 pytestmark = pytest.mark.integration
 
 
-def scrape(address: str, path: str = "/metrics") -> tuple[int, str]:
-    with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as resp:
+def scrape(cluster: LocalCluster, node_id: str, path: str = "/metrics") -> tuple[int, str]:
+    url = cluster.http_url(node_id, path)
+    with urllib.request.urlopen(url, context=cluster.http_context(), timeout=5) as resp:
         return resp.status, resp.read().decode()
 
 
@@ -29,8 +31,6 @@ def sample(text: str, name: str) -> float:
 
 
 def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
-    from node.dev.cluster import LocalCluster
-
     root = tmp_path_factory.mktemp("metrics-cluster")
     base = free_base_port(3)
     metrics_base = free_base_port(3)
@@ -40,17 +40,15 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
     cluster.start()
     try:
         leader = cluster.wait_leader(30, all_up=True)
-        address = cluster.metrics_address(leader)
-        assert address is not None
-        status, text = scrape(address)
+        status, text = scrape(cluster, leader)
         assert status == 200
         assert sample(text, 'tadpole_system_role{role="leader"}') == 1.0
         before = sample(text, 'tadpole_requests_total{kind="kv_writes"}') if "kv_writes" in text \
             else 0.0  # fmt: skip
-        stub = stubs(cluster.addresses[leader])
+        stub = stubs(cluster, leader)
         for i in range(3):
             stub.kv.Put(pb.PutRequest(key=f"m{i}", value=b"v"), timeout=5)
-        _, text = scrape(address)
+        _, text = scrape(cluster, leader)
         assert sample(text, 'tadpole_requests_total{kind="kv_writes"}') == before + 3
         assert sample(text, "tadpole_system_revision") >= 3
         assert sample(text, 'tadpole_tier_hints_pending{tier="population"}') == 0
@@ -71,10 +69,10 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
             pb.TierUpdateRequest(tier="metrics", key="m/x", counter_add=pb.CounterAdd(amount=1)),
             timeout=5,
         )  # the metrics tier: every node is an owner, the leader included
-        _, text = scrape(address)
+        _, text = scrape(cluster, leader)
         assert sample(text, "tadpole_store_commit_seconds_count") >= 1
         assert sample(text, "tadpole_store_commit_items_sum") >= 1
-        code, body = scrape(address, "/healthz")
+        code, body = scrape(cluster, leader, "/healthz")
         assert code == 200 and leader in body
         # Internals: proposals settled, traffic to each peer on each channel, SWIM
         # round trips (a probe a second), the invariant check at 0.
@@ -84,7 +82,7 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         followers = [n for n in cluster.node_ids if n != leader]
         deadline = time.monotonic() + 15
         while True:
-            _, text = scrape(address)
+            _, text = scrape(cluster, leader)
             probed = all(f'tadpole_peer_rtt_seconds_count{{peer="{f}"}}' in text for f in followers)
             if (probed and sample(text, "tadpole_antientropy_rounds_total") >= 1) or (
                 time.monotonic() > deadline
@@ -106,15 +104,14 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         assert sample(text, "tadpole_divergent_keys_detected_total") == 0
         # Operations per tier, whichever face: the three gRPC puts, one over HTTP, a
         # read; the metrics-tier write. The data files, by name.
-        http = cluster.metrics_address(leader)
         request = urllib.request.Request(
-            f"http://{http}/state/system", data=b'{"m-http": "v"}', method="PATCH",
+            cluster.http_url(leader, "/state/system"), data=b'{"m-http": "v"}', method="PATCH",
             headers={"Content-Type": "application/merge-patch+json"},
         )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=5) as resp:
+        with urllib.request.urlopen(request, context=cluster.http_context(), timeout=5) as resp:
             assert resp.status == 200
         stub.kv.Get(pb.GetRequest(key="m0"), timeout=5)
-        _, text = scrape(address)
+        _, text = scrape(cluster, leader)
 
         def operations(tier: str, op: str) -> float:
             return sample(
@@ -139,9 +136,8 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
 
         from node.cli.app import cli
 
-        shown = CliRunner().invoke(
-            cli, ["--endpoints", cluster.endpoints, "top", "--count", "2", "--every", "0.2"]
-        )
+        flags = ["--endpoints", cluster.endpoints, *cluster.cli_flags()]
+        shown = CliRunner().invoke(cli, [*flags, "top", "--count", "2", "--every", "0.2"])
         assert shown.exit_code == 0, shown.output
         assert shown.stdout.count("tadpole top") == 2
         assert all(n in shown.stdout for n in cluster.node_ids)

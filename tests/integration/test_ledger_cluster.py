@@ -61,20 +61,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[L
 
 @pytest.fixture
 def client(cluster: LocalCluster) -> Iterator[Client]:
-    with Client(cluster.endpoints.split(","), timeout=20.0) as c:
+    with cluster.client(timeout=20.0) as c:
         yield c
 
 
 def http(cluster: LocalCluster, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     node = cluster.wait_leader(10)
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"http://{cluster.metrics_address(node)}{path}", data=data, method=method.upper()
-    )
+    request = urllib.request.Request(cluster.http_url(node, path), data=data, method=method.upper())
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=20) as response:
+        with urllib.request.urlopen(
+            request, context=cluster.http_context(), timeout=20
+        ) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         with exc:
@@ -260,7 +260,7 @@ def test_kill_9_of_the_leader_during_a_burst_of_assignments(
 def test_the_embedded_ledger_is_the_leaders(tmp_path_factory: pytest.TempPathFactory) -> None:
     cluster = start_http_cluster(str(tmp_path_factory.mktemp("embedded")))
     try:
-        with Client(cluster.endpoints.split(","), timeout=20.0) as client:
+        with cluster.client(timeout=20.0) as client:
             client.ledger("SetPool", {"name": "default", "capacity": POOL})
             client.ledger("AssignJob", {"job_id": "e1", "resources": {"compute_units": 2}})
             leader = cluster.wait_leader(10)
@@ -280,7 +280,7 @@ def test_the_embedded_ledger_is_the_leaders(tmp_path_factory: pytest.TempPathFac
             # a new leader whose embedded ledger was empty a moment ago.
             client.ledger("AssignJob", {"job_id": "e2", "resources": {"compute_units": 3}})
             token = Path(cluster.token_file).read_text().strip()
-            with Client(cluster.endpoints.split(","), token=token, timeout=20.0) as operator:
+            with cluster.client(token=token, timeout=20.0) as operator:
                 new_leader = operator.transfer_leadership()
             assert new_leader != leader
             report = client.ledger("Report", {"name": "capacity"})
@@ -289,10 +289,10 @@ def test_the_embedded_ledger_is_the_leaders(tmp_path_factory: pytest.TempPathFac
             ]
             follower = next(n for n in cluster.node_ids if n != new_leader)
             # A follower sends the caller to the leader, which keeps the embedded ledger.
-            direct = Client([cluster.addresses[follower]], prefer_leader=False, timeout=2.0)
+            direct = cluster.client(follower, prefer_leader=False, timeout=2.0)
             with direct, pytest.raises(Unavailable, match="embedded ledger is kept on the leader"):
                 direct.ledger("Report", {"name": "capacity"})
-            with Client([cluster.addresses[follower]], timeout=20.0) as routed:
+            with cluster.client(follower, timeout=20.0) as routed:
                 assert routed.ledger("Report", {"name": "capacity"})["rows"]
     finally:
         for node_id in cluster.node_ids:
@@ -318,7 +318,7 @@ def test_a_30_s_database_outage_under_load_loses_and_doubles_nothing(
     )
     acknowledged: list[str] = []
     try:
-        with Client(cluster.endpoints.split(","), timeout=20.0) as client:
+        with cluster.client(timeout=20.0) as client:
             client.ledger("SetPool", {"name": "default", "capacity": {"thread_count": 10**6}})
             client.ledger("AssignJob", {"job_id": "before"})
             wait_for(lambda: client.ledger("ExportStatus")["cursor"] > 0, what="a first export")

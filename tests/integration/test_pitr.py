@@ -12,7 +12,7 @@ import pytest
 
 from node.backup import seal, wal
 from node.backup.repository import MARKER, Repository
-from node.client import Client, DeleteOp
+from node.client import DeleteOp
 from node.dev.cluster import LocalCluster, free_base_port
 from tests.integration.test_backup import tadpole
 
@@ -42,7 +42,7 @@ def restored_state(
     new.start()
     try:
         new.wait_leader(30, all_up=True)
-        with Client(new.endpoints.split(",")) as client:
+        with new.client() as client:
             got = {kv.key: kv.value.decode() for kv in client.scan("pitr/")}
             revision = client.put("after-restore", "x").revision - 1
         return got, revision
@@ -61,7 +61,7 @@ def test_restore_to_a_revision_and_to_a_time(make_cluster: Any, tmp_path: pathli
         "--set", "backup_interval_s=3600", "--set", "backup_wal_seal_s=1",
     ])  # fmt: skip
     history: list[tuple[int, str, str | None]] = []
-    with Client(cluster.endpoints.split(",")) as client:
+    with cluster.client() as client:
         deadline = time.monotonic() + 30
         while not (repo / MARKER).exists() or not Repository.local(str(repo)).backup_ids():
             assert time.monotonic() < deadline, "no first backup"

@@ -12,7 +12,6 @@ import urllib.request
 
 import pytest
 
-from node.client import Client
 from node.dev.cluster import LocalCluster
 from node.replication.coordinator import owners
 from node.replication.store import digest_of
@@ -23,8 +22,8 @@ pytestmark = pytest.mark.integration
 
 
 def metric(cluster: LocalCluster, node_id: str, name: str) -> float:
-    address = cluster.metrics_address(node_id)
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as resp:
+    url = cluster.http_url(node_id, "/metrics")
+    with urllib.request.urlopen(url, context=cluster.http_context(), timeout=5) as resp:
         text = resp.read().decode()
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
@@ -41,7 +40,7 @@ def test_rot_is_found_and_repaired(tmp_path: pathlib.Path) -> None:
         str(tmp_path / "c"), ["--set", "scrub_interval_s=1", "--set", "scrub_bytes_per_s=1e8"]
     )
     try:
-        with Client(cluster.endpoints.split(",")) as client:
+        with cluster.client() as client:
             for i in range(40):
                 client.counter_add("population", f"job_resource_ledger/job-{i}", i + 1)
                 client.put(f"k{i}", "v" * 200)
@@ -90,7 +89,7 @@ def test_no_false_alarms_while_the_files_are_written_and_compacted(tmp_path: pat
     )  # fmt: skip
     try:
         stop = time.monotonic() + 8
-        with Client(cluster.endpoints.split(",")) as client:
+        with cluster.client() as client:
             i = 0
             while time.monotonic() < stop:
                 client.put(f"k{i % 500}", "v" * (100 + i % 300))
@@ -119,20 +118,20 @@ def test_a_read_or_write_that_meets_rot_never_serves_or_launders_it(tmp_path: pa
             for i in range(100)
             if "n1" in owners(TIERS["population"], f"job_resource_ledger/job-{i}", node_ids)
         )
-        with Client(cluster.endpoints.split(",")) as client:
+        with cluster.client() as client:
             client.counter_add("population", key, 41)
         db = os.path.join(cluster.data_dir("n1"), "tiers.db")
         with sqlite3.connect(db, timeout=10) as raw:
             raw.execute(
                 "UPDATE state SET value=? WHERE tier='population' AND key=?", (b"\x00rot", key)
             )
-        with Client([cluster.addresses["n1"]]) as n1:  # n1 coordinates what it is asked
+        with cluster.client("n1") as n1:  # n1 coordinates what it is asked
             read = n1.tier_read("population", key, consistency="one")
             assert read.value is not None and read.value.value == 41
             wait(lambda: metric(cluster, "n1", "tadpole_corruption_repaired_total") >= 1, 20,
                  "the rotten copy was not repaired")  # fmt: skip
             n1.counter_add("population", key, 1)
-        with Client(cluster.endpoints.split(",")) as client:
+        with cluster.client() as client:
             read = client.tier_read("population", key, consistency="all")
             assert read.value is not None and read.value.value == 42
         with sqlite3.connect(db, timeout=10) as raw:

@@ -17,6 +17,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
+from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.tls import TlsFiles, server_name_for, sync_channel
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +47,7 @@ def write_until_ok(
     start = time.monotonic()
     i = 0
     while time.monotonic() - start < deadline_s:
-        stub = stubs(cluster.addresses[nodes[i % len(nodes)]])
+        stub = stubs(cluster, nodes[i % len(nodes)])
         i += 1
         try:
             put(stub, key, value, timeout=0.5)
@@ -62,7 +64,7 @@ def write_until_ok(
 
 def test_write_on_one_node_read_on_every_other(make_cluster: Any, stubs: Any) -> None:
     cluster = make_cluster()
-    n1, n2, n3 = (stubs(cluster.addresses[n]) for n in cluster.node_ids)
+    n1, n2, n3 = (stubs(cluster, n) for n in cluster.node_ids)
     resp = put(n1, "config/a", b"1")
     assert resp.kv.version == 1 and resp.kv.create_revision == resp.header.revision
     for stub in (n2, n3):
@@ -78,16 +80,16 @@ def test_follower_forwards_writes_to_the_leader(make_cluster: Any, stubs: Any) -
     cluster = make_cluster()
     leader = cluster.wait_leader()
     follower = next(n for n in cluster.node_ids if n != leader)
-    stub = stubs(cluster.addresses[follower])
+    stub = stubs(cluster, follower)
     resp = put(stub, "fwd", b"x")
     assert resp.header.member_id == follower
     assert resp.header.leader_id == leader
-    assert get(stubs(cluster.addresses[leader]), "fwd").kv.value == b"x"
+    assert get(stubs(cluster, leader), "fwd").kv.value == b"x"
 
 
 def test_bad_input_is_rejected_and_changes_nothing(make_cluster: Any, stubs: Any) -> None:
     cluster = make_cluster()
-    stub = stubs(cluster.addresses["n1"])
+    stub = stubs(cluster, "n1")
     put(stub, "keep", b"v")
     before = get(stub, "keep").header.revision
     bad: list[tuple[Any, Any, str]] = [
@@ -128,7 +130,7 @@ def test_bad_input_is_rejected_and_changes_nothing(make_cluster: Any, stubs: Any
 
 def test_compare_and_swap_admits_exactly_one_winner(make_cluster: Any, stubs: Any) -> None:
     cluster = make_cluster()
-    all_stubs = [stubs(cluster.addresses[n]) for n in cluster.node_ids]
+    all_stubs = [stubs(cluster, n) for n in cluster.node_ids]
     base = put(all_stubs[0], "lock", b"free")
     rev = base.kv.mod_revision
 
@@ -158,7 +160,7 @@ def test_compare_and_swap_admits_exactly_one_winner(make_cluster: Any, stubs: An
 
 def test_range_and_prefix_delete(make_cluster: Any, stubs: Any) -> None:
     cluster = make_cluster()
-    stub = stubs(cluster.addresses["n2"])
+    stub = stubs(cluster, "n2")
     for i in range(5):
         put(stub, f"pool/{i}", str(i).encode())
     put(stub, "poolside", b"other")
@@ -173,8 +175,8 @@ def test_range_and_prefix_delete(make_cluster: Any, stubs: Any) -> None:
 
 def test_watch_replays_history_then_streams_live(make_cluster: Any, stubs: Any) -> None:
     cluster = make_cluster()
-    writer = stubs(cluster.addresses["n1"])
-    watcher = stubs(cluster.addresses["n3"])
+    writer = stubs(cluster, "n1")
+    watcher = stubs(cluster, "n3")
     first = put(writer, "w/a", b"1")
     put(writer, "other", b"x")
     put(writer, "w/b", b"2")
@@ -219,7 +221,7 @@ def test_leader_sigkill_then_failover_and_catch_up(make_cluster: Any, stubs: Any
     acked = {}
     for i in range(30):
         key = f"pre/{i}"
-        put(stubs(cluster.addresses[cluster.node_ids[i % 3]]), key, f"v{i}".encode())
+        put(stubs(cluster, cluster.node_ids[i % 3]), key, f"v{i}".encode())
         acked[key] = f"v{i}".encode()
     cluster.kill(leader)
     took = write_until_ok(cluster, stubs, "post/0", b"after", survivors, deadline_s=10)
@@ -227,13 +229,13 @@ def test_leader_sigkill_then_failover_and_catch_up(make_cluster: Any, stubs: Any
     assert took < 2.0, f"first write after killing the leader took {took:.2f} s"
     new_leader = cluster.wait_leader(among=survivors)
     assert new_leader in survivors
-    reader = stubs(cluster.addresses[survivors[0]])
+    reader = stubs(cluster, survivors[0])
     for key, value in acked.items():
         assert get(reader, key).kv.value == value, key
     # The old leader restarts on its data dir and catches up.
     cluster.start_node(leader)
     cluster.wait_leader()
-    old = stubs(cluster.addresses[leader])
+    old = stubs(cluster, leader)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -255,7 +257,7 @@ def test_all_nodes_killed_and_restarted_keep_every_acknowledged_write(
     stop = threading.Event()
 
     def writer(w: int) -> None:
-        stub = stubs(cluster.addresses[cluster.node_ids[w % 3]])
+        stub = stubs(cluster, cluster.node_ids[w % 3])
         i = 0
         while not stop.is_set():
             key, value = f"w{w}/{i}", f"{w}-{i}".encode()
@@ -281,7 +283,7 @@ def test_all_nodes_killed_and_restarted_keep_every_acknowledged_write(
     assert len(acked) > 50, "the workload acknowledged too little to mean anything"
     cluster.start()
     cluster.wait_leader(30, all_up=True)
-    reader = stubs(cluster.addresses["n2"])
+    reader = stubs(cluster, "n2")
     missing = []
     for key, value in acked.items():
         got = get(reader, key)
@@ -300,22 +302,32 @@ class _Exploit:
         return (open, (self.path, "w"))
 
 
+# Plaintext too: without TLS (`make cluster TLS=0`) the cluster credential is the only
+# thing between a caller and the peer methods.
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plaintext"])
 def test_unauthenticated_peer_calls_are_refused_before_decoding(
-    make_cluster: Any, stubs: Any, tmp_path: Any
+    make_cluster: Any, stubs: Any, tmp_path: Any, tls: bool
 ) -> None:
-    cluster = make_cluster()
+    cluster = make_cluster(tls=tls)
     marker = str(tmp_path / "unpickled")
     frame = pickle.dumps(_Exploit(marker))
-    stub = stubs(cluster.addresses["n1"])
-    for metadata in (None, (("authorization", "Bearer wrong"),), (("authorization", ""),)):
+    stub = stubs(cluster, "n1")
+    # With TLS the calls present n2's own certificate: TLS lets them in as node/n2, so the
+    # missing cluster credential is all that stands between the frame and the unpickler.
+    d = cluster.tls_dir
+    as_n2 = TlsFiles(f"{d}/ca.pem", f"{d}/n2.pem", f"{d}/n2.key") if tls else None
+    with sync_channel(cluster.addresses["n1"], as_n2, server_name=server_name_for("n1")) as ch:
+        for metadata in (None, (("authorization", "Bearer wrong"),), (("authorization", ""),)):
+            with pytest.raises(grpc.RpcError) as err:
+                pb_grpc.PeerStub(ch).Raft(
+                    pb.RaftBatch(from_id="n2", frames=[frame]), metadata=metadata, timeout=5
+                )
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # A garbage body is refused the same way: it is never parsed.
+        garbage = ch.unary_unary("/tadpole.v1.Peer/Raft")
         with pytest.raises(grpc.RpcError) as err:
-            stub.peer.Raft(pb.RaftBatch(from_id="n2", frames=[frame]), metadata=metadata, timeout=5)
+            garbage(b"\xff\x00not protobuf", timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    # A garbage body is refused the same way: it is never parsed.
-    garbage = stub.channel.unary_unary("/tadpole.v1.Peer/Raft")
-    with pytest.raises(grpc.RpcError) as err:
-        garbage(b"\xff\x00not protobuf", timeout=5)
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     time.sleep(0.3)
     assert not os.path.exists(marker), "an unauthenticated pickle was decoded"
     # The node is unharmed and the cluster still commits.
@@ -324,7 +336,7 @@ def test_unauthenticated_peer_calls_are_refused_before_decoding(
 
 def test_health_reflection_and_transfer_leadership(make_cluster: Any, stubs: Any) -> None:
     cluster = make_cluster()
-    stub = stubs(cluster.addresses["n1"])
+    stub = stubs(cluster, "n1")
     health = health_pb2_grpc.HealthStub(stub.channel)
     for service in ("", "tadpole.v1.KV"):
         resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -349,7 +361,7 @@ def test_health_reflection_and_transfer_leadership(make_cluster: Any, stubs: Any
     assert cluster.wait_leader() == leader
     # Through the third node, a follower: it forwards the call, with the credential.
     other = next(n for n in cluster.node_ids if n not in (leader, target))
-    via = stubs(cluster.addresses[other])
+    via = stubs(cluster, other)
     resp = via.cluster.TransferLeadership(request, timeout=10, metadata=operator)
     assert resp.leader_id == target
     assert cluster.wait_leader() == target
@@ -366,7 +378,7 @@ def test_health_reflection_and_transfer_leadership(make_cluster: Any, stubs: Any
 
 def test_a_resent_request_id_is_applied_once(make_cluster: Any, stubs: Any) -> None:
     cluster = make_cluster()
-    leader, follower = (stubs(cluster.addresses[n]) for n in cluster.node_ids[:2])
+    leader, follower = (stubs(cluster, n) for n in cluster.node_ids[:2])
     first = leader.kv.Put(pb.PutRequest(key="once", value=b"1", request_id="req-1"), timeout=5)
     # A resend (same id, even with another body, through another node) changes nothing
     # and answers with the first application's result.
@@ -390,7 +402,7 @@ def test_cli_leader_transfer_needs_the_token_file(make_cluster: Any) -> None:
     cluster = make_cluster()
     leader = cluster.wait_leader()
     target = next(n for n in cluster.node_ids if n != leader)
-    endpoints = ["--endpoints", cluster.endpoints]
+    endpoints = ["--endpoints", cluster.endpoints, *cluster.cli_flags()]
     runner = CliRunner()
     refused = runner.invoke(cli, [*endpoints, "leader", "transfer", target])
     assert refused.exit_code == 1

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from node.client import Client, CounterAdd, SetAdd, TierUpdate
+from node.client import CounterAdd, SetAdd, TierUpdate
 from node.client.errors import InvalidArgument
 from node.pb import tadpole_pb2 as pb
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def value(stubs: Any, cluster: Any, key: str) -> Any:
-    resp = stubs(cluster.addresses["n1"]).tiers.Read(
+    resp = stubs(cluster, "n1").tiers.Read(
         pb.TierReadRequest(tier="population", key=key, consistency=pb.ALL), timeout=10
     )
     return json.loads(resp.value.value_json) if resp.found else None
@@ -33,7 +33,7 @@ def test_a_batch_applies_once_however_often_it_is_sent(make_cluster: Any, stubs:
         for i in range(400)
     ]
     updates.append(TierUpdate("population", keys[0], SetAdd(["x"]), request_id="misfit"))
-    with Client(cluster.endpoints.split(",")[:1]) as client:
+    with cluster.client("n1") as client:
         first = client.tier_update_many(updates)
     assert [o.applied for o in first[:-1]] == [True] * 400
     assert not any(o.duplicate for o in first)
@@ -42,8 +42,8 @@ def test_a_batch_applies_once_however_often_it_is_sent(make_cluster: Any, stubs:
     expected = {key: sum(i + 1 for i in range(k, 400, 40)) for k, key in enumerate(keys)}
     assert {key: value(stubs, cluster, key) for key in keys} == expected
     # The same batch again, through each node: every update is a duplicate, nothing moves.
-    for endpoint in cluster.endpoints.split(","):
-        with Client([endpoint]) as client:
+    for node_id in cluster.node_ids:
+        with cluster.client(node_id) as client:
             again = client.tier_update_many(updates[:-1])
         assert all(o.applied and o.duplicate for o in again), [o for o in again if not o.duplicate]
     assert {key: value(stubs, cluster, key) for key in keys} == expected
@@ -56,7 +56,7 @@ def test_a_malformed_update_refuses_the_batch(make_cluster: Any, stubs: Any) -> 
     )
     no_op = pb.TierUpdateRequest(tier="population", key="job_resource_ledger/m")
     with pytest.raises(grpc.RpcError) as caught:
-        stubs(cluster.addresses["n2"]).tiers.UpdateMany(
+        stubs(cluster, "n2").tiers.UpdateMany(
             pb.TierUpdateManyRequest(updates=[good, good, no_op]), timeout=10
         )
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -24,7 +24,7 @@ KEY = "job_resource_ledger/job-42"
 
 
 def tiers(stubs: Any, cluster: Any, node_id: str) -> Any:
-    return pb_grpc.TiersStub(stubs(cluster.addresses[node_id]).channel)
+    return pb_grpc.TiersStub(stubs(cluster, node_id).channel)
 
 
 def owners_of(tier: str, key: str, members: list[str], rf: int) -> list[str]:
@@ -58,14 +58,14 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 
 def population_health(stubs: Any, cluster: Any, node_id: str) -> Any:
-    status = stubs(cluster.addresses[node_id]).cluster.Status(pb.StatusRequest(), timeout=5)
+    status = stubs(cluster, node_id).cluster.Status(pb.StatusRequest(), timeout=5)
     (row,) = [t for t in status.tiers if t.tier == "population"]
     return row
 
 
 def wait_gossip(stubs: Any, cluster: Any, observer: str, target: str, status: str) -> None:
     def seen() -> bool:
-        resp = stubs(cluster.addresses[observer]).cluster.Members(pb.MembersRequest(), timeout=5)
+        resp = stubs(cluster, observer).cluster.Members(pb.MembersRequest(), timeout=5)
         return any(m.id == target and m.gossip_status == status for m in resp.members)
 
     wait_for(seen, 30, f"{observer} sees {target} {status}")
@@ -185,7 +185,7 @@ def test_bad_tier_requests_are_rejected_and_change_nothing(make_cluster: Any, st
 def test_metrics_tier_counts_spread_by_gossip(make_cluster: Any, stubs: Any) -> None:
     cluster = make_cluster()
     for i in range(4):
-        stubs(cluster.addresses["n1"]).kv.Put(pb.PutRequest(key=f"m{i}", value=b"v"), timeout=5)
+        stubs(cluster, "n1").kv.Put(pb.PutRequest(key=f"m{i}", value=b"v"), timeout=5)
     add(tiers(stubs, cluster, "n2"), 1, "tadpole_activity_log/t-1")
     reader = tiers(stubs, cluster, "n3")
 

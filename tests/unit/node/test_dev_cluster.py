@@ -42,7 +42,8 @@ def test_the_prometheus_configuration_scrapes_this_cluster(tmp_path: pathlib.Pat
     assert "scheme: https" in config
     assert f'cert_file: "{os.path.abspath(secure.tls_dir)}/cli.pem"' in config
     assert f'- "{os.path.abspath("deploy/prometheus/rules.yml")}"' in config
-    plain = LocalCluster(str(tmp_path / "p"), ["n1", "n2"], 7100, metrics_base_port=7400)
+    # plaintext: what `make cluster TLS=0` gets
+    plain = LocalCluster(str(tmp_path / "p"), ["n1", "n2"], 7100, metrics_base_port=7400, tls=False)
     plain.prepare()
     config = prometheus_config(plain.root, "rules.yml", interval="1s")
     assert "scheme" not in config and "tls_config" not in config

@@ -4,6 +4,7 @@ from them (``node/tls.py``)."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import pathlib
@@ -50,6 +51,10 @@ def test_node_and_client_certificates_name_who_they_speak_for(
         assert os.stat(path).st_mode & 0o777 == 0o600
     ca_cert = load(os.path.join(ca, "ca.pem"))
     n1.verify_directly_issued_by(ca_cert)
+    # a host whose clock is hours behind the issuer's still finds them valid
+    hours_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=12)
+    for cert in (n1, ops, ca_cert):
+        assert cert.not_valid_before_utc < hours_ago
 
 
 def test_bad_requests_are_refused_and_keys_never_overwritten(
