@@ -27,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -55,6 +56,10 @@ class Ending:
 
     result: str = "ok"
     detail: str = ""
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _raised(exc: BaseException) -> tuple[str, str]:
@@ -99,14 +104,15 @@ class AuditLog:
 
     def _line(self, who: str, peer: str, action: str, result: str, detail: str) -> bytes:
         ts = dt.datetime.fromtimestamp(self._clock_ns() / 1e9, tz=dt.UTC)
+        # Every field is bounded: a refusal may quote what a caller sent (a key).
         entry = {
             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "node": self.node_id,
-            "who": who,
-            "from": peer,
-            "action": action,
-            "result": result,
-            "detail": detail,
+            "who": _cap(who, 200),
+            "from": _cap(peer, 100),
+            "action": _cap(action, 300),
+            "result": _cap(result, 64),
+            "detail": _cap(detail, DETAIL_MAX),
         }
         return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
 
@@ -147,16 +153,15 @@ class AuditLog:
         mid-action, or a failed write of the outcome, still leaves the attempt on
         record), then how it ended, durable before this returns or re-raises —
         ``failed`` names the result and detail of what the body raised."""
-        detail = detail[:DETAIL_MAX]
         await self.record_durably(who, peer, action, "started", detail)
         ending = Ending(detail=detail)
         try:
             yield ending
         except BaseException as exc:
             result, why = failed(exc)
-            await self.record_durably(who, peer, action, result, why[:DETAIL_MAX])
+            await self.record_durably(who, peer, action, result, why)
             raise
-        await self.record_durably(who, peer, action, ending.result, ending.detail[:DETAIL_MAX])
+        await self.record_durably(who, peer, action, ending.result, ending.detail)
 
     def close(self) -> None:
         with self._cond:
@@ -270,8 +275,9 @@ class AuditExport:
     Each batch of records, once durable in the file, is written as the value of
     ``/tadpole/audit/<node>`` (``{"node", "records", "skipped"}``): the key holds the
     newest batch, the event log every batch in order. At most one write every
-    ``interval_s``, of at most ``batch_max`` records, so a flood of refused calls costs
-    the cluster one Raft write a second per node, not one per call: records beyond
+    ``interval_s``, of at most ``batch_max`` records and ``batch_bytes``, so a flood of
+    refused calls costs the cluster one Raft write a second per node, not one per call
+    (and no more than a bounded value each): records beyond
     ``pending_max`` waiting are counted in the next batch's ``skipped`` (the file keeps
     them all). A batch that cannot be written (no leader) is tried again; one whose
     outcome is unknown may be written twice, so consumers see each record at least once
@@ -284,6 +290,7 @@ class AuditExport:
         *,
         interval_s: float = 1.0,
         batch_max: int = 500,
+        batch_bytes: int = 256 << 10,
         pending_max: int = 5000,
     ) -> None:
         self.key = AUDIT_PREFIX + audit.node_id
@@ -291,6 +298,7 @@ class AuditExport:
         self._write = write  # async (key, value): a system-tier put
         self._interval_s = interval_s
         self._batch_max = batch_max
+        self._batch_bytes = batch_bytes
         self._pending_max = pending_max
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
         self._skipped = 0  # not yet reported in a batch
@@ -336,7 +344,13 @@ class AuditExport:
         nothing to write)."""
         if not self._pending and not self._skipped:
             return None
-        records = [self._pending[i] for i in range(min(self._batch_max, len(self._pending)))]
+        records: list[dict[str, Any]] = []
+        size = 0
+        for record in itertools.islice(self._pending, self._batch_max):
+            size += len(json.dumps(record, separators=(",", ":"))) + 1
+            if records and size > self._batch_bytes:
+                break  # a record is bounded (AuditLog._line), so one always fits
+            records.append(record)
         doc = {"node": self._audit.node_id, "records": records, "skipped": self._skipped}
         return json.dumps(doc, separators=(",", ":")).encode(), len(records)
 

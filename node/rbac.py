@@ -95,6 +95,16 @@ class Need:
         return f"{self.perm} on {self.tier} {what}"
 
 
+def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    """``doc[name]``: an object (absent or null: empty)."""
+    found = doc.get(name)
+    if found is None:
+        return {}
+    if not isinstance(found, dict):
+        raise PolicyError(f"{name} must be a JSON object")
+    return found
+
+
 @dataclass(frozen=True)
 class Policy:
     enabled: bool = False
@@ -114,30 +124,32 @@ class Policy:
         if not isinstance(doc, dict):
             raise PolicyError("policy must be a JSON object")
         roles: dict[str, tuple[Grant, ...]] = {}
-        for name, grants in (doc.get("roles") or {}).items():
-            if not isinstance(grants, list):
-                raise PolicyError(f"role {name!r}: grants must be a list")
+        for name, grants in _section(doc, "roles").items():
+            if not isinstance(grants, list) or not all(isinstance(g, dict) for g in grants):
+                raise PolicyError(f"role {name!r}: grants must be a list of objects")
             try:
-                roles[str(name)] = tuple(
+                roles[name] = tuple(
                     Grant(str(g["perm"]), str(g["tier"]), str(g.get("prefix", ""))) for g in grants
                 )
             except (KeyError, TypeError) as exc:
                 raise PolicyError(f"role {name!r}: a grant needs perm and tier") from exc
         users: dict[str, tuple[str, ...]] = {}
-        for name, names in (doc.get("users") or {}).items():
-            if not isinstance(names, list):
-                raise PolicyError(f"user {name!r}: roles must be a list")
+        for name, names in _section(doc, "users").items():
+            if not isinstance(names, list) or not all(isinstance(r, str) for r in names):
+                raise PolicyError(f"user {name!r}: roles must be a list of names")
             unknown = [r for r in names if r not in roles]
             if unknown:
                 raise PolicyError(f"user {name!r}: no role {unknown[0]!r}")
-            users[str(name)] = tuple(str(r) for r in names)
+            users[name] = tuple(names)
         passwords: dict[str, str] = {}
-        for name, stored in (doc.get("passwords") or {}).items():
+        for name, stored in _section(doc, "passwords").items():
             try:
+                if not isinstance(stored, str):
+                    raise ValueError("not a stored hash (set it with tadpole auth password)")
                 check_hash(stored)
-            except (ValueError, TypeError, AttributeError) as exc:
+            except ValueError as exc:
                 raise PolicyError(f"user {name!r}: password: {exc}") from None
-            passwords[str(name)] = stored
+            passwords[name] = stored
         return cls(bool(doc.get("enabled", False)), roles, users, passwords)
 
     def to_json(self) -> str:

@@ -534,7 +534,8 @@ class NodeServer:
         token = cfg.peer_token()
         self.audit = AuditLog(os.path.join(cfg.data_path, AUDIT_LOG), cfg.node_id)
         if cfg.audit_to_event_log:
-            self.audit_export = AuditExport(self.audit, self._put_system)
+            batch_bytes = min(256 << 10, cfg.max_value_bytes // 2)
+            self.audit_export = AuditExport(self.audit, self._put_system, batch_bytes=batch_bytes)
         max_msg = max(4 << 20, 2 * cfg.max_value_bytes + (1 << 20))
         server = grpc.aio.server(
             interceptors=[

@@ -116,15 +116,16 @@ NEEDS: dict[str, Needs] = {
 }
 
 
-def _writes(method: str, r: Any) -> list[Write]:
+def _writes(method: str, r: Any, failure: bool = False) -> list[Write]:
     """The system-tier writes of a KV write ``r``: ``(key, value, prefix)``, value None
-    for a delete (a transaction's success branch: what it does if it applies)."""
+    for a delete (a transaction's: those of its success branch, or of its failure
+    branch when ``failure``)."""
     if method == _KV + "Put":
-        return [(r.key, r.value, False)]
+        return [] if failure else [(r.key, r.value, False)]
     if method == _KV + "Delete":
-        return [(r.key, None, r.prefix or r.all_keys)]
+        return [] if failure else [(r.key, None, r.prefix or r.all_keys)]
     found: list[Write] = []
-    for op in r.success:
+    for op in r.failure if failure else r.success:
         kind = op.WhichOneof("request")
         if kind == "put":
             found.append((op.put.key, op.put.value, False))
@@ -406,19 +407,33 @@ class Authorize(WrappingInterceptor):
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if _sys(request.tier) != "system" or not changes_policy(needs(request)):
                 return await inner(request, context)
-            try:
-                detail = describe_writes(_writes(method, request), await self._policy.read())
-            except PolicyError as exc:
+
+            def refuse(code: grpc.StatusCode, message: str) -> Any:
                 context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{POLICY_KEY}: {exc}")
+                return context.abort(code, message)
+
+            try:
+                old = await self._policy.read()
+            except Exception as exc:  # no leader now: nothing is applied unaudited
+                await refuse(grpc.StatusCode.UNAVAILABLE, f"the policy cannot be read: {exc}")
+            try:  # each branch a transaction may take, described and checked up front
+                applied = describe_writes(_writes(method, request), old)
+                otherwise = describe_writes(_writes(method, request, failure=True), old)
+            except PolicyError as exc:
+                await refuse(grpc.StatusCode.INVALID_ARGUMENT, f"{POLICY_KEY}: {exc}")
+            detail = applied
+            if otherwise:
+                detail = f"if the compare holds: {applied or 'nothing'}; else: {otherwise}"
             who = self._caller_name(context)
             async with audit.action(
                 who, context.peer(), method, detail, failed=grpc_failure(context)
             ) as ending:
                 response = await inner(request, context)
-                if method == _KV + "Txn" and not response.succeeded:
-                    ending.result = "not-applied"
-                    ending.detail = f"the compare failed: {detail}"
+                if method == _KV + "Txn" and response.succeeded:  # the branch it took
+                    ending.detail = applied or "the compare held: the policy is unchanged"
+                elif method == _KV + "Txn":
+                    ending.detail = f"the compare failed: {otherwise or 'the policy is unchanged'}"
+                    ending.result = "ok" if otherwise else "not-applied"
                 return response
 
         return grpc.unary_unary_rpc_method_handler(

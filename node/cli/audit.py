@@ -55,11 +55,20 @@ def tail_command(settings: Any, limit: int, as_json: bool, reads: bool) -> None:
             click.echo(json.dumps(r, separators=(",", ":")))
     else:  # columns as wide as the widest value shown
         columns = ("ts", "node", "who", "from", "action", "result")
-        width = {c: max((len(str(r.get(c, ""))) for r in shown), default=0) for c in columns}
+        width = {c: max((len(_printable(str(r.get(c, "")))) for r in shown), default=0)
+                 for c in columns}  # fmt: skip
         for r in shown:
-            cells = [f"{r.get(c, '')!s:<{width[c]}}" for c in columns]
+            cells = [f"{_printable(str(r.get(c, ''))):<{width[c]}}" for c in columns]
             if r.get("detail"):
-                cells.append(str(r["detail"]))
+                cells.append(_printable(str(r["detail"])))
             click.echo("  ".join(cells).rstrip())
     if failed:
         raise SystemExit(EXIT_FAILURE)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: a record may quote what a caller sent,
+    which must not drive the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

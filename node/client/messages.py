@@ -194,7 +194,8 @@ def range_result(resp: Any) -> RangeResult:
 
 def _op_request(op: TxnOp) -> Any:
     if isinstance(op, PutOp):
-        return pb.RequestOp(put=pb.PutRequest(key=op.key, value=op.value, prev_kv=op.prev_kv))
+        value = to_bytes(op.value)
+        return pb.RequestOp(put=pb.PutRequest(key=op.key, value=value, prev_kv=op.prev_kv))
     if isinstance(op, DeleteOp):
         return pb.RequestOp(delete=pb.DeleteRequest(key=op.key, prefix=op.prefix))
     if isinstance(op, RangeOp):

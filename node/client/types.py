@@ -326,10 +326,10 @@ def compare_version(key: str, op: CompareOperator, version: int) -> Compare:
 
 @dataclass(frozen=True, slots=True)
 class PutOp:
-    """Txn op: put ``value`` at ``key``."""
+    """Txn op: put ``value`` at ``key`` (a str is UTF-8 encoded, as by ``put``)."""
 
     key: str
-    value: bytes
+    value: bytes | str
     prev_kv: bool = False
 
 

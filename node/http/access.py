@@ -48,6 +48,7 @@ __all__ = [
     "Guard",
     "caller_address",
     "common_name",
+    "route_of",
 ]
 
 ACCESS: Final = "tadpole.access"
@@ -159,7 +160,7 @@ class Access:
     def require(self, needs: list[Need], what: str = "") -> None:
         """Return when the caller holds ``needs``; else PermissionDenied naming the
         missing one (Unavailable while the policy is not known)."""
-        self.guard.check(self, needs, what or _template(self.request))
+        self.guard.check(self, needs, what or route_of(self.request))
 
     def watching(self, needs: list[Need], what: str = "") -> Callable[[], None]:
         """:meth:`require` ``needs`` now, for a stream about to start (SSE, one
@@ -198,7 +199,7 @@ class Access:
         return audit.action(
             who(certificate, name if name != certificate else None),
             caller_address(self.request),
-            _template(self.request),
+            route_of(self.request),
             detail,
             failed=_failure,
         )
@@ -225,9 +226,11 @@ def caller_address(request: web.Request) -> str:
     return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
 
-def _template(request: web.Request) -> str:
+def route_of(request: web.Request) -> str:
+    """``METHOD /route/{template}`` of a request, as the audit trail names it (never the
+    path as sent, which the caller chooses: no route names it ``(no route)``)."""
     resource = request.match_info.route.resource
-    return f"{request.method} {resource.canonical if resource is not None else request.path}"
+    return f"{request.method[:10]} {resource.canonical if resource is not None else '(no route)'}"
 
 
 class Guard:
@@ -252,7 +255,7 @@ class Guard:
         try:
             caller = self._identify(name, request.headers.get("Authorization"), self._clock())
         except TokenError as exc:
-            self._record(request, name, _template(request), str(exc))
+            self._record(request, name, route_of(request), str(exc))
             raise Unauthenticated(str(exc)) from None
         return Access(self, request, caller)
 

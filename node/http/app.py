@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from consensus.backend import SystemBackend
-from node.http.access import Guard, caller_address, common_name
+from node.http.access import Guard, caller_address, common_name, route_of
 from node.http.changes import ChangesApi
 from node.http.graphql import graphql_view, query_endpoint
 from node.http.ledger import LedgerHttp
@@ -120,7 +120,7 @@ def same_origin(allowed: tuple[str, ...], audit: Any) -> Any:
         if audit is not None:
             cert = request.transport.get_extra_info("peercert") if request.transport else None
             who = common_name(cert) or "anonymous"
-            audit.record(who, caller_address(request), f"GET {request.path}", "denied", detail)
+            audit.record(who, caller_address(request), route_of(request), "denied", detail)
         return problem_response(Problem(403, detail), request.path)
 
     return check

@@ -276,7 +276,8 @@ class StateApi:
             async with _changing(access, txn, current) as ending:
                 result = await self.system.txn(txn, self._timeout())
                 if not result.succeeded:
-                    ending.result, ending.detail = "not-applied", "the compare failed"
+                    ending.result = "not-applied"
+                    ending.detail = f"a patched key changed meanwhile: {ending.detail}"
             if result.succeeded:
                 return _json(values, headers=_revision_headers(result.revision))
             if if_match is not None:

@@ -15,7 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
-from node.client import Client
+from node.client import Client, compare_version
+from node.client import PutOp as TxnPut
 from node.client.errors import InvalidArgument
 from node.config import NodeConfig
 from node.dev.cluster import LocalCluster
@@ -121,8 +122,26 @@ def test_changes_to_the_policy_are_audited_admin_actions(tmp_path: pathlib.Path)
         ) as root:
             before = root.get(POLICY_KEY)
             assert before is not None
-            with pytest.raises(InvalidArgument, match="grants must be a list"):
-                root.put(POLICY_KEY, '{"enabled": true, "roles": {"ops": "all"}}')
+            for broken_doc, named in (
+                ('{"enabled": true, "roles": {"ops": "all"}}', "grants must be a list"),
+                ('{"users": "x"}', "users must be a JSON object"),
+                ('{"roles": {}, "users": {"u": [{}]}}', "roles must be a list of names"),
+            ):
+                with pytest.raises(InvalidArgument, match=named):
+                    root.put(POLICY_KEY, broken_doc)
+            # a transaction's failure branch is checked and described as its success is
+            backdoor = json.loads(before.value)
+            backdoor["roles"]["ops"] = [{"perm": "admin", "tier": "*", "prefix": ""}]
+            with pytest.raises(InvalidArgument, match="no role 'ghost'"):
+                root.txn([compare_version("/nothing/here", "==", 1)], [],
+                         [TxnPut(POLICY_KEY, '{"users": {"a": ["ghost"]}}')])  # fmt: skip
+            taken = root.txn([compare_version("/nothing/here", "==", 1)], [],
+                             [TxnPut(POLICY_KEY, json.dumps(backdoor))])  # fmt: skip
+            assert not taken.succeeded
+            backdoor["roles"]["ops"] = [{"perm": "read", "tier": "system", "prefix": "/app/"}]
+            root.put(POLICY_KEY, json.dumps(backdoor))  # back as it was
+            restored = root.get(POLICY_KEY)
+            assert restored is not None
             tls = cluster.client_tls()
             assert tls is not None
             address = cluster.metrics_address("n2")
@@ -133,7 +152,7 @@ def test_changes_to_the_policy_are_audited_admin_actions(tmp_path: pathlib.Path)
                                     broken, headers, "application/merge-patch+json")  # fmt: skip
             assert status == 400 and "no role 'no-such-role'" in body["detail"], body
             after = root.get(POLICY_KEY)
-            assert after is not None and after.mod_revision == before.mod_revision
+            assert after is not None and after.mod_revision == restored.mod_revision
             disable = {POLICY_KEY: {"enabled": False}}  # a merge patch of the document
             status, body, _ = https(address, "PATCH", "/state/system", tls.client_context(),
                                     disable, headers, "application/merge-patch+json")  # fmt: skip
@@ -158,11 +177,13 @@ def test_changes_to_the_policy_are_audited_admin_actions(tmp_path: pathlib.Path)
         assert (txn, "ok", "user erin: ops") in ended
         assert (txn, "ok", "enabled") in ended
         assert (txn, "ok", "password of erin set") in ended
+        assert (txn, "ok", "the compare failed: role ops: admin on * (every key)") in ended
+        assert ("/tadpole.v1.KV/Put", "ok", "role ops: read on system /app/") in ended
         assert ("PATCH /state/system", "ok", "disabled") in ended
         # each began with a durable record of the attempt, made by the operator
-        assert sum(r["result"] == "started" for r in changes) == len(ended) == 5, changes
+        assert sum(r["result"] == "started" for r in changes) == len(ended) == 7, changes
         assert {r["who"] for r in changes} == {"operator (client/cli)"}
-        assert not any(r["action"] == "/tadpole.v1.KV/Put" for r in changes)  # refused first
+        assert not any("ghost" in r["detail"] for r in changes)  # refused before it ran
         policy = json.loads(before.value)
         for r in records:
             assert password not in json.dumps(r)

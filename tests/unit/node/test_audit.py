@@ -158,3 +158,29 @@ async def test_the_export_writes_what_is_durable_and_retries_a_failed_write(
         audit.close()
     with pytest.raises(ValueError):
         audit.listeners.remove(export._durable)  # closed: no longer told
+
+
+async def test_every_field_of_a_record_is_bounded(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "audit.log"
+    audit = AuditLog(str(path), "n1")
+    huge = "/x" * 1_000_000  # a refusal may quote the key a caller sent
+    await audit.record_durably(huge, huge, huge, huge, huge)
+    (record_,) = lines(path)
+    assert path.stat().st_size < 4000
+    assert record_["detail"].endswith("\u2026") and record_["detail"].startswith("/x/x")
+    audit.close()
+
+
+def test_a_batch_is_bounded_in_bytes_too() -> None:
+    audit = AuditLog.__new__(AuditLog)
+    audit.node_id = "n1"
+    export = AuditExport(audit, lambda key, value: None, batch_max=500, batch_bytes=1000)
+    big = [json.dumps({"detail": "d" * 300}).encode() for _ in range(10)]
+    export.add(big)
+    value, count = export.next_batch() or (b"", 0)
+    assert count == 3 and len(value) < 1100
+    export.written(count, 0)
+    export.add([json.dumps({"detail": "d" * 5000}).encode()])  # alone, it still goes
+    while (batch := export.next_batch()) is not None:
+        export.written(batch[1], 0)
+    assert export.exported == 11

@@ -192,3 +192,21 @@ def test_writes_are_described_when_they_touch_the_policy() -> None:
     assert describe_writes([("/tadpole/auth/x", b"1", False)], POLICY) == "put /tadpole/auth/x"
     with pytest.raises(PolicyError, match="no role 'ghost'"):
         describe_writes([(POLICY_KEY, b'{"users": {"a": ["ghost"]}}', False)], POLICY)
+
+
+@pytest.mark.parametrize(
+    ("doc", "named"),
+    [
+        ('{"users": "x"}', "users must be a JSON object"),
+        ('{"roles": [1]}', "roles must be a JSON object"),
+        ('{"roles": {"r": [1]}}', "grants must be a list of objects"),
+        ('{"roles": {}, "users": {"u": [{}]}}', "roles must be a list of names"),
+        ('{"passwords": []}', "passwords must be a JSON object"),
+        ('{"passwords": {"u": 5}}', "not a stored hash"),
+        ('{"roles": {"r": [{"perm": "read"}]}}', "a grant needs perm and tier"),
+        ("[]", "policy must be a JSON object"),
+    ],
+)
+def test_a_malformed_policy_is_a_policy_error_naming_the_problem(doc: str, named: str) -> None:
+    with pytest.raises(PolicyError, match=named):  # not a TypeError from deep inside
+        Policy.parse(doc)

@@ -557,6 +557,11 @@ def test_txn_runs_the_branch_the_compares_pick(one: FakeCluster) -> None:
         )
         assert not result.succeeded
         assert c.range("cfg/").count == 0
+        c.txn([], [PutOp("cfg/s", "text")])  # a str value, as put takes one
+        kv = c.get("cfg/s")
+        assert kv is not None and kv.value == b"text"
+        with pytest.raises(InvalidArgument, match="bytes or str, not int"):
+            c.txn([], [PutOp("cfg/n", 5)])  # type: ignore[arg-type]
 
 
 def test_range_limits_and_scan_pages(one: FakeCluster) -> None:
