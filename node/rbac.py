@@ -20,7 +20,7 @@ under :data:`AUTH_PREFIX`, is for root alone.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -212,20 +212,12 @@ def describe_change(old: Policy, new: Policy) -> str:
     parts: list[str] = []
     if old.enabled != new.enabled:
         parts.append("enabled" if new.enabled else "disabled")
-    before_roles, after_roles = old.roles or {}, new.roles or {}
-    for name in sorted(before_roles.keys() | after_roles.keys()):
-        grants = after_roles.get(name)
-        if grants is None:
-            parts.append(f"role {name} removed")
-        elif grants != before_roles.get(name):
-            parts.append(f"role {name}: {', '.join(map(str, grants)) or 'no grants'}")
-    before_users, after_users = old.users or {}, new.users or {}
-    for name in sorted(before_users.keys() | after_users.keys()):
-        roles = after_users.get(name)
-        if roles is None:
-            parts.append(f"user {name} removed")
-        elif roles != before_users.get(name):
-            parts.append(f"user {name}: {', '.join(roles) or 'no roles'}")
+    parts += _named_changes(
+        "role", old.roles or {}, new.roles or {}, lambda g: ", ".join(map(str, g)) or "no grants"
+    )
+    parts += _named_changes(
+        "user", old.users or {}, new.users or {}, lambda r: ", ".join(r) or "no roles"
+    )
     before_pw, after_pw = old.passwords or {}, new.passwords or {}
     for name in sorted(before_pw.keys() | after_pw.keys()):
         if name not in after_pw:
@@ -237,6 +229,21 @@ def describe_change(old: Policy, new: Policy) -> str:
 
 # A write as the audit describes it: (key, value, prefix), value None for a delete.
 Write = tuple[str, bytes | None, bool]
+
+
+def _named_changes(
+    kind: str, before: dict[str, Any], after: dict[str, Any], show: Callable[[Any], str]
+) -> list[str]:
+    """``kind NAME: what it is now`` for each name ``after`` changed, ``kind NAME
+    removed`` for each it lost."""
+    parts: list[str] = []
+    for name in sorted(before.keys() | after.keys()):
+        now = after.get(name)
+        if now is None:
+            parts.append(f"{kind} {name} removed")
+        elif now != before.get(name):
+            parts.append(f"{kind} {name}: {show(now)}")
+    return parts
 
 
 def describe_writes(writes: Sequence[Write], old: Policy) -> str:

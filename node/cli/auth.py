@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -121,6 +121,19 @@ def _grants_of(p: Policy, role: str) -> tuple[Grant, ...]:
     return (p.roles or {})[role]
 
 
+def _adjusted(
+    held: tuple[Any, ...], items: Sequence[Any], add: bool, lacks: str
+) -> tuple[Any, ...]:
+    """``held`` with ``items`` added (once each), or taken away (each must be there:
+    else PolicyError ``lacks`` naming the first that is not)."""
+    if add:
+        return held + tuple(i for i in dict.fromkeys(items) if i not in held)
+    absent = [i for i in items if i not in held]
+    if absent:
+        raise PolicyError(lacks.format(absent[0]))
+    return tuple(i for i in held if i not in items)
+
+
 def _set_role(p: Policy, role: str, grants: tuple[Grant, ...] | None) -> Policy:
     roles = dict(p.roles or {})
     if grants is None:
@@ -174,8 +187,7 @@ def role_grant_command(settings: Any, name: str, grants: tuple[str, ...]) -> Non
     parsed = _grants(grants)
 
     def edit(p: Policy) -> Policy:
-        held = _grants_of(p, name)
-        return _set_role(p, name, held + tuple(g for g in dict.fromkeys(parsed) if g not in held))
+        return _set_role(p, name, _adjusted(_grants_of(p, name), parsed, True, ""))
 
     _show_role(_change(settings, edit), name)
 
@@ -190,11 +202,8 @@ def role_revoke_command(settings: Any, name: str, grants: tuple[str, ...]) -> No
     parsed = _grants(grants)
 
     def edit(p: Policy) -> Policy:
-        held = _grants_of(p, name)
-        absent = [g for g in parsed if g not in held]
-        if absent:
-            raise PolicyError(f"role {name!r} does not grant {absent[0]}")
-        return _set_role(p, name, tuple(g for g in held if g not in parsed))
+        lacks = f"role {name!r} does not grant {{}}"
+        return _set_role(p, name, _adjusted(_grants_of(p, name), parsed, False, lacks))
 
     _show_role(_change(settings, edit), name)
 
@@ -271,7 +280,7 @@ def user_grant_role_command(settings: Any, name: str, roles: tuple[str, ...]) ->
         for role in roles:
             _grants_of(p, role)
         held = (p.users or {}).get(_name(name), ())
-        return _set_user(p, name, held + tuple(r for r in dict.fromkeys(roles) if r not in held))
+        return _set_user(p, name, _adjusted(held, roles, True, ""))
 
     _show_user(_change(settings, edit), name)
 
@@ -288,10 +297,8 @@ def user_revoke_role_command(settings: Any, name: str, roles: tuple[str, ...]) -
         held = (p.users or {}).get(name)
         if held is None:
             raise PolicyError(f"no user {name!r}")
-        absent = [r for r in roles if r not in held]
-        if absent:
-            raise PolicyError(f"user {name!r} does not hold role {absent[0]!r}")
-        return _set_user(p, name, tuple(r for r in held if r not in roles))
+        lacks = f"user {name!r} does not hold role {{!r}}"
+        return _set_user(p, name, _adjusted(held, roles, False, lacks))
 
     _show_user(_change(settings, edit), name)
 
