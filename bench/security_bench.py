@@ -44,8 +44,8 @@ def _enable_roles(cluster: LocalCluster) -> Tls:
             "--ca-file", cli.ca, "--cert-file", cli.cert, "--key-file", cli.key,
             "--token-file", cluster.token_file, "auth"]  # fmt: skip
     for args in (
-        ("role", "bench", "--grant", "write:system:bench/"),
-        ("user", "bench", "--role", "bench"),
+        ("role", "add", "bench", "write:system:bench/"),
+        ("user", "add", "bench", "bench"),
         ("enable",),
     ):
         subprocess.run([*base, *args], check=True, capture_output=True)
