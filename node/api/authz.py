@@ -424,9 +424,12 @@ class Authorize(WrappingInterceptor):
             detail = applied
             if otherwise:
                 detail = f"if the compare holds: {applied or 'nothing'}; else: {otherwise}"
-            who = self._caller_name(context)
             async with audit.action(
-                who, context.peer(), method, detail, failed=grpc_failure(context)
+                self._caller_name(context),
+                context.peer(),
+                method,
+                detail,
+                failed=grpc_failure(context),
             ) as ending:
                 response = await inner(request, context)
                 if method == _KV + "Txn" and response.succeeded:  # the branch it took
