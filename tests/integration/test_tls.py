@@ -6,12 +6,15 @@ on new connections without a restart."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import ssl
+import threading
 import time
 import urllib.request
 
@@ -29,6 +32,7 @@ from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.tls import TlsFiles, server_name_for, sync_channel
 from tests.integration.conftest import run_cli, start_http_cluster
+from tests.support.https import https
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +240,84 @@ def test_gossip_that_claims_another_sender_is_refused(cluster: LocalCluster) -> 
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert "from 'n3' sent by 'n2'" in info.value.details()  # type: ignore[attr-defined]
+
+
+def test_certificates_rotate_under_load_without_a_failed_request(tmp_path: pathlib.Path) -> None:
+    """Every node's certificate is replaced while clients write: over connections
+    already open, over new ones (a handshake each), and over HTTPS; not one request
+    fails, and the cluster keeps its leader and every node (the peers reopen their own
+    links with the new certificates)."""
+    cluster = start_http_cluster(str(tmp_path / "c"))
+    stop = threading.Event()
+    done: collections.Counter[str] = collections.Counter()
+    errors: list[str] = []
+
+    def steady() -> None:  # one client, its connections opened before the rotation
+        with cluster.client(timeout=10.0) as client:
+            while not stop.is_set():
+                try:
+                    client.put(f"/load/steady/{done['steady'] % 50}", "x")
+                    done["steady"] += 1
+                except Exception as exc:
+                    errors.append(f"steady: {exc!r}")
+
+    def fresh() -> None:  # a new client, so a new handshake, for every write
+        while not stop.is_set():
+            try:
+                with cluster.client(timeout=10.0) as client:
+                    client.put(f"/load/fresh/{done['fresh'] % 50}", "x")
+                done["fresh"] += 1
+            except Exception as exc:
+                errors.append(f"fresh: {exc!r}")
+
+    def web() -> None:  # HTTPS, a connection per request
+        context = cluster.http_context()
+        assert context is not None
+        while not stop.is_set():
+            node = cluster.node_ids[done["web"] % 3]
+            address = cluster.metrics_address(node)
+            assert address is not None
+            try:
+                status, body, _ = https(address, "GET", "/state/system?prefix=/load/", context)
+                if status != 200:
+                    errors.append(f"web: {status} {body}")
+                done["web"] += 1
+            except Exception as exc:
+                errors.append(f"web: {exc!r}")
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (steady, fresh, web)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        for node in cluster.node_ids:
+            address, http = cluster.addresses[node], cluster.metrics_address(node)
+            assert http is not None
+            before = served_certificate(address, "h2").serial_number
+            issue(cluster.tls_dir, cluster.tls_dir, node, node_id=node, hosts=("127.0.0.1",),
+                  overwrite=True)  # fmt: skip
+            pid = cluster.pid(node)
+            assert pid is not None
+            os.kill(pid, signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while (
+                served_certificate(address, "h2").serial_number == before
+                or served_certificate(http, "http/1.1").serial_number == before
+            ):
+                assert time.monotonic() < deadline, f"{node} still serves its old certificate"
+                time.sleep(0.1)
+        counted = dict(done)
+        time.sleep(2.0)  # the peers' own links reopen within a second of the change
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert errors == [], errors[:5]
+        assert done["steady"] > counted["steady"] > 20, done  # writes went on throughout
+        assert done["fresh"] > counted["fresh"] > 5 and done["web"] > counted["web"] > 5, done
+        assert cluster.wait_leader(10, all_up=True)
+        logs = "".join(pathlib.Path(cluster.log_file(n)).read_text() for n in cluster.node_ids)
+        assert not re.search(r"raft link to \w+ down", logs)  # no peer link broke
+    finally:
+        stop.set()
+        for node_id in cluster.node_ids:
+            cluster.kill(node_id)
