@@ -80,6 +80,9 @@ def test_clients_without_the_right_certificate_are_refused(
     other = tmp_path / "other"
     create_ca(str(other))
     issue(str(other), str(other), "mallory", client="mallory")
+    expired = tmp_path / "expired"  # signed by the cluster's own CA, valid until now
+    issue(cluster.tls_dir, str(expired), "late", client="late", days=0)
+    time.sleep(1.1)  # validity is counted in whole seconds
     attempts = {
         "plaintext": None,
         "no certificate": grpc.ssl_channel_credentials(tls.ca_bytes()),
@@ -88,12 +91,24 @@ def test_clients_without_the_right_certificate_are_refused(
             (other / "mallory.key").read_bytes(),
             (other / "mallory.pem").read_bytes(),
         ),
+        "an expired certificate": grpc.ssl_channel_credentials(
+            tls.ca_bytes(), (expired / "late.key").read_bytes(), (expired / "late.pem").read_bytes()
+        ),
     }
     for what, credentials in attempts.items():
         with Client(cluster.endpoints.split(",")[:1], credentials=credentials, timeout=2) as c:
             with pytest.raises(Unavailable):
                 c.get("/tls/a")
             print(what, "refused")
+    # the same kind of certificate from the same CA, not yet expired, is let in
+    issue(cluster.tls_dir, str(expired), "punctual", client="punctual")
+    punctual = grpc.ssl_channel_credentials(
+        tls.ca_bytes(),
+        (expired / "punctual.key").read_bytes(),
+        (expired / "punctual.pem").read_bytes(),
+    )
+    with Client(cluster.endpoints.split(",")[:1], credentials=punctual, timeout=5) as c:
+        c.get("/tls/a")
     tls_flags = ("--ca-file", tls.ca, "--cert-file", tls.cert, "--key-file", tls.key)
     assert run_cli(cluster, *tls_flags, "put", "/tls/cli", "tls").returncode == 0
     insecure = run_cli(cluster, "--timeout", "2", "--insecure", "put", "/tls/cli", "plain")
