@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import queue
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -212,3 +214,40 @@ def test_changes_to_the_policy_are_audited_admin_actions(tmp_path: pathlib.Path)
     finally:
         for node_id in cluster.node_ids:
             cluster.kill(node_id)
+
+
+def test_audit_tail_follows_the_event_log(make_cluster: object) -> None:
+    """`audit tail -f` shows the newest records, then each new one once, as the nodes
+    copy them into the event log."""
+    cluster: LocalCluster = make_cluster(3)  # type: ignore[operator]
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "--endpoints", cluster.endpoints, *cluster.cli_flags(),
+         "--token-file", cluster.token_file, "audit", "tail", "-n", "1", "-f", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2.0)  # the tail is shown and the watch is open
+        guessed = "guessed-token-0123456789abcdef"
+        with cluster.channel("n2") as channel, pytest.raises(grpc.RpcError):
+            pb_grpc.KeysStub(channel).Rotate(
+                pb.KeysRotateRequest(), timeout=5, metadata=auth_metadata(guessed)
+            )
+        lines: queue.SimpleQueue[str] = queue.SimpleQueue()  # read apart: never hang here
+        out = follow.stdout
+        assert out is not None
+        threading.Thread(target=lambda: [lines.put(x) for x in out], daemon=True).start()
+        deadline = time.monotonic() + 20
+        shown: list[dict[str, str]] = []
+        while not any(r["action"] == "/tadpole.v1.Keys/Rotate" for r in shown):
+            try:
+                shown.append(json.loads(lines.get(timeout=max(0.0, deadline - time.monotonic()))))
+            except queue.Empty:
+                break
+        rotations = [r for r in shown if r["action"] == "/tadpole.v1.Keys/Rotate"]
+        assert [(r["node"], r["result"]) for r in rotations] == [("n2", "denied")], shown
+        assert guessed not in json.dumps(shown)
+        assert not any(r["action"] == "/tadpole.v1.Audit/Tail" for r in shown)  # --reads off
+        assert len({json.dumps(r, sort_keys=True) for r in shown}) == len(shown)  # each once
+    finally:
+        follow.terminate()
+        follow.communicate(timeout=10)
