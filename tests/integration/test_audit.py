@@ -136,9 +136,9 @@ def test_changes_to_the_policy_are_audited_admin_actions(tmp_path: pathlib.Path)
             backdoor["roles"]["ops"] = [{"perm": "admin", "tier": "*", "prefix": ""}]
             with pytest.raises(InvalidArgument, match="no role 'ghost'"):
                 root.txn([compare_version("/nothing/here", "==", 1)], [],
-                         [TxnPut(POLICY_KEY, '{"users": {"a": ["ghost"]}}')])  # fmt: skip
+                         [TxnPut(POLICY_KEY, b'{"users": {"a": ["ghost"]}}')])  # fmt: skip
             taken = root.txn([compare_version("/nothing/here", "==", 1)], [],
-                             [TxnPut(POLICY_KEY, json.dumps(backdoor))])  # fmt: skip
+                             [TxnPut(POLICY_KEY, json.dumps(backdoor).encode())])  # fmt: skip
             assert not taken.succeeded
             backdoor["roles"]["ops"] = [{"perm": "read", "tier": "system", "prefix": "/app/"}]
             root.put(POLICY_KEY, json.dumps(backdoor))  # back as it was
