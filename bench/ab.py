@@ -23,33 +23,15 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "bench"))
 
-from run import free_base  # noqa: E402
+from run import cpu_seconds, scrape, start_tadpole  # noqa: E402
 from system_quick import find_leader, measure  # noqa: E402
 
 from node.dev.cluster import LocalCluster  # noqa: E402
-
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK
-
-
-def scrape(address: str) -> str:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as resp:
-        text: str = resp.read().decode()
-        return text
 
 
 def counters(cluster: LocalCluster) -> dict[str, float]:
@@ -70,18 +52,8 @@ def counters(cluster: LocalCluster) -> dict[str, float]:
 
 
 def start(tree: str, root: str) -> LocalCluster:
-    base = free_base(3)
-    http = free_base(3)
-    while abs(base - http) < 10:
-        http = free_base(3)
     # plaintext: the REF tree may predate TLS by default, and counters() scrapes http://
-    cluster = LocalCluster(root, ["n1", "n2", "n3"], base, metrics_base_port=http, tls=False)
-    here = os.getcwd()
-    os.chdir(tree)  # nodes run `python -m node.main` from the working directory
-    try:
-        cluster.start()
-    finally:
-        os.chdir(here)
+    cluster = start_tadpole(root, tree)
     cluster.wait_leader(60, all_up=True)
     return cluster
 

@@ -39,7 +39,8 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "bench"))
 
-from ab import cpu_seconds, scrape, start  # noqa: E402
+from ab import start  # noqa: E402
+from run import cpu_seconds, scrape  # noqa: E402
 from system_quick import find_leader, measure  # noqa: E402
 
 from consensus.durable import Histogram  # noqa: E402

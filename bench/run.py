@@ -37,6 +37,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,8 +67,10 @@ FSYNC = {
     "tadpole-etcd": "yes: etcd fsyncs its WAL before acking",
     "etcd": "yes: etcd fsyncs its WAL before acking",
     "pysyncobj": "NO: pysyncobj's FileJournal writes through mmap and never fsyncs",
+    "tadpole-ref": "as tadpole-raft at the reference commit (--ref)",
 }
 VALUE = b"x" * 256
+POPULATION_KEYS = 10_000  # per load process and row: a batch's keys are distinct
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -90,17 +94,101 @@ def free_base(count: int) -> int:
     raise RuntimeError("no free port range")
 
 
-def peak_rss_mib(pid: int | None) -> float:
+def rss_mib(pid: int | None, field: str = "VmRSS") -> float:
+    """A process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), in MiB."""
     if pid is None:
         return float("nan")
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
+
+
+def peak_rss_mib(pid: int | None) -> float:
+    return rss_mib(pid, "VmHWM")
+
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int | None] | list[int]) -> float:
+    """User + system CPU seconds the processes have used (``/proc``)."""
+    total = 0
+    for pid in pids:
+        if pid is None:
+            continue
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK
+
+
+def scrape(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as resp:
+        text: str = resp.read().decode()
+        return text
+
+
+# Calls a Tadpole node served on its peer service, and fsyncs (of Tadpole's Raft journal
+# and group commits of its CRDT tiers' store, each one fsync; of an etcd member's WAL),
+# as the servers count them on /metrics.
+_PEER_CALLS = re.compile(
+    r'^tadpole_request_duration_seconds_count\{method="tadpole\.v1\.Peer/[^"]*"\} (\S+)$'
+)
+_FSYNCS = re.compile(
+    r"^(?:tadpole_raft_journal_fsync_seconds_count|tadpole_store_commit_seconds_count"
+    r"|etcd_disk_wal_fsync_duration_seconds_count)"
+    r"(?:\{[^}]*\})? (\S+)$"
+)
+
+
+@dataclass
+class Probe:
+    """Where a system's server-side cost is read: the CPU time of its server processes
+    and the counters on their ``/metrics``."""
+
+    pids: Callable[[], list[int | None]]
+    metrics: list[str] = field(default_factory=list)  # host:port serving /metrics (http)
+    peer_rpcs: bool = False  # Tadpole's own peer calls (etcd's peer traffic is streams)
+
+    def read(self) -> dict[str, float]:
+        peer: list[float] = []
+        fsyncs: list[float] = []
+        for address in self.metrics:
+            for line in scrape(address).splitlines():
+                if m := _PEER_CALLS.match(line):
+                    peer.append(float(m.group(1)))
+                elif m := _FSYNCS.match(line):
+                    fsyncs.append(float(m.group(1)))
+        nan = float("nan")  # a server that does not count it (an older Tadpole): "-"
+        return {
+            "cpu_s": cpu_seconds(self.pids()),
+            "peer_rpcs": sum(peer) if peer else nan,
+            "fsyncs": sum(fsyncs) if fsyncs else nan,
+        }
+
+    def cost(self, before: dict[str, float], after: dict[str, float], ops: int) -> dict[str, float]:
+        """Per operation: server CPU ms (= CPU s per 1,000 ops), peer RPCs, fsyncs."""
+        ops = max(ops, 1)
+        return {
+            "cpu_ms_per_op": (after["cpu_s"] - before["cpu_s"]) * 1e3 / ops,
+            "peer_rpcs_per_op": (
+                (after["peer_rpcs"] - before["peer_rpcs"]) / ops if self.peer_rpcs else float("nan")
+            ),
+            "fsyncs_per_op": (after["fsyncs"] - before["fsyncs"]) / ops,
+        }
+
+    def idle(self, seconds: float) -> float:
+        """Median CPU share of one core per server process, over ``seconds`` at rest."""
+        pids = [p for p in self.pids() if p is not None]
+        before = [cpu_seconds([p]) for p in pids]
+        time.sleep(seconds)
+        after = [cpu_seconds([p]) for p in pids]
+        return statistics.median((b - a) / seconds for a, b in zip(before, after, strict=True))
 
 
 def wait_serving(cluster: LocalCluster, timeout: float = 60.0) -> None:
@@ -118,7 +206,7 @@ def wait_serving(cluster: LocalCluster, timeout: float = 60.0) -> None:
 
 @dataclass(frozen=True)
 class Job:
-    kind: str  # "tadpole" | "etcd"
+    kind: str  # "tadpole" | "etcd" | "population" (Tadpole's CRDT tier)
     endpoints: tuple[str, ...]
     op: str
     clients: int
@@ -129,10 +217,12 @@ class Job:
     tag: str
     total_clients: int = 1
     prefix: bytes = b"/bench/"
+    batch: int = 0  # population: 0 = Tiers.Update, n = Tiers.UpdateMany of n updates
 
 
 class _Target:
-    """One protocol surface: Tadpole's KV API or etcd's, same four operations."""
+    """One protocol surface: Tadpole's KV API or etcd's, same four operations; or
+    Tadpole's population tier (counter updates, one per call or batched)."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -145,6 +235,8 @@ class _Target:
             self.channels.append(channel)
             if self.job.kind == "tadpole":
                 self.stubs.append(pb_grpc.KVStub(channel))
+            elif self.job.kind == "population":
+                self.stubs.append(pb_grpc.TiersStub(channel))
             else:
                 from aetcd import rpc
 
@@ -164,6 +256,26 @@ class _Target:
 
         r = await stub.Put(rpc.PutRequest(key=self.job.prefix + key.encode(), value=VALUE))
         return int(r.header.revision)
+
+    async def update(self, stub: Any, first: int) -> int:
+        """A PN-counter ``counter_add`` on each of ``batch`` distinct keys (one when
+        unbatched), each with its request id; returns how many were applied."""
+
+        def one(n: int) -> pb.TierUpdateRequest:
+            return pb.TierUpdateRequest(
+                tier="population",
+                key=f"job_resource_ledger/{self.job.tag}-{n % POPULATION_KEYS}",
+                counter_add=pb.CounterAdd(amount=1),
+                request_id=uuid.uuid4().hex[:20],
+            )
+
+        if self.job.batch == 0:
+            await stub.Update(one(first))
+            return 1
+        r = await stub.UpdateMany(
+            pb.TierUpdateManyRequest(updates=[one(first + j) for j in range(self.job.batch)])
+        )
+        return sum(1 for x in r.results if x.code == 0)
 
     async def get(self, stub: Any, key: str, linearizable: bool) -> None:
         if self.job.kind == "tadpole":
@@ -224,14 +336,16 @@ async def _run_job(job: Job) -> dict[str, Any]:
     target = _Target(job)
     await target.open()
     latencies: list[float] = []
-    errors = 0
+    # units: ops (updates) applied in the measured window; all_ops: in the whole row,
+    # warm-up included (the server CPU of a row is read over the whole row)
+    errors = units = all_ops = 0
     rng = random.Random(job.first_client)
     loop_start = time.perf_counter()
     measure_from = loop_start + job.warmup
     stop_at = measure_from + job.seconds
 
     async def client(c: int) -> None:
-        nonlocal errors
+        nonlocal errors, units, all_ops
         stub = target.stubs[c % len(target.stubs)]
         i = 0
         cas_key = f"cas/{job.tag}/{c}"
@@ -243,6 +357,7 @@ async def _run_job(job: Job) -> dict[str, Any]:
             t0 = time.perf_counter()
             if t0 >= stop_at:
                 return
+            done = 1
             try:
                 if job.op == "put":
                     await target.put(stub, f"bench/{job.tag}/{c}/{i % 1000}")
@@ -256,6 +371,9 @@ async def _run_job(job: Job) -> dict[str, Any]:
                     if n >= job.fill_keys:
                         return
                     await target.put(stub, f"fill/{n}")
+                elif job.op == "update":
+                    done = await target.update(stub, c * 7919 + i * max(job.batch, 1))
+                    errors += max(job.batch, 1) - done
             except grpc.aio.AioRpcError:
                 errors += 1
                 await asyncio.sleep(0.01)
@@ -263,12 +381,14 @@ async def _run_job(job: Job) -> dict[str, Any]:
                     i += 1
                 continue
             i += 1
+            all_ops += done
             if t0 >= measure_from:
                 latencies.append(time.perf_counter() - t0)
+                units += done
 
     await asyncio.gather(*(client(job.first_client + k) for k in range(job.clients)))
     await target.close()
-    return {"latencies": latencies, "errors": errors}
+    return {"latencies": latencies, "errors": errors, "units": units, "all_ops": all_ops}
 
 
 def _worker(job: Job) -> dict[str, Any]:
@@ -292,6 +412,7 @@ class LoadGenerator:
         warmup: float,
         fill_keys: int,
         spread: bool,
+        batch: int = 0,
     ) -> dict[str, Any]:
         procs = max(1, min(self.procs, clients))
         sizes = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
@@ -311,14 +432,20 @@ class LoadGenerator:
                     seconds,
                     warmup,
                     fill_keys,
-                    f"{op}{clients}p{i}",
+                    f"{op}{clients}b{batch}p{i}",
                     total_clients=clients,
+                    batch=batch,
                 )
             )
             first += size
         parts = self.pool.map(_worker, jobs)
         lat = [x for part in parts for x in part["latencies"]]
-        return {"latencies": lat, "errors": sum(p["errors"] for p in parts)}
+        return {
+            "latencies": lat,
+            "errors": sum(p["errors"] for p in parts),
+            "units": sum(p["units"] for p in parts),
+            "all_ops": sum(p["all_ops"] for p in parts),
+        }
 
     def close(self) -> None:
         self.pool.terminate()
@@ -329,13 +456,15 @@ def summarize(
     system: str, op: str, clients: int, seconds: float, raw: dict[str, Any]
 ) -> dict[str, Any]:
     lat = sorted(raw["latencies"])
+    ops = raw.get("units", len(lat))  # a batch is as many ops as it applied
     row: dict[str, Any] = {
         "system": system,
         "op": op,
         "clients": clients,
-        "ops": len(lat),
+        "ops": ops,
         "errors": raw["errors"],
-        "ops_per_s": len(lat) / seconds,
+        "ops_per_s": ops / seconds,
+        "calls_per_s": len(lat) / seconds,
     }
     if len(lat) >= 2:
         q = statistics.quantiles(lat, n=100, method="inclusive")
@@ -361,8 +490,23 @@ class Args:
     procs: int
     py_spy: str
     keep: bool
+    repeat: int = 1
+    refill_keys: int = 10_000  # keys written in repetitions after the first
+    idle_seconds: float = 10.0
+    population: list[tuple[int, int]] = field(default_factory=list)  # (batch, callers)
+    ref: str = ""  # a checkout whose Tadpole Raft tier is measured beside this tree's
     root: str = ""
+    rep: int = 0  # the repetition being run
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> bool:
+        """The first repetition: the full fill, memory and restart are measured there."""
+        return self.rep == 0
+
+    @property
+    def keys(self) -> int:
+        return self.fill_keys if self.first else min(self.fill_keys, self.refill_keys)
 
 
 def _fill_and_rss(
@@ -374,13 +518,14 @@ def _fill_and_rss(
     spread: bool,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    raw = gen.run(kind, endpoints, "fill", 256, 0, 0, args.fill_keys, spread)
+    raw = gen.run(kind, endpoints, "fill", 256, 0, 0, args.keys, spread)
     took = time.perf_counter() - t0
     return {
-        "keys": args.fill_keys,
+        "keys": args.keys,
         "fill_s": round(took, 1),
         "fill_errors": raw["errors"],
         "peak_rss_mib": {name: round(peak_rss_mib(pid), 1) for name, pid in pids().items()},
+        "rss_mib": {name: round(rss_mib(pid), 1) for name, pid in pids().items()},
     }
 
 
@@ -391,22 +536,46 @@ def _rows(
     endpoints: list[str],
     args: Args,
     spread: bool,
+    probe: Probe | None = None,
     profile_pid: int | None = None,
+    ops: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
-    for op in args.ops:
+    for op in ops if ops is not None else args.ops:
         for clients in args.clients:
             spy = None
-            if args.py_spy and profile_pid and op == "put" and clients == 64:
+            if args.py_spy and profile_pid and op == "put" and clients == 64 and args.first:
                 spy = start_py_spy(args, system, profile_pid)
+            before = probe.read() if probe else None
             raw = gen.run(
-                kind, endpoints, op, clients, args.seconds, args.warmup, args.fill_keys, spread
+                kind, endpoints, op, clients, args.seconds, args.warmup, args.keys, spread
             )
             if spy is not None:
                 spy.wait()
             row = summarize(system, op, clients, args.seconds, raw)
+            if probe is not None and before is not None:
+                row.update(probe.cost(before, probe.read(), raw["all_ops"]))
+            row["rep"] = args.rep
             print(_line(row), flush=True)
             rows.append(row)
+    return rows
+
+
+def _population_rows(
+    gen: LoadGenerator, system: str, endpoints: list[str], args: Args, probe: Probe
+) -> list[dict[str, Any]]:
+    """Population-tier counter updates spread over every node: one per ``Tiers.Update``
+    call (batch 0), and ``Tiers.UpdateMany`` batches of each size."""
+    rows = []
+    for batch, callers in args.population:
+        before = probe.read()
+        raw = gen.run(
+            "population", endpoints, "update", callers, args.seconds, args.warmup, 0, True, batch
+        )
+        row = summarize(system, "update", callers, args.seconds, raw)
+        row.update(probe.cost(before, probe.read(), raw["all_ops"]), batch=batch, rep=args.rep)
+        print(_line(row), flush=True)
+        rows.append(row)
     return rows
 
 
@@ -438,26 +607,120 @@ def start_py_spy(args: Args, system: str, pid: int) -> subprocess.Popen[bytes]:
     )
 
 
+REPO = os.path.dirname(HERE)
+
+
+def start_tadpole(root: str, tree: str = REPO, extra_args: list[str] | None = None) -> LocalCluster:
+    """Three plaintext Tadpole nodes (like the etcd they are compared with; TLS is
+    ``make bench-security``) running the code of ``tree``, with /metrics on."""
+    base = free_base(3)
+    http = free_base(3)
+    while abs(base - http) < 10:
+        http = free_base(3)
+    with open(os.path.join(tree, "node", "main.py"), encoding="utf-8") as f:
+        older = "--http-listen" not in f.read()
+    cluster = (_OlderCluster if older else LocalCluster)(
+        root,
+        ["n1", "n2", "n3"],
+        base,
+        metrics_base_port=http,
+        extra_args=extra_args or [],
+        tls=False,
+    )
+    with _cwd(tree):  # nodes run `python -m node.main` from the working directory
+        cluster.start()
+    return cluster
+
+
+class _OlderCluster(LocalCluster):
+    """Nodes of a checkout from before the HTTP face, whose port for /metrics was
+    ``--metrics-listen``."""
+
+    def command(self, node_id: str) -> list[str]:
+        return ["--metrics-listen" if a == "--http-listen" else a for a in super().command(node_id)]
+
+
+@contextlib.contextmanager
+def _cwd(path: str) -> Any:
+    here = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def _tadpole_probe(
+    cluster: LocalCluster,
+    extra: Callable[[], list[int | None]] | None = None,
+    metrics: list[str] | None = None,
+    peer_rpcs: bool = True,
+) -> Probe:
+    def pids() -> list[int | None]:
+        return [cluster.pid(n) for n in cluster.node_ids] + (extra() if extra else [])
+
+    own = [a for n in cluster.node_ids if (a := cluster.metrics_address(n)) is not None]
+    return Probe(pids, own + (metrics or []), peer_rpcs)
+
+
+def _settle_and_idle(probe: Probe, args: Args) -> float:
+    time.sleep(5)  # elections, first gossip and anti-entropy rounds
+    return probe.idle(args.idle_seconds)
+
+
+def _restart_tadpole_follower(cluster: LocalCluster, tree: str = REPO) -> dict[str, Any]:
+    """kill -9 a follower and start it again: its peak RSS while it loads its snapshot
+    and journal and catches up, against its resident memory just before."""
+    leader = cluster.wait_leader(60)
+    node = next(n for n in cluster.node_ids if n != leader)
+    steady = rss_mib(cluster.pid(node))
+    status = cluster.status(leader, timeout=5)
+    target = status.commit_index if status is not None else 0
+    cluster.kill(node)
+    t0 = time.perf_counter()
+    with _cwd(tree):
+        cluster.start_node(node)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        st = cluster.status(node)
+        if st is not None and st.applied_index >= target and st.has_quorum:
+            break
+        time.sleep(0.1)
+    else:
+        raise TimeoutError(f"{node} did not catch up after its restart")
+    took = time.perf_counter() - t0
+    time.sleep(1)
+    pid = cluster.pid(node)
+    return {
+        "process": node,
+        "steady_mib": steady,
+        "restart_peak_mib": peak_rss_mib(pid),
+        "after_mib": rss_mib(pid),
+        "catch_up_s": round(took, 1),
+    }
+
+
 def bench_tadpole_raft(
     gen: LoadGenerator, args: Args
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    # plaintext, like the etcd and pysyncobj it is compared with (TLS: make bench-security)
-    cluster = LocalCluster(
-        os.path.join(args.root, "tadpole-raft"), ["n1", "n2", "n3"], free_base(3), tls=False
-    )
+    cluster = start_tadpole(os.path.join(args.root, f"tadpole-raft-{args.rep}"))
     try:
-        cluster.start()
-        leader = cluster.wait_leader(60)
+        cluster.wait_leader(60)
         wait_serving(cluster)
-        address = cluster.addresses[leader]
+        probe = _tadpole_probe(cluster)
+        idle = _settle_and_idle(probe, args)
+        leader = cluster.wait_leader(60)
         mem = _fill_and_rss(
             gen,
             "tadpole",
-            [address],
+            [cluster.addresses[leader]],
             args,
             lambda: {n: cluster.pid(n) for n in cluster.node_ids},
             spread=False,
         )
+        mem["idle_cpu"] = idle
+        if args.first:
+            mem["restart"] = _restart_tadpole_follower(cluster)
         leader = cluster.wait_leader(60)
         rows = _rows(
             gen,
@@ -466,9 +729,39 @@ def bench_tadpole_raft(
             [cluster.addresses[leader]],
             args,
             spread=False,
+            probe=probe,
             profile_pid=cluster.pid(leader),
         )
+        rows += _population_rows(gen, "tadpole-raft", list(cluster.addresses.values()), args, probe)
         return rows, mem
+    finally:
+        for n in cluster.node_ids:
+            cluster.kill(n)
+
+
+def bench_tadpole_ref(
+    gen: LoadGenerator, args: Args
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The Raft tier of the ``--ref`` checkout: idle CPU and puts, for the same-run
+    comparison of server CPU per put."""
+    cluster = start_tadpole(os.path.join(args.root, f"tadpole-ref-{args.rep}"), args.ref)
+    try:
+        cluster.wait_leader(60)
+        wait_serving(cluster)
+        probe = _tadpole_probe(cluster)
+        idle = _settle_and_idle(probe, args)
+        leader = cluster.wait_leader(60)
+        rows = _rows(
+            gen,
+            "tadpole-ref",
+            "tadpole",
+            [cluster.addresses[leader]],
+            args,
+            spread=False,
+            probe=probe,
+            ops=[op for op in args.ops if op == "put"],
+        )
+        return rows, {"idle_cpu": idle}
     finally:
         for n in cluster.node_ids:
             cluster.kill(n)
@@ -478,7 +771,7 @@ def _start_etcd(args: Args, name: str) -> LocalEtcd:
     binary = find_etcd()
     if binary is None:
         raise SystemExit(f"make bench needs etcd: {INSTALL_HINT}")
-    etcd = LocalEtcd(os.path.join(args.root, name), free_base(6), 3, binary)
+    etcd = LocalEtcd(os.path.join(args.root, f"{name}-{args.rep}"), free_base(6), 3, binary)
     etcd.start(60)
     return etcd
 
@@ -493,6 +786,31 @@ def _etcd_leader_first(etcd: LocalEtcd) -> list[str]:
     return [f"127.0.0.1:{etcd.client_port(n)}" for n in order]
 
 
+def _etcd_pids(etcd: LocalEtcd) -> list[int | None]:
+    return [etcd.pid(n) for n in etcd.names]
+
+
+def _restart_etcd_follower(etcd: LocalEtcd) -> dict[str, Any]:
+    """The same as ``_restart_tadpole_follower`` for an etcd member."""
+    leader = etcd.leader()
+    name = next(n for n in etcd.names if n != leader)
+    steady = rss_mib(etcd.pid(name))
+    etcd.kill(name)
+    t0 = time.perf_counter()
+    etcd.start_member(name)
+    etcd.wait_ready(180, among=[name])
+    took = time.perf_counter() - t0
+    time.sleep(1)
+    pid = etcd.pid(name)
+    return {
+        "process": name,
+        "steady_mib": steady,
+        "restart_peak_mib": peak_rss_mib(pid),
+        "after_mib": rss_mib(pid),
+        "catch_up_s": round(took, 1),
+    }
+
+
 def bench_tadpole_etcd(
     gen: LoadGenerator, args: Args
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -500,17 +818,17 @@ def bench_tadpole_etcd(
     cluster: LocalCluster | None = None
     try:
         endpoints = _etcd_leader_first(etcd)
-        cluster = LocalCluster(
-            os.path.join(args.root, "tadpole-etcd"),
-            ["n1", "n2", "n3"],
-            free_base(3),
+        cluster = start_tadpole(
+            os.path.join(args.root, f"tadpole-etcd-{args.rep}"),
             extra_args=["--system-backend", "etcd", "--etcd-endpoints", ",".join(endpoints)],
-            tls=False,  # plaintext, like the etcd it is compared with
         )
-        cluster.start()
         wait_serving(cluster)
         nodes = list(cluster.addresses.values())
         c = cluster
+        etcd_metrics = [f"127.0.0.1:{etcd.client_port(n)}" for n in etcd.names]
+        # the nodes' idle CPU alone; under load the etcd members' CPU and fsyncs count too
+        idle = _settle_and_idle(_tadpole_probe(cluster), args)
+        probe = _tadpole_probe(cluster, lambda: _etcd_pids(etcd), etcd_metrics, peer_rpcs=False)
 
         def pids() -> dict[str, int | None]:
             out: dict[str, int | None] = {n: c.pid(n) for n in c.node_ids}
@@ -518,7 +836,8 @@ def bench_tadpole_etcd(
             return out
 
         mem = _fill_and_rss(gen, "tadpole", nodes, args, pids, spread=True)
-        rows = _rows(gen, "tadpole-etcd", "tadpole", nodes, args, spread=True)
+        mem["idle_cpu"] = idle
+        rows = _rows(gen, "tadpole-etcd", "tadpole", nodes, args, spread=True, probe=probe)
         return rows, mem
     finally:
         if cluster is not None:
@@ -531,10 +850,17 @@ def bench_etcd(gen: LoadGenerator, args: Args) -> tuple[list[dict[str, Any]], di
     etcd = _start_etcd(args, "etcd")
     try:
         endpoints = _etcd_leader_first(etcd)
+        metrics = [f"127.0.0.1:{etcd.client_port(n)}" for n in etcd.names]
+        probe = Probe(lambda: _etcd_pids(etcd), metrics)
+        idle = _settle_and_idle(probe, args)
         mem = _fill_and_rss(
             gen, "etcd", endpoints, args, lambda: {n: etcd.pid(n) for n in etcd.names}, spread=False
         )
-        rows = _rows(gen, "etcd", "etcd", endpoints, args, spread=False)
+        mem["idle_cpu"] = idle
+        if args.first:
+            mem["restart"] = _restart_etcd_follower(etcd)
+            endpoints = _etcd_leader_first(etcd)
+        rows = _rows(gen, "etcd", "etcd", endpoints, args, spread=False, probe=probe)
         return rows, mem
     finally:
         etcd.stop()
@@ -591,9 +917,9 @@ def bench_pysyncobj(_gen: LoadGenerator, args: Args) -> tuple[list[dict[str, Any
         if leader is None:
             raise RuntimeError("pysyncobj elected no leader")
         t0 = time.perf_counter()
-        leader.ask({"cmd": "fill", "keys": args.fill_keys, "clients": 256})
+        leader.ask({"cmd": "fill", "keys": args.keys, "clients": 256})
         mem = {
-            "keys": args.fill_keys,
+            "keys": args.keys,
             "fill_s": round(time.perf_counter() - t0, 1),
             "fill_errors": 0,
             "peak_rss_mib": {
@@ -613,6 +939,7 @@ def bench_pysyncobj(_gen: LoadGenerator, args: Args) -> tuple[list[dict[str, Any
                     }
                 )
                 row = summarize("pysyncobj", op, clients, args.seconds, raw)
+                row["rep"] = args.rep
                 print(_line(row), flush=True)
                 rows.append(row)
         return rows, mem
@@ -622,6 +949,7 @@ def bench_pysyncobj(_gen: LoadGenerator, args: Args) -> tuple[list[dict[str, Any
 
 
 RUNNERS = {
+    "tadpole-ref": bench_tadpole_ref,
     "tadpole-raft": bench_tadpole_raft,
     "tadpole-etcd": bench_tadpole_etcd,
     "etcd": bench_etcd,
@@ -633,30 +961,77 @@ RUNNERS = {
 
 
 def _line(row: dict[str, Any]) -> str:
+    op = row["op"] if "batch" not in row else f"update/{row['batch'] or '-'}"
+    cost = (
+        f"  CPU {row['cpu_ms_per_op']:.2f} ms/op  fsyncs {row['fsyncs_per_op']:.2f}/op"
+        if "cpu_ms_per_op" in row
+        else ""
+    )
     return (
-        f"  {row['system']:<13} {row['op']:<8} c={row['clients']:<4} {row['ops_per_s']:>9.0f} ops/s"
+        f"  {row['system']:<13} {op:<10} c={row['clients']:<4} {row['ops_per_s']:>9.0f} ops/s"
         f"  p50 {row['p50_ms']:7.2f}  p95 {row['p95_ms']:7.2f}  p99 {row['p99_ms']:7.2f} ms"
+        + cost
         + (f"  errors {row['errors']}" if row["errors"] else "")
     )
+
+
+MEDIAN_FIELDS = (
+    "ops_per_s",
+    "calls_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "cpu_ms_per_op",
+    "peer_rpcs_per_op",
+    "fsyncs_per_op",
+)
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per system, op, clients and batch: the median of each figure over the
+    repetitions, errors summed."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["system"], r["op"], r["clients"], r.get("batch")), []).append(r)
+    out = []
+    for (system, op, clients, batch), group in groups.items():
+        row: dict[str, Any] = {"system": system, "op": op, "clients": clients}
+        if batch is not None:
+            row["batch"] = batch
+        for name in MEDIAN_FIELDS:
+            values = [r[name] for r in group if name in r]
+            if values:
+                row[name] = statistics.median(values)
+        row["errors"] = sum(r["errors"] for r in group)
+        row["reps"] = len(group)
+        out.append(row)
+    return out
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     etcd = {(r["op"], r["clients"]): r for r in rows if r["system"] == "etcd"}
     for r in rows:
         base = etcd.get((r["op"], r["clients"]))
-        if base and base["ops_per_s"] > 0:
+        if base and base["ops_per_s"] > 0 and "batch" not in r:
             r["x_etcd_ops"] = r["ops_per_s"] / base["ops_per_s"]
             r["x_etcd_p50"] = r["p50_ms"] / base["p50_ms"] if base["p50_ms"] else float("nan")
             r["x_etcd_p99"] = r["p99_ms"] / base["p99_ms"] if base["p99_ms"] else float("nan")
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None or value != value else format(value, fmt)
+
+
 def markdown(rows: list[dict[str, Any]], memory: dict[str, Any]) -> str:
     out = [
         "| system | op | clients | ops/s | p50 ms | p95 ms | p99 ms "
-        "| ops/s vs etcd | p50 vs etcd | p99 vs etcd | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ops/s vs etcd | p50 vs etcd | p99 vs etcd | CPU s/1k ops | peer RPCs/op "
+        "| fsyncs/op | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        if "batch" in r:
+            continue
         ratio = (
             f"{r['x_etcd_ops']:.2f}x | {r['x_etcd_p50']:.2f}x | {r['x_etcd_p99']:.2f}x"
             if "x_etcd_ops" in r
@@ -664,17 +1039,149 @@ def markdown(rows: list[dict[str, Any]], memory: dict[str, Any]) -> str:
         )
         out.append(
             f"| {r['system']} | {r['op']} | {r['clients']} | {r['ops_per_s']:.0f} | "
-            f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} | {r['errors']} |"
+            f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} | "
+            f"{_num(r.get('cpu_ms_per_op'), '.2f')} | {_num(r.get('peer_rpcs_per_op'), '.2f')} | "
+            f"{_num(r.get('fsyncs_per_op'), '.2f')} | {r['errors']} |"
         )
+    population = [r for r in rows if "batch" in r]
+    if population:
+        out += [
+            "",
+            "| population counter_add | updates per call | callers | updates/s | calls/s "
+            "| p50 ms | p99 ms | CPU s/1k updates | peer RPCs/update | fsyncs/update | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in population:
+            call = "Tiers.Update" if r["batch"] == 0 else "Tiers.UpdateMany"
+            out.append(
+                f"| {call} | {max(r['batch'], 1)} | {r['clients']} | {r['ops_per_s']:.0f} | "
+                f"{r['calls_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                f"{_num(r.get('cpu_ms_per_op'), '.3f')} | "
+                f"{_num(r.get('peer_rpcs_per_op'), '.2f')} | "
+                f"{_num(r.get('fsyncs_per_op'), '.3f')} | {r['errors']} |"
+            )
     out += [
         "",
-        "| system | fsync before ack | keys | fill s | peak RSS per process (MiB) |",
-        "|---|---|---:|---:|---|",
+        "| system | fsync before ack | idle CPU per node | keys | fill s "
+        "| RSS per process after the fill (MiB) | restarted | RSS before → peak at restart (MiB) |",
+        "|---|---|---:|---:|---:|---|---|---|",
     ]
     for system, mem in memory.items():
-        rss = ", ".join(f"{k} {v:.0f}" for k, v in mem["peak_rss_mib"].items())
-        out.append(f"| {system} | {FSYNC[system]} | {mem['keys']} | {mem['fill_s']} | {rss} |")
+        first = mem["reps"][0]
+        idle = [m["idle_cpu"] for m in mem["reps"] if "idle_cpu" in m]
+        idle_text = f"{statistics.median(idle) * 100:.1f}%" if idle else "-"
+        rss = ", ".join(
+            f"{k} {v:.0f}" for k, v in first.get("rss_mib", first.get("peak_rss_mib", {})).items()
+        )
+        restart = first.get("restart")
+        again = "- | -"
+        if restart:
+            before, peak = restart["steady_mib"], restart["restart_peak_mib"]
+            again = (
+                f"{restart['process']} ({restart['catch_up_s']} s to catch up) | "
+                f"{before:.0f} → {peak:.0f} ({peak / before:.2f}x)"
+            )
+        keys = first.get("keys", "-")
+        out.append(
+            f"| {system} | {FSYNC[system]} | {idle_text} | {keys} | {first.get('fill_s', '-')} "
+            f"| {rss or '-'} | {again} |"
+        )
     return "\n".join(out)
+
+
+def _find(
+    rows: list[dict[str, Any]], system: str, op: str, clients: int, batch: int | None = None
+) -> dict[str, Any] | None:
+    for r in rows:
+        if (r["system"], r["op"], r["clients"], r.get("batch")) == (system, op, clients, batch):
+            return r
+    return None
+
+
+def targets(rows: list[dict[str, Any]], memory: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The issue's targets, each with this run's figure and whether it is met."""
+    out: list[tuple[str, str, bool]] = []
+
+    def ratio(op: str, clients: int, goal: float, what: str) -> None:
+        r = _find(rows, "tadpole-raft", op, clients)
+        if r is not None and "x_etcd_ops" in r:
+            out.append(
+                (f"{what} >= {goal}x etcd", f"{r['x_etcd_ops']:.2f}x", r["x_etcd_ops"] >= goal)
+            )
+
+    ratio("put", 64, 0.5, "put at 64 clients")
+    ratio("put", 256, 0.5, "put at 256 clients")
+    one = _find(rows, "tadpole-raft", "put", 1)
+    if one is not None and "x_etcd_p50" in one:
+        out.append(
+            (
+                "single-client put p50 <= 3x etcd's",
+                f"{one['x_etcd_p50']:.2f}x",
+                one["x_etcd_p50"] <= 3,
+            )
+        )
+    ratio("get_lin", 64, 0.7, "linearizable get at 64 clients")
+    this, ref = _find(rows, "tadpole-raft", "put", 64), _find(rows, "tadpole-ref", "put", 64)
+    if this is not None and ref is not None and "cpu_ms_per_op" in this:
+        share = this["cpu_ms_per_op"] / ref["cpu_ms_per_op"]
+        out.append(
+            (
+                "server CPU per put at 64 clients <= 0.5x the reference's",
+                f"{this['cpu_ms_per_op']:.2f} vs {ref['cpu_ms_per_op']:.2f} ms = {share:.2f}x",
+                share <= 0.5,
+            )
+        )
+    batched = [r for r in rows if r.get("batch", 0) > 1]
+    if batched:
+        best = max(batched, key=lambda r: r["ops_per_s"])
+        out.append(
+            (
+                "population batched updates >= 20,000/s",
+                f"{best['ops_per_s']:,.0f}/s (batches of {best['batch']})",
+                best["ops_per_s"] >= 20_000,
+            )
+        )
+    single, put64 = (
+        _find(rows, "tadpole-raft", "update", 64, 0),
+        _find(rows, "tadpole-raft", "put", 64),
+    )
+    if single is not None and put64 is not None:
+        x = single["ops_per_s"] / put64["ops_per_s"]
+        out.append(
+            (
+                "population unbatched >= 3x system put at 64 clients",
+                f"{single['ops_per_s']:,.0f} vs {put64['ops_per_s']:,.0f}/s = {x:.2f}x",
+                x >= 3,
+            )
+        )
+    raft = memory.get("tadpole-raft")
+    if raft is not None:
+        idle = statistics.median(m["idle_cpu"] for m in raft["reps"])
+        out.append(("idle node <= 2% of a core", f"{idle * 100:.1f}%", idle <= 0.02))
+        etcd = memory.get("etcd")
+        first = raft["reps"][0]
+        if etcd is not None and first.get("keys") and "rss_mib" in first:
+            mine = statistics.median(first["rss_mib"].values())
+            theirs = statistics.median(etcd["reps"][0]["rss_mib"].values())
+            out.append(
+                (
+                    f"steady RSS per node at {first['keys']:,} keys <= 1.2x an etcd member's",
+                    f"{mine:.0f} vs {theirs:.0f} MiB = {mine / theirs:.2f}x",
+                    mine / theirs <= 1.2,
+                )
+            )
+        restart = first.get("restart")
+        if restart:
+            before, peak = restart["steady_mib"], restart["restart_peak_mib"]
+            x = peak / before
+            out.append(
+                (
+                    "peak RSS at restart <= 2x steady",
+                    f"{peak:.0f} vs {before:.0f} MiB = {x:.2f}x",
+                    x <= 2,
+                )
+            )
+    return out
 
 
 def chart(rows: list[dict[str, Any]], path: str) -> bool:
@@ -685,7 +1192,7 @@ def chart(rows: list[dict[str, Any]], path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    ops = sorted({r["op"] for r in rows}, key=OPS.index)
+    ops = sorted({r["op"] for r in rows if r["op"] in OPS}, key=OPS.index)
     fig, axes = plt.subplots(2, len(ops), figsize=(4.2 * len(ops), 7.5), squeeze=False)
     for j, op in enumerate(ops):
         for system in SYSTEMS:
@@ -712,6 +1219,16 @@ def chart(rows: list[dict[str, Any]], path: str) -> bool:
     return True
 
 
+def _population(spec: str) -> list[tuple[int, int]]:
+    """``0x64,1x64,16x6`` → [(0, 64), (1, 64), (16, 6)]: updates per call (0 = one
+    ``Tiers.Update``) x concurrent callers."""
+    out = []
+    for item in filter(None, spec.split(",")):
+        batch, _, callers = item.partition("x")
+        out.append((int(batch), int(callers)))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.5, help="measured seconds per row")
@@ -719,7 +1236,20 @@ def main() -> None:
     parser.add_argument("--clients", default="1,16,64,256")
     parser.add_argument("--ops", default=",".join(OPS))
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--repeat", type=int, default=3, help="fresh clusters per system")
     parser.add_argument("--fill-keys", type=int, default=100_000)
+    parser.add_argument(
+        "--refill-keys", type=int, default=10_000, help="keys written in later repetitions"
+    )
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--population",
+        default="0x64,1x64,16x6,256x6",
+        help="population rows, updates per call x callers (0 = Tiers.Update); '' for none",
+    )
+    parser.add_argument(
+        "--ref", default="", help="a checkout whose Raft tier's puts are measured in the same run"
+    )
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument(
         "--py-spy", default="", help="record the Tadpole Raft leader during put@64 into DIR"
@@ -737,38 +1267,59 @@ def main() -> None:
         procs=ns.procs,
         py_spy=ns.py_spy,
         keep=ns.keep,
+        repeat=max(1, ns.repeat),
+        refill_keys=ns.refill_keys,
+        idle_seconds=ns.idle_seconds,
+        population=_population(ns.population),
+        ref=os.path.abspath(ns.ref) if ns.ref else "",
     )
     for s in args.systems:
-        if s not in RUNNERS:
+        if s not in RUNNERS or s == "tadpole-ref":
             raise SystemExit(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
+    if args.ref:
+        if not os.path.isfile(os.path.join(args.ref, "node", "main.py")):
+            raise SystemExit(f"--ref {ns.ref}: not a Tadpole checkout (no node/main.py)")
+        args.systems.insert(0, "tadpole-ref")
     if any(s in ("tadpole-etcd", "etcd") for s in args.systems) and find_etcd() is None:
         raise SystemExit(f"make bench needs etcd: {INSTALL_HINT}")
     args.root = tempfile.mkdtemp(prefix="tadpole-bench-")
     started = time.time()
     gen = LoadGenerator(args.procs)
-    rows: list[dict[str, Any]] = []
-    memory: dict[str, Any] = {}
+    raw_rows: list[dict[str, Any]] = []
+    memory: dict[str, Any] = {s: {"reps": []} for s in args.systems}
     print(
         f"256-byte values; {args.seconds} s per row after {args.warmup} s warm-up; "
-        f"{args.procs} load processes; data in {args.root}"
+        f"{args.procs} load processes; {args.repeat} repetitions (fresh clusters, systems "
+        f"alternating); data in {args.root}"
     )
     try:
-        for system in args.systems:
-            print(f"== {system} (fsync: {FSYNC[system]})", flush=True)
-            t0 = time.perf_counter()
-            system_rows, mem = RUNNERS[system](gen, args)
-            rows += system_rows
-            memory[system] = mem
-            print(
-                f"   {args.fill_keys} keys filled in {mem['fill_s']} s; peak RSS MiB "
-                f"{mem['peak_rss_mib']}; {time.perf_counter() - t0:.0f} s in all",
-                flush=True,
-            )
+        for rep in range(args.repeat):
+            args.rep = rep
+            for system in args.systems:
+                print(
+                    f"== {system}, repetition {rep + 1}/{args.repeat} (fsync: {FSYNC[system]})",
+                    flush=True,
+                )
+                t0 = time.perf_counter()
+                system_rows, mem = RUNNERS[system](gen, args)
+                raw_rows += system_rows
+                memory[system]["reps"].append(mem)
+                idle = (
+                    f"idle CPU {mem['idle_cpu'] * 100:.1f}% per node; " if "idle_cpu" in mem else ""
+                )
+                filled = (
+                    f"{mem['keys']} keys filled in {mem['fill_s']} s; RSS MiB {mem['rss_mib']}; "
+                    if "rss_mib" in mem
+                    else ""
+                )
+                print(f"   {idle}{filled}{time.perf_counter() - t0:.0f} s in all", flush=True)
     finally:
         gen.close()
         if not args.keep:
             shutil.rmtree(args.root, ignore_errors=True)
+    rows = aggregate(raw_rows)
     add_ratios(rows)
+    goals = targets(rows, memory)
     os.makedirs(ns.out, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     result = {
@@ -778,7 +1329,9 @@ def main() -> None:
         "settings": {k: v for k, v in vars(ns).items()},
         "fsync": {s: FSYNC[s] for s in args.systems},
         "rows": rows,
+        "runs": raw_rows,
         "memory": memory,
+        "targets": [{"target": t, "figure": f, "met": m} for t, f, m in goals],
     }
     json_path = os.path.join(ns.out, f"bench-{stamp}.json")
     with open(json_path, "w") as f:
@@ -786,10 +1339,23 @@ def main() -> None:
     png_path = os.path.join(ns.out, f"bench-{stamp}.png")
     drew = chart(rows, png_path)
     print()
+    print(
+        f"medians of {args.repeat} repetitions; CPU = the server processes' /proc time "
+        "per op over the row (warm-up included); peer RPCs and fsyncs from their /metrics"
+    )
+    print()
     print(markdown(rows, memory))
+    if goals:
+        print()
+        print("| target | this run | met |")
+        print("|---|---|---|")
+        for target, figure, met in goals:
+            print(f"| {target} | {figure} | {'yes' if met else 'NO'} |")
     print()
     for s in args.systems:
         print(f"fsync — {s}: {FSYNC[s]}")
+    if args.ref:
+        print(f"tadpole-ref: {args.ref}")
     print(f"\nJSON: {json_path}")
     print(
         f"chart: {png_path}"
