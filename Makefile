@@ -210,8 +210,16 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	@touch $@
 
+# The system tier against etcd, population updates, CPU, peer RPCs, fsyncs, idle CPU and
+# memory, with this tree's puts beside those of BENCH_REF (the commit before issue 11's
+# work; BENCH_REF= skips it), medians of 3 fresh-cluster repetitions: ~25 minutes.
+BENCH_REF ?= fbc8b1d
 bench: $(VENV)/.bench-installed
-	$(PY) bench/run.py $(BENCH_ARGS)
+	@if [ -n "$(BENCH_REF)" ]; then ref=$$(git rev-parse --short $(BENCH_REF)) && \
+	dir=$${TMPDIR:-/tmp}/tadpole-ref-$$ref && \
+	if [ ! -d $$dir ]; then git worktree add -f --detach $$dir $$ref >/dev/null; fi && \
+	echo "reference: $$ref in $$dir"; fi; \
+	$(PY) bench/run.py $${dir:+--ref $$dir} $(BENCH_ARGS)
 	$(PY) bench/http_bench.py $(HTTP_BENCH_ARGS)
 
 # The HTTP face against gRPC, and SSE fan-out (also the last part of `make bench`).
