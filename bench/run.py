@@ -1,9 +1,12 @@
 """``make bench``: Tadpole's system tier against etcd and raw pysyncobj, in one run.
 
-    .venv/bin/python bench/run.py [--seconds 2.5] [--clients 1,16,64,256] [--fill-keys 100000]
+    .venv/bin/python bench/run.py [--seconds 2.5] [--clients 1,16,64,256] [--repeat 3]
+        [--fill-keys 100000] [--population 0x64,1x64,16x6,256x6] [--ref CHECKOUT]
 
 Starts, in turn, on this machine:
 
+``tadpole-ref``    with ``--ref``: three Tadpole nodes running another checkout's code
+                   (``make bench`` passes the commit before issue 11's work), puts only
 ``tadpole-raft``   three Tadpole nodes on their own Raft group (fsync per tick)
 ``tadpole-etcd``   three Tadpole nodes with ``system_backend = "etcd"`` on a
                    three-member etcd (etcd fsyncs)
@@ -12,20 +15,33 @@ Starts, in turn, on this machine:
                    leader process: the library's ceiling. Its journal does
                    **not** fsync, so it is not durable-equal to the others.
 
-Each system first gets ``--fill-keys`` distinct 256-byte keys written (then
-peak RSS per server process is read from /proc), then one row per operation
-x concurrency: ``put`` (write), ``get_lin`` (linearizable read), ``get_ser``
-(serializable read), ``cas`` (compare-and-swap on the client's own key, so it
-measures the path, not contention). The load generator is the same for the
-three networked systems: ``--procs`` separate processes, one asyncio loop
-each, clients spread evenly; Tadpole writes carry a request id like the
-Tadpole client's. Clients of ``tadpole-raft`` and ``etcd`` talk to the leader
-(the best case; a Tadpole follower would forward); ``tadpole-etcd`` nodes are
-all equal, so clients are spread over the three nodes.
+Each system is measured ``--repeat`` times, each time on a fresh cluster, the
+systems alternating, and every figure is the median over the repetitions. On each
+cluster: its idle CPU per server process (``/proc``, ``--idle-seconds`` after 5 s to
+settle); then ``--fill-keys`` distinct 256-byte keys written (``--refill-keys`` after
+the first repetition) and each process's RSS read; in the first repetition, a
+follower (a non-leader etcd member) is killed with SIGKILL and started again, and
+its peak RSS while it restores and catches up is read against its RSS just before.
+Then one row per operation x concurrency: ``put`` (write), ``get_lin``
+(linearizable read), ``get_ser`` (serializable read), ``cas`` (compare-and-swap on
+the client's own key, so it measures the path, not contention). For every row of a
+networked system: the server processes' CPU seconds per 1,000 ops (``/proc``, the
+whole row), and from their own ``/metrics`` the peer RPCs Tadpole's nodes served
+and the fsyncs (Raft journal and tier-store group commits; an etcd member's WAL)
+per op. On ``tadpole-raft`` the population tier follows: PN-counter updates spread
+over the three nodes, one per ``Tiers.Update`` and in ``Tiers.UpdateMany``
+batches, each update with a request id.
 
-Only ratios within one run mean much on a shared, noisy machine: every row
-is also given as a ratio to etcd's row in the same run. Output: a Markdown
-table, ``bench/results/bench-<time>.json`` and ``bench/results/bench-<time>.png``.
+The load generator is the same for the three networked systems: ``--procs``
+separate processes, one asyncio loop each, clients spread evenly; Tadpole writes
+carry a request id like the Tadpole client's. Clients of ``tadpole-raft`` and
+``etcd`` talk to the leader (the best case; a Tadpole follower would forward);
+``tadpole-etcd`` nodes are all equal, so clients are spread over the three nodes.
+
+Only ratios within one run mean much on a shared, noisy machine: every row is
+also given as a ratio to etcd's row in the same run, and the issue's targets are
+printed with this run's figure. Output: Markdown tables,
+``bench/results/bench-<time>.json`` and ``bench/results/bench-<time>.png``.
 """
 
 from __future__ import annotations
@@ -963,7 +979,7 @@ RUNNERS = {
 def _line(row: dict[str, Any]) -> str:
     op = row["op"] if "batch" not in row else f"update/{row['batch'] or '-'}"
     cost = (
-        f"  CPU {row['cpu_ms_per_op']:.2f} ms/op  fsyncs {row['fsyncs_per_op']:.2f}/op"
+        f"  CPU {row['cpu_ms_per_op']:.2f} ms/op  fsyncs {_num(row['fsyncs_per_op'], '.2f')}/op"
         if "cpu_ms_per_op" in row
         else ""
     )
