@@ -143,6 +143,29 @@ def cpu_seconds(pids: list[int | None] | list[int]) -> float:
     return total / CLK
 
 
+def wakeups(pids: list[int | None] | list[int]) -> int:
+    """Times the processes' threads blocked and were woken (their voluntary context
+    switches, ``/proc/<pid>/task/*/status``): each hand-off between threads, each
+    wait for a socket or a disk costs one."""
+    total = 0
+    for pid in pids:
+        if pid is None:
+            continue
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+            except OSError:
+                continue  # a thread that has just ended
+    return total
+
+
 def scrape(address: str) -> str:
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as resp:
         text: str = resp.read().decode()
@@ -181,30 +204,39 @@ class Probe:
                 elif m := _FSYNCS.match(line):
                     fsyncs.append(float(m.group(1)))
         nan = float("nan")  # a server that does not count it (an older Tadpole): "-"
+        pids = self.pids()
         return {
-            "cpu_s": cpu_seconds(self.pids()),
+            "cpu_s": cpu_seconds(pids),
+            "wakeups": float(wakeups(pids)),
             "peer_rpcs": sum(peer) if peer else nan,
             "fsyncs": sum(fsyncs) if fsyncs else nan,
         }
 
     def cost(self, before: dict[str, float], after: dict[str, float], ops: int) -> dict[str, float]:
-        """Per operation: server CPU ms (= CPU s per 1,000 ops), peer RPCs, fsyncs."""
+        """Per operation: server CPU ms (= CPU s per 1,000 ops), thread wake-ups, peer
+        RPCs, fsyncs."""
         ops = max(ops, 1)
         return {
             "cpu_ms_per_op": (after["cpu_s"] - before["cpu_s"]) * 1e3 / ops,
+            "wakeups_per_op": (after["wakeups"] - before["wakeups"]) / ops,
             "peer_rpcs_per_op": (
                 (after["peer_rpcs"] - before["peer_rpcs"]) / ops if self.peer_rpcs else float("nan")
             ),
             "fsyncs_per_op": (after["fsyncs"] - before["fsyncs"]) / ops,
         }
 
-    def idle(self, seconds: float) -> float:
-        """Median CPU share of one core per server process, over ``seconds`` at rest."""
+    def idle(self, seconds: float) -> dict[str, float]:
+        """Over ``seconds`` at rest, the median server process's share of one core
+        (``idle_cpu``) and thread wake-ups per second (``idle_wakeups``)."""
         pids = [p for p in self.pids() if p is not None]
-        before = [cpu_seconds([p]) for p in pids]
+        before = [(cpu_seconds([p]), wakeups([p])) for p in pids]
         time.sleep(seconds)
-        after = [cpu_seconds([p]) for p in pids]
-        return statistics.median((b - a) / seconds for a, b in zip(before, after, strict=True))
+        after = [(cpu_seconds([p]), wakeups([p])) for p in pids]
+        pairs = list(zip(before, after, strict=True))
+        return {
+            "idle_cpu": statistics.median((b[0] - a[0]) / seconds for a, b in pairs),
+            "idle_wakeups": statistics.median((b[1] - a[1]) / seconds for a, b in pairs),
+        }
 
 
 def wait_serving(cluster: LocalCluster, timeout: float = 60.0) -> None:
@@ -679,7 +711,7 @@ def _tadpole_probe(
     return Probe(pids, own + (metrics or []), peer_rpcs)
 
 
-def _settle_and_idle(probe: Probe, args: Args) -> float:
+def _settle_and_idle(probe: Probe, args: Args) -> dict[str, float]:
     time.sleep(5)  # elections, first gossip and anti-entropy rounds
     return probe.idle(args.idle_seconds)
 
@@ -734,7 +766,7 @@ def bench_tadpole_raft(
             lambda: {n: cluster.pid(n) for n in cluster.node_ids},
             spread=False,
         )
-        mem["idle_cpu"] = idle
+        mem.update(idle)
         if args.first:
             mem["restart"] = _restart_tadpole_follower(cluster)
         leader = cluster.wait_leader(60)
@@ -777,7 +809,7 @@ def bench_tadpole_ref(
             probe=probe,
             ops=[op for op in args.ops if op == "put"],
         )
-        return rows, {"idle_cpu": idle}
+        return rows, idle
     finally:
         for n in cluster.node_ids:
             cluster.kill(n)
@@ -852,7 +884,7 @@ def bench_tadpole_etcd(
             return out
 
         mem = _fill_and_rss(gen, "tadpole", nodes, args, pids, spread=True)
-        mem["idle_cpu"] = idle
+        mem.update(idle)
         rows = _rows(gen, "tadpole-etcd", "tadpole", nodes, args, spread=True, probe=probe)
         return rows, mem
     finally:
@@ -872,7 +904,7 @@ def bench_etcd(gen: LoadGenerator, args: Args) -> tuple[list[dict[str, Any]], di
         mem = _fill_and_rss(
             gen, "etcd", endpoints, args, lambda: {n: etcd.pid(n) for n in etcd.names}, spread=False
         )
-        mem["idle_cpu"] = idle
+        mem.update(idle)
         if args.first:
             mem["restart"] = _restart_etcd_follower(etcd)
             endpoints = _etcd_leader_first(etcd)
@@ -998,6 +1030,7 @@ MEDIAN_FIELDS = (
     "p95_ms",
     "p99_ms",
     "cpu_ms_per_op",
+    "wakeups_per_op",
     "peer_rpcs_per_op",
     "fsyncs_per_op",
 )
@@ -1041,9 +1074,9 @@ def _num(value: float | None, fmt: str) -> str:
 def markdown(rows: list[dict[str, Any]], memory: dict[str, Any]) -> str:
     out = [
         "| system | op | clients | ops/s | p50 ms | p95 ms | p99 ms "
-        "| ops/s vs etcd | p50 vs etcd | p99 vs etcd | CPU s/1k ops | peer RPCs/op "
-        "| fsyncs/op | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ops/s vs etcd | p50 vs etcd | p99 vs etcd | CPU s/1k ops | wake-ups/op "
+        "| peer RPCs/op | fsyncs/op | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "batch" in r:
@@ -1056,7 +1089,8 @@ def markdown(rows: list[dict[str, Any]], memory: dict[str, Any]) -> str:
         out.append(
             f"| {r['system']} | {r['op']} | {r['clients']} | {r['ops_per_s']:.0f} | "
             f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} | "
-            f"{_num(r.get('cpu_ms_per_op'), '.2f')} | {_num(r.get('peer_rpcs_per_op'), '.2f')} | "
+            f"{_num(r.get('cpu_ms_per_op'), '.2f')} | {_num(r.get('wakeups_per_op'), '.1f')} | "
+            f"{_num(r.get('peer_rpcs_per_op'), '.2f')} | "
             f"{_num(r.get('fsyncs_per_op'), '.2f')} | {r['errors']} |"
         )
     population = [r for r in rows if "batch" in r]
@@ -1064,8 +1098,9 @@ def markdown(rows: list[dict[str, Any]], memory: dict[str, Any]) -> str:
         out += [
             "",
             "| population counter_add | updates per call | callers | updates/s | calls/s "
-            "| p50 ms | p99 ms | CPU s/1k updates | peer RPCs/update | fsyncs/update | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| p50 ms | p99 ms | CPU s/1k updates | wake-ups/update | peer RPCs/update "
+            "| fsyncs/update | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in population:
             call = "Tiers.Update" if r["batch"] == 0 else "Tiers.UpdateMany"
@@ -1073,19 +1108,22 @@ def markdown(rows: list[dict[str, Any]], memory: dict[str, Any]) -> str:
                 f"| {call} | {max(r['batch'], 1)} | {r['clients']} | {r['ops_per_s']:.0f} | "
                 f"{r['calls_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                 f"{_num(r.get('cpu_ms_per_op'), '.3f')} | "
+                f"{_num(r.get('wakeups_per_op'), '.2f')} | "
                 f"{_num(r.get('peer_rpcs_per_op'), '.2f')} | "
                 f"{_num(r.get('fsyncs_per_op'), '.3f')} | {r['errors']} |"
             )
     out += [
         "",
-        "| system | fsync before ack | idle CPU per node | keys | fill s "
+        "| system | fsync before ack | idle CPU per node | idle wake-ups/s | keys | fill s "
         "| RSS per process after the fill (MiB) | restarted | RSS before → peak at restart (MiB) |",
-        "|---|---|---:|---:|---:|---|---|---|",
+        "|---|---|---:|---:|---:|---:|---|---|---|",
     ]
     for system, mem in memory.items():
         first = mem["reps"][0]
         idle = [m["idle_cpu"] for m in mem["reps"] if "idle_cpu" in m]
         idle_text = f"{statistics.median(idle) * 100:.1f}%" if idle else "-"
+        woken = [m["idle_wakeups"] for m in mem["reps"] if "idle_wakeups" in m]
+        idle_text += f" | {statistics.median(woken):.0f}" if woken else " | -"
         rss = ", ".join(
             f"{k} {v:.0f}" for k, v in first.get("rss_mib", first.get("peak_rss_mib", {})).items()
         )
