@@ -91,12 +91,13 @@ def test_a_server_that_does_not_count_shows_no_figure(bench: Any) -> None:
     probe = bench.Probe(lambda: [], peer_rpcs=True)
     nan = float("nan")
     cost = probe.cost(
-        {"cpu_s": 1.0, "peer_rpcs": nan, "fsyncs": 5.0},
-        {"cpu_s": 3.0, "peer_rpcs": nan, "fsyncs": 9.0},
+        {"cpu_s": 1.0, "wakeups": 100.0, "peer_rpcs": nan, "fsyncs": 5.0},
+        {"cpu_s": 3.0, "wakeups": 4100.0, "peer_rpcs": nan, "fsyncs": 9.0},
         1000,
     )
     assert cost["cpu_ms_per_op"] == pytest.approx(2.0)
     assert cost["fsyncs_per_op"] == pytest.approx(0.004)
+    assert cost["wakeups_per_op"] == pytest.approx(4.0)
     assert cost["peer_rpcs_per_op"] != cost["peer_rpcs_per_op"]  # NaN: printed as "-"
     assert bench._num(cost["peer_rpcs_per_op"], ".2f") == "-"
 
