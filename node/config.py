@@ -101,6 +101,13 @@ class NodeConfig:
     # a shorter interval shortens each hand-off (latency) at some cost in
     # context switches (throughput). Python's default is 0.005.
     gil_switch_interval_s: float = 0.0005
+    # Allocations between two young garbage collections (Python's threshold0 is 700).
+    # Each collection promotes what is alive at that moment, so at 700 the objects of
+    # requests in flight reach the oldest generation and make full collections --
+    # which stop the whole node for 100+ ms once it holds 100k keys -- come every few
+    # seconds on a busy leader; one young collection of 20,000 objects takes ~2 ms
+    # (docs/design.md, "Garbage collection"). 0 keeps Python's default.
+    gc_young_threshold: int = 20_000
     # host:port of the HTTP listener: the JSON API (/state, /api/v1, /graphql), the
     # /ui console, Prometheus /metrics and /healthz ("" = off). Like the gRPC client
     # port it has no authentication yet: bind it where only trusted clients reach.
@@ -183,6 +190,8 @@ class NodeConfig:
             raise ConfigError("retention_interval_s must be positive")
         if self.request_timeout_s <= 0:
             raise ConfigError("request_timeout_s must be positive")
+        if not 0 <= self.gc_young_threshold <= 10_000_000:
+            raise ConfigError("gc_young_threshold must be between 0 and 10,000,000")
         if self.system_backend not in ("raft", "etcd"):
             raise ConfigError(f"system_backend {self.system_backend!r}: supported: raft, etcd")
         if self.system_backend == "etcd" and not self.etcd_endpoints:

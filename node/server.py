@@ -7,6 +7,7 @@ Everything runs on one asyncio loop except the Raft tick thread (see
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -46,6 +47,7 @@ from node.config import NodeConfig
 from node.http.app import HttpServer
 from node.ledger.export import Exporter
 from node.ledger.service import Lifecycle
+from node.observe.gcpause import PAUSES, settle
 from node.observe.latency import BUCKETS as LATENCY_BUCKETS
 from node.observe.latency import LatencyInterceptor, RequestLatency
 from node.observe.operations import TimedSystem
@@ -227,6 +229,25 @@ class NodeServer:
             ]  # fmt: skip
         peer_labels = ("peer", "channel")
         out += [
+            Family(
+                "tadpole_gc_pause_seconds",
+                "Duration of each garbage collection, per generation (the whole process "
+                "stops meanwhile)",
+                "histogram", ("generation",),
+                tuple(((str(g),), h) for g, h in sorted(PAUSES.seconds.items())),
+            ),
+            Family(
+                "tadpole_gc_threshold",
+                "The collector's thresholds: allocations before a young collection "
+                "(generation 0), collections of the generation below before the next",
+                "gauge", ("generation",),
+                tuple(((str(g),), float(t)) for g, t in enumerate(gc.get_threshold())),
+            ),
+            Family(
+                "tadpole_gc_frozen_objects",
+                "Objects kept out of every full collection (settled once the node caught up)",
+                "gauge", samples=(((), float(gc.get_freeze_count())),),
+            ),
             Family(
                 "tadpole_peer_sent_bytes_total",
                 "Payload bytes sent to each peer, per channel (raft, replica, gossip)",
@@ -719,8 +740,30 @@ class NodeServer:
         if self.http is not None:  # gRPC picks up new TLS files at every handshake
             loop.add_signal_handler(signal.SIGHUP, self.http.reload_tls)
         await self.start()
+        settling = asyncio.create_task(self._settle_when_caught_up())
         await stop.wait()
+        settling.cancel()
         await self.stop()
+
+    async def _settle_when_caught_up(self, timeout_s: float = 120.0) -> None:
+        """Once the system tier has applied all it knows to be committed (a restored
+        snapshot and journal, or what the leader sent since), take everything the node
+        holds so far out of later full garbage collections (``gcpause.settle``): its
+        modules and servers, and the state it restored, which it keeps for good."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            info = self.system.info()
+            if info.has_quorum and info.applied_index >= info.commit_index:
+                break
+            await asyncio.sleep(0.5)
+        took = settle()
+        log.info(
+            "node %s: %d objects out of later full collections (%.0f ms)",
+            self.config.node_id,
+            took.frozen,
+            took.seconds * 1e3,
+        )
 
 
 def run_node(config: NodeConfig) -> None:
@@ -728,6 +771,9 @@ def run_node(config: NodeConfig) -> None:
     # default 5 ms switch interval would add up to 5 ms per hand-off to every
     # commit. 0.5 ms keeps hand-offs short at a small throughput cost.
     sys.setswitchinterval(config.gil_switch_interval_s)
+    if config.gc_young_threshold:
+        gc.set_threshold(config.gc_young_threshold, *gc.get_threshold()[1:])
+    PAUSES.install()
     asyncio.run(NodeServer(config).serve_forever())
 
 

@@ -57,6 +57,18 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         assert sample(text, f'tadpole_request_duration_seconds_bucket{{le="+Inf",{put}}}') >= 3
         assert sample(text, f"tadpole_request_duration_seconds_sum{{{put}}}") > 0
         assert sample(text, "process_resident_memory_bytes") > 0
+        # Garbage collection: young collections every gc_young_threshold allocations,
+        # not Python's 700, and what the node keeps for good (modules, servers,
+        # restored state) out of full collections once it caught up.
+        young = sample(text, 'tadpole_gc_threshold{generation="0"}')
+        assert young == NodeConfig().gc_young_threshold > 700
+        deadline = time.monotonic() + 15
+        while sample(text, "tadpole_gc_frozen_objects") == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            _, text = scrape(cluster, leader)
+        assert sample(text, "tadpole_gc_frozen_objects") > 10_000
+        assert sample(text, 'tadpole_gc_pause_seconds_count{generation="2"}') >= 1  # settling
+        assert sample(text, 'tadpole_gc_pause_seconds_bucket{generation="0",le="+Inf"}') >= 0
         # Durability: the leader fsynced its journal for those writes; a CRDT-tier write
         # is one group commit of the tier store on its owners.
         fsyncs = sample(text, "tadpole_raft_journal_fsync_seconds_count")

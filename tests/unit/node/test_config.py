@@ -256,6 +256,8 @@ def test_own_id_among_peers_is_rejected() -> None:
         ({"max_value_bytes": (64 << 20) + 1}, "max_value_bytes"),
         ({"request_timeout_s": 0.0}, "request_timeout_s"),
         ({"request_timeout_s": -1.0}, "request_timeout_s"),
+        ({"gc_young_threshold": -1}, "gc_young_threshold"),
+        ({"gc_young_threshold": 10_000_001}, "gc_young_threshold"),
         ({"system_backend": "etcd"}, "system_backend"),
     ],
 )
@@ -267,6 +269,7 @@ def test_out_of_range_values_are_rejected(kwargs: dict[str, object], named: str)
 def test_limits_at_the_edges_are_accepted() -> None:
     assert NodeConfig(max_value_bytes=1).max_value_bytes == 1
     assert NodeConfig(max_value_bytes=64 << 20).max_value_bytes == 64 << 20
+    assert NodeConfig(gc_young_threshold=0).gc_young_threshold == 0  # Python's default
 
 
 # --- parse_peers ----------------------------------------------------------------------
