@@ -63,7 +63,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -387,6 +387,7 @@ async def _run_job(job: Job) -> dict[str, Any]:
     # units: ops (updates) applied in the measured window; all_ops: in the whole row,
     # warm-up included (the server CPU of a row is read over the whole row)
     errors = units = all_ops = 0
+    failures: dict[str, int] = {}  # status and message -> count
     rng = random.Random(job.first_client)
     loop_start = time.perf_counter()
     measure_from = loop_start + job.warmup
@@ -422,8 +423,10 @@ async def _run_job(job: Job) -> dict[str, Any]:
                 elif job.op == "update":
                     done = await target.update(stub, c * 7919 + i * max(job.batch, 1))
                     errors += max(job.batch, 1) - done
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as exc:
                 errors += 1
+                what = f"{exc.code().name}: {exc.details()}"[:160]
+                failures[what] = failures.get(what, 0) + 1
                 await asyncio.sleep(0.01)
                 if job.op != "fill":
                     i += 1
@@ -436,11 +439,25 @@ async def _run_job(job: Job) -> dict[str, Any]:
 
     await asyncio.gather(*(client(job.first_client + k) for k in range(job.clients)))
     await target.close()
-    return {"latencies": latencies, "errors": errors, "units": units, "all_ops": all_ops}
+    return {
+        "latencies": latencies,
+        "errors": errors,
+        "units": units,
+        "all_ops": all_ops,
+        "failures": failures,
+    }
 
 
 def _worker(job: Job) -> dict[str, Any]:
     return asyncio.run(_run_job(job))
+
+
+def _merged(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in counts:
+        for what, n in part.items():
+            out[what] = out.get(what, 0) + n
+    return out
 
 
 class LoadGenerator:
@@ -493,6 +510,7 @@ class LoadGenerator:
             "errors": sum(p["errors"] for p in parts),
             "units": sum(p["units"] for p in parts),
             "all_ops": sum(p["all_ops"] for p in parts),
+            "failures": _merged(p["failures"] for p in parts),
         }
 
     def close(self) -> None:
@@ -511,6 +529,7 @@ def summarize(
         "clients": clients,
         "ops": ops,
         "errors": raw["errors"],
+        "failures": raw.get("failures", {}),
         "ops_per_s": ops / seconds,
         "calls_per_s": len(lat) / seconds,
     }
@@ -1020,6 +1039,7 @@ def _line(row: dict[str, Any]) -> str:
         f"  p50 {row['p50_ms']:7.2f}  p95 {row['p95_ms']:7.2f}  p99 {row['p99_ms']:7.2f} ms"
         + cost
         + (f"  errors {row['errors']}" if row["errors"] else "")
+        + "".join(f"\n      {n} x {what}" for what, n in row.get("failures", {}).items())
     )
 
 
