@@ -755,11 +755,15 @@ def _restart_tadpole_follower(cluster: LocalCluster, tree: str = REPO) -> dict[s
         time.sleep(0.1)
     else:
         raise TimeoutError(f"{node} did not catch up after its restart")
-    took = time.perf_counter() - t0
+    return _restarted(node, steady, cluster.pid(node), time.perf_counter() - t0)
+
+
+def _restarted(name: str, steady: float, pid: int | None, took: float) -> dict[str, Any]:
+    """What a restart cost: RSS just before, the new process's peak while it restored
+    and caught up, and its RSS a second later."""
     time.sleep(1)
-    pid = cluster.pid(node)
     return {
-        "process": node,
+        "process": name,
         "steady_mib": steady,
         "restart_peak_mib": peak_rss_mib(pid),
         "after_mib": rss_mib(pid),
@@ -767,71 +771,63 @@ def _restart_tadpole_follower(cluster: LocalCluster, tree: str = REPO) -> dict[s
     }
 
 
-def bench_tadpole_raft(
-    gen: LoadGenerator, args: Args
+def _raft_cluster(
+    gen: LoadGenerator, args: Args, system: str, tree: str, *, full: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    cluster = start_tadpole(os.path.join(args.root, f"tadpole-raft-{args.rep}"))
+    """A Tadpole Raft cluster running ``tree``'s code: its idle cost, then (``full``)
+    the fill, the restart, every row and the population rows, or puts alone."""
+    cluster = start_tadpole(os.path.join(args.root, f"{system}-{args.rep}"), tree)
     try:
         cluster.wait_leader(60)
         wait_serving(cluster)
         probe = _tadpole_probe(cluster)
-        idle = _settle_and_idle(probe, args)
+        mem: dict[str, Any] = dict(_settle_and_idle(probe, args))
         leader = cluster.wait_leader(60)
-        mem = _fill_and_rss(
-            gen,
-            "tadpole",
-            [cluster.addresses[leader]],
-            args,
-            lambda: {n: cluster.pid(n) for n in cluster.node_ids},
-            spread=False,
-        )
-        mem.update(idle)
-        if args.first:
-            mem["restart"] = _restart_tadpole_follower(cluster)
-        leader = cluster.wait_leader(60)
+        if full:
+            mem.update(
+                _fill_and_rss(
+                    gen,
+                    "tadpole",
+                    [cluster.addresses[leader]],
+                    args,
+                    lambda: {n: cluster.pid(n) for n in cluster.node_ids},
+                    spread=False,
+                )
+            )
+            if args.first:
+                mem["restart"] = _restart_tadpole_follower(cluster, tree)
+            leader = cluster.wait_leader(60)
         rows = _rows(
             gen,
-            "tadpole-raft",
+            system,
             "tadpole",
             [cluster.addresses[leader]],
             args,
             spread=False,
             probe=probe,
-            profile_pid=cluster.pid(leader),
+            profile_pid=cluster.pid(leader) if full else None,
+            ops=None if full else [op for op in args.ops if op == "put"],
         )
-        rows += _population_rows(gen, "tadpole-raft", list(cluster.addresses.values()), args, probe)
+        if full:
+            rows += _population_rows(gen, system, list(cluster.addresses.values()), args, probe)
         return rows, mem
     finally:
         for n in cluster.node_ids:
             cluster.kill(n)
 
 
+def bench_tadpole_raft(
+    gen: LoadGenerator, args: Args
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    return _raft_cluster(gen, args, "tadpole-raft", REPO, full=True)
+
+
 def bench_tadpole_ref(
     gen: LoadGenerator, args: Args
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The Raft tier of the ``--ref`` checkout: idle CPU and puts, for the same-run
-    comparison of server CPU per put."""
-    cluster = start_tadpole(os.path.join(args.root, f"tadpole-ref-{args.rep}"), args.ref)
-    try:
-        cluster.wait_leader(60)
-        wait_serving(cluster)
-        probe = _tadpole_probe(cluster)
-        idle = _settle_and_idle(probe, args)
-        leader = cluster.wait_leader(60)
-        rows = _rows(
-            gen,
-            "tadpole-ref",
-            "tadpole",
-            [cluster.addresses[leader]],
-            args,
-            spread=False,
-            probe=probe,
-            ops=[op for op in args.ops if op == "put"],
-        )
-        return rows, idle
-    finally:
-        for n in cluster.node_ids:
-            cluster.kill(n)
+    """The Raft tier of the ``--ref`` checkout: idle cost and puts, for the same-run
+    comparison of server CPU and wake-ups per put."""
+    return _raft_cluster(gen, args, "tadpole-ref", args.ref, full=False)
 
 
 def _start_etcd(args: Args, name: str) -> LocalEtcd:
@@ -866,16 +862,7 @@ def _restart_etcd_follower(etcd: LocalEtcd) -> dict[str, Any]:
     t0 = time.perf_counter()
     etcd.start_member(name)
     etcd.wait_ready(180, among=[name])
-    took = time.perf_counter() - t0
-    time.sleep(1)
-    pid = etcd.pid(name)
-    return {
-        "process": name,
-        "steady_mib": steady,
-        "restart_peak_mib": peak_rss_mib(pid),
-        "after_mib": rss_mib(pid),
-        "catch_up_s": round(took, 1),
-    }
+    return _restarted(name, steady, etcd.pid(name), time.perf_counter() - t0)
 
 
 def bench_tadpole_etcd(
