@@ -212,7 +212,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 # The system tier against etcd, population updates, CPU, peer RPCs, fsyncs, idle CPU and
 # memory, with this tree's puts beside those of BENCH_REF (the commit before issue 11's
-# work; BENCH_REF= skips it), medians of 3 fresh-cluster repetitions: ~25 minutes.
+# work; BENCH_REF= skips it), medians of 3 fresh-cluster repetitions: ~22 minutes.
 BENCH_REF ?= fbc8b1d
 bench: $(VENV)/.bench-installed
 	@if [ -n "$(BENCH_REF)" ]; then ref=$$(git rev-parse --short $(BENCH_REF)) && \

@@ -105,8 +105,8 @@ class NodeConfig:
     # Each collection promotes what is alive at that moment, so at 700 the objects of
     # requests in flight reach the oldest generation and make full collections --
     # which stop the whole node for 100+ ms once it holds 100k keys -- come every few
-    # seconds on a busy leader; one young collection of 20,000 objects takes ~2 ms
-    # (docs/design.md, "Garbage collection"). 0 keeps Python's default.
+    # seconds on a busy leader; a young collection of 20,000 objects took 5-25 ms on a
+    # busy 2-core host (docs/design.md, "Garbage collection"). 0 keeps Python's default.
     gc_young_threshold: int = 20_000
     # host:port of the HTTP listener: the JSON API (/state, /api/v1, /graphql), the
     # /ui console, Prometheus /metrics and /healthz ("" = off). Like the gRPC client

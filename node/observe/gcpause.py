@@ -18,7 +18,7 @@ from typing import Any
 
 from consensus.durable import Histogram
 
-__all__ = ["PAUSES", "GcPauses", "settle"]
+__all__ = ["PAUSES", "GcPauses", "Settled", "settle"]
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0)
 
@@ -71,8 +71,8 @@ def settle() -> Settled:
     state it has just restored -- this takes them out of every later full collection.
     Nothing is leaked by it: a frozen object is still freed when its last reference
     goes (the state's values hold no cycles), and only cycles that die after being
-    frozen would stay. The collection here is the one pause it costs; call it where a
-    pause is harmless, before the node takes part in Raft."""
+    frozen would stay. The collection here is a full one, with its pause, taken once:
+    the node calls this as soon as it has caught up after start."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
