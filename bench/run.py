@@ -63,7 +63,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,7 @@ FSYNC = {
 }
 VALUE = b"x" * 256
 POPULATION_KEYS = 10_000  # per load process and row: a batch's keys are distinct
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -305,9 +307,10 @@ class _Target:
         r = await stub.Put(rpc.PutRequest(key=self.job.prefix + key.encode(), value=VALUE))
         return int(r.header.revision)
 
-    async def update(self, stub: Any, first: int) -> int:
+    async def update(self, stub: Any, first: int, failures: dict[str, int]) -> int:
         """A PN-counter ``counter_add`` on each of ``batch`` distinct keys (one when
-        unbatched), each with its request id; returns how many were applied."""
+        unbatched), each with its request id; returns how many were applied, and
+        counts why the others were not in ``failures``."""
 
         def one(n: int) -> pb.TierUpdateRequest:
             return pb.TierUpdateRequest(
@@ -323,6 +326,10 @@ class _Target:
         r = await stub.UpdateMany(
             pb.TierUpdateManyRequest(updates=[one(first + j) for j in range(self.job.batch)])
         )
+        for x in r.results:
+            if x.code != 0:
+                what = f"item {_CODE_NAMES.get(x.code, x.code)}: {x.message}"[:160]
+                failures[what] = failures.get(what, 0) + 1
         return sum(1 for x in r.results if x.code == 0)
 
     async def get(self, stub: Any, key: str, linearizable: bool) -> None:
@@ -421,7 +428,7 @@ async def _run_job(job: Job) -> dict[str, Any]:
                         return
                     await target.put(stub, f"fill/{n}")
                 elif job.op == "update":
-                    done = await target.update(stub, c * 7919 + i * max(job.batch, 1))
+                    done = await target.update(stub, c * 7919 + i * max(job.batch, 1), failures)
                     errors += max(job.batch, 1) - done
             except grpc.aio.AioRpcError as exc:
                 errors += 1
@@ -450,14 +457,6 @@ async def _run_job(job: Job) -> dict[str, Any]:
 
 def _worker(job: Job) -> dict[str, Any]:
     return asyncio.run(_run_job(job))
-
-
-def _merged(counts: Iterable[dict[str, int]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for part in counts:
-        for what, n in part.items():
-            out[what] = out.get(what, 0) + n
-    return out
 
 
 class LoadGenerator:
@@ -510,7 +509,7 @@ class LoadGenerator:
             "errors": sum(p["errors"] for p in parts),
             "units": sum(p["units"] for p in parts),
             "all_ops": sum(p["all_ops"] for p in parts),
-            "failures": _merged(p["failures"] for p in parts),
+            "failures": dict(sum((Counter(p["failures"]) for p in parts), Counter())),
         }
 
     def close(self) -> None:
