@@ -221,6 +221,17 @@ class NodeServer:
                     "counter", samples=(((), self._raft_system.raft.leader_changes),),
                 ),
                 Family(
+                    "tadpole_raft_quiet",
+                    "Whether this node's Raft group is at rest and keeps quiet heartbeats "
+                    "(as its leader, or following a quiet leader): 1 or 0",
+                    "gauge", samples=(((), float(self._raft_system.raft.quiet)),),
+                ),
+                Family(
+                    "tadpole_raft_quiet_entered_total",
+                    "Times this node, as leader, put its Raft group at rest",
+                    "counter", samples=(((), self._raft_system.raft.quiet_entered),),
+                ),
+                Family(
                     "tadpole_raft_proposals_failed_total",
                     "Writes proposed here that ended without a result (timeout, no leader, "
                     "leadership lost, journal failure)",

@@ -106,6 +106,18 @@ class ReadIndex:
         self._leader_term: int | None = None  # the term this node leads, if it does
         self.rounds_started = 0
 
+    @property
+    def busy(self) -> bool:
+        """Whether any read is pending (its timeout needs the tick thread awake)."""
+        return bool(
+            self.incoming
+            or self._queued_local
+            or self._queued_remote
+            or self._rounds
+            or self._asked
+            or self._applying
+        )
+
     def tick(self, view: RaftView, transport: ReadTransport) -> bool:
         """Advance every pending read; True if a heartbeat must go out now (a new
         round's stamp)."""

@@ -44,6 +44,7 @@ from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
 from consensus.raft.journal import Entry
+from consensus.raft.quiet import quiet_deadline, quiet_hold_s, stamp_of
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,13 @@ class HeldTransport(Transport):  # type: ignore[misc]
         # (request id, index or None when refused).
         self.read_requests: deque[tuple[str, int]] = deque()
         self.read_replies: deque[tuple[int, int | None]] = deque()
+        # Quiet heartbeats (consensus/raft/quiet.py). Leader: the interval stamped on
+        # its append-entries while the group is at rest (0: not quiet). Follower: the
+        # stamp of the leader's last append-entries (None: it was not quiet).
+        self.quiet_s = 0.0
+        self.quiet_stamp: float | None = None
+        # Vote and pre-vote requests received: activity that ends a leader's rest.
+        self.election_requests = 0
 
     # -- pysyncobj side (tick thread) ----------------------------------------
 
@@ -149,10 +157,14 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 self._inbox.append(("local", (node.id, refusal)))
                 self._wake()
             return False
-        elif kind == "append_entries" and self.read_round:
-            # ReadIndex: every append-entries carries the leader's current read round;
-            # the follower's answer echoes it (see confirms).
-            message = {**message, "read_round": (self._syncobj.raftCurrentTerm, self.read_round)}
+        elif kind == "append_entries" and (self.read_round or self.quiet_s):
+            message = dict(message)
+            if self.read_round:
+                # ReadIndex: every append-entries carries the leader's current read
+                # round; the follower's answer echoes it (see confirms).
+                message["read_round"] = (self._syncobj.raftCurrentTerm, self.read_round)
+            if self.quiet_s:
+                message["quiet"] = self.quiet_s
         elif kind == "next_node_idx" and node.id in self._echo:
             message = {**message, "read_round": self._echo[node.id]}
         elif kind == "apply_command_response" and "log_idx" in message:
@@ -221,6 +233,8 @@ class HeldTransport(Transport):  # type: ignore[misc]
                     continue
                 self.frames_received += 1
                 delivered += 1
+                if message["type"] in ("pre_vote", "request_vote"):
+                    self.election_requests += 1
                 if message["type"] == "pre_vote":
                     self._answer_pre_vote(node, message)
                     continue
@@ -247,8 +261,41 @@ class HeldTransport(Transport):  # type: ignore[misc]
                         self._take_ack(node, message)
                     else:
                         self._onMessageReceived(node, message)
+                        if message["type"] == "append_entries":
+                            self._follow_pace(node, message)
                 except (KeyError, TypeError, ValueError):
                     log.exception("raft message from %s could not be handled", peer_id)
+
+    def _follow_pace(self, node: Node, message: dict[str, Any]) -> None:
+        """Follower, after pysyncobj took an append-entries (and reset its election
+        timer to the normal range): a quiet one from the current leader moves the
+        timer out to the quiet range instead (consensus/raft/quiet.py)."""
+        obj = self._syncobj
+        if (
+            obj._SyncObj__raftLeader != node
+            or message.get("term") != obj.raftCurrentTerm
+            or obj._SyncObj__transferInProgress
+        ):
+            return
+        stamp = stamp_of(message)
+        self.quiet_stamp = stamp
+        if stamp is not None:
+            obj._SyncObj__raftElectionDeadline = quiet_deadline(self._clock(), stamp)
+
+    def _leader_recent(self, now: float) -> bool:
+        """Heard from a live leader within the minimum election timeout -- or, while it
+        keeps quiet heartbeats, within three of them."""
+        hold = self._sticky_s
+        if self.quiet_stamp is not None:
+            hold = max(hold, quiet_hold_s(self.quiet_stamp))
+        return now - self._leader_contact < hold
+
+    def silence_allowed_s(self, normal_s: float) -> float:
+        """How long a follower may hear nothing from its leader before it reports none:
+        ``normal_s``, or four quiet heartbeats if longer."""
+        if self.quiet_stamp is None:
+            return normal_s
+        return max(normal_s, 4 * self.quiet_stamp)
 
     def _note_round(self, node: Node, message: dict[str, Any]) -> None:
         """Follower: remember the read round of an append-entries pysyncobj is about
@@ -341,7 +388,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
     def _leader_gone(self, node: Node) -> bool:
         if node.id not in self._connected:
             return True
-        return self._sticky_s > 0 and self._clock() - self._leader_contact > self._sticky_s
+        return self._sticky_s > 0 and not self._leader_recent(self._clock())
 
     def _admit(self, node: Node, message: dict[str, Any]) -> bool:
         """Leader stickiness (Raft thesis §4.2.3, "disruptive servers").
@@ -387,8 +434,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 return True
             if message.get("term_notice"):
                 return True
-            recent = now - self._leader_contact < self._sticky_s
-            if recent or self._syncobj._isLeader():
+            if self._leader_recent(now) or self._syncobj._isLeader():
                 self.votes_ignored += 1
                 return False
         return True
@@ -449,7 +495,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
 
     def _answer_pre_vote(self, node: Node, message: dict[str, Any]) -> None:
         obj = self._syncobj
-        recent = self._clock() - self._leader_contact < self._sticky_s
+        recent = self._leader_recent(self._clock())
         granted = grant_pre_vote(
             leader_recent=recent or obj._SyncObj__raftState == _LEADER,
             term=obj.raftCurrentTerm,
@@ -493,6 +539,14 @@ class HeldTransport(Transport):  # type: ignore[misc]
             self._connected.discard(peer_id)
             log.info("raft peer %s disconnected", peer_id)
             self._onNodeDisconnected(node)
+            obj = self._syncobj
+            if self.quiet_stamp is not None and obj._SyncObj__raftLeader == node:
+                # A quiet leader's link went down: stop waiting out the quiet range;
+                # the normal timer (and pre-vote) decide from here.
+                self.quiet_stamp = None
+                soon = self._clock() + obj._SyncObj__generateRaftTimeout()
+                deadline = obj._SyncObj__raftElectionDeadline
+                obj._SyncObj__raftElectionDeadline = min(deadline, soon)
 
     # -- network side (any thread) -------------------------------------------
 

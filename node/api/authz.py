@@ -169,12 +169,17 @@ _EXEMPT = (
 
 
 class PolicyCache:
-    """The policy, refreshed in the background by a linearizable read every
-    ``interval_s`` (so a node whose replica lags behind, or that has just restarted,
-    does not enforce an older policy than the leader's), and kept in ``path`` so a
-    restarted node knows the last policy it saw before it can reach a leader. Until it
-    knows one (a fresh node with no leader yet) it is unknown (None), and client calls
-    are answered UNAVAILABLE rather than served unchecked. Calls never wait for it."""
+    """The policy, kept current in the background: one linearizable read (so a node
+    whose replica lags behind, or that has just restarted, starts from the leader's
+    policy, not an older one), then a watch of the key from that revision on, so a
+    change takes effect as soon as this node's replica applies it. The watch costs
+    nothing while the policy does not change; reading every second instead kept an
+    idle cluster busy with read rounds. If the read fails or the watch ends (no
+    leader, history compacted), it starts over after ``interval_s`` (``retry_s`` while
+    no policy is known yet). The policy is kept in ``path`` so a restarted node knows
+    the last one it saw before it can reach a leader. Until it knows one (a fresh
+    node with no leader yet) it is unknown (None), and client calls are answered
+    UNAVAILABLE rather than served unchecked. Calls never wait for it."""
 
     def __init__(
         self,
@@ -221,26 +226,30 @@ class PolicyCache:
 
     async def _refresh(self) -> None:
         while True:
-            delay = self._interval_s
             try:
-                kv, _ = await self._system.get(POLICY_KEY, linearizable=True, timeout=2.0)
-                raw = kv.value if kv is not None else b""
-                policy = Policy.parse(raw)
-                if policy != self._policy:
-                    # 0600: it holds the users' password hashes.
-                    await asyncio.to_thread(atomic_write, self._path, raw, 0o600)
-                    self._policy = policy
-            except PolicyError as exc:
-                # `tadpole auth` refuses a policy that does not parse; one that got in
-                # anyway keeps the last good one rather than opening the door.
-                log.error("%s does not parse, keeping the last policy: %s", POLICY_KEY, exc)
+                kv, revision = await self._system.get(POLICY_KEY, linearizable=True, timeout=2.0)
+                await self._install(kv.value if kv is not None else b"")
+                changes = self._system.watch(POLICY_KEY, prefix=False, start_revision=revision + 1)
+                async for batch in changes:
+                    await self._install(batch[-1].kv.value)  # a delete carries b""
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # no leader (yet), stopping: keep the last one
+            except Exception as exc:  # no leader (yet), compacted history, stopping
                 log.debug("policy not read: %s", exc)
-                if self._policy is None:
-                    delay = self._retry_s
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self._retry_s if self._policy is None else self._interval_s)
+
+    async def _install(self, raw: bytes) -> None:
+        try:
+            policy = Policy.parse(raw)
+        except PolicyError as exc:
+            # `tadpole auth` refuses a policy that does not parse; one that got in
+            # anyway keeps the last good one rather than opening the door.
+            log.error("%s does not parse, keeping the last policy: %s", POLICY_KEY, exc)
+            return
+        if policy != self._policy:
+            # 0600: it holds the users' password hashes.
+            await asyncio.to_thread(atomic_write, self._path, raw, 0o600)
+            self._policy = policy
 
 
 def parsed_policy(raw: bytes | None) -> Policy:

@@ -114,32 +114,51 @@ async def test_the_policy_cache_is_unknown_until_read_and_remembers_the_last_one
     import asyncio
     import pathlib
 
+    from consensus.memory import MemorySystem
+    from consensus.statemachine import DeleteOp, PutOp, Txn
     from node.api.authz import PolicyCache
 
-    class Backend:
-        value: bytes | None = None
+    class Backend(MemorySystem):
+        """A replica whose linearizable reads fail while no leader is ``up``."""
+
         up = False
+        reads = 0
 
         async def get(self, key: str, *, linearizable: bool, timeout: float) -> object:
             assert key == POLICY_KEY and linearizable
+            self.reads += 1
             if not self.up:
                 raise ConnectionError("no leader")
+            return await super().get(key, linearizable=linearizable, timeout=timeout)
 
-            class KV:
-                value = self.value
-
-            return (KV() if self.value is not None else None), 7
+    async def until(check: object) -> None:
+        for _ in range(200):
+            if check():  # type: ignore[operator]
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the policy cache did not follow")
 
     path = str(pathlib.Path(str(tmp_path)) / "auth.policy")
     backend = Backend()
-    cache = PolicyCache(backend, path, interval_s=0.01, retry_s=0.01)  # type: ignore[arg-type]
+    await backend.txn(Txn(success=(PutOp(POLICY_KEY, POLICY.to_json().encode()),)), 1.0)
+    # interval_s is an hour: once read, only the watch can bring a change in.
+    cache = PolicyCache(backend, path, interval_s=3600, retry_s=0.01)  # type: ignore[arg-type]
     cache.start()
     await asyncio.sleep(0.05)
     assert cache.get() is None  # no leader yet: unknown, not "disabled"
-    backend.up, backend.value = True, POLICY.to_json().encode()
-    await asyncio.sleep(0.05)
+    backend.up = True
+    await until(lambda: cache.get() is not None)
     got = cache.get()
     assert got is not None and got.enabled
+    reads = backend.reads
+    await backend.txn(Txn(success=(DeleteOp(POLICY_KEY),)), 1.0)
+    await until(lambda: cache.get() == Policy())  # deleted: the empty policy
+    await backend.txn(Txn(success=(PutOp(POLICY_KEY, b"not json"),)), 1.0)
+    await asyncio.sleep(0.05)
+    assert cache.get() == Policy()  # one that does not parse keeps the last good one
+    await backend.txn(Txn(success=(PutOp(POLICY_KEY, POLICY.to_json().encode()),)), 1.0)
+    await until(lambda: cache.get() == got)
+    assert backend.reads == reads  # followed by the watch, not by reading again
     backend.up = False  # leader gone: the last one is kept
     await asyncio.sleep(0.05)
     assert cache.get() == got
