@@ -50,7 +50,8 @@ class RaftLink:
     peer that comes back is used again at once. A leader's heartbeats and a
     follower's receipt of them keep both directions known to be up, so an idle
     cluster makes no keepalive calls on its leader's links at all (an empty call
-    every 250 ms on every link was a third of an idle cluster's calls).
+    every 250 ms on each link with nothing else to carry was a quarter of an idle
+    cluster's calls).
 
     A follower's link to its leader also watches the channel's connectivity: a
     connection that closes under it (the leader's process died: its kernel closed

@@ -4,6 +4,7 @@ directly to each other, for tests of the Raft layer."""
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import threading
 import time
@@ -28,6 +29,13 @@ def start_cluster(
     ``blocked``, or ``deliver_if(a, b)`` is false (a partition the test may change at
     any time). ``on_send(a, frames)`` sees every batch as it leaves ``a``;
     ``backend`` is the class each node runs."""
+    # The three nodes share the test process's heap: a full garbage collection walks
+    # everything the tests before this one left alive and stops all three nodes'
+    # threads meanwhile, long enough on a busy host to cost a leader its election
+    # timeout. Settle the heap first, as a node process does once it caught up
+    # (node/observe/gcpause.py), so later collections walk only what is new.
+    gc.collect()
+    gc.freeze()
     ids = ["n1", "n2", "n3"]
     nodes: dict[str, RaftBackend] = {}
     cut = blocked if blocked is not None else set()
