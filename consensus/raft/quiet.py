@@ -40,7 +40,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-__all__ = ["QuietLeader", "quiet_deadline", "quiet_hold_s", "stamp_of"]
+__all__ = ["QuietLeader", "quiet_deadline", "quiet_hold_s", "quiet_window_s", "stamp_of"]
 
 # A follower waits this many quiet heartbeats, at random in the range, before it
 # campaigns (the normal timer: 150-300 ms, i.e. 3.3-6.7 heartbeats of 45 ms).
@@ -48,6 +48,9 @@ DEADLINE_BEATS = (3.0, 6.0)
 # Stamps outside this range are not honoured (a confused or hostile leader must not
 # silence a follower's failure detection for minutes).
 MAX_QUIET_S = 10.0
+# Silence a node tolerates at rest before it counts its peer as gone: the leader's
+# check-quorum window, a follower's "which leader" report.
+WINDOW_BEATS = 4
 
 
 @dataclass(slots=True)
@@ -87,9 +90,15 @@ class QuietLeader:
     def fallback_s(self, normal_s: float) -> float:
         """The leader's check-quorum window: followers answer a quiet heartbeat only
         every ``heartbeat_s``, so the window must hold several of them."""
-        if not self.quiet:
-            return normal_s
-        return max(normal_s, 4 * self.heartbeat_s)
+        return quiet_window_s(normal_s, self.heartbeat_s if self.quiet else None)
+
+
+def quiet_window_s(normal_s: float, stamp: float | None) -> float:
+    """``normal_s``, or ``WINDOW_BEATS`` quiet intervals if longer (``stamp``: the quiet
+    interval in force, None when not at rest)."""
+    if stamp is None:
+        return normal_s
+    return max(normal_s, WINDOW_BEATS * stamp)
 
 
 def stamp_of(message: dict[str, object]) -> float | None:

@@ -44,7 +44,7 @@ from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
 from consensus.raft.journal import Entry
-from consensus.raft.quiet import quiet_deadline, quiet_hold_s, stamp_of
+from consensus.raft.quiet import quiet_deadline, quiet_hold_s, quiet_window_s, stamp_of
 
 log = logging.getLogger(__name__)
 
@@ -293,9 +293,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
     def silence_allowed_s(self, normal_s: float) -> float:
         """How long a follower may hear nothing from its leader before it reports none:
         ``normal_s``, or four quiet heartbeats if longer."""
-        if self.quiet_stamp is None:
-            return normal_s
-        return max(normal_s, 4 * self.quiet_stamp)
+        return quiet_window_s(normal_s, self.quiet_stamp)
 
     def _note_round(self, node: Node, message: dict[str, Any]) -> None:
         """Follower: remember the read round of an append-entries pysyncobj is about
