@@ -2,6 +2,14 @@
 (``Tiers.Update``) against batches (``Tiers.UpdateMany``) of 16 and 256.
 
     .venv/bin/python bench/population_bench.py [--endpoints ...] [--seconds 5] [--clients 64]
+        [--routes any,owner]
+
+Batched rows are sent two ways (``--routes``): ``any`` -- each caller's whole batch to
+one node, which forwards the keys it does not coordinate to their first owners (one
+``ForwardMany`` per owner), as a caller that knows nothing of placement would; and
+``owner`` -- through the client library (``AsyncClient.tier_update_many``), which
+splits the batch by each key's first owner and calls them at once, so no key is
+forwarded. The two alternate run by run.
 
 Every update is a PN-counter ``counter_add`` on one of ``--keys`` keys (so a batch
 holds updates of distinct keys, nothing coalesced away by the bench itself) and
@@ -23,14 +31,18 @@ import uuid
 
 import grpc
 
+from node.client import AsyncClient, CounterAdd, TierUpdate
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.tls import dev_cluster_tls
 
 
 async def _load(
-    endpoints: list[str], clients: int, batch: int, seconds: float, keys: int, tag: str
-) -> tuple[int, list[float], int]:
+    endpoints: list[str], clients: int, batch: int, seconds: float, keys: int, tag: str,
+    route: str = "any",
+) -> tuple[int, list[float], int]:  # fmt: skip
+    if route == "owner":
+        return await _load_routed(endpoints, clients, batch, seconds, keys, tag)
     tls = dev_cluster_tls(endpoints)  # `make cluster` runs mutual TLS
     channels = [
         grpc.aio.insecure_channel(e)
@@ -74,18 +86,56 @@ async def _load(
     return done, latencies, failed
 
 
-def _run(args: tuple[list[str], int, int, float, int, str]) -> tuple[int, list[float], int]:
+async def _load_routed(
+    endpoints: list[str], clients: int, batch: int, seconds: float, keys: int, tag: str
+) -> tuple[int, list[float], int]:
+    """As :func:`_load`, each batch through ``AsyncClient.tier_update_many`` (one client
+    per process, shared by its callers, as an application would hold one)."""
+    tls = dev_cluster_tls(endpoints)
+    credentials = None if tls is None else tls.channel_credentials()
+    done, failed, latencies = 0, 0, []
+    async with AsyncClient(endpoints, credentials=credentials, timeout=10) as client:
+        await client.members()  # what the client learns on its first batch anyway
+        deadline = time.perf_counter() + seconds
+
+        async def caller(c: int) -> None:
+            nonlocal done, failed
+            i = c * 7919
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                updates = [
+                    TierUpdate(
+                        "population",
+                        f"job_resource_ledger/{tag}-{(i + j) % keys}",
+                        CounterAdd(1),
+                        request_id=uuid.uuid4().hex,
+                    )
+                    for j in range(batch)
+                ]
+                outcomes = await client.tier_update_many(updates)
+                bad = sum(1 for o in outcomes if not o.applied)
+                failed += bad
+                done += batch - bad
+                i += batch
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(caller(c) for c in range(clients)))
+    return done, latencies, failed
+
+
+def _run(args: tuple[list[str], int, int, float, int, str, str]) -> tuple[int, list[float], int]:
     return asyncio.run(_load(*args))
 
 
 def measure(endpoints: list[str], clients: int, batch: int, seconds: float, keys: int,
-            procs: int) -> dict[str, float]:  # fmt: skip
+            procs: int, route: str = "any") -> dict[str, float]:  # fmt: skip
     procs = max(1, min(procs, clients))
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
         started = time.perf_counter()
         parts = pool.map(
-            _run, [(endpoints, n, batch, seconds, keys, uuid.uuid4().hex[:6]) for n in per]
+            _run,
+            [(endpoints, n, batch, seconds, keys, uuid.uuid4().hex[:6], route) for n in per],
         )
         elapsed = min(time.perf_counter() - started, seconds + 0.5)
     lat = sorted(x for _, part, _ in parts for x in part)
@@ -109,26 +159,38 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument(
+        "--routes", default="any,owner", help="batched rows: any (one node) and/or owner (client)"
+    )
     args = parser.parse_args()
     endpoints = args.endpoints.split(",")
+    routes = args.routes.split(",")
+    if not set(routes) <= {"any", "owner"}:
+        parser.error(f"--routes takes any and owner, not {args.routes!r}")
     print(f"population counter_add with request ids, {len(endpoints)} endpoints, "
           f"{args.seconds:g} s per run, median of {args.runs}")  # fmt: skip
     print(
-        f"{'updates/call':>12} {'callers':>8} {'updates/s':>10} {'p50 ms':>8} {'p99 ms':>8} failed"
+        f"{'updates/call':>12} {'sent to':>8} {'callers':>8} {'updates/s':>10} {'p50 ms':>8} "
+        f"{'p99 ms':>8} failed"
     )
     for batch in (int(b) for b in args.batches.split(",")):
         clients = args.clients if batch == 0 else args.batch_clients
-        rows = [
-            measure(endpoints, clients, batch, args.seconds, args.keys, args.procs)
-            for _ in range(args.runs)
-        ]
-        rate = statistics.median(r["updates_per_s"] for r in rows)
-        p50 = statistics.median(r["p50_ms"] for r in rows)
-        p99 = statistics.median(r["p99_ms"] for r in rows)
-        label = "1 (Update)" if batch == 0 else str(batch)
-        failed = sum(r["failed"] for r in rows)
-        print(f"{label:>12} {clients:>8} {rate:>10.0f} {p50:>8.1f} {p99:>8.1f} {failed:>6.0f}")
-        sys.stdout.flush()
+        ways = ["any"] if batch == 0 else routes
+        rows: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
+        for _ in range(args.runs):  # the ways alternate, so a slow moment hits both
+            for way in ways:
+                rows[way].append(
+                    measure(endpoints, clients, batch, args.seconds, args.keys, args.procs, way)
+                )
+        for way in ways:
+            rate = statistics.median(r["updates_per_s"] for r in rows[way])
+            p50 = statistics.median(r["p50_ms"] for r in rows[way])
+            p99 = statistics.median(r["p99_ms"] for r in rows[way])
+            label = "1 (Update)" if batch == 0 else str(batch)
+            failed = sum(r["failed"] for r in rows[way])
+            print(f"{label:>12} {way:>8} {clients:>8} {rate:>10.0f} {p50:>8.1f} {p99:>8.1f} "
+                  f"{failed:>6.0f}")  # fmt: skip
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

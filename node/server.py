@@ -293,6 +293,19 @@ class NodeServer:
                 tuple(operations),
             )
         )
+        if self.replication is not None:
+            forwarded = self.replication.forwarded_updates
+            out.append(
+                Family(
+                    "tadpole_tier_forwarded_updates_total",
+                    "Batched CRDT updates this node received for keys another member "
+                    "coordinates and forwarded to it (a client routing by placement sends "
+                    "none)",
+                    "counter",
+                    ("tier",),
+                    tuple(((t,), float(forwarded[t])) for t in TIERS),
+                )
+            )
         out.append(
             Family(
                 "tadpole_storage_bytes",

@@ -44,6 +44,16 @@ Any other ``UNAVAILABLE`` after sending is
 some replica and converging) is :class:`~node.client.errors.ReplicationIncomplete`, never re-sent.
 Tier reads, scans and status calls are retried like KV reads.
 
+**Batched tier updates** (``tier_update_many``) carry a request id on every update (made
+up where you give none), so a batch is resent like a system-tier write. The client
+splits a batch by each key's *first owner* -- the member that coordinates the key --
+computed as the nodes compute it (rendezvous placement, :mod:`node.placement`) over the
+live members of a ``Cluster.Members`` answer (asked again after
+``PLACEMENT_REFRESH_S``), and calls those members at once (the blocking client one after
+another); each call tries its owner first and fails over as usual. A node that gets a
+key it does not coordinate (a stale view) forwards it, so routing saves a hop per key
+and never changes an outcome.
+
 **Documents** (``doc_create``, ``doc_put``, ``doc_get``, ``doc_delete``, ``mesh_members``,
 ``graph_query``, ``graph_scan``) go to the ``Documents`` service: structured JSON
 documents of a tier (today ``"mesh"``; ``"agent"`` documents use the same calls), each

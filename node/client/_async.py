@@ -18,6 +18,7 @@ Behaviour (routing, deadlines, retries, threads) is described in :mod:`node.clie
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -132,11 +133,13 @@ class AsyncClient:
         self._rng = rng or random.Random()
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._credentials = credentials
-        # Guards _channels and _closed; never held across a suspension point, so the
-        # asyncio flavour never contends for it and the blocking one is thread-safe.
+        # Guards _channels, _closed and _placement_asked; never held across a suspension
+        # point, so the asyncio flavour never contends for it and the blocking one is
+        # thread-safe.
         self._lock = threading.Lock()
         self._channels: dict[str, Any] = {}
         self._closed = False
+        self._placement_asked = float("-inf")  # when Members was last asked for routing
 
     # -- plumbing
 
@@ -165,9 +168,11 @@ class AsyncClient:
         write: bool,
         timeout: float | None,
         only: str | None = None,
+        first: str | None = None,
     ) -> Any:
         """One unary call with routing, retries and the deadline (rules in
-        :class:`~node.client.attempts.Attempts`); raises the TadpoleError that ends it."""
+        :class:`~node.client.attempts.Attempts`; ``only`` and ``first`` there); raises
+        the TadpoleError that ends it."""
         attempts = Attempts(
             self._router,
             self.retry,
@@ -176,6 +181,7 @@ class AsyncClient:
             timeout_s=check_timeout(timeout) if timeout is not None else self.timeout,
             now=time.monotonic(),
             only=only,
+            first=first,
             idempotent=write and _carries_request_ids(request),
             tiers=service in wire.CRDT_SERVICES,
         )
@@ -431,20 +437,100 @@ class AsyncClient:
     async def tier_update_many(
         self, updates: Sequence[TierUpdate], *, timeout: float | None = None
     ) -> list[TierBatchOutcome]:
-        """Apply many updates in one call per ``BATCH`` of them: the updates of one key
-        in order, coalesced into one durable write and one replication per key. Each
-        update carries a request id (one is made up where it has none), so the call is
-        resent when its outcome is unknown and nothing applies twice -- as long as the
-        key's first owner is the same live member (it remembers the ids for an hour).
-        Returns one outcome per update, in order; an update that does not fit its key
-        fails alone. Raises InvalidArgument (nothing applied) when an update is
-        malformed, and what a call raises when the whole call fails."""
-        outcomes: list[TierBatchOutcome] = []
-        for start in range(0, len(updates), self.BATCH):
-            req, ids = wire.tier_update_many_request(updates[start : start + self.BATCH])
-            resp = await self._call("tiers", "UpdateMany", req, write=True, timeout=timeout)
-            outcomes += wire.tier_update_many_result(resp, ids)
+        """Apply many updates: the updates of one key in order, coalesced into one
+        durable write and one replication per key. Each update is sent to its key's
+        first owner -- the member that coordinates it, placed as the nodes place it over
+        the live members a ``Members`` call named (asked again after
+        ``PLACEMENT_REFRESH_S``) -- in one call per ``BATCH`` of a member's updates; the
+        members are called at once. A node sent a key it does not coordinate (a stale
+        view, no view yet) forwards it, at the cost of a hop.
+
+        Each update carries a request id (one is made up where it has none), so a call
+        is resent when its outcome is unknown and nothing applies twice -- as long as
+        the key's first owner is the same live member (it remembers the ids for an
+        hour). Returns one outcome per update, in order: an update that does not fit
+        its key fails alone; a call that fails as a whole (after its retries, or
+        refused: a node checks every update of a call before applying any) gives its
+        error to its updates and to those not yet sent to the same member (resend them
+        with their request ids), while the other calls' updates keep their own outcomes.
+        Raises InvalidArgument (nothing sent) for an update the client can tell is
+        malformed, and the first call's error when no call was answered."""
+        requests, ids = wire.tier_update_requests(updates)
+        if not requests:
+            return []
+        await self._learn_placement()
+        routes: dict[str | None, list[int]] = {}
+        owners = self._router.first_owners((r.tier, r.key) for r in requests)
+        for i, owner in enumerate(owners):
+            routes.setdefault(owner, []).append(i)
+        plan = list(routes.items())
+        calls = [
+            functools.partial(
+                self._update_at, owner, [requests[i] for i in idx], [ids[i] for i in idx], timeout
+            )
+            for owner, idx in plan
+        ]
+        answers = await backend.each(calls)
+        outcomes: list[TierBatchOutcome] = [TierBatchOutcome("")] * len(requests)
+        answered = False
+        for (_, idx), answer in zip(plan, answers, strict=True):
+            if isinstance(answer, Exception):
+                raise answer  # not a failed call (those are outcomes): a bug
+            got, some_answered = answer
+            answered = answered or some_answered
+            for i, outcome in zip(idx, got, strict=True):
+                outcomes[i] = outcome
+        if not answered:
+            error = outcomes[0].error
+            assert error is not None
+            raise error
         return outcomes
+
+    async def _update_at(
+        self,
+        owner: str | None,
+        requests: list[Any],
+        ids: list[str],
+        timeout: float | None,
+    ) -> tuple[list[TierBatchOutcome], bool]:
+        """One member's updates (``owner``: its address; None: any endpoint), ``BATCH``
+        per call and in order, so a key's updates stay in order: their outcomes (a call
+        that failed gives its error to its updates and the unsent rest), and whether
+        any call was answered."""
+        outcomes: list[TierBatchOutcome] = []
+        for start in range(0, len(requests), self.BATCH):
+            req = wire.tier_update_many_request(requests[start : start + self.BATCH])
+            try:
+                resp = await self._call(
+                    "tiers", "UpdateMany", req, write=True, timeout=timeout, first=owner
+                )
+            except TadpoleError as exc:
+                failed = [TierBatchOutcome(rid, error=exc) for rid in ids[start:]]
+                return outcomes + failed, start > 0
+            outcomes += wire.tier_update_many_result(resp, ids[start : start + self.BATCH])
+        return outcomes, True
+
+    async def _learn_placement(self) -> None:
+        """Ask ``Members`` for the live members when the last answer is older than
+        ``PLACEMENT_REFRESH_S`` (and no one asked since); a failure leaves the view as
+        it was (keys then go to any endpoint, which forwards them)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._placement_asked < self.PLACEMENT_REFRESH_S:
+                return
+            if self._router.placement_age(now) < self.PLACEMENT_REFRESH_S:
+                return
+            self._placement_asked = now
+        try:
+            await self.members(timeout=self.PLACEMENT_TIMEOUT_S)
+        except TadpoleError as exc:
+            log.debug("no placement view: Members failed: %s", exc)
+
+    # How often (s) the live members are asked again for routing batched updates: a
+    # member that joined or left since costs a forward hop per key until then.
+    PLACEMENT_REFRESH_S = 10.0
+    # Longest wait (s) for that answer (a node asks each peer's status, 0.5 s at most).
+    PLACEMENT_TIMEOUT_S = 1.0
 
     BATCH = 10_000  # updates per UpdateMany call (the server's limit)
 

@@ -11,6 +11,7 @@ helper             asyncio (this module)                   blocking (``_sync_io`
 ``open_channel``   ``grpc.aio.insecure_channel``           ``grpc.insecure_channel``
 ``sleep``          ``asyncio.sleep``                       ``time.sleep``
 ``ask_each``       one task per endpoint, gathered         one gRPC future per endpoint
+``each``           the calls at once, gathered             one call after another
 ``Stream``         ``call.read()``; ``EOF`` and the        ``next(call)``; ``StopIteration``
                    cancellation of a cancelled call end it ends it
 ``Flag``           ``asyncio.Event``; set from the loop    ``threading.Event``; set from
@@ -25,15 +26,17 @@ client translates them; nothing here raises a Tadpole error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
 from node.client.messages import CHANNEL_OPTIONS
 
-__all__ = ["Flag", "Stream", "WatchBase", "ask_each", "open_channel", "sleep"]
+__all__ = ["Flag", "Stream", "WatchBase", "ask_each", "each", "open_channel", "sleep"]
+
+T = TypeVar("T")
 
 
 def open_channel(endpoint: str, credentials: grpc.ChannelCredentials | None = None) -> Any:
@@ -60,6 +63,19 @@ async def ask_each(methods: Sequence[Any], request: Any, timeout_s: float) -> li
             return exc
 
     return list(await asyncio.gather(*(one(m) for m in methods)))
+
+
+async def each(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T | Exception]:
+    """Run every call at once; per call, in order, its result or the exception it
+    raised (all of them finish before this returns)."""
+
+    async def one(call: Callable[[], Awaitable[T]]) -> T | Exception:
+        try:
+            return await call()
+        except Exception as exc:
+            return exc
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))
 
 
 class Stream:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
 from node.client.messages import CHANNEL_OPTIONS
 
-__all__ = ["Flag", "Stream", "WatchBase", "ask_each", "open_channel", "sleep"]
+__all__ = ["Flag", "Stream", "WatchBase", "ask_each", "each", "open_channel", "sleep"]
+
+T = TypeVar("T")
 
 
 def open_channel(endpoint: str, credentials: grpc.ChannelCredentials | None = None) -> Any:
@@ -45,6 +47,18 @@ def ask_each(methods: Sequence[Any], request: Any, timeout_s: float) -> list[Any
         try:
             out.append(future.result())
         except grpc.RpcError as exc:
+            out.append(exc)
+    return out
+
+
+def each(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
+    """Run the calls one after another; per call, in order, its result or the
+    exception it raised."""
+    out: list[T | Exception] = []
+    for call in calls:
+        try:
+            out.append(call())
+        except Exception as exc:
             out.append(exc)
     return out
 

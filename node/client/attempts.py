@@ -39,6 +39,7 @@ from typing import Protocol
 
 import grpc
 
+from node import placement
 from node.client.errors import (
     LEADER_ADDRESS_KEY,
     LEADER_ID_KEY,
@@ -112,6 +113,10 @@ class MemberLike(Protocol):
     def address(self) -> str: ...
     @property
     def is_leader(self) -> bool: ...
+    @property
+    def is_self(self) -> bool: ...
+    @property
+    def gossip_status(self) -> str: ...
 
 
 # -- retry policy and routing ----------------------------------------------------------
@@ -169,8 +174,14 @@ class RetryPolicy:
         return base * (1.0 - self.jitter * rng.random())
 
 
+# Gossip states in which a member still owns its keys (as the nodes' own placement).
+_LIVE = ("alive", "suspect")
+
+
 class Router:
     """Which endpoint to try first: the leader when known, else the last one that worked.
+    It also remembers the live members of the last ``Members`` answer, to name a CRDT
+    key's first owner (:meth:`first_owners`) the way the nodes do.
 
     Thread-safe; never blocks on I/O, so it is also safe to use from an event loop.
     """
@@ -186,6 +197,8 @@ class Router:
         self._advertised: dict[str, str] = {}  # member id -> address from Members
         self._leader_id = ""
         self._looked_up: set[str] = set()  # leader ids discovery already ran for
+        self._live: dict[str, str] = {}  # live member id -> address, from gossip's view
+        self._live_at = float("-inf")  # when it was learned
 
     @property
     def endpoints(self) -> list[str]:
@@ -250,7 +263,10 @@ class Router:
                     self._preferred = up[0]
 
     def learn_members(self, members: Iterable[MemberLike], now: float) -> None:
-        """Add every member's advertised address to the rotation; prefer the leader."""
+        """Add every member's advertised address to the rotation; prefer the leader.
+        Remember the live ones (the answering node and those its gossip holds alive or
+        suspect) when the answer has a gossip view."""
+        members = list(members)
         with self._lock:
             for m in members:
                 if m.address:
@@ -259,10 +275,42 @@ class Router:
                         self._add(m.address)
                 if m.is_leader:
                     self._leader_id = m.id
+            if any(m.gossip_status for m in members):
+                self._live = {
+                    m.id: m.address
+                    for m in members
+                    if m.address and (m.is_self or m.gossip_status in _LIVE)
+                }
+                self._live_at = now
             if self._prefer_leader and self._leader_id:
                 address = self._address_of(self._leader_id)
                 if address:
                     self._prefer(address, now)
+
+    def placement_age(self, now: float) -> float:
+        """Seconds since the live members were last learned (inf: never)."""
+        with self._lock:
+            return now - self._live_at
+
+    def first_owners(self, keys: Iterable[tuple[str, str]]) -> list[str | None]:
+        """For each (tier, key), the address of its first owner among the live members
+        last learned -- the member that coordinates its updates -- or None while no
+        live member is known. A stale view costs a hop, never correctness: a node sent
+        a key it does not coordinate forwards it to the owner it computes."""
+        with self._lock:
+            live = dict(self._live)
+        if not live:
+            return [None for _ in keys]
+        ids = list(live)
+        return [
+            live[placement.first(placement.placement_key(tier, key), ids) or ids[0]]
+            for tier, key in keys
+        ]
+
+    def up(self, endpoint: str, now: float) -> bool:
+        """Whether ``endpoint`` is out of its cooldown after a failure."""
+        with self._lock:
+            return self._down_until.get(endpoint, 0.0) <= now
 
 
 class Attempts:
@@ -272,7 +320,9 @@ class Attempts:
     ``write`` says whether the call can change state; ``idempotent`` that it carries a
     request id (applied at most once however often it is sent); ``tiers`` that it went to
     a CRDT-tier service, whose ABORTED means "below the write quorum" (only used when the
-    server did not say the outcome).
+    server did not say the outcome). ``only`` pins every try to one endpoint; ``first``
+    is where the first try goes (a batch routed to its keys' owner) unless it is cooling
+    down after a failure, the rest follow the router's order.
     """
 
     def __init__(
@@ -285,6 +335,7 @@ class Attempts:
         timeout_s: float,
         now: float,
         only: str | None = None,
+        first: str | None = None,
         idempotent: bool = False,
         tiers: bool = False,
     ) -> None:
@@ -297,6 +348,7 @@ class Attempts:
         self._timeout_s = timeout_s
         self._deadline = now + timeout_s
         self._only = only
+        self._first = first
         self._tried: set[str] = set()
         self._round = 0
         self._count = 0
@@ -314,6 +366,9 @@ class Attempts:
         cleared by the caller) starts from the preferred one."""
         if self._only is not None:
             return self._only
+        first = self._first
+        if first is not None and first not in self._tried and self._router.up(first, now):
+            return first
         order = self._router.order(now)
         for endpoint in order:
             if endpoint not in self._tried:

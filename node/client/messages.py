@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import grpc
@@ -385,9 +385,9 @@ def tier_update_request(tier: str, key: str, op: TierOp, consistency: str | None
     )
 
 
-def tier_update_many_request(updates: Iterable[TierUpdate]) -> tuple[Any, list[str]]:
-    """An UpdateMany request, every update with a request id (made up where it has
-    none, so a resent batch applies nothing twice); and those ids, in order."""
+def tier_update_requests(updates: Iterable[TierUpdate]) -> tuple[list[Any], list[str]]:
+    """The TierUpdateRequests of a batch, every update with a request id (made up where
+    it has none, so a resent batch applies nothing twice); and those ids, in order."""
     requests, ids = [], []
     for update in updates:
         if not isinstance(update, TierUpdate):
@@ -398,7 +398,11 @@ def tier_update_many_request(updates: Iterable[TierUpdate]) -> tuple[Any, list[s
         request.request_id = update.request_id or uuid.uuid4().hex
         requests.append(request)
         ids.append(request.request_id)
-    return pb.TierUpdateManyRequest(updates=requests), ids
+    return requests, ids
+
+
+def tier_update_many_request(requests: Sequence[Any]) -> Any:
+    return pb.TierUpdateManyRequest(updates=requests)
 
 
 class _ItemStatus(Exception):

@@ -54,7 +54,7 @@ from enum import Enum
 
 from crdt import CRDTBase, encode
 from node.errors import AlreadyExists, InvalidArgument, NodeError, NotFound, Outcome
-from node.replication.placement import ranking
+from node.placement import placement_key, ranking
 from node.tiers.ops import TierSpec
 
 __all__ = [
@@ -111,11 +111,6 @@ STRAY_BATCH = 256
 
 
 # --- placement --------------------------------------------------------------------------
-
-
-def placement_key(tier: str, key: str) -> str:
-    """What placement hashes: the tier and the key (a NUL cannot occur in either)."""
-    return f"{tier}\x00{key}"
 
 
 def replication_factor(spec: TierSpec, live_count: int) -> int:

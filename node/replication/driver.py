@@ -261,6 +261,9 @@ class Replication:
         self._cluster_size = cluster_size
         self._compaction_interval = compaction_interval_s
         self.archived_entries = 0
+        # Batched updates (UpdateMany) that reached this node for keys another member
+        # coordinates, per tier: what a client routing by placement saves. Loop only.
+        self.forwarded_updates: collections.Counter[str] = collections.Counter()
         self._hlc = HybridLogicalClock()
         self._new_epoch = new_epoch
         self._writer: str | None = None  # see "Writer ids" above; set by _writer_ready
@@ -759,6 +762,8 @@ class Replication:
             return await self._update_groups_here([(t, k, group_items(t, k)) for t, k in here])
 
         async def run_at(owner: str, keys: list[tuple[str, str]]) -> list[Any]:
+            for tier, key in keys:
+                self.forwarded_updates[tier] += len(groups[(tier, key)])
             message = ForwardMany(
                 tuple(ForwardGroup(t, k, tuple(group_items(t, k))) for t, k in keys)
             )

@@ -14,7 +14,7 @@ import pytest
 
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
-from node.replication.placement import ranking
+from node.placement import ranking
 from tests.agent_docs import agent_doc
 
 pytestmark = pytest.mark.integration

@@ -14,6 +14,8 @@ import pytest
 from node.client import CounterAdd, SetAdd, TierUpdate
 from node.client.errors import InvalidArgument
 from node.pb import tadpole_pb2 as pb
+from tests.integration.conftest import start_http_cluster
+from tests.integration.test_http_metrics import sample, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +64,43 @@ def test_a_malformed_update_refuses_the_batch(make_cluster: Any, stubs: Any) -> 
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "update 2 (population/job_resource_ledger/m)" in (caught.value.details() or "")
     assert value(stubs, cluster, "job_resource_ledger/m") is None
+
+
+FORWARDED = 'tadpole_tier_forwarded_updates_total{tier="population"}'
+
+
+def test_the_client_sends_each_key_to_its_coordinator(tmp_path_factory: Any, stubs: Any) -> None:
+    # The client names each key's first owner from the members it learned, so the node
+    # a routed batch reaches coordinates every key of it: nothing is forwarded. The same
+    # kind of batch sent whole to one node makes it forward the keys it does not own.
+    cluster = start_http_cluster(str(tmp_path_factory.mktemp("routed")))
+    try:
+
+        def forwarded() -> dict[str, float]:
+            return {n: sample(scrape(cluster, n)[1], FORWARDED) for n in cluster.node_ids}
+
+        assert forwarded() == {n: 0.0 for n in cluster.node_ids}
+        updates = [
+            TierUpdate("population", f"job_resource_ledger/routed-{i}", CounterAdd(1))
+            for i in range(300)
+        ]
+        with cluster.client("n1") as client:  # configured with n1 alone
+            outcomes = client.tier_update_many(updates)
+        assert all(o.applied for o in outcomes), [o.error for o in outcomes if o.error]
+        assert forwarded() == {n: 0.0 for n in cluster.node_ids}
+        one = pb.CounterAdd(amount=1)
+        whole = pb.TierUpdateManyRequest(
+            updates=[
+                pb.TierUpdateRequest(tier="population", key=f"job_resource_ledger/whole-{i}",
+                                     counter_add=one, request_id=f"whole-{i}")
+                for i in range(300)
+            ]
+        )  # fmt: skip
+        stubs(cluster, "n1").tiers.UpdateMany(whole, timeout=10)
+        # n1 coordinates about a third of the keys; it forwarded the rest.
+        assert 100 < forwarded()["n1"] < 300
+        for i in (0, 150, 299):
+            assert value(stubs, cluster, f"job_resource_ledger/routed-{i}") == 1
+    finally:
+        for node_id in cluster.node_ids:
+            cluster.kill(node_id)

@@ -48,10 +48,10 @@ from typing import Any
 
 from crdt import decode
 from node.errors import NodeError
+from node.placement import ranking
 from node.replication import coordinator
 from node.replication.driver import ALL, ONE, QUORUM, Replication
 from node.replication.memory import MemoryNetwork, MemoryStore
-from node.replication.placement import ranking
 from node.replication.store import ReplicaStore
 from node.tiers.ops import TIERS, Op, render
 

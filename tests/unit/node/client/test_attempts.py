@@ -27,6 +27,7 @@ from node.client.errors import (
     Unavailable,
     WriteTimeout,
 )
+from node.placement import placement_key, ranking
 
 S = grpc.StatusCode
 
@@ -251,3 +252,58 @@ def test_a_resendable_try_gets_the_attempt_timeout_a_plain_write_the_whole_deadl
     assert read.attempt_timeout(4.0) == pytest.approx(1.0)  # the deadline still bounds it
     with pytest.raises(InvalidArgument):
         RetryPolicy(attempt_timeout_s=0)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A member as a Members answer names it."""
+
+    id: str
+    address: str
+    gossip_status: str = "alive"
+    is_self: bool = False
+    is_leader: bool = False
+
+
+def test_first_owners_place_keys_as_the_nodes_do_over_the_live_members() -> None:
+    router = Router(["a:1"], prefer_leader=False, cooldown_s=0.0)
+    keys = [("population", f"job_resource_ledger/j{i}") for i in range(200)]
+    assert router.first_owners(keys) == [None] * 200  # nothing learned: any endpoint
+    members = [
+        Seen("n1", "a:1", gossip_status="", is_self=True),  # the answering node
+        Seen("n2", "b:2"),
+        Seen("n3", "c:3", gossip_status="suspect"),  # still an owner, as on the nodes
+        Seen("n4", "d:4", gossip_status="dead"),
+    ]
+    router.learn_members(members, now=10.0)
+    assert router.placement_age(15.0) == 5.0
+    address = {"n1": "a:1", "n2": "b:2", "n3": "c:3"}
+    expected = [address[ranking(placement_key(t, k), ["n1", "n2", "n3"])[0]] for t, k in keys]
+    assert router.first_owners(keys) == expected
+    assert set(expected) == {"a:1", "b:2", "c:3"}  # every live member coordinates some
+
+
+def test_an_answer_without_a_gossip_view_keeps_the_last_placement() -> None:
+    router = Router(["a:1"], prefer_leader=False, cooldown_s=0.0)
+    router.learn_members([Seen("n1", "a:1", is_self=True), Seen("n2", "b:2")], now=1.0)
+    router.learn_members([Seen("n1", "a:1", gossip_status="", is_self=True)], now=2.0)
+    assert set(router.first_owners([("agent", str(i)) for i in range(50)])) == {"a:1", "b:2"}
+    assert router.placement_age(3.0) == 2.0
+
+
+def test_a_routed_call_tries_its_owner_first_then_fails_over() -> None:
+    router = Router(["a:1", "b:2", "c:3"], prefer_leader=False, cooldown_s=5.0)
+    policy = RetryPolicy(initial_backoff_s=0.0, max_backoff_s=0.0)
+
+    def attempts(now: float) -> Attempts:
+        return Attempts(
+            router, policy, random.Random(1), write=True, idempotent=True, timeout_s=5.0,
+            now=now, first="c:3",
+        )  # fmt: skip
+
+    call = attempts(0.0)
+    assert call.endpoint == "c:3"
+    assert call.failed(transport(grpc.StatusCode.UNAVAILABLE, "connection refused"), 0.1) == 0.0
+    assert call.endpoint == "a:1"  # the owner failed: the usual order, no waiting
+    assert attempts(1.0).endpoint == "a:1"  # the owner is cooling down: not first
+    assert attempts(6.0).endpoint == "c:3"

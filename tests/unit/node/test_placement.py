@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.replication.placement import owners, ranking
+from node.placement import first, owners, ranking
 
 KEYS = [f"population/job_event_log/job-{i}" for i in range(8_000)]
 NODES = [f"n{i}" for i in range(1, 6)]
@@ -30,6 +30,18 @@ def test_owners_are_distinct_and_independent_of_member_order(
     assert len(got) == min(rf, len(members)) == len(set(got))
     assert got == owners(key, list(reversed(members)), rf)
     assert ranking(key, members)[: len(got)] == got
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(key=st.text(max_size=40), members=member_ids)
+def test_first_is_the_top_of_the_ranking(key: str, members: list[str]) -> None:
+    # The client routes a batch by ``first``; the node coordinates by ``ranking``.
+    assert first(key, members) == ranking(key, members)[0]
+    assert first(key, [*members, *members]) == first(key, reversed(members))
+
+
+def test_first_of_no_members_is_none() -> None:
+    assert first("k", []) is None
 
 
 def test_balance_across_five_nodes() -> None:
