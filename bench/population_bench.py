@@ -2,7 +2,7 @@
 (``Tiers.Update``) against batches (``Tiers.UpdateMany``) of 16 and 256.
 
     .venv/bin/python bench/population_bench.py [--endpoints ...] [--seconds 5] [--clients 64]
-        [--routes any,owner]
+        [--routes any,owner] [--ref CHECKOUT [--rounds 3]]
 
 Batched rows are sent two ways (``--routes``): ``any`` -- each caller's whole batch to
 one node, which forwards the keys it does not coordinate to their first owners (one
@@ -24,8 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 
@@ -148,6 +150,48 @@ def measure(endpoints: list[str], clients: int, batch: int, seconds: float, keys
     }
 
 
+def compare(args: argparse.Namespace) -> None:
+    """Alternate fresh clusters of ``args.ref`` and of this tree (see the module doc)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from run import REPO, cpu_seconds, start_tadpole
+
+    trees = {"ref": os.path.abspath(args.ref), "this": REPO}
+    batches = [int(b) for b in args.batches.split(",") if int(b) > 0]
+    results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    for round_ in range(args.rounds):
+        for name, tree in trees.items():
+            print(f"round {round_ + 1}/{args.rounds}: {name} ({tree})", file=sys.stderr)
+            with tempfile.TemporaryDirectory() as root:
+                cluster = start_tadpole(root, tree)
+                try:
+                    cluster.wait_leader(60, all_up=True)
+                    time.sleep(3)  # the first anti-entropy rounds settle
+                    pids = [cluster.pid(n) for n in cluster.node_ids]
+                    endpoints = cluster.endpoints.split(",")
+                    for batch in batches:
+                        for way in ["any"] if name == "ref" else args.routes.split(","):
+                            before = cpu_seconds(pids)
+                            row = measure(endpoints, args.batch_clients, batch, args.seconds,
+                                          args.keys, args.procs, way)  # fmt: skip
+                            used = cpu_seconds(pids) - before
+                            row["cpu_s_per_1k"] = used / max(
+                                row["updates_per_s"] * args.seconds / 1000, 1e-9
+                            )
+                            results.setdefault((name, way, batch), []).append(row)
+                finally:
+                    for node_id in cluster.node_ids:
+                        cluster.kill(node_id)
+    print(f"medians of {args.rounds} alternating rounds; ref = {trees['ref']}")
+    print("| tree | updates per call | sent to | callers | updates/s | p50 ms | CPU s/1k updates |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for (name, way, batch), rows in results.items():
+        rate = statistics.median(r["updates_per_s"] for r in rows)
+        p50 = statistics.median(r["p50_ms"] for r in rows)
+        cpu = statistics.median(r["cpu_s_per_1k"] for r in rows)
+        print(f"| {name} | {batch} | {way} | {args.batch_clients} | {rate:.0f} | {p50:.1f} "
+              f"| {cpu:.3f} |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoints", default="127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103")
@@ -162,11 +206,16 @@ def main() -> None:
     parser.add_argument(
         "--routes", default="any,owner", help="batched rows: any (one node) and/or owner (client)"
     )
+    parser.add_argument("--ref", help="a checkout to compare with, on fresh clusters")
+    parser.add_argument("--rounds", type=int, default=3, help="with --ref")
     args = parser.parse_args()
     endpoints = args.endpoints.split(",")
     routes = args.routes.split(",")
     if not set(routes) <= {"any", "owner"}:
         parser.error(f"--routes takes any and owner, not {args.routes!r}")
+    if args.ref:
+        compare(args)
+        return
     print(f"population counter_add with request ids, {len(endpoints)} endpoints, "
           f"{args.seconds:g} s per run, median of {args.runs}")  # fmt: skip
     print(

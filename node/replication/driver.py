@@ -111,7 +111,13 @@ from node.replication.messages import (
     Sync,
     SyncReply,
 )
-from node.replication.store import ChangePage, CorruptValueError, OnceFn, ReplicaStore
+from node.replication.store import (
+    ChangePage,
+    CorruptValueError,
+    OnceFn,
+    ReplicaStore,
+    UpdateFn,
+)
 from node.replication.sync import DivergenceCheck, PairSpace, PairTrees
 from node.replication.transport import GossipMembership, GossipView, Membership, PeerTransport
 from node.tiers import mesh as mesh_doc
@@ -399,23 +405,27 @@ class Replication:
 
     async def merge_local(self, tier: str, key: str, state_bytes: bytes) -> bytes | None:
         """Join ``state_bytes`` into the local copy; durable on return."""
-        incoming = decode(state_bytes)
-
-        def join(old: bytes | None) -> bytes:
-            if old is None:
-                return encode(incoming)
-            current = decode(old)
-            if type(current) is not type(incoming):
-                raise InvalidArgument(
-                    f"{tier}/{key}: replica holds {type(current).__name__}, "
-                    f"received {type(incoming).__name__}"
-                )
-            return encode(current.merge(incoming))
-
         try:
-            return await self.store.update(tier, key, join)
+            return await self.store.update(tier, key, _joiner(tier, key, decode(state_bytes)))
         except CorruptValueError as exc:
             raise self._repair_soon(exc) from exc
+
+    async def merge_many_local(self, merges: Sequence[Merge]) -> list[bool]:
+        """:meth:`merge_local` for each merge, as one store work item (one hand-over to
+        the writer, the rows read and written in bulk): whether each is durable here."""
+        joins: list[tuple[int, str, str, UpdateFn]] = []
+        for i, m in enumerate(merges):
+            try:
+                joins.append((i, m.tier, m.key, _joiner(m.tier, m.key, decode(m.state))))
+            except Exception as exc:  # not a CRDT: that merge alone fails
+                log.warning("merge of %s/%s refused: %s", m.tier, m.key, exc)
+        results = await self.store.update_many([(t, k, fn) for _, t, k, fn in joins])
+        ok = [False] * len(merges)
+        for (i, *_), result in zip(joins, results, strict=True):
+            if isinstance(result, CorruptValueError):
+                self._repair_soon(result)
+            ok[i] = not isinstance(result, Exception)
+        return ok
 
     async def repair_corrupt(self, tier: str, key: str, corrupt: bytes) -> bool:
         """Replace a local value found corrupt (its bytes no longer match their digest)
@@ -1313,11 +1323,7 @@ class Replication:
             case MergeMany(items=items):
                 if any(m.tier not in TIERS for m in items):
                     raise InvalidArgument("merge_many: unknown tier")
-                results = await asyncio.gather(
-                    *(self.merge_local(m.tier, m.key, m.state) for m in items),
-                    return_exceptions=True,
-                )
-                return MergeManyDone(tuple(not isinstance(r, BaseException) for r in results))
+                return MergeManyDone(tuple(await self.merge_many_local(items)))
             case Merge(tier=tier, key=key, state=state):
                 _known_tier(tier)
                 await self.merge_local(tier, key, state)
@@ -1426,3 +1432,20 @@ def _changes_reply(page: ChangePage) -> ChangesReply:
 def _known_tier(tier: str) -> None:
     if tier not in TIERS:
         raise InvalidArgument(f"unknown tier {tier!r}")
+
+
+def _joiner(tier: str, key: str, incoming: CRDTBase) -> UpdateFn:
+    """The store update that joins ``incoming`` into a key's stored copy."""
+
+    def join(old: bytes | None) -> bytes:
+        if old is None:
+            return encode(incoming)
+        current = decode(old)
+        if type(current) is not type(incoming):
+            raise InvalidArgument(
+                f"{tier}/{key}: replica holds {type(current).__name__}, "
+                f"received {type(incoming).__name__}"
+            )
+        return encode(current.merge(incoming))
+
+    return join

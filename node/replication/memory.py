@@ -107,6 +107,17 @@ class MemoryStore:
                 out.append(exc)
         return out
 
+    async def update_many(
+        self, items: Sequence[tuple[str, str, UpdateFn]]
+    ) -> list[bytes | Exception | None]:
+        out: list[bytes | Exception | None] = []
+        for tier, key, fn in items:
+            try:
+                out.append(await self.update(tier, key, fn))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     def changes(self, tier: str, prefix: str, after: int, limit: int) -> ChangePage:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")

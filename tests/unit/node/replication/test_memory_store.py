@@ -199,3 +199,50 @@ async def test_update_many_once_answers_each_group_on_its_own(store: ReplicaStor
     await store.update_once("population", "b", lambda v, s: (seen.append(s) or v, []), ["r1", "r2"])
     assert seen == [frozenset({"r1"})], "the refused group's id was not recorded"
     assert await store.update_many_once([]) == []
+
+
+async def test_update_many_applies_in_order_each_item_on_its_own(store: ReplicaStore) -> None:
+    await store.update("population", "k", _const(b"0"))
+    version = store.version("population")
+
+    def append(suffix: bytes) -> Callable[[bytes | None], bytes]:
+        return lambda old: (old or b"") + suffix
+
+    def refuse(_: bytes | None) -> bytes:
+        raise ValueError("does not fit")
+
+    results = await store.update_many(
+        [
+            ("population", "k", append(b"1")),
+            ("population", "n", append(b"x")),
+            ("population", "k", refuse),
+            ("population", "k", append(b"2")),  # the same key again sees its first new value
+            ("population", "gone", lambda _: None),
+        ]
+    )
+    assert results[:2] == [b"01", b"x"] and results[3:] == [b"012", None]
+    assert isinstance(results[2], ValueError)
+    assert store.get("population", "k") == b"012" and store.get("population", "n") == b"x"
+    assert store.get("population", "gone") is None
+    assert store.version("population") > version
+    assert await store.update_many([("population", "k", lambda old: old)]) == [b"012"]
+    assert await store.update_many([]) == []
+
+
+async def test_update_many_once_shows_an_id_applied_earlier_in_the_same_call(
+    store: ReplicaStore,
+) -> None:
+    seen: list[frozenset[str]] = []
+
+    def put(value: bytes) -> OnceFn:
+        def fn(_old: bytes | None, s: frozenset[str]) -> tuple[bytes, Sequence[str]]:
+            seen.append(s)
+            return value, [] if "r" in s else ["r"]
+
+        return fn
+
+    results = await store.update_many_once(
+        [("population", "a", put(b"1"), ["r"]), ("population", "b", put(b"2"), ["r", "q"])]
+    )
+    assert results == [b"1", b"2"]
+    assert seen == [frozenset(), frozenset({"r"})]

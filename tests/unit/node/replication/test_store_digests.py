@@ -65,3 +65,30 @@ def test_an_update_refuses_a_rotten_value_and_replace_if_repairs_it(tmp_path: pa
         assert store.check_digests()[0] == []
     finally:
         store.close()
+
+
+def test_a_batched_update_refuses_a_rotten_value_alone(tmp_path: pathlib.Path) -> None:
+    # update_many / update_many_once read their rows in bulk: the digest check must
+    # still fail the rotten key's item, and only it.
+    path = str(tmp_path / "tiers.db")
+    store = TierStore(path)
+    try:
+        asyncio.run(store.put_many([("agent", "a", b"good"), ("agent", "b", b"fine")]))
+        with sqlite3.connect(path) as raw:
+            raw.execute("UPDATE state SET value=? WHERE key='a'", (b"rot!",))
+
+        def plus(old: bytes | None) -> bytes:
+            return (old or b"") + b"+"
+
+        many = asyncio.run(store.update_many([("agent", "a", plus), ("agent", "b", plus)]))
+        assert isinstance(many[0], CorruptValueError) and many[1] == b"fine+"
+        once = asyncio.run(
+            store.update_many_once(
+                [("agent", "a", lambda v, _: (plus(v), ["r"]), ["r"]),
+                 ("agent", "b", lambda v, _: (plus(v), ["s"]), ["s"])]
+            )
+        )  # fmt: skip
+        assert isinstance(once[0], CorruptValueError) and once[1] == b"fine++"
+        assert store.get("agent", "a") == b"rot!"  # nothing was written over it
+    finally:
+        store.close()
