@@ -4,12 +4,13 @@
     .venv/bin/python bench/population_bench.py [--endpoints ...] [--seconds 5] [--clients 64]
         [--routes any,owner] [--ref CHECKOUT [--rounds 3]]
 
-Batched rows are sent two ways (``--routes``): ``any`` -- each caller's whole batch to
-one node, which forwards the keys it does not coordinate to their first owners (one
-``ForwardMany`` per owner), as a caller that knows nothing of placement would; and
-``owner`` -- through the client library (``AsyncClient.tier_update_many``), which
-splits the batch by each key's first owner and calls them at once, so no key is
-forwarded. The two alternate run by run.
+Every row is sent two ways (``--routes``): ``any`` -- raw stubs, each call (a whole
+batch) to one node, which forwards the keys it does not coordinate to their first
+owners (one ``ForwardMany`` per owner), as a caller that knows nothing of placement
+would; and ``owner`` -- through the client library (``AsyncClient.tier_update`` /
+``tier_update_many``), which sends each key to its first owner (a batch split by
+owner, the owners called at once), so no key is forwarded. The two alternate run by
+run.
 
 Every update is a PN-counter ``counter_add`` on one of ``--keys`` keys (so a batch
 holds updates of distinct keys, nothing coalesced away by the bench itself) and
@@ -91,8 +92,9 @@ async def _load(
 async def _load_routed(
     endpoints: list[str], clients: int, batch: int, seconds: float, keys: int, tag: str
 ) -> tuple[int, list[float], int]:
-    """As :func:`_load`, each batch through ``AsyncClient.tier_update_many`` (one client
-    per process, shared by its callers, as an application would hold one)."""
+    """As :func:`_load`, each batch through ``AsyncClient.tier_update_many`` (batch 0:
+    each update through ``tier_update``), one client per process shared by its callers,
+    as an application would hold one."""
     tls = dev_cluster_tls(endpoints)
     credentials = None if tls is None else tls.channel_credentials()
     done, failed, latencies = 0, 0, []
@@ -105,6 +107,14 @@ async def _load_routed(
             i = c * 7919
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
+                if batch == 0:  # Tiers.Update, with a request id like the raw rows'
+                    key = f"job_resource_ledger/{tag}-{i % keys}"
+                    await client.tier_update(
+                        "population", key, CounterAdd(1), request_id=uuid.uuid4().hex
+                    )
+                    done, i = done + 1, i + 1
+                    latencies.append(time.perf_counter() - started)
+                    continue
                 updates = [
                     TierUpdate(
                         "population",
@@ -156,7 +166,7 @@ def compare(args: argparse.Namespace) -> None:
     from run import REPO, cpu_seconds, start_tadpole
 
     trees = {"ref": os.path.abspath(args.ref), "this": REPO}
-    batches = [int(b) for b in args.batches.split(",") if int(b) > 0]
+    batches = [int(b) for b in args.batches.split(",")]
     results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
     for round_ in range(args.rounds):
         for name, tree in trees.items():
@@ -171,8 +181,10 @@ def compare(args: argparse.Namespace) -> None:
                     for batch in batches:
                         for way in ["any"] if name == "ref" else args.routes.split(","):
                             before = cpu_seconds(pids)
-                            row = measure(endpoints, args.batch_clients, batch, args.seconds,
-                                          args.keys, args.procs, way)  # fmt: skip
+                            callers = args.clients if batch == 0 else args.batch_clients
+                            row = measure(endpoints, callers, batch, args.seconds, args.keys,
+                                          args.procs, way)  # fmt: skip
+                            row["callers"] = callers
                             used = cpu_seconds(pids) - before
                             row["cpu_s_per_1k"] = used / max(
                                 row["updates_per_s"] * args.seconds / 1000, 1e-9
@@ -188,7 +200,8 @@ def compare(args: argparse.Namespace) -> None:
         rate = statistics.median(r["updates_per_s"] for r in rows)
         p50 = statistics.median(r["p50_ms"] for r in rows)
         cpu = statistics.median(r["cpu_s_per_1k"] for r in rows)
-        print(f"| {name} | {batch} | {way} | {args.batch_clients} | {rate:.0f} | {p50:.1f} "
+        label = "1 (Update)" if batch == 0 else str(batch)
+        print(f"| {name} | {label} | {way} | {rows[0]['callers']:.0f} | {rate:.0f} | {p50:.1f} "
               f"| {cpu:.3f} |")  # fmt: skip
 
 
@@ -224,7 +237,7 @@ def main() -> None:
     )
     for batch in (int(b) for b in args.batches.split(",")):
         clients = args.clients if batch == 0 else args.batch_clients
-        ways = ["any"] if batch == 0 else routes
+        ways = routes
         rows: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
         for _ in range(args.runs):  # the ways alternate, so a slow moment hits both
             for way in ways:

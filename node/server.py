@@ -298,9 +298,8 @@ class NodeServer:
             out.append(
                 Family(
                     "tadpole_tier_forwarded_updates_total",
-                    "Batched CRDT updates this node received for keys another member "
-                    "coordinates and forwarded to it (a client routing by placement sends "
-                    "none)",
+                    "CRDT updates this node received for keys another member coordinates "
+                    "and forwarded to it (a client routing by placement sends none)",
                     "counter",
                     ("tier",),
                     tuple(((t,), float(forwarded[t])) for t in TIERS),

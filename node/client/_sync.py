@@ -401,6 +401,7 @@ class Client:
         op: TierOp,
         *,
         consistency: TierConsistency | None = None,
+        request_id: str = "",
         timeout: float | None = None,
     ) -> TierUpdateResult:
         """Apply one operation to the CRDT at ``tier``/``key`` (the first update fixes
@@ -409,13 +410,20 @@ class Client:
         wins), :class:`~node.client.RegisterSet` (LWW register; any JSON value, ``None``
         too), :class:`~node.client.LogAppend` (event log; a JSON payload, deduplicated
         by its entry id), :class:`~node.client.MapSet` / :class:`~node.client.MapRemove`
-        (LWW map). The shortcuts below (``counter_add``, ...) build the op for you.
+        (LWW map). The shortcuts below (``counter_add``, ...) build the op for you. It
+        goes to the key's first owner first, as ``tier_update_many`` routes.
 
-        Not idempotent: re-sent only when nothing was applied. Raises
-        ReplicationIncomplete (applied on fewer replicas than the write quorum; do not
-        resend), OutcomeUnknown (may or may not have been applied), InvalidArgument."""
+        Without a ``request_id`` not idempotent: re-sent only when nothing was applied.
+        With one, re-sent like a batched update (the key's first owner applies an id at
+        most once, for an hour). Raises ReplicationIncomplete (applied on fewer replicas
+        than the write quorum; do not resend), OutcomeUnknown (may or may not have been
+        applied), InvalidArgument."""
         req = wire.tier_update_request(tier, key, op, consistency)
-        resp = self._call("tiers", "Update", req, write=True, timeout=timeout)
+        if request_id:
+            req.request_id = wire.check_request_id(request_id)
+        self._learn_placement()
+        (owner,) = self._router.first_owners([(tier, key)])
+        resp = self._call("tiers", "Update", req, write=True, timeout=timeout, first=owner)
         return wire.tier_update_result(resp)
 
     def tier_update_many(

@@ -385,6 +385,13 @@ def tier_update_request(tier: str, key: str, op: TierOp, consistency: str | None
     )
 
 
+def check_request_id(request_id: Any) -> str:
+    """A caller's request id, as a string (the server checks its length and form)."""
+    if not isinstance(request_id, str):
+        raise InvalidArgument(f"request_id must be a str, not {type(request_id).__name__}")
+    return request_id
+
+
 def tier_update_requests(updates: Iterable[TierUpdate]) -> tuple[list[Any], list[str]]:
     """The TierUpdateRequests of a batch, every update with a request id (made up where
     it has none, so a resent batch applies nothing twice); and those ids, in order."""
@@ -454,6 +461,7 @@ def tier_update_result(resp: Any) -> TierUpdateResult:
         replicas=tuple(str(r) for r in resp.replicas),
         hinted=tuple(str(h) for h in resp.hinted),
         coordinator=str(resp.member_id),
+        duplicate=bool(resp.duplicate),
     )
 
 

@@ -465,12 +465,14 @@ class TierValue:
 @dataclass(frozen=True, slots=True)
 class TierUpdateResult:
     """The value on the coordinating owner after the update; ``replicas`` acknowledged it
-    durably (hinted copies included), ``hinted`` owners were down and get it later."""
+    durably (hinted copies included), ``hinted`` owners were down and get it later;
+    ``duplicate``: its request id had been applied before, so it was not applied again."""
 
     value: TierValue
     replicas: tuple[str, ...]
     hinted: tuple[str, ...]
     coordinator: str
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -267,8 +267,8 @@ class Replication:
         self._cluster_size = cluster_size
         self._compaction_interval = compaction_interval_s
         self.archived_entries = 0
-        # Batched updates (UpdateMany) that reached this node for keys another member
-        # coordinates, per tier: what a client routing by placement saves. Loop only.
+        # Updates that reached this node for keys another member coordinates, forwarded
+        # to it, per tier: what a client routing by placement saves. Loop only.
         self.forwarded_updates: collections.Counter[str] = collections.Counter()
         self._hlc = HybridLogicalClock()
         self._new_epoch = new_epoch
@@ -930,6 +930,7 @@ class Replication:
         """Hand the update to an owner. A lone op without a request id travels as
         :class:`Forward` (what every version understands); anything else as
         :class:`ForwardGroup`, so the owner deduplicates the request ids."""
+        self.forwarded_updates[tier] += len(items)
         grouped = len(items) > 1 or bool(items[0][1])
         message: Forward | ForwardGroup = (
             ForwardGroup(tier, key, tuple(items)) if grouped else Forward(tier, key, items[0][0])

@@ -86,7 +86,15 @@ def test_the_client_sends_each_key_to_its_coordinator(tmp_path_factory: Any, stu
         ]
         with cluster.client("n1") as client:  # configured with n1 alone
             outcomes = client.tier_update_many(updates)
-        assert all(o.applied for o in outcomes), [o.error for o in outcomes if o.error]
+            assert all(o.applied for o in outcomes), [o.error for o in outcomes if o.error]
+            # Single updates go to the owner first too; with an id, a resend is a duplicate.
+            for i in range(30):
+                client.counter_add("population", f"job_resource_ledger/routed-{i}", 1)
+            once = client.tier_update("population", "job_resource_ledger/routed-0",
+                                      CounterAdd(5), request_id="single-1")  # fmt: skip
+            again = client.tier_update("population", "job_resource_ledger/routed-0",
+                                       CounterAdd(5), request_id="single-1")  # fmt: skip
+        assert not once.duplicate and again.duplicate and again.value.value == once.value.value
         assert forwarded() == {n: 0.0 for n in cluster.node_ids}
         one = pb.CounterAdd(amount=1)
         whole = pb.TierUpdateManyRequest(
@@ -99,8 +107,10 @@ def test_the_client_sends_each_key_to_its_coordinator(tmp_path_factory: Any, stu
         stubs(cluster, "n1").tiers.UpdateMany(whole, timeout=10)
         # n1 coordinates about a third of the keys; it forwarded the rest.
         assert 100 < forwarded()["n1"] < 300
-        for i in (0, 150, 299):
-            assert value(stubs, cluster, f"job_resource_ledger/routed-{i}") == 1
+        assert value(stubs, cluster, "job_resource_ledger/routed-0") == 7
+        for i in (1, 29):
+            assert value(stubs, cluster, f"job_resource_ledger/routed-{i}") == 2
+        assert value(stubs, cluster, "job_resource_ledger/routed-299") == 1
     finally:
         for node_id in cluster.node_ids:
             cluster.kill(node_id)

@@ -34,6 +34,7 @@ from node.client import (
     RegisterSet,
     SetAdd,
     SetRemove,
+    TierUpdate,
     TierValue,
 )
 from node.client.errors import (
@@ -46,6 +47,7 @@ from node.client.errors import (
 )
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
+from node.placement import placement_key, ranking
 from tests.support.client_helpers import FAST, client_for, dead_endpoint, rpc_error
 from tests.support.fake_cluster import FakeNode, FakeServers, Transport
 
@@ -176,21 +178,52 @@ class FakeTiers(pb_grpc.TiersServicer):  # type: ignore[misc]
         ]
         return pb.TierStatusResponse(member_id=self.node.id, tiers=rows)
 
+    def UpdateMany(self, request: Any, context: Any) -> Any:
+        """Counter adds only, each applied; enough to see where a batch went."""
+        self.node.enter("UpdateMany", request, context)
+        with self.cluster.lock:
+            for u in request.updates:
+                _, value = self.cluster.data.get((u.tier, u.key), ("pncounter", 0))
+                self.cluster.data[(u.tier, u.key)] = ("pncounter", value + u.counter_add.amount)
+        return pb.TierUpdateManyResponse(
+            member_id=self.node.id,
+            results=[pb.TierUpdateOutcome(outcome="applied") for _ in request.updates],
+        )
+
+
+class FakeMembers(pb_grpc.ClusterServicer):  # type: ignore[misc]
+    """Every fake node alive in gossip, as a node's Members answer says."""
+
+    def __init__(self, node: FakeNode) -> None:
+        self.node = node
+
+    def Members(self, request: Any, context: Any) -> Any:
+        self.node.enter("Members", request, context)
+        return pb.MembersResponse(
+            members=[
+                pb.Member(id=n.id, address=n.address, gossip_status="alive",
+                          is_self=n is self.node)
+                for n in self.node.cluster.nodes
+            ]
+        )  # fmt: skip
+
 
 class FakeCluster(FakeServers[FakeNode]):
-    """Fake nodes over one shared tier store."""
+    """Fake nodes over one shared tier store; ``members``: they answer Members too (a
+    client then routes updates to each key's first owner)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, members: bool = False) -> None:
         self.lock = threading.Lock()
         self.data: dict[tuple[str, str], tuple[str, Any]] = {}
         self.replicas: list[str] = ["n1", "n2"]
         self.hinted: list[str] = []
-        super().__init__(
-            size,
-            lambda node, server: pb_grpc.add_TiersServicer_to_server(FakeTiers(node), server),
-            lambda node_id: FakeNode(node_id, self),
-            workers=4,
-        )
+
+        def register(node: FakeNode, server: grpc.Server) -> None:
+            pb_grpc.add_TiersServicer_to_server(FakeTiers(node), server)
+            if members:
+                pb_grpc.add_ClusterServicer_to_server(FakeMembers(node), server)
+
+        super().__init__(size, register, lambda node_id: FakeNode(node_id, self), workers=4)
 
 
 @pytest.fixture
@@ -479,6 +512,43 @@ def test_update_invalid_argument_is_raised_at_once(one: FakeCluster) -> None:
     with client_for(one.endpoints) as c, pytest.raises(InvalidArgument, match="subspace"):
         c.counter_add("population", "flat", 1)
     assert one.calls("Update") == 1
+
+
+def test_a_batch_goes_to_each_keys_owner_and_a_refused_call_fails_its_updates_alone() -> None:
+    three = FakeCluster(3, members=True)
+    try:
+        _routes_and_fails_alone(three)
+    finally:
+        three.stop()
+
+
+def _routes_and_fails_alone(three: FakeCluster) -> None:
+    keys = [f"job_resource_ledger/j{i}" for i in range(60)]
+    owner = {k: ranking(placement_key("population", k), ["n1", "n2", "n3"])[0] for k in keys}
+    assert set(owner.values()) == {"n1", "n2", "n3"}
+    n2 = three.nodes[1]
+    n2.inject("UpdateMany", server.InvalidArgument("update 3: bad"))
+    updates = [TierUpdate("population", k, CounterAdd(1)) for k in keys]
+    with client_for([three.nodes[0].address]) as c:  # it learns the others from Members
+        outcomes = c.tier_update_many(updates)
+        for node in three.nodes:  # each call held exactly the keys that node coordinates
+            sent = [u.key for r in node.requests.get("UpdateMany", []) for u in r.updates]
+            assert sent == [k for k in keys if owner[k] == node.id]
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if owner[key] == "n2":
+                assert isinstance(outcome.error, InvalidArgument), outcome
+            else:
+                assert outcome.applied and three.data[("population", key)] == ("pncounter", 1)
+        for node in three.nodes:  # a single update goes to its key's owner first too
+            node.calls.pop("Update", None)
+        c.counter_add("population", keys[0], 1)
+        assert [n.calls.get("Update", 0) for n in three.nodes] == [
+            1 if owner[keys[0]] == n.id else 0 for n in three.nodes
+        ]
+        for node in three.nodes:  # every call refused: the call raises
+            node.inject("UpdateMany", server.InvalidArgument("no"))
+        with pytest.raises(InvalidArgument):
+            c.tier_update_many(updates)
 
 
 def test_reads_scans_and_status_are_retried_like_kv_reads(three: FakeCluster) -> None:
