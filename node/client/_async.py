@@ -133,13 +133,14 @@ class AsyncClient:
         self._rng = rng or random.Random()
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._credentials = credentials
-        # Guards _channels, _closed and _placement_asked; never held across a suspension
-        # point, so the asyncio flavour never contends for it and the blocking one is
-        # thread-safe.
+        # Guards _channels, _closed, _placement_asked and _single_updates; never held
+        # across a suspension point, so the asyncio flavour never contends for it and
+        # the blocking one is thread-safe.
         self._lock = threading.Lock()
         self._channels: dict[str, Any] = {}
         self._closed = False
         self._placement_asked = float("-inf")  # when Members was last asked for routing
+        self._single_updates = 0  # tier_update calls so far
 
     # -- plumbing
 
@@ -427,7 +428,9 @@ class AsyncClient:
         too), :class:`~node.client.LogAppend` (event log; a JSON payload, deduplicated
         by its entry id), :class:`~node.client.MapSet` / :class:`~node.client.MapRemove`
         (LWW map). The shortcuts below (``counter_add``, ...) build the op for you. It
-        goes to the key's first owner first, as ``tier_update_many`` routes.
+        goes to the key's first owner first, as ``tier_update_many`` routes, once the
+        client knows the live members (it asks after ``PLACEMENT_AFTER_UPDATES`` single
+        updates, so a one-off update costs no extra call).
 
         Without a ``request_id`` not idempotent: re-sent only when nothing was applied.
         With one, re-sent like a batched update (the key's first owner applies an id at
@@ -437,7 +440,11 @@ class AsyncClient:
         req = wire.tier_update_request(tier, key, op, consistency)
         if request_id:
             req.request_id = wire.check_request_id(request_id)
-        await self._learn_placement()
+        with self._lock:
+            self._single_updates += 1
+            learn = self._single_updates > self.PLACEMENT_AFTER_UPDATES
+        if learn:  # a client that keeps updating learns where keys live; a one-off does not
+            await self._learn_placement(timeout)
         (owner,) = self._router.first_owners([(tier, key)])
         resp = await self._call("tiers", "Update", req, write=True, timeout=timeout, first=owner)
         return wire.tier_update_result(resp)
@@ -466,7 +473,7 @@ class AsyncClient:
         requests, ids = wire.tier_update_requests(updates)
         if not requests:
             return []
-        await self._learn_placement()
+        await self._learn_placement(timeout)
         routes: dict[str | None, list[int]] = {}
         owners = self._router.first_owners((r.tier, r.key) for r in requests)
         for i, owner in enumerate(owners):
@@ -518,10 +525,11 @@ class AsyncClient:
             outcomes += wire.tier_update_many_result(resp, ids[start : start + self.BATCH])
         return outcomes, True
 
-    async def _learn_placement(self) -> None:
+    async def _learn_placement(self, timeout: float | None) -> None:
         """Ask ``Members`` for the live members when the last answer is older than
-        ``PLACEMENT_REFRESH_S`` (and no one asked since); a failure leaves the view as
-        it was (keys then go to any endpoint, which forwards them)."""
+        ``PLACEMENT_REFRESH_S`` (and no one asked since), waiting no longer than
+        ``PLACEMENT_TIMEOUT_S`` or the caller's ``timeout``; a failure leaves the view
+        as it was (keys then go to any endpoint, which forwards them)."""
         now = time.monotonic()
         with self._lock:
             if now - self._placement_asked < self.PLACEMENT_REFRESH_S:
@@ -530,7 +538,8 @@ class AsyncClient:
                 return
             self._placement_asked = now
         try:
-            await self.members(timeout=self.PLACEMENT_TIMEOUT_S)
+            limit = self.timeout if timeout is None else check_timeout(timeout)
+            await self.members(timeout=min(self.PLACEMENT_TIMEOUT_S, limit))
         except TadpoleError as exc:
             log.debug("no placement view: Members failed: %s", exc)
 
@@ -539,6 +548,10 @@ class AsyncClient:
     PLACEMENT_REFRESH_S = 10.0
     # Longest wait (s) for that answer (a node asks each peer's status, 0.5 s at most).
     PLACEMENT_TIMEOUT_S = 1.0
+    # Single updates a client sends before it asks where keys live (a batch asks at
+    # once): a CLI command's one update goes to its endpoint, which forwards it if need
+    # be, instead of paying for a Members call first.
+    PLACEMENT_AFTER_UPDATES = 8
 
     BATCH = 10_000  # updates per UpdateMany call (the server's limit)
 

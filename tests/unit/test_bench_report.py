@@ -103,8 +103,28 @@ def test_a_server_that_does_not_count_shows_no_figure(bench: Any) -> None:
 
 
 def test_population_rows_parse(bench: Any) -> None:
-    assert bench._population("0x64,1x64,16x6,256x6") == [(0, 64), (1, 64), (16, 6), (256, 6)]
+    assert bench._population("0x64,1x64,16x6,256x6r") == [
+        (0, 64, False), (1, 64, False), (16, 6, False), (256, 6, True)
+    ]  # fmt: skip
     assert bench._population("") == []
+
+
+def test_routed_and_raw_rows_stay_apart_and_the_better_single_row_is_the_target(
+    bench: Any,
+) -> None:
+    rows = [
+        row("tadpole-raft", "put", 64, 1000),
+        row("tadpole-raft", "update", 64, 900, batch=0),
+        row("tadpole-raft", "update", 64, 3100, batch=0, routed=True),
+    ]
+    agg = bench.aggregate(rows)
+    singles = sorted(r["ops_per_s"] for r in agg if r.get("batch") == 0)
+    assert singles == [900, 3100]
+    text = {t: (f, ok) for t, f, ok in bench.targets(agg, {})}
+    assert text["population unbatched >= 3x system put at 64 clients"] == (
+        "3,100 vs 1,000/s = 3.10x",
+        True,
+    )
 
 
 def _run(put64: float, put256: float, get64: float, p50_one: float, cpu: float) -> list[Any]:
