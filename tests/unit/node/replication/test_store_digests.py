@@ -39,15 +39,21 @@ def test_rotten_values_are_found_page_by_page(tmp_path: pathlib.Path) -> None:
         store.close()
 
 
+def _with_rotten_a(tmp_path: pathlib.Path) -> TierStore:
+    """A store holding agent/a (its bytes rotted behind SQLite's back) and agent/b."""
+    path = str(tmp_path / "tiers.db")
+    store = TierStore(path)
+    asyncio.run(store.put_many([("agent", "a", b"good"), ("agent", "b", b"fine")]))
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE state SET value=? WHERE key='a'", (b"rot!",))
+    return store
+
+
 def test_an_update_refuses_a_rotten_value_and_replace_if_repairs_it(tmp_path: pathlib.Path) -> None:
     """Review finding: an update joined into rotten bytes and stored the result under a
     valid digest, where no scrub could find it again."""
-    path = str(tmp_path / "tiers.db")
-    store = TierStore(path)
+    store = _with_rotten_a(tmp_path)
     try:
-        asyncio.run(store.put_many([("agent", "a", b"good"), ("agent", "b", b"fine")]))
-        with sqlite3.connect(path) as raw:
-            raw.execute("UPDATE state SET value=? WHERE key='a'", (b"rot!",))
 
         async def scenario() -> None:
             with pytest.raises(CorruptValueError, match="agent/a no longer matches its digest"):
@@ -70,12 +76,8 @@ def test_an_update_refuses_a_rotten_value_and_replace_if_repairs_it(tmp_path: pa
 def test_a_batched_update_refuses_a_rotten_value_alone(tmp_path: pathlib.Path) -> None:
     # update_many / update_many_once read their rows in bulk: the digest check must
     # still fail the rotten key's item, and only it.
-    path = str(tmp_path / "tiers.db")
-    store = TierStore(path)
+    store = _with_rotten_a(tmp_path)
     try:
-        asyncio.run(store.put_many([("agent", "a", b"good"), ("agent", "b", b"fine")]))
-        with sqlite3.connect(path) as raw:
-            raw.execute("UPDATE state SET value=? WHERE key='a'", (b"rot!",))
 
         def plus(old: bytes | None) -> bytes:
             return (old or b"") + b"+"
