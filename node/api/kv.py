@@ -362,11 +362,13 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         return self.status_pb()
 
     async def Members(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self.members()
+        return await self.members(local_view=request.local_view)
 
-    async def members(self) -> Any:
+    async def members(self, *, local_view: bool = False) -> Any:
         """Every member with its Raft view (asked of it, 0.5 s at most) and this node's
-        gossip view: the MembersResponse of ``tadpole members`` and ``/api/v1/members``."""
+        gossip view: the MembersResponse of ``tadpole members`` and ``/api/v1/members``.
+        ``local_view``: ask no peer; each is described by this node's Raft and gossip
+        views alone (what the client needs to place keys, answered at once)."""
         st = self.system.info()
         me = self.status_pb()
         members = [
@@ -395,6 +397,8 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
                 match_index=peer.match_index if peer else -1,
                 last_heard_s=last_heard if last_heard != float("inf") else -1.0,
             )
+            if local_view:
+                return member
             try:
                 remote = await self._stub(address, peer_id).Status(pb.StatusRequest(), timeout=0.5)
             except grpc.aio.AioRpcError:

@@ -521,16 +521,22 @@ class Client:
             if self._router.placement_age(now) < self.PLACEMENT_REFRESH_S:
                 return
             self._placement_asked = now
+        limit = self.timeout if timeout is None else check_timeout(timeout)
+        req = wire.members_request(local_view=True)  # no peer is asked: answered at once
         try:
-            limit = self.timeout if timeout is None else check_timeout(timeout)
-            self.members(timeout=min(self.PLACEMENT_TIMEOUT_S, limit))
+            resp = self._call(
+                "cluster", "Members", req, write=False,
+                timeout=min(self.PLACEMENT_TIMEOUT_S, limit),
+            )  # fmt: skip
         except TadpoleError as exc:
             log.debug("no placement view: Members failed: %s", exc)
+            return
+        self._router.learn_members(wire.members(resp), time.monotonic())
 
     # How often (s) the live members are asked again for routing batched updates: a
     # member that joined or left since costs a forward hop per key until then.
     PLACEMENT_REFRESH_S = 10.0
-    # Longest wait (s) for that answer (a node asks each peer's status, 0.5 s at most).
+    # Longest wait (s) for that answer (the node's own view: no peer is asked).
     PLACEMENT_TIMEOUT_S = 1.0
     # Single updates a client sends before it asks where keys live (a batch asks at
     # once): a CLI command's one update goes to its endpoint, which forwards it if need

@@ -268,8 +268,8 @@ def event(msg: Any) -> WatchEvent:
 # -- Cluster ------------------------------------------------------------------------------
 
 
-def members_request() -> Any:
-    return pb.MembersRequest()
+def members_request(*, local_view: bool = False) -> Any:
+    return pb.MembersRequest(local_view=local_view)
 
 
 def members(resp: Any) -> list[Member]:

@@ -296,8 +296,10 @@ class Member(_message.Message):
     def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., raft_role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., status: _Optional[str] = ..., is_self: _Optional[bool] = ..., match_index: _Optional[int] = ..., last_heard_s: _Optional[float] = ..., gossip_status: _Optional[str] = ..., incarnation: _Optional[int] = ..., gossip_last_heard_s: _Optional[float] = ..., tiers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MembersRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("local_view",)
+    LOCAL_VIEW_FIELD_NUMBER: _ClassVar[int]
+    local_view: bool
+    def __init__(self, local_view: _Optional[bool] = ...) -> None: ...
 
 class MembersResponse(_message.Message):
     __slots__ = ("header", "members")

@@ -19,6 +19,8 @@ from node.dev.cluster import LocalCluster
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.tls import TlsFiles, server_name_for, sync_channel
+from tests.integration.conftest import start_http_cluster
+from tests.integration.test_http_metrics import sample, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -415,3 +417,30 @@ def test_cli_leader_transfer_needs_the_token_file(make_cluster: Any) -> None:
     assert moved.stdout == f"OK leader={target}\n"
     missing = runner.invoke(cli, [*endpoints, "--token-file", "/nonexistent", "members"])
     assert missing.exit_code == 2 and "--token-file" in missing.stderr
+
+
+def test_members_local_view_asks_no_peer(tmp_path_factory: Any, stubs: Any) -> None:
+    # What the client asks to place keys: the answering node's own Raft and gossip
+    # views, without a Status call to every peer (which waits 0.5 s for a stuck one).
+    cluster = start_http_cluster(str(tmp_path_factory.mktemp("local-view")))
+    try:
+        stub = stubs(cluster, "n1")
+
+        def status_calls() -> float:
+            text = scrape(cluster, "n2")[1]
+            return sample(
+                text, 'tadpole_request_duration_seconds_count{method="tadpole.v1.Cluster/Status"}'
+            )
+
+        before = status_calls()
+        local = stub.cluster.Members(pb.MembersRequest(local_view=True), timeout=5).members
+        assert status_calls() == before
+        stub.cluster.Members(pb.MembersRequest(), timeout=5)
+        assert status_calls() == before + 1
+        by_id = {m.id: m for m in local}
+        assert sorted(by_id) == ["n1", "n2", "n3"] and by_id["n1"].is_self
+        assert by_id["n3"].address == cluster.addresses["n3"]
+        assert by_id["n2"].gossip_status == "alive" and by_id["n2"].status == "alive"
+    finally:
+        for node_id in cluster.node_ids:
+            cluster.kill(node_id)
