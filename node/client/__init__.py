@@ -49,8 +49,8 @@ up where you give none), so a batch is resent like a system-tier write. The clie
 splits a batch by each key's *first owner* -- the member that coordinates the key --
 computed as the nodes compute it (rendezvous placement, :mod:`node.placement`) over the
 live members of a ``Cluster.Members`` answer (asked again after
-``PLACEMENT_REFRESH_S``), and calls those members at once (the blocking client one after
-another); each call tries its owner first and fails over as usual. A node that gets a
+``PLACEMENT_REFRESH_S``), and calls those members at once (the blocking client from a
+thread each); each call tries its owner first and fails over as usual. A node that gets a
 key it does not coordinate (a stale view) forwards it, so routing saves a hop per key
 and never changes an outcome.
 

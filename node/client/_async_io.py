@@ -11,7 +11,7 @@ helper             asyncio (this module)                   blocking (``_sync_io`
 ``open_channel``   ``grpc.aio.insecure_channel``           ``grpc.insecure_channel``
 ``sleep``          ``asyncio.sleep``                       ``time.sleep``
 ``ask_each``       one task per endpoint, gathered         one gRPC future per endpoint
-``each``           the calls at once, gathered             one call after another
+``each``           the calls at once, gathered             the calls at once, a thread each
 ``Stream``         ``call.read()``; ``EOF`` and the        ``next(call)``; ``StopIteration``
                    cancellation of a cancelled call end it ends it
 ``Flag``           ``asyncio.Event``; set from the loop    ``threading.Event``; set from

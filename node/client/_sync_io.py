@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -52,14 +53,21 @@ def ask_each(methods: Sequence[Any], request: Any, timeout_s: float) -> list[Any
 
 
 def each(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
-    """Run the calls one after another; per call, in order, its result or the
-    exception it raised."""
-    out: list[T | Exception] = []
-    for call in calls:
+    """Run the calls at once, one thread each (a lone call in this thread); per call, in
+    order, its result or the exception it raised (all of them finish before this
+    returns). A blocking gRPC call waits without the GIL, so the calls overlap."""
+    if len(calls) == 1:
         try:
-            out.append(call())
+            return [calls[0]()]
         except Exception as exc:
-            out.append(exc)
+            return [exc]
+    out: list[T | Exception] = []
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="tadpole-each") as pool:
+        for future in [pool.submit(call) for call in calls]:
+            try:
+                out.append(future.result())
+            except Exception as exc:
+                out.append(exc)
     return out
 
 
