@@ -299,7 +299,8 @@ class NodeServer:
                 Family(
                     "tadpole_tier_forwarded_updates_total",
                     "CRDT updates this node received for keys another member coordinates "
-                    "and forwarded to it (a client routing by placement sends none)",
+                    "and forwarded (or tried to forward) to it; a client routing by a "
+                    "current placement view sends none",
                     "counter",
                     ("tier",),
                     tuple(((t,), float(forwarded[t])) for t in TIERS),

@@ -51,8 +51,12 @@ computed as the nodes compute it (rendezvous placement, :mod:`node.placement`) o
 live members of a ``Cluster.Members`` answer (asked again after
 ``PLACEMENT_REFRESH_S``), and calls those members at once (the blocking client from a
 thread each); each call tries its owner first and fails over as usual. A node that gets a
-key it does not coordinate (a stale view) forwards it, so routing saves a hop per key
-and never changes an outcome.
+key it does not coordinate (a stale view) forwards it, so a stale view costs a hop, not
+an update. A batch sent as several calls is answered per update (see
+``tier_update_many``): a node that refuses its call refuses only that call's updates.
+Member addresses are those the nodes advertise; a client that cannot reach them still
+works (the try falls over to the next endpoint), paying a failed first try per
+``cooldown_s``.
 
 **Documents** (``doc_create``, ``doc_put``, ``doc_get``, ``doc_delete``, ``mesh_members``,
 ``graph_query``, ``graph_scan``) go to the ``Documents`` service: structured JSON

@@ -30,6 +30,7 @@ from node.client.errors import (
     InvalidArgument,
     NotFound,
     TadpoleError,
+    Unavailable,
     from_rpc_error,
     rpc_details,
     trailing_metadata,
@@ -428,7 +429,9 @@ class Client:
             self._single_updates += 1
             learn = self._single_updates > self.PLACEMENT_AFTER_UPDATES
         if learn:  # a client that keeps updating learns where keys live; a one-off does not
+            started = time.monotonic()
             self._learn_placement(timeout)
+            timeout = self._left(timeout, started)
         (owner,) = self._router.first_owners([(tier, key)])
         resp = self._call("tiers", "Update", req, write=True, timeout=timeout, first=owner)
         return wire.tier_update_result(resp)
@@ -447,17 +450,22 @@ class Client:
         Each update carries a request id (one is made up where it has none), so a call
         is resent when its outcome is unknown and nothing applies twice -- as long as
         the key's first owner is the same live member (it remembers the ids for an
-        hour). Returns one outcome per update, in order: an update that does not fit
-        its key fails alone; a call that fails as a whole (after its retries, or
-        refused: a node checks every update of a call before applying any) gives its
-        error to its updates and to those not yet sent to the same member (resend them
-        with their request ids), while the other calls' updates keep their own outcomes.
-        Raises InvalidArgument (nothing sent) for an update the client can tell is
-        malformed, and the first call's error when no call was answered."""
+        hour). Returns one outcome per update, in order; an update that does not fit
+        its key fails alone. Raises InvalidArgument (nothing sent) for an update the
+        client can tell is malformed, and, when the batch went in one call, that call's
+        error if it failed. With several calls (several owners, or more than ``BATCH``
+        updates for one) each update's outcome says what became of it instead: its
+        call's error when that call failed as a whole -- after its retries, or refused:
+        a node checks every update of a call before applying any, and names the update
+        by its place in that call -- and :class:`~node.client.errors.Unavailable` ("not
+        sent") for the updates of the same member after a failed call, while the other
+        calls' updates keep their own outcomes."""
         requests, ids = wire.tier_update_requests(updates)
         if not requests:
             return []
+        started = time.monotonic()
         self._learn_placement(timeout)
+        timeout = self._left(timeout, started)
         routes: dict[str | None, list[int]] = {}
         owners = self._router.first_owners((r.tier, r.key) for r in requests)
         for i, owner in enumerate(owners):
@@ -471,18 +479,16 @@ class Client:
         ]
         answers = backend.each(calls)
         outcomes: list[TierBatchOutcome] = [TierBatchOutcome("")] * len(requests)
-        answered = False
+        failed: TadpoleError | None = None
         for (_, idx), answer in zip(plan, answers, strict=True):
             if isinstance(answer, Exception):
                 raise answer  # not a failed call (those are outcomes): a bug
-            got, some_answered = answer
-            answered = answered or some_answered
+            got, error = answer
+            failed = failed or error
             for i, outcome in zip(idx, got, strict=True):
                 outcomes[i] = outcome
-        if not answered:
-            error = outcomes[0].error
-            assert error is not None
-            raise error
+        if failed is not None and len(plan) == 1 and len(requests) <= self.BATCH:
+            raise failed  # one call, and it failed: as a single call would
         return outcomes
 
     def _update_at(
@@ -491,23 +497,37 @@ class Client:
         requests: list[Any],
         ids: list[str],
         timeout: float | None,
-    ) -> tuple[list[TierBatchOutcome], bool]:
+    ) -> tuple[list[TierBatchOutcome], TadpoleError | None]:
         """One member's updates (``owner``: its address; None: any endpoint), ``BATCH``
-        per call and in order, so a key's updates stay in order: their outcomes (a call
-        that failed gives its error to its updates and the unsent rest), and whether
-        any call was answered."""
+        per call and in order, so a key's updates stay in order: their outcomes, and
+        the error of the call that failed, if one did (the later updates are not sent:
+        a key's updates must not overtake one another)."""
         outcomes: list[TierBatchOutcome] = []
         for start in range(0, len(requests), self.BATCH):
+            chunk = ids[start : start + self.BATCH]
             req = wire.tier_update_many_request(requests[start : start + self.BATCH])
             try:
                 resp = self._call(
                     "tiers", "UpdateMany", req, write=True, timeout=timeout, first=owner
                 )
+                outcomes += wire.tier_update_many_result(resp, chunk)
             except TadpoleError as exc:
-                failed = [TierBatchOutcome(rid, error=exc) for rid in ids[start:]]
-                return outcomes + failed, start > 0
-            outcomes += wire.tier_update_many_result(resp, ids[start : start + self.BATCH])
-        return outcomes, True
+                unsent = Unavailable(
+                    "not sent: an earlier call of this batch to the same member failed "
+                    f"({type(exc).__name__}: {exc}); nothing of these was applied"
+                )
+                outcomes += [TierBatchOutcome(rid, error=exc) for rid in chunk]
+                outcomes += [
+                    TierBatchOutcome(rid, error=unsent) for rid in ids[start + len(chunk) :]
+                ]
+                return outcomes, exc
+        return outcomes, None
+
+    def _left(self, timeout: float | None, started: float) -> float:
+        """What is left of a call's ``timeout`` (the client's default when None) since
+        ``started``."""
+        total = self.timeout if timeout is None else check_timeout(timeout)
+        return max(total - (time.monotonic() - started), 0.001)
 
     def _learn_placement(self, timeout: float | None) -> None:
         """Ask ``Members`` for the live members when the last answer is older than
@@ -526,7 +546,7 @@ class Client:
         try:
             resp = self._call(
                 "cluster", "Members", req, write=False,
-                timeout=min(self.PLACEMENT_TIMEOUT_S, limit),
+                timeout=min(self.PLACEMENT_TIMEOUT_S, limit / 4),
             )  # fmt: skip
         except TadpoleError as exc:
             log.debug("no placement view: Members failed: %s", exc)

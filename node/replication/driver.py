@@ -414,11 +414,14 @@ class Replication:
         """:meth:`merge_local` for each merge, as one store work item (one hand-over to
         the writer, the rows read and written in bulk): whether each is durable here."""
         joins: list[tuple[int, str, str, UpdateFn]] = []
+        refused: list[str] = []
         for i, m in enumerate(merges):
             try:
                 joins.append((i, m.tier, m.key, _joiner(m.tier, m.key, decode(m.state))))
-            except Exception as exc:  # not a CRDT: that merge alone fails
-                log.warning("merge of %s/%s refused: %s", m.tier, m.key, exc)
+            except Exception as exc:  # not a CRDT this node reads: that merge alone fails
+                refused.append(f"{m.tier}/{m.key}: {exc}")
+        if refused:  # once per message, not per merge
+            log.warning("%d merges refused, the first: %s", len(refused), refused[0])
         results = await self.store.update_many([(t, k, fn) for _, t, k, fn in joins])
         ok = [False] * len(merges)
         for (i, *_), result in zip(joins, results, strict=True):

@@ -1022,7 +1022,8 @@ class TierStore:
         in order, as one work item: one hand-over to the writer and one answer for all
         of them (they commit with whatever else the writer batches). Each succeeds or
         fails on its own: the list holds its new value, or the exception it raised
-        (nothing written for it)."""
+        (nothing written for it) -- except a SQLite error, which rolls the whole work
+        item back and fails every item with StoreError."""
         checked = []
         for tier, key, fn, ids in items:
             _check_str("tier", tier)
@@ -1041,7 +1042,7 @@ class TierStore:
         """:meth:`update` for every ``(tier, key, fn)`` of ``items``, in order (a key
         given twice sees its first new value), as one work item: one hand-over to the
         writer and one answer for all. Each succeeds or fails on its own, as
-        :meth:`update_many_once`'s items do."""
+        :meth:`update_many_once`'s items do (a SQLite error fails them all)."""
         for tier, key, _ in items:
             _check_str("tier", tier)
             _check_str("key", key)
@@ -1374,7 +1375,7 @@ class TierStore:
             )
         if deletes:
             conn.executemany("DELETE FROM state WHERE tier=? AND key=?", deletes)
-        if writes or deletes:
+        if writes or deletes:  # one change per key changed, whatever its path within
             self._record(conn, [(w[0], w[1]) for w in writes] + deletes, now)
         self._remember_requests(conn, fresh, now)
         return out

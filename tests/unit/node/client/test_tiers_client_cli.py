@@ -545,10 +545,22 @@ def _routes_and_fails_alone(three: FakeCluster) -> None:
         assert [n.calls.get("Update", 0) for n in three.nodes] == [
             1 if owner[keys[0]] == n.id else 0 for n in three.nodes
         ]
-        for node in three.nodes:  # every call refused: the call raises
+        c.BATCH = 8  # n2's keys now take several calls: after a failed one, none is sent
+        n2.inject("UpdateMany", server.InvalidArgument("update 3: bad"))
+        mine = [i for i, k in enumerate(keys) if owner[k] == "n2"]
+        calls = n2.calls.get("UpdateMany", 0)
+        outcomes = c.tier_update_many(updates)
+        assert n2.calls["UpdateMany"] == calls + 1
+        assert all(isinstance(outcomes[i].error, InvalidArgument) for i in mine[:8])
+        assert all(type(outcomes[i].error) is Unavailable for i in mine[8:]) and mine[8:]
+        assert "not sent" in str(outcomes[mine[-1]].error)
+        del c.BATCH
+        for node in three.nodes:  # every call refused: each update says so
             node.inject("UpdateMany", server.InvalidArgument("no"))
+        assert all(isinstance(o.error, InvalidArgument) for o in c.tier_update_many(updates))
+        n2.inject("UpdateMany", server.InvalidArgument("no"))  # a batch in one call: raised
         with pytest.raises(InvalidArgument):
-            c.tier_update_many(updates)
+            c.tier_update_many([u for u in updates if owner[u.key] == "n2"])
 
 
 def test_reads_scans_and_status_are_retried_like_kv_reads(three: FakeCluster) -> None:
