@@ -595,6 +595,9 @@ class RaftBackend:
         self._calls: deque[Callable[[], None]] = deque()
         # (encoded command, callback) proposed since the last tick; see _submit_proposals
         self._proposals: deque[tuple[bytes, ProposalCallback]] = deque()
+        # Leadership transfer: until when (raft clock) new commands wait for it to
+        # finish; -inf while none is under way. Tick thread.
+        self._transfer_until = float("-inf")
         self._reads = ReadIndex(timeout_s=self.config.leader_fallback_s)
         self._quiet = QuietLeader(self.config.quiet_after_s, self.config.quiet_heartbeat_s)
         # peer -> takes the frames for it of the next flush (the answer to its call)
@@ -740,6 +743,7 @@ class RaftBackend:
             or obj._SyncObj__commandsWaitingCommit
             or obj._SyncObj__commandsWaitingReply
             or self._snapshot_state != "idle"
+            or self._transfer_until != float("-inf")
         )
 
     def _tick_once(self) -> None:
@@ -753,9 +757,11 @@ class RaftBackend:
             self._calls.popleft()()
         with self._reply_lock:  # calls whose frames this drain feeds to pysyncobj
             replies, self._reply_slots = self._reply_slots, {}
+        holding = self._transfer_hold(obj, transport)
         transport.drain()
         transport.gate_election()
-        self._submit_proposals(obj)
+        if not holding:
+            self._submit_proposals(obj)
         paced = self._pace_heartbeats(obj, transport)
         log_before = len(journal)
         obj.doTick(0.0)
@@ -1248,28 +1254,56 @@ class RaftBackend:
         self._wake.set()
 
     def transfer_leadership(self, target: str, callback: Callable[[bool, str], None]) -> None:
-        """Hand leadership to ``target`` (or the most caught-up follower). pysyncobj
-        refuses while the target lags the leader's log; right after an election or
-        under writes that lasts a round trip, so the refusal is retried on the ticks
-        of the next ``election_timeout_min_s`` before it is reported."""
+        """Hand leadership to ``target`` (or the most caught-up follower), as the Raft
+        thesis does it (§3.10): first the leader stops appending new commands -- its
+        own proposals wait in their queue, commands the followers forward wait in the
+        transport -- so the target catches up; pysyncobj refuses to send TimeoutNow
+        while the target's log lags, so a refusal is retried every tick. Once it has
+        gone out, the commands wait on until a new leader is known (then ours are
+        forwarded to it and the followers' are answered NOT_LEADER, definitely not
+        applied) or ``leader_fallback_s`` has passed since the request and this node,
+        still leading, appends them after all. Without the pause, writes arriving during
+        the handover leave the target's log behind the leader's, the others refuse it
+        their votes and the transfer fails."""
         obj = self._obj
         assert obj is not None
-        give_up = time.monotonic() + self.config.election_timeout_min_s
 
         def run() -> None:
+            now = raft_clock()
+            if obj._isLeader() and self._transfer_until < now:
+                self._transfer_until = now + self.config.leader_fallback_s
+
             def done(_res: Any, reason: int) -> None:
                 if reason == FAIL_REASON.SUCCESS:
                     callback(True, "")
-                elif reason == FAIL_REASON.NOT_LEADER:
-                    callback(False, "this node is not the leader")
-                elif time.monotonic() < give_up:
+                    return
+                if reason != FAIL_REASON.NOT_LEADER and raft_clock() < self._transfer_until:
                     self._calls.append(run)  # again at the next tick
+                    return
+                self._transfer_until = float("-inf")
+                if reason == FAIL_REASON.NOT_LEADER:
+                    callback(False, "this node is not the leader")
                 else:
                     callback(False, f"{target or 'no follower'} is not caught up or not connected")
 
             obj.transferLeadership(Node(target) if target else None, callback=done)
 
         self.call_in_tick(run)
+
+    def _transfer_hold(self, obj: _ReplicatedSystem, transport: HeldTransport) -> bool:
+        """Whether new commands must wait for a leadership transfer (see
+        :meth:`transfer_leadership`); when the wait ends, the commands forwarded
+        meanwhile are handed to pysyncobj. Tick thread."""
+        if self._transfer_until == float("-inf"):
+            return False
+        handed_over = not obj._isLeader() and obj._SyncObj__raftLeader is not None
+        if handed_over or raft_clock() >= self._transfer_until:
+            self._transfer_until = float("-inf")
+            transport.hold_commands = False
+            transport.release_commands()
+            return False
+        transport.hold_commands = True
+        return True
 
     # -- network side --------------------------------------------------------------
 

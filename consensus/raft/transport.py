@@ -137,6 +137,10 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self.quiet_stamp: float | None = None
         # Vote and pre-vote requests received: activity that ends a leader's rest.
         self.election_requests = 0
+        # Leader handing over (RaftBackend.transfer_leadership): commands followers
+        # forward are held here, not appended, until the tick loop releases them.
+        self.hold_commands = False
+        self._held_commands: list[tuple[Node, dict[str, Any]]] = []
 
     # -- pysyncobj side (tick thread) ----------------------------------------
 
@@ -252,6 +256,9 @@ class HeldTransport(Transport):  # type: ignore[misc]
                     continue
                 if not self._admit(node, message):
                     continue
+                if self.hold_commands and message["type"] == "apply_command":
+                    self._held_commands.append((node, message))
+                    continue
                 if self._log_view is not None and message["type"] == "append_entries":
                     message = trim_append_entries(message, self._log_view)
                 if message["type"] == "append_entries":
@@ -265,6 +272,18 @@ class HeldTransport(Transport):  # type: ignore[misc]
                             self._follow_pace(node, message)
                 except (KeyError, TypeError, ValueError):
                     log.exception("raft message from %s could not be handled", peer_id)
+
+    def release_commands(self) -> int:
+        """Feed pysyncobj the forwarded commands held while ``hold_commands`` was set,
+        in arrival order: a node still leading appends them, one that has handed over
+        answers their senders NOT_LEADER (definitely not applied). Tick thread."""
+        held, self._held_commands = self._held_commands, []
+        for node, message in held:
+            try:
+                self._onMessageReceived(node, message)
+            except (KeyError, TypeError, ValueError):
+                log.exception("raft message from %s could not be handled", node.id)
+        return len(held)
 
     def _follow_pace(self, node: Node, message: dict[str, Any]) -> None:
         """Follower, after pysyncobj took an append-entries (and reset its election

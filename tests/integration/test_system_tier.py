@@ -130,34 +130,119 @@ def test_bad_input_is_rejected_and_changes_nothing(make_cluster: Any, stubs: Any
     assert all(cluster.pid(n) is not None for n in cluster.node_ids)
 
 
-def test_compare_and_swap_admits_exactly_one_winner(make_cluster: Any, stubs: Any) -> None:
+def txn_answered(all_stubs: list[Any], first: int, request: Any, deadline_s: float = 20.0) -> Any:
+    """Send a Txn that carries a request id until some node answers it definitely.
+
+    ABORTED (leadership changed while it was in flight: applied or not, nobody knows
+    yet), UNAVAILABLE and DEADLINE_EXCEEDED are resent with the same request id, round
+    robin from node ``first``. The state machine answers a resend of an applied
+    request with the first answer instead of applying it again, so the answer that
+    comes back is the one outcome the request had."""
+    assert request.request_id
+    start = time.monotonic()
+    i = first
+    while True:
+        try:
+            return all_stubs[i % len(all_stubs)].kv.Txn(request, timeout=5)
+        except grpc.RpcError as exc:
+            assert exc.code() in (
+                grpc.StatusCode.ABORTED,
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            ), exc
+            assert time.monotonic() - start < deadline_s, f"no answer within {deadline_s} s: {exc}"
+            i += 1
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("move_leader", [False, True], ids=["steady", "leader-moves"])
+def test_compare_and_swap_admits_exactly_one_winner(
+    make_cluster: Any, stubs: Any, move_leader: bool
+) -> None:
+    """Twelve clients race one compare-and-swap through all three nodes; exactly one
+    wins. With ``leader-moves`` the leadership is handed to another node while they
+    race, so some answers are ABORTED (outcome unknown) and are resent with their
+    request id: the resend must report the one outcome the request had."""
     cluster = make_cluster()
     all_stubs = [stubs(cluster, n) for n in cluster.node_ids]
-    base = put(all_stubs[0], "lock", b"free")
-    rev = base.kv.mod_revision
-
-    def attempt(i: int) -> bool:
-        stub = all_stubs[i % 3]
-        resp = stub.kv.Txn(
+    with open(cluster.token_file) as f:
+        operator = (("authorization", f"Bearer {f.read().strip()}"),)
+    for round_ in range(4 if move_leader else 1):
+        base = txn_answered(
+            all_stubs,
+            0,
             pb.TxnRequest(
-                compare=[
-                    pb.Compare(
-                        key="lock", target=pb.Compare.MOD, result=pb.Compare.EQUAL, number=rev
-                    )
-                ],
-                success=[pb.RequestOp(put=pb.PutRequest(key="lock", value=f"owner-{i}".encode()))],
-                failure=[pb.RequestOp(range=pb.RangeRequest(prefix="lock"))],
+                success=[pb.RequestOp(put=pb.PutRequest(key="lock", value=b"free"))],
+                request_id=f"cas-{round_}-base",
             ),
-            timeout=5,
         )
-        return bool(resp.succeeded)
+        rev = base.header.revision
 
-    with ThreadPoolExecutor(12) as pool:
-        results = list(pool.map(attempt, range(12)))
-    assert results.count(True) == 1
-    winner = results.index(True)
-    final = get(all_stubs[1], "lock")
-    assert final.kv.value == f"owner-{winner}".encode() and final.kv.version == 2
+        def attempt(i: int, rev: int = rev, round_: int = round_) -> bool:
+            resp = txn_answered(
+                all_stubs,
+                i,
+                pb.TxnRequest(
+                    compare=[
+                        pb.Compare(
+                            key="lock", target=pb.Compare.MOD, result=pb.Compare.EQUAL, number=rev
+                        )
+                    ],
+                    success=[
+                        pb.RequestOp(put=pb.PutRequest(key="lock", value=f"owner-{i}".encode()))
+                    ],
+                    failure=[pb.RequestOp(range=pb.RangeRequest(prefix="lock"))],
+                    request_id=f"cas-{round_}-{i}",
+                ),
+            )
+            return bool(resp.succeeded)
+
+        stop = threading.Event()
+
+        def noise(w: int, round_: int = round_, stop: threading.Event = stop) -> int:
+            """Writes through node ``w`` until told to stop: the leader's log keeps
+            growing while leadership moves. Returns how many were acknowledged."""
+            n = 0
+            while not stop.is_set():
+                key = f"noise/{round_}/{w}/{n}"
+                txn_answered(
+                    all_stubs,
+                    w,
+                    pb.TxnRequest(
+                        success=[pb.RequestOp(put=pb.PutRequest(key=key, value=b"x"))],
+                        request_id=key,
+                    ),
+                )
+                n += 1
+            return n
+
+        with ThreadPoolExecutor(15) as pool:
+            if move_leader:
+                writers = [pool.submit(noise, w) for w in range(2)]
+                time.sleep(0.2)
+                leader = cluster.wait_leader()
+                target = cluster.node_ids[(cluster.node_ids.index(leader) + 1) % 3]
+                moved = pool.submit(
+                    all_stubs[2].cluster.TransferLeadership,
+                    pb.TransferLeadershipRequest(target_id=target),
+                    timeout=10,
+                    metadata=operator,
+                )
+            results = list(pool.map(attempt, range(12)))
+            if move_leader:
+                try:
+                    assert moved.result().leader_id == target
+                finally:
+                    stop.set()
+                written = sum(w.result() for w in writers)
+                # every acknowledged write is there, once
+                kept = all_stubs[0].kv.Range(pb.RangeRequest(prefix=f"noise/{round_}/"), timeout=5)
+                assert written > 0 and kept.count == written
+        assert results.count(True) == 1, results
+        winner = results.index(True)
+        final = get(all_stubs[1], "lock")
+        assert final.kv.value == f"owner-{winner}".encode()
+        assert final.kv.mod_revision > rev and final.kv.version == 2 * (round_ + 1)
 
 
 def test_range_and_prefix_delete(make_cluster: Any, stubs: Any) -> None:

@@ -299,3 +299,27 @@ def test_a_single_node_cluster_campaigns_without_asking() -> None:
     assert raft._SyncObj__raftElectionDeadline == 0.0  # left expired: doTick campaigns
     transport.flush()
     assert sent == [] and transport.pre_votes_started == 0
+
+
+def test_commands_forwarded_during_a_handover_wait_and_are_released_in_order() -> None:
+    """A leader handing over (RaftBackend.transfer_leadership) appends no forwarded
+    command until it lets them go; everything else still reaches pysyncobj at once."""
+    raft, clock = FakeRaft(), Clock()
+    raft._SyncObj__raftState = LEADER
+    transport, _ = make(raft, clock)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    transport.setOnMessageReceivedCallback(lambda node, message: seen.append((node.id, message)))
+    command = {"type": "apply_command", "command": b"a", "request_id": 1}
+    other = {"type": "response_vote", "term": 5}
+    transport.hold_commands = True
+    transport.deliver("n2", [pickle.dumps(command), pickle.dumps(other)])
+    transport.deliver("n3", [pickle.dumps({**command, "command": b"b"})])
+    transport.drain()
+    assert seen == [("n2", other)]
+    seen.clear()
+    transport.hold_commands = False
+    transport.deliver("n2", [pickle.dumps({**command, "command": b"c", "request_id": 2})])
+    assert transport.release_commands() == 2
+    transport.drain()
+    assert [(peer, m["command"]) for peer, m in seen] == [("n2", b"a"), ("n3", b"b"), ("n2", b"c")]
+    assert transport.release_commands() == 0
