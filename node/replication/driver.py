@@ -771,12 +771,14 @@ class Replication:
         def group_items(tier: str, key: str) -> list[tuple[Op | DocOp, str]]:
             return [(items[i][2], items[i][3]) for i in groups[(tier, key)]]
 
+        def count_forwarded(keys: list[tuple[str, str]]) -> None:
+            for tier, key in keys:
+                self.forwarded_updates[tier] += len(groups[(tier, key)])
+
         async def run_here() -> list[UpdateResult | BaseException]:
             return await self._update_groups_here([(t, k, group_items(t, k)) for t, k in here])
 
         async def run_at(owner: str, keys: list[tuple[str, str]]) -> list[Any]:
-            for tier, key in keys:
-                self.forwarded_updates[tier] += len(groups[(tier, key)])
             message = ForwardMany(
                 tuple(ForwardGroup(t, k, tuple(group_items(t, k))) for t, k in keys)
             )
@@ -785,10 +787,12 @@ class Replication:
             except NodeError as exc:
                 verdict = coordinator.forward_verdict(exc)
                 if verdict is ForwardVerdict.NEXT:  # nothing applied: each group on its own
+                    # (counted as forwarded there, if it is forwarded again)
                     return await asyncio.gather(
                         *(self._update_group(t, k, group_items(t, k)) for t, k in keys),
                         return_exceptions=True,
                     )
+                count_forwarded(keys)
                 if verdict is ForwardVerdict.ANSWER:
                     return [exc] * len(keys)
                 unknown = ForwardOutcomeUnknown(
@@ -796,6 +800,7 @@ class Replication:
                     f"({type(exc).__name__}); not sent to another owner, do not resend"
                 )
                 return [unknown] * len(keys)
+            count_forwarded(keys)
             if len(reply.results) != len(keys):
                 raise ReplicationError(f"{owner} answered {len(reply.results)} of {len(keys)}")
             return [_group_result(r, owner) for r in reply.results]

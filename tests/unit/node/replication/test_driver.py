@@ -27,6 +27,7 @@ from node.replication.messages import (
     Failure,
     Forward,
     ForwardGroup,
+    ForwardMany,
     Merge,
     MergeMany,
     MergeManyDone,
@@ -543,6 +544,31 @@ class _BusyGroups(MemoryTransport):
             self.busy -= 1
             return Failure("Unavailable", Outcome.NOT_APPLIED, "busy")
         return await super().call(peer, address, message)
+
+
+class _BusyMany(MemoryTransport):
+    """The first ForwardMany gets a "not applied" answer without reaching the owner."""
+
+    def __init__(self, network: MemoryNetwork, self_id: str) -> None:
+        super().__init__(network, self_id)
+        self.busy = 1
+
+    async def call(self, peer: str, address: str, message: Request) -> Reply:
+        if isinstance(message, ForwardMany) and self.busy:
+            self.busy -= 1
+            return Failure("Unavailable", Outcome.NOT_APPLIED, "busy")
+        return await super().call(peer, address, message)
+
+
+async def test_a_batch_sent_on_after_a_busy_owner_is_counted_forwarded_once() -> None:
+    """The forwarded-updates metric counts an update once however many owners it took
+    to place it: the refused ForwardMany is not counted, the resend of its groups is."""
+    net, nodes = cluster(3, wrap={"n3": _BusyMany})  # n3 owns no part of KEY
+    ops = [("population", KEY, Op("counter_add", amount=n), "") for n in (1, 2)]
+    results = await nodes["n3"].update_many(ops)
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert net.sent["ForwardMany"] == 0 and net.sent["Forward"] + net.sent["ForwardGroup"] == 1
+    assert nodes["n3"].forwarded_updates["population"] == 2
 
 
 async def test_an_update_with_an_id_is_never_coordinated_by_another_owner() -> None:
