@@ -17,9 +17,12 @@ Starts, in turn, on this machine:
 
 Each system is measured ``--repeat`` times, each time on a fresh cluster, the
 systems alternating, and every figure is the median over the repetitions. On each
-cluster: its idle CPU per server process (``/proc``, ``--idle-seconds`` after 5 s to
-settle); then ``--fill-keys`` distinct 256-byte keys written (``--refill-keys`` after
-the first repetition) and each process's RSS read; in the first repetition, a
+cluster: its idle CPU per server process (``/proc``, ``--idle-seconds`` once
+``--idle-settle`` seconds have passed since every node served: a Tadpole node's first
+seconds hold its one-time start work -- a full collection and ``gc.freeze``, the
+connections, the first gossip and anti-entropy exchanges -- at 3-5% of a core);
+then ``--fill-keys`` distinct 256-byte keys written (``--refill-keys`` after the
+first repetition) and each process's RSS read; in the first repetition, a
 follower (a non-leader etcd member) is killed with SIGKILL and started again, and
 its peak RSS while it restores and catches up is read against its RSS just before.
 Then one row per operation x concurrency: ``put`` (write), ``get_lin``
@@ -603,6 +606,7 @@ class Args:
     repeat: int = 1
     refill_keys: int = 10_000  # keys written in repetitions after the first
     idle_seconds: float = 10.0
+    idle_settle: float = 15.0
     # (updates per call, callers, routed through the client library)
     population: list[tuple[int, int, bool]] = field(default_factory=list)
     ref: str = ""  # a checkout whose Tadpole Raft tier is measured beside this tree's
@@ -780,7 +784,7 @@ def _tadpole_probe(
 
 
 def _settle_and_idle(probe: Probe, args: Args) -> dict[str, float]:
-    time.sleep(5)  # elections, first gossip and anti-entropy rounds
+    time.sleep(args.idle_settle)  # elections, start work, first gossip and anti-entropy
     return probe.idle(args.idle_seconds)
 
 
@@ -1361,6 +1365,12 @@ def main() -> None:
     )
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument(
+        "--idle-settle",
+        type=float,
+        default=15.0,
+        help="seconds after the cluster serves before idle CPU is measured",
+    )
+    parser.add_argument(
         "--population",
         default="0x64,0x64r,1x64,16x6,256x6,256x6r",
         help="population rows, updates per call x callers (0 = Tiers.Update; r: routed by "
@@ -1389,6 +1399,7 @@ def main() -> None:
         repeat=max(1, ns.repeat),
         refill_keys=ns.refill_keys,
         idle_seconds=ns.idle_seconds,
+        idle_settle=ns.idle_settle,
         population=_population(ns.population),
         ref=os.path.abspath(ns.ref) if ns.ref else "",
     )
