@@ -595,8 +595,9 @@ class RaftBackend:
         self._calls: deque[Callable[[], None]] = deque()
         # (encoded command, callback) proposed since the last tick; see _submit_proposals
         self._proposals: deque[tuple[bytes, ProposalCallback]] = deque()
-        # Leadership transfer: until when (raft clock) new commands wait for it to
-        # finish; -inf while none is under way. Tick thread.
+        # Leadership transfer under way (the request that holds new commands back, see
+        # transfer_leadership), and until when (raft clock) they wait at most. Tick thread.
+        self._transfer: object | None = None
         self._transfer_until = float("-inf")
         self._reads = ReadIndex(timeout_s=self.config.leader_fallback_s)
         self._quiet = QuietLeader(self.config.quiet_after_s, self.config.quiet_heartbeat_s)
@@ -743,7 +744,7 @@ class RaftBackend:
             or obj._SyncObj__commandsWaitingCommit
             or obj._SyncObj__commandsWaitingReply
             or self._snapshot_state != "idle"
-            or self._transfer_until != float("-inf")
+            or self._transfer is not None
         )
 
     def _tick_once(self) -> None:
@@ -807,6 +808,7 @@ class RaftBackend:
         match = obj._SyncObj__raftMatchIndex
         settled = (
             not self._proposals
+            and self._transfer is None
             and not self._reads.busy
             and not obj._SyncObj__commandsWaitingCommit
             and all(transport.is_connected(p) for p in self.peer_ids)
@@ -1264,27 +1266,45 @@ class RaftBackend:
         applied) or ``leader_fallback_s`` has passed since the request and this node,
         still leading, appends them after all. Without the pause, writes arriving during
         the handover leave the target's log behind the leader's, the others refuse it
-        their votes and the transfer fails."""
+        their votes and the transfer fails. One transfer at a time: a request while
+        another holds the commands is refused."""
         obj = self._obj
         assert obj is not None
+        deadline = raft_clock() + self.config.leader_fallback_s
+        request = object()  # this request, while it holds the commands (self._transfer)
+        started = False
+
+        def fail(why: str) -> None:
+            if self._transfer is request:
+                self._end_transfer()
+            callback(False, why)
 
         def run() -> None:
-            now = raft_clock()
-            if obj._isLeader() and self._transfer_until < now:
-                self._transfer_until = now + self.config.leader_fallback_s
+            nonlocal started
+            if self._transfer is not None and self._transfer is not request:
+                callback(False, "another leadership transfer is under way")
+                return
+            if started and self._transfer is not request:
+                # the hold ended meanwhile: its time ran out, or the leadership moved
+                fail(f"{target or 'no follower'} did not take over in time")
+                return
+            if not obj._isLeader():
+                fail("this node is not the leader")
+                return
+            if not started:
+                started = True
+                self._transfer = request
+                self._transfer_until = deadline
 
             def done(_res: Any, reason: int) -> None:
                 if reason == FAIL_REASON.SUCCESS:
-                    callback(True, "")
-                    return
-                if reason != FAIL_REASON.NOT_LEADER and raft_clock() < self._transfer_until:
+                    callback(True, "")  # the hold lasts until a new leader is known
+                elif reason == FAIL_REASON.NOT_LEADER:
+                    fail("this node is not the leader")
+                elif raft_clock() < deadline:
                     self._calls.append(run)  # again at the next tick
-                    return
-                self._transfer_until = float("-inf")
-                if reason == FAIL_REASON.NOT_LEADER:
-                    callback(False, "this node is not the leader")
                 else:
-                    callback(False, f"{target or 'no follower'} is not caught up or not connected")
+                    fail(f"{target or 'no follower'} is not caught up or not connected")
 
             obj.transferLeadership(Node(target) if target else None, callback=done)
 
@@ -1292,18 +1312,27 @@ class RaftBackend:
 
     def _transfer_hold(self, obj: _ReplicatedSystem, transport: HeldTransport) -> bool:
         """Whether new commands must wait for a leadership transfer (see
-        :meth:`transfer_leadership`); when the wait ends, the commands forwarded
-        meanwhile are handed to pysyncobj. Tick thread."""
-        if self._transfer_until == float("-inf"):
+        :meth:`transfer_leadership`), ending the wait once a new leader is known or its
+        time is up. Tick thread."""
+        if self._transfer is None:
             return False
         handed_over = not obj._isLeader() and obj._SyncObj__raftLeader is not None
         if handed_over or raft_clock() >= self._transfer_until:
-            self._transfer_until = float("-inf")
-            transport.hold_commands = False
-            transport.release_commands()
+            self._end_transfer()
             return False
         transport.hold_commands = True
         return True
+
+    def _end_transfer(self) -> None:
+        """Stop holding commands for a transfer: the followers' forwarded commands held
+        meanwhile go to pysyncobj now, this node's own proposals at the next submit.
+        Tick thread."""
+        self._transfer = None
+        self._transfer_until = float("-inf")
+        transport = self._transport
+        if transport is not None:
+            transport.hold_commands = False
+            transport.release_commands()
 
     # -- network side --------------------------------------------------------------
 

@@ -130,20 +130,15 @@ def test_bad_input_is_rejected_and_changes_nothing(make_cluster: Any, stubs: Any
     assert all(cluster.pid(n) is not None for n in cluster.node_ids)
 
 
-def txn_answered(all_stubs: list[Any], first: int, request: Any, deadline_s: float = 20.0) -> Any:
-    """Send a Txn that carries a request id until some node answers it definitely.
-
-    ABORTED (leadership changed while it was in flight: applied or not, nobody knows
-    yet), UNAVAILABLE and DEADLINE_EXCEEDED are resent with the same request id, round
-    robin from node ``first``. The state machine answers a resend of an applied
-    request with the first answer instead of applying it again, so the answer that
-    comes back is the one outcome the request had."""
-    assert request.request_id
+def answered(call: Any, all_stubs: list[Any], first: int, deadline_s: float = 20.0) -> Any:
+    """``call(stub)``, round robin from node ``first``, until some node answers it
+    definitely: ABORTED (leadership changed while it was in flight), UNAVAILABLE and
+    DEADLINE_EXCEEDED are tried again."""
     start = time.monotonic()
     i = first
     while True:
         try:
-            return all_stubs[i % len(all_stubs)].kv.Txn(request, timeout=5)
+            return call(all_stubs[i % len(all_stubs)])
         except grpc.RpcError as exc:
             assert exc.code() in (
                 grpc.StatusCode.ABORTED,
@@ -153,6 +148,15 @@ def txn_answered(all_stubs: list[Any], first: int, request: Any, deadline_s: flo
             assert time.monotonic() - start < deadline_s, f"no answer within {deadline_s} s: {exc}"
             i += 1
             time.sleep(0.05)
+
+
+def txn_answered(all_stubs: list[Any], first: int, request: Any) -> Any:
+    """Send a Txn that carries a request id until some node answers it definitely
+    (:func:`answered`). An unknown outcome is resent with the same request id: the
+    state machine answers a resend of an applied request with the first answer instead
+    of applying it again, so the answer that comes back is the one outcome it had."""
+    assert request.request_id
+    return answered(lambda stub: stub.kv.Txn(request, timeout=5), all_stubs, first)
 
 
 @pytest.mark.parametrize("move_leader", [False, True], ids=["steady", "leader-moves"])
@@ -236,7 +240,10 @@ def test_compare_and_swap_admits_exactly_one_winner(
                     stop.set()
                 written = sum(w.result() for w in writers)
                 # every acknowledged write is there, once
-                kept = all_stubs[0].kv.Range(pb.RangeRequest(prefix=f"noise/{round_}/"), timeout=5)
+                noise_keys = pb.RangeRequest(prefix=f"noise/{round_}/")
+                kept = answered(
+                    lambda stub, q=noise_keys: stub.kv.Range(q, timeout=5), all_stubs, 0
+                )
                 assert written > 0 and kept.count == written
         assert results.count(True) == 1, results
         winner = results.index(True)
