@@ -42,6 +42,15 @@ def roles(cluster: LocalCluster) -> dict[str, str]:
     return out
 
 
+# What a caller may try again: nothing was applied, or the outcome is not known yet and
+# a resend with the request id will tell.
+TRANSIENT = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.ABORTED,
+)
+
+
 def write_until_ok(
     cluster: LocalCluster, stubs: Any, key: str, value: bytes, nodes: list[str], deadline_s: float
 ) -> float:
@@ -55,11 +64,7 @@ def write_until_ok(
             put(stub, key, value, timeout=0.5)
             return time.monotonic() - start
         except grpc.RpcError as exc:
-            assert exc.code() in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                grpc.StatusCode.ABORTED,
-            ), exc
+            assert exc.code() in TRANSIENT, exc
             time.sleep(0.02)
     raise AssertionError(f"no write acknowledged within {deadline_s} s")
 
@@ -140,11 +145,7 @@ def answered(call: Any, all_stubs: list[Any], first: int, deadline_s: float = 20
         try:
             return call(all_stubs[i % len(all_stubs)])
         except grpc.RpcError as exc:
-            assert exc.code() in (
-                grpc.StatusCode.ABORTED,
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-            ), exc
+            assert exc.code() in TRANSIENT, exc
             assert time.monotonic() - start < deadline_s, f"no answer within {deadline_s} s: {exc}"
             i += 1
             time.sleep(0.05)

@@ -162,14 +162,17 @@ async def test_reads_ask_owners_in_turn_until_enough_answer() -> None:
 
 
 class _BusyFirstOwner(MemoryTransport):
-    """The first Forward gets a "not applied" answer without reaching the owner."""
+    """The first message of type ``busy_kind`` (a Forward) gets a "not applied" answer
+    without reaching the owner."""
+
+    busy_kind: type[Request] = Forward
 
     def __init__(self, network: MemoryNetwork, self_id: str) -> None:
         super().__init__(network, self_id)
         self.busy = 1
 
     async def call(self, peer: str, address: str, message: Request) -> Reply:
-        if isinstance(message, Forward) and self.busy:
+        if isinstance(message, self.busy_kind) and self.busy:
             self.busy -= 1
             return Failure("Unavailable", Outcome.NOT_APPLIED, "busy")
         return await super().call(peer, address, message)
@@ -532,32 +535,16 @@ async def test_a_key_whose_owners_are_down_fails_only_its_own_items() -> None:
     assert not isinstance(results[1], NoOwnerReachable)
 
 
-class _BusyGroups(MemoryTransport):
+class _BusyGroups(_BusyFirstOwner):
     """The first ForwardGroup gets a "not applied" answer without reaching the owner."""
 
-    def __init__(self, network: MemoryNetwork, self_id: str) -> None:
-        super().__init__(network, self_id)
-        self.busy = 1
-
-    async def call(self, peer: str, address: str, message: Request) -> Reply:
-        if isinstance(message, ForwardGroup) and self.busy:
-            self.busy -= 1
-            return Failure("Unavailable", Outcome.NOT_APPLIED, "busy")
-        return await super().call(peer, address, message)
+    busy_kind = ForwardGroup
 
 
-class _BusyMany(MemoryTransport):
+class _BusyMany(_BusyFirstOwner):
     """The first ForwardMany gets a "not applied" answer without reaching the owner."""
 
-    def __init__(self, network: MemoryNetwork, self_id: str) -> None:
-        super().__init__(network, self_id)
-        self.busy = 1
-
-    async def call(self, peer: str, address: str, message: Request) -> Reply:
-        if isinstance(message, ForwardMany) and self.busy:
-            self.busy -= 1
-            return Failure("Unavailable", Outcome.NOT_APPLIED, "busy")
-        return await super().call(peer, address, message)
+    busy_kind = ForwardMany
 
 
 async def test_a_batch_sent_on_after_a_busy_owner_is_counted_forwarded_once() -> None:
