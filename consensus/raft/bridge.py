@@ -270,11 +270,16 @@ class RaftSystem:
         def done(ok: bool, why: str) -> None:
             loop.call_soon_threadsafe(settle, ok, why)
 
+        deadline = loop.time() + timeout  # one budget for the request and the handover
         self.raft.transfer_leadership(target_id, done)
-        ok, why = await asyncio.wait_for(outcome, timeout)
+        try:
+            ok, why = await asyncio.wait_for(outcome, timeout)
+        except TimeoutError:
+            raise ProposalTimeout(
+                f"the leader did not take the transfer request within {timeout:.3g} s"
+            ) from None
         if not ok:
             raise ProposalError(why)
-        deadline = loop.time() + timeout
         while loop.time() < deadline:
             leader = self.info().leader_id
             if leader and leader != self.raft.node_id and (not target_id or leader == target_id):

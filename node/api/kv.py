@@ -443,18 +443,19 @@ class ClusterServicer(_Api, pb_grpc.ClusterServicer):  # type: ignore[misc]
         st = self.system.info()
         if target == st.leader_id and target:
             return pb.TransferLeadershipResponse(header=self.header(), leader_id=target)
+        budget = self.timeout(context)  # the caller's deadline, forwarded or spent here
         if st.role != "leader":
             if not st.leader_id:
                 await self.abort_for(context, NotLeaderError("no leader right now; retry"))
             address = self.leader_address(st.leader_id)
             try:
                 return await self._stub(address, st.leader_id).TransferLeadership(
-                    request, timeout=5.0, metadata=auth_metadata(self.config.operator_token())
+                    request, timeout=budget, metadata=auth_metadata(self.config.operator_token())
                 )
             except grpc.aio.AioRpcError as exc:
                 await context.abort(exc.code(), exc.details() or "leader did not answer")
         try:
-            leader = await self.system.transfer_leadership(target, 5.0)
+            leader = await self.system.transfer_leadership(target, budget)
         except ProposalError as exc:
             await self.abort_for(context, exc)
         return pb.TransferLeadershipResponse(header=self.header(), leader_id=leader)

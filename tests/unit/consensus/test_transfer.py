@@ -5,12 +5,17 @@ tests/integration/test_system_tier.py::test_compare_and_swap_admits_exactly_one_
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from consensus.errors import ProposalError, ProposalTimeout
 from consensus.raft.backend import RaftBackend, RaftConfig
+from consensus.raft.bridge import RaftSystem
 from consensus.statemachine import PutOp, Txn
 
 HOLD_S = 0.4
@@ -66,3 +71,25 @@ def test_a_transfer_that_cannot_happen_ends_on_time_and_lets_the_held_writes_thr
         assert error is None and result.revision == 2
     finally:
         backend.stop()
+
+
+async def test_a_transfer_that_outlasts_its_deadline_is_a_timeout_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """The caller's budget covers the request and the handover together; running out
+    is a ProposalTimeout (an answer for the client), not asyncio's TimeoutError (an
+    unhandled exception in the servicer)."""
+    config = RaftConfig(leader_fallback_s=HOLD_S)
+    system = RaftSystem("n1", [], str(tmp_path), sender=lambda peer, frames: None, config=config)
+    await system.start()
+    try:
+        while system.info().role != "leader":
+            await asyncio.sleep(0.01)
+        with pytest.raises(ProposalTimeout, match="did not take the transfer request"):
+            await system.transfer_leadership("", HOLD_S / 4)
+        # the refusal that comes later (no follower) is answered to nobody, harmlessly
+        await asyncio.sleep(HOLD_S)
+        with pytest.raises(ProposalError, match="not caught up"):
+            await system.transfer_leadership("", HOLD_S * 5)
+    finally:
+        await system.stop()
