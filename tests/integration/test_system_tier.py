@@ -160,6 +160,10 @@ def txn_answered(all_stubs: list[Any], first: int, request: Any) -> Any:
     return answered(lambda stub: stub.kv.Txn(request, timeout=5), all_stubs, first)
 
 
+def get_lock(stub: Any) -> Any:
+    return get(stub, "lock")
+
+
 @pytest.mark.parametrize("move_leader", [False, True], ids=["steady", "leader-moves"])
 def test_compare_and_swap_admits_exactly_one_winner(
     make_cluster: Any, stubs: Any, move_leader: bool
@@ -248,7 +252,7 @@ def test_compare_and_swap_admits_exactly_one_winner(
                 assert written > 0 and kept.count == written
         assert results.count(True) == 1, results
         winner = results.index(True)
-        final = get(all_stubs[1], "lock")
+        final = answered(get_lock, all_stubs, 1)
         assert final.kv.value == f"owner-{winner}".encode()
         assert final.kv.mod_revision > rev and final.kv.version == 2 * (round_ + 1)
 
