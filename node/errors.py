@@ -13,6 +13,8 @@
     │                               a full resource pool); the message names the state
     ├── Unavailable                 the node could not serve it now (no owner of the key
     │                               answered); nothing applied, safe to resend
+    ├── DeadlineExpired             a CRDT-tier write reached its owner after the client's
+    │                               deadline (node/deadline.py); nothing applied
     ├── ReplicationIncomplete       a CRDT-tier update is durable on some replica but fewer
     │                               than the write quorum acknowledged it: applied, will
     │                               converge, must not be resent
@@ -36,6 +38,7 @@ import enum
 
 __all__ = [
     "AlreadyExists",
+    "DeadlineExpired",
     "FailedPrecondition",
     "InvalidArgument",
     "InvalidDocument",
@@ -110,6 +113,14 @@ class PermissionDenied(NodeError):
 
 class Unavailable(NodeError):
     """The request could not be served now; nothing was applied anywhere."""
+
+    outcome = Outcome.NOT_APPLIED
+
+
+class DeadlineExpired(NodeError):
+    """A write would have been applied after the deadline its client gave it (the
+    client has stopped waiting; applied now it could land after the client's later
+    writes): refused, nothing applied. :mod:`node.deadline` says when."""
 
     outcome = Outcome.NOT_APPLIED
 

@@ -31,7 +31,7 @@ from node.api.audit import AuditServicer
 from node.api.authz import Authorize, Identify, PolicyCache
 from node.api.backup import BackupServicer
 from node.api.documents import DocumentsServicer
-from node.api.guard import DecodeGuard, RateLimit
+from node.api.guard import DecodeGuard, RateLimit, WriteFence
 from node.api.keys import KeysServicer
 from node.api.kv import VERSION, ClusterServicer, KVServicer
 from node.api.ledger import LedgerApi, LedgerServicer
@@ -592,6 +592,7 @@ class NodeServer:
                 ),
                 DecodeGuard(),  # outside Authorize: it reads the decoded request
                 Authorize(self.policy, self.identify, self.audit),
+                WriteFence(),  # inside Authorize: reads the caller's metadata
                 LatencyInterceptor(self.latency),
             ],
             options=[

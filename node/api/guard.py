@@ -19,13 +19,14 @@ from typing import Any
 
 import grpc
 
+from node import deadline
 from node.api.status import OUTCOME_KEY
 from node.api.wrapping import WrappingInterceptor, checked_first
-from node.errors import Outcome
+from node.errors import InvalidArgument, Outcome
 from node.ratelimit import TokenBuckets, client_identity
 from node.tls import peer_common_name
 
-__all__ = ["DecodeGuard", "RateLimit"]
+__all__ = ["DecodeGuard", "RateLimit", "WriteFence"]
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +133,43 @@ class RateLimit(WrappingInterceptor):
                 f"rate limit: {who} may make {self.buckets.rate:g} requests/s (bursts of "
                 f"{self.buckets.burst:g}); retry in {wait:.2f} s",
             )
+
+
+class WriteFence(WrappingInterceptor):
+    """The write fence's first step (:mod:`node.deadline`): a Tiers or Documents call
+    that carries the client's absolute deadline (metadata ``tadpole-deadline-ns``) is
+    served with it in :data:`node.deadline.WRITE_DEADLINE`, where the driver finds it
+    when it applies or forwards the write. A value that is not a time is refused
+    INVALID_ARGUMENT, outcome not-applied, before the servicer runs. Runs inside
+    Authorize: nothing is read from an unauthenticated caller."""
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if not method.startswith(("/tadpole.v1.Tiers/", "/tadpole.v1.Documents/")):
+            return handler
+        if handler.unary_unary is None or not inspect.iscoroutinefunction(handler.unary_unary):
+            return handler  # the fenced methods are all unary; streams only read
+        inner = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            raw = next(
+                (v for k, v in context.invocation_metadata() or () if k == deadline.DEADLINE_KEY),
+                None,
+            )
+            if raw is None:
+                return await inner(request, context)
+            try:
+                due = deadline.parse(raw)
+            except InvalidArgument as exc:
+                context.set_trailing_metadata(((OUTCOME_KEY, Outcome.NOT_APPLIED.value),))
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            fence = deadline.WRITE_DEADLINE.set(due)
+            try:
+                return await inner(request, context)
+            finally:
+                deadline.WRITE_DEADLINE.reset(fence)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

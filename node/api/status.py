@@ -8,6 +8,7 @@ node.errors.NotFound                     NOT_FOUND            not-applied  no
 node.errors.AlreadyExists                ALREADY_EXISTS       not-applied  no
 node.errors.FailedPrecondition           FAILED_PRECONDITION  not-applied  no (state changed)
 node.errors.Unavailable                  UNAVAILABLE          not-applied  yes, elsewhere
+node.errors.DeadlineExpired              DEADLINE_EXCEEDED    not-applied  yes, new deadline
 node.errors.ReplicationIncomplete        ABORTED              applied      never
 node.errors.ReplicationError             ABORTED              unknown      never
 consensus NotLeaderError / retryable     UNAVAILABLE          not-applied  yes (leader hint)
@@ -43,6 +44,7 @@ from consensus.errors import (
 )
 from node.errors import (
     AlreadyExists,
+    DeadlineExpired,
     FailedPrecondition,
     InvalidArgument,
     NodeError,
@@ -95,6 +97,7 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, Outcome | None], ...] 
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, None),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, None),
     (Unavailable, grpc.StatusCode.UNAVAILABLE, None),
+    (DeadlineExpired, grpc.StatusCode.DEADLINE_EXCEEDED, None),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, None),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, None),
     (ReplicationIncomplete, grpc.StatusCode.ABORTED, None),

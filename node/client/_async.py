@@ -187,13 +187,16 @@ class AsyncClient:
             idempotent=write and _carries_request_ids(request),
             tiers=service in wire.CRDT_SERVICES,
         )
+        fenced = write and service in wire.CRDT_SERVICES
         while True:
             endpoint = attempts.endpoint
+            timeout_s = attempts.attempt_timeout(time.monotonic())
+            metadata = self._metadata
+            if fenced:  # the owner applies it by this attempt's deadline or not at all
+                metadata = (*(metadata or ()), wire.deadline_metadata(timeout_s))
             try:
                 resp = await self._method(endpoint, service, method)(
-                    request,
-                    timeout=attempts.attempt_timeout(time.monotonic()),
-                    metadata=self._metadata,
+                    request, timeout=timeout_s, metadata=metadata
                 )
             except grpc.RpcError as exc:
                 outcome = attempts.failed(exc, time.monotonic())

@@ -267,11 +267,12 @@ def from_rpc_error(exc: BaseException, *, write: bool = False, tiers: bool = Fal
 
     ``write`` says whether the failed call could have changed state: then
     ``DEADLINE_EXCEEDED`` means :class:`WriteTimeout` (outcome unknown) instead of
-    :class:`Timeout`. ``ABORTED`` is :class:`OutcomeUnknown`, or
-    :class:`ReplicationIncomplete` when the server's outcome field says ``applied`` ("below
-    write quorum, durable somewhere"); a server too old to send the field is taken at its
-    service's meaning (``tiers``: the call went to Tiers or Documents). The caller raises the
-    result ``from exc``; this function never raises.
+    :class:`Timeout`, unless the server's outcome field says ``not-applied`` (the key's
+    owner refused a write that reached it after its deadline). ``ABORTED`` is
+    :class:`OutcomeUnknown`, or :class:`ReplicationIncomplete` when the server's outcome
+    field says ``applied`` ("below write quorum, durable somewhere"); a server too old to
+    send the field is taken at its service's meaning (``tiers``: the call went to Tiers or
+    Documents). The caller raises the result ``from exc``; this function never raises.
     """
     code = rpc_code(exc)
     details = rpc_details(exc)
@@ -319,7 +320,7 @@ def from_rpc_error(exc: BaseException, *, write: bool = False, tiers: bool = Fal
             details=details,
         )
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        if write:
+        if write and outcome != "not-applied":
             return WriteTimeout(
                 "deadline exceeded; the write may or may not have been applied",
                 code=name,

@@ -15,6 +15,7 @@ non-idempotent CRDT writes (:data:`CRDT_SERVICES`), and the gRPC channel options
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -84,6 +85,17 @@ STUBS: dict[str, Any] = {
 # Services whose writes are CRDT updates coordinated by any node: not idempotent
 # (re-sent only when nothing was applied), ABORTED = below write quorum.
 CRDT_SERVICES = frozenset({"tiers", "documents"})
+
+# Metadata of a CRDT write: its attempt's deadline as wall-clock ns since the epoch. The
+# key's owner refuses the write once that has passed (node/deadline.py: a write held in
+# the network must not land after the writes its client made since).
+DEADLINE_KEY = "tadpole-deadline-ns"
+
+
+def deadline_metadata(timeout_s: float) -> tuple[str, str]:
+    """The metadata entry of a CRDT write attempt sent now with ``timeout_s``."""
+    return DEADLINE_KEY, str(time.time_ns() + max(0, int(timeout_s * 1e9)))
+
 
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     # A full unpaged range can exceed gRPC's 4 MiB default; 64 MiB is 64 maximal values.

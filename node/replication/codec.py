@@ -21,6 +21,7 @@ tag     message          body
 0x09    Changes          [tier, prefix, after, limit]
 0x0A    ForwardGroup     [tier, key, [[op, request_id], ...]]
 0x0B    ForwardMany      [[tier, key, [[op, request_id], ...]], ...]
+0x0C    Until            [deadline_ns, tag, body]   tag 0x05, 0x0A or 0x0B, with its body
 0x41    Done             []
 0x42    MergeManyDone    [ok, ...]
 0x43    ReadReply        [state or nil]
@@ -77,6 +78,7 @@ from node.replication.messages import (
     StoreHint,
     Sync,
     SyncReply,
+    Until,
 )
 from node.tiers.documents import DocOp
 from node.tiers.ops import Op
@@ -96,6 +98,7 @@ TAGS: dict[type[ReplicaMessage], int] = {
     Changes: 0x09,
     ForwardGroup: 0x0A,
     ForwardMany: 0x0B,
+    Until: 0x0C,
     Done: 0x41,
     MergeManyDone: 0x42,
     ReadReply: 0x43,
@@ -121,7 +124,9 @@ _REQUESTS = (
     Changes,
     ForwardGroup,
     ForwardMany,
+    Until,
 )
+_FENCED = (Forward, ForwardGroup, ForwardMany)
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -152,6 +157,8 @@ def _body(msg: ReplicaMessage) -> list[Any]:
         return [msg.tier, msg.key, [[_op_wire(op), rid] for op, rid in msg.items]]
     if isinstance(msg, ForwardMany):
         return [_body(group) for group in msg.groups]
+    if isinstance(msg, Until):
+        return [msg.deadline_ns, TAGS[type(msg.request)], _body(msg.request)]
     if isinstance(msg, ForwardManyReply):
         return [[TAGS[type(r)], _body(r)] for r in msg.results]
     if isinstance(msg, ForwardGroupReply):
@@ -302,6 +309,14 @@ def _message(klass: type[ReplicaMessage], f: list[Any]) -> ReplicaMessage:
     if klass is ForwardMany:
         groups = tuple(_message(ForwardGroup, _list(g)) for g in f)
         return ForwardMany(groups)  # type: ignore[arg-type]
+    if klass is Until:
+        deadline, tag, body = _list(f, 3)
+        inner = _TYPES.get(tag) if type(tag) is int else None
+        if inner not in _FENCED:
+            _bad(f"Until carries tag {tag!r}, not a forwarded write")
+        if not 0 < _int(deadline) < 2**63:
+            _bad(f"Until deadline {deadline} out of range")
+        return Until(deadline, _message(inner, _list(body)))  # type: ignore[arg-type]
     if klass is ForwardManyReply:
         results = []
         for entry in f:

@@ -53,7 +53,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 from crdt import CRDTBase, encode
-from node.errors import AlreadyExists, InvalidArgument, NodeError, NotFound, Outcome
+from node.errors import (
+    AlreadyExists,
+    DeadlineExpired,
+    InvalidArgument,
+    NodeError,
+    NotFound,
+    Outcome,
+)
 from node.placement import placement_key, ranking
 from node.tiers.ops import TierSpec
 
@@ -291,8 +298,8 @@ class ForwardVerdict(Enum):
 def forward_verdict(error: NodeError) -> ForwardVerdict:
     """What an owner's failure to apply a forwarded update means for the forwarding.
 
-    * The request itself was refused (bad argument, not found, already exists): another
-      owner would say the same — :attr:`ForwardVerdict.ANSWER`.
+    * The request itself was refused (bad argument, not found, already exists, past its
+      deadline): another owner would say the same — :attr:`ForwardVerdict.ANSWER`.
     * Applied (below quorum): resending it to another owner would apply it twice —
       :attr:`~ForwardVerdict.ANSWER`.
     * Provably not applied — the message was never delivered
@@ -301,7 +308,7 @@ def forward_verdict(error: NodeError) -> ForwardVerdict:
     * Anything else — no reply after the message was sent, a failure of unknown outcome —
       may have been applied: :attr:`~ForwardVerdict.UNKNOWN`, and no other owner is asked.
     """
-    if isinstance(error, InvalidArgument | NotFound | AlreadyExists):
+    if isinstance(error, InvalidArgument | NotFound | AlreadyExists | DeadlineExpired):
         return ForwardVerdict.ANSWER
     if error.outcome is Outcome.APPLIED:
         return ForwardVerdict.ANSWER

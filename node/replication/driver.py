@@ -76,7 +76,14 @@ from crdt import CRDTBase, CRDTError, HybridLogicalClock, decode, encode
 from gossip.antientropy import SyncPeer
 from gossip.errors import GossipError
 from gossip.messages import SyncMessage
-from node.errors import InvalidArgument, NodeError, NotFound, ReplicationError, Unavailable
+from node import deadline
+from node.errors import (
+    InvalidArgument,
+    NodeError,
+    NotFound,
+    ReplicationError,
+    Unavailable,
+)
 from node.replication import codec, coordinator
 from node.replication.batcher import MergeBatcher
 from node.replication.coordinator import ALL, ONE, QUORUM, ForwardVerdict, SyncPair, WriteMode
@@ -91,6 +98,7 @@ from node.replication.messages import (
     ChangesReply,
     Done,
     Failure,
+    Fenced,
     Forward,
     ForwardGroup,
     ForwardGroupReply,
@@ -110,6 +118,7 @@ from node.replication.messages import (
     StoreHint,
     Sync,
     SyncReply,
+    Until,
 )
 from node.replication.store import (
     ChangePage,
@@ -381,6 +390,12 @@ class Replication:
             )
         return reply
 
+    def _fenced(self, message: Fenced) -> Fenced | Until:
+        """``message`` under the deadline of the write being served, if it has one: the
+        owner refuses it once that has passed (node/deadline.py)."""
+        due = deadline.WRITE_DEADLINE.get()
+        return Until(due, message) if due else message
+
     async def _try(self, peer: str, address: str, message: Request, expect: type[R]) -> R | None:
         """:meth:`_ask`, with any failure of the peer as None."""
         try:
@@ -588,10 +603,14 @@ class Replication:
         """The store update function of a group, and the dict it fills in (before,
         state, delta, duplicates, errors) when the store runs it."""
         captured: dict[str, Any] = {}
+        due = deadline.WRITE_DEADLINE.get()
 
         def mutate(
             old: bytes | None, seen: frozenset[str] = frozenset()
         ) -> tuple[bytes | None, list[str]]:
+            # The fence: checked where the timestamps are taken, so a write that is
+            # applied is stamped by its deadline (plus the clock allowance).
+            deadline.check(due, self._clock_ns(), f"{tier}/{key}")
             # The writer id is read here, atomically with the local copy: a stray drop
             # starts a new epoch before it deletes, so a copy that is gone is never
             # rebuilt under the epoch that wrote it.
@@ -783,7 +802,7 @@ class Replication:
                 tuple(ForwardGroup(t, k, tuple(group_items(t, k))) for t, k in keys)
             )
             try:
-                reply = await self._ask(owner, live[owner], message, ForwardManyReply)
+                reply = await self._ask(owner, live[owner], self._fenced(message), ForwardManyReply)
             except NodeError as exc:
                 verdict = coordinator.forward_verdict(exc)
                 if verdict is ForwardVerdict.NEXT:  # nothing applied: each group on its own
@@ -876,13 +895,18 @@ class Replication:
         hides the mesh from "meshes of agent" until the next membership write."""
         added, removed = member_changes(before, after)
         updates = mesh_doc.index_deltas(mesh_id, added, removed)
-        results = await asyncio.gather(
-            *(
-                self.update("mesh", mesh_doc.index_key(agent), index_op)
-                for agent, index_op in updates.items()
-            ),
-            return_exceptions=True,
-        )
+        # The mesh write is applied: its index entries follow it whatever the deadline.
+        fence = deadline.WRITE_DEADLINE.set(0)
+        try:
+            results = await asyncio.gather(
+                *(
+                    self.update("mesh", mesh_doc.index_key(agent), index_op)
+                    for agent, index_op in updates.items()
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            deadline.WRITE_DEADLINE.reset(fence)
         for agent, outcome in zip(updates, results, strict=True):
             if isinstance(outcome, BaseException):
                 log.warning("mesh index for agent %s not updated: %s", agent, outcome)
@@ -948,7 +972,7 @@ class Replication:
         )
         for owner in owners:
             try:
-                reply = await self._ask(owner, live[owner], message, expect)
+                reply = await self._ask(owner, live[owner], self._fenced(message), expect)
             except NodeError as exc:
                 verdict = coordinator.forward_verdict(exc)
                 if verdict is ForwardVerdict.NEXT:
@@ -1365,6 +1389,12 @@ class Replication:
                 _known_tier(tier)
                 result = await self.update_group(tier, key, items, forwarded=True)
                 return _group_reply(result)
+            case Until(deadline_ns=due, request=inner):
+                fence = deadline.WRITE_DEADLINE.set(due)
+                try:
+                    return await self._serve(inner)
+                finally:
+                    deadline.WRITE_DEADLINE.reset(fence)
             case ForwardMany(groups=groups):
                 if any(g.tier not in TIERS for g in groups):
                     raise InvalidArgument("forward_many: unknown tier")

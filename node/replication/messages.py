@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from gossip.messages import SyncMessage
 from node.errors import (
     AlreadyExists,
+    DeadlineExpired,
     InvalidArgument,
     InvalidDocument,
     NodeError,
@@ -54,6 +55,7 @@ __all__ = [
     "ChangesReply",
     "Done",
     "Failure",
+    "Fenced",
     "Forward",
     "ForwardReply",
     "Merge",
@@ -70,6 +72,7 @@ __all__ = [
     "StoreHint",
     "Sync",
     "SyncReply",
+    "Until",
     "reply_type",
 ]
 
@@ -180,6 +183,20 @@ class Changes:
     limit: int
 
 
+# The forwards a write fence (Until) may carry.
+Fenced = Forward | ForwardGroup | ForwardMany
+
+
+@dataclass(frozen=True, slots=True)
+class Until:
+    """Serve ``request`` -- a forwarded write -- only if its owner applies it by
+    ``deadline_ns`` (the client's wall-clock deadline; :mod:`node.deadline`). The
+    reply is ``request``'s."""
+
+    deadline_ns: int
+    request: Fenced
+
+
 Request = (
     Merge
     | MergeMany
@@ -192,6 +209,7 @@ Request = (
     | Changes
     | ForwardGroup
     | ForwardMany
+    | Until
 )
 
 
@@ -337,6 +355,8 @@ _REPLIES: dict[type[Request], type[Reply]] = {
 
 def reply_type(request: Request) -> type[Reply]:
     """The reply a successful ``request`` gets (a failed one gets :class:`Failure`)."""
+    if isinstance(request, Until):
+        return _REPLIES[type(request.request)]
     return _REPLIES[type(request)]
 
 
@@ -357,5 +377,6 @@ ERROR_KINDS: dict[str, type[NodeError]] = {
     "MeshExists": MeshExists,
     "AgentNotFound": AgentNotFound,
     "InvalidDocument": InvalidDocument,
+    "DeadlineExpired": DeadlineExpired,
 }
 _KIND_OF: dict[type[BaseException], str] = {klass: name for name, klass in ERROR_KINDS.items()}

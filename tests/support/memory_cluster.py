@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from node.replication.driver import Replication
 from node.replication.memory import MemoryNetwork, MemoryStore, MemoryTransport
 
@@ -9,10 +11,13 @@ __all__ = ["memory_cluster"]
 
 
 def memory_cluster(
-    n: int = 3, wrap: dict[str, type[MemoryTransport]] | None = None
+    n: int = 3,
+    wrap: dict[str, type[MemoryTransport]] | None = None,
+    clock_ns: Callable[[], int] = lambda: 1_700_000_000 * 10**9,
 ) -> tuple[MemoryNetwork, dict[str, Replication]]:
     """``n`` nodes ``n1..``; ``wrap`` gives some nodes a transport class of their own
-    (a fault in code). The clock is fixed, so runs are deterministic."""
+    (a fault in code). The clock is fixed unless ``clock_ns`` says otherwise, so runs
+    are deterministic."""
     net = MemoryNetwork()
     ids = [f"n{i + 1}" for i in range(n)]
     for node_id in ids:
@@ -25,7 +30,7 @@ def memory_cluster(
             store=MemoryStore(),
             membership=net.membership(node_id),
             transport=transport_class(net, node_id),
-            clock_ns=lambda: 1_700_000_000 * 10**9,
+            clock_ns=clock_ns,
             cluster_size=n,
         )
         net.attach(node_id, nodes[node_id].on_replica)

@@ -1,16 +1,20 @@
 """A TCP forwarder that a test can cut and restore: a database (or any server) that
-stops answering without being stopped, for outage tests over real sockets."""
+stops answering without being stopped, for outage tests over real sockets. It can
+also hold what clients send and deliver it late: what a partition does to the bytes
+of a connection that survives it."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+import time
 
 
 class TcpProxy:
     """Listens on 127.0.0.1 (``port``) and forwards to ``target``. :meth:`cut` closes
-    every open connection and refuses new ones until :meth:`restore`."""
+    every open connection and refuses new ones until :meth:`restore`. :meth:`hold`
+    keeps what clients send from the target until :meth:`release`."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -20,6 +24,9 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._cut = False
         self._closed = False
+        self._flowing = threading.Event()  # clear while held
+        self._flowing.set()
+        self._gap_s = 0.0
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -35,6 +42,19 @@ class TcpProxy:
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+
+    def hold(self) -> None:
+        """Keep what clients send in the proxy (as unacknowledged segments wait in the
+        sender's TCP queue through a partition); answers still flow back."""
+        self._flowing.clear()
+
+    def release(self, gap_s: float = 0.0) -> None:
+        """Deliver what was held: bytes the client sent together arrive together, and
+        bytes it sent later (more than 0.1 s after) arrive ``gap_s`` later, as
+        retransmissions arrive an RTO apart -- a request, and the cancellation its
+        client sent at its deadline, reach the target separately."""
+        self._gap_s = gap_s
+        self._flowing.set()
 
     def close(self) -> None:
         self._closed = True
@@ -58,13 +78,30 @@ class TcpProxy:
                     client.close()
                     continue
                 self._open.update((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, held in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, held), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, held: bool) -> None:
+        pending: list[tuple[float, bytes]] = []  # (when it came, what) while held
+        if held:
+            src.settimeout(0.05)  # to deliver what was held soon after a release
         try:
-            while data := src.recv(65536):
-                dst.sendall(data)
+            while True:
+                try:
+                    data: bytes | None = src.recv(65536)
+                except TimeoutError:
+                    data = None
+                if data == b"":
+                    break
+                if held and not self._flowing.is_set():
+                    if data:
+                        pending.append((time.monotonic(), data))
+                    continue
+                if pending:
+                    self._deliver(pending, dst)
+                    pending = []
+                if data:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -75,3 +112,11 @@ class TcpProxy:
                         with contextlib.suppress(OSError):
                             sock.shutdown(socket.SHUT_RDWR)
                         sock.close()
+
+    def _deliver(self, pending: list[tuple[float, bytes]], dst: socket.socket) -> None:
+        last = pending[0][0]
+        for when, data in pending:
+            if when - last > 0.1:
+                time.sleep(self._gap_s)
+            last = when
+            dst.sendall(data)

@@ -372,6 +372,12 @@ def test_from_rpc_error_reads_hints_and_compact_revision() -> None:
     assert (compacted.compact_revision, compacted.oldest_revision) == (41, 42)
     assert isinstance(from_rpc_error(rpc_error(S.INVALID_ARGUMENT)), ValueError)
     assert isinstance(WriteTimeout("x"), Timeout)
+    # A write its key's owner refused past the deadline was not applied: a plain Timeout.
+    fenced = from_rpc_error(
+        rpc_error(S.DEADLINE_EXCEEDED, "after the deadline", tadpole_outcome="not-applied"),
+        write=True,
+    )
+    assert type(fenced) is Timeout
 
 
 def test_backoff_is_capped_and_jittered() -> None:

@@ -15,6 +15,7 @@ import pytest
 from crdt import PNCounter
 from node.errors import (
     AlreadyExists,
+    DeadlineExpired,
     InvalidArgument,
     NodeError,
     NotFound,
@@ -234,6 +235,8 @@ NEXT, ANSWER, UNKNOWN = c.ForwardVerdict.NEXT, c.ForwardVerdict.ANSWER, c.Forwar
         (MeshExists("there"), ANSWER),
         # applied (below quorum): another owner would apply it a second time
         (NotEnoughReplicas("below quorum"), ANSWER),
+        # past its client's deadline: every owner would refuse it (node/deadline.py)
+        (DeadlineExpired("late"), ANSWER),
         (RemoteFailure("Newer", Outcome.APPLIED, "x"), ANSWER),
         # provably nothing applied: the next owner
         (NotDelivered("no connection"), NEXT),

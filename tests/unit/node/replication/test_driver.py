@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import ast
 import pathlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 import pytest
 
 from crdt import ORSet, PNCounter, decode, encode
 from gossip.messages import SyncBegin
+from node import deadline
 from node.api.status import status_for
-from node.errors import InvalidArgument, NodeError, Outcome
+from node.errors import DeadlineExpired, InvalidArgument, NodeError, Outcome
 from node.replication import codec, coordinator, driver
 from node.replication.driver import ALL, ONE, Replication
 from node.replication.errors import ForwardOutcomeUnknown, NoOwnerReachable, NotEnoughReplicas
@@ -45,6 +48,7 @@ from node.tiers.ops import TIERS, Op
 from tests.support.memory_cluster import memory_cluster
 
 KEY = "job_event_log/j-3"  # owned by n1 and n2 of n1..n3
+T = TypeVar("T")
 
 
 def cluster(
@@ -668,3 +672,83 @@ async def test_operations_are_timed_once_where_the_client_arrived() -> None:
     with pytest.raises(InvalidArgument):
         await n3.read("no-such-tier", KEY, ONE)
     assert {tier for tier, _ in n3.op_seconds} == set(TIERS)  # nothing kept for it
+
+
+# --- the write fence (node/deadline.py) ------------------------------------------------------
+
+T0 = 1_700_000_000 * 10**9
+S = 10**9
+
+
+def _fenced_cluster(link_delay_ns: int) -> tuple[MemoryNetwork, dict[str, Replication], list[int]]:
+    """Three nodes on one wall clock that starts at T0; every replica message spends
+    ``link_delay_ns`` in the network (the clock moves on before it is delivered)."""
+    clock = [T0]
+
+    class SlowLink(MemoryTransport):
+        async def call(self, peer: str, address: str, message: Request) -> Reply:
+            clock[0] += link_delay_ns
+            return await super().call(peer, address, message)
+
+    net, nodes = memory_cluster(3, {n: SlowLink for n in ("n1", "n2", "n3")}, lambda: clock[0])
+    return net, nodes, clock
+
+
+async def _under(due: int, call: Coroutine[Any, Any, T]) -> T:
+    fence = deadline.WRITE_DEADLINE.set(due)
+    try:
+        return await call
+    finally:
+        deadline.WRITE_DEADLINE.reset(fence)
+
+
+async def test_a_write_past_its_deadline_is_refused_with_nothing_applied() -> None:
+    _, nodes, _ = _fenced_cluster(0)
+    first, _ = coordinator.owners(TIERS["population"], KEY, nodes)
+    add = Op("counter_add", amount=3)
+    late = T0 - deadline.GRACE_NS - 1  # the owner's clock is past deadline + allowance
+    with pytest.raises(DeadlineExpired, match="after the client's deadline") as caught:
+        await _under(late, nodes[first].update("population", KEY, add))
+    assert all(n.store.get("population", KEY) is None for n in nodes.values())
+    status = status_for(caught.value)
+    assert (status.code, status.outcome) == (grpc.StatusCode.DEADLINE_EXCEEDED, Outcome.NOT_APPLIED)
+    # Within the clock allowance it is applied; so is a write with no deadline at all.
+    await _under(T0 - deadline.GRACE_NS, nodes[first].update("population", KEY, add))
+    await nodes[first].update("population", KEY, add)
+    read = await nodes[first].read("population", KEY, ALL)
+    assert read.state is not None and read.state.value() == 6
+    assert deadline.WRITE_DEADLINE.get() == 0
+
+
+async def test_a_forward_held_in_the_network_past_its_deadline_is_refused_by_the_owner() -> None:
+    # The client gave the write until T0 + 0.2 s; the forward to the owner takes 1 s.
+    net, nodes, clock = _fenced_cluster(deadline.GRACE_NS + S)
+    owners = coordinator.owners(TIERS["population"], KEY, nodes)
+    outsider = next(n for n in nodes if n not in owners)
+    with pytest.raises(DeadlineExpired):
+        await _under(
+            T0 + S // 5, nodes[outsider].update("population", KEY, Op("counter_add", amount=1))
+        )
+    assert net.sent["Until"] == 1  # refused by the first owner: no other owner is asked
+    assert all(n.store.get("population", KEY) is None for n in nodes.values())
+    # A batch: every group the owner coordinates is refused, each on its own.
+    batch = [("population", KEY, Op("counter_add", amount=1), f"r-{i}") for i in range(3)]
+    outcomes = await _under(clock[0], nodes[outsider].update_many(batch))
+    assert all(isinstance(o, DeadlineExpired) for o in outcomes)
+    assert all(n.store.get("population", KEY) is None for n in nodes.values())
+    assert deadline.WRITE_DEADLINE.get() == 0  # the owner's fence did not leak
+
+
+async def test_a_forward_in_time_carries_the_deadline_and_is_applied() -> None:
+    net, nodes, clock = _fenced_cluster(S // 10)
+    owners = coordinator.owners(TIERS["population"], KEY, nodes)
+    outsider = next(n for n in nodes if n not in owners)
+    result = await _under(
+        clock[0] + S, nodes[outsider].update("population", KEY, Op("counter_add", amount=1))
+    )
+    assert result.coordinator == owners[0] and result.state.value() == 1
+    assert net.sent["Until"] == 1 and net.sent["Forward"] == 0
+    await nodes[outsider].update(
+        "population", KEY, Op("counter_add", amount=1)
+    )  # no deadline: bare
+    assert net.sent["Forward"] == 1

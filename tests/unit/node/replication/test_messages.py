@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from gossip.messages import SyncBegin, SyncDone, SyncValues
 from node.errors import (
     AlreadyExists,
+    DeadlineExpired,
     InvalidArgument,
     NodeError,
     NotFound,
@@ -52,6 +53,7 @@ from node.replication.messages import (
     StoreHint,
     Sync,
     SyncReply,
+    Until,
     reply_type,
 )
 from node.tiers.agent import AgentNotFound
@@ -98,6 +100,9 @@ EXAMPLES: list[ReplicaMessage] = [
     ),
     ForwardGroup("mesh", "m-1", ((DocOp("mesh_delete"), "r-2"),)),
     ForwardMany(()),
+    Until(1_765_000_000_123_456_789, Forward("agent", "a-1", DocOp("agent_patch", {"doc": {}}))),
+    Until(1, ForwardGroup("population", "k/1", ((Op("counter_add", amount=1), "r-9"),))),
+    Until(2**63 - 1, ForwardMany((ForwardGroup("mesh", "m-1", ((DocOp("mesh_delete"), ""),)),))),
     ForwardMany(
         (
             ForwardGroup("population", "a", ((Op("counter_add", amount=1), "r"),)),
@@ -158,6 +163,7 @@ def test_tags_are_frozen() -> None:
         "ForwardGroupReply": 0x48,
         "ForwardMany": 0x0B,
         "ForwardManyReply": 0x49,
+        "Until": 0x0C,
         "Failure": 0x7F,
     }
 
@@ -180,6 +186,9 @@ def test_each_request_names_its_reply() -> None:
     assert reply_type(Forward("t", "k", Op("counter_add"))) is ForwardReply
     assert reply_type(Scan("t", "", "")) is ScanReply
     assert reply_type(Sync("t", ("a", "b"), BEGIN)) is SyncReply
+    # A fenced forward is answered as the forward itself.
+    assert reply_type(Until(5, Forward("t", "k", Op("counter_add")))) is ForwardReply
+    assert reply_type(Until(5, ForwardMany(()))) is ForwardManyReply
 
 
 def _frame(tag: int, body: object) -> bytes:
@@ -210,6 +219,15 @@ def _frame(tag: int, body: object) -> bytes:
         (_frame(0x42, [True, 1]), "expected bool"),
         (_frame(0x7F, ["NotFound", "maybe", "m"]), "unknown outcome"),
         (_frame(0x41, [1]), "array of 0"),
+        # Until carries only a forwarded write, with a deadline in range.
+        (_frame(0x0C, [5, 0x04, ["t", "k"]]), "not a forwarded write"),
+        (_frame(0x0C, [5, 0x0C, [5, 0x05, ["t", "k", [1, "mesh_delete", {}]]]]), "not a forwarded"),
+        (_frame(0x0C, [5, "5", ["t", "k", [1, "mesh_delete", {}]]]), "not a forwarded write"),
+        (_frame(0x0C, [0, 0x05, ["t", "k", [1, "mesh_delete", {}]]]), "out of range"),
+        (_frame(0x0C, [-1, 0x05, ["t", "k", [1, "mesh_delete", {}]]]), "out of range"),
+        (_frame(0x0C, [2**64 - 1, 0x05, ["t", "k", [1, "mesh_delete", {}]]]), "out of range"),
+        (_frame(0x0C, ["5", 0x05, ["t", "k", [1, "mesh_delete", {}]]]), "expected int"),
+        (_frame(0x0C, [5, 0x05]), "array of 3"),
         (b"\x01" + msgpack.packb(msgpack.ExtType(5, b"x")), "extension type"),
         (b"\x04\x92\xa1t\xa2\xff\xfe", "undecodable Read"),  # invalid UTF-8
     ],
@@ -272,6 +290,7 @@ def test_mangled_frames_never_crash(msg: ReplicaMessage, data: st.DataObject) ->
         (ReplicationIncomplete("x"), "ReplicationIncomplete", Outcome.APPLIED),
         (NotEnoughReplicas("x"), "NotEnoughReplicas", Outcome.APPLIED),
         (ReplicationError("x"), "ReplicationError", Outcome.UNKNOWN),
+        (DeadlineExpired("late"), "DeadlineExpired", Outcome.NOT_APPLIED),
         (PeerUnreachable("x"), "ReplicationError", Outcome.UNKNOWN),  # nearest listed
         (CodecError("x"), "ReplicationError", Outcome.UNKNOWN),
         (NodeError("x"), "NodeError", Outcome.UNKNOWN),
