@@ -12,18 +12,18 @@ So the client also sends the attempt's deadline as an absolute wall-clock time, 
 nanoseconds since the epoch, as request metadata :data:`DEADLINE_KEY`. The node that
 receives it keeps it for the call (:data:`WRITE_DEADLINE`), a forward to the key's
 owner carries it (``node.replication.messages.Until``), and the owner checks it at the
-moment it takes the write's HLC timestamp (:func:`check`): later than the deadline
-plus :data:`GRACE_NS` and the write is refused, :class:`~node.errors.DeadlineExpired`,
-nothing applied. A write that is applied therefore has a timestamp no later than
-``deadline + GRACE_NS`` (on the owner's clock), and a session that waits that long
-after an unknown outcome before its next write -- the client gives up at the deadline,
-so only the grace is extra -- cannot see the earlier write land after the later one.
+moment it takes the write's first HLC timestamp (:func:`check`): later than the
+deadline plus :data:`GRACE_NS` and the write is refused,
+:class:`~node.errors.DeadlineExpired`, nothing applied. A write that is applied
+therefore has a timestamp no later than ``deadline + GRACE_NS`` (on the owner's clock),
+and the client reports a try of unknown outcome only once that time has passed on its
+own clock: the caller's next write is stamped after anything the first can still do.
 
-The grace is the clock bound the tiers already assume: the HLC refuses a peer
-timestamp more than ``crdt.clocks.DEFAULT_MAX_DRIFT_NS`` (500 ms) ahead. A client clock
-behind the node's by less than that costs no write; a node whose clock runs further
-ahead refuses writes, loudly and with nothing applied, instead of stamping them into
-the future. Calls without the metadata (older clients, the HTTP face) are not fenced.
+The grace is the clock allowance, the same 500 ms as the HLC's drift bound
+(``crdt.clocks.DEFAULT_MAX_DRIFT_NS``). A client clock behind the node's by less than
+that costs no write; a node whose clock runs further ahead refuses writes, loudly and
+with nothing applied, instead of stamping them into the future. Calls without the
+metadata (older clients, the HTTP face) are not fenced.
 Pure: no I/O.
 """
 

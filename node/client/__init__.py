@@ -42,7 +42,12 @@ applied: the server's outcome ``not-applied``, or a connection that could not be
 Any other ``UNAVAILABLE`` after sending is
 :class:`~node.client.errors.OutcomeUnknown`; ``ABORTED`` (below the write quorum, but durable on
 some replica and converging) is :class:`~node.client.errors.ReplicationIncomplete`, never re-sent.
-Tier reads, scans and status calls are retried like KV reads.
+Tier reads, scans and status calls are retried like KV reads. Every tier and document
+write try also carries its deadline as a wall-clock time (``tadpole-deadline-ns``); the
+key's owner refuses it after that plus 500 ms of clock allowance, and an
+``OutcomeUnknown`` is raised only once that has passed here too, so the write it reports
+cannot land behind the caller's next one (the call may end up to 0.5 s after its
+``timeout``).
 
 **Batched tier updates** (``tier_update_many``) carry a request id on every update (made
 up where you give none), so a batch is resent like a system-tier write. The client

@@ -38,6 +38,8 @@ from node.client.errors import (
     LEADER_ID_KEY,
     InvalidArgument,
     NotFound,
+    OutcomeUnknown,
+    ReplicationIncomplete,
     TadpoleError,
     Unavailable,
     from_rpc_error,
@@ -88,6 +90,12 @@ def _carries_request_ids(request: Any) -> bool:
         return True
     updates: Any = getattr(request, "updates", ())
     return bool(updates) and all(u.request_id for u in updates)
+
+
+def _may_still_land(error: TadpoleError) -> bool:
+    """Whether a write that ended in ``error`` may be applied later (its outcome is
+    unknown; a try known applied is already durable, so it cannot land later)."""
+    return isinstance(error, OutcomeUnknown) and not isinstance(error, ReplicationIncomplete)
 
 
 log = logging.getLogger(__name__)
@@ -188,12 +196,14 @@ class AsyncClient:
             tiers=service in wire.CRDT_SERVICES,
         )
         fenced = write and service in wire.CRDT_SERVICES
+        due_ns = 0  # the last fenced try's deadline (wall clock)
         while True:
             endpoint = attempts.endpoint
             timeout_s = attempts.attempt_timeout(time.monotonic())
             metadata = self._metadata
-            if fenced:  # the owner applies it by this attempt's deadline or not at all
-                metadata = (*(metadata or ()), wire.deadline_metadata(timeout_s))
+            if fenced:  # the owner applies it by this try's deadline or not at all
+                due_ns = wire.write_deadline_ns(timeout_s)
+                metadata = (*(metadata or ()), (wire.DEADLINE_KEY, str(due_ns)))
             try:
                 resp = await self._method(endpoint, service, method)(
                     request, timeout=timeout_s, metadata=metadata
@@ -201,6 +211,12 @@ class AsyncClient:
             except grpc.RpcError as exc:
                 outcome = attempts.failed(exc, time.monotonic())
                 if isinstance(outcome, TadpoleError):
+                    if due_ns and _may_still_land(outcome):
+                        # Outlast the fence: once this returns, a try still in the
+                        # network can no longer be applied behind the caller's next write.
+                        wait_s = (due_ns + wire.DEADLINE_GRACE_NS - time.time_ns()) / 1e9
+                        if wait_s > 0:
+                            await backend.sleep(wait_s)
                     raise outcome from exc
                 if outcome > 0:
                     await backend.sleep(outcome)

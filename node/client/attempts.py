@@ -397,6 +397,10 @@ class Attempts:
             return False
         if not self._write:
             return True
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED and fate_ is Fate.NOT_APPLIED:
+            # The key's owner refused it past its deadline while we still waited: its
+            # clock and ours disagree, and a new try would meet the same clocks.
+            return False
         if self._idempotent:
             return fate_ is not Fate.APPLIED
         return fate_ is Fate.NOT_APPLIED

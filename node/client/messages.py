@@ -87,14 +87,16 @@ STUBS: dict[str, Any] = {
 CRDT_SERVICES = frozenset({"tiers", "documents"})
 
 # Metadata of a CRDT write: its attempt's deadline as wall-clock ns since the epoch. The
-# key's owner refuses the write once that has passed (node/deadline.py: a write held in
-# the network must not land after the writes its client made since).
+# key's owner refuses the write once that and the clock allowance have passed
+# (node/deadline.py: a write held in the network must not land after the writes its
+# client made since); a try of unknown outcome is reported only after both.
 DEADLINE_KEY = "tadpole-deadline-ns"
+DEADLINE_GRACE_NS = 500_000_000  # node.deadline.GRACE_NS
 
 
-def deadline_metadata(timeout_s: float) -> tuple[str, str]:
-    """The metadata entry of a CRDT write attempt sent now with ``timeout_s``."""
-    return DEADLINE_KEY, str(time.time_ns() + max(0, int(timeout_s * 1e9)))
+def write_deadline_ns(timeout_s: float) -> int:
+    """Wall-clock ns at which a CRDT write try sent now with ``timeout_s`` expires."""
+    return time.time_ns() + max(0, int(timeout_s * 1e9))
 
 
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (

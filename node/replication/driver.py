@@ -608,9 +608,6 @@ class Replication:
         def mutate(
             old: bytes | None, seen: frozenset[str] = frozenset()
         ) -> tuple[bytes | None, list[str]]:
-            # The fence: checked where the timestamps are taken, so a write that is
-            # applied is stamped by its deadline (plus the clock allowance).
-            deadline.check(due, self._clock_ns(), f"{tier}/{key}")
             # The writer id is read here, atomically with the local copy: a stray drop
             # starts a new epoch before it deletes, so a copy that is gone is never
             # rebuilt under the epoch that wrote it.
@@ -624,12 +621,20 @@ class Replication:
             duplicates: list[bool] = []
             errors: list[InvalidArgument | None] = []
             applied: list[str] = []
+            stamped = False
             for op, rid in items:
                 if rid and (_scoped(tier, key, rid) in seen or rid in applied):
                     duplicates.append(True)
                     errors.append(None)
                     continue
-                hlc = self._hlc.now(self._clock_ns())
+                now = self._clock_ns()
+                if not stamped:
+                    # The fence, where the first timestamp is taken: a write that is
+                    # applied is stamped by its deadline (plus the clock allowance). A
+                    # resend of only applied ids is answered as duplicates.
+                    deadline.check(due, now, f"{tier}/{key}")
+                    stamped = True
+                hlc = self._hlc.now(now)
                 try:
                     if isinstance(op, DocOp):
                         new, step = apply_doc_op(state, op, writer, hlc)

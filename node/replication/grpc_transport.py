@@ -38,7 +38,7 @@ from node.peer.auth import auth_metadata
 from node.peer.traffic import PeerTraffic
 from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
-from node.replication.messages import ForwardMany, MergeMany, Reply, Request
+from node.replication.messages import ForwardMany, MergeMany, Reply, Request, Until
 from node.tls import Renewal, close_later
 
 __all__ = ["AUTH_WARNING_INTERVAL_S", "GrpcTransport"]
@@ -63,6 +63,8 @@ ITEMS_PER_TIMEOUT = 256
 
 
 def _items(message: Request) -> int:
+    if isinstance(message, Until):  # a fenced forward: sized (and named) by what it carries
+        return _items(message.request)
     if isinstance(message, ForwardMany):
         return sum(len(group.items) for group in message.groups)
     if isinstance(message, MergeMany):
@@ -113,7 +115,7 @@ class GrpcTransport:
         return entry
 
     async def call(self, peer: str, address: str, message: Request) -> Reply:
-        kind = type(message).__name__
+        kind = type(message.request if isinstance(message, Until) else message).__name__
         channel, stub = self._channel(peer, address)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s * max(1.0, _items(message) / ITEMS_PER_TIMEOUT)

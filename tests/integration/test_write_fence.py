@@ -33,7 +33,16 @@ def seq_of(doc: dict[str, Any]) -> int:
     return int(doc[SEQ[0]][SEQ[1]][SEQ[2]])
 
 
-async def test_a_patch_held_in_the_network_past_its_deadline_never_lands(make_cluster: Any) -> None:
+@pytest.mark.parametrize(
+    "late_s",
+    [
+        1.5,  # reaches the owner well after deadline + allowance: refused there
+        0.2,  # within the allowance: applied, but before the client reports the timeout
+    ],
+)
+async def test_a_patch_held_in_the_network_never_lands_after_the_next_one(
+    make_cluster: Any, late_s: float
+) -> None:
     cluster = make_cluster()
     agent = str(uuid.uuid4())
     owner = ranking(f"agent\x00{agent}", cluster.node_ids)[0]
@@ -46,17 +55,19 @@ async def test_a_patch_held_in_the_network_past_its_deadline_never_lands(make_cl
     held = AsyncClient(
         [f"127.0.0.1:{proxy.port}"], credentials=creds, timeout=1.0, retry=RetryPolicy(attempts=1)
     )
+    loop = asyncio.get_running_loop()
     try:
         await direct.doc_create("agent", agent, agent_doc(agent))
         await held.doc_put("agent", agent, patch(1))  # the proxied connection is up
         proxy.hold()
+        # The partition heals late_s after the write's deadline: the held request
+        # reaches the owner then, and the cancellation its client sent 0.5 s later.
+        loop.call_later(1.0 + late_s, proxy.release, 0.5)
         with pytest.raises(WriteTimeout):  # the session's write of 40: outcome unknown
             await held.doc_put("agent", agent, patch(40))
         done = await direct.doc_put("agent", agent, patch(43))  # the session goes on
         assert done.coordinator == owner
-        await asyncio.sleep(1.0)  # the partition lasts a while longer
-        proxy.release(gap_s=0.5)  # the held request reaches the owner, then its cancel
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(late_s + 1.5)  # whatever was held has reached the owner
         got = await direct.doc_get("agent", agent, causal_token=done.causal_token)
         assert got is not None
         assert seq_of(got.doc) == 43, "a write the client gave up on landed after its next one"

@@ -35,8 +35,9 @@ def test_a_write_is_refused_only_past_the_deadline_and_the_clock_allowance() -> 
     assert caught.value.outcome is Outcome.NOT_APPLIED
 
 
-def test_the_client_sends_the_key_and_a_deadline_the_node_parses() -> None:
-    key, value = wire.deadline_metadata(2.5)
-    assert key == wire.DEADLINE_KEY == deadline.DEADLINE_KEY
-    assert deadline.parse(value) > 0
-    assert wire.deadline_metadata(-1.0)[1].isdigit()  # never before now
+def test_the_client_and_the_node_agree_on_the_key_and_the_allowance() -> None:
+    assert wire.DEADLINE_KEY == deadline.DEADLINE_KEY
+    assert wire.DEADLINE_GRACE_NS == deadline.GRACE_NS
+    due = wire.write_deadline_ns(2.5)
+    assert deadline.parse(str(due)) == due
+    assert wire.write_deadline_ns(-1.0) <= wire.write_deadline_ns(0.0)  # never before now

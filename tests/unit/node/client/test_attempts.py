@@ -24,6 +24,7 @@ from node.client.errors import (
     OutcomeUnknown,
     ReplicationIncomplete,
     TadpoleError,
+    Timeout,
     Unavailable,
     WriteTimeout,
 )
@@ -58,6 +59,7 @@ FAILURES: dict[str, tuple[grpc.aio.AioRpcError, Fate]] = {
     "lost": (transport(S.UNAVAILABLE, "Socket closed"), Fate.UNKNOWN),
     "try-timeout": (transport(S.DEADLINE_EXCEEDED, "Deadline Exceeded"), Fate.UNKNOWN),
     "cancelled": (transport(S.CANCELLED, "Cancelled"), Fate.UNKNOWN),
+    "past-deadline": (answered(server.DeadlineExpired("reached its owner late")), Fate.NOT_APPLIED),
 }
 
 
@@ -158,6 +160,16 @@ def test_the_probe_case_aborted_then_unavailable_is_outcome_unknown() -> None:
 def test_a_try_timeout_after_an_unknown_write_is_a_write_timeout() -> None:
     answers = run(KINDS["kv-write"], ["leader-changed", "try-timeout", "try-timeout"])
     assert isinstance(answers[-1], WriteTimeout)
+
+
+def test_a_write_its_owner_refused_past_the_deadline_is_not_retried() -> None:
+    # The owner's clock and the client's disagree (the client still waited): a new try
+    # meets the same clocks. Nothing was applied: a Timeout, not an unknown outcome.
+    for kind in ("kv-write", "tier-update"):
+        answers = run(KINDS[kind], ["past-deadline"])
+        assert len(answers) == 1 and isinstance(answers[0], Timeout), kind
+        assert not isinstance(answers[0], OutcomeUnknown)
+    assert isinstance(run(KINDS["read"], ["past-deadline"])[0], float)  # reads: retried
 
 
 def test_invalid_argument_after_an_unknown_try_is_outcome_unknown_not_a_local_mistake() -> None:

@@ -717,6 +717,10 @@ async def test_a_write_past_its_deadline_is_refused_with_nothing_applied() -> No
     await nodes[first].update("population", KEY, add)
     read = await nodes[first].read("population", KEY, ALL)
     assert read.state is not None and read.state.value() == 6
+    # A late resend of an id already applied is answered as the duplicate it is.
+    await nodes[first].update_group("population", KEY, ((add, "r-1"),))
+    again = await _under(late, nodes[first].update_group("population", KEY, ((add, "r-1"),)))
+    assert again.duplicate and again.state.value() == 9
     assert deadline.WRITE_DEADLINE.get() == 0
 
 

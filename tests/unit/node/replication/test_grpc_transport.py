@@ -19,7 +19,16 @@ from node.pb import tadpole_pb2 as pb
 from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.grpc_transport import AUTH_WARNING_INTERVAL_S, GrpcTransport
-from node.replication.messages import Done, Merge
+from node.replication.messages import (
+    Done,
+    ForwardGroup,
+    ForwardMany,
+    ForwardManyReply,
+    Merge,
+    Reply,
+    Until,
+)
+from node.tiers.ops import Op
 
 C = grpc.ChannelConnectivity
 MERGE = Merge("population", "job_event_log/j-1", b"x")
@@ -30,7 +39,7 @@ class FakeChannel:
     """A channel whose connectivity walks through ``states`` and whose Replica call
     answers with ``answer`` (a reply message, or an RPC status code to fail with)."""
 
-    def __init__(self, states: list[C], answer: Done | grpc.StatusCode) -> None:
+    def __init__(self, states: list[C], answer: Reply | grpc.StatusCode) -> None:
         self.states = list(states)
         self.answer = answer
         self.calls: list[pb.PeerMessage] = []
@@ -168,3 +177,28 @@ async def test_a_refused_credential_is_a_warning_once_per_peer_per_minute(
         await refusals("n2", "a2")
         assert len(warnings()) == 3
     assert all(r.levelno in (logging.DEBUG, logging.WARNING) for r in caplog.records)
+
+
+async def test_a_fenced_batch_gets_the_time_its_size_gets_bare() -> None:
+    # A forward under its client's deadline (Until) is a batch like any other: the
+    # per-call timeout scales with the updates it carries, not with the envelope.
+    timeouts: list[float] = []
+
+    class Timed(FakeChannel):
+        def unary_unary(self, method: str, **kw: Any) -> Callable[..., Any]:
+            inner = super().unary_unary(method, **kw)
+
+            async def call(request: pb.PeerMessage, *, metadata: Any, timeout: float) -> Any:
+                timeouts.append(timeout)
+                return await inner(request, metadata=metadata, timeout=timeout)
+
+            return call
+
+    group = ForwardGroup(
+        "population", "k/1", tuple((Op("counter_add", amount=1), "") for _ in range(1024))
+    )
+    many = ForwardMany((group,))
+    t = transport({"a2": Timed([C.READY], ForwardManyReply(()))}, timeout_s=2.0)
+    await t.call("n2", "a2", many)
+    await t.call("n2", "a2", Until(1, many))
+    assert timeouts[0] > 2.0 and timeouts[1] == pytest.approx(timeouts[0], rel=0.05)
