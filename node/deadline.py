@@ -23,7 +23,10 @@ The grace is the clock allowance, the same 500 ms as the HLC's drift bound
 (``crdt.clocks.DEFAULT_MAX_DRIFT_NS``). A client clock behind the node's by less than
 that costs no write; a node whose clock runs further ahead refuses writes, loudly and
 with nothing applied, instead of stamping them into the future. Calls without the
-metadata (older clients, the HTTP face) are not fenced.
+metadata (older clients, the HTTP face) are not fenced. The client's side is in
+:mod:`node.client.messages` (``DEADLINE_KEY``, ``DEADLINE_GRACE_NS``), which imports
+nothing from the node.
+
 Pure: no I/O.
 """
 
@@ -35,7 +38,7 @@ from typing import Final
 from crdt.clocks import DEFAULT_MAX_DRIFT_NS
 from node.errors import DeadlineExpired, InvalidArgument
 
-__all__ = ["DEADLINE_KEY", "GRACE_NS", "WRITE_DEADLINE", "check", "metadata", "parse"]
+__all__ = ["DEADLINE_KEY", "GRACE_NS", "WRITE_DEADLINE", "check", "parse"]
 
 DEADLINE_KEY: Final = "tadpole-deadline-ns"
 GRACE_NS: Final = DEFAULT_MAX_DRIFT_NS
@@ -44,11 +47,6 @@ _MAX_NS: Final = 2**63 - 1
 # The deadline of the write being served, in wall-clock ns; 0: none. Set for the call
 # by the API (node.api.guard.WriteFence) or from a forwarded Until, read by the driver.
 WRITE_DEADLINE: ContextVar[int] = ContextVar("tadpole_write_deadline_ns", default=0)
-
-
-def metadata(now_ns: int, timeout_s: float) -> tuple[str, str]:
-    """The metadata entry of an attempt sent at ``now_ns`` (wall clock) with ``timeout_s``."""
-    return DEADLINE_KEY, str(now_ns + max(0, int(timeout_s * 1e9)))
 
 
 def parse(value: str | bytes) -> int:

@@ -8,7 +8,7 @@ node.errors.NotFound                     NOT_FOUND            not-applied  no
 node.errors.AlreadyExists                ALREADY_EXISTS       not-applied  no
 node.errors.FailedPrecondition           FAILED_PRECONDITION  not-applied  no (state changed)
 node.errors.Unavailable                  UNAVAILABLE          not-applied  yes, elsewhere
-node.errors.DeadlineExpired              DEADLINE_EXCEEDED    not-applied  yes, new deadline
+node.errors.DeadlineExpired              DEADLINE_EXCEEDED    not-applied  no (clocks disagree)
 node.errors.ReplicationIncomplete        ABORTED              applied      never
 node.errors.ReplicationError             ABORTED              unknown      never
 consensus NotLeaderError / retryable     UNAVAILABLE          not-applied  yes (leader hint)

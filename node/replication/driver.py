@@ -77,13 +77,7 @@ from gossip.antientropy import SyncPeer
 from gossip.errors import GossipError
 from gossip.messages import SyncMessage
 from node import deadline
-from node.errors import (
-    InvalidArgument,
-    NodeError,
-    NotFound,
-    ReplicationError,
-    Unavailable,
-)
+from node.errors import InvalidArgument, NodeError, NotFound, ReplicationError, Unavailable
 from node.replication import codec, coordinator
 from node.replication.batcher import MergeBatcher
 from node.replication.coordinator import ALL, ONE, QUORUM, ForwardVerdict, SyncPair, WriteMode
