@@ -20,6 +20,7 @@ from consensus.errors import (
     ProposalError,
 )
 from consensus.statemachine import (
+    CommandResult,
     Compare,
     CompareOp,
     CompareTarget,
@@ -39,12 +40,14 @@ from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.auth import auth_metadata
 from node.peer.cluster_metrics import ClusterMetrics
 from node.peer.gossip import GossipDriver
+from node.rbac import Need, changes_policy
 from node.tiers import validation as v
 from node.tls import Renewal, aio_channel, close_later, server_name_for
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
+MAX_PUT_MANY = 1_000  # puts in one PutMany call
 
 
 def kv_to_pb(kv: KeyValue | None) -> Any:
@@ -226,6 +229,69 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             kv=kv_to_pb(op.kvs[0]),
             prev_kv=kv_to_pb(op.prev) if request.prev_kv and op.prev else None,
         )
+
+    async def PutMany(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Each put checked and committed on its own, as :meth:`Put` would, and answered
+        with what :meth:`Put` would have answered (an invalid one is refused alone). All
+        are proposed at once, so the Raft tick carries them in one entry and one fsync."""
+        if self.metrics is not None:
+            self.metrics.incr("kv_writes", len(request.puts))
+            self.metrics.incr("bytes_in", request.ByteSize())
+        try:
+            if len(request.puts) > MAX_PUT_MANY:
+                raise v.InvalidArgument(
+                    f"{len(request.puts)} puts in one call; the limit is {MAX_PUT_MANY}"
+                )
+        except Exception as exc:
+            await self.abort_for(context, exc)
+        timeout = self.timeout(context)
+        outcomes = await asyncio.gather(
+            *(self._put_one(put, timeout) for put in request.puts), return_exceptions=True
+        )
+        info = self.system.info()
+        top = max((o.revision for o in outcomes if isinstance(o, CommandResult)), default=0)
+        results = []
+        for put, outcome in zip(request.puts, outcomes, strict=True):
+            if isinstance(outcome, CommandResult):
+                op = outcome.results[0]
+                answer = pb.PutResponse(
+                    header=pb.ResponseHeader(
+                        revision=outcome.revision,
+                        member_id=self.config.node_id,
+                        raft_term=info.term,
+                        leader_id=info.leader_id,
+                    ),
+                    kv=kv_to_pb(op.kvs[0]),
+                    prev_kv=kv_to_pb(op.prev) if put.prev_kv and op.prev else None,
+                )
+                results.append(pb.PutManyResult(put=answer))
+                continue
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome  # the call itself was cancelled
+            st = status.status_for(outcome, leader=self._leader_hint())
+            if st.code is grpc.StatusCode.INTERNAL:
+                log.error("unexpected error in a batched put", exc_info=outcome)
+            results.append(
+                pb.PutManyResult(
+                    code=st.code.value[0],
+                    message=st.message,
+                    trailers=[pb.Trailer(key=k, value=val) for k, val in st.trailers()],
+                )
+            )
+        return pb.PutManyResponse(header=self.header(top or None), results=results)
+
+    async def _put_one(self, put: Any, timeout: float) -> CommandResult:
+        v.check_tier(put.tier)
+        v.check_key(put.key)
+        v.check_value(put.value, self.config.max_value_bytes)
+        v.check_request_id(put.request_id)
+        if changes_policy([Need("write", put.tier or "system", put.key)]):
+            raise v.InvalidArgument(
+                f"{put.key!r} is under the access policy's prefix: send it alone (Put or "
+                "Txn), which audits the change"
+            )
+        txn = Txn(success=(PutOp(put.key, put.value),), request_id=put.request_id)
+        return await self.system.txn(txn, timeout)
 
     async def Delete(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.count("kv_writes", request)

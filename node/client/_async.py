@@ -147,6 +147,7 @@ class AsyncClient:
         # the blocking one is thread-safe.
         self._lock = threading.Lock()
         self._channels: dict[str, Any] = {}
+        self._coalescers: dict[str, backend.Coalescer] = {}
         self._closed = False
         self._placement_asked = float("-inf")  # when Members was last asked for routing
         self._single_updates = 0  # tier_update calls so far
@@ -168,6 +169,21 @@ class AsyncClient:
                 channel = backend.open_channel(endpoint, self._credentials)
                 self._channels[endpoint] = channel
         return getattr(wire.STUBS[service](channel), method)
+
+    def _sender(self, endpoint: str, service: wire.Service, method: str, request: Any) -> Any:
+        """What sends ``request`` to ``endpoint``: the stub method, or for a put that may
+        travel with others the endpoint's :class:`~node.client._async_io.Coalescer`."""
+        if not (service == "kv" and method == "Put" and wire.coalescable(request)):
+            return self._method(endpoint, service, method)
+        with self._lock:
+            coalescer = self._coalescers.get(endpoint)
+        if coalescer is None:
+            coalescer = backend.Coalescer(
+                self._method(endpoint, "kv", "Put"), self._method(endpoint, "kv", "PutMany")
+            )
+            with self._lock:
+                coalescer = self._coalescers.setdefault(endpoint, coalescer)
+        return coalescer
 
     async def _call(
         self,
@@ -205,7 +221,7 @@ class AsyncClient:
                 due_ns = wire.write_deadline_ns(timeout_s)
                 metadata = (*(metadata or ()), (wire.DEADLINE_KEY, str(due_ns)))
             try:
-                resp = await self._method(endpoint, service, method)(
+                resp = await self._sender(endpoint, service, method, request)(
                     request, timeout=timeout_s, metadata=metadata
                 )
             except grpc.RpcError as exc:

@@ -17,6 +17,8 @@ helper             asyncio (this module)                   blocking (``_sync_io`
 ``Flag``           ``asyncio.Event``; set from the loop    ``threading.Event``; set from
                                                            any thread
 ``WatchBase``      adds ``aclose()``                       adds nothing
+``Coalescer``      a task sends each batch; callers await  the caller's thread sends a
+                   a future                                batch; others wait on a condition
 =================  ======================================  ===============================
 
 Errors: gRPC failures surface as ``grpc.RpcError`` (``grpc.aio.AioRpcError`` is one), the
@@ -26,15 +28,26 @@ client translates them; nothing here raises a Tadpole error.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
+from node.client import coalesce
 from node.client.messages import CHANNEL_OPTIONS
 
-__all__ = ["Flag", "Stream", "WatchBase", "ask_each", "each", "open_channel", "sleep"]
+__all__ = [
+    "Coalescer",
+    "Flag",
+    "Stream",
+    "WatchBase",
+    "ask_each",
+    "each",
+    "open_channel",
+    "sleep",
+]
 
 T = TypeVar("T")
 
@@ -134,3 +147,86 @@ class WatchBase:
     async def aclose(self) -> None:
         """Same as ``close()``, awaitable."""
         self.close()
+
+
+class Coalescer:
+    """Called as the unary ``Put`` stub method is; puts that wait for the endpoint go
+    together in one ``PutMany`` (:mod:`node.client.coalesce`). ``put`` and ``put_many``
+    are the endpoint's stub methods. One per client and endpoint: every caller passes
+    the client's own metadata, so a batch is sent with any caller's."""
+
+    def __init__(self, put: Any, put_many: Any, batcher: coalesce.Batcher | None = None) -> None:
+        self._put = put
+        self._put_many = put_many
+        self._batcher = batcher if batcher is not None else coalesce.Batcher()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        item = coalesce.Pending(request, time.monotonic() + timeout, waiter)
+        self._batcher.add(item)
+        self._pump(metadata)
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter  # cancelled at the deadline: _settle skips it
+        except TimeoutError:
+            if self._batcher.withdraw(item):
+                raise coalesce.withdrawn_error() from None
+            raise coalesce.BatchedRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
+            ) from None
+
+    def _pump(self, metadata: Any) -> None:
+        while batch := self._batcher.next_batch():
+            task = asyncio.get_running_loop().create_task(self._send(batch, metadata))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[coalesce.Pending], metadata: Any) -> None:
+        failure: BaseException | None = None
+        timeout = self._batcher.call_timeout(batch, time.monotonic())
+        try:
+            if len(batch) == 1:
+                _settle(batch[0], await self._put(batch[0].request, timeout=timeout,
+                                                  metadata=metadata))  # fmt: skip
+            else:
+                resp = await self._put_many(
+                    coalesce.put_many_request(batch), timeout=timeout, metadata=metadata
+                )
+                for item, result in zip(batch, resp.results, strict=True):
+                    _settle(item, result.put if result.code == 0 else coalesce.item_error(result))
+        except grpc.RpcError as exc:
+            failure = exc
+            if coalesce.resend_alone(exc, batch):
+                await asyncio.gather(*(self._alone(item, metadata) for item in batch))
+            else:
+                for item in batch:
+                    _settle(item, exc)
+        except BaseException as exc:  # cancelled (the client closed), or a bug
+            for item in batch:
+                _settle(item, exc)
+            raise
+        finally:
+            self._batcher.finished(failure)
+            self._pump(metadata)
+
+    async def _alone(self, item: coalesce.Pending, metadata: Any) -> None:
+        try:
+            timeout = max(item.due - time.monotonic(), 0.001)
+            _settle(item, await self._put(item.request, timeout=timeout, metadata=metadata))
+        except grpc.RpcError as exc:
+            _settle(item, exc)
+
+
+def _settle(item: coalesce.Pending, outcome: Any) -> None:
+    """Answer ``item``'s caller: ``outcome`` is its response or the exception to raise."""
+    waiter: asyncio.Future[Any] = item.waiter
+    if waiter.done():
+        return
+    if isinstance(outcome, asyncio.CancelledError):
+        waiter.cancel()
+    elif isinstance(outcome, BaseException):
+        waiter.set_exception(outcome)
+    else:
+        waiter.set_result(outcome)

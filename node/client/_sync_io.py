@@ -19,9 +19,19 @@ from typing import Any, TypeVar
 
 import grpc
 
+from node.client import coalesce
 from node.client.messages import CHANNEL_OPTIONS
 
-__all__ = ["Flag", "Stream", "WatchBase", "ask_each", "each", "open_channel", "sleep"]
+__all__ = [
+    "Coalescer",
+    "Flag",
+    "Stream",
+    "WatchBase",
+    "ask_each",
+    "each",
+    "open_channel",
+    "sleep",
+]
 
 T = TypeVar("T")
 
@@ -109,3 +119,100 @@ class Flag:
 
 class WatchBase:
     """Nothing: a blocking watch has ``close()`` only (``aclose()`` is asyncio's)."""
+
+
+class _Slot:
+    """A blocking put's answer, set by whichever thread sent it."""
+
+    __slots__ = ("done", "outcome")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.outcome: Any = None
+
+
+class Coalescer:
+    """Called as the unary ``Put`` stub method is; puts that wait for the endpoint go
+    together in one ``PutMany`` (:mod:`node.client.coalesce`). No thread of its own:
+    a caller that finds a call slot free sends what waits (its own put among it, or the
+    older ones first), the others wait on a condition until their put is answered or a
+    slot frees. One per client and endpoint (every caller passes the client's
+    metadata)."""
+
+    def __init__(self, put: Any, put_many: Any, batcher: coalesce.Batcher | None = None) -> None:
+        self._put = put
+        self._put_many = put_many
+        self._batcher = batcher if batcher is not None else coalesce.Batcher()
+        self._cond = threading.Condition()
+
+    def __call__(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        slot = _Slot()
+        item = coalesce.Pending(request, time.monotonic() + timeout, slot)
+        with self._cond:
+            self._batcher.add(item)
+        while True:
+            with self._cond:
+                batch: list[coalesce.Pending] = []
+                while not slot.done:
+                    batch = self._batcher.next_batch()
+                    if batch:
+                        break
+                    left = item.due - time.monotonic()
+                    if left <= 0:
+                        if self._batcher.withdraw(item):
+                            raise coalesce.withdrawn_error()
+                        raise coalesce.BatchedRpcError(
+                            grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
+                        )
+                    self._cond.wait(left)
+                if slot.done and not batch:
+                    break
+            failure: BaseException | None = None
+            try:
+                failure = self._send(batch, metadata)
+            finally:
+                with self._cond:
+                    self._batcher.finished(failure)
+                    self._cond.notify_all()
+        if isinstance(slot.outcome, BaseException):
+            raise slot.outcome
+        return slot.outcome
+
+    def _send(self, batch: list[coalesce.Pending], metadata: Any) -> BaseException | None:
+        """Send ``batch`` and answer its puts; the call's error if it failed whole."""
+        timeout = self._batcher.call_timeout(batch, time.monotonic())
+        try:
+            if len(batch) == 1:
+                self._settle(batch[0], self._put(batch[0].request, timeout=timeout,
+                                                 metadata=metadata))  # fmt: skip
+            else:
+                resp = self._put_many(
+                    coalesce.put_many_request(batch), timeout=timeout, metadata=metadata
+                )
+                for item, result in zip(batch, resp.results, strict=True):
+                    out = result.put if result.code == 0 else coalesce.item_error(result)
+                    self._settle(item, out)
+        except grpc.RpcError as exc:
+            for item in batch:
+                if coalesce.resend_alone(exc, batch):
+                    try:
+                        left = max(item.due - time.monotonic(), 0.001)
+                        out = self._put(item.request, timeout=left, metadata=metadata)
+                    except grpc.RpcError as alone:
+                        out = alone
+                    self._settle(item, out)
+                else:
+                    self._settle(item, exc)
+            failed: BaseException = exc
+            return failed
+        except BaseException as exc:  # a bug: answer every put with it, then raise
+            for item in batch:
+                self._settle(item, exc)
+            raise
+        return None
+
+    def _settle(self, item: coalesce.Pending, outcome: Any) -> None:
+        with self._cond:
+            slot: _Slot = item.waiter
+            slot.done, slot.outcome = True, outcome
+            self._cond.notify_all()

@@ -160,6 +160,16 @@ def put_request(key: str, value: bytes | str, prev_kv: bool) -> Any:
     )
 
 
+# The access policy's keys (node.rbac.AUTH_PREFIX): a put of one is an audited admin
+# action, which KV.PutMany refuses; the client sends it alone.
+POLICY_PREFIX = "/tadpole/auth/"
+
+
+def coalescable(request: Any) -> bool:
+    """Whether a ``PutRequest`` may travel in a ``KV.PutMany`` with other puts."""
+    return not ((request.tier or "system") == "system" and request.key.startswith(POLICY_PREFIX))
+
+
 def put_result(resp: Any) -> PutResult:
     return PutResult(
         revision=int(resp.header.revision),

@@ -59,6 +59,11 @@ class KVStub:
                 request_serializer=node_dot_pb_dot_tadpole__pb2.TxnRequest.SerializeToString,
                 response_deserializer=node_dot_pb_dot_tadpole__pb2.TxnResponse.FromString,
                 _registered_method=True)
+        self.PutMany = channel.unary_unary(
+                '/tadpole.v1.KV/PutMany',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.PutManyRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.PutManyResponse.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/tadpole.v1.KV/Watch',
                 request_serializer=node_dot_pb_dot_tadpole__pb2.WatchRequest.SerializeToString,
@@ -99,6 +104,12 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutMany(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -132,6 +143,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Txn,
                     request_deserializer=node_dot_pb_dot_tadpole__pb2.TxnRequest.FromString,
                     response_serializer=node_dot_pb_dot_tadpole__pb2.TxnResponse.SerializeToString,
+            ),
+            'PutMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutMany,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.PutManyRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.PutManyResponse.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -274,6 +290,33 @@ class KV:
             '/tadpole.v1.KV/Txn',
             node_dot_pb_dot_tadpole__pb2.TxnRequest.SerializeToString,
             node_dot_pb_dot_tadpole__pb2.TxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.KV/PutMany',
+            node_dot_pb_dot_tadpole__pb2.PutManyRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.PutManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,351 @@
+"""Puts coalesced into KV.PutMany (node/client/coalesce.py and both flavours'
+``Coalescer``), against stand-in stub methods that hold each call until the test lets
+it answer: which puts travel together, and that each caller gets exactly the answer
+(or error) a lone Put would have given it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import grpc
+import pytest
+
+from node.client import _async_io, _sync_io, coalesce
+from node.client import messages as wire
+from node.client.errors import from_rpc_error
+from node.pb import tadpole_pb2 as pb
+from node.rbac import AUTH_PREFIX
+
+
+def put(key: str, value: bytes = b"v") -> Any:
+    return pb.PutRequest(key=key, value=value, request_id=f"id-{key}")
+
+
+def answer(request: Any, revision: int) -> Any:
+    return pb.PutResponse(
+        header=pb.ResponseHeader(revision=revision, member_id="n1", leader_id="n1"),
+        kv=pb.KeyValue(key=request.key, value=request.value, mod_revision=revision),
+    )
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._code.name
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+
+class Node:
+    """Stand-in stub methods for one endpoint, as async callables: each call is
+    recorded and waits until :meth:`release` (or answers at once when ``hold`` is
+    off); ``refuse`` makes PutMany fail whole with that code."""
+
+    def __init__(self, hold: bool = True, refuse: grpc.StatusCode | None = None) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+        self.hold = hold
+        self.refuse = refuse
+        self.revision = 0
+        self._gates: list[asyncio.Event] = []
+
+    def _revision(self) -> int:
+        self.revision += 1
+        return self.revision
+
+    async def put(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        self.calls.append(("Put", [request.key]))
+        await self._wait()
+        if request.key.startswith("bad"):
+            raise FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT)
+        return answer(request, self._revision())
+
+    async def put_many(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        self.calls.append(("PutMany", [p.key for p in request.puts]))
+        await self._wait()
+        if self.refuse is not None:
+            raise FakeRpcError(self.refuse)
+        results = []
+        for p in request.puts:
+            if p.key.startswith("bad"):
+                results.append(
+                    pb.PutManyResult(
+                        code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                        message=f"{p.key}: bad key",
+                        trailers=[pb.Trailer(key="tadpole-outcome", value="not-applied")],
+                    )
+                )
+            else:
+                results.append(pb.PutManyResult(put=answer(p, self._revision())))
+        return pb.PutManyResponse(results=results)
+
+    async def _wait(self) -> None:
+        if self.hold:
+            gate = asyncio.Event()
+            self._gates.append(gate)
+            await gate.wait()
+
+    def release(self) -> None:
+        gates, self._gates = self._gates, []
+        for gate in gates:
+            gate.set()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+# -- the pure queue
+
+
+def test_batcher_takes_everything_waiting_up_to_its_limits() -> None:
+    b = coalesce.Batcher(max_in_flight=1, max_items=3, max_bytes=10_000)
+    items = [coalesce.Pending(put(f"k{i}"), 1.0, None) for i in range(5)]
+    for item in items:
+        b.add(item)
+    assert b.next_batch() == items[:3]
+    assert b.next_batch() == []  # the one slot is taken
+    b.finished()
+    assert b.next_batch() == items[3:]
+    b.finished()
+    assert b.next_batch() == [] and b.in_flight == 0
+
+
+def test_batcher_bytes_bound_a_batch_but_never_strand_a_large_put() -> None:
+    big = coalesce.Pending(put("big", b"x" * 500), 1.0, None)
+    small = [coalesce.Pending(put(f"s{i}"), 1.0, None) for i in range(3)]
+    b = coalesce.Batcher(max_in_flight=2, max_bytes=100)
+    b.add(big)
+    for item in small:
+        b.add(item)
+    assert b.next_batch() == [big]  # alone, though over the bound
+    assert b.next_batch() == small
+
+
+def test_batcher_withdraws_only_what_has_not_left() -> None:
+    b = coalesce.Batcher(max_in_flight=1)
+    first, second = coalesce.Pending(put("a"), 1.0, None), coalesce.Pending(put("b"), 1.0, None)
+    b.add(first)
+    b.add(second)
+    assert b.next_batch() == [first, second]
+    assert not b.withdraw(first)
+    third = coalesce.Pending(put("c"), 1.0, None)
+    b.add(third)
+    assert b.withdraw(third) and len(b) == 0
+
+
+def test_a_node_without_put_many_is_sent_lone_puts_from_then_on() -> None:
+    b = coalesce.Batcher(max_in_flight=1)
+    for key in "abc":
+        b.add(coalesce.Pending(put(key), 1.0, None))
+    assert len(b.next_batch()) == 3
+    b.finished(FakeRpcError(grpc.StatusCode.UNIMPLEMENTED))
+    b.add(coalesce.Pending(put("d"), 1.0, None))
+    b.add(coalesce.Pending(put("e"), 1.0, None))
+    assert [p.request.key for p in b.next_batch()] == ["d"]
+
+
+def test_item_error_is_what_a_lone_put_would_raise() -> None:
+    result = pb.PutManyResult(
+        code=grpc.StatusCode.UNAVAILABLE.value[0],
+        message="no leader",
+        trailers=[pb.Trailer(key="tadpole-outcome", value="not-applied")],
+    )
+    exc = coalesce.item_error(result)
+    assert exc.code() is grpc.StatusCode.UNAVAILABLE and exc.details() == "no leader"
+    translated = from_rpc_error(exc, write=True)
+    assert type(translated).__name__ == "Unavailable" and "no leader" in str(translated)
+    late = from_rpc_error(coalesce.withdrawn_error(), write=True)
+    assert type(late).__name__ == "Timeout"  # not applied: not OutcomeUnknown
+
+
+def test_the_client_knows_the_policy_prefix() -> None:
+    assert wire.POLICY_PREFIX == AUTH_PREFIX
+    assert not wire.coalescable(put(AUTH_PREFIX + "policy"))
+    assert wire.coalescable(pb.PutRequest(key=AUTH_PREFIX + "x", tier="agent"))
+    assert wire.coalescable(put("/app/x"))
+
+
+# -- the asyncio flavour
+
+
+def test_a_lone_put_leaves_at_once_and_puts_behind_it_go_together() -> None:
+    async def run() -> None:
+        node = Node()
+        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        first = asyncio.ensure_future(c(put("a"), timeout=5))
+        await settle()
+        assert node.calls == [("Put", ["a"])]
+        rest = [asyncio.ensure_future(c(put(k), timeout=5)) for k in "bcd"]
+        await settle()
+        assert len(node.calls) == 1  # queued behind the call in flight
+        node.release()
+        assert (await first).kv.key == "a"
+        await settle()
+        assert node.calls[1] == ("PutMany", ["b", "c", "d"])
+        node.release()
+        answers = await asyncio.gather(*rest)
+        assert [a.kv.key for a in answers] == ["b", "c", "d"]
+        assert [a.header.revision for a in answers] == [2, 3, 4]
+
+    asyncio.run(run())
+
+
+def test_each_put_of_a_batch_gets_its_own_error() -> None:
+    async def run() -> None:
+        node = Node(hold=False)
+        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        calls = [c(put(k), timeout=5) for k in ("a", "b", "bad1", "c")]
+        out = await asyncio.gather(*calls, return_exceptions=True)
+        assert node.calls == [("Put", ["a"]), ("PutMany", ["b", "bad1", "c"])]
+        assert [o.kv.key for o in out if not isinstance(o, BaseException)] == ["a", "b", "c"]
+        error = out[2]
+        assert isinstance(error, coalesce.BatchedRpcError)
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert error.trailing_metadata() == (("tadpole-outcome", "not-applied"),)
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED])
+def test_a_batch_refused_whole_is_resent_put_by_put(code: grpc.StatusCode) -> None:
+    async def run_checked() -> None:
+        node = Node(hold=False, refuse=code)
+        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        out = await asyncio.gather(
+            *(c(put(k), timeout=5) for k in ("a", "b", "bad", "c")), return_exceptions=True
+        )
+        assert node.calls[:2] == [("Put", ["a"]), ("PutMany", ["b", "bad", "c"])]
+        assert sorted(node.calls[2:]) == [("Put", ["b"]), ("Put", ["bad"]), ("Put", ["c"])]
+        assert isinstance(out[2], FakeRpcError)
+        assert out[2].code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert [o.kv.key for o in out if not isinstance(o, BaseException)] == ["a", "b", "c"]
+
+    asyncio.run(run_checked())
+
+
+def test_a_call_that_fails_whole_fails_each_of_its_puts() -> None:
+    async def run() -> None:
+        node = Node(hold=False, refuse=grpc.StatusCode.UNAVAILABLE)
+        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        out = await asyncio.gather(*(c(put(k), timeout=5) for k in "abc"), return_exceptions=True)
+        assert not isinstance(out[0], BaseException)  # the lone Put
+        assert [o.code() for o in out[1:]] == [grpc.StatusCode.UNAVAILABLE] * 2
+        assert len(node.calls) == 2  # not resent: the client's retry rules decide
+
+    asyncio.run(run())
+
+
+def test_a_put_still_queued_at_its_deadline_is_withdrawn_and_never_sent() -> None:
+    async def run() -> None:
+        node = Node()
+        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        first = asyncio.ensure_future(c(put("a"), timeout=5))
+        await settle()
+        with pytest.raises(coalesce.BatchedRpcError) as caught:
+            await c(put("late"), timeout=0.05)
+        assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert ("tadpole-outcome", "not-applied") in caught.value.trailing_metadata()
+        node.release()
+        await first
+        await settle()
+        assert node.calls == [("Put", ["a"])]  # "late" never left
+
+    asyncio.run(run())
+
+
+def test_a_put_sent_but_unanswered_at_its_deadline_has_an_unknown_outcome() -> None:
+    async def run() -> None:
+        node = Node()
+        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        with pytest.raises(coalesce.BatchedRpcError) as caught:
+            await c(put("a"), timeout=0.05)
+        assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert caught.value.trailing_metadata() == ()  # no outcome: it may land
+        assert type(from_rpc_error(caught.value, write=True)).__name__ == "WriteTimeout"
+        node.release()
+        await settle()
+
+    asyncio.run(run())
+
+
+# -- the blocking flavour
+
+
+class SyncNode:
+    """Blocking stand-in stub methods; ``gate`` holds every call until set."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.revision = 0
+        self._lock = threading.Lock()
+
+    def _answer(self, request: Any) -> Any:
+        with self._lock:
+            self.revision += 1
+            return answer(request, self.revision)
+
+    def put(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        self.calls.append(("Put", [request.key]))
+        self.entered.release()
+        assert self.gate.wait(5)
+        return self._answer(request)
+
+    def put_many(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        self.calls.append(("PutMany", [p.key for p in request.puts]))
+        self.entered.release()
+        assert self.gate.wait(5)
+        return pb.PutManyResponse(
+            results=[pb.PutManyResult(put=self._answer(p)) for p in request.puts]
+        )
+
+
+def test_blocking_callers_share_a_call_and_each_gets_its_answer() -> None:
+    node = SyncNode()
+    c = _sync_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+    answers: dict[str, Any] = {}
+
+    def call(key: str) -> None:
+        answers[key] = c(put(key), timeout=5)
+
+    first = threading.Thread(target=call, args=("a",))
+    first.start()
+    assert node.entered.acquire(timeout=5)  # "a" is in flight
+    rest = [threading.Thread(target=call, args=(k,)) for k in "bcd"]
+    for t in rest:
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(c._batcher) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    node.gate.set()
+    for t in [first, *rest]:
+        t.join(5)
+    assert node.calls[0] == ("Put", ["a"])
+    assert node.calls[1][0] == "PutMany" and sorted(node.calls[1][1]) == ["b", "c", "d"]
+    assert len(node.calls) == 2
+    assert {k: a.kv.key for k, a in answers.items()} == {k: k for k in "abcd"}
+
+
+def test_a_blocking_put_queued_past_its_deadline_is_withdrawn() -> None:
+    node = SyncNode()
+    c = _sync_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+    first = threading.Thread(target=lambda: c(put("a"), timeout=5))
+    first.start()
+    assert node.entered.acquire(timeout=5)
+    with pytest.raises(coalesce.BatchedRpcError) as caught:
+        c(put("late"), timeout=0.05)
+    assert ("tadpole-outcome", "not-applied") in caught.value.trailing_metadata()
+    node.gate.set()
+    first.join(5)
+    assert node.calls == [("Put", ["a"])]
