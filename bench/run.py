@@ -386,6 +386,9 @@ class _Target:
         return sum(1 for o in outcomes if o.applied)
 
     async def get(self, stub: Any, key: str, linearizable: bool) -> None:
+        if self.job.kind == "tadpole-client":
+            await self.client.get(key, serializable=not linearizable)
+            return
         if self.job.kind == "tadpole":
             consistency = pb.LINEARIZABLE if linearizable else pb.SERIALIZABLE
             await stub.Get(pb.GetRequest(key=key, consistency=consistency))
@@ -873,10 +876,11 @@ def _raft_cluster(
             profile_pid=cluster.pid(leader) if full else None,
             ops=None if full else [op for op in args.ops if op == "put"],
         )
-        if full and "put" in args.ops:
-            # The same puts through the client library, one AsyncClient per load process
-            # shared by its callers (as aetcd's client is): it coalesces the puts waiting
-            # for the leader into KV.PutMany calls.
+        coalesced = [op for op in ("put", "get_lin") if op in args.ops]
+        if full and coalesced:
+            # The same puts and linearizable gets through the client library, one
+            # AsyncClient per load process shared by its callers (as aetcd's client is):
+            # it coalesces the calls waiting for the leader into KV.PutMany / GetMany.
             rows += _rows(
                 gen,
                 "tadpole-client",
@@ -886,7 +890,7 @@ def _raft_cluster(
                 args,
                 spread=True,
                 probe=probe,
-                ops=["put"],
+                ops=coalesced,
             )
         if full:
             rows += _population_rows(gen, system, list(cluster.addresses.values()), args, probe)
@@ -1266,6 +1270,7 @@ def targets(rows: list[dict[str, Any]], memory: dict[str, Any]) -> list[tuple[st
             )
         )
     ratio("get_lin", 64, 0.7, "linearizable get at 64 clients")
+    ratio("get_lin", 64, 0.7, "linearizable get at 64 clients, client library", "tadpole-client")
     ref = _find(rows, "tadpole-ref", "put", 64)
     for system, how in (("tadpole-raft", ""), ("tadpole-client", ", client library")):
         this = _find(rows, system, "put", 64)

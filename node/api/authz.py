@@ -99,6 +99,7 @@ NEEDS: dict[str, Needs] = {
     _KV + "Range": lambda r: [Need("read", _sys(r.tier), r.prefix, True)],
     _KV + "Txn": _txn,
     _KV + "PutMany": lambda r: [Need("write", _sys(p.tier), p.key) for p in r.puts],
+    _KV + "GetMany": lambda r: [Need("read", _sys(g.tier), g.key) for g in r.gets],
     _KV + "Watch": lambda r: [Need("read", _sys(r.tier), r.key, r.prefix)],
     _TIERS + "Update": lambda r: [Need("write", r.tier, r.key)],
     _TIERS + "UpdateMany": lambda r: [Need("write", u.tier, u.key) for u in r.updates],

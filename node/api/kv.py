@@ -47,7 +47,7 @@ from node.tls import Renewal, aio_channel, close_later, server_name_for
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-MAX_PUT_MANY = 1_000  # puts in one PutMany call
+MAX_MANY = 1_000  # puts in one PutMany call, gets in one GetMany call
 
 
 def kv_to_pb(kv: KeyValue | None) -> Any:
@@ -110,6 +110,15 @@ class _Api:
         if consistency not in (pb.LINEARIZABLE, pb.SERIALIZABLE):
             raise v.InvalidArgument(f"unknown consistency {consistency}")
         return bool(consistency == pb.LINEARIZABLE)
+
+
+def _resend_alone() -> Any:
+    """A GetMany item left unanswered: the answer was full (the client sends it alone)."""
+    return pb.GetManyResult(
+        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+        message="the batch's answer is full: send this get again",
+        trailers=[pb.Trailer(key=status.RESEND_ALONE_KEY, value="1")],
+    )
 
 
 def _op_from_pb(op: Any, max_value: int) -> TxnOp:
@@ -237,50 +246,110 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
         if self.metrics is not None:
             self.metrics.incr("kv_writes", len(request.puts))
             self.metrics.incr("bytes_in", request.ByteSize())
-        try:
-            if len(request.puts) > MAX_PUT_MANY:
-                raise v.InvalidArgument(
-                    f"{len(request.puts)} puts in one call; the limit is {MAX_PUT_MANY}"
-                )
-        except Exception as exc:
-            await self.abort_for(context, exc)
+        await self._check_many(context, len(request.puts), "puts")
+        carried = sum(len(put.value) for put in request.puts)
+        if carried > self.config.max_value_bytes:  # the answer carries them back
+            await self.abort_for(
+                context,
+                v.InvalidArgument(
+                    f"the puts carry {carried} bytes of values; the limit per call is "
+                    f"{self.config.max_value_bytes} bytes"
+                ),
+            )
         timeout = self.timeout(context)
         outcomes = await asyncio.gather(
             *(self._put_one(put, timeout) for put in request.puts), return_exceptions=True
         )
-        info = self.system.info()
         top = max((o.revision for o in outcomes if isinstance(o, CommandResult)), default=0)
+        info = self.system.info()
         results = []
         for put, outcome in zip(request.puts, outcomes, strict=True):
             if isinstance(outcome, CommandResult):
                 op = outcome.results[0]
                 answer = pb.PutResponse(
-                    header=pb.ResponseHeader(
-                        revision=outcome.revision,
-                        member_id=self.config.node_id,
-                        raft_term=info.term,
-                        leader_id=info.leader_id,
-                    ),
+                    header=self._item_header(info, outcome.revision),
                     kv=kv_to_pb(op.kvs[0]),
                     prev_kv=kv_to_pb(op.prev) if put.prev_kv and op.prev else None,
                 )
                 results.append(pb.PutManyResult(put=answer))
-                continue
-            if isinstance(outcome, asyncio.CancelledError):
-                raise outcome  # the call itself was cancelled
-            st = status.status_for(outcome, leader=self._leader_hint())
-            if st.code is grpc.StatusCode.INTERNAL:
-                log.error("unexpected error in a batched put", exc_info=outcome)
-            results.append(
-                pb.PutManyResult(
-                    code=st.code.value[0],
-                    message=st.message,
-                    trailers=[pb.Trailer(key=k, value=val) for k, val in st.trailers()],
-                )
-            )
+            else:
+                results.append(pb.PutManyResult(**self._item_failure(outcome, "put")))
         return pb.PutManyResponse(header=self.header(top or None), results=results)
 
+    async def GetMany(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Each get answered as :meth:`Get` would answer it, at its own consistency (an
+        invalid one is refused alone); the linearizable ones share ReadIndex rounds."""
+        if self.metrics is not None:
+            self.metrics.incr("kv_reads", len(request.gets))
+            self.metrics.incr("bytes_in", request.ByteSize())
+        await self._check_many(context, len(request.gets), "gets")
+        timeout = self.timeout(context)
+        outcomes = await asyncio.gather(
+            *(self._get_one(get, timeout) for get in request.gets), return_exceptions=True
+        )
+        info = self.system.info()
+        results: list[Any] = []
+        room = self.config.max_value_bytes  # what the answer may carry; then it is full
+        for outcome in outcomes:
+            if isinstance(outcome, tuple):
+                found, revision = outcome
+                answer = pb.GetResponse(
+                    header=self._item_header(info, revision),
+                    found=found is not None,
+                    kv=kv_to_pb(found),
+                )
+                size = answer.ByteSize()
+                if size > room and len(results) > 0:
+                    results.append(_resend_alone())
+                    continue
+                room -= size
+                results.append(pb.GetManyResult(get=answer))
+            else:
+                results.append(pb.GetManyResult(**self._item_failure(outcome, "get")))
+        return pb.GetManyResponse(header=self.header(), results=results)
+
+    async def _check_many(self, context: grpc.aio.ServicerContext, count: int, what: str) -> None:
+        if count > MAX_MANY:
+            await self.abort_for(
+                context,
+                v.InvalidArgument(f"{count} {what} in one call; the limit is {MAX_MANY}"),
+            )
+
+    def _item_header(self, info: Any, revision: int) -> Any:
+        return pb.ResponseHeader(
+            revision=revision,
+            member_id=self.config.node_id,
+            raft_term=info.term,
+            leader_id=info.leader_id,
+        )
+
+    def _item_failure(self, exc: BaseException, what: str) -> dict[str, Any]:
+        """The fields of a batch item's failure: the status a lone call would have
+        answered, with its trailers (outcome, leader hint)."""
+        if isinstance(exc, asyncio.CancelledError):
+            raise exc  # the call itself was cancelled
+        st = status.status_for(exc, leader=self._leader_hint())
+        if st.code is grpc.StatusCode.INTERNAL:
+            log.error("unexpected error in a batched %s", what, exc_info=exc)
+        return {
+            "code": st.code.value[0],
+            "message": st.message,
+            "trailers": [pb.Trailer(key=k, value=val) for k, val in st.trailers()],
+        }
+
+    async def _get_one(self, get: Any, timeout: float) -> tuple[KeyValue | None, int]:
+        v.check_tier(get.tier)
+        v.check_key(get.key)
+        return await self.system.get(
+            get.key, linearizable=self.linearizable(get.consistency), timeout=timeout
+        )
+
     async def _put_one(self, put: Any, timeout: float) -> CommandResult:
+        if put.prev_kv:
+            raise v.InvalidArgument(
+                "prev_kv is not offered in PutMany (the answer could outgrow a message): "
+                "send the put alone"
+            )
         v.check_tier(put.tier)
         v.check_key(put.key)
         v.check_value(put.value, self.config.max_value_bytes)

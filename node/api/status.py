@@ -62,6 +62,7 @@ __all__ = [
     "LEADER_ADDRESS_KEY",
     "LEADER_ID_KEY",
     "OUTCOME_KEY",
+    "RESEND_ALONE_KEY",
     "Status",
     "abort",
     "status_for",
@@ -74,6 +75,8 @@ OUTCOME_KEY = "tadpole-outcome"
 LEADER_ID_KEY = "tadpole-leader-id"
 LEADER_ADDRESS_KEY = "tadpole-leader-address"
 COMPACT_REVISION_KEY = "tadpole-compact-revision"
+# On a batch item the node left unanswered (the answer was full): send it again alone.
+RESEND_ALONE_KEY = "tadpole-resend-alone"
 
 
 @dataclass(frozen=True, slots=True)

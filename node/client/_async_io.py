@@ -150,18 +150,28 @@ class WatchBase:
 
 
 class Coalescer:
-    """Called as the unary ``Put`` stub method is; puts that wait for the endpoint go
-    together in one ``PutMany`` (:mod:`node.client.coalesce`). ``put`` and ``put_many``
-    are the endpoint's stub methods. One per client and endpoint: every caller passes
-    the client's own metadata, so a batch is sent with any caller's."""
+    """Called as a unary stub method is (``Put``, ``Get``); calls that wait for the
+    endpoint go together in one ``PutMany`` / ``GetMany`` (:mod:`node.client.coalesce`).
+    ``single`` and ``many`` are the endpoint's stub methods, ``shape`` their wire form.
+    One per client, endpoint and kind: every caller passes the client's own metadata,
+    so a batch is sent with any caller's."""
 
-    def __init__(self, put: Any, put_many: Any, batcher: coalesce.Batcher | None = None) -> None:
-        self._put = put
-        self._put_many = put_many
+    def __init__(
+        self,
+        single: Any,
+        many: Any,
+        shape: coalesce.Shape = coalesce.PUTS,
+        batcher: coalesce.Batcher | None = None,
+    ) -> None:
+        self._single = single
+        self._many = many
+        self._shape = shape
         self._batcher = batcher if batcher is not None else coalesce.Batcher()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        if not self._batcher.batching(time.monotonic()):
+            return await self._single(request, timeout=timeout, metadata=metadata)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         item = coalesce.Pending(request, time.monotonic() + timeout, waiter)
@@ -176,6 +186,9 @@ class Coalescer:
             raise coalesce.BatchedRpcError(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
             ) from None
+        except asyncio.CancelledError:
+            self._batcher.withdraw(item)  # a caller that gave up sends nothing later
+            raise
 
     def _pump(self, metadata: Any) -> None:
         while batch := self._batcher.next_batch():
@@ -188,35 +201,49 @@ class Coalescer:
         timeout = self._batcher.call_timeout(batch, time.monotonic())
         try:
             if len(batch) == 1:
-                _settle(batch[0], await self._put(batch[0].request, timeout=timeout,
-                                                  metadata=metadata))  # fmt: skip
+                _settle(batch[0], await self._single(batch[0].request, timeout=timeout,
+                                                     metadata=metadata))  # fmt: skip
             else:
-                resp = await self._put_many(
-                    coalesce.put_many_request(batch), timeout=timeout, metadata=metadata
+                resp = await self._many(
+                    self._shape.request(batch), timeout=timeout, metadata=metadata
                 )
+                alone = []
                 for item, result in zip(batch, resp.results, strict=True):
-                    _settle(item, result.put if result.code == 0 else coalesce.item_error(result))
+                    if coalesce.resend_item(result):
+                        alone.append(item)
+                    else:
+                        _settle(item, self._shape.answer(result))
+                await self._alone(alone, metadata)
         except grpc.RpcError as exc:
             failure = exc
             if coalesce.resend_alone(exc, batch):
-                await asyncio.gather(*(self._alone(item, metadata) for item in batch))
-            else:
-                for item in batch:
-                    _settle(item, exc)
-        except BaseException as exc:  # cancelled (the client closed), or a bug
+                await self._alone(batch, metadata)
+            for item in batch:
+                _settle(item, exc)
+        except asyncio.CancelledError as exc:
             for item in batch:
                 _settle(item, exc)
             raise
+        except Exception as exc:  # a bug: each caller gets it (nobody awaits this task)
+            for item in batch:
+                _settle(item, exc)
         finally:
-            self._batcher.finished(failure)
+            self._batcher.finished(failure, time.monotonic())
             self._pump(metadata)
 
-    async def _alone(self, item: coalesce.Pending, metadata: Any) -> None:
-        try:
-            timeout = max(item.due - time.monotonic(), 0.001)
-            _settle(item, await self._put(item.request, timeout=timeout, metadata=metadata))
-        except grpc.RpcError as exc:
-            _settle(item, exc)
+    async def _alone(self, items: list[coalesce.Pending], metadata: Any) -> None:
+        """Send each of ``items`` as a lone call, at once, each with its own deadline."""
+
+        async def one(item: coalesce.Pending) -> None:
+            try:
+                timeout = max(item.due - time.monotonic(), 0.001)
+                _settle(item, await self._single(item.request, timeout=timeout,
+                                                 metadata=metadata))  # fmt: skip
+            except Exception as exc:
+                _settle(item, exc)
+
+        if items:
+            await asyncio.gather(*(one(item) for item in items))
 
 
 def _settle(item: coalesce.Pending, outcome: Any) -> None:

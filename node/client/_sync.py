@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from node.client import _sync_io as backend
+from node.client import coalesce
 from node.client import messages as wire
 from node.client.attempts import Attempts, RetryPolicy, Router
 from node.client.cursor import WatchCursor
@@ -91,6 +92,9 @@ def _may_still_land(error: TadpoleError) -> bool:
 
 log = logging.getLogger(__name__)
 
+# The unary KV calls the client coalesces: method -> (the batch method, its wire form).
+_COALESCED = {"Put": ("PutMany", coalesce.PUTS), "Get": ("GetMany", coalesce.GETS)}
+
 
 class Client:
     """A client of a Tadpole State cluster; see :mod:`node.client` for routing,
@@ -138,7 +142,7 @@ class Client:
         # the blocking one is thread-safe.
         self._lock = threading.Lock()
         self._channels: dict[str, Any] = {}
-        self._coalescers: dict[str, backend.Coalescer] = {}
+        self._coalescers: dict[tuple[str, str], backend.Coalescer] = {}
         self._closed = False
         self._placement_asked = float("-inf")  # when Members was last asked for routing
         self._single_updates = 0  # tier_update calls so far
@@ -162,18 +166,22 @@ class Client:
         return getattr(wire.STUBS[service](channel), method)
 
     def _sender(self, endpoint: str, service: wire.Service, method: str, request: Any) -> Any:
-        """What sends ``request`` to ``endpoint``: the stub method, or for a put that may
-        travel with others the endpoint's :class:`~node.client._sync_io.Coalescer`."""
-        if not (service == "kv" and method == "Put" and wire.coalescable(request)):
+        """What sends ``request`` to ``endpoint``: the stub method, or for a put or get
+        that may travel with others the endpoint's
+        :class:`~node.client._sync_io.Coalescer` of that kind."""
+        if service != "kv" or method not in _COALESCED or not wire.coalescable(request):
             return self._method(endpoint, service, method)
         with self._lock:
-            coalescer = self._coalescers.get(endpoint)
+            if self._closed:
+                raise RuntimeError("client is closed")
+            coalescer = self._coalescers.get((endpoint, method))
         if coalescer is None:
+            many, shape = _COALESCED[method]
             coalescer = backend.Coalescer(
-                self._method(endpoint, "kv", "Put"), self._method(endpoint, "kv", "PutMany")
+                self._method(endpoint, "kv", method), self._method(endpoint, "kv", many), shape
             )
             with self._lock:
-                coalescer = self._coalescers.setdefault(endpoint, coalescer)
+                coalescer = self._coalescers.setdefault((endpoint, method), coalescer)
         return coalescer
 
     def _call(
@@ -844,6 +852,7 @@ class Client:
         with self._lock:
             self._closed = True
             channels, self._channels = list(self._channels.values()), {}
+            self._coalescers.clear()
         for channel in channels:
             channel.close()
 

@@ -122,7 +122,7 @@ class WatchBase:
 
 
 class _Slot:
-    """A blocking put's answer, set by whichever thread sent it."""
+    """A blocking call's answer, set by whichever thread answered it."""
 
     __slots__ = ("done", "outcome")
 
@@ -132,31 +132,37 @@ class _Slot:
 
 
 class Coalescer:
-    """Called as the unary ``Put`` stub method is; puts that wait for the endpoint go
-    together in one ``PutMany`` (:mod:`node.client.coalesce`). No thread of its own:
-    a caller that finds a call slot free sends what waits (its own put among it, or the
-    older ones first), the others wait on a condition until their put is answered or a
-    slot frees. One per client and endpoint (every caller passes the client's
-    metadata)."""
+    """Called as a unary stub method is (``Put``, ``Get``); calls that wait for the
+    endpoint go together in one ``PutMany`` / ``GetMany`` (:mod:`node.client.coalesce`;
+    ``single``, ``many`` and ``shape`` as in the asyncio twin). No thread of its own: a
+    batch leaves as a gRPC future, whose callback (on gRPC's thread) answers its calls
+    and sends what queued meanwhile; every caller waits for its own answer on a
+    condition, each until its own deadline. One per client, endpoint and kind (every
+    caller passes the client's metadata)."""
 
-    def __init__(self, put: Any, put_many: Any, batcher: coalesce.Batcher | None = None) -> None:
-        self._put = put
-        self._put_many = put_many
+    def __init__(
+        self,
+        single: Any,
+        many: Any,
+        shape: coalesce.Shape = coalesce.PUTS,
+        batcher: coalesce.Batcher | None = None,
+    ) -> None:
+        self._single = single
+        self._many = many
+        self._shape = shape
         self._batcher = batcher if batcher is not None else coalesce.Batcher()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # re-entrant: a future may be done at once
 
     def __call__(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        if not self._batcher.batching(time.monotonic()):
+            return self._single(request, timeout=timeout, metadata=metadata)
         slot = _Slot()
         item = coalesce.Pending(request, time.monotonic() + timeout, slot)
         with self._cond:
             self._batcher.add(item)
-        while True:
-            with self._cond:
-                batch: list[coalesce.Pending] = []
+            self._pump(metadata)
+            try:
                 while not slot.done:
-                    batch = self._batcher.next_batch()
-                    if batch:
-                        break
                     left = item.due - time.monotonic()
                     if left <= 0:
                         if self._batcher.withdraw(item):
@@ -165,54 +171,82 @@ class Coalescer:
                             grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
                         )
                     self._cond.wait(left)
-                if slot.done and not batch:
-                    break
-            failure: BaseException | None = None
-            try:
-                failure = self._send(batch, metadata)
-            finally:
-                with self._cond:
-                    self._batcher.finished(failure)
-                    self._cond.notify_all()
+            except BaseException:
+                self._batcher.withdraw(item)  # a caller that gave up sends nothing later
+                raise
         if isinstance(slot.outcome, BaseException):
             raise slot.outcome
         return slot.outcome
 
-    def _send(self, batch: list[coalesce.Pending], metadata: Any) -> BaseException | None:
-        """Send ``batch`` and answer its puts; the call's error if it failed whole."""
-        timeout = self._batcher.call_timeout(batch, time.monotonic())
+    def _pump(self, metadata: Any) -> None:
+        """Send what waits while call slots are free (the condition held)."""
+        while batch := self._batcher.next_batch():
+            timeout = self._batcher.call_timeout(batch, time.monotonic())
+            try:
+                if len(batch) == 1:
+                    future = self._single.future(
+                        batch[0].request, timeout=timeout, metadata=metadata
+                    )
+                else:
+                    future = self._many.future(
+                        self._shape.request(batch), timeout=timeout, metadata=metadata
+                    )
+            except Exception as exc:  # the channel is closed, or a bug
+                self._batcher.finished(exc, time.monotonic())
+                for item in batch:
+                    self._settle(item, exc)
+                continue
+            future.add_done_callback(lambda done, batch=batch: self._landed(batch, done, metadata))
+
+    def _landed(self, batch: list[coalesce.Pending], future: Any, metadata: Any) -> None:
+        """A batch's call ended (on gRPC's thread): answer its calls, send what waits."""
+        failure: BaseException | None = None
         try:
+            resp = future.result()
             if len(batch) == 1:
-                self._settle(batch[0], self._put(batch[0].request, timeout=timeout,
-                                                 metadata=metadata))  # fmt: skip
+                self._settle(batch[0], resp)
             else:
-                resp = self._put_many(
-                    coalesce.put_many_request(batch), timeout=timeout, metadata=metadata
-                )
                 for item, result in zip(batch, resp.results, strict=True):
-                    out = result.put if result.code == 0 else coalesce.item_error(result)
-                    self._settle(item, out)
+                    if coalesce.resend_item(result):
+                        self._alone(item, metadata)
+                    else:
+                        self._settle(item, self._shape.answer(result))
         except grpc.RpcError as exc:
+            failure = exc
             for item in batch:
                 if coalesce.resend_alone(exc, batch):
-                    try:
-                        left = max(item.due - time.monotonic(), 0.001)
-                        out = self._put(item.request, timeout=left, metadata=metadata)
-                    except grpc.RpcError as alone:
-                        out = alone
-                    self._settle(item, out)
+                    self._alone(item, metadata)
                 else:
                     self._settle(item, exc)
-            failed: BaseException = exc
-            return failed
-        except BaseException as exc:  # a bug: answer every put with it, then raise
+        except Exception as exc:  # a bug: each caller gets it
             for item in batch:
                 self._settle(item, exc)
-            raise
-        return None
+        finally:
+            with self._cond:
+                self._batcher.finished(failure, time.monotonic())
+                self._pump(metadata)
+
+    def _alone(self, item: coalesce.Pending, metadata: Any) -> None:
+        """Send ``item`` again as a lone call, answered when it ends."""
+        try:
+            future = self._single.future(
+                item.request, timeout=max(item.due - time.monotonic(), 0.001), metadata=metadata
+            )
+        except Exception as exc:
+            self._settle(item, exc)
+            return
+
+        def landed(done: Any) -> None:
+            try:
+                self._settle(item, done.result())
+            except Exception as exc:
+                self._settle(item, exc)
+
+        future.add_done_callback(landed)
 
     def _settle(self, item: coalesce.Pending, outcome: Any) -> None:
         with self._cond:
             slot: _Slot = item.waiter
-            slot.done, slot.outcome = True, outcome
-            self._cond.notify_all()
+            if not slot.done:
+                slot.done, slot.outcome = True, outcome
+                self._cond.notify_all()

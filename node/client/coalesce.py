@@ -1,8 +1,11 @@
-"""Puts coalesced into ``KV.PutMany`` calls: the bookkeeping, without I/O.
+"""Puts and gets coalesced into ``KV.PutMany`` and ``KV.GetMany`` calls: the
+bookkeeping, without I/O.
 
 A Python gRPC unary call costs the node far more than the put it carries (at 64
 concurrent writers the leader spent most of its event loop in gRPC's own code), so
-the client sends puts that wait for the same endpoint together. Per endpoint:
+the client sends puts that wait for the same endpoint together, and gets likewise
+(linearizable gets in one call share the node's ReadIndex rounds). Per endpoint and
+kind of call:
 
 * a put goes out at once, as a plain ``Put``, while fewer than ``max_in_flight`` calls
   to that endpoint are in flight: a lone writer waits for nothing;
@@ -11,10 +14,10 @@ the client sends puts that wait for the same endpoint together. Per endpoint:
   and latency, as the Raft link's do.
 
 Each put keeps its own request id, deadline, answer and error: a ``PutMany`` answers
-every put with what a lone ``Put`` would have (:class:`BatchedRpcError` carries a
-failed one's status and trailers), so the retry rules of
-:mod:`node.client.attempts` see exactly what they would have seen. A put whose
-deadline passes while it still queues is withdrawn (never sent: not applied).
+every put with what a lone ``Put`` would have, a ``GetMany`` every get as ``Get``
+(:class:`BatchedRpcError` carries a failed one's status and trailers), so the retry
+rules of :mod:`node.client.attempts` see exactly what they would have seen. A call
+whose deadline passes while it still queues is withdrawn (never sent: not applied).
 
 :class:`Batcher` is the queue and the count of calls in flight;
 :mod:`node.client._async_io` and :mod:`node.client._sync_io` each drive it with
@@ -24,7 +27,7 @@ their own waiting (``Coalescer``).
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,21 +36,29 @@ import grpc
 from node.pb import tadpole_pb2 as pb
 
 __all__ = [
+    "GETS",
     "MAX_BYTES",
     "MAX_IN_FLIGHT",
     "MAX_ITEMS",
+    "PUTS",
+    "RESEND_ALONE_KEY",
     "BatchedRpcError",
     "Batcher",
     "Pending",
+    "Shape",
     "item_error",
-    "put_many_request",
     "resend_alone",
+    "resend_item",
     "withdrawn_error",
 ]
 
 MAX_IN_FLIGHT = 2  # calls per endpoint before puts queue
 MAX_ITEMS = 1_000  # puts per PutMany (the server's limit)
-MAX_BYTES = 2 << 20  # encoded puts per PutMany
+MAX_BYTES = 1 << 20  # encoded requests per call (the server's default max_value_bytes)
+LONE_FOR_S = 60.0  # a node without PutMany/GetMany: lone calls, then ask again
+# Trailer of a batch item the node did not answer because the batch's answer would
+# have outgrown a message: the client sends that item again alone.
+RESEND_ALONE_KEY = "tadpole-resend-alone"
 
 
 class BatchedRpcError(grpc.RpcError):  # type: ignore[misc]
@@ -109,6 +120,12 @@ class Batcher:
         self.max_bytes = max_bytes
         self.in_flight = 0
         self._queue: collections.deque[Pending] = collections.deque()
+        self._lone_until = float("-inf")
+
+    def batching(self, now: float) -> bool:
+        """False while the endpoint is known not to take batches: send calls alone,
+        straight (not through the queue, which would hold them to ``max_in_flight``)."""
+        return now >= self._lone_until
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -135,13 +152,14 @@ class Batcher:
         self.in_flight += 1
         return batch
 
-    def finished(self, exc: BaseException | None = None) -> None:
+    def finished(self, exc: BaseException | None = None, now: float = 0.0) -> None:
         """A call has ended (with ``exc`` when it failed whole). A node that does not
-        know ``PutMany`` is sent lone puts from then on."""
+        know the batch call (an older version) is sent lone calls for
+        :data:`LONE_FOR_S` (it may be upgraded meanwhile)."""
         assert self.in_flight > 0, "finished() without a batch"
         self.in_flight -= 1
         if exc is not None and _code(exc) is grpc.StatusCode.UNIMPLEMENTED:
-            self.max_items = 1
+            self._lone_until = now + LONE_FOR_S
 
     def withdraw(self, item: Pending) -> bool:
         """Take ``item`` out of the queue (its deadline passed); False if it has left."""
@@ -157,8 +175,24 @@ class Batcher:
         return max(max(item.due for item in batch) - now, 0.001)
 
 
-def put_many_request(batch: list[Pending]) -> Any:
-    return pb.PutManyRequest(puts=[item.request for item in batch])
+@dataclass(frozen=True)
+class Shape:
+    """What a batch of one kind of call is on the wire: ``pack`` makes the ``*Many``
+    request of the single requests; ``field`` names the answer in each result."""
+
+    pack: Callable[[list[Any]], Any]
+    field: str
+
+    def request(self, batch: list[Pending]) -> Any:
+        return self.pack([item.request for item in batch])
+
+    def answer(self, result: Any) -> Any:
+        """A result's answer, or the error it stands for."""
+        return getattr(result, self.field) if result.code == 0 else item_error(result)
+
+
+PUTS = Shape(lambda requests: pb.PutManyRequest(puts=requests), "put")
+GETS = Shape(lambda requests: pb.GetManyRequest(gets=requests), "get")
 
 
 def item_error(result: Any) -> BatchedRpcError:
@@ -171,12 +205,20 @@ def item_error(result: Any) -> BatchedRpcError:
 
 
 def withdrawn_error() -> BatchedRpcError:
-    """A put whose deadline passed while it queued: it never left this process."""
+    """A call whose try's deadline passed while it queued: it never left this process
+    (the endpoint's calls in flight did not end in time). Answered as an unavailable
+    endpoint -- not applied, so the client's rules try it elsewhere, as they would a
+    lone call that timed out on a stalled node."""
     return BatchedRpcError(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        "deadline passed before the put was sent (not applied)",
+        grpc.StatusCode.UNAVAILABLE,
+        "not sent: the endpoint's calls in flight did not end within the try's deadline",
         [("tadpole-outcome", "not-applied")],
     )
+
+
+def resend_item(result: Any) -> bool:
+    """Whether a batch item was left unanswered for the client to send alone."""
+    return any(t.key == RESEND_ALONE_KEY for t in result.trailers)
 
 
 # A whole PutMany refused for one of its puts (a key the caller may not write), or by

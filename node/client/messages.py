@@ -166,7 +166,14 @@ POLICY_PREFIX = "/tadpole/auth/"
 
 
 def coalescable(request: Any) -> bool:
-    """Whether a ``PutRequest`` may travel in a ``KV.PutMany`` with other puts."""
+    """Whether a ``PutRequest`` or ``GetRequest`` may travel in a ``KV.PutMany`` or
+    ``KV.GetMany`` with others: any get; a put unless it asks for the previous value
+    (which ``PutMany`` does not return: the answer could outgrow a message) or writes
+    the access policy (an audited admin action, sent alone)."""
+    if not isinstance(request, pb.PutRequest):
+        return True
+    if request.prev_kv:
+        return False
     return not ((request.tier or "system") == "system" and request.key.startswith(POLICY_PREFIX))
 
 

@@ -71,6 +71,32 @@ class GetResponse(_message.Message):
     kv: KeyValue
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., found: _Optional[bool] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
 
+class GetManyRequest(_message.Message):
+    __slots__ = ("gets",)
+    GETS_FIELD_NUMBER: _ClassVar[int]
+    gets: _containers.RepeatedCompositeFieldContainer[GetRequest]
+    def __init__(self, gets: _Optional[_Iterable[_Union[GetRequest, _Mapping]]] = ...) -> None: ...
+
+class GetManyResult(_message.Message):
+    __slots__ = ("code", "message", "trailers", "get")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRAILERS_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    trailers: _containers.RepeatedCompositeFieldContainer[Trailer]
+    get: GetResponse
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., trailers: _Optional[_Iterable[_Union[Trailer, _Mapping]]] = ..., get: _Optional[_Union[GetResponse, _Mapping]] = ...) -> None: ...
+
+class GetManyResponse(_message.Message):
+    __slots__ = ("header", "results")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    results: _containers.RepeatedCompositeFieldContainer[GetManyResult]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., results: _Optional[_Iterable[_Union[GetManyResult, _Mapping]]] = ...) -> None: ...
+
 class PutRequest(_message.Message):
     __slots__ = ("key", "value", "prev_kv", "tier", "request_id")
     KEY_FIELD_NUMBER: _ClassVar[int]

@@ -64,6 +64,11 @@ class KVStub:
                 request_serializer=node_dot_pb_dot_tadpole__pb2.PutManyRequest.SerializeToString,
                 response_deserializer=node_dot_pb_dot_tadpole__pb2.PutManyResponse.FromString,
                 _registered_method=True)
+        self.GetMany = channel.unary_unary(
+                '/tadpole.v1.KV/GetMany',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.GetManyRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.GetManyResponse.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/tadpole.v1.KV/Watch',
                 request_serializer=node_dot_pb_dot_tadpole__pb2.WatchRequest.SerializeToString,
@@ -110,6 +115,12 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMany(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -148,6 +159,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.PutMany,
                     request_deserializer=node_dot_pb_dot_tadpole__pb2.PutManyRequest.FromString,
                     response_serializer=node_dot_pb_dot_tadpole__pb2.PutManyResponse.SerializeToString,
+            ),
+            'GetMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMany,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.GetManyRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.GetManyResponse.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -317,6 +333,33 @@ class KV:
             '/tadpole.v1.KV/PutMany',
             node_dot_pb_dot_tadpole__pb2.PutManyRequest.SerializeToString,
             node_dot_pb_dot_tadpole__pb2.PutManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.KV/GetMany',
+            node_dot_pb_dot_tadpole__pb2.GetManyRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.GetManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

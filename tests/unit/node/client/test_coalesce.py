@@ -6,6 +6,7 @@ it answer: which puts travel together, and that each caller gets exactly the ans
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from typing import Any
@@ -143,15 +144,14 @@ def test_batcher_withdraws_only_what_has_not_left() -> None:
     assert b.withdraw(third) and len(b) == 0
 
 
-def test_a_node_without_put_many_is_sent_lone_puts_from_then_on() -> None:
+def test_a_node_without_put_many_is_sent_lone_calls_for_a_while() -> None:
     b = coalesce.Batcher(max_in_flight=1)
     for key in "abc":
         b.add(coalesce.Pending(put(key), 1.0, None))
-    assert len(b.next_batch()) == 3
-    b.finished(FakeRpcError(grpc.StatusCode.UNIMPLEMENTED))
-    b.add(coalesce.Pending(put("d"), 1.0, None))
-    b.add(coalesce.Pending(put("e"), 1.0, None))
-    assert [p.request.key for p in b.next_batch()] == ["d"]
+    assert b.batching(100.0) and len(b.next_batch()) == 3
+    b.finished(FakeRpcError(grpc.StatusCode.UNIMPLEMENTED), now=100.0)
+    assert not b.batching(100.0 + coalesce.LONE_FOR_S - 1)
+    assert b.batching(100.0 + coalesce.LONE_FOR_S)  # asked again: it may be upgraded
 
 
 def test_item_error_is_what_a_lone_put_would_raise() -> None:
@@ -165,7 +165,7 @@ def test_item_error_is_what_a_lone_put_would_raise() -> None:
     translated = from_rpc_error(exc, write=True)
     assert type(translated).__name__ == "Unavailable" and "no leader" in str(translated)
     late = from_rpc_error(coalesce.withdrawn_error(), write=True)
-    assert type(late).__name__ == "Timeout"  # not applied: not OutcomeUnknown
+    assert type(late).__name__ == "Unavailable"  # not applied: tried elsewhere
 
 
 def test_the_client_knows_the_policy_prefix() -> None:
@@ -181,7 +181,7 @@ def test_the_client_knows_the_policy_prefix() -> None:
 def test_a_lone_put_leaves_at_once_and_puts_behind_it_go_together() -> None:
     async def run() -> None:
         node = Node()
-        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
         first = asyncio.ensure_future(c(put("a"), timeout=5))
         await settle()
         assert node.calls == [("Put", ["a"])]
@@ -203,7 +203,7 @@ def test_a_lone_put_leaves_at_once_and_puts_behind_it_go_together() -> None:
 def test_each_put_of_a_batch_gets_its_own_error() -> None:
     async def run() -> None:
         node = Node(hold=False)
-        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
         calls = [c(put(k), timeout=5) for k in ("a", "b", "bad1", "c")]
         out = await asyncio.gather(*calls, return_exceptions=True)
         assert node.calls == [("Put", ["a"]), ("PutMany", ["b", "bad1", "c"])]
@@ -220,7 +220,7 @@ def test_each_put_of_a_batch_gets_its_own_error() -> None:
 def test_a_batch_refused_whole_is_resent_put_by_put(code: grpc.StatusCode) -> None:
     async def run_checked() -> None:
         node = Node(hold=False, refuse=code)
-        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
         out = await asyncio.gather(
             *(c(put(k), timeout=5) for k in ("a", "b", "bad", "c")), return_exceptions=True
         )
@@ -236,7 +236,7 @@ def test_a_batch_refused_whole_is_resent_put_by_put(code: grpc.StatusCode) -> No
 def test_a_call_that_fails_whole_fails_each_of_its_puts() -> None:
     async def run() -> None:
         node = Node(hold=False, refuse=grpc.StatusCode.UNAVAILABLE)
-        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
         out = await asyncio.gather(*(c(put(k), timeout=5) for k in "abc"), return_exceptions=True)
         assert not isinstance(out[0], BaseException)  # the lone Put
         assert [o.code() for o in out[1:]] == [grpc.StatusCode.UNAVAILABLE] * 2
@@ -248,12 +248,12 @@ def test_a_call_that_fails_whole_fails_each_of_its_puts() -> None:
 def test_a_put_still_queued_at_its_deadline_is_withdrawn_and_never_sent() -> None:
     async def run() -> None:
         node = Node()
-        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
         first = asyncio.ensure_future(c(put("a"), timeout=5))
         await settle()
         with pytest.raises(coalesce.BatchedRpcError) as caught:
             await c(put("late"), timeout=0.05)
-        assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
         assert ("tadpole-outcome", "not-applied") in caught.value.trailing_metadata()
         node.release()
         await first
@@ -266,7 +266,7 @@ def test_a_put_still_queued_at_its_deadline_is_withdrawn_and_never_sent() -> Non
 def test_a_put_sent_but_unanswered_at_its_deadline_has_an_unknown_outcome() -> None:
     async def run() -> None:
         node = Node()
-        c = _async_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
         with pytest.raises(coalesce.BatchedRpcError) as caught:
             await c(put("a"), timeout=0.05)
         assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
@@ -281,6 +281,29 @@ def test_a_put_sent_but_unanswered_at_its_deadline_has_an_unknown_outcome() -> N
 # -- the blocking flavour
 
 
+class SyncMethod:
+    """A blocking stand-in stub method: ``method(request, ...)`` and ``.future()``,
+    whose call runs on a thread of its own (as gRPC's would)."""
+
+    def __init__(self, node: SyncNode, fn: Any) -> None:
+        self.node, self.fn = node, fn
+
+    def __call__(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        return self.fn(request)
+
+    def future(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self.fn(request))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=run, daemon=True).start()
+        return future
+
+
 class SyncNode:
     """Blocking stand-in stub methods; ``gate`` holds every call until set."""
 
@@ -290,19 +313,21 @@ class SyncNode:
         self.entered = threading.Semaphore(0)
         self.revision = 0
         self._lock = threading.Lock()
+        self.put = SyncMethod(self, self._put)
+        self.put_many = SyncMethod(self, self._put_many)
 
     def _answer(self, request: Any) -> Any:
         with self._lock:
             self.revision += 1
             return answer(request, self.revision)
 
-    def put(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+    def _put(self, request: Any) -> Any:
         self.calls.append(("Put", [request.key]))
         self.entered.release()
         assert self.gate.wait(5)
         return self._answer(request)
 
-    def put_many(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+    def _put_many(self, request: Any) -> Any:
         self.calls.append(("PutMany", [p.key for p in request.puts]))
         self.entered.release()
         assert self.gate.wait(5)
@@ -313,7 +338,7 @@ class SyncNode:
 
 def test_blocking_callers_share_a_call_and_each_gets_its_answer() -> None:
     node = SyncNode()
-    c = _sync_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+    c = _sync_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
     answers: dict[str, Any] = {}
 
     def call(key: str) -> None:
@@ -339,13 +364,174 @@ def test_blocking_callers_share_a_call_and_each_gets_its_answer() -> None:
 
 def test_a_blocking_put_queued_past_its_deadline_is_withdrawn() -> None:
     node = SyncNode()
-    c = _sync_io.Coalescer(node.put, node.put_many, coalesce.Batcher(max_in_flight=1))
+    c = _sync_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
     first = threading.Thread(target=lambda: c(put("a"), timeout=5))
     first.start()
     assert node.entered.acquire(timeout=5)
     with pytest.raises(coalesce.BatchedRpcError) as caught:
         c(put("late"), timeout=0.05)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     assert ("tadpole-outcome", "not-applied") in caught.value.trailing_metadata()
     node.gate.set()
     first.join(5)
     assert node.calls == [("Put", ["a"])]
+
+
+def test_a_blocking_caller_gives_up_at_its_own_deadline_not_its_batchs() -> None:
+    """A batch's call lasts as long as its latest deadline; each caller still returns
+    at its own (outcome unknown: it was sent)."""
+    node = SyncNode()
+    c = _sync_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
+    started = time.monotonic()
+    with pytest.raises(coalesce.BatchedRpcError) as caught:
+        c(put("short"), timeout=0.2)
+    took = time.monotonic() - started
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert caught.value.trailing_metadata() == ()  # it was sent: outcome unknown
+    assert took < 2, took
+    node.gate.set()
+
+
+def test_gets_travel_as_get_many_and_each_gets_its_answer() -> None:
+    calls: list[tuple[str, list[str]]] = []
+
+    async def run() -> None:
+        held = asyncio.Event()
+
+        async def get(request: Any, *, timeout: float, metadata: Any = None) -> Any:
+            calls.append(("Get", [request.key]))
+            await held.wait()
+            return pb.GetResponse(found=True, kv=pb.KeyValue(key=request.key))
+
+        async def get_many(request: Any, *, timeout: float, metadata: Any = None) -> Any:
+            calls.append(("GetMany", [g.key for g in request.gets]))
+            return pb.GetManyResponse(
+                results=[
+                    pb.GetManyResult(get=pb.GetResponse(found=True, kv=pb.KeyValue(key=g.key)))
+                    if g.key != "nope"
+                    else pb.GetManyResult(code=grpc.StatusCode.INVALID_ARGUMENT.value[0])
+                    for g in request.gets
+                ]
+            )
+
+        c = _async_io.Coalescer(
+            get, get_many, coalesce.GETS, batcher=coalesce.Batcher(max_in_flight=1)
+        )
+        first = asyncio.ensure_future(c(pb.GetRequest(key="a"), timeout=5))
+        await settle()
+        rest = asyncio.gather(
+            *(c(pb.GetRequest(key=k), timeout=5) for k in ("b", "nope", "c")),
+            return_exceptions=True,
+        )
+        await settle()
+        held.set()
+        assert (await first).kv.key == "a"
+        b, nope, c_ = await rest
+        assert calls == [("Get", ["a"]), ("GetMany", ["b", "nope", "c"])]
+        assert (b.kv.key, c_.kv.key) == ("b", "c")
+        assert nope.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_caller_sends_nothing_later() -> None:
+    async def run() -> None:
+        node = Node()
+        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
+        first = asyncio.ensure_future(c(put("a"), timeout=5))
+        await settle()
+        gone = asyncio.ensure_future(c(put("gone"), timeout=5))
+        kept = asyncio.ensure_future(c(put("kept"), timeout=5))
+        await settle()
+        gone.cancel()
+        await settle()
+        node.release()
+        await first
+        await settle()
+        node.release()
+        assert (await kept).kv.key == "kept"
+        assert node.calls == [("Put", ["a"]), ("Put", ["kept"])]
+
+    asyncio.run(run())
+
+
+def test_after_unimplemented_calls_go_straight_until_asked_again() -> None:
+    async def run() -> None:
+        node = Node(hold=False, refuse=grpc.StatusCode.UNIMPLEMENTED)
+        batcher = coalesce.Batcher(max_in_flight=1)
+        c = _async_io.Coalescer(node.put, node.put_many, batcher=batcher)
+        await asyncio.gather(*(c(put(k), timeout=5) for k in "abc"))
+        assert not batcher.batching(time.monotonic())
+        node.calls.clear()
+        node.hold = True  # every call held: queued ones would wait behind one in flight
+        straight = [asyncio.ensure_future(c(put(k), timeout=5)) for k in "xyz"]
+        await settle()
+        assert node.calls == [("Put", ["x"]), ("Put", ["y"]), ("Put", ["z"])]
+        node.release()
+        await asyncio.gather(*straight)
+        assert batcher.batching(time.monotonic() + coalesce.LONE_FOR_S)
+
+    asyncio.run(run())
+
+
+def test_a_get_left_unanswered_in_a_full_batch_is_sent_again_alone() -> None:
+    async def run() -> None:
+        calls: list[str] = []
+        held = asyncio.Event()
+
+        async def get(request: Any, *, timeout: float, metadata: Any = None) -> Any:
+            calls.append(f"Get {request.key}")
+            await held.wait()
+            return pb.GetResponse(found=True, kv=pb.KeyValue(key=request.key))
+
+        async def get_many(request: Any, *, timeout: float, metadata: Any = None) -> Any:
+            calls.append("GetMany " + ",".join(g.key for g in request.gets))
+            full = pb.GetManyResult(
+                code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+                trailers=[pb.Trailer(key=coalesce.RESEND_ALONE_KEY, value="1")],
+            )
+            first = pb.GetManyResult(get=pb.GetResponse(found=True, kv=pb.KeyValue(key="b")))
+            return pb.GetManyResponse(results=[first, full])
+
+        c = _async_io.Coalescer(get, get_many, coalesce.GETS, batcher=coalesce.Batcher(1))
+        a = asyncio.ensure_future(c(pb.GetRequest(key="a"), timeout=5))
+        await settle()
+        rest = asyncio.gather(*(c(pb.GetRequest(key=k), timeout=5) for k in "bc"))
+        await settle()
+        held.set()
+        await a
+        b, c_ = await rest
+        assert (b.kv.key, c_.kv.key) == ("b", "c")
+        assert calls == ["Get a", "GetMany b,c", "Get c"]
+
+    asyncio.run(run())
+
+
+def test_node_and_client_agree_on_the_resend_trailer() -> None:
+    from node.api.status import RESEND_ALONE_KEY
+
+    assert coalesce.RESEND_ALONE_KEY == RESEND_ALONE_KEY
+
+
+def test_puts_asking_for_the_previous_value_go_alone() -> None:
+    assert not wire.coalescable(pb.PutRequest(key="k", prev_kv=True))
+    assert wire.coalescable(pb.GetRequest(key=AUTH_PREFIX + "policy"))
+
+
+def test_a_closed_client_refuses_puts_as_it_refuses_everything() -> None:
+    from node.client import AsyncClient, Client
+    from tests.support.client_helpers import dead_endpoint
+
+    async def run() -> None:
+        client = AsyncClient([dead_endpoint()], timeout=0.5)
+        with pytest.raises(Exception):  # noqa: B017 -- only its coalescer is wanted
+            await client.put("k", "v")
+        await client.close()
+        with pytest.raises(RuntimeError, match="client is closed"):
+            await client.put("k", "v")
+
+    asyncio.run(run())
+    blocking = Client([dead_endpoint()], timeout=0.5)
+    blocking.close()
+    with pytest.raises(RuntimeError, match="client is closed"):
+        blocking.put("k", "v")
