@@ -39,7 +39,7 @@ noted; none may block the loop):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -88,6 +88,13 @@ class SystemBackend(Protocol):
     async def get(
         self, key: str, *, linearizable: bool, timeout: float
     ) -> tuple[KeyValue | None, int]: ...
+
+    async def get_many(
+        self, keys: Sequence[str], *, linearizable: bool, timeout: float
+    ) -> list[tuple[KeyValue | None, int]]:
+        """Each key's value and the revision it was read at, as :meth:`get` would answer
+        each (one read point for all of them where the backend can)."""
+        ...
 
     async def range(
         self,

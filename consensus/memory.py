@@ -10,7 +10,7 @@ Every read is trivially linearizable. Not durable: never use it to keep data.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from consensus.backend import BackendInfo, RangeResult
 from consensus.errors import ProposalError
@@ -54,6 +54,11 @@ class MemorySystem:
         self, key: str, *, linearizable: bool, timeout: float
     ) -> tuple[KeyValue | None, int]:
         return self.sm.get(key), self.sm.revision
+
+    async def get_many(
+        self, keys: Sequence[str], *, linearizable: bool, timeout: float
+    ) -> list[tuple[KeyValue | None, int]]:
+        return [(self.sm.get(key), self.sm.revision) for key in keys]
 
     async def range(
         self,

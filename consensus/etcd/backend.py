@@ -542,6 +542,16 @@ class EtcdSystem:
         found = self._kv(response.kvs[0]) if response.kvs else None
         return found, int(response.header.revision)
 
+    async def get_many(
+        self, keys: Sequence[str], *, linearizable: bool, timeout: float
+    ) -> list[tuple[KeyValue | None, int]]:
+        """One range call per key, all at once (each at its own revision)."""
+        return list(
+            await asyncio.gather(
+                *(self.get(key, linearizable=linearizable, timeout=timeout) for key in keys)
+            )
+        )
+
     async def range(
         self,
         prefix: str,

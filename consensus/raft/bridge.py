@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from consensus.atrest import Keyring
@@ -146,6 +146,16 @@ class RaftSystem:
         self, key: str, *, linearizable: bool, timeout: float
     ) -> tuple[KeyValue | None, int]:
         return await self._read(lambda sm: (sm.get(key), sm.revision), linearizable, timeout)
+
+    async def get_many(
+        self, keys: Sequence[str], *, linearizable: bool, timeout: float
+    ) -> list[tuple[KeyValue | None, int]]:
+        """One read point and one pass over the state for all of ``keys``."""
+
+        def run(sm: SystemStateMachine) -> list[tuple[KeyValue | None, int]]:
+            return [(sm.get(key), sm.revision) for key in keys]
+
+        return await self._read(run, linearizable, timeout)
 
     async def range(
         self,

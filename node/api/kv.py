@@ -112,6 +112,9 @@ class _Api:
         return bool(consistency == pb.LINEARIZABLE)
 
 
+_UNREAD = RuntimeError("GetMany: a get was never read")  # a placeholder that must not last
+
+
 def _resend_alone() -> Any:
     """A GetMany item left unanswered: the answer was full (the client sends it alone)."""
     return pb.GetManyResult(
@@ -283,10 +286,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             self.metrics.incr("kv_reads", len(request.gets))
             self.metrics.incr("bytes_in", request.ByteSize())
         await self._check_many(context, len(request.gets), "gets")
-        timeout = self.timeout(context)
-        outcomes = await asyncio.gather(
-            *(self._get_one(get, timeout) for get in request.gets), return_exceptions=True
-        )
+        outcomes = await self._get_each(request.gets, self.timeout(context))
         info = self.system.info()
         results: list[Any] = []
         room = self.config.max_value_bytes  # what the answer may carry; then it is full
@@ -337,12 +337,35 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             "trailers": [pb.Trailer(key=k, value=val) for k, val in st.trailers()],
         }
 
-    async def _get_one(self, get: Any, timeout: float) -> tuple[KeyValue | None, int]:
-        v.check_tier(get.tier)
-        v.check_key(get.key)
-        return await self.system.get(
-            get.key, linearizable=self.linearizable(get.consistency), timeout=timeout
-        )
+    async def _get_each(
+        self, gets: Sequence[Any], timeout: float
+    ) -> list[tuple[KeyValue | None, int] | BaseException]:
+        """Each get's answer or error, in order: the valid ones read in one call per
+        consistency (one read point for all the linearizable ones)."""
+        outcomes: list[tuple[KeyValue | None, int] | BaseException] = []
+        wanted: dict[bool, list[int]] = {True: [], False: []}
+        for i, get in enumerate(gets):
+            try:
+                v.check_tier(get.tier)
+                v.check_key(get.key)
+                wanted[self.linearizable(get.consistency)].append(i)
+            except v.InvalidArgument as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(_UNREAD)  # until its read below answers it
+
+        async def read(linearizable: bool, indexes: list[int]) -> None:
+            keys = [gets[i].key for i in indexes]
+            try:
+                found = await self.system.get_many(keys, linearizable=linearizable, timeout=timeout)
+            except Exception as exc:  # every get of this read gets its error
+                found = [exc] * len(indexes)  # type: ignore[list-item]
+            for i, answer in zip(indexes, found, strict=True):
+                outcomes[i] = answer
+
+        await asyncio.gather(*(read(lin, idx) for lin, idx in wanted.items() if idx))
+        assert _UNREAD not in outcomes
+        return outcomes
 
     async def _put_one(self, put: Any, timeout: float) -> CommandResult:
         if put.prev_kv:

@@ -13,7 +13,7 @@ fails is timed too: its caller waited as long.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from consensus.backend import BackendInfo, RangeResult, SystemBackend
 from consensus.durable import Histogram
@@ -67,6 +67,16 @@ class TimedSystem:
             return await self.inner.get(key, linearizable=linearizable, timeout=timeout)
         finally:
             self._observe("read", started)
+
+    async def get_many(
+        self, keys: Sequence[str], *, linearizable: bool, timeout: float
+    ) -> list[tuple[KeyValue | None, int]]:
+        started = time.perf_counter()
+        try:
+            return await self.inner.get_many(keys, linearizable=linearizable, timeout=timeout)
+        finally:
+            for _ in keys:  # reads per second count keys, whichever call carried them
+                self._observe("read", started)
 
     async def range(
         self,

@@ -202,6 +202,31 @@ def test_put_get_revisions_and_versions(stubs_of: Any, ns: str) -> None:
     assert again.kv.version == 1 and again.kv.create_revision == again.header.revision
 
 
+def test_batched_puts_and_gets_on_etcd(stubs_of: Any, ns: str) -> None:
+    """KV.PutMany and KV.GetMany on the etcd backend: each item answered as alone."""
+    n1, n2 = stubs_of("n1"), stubs_of("n2")
+    wrote = n1.kv.PutMany(
+        pb.PutManyRequest(
+            puts=[pb.PutRequest(key=ns + "m1", value=b"1", request_id=ns + "r1"),
+                  pb.PutRequest(key="", value=b"x"),
+                  pb.PutRequest(key=ns + "m2", value=b"2")]
+        ),
+        timeout=5,
+    )  # fmt: skip
+    assert [r.code for r in wrote.results] == [0, grpc.StatusCode.INVALID_ARGUMENT.value[0], 0]
+    assert wrote.results[0].put.kv.value == b"1"
+    read = n2.kv.GetMany(
+        pb.GetManyRequest(gets=[pb.GetRequest(key=ns + k) for k in ("m1", "m2", "absent")]),
+        timeout=5,
+    )
+    assert [(r.get.found, r.get.kv.value) for r in read.results] == [
+        (True, b"1"),
+        (True, b"2"),
+        (False, b""),
+    ]
+    assert read.results[1].get.header.revision >= wrote.results[2].put.header.revision
+
+
 def test_range_paging_and_prefix_delete(stubs_of: Any, ns: str) -> None:
     stub = stubs_of("n2")
     for i in range(5):
