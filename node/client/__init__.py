@@ -32,6 +32,14 @@ never read out of a message. A try that may be resent is capped at
 try of a write may have been applied, the call ends in success or
 :class:`~node.client.errors.OutcomeUnknown`, never in an error that means "safe to resend".
 
+**Coalescing** (:mod:`node.client.coalesce`): concurrent ``put`` and ``get`` calls to
+one endpoint share gRPC calls. While two calls of a kind to an endpoint are in flight,
+the next wait and leave together as one ``KV.PutMany`` / ``KV.GetMany`` (up to 1,000,
+1 MiB); each is still answered, retried and timed out exactly as a lone call (its own
+request id, deadline, revision, error). A lone caller waits for nothing. A put with
+``prev_kv`` or of the access policy always goes alone; a call still queued when its
+try's deadline passes was never sent and is tried elsewhere (as UNAVAILABLE).
+
 **CRDT tiers** (``tier_update`` with one typed op such as :class:`CounterAdd` or
 :class:`MapSet`, the per-type shortcuts ``counter_add``, ``set_add``, ..., and
 ``tier_read``, ``tier_scan``, ``tier_status``) go to the ``Tiers`` service, which any
