@@ -149,24 +149,15 @@ class WatchBase:
         self.close()
 
 
-class Coalescer:
+class Coalescer(coalesce.Sender):
     """Called as a unary stub method is (``Put``, ``Get``); calls that wait for the
     endpoint go together in one ``PutMany`` / ``GetMany`` (:mod:`node.client.coalesce`).
     ``single`` and ``many`` are the endpoint's stub methods, ``shape`` their wire form.
     One per client, endpoint and kind: every caller passes the client's own metadata,
     so a batch is sent with any caller's."""
 
-    def __init__(
-        self,
-        single: Any,
-        many: Any,
-        shape: coalesce.Shape = coalesce.PUTS,
-        batcher: coalesce.Batcher | None = None,
-    ) -> None:
-        self._single = single
-        self._many = many
-        self._shape = shape
-        self._batcher = batcher if batcher is not None else coalesce.Batcher()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:

@@ -131,7 +131,7 @@ class _Slot:
         self.outcome: Any = None
 
 
-class Coalescer:
+class Coalescer(coalesce.Sender):
     """Called as a unary stub method is (``Put``, ``Get``); calls that wait for the
     endpoint go together in one ``PutMany`` / ``GetMany`` (:mod:`node.client.coalesce`;
     ``single``, ``many`` and ``shape`` as in the asyncio twin). No thread of its own: a
@@ -140,17 +140,8 @@ class Coalescer:
     condition, each until its own deadline. One per client, endpoint and kind (every
     caller passes the client's metadata)."""
 
-    def __init__(
-        self,
-        single: Any,
-        many: Any,
-        shape: coalesce.Shape = coalesce.PUTS,
-        batcher: coalesce.Batcher | None = None,
-    ) -> None:
-        self._single = single
-        self._many = many
-        self._shape = shape
-        self._batcher = batcher if batcher is not None else coalesce.Batcher()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._cond = threading.Condition()  # re-entrant: a future may be done at once
 
     def __call__(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:

@@ -45,6 +45,7 @@ __all__ = [
     "BatchedRpcError",
     "Batcher",
     "Pending",
+    "Sender",
     "Shape",
     "item_error",
     "resend_alone",
@@ -189,6 +190,23 @@ class Shape:
     def answer(self, result: Any) -> Any:
         """A result's answer, or the error it stands for."""
         return getattr(result, self.field) if result.code == 0 else item_error(result)
+
+
+class Sender:
+    """What both flavours' ``Coalescer`` hold: the endpoint's stub methods for the lone
+    call (``single``) and the batch (``many``), the batch's wire form and its queue."""
+
+    def __init__(
+        self,
+        single: Any,
+        many: Any,
+        shape: Shape | None = None,
+        batcher: Batcher | None = None,
+    ) -> None:
+        self._single = single
+        self._many = many
+        self._shape = shape if shape is not None else PUTS
+        self._batcher = batcher if batcher is not None else Batcher()
 
 
 PUTS = Shape(lambda requests: pb.PutManyRequest(puts=requests), "put")
