@@ -16,7 +16,10 @@ different code and allow different conclusions:
     first endpoint is node ``i mod n``), like a Jepsen client bound to a node.
 ``retrying``
     the library's default retries, leader-preferring. It resends writes of unknown
-    outcome under the same request id (exactly-once).
+    outcome under the same request id (exactly-once). The register clients of this
+    flavour share one ``AsyncClient``, as an application's tasks would, so their
+    concurrent puts and gets travel together in ``KV.PutMany`` / ``KV.GetMany`` calls
+    (``node/client/coalesce.py``) and the checker judges those too.
 
 For both, :class:`Unavailable` is recorded ``fail``: the client's contract
 (``node/client/attempts.py``) is that a write ends in ``Unavailable`` only when no
@@ -144,6 +147,8 @@ class Workload:
     ops_on_key: dict[str, int] = field(default_factory=dict)
     keys_used: set[str] = field(default_factory=set)
     session_agents: list[str] = field(default_factory=list)  # one per session client
+    _shared: AsyncClient | None = None  # the retrying register clients' one client
+    _sharing: int = 0
 
     def __post_init__(self) -> None:
         self.generation = [0] * self.config.keys
@@ -338,10 +343,27 @@ class Workload:
         finally:
             await client.close()
 
+    def _register_client(self, i: int) -> tuple[AsyncClient, bool]:
+        """A register client's: its own when ``single``, else the one the retrying
+        register clients share (closed by the last of them to finish)."""
+        if i % 2 == 0:
+            return self._client(i)
+        if self._shared is None:
+            self._shared = self._client(i)[0]
+        self._sharing += 1
+        return self._shared, False
+
+    async def _release(self, client: AsyncClient) -> None:
+        if client is self._shared:
+            self._sharing -= 1
+            if self._sharing:
+                return
+        await client.close()
+
     async def _run_client(self, i: int, stop: asyncio.Event) -> None:
         cfg = self.config
         rng = random.Random(self.seed * 7919 + i)
-        client, single = self._client(i)
+        client, single = self._register_client(i)
         seen: dict[str, Value] = {}  # last value this client read or wrote, per key
         seq = 0
         kinds = ["read", "write", "cas"]
@@ -363,7 +385,7 @@ class Workload:
                 if not ok:
                     await asyncio.sleep(cfg.fail_pause_s * (1 + rng.random()))
         finally:
-            await client.close()
+            await self._release(client)
 
     async def _read(self, client: AsyncClient, i: int, key: str, seen: dict[str, Value]) -> bool:
         p = self.history.invoke(i, "read", key)
