@@ -91,9 +91,10 @@ class SystemBackend(Protocol):
 
     async def get_many(
         self, keys: Sequence[str], *, linearizable: bool, timeout: float
-    ) -> list[tuple[KeyValue | None, int]]:
+    ) -> list[tuple[KeyValue | None, int] | BaseException]:
         """Each key's value and the revision it was read at, as :meth:`get` would answer
-        each (one read point for all of them where the backend can)."""
+        each (one read point for all of them where the backend can), or the error
+        reading that key failed with; raises when the read failed for all of them."""
         ...
 
     async def range(

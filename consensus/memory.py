@@ -57,7 +57,7 @@ class MemorySystem:
 
     async def get_many(
         self, keys: Sequence[str], *, linearizable: bool, timeout: float
-    ) -> list[tuple[KeyValue | None, int]]:
+    ) -> list[tuple[KeyValue | None, int] | BaseException]:
         return [(self.sm.get(key), self.sm.revision) for key in keys]
 
     async def range(

@@ -544,11 +544,13 @@ class EtcdSystem:
 
     async def get_many(
         self, keys: Sequence[str], *, linearizable: bool, timeout: float
-    ) -> list[tuple[KeyValue | None, int]]:
-        """One range call per key, all at once (each at its own revision)."""
+    ) -> list[tuple[KeyValue | None, int] | BaseException]:
+        """One range call per key, all at once (each at its own revision); a key whose
+        read failed has its error in its place."""
         return list(
             await asyncio.gather(
-                *(self.get(key, linearizable=linearizable, timeout=timeout) for key in keys)
+                *(self.get(key, linearizable=linearizable, timeout=timeout) for key in keys),
+                return_exceptions=True,
             )
         )
 

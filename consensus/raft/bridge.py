@@ -149,10 +149,10 @@ class RaftSystem:
 
     async def get_many(
         self, keys: Sequence[str], *, linearizable: bool, timeout: float
-    ) -> list[tuple[KeyValue | None, int]]:
+    ) -> list[tuple[KeyValue | None, int] | BaseException]:
         """One read point and one pass over the state for all of ``keys``."""
 
-        def run(sm: SystemStateMachine) -> list[tuple[KeyValue | None, int]]:
+        def run(sm: SystemStateMachine) -> list[tuple[KeyValue | None, int] | BaseException]:
             return [(sm.get(key), sm.revision) for key in keys]
 
         return await self._read(run, linearizable, timeout)

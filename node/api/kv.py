@@ -115,13 +115,17 @@ class _Api:
 _UNREAD = RuntimeError("GetMany: a get was never read")  # a placeholder that must not last
 
 
-def _resend_alone() -> Any:
-    """A GetMany item left unanswered: the answer was full (the client sends it alone)."""
-    return pb.GetManyResult(
-        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
-        message="the batch's answer is full: send this get again",
-        trailers=[pb.Trailer(key=status.RESEND_ALONE_KEY, value="1")],
-    )
+def _resend_alone() -> dict[str, Any]:
+    """The fields of a batch item left unanswered, not applied: the batch's answer was
+    full (the client sends it again alone)."""
+    return {
+        "code": grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+        "message": "the batch's answer is full: send this again (not applied)",
+        "trailers": [
+            pb.Trailer(key=status.OUTCOME_KEY, value="not-applied"),
+            pb.Trailer(key=status.RESEND_ALONE_KEY, value="1"),
+        ],
+    }
 
 
 def _op_from_pb(op: Any, max_value: int) -> TxnOp:
@@ -250,23 +254,31 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             self.metrics.incr("kv_writes", len(request.puts))
             self.metrics.incr("bytes_in", request.ByteSize())
         await self._check_many(context, len(request.puts), "puts")
-        carried = sum(len(put.value) for put in request.puts)
-        if carried > self.config.max_value_bytes:  # the answer carries them back
-            await self.abort_for(
-                context,
-                v.InvalidArgument(
-                    f"the puts carry {carried} bytes of values; the limit per call is "
-                    f"{self.config.max_value_bytes} bytes"
-                ),
-            )
+        # The answer carries the values back: once they would pass max_value_bytes the
+        # rest are left for the client to send again (not applied).
+        room, taken = self.config.max_value_bytes, list[bool]()
+        for put in request.puts:
+            taken.append(len(put.value) <= room or not taken)
+            if taken[-1]:
+                room -= len(put.value)
         timeout = self.timeout(context)
         outcomes = await asyncio.gather(
-            *(self._put_one(put, timeout) for put in request.puts), return_exceptions=True
+            *(
+                self._put_one(put, timeout)
+                for put, go in zip(request.puts, taken, strict=True)
+                if go
+            ),
+            return_exceptions=True,
         )
         top = max((o.revision for o in outcomes if isinstance(o, CommandResult)), default=0)
         info = self.system.info()
         results = []
-        for put, outcome in zip(request.puts, outcomes, strict=True):
+        answered = iter(outcomes)
+        for put, go in zip(request.puts, taken, strict=True):
+            if not go:
+                results.append(pb.PutManyResult(**_resend_alone()))
+                continue
+            outcome = next(answered)
             if isinstance(outcome, CommandResult):
                 op = outcome.results[0]
                 answer = pb.PutResponse(
@@ -300,7 +312,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
                 )
                 size = answer.ByteSize()
                 if size > room and len(results) > 0:
-                    results.append(_resend_alone())
+                    results.append(pb.GetManyResult(**_resend_alone()))
                     continue
                 room -= size
                 results.append(pb.GetManyResult(get=answer))
@@ -359,7 +371,7 @@ class KVServicer(_Api, pb_grpc.KVServicer):  # type: ignore[misc]
             try:
                 found = await self.system.get_many(keys, linearizable=linearizable, timeout=timeout)
             except Exception as exc:  # every get of this read gets its error
-                found = [exc] * len(indexes)  # type: ignore[list-item]
+                found = [exc] * len(indexes)
             for i, answer in zip(indexes, found, strict=True):
                 outcomes[i] = answer
 

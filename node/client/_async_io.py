@@ -182,7 +182,12 @@ class Coalescer(coalesce.Sender):
             raise
 
     def _pump(self, metadata: Any) -> None:
-        while batch := self._batcher.next_batch():
+        while True:
+            batch, expired = self._batcher.next_batch(time.monotonic())
+            for item in expired:
+                _settle(item, coalesce.withdrawn_error())
+            if not batch:
+                return
             task = asyncio.get_running_loop().create_task(self._send(batch, metadata))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -223,15 +228,22 @@ class Coalescer(coalesce.Sender):
             self._pump(metadata)
 
     async def _alone(self, items: list[coalesce.Pending], metadata: Any) -> None:
-        """Send each of ``items`` as a lone call, at once, each with its own deadline."""
+        """Send each of ``items`` (none applied) again as a lone call, at once, each with
+        what is left of its deadline; one whose caller is gone or whose deadline has
+        passed is not sent again (answered not applied)."""
 
         async def one(item: coalesce.Pending) -> None:
+            timeout = item.due - time.monotonic()
+            if item.waiter.done() or timeout <= 0:
+                _settle(item, coalesce.withdrawn_error())
+                return
             try:
-                timeout = max(item.due - time.monotonic(), 0.001)
                 _settle(item, await self._single(item.request, timeout=timeout,
                                                  metadata=metadata))  # fmt: skip
-            except Exception as exc:
+            except BaseException as exc:  # cancelled too: its caller hears at once
                 _settle(item, exc)
+                if not isinstance(exc, Exception):
+                    raise
 
         if items:
             await asyncio.gather(*(one(item) for item in items))

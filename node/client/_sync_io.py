@@ -164,6 +164,7 @@ class Coalescer(coalesce.Sender):
                     self._cond.wait(left)
             except BaseException:
                 self._batcher.withdraw(item)  # a caller that gave up sends nothing later
+                slot.done = True  # nor is it sent again alone
                 raise
         if isinstance(slot.outcome, BaseException):
             raise slot.outcome
@@ -171,7 +172,11 @@ class Coalescer(coalesce.Sender):
 
     def _pump(self, metadata: Any) -> None:
         """Send what waits while call slots are free (the condition held)."""
-        while batch := self._batcher.next_batch():
+        while True:
+            batch, expired = self._batcher.next_batch(time.monotonic())
+            self._settle_all([(item, coalesce.withdrawn_error()) for item in expired])
+            if not batch:
+                return
             timeout = self._batcher.call_timeout(batch, time.monotonic())
             try:
                 if len(batch) == 1:
@@ -184,60 +189,71 @@ class Coalescer(coalesce.Sender):
                     )
             except Exception as exc:  # the channel is closed, or a bug
                 self._batcher.finished(exc, time.monotonic())
-                for item in batch:
-                    self._settle(item, exc)
+                self._settle_all([(item, exc) for item in batch])
                 continue
             future.add_done_callback(lambda done, batch=batch: self._landed(batch, done, metadata))
 
     def _landed(self, batch: list[coalesce.Pending], future: Any, metadata: Any) -> None:
         """A batch's call ended (on gRPC's thread): answer its calls, send what waits."""
         failure: BaseException | None = None
+        answers: list[tuple[coalesce.Pending, Any]] = []
+        alone: list[coalesce.Pending] = []
         try:
             resp = future.result()
             if len(batch) == 1:
-                self._settle(batch[0], resp)
+                answers.append((batch[0], resp))
             else:
                 for item, result in zip(batch, resp.results, strict=True):
                     if coalesce.resend_item(result):
-                        self._alone(item, metadata)
+                        alone.append(item)
                     else:
-                        self._settle(item, self._shape.answer(result))
+                        answers.append((item, self._shape.answer(result)))
         except grpc.RpcError as exc:
             failure = exc
-            for item in batch:
-                if coalesce.resend_alone(exc, batch):
-                    self._alone(item, metadata)
-                else:
-                    self._settle(item, exc)
+            if coalesce.resend_alone(exc, batch):
+                alone = batch
+            else:
+                answers = [(item, exc) for item in batch]
         except Exception as exc:  # a bug: each caller gets it
-            for item in batch:
-                self._settle(item, exc)
+            answers = [(item, exc) for item in batch]
         finally:
             with self._cond:
+                self._settle_all(answers)
+                for item in alone:
+                    self._alone(item, metadata)
                 self._batcher.finished(failure, time.monotonic())
                 self._pump(metadata)
 
     def _alone(self, item: coalesce.Pending, metadata: Any) -> None:
-        """Send ``item`` again as a lone call, answered when it ends."""
+        """Send ``item`` (not applied) again as a lone call, answered when it ends; not
+        if its caller is gone or its deadline has passed (answered not applied)."""
+        left = item.due - time.monotonic()
+        if item.waiter.done or left <= 0:
+            self._settle_all([(item, coalesce.withdrawn_error())])
+            return
         try:
-            future = self._single.future(
-                item.request, timeout=max(item.due - time.monotonic(), 0.001), metadata=metadata
-            )
+            future = self._single.future(item.request, timeout=left, metadata=metadata)
         except Exception as exc:
-            self._settle(item, exc)
+            self._settle_all([(item, exc)])
             return
 
         def landed(done: Any) -> None:
             try:
-                self._settle(item, done.result())
+                outcome = done.result()
             except Exception as exc:
-                self._settle(item, exc)
+                outcome = exc
+            self._settle_all([(item, outcome)])
 
         future.add_done_callback(landed)
 
-    def _settle(self, item: coalesce.Pending, outcome: Any) -> None:
+    def _settle_all(self, answers: list[tuple[coalesce.Pending, Any]]) -> None:
+        """Give each caller its outcome (its response or the exception to raise), and
+        wake the waiting callers once."""
+        if not answers:
+            return
         with self._cond:
-            slot: _Slot = item.waiter
-            if not slot.done:
-                slot.done, slot.outcome = True, outcome
-                self._cond.notify_all()
+            for item, outcome in answers:
+                slot: _Slot = item.waiter
+                if not slot.done:
+                    slot.done, slot.outcome = True, outcome
+            self._cond.notify_all()

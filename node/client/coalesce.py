@@ -27,6 +27,7 @@ their own waiting (``Coalescer``).
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,7 @@ class Pending:
     due: float  # monotonic deadline
     waiter: Any
     size: int = field(init=False)
+    sent: bool = field(default=False, init=False)  # taken into a call
 
     def __post_init__(self) -> None:
         self.size = self.request.ByteSize()
@@ -134,12 +136,17 @@ class Batcher:
     def add(self, item: Pending) -> None:
         self._queue.append(item)
 
-    def next_batch(self) -> list[Pending]:
-        """The puts the next call carries, oldest first, with a call slot reserved for
-        it; ``[]`` when none wait or every slot is taken. Call :meth:`finished` when
-        that call has ended."""
+    def next_batch(self, now: float) -> tuple[list[Pending], list[Pending]]:
+        """The calls the next call carries, oldest first, with a call slot reserved for
+        it (``[]`` when none wait or every slot is taken; call :meth:`finished` when
+        that call has ended); and the calls whose try's deadline passed while they
+        queued, out of the queue and never to be sent (answer them
+        :func:`withdrawn_error`)."""
+        expired = [item for item in self._queue if item.due <= now]
+        if expired:
+            self._queue = collections.deque(item for item in self._queue if item.due > now)
         if self.in_flight >= self.max_in_flight or not self._queue:
-            return []
+            return [], expired
         batch = [self._queue.popleft()]
         size = batch[0].size
         while (
@@ -150,8 +157,10 @@ class Batcher:
             item = self._queue.popleft()
             batch.append(item)
             size += item.size
+        for item in batch:
+            item.sent = True
         self.in_flight += 1
-        return batch
+        return batch, expired
 
     def finished(self, exc: BaseException | None = None, now: float = 0.0) -> None:
         """A call has ended (with ``exc`` when it failed whole). A node that does not
@@ -163,11 +172,11 @@ class Batcher:
             self._lone_until = now + LONE_FOR_S
 
     def withdraw(self, item: Pending) -> bool:
-        """Take ``item`` out of the queue (its deadline passed); False if it has left."""
-        try:
-            self._queue.remove(item)
-        except ValueError:
+        """Take ``item`` out of the queue (its caller gave up); False if it was sent."""
+        if item.sent:
             return False
+        with contextlib.suppress(ValueError):  # gone already: expired in next_batch
+            self._queue.remove(item)
         return True
 
     def call_timeout(self, batch: list[Pending], now: float) -> float:

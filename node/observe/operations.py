@@ -70,7 +70,7 @@ class TimedSystem:
 
     async def get_many(
         self, keys: Sequence[str], *, linearizable: bool, timeout: float
-    ) -> list[tuple[KeyValue | None, int]]:
+    ) -> list[tuple[KeyValue | None, int] | BaseException]:
         started = time.perf_counter()
         try:
             return await self.inner.get_many(keys, linearizable=linearizable, timeout=timeout)

@@ -76,19 +76,37 @@ def test_each_put_of_a_batch_is_answered_as_a_lone_put(make_cluster: Any, stubs:
     assert reader.Get(pb.GetRequest(key="pm/b"), timeout=10).header.revision == top
 
 
-def test_a_batch_over_the_limits_is_refused_whole(make_cluster: Any, stubs: Any) -> None:
+def test_a_batch_over_the_limits(make_cluster: Any, stubs: Any) -> None:
     cluster = make_cluster(tls=False)
     kv = stubs(cluster, cluster.wait_leader()).kv
     with pytest.raises(grpc.RpcError) as caught:
         kv.PutMany(pb.PutManyRequest(puts=[put(f"lim/{i}") for i in range(1001)]), timeout=10)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "1001 puts in one call; the limit is 1000" in caught.value.details()
-    big = [put(f"lim/big{i}", b"x" * 400_000) for i in range(3)]  # each fits, all do not
-    with pytest.raises(grpc.RpcError) as caught:
-        kv.PutMany(pb.PutManyRequest(puts=big), timeout=10)
-    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "1200000 bytes of values; the limit per call is 1048576" in caught.value.details()
     assert kv.Range(pb.RangeRequest(prefix="lim/"), timeout=10).count == 0
+
+    # The answer carries the values back: what would pass max_value_bytes is left,
+    # not applied, for the client to send again alone.
+    big = [put(f"lim/big{i}", bytes([65 + i]) * 400_000) for i in range(3)]
+    resp = kv.PutMany(pb.PutManyRequest(puts=big), timeout=10)
+    assert [r.code for r in resp.results][:2] == [0, 0]
+    left = resp.results[2]
+    assert left.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    trailers = [(t.key, t.value) for t in left.trailers]
+    assert ("tadpole-outcome", "not-applied") in trailers
+    assert ("tadpole-resend-alone", "1") in trailers
+    assert kv.Range(pb.RangeRequest(prefix="lim/"), timeout=10).count == 2
+
+    async def write() -> list[Any]:  # the client sends the one left over again alone
+        async with AsyncClient(cluster.endpoints) as client:
+            await client.put("lim/warm", "w")
+            return await asyncio.gather(
+                *(client.put(f"lim/c{i}", bytes([65 + i % 3]) * 400_000) for i in range(9))
+            )
+
+    assert len({r.revision for r in asyncio.run(write())}) == 9
+    got = kv.Range(pb.RangeRequest(prefix="lim/c"), timeout=10)
+    assert [kv_.value[:1] for kv_ in got.kvs] == [bytes([65 + i % 3]) for i in range(9)]
 
 
 def test_a_get_batch_whose_answer_is_full_leaves_the_rest_to_send_again(

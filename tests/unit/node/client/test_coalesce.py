@@ -113,12 +113,12 @@ def test_batcher_takes_everything_waiting_up_to_its_limits() -> None:
     items = [coalesce.Pending(put(f"k{i}"), 1.0, None) for i in range(5)]
     for item in items:
         b.add(item)
-    assert b.next_batch() == items[:3]
-    assert b.next_batch() == []  # the one slot is taken
+    assert b.next_batch(0.0) == (items[:3], [])
+    assert b.next_batch(0.0) == ([], [])  # the one slot is taken
     b.finished()
-    assert b.next_batch() == items[3:]
+    assert b.next_batch(0.0) == (items[3:], [])
     b.finished()
-    assert b.next_batch() == [] and b.in_flight == 0
+    assert b.next_batch(0.0) == ([], []) and b.in_flight == 0
 
 
 def test_batcher_bytes_bound_a_batch_but_never_strand_a_large_put() -> None:
@@ -128,8 +128,8 @@ def test_batcher_bytes_bound_a_batch_but_never_strand_a_large_put() -> None:
     b.add(big)
     for item in small:
         b.add(item)
-    assert b.next_batch() == [big]  # alone, though over the bound
-    assert b.next_batch() == small
+    assert b.next_batch(0.0)[0] == [big]  # alone, though over the bound
+    assert b.next_batch(0.0)[0] == small
 
 
 def test_batcher_withdraws_only_what_has_not_left() -> None:
@@ -137,18 +137,30 @@ def test_batcher_withdraws_only_what_has_not_left() -> None:
     first, second = coalesce.Pending(put("a"), 1.0, None), coalesce.Pending(put("b"), 1.0, None)
     b.add(first)
     b.add(second)
-    assert b.next_batch() == [first, second]
+    assert b.next_batch(0.0)[0] == [first, second]
     assert not b.withdraw(first)
     third = coalesce.Pending(put("c"), 1.0, None)
     b.add(third)
     assert b.withdraw(third) and len(b) == 0
 
 
+def test_a_call_past_its_deadline_never_leaves_the_queue_in_a_batch() -> None:
+    b = coalesce.Batcher(max_in_flight=1)
+    late = coalesce.Pending(put("late"), 5.0, None)
+    fresh = coalesce.Pending(put("fresh"), 20.0, None)
+    b.add(late)
+    b.add(fresh)
+    batch, expired = b.next_batch(10.0)
+    assert (batch, expired) == ([fresh], [late])
+    assert b.withdraw(late)  # never sent: its caller reports it not applied
+    assert not b.withdraw(fresh)
+
+
 def test_a_node_without_put_many_is_sent_lone_calls_for_a_while() -> None:
     b = coalesce.Batcher(max_in_flight=1)
     for key in "abc":
         b.add(coalesce.Pending(put(key), 1.0, None))
-    assert b.batching(100.0) and len(b.next_batch()) == 3
+    assert b.batching(100.0) and len(b.next_batch(0.0)[0]) == 3
     b.finished(FakeRpcError(grpc.StatusCode.UNIMPLEMENTED), now=100.0)
     assert not b.batching(100.0 + coalesce.LONE_FOR_S - 1)
     assert b.batching(100.0 + coalesce.LONE_FOR_S)  # asked again: it may be upgraded
