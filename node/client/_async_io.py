@@ -17,8 +17,8 @@ helper             asyncio (this module)                   blocking (``_sync_io`
 ``Flag``           ``asyncio.Event``; set from the loop    ``threading.Event``; set from
                                                            any thread
 ``WatchBase``      adds ``aclose()``                       adds nothing
-``Coalescer``      a task sends each batch; callers await  the caller's thread sends a
-                   a future                                batch; others wait on a condition
+``Coalescer``      a task sends each batch; callers await  a batch leaves as a gRPC future;
+                   a future                                callers wait on a condition
 =================  ======================================  ===============================
 
 Errors: gRPC failures surface as ``grpc.RpcError`` (``grpc.aio.AioRpcError`` is one), the
