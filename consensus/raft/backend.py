@@ -137,6 +137,12 @@ class RaftConfig:
     # least this often. Larger = longer restarts; smaller = more snapshot I/O.
     snapshot_min_entries: int = 20_000
     snapshot_interval_s: float = 600.0
+    # ... or when the journal holds this many bytes and at least as many as the last
+    # snapshot (compaction_due). With proposal batching one entry carries up to
+    # max_batch_bytes, so an entry count alone bounds neither the memory the log's
+    # entries hold nor a restart's replay; this bounds both by the state's own size,
+    # and a snapshot is written at most once per snapshot's worth of journal.
+    snapshot_min_bytes: int = 8 << 20
     # Watch history kept in the state machine, in events.
     watch_history_events: int = 10_000
     # Max bytes of entries per append-entries message.
@@ -181,11 +187,22 @@ class RaftConfig:
             )
         if self.quiet_after_s < 0:
             raise ValueError("quiet_after_s must not be negative")
+        if self.snapshot_min_bytes <= 0:
+            raise ValueError("snapshot_min_bytes must be positive")
 
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 APPLY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1)
 SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def compaction_due(journal_bytes: int, snapshot_bytes: int, min_bytes: int) -> bool:
+    """Whether the journal's size alone calls for a snapshot: it holds at least
+    ``min_bytes`` and at least as many bytes as the last snapshot (``0`` if none).
+    The log's memory and a restart's replay stay within the state's own size (or
+    ``min_bytes``), and each snapshot is paid for by as many bytes of writes as it
+    is large: writing snapshots at most doubles what the node writes."""
+    return journal_bytes >= max(min_bytes, snapshot_bytes)
 
 
 def known_leader(role: str, leader_id: str, silent_s: float, fallback_s: float) -> str:
@@ -764,6 +781,8 @@ class RaftBackend:
         if not holding:
             self._submit_proposals(obj)
         paced = self._pace_heartbeats(obj, transport)
+        if self._snapshot_state == "idle" and self._journal_outgrew_snapshot(journal):
+            obj._SyncObj__forceLogCompaction = True  # doTick starts the snapshot
         log_before = len(journal)
         obj.doTick(0.0)
         if paced is not None and obj._SyncObj__newAppendEntriesTime != paced:
@@ -794,6 +813,16 @@ class RaftBackend:
             self._sync_or_stop(journal)
             transport.flush(replies)
         self._publish_status(obj)
+
+    def _journal_outgrew_snapshot(self, journal: DurableJournal) -> bool:
+        size = journal.size_bytes
+        if size < self.config.snapshot_min_bytes:
+            return False  # the common case: no stat
+        try:
+            snapshot_bytes = os.stat(os.path.join(self._data_dir, "raft.snapshot")).st_size
+        except FileNotFoundError:
+            snapshot_bytes = 0
+        return compaction_due(size, snapshot_bytes, self.config.snapshot_min_bytes)
 
     def _pace_heartbeats(self, obj: _ReplicatedSystem, transport: HeldTransport) -> float | None:
         """Leader: decide whether the group is at rest (consensus/raft/quiet.py), and

@@ -390,6 +390,12 @@ class DurableJournal(Journal):  # type: ignore[misc]
         return self._meta_dirty
 
     @property
+    def size_bytes(self) -> int:
+        """Bytes of the records the journal holds (written or pending), which its
+        entries also hold in memory: what a snapshot would let it drop."""
+        return self._file_end + len(self._pending) - self._header
+
+    @property
     def has_unsynced(self) -> bool:
         return bool(self._pending) or self._needs_fsync or self._meta_dirty
 

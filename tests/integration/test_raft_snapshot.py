@@ -69,6 +69,50 @@ def test_snapshots_under_load_keep_the_leader_and_restore(tmp_path: Any) -> None
             node.stop()
 
 
+def test_the_journal_is_bounded_by_bytes_not_only_by_entries(tmp_path: Any) -> None:
+    # Proposals pending together share one entry, so a few hundred entries can hold
+    # many megabytes that the node also keeps in memory. With the entry count far out
+    # of reach, the journal's bytes alone must bring a snapshot -- and then keep the
+    # journal within the last snapshot's size (or the floor) plus one tick's entries.
+    floor = 256 << 10
+    config = RaftConfig(
+        snapshot_min_entries=1_000_000, snapshot_min_bytes=floor, watch_history_events=100
+    )
+    nodes = start_cluster(str(tmp_path), config)
+    value = b"v" * 2000
+    try:
+        leader = leader_of(nodes)
+        window, done = threading.Semaphore(32), threading.Semaphore(0)
+
+        def landed(_r: Any, _e: Any) -> None:
+            window.release()
+            done.release()
+
+        written = 0
+        largest = 0
+        for i in range(3000):  # ~6 MB of values over 1,000 distinct keys
+            window.acquire()
+            leader.propose(Txn(success=(PutOp(f"k{i % 1000}", value),)), landed)
+            written += 1
+            journal = leader.journal
+            assert journal is not None
+            largest = max(largest, journal.size_bytes)
+        for _ in range(written):
+            assert done.acquire(timeout=10)
+        snapshot = os.path.join(str(tmp_path), leader.node_id, "raft.snapshot")
+        assert os.path.exists(snapshot), "no snapshot: the journal grew without bound"
+        size = os.path.getsize(snapshot)
+        assert size < 3 << 20  # the state (1,000 keys of 2 KB), not the 6 MB written
+        # Never more than a snapshot's worth (or the floor), plus what a tick appends
+        # and the snapshot being written meanwhile lets through (a few batches).
+        assert largest < max(floor, size) + (1 << 20), (largest, size)
+        buckets, _ = leader.snapshot_seconds.snapshot()
+        assert buckets[-1][1] >= 2, "snapshots keep coming as the journal refills"
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
 class _HeldSnapshots(RaftBackend):
     """Once ``hold`` is set, the next background snapshot waits for ``release`` before
     it is written: a snapshot still being written while other things happen."""

@@ -98,6 +98,32 @@ def test_add_getitem_len_and_slicing(open_journal: Opener) -> None:
         journal[5]
 
 
+def test_size_bytes_is_the_records_held_through_every_change(
+    path: str, open_journal: Opener
+) -> None:
+    # What the node compacts by (RaftConfig.snapshot_min_bytes): it must follow the
+    # records the journal holds whether they are pending, written, cut or rewritten.
+    journal = open_journal()
+    header = file_size(path)
+    assert journal.size_bytes == 0
+    add_all(journal, entries(6))
+    pending = journal.size_bytes
+    assert pending > 6 * len(b"e1")
+    journal.sync()
+    assert journal.size_bytes == pending == file_size(path) - header
+    add_all(journal, entries(2, first=7))  # two pending after six written
+    journal.deleteEntriesFrom(7)  # one pending record cut
+    journal.deleteEntriesFrom(4)  # the other pending one and two written
+    journal.sync()
+    assert journal.size_bytes == file_size(path) - header
+    assert 0 < journal.size_bytes < pending
+    journal.deleteEntriesTo(2)  # rewritten without the first two
+    assert journal.size_bytes == file_size(path) - header
+    assert contents(journal) == entries(2, first=3)
+    journal._destroy()
+    assert open_journal().size_bytes == file_size(path) - header  # reopened
+
+
 def test_fresh_journal_defaults(open_journal: Opener) -> None:
     journal = open_journal()
     assert journal.getCurrentTerm() == 0
@@ -510,3 +536,14 @@ def test_histogram_buckets_are_cumulative_upper_bounds() -> None:
     for value in (0.05, 0.1, 0.5, 2.0):
         h.observe(value)
     assert h.snapshot() == ([(0.1, 2), (1.0, 3), (float("inf"), 4)], 2.65)
+
+
+def test_compaction_is_due_at_the_floor_and_at_the_last_snapshots_size() -> None:
+    from consensus.raft.backend import compaction_due
+
+    floor = 8 << 20
+    assert not compaction_due(floor - 1, 0, floor)  # no snapshot yet: the floor
+    assert compaction_due(floor, 0, floor)
+    assert not compaction_due(floor, floor + 1, floor)  # a larger state: its size
+    assert compaction_due(floor + 1, floor + 1, floor)
+    assert not compaction_due(floor - 1, 1, floor)  # a small state: still the floor
