@@ -36,7 +36,8 @@ try of a write may have been applied, the call ends in success or
 one endpoint share gRPC calls. While two calls of a kind to an endpoint are in flight,
 the next wait and leave together as one ``KV.PutMany`` / ``KV.GetMany`` (up to 1,000,
 1 MiB); each is still answered, retried and timed out exactly as a lone call (its own
-request id, deadline, revision, error). A lone caller waits for nothing. A put with
+request id, deadline, revision, error). A lone caller waits for nothing (the asyncio
+client sends what its callers asked for in one turn of the event loop together). A put with
 ``prev_kv`` or of the access policy always goes alone; a call still queued when its
 try's deadline passes was never sent and is tried elsewhere (as UNAVAILABLE).
 

@@ -17,8 +17,8 @@ helper             asyncio (this module)                   blocking (``_sync_io`
 ``Flag``           ``asyncio.Event``; set from the loop    ``threading.Event``; set from
                                                            any thread
 ``WatchBase``      adds ``aclose()``                       adds nothing
-``Coalescer``      a task sends each batch; callers await  a batch leaves as a gRPC future;
-                   a future                                callers wait on a condition
+``Coalescer``      once per loop turn, a task sends each   a batch leaves as a gRPC future;
+                   batch; callers await a future           callers wait on a condition
 =================  ======================================  ===============================
 
 Errors: gRPC failures surface as ``grpc.RpcError`` (``grpc.aio.AioRpcError`` is one), the
@@ -159,6 +159,7 @@ class Coalescer(coalesce.Sender):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pump_due = False
 
     async def __call__(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
         if not self._batcher.batching(time.monotonic()):
@@ -167,7 +168,7 @@ class Coalescer(coalesce.Sender):
         waiter: asyncio.Future[Any] = loop.create_future()
         item = coalesce.Pending(request, time.monotonic() + timeout, waiter)
         self._batcher.add(item)
-        self._pump(metadata)
+        self._pump_soon(metadata)
         try:
             async with asyncio.timeout(timeout):
                 return await waiter  # cancelled at the deadline: _settle skips it
@@ -180,6 +181,20 @@ class Coalescer(coalesce.Sender):
         except asyncio.CancelledError:
             self._batcher.withdraw(item)  # a caller that gave up sends nothing later
             raise
+
+    def _pump_soon(self, metadata: Any) -> None:
+        """Send what waits once this turn of the event loop is over. The callers one
+        batch's answer wakes resume in the same turn and call again at once; sent as
+        each one arrives, the first would take a free slot alone and the rest queue
+        behind it (at 64 callers two thirds of the calls carried one get). A lone
+        caller still goes out in the next turn, without waiting for anything."""
+        if not self._pump_due:
+            self._pump_due = True
+            asyncio.get_running_loop().call_soon(self._pump_now, metadata)
+
+    def _pump_now(self, metadata: Any) -> None:
+        self._pump_due = False
+        self._pump(metadata)
 
     def _pump(self, metadata: Any) -> None:
         while True:

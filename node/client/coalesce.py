@@ -11,7 +11,10 @@ kind of call:
   to that endpoint are in flight: a lone writer waits for nothing;
 * otherwise it queues, and the next call to leave takes everything queued (up to
   ``max_items`` puts and ``max_bytes``) as one ``PutMany``; so batches grow with load
-  and latency, as the Raft link's do.
+  and latency, as the Raft link's do;
+* the asyncio client decides once per turn of its event loop, not per call: the
+  callers one answer wakes call again in the same turn, and leave together instead of
+  the first taking a free slot alone.
 
 Each put keeps its own request id, deadline, answer and error: a ``PutMany`` answers
 every put with what a lone ``Put`` would have, a ``GetMany`` every get as ``Get``
