@@ -118,7 +118,9 @@ class MemoryStore:
                 out.append(exc)
         return out
 
-    def changes(self, tier: str, prefix: str, after: int, limit: int) -> ChangePage:
+    def changes(
+        self, tier: str, prefix: str, after: int, limit: int, *, digests: bool = False
+    ) -> ChangePage:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         if after == -1:
@@ -126,7 +128,8 @@ class MemoryStore:
         rows = []
         for seq, (t, k) in enumerate(self._feed, start=1):
             if seq > after and t == tier and k.startswith(prefix):
-                rows.append((seq, k, self._state.get((t, k))))
+                value = self._state.get((t, k))
+                rows.append((seq, k, digest_of(value) if digests and value is not None else value))
                 if len(rows) == limit:
                     break
         through = rows[-1][0] if len(rows) == limit else max(len(self._feed), after)

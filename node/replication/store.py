@@ -325,7 +325,9 @@ class ChangePage:
     """Entries of a store's change feed after a sequence number.
 
     ``entries``: ``(seq, key, value)`` in seq order, one per key (its last change in
-    the page), ``value`` the key's value when the page was read (None: deleted).
+    the page), ``value`` the key's value when the page was read (None: deleted) -- or,
+    asked for ``digests``, its digest (``digest_of(value)``, read from the store
+    without the value: nothing decrypted or hashed).
     ``through``: every change up to this seq is covered. ``trimmed``: changes up to
     this seq are no longer kept. ``feed``: the feed's id; a store created anew (a
     wiped data dir) starts a new feed whose seqs start over.
@@ -477,7 +479,9 @@ class ReplicaStore(Protocol):
 
     def get_meta(self, name: str) -> bytes | None: ...
 
-    def changes(self, tier: str, prefix: str, after: int, limit: int) -> ChangePage: ...
+    def changes(
+        self, tier: str, prefix: str, after: int, limit: int, *, digests: bool = False
+    ) -> ChangePage: ...
 
 
 # ----------------------------------------------------------------- the store
@@ -1574,15 +1578,19 @@ class TierStore:
             rows = conn.execute(sql, params).fetchall()
         return [(str(k), self._value(tier, str(k), v, d)) for k, v, d in rows]
 
-    def changes(self, tier: str, prefix: str, after: int, limit: int) -> ChangePage:
+    def changes(
+        self, tier: str, prefix: str, after: int, limit: int, *, digests: bool = False
+    ) -> ChangePage:
         """The feed's changes to keys of ``tier`` under ``prefix`` with seq > ``after``,
-        at most ``limit`` rows (> 0) read, from one snapshot (see :class:`ChangePage`).
-        ``after = -1`` means "from now": no entries, ``through`` the newest seq."""
+        at most ``limit`` rows (> 0) read, from one snapshot (see :class:`ChangePage`;
+        ``digests``: each key's digest instead of its value). ``after = -1`` means
+        "from now": no entries, ``through`` the newest seq."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         now = after == -1
+        wanted = "s.digest, NULL" if digests else "s.value, s.dek"
         sql = (
-            "SELECT c.seq, c.key, s.value, s.dek FROM changes c LEFT JOIN state s"
+            f"SELECT c.seq, c.key, {wanted} FROM changes c LEFT JOIN state s"
             " ON s.tier = c.tier AND s.key = c.key WHERE c.seq > ? AND c.tier = ?"
         )
         params: list[object] = [after, tier]
@@ -1615,7 +1623,11 @@ class TierStore:
         return ChangePage(
             feed=bytes(meta.get(_FEED_ID, b"")).decode(),
             entries=_last_per_key(
-                (int(q), str(k), None if v is None else self._value(tier, str(k), v, d))
+                (
+                    int(q),
+                    str(k),
+                    None if v is None else bytes(v) if digests else self._value(tier, str(k), v, d),
+                )
                 for q, k, v, d in rows
             ),
             through=through,

@@ -133,11 +133,11 @@ class PairTrees:
     def _catch_up(self, live: frozenset[str], place: Place) -> bool:
         """Apply the changes since the last refresh; False if the feed cannot tell."""
         while True:
-            page = self._store.changes(self.tier, "", self._seq, self.FEED_PAGE)
+            # Digests straight from the store: no value read, decrypted or hashed again.
+            page = self._store.changes(self.tier, "", self._seq, self.FEED_PAGE, digests=True)
             if page.feed != self._feed or page.trimmed > self._seq:
                 return False
-            for _seq, key, value in page.entries:
-                digest = None if value is None else digest_of(value)
+            for _seq, key, digest in page.entries:
                 for tree in self._trees.values():
                     tree.delete(key)
                 self.strays.discard(key)

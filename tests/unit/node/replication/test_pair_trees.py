@@ -13,7 +13,7 @@ import pytest
 from gossip.merkle import MerkleTree
 from node.replication import coordinator
 from node.replication.memory import MemoryStore
-from node.replication.store import ReplicaStore, TierStore
+from node.replication.store import ReplicaStore, TierStore, digest_of
 from node.replication.sync import MERKLE_LAYOUT, DivergenceCheck, PairSpace, PairTrees
 from node.tiers.ops import TIERS
 
@@ -56,6 +56,26 @@ async def test_incremental_trees_match_trees_built_from_every_key(store: Replica
         held = [k for k, _ in store.keys_and_digests("population")]
         assert trees.strays == {k for k in held if "n1" not in place(k, live)}, step
     assert trees.rebuilds == 2 and trees.applied > 0
+
+
+async def test_the_feed_of_digests_is_the_feed_of_values_hashed(store: ReplicaStore) -> None:
+    # What the trees catch up from: each changed key's digest as the store keeps it,
+    # equal to hashing the value the plain feed reports (None for a deleted key).
+    for i in range(40):
+        await store.update(
+            "population", f"job_resource_ledger/d{i % 15}", lambda _, i=i: bytes([i])
+        )
+    await store.update("population", "job_resource_ledger/d3", lambda _: None)
+    for after, limit in ((0, 1000), (0, 7), (22, 5)):
+        values = store.changes("population", "", after, limit)
+        digests = store.changes("population", "", after, limit, digests=True)
+        assert (digests.feed, digests.through) == (values.feed, values.through)
+        assert digests.entries == [
+            (seq, key, None if value is None else digest_of(value))
+            for seq, key, value in values.entries
+        ]
+        if limit == 1000:  # the whole feed: the deleted key is there, as None
+            assert ("job_resource_ledger/d3", None) in [(k, d) for _, k, d in digests.entries]
 
 
 async def test_nothing_changed_means_nothing_read_again(store: ReplicaStore) -> None:
