@@ -641,6 +641,9 @@ class RaftBackend:
         # Snapshots installed from a leader, and the lock their renames and ours take.
         self._snapshots_installed = 0
         self._snapshot_rename_lock = threading.Lock()
+        # (snapshots installed then, bytes) of the snapshot file, for compaction_due:
+        # stat again only after a snapshot of ours or a leader's replaced it.
+        self._snapshot_size: tuple[int, int] | None = None
         self.failed: OSError | None = None  # the journal fsync that stopped Raft here
         self.started_at = time.monotonic()
 
@@ -817,12 +820,16 @@ class RaftBackend:
     def _journal_outgrew_snapshot(self, journal: DurableJournal) -> bool:
         size = journal.size_bytes
         if size < self.config.snapshot_min_bytes:
-            return False  # the common case: no stat
-        try:
-            snapshot_bytes = os.stat(os.path.join(self._data_dir, "raft.snapshot")).st_size
-        except FileNotFoundError:
-            snapshot_bytes = 0
-        return compaction_due(size, snapshot_bytes, self.config.snapshot_min_bytes)
+            return False  # the common case
+        known = self._snapshot_size
+        if known is None or known[0] != self._snapshots_installed:
+            installed = self._snapshots_installed
+            try:
+                snapshot_bytes = os.stat(os.path.join(self._data_dir, "raft.snapshot")).st_size
+            except FileNotFoundError:
+                snapshot_bytes = 0
+            self._snapshot_size = known = (installed, snapshot_bytes)
+        return compaction_due(size, known[1], self.config.snapshot_min_bytes)
 
     def _pace_heartbeats(self, obj: _ReplicatedSystem, transport: HeldTransport) -> float | None:
         """Leader: decide whether the group is at rest (consensus/raft/quiet.py), and
@@ -1060,6 +1067,7 @@ class RaftBackend:
             return int(SERIALIZER_STATE.SERIALIZING)
         if status in ("success", "failed"):
             self._snapshot_state = "idle"
+            self._snapshot_size = None  # a new snapshot file, or none renamed: stat again
             ok = status == "success"
             return int(SERIALIZER_STATE.SUCCESS if ok else SERIALIZER_STATE.FAILED)
         return int(SERIALIZER_STATE.NOT_SERIALIZING)

@@ -99,6 +99,12 @@ class Node:
         for gate in gates:
             gate.set()
 
+    def coalescer(self, in_flight: int = 1) -> _async_io.Coalescer:
+        """The asyncio client's coalescer of puts to this node."""
+        return _async_io.Coalescer(
+            self.put, self.put_many, batcher=coalesce.Batcher(max_in_flight=in_flight)
+        )
+
 
 async def settle() -> None:
     for _ in range(5):
@@ -193,7 +199,7 @@ def test_the_client_knows_the_policy_prefix() -> None:
 def test_a_lone_put_leaves_at_once_and_puts_behind_it_go_together() -> None:
     async def run() -> None:
         node = Node()
-        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
+        c = node.coalescer()
         first = asyncio.ensure_future(c(put("a"), timeout=5))
         await settle()
         assert node.calls == [("Put", ["a"])]
@@ -218,7 +224,7 @@ def test_callers_arriving_in_one_turn_go_together_not_the_first_alone() -> None:
     # queued behind it; at 64 callers two thirds of the calls carried one get.
     async def run() -> None:
         node = Node()
-        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=2))
+        c = node.coalescer(in_flight=2)
 
         async def caller(key: str) -> int:
             first = await c(put(key), timeout=5)
@@ -240,7 +246,7 @@ def test_callers_arriving_in_one_turn_go_together_not_the_first_alone() -> None:
 def test_each_put_of_a_batch_gets_its_own_error() -> None:
     async def run() -> None:
         node = Node(hold=False)
-        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
+        c = node.coalescer()
         calls = [c(put(k), timeout=5) for k in ("a", "b", "bad1", "c")]
         out = await asyncio.gather(*calls, return_exceptions=True)
         assert node.calls == [("PutMany", ["a", "b", "bad1", "c"])]  # called in one turn
@@ -257,7 +263,7 @@ def test_each_put_of_a_batch_gets_its_own_error() -> None:
 def test_a_batch_refused_whole_is_resent_put_by_put(code: grpc.StatusCode) -> None:
     async def run_checked() -> None:
         node = Node(hold=False, refuse=code)
-        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
+        c = node.coalescer()
         out = await asyncio.gather(
             *(c(put(k), timeout=5) for k in ("a", "b", "bad", "c")), return_exceptions=True
         )
@@ -275,7 +281,7 @@ def test_a_batch_refused_whole_is_resent_put_by_put(code: grpc.StatusCode) -> No
 def test_a_call_that_fails_whole_fails_each_of_its_puts() -> None:
     async def run() -> None:
         node = Node(hold=False, refuse=grpc.StatusCode.UNAVAILABLE)
-        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
+        c = node.coalescer()
         out = await asyncio.gather(*(c(put(k), timeout=5) for k in "abc"), return_exceptions=True)
         assert [o.code() for o in out] == [grpc.StatusCode.UNAVAILABLE] * 3
         assert node.calls == [("PutMany", ["a", "b", "c"])]  # not resent: retry rules decide
@@ -286,7 +292,7 @@ def test_a_call_that_fails_whole_fails_each_of_its_puts() -> None:
 def test_a_put_still_queued_at_its_deadline_is_withdrawn_and_never_sent() -> None:
     async def run() -> None:
         node = Node()
-        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
+        c = node.coalescer()
         first = asyncio.ensure_future(c(put("a"), timeout=5))
         await settle()
         with pytest.raises(coalesce.BatchedRpcError) as caught:
@@ -304,7 +310,7 @@ def test_a_put_still_queued_at_its_deadline_is_withdrawn_and_never_sent() -> Non
 def test_a_put_sent_but_unanswered_at_its_deadline_has_an_unknown_outcome() -> None:
     async def run() -> None:
         node = Node()
-        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
+        c = node.coalescer()
         with pytest.raises(coalesce.BatchedRpcError) as caught:
             await c(put("a"), timeout=0.05)
         assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
@@ -475,7 +481,7 @@ def test_gets_travel_as_get_many_and_each_gets_its_answer() -> None:
 def test_a_cancelled_caller_sends_nothing_later() -> None:
     async def run() -> None:
         node = Node()
-        c = _async_io.Coalescer(node.put, node.put_many, batcher=coalesce.Batcher(max_in_flight=1))
+        c = node.coalescer()
         first = asyncio.ensure_future(c(put("a"), timeout=5))
         await settle()
         gone = asyncio.ensure_future(c(put("gone"), timeout=5))
