@@ -179,7 +179,7 @@ def compare(args: argparse.Namespace) -> None:
                     pids = [cluster.pid(n) for n in cluster.node_ids]
                     endpoints = cluster.endpoints.split(",")
                     for batch in batches:
-                        for way in ["any"] if name == "ref" else args.routes.split(","):
+                        for way in args.routes.split(","):
                             before = cpu_seconds(pids)
                             callers = args.clients if batch == 0 else args.batch_clients
                             row = measure(endpoints, callers, batch, args.seconds, args.keys,

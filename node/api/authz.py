@@ -103,6 +103,7 @@ NEEDS: dict[str, Needs] = {
     _KV + "Watch": lambda r: [Need("read", _sys(r.tier), r.key, r.prefix)],
     _TIERS + "Update": lambda r: [Need("write", r.tier, r.key)],
     _TIERS + "UpdateMany": lambda r: [Need("write", u.tier, u.key) for u in r.updates],
+    _TIERS + "UpdateEach": lambda r: [Need("write", u.tier, u.key) for u in r.updates],
     _TIERS + "Read": lambda r: [Need("read", r.tier, r.key)],
     _TIERS + "Scan": lambda r: [Need("read", r.tier, r.prefix, True)],
     _TIERS + "Status": lambda r: [],

@@ -18,7 +18,7 @@ from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.peer.cluster_metrics import PREFIX as METRICS_PREFIX
 from node.peer.cluster_metrics import ClusterMetrics
-from node.replication.driver import Replication
+from node.replication.driver import Replication, UpdateResult
 from node.tiers.ops import TIERS, check_tier_key, op_from_request, render, tier_spec
 from node.tiers.validation import (
     InvalidArgument,
@@ -54,14 +54,7 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
         except Exception as exc:
             await self._fail(context, exc)
             raise
-        type_name, value_json = result.value
-        return pb.TierUpdateResponse(
-            member_id=result.coordinator,
-            value=pb.TierValue(type=type_name, value_json=value_json),
-            replicas=result.replicas,
-            hinted=result.hinted,
-            duplicate=result.duplicate,
-        )
+        return _update_response(result, result.value)
 
     async def UpdateMany(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """Every update checked first (one invalid update refuses the batch, naming it,
@@ -102,6 +95,51 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
             else:
                 results.append(pb.TierUpdateOutcome(outcome="applied", duplicate=outcome.duplicate))
         return pb.TierUpdateManyResponse(member_id=self._r.node_id, results=results)
+
+    async def UpdateEach(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Single updates the client library sent together: each checked on its own (an
+        invalid one is refused alone), the rest applied as ``UpdateMany`` applies them,
+        and each answered with what :meth:`Update` would have answered it."""
+        if self._metrics is not None:
+            self._metrics.incr("tier_updates", len(request.updates))
+            self._metrics.incr("bytes_in", request.ByteSize())
+        if len(request.updates) > MAX_BATCH:
+            too_many = f"{len(request.updates)} updates in one call; the limit is {MAX_BATCH}"
+            await self._fail(context, InvalidArgument(too_many))
+        answers: list[Any] = [None] * len(request.updates)
+        items, places = [], []
+        for i, update in enumerate(request.updates):
+            try:
+                check_tier_key(update.tier, update.key)
+                items.append((update.tier, update.key, _checked_op(update), update.request_id))
+                places.append(i)
+            except InvalidArgument as exc:
+                answers[i] = exc
+        try:
+            outcomes = await self._r.update_many(items) if items else []
+        except Exception as exc:  # the batch failed whole: each of its updates with it
+            outcomes = [exc] * len(items)
+        for i, outcome in zip(places, outcomes, strict=True):
+            answers[i] = outcome
+        rendered: dict[int, tuple[str, str]] = {}  # a key's updates share its state
+        results = []
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                st = status.status_for(answer)
+                if st.code is grpc.StatusCode.INTERNAL:
+                    log.error("unexpected error in a coalesced update", exc_info=answer)
+                trailers = [pb.Trailer(key=k, value=v) for k, v in st.trailers()]
+                results.append(
+                    pb.TierUpdateEachResult(
+                        code=st.code.value[0], message=st.message, trailers=trailers
+                    )
+                )
+                continue
+            value = rendered.get(id(answer.state))
+            if value is None:
+                value = rendered[id(answer.state)] = answer.value
+            results.append(pb.TierUpdateEachResult(update=_update_response(answer, value)))
+        return pb.TierUpdateEachResponse(member_id=self._r.node_id, results=results)
 
     async def Read(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._count("tier_reads", request)
@@ -163,6 +201,18 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
 
 
 MAX_BATCH = 10_000  # updates in one UpdateMany call
+
+
+def _update_response(result: UpdateResult, value: tuple[str, str]) -> Any:
+    """What Update answers for ``result``, its state rendered as ``value``."""
+    type_name, value_json = value
+    return pb.TierUpdateResponse(
+        member_id=result.coordinator,
+        value=pb.TierValue(type=type_name, value_json=value_json),
+        replicas=result.replicas,
+        hinted=result.hinted,
+        duplicate=result.duplicate,
+    )
 
 
 def _checked_op(request: Any) -> Any:

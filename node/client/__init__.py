@@ -39,7 +39,11 @@ the next wait and leave together as one ``KV.PutMany`` / ``KV.GetMany`` (up to 1
 request id, deadline, revision, error). A lone caller waits for nothing (the asyncio
 client sends what its callers asked for in one turn of the event loop together). A put with
 ``prev_kv`` or of the access policy always goes alone; a call still queued when its
-try's deadline passes was never sent and is tried elsewhere (as UNAVAILABLE).
+try's deadline passes was never sent and is tried elsewhere (as UNAVAILABLE). Single
+tier updates that add to a counter travel the same way in ``Tiers.UpdateEach`` (each
+answered with its own value, replicas and duplicate flag; a batch carries the earliest
+of its updates' write deadlines); other tier ops go alone, as their answer carries the
+key's whole value.
 
 **CRDT tiers** (``tier_update`` with one typed op such as :class:`CounterAdd` or
 :class:`MapSet`, the per-type shortcuts ``counter_add``, ``set_add``, ..., and

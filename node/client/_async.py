@@ -102,7 +102,12 @@ def _may_still_land(error: TadpoleError) -> bool:
 log = logging.getLogger(__name__)
 
 # The unary KV calls the client coalesces: method -> (the batch method, its wire form).
-_COALESCED = {"Put": ("PutMany", coalesce.PUTS), "Get": ("GetMany", coalesce.GETS)}
+# (service, single method) -> (its batch method, the batch's wire form)
+_COALESCED = {
+    ("kv", "Put"): ("PutMany", coalesce.PUTS),
+    ("kv", "Get"): ("GetMany", coalesce.GETS),
+    ("tiers", "Update"): ("UpdateEach", coalesce.TIER_UPDATES),
+}
 
 
 class AsyncClient:
@@ -151,7 +156,7 @@ class AsyncClient:
         # the blocking one is thread-safe.
         self._lock = threading.Lock()
         self._channels: dict[str, Any] = {}
-        self._coalescers: dict[tuple[str, str], backend.Coalescer] = {}
+        self._coalescers: dict[tuple[str, str, str], backend.Coalescer] = {}
         self._closed = False
         self._placement_asked = float("-inf")  # when Members was last asked for routing
         self._single_updates = 0  # tier_update calls so far
@@ -175,22 +180,25 @@ class AsyncClient:
         return getattr(wire.STUBS[service](channel), method)
 
     def _sender(self, endpoint: str, service: wire.Service, method: str, request: Any) -> Any:
-        """What sends ``request`` to ``endpoint``: the stub method, or for a put or get
-        that may travel with others the endpoint's
+        """What sends ``request`` to ``endpoint``: the stub method, or for a put, get or
+        counter update that may travel with others the endpoint's
         :class:`~node.client._async_io.Coalescer` of that kind."""
-        if service != "kv" or method not in _COALESCED or not wire.coalescable(request):
+        kind = (service, method)
+        if kind not in _COALESCED or not wire.coalescable(request):
             return self._method(endpoint, service, method)
         with self._lock:
             if self._closed:
                 raise RuntimeError("client is closed")
-            coalescer = self._coalescers.get((endpoint, method))
+            coalescer = self._coalescers.get((endpoint, *kind))
         if coalescer is None:
-            many, shape = _COALESCED[method]
+            many, shape = _COALESCED[kind]
             coalescer = backend.Coalescer(
-                self._method(endpoint, "kv", method), self._method(endpoint, "kv", many), shape
+                self._method(endpoint, service, method),
+                self._method(endpoint, service, many),
+                shape,
             )
             with self._lock:
-                coalescer = self._coalescers.setdefault((endpoint, method), coalescer)
+                coalescer = self._coalescers.setdefault((endpoint, *kind), coalescer)
         return coalescer
 
     async def _call(

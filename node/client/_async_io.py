@@ -150,11 +150,11 @@ class WatchBase:
 
 
 class Coalescer(coalesce.Sender):
-    """Called as a unary stub method is (``Put``, ``Get``); calls that wait for the
-    endpoint go together in one ``PutMany`` / ``GetMany`` (:mod:`node.client.coalesce`).
-    ``single`` and ``many`` are the endpoint's stub methods, ``shape`` their wire form.
-    One per client, endpoint and kind: every caller passes the client's own metadata,
-    so a batch is sent with any caller's."""
+    """Called as a unary stub method is (``Put``, ``Get``, ``Update``); calls that wait
+    for the endpoint go together in one ``PutMany`` / ``GetMany`` / ``UpdateEach``
+    (:mod:`node.client.coalesce`). ``single`` and ``many`` are the endpoint's stub
+    methods, ``shape`` their wire form (and which caller's metadata a batch carries).
+    One per client, endpoint and kind."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -166,9 +166,9 @@ class Coalescer(coalesce.Sender):
             return await self._single(request, timeout=timeout, metadata=metadata)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
-        item = coalesce.Pending(request, time.monotonic() + timeout, waiter)
+        item = coalesce.Pending(request, time.monotonic() + timeout, waiter, metadata)
         self._batcher.add(item)
-        self._pump_soon(metadata)
+        self._pump_soon()
         try:
             async with asyncio.timeout(timeout):
                 return await waiter  # cancelled at the deadline: _settle skips it
@@ -182,7 +182,7 @@ class Coalescer(coalesce.Sender):
             self._batcher.withdraw(item)  # a caller that gave up sends nothing later
             raise
 
-    def _pump_soon(self, metadata: Any) -> None:
+    def _pump_soon(self) -> None:
         """Send what waits once this turn of the event loop is over. The callers one
         batch's answer wakes resume in the same turn and call again at once; sent as
         each one arrives, the first would take a free slot alone and the rest queue
@@ -190,33 +190,35 @@ class Coalescer(coalesce.Sender):
         caller still goes out in the next turn, without waiting for anything."""
         if not self._pump_due:
             self._pump_due = True
-            asyncio.get_running_loop().call_soon(self._pump_now, metadata)
+            asyncio.get_running_loop().call_soon(self._pump_now)
 
-    def _pump_now(self, metadata: Any) -> None:
+    def _pump_now(self) -> None:
         self._pump_due = False
-        self._pump(metadata)
+        self._pump()
 
-    def _pump(self, metadata: Any) -> None:
+    def _pump(self) -> None:
         while True:
             batch, expired = self._batcher.next_batch(time.monotonic())
             for item in expired:
                 _settle(item, coalesce.withdrawn_error())
             if not batch:
                 return
-            task = asyncio.get_running_loop().create_task(self._send(batch, metadata))
+            task = asyncio.get_running_loop().create_task(self._send(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[coalesce.Pending], metadata: Any) -> None:
+    async def _send(self, batch: list[coalesce.Pending]) -> None:
         failure: BaseException | None = None
         timeout = self._batcher.call_timeout(batch, time.monotonic())
         try:
             if len(batch) == 1:
                 _settle(batch[0], await self._single(batch[0].request, timeout=timeout,
-                                                     metadata=metadata))  # fmt: skip
+                                                     metadata=batch[0].metadata))  # fmt: skip
             else:
                 resp = await self._many(
-                    self._shape.request(batch), timeout=timeout, metadata=metadata
+                    self._shape.request(batch),
+                    timeout=timeout,
+                    metadata=self._shape.metadata(batch),
                 )
                 alone = []
                 for item, result in zip(batch, resp.results, strict=True):
@@ -224,11 +226,11 @@ class Coalescer(coalesce.Sender):
                         alone.append(item)
                     else:
                         _settle(item, self._shape.answer(result))
-                await self._alone(alone, metadata)
+                await self._alone(alone)
         except grpc.RpcError as exc:
             failure = exc
             if coalesce.resend_alone(exc, batch):
-                await self._alone(batch, metadata)
+                await self._alone(batch)
             for item in batch:
                 _settle(item, exc)
         except asyncio.CancelledError as exc:
@@ -240,9 +242,9 @@ class Coalescer(coalesce.Sender):
                 _settle(item, exc)
         finally:
             self._batcher.finished(failure, time.monotonic())
-            self._pump(metadata)
+            self._pump()
 
-    async def _alone(self, items: list[coalesce.Pending], metadata: Any) -> None:
+    async def _alone(self, items: list[coalesce.Pending]) -> None:
         """Send each of ``items`` (none applied) again as a lone call, at once, each with
         what is left of its deadline; one whose caller is gone or whose deadline has
         passed is not sent again (answered not applied)."""
@@ -254,7 +256,7 @@ class Coalescer(coalesce.Sender):
                 return
             try:
                 _settle(item, await self._single(item.request, timeout=timeout,
-                                                 metadata=metadata))  # fmt: skip
+                                                 metadata=item.metadata))  # fmt: skip
             except BaseException as exc:  # cancelled too: its caller hears at once
                 _settle(item, exc)
                 if not isinstance(exc, Exception):

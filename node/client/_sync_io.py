@@ -132,13 +132,13 @@ class _Slot:
 
 
 class Coalescer(coalesce.Sender):
-    """Called as a unary stub method is (``Put``, ``Get``); calls that wait for the
-    endpoint go together in one ``PutMany`` / ``GetMany`` (:mod:`node.client.coalesce`;
-    ``single``, ``many`` and ``shape`` as in the asyncio twin). No thread of its own: a
-    batch leaves as a gRPC future, whose callback (on gRPC's thread) answers its calls
-    and sends what queued meanwhile; every caller waits for its own answer on a
-    condition, each until its own deadline. One per client, endpoint and kind (every
-    caller passes the client's metadata)."""
+    """Called as a unary stub method is (``Put``, ``Get``, ``Update``); calls that wait
+    for the endpoint go together in one ``PutMany`` / ``GetMany`` / ``UpdateEach``
+    (:mod:`node.client.coalesce`; ``single``, ``many`` and ``shape`` as in the asyncio
+    twin). No thread of its own: a batch leaves as a gRPC future, whose callback (on
+    gRPC's thread) answers its calls and sends what queued meanwhile; every caller
+    waits for its own answer on a condition, each until its own deadline. One per
+    client, endpoint and kind."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -148,10 +148,10 @@ class Coalescer(coalesce.Sender):
         if not self._batcher.batching(time.monotonic()):
             return self._single(request, timeout=timeout, metadata=metadata)
         slot = _Slot()
-        item = coalesce.Pending(request, time.monotonic() + timeout, slot)
+        item = coalesce.Pending(request, time.monotonic() + timeout, slot, metadata)
         with self._cond:
             self._batcher.add(item)
-            self._pump(metadata)
+            self._pump()
             try:
                 while not slot.done:
                     left = item.due - time.monotonic()
@@ -170,7 +170,7 @@ class Coalescer(coalesce.Sender):
             raise slot.outcome
         return slot.outcome
 
-    def _pump(self, metadata: Any) -> None:
+    def _pump(self) -> None:
         """Send what waits while call slots are free (the condition held)."""
         while True:
             batch, expired = self._batcher.next_batch(time.monotonic())
@@ -181,19 +181,21 @@ class Coalescer(coalesce.Sender):
             try:
                 if len(batch) == 1:
                     future = self._single.future(
-                        batch[0].request, timeout=timeout, metadata=metadata
+                        batch[0].request, timeout=timeout, metadata=batch[0].metadata
                     )
                 else:
                     future = self._many.future(
-                        self._shape.request(batch), timeout=timeout, metadata=metadata
+                        self._shape.request(batch),
+                        timeout=timeout,
+                        metadata=self._shape.metadata(batch),
                     )
             except Exception as exc:  # the channel is closed, or a bug
                 self._batcher.finished(exc, time.monotonic())
                 self._settle_all([(item, exc) for item in batch])
                 continue
-            future.add_done_callback(lambda done, batch=batch: self._landed(batch, done, metadata))
+            future.add_done_callback(lambda done, batch=batch: self._landed(batch, done))
 
-    def _landed(self, batch: list[coalesce.Pending], future: Any, metadata: Any) -> None:
+    def _landed(self, batch: list[coalesce.Pending], future: Any) -> None:
         """A batch's call ended (on gRPC's thread): answer its calls, send what waits."""
         failure: BaseException | None = None
         answers: list[tuple[coalesce.Pending, Any]] = []
@@ -220,11 +222,11 @@ class Coalescer(coalesce.Sender):
             with self._cond:
                 self._settle_all(answers)
                 for item in alone:
-                    self._alone(item, metadata)
+                    self._alone(item)
                 self._batcher.finished(failure, time.monotonic())
-                self._pump(metadata)
+                self._pump()
 
-    def _alone(self, item: coalesce.Pending, metadata: Any) -> None:
+    def _alone(self, item: coalesce.Pending) -> None:
         """Send ``item`` (not applied) again as a lone call, answered when it ends; not
         if its caller is gone or its deadline has passed (answered not applied)."""
         left = item.due - time.monotonic()
@@ -232,7 +234,7 @@ class Coalescer(coalesce.Sender):
             self._settle_all([(item, coalesce.withdrawn_error())])
             return
         try:
-            future = self._single.future(item.request, timeout=left, metadata=metadata)
+            future = self._single.future(item.request, timeout=left, metadata=item.metadata)
         except Exception as exc:
             self._settle_all([(item, exc)])
             return

@@ -16,11 +16,19 @@ kind of call:
   callers one answer wakes call again in the same turn, and leave together instead of
   the first taking a free slot alone.
 
-Each put keeps its own request id, deadline, answer and error: a ``PutMany`` answers
-every put with what a lone ``Put`` would have, a ``GetMany`` every get as ``Get``
-(:class:`BatchedRpcError` carries a failed one's status and trailers), so the retry
-rules of :mod:`node.client.attempts` see exactly what they would have seen. A call
-whose deadline passes while it still queues is withdrawn (never sent: not applied).
+Single tier updates that add to a counter travel the same way, in ``Tiers.UpdateEach``
+(the other tier ops go alone: their answer carries the key's whole value -- a set's,
+a log's, a map's -- which could outgrow a message when many travel together).
+
+Each call keeps its own request id, deadline, answer and error: a ``PutMany`` answers
+every put with what a lone ``Put`` would have, a ``GetMany`` every get as ``Get``, an
+``UpdateEach`` every update as ``Update`` (:class:`BatchedRpcError` carries a failed
+one's status and trailers), so the retry rules of :mod:`node.client.attempts` see
+exactly what they would have seen. A call whose deadline passes while it still queues
+is withdrawn (never sent: not applied). Tier updates are fenced writes (each try
+carries the deadline by which the owner applies it or not at all, metadata
+``tadpole-deadline-ns``): a batch carries the earliest of its updates' deadlines, so
+each is applied by its own or not at all.
 
 :class:`Batcher` is the queue and the count of calls in flight;
 :mod:`node.client._async_io` and :mod:`node.client._sync_io` each drive it with
@@ -37,6 +45,7 @@ from typing import Any
 
 import grpc
 
+from node.client.messages import DEADLINE_KEY
 from node.pb import tadpole_pb2 as pb
 
 __all__ = [
@@ -46,6 +55,7 @@ __all__ = [
     "MAX_ITEMS",
     "PUTS",
     "RESEND_ALONE_KEY",
+    "TIER_UPDATES",
     "BatchedRpcError",
     "Batcher",
     "Pending",
@@ -97,11 +107,13 @@ class BatchedRpcError(grpc.RpcError):  # type: ignore[misc]
 
 @dataclass(eq=False)
 class Pending:
-    """One put waiting for its answer: ``waiter`` is the flavour's (a future, a slot)."""
+    """One call waiting for its answer: ``waiter`` is the flavour's (a future, a slot);
+    ``metadata`` what its caller sends it with."""
 
     request: Any
     due: float  # monotonic deadline
     waiter: Any
+    metadata: Any = None
     size: int = field(init=False)
     sent: bool = field(default=False, init=False)  # taken into a call
 
@@ -191,13 +203,24 @@ class Batcher:
 @dataclass(frozen=True)
 class Shape:
     """What a batch of one kind of call is on the wire: ``pack`` makes the ``*Many``
-    request of the single requests; ``field`` names the answer in each result."""
+    request of the single requests; ``field`` names the answer in each result;
+    ``fenced``: its calls carry a write deadline in their metadata."""
 
     pack: Callable[[list[Any]], Any]
     field: str
+    fenced: bool = False
 
     def request(self, batch: list[Pending]) -> Any:
         return self.pack([item.request for item in batch])
+
+    def metadata(self, batch: list[Pending]) -> Any:
+        """What the call carrying ``batch`` is sent with. Its callers all pass the
+        client's own metadata, so any one's -- but a fenced call's differ in their write
+        deadline, and the batch takes the earliest: each of its writes is then applied
+        by its own deadline or not at all."""
+        if not self.fenced:
+            return batch[0].metadata
+        return min((item.metadata for item in batch), key=_write_deadline)
 
     def answer(self, result: Any) -> Any:
         """A result's answer, or the error it stands for."""
@@ -223,10 +246,23 @@ class Sender:
 
 PUTS = Shape(lambda requests: pb.PutManyRequest(puts=requests), "put")
 GETS = Shape(lambda requests: pb.GetManyRequest(gets=requests), "get")
+TIER_UPDATES = Shape(
+    lambda requests: pb.TierUpdateManyRequest(updates=requests), "update", fenced=True
+)
+
+
+def _write_deadline(metadata: Any) -> int:
+    """A call's write deadline (ns since the epoch) from its metadata; none: the end of
+    time."""
+    for key, value in metadata or ():
+        if key == DEADLINE_KEY:
+            return int(value)
+    return 1 << 63
 
 
 def item_error(result: Any) -> BatchedRpcError:
-    """The error a failed ``PutManyResult`` stands for."""
+    """The error a failed batch result (``PutManyResult``, ``GetManyResult``,
+    ``TierUpdateEachResult``) stands for."""
     return BatchedRpcError(
         _CODES.get(result.code, grpc.StatusCode.UNKNOWN),
         result.message,

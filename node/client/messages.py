@@ -166,10 +166,14 @@ POLICY_PREFIX = "/tadpole/auth/"
 
 
 def coalescable(request: Any) -> bool:
-    """Whether a ``PutRequest`` or ``GetRequest`` may travel in a ``KV.PutMany`` or
-    ``KV.GetMany`` with others: any get; a put unless it asks for the previous value
-    (which ``PutMany`` does not return: the answer could outgrow a message) or writes
-    the access policy (an audited admin action, sent alone)."""
+    """Whether a ``PutRequest``, ``GetRequest`` or ``TierUpdateRequest`` may travel in a
+    ``KV.PutMany``, ``KV.GetMany`` or ``Tiers.UpdateEach`` with others: any get; a put
+    unless it asks for the previous value (which ``PutMany`` does not return: the answer
+    could outgrow a message) or writes the access policy (an audited admin action, sent
+    alone); a tier update that adds to a counter (each update's answer carries its key's
+    value: a counter's is small, a set's, log's or map's need not be)."""
+    if isinstance(request, pb.TierUpdateRequest):
+        return bool(request.WhichOneof("op") == "counter_add")
     if not isinstance(request, pb.PutRequest):
         return True
     if request.prev_kv:

@@ -531,6 +531,26 @@ class TierUpdateManyResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[TierUpdateOutcome]
     def __init__(self, member_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TierUpdateOutcome, _Mapping]]] = ...) -> None: ...
 
+class TierUpdateEachResult(_message.Message):
+    __slots__ = ("code", "message", "trailers", "update")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRAILERS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    trailers: _containers.RepeatedCompositeFieldContainer[Trailer]
+    update: TierUpdateResponse
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., trailers: _Optional[_Iterable[_Union[Trailer, _Mapping]]] = ..., update: _Optional[_Union[TierUpdateResponse, _Mapping]] = ...) -> None: ...
+
+class TierUpdateEachResponse(_message.Message):
+    __slots__ = ("member_id", "results")
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    member_id: str
+    results: _containers.RepeatedCompositeFieldContainer[TierUpdateEachResult]
+    def __init__(self, member_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TierUpdateEachResult, _Mapping]]] = ...) -> None: ...
+
 class TierValue(_message.Message):
     __slots__ = ("type", "value_json")
     TYPE_FIELD_NUMBER: _ClassVar[int]

@@ -575,6 +575,11 @@ class TiersStub:
                 request_serializer=node_dot_pb_dot_tadpole__pb2.TierUpdateManyRequest.SerializeToString,
                 response_deserializer=node_dot_pb_dot_tadpole__pb2.TierUpdateManyResponse.FromString,
                 _registered_method=True)
+        self.UpdateEach = channel.unary_unary(
+                '/tadpole.v1.Tiers/UpdateEach',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.TierUpdateManyRequest.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.TierUpdateEachResponse.FromString,
+                _registered_method=True)
         self.Read = channel.unary_unary(
                 '/tadpole.v1.Tiers/Read',
                 request_serializer=node_dot_pb_dot_tadpole__pb2.TierReadRequest.SerializeToString,
@@ -607,6 +612,12 @@ class TiersServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateMany(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateEach(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -648,6 +659,11 @@ def add_TiersServicer_to_server(servicer, server):
                     servicer.UpdateMany,
                     request_deserializer=node_dot_pb_dot_tadpole__pb2.TierUpdateManyRequest.FromString,
                     response_serializer=node_dot_pb_dot_tadpole__pb2.TierUpdateManyResponse.SerializeToString,
+            ),
+            'UpdateEach': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEach,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.TierUpdateManyRequest.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.TierUpdateEachResponse.SerializeToString,
             ),
             'Read': grpc.unary_unary_rpc_method_handler(
                     servicer.Read,
@@ -724,6 +740,33 @@ class Tiers:
             '/tadpole.v1.Tiers/UpdateMany',
             node_dot_pb_dot_tadpole__pb2.TierUpdateManyRequest.SerializeToString,
             node_dot_pb_dot_tadpole__pb2.TierUpdateManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tadpole.v1.Tiers/UpdateEach',
+            node_dot_pb_dot_tadpole__pb2.TierUpdateManyRequest.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.TierUpdateEachResponse.FromString,
             options,
             channel_credentials,
             insecure,

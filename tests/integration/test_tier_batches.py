@@ -1,17 +1,20 @@
 """Batched CRDT updates (Tiers.UpdateMany) on a real three-node cluster: one call
 carries many updates, each key's updates land in order, a resent batch applies
 nothing twice (whichever node it reaches), and a malformed update refuses the
-whole batch before anything is applied."""
+whole batch before anything is applied. Single updates the client sends together
+(Tiers.UpdateEach) are each answered as a lone Update would be, an invalid one
+refused alone, and concurrent counter adds travel in far fewer calls than updates."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import grpc
 import pytest
 
-from node.client import CounterAdd, SetAdd, TierUpdate
+from node.client import AsyncClient, CounterAdd, SetAdd, TierUpdate
 from node.client.errors import InvalidArgument
 from node.pb import tadpole_pb2 as pb
 from tests.integration.conftest import start_http_cluster
@@ -111,6 +114,124 @@ def test_the_client_sends_each_key_to_its_coordinator(tmp_path_factory: Any, stu
         for i in (1, 29):
             assert value(stubs, cluster, f"job_resource_ledger/routed-{i}") == 2
         assert value(stubs, cluster, "job_resource_ledger/routed-299") == 1
+    finally:
+        for node_id in cluster.node_ids:
+            cluster.kill(node_id)
+
+
+def counter(key: str, amount: int, request_id: str = "") -> Any:
+    return pb.TierUpdateRequest(
+        tier="population",
+        key=f"job_resource_ledger/{key}",
+        counter_add=pb.CounterAdd(amount=amount),
+        request_id=request_id,
+    )
+
+
+def test_each_update_of_update_each_is_answered_as_a_lone_update(
+    make_cluster: Any, stubs: Any
+) -> None:
+    cluster = make_cluster()
+    s = stubs(cluster, "n2")
+    lone = s.tiers.Update(counter("each-lone", 3, "lone-1"), timeout=10)
+    no_op = pb.TierUpdateRequest(tier="population", key="job_resource_ledger/each-a")
+    wrong_type = pb.TierUpdateRequest(
+        tier="population",
+        key="job_resource_ledger/each-lone",
+        set_add=pb.SetElements(elements=["x"]),
+    )
+    resp = s.tiers.UpdateEach(
+        pb.TierUpdateManyRequest(
+            updates=[
+                counter("each-a", 1, "a-1"),
+                no_op,  # refused alone: the others are applied
+                counter("each-a", 2, "a-2"),
+                counter("each-lone", 3, "lone-1"),  # a resend of the lone update
+                wrong_type,
+                counter("each-b", 5),
+            ]
+        ),
+        timeout=10,
+    )
+    assert resp.member_id == "n2"
+    assert [r.code for r in resp.results] == [
+        0,
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        0,
+        0,
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        0,
+    ]
+    bad = resp.results[1]
+    assert "op" in bad.message and ("tadpole-outcome", "not-applied") in [
+        (t.key, t.value) for t in bad.trailers
+    ]
+    assert "counter" in resp.results[4].message
+    a1, a2, again, b = (resp.results[i].update for i in (0, 2, 3, 5))
+    # One key's updates in one call are one write: both answer the value after it.
+    assert json.loads(a1.value.value_json) == 3 == json.loads(a2.value.value_json)
+    assert a1.value.type == "pncounter" and not a1.duplicate and not a2.duplicate
+    assert again.duplicate and not lone.duplicate
+    assert again.value.value_json == lone.value.value_json
+    assert json.loads(b.value.value_json) == 5
+    for answer in (a1, again, b):  # coordinated by the key's first owner, on two replicas
+        assert answer.member_id in cluster.node_ids
+        assert len(answer.replicas) == 2 and answer.member_id in answer.replicas
+        assert list(answer.hinted) == []
+    assert value(stubs, cluster, "job_resource_ledger/each-a") == 3
+    assert value(stubs, cluster, "job_resource_ledger/each-lone") == 3
+    assert value(stubs, cluster, "job_resource_ledger/each-b") == 5
+
+
+def _tier_calls(cluster: Any, method: str) -> float:
+    """``Tiers.<method>`` calls the nodes served (0 before the first)."""
+    name = f'tadpole_request_duration_seconds_count{{method="tadpole.v1.Tiers/{method}"}} '
+    total = 0.0
+    for n in cluster.node_ids:
+        for line in scrape(cluster, n)[1].splitlines():
+            if line.startswith(name):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_the_client_sends_concurrent_counter_adds_together(
+    tmp_path_factory: Any, stubs: Any
+) -> None:
+    cluster = start_http_cluster(str(tmp_path_factory.mktemp("each")))
+    try:
+        before = {m: _tier_calls(cluster, m) for m in ("Update", "UpdateEach")}
+
+        async def add() -> list[Any]:
+            async with AsyncClient(
+                cluster.endpoints, credentials=cluster.client_credentials()
+            ) as client:
+                adds = [
+                    client.tier_update(
+                        "population",
+                        f"job_resource_ledger/co-{i % 20}",
+                        CounterAdd(i + 1),
+                        request_id=f"co-{i}",
+                    )
+                    for i in range(400)
+                ]
+                results = await asyncio.gather(*adds)
+                # A set add goes alone: its answer carries the whole set.
+                await client.set_add("population", "job_resource_ledger/co-set", "x")
+                return results
+
+        results = asyncio.run(add())
+        calls = {m: _tier_calls(cluster, m) - before[m] for m in ("Update", "UpdateEach")}
+        assert calls["UpdateEach"] >= 1
+        assert calls["Update"] >= 1  # the set add, at least
+        assert calls["Update"] + calls["UpdateEach"] <= 60, calls  # 401 updates in few calls
+        expected = {k: sum(i + 1 for i in range(k, 400, 20)) for k in range(20)}
+        for i, result in enumerate(results):
+            assert not result.duplicate and len(result.replicas) == 2
+            assert result.value.type == "pncounter"
+            # the value after this update: it holds at least this update
+            assert i + 1 <= result.value.value <= expected[i % 20]
+        finals = {k: value(stubs, cluster, f"job_resource_ledger/co-{k}") for k in range(20)}
+        assert finals == expected
     finally:
         for node_id in cluster.node_ids:
             cluster.kill(node_id)

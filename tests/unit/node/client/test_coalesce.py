@@ -579,3 +579,123 @@ def test_a_closed_client_refuses_puts_as_it_refuses_everything() -> None:
     blocking.close()
     with pytest.raises(RuntimeError, match="client is closed"):
         blocking.put("k", "v")
+
+
+# -- single tier updates (Tiers.UpdateEach)
+
+
+def counter_add(key: str) -> Any:
+    return pb.TierUpdateRequest(
+        tier="population", key=key, counter_add=pb.CounterAdd(amount=1), request_id=key
+    )
+
+
+def test_counter_adds_travel_together_other_tier_updates_alone() -> None:
+    # Each answer carries the key's value: a counter's is small, a set's, a log's or a
+    # map's need not be, so many of them could outgrow a message.
+    assert wire.coalescable(counter_add("k"))
+    for op in (
+        {"set_add": pb.SetElements(elements=["x"])},
+        {"set_remove": pb.SetElements(elements=["x"])},
+        {"register_set": pb.RegisterSet(value_json="1")},
+        {"log_append": pb.LogAppend(entry_id="e", payload_json="{}")},
+        {"map_set": pb.MapSet(field="f", value_json="1")},
+    ):
+        assert not wire.coalescable(pb.TierUpdateRequest(tier="population", key="k", **op))
+
+
+def fence(due_ns: int) -> tuple[tuple[str, str], ...]:
+    return (("authorization", "Bearer t"), (wire.DEADLINE_KEY, str(due_ns)))
+
+
+def test_a_batch_of_fenced_writes_carries_its_earliest_deadline() -> None:
+    # The owner applies a fenced write by the call's deadline or not at all. Sent with
+    # a later caller's deadline, an earlier caller that gave up at its own (and waited
+    # out its fence) could still see its update applied behind its back.
+    seen: list[tuple[str, Any]] = []
+
+    async def single(request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        seen.append(("Update", metadata))
+        await gate.wait()
+        return pb.TierUpdateResponse(member_id="n1")
+
+    async def many(request: Any, *, timeout: float, metadata: Any = None) -> Any:
+        seen.append(("UpdateEach", metadata))
+        results = [
+            pb.TierUpdateEachResult(update=pb.TierUpdateResponse(member_id="n1", duplicate=True))
+            for _ in request.updates
+        ]
+        return pb.TierUpdateEachResponse(member_id="n1", results=results)
+
+    async def run() -> None:
+        c = _async_io.Coalescer(
+            single, many, coalesce.TIER_UPDATES, coalesce.Batcher(max_in_flight=1)
+        )
+        first = asyncio.ensure_future(c(counter_add("a"), timeout=5, metadata=fence(500)))
+        await settle()
+        rest = [
+            asyncio.ensure_future(c(counter_add(k), timeout=5, metadata=fence(due)))
+            for k, due in (("b", 300), ("c", 100), ("d", 200))
+        ]
+        await settle()
+        gate.set()
+        await first
+        answers = await asyncio.gather(*rest)
+        assert all(a.duplicate for a in answers)  # each got its own result's answer
+        assert seen == [("Update", fence(500)), ("UpdateEach", fence(100))]
+
+    gate = asyncio.Event()
+    asyncio.run(run())
+    assert coalesce.PUTS.metadata(
+        [coalesce.Pending(put(k), 0.0, None, fence(d)) for k, d in (("a", 9), ("b", 1))]
+    ) == fence(9)  # unfenced kinds: any caller's (they are all the client's own)
+
+
+def test_blocking_fenced_writes_carry_their_batchs_earliest_deadline() -> None:
+    seen: list[Any] = []
+    entered, gate = threading.Semaphore(0), threading.Event()
+
+    class Future:
+        def __init__(self, answer: Any) -> None:
+            self._answer = answer
+
+        def result(self) -> Any:
+            return self._answer
+
+        def add_done_callback(self, fn: Any) -> None:
+            threading.Thread(target=lambda: (gate.wait(5), fn(self))).start()
+
+    class Method:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def future(self, request: Any, *, timeout: float, metadata: Any = None) -> Any:
+            seen.append((self.name, metadata))
+            entered.release()
+            if self.name == "Update":
+                return Future(pb.TierUpdateResponse(member_id="n1"))
+            results = [pb.TierUpdateEachResult(update=pb.TierUpdateResponse(member_id="n1"))]
+            return Future(pb.TierUpdateEachResponse(results=results * len(request.updates)))
+
+    c = _sync_io.Coalescer(
+        Method("Update"), Method("UpdateEach"), coalesce.TIER_UPDATES,
+        coalesce.Batcher(max_in_flight=1),
+    )  # fmt: skip
+    calls = [("a", 500), ("b", 300), ("c", 100), ("d", 200)]
+    threads = [
+        threading.Thread(
+            target=c, args=(counter_add(k),), kwargs={"timeout": 5, "metadata": fence(d)}
+        )
+        for k, d in calls
+    ]
+    threads[0].start()
+    assert entered.acquire(timeout=5)  # "a" is in flight
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(c._batcher) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert seen == [("Update", fence(500)), ("UpdateEach", fence(100))]
