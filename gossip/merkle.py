@@ -123,9 +123,10 @@ class MerkleTree:
         entries = self._leaf_entries[self.layout.bucket(key)]
         return None if entries is None else entries.get(key)
 
-    def set(self, key: str, digest: bytes) -> None:
-        """Record that ``key`` now has ``digest`` (insert or overwrite)."""
-        leaf = self.layout.bucket(key)
+    def set(self, key: str, digest: bytes, *, bucket: int | None = None) -> None:
+        """Record that ``key`` now has ``digest`` (insert or overwrite). ``bucket``:
+        ``layout.bucket(key)`` when the caller has it already (it hashes the key)."""
+        leaf = self.layout.bucket(key) if bucket is None else bucket
         entries = self._leaf_entries[leaf]
         if entries is None:
             entries = self._leaf_entries[leaf] = {}
@@ -141,9 +142,9 @@ class MerkleTree:
         self._leaf_sum[leaf] = (acc + _entry_hash(key, digest)) % _MOD
         self._dirty(leaf)
 
-    def delete(self, key: str) -> None:
-        """Forget ``key``; a no-op if absent."""
-        leaf = self.layout.bucket(key)
+    def delete(self, key: str, *, bucket: int | None = None) -> None:
+        """Forget ``key``; a no-op if absent. ``bucket`` as in :meth:`set`."""
+        leaf = self.layout.bucket(key) if bucket is None else bucket
         entries = self._leaf_entries[leaf]
         if entries is None or key not in entries:
             return

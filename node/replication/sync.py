@@ -137,17 +137,30 @@ class PairTrees:
             page = self._store.changes(self.tier, "", self._seq, self.FEED_PAGE, digests=True)
             if page.feed != self._feed or page.trimmed > self._seq:
                 return False
-            for _seq, key, digest in page.entries:
-                for tree in self._trees.values():
-                    tree.delete(key)
-                self.strays.discard(key)
-                if digest is not None:
-                    self._place(self._trees, key, digest, live, place)
-                self.applied += 1
+            for _seq, key, digest in page.entries:  # each changed key once (the feed's)
+                self._move(key, digest, live, place)
+            self.applied += len(page.entries)
             if page.through <= self._seq or not page.entries:
                 self._seq = max(self._seq, page.through)
                 return True
             self._seq = page.through
+
+    def _move(self, key: str, digest: bytes | None, live: frozenset[str], place: Place) -> None:
+        """Put a changed key where it now belongs: in the tree of each other owner with
+        ``digest``, out of every other tree, and among the strays if this node is not
+        an owner (or out of everything: ``digest`` None, deleted)."""
+        owners = place(key, live) if digest is not None else ()
+        mine = self._self in owners
+        if digest is not None and not mine:
+            self.strays.add(key)
+        else:
+            self.strays.discard(key)
+        bucket = MERKLE_LAYOUT.bucket(key)  # one hash of the key for every tree
+        for peer, tree in self._trees.items():
+            if digest is not None and mine and peer in owners:
+                tree.set(key, digest, bucket=bucket)
+            else:
+                tree.delete(key, bucket=bucket)
 
     def _place(
         self,
