@@ -85,12 +85,13 @@ class CRDTBase:
         raise NotImplementedError
 
 
-def decode(data: bytes) -> CRDTBase:
-    """Any CRDT state from bytes made by ``to_bytes`` / :func:`crdt.encode`.
+def decode(data: bytes, *, verified: bool = False) -> CRDTBase:
+    """Any CRDT state from bytes made by ``to_bytes`` / :func:`crdt.encode`
+    (``verified``: as in :func:`crdt.codec.decode`).
 
     Raises:
         UnsupportedVersionError: the bytes come from a newer codec.
         CodecError: anything else wrong with the bytes, including a registered
             type that is not a CRDT.
     """
-    return codec.decode_as(data, CRDTBase)
+    return codec.decode_as(data, CRDTBase, verified=verified)

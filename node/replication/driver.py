@@ -607,7 +607,7 @@ class Replication:
             # rebuilt under the epoch that wrote it.
             writer = self._writer
             assert writer is not None
-            state = decode(old) if old is not None else None
+            state = decode(old, verified=True) if old is not None else None  # _STORED
             if observed is not None:
                 state = coordinator.merge_states((state, observed))
             captured["before"] = state
@@ -1472,13 +1472,18 @@ def _known_tier(tier: str) -> None:
         raise InvalidArgument(f"unknown tier {tier!r}")
 
 
+# _STORED: a store update function is handed only the stored copy whose digest
+# matched as it was read (CorruptValueError otherwise), so decoding it skips the
+# canonical-form check, an encode per write.
+
+
 def _joiner(tier: str, key: str, incoming: CRDTBase) -> UpdateFn:
     """The store update that joins ``incoming`` into a key's stored copy."""
 
     def join(old: bytes | None) -> bytes:
         if old is None:
             return encode(incoming)
-        current = decode(old)
+        current = decode(old, verified=True)  # _STORED
         if type(current) is not type(incoming):
             raise InvalidArgument(
                 f"{tier}/{key}: replica holds {type(current).__name__}, "

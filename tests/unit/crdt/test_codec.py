@@ -234,3 +234,21 @@ def test_mutated_real_encodings_never_decode_to_a_wrong_value(
     except CodecError:
         return
     assert back.to_bytes() == mutated
+
+
+def test_verified_bytes_skip_only_the_canonical_check() -> None:
+    # A stored copy whose digest was just checked need not be re-encoded to prove it is
+    # canonical (an encode per write); it still decodes to the state it spells, and
+    # every other check still holds.
+    unsorted = frame([2, [["b", 1], ["a", 2]]])
+    with pytest.raises(CodecError, match="canonical"):
+        crdt.decode(unsorted)
+    state = crdt.decode(unsorted, verified=True)
+    assert state == GCounter({"a": 2, "b": 1})
+    assert crdt.encode(state) != unsorted  # what the next write stores is canonical
+    with pytest.raises(CodecError, match=">= 1"):
+        crdt.decode(frame([2, [["a", 0]]]), verified=True)
+    corrupt = bytearray(crdt.encode(state))
+    corrupt[-6] ^= 1
+    with pytest.raises(CodecError, match="checksum"):
+        crdt.decode(bytes(corrupt), verified=True)
