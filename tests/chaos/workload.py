@@ -29,7 +29,9 @@ write "failed" (or, for counters, a total above what the acknowledged and unknow
 allow).
 
 **Counters** (``counter_clients``, CRDT population tier): each of these clients adds
-small deltas to a few ``job_resource_ledger/chaos-<n>`` keys. ``ReplicationIncomplete``
+small deltas to a few ``job_resource_ledger/chaos-<n>`` keys -- one at a time, or (a
+client with retries) eight at once, which its client sends together where they wait
+for the same node (``Tiers.UpdateEach``). ``ReplicationIncomplete``
 (applied on some replica, below the write quorum) is recorded ``unknown``, like every
 ``OutcomeUnknown``: durable somewhere, but not promised to survive the loss of that
 replica. After the final heal every node must answer the same total with
@@ -321,25 +323,36 @@ class Workload:
         self.history.complete(p, "ok")
         return True
 
+    # Concurrent adds of a counter client with retries: its client sends the ones that
+    # wait for the same node together (Tiers.UpdateEach), so faults meet those too.
+    COUNTER_BURST = 8
+
     async def _run_counter(self, i: int, stop: asyncio.Event) -> None:
-        """Add small deltas (mostly positive) to the counter keys until ``stop``."""
+        """Add small deltas (mostly positive) to the counter keys until ``stop``: one at
+        a time (a single-try client), or :attr:`COUNTER_BURST` at once (retries)."""
         cfg = self.config
         rng = random.Random(self.seed * 104729 + i)
-        client, _single = self._client(i)
+        client, single = self._client(i)
         keys = self.counter_keys()
+
+        async def add(process: int | str) -> None:
+            key = rng.choice(keys)
+            delta = rng.choice((1, 2, 3, 5, 8, -1))
+            p = self.history.invoke(process, "add", key, value=delta)
+            try:
+                await client.counter_add(COUNTER_TIER, key, delta)
+            except Exception as exc:
+                self.history.complete(p, classify_write_error(exc))
+                await asyncio.sleep(cfg.fail_pause_s * (1 + rng.random()))
+                return
+            self.history.complete(p, "ok")
+
         try:
             while not stop.is_set():
-                key = rng.choice(keys)
-                delta = rng.choice((1, 2, 3, 5, 8, -1))
-                p = self.history.invoke(i, "add", key, value=delta)
-                try:
-                    await client.counter_add(COUNTER_TIER, key, delta)
-                except Exception as exc:
-                    outcome = classify_write_error(exc)
-                    self.history.complete(p, outcome)
-                    await asyncio.sleep(cfg.fail_pause_s * (1 + rng.random()))
-                    continue
-                self.history.complete(p, "ok")
+                if single:
+                    await add(i)
+                else:
+                    await asyncio.gather(*(add(f"{i}.{k}") for k in range(self.COUNTER_BURST)))
         finally:
             await client.close()
 
