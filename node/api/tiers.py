@@ -84,9 +84,7 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
         results = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
-                st = status.status_for(outcome)
-                if st.code is grpc.StatusCode.INTERNAL:
-                    log.error("unexpected error in a batched update", exc_info=outcome)
+                st = _item_status(outcome)
                 results.append(
                     pb.TierUpdateOutcome(
                         code=st.code.value[0], message=st.message, outcome=st.outcome.value
@@ -125,9 +123,7 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
         results = []
         for answer in answers:
             if isinstance(answer, BaseException):
-                st = status.status_for(answer)
-                if st.code is grpc.StatusCode.INTERNAL:
-                    log.error("unexpected error in a coalesced update", exc_info=answer)
+                st = _item_status(answer)
                 trailers = [pb.Trailer(key=k, value=v) for k, v in st.trailers()]
                 results.append(
                     pb.TierUpdateEachResult(
@@ -201,6 +197,15 @@ class TiersServicer(pb_grpc.TiersServicer):  # type: ignore[misc]
 
 
 MAX_BATCH = 10_000  # updates in one UpdateMany call
+
+
+def _item_status(exc: BaseException) -> status.Status:
+    """The status one update of a batch answers with; an INTERNAL one (a bug) is
+    logged with its traceback, as a failed call's is."""
+    st = status.status_for(exc)
+    if st.code is grpc.StatusCode.INTERNAL:
+        log.error("unexpected error in a batched update", exc_info=exc)
+    return st
 
 
 def _update_response(result: UpdateResult, value: tuple[str, str]) -> Any:
