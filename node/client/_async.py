@@ -101,7 +101,6 @@ def _may_still_land(error: TadpoleError) -> bool:
 
 log = logging.getLogger(__name__)
 
-# The unary KV calls the client coalesces: method -> (the batch method, its wire form).
 # (service, single method) -> (its batch method, the batch's wire form)
 _COALESCED = {
     ("kv", "Put"): ("PutMany", coalesce.PUTS),
