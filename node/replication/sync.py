@@ -125,7 +125,7 @@ class PairTrees:
         trees: dict[str, MerkleTree] = {p: MerkleTree(MERKLE_LAYOUT) for p in live - {self._self}}
         self.strays = set()
         for key, digest in self._store.keys_and_digests(self.tier):
-            self._place(trees, key, digest, live, place)
+            self._move(trees, key, digest, live, place)
         self._trees, self._live = trees, live
         self._feed, self._seq = start.feed, start.through
         self.rebuilds += 1
@@ -138,15 +138,22 @@ class PairTrees:
             if page.feed != self._feed or page.trimmed > self._seq:
                 return False
             for _seq, key, digest in page.entries:  # each changed key once (the feed's)
-                self._move(key, digest, live, place)
+                self._move(self._trees, key, digest, live, place)
             self.applied += len(page.entries)
             if page.through <= self._seq or not page.entries:
                 self._seq = max(self._seq, page.through)
                 return True
             self._seq = page.through
 
-    def _move(self, key: str, digest: bytes | None, live: frozenset[str], place: Place) -> None:
-        """Put a changed key where it now belongs: in the tree of each other owner with
+    def _move(
+        self,
+        trees: dict[str, MerkleTree],
+        key: str,
+        digest: bytes | None,
+        live: frozenset[str],
+        place: Place,
+    ) -> None:
+        """Put a key where it now belongs: in the tree of each other owner with
         ``digest``, out of every other tree, and among the strays if this node is not
         an owner (or out of everything: ``digest`` None, deleted)."""
         owners = place(key, live) if digest is not None else ()
@@ -156,27 +163,11 @@ class PairTrees:
         else:
             self.strays.discard(key)
         bucket = MERKLE_LAYOUT.bucket(key)  # one hash of the key for every tree
-        for peer, tree in self._trees.items():
+        for peer, tree in trees.items():
             if digest is not None and mine and peer in owners:
                 tree.set(key, digest, bucket=bucket)
             else:
                 tree.delete(key, bucket=bucket)
-
-    def _place(
-        self,
-        trees: dict[str, MerkleTree],
-        key: str,
-        digest: bytes,
-        live: frozenset[str],
-        place: Place,
-    ) -> None:
-        owners = place(key, live)
-        if self._self not in owners:
-            self.strays.add(key)
-            return
-        for peer in owners:
-            if peer != self._self and peer in trees:
-                trees[peer].set(key, digest)
 
 
 class DivergenceCheck:
