@@ -351,7 +351,12 @@ class _ReplicatedSystem(SyncObj):  # type: ignore[misc]
 
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, payload: bytes) -> Any:
-        return self._backend._apply(payload)
+        result = self._backend._apply(payload)
+        transport = self._backend._transport
+        if transport is not None:  # pysyncobj counts the entry applied after this returns
+            forwarding = bool(self._SyncObj__commandsWaitingReply)
+            transport.note_applied(self.raftLastApplied + 1, result, forwarding)
+        return result
 
 
 # pysyncobj's timers (election deadline, next heartbeat) are on its own clock, which on

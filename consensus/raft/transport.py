@@ -141,6 +141,10 @@ class HeldTransport(Transport):  # type: ignore[misc]
         # forward are held here, not appended, until the tick loop releases them.
         self.hold_commands = False
         self._held_commands: list[tuple[Node, dict[str, Any]]] = []
+        # Follower: index -> result of the entries applied while a command it forwarded
+        # awaited the leader's answer (see _answer_late), oldest first.
+        self._applied_results: dict[int, Any] = {}
+        self.late_answers = 0
 
     # -- pysyncobj side (tick thread) ----------------------------------------
 
@@ -266,12 +270,61 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 try:
                     if message["type"] == "next_node_idx":
                         self._take_ack(node, message)
+                    elif message["type"] == "apply_command_response" and self._answer_late(message):
+                        pass
                     else:
                         self._onMessageReceived(node, message)
                         if message["type"] == "append_entries":
                             self._follow_pace(node, message)
                 except (KeyError, TypeError, ValueError):
                     log.exception("raft message from %s could not be handled", peer_id)
+
+    LATE_ANSWER_WINDOW = 1024  # applied entries kept for a late answer
+
+    def note_applied(self, index: int, result: Any, forwarding: bool) -> None:
+        """Entry ``index`` was applied here with ``result``. Kept (the newest
+        ``LATE_ANSWER_WINDOW``) while ``forwarding`` -- a command this node forwarded
+        awaits the leader's answer -- for :meth:`_answer_late`; dropped otherwise, as
+        a result may hold values read. Tick thread."""
+        results = self._applied_results
+        if not forwarding:
+            if results:
+                results.clear()
+            return
+        results[index] = result
+        if len(results) > self.LATE_ANSWER_WINDOW:
+            del results[next(iter(results))]
+
+    def _answer_late(self, message: dict[str, Any]) -> bool:
+        """Follower: answer a forwarded command whose ``apply_command_response``
+        arrives after this node applied the entry it names. Frames from the leader
+        travel by two paths (its own link, and the answers to this node's calls), so a
+        later append-entries can overtake the response; pysyncobj then answers
+        UNKNOWN_OUTCOME -- "leadership changed" to the caller, with no election --
+        for 0.3-0.6% of the writes sent to followers under load. But by Log Matching
+        the entry applied at that index *is* the command when its term is the one the
+        leader gave, so the caller gets this node's result of it, exactly as if the
+        response had come first; an entry of another term there means the command was
+        overwritten, never applied (DISCARDED). Without the entry or its result (a
+        snapshot installed it, or it left the window) pysyncobj answers as before.
+        Returns whether the message was handled here."""
+        index, term = message.get("log_idx"), message.get("log_term")
+        if "error" in message or not isinstance(index, int):
+            return False
+        if index > self._syncobj.raftLastApplied or index not in self._applied_results:
+            return False
+        entry = _entry_at(self._log_view, index) if self._log_view is not None else None
+        if entry is None:
+            return False
+        waiting = self._syncobj._SyncObj__commandsWaitingReply
+        callback = waiting.pop(message.get("request_id"), None)
+        if callback is not None:
+            self.late_answers += 1
+            if entry[2] == term:
+                callback(self._applied_results.pop(index), FAIL_REASON.SUCCESS)
+            else:
+                callback(None, FAIL_REASON.DISCARDED)
+        return True
 
     def release_commands(self) -> int:
         """Feed pysyncobj the forwarded commands held while ``hold_commands`` was set,
