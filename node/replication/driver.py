@@ -400,6 +400,12 @@ class Replication:
     async def _merge_remote(self, peer: str, address: str, merge: Merge) -> bool:
         """Merge into a peer's copy, durably. Concurrent merges to one peer are
         coalesced (:class:`~node.replication.batcher.MergeBatcher`)."""
+        return (await self._merge_many_remote(peer, address, (merge,)))[0]
+
+    async def _merge_many_remote(
+        self, peer: str, address: str, merges: Sequence[Merge]
+    ) -> list[bool]:
+        """:meth:`_merge_remote` for each of ``merges``: whether each is durable there."""
         batcher = self._batchers.get(peer)
         if batcher is None:
 
@@ -408,7 +414,7 @@ class Replication:
                 return reply.ok if reply is not None else ()
 
             batcher = self._batchers[peer] = MergeBatcher(send)
-        return await batcher.submit(merge)
+        return await batcher.submit_many(merges)
 
     # -- local state -------------------------------------------------------------------
 
@@ -699,7 +705,8 @@ class Replication:
             )
         except Exception as exc:  # the store failed the hand-over: every plain group
             stored = [exc] * len(plain)
-        # One MergeMany per other owner, carrying the delta of every group it owns.
+        # Every group's delta for each other owner, in one submission to its batcher:
+        # one MergeMany (more for a big batch), shared with concurrent writes'.
         outgoing: dict[str, list[tuple[int, Merge]]] = {}
         deltas: dict[int, bytes] = {}
         for (i, spec, plan), (_, captured), outcome in zip(plain, mutators, stored, strict=True):
@@ -715,15 +722,14 @@ class Replication:
                     )
         replies = await asyncio.gather(
             *(
-                self._try(owner, live[owner], MergeMany(tuple(m for _, m in batch)), MergeManyDone)
+                self._merge_many_remote(owner, live[owner], [m for _, m in batch])
                 for owner, batch in outgoing.items()
             )
         )
         durable: dict[int, dict[str, bool]] = {i: {} for i in deltas}
-        for (owner, batch), reply in zip(outgoing.items(), replies, strict=True):
-            oks = reply.ok if reply is not None and len(reply.ok) == len(batch) else ()
-            for position, (i, _) in enumerate(batch):
-                durable[i][owner] = bool(oks) and oks[position]
+        for (owner, batch), oks in zip(outgoing.items(), replies, strict=True):
+            for (i, _), ok in zip(batch, oks, strict=True):
+                durable[i][owner] = ok
         for (i, spec, plan), (_, captured) in zip(plain, mutators, strict=True):
             if i not in deltas:
                 continue

@@ -1,0 +1,104 @@
+"""MergeBatcher: the merges bound for one peer share MergeMany messages, one in flight;
+each submitter gets the outcome of its own merges."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from node.replication.batcher import MergeBatcher
+from node.replication.messages import Merge, MergeMany
+
+
+class Peer:
+    """Answers each MergeMany when the test releases it: durable unless the key says
+    ``refused``; ``down`` makes a whole message fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[str]] = []
+        self.release = asyncio.Event()
+        self.down = False
+
+    async def send(self, batch: MergeMany) -> Sequence[bool]:
+        self.sent.append([m.key for m in batch.items])
+        await self.release.wait()
+        if self.down:
+            return ()
+        return [m.key != "refused" for m in batch.items]
+
+
+async def turns() -> None:
+    """Let every runnable task run up to its next wait."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def merges(*keys: str) -> list[Merge]:
+    return [Merge("population", k, b"") for k in keys]
+
+
+async def test_concurrent_writes_share_a_message_and_keep_their_own_outcomes() -> None:
+    peer = Peer()
+    batcher = MergeBatcher(peer.send)
+    first = asyncio.create_task(batcher.submit_many(merges("a", "b")))
+    await turns()  # the first goes at once, alone
+    assert peer.sent == [["a", "b"]]
+    second = asyncio.create_task(batcher.submit_many(merges("c", "refused")))
+    lone = asyncio.create_task(batcher.submit(Merge("population", "d", b"")))
+    third = asyncio.create_task(batcher.submit_many(merges("e")))
+    await turns()
+    assert peer.sent == [["a", "b"]]  # they wait for the one in flight
+    peer.release.set()
+    assert await first == [True, True]
+    assert await second == [True, False]
+    assert await lone is True
+    assert await third == [True]
+    assert peer.sent == [["a", "b"], ["c", "refused", "d", "e"]]
+
+
+async def test_a_submission_larger_than_a_message_spans_several() -> None:
+    peer = Peer()
+    peer.release.set()
+    batcher = MergeBatcher(peer.send)
+    batcher.MAX_ITEMS = 3
+    keys = [f"k{i}" for i in range(7)] + ["refused"]
+    assert await batcher.submit_many(merges(*keys)) == [True] * 7 + [False]
+    assert [len(m) for m in peer.sent] == [3, 3, 2]
+    assert await batcher.submit_many([]) == []
+
+
+async def test_an_unreachable_peer_fails_every_merge_of_the_message() -> None:
+    peer = Peer()
+    peer.down = True
+    peer.release.set()
+    batcher = MergeBatcher(peer.send)
+    results = await asyncio.gather(
+        batcher.submit_many(merges("a", "b")), batcher.submit(Merge("population", "c", b""))
+    )
+    assert results == [[False, False], False]
+
+
+async def test_a_failed_send_fails_what_waits_and_the_next_write_goes_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    async def send(batch: MergeMany) -> Sequence[bool]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0)
+            raise RuntimeError("transport bug")
+        return [True] * len(batch.items)
+
+    batcher = MergeBatcher(send)
+    first = asyncio.create_task(batcher.submit_many(merges("a")))
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(batcher.submit_many(merges("b", "c")))
+    await asyncio.wait({first, queued})
+    assert first.result() == [False]  # its message failed: not durable there
+    assert queued.result() == [False, False]  # never sent
+    assert await batcher.submit_many(merges("d")) == [True]
+    assert "merge batch of 1 failed" in caplog.text
