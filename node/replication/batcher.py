@@ -1,9 +1,10 @@
-"""Coalescing of the merges bound for one peer into :class:`MergeMany` messages.
+"""Coalescing of the messages bound for one peer: merges into :class:`MergeMany`,
+forwarded updates into :class:`ForwardMany`.
 
-While one ``MergeMany`` is in flight to a peer, the merges submitted meanwhile gather,
-and go together in the next one (at most :attr:`MergeBatcher.MAX_ITEMS`), so the number
-of messages per write falls as load rises and the peer commits each batch with one
-fsync. A lone merge goes at once.
+While one such message is in flight to a peer, what is submitted meanwhile gathers,
+and goes together in the next one (at most ``MAX_ITEMS``), so the number of messages
+per write falls as load rises and the peer commits each batch with one fsync. A lone
+submission goes at once.
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from node.replication.messages import Merge, MergeMany
+from node.errors import Unavailable
+from node.replication.messages import ForwardGroup, Merge, MergeMany
 
-__all__ = ["MergeBatcher", "SendBatch"]
+__all__ = ["ForwardBatcher", "MergeBatcher", "SendBatch", "SendForwards"]
 
 log = logging.getLogger(__name__)
 
 # Sends one batch and returns, per item, whether the peer made it durable; an
 # unreachable or failing peer is an empty sequence (every item failed).
 SendBatch = Callable[[MergeMany], Awaitable[Sequence[bool]]]
+
+# Sends groups in one ForwardMany under a deadline (0: none) and returns one outcome per
+# group, in order: its result, or the exception that failed it.
+SendForwards = Callable[[tuple[ForwardGroup, ...], int], Awaitable[Sequence[object]]]
 
 
 class _Waiter:
@@ -82,3 +88,57 @@ class MergeBatcher:
             for _, waiter, position in batch + self._queue:
                 waiter.settle(position, False)
             self._queue.clear()
+
+
+class ForwardBatcher:
+    """One per owner: single updates forwarded to the owner that coordinates them,
+    sent together as :class:`ForwardMany` while one is in flight. ``submit`` returns
+    the group's outcome (its result, or the exception that failed it).
+
+    Each group keeps the deadline of the write it serves (``due``, 0: none): a message
+    carries the earliest of its groups', so each is applied by its own deadline or not
+    at all; groups without one go in a message without one, beside it."""
+
+    MAX_ITEMS = 256
+
+    def __init__(self, send: SendForwards) -> None:
+        self._send = send
+        self._queue: list[tuple[ForwardGroup, int, asyncio.Future[object]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def submit(self, group: ForwardGroup, due: int) -> object:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        self._queue.append((group, due, future))
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.MAX_ITEMS], self._queue[self.MAX_ITEMS :]
+                fenced = [item for item in batch if item[1]]
+                loose = [item for item in batch if not item[1]]
+                await asyncio.gather(*(self._send_part(part) for part in (fenced, loose) if part))
+        finally:
+            self._drainer = None
+            for _, _, future in self._queue:
+                if not future.done():
+                    future.set_result(Unavailable("the forward queue stopped; nothing applied"))
+            self._queue.clear()
+
+    async def _send_part(
+        self, part: list[tuple[ForwardGroup, int, asyncio.Future[object]]]
+    ) -> None:
+        due = min((d for _, d, _ in part), default=0)
+        try:
+            outcomes: Sequence[object] = await self._send(tuple(g for g, _, _ in part), due)
+            if len(outcomes) != len(part):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(part)} forwarded groups")
+        except Exception as exc:  # a bug below the transport: each caller gets it
+            log.exception("forward batch of %d failed", len(part))
+            outcomes = [exc] * len(part)
+        for (_, _, future), outcome in zip(part, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)

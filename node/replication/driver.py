@@ -79,7 +79,7 @@ from gossip.messages import SyncMessage
 from node import deadline
 from node.errors import InvalidArgument, NodeError, NotFound, ReplicationError, Unavailable
 from node.replication import codec, coordinator
-from node.replication.batcher import MergeBatcher
+from node.replication.batcher import ForwardBatcher, MergeBatcher
 from node.replication.coordinator import ALL, ONE, QUORUM, ForwardVerdict, SyncPair, WriteMode
 from node.replication.errors import (
     CodecError,
@@ -288,6 +288,7 @@ class Replication:
         self._stray_cursor: dict[str, str] = {}  # tier -> last stray key handled
         self._session = 0
         self._batchers: dict[str, MergeBatcher] = {}
+        self._forwarders: dict[str, ForwardBatcher] = {}
         self._pending_tasks: set[asyncio.Task[Any]] = set()
         self._repairing: set[tuple[str, str]] = set()  # corrupt keys being repaired
         self.corrupt_found = 0  # corrupt local values met by reads and writes
@@ -969,6 +970,14 @@ class Replication:
         :class:`ForwardGroup`, so the owner deduplicates the request ids."""
         self.forwarded_updates[tier] += len(items)
         grouped = len(items) > 1 or bool(items[0][1])
+        if grouped and len(owners) == 1:  # the usual case: together with its neighbours
+            outcome = await self._forwarder(owners[0]).submit(
+                ForwardGroup(tier, key, tuple(items)), deadline.WRITE_DEADLINE.get()
+            )
+            if isinstance(outcome, BaseException):
+                raise outcome
+            assert isinstance(outcome, UpdateResult)
+            return outcome
         message: Forward | ForwardGroup = (
             ForwardGroup(tier, key, tuple(items)) if grouped else Forward(tier, key, items[0][0])
         )
@@ -998,6 +1007,53 @@ class Replication:
         raise NoOwnerReachable(
             f"{tier}/{key}: none of its owners ({', '.join(owners)}) answered; nothing applied"
         )
+
+    def _forwarder(self, owner: str) -> ForwardBatcher:
+        """The queue of single updates forwarded to ``owner``: concurrent ones travel in
+        one :class:`ForwardMany`, each answered as a lone :class:`ForwardGroup`."""
+        forwarder = self._forwarders.get(owner)
+        if forwarder is None:
+
+            async def send(groups: tuple[ForwardGroup, ...], due: int) -> list[object]:
+                def unreached() -> list[object]:  # nothing applied
+                    return [
+                        NoOwnerReachable(
+                            f"{g.tier}/{g.key}: none of its owners ({owner}) answered; "
+                            "nothing applied"
+                        )
+                        for g in groups
+                    ]
+
+                address = self.live().get(owner)
+                if address is None:  # declared dead since: nothing sent
+                    return unreached()
+                message = ForwardMany(groups)
+                try:
+                    reply = await self._ask(
+                        owner, address, Until(due, message) if due else message, ForwardManyReply
+                    )
+                except NodeError as exc:
+                    verdict = coordinator.forward_verdict(exc)
+                    if verdict is ForwardVerdict.NEXT:
+                        return unreached()
+                    if verdict is ForwardVerdict.ANSWER:
+                        return [exc] * len(groups)
+                    return [
+                        ForwardOutcomeUnknown(
+                            f"{g.tier}/{g.key}: forwarded to {owner}, which may have applied "
+                            f"it ({type(exc).__name__}); not sent to another owner, do not "
+                            "resend"
+                        )
+                        for g in groups
+                    ]
+                if len(reply.results) != len(groups):
+                    raise ReplicationError(
+                        f"{owner} answered {len(reply.results)} of {len(groups)}"
+                    )
+                return [_group_result(r, owner) for r in reply.results]
+
+            forwarder = self._forwarders[owner] = ForwardBatcher(send)
+        return forwarder
 
     # -- reads -------------------------------------------------------------------------
 
@@ -1408,7 +1464,12 @@ class Replication:
                 )
                 return ForwardManyReply(
                     tuple(
-                        _group_reply(o) if isinstance(o, UpdateResult) else _failure(o)
+                        _group_reply(o)
+                        if isinstance(o, UpdateResult)
+                        # as a lone ForwardGroup: repaired now, "nothing applied, retry"
+                        else _failure(
+                            self._repair_soon(o) if isinstance(o, CorruptValueError) else o
+                        )
                         for o in outcomes
                     )
                 )

@@ -8,6 +8,7 @@ merge failures, typed errors across the wire, the default (gossip + gRPC) wiring
 from __future__ import annotations
 
 import ast
+import asyncio
 import pathlib
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from node import deadline
 from node.api.status import status_for
 from node.errors import DeadlineExpired, InvalidArgument, NodeError, Outcome
 from node.replication import codec, coordinator, driver
-from node.replication.driver import ALL, ONE, Replication
+from node.replication.driver import ALL, ONE, Replication, UpdateResult
 from node.replication.errors import ForwardOutcomeUnknown, NoOwnerReachable, NotEnoughReplicas
 from node.replication.grpc_transport import GrpcTransport
 from node.replication.memory import MemoryNetwork, MemoryStore, MemoryTransport
@@ -42,6 +43,7 @@ from node.replication.messages import (
     ScanReply,
     Sync,
 )
+from node.replication.store import CorruptValueError
 from node.tiers.documents import DocOp
 from node.tiers.mesh import MeshNotFound
 from node.tiers.ops import TIERS, Op
@@ -169,7 +171,7 @@ class _BusyFirstOwner(MemoryTransport):
     """The first message of type ``busy_kind`` (a Forward) gets a "not applied" answer
     without reaching the owner."""
 
-    busy_kind: type[Request] = Forward
+    busy_kind: type[Request] | tuple[type[Request], ...] = Forward
 
     def __init__(self, network: MemoryNetwork, self_id: str) -> None:
         super().__init__(network, self_id)
@@ -540,9 +542,11 @@ async def test_a_key_whose_owners_are_down_fails_only_its_own_items() -> None:
 
 
 class _BusyGroups(_BusyFirstOwner):
-    """The first ForwardGroup gets a "not applied" answer without reaching the owner."""
+    """The first forward of a group with request ids -- a ForwardGroup, or the
+    ForwardMany the forward queue carries it in -- gets a "not applied" answer without
+    reaching the owner."""
 
-    busy_kind = ForwardGroup
+    busy_kind = (ForwardGroup, ForwardMany)
 
 
 class _BusyMany(_BusyFirstOwner):
@@ -576,6 +580,65 @@ async def test_an_update_with_an_id_is_never_coordinated_by_another_owner() -> N
         "population", KEY, [(Op("counter_add", amount=3), "i")]
     )
     assert retried.coordinator == first and not retried.duplicate
+
+
+async def test_concurrent_forwarded_updates_travel_together_each_answered_alone() -> None:
+    """Single updates with ids that one node forwards to the same first owner meanwhile
+    share a ForwardMany; each caller gets its own answer -- value, duplicate flag, or
+    its own error."""
+    net, nodes = cluster(3)
+    first = coordinator.owners(TIERS["population"], KEY, nodes)[0]
+    sender = next(n for n in nodes if n != first)
+    keys = [
+        k
+        for k in (f"job_resource_ledger/f-{i}" for i in range(200))
+        if coordinator.owners(TIERS["population"], k, nodes)[0] == first
+    ][:3]
+    await nodes[sender].update_group("population", KEY, [(Op("set_add", elements=("x",)), "s")])
+    net.sent.clear()
+
+    def add(key: str, amount: int, rid: str) -> Any:
+        return nodes[sender].update_group(
+            "population", key, [(Op("counter_add", amount=amount), rid)]
+        )
+
+    outcomes = await asyncio.gather(
+        add(keys[0], 1, "a"),
+        add(keys[1], 2, "b"),
+        add(keys[0], 3, "c"),  # the same key twice in one message
+        add(KEY, 4, "d"),  # a set: refused alone
+        add(keys[2], 5, "e"),
+        add(keys[2], 5, "e"),  # a resend of the same id, in the same message
+        return_exceptions=True,
+    )
+    assert net.sent["ForwardMany"] == 1 and net.sent["ForwardGroup"] == 0
+    assert isinstance(outcomes[3], InvalidArgument)
+    results = [o for i, o in enumerate(outcomes) if i != 3]
+    assert all(isinstance(r, UpdateResult) and r.coordinator == first for r in results)
+    values = [r.state.value() for r in results]
+    assert values[0] == 1 and values[1] == 2 and values[2] == 4
+    assert values[3:] == [5, 5] and [r.duplicate for r in results[3:]] == [False, True]
+    for key, total in ((keys[0], 4), (keys[1], 2), (keys[2], 5)):
+        read = await nodes[sender].read("population", key, ALL)
+        assert read.state is not None and read.state.value() == total
+
+
+async def test_a_forwarded_update_that_meets_a_corrupt_copy_has_it_repaired() -> None:
+    """As a lone ForwardGroup did before forwards were batched: the owner starts the
+    repair at once and the caller hears "nothing applied, retry"."""
+    _, nodes = cluster(3)
+    first = coordinator.owners(TIERS["population"], KEY, nodes)[0]
+    sender = next(n for n in nodes if n != first)
+    store = nodes[first].store
+
+    async def rotten(items: Any) -> list[Any]:
+        return [CorruptValueError("tiers.db", tier, key, b"rot") for tier, key, *_ in items]
+
+    store.update_many_once = rotten  # type: ignore[method-assign]
+    with pytest.raises(NodeError) as caught:
+        await nodes[sender].update_group("population", KEY, [(Op("counter_add", amount=1), "r")])
+    assert caught.value.outcome is Outcome.NOT_APPLIED and "being repaired" in str(caught.value)
+    assert nodes[first].corrupt_found == 1
 
 
 async def test_the_same_id_on_two_keys_applies_to_both() -> None:

@@ -1,5 +1,5 @@
-"""MergeBatcher: the merges bound for one peer share MergeMany messages, one in flight;
-each submitter gets the outcome of its own merges."""
+"""MergeBatcher and ForwardBatcher: what is bound for one peer shares messages
+(MergeMany, ForwardMany), one in flight; each submitter gets its own outcome."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from node.replication.batcher import MergeBatcher
-from node.replication.messages import Merge, MergeMany
+from node.replication.batcher import ForwardBatcher, MergeBatcher
+from node.replication.messages import ForwardGroup, Merge, MergeMany
+from node.tiers.ops import Op
 
 
 class Peer:
@@ -102,3 +103,49 @@ async def test_a_failed_send_fails_what_waits_and_the_next_write_goes_again(
     assert queued.result() == [False, False]  # never sent
     assert await batcher.submit_many(merges("d")) == [True]
     assert "merge batch of 1 failed" in caplog.text
+
+
+def group(key: str) -> ForwardGroup:
+    return ForwardGroup("population", key, ((Op("counter_add", amount=1), f"id-{key}"),))
+
+
+async def test_forwards_travel_together_under_the_earliest_deadline() -> None:
+    """Each group keeps its write's deadline: a message carries the earliest of its
+    groups' (each applied by its own or not at all), and groups without one go in a
+    message without one."""
+    sent: list[tuple[list[str], int]] = []
+    release = asyncio.Event()
+
+    async def send(groups: tuple[ForwardGroup, ...], due: int) -> list[object]:
+        sent.append(([g.key for g in groups], due))
+        await release.wait()
+        return [f"applied {g.key}" if g.key != "bad" else ValueError(g.key) for g in groups]
+
+    batcher = ForwardBatcher(send)
+    first = asyncio.create_task(batcher.submit(group("a"), 50))
+    await turns()
+    assert sent == [(["a"], 50)]  # a lone forward goes at once
+    later = [
+        asyncio.create_task(batcher.submit(group(k), due))
+        for k, due in (("b", 40), ("c", 0), ("bad", 30), ("d", 0))
+    ]
+    await turns()
+    assert len(sent) == 1  # they wait for the one in flight
+    release.set()
+    assert await first == "applied a"
+    outcomes = [await t for t in later]
+    assert outcomes[:2] == ["applied b", "applied c"] and outcomes[3] == "applied d"
+    assert isinstance(outcomes[2], ValueError)  # that group's failure is its own
+    assert sorted(sent[1:]) == [(["b", "bad"], 30), (["c", "d"], 0)]
+
+
+async def test_a_forward_batch_that_fails_below_the_transport_answers_every_caller(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def send(groups: tuple[ForwardGroup, ...], due: int) -> list[object]:
+        return ["only one"]  # fewer outcomes than groups: a bug, not an answer
+
+    batcher = ForwardBatcher(send)
+    outcomes = await asyncio.gather(batcher.submit(group("a"), 0), batcher.submit(group("b"), 0))
+    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
+    assert "forward batch of 2 failed" in caplog.text
