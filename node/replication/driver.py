@@ -288,6 +288,7 @@ class Replication:
         self._stray_cursor: dict[str, str] = {}  # tier -> last stray key handled
         self._session = 0
         self._batchers: dict[str, MergeBatcher] = {}
+        self._addresses: dict[str, str] = {}  # peer -> the address its merges go to
         self._forwarders: dict[str, ForwardBatcher] = {}
         self._pending_tasks: set[asyncio.Task[Any]] = set()
         self._repairing: set[tuple[str, str]] = set()  # corrupt keys being repaired
@@ -407,11 +408,12 @@ class Replication:
         self, peer: str, address: str, merges: Sequence[Merge]
     ) -> list[bool]:
         """:meth:`_merge_remote` for each of ``merges``: whether each is durable there."""
+        self._addresses[peer] = address  # the newest a caller knew: the queue sends there
         batcher = self._batchers.get(peer)
         if batcher is None:
 
             async def send(batch: MergeMany) -> Sequence[bool]:
-                reply = await self._try(peer, address, batch, MergeManyDone)
+                reply = await self._try(peer, self._addresses[peer], batch, MergeManyDone)
                 return reply.ok if reply is not None else ()
 
             batcher = self._batchers[peer] = MergeBatcher(send)

@@ -641,6 +641,30 @@ async def test_a_forwarded_update_that_meets_a_corrupt_copy_has_it_repaired() ->
     assert nodes[first].corrupt_found == 1
 
 
+class _Addresses(MemoryTransport):
+    """Records the address of every message it sends."""
+
+    def __init__(self, network: MemoryNetwork, self_id: str) -> None:
+        super().__init__(network, self_id)
+        self.addresses: list[str] = []
+
+    async def call(self, peer: str, address: str, message: Request) -> Reply:
+        self.addresses.append(address)
+        return await super().call(peer, address, message)
+
+
+async def test_merges_go_to_the_address_the_peer_has_now() -> None:
+    """The per-peer queue outlives an address: a peer that came back elsewhere gets
+    the next merges at its new address, not at the one its queue was made with."""
+    _, nodes = cluster(3, wrap={"n1": _Addresses})
+    transport = nodes["n1"].transport
+    assert isinstance(transport, _Addresses)
+    merge = Merge("population", KEY, counter(1))
+    assert await nodes["n1"]._merge_remote("n2", "10.0.0.2:7102", merge)
+    assert await nodes["n1"]._merge_remote("n2", "10.0.0.9:7102", merge)
+    assert transport.addresses == ["10.0.0.2:7102", "10.0.0.9:7102"]
+
+
 async def test_the_same_id_on_two_keys_applies_to_both() -> None:
     _, nodes = cluster(3)
     first = coordinator.owners(TIERS["population"], KEY, nodes)[0]
