@@ -118,6 +118,9 @@ class ForwardBatcher:
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self.MAX_ITEMS], self._queue[self.MAX_ITEMS :]
+                # A caller that gave up while its update waited here sends nothing: it
+                # was never sent, so it is not applied (as a lone forward not yet sent).
+                batch = [item for item in batch if not item[2].cancelled()]
                 fenced = [item for item in batch if item[1]]
                 loose = [item for item in batch if not item[1]]
                 await asyncio.gather(*(self._send_part(part) for part in (fenced, loose) if part))

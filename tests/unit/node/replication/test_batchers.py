@@ -149,3 +149,24 @@ async def test_a_forward_batch_that_fails_below_the_transport_answers_every_call
     outcomes = await asyncio.gather(batcher.submit(group("a"), 0), batcher.submit(group("b"), 0))
     assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
     assert "forward batch of 2 failed" in caplog.text
+
+
+async def test_a_forward_whose_caller_gave_up_while_it_waited_is_not_sent() -> None:
+    sent: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def send(groups: tuple[ForwardGroup, ...], due: int) -> list[object]:
+        sent.append([g.key for g in groups])
+        await release.wait()
+        return ["applied"] * len(groups)
+
+    batcher = ForwardBatcher(send)
+    first = asyncio.create_task(batcher.submit(group("a"), 0))
+    await turns()
+    gave_up = asyncio.create_task(batcher.submit(group("b"), 0))
+    kept = asyncio.create_task(batcher.submit(group("c"), 0))
+    await turns()
+    gave_up.cancel()
+    release.set()
+    assert await first == "applied" and await kept == "applied"
+    assert sent == [["a"], ["c"]]
