@@ -232,6 +232,12 @@ class NodeServer:
                     "counter", samples=(((), self._raft_system.raft.quiet_entered),),
                 ),
                 Family(
+                    "tadpole_raft_late_answers_total",
+                    "Writes this follower forwarded whose leader's answer arrived after the "
+                    "entry was applied here, answered from that entry (not 'outcome unknown')",
+                    "counter", samples=(((), self._raft_system.raft.late_answers),),
+                ),
+                Family(
                     "tadpole_raft_proposals_failed_total",
                     "Writes proposed here that ended without a result (timeout, no leader, "
                     "leadership lost, journal failure)",

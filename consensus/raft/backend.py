@@ -883,6 +883,13 @@ class RaftBackend:
         """Times this node, as leader, put its group at rest."""
         return self._quiet.entered
 
+    @property
+    def late_answers(self) -> int:
+        """Forwarded commands this node answered from the entry it applied, their
+        leader's answer having arrived after it (``HeldTransport._answer_late``)."""
+        transport = self._transport
+        return transport.late_answers if transport is not None else 0
+
     def _sync_or_stop(self, journal: DurableJournal) -> None:
         """``journal.sync()``; if it fails, this node stops taking part in Raft at once
         (as etcd stops on a failed WAL fsync). Going on would let the next tick count

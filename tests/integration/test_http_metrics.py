@@ -95,6 +95,7 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         assert sample(text, "tadpole_raft_proposals_pending") == 0
         assert sample(text, "tadpole_raft_proposals_failed_total") == 0
         assert sample(text, "tadpole_raft_leader_changes_total") >= 1  # it saw itself win
+        assert sample(text, "tadpole_raft_late_answers_total") == 0  # a leader forwards none
         followers = [n for n in cluster.node_ids if n != leader]
         deadline = time.monotonic() + 15
         while True:
