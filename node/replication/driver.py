@@ -386,10 +386,12 @@ class Replication:
             )
         return reply
 
-    def _fenced(self, message: Fenced) -> Fenced | Until:
-        """``message`` under the deadline of the write being served, if it has one: the
-        owner refuses it once that has passed (node/deadline.py)."""
-        due = deadline.WRITE_DEADLINE.get()
+    def _fenced(self, message: Fenced, due: int | None = None) -> Fenced | Until:
+        """``message`` under the deadline ``due`` -- by default that of the write being
+        served -- if there is one (0: none): the owner refuses it once that has passed
+        (node/deadline.py)."""
+        if due is None:
+            due = deadline.WRITE_DEADLINE.get()
         return Until(due, message) if due else message
 
     async def _try(self, peer: str, address: str, message: Request, expect: type[R]) -> R | None:
@@ -806,31 +808,18 @@ class Replication:
             return await self._update_groups_here([(t, k, group_items(t, k)) for t, k in here])
 
         async def run_at(owner: str, keys: list[tuple[str, str]]) -> list[Any]:
-            message = ForwardMany(
-                tuple(ForwardGroup(t, k, tuple(group_items(t, k))) for t, k in keys)
+            groups = tuple(ForwardGroup(t, k, tuple(group_items(t, k))) for t, k in keys)
+            outcomes = await self._forward_many(
+                owner, live[owner], groups, deadline.WRITE_DEADLINE.get()
             )
-            try:
-                reply = await self._ask(owner, live[owner], self._fenced(message), ForwardManyReply)
-            except NodeError as exc:
-                verdict = coordinator.forward_verdict(exc)
-                if verdict is ForwardVerdict.NEXT:  # nothing applied: each group on its own
-                    # (counted as forwarded there, if it is forwarded again)
-                    return await asyncio.gather(
-                        *(self._update_group(t, k, group_items(t, k)) for t, k in keys),
-                        return_exceptions=True,
-                    )
-                count_forwarded(keys)
-                if verdict is ForwardVerdict.ANSWER:
-                    return [exc] * len(keys)
-                unknown = ForwardOutcomeUnknown(
-                    f"{len(keys)} keys forwarded to {owner}, which may have applied them "
-                    f"({type(exc).__name__}); not sent to another owner, do not resend"
+            if outcomes is None:  # nothing applied: each group on its own
+                # (counted as forwarded there, if it is forwarded again)
+                return await asyncio.gather(
+                    *(self._update_group(t, k, group_items(t, k)) for t, k in keys),
+                    return_exceptions=True,
                 )
-                return [unknown] * len(keys)
             count_forwarded(keys)
-            if len(reply.results) != len(keys):
-                raise ReplicationError(f"{owner} answered {len(reply.results)} of {len(keys)}")
-            return [_group_result(r, owner) for r in reply.results]
+            return outcomes
 
         answers = await asyncio.gather(
             run_here(),
@@ -1017,7 +1006,11 @@ class Replication:
         if forwarder is None:
 
             async def send(groups: tuple[ForwardGroup, ...], due: int) -> list[object]:
-                def unreached() -> list[object]:  # nothing applied
+                address = self.live().get(owner)  # None: declared dead since, nothing sent
+                outcomes = None
+                if address is not None:
+                    outcomes = await self._forward_many(owner, address, groups, due)
+                if outcomes is None:  # nothing applied
                     return [
                         NoOwnerReachable(
                             f"{g.tier}/{g.key}: none of its owners ({owner}) answered; "
@@ -1025,37 +1018,38 @@ class Replication:
                         )
                         for g in groups
                     ]
-
-                address = self.live().get(owner)
-                if address is None:  # declared dead since: nothing sent
-                    return unreached()
-                message = ForwardMany(groups)
-                try:
-                    reply = await self._ask(
-                        owner, address, Until(due, message) if due else message, ForwardManyReply
-                    )
-                except NodeError as exc:
-                    verdict = coordinator.forward_verdict(exc)
-                    if verdict is ForwardVerdict.NEXT:
-                        return unreached()
-                    if verdict is ForwardVerdict.ANSWER:
-                        return [exc] * len(groups)
-                    return [
-                        ForwardOutcomeUnknown(
-                            f"{g.tier}/{g.key}: forwarded to {owner}, which may have applied "
-                            f"it ({type(exc).__name__}); not sent to another owner, do not "
-                            "resend"
-                        )
-                        for g in groups
-                    ]
-                if len(reply.results) != len(groups):
-                    raise ReplicationError(
-                        f"{owner} answered {len(reply.results)} of {len(groups)}"
-                    )
-                return [_group_result(r, owner) for r in reply.results]
+                return outcomes
 
             forwarder = self._forwarders[owner] = ForwardBatcher(send)
         return forwarder
+
+    async def _forward_many(
+        self, owner: str, address: str, groups: tuple[ForwardGroup, ...], due: int
+    ) -> list[object] | None:
+        """Send ``groups`` to ``owner`` to coordinate, in one :class:`ForwardMany` under
+        the deadline ``due`` (0: none): one outcome per group (its result, or the
+        exception that failed it), or None when provably nothing was applied (another
+        owner may be asked)."""
+        try:
+            reply = await self._ask(
+                owner, address, self._fenced(ForwardMany(groups), due), ForwardManyReply
+            )
+        except NodeError as exc:
+            verdict = coordinator.forward_verdict(exc)
+            if verdict is ForwardVerdict.NEXT:
+                return None
+            if verdict is ForwardVerdict.ANSWER:
+                return [exc] * len(groups)
+            return [
+                ForwardOutcomeUnknown(
+                    f"{g.tier}/{g.key}: forwarded to {owner}, which may have applied it "
+                    f"({type(exc).__name__}); not sent to another owner, do not resend"
+                )
+                for g in groups
+            ]
+        if len(reply.results) != len(groups):
+            raise ReplicationError(f"{owner} answered {len(reply.results)} of {len(groups)}")
+        return [_group_result(r, owner) for r in reply.results]
 
     # -- reads -------------------------------------------------------------------------
 
