@@ -22,6 +22,7 @@ tag     message          body
 0x0A    ForwardGroup     [tier, key, [[op, request_id], ...]]
 0x0B    ForwardMany      [[tier, key, [[op, request_id], ...]], ...]
 0x0C    Until            [deadline_ns, tag, body]   tag 0x05, 0x0A or 0x0B, with its body
+0x0D    MergeMany        [[tier, key, state, base or nil], ...]  (sent when a merge has a base)
 0x41    Done             []
 0x42    MergeManyDone    [ok, ...]
 0x43    ReadReply        [state or nil]
@@ -110,7 +111,11 @@ TAGS: dict[type[ReplicaMessage], int] = {
     SyncReply: 0x46,
     Failure: 0x7F,
 }
-_TYPES = {tag: klass for klass, tag in TAGS.items()}
+# MergeMany's second layout: each merge with its base (Merge.base). A MergeMany whose
+# merges have none is sent under its first tag, as before.
+_MERGE_MANY_BASED: int = 0x0D
+_TYPES = {tag: klass for klass, tag in TAGS.items()} | {_MERGE_MANY_BASED: MergeMany}
+_DIGEST_BYTES = 16
 _OP, _DOC_OP = 0, 1
 _REQUESTS = (
     Merge,
@@ -146,6 +151,8 @@ def _body(msg: ReplicaMessage) -> list[Any]:
     if isinstance(msg, Merge):
         return [msg.tier, msg.key, msg.state]
     if isinstance(msg, MergeMany):
+        if _based(msg):
+            return [[m.tier, m.key, m.state, m.base] for m in msg.items]
         return [[m.tier, m.key, m.state] for m in msg.items]
     if isinstance(msg, StoreHint):
         return [msg.target, msg.tier, msg.key, msg.state]
@@ -198,7 +205,12 @@ def encode(msg: ReplicaMessage) -> bytes:
     """One frame for ``msg``. Raises ``TypeError`` for a non-message (or an op value
     msgpack cannot carry)."""
     body: bytes = msgpack.packb(_body(msg), use_bin_type=True)
-    return bytes((TAGS[type(msg)],)) + body
+    tag = _MERGE_MANY_BASED if isinstance(msg, MergeMany) and _based(msg) else TAGS[type(msg)]
+    return bytes((tag,)) + body
+
+
+def _based(msg: MergeMany) -> bool:
+    return any(m.base is not None for m in msg.items)
 
 
 # --- decoding ---------------------------------------------------------------------------
@@ -278,15 +290,27 @@ def _outcome(v: Any) -> Outcome:
         raise CodecError(f"malformed replica message: unknown outcome {v!r}") from exc
 
 
-def _message(klass: type[ReplicaMessage], f: list[Any]) -> ReplicaMessage:
+def _base(v: Any) -> bytes | None:
+    base = _opt_bytes(v)
+    if base is not None and len(base) != _DIGEST_BYTES:
+        _bad(f"a merge's base must be a {_DIGEST_BYTES}-byte digest, got {len(base)} bytes")
+    return base
+
+
+def _message(klass: type[ReplicaMessage], f: list[Any], tag: int = 0) -> ReplicaMessage:
+    """``klass`` from its fields ``f``; ``tag`` picks the layout of a MergeMany."""
     if klass is Merge:
         tier, key, state = _list(f, 3)
         return Merge(_str(tier), _str(key), _bytes(state))
     if klass is MergeMany:
         items = []
         for item in f:
-            tier, key, state = _list(item, 3)
-            items.append(Merge(_str(tier), _str(key), _bytes(state)))
+            if tag == _MERGE_MANY_BASED:
+                tier, key, state, base = _list(item, 4)
+                items.append(Merge(_str(tier), _str(key), _bytes(state), _base(base)))
+            else:
+                tier, key, state = _list(item, 3)
+                items.append(Merge(_str(tier), _str(key), _bytes(state)))
         return MergeMany(tuple(items))
     if klass is StoreHint:
         target, tier, key, state = _list(f, 4)
@@ -397,7 +421,7 @@ def decode(data: bytes) -> ReplicaMessage:
             f"undecodable {klass.__name__} body ({len(data) - 1} bytes): {exc}"
         ) from exc
     try:
-        return _message(klass, _list(body))
+        return _message(klass, _list(body), data[0])
     except (ValueError, TypeError) as exc:  # tuple-unpack of a wrong-sized array
         raise CodecError(f"malformed {klass.__name__}: {exc}") from exc
 

@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from consensus.durable import Histogram
-from crdt import CRDTBase, CRDTError, HybridLogicalClock, decode, encode
+from crdt import CRDTBase, CRDTError, HybridLogicalClock, LWWRegister, PNCounter, decode, encode
 from gossip.antientropy import SyncPeer
 from gossip.errors import GossipError
 from gossip.messages import SyncMessage
@@ -120,6 +120,7 @@ from node.replication.store import (
     OnceFn,
     ReplicaStore,
     UpdateFn,
+    digest_of,
 )
 from node.replication.sync import DivergenceCheck, PairSpace, PairTrees
 from node.replication.transport import GossipMembership, GossipView, Membership, PeerTransport
@@ -425,8 +426,9 @@ class Replication:
 
     async def merge_local(self, tier: str, key: str, state_bytes: bytes) -> bytes | None:
         """Join ``state_bytes`` into the local copy; durable on return."""
+        joiner = _joiner(tier, key, decode(state_bytes), state_bytes)
         try:
-            return await self.store.update(tier, key, _joiner(tier, key, decode(state_bytes)))
+            return await self.store.update(tier, key, joiner)
         except CorruptValueError as exc:
             raise self._repair_soon(exc) from exc
 
@@ -437,7 +439,8 @@ class Replication:
         refused: list[str] = []
         for i, m in enumerate(merges):
             try:
-                joins.append((i, m.tier, m.key, _joiner(m.tier, m.key, decode(m.state))))
+                joiner = _joiner(m.tier, m.key, decode(m.state), m.state, m.base)
+                joins.append((i, m.tier, m.key, joiner))
             except Exception as exc:  # not a CRDT this node reads: that merge alone fails
                 refused.append(f"{m.tier}/{m.key}: {exc}")
         if refused:  # once per message, not per merge
@@ -570,23 +573,19 @@ class Replication:
         mutate, captured = self._group_mutator(tier, key, items, observed)
 
         await self.store.update_once(tier, key, mutate, _scoped_ids(tier, key, items))
-        state, delta_state = captured["state"], captured["delta"]
+        state = captured["state"]
         duplicates = captured["duplicates"]
         if state is None:
             raise NotFound(f"{tier}/{key}: only duplicates, and no value here")
-        # Every item a duplicate: the first attempt may not have reached its quorum (it
-        # may still be replicating, or have failed below quorum), so "applied" is only
-        # answered once the current state -- which holds it -- is on the owners: a
-        # full-state join, idempotent.
-        delta = encode(delta_state if delta_state is not None else state)
+        delta, base = _outgoing(captured)
         if plan.mode is WriteMode.BACKUP:
             # "1 + backup": acknowledged once durable here; the other owners
             # (the backup) get it asynchronously, hinted if they are down.
-            self._background(self._replicate(spec, key, delta, owners, live))
+            self._background(self._replicate(spec, key, delta, owners, live, base))
             return UpdateResult(
                 state, [self.node_id], [], self.node_id, duplicates, captured["errors"]
             )
-        acks, hinted = await self._replicate(spec, key, delta, owners, live)
+        acks, hinted = await self._replicate(spec, key, delta, owners, live, base)
         if not coordinator.write_acknowledged(acks, plan.quorum):
             raise NotEnoughReplicas(
                 f"{tier}/{key}: the update is durable on {', '.join(acks)} but reached "
@@ -658,8 +657,10 @@ class Replication:
                 raise failed  # nothing applies: nothing is written
             captured["state"], captured["delta"] = state, delta
             captured["duplicates"], captured["errors"] = tuple(duplicates), tuple(errors)
+            captured["base"] = None if old is None else digest_of(old)
+            captured["stored"] = stored = encode(state) if state is not None else old
             done = [_scoped(tier, key, r) for r in applied if r]
-            return (encode(state) if state is not None else old), done
+            return stored, done
 
         return mutate, captured
 
@@ -718,12 +719,12 @@ class Replication:
             if isinstance(outcome, Exception):
                 results[i] = outcome
                 continue
-            # All duplicates: replicate the current state (see update_group).
-            deltas[i] = delta = encode(captured["delta"] or captured["state"])
+            delta, base = _outgoing(captured)
+            deltas[i] = delta
             for owner in plan.owners:
                 if owner != self.node_id:
                     outgoing.setdefault(owner, []).append(
-                        (i, Merge(spec.name, groups[i][1], delta))
+                        (i, Merge(spec.name, groups[i][1], delta, base))
                     )
         replies = await asyncio.gather(
             *(
@@ -909,12 +910,18 @@ class Replication:
                 log.warning("mesh index for agent %s not updated: %s", agent, outcome)
 
     async def _replicate(
-        self, spec: TierSpec, key: str, delta: bytes, owners: list[str], live: dict[str, str]
+        self,
+        spec: TierSpec,
+        key: str,
+        delta: bytes,
+        owners: list[str],
+        live: dict[str, str],
+        base: bytes | None = None,
     ) -> tuple[list[str], list[str]]:
-        """Send the delta to the other owners, hint the ones that did not take it;
-        return ``(acks, hinted)``."""
+        """Send the delta (with its ``base``: see :class:`Merge`) to the other owners,
+        hint the ones that did not take it; return ``(acks, hinted)``."""
         others = [o for o in owners if o != self.node_id]
-        merge = Merge(spec.name, key, delta)
+        merge = Merge(spec.name, key, delta, base)
         durable = await asyncio.gather(*(self._merge_remote(o, live[o], merge) for o in others))
         return await self._hint_down(
             spec, key, delta, owners, live, dict(zip(others, durable, strict=True))
@@ -1540,12 +1547,38 @@ def _known_tier(tier: str) -> None:
 # canonical-form check, an encode per write.
 
 
-def _joiner(tier: str, key: str, incoming: CRDTBase) -> UpdateFn:
-    """The store update that joins ``incoming`` into a key's stored copy."""
+# States a coordinator sends whole to the other owners, with their base (see
+# :class:`Merge`): ones no bigger than a delta of theirs. A counter holds one total per
+# writer id, a register one value; a set, map or log would be sent entire for each op.
+_SENT_WHOLE: tuple[type[CRDTBase], ...] = (PNCounter, LWWRegister)
+
+
+def _outgoing(captured: dict[str, Any]) -> tuple[bytes, bytes | None]:
+    """What a group applied here sends the other owners: ``(state, base)``.
+
+    A state of :data:`_SENT_WHOLE` goes whole, as stored, with the digest of the copy
+    it was made from: every op joins its delta into that copy (``apply_op``), so the
+    new state includes it, and an owner still holding that copy stores it as it is. Any
+    other goes as the ops' delta. Every item a duplicate: the first attempt may not
+    have reached its quorum (it may still be replicating, or have failed below
+    quorum), so "applied" is only answered once the current state -- which holds it
+    -- is on the owners: a full-state join, idempotent."""
+    state, delta = captured["state"], captured["delta"]
+    if isinstance(state, _SENT_WHOLE):
+        return captured["stored"], captured["base"]
+    return encode(delta if delta is not None else state), None
+
+
+def _joiner(
+    tier: str, key: str, incoming: CRDTBase, raw: bytes, base: bytes | None = None
+) -> UpdateFn:
+    """The store update that joins ``incoming`` (whose canonical bytes are ``raw``)
+    into a key's stored copy. A copy whose digest is ``base`` is one ``incoming`` was
+    made from and includes (:class:`Merge`): their join is ``incoming``."""
 
     def join(old: bytes | None) -> bytes:
-        if old is None:
-            return encode(incoming)
+        if old is None or (base is not None and digest_of(old) == base):
+            return raw
         current = decode(old, verified=True)  # _STORED
         if type(current) is not type(incoming):
             raise InvalidArgument(

@@ -15,7 +15,8 @@ Every request has exactly one reply type, or :class:`Failure`::
                                                          the keys both nodes of ``pair`` own
     Changes(tier, prefix, after, limit)  ChangesReply    answers its change feed after ``after``
 
-A hinted write is handed off as a plain :class:`Merge` (a hint is a CRDT delta).
+A hinted write is handed off as a plain :class:`Merge` (a hint is a CRDT state or
+delta).
 
 Errors travel as :class:`Failure`: the :mod:`node.errors` class by its wire name
 (:data:`ERROR_KINDS`, append-only), the class's :class:`~node.errors.Outcome`, and a
@@ -82,11 +83,18 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Merge:
-    """Join ``state`` (a CRDT state or delta) into the receiver's copy of ``tier/key``."""
+    """Join ``state`` (a CRDT state or delta) into the receiver's copy of ``tier/key``.
+
+    ``base``, when set, is the digest (``store.digest_of``) of the sender's copy that
+    ``state`` -- then the sender's whole new copy -- was made from by joining into it.
+    ``state`` includes that copy, so a receiver whose copy has that digest may store
+    ``state`` as it is instead of decoding, joining and encoding. It travels in a
+    :class:`MergeMany` only (a lone Merge's layout has no place for it)."""
 
     tier: str
     key: str
     state: bytes
+    base: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

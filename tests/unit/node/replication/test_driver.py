@@ -43,7 +43,7 @@ from node.replication.messages import (
     ScanReply,
     Sync,
 )
-from node.replication.store import CorruptValueError
+from node.replication.store import CorruptValueError, digest_of
 from node.tiers.documents import DocOp
 from node.tiers.mesh import MeshNotFound
 from node.tiers.ops import TIERS, Op
@@ -663,6 +663,64 @@ async def test_merges_go_to_the_address_the_peer_has_now() -> None:
     assert await nodes["n1"]._merge_remote("n2", "10.0.0.2:7102", merge)
     assert await nodes["n1"]._merge_remote("n2", "10.0.0.9:7102", merge)
     assert transport.addresses == ["10.0.0.2:7102", "10.0.0.9:7102"]
+
+
+class _MergeLog(MemoryTransport):
+    """Keeps every merge this node sends."""
+
+    merges: list[Merge] = []
+
+    async def call(self, peer: str, address: str, message: Request) -> Reply:
+        if isinstance(message, MergeMany):
+            self.merges.extend(message.items)
+        return await super().call(peer, address, message)
+
+
+async def test_a_counter_goes_whole_with_the_digest_of_the_copy_it_grew_from() -> None:
+    _MergeLog.merges = []
+    _, nodes = cluster(3, wrap={"n1": _MergeLog, "n2": _MergeLog})
+    first, second = coordinator.owners(TIERS["population"], KEY, nodes)
+    owner = nodes[first]
+    await owner.update("population", KEY, Op("counter_add", amount=2))
+    before = owner.store.get("population", KEY)
+    assert before is not None
+    await owner.update("population", KEY, Op("counter_add", amount=3))
+    await owner.update("population", "job_event_log/set", Op("set_add", elements=("a",)))
+    whole = [m for m in _MergeLog.merges if m.key == KEY]
+    assert [m.base for m in whole] == [None, digest_of(before)]
+    assert whole[-1].state == owner.store.get("population", KEY)  # as stored, not a delta
+    assert nodes[second].store.get("population", KEY) == whole[-1].state
+    # a set goes as the op's delta: sent whole, every add would carry every element
+    (added,) = [m for m in _MergeLog.merges if m.key == "job_event_log/set"]
+    assert added.base is None
+
+
+async def test_a_copy_that_is_not_the_base_is_joined_not_replaced() -> None:
+    _, nodes = cluster(3)
+    first, second = coordinator.owners(TIERS["population"], KEY, nodes)
+    await nodes[first].update("population", KEY, Op("counter_add", amount=2))
+    # The second owner's copy gains what the first never saw (a hint handed to it, say).
+    assert await serve(nodes[second], Merge("population", KEY, counter(40))) is not None
+    await nodes[first].update("population", KEY, Op("counter_add", amount=3))
+    assert value_on(nodes[first], KEY) == 5
+    assert value_on(nodes[second], KEY) == 45  # its own n9 total kept: a join
+
+
+async def test_a_copy_that_is_the_base_is_replaced_by_the_state_as_sent() -> None:
+    _, nodes = cluster(1)
+    node = nodes["n1"]
+    await node.merge_local("population", KEY, counter(7))
+    held = node.store.get("population", KEY)
+    assert held is not None
+    # The base names the copy held, so the state is stored as it is: no join with it.
+    # (A sender's state always includes its base; this one does not, to show which
+    # path ran.)
+    other = encode(PNCounter().increment("n8", 1))
+    reply = await serve(node, MergeMany((Merge("population", KEY, other, digest_of(held)),)))
+    assert reply == MergeManyDone((True,)) and node.store.get("population", KEY) == other
+    # A base that names another copy: joined.
+    reply = await serve(node, MergeMany((Merge("population", KEY, counter(7), digest_of(b"x")),)))
+    assert reply == MergeManyDone((True,)) and value_on(node, KEY) == 8
 
 
 async def test_the_same_id_on_two_keys_applies_to_both() -> None:

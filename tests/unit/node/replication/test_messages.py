@@ -134,6 +134,17 @@ def test_round_trip(msg: ReplicaMessage) -> None:
     assert codec.decode(bytearray(data)) == msg  # type: ignore[arg-type]
 
 
+def test_merges_with_a_base_travel_in_merge_manys_second_layout() -> None:
+    base = bytes(range(16))
+    msg = MergeMany((Merge("population", "a/b", b"x", base), Merge("mesh", "m-1", b"y")))
+    data = codec.encode(msg)
+    assert data[0] == 0x0D  # the first layout (0x02) has no place for a base
+    assert codec.decode(data) == msg
+    assert codec.decode_request(data) == msg
+    plain = MergeMany((Merge("population", "a/b", b"x"),))
+    assert codec.encode(plain)[0] == 0x02  # what a node without the second layout reads
+
+
 def test_tags_are_distinct_one_byte_and_cover_every_message() -> None:
     tags = list(codec.TAGS.values())
     assert len(set(tags)) == len(tags) and all(0 < t < 256 for t in tags)
@@ -210,6 +221,11 @@ def _frame(tag: int, body: object) -> bytes:
         (_frame(0x01, {"tier": "t"}), "expected array"),
         (_frame(0x04, [1, "k"]), "expected str"),
         (_frame(0x02, [["t", "k"]]), "array of 3"),
+        # A base travels only in MergeMany's second layout, and is a 16-byte digest.
+        (_frame(0x02, [["t", "k", b"s", b"\x00" * 16]]), "array of 3"),
+        (_frame(0x0D, [["t", "k", b"s"]]), "array of 4"),
+        (_frame(0x0D, [["t", "k", b"s", b"short"]]), "16-byte digest"),
+        (_frame(0x0D, [["t", "k", b"s", "text"]]), "expected bytes"),
         (_frame(0x05, ["t", "k", [9, "x"]]), "unknown op encoding"),
         (_frame(0x05, ["t", "k", [0, "counter_add", "5", [], None, "", "", False]]), "int"),
         (_frame(0x05, ["t", "k", [1, "mesh_put", ["not", "a", "map"]]]), "args"),
