@@ -238,6 +238,23 @@ class NodeServer:
                     "counter", samples=(((), self._raft_system.raft.late_answers),),
                 ),
                 Family(
+                    "tadpole_raft_pre_votes_started_total",
+                    "Pre-vote rounds this node started, its election timer run out: each "
+                    "asks the others before any term moves (a partitioned node's repeat here)",
+                    "counter", samples=(((), self._raft_system.raft.pre_votes[0]),),
+                ),
+                Family(
+                    "tadpole_raft_pre_votes_won_total",
+                    "Pre-vote rounds a majority granted this node, each followed by an election",
+                    "counter", samples=(((), self._raft_system.raft.pre_votes[1]),),
+                ),
+                Family(
+                    "tadpole_raft_next_index_rollbacks_prevented_total",
+                    "Stale append-entries successes that would have moved a follower's "
+                    "nextIndex back (re-sending entries it holds), kept where it was",
+                    "counter", samples=(((), self._raft_system.raft.rollbacks_prevented),),
+                ),
+                Family(
                     "tadpole_raft_proposals_failed_total",
                     "Writes proposed here that ended without a result (timeout, no leader, "
                     "leadership lost, journal failure)",

@@ -890,6 +890,22 @@ class RaftBackend:
         transport = self._transport
         return transport.late_answers if transport is not None else 0
 
+    @property
+    def pre_votes(self) -> tuple[int, int]:
+        """``(started, won)``: pre-vote rounds this node asked for when its election
+        timer ran out, and those a majority granted (each then a real election)."""
+        transport = self._transport
+        if transport is None:
+            return 0, 0
+        return transport.pre_votes_started, transport.pre_votes_won
+
+    @property
+    def rollbacks_prevented(self) -> int:
+        """Stale append-entries successes that would have moved a follower's
+        ``nextIndex`` back, as this node led (``HeldTransport``: kept where it was)."""
+        transport = self._transport
+        return transport.rollbacks_prevented if transport is not None else 0
+
     def _sync_or_stop(self, journal: DurableJournal) -> None:
         """``journal.sync()``; if it fails, this node stops taking part in Raft at once
         (as etcd stops on a failed WAL fsync). Going on would let the next tick count
