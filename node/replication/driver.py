@@ -1547,25 +1547,34 @@ def _known_tier(tier: str) -> None:
 # canonical-form check, an encode per write.
 
 
-# States a coordinator sends whole to the other owners, with their base (see
-# :class:`Merge`): ones no bigger than a delta of theirs. A counter holds one total per
-# writer id, a register one value; a set, map or log would be sent entire for each op.
-_SENT_WHOLE: tuple[type[CRDTBase], ...] = (PNCounter, LWWRegister)
+# The largest counter a coordinator sends whole (see _outgoing). A counter holds one
+# total per writer id that ever coordinated it: a few, so a few dozen bytes.
+COUNTER_WHOLE_MAX = 512
+
+
+def _sent_whole(state: CRDTBase | None, stored: bytes) -> bool:
+    """Whether a state goes to the other owners whole: one no bigger than a delta of
+    its, to within a few writer ids. A register's delta is the register; a counter's
+    is one total, so a counter goes whole up to :data:`COUNTER_WHOLE_MAX` bytes. A
+    set, map or log would carry every element for each op."""
+    if isinstance(state, LWWRegister):
+        return True
+    return isinstance(state, PNCounter) and len(stored) <= COUNTER_WHOLE_MAX
 
 
 def _outgoing(captured: dict[str, Any]) -> tuple[bytes, bytes | None]:
     """What a group applied here sends the other owners: ``(state, base)``.
 
-    A state of :data:`_SENT_WHOLE` goes whole, as stored, with the digest of the copy
-    it was made from: every op joins its delta into that copy (``apply_op``), so the
-    new state includes it, and an owner still holding that copy stores it as it is. Any
-    other goes as the ops' delta. Every item a duplicate: the first attempt may not
-    have reached its quorum (it may still be replicating, or have failed below
+    A state that goes whole (:func:`_sent_whole`) goes as stored, with the digest of
+    the copy it was made from: every op joins its delta into that copy (``apply_op``),
+    so the new state includes it, and an owner still holding that copy stores it as it
+    is. Any other goes as the ops' delta. Every item a duplicate: the first attempt may
+    not have reached its quorum (it may still be replicating, or have failed below
     quorum), so "applied" is only answered once the current state -- which holds it
     -- is on the owners: a full-state join, idempotent."""
-    state, delta = captured["state"], captured["delta"]
-    if isinstance(state, _SENT_WHOLE):
-        return captured["stored"], captured["base"]
+    state, delta, stored = captured["state"], captured["delta"], captured["stored"]
+    if _sent_whole(state, stored):
+        return stored, captured["base"]
     return encode(delta if delta is not None else state), None
 
 

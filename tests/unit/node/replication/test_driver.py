@@ -695,6 +695,22 @@ async def test_a_counter_goes_whole_with_the_digest_of_the_copy_it_grew_from() -
     assert added.base is None
 
 
+async def test_a_counter_of_many_writers_goes_as_its_delta() -> None:
+    _MergeLog.merges = []
+    _, nodes = cluster(3, wrap={"n1": _MergeLog, "n2": _MergeLog})
+    first, second = coordinator.owners(TIERS["population"], KEY, nodes)
+    many = PNCounter({f"writer-{i:03d}": i + 1 for i in range(40)}, {})
+    await nodes[first].merge_local("population", KEY, encode(many))
+    held = nodes[first].store.get("population", KEY)
+    assert held is not None and len(held) > driver.COUNTER_WHOLE_MAX
+    await nodes[first].update("population", KEY, Op("counter_add", amount=1))
+    (sent,) = [m for m in _MergeLog.merges if m.key == KEY]
+    delta = decode(sent.state)  # the one total that changed, not 41
+    assert sent.base is None and isinstance(delta, PNCounter)
+    assert list(delta.incs.values()) == [1] and not delta.decs
+    assert value_on(nodes[second], KEY) == 1  # joined into what it held (nothing)
+
+
 async def test_a_copy_that_is_not_the_base_is_joined_not_replaced() -> None:
     _, nodes = cluster(3)
     first, second = coordinator.owners(TIERS["population"], KEY, nodes)
