@@ -657,8 +657,12 @@ class Replication:
                 raise failed  # nothing applies: nothing is written
             captured["state"], captured["delta"] = state, delta
             captured["duplicates"], captured["errors"] = tuple(duplicates), tuple(errors)
-            captured["base"] = None if old is None else digest_of(old)
             captured["stored"] = stored = encode(state) if state is not None else old
+            # The base is hashed only for a state that goes whole: a log or set can be
+            # large, and its digest would go unused.
+            whole = stored is not None and _sent_whole(state, stored)
+            captured["base"] = digest_of(old) if whole and old is not None else None
+            captured["whole"] = whole
             done = [_scoped(tier, key, r) for r in applied if r]
             return stored, done
 
@@ -1565,17 +1569,17 @@ def _sent_whole(state: CRDTBase | None, stored: bytes) -> bool:
 def _outgoing(captured: dict[str, Any]) -> tuple[bytes, bytes | None]:
     """What a group applied here sends the other owners: ``(state, base)``.
 
-    A state that goes whole (:func:`_sent_whole`) goes as stored, with the digest of
-    the copy it was made from: every op joins its delta into that copy (``apply_op``),
-    so the new state includes it, and an owner still holding that copy stores it as it
-    is. Any other goes as the ops' delta. Every item a duplicate: the first attempt may
-    not have reached its quorum (it may still be replicating, or have failed below
-    quorum), so "applied" is only answered once the current state -- which holds it
-    -- is on the owners: a full-state join, idempotent."""
-    state, delta, stored = captured["state"], captured["delta"], captured["stored"]
-    if _sent_whole(state, stored):
-        return stored, captured["base"]
-    return encode(delta if delta is not None else state), None
+    A state that goes whole (:func:`_sent_whole`, decided as it was stored) goes as
+    stored, with the digest of the copy it was made from: every op joins its delta into
+    that copy (``apply_op``), so the new state includes it, and an owner still holding
+    that copy stores it as it is. Any other goes as the ops' delta. Every item a
+    duplicate: the first attempt may not have reached its quorum (it may still be
+    replicating, or have failed below quorum), so "applied" is only answered once the
+    current state -- which holds it -- is on the owners: a full-state join, idempotent."""
+    if captured["whole"]:
+        return captured["stored"], captured["base"]
+    delta = captured["delta"]
+    return encode(delta if delta is not None else captured["state"]), None
 
 
 def _joiner(
