@@ -97,6 +97,26 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, request_deserializer=decode, response_serializer=serialize
         )
+    if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+        inner_ss = handler.stream_stream
+
+        async def checked(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            async for request in requests:
+                if isinstance(request, _Undecodable):
+                    await _refuse(request, context, method)
+                yield request
+
+        async def stream_stream(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            async for response in inner_ss(checked(requests, context), context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, request_deserializer=decode, response_serializer=serialize
+        )
     # Client-streaming methods (none in the API) and synchronous handlers (health,
     # reflection) keep gRPC's own handling.
     return handler

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -56,11 +56,18 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
     async def _check_peer(
         self, context: grpc.aio.ServicerContext, claimed: str, method: str
     ) -> None:
+        """Abort the call with PERMISSION_DENIED on :meth:`_peer_problem`."""
+        problem = self._peer_problem(context, claimed, method)
+        if problem:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
+
+    def _peer_problem(self, context: grpc.aio.ServicerContext, claimed: str, method: str) -> str:
         """Over TLS, a peer call must come from the certificate ``node/<claimed>`` of a
         configured peer: a valid certificate of one node does not let it speak for
-        another. Checked before the payload is decoded."""
+        another. Checked before the payload is decoded. Returns why not (recorded in
+        the audit log), or ``""``."""
         if not self._tls:
-            return
+            return ""
         name = peer_common_name(context)
         node = (name or "").removeprefix("node/")
         if name is None or not name.startswith("node/"):
@@ -70,12 +77,12 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         elif claimed != node:
             problem = f"certificate {name!r} may not speak for {claimed!r}"
         else:
-            return
+            return ""
         if self._audit is not None:
             self._audit.record(
                 name or "anonymous", context.peer(), PEER_SERVICE_PREFIX + method, "denied", problem
             )
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
+        return problem
 
     async def Replica(
         self, request: pb.PeerMessage, context: grpc.aio.ServicerContext
@@ -91,35 +98,109 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         return pb.PeerMessage(from_id=self._replication.node_id, payload=payload)
 
     async def Raft(self, request: pb.RaftBatch, context: grpc.aio.ServicerContext) -> pb.RaftAck:
+        try:
+            self._admit(request, context, "Raft")
+        except _Refused as refused:
+            await context.abort(refused.code, refused.details)
+        answer = self._hand_over(request)
+        return pb.RaftAck(frames=await self._answers(request.from_id, answer))
+
+    async def RaftStream(
+        self, requests: AsyncIterator[pb.RaftBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RaftAck]:
+        """:meth:`Raft` on one long-lived stream: a RaftAck per RaftBatch, in order.
+
+        Batches are read ahead of their answers: each is handed to the Raft thread as it
+        arrives, so one tick handles every batch that came meanwhile, and its answers
+        ride on the newest batch's RaftAck (the older ones get theirs empty:
+        ``deliver_for_reply`` keeps one answer slot per peer). The first batch's sender
+        is checked like a :meth:`Raft` call's; every later one must name the same."""
+        pending: asyncio.Queue[asyncio.Future[list[bytes]] | _Refused | None] = asyncio.Queue()
+
+        sender = ""
+
+        async def read() -> None:
+            nonlocal sender
+            try:
+                async for request in requests:
+                    if not sender:
+                        self._admit(request, context, "RaftStream")
+                        sender = request.from_id
+                    elif request.from_id != sender:
+                        raise _Refused(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"a Raft stream carries one sender's batches: {sender!r}, "
+                            f"then {request.from_id!r}",
+                        )
+                    pending.put_nowait(self._hand_over(request))
+            except _Refused as refused:
+                pending.put_nowait(refused)
+            finally:
+                pending.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await pending.get()) is not None:
+                if isinstance(item, _Refused):
+                    await context.abort(item.code, item.details)
+                    return
+                yield pb.RaftAck(frames=await self._answers(sender, item))
+        finally:
+            reader.cancel()
+            while not pending.empty():  # answers nobody reads now go out on the link
+                if isinstance(left := pending.get_nowait(), asyncio.Future):
+                    left.cancel()
+
+    def _admit(self, request: pb.RaftBatch, context: grpc.aio.ServicerContext, method: str) -> None:
+        """Raise :class:`_Refused` for a Raft batch this node does not take: no Raft
+        here, or a sender that is not a configured peer or, over TLS, not the node its
+        certificate names. Reads nothing but ``from_id``."""
         if self._backend is None:
-            await context.abort(
+            raise _Refused(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "this node's system tier is not on Raft (etcd backend)",
             )
-        assert self._backend is not None
-        await self._check_peer(context, request.from_id, "Raft")
+        problem = self._peer_problem(context, request.from_id, method)
+        if problem:
+            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, problem)
         if request.from_id not in self._peer_ids:
-            await context.abort(
+            raise _Refused(
                 grpc.StatusCode.PERMISSION_DENIED, f"{request.from_id!r} is not a configured peer"
             )
+
+    def _hand_over(self, request: pb.RaftBatch) -> asyncio.Future[list[bytes]]:
+        """Give ``request``'s frames to the Raft thread; the future holds the answers
+        for the sender (``[]`` at once when it did not ask for them)."""
+        assert self._backend is not None
         frames = list(request.frames)
-        traffic = self._traffic
-        if traffic is not None:
-            traffic.received(request.from_id, "raft", sum(map(len, frames)))
+        if self._traffic is not None:
+            self._traffic.received(request.from_id, "raft", sum(map(len, frames)))
         if not (request.want_replies and frames):
             self._backend.deliver(request.from_id, frames)
-            return pb.RaftAck()
-        answers = await self._exchange(request.from_id, frames)
-        if traffic is not None:
-            traffic.sent(request.from_id, "raft", sum(map(len, answers)))
-        return pb.RaftAck(frames=answers)
+            done: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+            done.set_result([])
+            return done
+        return self._exchange(request.from_id, frames)
 
-    async def _exchange(self, peer: str, frames: list[bytes]) -> list[bytes]:
-        """Deliver ``frames`` and wait (briefly) for the answers the Raft thread has for
-        ``peer`` once it handled them; answers that come too late, after this call gave
-        up, go out through the Raft link instead, like any other frames."""
+    async def _answers(self, peer: str, answer: asyncio.Future[list[bytes]]) -> list[bytes]:
+        """What ``answer`` brings, counted as sent; ``[]`` if the Raft thread took longer
+        than ``REPLY_WAIT_S`` (the timeout cancels ``answer``, and its answers go out
+        through the Raft link when they come)."""
+        try:
+            async with asyncio.timeout(self.REPLY_WAIT_S):
+                frames = await answer
+        except TimeoutError:
+            return []
+        if self._traffic is not None and frames:
+            self._traffic.sent(peer, "raft", sum(map(len, frames)))
+        return frames
+
+    def _exchange(self, peer: str, frames: list[bytes]) -> asyncio.Future[list[bytes]]:
+        """Deliver ``frames``; the future holds the answers the Raft thread has for
+        ``peer`` once it handled them. Answers that come after the future was cancelled
+        (its call gave up waiting) go out through the Raft link instead, like any other
+        frames."""
         assert self._backend is not None
-        backend = self._backend
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[bytes]] = loop.create_future()
 
@@ -134,9 +215,14 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(settle, out)
 
-        backend.deliver_for_reply(peer, frames, from_raft_thread)
-        try:
-            async with asyncio.timeout(self.REPLY_WAIT_S):
-                return await answer
-        except TimeoutError:  # the timeout cancelled ``answer``: settle sends them on
-            return []
+        self._backend.deliver_for_reply(peer, frames, from_raft_thread)
+        return answer
+
+
+class _Refused(Exception):
+    """A Raft batch this node does not take: the status the call ends with."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details

@@ -2553,6 +2553,11 @@ class PeerStub:
                 request_serializer=node_dot_pb_dot_tadpole__pb2.RaftBatch.SerializeToString,
                 response_deserializer=node_dot_pb_dot_tadpole__pb2.RaftAck.FromString,
                 _registered_method=True)
+        self.RaftStream = channel.stream_stream(
+                '/tadpole.v1.Peer/RaftStream',
+                request_serializer=node_dot_pb_dot_tadpole__pb2.RaftBatch.SerializeToString,
+                response_deserializer=node_dot_pb_dot_tadpole__pb2.RaftAck.FromString,
+                _registered_method=True)
         self.Ping = channel.unary_unary(
                 '/tadpole.v1.Peer/Ping',
                 request_serializer=node_dot_pb_dot_tadpole__pb2.PeerMessage.SerializeToString,
@@ -2585,6 +2590,15 @@ class PeerServicer:
 
     def Raft(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RaftStream(self, request_iterator, context):
+        """The same exchange on one long-lived stream per sender (node/peer/links.py): one
+        RaftAck per RaftBatch, in order, several batches in flight. A sender whose peer
+        answers UNIMPLEMENTED (an older build) uses Raft instead.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -2625,6 +2639,11 @@ def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Raft': grpc.unary_unary_rpc_method_handler(
                     servicer.Raft,
+                    request_deserializer=node_dot_pb_dot_tadpole__pb2.RaftBatch.FromString,
+                    response_serializer=node_dot_pb_dot_tadpole__pb2.RaftAck.SerializeToString,
+            ),
+            'RaftStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.RaftStream,
                     request_deserializer=node_dot_pb_dot_tadpole__pb2.RaftBatch.FromString,
                     response_serializer=node_dot_pb_dot_tadpole__pb2.RaftAck.SerializeToString,
             ),
@@ -2679,6 +2698,33 @@ class Peer:
             request,
             target,
             '/tadpole.v1.Peer/Raft',
+            node_dot_pb_dot_tadpole__pb2.RaftBatch.SerializeToString,
+            node_dot_pb_dot_tadpole__pb2.RaftAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RaftStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tadpole.v1.Peer/RaftStream',
             node_dot_pb_dot_tadpole__pb2.RaftBatch.SerializeToString,
             node_dot_pb_dot_tadpole__pb2.RaftAck.FromString,
             options,

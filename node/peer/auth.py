@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -42,6 +42,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PEER_SERVICE_PREFIX = "/tadpole.v1.Peer/"
+# Peer methods whose requests are a stream: refused with a handler of the same kind.
+STREAMING_PEER_METHODS = frozenset({PEER_SERVICE_PREFIX + "RaftStream"})
 OPERATOR_METHODS = frozenset({"/tadpole.v1.Cluster/TransferLeadership"})
 # Every method of these services is an operator call (backups hand out raw replicas).
 OPERATOR_SERVICE_PREFIXES = ("/tadpole.v1.Backup/", "/tadpole.v1.Keys/", "/tadpole.v1.Audit/")
@@ -54,13 +56,21 @@ def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
 
 
 def _deny_with(
-    message: str, counter: Callable[[grpc.aio.ServicerContext], None]
+    message: str, counter: Callable[[grpc.aio.ServicerContext], None], streaming: bool = False
 ) -> grpc.RpcMethodHandler:
     async def deny(_request: bytes, context: grpc.aio.ServicerContext) -> None:
         counter(context)
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    # No request_deserializer: the body stays opaque bytes, never parsed.
+    async def deny_stream(_requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        counter(context)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield None  # pragma: no cover - abort raises; this makes it a stream handler
+
+    # No request_deserializer: the body stays opaque bytes, never parsed (not a
+    # single message of a stream either).
+    if streaming:
+        return grpc.stream_stream_rpc_method_handler(deny_stream)
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
@@ -80,7 +90,7 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if self._audit is not None:
                 self._audit.record(caller(context, ""), context.peer(), method, "denied", message)
 
-        return _deny_with(message, count)
+        return _deny_with(message, count, streaming=method in STREAMING_PEER_METHODS)
 
     def _audited(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """``handler``, recording its start and outcome in the audit log (both durable,

@@ -10,6 +10,9 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 
@@ -61,6 +64,7 @@ class RaftLink:
     """
 
     MAX_QUEUED_FRAMES = 10_000
+    MAX_IN_FLIGHT = 16  # unanswered batches on a stream; more frames wait and coalesce
     DOWN_PROBE_S = 0.25
 
     def __init__(
@@ -96,6 +100,11 @@ class RaftLink:
         self._probe = False  # the connection closed: ask the peer now
         self._watching: grpc.Channel | None = None
         self._thread: threading.Thread | None = None
+        # Frames go on a RaftStream; False once the peer answered it UNIMPLEMENTED
+        # (an older build): one unary Raft call per batch from then on.
+        self.streams = True
+        self._session: _Session | None = None  # the stream open now
+        self._renewed = False  # _batches saw the TLS files change: reopen the channel
 
     def submit(self, frames: list[bytes]) -> None:
         with self._lock:
@@ -114,8 +123,14 @@ class RaftLink:
     async def close(self) -> None:
         self._stopping.set()
         self._ready.set()
+        session = self._session
+        if session is not None and session.call is not None:
+            session.call.cancel()  # a peer that stopped answering must not hold the close
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, self._call_timeout_s + 1.0)
+
+    def _has_frames(self) -> bool:
+        return bool(self._frames)
 
     def _take(self) -> list[bytes]:
         with self._lock:
@@ -187,42 +202,153 @@ class RaftLink:
                 if self._stopping.is_set():
                     return
                 self._watch(channel)
-                if renewal.due():  # a rotated certificate: present it from now on
+                if self._renewed or renewal.due():  # a rotated certificate: present it now
+                    self._renewed = False
                     self._close(channel)
                     channel = self._open()
                     stub = pb_grpc.PeerStub(channel)
-                frames = self._take()
-                if not frames and self._until_keepalive() > 0:
+                if not self._has_frames() and self._until_keepalive() > 0:
                     continue  # woken for frames another wake-up already took
-                self._last_try = time.monotonic()
-                self._probe = False
-                if self._traffic is not None:
-                    self._traffic.sent(self.peer_id, "raft", sum(map(len, frames)))
-                try:
-                    ack = stub.Raft(
-                        pb.RaftBatch(from_id=self._self_id, frames=frames, want_replies=True),
-                        metadata=self._metadata,
-                        timeout=self._call_timeout_s,
-                    )
-                except grpc.RpcError as exc:
-                    if self._up:
-                        log.info("raft link to %s down: %s", self.peer_id, exc.code().name)
-                    self._up = False
-                    self._backend.peer_down(self.peer_id)
-                    self._take()
+                failed = self._stream(stub, channel, renewal) if self.streams else self._call(stub)
+                if failed:
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, 0.5)
-                    continue
-                backoff = 0.05
-                self._last_ok = time.monotonic()
-                if not self._up:
-                    log.info("raft link to %s up", self.peer_id)
-                    self._up = True
-                self._backend.peer_up(self.peer_id)
-                if ack.frames:  # the peer's answers to these frames (see PeerServicer)
-                    answers = list(ack.frames)
-                    if self._traffic is not None:
-                        self._traffic.received(self.peer_id, "raft", sum(map(len, answers)))
-                    self._backend.deliver(self.peer_id, answers)
+                else:
+                    backoff = 0.05
         finally:
             self._close(channel)
+
+    def _stream(self, stub: pb_grpc.PeerStub, channel: grpc.Channel, renewal: Renewal) -> bool:
+        """One ``RaftStream``: batches go out as the tick thread hands frames over (gRPC's
+        thread for the request iterator runs :meth:`_batches`), up to
+        ``MAX_IN_FLIGHT`` unanswered, while this thread reads the answers. Returns when
+        the stream ends; True if it failed (the peer is down)."""
+        session = _Session()
+        call = stub.RaftStream(self._batches(session, channel, renewal), metadata=self._metadata)
+        session.call = call
+        self._session = session
+        try:
+            for ack in call:
+                if not session.sent:
+                    raise _Broken("an answer to no batch")
+                full = len(session.sent) >= self.MAX_IN_FLIGHT
+                session.sent.popleft()
+                self._answered(list(ack.frames))
+                if full:
+                    self._ready.set()  # _batches waits for room
+            return False
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code is grpc.StatusCode.UNIMPLEMENTED:
+                log.info("raft link to %s: the peer has no RaftStream; unary calls", self.peer_id)
+                self.streams = False
+                return False
+            if session.stuck:
+                self._down(f"no answer in {self._call_timeout_s:g} s")
+            elif not self._stopping.is_set():
+                self._down(code.name if code is not None else str(exc))
+            return True
+        except _Broken as exc:
+            call.cancel()
+            self._down(f"broken stream: {exc}")
+            return True
+        finally:
+            self._session = None
+            session.over.set()
+            self._ready.set()  # let _batches see that the stream is over
+
+    def _batches(
+        self, session: _Session, channel: grpc.Channel, renewal: Renewal
+    ) -> Iterator[pb.RaftBatch]:
+        """The requests of one stream (gRPC's request thread): the held frames, as soon
+        as there are any and room in flight; an empty batch when a keepalive is due.
+        Ends with the stream, the link, a renewed certificate, or a batch unanswered
+        for ``call_timeout_s`` (then it cancels the call)."""
+        sent = session.sent
+        while True:
+            now = time.monotonic()
+            wait = self._until_keepalive()
+            if sent:
+                wait = min(wait, sent[0] + self._call_timeout_s - now)
+            if wait > 0 and (not self._has_frames() or len(sent) >= self.MAX_IN_FLIGHT):
+                self._ready.wait(wait)
+            self._ready.clear()
+            if session.over.is_set() or self._stopping.is_set():
+                return
+            if renewal.due():  # end the stream: _run reopens the channel
+                self._renewed = True
+                return
+            now = time.monotonic()
+            if sent and now - sent[0] > self._call_timeout_s:
+                session.stuck = True
+                if session.call is not None:
+                    session.call.cancel()
+                return
+            if len(sent) >= self.MAX_IN_FLIGHT:
+                continue
+            self._watch(channel)
+            frames = self._take()
+            if not frames and self._until_keepalive() > 0:
+                continue
+            self._last_try = now
+            self._probe = False
+            if self._traffic is not None:
+                self._traffic.sent(self.peer_id, "raft", sum(map(len, frames)))
+            sent.append(now)
+            yield pb.RaftBatch(from_id=self._self_id, frames=frames, want_replies=True)
+
+    def _call(self, stub: pb_grpc.PeerStub) -> bool:
+        """The held frames in one unary ``Raft`` call (a peer of an older build). True
+        if it failed (the peer is down)."""
+        frames = self._take()
+        self._last_try = time.monotonic()
+        self._probe = False
+        if self._traffic is not None:
+            self._traffic.sent(self.peer_id, "raft", sum(map(len, frames)))
+        try:
+            ack = stub.Raft(
+                pb.RaftBatch(from_id=self._self_id, frames=frames, want_replies=True),
+                metadata=self._metadata,
+                timeout=self._call_timeout_s,
+            )
+        except grpc.RpcError as exc:
+            self._down(exc.code().name)
+            return True
+        self._answered(list(ack.frames))
+        return False
+
+    def _answered(self, answers: list[bytes]) -> None:
+        """The peer answered a batch: it is up; its answers go to the Raft thread."""
+        self._last_ok = time.monotonic()
+        if not self._up:
+            log.info("raft link to %s up", self.peer_id)
+            self._up = True
+        self._backend.peer_up(self.peer_id)
+        if answers:  # the peer's answers to these frames (see PeerServicer)
+            if self._traffic is not None:
+                self._traffic.received(self.peer_id, "raft", sum(map(len, answers)))
+            self._backend.deliver(self.peer_id, answers)
+
+    def _down(self, why: str) -> None:
+        if self._up:
+            log.info("raft link to %s down: %s", self.peer_id, why)
+        self._up = False
+        self._backend.peer_down(self.peer_id)
+        self._take()  # dropped: Raft sends again from its own state
+
+
+class _Broken(Exception):
+    """The peer broke the stream's protocol (more answers than batches)."""
+
+
+class _Session:
+    """One ``RaftStream`` call's shared state, between the thread reading its answers
+    and gRPC's thread running :meth:`RaftLink._batches`."""
+
+    __slots__ = ("call", "over", "sent", "stuck")
+
+    def __init__(self) -> None:
+        self.call: Any = None
+        self.sent: deque[float] = deque()  # when each unanswered batch went out, oldest first
+        self.over = threading.Event()
+        self.stuck = False  # a batch went unanswered for call_timeout_s: the call was cancelled

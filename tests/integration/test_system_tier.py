@@ -422,10 +422,24 @@ def test_unauthenticated_peer_calls_are_refused_before_decoding(
                     pb.RaftBatch(from_id="n2", frames=[frame]), metadata=metadata, timeout=5
                 )
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # The stream the Raft links use: refused before its first batch is read.
+            with pytest.raises(grpc.RpcError) as err:
+                list(
+                    pb_grpc.PeerStub(ch).RaftStream(
+                        iter([pb.RaftBatch(from_id="n2", frames=[frame], want_replies=True)]),
+                        metadata=metadata,
+                        timeout=5,
+                    )
+                )
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         # A garbage body is refused the same way: it is never parsed.
         garbage = ch.unary_unary("/tadpole.v1.Peer/Raft")
         with pytest.raises(grpc.RpcError) as err:
             garbage(b"\xff\x00not protobuf", timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        garbage_stream = ch.stream_stream("/tadpole.v1.Peer/RaftStream")
+        with pytest.raises(grpc.RpcError) as err:
+            list(garbage_stream(iter([b"\xff\x00not protobuf"]), timeout=5))
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     time.sleep(0.3)
     assert not os.path.exists(marker), "an unauthenticated pickle was decoded"

@@ -1,0 +1,68 @@
+"""DecodeGuard on a stream of requests (the Peer service's RaftStream): a message that
+does not parse ends the stream INVALID_ARGUMENT naming the message type, in one log
+line, and the servicer never sees it; the messages before it were served."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from node.api.guard import _guarded
+from node.pb import tadpole_pb2 as pb
+
+
+class Aborted(Exception):
+    pass
+
+
+class Context:
+    def __init__(self) -> None:
+        self.code: Any = None
+        self.details = ""
+        self.trailers: Any = None
+
+    def set_trailing_metadata(self, trailers: Any) -> None:
+        self.trailers = trailers
+
+    async def abort(self, code: Any, details: str) -> None:
+        self.code, self.details = code, details
+        raise Aborted(details)
+
+
+async def _raw(bodies: list[bytes], decode: Any) -> AsyncIterator[Any]:
+    for body in bodies:  # as gRPC would: each message through the deserializer
+        yield decode(body)
+
+
+async def test_an_undecodable_message_ends_the_stream_invalid_argument(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[pb.RaftBatch] = []
+
+    async def echo(requests: AsyncIterator[pb.RaftBatch], _context: Any) -> AsyncIterator[Any]:
+        async for batch in requests:
+            seen.append(batch)
+            yield pb.RaftAck(frames=list(batch.frames))
+
+    handler = _guarded(
+        grpc.stream_stream_rpc_method_handler(
+            echo, pb.RaftBatch.FromString, pb.RaftAck.SerializeToString
+        ),
+        "/tadpole.v1.Peer/RaftStream",
+    )
+    good = pb.RaftBatch(from_id="n2", frames=[b"a"]).SerializeToString()
+    context, acks = Context(), []
+    with caplog.at_level(logging.DEBUG), pytest.raises(Aborted):
+        async for ack in handler.stream_stream(
+            _raw([good, b"\x0a\x7f", good], handler.request_deserializer), context
+        ):
+            acks.append(ack)
+    assert [list(a.frames) for a in acks] == [[b"a"]] and len(seen) == 1
+    assert context.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert context.details.startswith("request body is not a valid tadpole.v1.RaftBatch message")
+    ours = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(ours) == 1 and ours[0].exc_info is None
