@@ -7,9 +7,10 @@ Each round starts a fresh three-node cluster from the reference checkout, then o
 from this tree (same Python, same ports), and measures on each: idle CPU per node
 (``/proc``, 10 s after start-up settles), then per operation and concurrency the
 same load as ``bench/system_quick.py`` (2 load processes, leader-directed, 256-byte
-values), with the nodes' server CPU seconds per 1,000 ops (``/proc``), Raft calls
-per op (the followers' ``Peer/Raft`` call counts) and journal fsyncs per op (every
-node's ``tadpole_raft_journal_fsync_seconds_count``), read from ``/metrics``.
+values), with the nodes' server CPU seconds per 1,000 ops (``/proc``), Raft exchanges
+per op (the followers' ``Peer/Raft`` calls and ``RaftStream`` batches) and journal
+fsyncs per op (every node's ``tadpole_raft_journal_fsync_seconds_count``), read from
+``/metrics``.
 Reports medians over the rounds and this tree's ratio to the reference's. Only
 ratios from one run mean much on a shared machine.
 """
@@ -35,7 +36,8 @@ from node.dev.cluster import LocalCluster  # noqa: E402
 
 
 def counters(cluster: LocalCluster) -> dict[str, float]:
-    """Raft calls served and journal fsyncs, summed over the nodes."""
+    """Raft exchanges served (Peer/Raft calls and RaftStream batches) and journal
+    fsyncs, summed over the nodes."""
     raft = fsyncs = 0.0
     for node_id in cluster.node_ids:
         address = cluster.metrics_address(node_id)
@@ -43,7 +45,10 @@ def counters(cluster: LocalCluster) -> dict[str, float]:
         text = scrape(address)
         for line in text.splitlines():
             if line.startswith(
-                'tadpole_request_duration_seconds_count{method="tadpole.v1.Peer/Raft"}'
+                (
+                    'tadpole_request_duration_seconds_count{method="tadpole.v1.Peer/Raft"}',
+                    "tadpole_raft_stream_batches_total ",
+                )
             ):
                 raft += float(line.split()[-1])
             elif re.match(r"tadpole_raft_journal_fsync_seconds_count(\{.*\})? ", line):

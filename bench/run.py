@@ -179,11 +179,13 @@ def scrape(address: str) -> str:
         return text
 
 
-# Calls a Tadpole node served on its peer service, and fsyncs (of Tadpole's Raft journal
-# and group commits of its CRDT tiers' store, each one fsync; of an etcd member's WAL),
-# as the servers count them on /metrics.
+# Calls a Tadpole node served on its peer service and Raft batches it received on
+# RaftStreams (an exchange each, as a Peer/Raft call was before the streams), and
+# fsyncs (of Tadpole's Raft journal and group commits of its CRDT tiers' store, each one
+# fsync; of an etcd member's WAL), as the servers count them on /metrics.
 _PEER_CALLS = re.compile(
-    r'^tadpole_request_duration_seconds_count\{method="tadpole\.v1\.Peer/[^"]*"\} (\S+)$'
+    r'^(?:tadpole_request_duration_seconds_count\{method="tadpole\.v1\.Peer/[^"]*"\}'
+    r"|tadpole_raft_stream_batches_total) (\S+)$"
 )
 _FSYNCS = re.compile(
     r"^(?:tadpole_raft_journal_fsync_seconds_count|tadpole_store_commit_seconds_count"

@@ -88,6 +88,7 @@ class NodeServer:
         self._keyring = config.keyring()
         self.atrest: AtRest | None = None
         self._raft_system: RaftSystem | None = None
+        self._peer_servicer: PeerServicer | None = None  # once the server is built
         self._raft: RaftBackend | None = None
         if config.system_backend == "etcd":
             backend = EtcdSystem(config.etcd_endpoints, config.etcd_prefix)
@@ -205,6 +206,10 @@ class NodeServer:
             "rss_bytes": _resident_bytes(),
         }
 
+    def _raft_stream_batches(self) -> int:
+        servicer = self._peer_servicer
+        return servicer.stream_batches if servicer is not None else 0
+
     def families(self) -> list[Family]:
         """Counters and gauges of the internals, and the per-peer round trips."""
         out: list[Family] = []
@@ -253,6 +258,12 @@ class NodeServer:
                     "Stale append-entries successes that would have moved a follower's "
                     "nextIndex back (re-sending entries it holds), kept where it was",
                     "counter", samples=(((), self._raft_system.raft.rollbacks_prevented),),
+                ),
+                Family(
+                    "tadpole_raft_stream_batches_total",
+                    "Raft batches this node received on its peers' RaftStreams (each one "
+                    "exchange, as a Peer/Raft call is)",
+                    "counter", samples=(((), self._raft_stream_batches()),),
                 ),
                 Family(
                     "tadpole_raft_proposals_failed_total",
@@ -680,19 +691,17 @@ class NodeServer:
         self.login = Login(self.policy, cfg.tokens(), cfg.tls() is not None, self.audit)
         pb_grpc.add_AuthServicer_to_server(AuthServicer(self.login), server)
         pb_grpc.add_LedgerServicer_to_server(LedgerServicer(cfg, self.system, self.ledger), server)
-        pb_grpc.add_PeerServicer_to_server(
-            PeerServicer(
-                self._raft,
-                set(cfg.peers),
-                self.gossip,
-                self.replication,
-                send_raft=self._send_raft,
-                traffic=self.traffic,
-                tls=cfg.tls() is not None,
-                audit=self.audit,
-            ),
-            server,
+        self._peer_servicer = PeerServicer(
+            self._raft,
+            set(cfg.peers),
+            self.gossip,
+            self.replication,
+            send_raft=self._send_raft,
+            traffic=self.traffic,
+            tls=cfg.tls() is not None,
+            audit=self.audit,
         )
+        pb_grpc.add_PeerServicer_to_server(self._peer_servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

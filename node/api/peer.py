@@ -52,6 +52,7 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         self.gossip = gossip
         self._replication = replication
         self._traffic = traffic
+        self.stream_batches = 0  # Raft batches received on RaftStreams, for /metrics
 
     async def _check_peer(
         self, context: grpc.aio.ServicerContext, claimed: str, method: str
@@ -132,6 +133,7 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
                             f"a Raft stream carries one sender's batches: {sender!r}, "
                             f"then {request.from_id!r}",
                         )
+                    self.stream_batches += 1
                     pending.put_nowait(self._hand_over(request))
             except _Refused as refused:
                 pending.put_nowait(refused)
