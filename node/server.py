@@ -723,6 +723,7 @@ class NodeServer:
                     self._raft,
                     traffic=self.traffic,
                     tls=cfg.tls(),
+                    stream=cfg.raft.stream_links,
                 )
                 self._links[peer_id] = link
                 link.start()

@@ -116,7 +116,7 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
         ride on the newest batch's RaftAck (the older ones get theirs empty:
         ``deliver_for_reply`` keeps one answer slot per peer). The first batch's sender
         is checked like a :meth:`Raft` call's; every later one must name the same."""
-        pending: asyncio.Queue[asyncio.Future[list[bytes]] | _Refused | None] = asyncio.Queue()
+        pending: asyncio.Queue[asyncio.Future[list[bytes]] | Exception | None] = asyncio.Queue()
 
         sender = ""
 
@@ -135,8 +135,8 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
                         )
                     self.stream_batches += 1
                     pending.put_nowait(self._hand_over(request))
-            except _Refused as refused:
-                pending.put_nowait(refused)
+            except Exception as exc:  # _Refused, or an abort (DecodeGuard's): the stream
+                pending.put_nowait(exc)  # ends with it, from the handler's own task
             finally:
                 pending.put_nowait(None)
 
@@ -146,6 +146,8 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
                 if isinstance(item, _Refused):
                     await context.abort(item.code, item.details)
                     return
+                if isinstance(item, Exception):
+                    raise item
                 yield pb.RaftAck(frames=await self._answers(sender, item))
         finally:
             reader.cancel()

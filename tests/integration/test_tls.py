@@ -336,3 +336,42 @@ def test_certificates_rotate_under_load_without_a_failed_request(tmp_path: pathl
         stop.set()
         for node_id in cluster.node_ids:
             cluster.kill(node_id)
+
+
+def test_a_raft_stream_is_bound_to_its_first_sender_and_checks_every_message(
+    cluster: LocalCluster,
+) -> None:
+    """RaftStream over mutual TLS with n2's certificate and the cluster credential: a
+    first batch claiming another node is refused PERMISSION_DENIED; a stream that
+    changes its sender, or carries a message that does not parse, is ended
+    INVALID_ARGUMENT naming the problem. Nothing is delivered to Raft from them and
+    the cluster still commits."""
+    token = NodeConfig(cluster_secret_file=cluster.secret_file).peer_token()
+    files = TlsFiles(
+        os.path.join(cluster.tls_dir, "ca.pem"),
+        os.path.join(cluster.tls_dir, "n2.pem"),
+        os.path.join(cluster.tls_dir, "n2.key"),
+    )
+    empty = pb.RaftBatch(from_id="n2", frames=[], want_replies=True).SerializeToString()
+    cases = [
+        ([pb.RaftBatch(from_id="n3", want_replies=True).SerializeToString()],
+         grpc.StatusCode.PERMISSION_DENIED, "may not speak for 'n3'"),
+        ([empty, pb.RaftBatch(from_id="n3", want_replies=True).SerializeToString()],
+         grpc.StatusCode.INVALID_ARGUMENT, "one sender's batches: 'n2', then 'n3'"),
+        ([empty, b"\x0a\x7f"],
+         grpc.StatusCode.INVALID_ARGUMENT, "not a valid tadpole.v1.RaftBatch message"),
+    ]  # fmt: skip
+    with sync_channel(cluster.addresses["n1"], files, server_name=server_name_for("n1")) as ch:
+        stream = ch.stream_stream("/tadpole.v1.Peer/RaftStream")
+        for messages, code, words in cases:
+            acks = []
+            with pytest.raises(grpc.RpcError) as info:
+                for ack in stream(iter(messages), timeout=5, metadata=auth_metadata(token)):
+                    acks.append(pb.RaftAck.FromString(ack))
+            assert info.value.code() == code, words  # type: ignore[attr-defined]
+            assert words in info.value.details()  # type: ignore[attr-defined]
+            assert all(not a.frames for a in acks)  # at most the empty batch's empty ack
+    with Client(cluster.endpoints.split(","), credentials=cluster.client_credentials()) as client:
+        assert client.put("/after/raft-stream", "ok").revision > 0
+        kv = client.get("/after/raft-stream")
+        assert kv is not None and kv.value == b"ok"
