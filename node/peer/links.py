@@ -1,7 +1,9 @@
 """Outgoing Raft traffic: one :class:`RaftLink` per peer, a thread that sends
-the peer's held frames in order, one call in flight at a time. Frames queued
-while a call is in flight go out together in the next call, so the batch
-size grows with load (and with the peer's latency) by itself.
+the peer's held frames in order, one batch in flight at a time: a unary
+``Peer.Raft`` call each, or (``[raft] stream_links``) a message on one
+long-lived ``Peer.RaftStream``. Frames queued while a batch is in flight go out
+together in the next, so the batch size grows with load (and with the peer's
+latency) by itself.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ class RaftLink:
     thread-safe and never blocks); gRPC releases the GIL while it waits on
     the network.
 
-    One call is in flight at a time, so frames arrive in order; frames queued
-    meanwhile go out together in the next call (batches grow with load). The
-    peer's answers to a batch (an append-entries' acknowledgement, a vote) come
-    back in the call's response, so an exchange is one call, not two.
+    One batch is in flight at a time, so frames arrive in order; frames queued
+    meanwhile go out together in the next (batches grow with load). The peer's
+    answers to a batch (an append-entries' acknowledgement, a vote) come back in
+    its RaftAck, so an exchange is one call (or one message each way), not two.
+    On a stream, gRPC's thread for the request iterator sends (:meth:`_batches`)
+    and this thread reads the acks; a batch unanswered for ``call_timeout_s``
+    cancels the stream, as a call's timeout would.
     While the peer is unreachable, frames are dropped: Raft retransmits from
     its own state once the peer answers, and stale messages would only be
     rejected.
