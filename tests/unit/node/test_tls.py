@@ -142,6 +142,9 @@ async def test_the_replica_transport_reopens_its_channels_after_a_rotation(
         def unary_unary(self, *args: object, **kwargs: object) -> object:
             return None  # a stub method that is never called here
 
+        def stream_stream(self, *args: object, **kwargs: object) -> object:
+            return None  # PeerStub's RaftStream, never called here
+
         async def close(self, grace: float | None = None) -> None:
             self.closed = True
 

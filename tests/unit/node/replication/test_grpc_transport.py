@@ -54,6 +54,9 @@ class FakeChannel:
             return
         await _forever()
 
+    def stream_stream(self, method: str, **_: Any) -> None:
+        return None  # PeerStub's RaftStream: never called by the replica transport
+
     def unary_unary(self, method: str, **_: Any) -> Callable[..., Any]:
         async def call(request: pb.PeerMessage, *, metadata: Any, timeout: float) -> Any:
             assert method == "/tadpole.v1.Peer/Replica" and timeout > 0
