@@ -36,6 +36,14 @@ class _Undecodable:
     why: str
 
 
+class _UndecodableMessage(Exception):
+    """A stream's request that did not parse, on its way out of the servicer."""
+
+    def __init__(self, bad: _Undecodable) -> None:
+        super().__init__(bad.why)
+        self.bad = bad
+
+
 def _message_name(deserializer: Callable[[bytes], Any]) -> str:
     owner = getattr(deserializer, "__self__", None)
     descriptor = getattr(owner, "DESCRIPTOR", None)
@@ -100,19 +108,25 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
     if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
         inner_ss = handler.stream_stream
 
-        async def checked(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
+        async def checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
             async for request in requests:
                 if isinstance(request, _Undecodable):
-                    await _refuse(request, context, method)
+                    raise _UndecodableMessage(request)
                 yield request
 
         async def stream_stream(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
-            async for response in inner_ss(checked(requests, context), context):
-                yield response
+            # The servicer may read its requests in a task of its own while it writes
+            # answers: the abort (a status sent) must come from this, the handler's own
+            # task, between writes -- from the reading task it can collide with a
+            # message being sent, and gRPC then drops the status (the caller waits out
+            # its deadline).
+            try:
+                async for response in inner_ss(checked(requests), context):
+                    yield response
+            except _UndecodableMessage as exc:
+                await _refuse(exc.bad, context, method)
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream, request_deserializer=decode, response_serializer=serialize

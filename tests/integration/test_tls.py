@@ -374,13 +374,10 @@ def test_a_raft_stream_is_bound_to_its_first_sender_and_checks_every_message(
         assert kv is not None and kv.value == b"ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: an authenticated RaftStream message that does not parse hangs "
-    "the stream until its deadline instead of ending it INVALID_ARGUMENT (DecodeGuard "
-    "refuses it in isolation, tests/unit/node/api/test_guard_streams.py)",
-)
 def test_an_undecodable_raft_stream_message_is_invalid_argument(cluster: LocalCluster) -> None:
+    """Over a real TLS connection, after an answered batch: the refusal is sent from
+    the handler's task (from the task reading the requests, it could collide with the
+    first ack being written, and gRPC dropped the status: DEADLINE_EXCEEDED)."""
     token = NodeConfig(cluster_secret_file=cluster.secret_file).peer_token()
     files = TlsFiles(
         os.path.join(cluster.tls_dir, "ca.pem"),

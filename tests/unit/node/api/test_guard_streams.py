@@ -4,6 +4,7 @@ line, and the servicer never sees it; the messages before it were served."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,12 +25,14 @@ class Context:
         self.code: Any = None
         self.details = ""
         self.trailers: Any = None
+        self.aborted_in: Any = None
 
     def set_trailing_metadata(self, trailers: Any) -> None:
         self.trailers = trailers
 
     async def abort(self, code: Any, details: str) -> None:
         self.code, self.details = code, details
+        self.aborted_in = asyncio.current_task()
         raise Aborted(details)
 
 
@@ -66,3 +69,55 @@ async def test_an_undecodable_message_ends_the_stream_invalid_argument(
     assert context.details.startswith("request body is not a valid tadpole.v1.RaftBatch message")
     ours = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(ours) == 1 and ours[0].exc_info is None
+
+
+async def test_the_refusal_comes_from_the_handlers_task_when_a_servicer_reads_in_another() -> None:
+    """As RaftStream does: requests are read by a task of the servicer's own while the
+    handler writes answers. An abort from the reading task can collide in gRPC with an
+    answer being written (the status is then dropped and the caller waits out its
+    deadline), so the guard must refuse from the handler's task."""
+
+    async def read_ahead(
+        requests: AsyncIterator[pb.RaftBatch], _context: Any
+    ) -> AsyncIterator[Any]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for batch in requests:
+                    queue.put_nowait(batch)
+            except Exception as exc:
+                queue.put_nowait(exc)
+            finally:
+                queue.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield pb.RaftAck(frames=list(item.frames))
+        finally:
+            reader.cancel()
+
+    handler = _guarded(
+        grpc.stream_stream_rpc_method_handler(
+            read_ahead, pb.RaftBatch.FromString, pb.RaftAck.SerializeToString
+        ),
+        "/tadpole.v1.Peer/RaftStream",
+    )
+    good = pb.RaftBatch(from_id="n2", frames=[b"a"]).SerializeToString()
+    context, acks = Context(), []
+
+    async def handle() -> None:
+        async for ack in handler.stream_stream(
+            _raw([good, b"\x0a\x7f"], handler.request_deserializer), context
+        ):
+            acks.append(ack)
+
+    task = asyncio.create_task(handle())
+    with pytest.raises(Aborted):
+        await task
+    assert context.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert context.aborted_in is task
+    assert [list(a.frames) for a in acks] == [[b"a"]]
