@@ -135,8 +135,8 @@ class PeerServicer(GossipServicerMixin, pb_grpc.PeerServicer):  # type: ignore[m
                         )
                     self.stream_batches += 1
                     pending.put_nowait(self._hand_over(request))
-            except Exception as exc:  # _Refused, or an abort (DecodeGuard's): the stream
-                pending.put_nowait(exc)  # ends with it, from the handler's own task
+            except Exception as exc:  # _Refused, or DecodeGuard's refusal: the stream ends
+                pending.put_nowait(exc)  # with it, from the handler's own task
             finally:
                 pending.put_nowait(None)
 
