@@ -338,6 +338,17 @@ def test_certificates_rotate_under_load_without_a_failed_request(tmp_path: pathl
             cluster.kill(node_id)
 
 
+def _as_n2(cluster: LocalCluster) -> tuple[str, TlsFiles]:
+    """The cluster credential and n2's certificate: a caller TLS admits as node/n2."""
+    token = NodeConfig(cluster_secret_file=cluster.secret_file).peer_token()
+    files = TlsFiles(
+        os.path.join(cluster.tls_dir, "ca.pem"),
+        os.path.join(cluster.tls_dir, "n2.pem"),
+        os.path.join(cluster.tls_dir, "n2.key"),
+    )
+    return token, files
+
+
 def test_a_raft_stream_is_bound_to_its_first_sender_and_checks_every_message(
     cluster: LocalCluster,
 ) -> None:
@@ -345,12 +356,7 @@ def test_a_raft_stream_is_bound_to_its_first_sender_and_checks_every_message(
     first batch claiming another node is refused PERMISSION_DENIED; a stream that
     changes its sender is ended INVALID_ARGUMENT naming the problem. Nothing is
     delivered to Raft from them and the cluster still commits."""
-    token = NodeConfig(cluster_secret_file=cluster.secret_file).peer_token()
-    files = TlsFiles(
-        os.path.join(cluster.tls_dir, "ca.pem"),
-        os.path.join(cluster.tls_dir, "n2.pem"),
-        os.path.join(cluster.tls_dir, "n2.key"),
-    )
+    token, files = _as_n2(cluster)
     empty = pb.RaftBatch(from_id="n2", frames=[], want_replies=True).SerializeToString()
     cases = [
         ([pb.RaftBatch(from_id="n3", want_replies=True).SerializeToString()],
@@ -378,12 +384,7 @@ def test_an_undecodable_raft_stream_message_is_invalid_argument(cluster: LocalCl
     """Over a real TLS connection, after an answered batch: the refusal is sent from
     the handler's task (from the task reading the requests, it could collide with the
     first ack being written, and gRPC dropped the status: DEADLINE_EXCEEDED)."""
-    token = NodeConfig(cluster_secret_file=cluster.secret_file).peer_token()
-    files = TlsFiles(
-        os.path.join(cluster.tls_dir, "ca.pem"),
-        os.path.join(cluster.tls_dir, "n2.pem"),
-        os.path.join(cluster.tls_dir, "n2.key"),
-    )
+    token, files = _as_n2(cluster)
     empty = pb.RaftBatch(from_id="n2", frames=[], want_replies=True).SerializeToString()
     with sync_channel(cluster.addresses["n1"], files, server_name=server_name_for("n1")) as ch:
         stream = ch.stream_stream("/tadpole.v1.Peer/RaftStream")

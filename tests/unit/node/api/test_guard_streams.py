@@ -14,26 +14,7 @@ import pytest
 
 from node.api.guard import _guarded
 from node.pb import tadpole_pb2 as pb
-
-
-class Aborted(Exception):
-    pass
-
-
-class Context:
-    def __init__(self) -> None:
-        self.code: Any = None
-        self.details = ""
-        self.trailers: Any = None
-        self.aborted_in: Any = None
-
-    def set_trailing_metadata(self, trailers: Any) -> None:
-        self.trailers = trailers
-
-    async def abort(self, code: Any, details: str) -> None:
-        self.code, self.details = code, details
-        self.aborted_in = asyncio.current_task()
-        raise Aborted(details)
+from tests.unit.node.api.fake_context import Aborted, Context
 
 
 async def _raw(bodies: list[bytes], decode: Any) -> AsyncIterator[Any]:

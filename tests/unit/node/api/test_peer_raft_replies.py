@@ -14,6 +14,7 @@ import grpc
 
 from node.api.peer import PeerServicer
 from node.pb import tadpole_pb2 as pb
+from tests.unit.node.api.fake_context import Aborted, Context
 
 
 class FakeBackend:
@@ -92,22 +93,6 @@ class SlotBackend(FakeBackend):
         if self.slots:
             self.slots.pop()([])
         super().deliver_for_reply(peer, frames, reply)
-
-
-class Aborted(Exception):
-    pass
-
-
-class Context:
-    """What RaftStream uses of a grpc.aio.ServicerContext."""
-
-    def __init__(self) -> None:
-        self.code: Any = None
-        self.details = ""
-
-    async def abort(self, code: Any, details: str) -> None:
-        self.code, self.details = code, details
-        raise Aborted(details)
 
 
 class Requests:
