@@ -572,7 +572,7 @@ async def test_a_v1_store_is_migrated_in_place(db: str) -> None:
 def _undo_v4(conn: sqlite3.Connection) -> None:
     """Make a store file look as schema v3 wrote it (no encryption at rest)."""
     conn.execute("DROP TABLE deks")
-    conn.execute("DROP INDEX state_by_dek")
+    conn.execute("DROP INDEX IF EXISTS state_by_dek")  # made by stores before 2026-12-07
     conn.execute("DROP INDEX hints_by_dek")
     conn.execute("ALTER TABLE state DROP COLUMN dek")
     conn.execute("ALTER TABLE hints DROP COLUMN dek")

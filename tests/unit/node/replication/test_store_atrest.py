@@ -166,3 +166,54 @@ async def test_a_hint_that_fails_authentication_is_skipped_then_deleted(db: str)
     assert store.key_usage() == {ring("new").primary.fingerprint: 2}  # rotation completes
     assert [h.key for h in store.hints_for("n2")] == ["b", "c"]
     await store.aclose()
+
+
+def _state_indexes(db: str) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='state'"
+            " AND sql IS NOT NULL"
+        ).fetchall()
+    finally:
+        conn.close()
+    return sorted(str(r[0]) for r in rows)
+
+
+async def test_nothing_but_the_key_indexes_the_state_table(db: str) -> None:
+    """A value written updates one B-tree: an index of values by data key cost every
+    encrypted write a second one, for what only opening and re-sealing ask."""
+    store = TierStore(db, keyring=ring("k1"))
+    await store.put("population", "a", b"v")
+    await store.aclose()
+    assert _state_indexes(db) == []
+
+
+async def test_a_store_made_with_the_data_key_index_loses_it_and_keeps_its_accounting(
+    db: str,
+) -> None:
+    old, both = ring("old"), ring("new", "old")
+    store = TierStore(db, keyring=old)
+    await store.put_many([("population", f"k{i}", b"v%d" % i) for i in range(50)])
+    await store.aclose()
+    store = TierStore(db, keyring=both)  # a second data key, under "new"
+    await store.put("population", "fresh", b"under new")
+    await store.aclose()
+    conn = sqlite3.connect(db, isolation_level=None)  # as stores before 2026-12-07 had it
+    conn.execute("CREATE INDEX state_by_dek ON state (dek) WHERE dek IS NOT NULL")
+    conn.close()
+    store = TierStore(db, keyring=both)
+    assert _state_indexes(db) == []
+    assert store.key_usage() == {old.primary.fingerprint: 50, both.primary.fingerprint: 1}
+    with pytest.raises(KeyringError, match=r"lacks key .* 50 values"):
+        store.set_keyring(ring("new"))  # still counted without the index
+    assert await store.reseal() == 50
+    assert store.key_usage() == {both.primary.fingerprint: 51}
+    await store.aclose()
+    conn = sqlite3.connect(db)
+    wrapped = [bytes(r[0]) for r in conn.execute("SELECT wrapped FROM deks")]
+    conn.close()
+    assert wrapped and {w[:4] for w in wrapped} == {both.primary.fingerprint}  # old's went
+    store = TierStore(db, keyring=ring("new"))
+    assert store.get_checked("population", "k49") == b"v49"
+    await store.aclose()
