@@ -506,3 +506,17 @@ def test_keys_generate_add_to_refuses_a_keyring_it_would_break(tmp_path: Path) -
     keyring = NodeConfig(encryption_key_file=path).keyring()
     assert keyring is not None and [k.name for k in keyring.keys] == ["k2", "k1"]
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def _documented(section: str) -> set[str]:
+    """The settings ``docs/configuration.md`` has a row for under ``section``."""
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "configuration.md").read_text()
+    part = doc.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z0-9_]+)` \|", part, re.M))
+
+
+def test_the_configuration_reference_has_a_row_for_every_setting_and_no_other() -> None:
+    node = {f.name for f in dataclasses.fields(NodeConfig) if f.name != "raft"}
+    raft = {f.name for f in dataclasses.fields(RaftConfig)}
+    assert _documented("Node settings") == node
+    assert _documented("Raft settings") == raft
