@@ -39,7 +39,7 @@ help:
 	@echo "make bench-instrumentation  instrumentation cost per put, % of its server CPU"
 	@echo "make dr-drill         back up a cluster under load, destroy it, restore it, check every write (DRILL_ARGS)"
 	@echo "make bench-backup     backup/restore throughput at 100k keys, incremental size (BACKUP_BENCH_ARGS)"
-	@echo "make bench-atrest     put throughput with encryption at rest off vs on, same run (ATREST_BENCH_ARGS)"
+	@echo "make bench-atrest     puts and population updates with encryption at rest off vs on, same run (ATREST_BENCH_ARGS)"
 	@echo "make bench-security   put/get with mutual TLS and roles off vs on, same run (SECURITY_BENCH_ARGS)"
 	@echo "make bench-ledger     AssignJob -> PostgreSQL throughput and export lag vs direct inserts (LEDGER_BENCH_ARGS)"
 	@echo "make postgres         start this machine's PostgreSQL with the ledger tests' database (make test runs it)"

@@ -148,18 +148,24 @@ def off_on_summary(rows: list[dict[str, Any]], flag: str) -> list[dict[str, Any]
             mode = "on" if on else "off"
             line[f"{mode}_ops_per_s"] = statistics.median(r["ops_per_s"] for r in mine)
             line[f"{mode}_p50_ms"] = statistics.median(r["p50_ms"] for r in mine)
+            if all("cpu_ms_per_op" in r for r in mine):
+                line[f"{mode}_cpu_ms"] = statistics.median(r["cpu_ms_per_op"] for r in mine)
         line["ratio"] = line["on_ops_per_s"] / line["off_ops_per_s"]
         summary.append(line)
     return summary
 
 
 def print_off_on(summary: list[dict[str, Any]]) -> None:
-    print(f"{'op':>5} {'clients':>8} {'off ops/s':>10} {'on ops/s':>9} {'on/off':>7}"
-          f" {'off p50':>8} {'on p50':>7}")  # fmt: skip
+    """The summary as a table; with the nodes' CPU per op when the rows had it."""
+    cpu = all("off_cpu_ms" in s and "on_cpu_ms" in s for s in summary)
+    print(f"{'op':>6} {'clients':>8} {'off ops/s':>10} {'on ops/s':>9} {'on/off':>7}"
+          f" {'off p50':>8} {'on p50':>7}"
+          + (f" {'off CPU/op':>11} {'on CPU/op':>10}" if cpu else ""))  # fmt: skip
     for s in summary:
         print(
-            f"{s['op']:>5} {s['clients']:>8} {s['off_ops_per_s']:>10.0f} {s['on_ops_per_s']:>9.0f}"
+            f"{s['op']:>6} {s['clients']:>8} {s['off_ops_per_s']:>10.0f} {s['on_ops_per_s']:>9.0f}"
             f" {s['ratio']:>7.2f} {s['off_p50_ms']:>7.2f}ms {s['on_p50_ms']:>5.2f}ms"
+            + (f" {s['off_cpu_ms']:>9.3f}ms {s['on_cpu_ms']:>8.3f}ms" if cpu else "")
         )
 
 
