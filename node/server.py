@@ -567,6 +567,14 @@ class NodeServer:
                     self._raft.journal_fsync_seconds,
                 )
             )
+        if self.replication is not None:
+            out.append(
+                (
+                    "tadpole_antientropy_round_seconds",
+                    "Duration of each anti-entropy round (every tier, sessions and hand-offs)",
+                    self.replication.round_seconds,
+                )
+            )
         if self.store is not None:
             out.append(
                 (

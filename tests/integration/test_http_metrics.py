@@ -112,12 +112,15 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         while True:
             _, text = scrape(cluster, leader)
             probed = all(f'tadpole_peer_rtt_seconds_count{{peer="{f}"}}' in text for f in followers)
-            if (probed and sample(text, "tadpole_antientropy_rounds_total") >= 1) or (
+            # A round is counted as it starts and timed once it ends: wait for the time.
+            if (probed and sample(text, "tadpole_antientropy_round_seconds_count") >= 1) or (
                 time.monotonic() > deadline
             ):
                 break
             time.sleep(0.5)
         assert sample(text, "tadpole_antientropy_rounds_total") >= 1  # one every 3 s
+        timed = sample(text, "tadpole_antientropy_round_seconds_count")
+        assert timed >= 1 and sample(text, "tadpole_antientropy_round_seconds_sum") > 0
         for peer in followers:
             assert sample(text, f'tadpole_peer_rtt_seconds_count{{peer="{peer}"}}') >= 1
             assert 0 < sample(text, f'tadpole_peer_rtt_seconds_sum{{peer="{peer}"}}') < 5

@@ -449,6 +449,49 @@ async def test_a_failed_session_leaves_the_tier_unsettled() -> None:
     assert net.sent["Sync"] > 0 and nodes["n1"].rounds_skipped == 0
 
 
+class _SlowSync(MemoryTransport):
+    """Each Sync message takes 0.4 s of the node's monotonic clock (``now``)."""
+
+    now = [0.0]
+
+    async def call(self, peer: str, address: str, message: Request) -> Reply:
+        if isinstance(message, Sync):
+            type(self).now[0] += 0.4
+        return await super().call(peer, address, message)
+
+
+async def test_each_anti_entropy_round_is_timed_even_one_that_fails() -> None:
+    net, nodes = cluster()
+    _SlowSync.now = [100.0]
+    n1 = Replication(
+        node_id="n1",
+        store=nodes["n1"].store,
+        membership=nodes["n1"].membership,
+        transport=_SlowSync(net, "n1"),
+        monotonic=lambda: _SlowSync.now[0],
+    )
+    await n1.update("population", KEY, Op("counter_add", amount=2))
+    sent = net.sent["Sync"]
+    await n1.anti_entropy_round()
+    syncs = net.sent["Sync"] - sent
+    assert syncs > 0
+    buckets, total = n1.round_seconds.snapshot()
+    assert buckets[-1][1] == 1 and total == pytest.approx(0.4 * syncs)
+    await n1.anti_entropy_round()  # settled now: nothing sent, no time passes
+    buckets, total = n1.round_seconds.snapshot()
+    assert buckets[-1][1] == 2 and total == pytest.approx(0.4 * syncs)
+
+    async def broken() -> None:
+        _SlowSync.now[0] += 2.0
+        raise RuntimeError("a bug in a round")
+
+    n1._anti_entropy_round = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await n1.anti_entropy_round()
+    buckets, total = n1.round_seconds.snapshot()
+    assert buckets[-1][1] == 3 and total == pytest.approx(0.4 * syncs + 2.0)
+
+
 # --- batched updates and request ids ---------------------------------------------------
 
 
