@@ -22,6 +22,16 @@ async def _raw(bodies: list[bytes], decode: Any) -> AsyncIterator[Any]:
         yield decode(body)
 
 
+def _raft_stream(servicer: Any) -> Any:
+    """``servicer`` as the node serves RaftStream: behind the decode guard."""
+    return _guarded(
+        grpc.stream_stream_rpc_method_handler(
+            servicer, pb.RaftBatch.FromString, pb.RaftAck.SerializeToString
+        ),
+        "/tadpole.v1.Peer/RaftStream",
+    )
+
+
 async def test_an_undecodable_message_ends_the_stream_invalid_argument(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -32,12 +42,7 @@ async def test_an_undecodable_message_ends_the_stream_invalid_argument(
             seen.append(batch)
             yield pb.RaftAck(frames=list(batch.frames))
 
-    handler = _guarded(
-        grpc.stream_stream_rpc_method_handler(
-            echo, pb.RaftBatch.FromString, pb.RaftAck.SerializeToString
-        ),
-        "/tadpole.v1.Peer/RaftStream",
-    )
+    handler = _raft_stream(echo)
     good = pb.RaftBatch(from_id="n2", frames=[b"a"]).SerializeToString()
     context, acks = Context(), []
     with caplog.at_level(logging.DEBUG), pytest.raises(Aborted):
@@ -81,12 +86,7 @@ async def test_the_refusal_comes_from_the_handlers_task_when_a_servicer_reads_in
         finally:
             reader.cancel()
 
-    handler = _guarded(
-        grpc.stream_stream_rpc_method_handler(
-            read_ahead, pb.RaftBatch.FromString, pb.RaftAck.SerializeToString
-        ),
-        "/tadpole.v1.Peer/RaftStream",
-    )
+    handler = _raft_stream(read_ahead)
     good = pb.RaftBatch(from_id="n2", frames=[b"a"]).SerializeToString()
     context, acks = Context(), []
 
