@@ -534,7 +534,8 @@ class NodeServer:
         return out
 
     def histograms(self) -> list[tuple[str, str, Histogram]]:
-        """The durability histograms /metrics exports: (metric name, help, histogram)."""
+        """The histograms /metrics exports besides the per-call and per-operation ones
+        (Raft, durability, anti-entropy rounds): (metric name, help, histogram)."""
         out: list[tuple[str, str, Histogram]] = []
         if self._raft_system is not None:
             out.append(
