@@ -15,6 +15,7 @@ import os
 import random
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from node.replication.store import (
     StoreLockedError,
     TierStore,
     _prefix_end,
+    request_digest,
 )
 
 
@@ -569,8 +571,21 @@ async def test_a_v1_store_is_migrated_in_place(db: str) -> None:
     conn.close()
 
 
+def _undo_v5(conn: sqlite3.Connection, ids: dict[str, int] | None = None) -> None:
+    """Make a store file look as schema v4 wrote it: request ids kept whole, as text
+    (``ids``: id -> when applied; the digests v5 kept cannot be turned back)."""
+    conn.execute("DROP TABLE requests")
+    conn.execute(
+        "CREATE TABLE requests (id TEXT PRIMARY KEY, at_ns INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute("CREATE INDEX requests_by_age ON requests (at_ns)")
+    conn.executemany("INSERT INTO requests VALUES (?, ?)", list((ids or {}).items()))
+    conn.execute("PRAGMA user_version=4")
+
+
 def _undo_v4(conn: sqlite3.Connection) -> None:
     """Make a store file look as schema v3 wrote it (no encryption at rest)."""
+    _undo_v5(conn)
     conn.execute("DROP TABLE deks")
     conn.execute("DROP INDEX IF EXISTS state_by_dek")  # made by stores before 2026-12-07
     conn.execute("DROP INDEX hints_by_dek")
@@ -593,7 +608,7 @@ async def test_a_v3_store_gains_the_data_key_table_and_keeps_its_values(db: str)
     assert store.key_usage() == {None: 2}
     await store.aclose()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
 
 
@@ -617,6 +632,60 @@ async def test_a_v2_store_gains_the_request_table_and_keeps_its_feed(db: str) ->
     await store.update_once("mesh", "m", lambda v, seen: (seen_now.append(seen) or v, []), ["r1"])
     assert seen_now == [frozenset({"r1"})]
     await store.aclose()
+
+
+def _request_rows(db: str) -> list[tuple[Any, int]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT id, at_ns FROM requests ORDER BY at_ns, id").fetchall()
+    finally:
+        conn.close()
+
+
+async def test_the_request_table_keeps_a_digest_of_each_id_not_the_id(db: str) -> None:
+    # An hour of ids stays in the table: whole scoped ids (tier, key, client id)
+    # made it three times the size, and each write slower as it grew.
+    store = TierStore(db, clock_ns=lambda: 7)
+    ids = [f"population\x00job/k{i}\x00{uuid.uuid4().hex}" for i in range(3)]
+    await store.update_once("population", "job/k", lambda v, seen: (b"1", ids), ids)
+    await store.aclose()
+    rows = _request_rows(db)
+    assert sorted(rows) == sorted((request_digest(i), 7) for i in ids)
+    assert all(isinstance(i, bytes) and len(i) == 16 for i, _ in rows)
+    store = TierStore(db)
+    seen_now: list[frozenset[str]] = []
+    await store.update_once(
+        "population", "job/k", lambda v, seen: (seen_now.append(seen) or v, []), [*ids, "other"]
+    )
+    assert seen_now == [frozenset(ids)]
+    await store.aclose()
+
+
+async def test_a_v4_store_keeps_the_ids_it_applied_as_digests(db: str) -> None:
+    store = TierStore(db)
+    await store.update("mesh", "m", lambda _: b"\x01")
+    await store.aclose()
+    conn = sqlite3.connect(db, isolation_level=None)
+    _undo_v5(conn, {"pop\x00k\x00r1": 11, "pop\x00k\x00r2": 12})
+    conn.close()
+    store = TierStore(db)
+    assert store.get_checked("mesh", "m") == b"\x01"
+    seen_now: list[frozenset[str]] = []
+    await store.update_once(
+        "pop", "k", lambda v, seen: (seen_now.append(seen) or b"2", []),
+        ["pop\x00k\x00r1", "pop\x00k\x00r2", "pop\x00k\x00r3"],
+    )  # fmt: skip
+    assert seen_now == [frozenset({"pop\x00k\x00r1", "pop\x00k\x00r2"})]
+    await store.aclose()
+    assert _request_rows(db) == [
+        (request_digest("pop\x00k\x00r1"), 11),
+        (request_digest("pop\x00k\x00r2"), 12),
+    ]
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "requests_by_age" in names and "requests_v5" not in names
+    conn.close()
 
 
 async def test_request_ids_older_than_the_window_are_trimmed(db: str) -> None:

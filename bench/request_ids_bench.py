@@ -1,0 +1,130 @@
+"""What a request id costs the tier store as the table of ids applied grows: this
+tree against a reference checkout, on fresh stores, alternating.
+
+    .venv/bin/python bench/request_ids_bench.py --ref CHECKOUT [--held 0,1000000]
+        [--batches 100] [--rounds 3]
+
+A coordinating owner keeps every request id it applied for an hour
+(``REQUEST_WINDOW_NS``), so under sustained updates the ``requests`` table holds
+millions of ids, and every update writes one more into it. For each ``--held`` count a
+fresh ``TierStore`` (on the project's disk, plaintext) holds 10,000 counters and that
+many ids, written straight into its ``requests`` table in the form the tree's own
+schema keeps them (the whole scoped id before schema v5, its 16-byte digest from v5);
+then ``--batches`` work items of 256 updates, each with a new id, go through
+``update_many_once`` as ``Replication`` sends them. Reported: median process CPU and
+wall time per update, and the file's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KEYS = 10_000
+BATCH = 256
+TIER = "population"
+
+
+def _measure(held: int, batches: int, workdir: str) -> dict[str, float]:
+    """Run in a subprocess whose ``sys.path`` starts with the tree under test."""
+    import asyncio
+
+    from node.replication import store as store_mod
+
+    digest = getattr(store_mod, "request_digest", None)
+    path = os.path.join(tempfile.mkdtemp(dir=workdir), "tiers.db")
+    rng = random.Random(7)
+    keys = [f"job_resource_ledger/job-{i}" for i in range(KEYS)]
+
+    def scoped(key: str) -> str:
+        return f"{TIER}\x00{key}\x00{uuid.UUID(int=rng.getrandbits(128)).hex}"
+
+    async def run() -> dict[str, float]:
+        store = store_mod.TierStore(path)
+        await store.put_many([(TIER, k, b"\x00" * 24) for k in keys])
+        await store.aclose()
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("BEGIN")
+        now = time.time_ns()
+        for start in range(0, held, 100_000):
+            rows = []
+            for n in range(start, min(held, start + 100_000)):
+                rid = scoped(keys[n % KEYS])
+                rows.append((rid if digest is None else digest(rid), now))
+            conn.executemany("INSERT OR IGNORE INTO requests (id, at_ns) VALUES (?, ?)", rows)
+        conn.execute("COMMIT")
+        conn.close()
+        store = store_mod.TierStore(path)
+        plan = []
+        for _ in range(batches):
+            picked = rng.sample(keys, BATCH)
+            plan.append([(k, scoped(k)) for k in picked])
+
+        def fn(value: bytes | None, seen: frozenset[str], rid: str = "") -> tuple[bytes, list[str]]:
+            return (value or b"")[:23] + bytes([len(seen)]), [rid]
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for work in plan:
+            items = [(TIER, k, lambda v, s, r=rid: fn(v, s, r), [rid]) for k, rid in work]
+            await store.update_many_once(items)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        await store.aclose()
+        n = batches * BATCH
+        return {"cpu_us": cpu / n * 1e6, "wall_us": wall / n * 1e6,
+                "mib": os.path.getsize(path) / 2**20}  # fmt: skip
+
+    return asyncio.run(run())
+
+
+def _child(tree: str, held: int, batches: int, workdir: str) -> dict[str, float]:
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2]);"
+        "import request_ids_bench as b;"
+        "print(json.dumps(b._measure(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, tree, str(HERE), str(held), str(batches), workdir],
+        check=True, capture_output=True, text=True, cwd=tree,
+    )  # fmt: skip
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ref", required=True, help="a checkout to compare with")
+    parser.add_argument("--held", default="0,1000000", help="ids in the table first")
+    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    trees = {"ref": os.path.abspath(args.ref), "this": str(HERE.parent)}
+    rows: dict[tuple[int, str], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(dir=HERE.parent) as workdir:
+        for held in (int(h) for h in args.held.split(",")):
+            for r in range(args.rounds):
+                for name, tree in trees.items():
+                    print(f"{held} ids held, round {r + 1}/{args.rounds}: {name}", flush=True)
+                    rows.setdefault((held, name), []).append(
+                        _child(tree, held, args.batches, workdir)
+                    )
+    print(f"medians of {args.rounds} alternating rounds; ref = {trees['ref']}")
+    print("| ids held | tree | CPU µs per update | wall µs per update | file MiB |")
+    print("|---:|---|---:|---:|---:|")
+    for (held, name), runs in rows.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        print(f"| {held:,} | {name} | {med['cpu_us']:.1f} | {med['wall_us']:.1f} "
+              f"| {med['mib']:.0f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
