@@ -2,15 +2,19 @@
 tree against a reference checkout, on fresh stores, alternating.
 
     .venv/bin/python bench/request_ids_bench.py --ref CHECKOUT [--held 0,1000000]
-        [--batches 100] [--rounds 3]
+        [--batches 100] [--rounds 3] [--expired]
 
 A coordinating owner keeps every request id it applied for an hour
 (``REQUEST_WINDOW_NS``), so under sustained updates the ``requests`` table holds
-millions of ids, and every update writes one more into it. For each ``--held`` count a
+millions of ids, every update writes one more into it, and once the table is an hour
+old every update's id also has an expired one to delete. For each ``--held`` count a
 fresh ``TierStore`` (on the project's disk, plaintext) holds 10,000 counters and that
-many ids, written straight into its ``requests`` table in the form the tree's own
-schema keeps them (the whole scoped id before schema v5, its 16-byte digest from v5);
-then ``--batches`` work items of 256 updates, each with a new id, go through
+many ids applied just now, written straight into its ``requests`` table in the form
+the tree's own schema keeps them (before schema v5 the whole scoped id and when it was
+applied; from v5 its 16-byte digest under the hour-long slot it was applied in). With
+``--expired``, the table also holds as many ids applied three hours ago as the run
+writes, so the store's trims delete one expired id per id written, as in the steady
+state. Then ``--batches`` work items of 256 updates, each with a new id, go through
 ``update_many_once`` as ``Replication`` sends them. Reported: median process CPU and
 wall time per update, and the file's size.
 """
@@ -36,7 +40,7 @@ BATCH = 256
 TIER = "population"
 
 
-def _measure(held: int, batches: int, workdir: str) -> dict[str, float]:
+def _measure(held: int, batches: int, workdir: str, expired: bool) -> dict[str, float]:
     """Run in a subprocess whose ``sys.path`` starts with the tree under test."""
     import asyncio
 
@@ -55,14 +59,22 @@ def _measure(held: int, batches: int, workdir: str) -> dict[str, float]:
         await store.put_many([(TIER, k, b"\x00" * 24) for k in keys])
         await store.aclose()
         conn = sqlite3.connect(path, isolation_level=None)
-        conn.execute("BEGIN")
+        slotted = "slot" in [r[1] for r in conn.execute("PRAGMA table_info(requests)")]
+        window = store_mod.REQUEST_WINDOW_NS
         now = time.time_ns()
-        for start in range(0, held, 100_000):
-            rows = []
-            for n in range(start, min(held, start + 100_000)):
-                rid = scoped(keys[n % KEYS])
-                rows.append((rid if digest is None else digest(rid), now))
-            conn.executemany("INSERT OR IGNORE INTO requests (id, at_ns) VALUES (?, ?)", rows)
+        old = now - 3 * window
+        when = [now] * held + [old] * (batches * BATCH if expired else 0)
+        conn.execute("BEGIN")
+        for start in range(0, len(when), 100_000):
+            rows: list[tuple[object, object]] = []
+            for at in when[start : start + 100_000]:
+                rid = scoped(keys[len(rows) % KEYS])
+                if slotted:
+                    rows.append((at // window, digest(rid)))
+                else:
+                    rows.append((rid if digest is None else digest(rid), at))
+            columns = "(slot, id)" if slotted else "(id, at_ns)"
+            conn.executemany(f"INSERT OR IGNORE INTO requests {columns} VALUES (?, ?)", rows)
         conn.execute("COMMIT")
         conn.close()
         store = store_mod.TierStore(path)
@@ -87,14 +99,16 @@ def _measure(held: int, batches: int, workdir: str) -> dict[str, float]:
     return asyncio.run(run())
 
 
-def _child(tree: str, held: int, batches: int, workdir: str) -> dict[str, float]:
+def _child(tree: str, held: int, batches: int, workdir: str, expired: bool) -> dict[str, float]:
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2]);"
         "import request_ids_bench as b;"
-        "print(json.dumps(b._measure(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))"
+        "print(json.dumps(b._measure(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],"
+        " sys.argv[6] == '1')))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, tree, str(HERE), str(held), str(batches), workdir],
+        [sys.executable, "-c", code, tree, str(HERE), str(held), str(batches), workdir,
+         "1" if expired else "0"],
         check=True, capture_output=True, text=True, cwd=tree,
     )  # fmt: skip
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -106,6 +120,9 @@ def main() -> None:
     parser.add_argument("--held", default="0,1000000", help="ids in the table first")
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--expired", action="store_true", help="also as many expired ids as the run writes"
+    )
     args = parser.parse_args()
     trees = {"ref": os.path.abspath(args.ref), "this": str(HERE.parent)}
     rows: dict[tuple[int, str], list[dict[str, float]]] = {}
@@ -115,9 +132,10 @@ def main() -> None:
                 for name, tree in trees.items():
                     print(f"{held} ids held, round {r + 1}/{args.rounds}: {name}", flush=True)
                     rows.setdefault((held, name), []).append(
-                        _child(tree, held, args.batches, workdir)
+                        _child(tree, held, args.batches, workdir, args.expired)
                     )
-    print(f"medians of {args.rounds} alternating rounds; ref = {trees['ref']}")
+    print(f"medians of {args.rounds} alternating rounds; ref = {trees['ref']}", end="")
+    print("; plus as many expired ids as each run writes" if args.expired else "")
     print("| ids held | tree | CPU µs per update | wall µs per update | file MiB |")
     print("|---:|---|---:|---:|---:|")
     for (held, name), runs in rows.items():

@@ -634,25 +634,35 @@ async def test_a_v2_store_gains_the_request_table_and_keeps_its_feed(db: str) ->
     await store.aclose()
 
 
-def _request_rows(db: str) -> list[tuple[Any, int]]:
+def _request_rows(db: str) -> list[tuple[int, Any]]:
     conn = sqlite3.connect(db)
     try:
-        return conn.execute("SELECT id, at_ns FROM requests ORDER BY at_ns, id").fetchall()
+        return conn.execute("SELECT slot, id FROM requests ORDER BY slot, id").fetchall()
     finally:
         conn.close()
 
 
+W = REQUEST_WINDOW_NS
+
+
+async def _seen(store: TierStore, ids: list[str]) -> frozenset[str]:
+    """Which of ``ids`` the store reports applied (nothing is written)."""
+    got: list[frozenset[str]] = []
+    await store.update_once("pop", "k", lambda v, seen: (got.append(seen) or v, []), ids)
+    return got[0]
+
+
 async def test_the_request_table_keeps_a_digest_of_each_id_not_the_id(db: str) -> None:
-    # An hour of ids stays in the table: whole scoped ids (tier, key, client id)
+    # An hour of ids stays in the table: whole scoped ids (tier, key and client id)
     # made it three times the size, and each write slower as it grew.
-    store = TierStore(db, clock_ns=lambda: 7)
+    store = TierStore(db, clock_ns=lambda: 5 * W + 7)
     ids = [f"population\x00job/k{i}\x00{uuid.uuid4().hex}" for i in range(3)]
     await store.update_once("population", "job/k", lambda v, seen: (b"1", ids), ids)
     await store.aclose()
     rows = _request_rows(db)
-    assert sorted(rows) == sorted((request_digest(i), 7) for i in ids)
-    assert all(isinstance(i, bytes) and len(i) == 16 for i, _ in rows)
-    store = TierStore(db)
+    assert sorted(rows) == sorted((5, request_digest(i)) for i in ids)
+    assert all(isinstance(i, bytes) and len(i) == 16 for _, i in rows)
+    store = TierStore(db, clock_ns=lambda: 5 * W + 8)
     seen_now: list[frozenset[str]] = []
     await store.update_once(
         "population", "job/k", lambda v, seen: (seen_now.append(seen) or v, []), [*ids, "other"]
@@ -666,9 +676,10 @@ async def test_a_v4_store_keeps_the_ids_it_applied_as_digests(db: str) -> None:
     await store.update("mesh", "m", lambda _: b"\x01")
     await store.aclose()
     conn = sqlite3.connect(db, isolation_level=None)
-    _undo_v5(conn, {"pop\x00k\x00r1": 11, "pop\x00k\x00r2": 12})
+    # applied late in slot 2 and early in slot 3
+    _undo_v5(conn, {"pop\x00k\x00r1": 3 * W - 1, "pop\x00k\x00r2": 3 * W + 12})
     conn.close()
-    store = TierStore(db)
+    store = TierStore(db, clock_ns=lambda: 3 * W + 13)
     assert store.get_checked("mesh", "m") == b"\x01"
     seen_now: list[frozenset[str]] = []
     await store.update_once(
@@ -678,26 +689,50 @@ async def test_a_v4_store_keeps_the_ids_it_applied_as_digests(db: str) -> None:
     assert seen_now == [frozenset({"pop\x00k\x00r1", "pop\x00k\x00r2"})]
     await store.aclose()
     assert _request_rows(db) == [
-        (request_digest("pop\x00k\x00r1"), 11),
-        (request_digest("pop\x00k\x00r2"), 12),
+        (2, request_digest("pop\x00k\x00r1")),
+        (3, request_digest("pop\x00k\x00r2")),
     ]
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-    assert "requests_by_age" in names and "requests_v5" not in names
+    assert "requests_v5" not in names and "requests_by_age" not in names
     conn.close()
 
 
-async def test_request_ids_older_than_the_window_are_trimmed(db: str) -> None:
-    now = [10**18]
+@pytest.mark.parametrize("applied", [7 * W, 8 * W - 1], ids=["slot start", "slot end"])
+async def test_a_request_id_is_known_for_the_window_and_less_than_twice_it(
+    db: str, applied: int
+) -> None:
+    now = [applied]
     store = TierStore(db, clock_ns=lambda: now[0])
-    await store.update_once("pop", "k", lambda v, seen: (b"1", ["old"]), ["old"])
-    now[0] += REQUEST_WINDOW_NS + 1
-    for batch in range(3):  # enough new ids to trigger a trim
-        ids = [f"new-{batch}-{i}" for i in range(500)]
-        await store.update_once("pop", "k", lambda v, seen, ids=ids: (v, ids), ids)
-    seen_now: list[frozenset[str]] = []
-    await store.update_once("pop", "k", lambda v, seen: (seen_now.append(seen) or v, []),
-                            ["old", "new-2-7"])  # fmt: skip
-    assert seen_now == [frozenset({"new-2-7"})], "the old id was forgotten, the new kept"
+    await store.update_once("pop", "k", lambda v, seen: (b"1", ["a"]), ["a"])
+    now[0] = applied + W - 1  # a window later: still a duplicate
+    assert await _seen(store, ["a"]) == {"a"}
+    now[0] = 9 * W - 1  # the end of the next slot, up to two windows later: still known
+    assert await _seen(store, ["a"]) == {"a"}
+    now[0] = 9 * W  # two slots on: forgotten
+    assert await _seen(store, ["a"]) == frozenset()
+    await store.aclose()
+
+
+async def test_expired_request_ids_are_deleted_a_bounded_step_at_a_time(db: str) -> None:
+    now = [7 * W]
+    store = TierStore(db, clock_ns=lambda: now[0])
+    old = [f"old-{i}" for i in range(store_mod._REQUEST_TRIM_MAX + 500)]
+    for start in range(0, len(old), 500):
+        chunk = old[start : start + 500]
+        await store.update_once("pop", "k", lambda v, seen, c=chunk: (v, c), chunk)
+    kept_until_searched = len(_request_rows(db))
+    assert kept_until_searched == len(old)  # the trims so far found nothing expired
+    now[0] = 9 * W  # slot 7 is no longer searched
+    new = [f"new-{i}" for i in range(store_mod._TRIM_EVERY)]
+    await store.update_once("pop", "k", lambda v, seen: (v, new), new)  # one trim
+    rows = _request_rows(db)
+    assert sum(1 for slot, _ in rows if slot == 7) == 500, "one bounded step, oldest first"
+    assert sum(1 for slot, _ in rows if slot == 9) == len(new)
+    left = sorted(i for slot, i in rows if slot == 7)
+    assert left == sorted(request_digest(o) for o in old)[-500:]
+    again = [f"again-{i}" for i in range(store_mod._TRIM_EVERY)]
+    await store.update_once("pop", "k", lambda v, seen: (v, again), again)  # the next
+    assert {slot for slot, _ in _request_rows(db)} == {9}
     await store.aclose()
