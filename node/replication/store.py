@@ -118,7 +118,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Protocol
@@ -239,6 +239,10 @@ _SCHEMA: Final = (
             f" at_ns / {REQUEST_WINDOW_NS}, tadpole_request_digest(id) FROM requests",
             "DROP TABLE requests",
             "ALTER TABLE requests_v5 RENAME TO requests",
+            # v4 stores made before 2026-12-07 have an index of values by data key,
+            # which cost every state write a second B-tree update (a quarter of the
+            # writer's time per value, encrypted); only opening and re-sealing read it.
+            "DROP INDEX IF EXISTS state_by_dek",
         )
     ),
 )
@@ -712,11 +716,6 @@ class TierStore:
             )
         else:
             log.info("store %s opened (schema v%d, created=%s)", self.path, version, created)
-        # Stores made before 2026-12-07 have an index of values by data key, which cost
-        # every state write a second B-tree update (a quarter of the writer's time per
-        # value, encrypted). Dropped, the file is still schema v4: the index only sped
-        # up opening, and an older binary opens the file as it did.
-        conn.execute("DROP INDEX IF EXISTS state_by_dek")
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection, statements: Iterable[str]) -> None:
@@ -1276,7 +1275,8 @@ class TierStore:
         if kind == _UPDATE_ONCE:
             tier, key, fn, ids = args
             with _savepoint(conn):
-                seen = self._seen_requests(conn, ids, now)
+                digests = {i: request_digest(i) for i in ids}
+                seen = self._seen_requests(conn, digests, now)
                 applied: list[str] = []
 
                 def once(value: bytes | None) -> bytes | None:
@@ -1288,7 +1288,7 @@ class TierStore:
                 result = self._apply(conn, _UPDATE, (tier, key, once), now)
                 given = set(ids)
                 fresh = [i for i in applied if i in given and i not in seen]
-                self._remember_requests(conn, fresh, now)
+                self._remember_requests(conn, [digests[i] for i in fresh], now)
             return result
         if kind in (_UPDATE_GROUPS, _UPDATE_MANY):
             (items,) = args
@@ -1387,7 +1387,8 @@ class TierStore:
         of them waited: a busy node spent ~110 us of writer time per key written."""
         keys = list(dict.fromkeys((item[0], item[1]) for item in items))
         rows = self._rows(conn, keys)
-        seen = set(self._seen_requests(conn, [i for item in items for i in item[3]], now))
+        digests = {i: request_digest(i) for item in items for i in item[3]}
+        seen = set(self._seen_requests(conn, digests, now))
         before: dict[tuple[str, str], bytes | None] = {}
         after: dict[tuple[str, str], bytes | None] = {}
         fresh: list[str] = []
@@ -1437,7 +1438,7 @@ class TierStore:
             conn.executemany("DELETE FROM state WHERE tier=? AND key=?", deletes)
         if writes or deletes:  # one change per key changed, whatever its path within
             self._record(conn, [(w[0], w[1]) for w in writes] + deletes, now)
-        self._remember_requests(conn, fresh, now)
+        self._remember_requests(conn, [digests[i] for i in fresh], now)
         return out
 
     @staticmethod
@@ -1461,14 +1462,17 @@ class TierStore:
         return found
 
     @staticmethod
-    def _seen_requests(conn: sqlite3.Connection, ids: Sequence[str], now: int) -> frozenset[str]:
-        """Those of ``ids`` applied in the current slot or the previous one."""
-        by_digest = {request_digest(i): i for i in ids}
-        digests = list(by_digest)
+    def _seen_requests(
+        conn: sqlite3.Connection, digests: Mapping[str, bytes], now: int
+    ) -> frozenset[str]:
+        """Those of the ids (``digests``: id -> :func:`request_digest`) applied in the
+        current slot or the previous one."""
+        by_digest = {d: i for i, d in digests.items()}
+        keys = list(by_digest)
         slot = now // REQUEST_WINDOW_NS
         seen: set[str] = set()
-        for start in range(0, len(digests), 500):  # under SQLite's bound-variable limit
-            chunk = digests[start : start + 500]
+        for start in range(0, len(keys), 500):  # under SQLite's bound-variable limit
+            chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
                 f"SELECT id FROM requests WHERE slot IN (?, ?) AND id IN ({marks})",
@@ -1477,15 +1481,15 @@ class TierStore:
             seen.update(by_digest[bytes(row[0])] for row in rows)
         return frozenset(seen)
 
-    def _remember_requests(self, conn: sqlite3.Connection, ids: list[str], now: int) -> None:
-        if not ids:
+    def _remember_requests(self, conn: sqlite3.Connection, digests: list[bytes], now: int) -> None:
+        """Remember ids applied now, by their :func:`request_digest`."""
+        if not digests:
             return
         slot = now // REQUEST_WINDOW_NS
         conn.executemany(
-            "INSERT OR IGNORE INTO requests (slot, id) VALUES (?, ?)",
-            [(slot, request_digest(i)) for i in ids],
+            "INSERT OR IGNORE INTO requests (slot, id) VALUES (?, ?)", [(slot, d) for d in digests]
         )
-        self._since_request_trim += len(ids)
+        self._since_request_trim += len(digests)
         if self._since_request_trim >= _TRIM_EVERY:
             self._since_request_trim = 0
             # Slots before the previous one are no longer searched: delete their ids

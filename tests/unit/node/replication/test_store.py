@@ -39,6 +39,7 @@ from node.replication.store import (
     _prefix_end,
     request_digest,
 )
+from tests.support.store_files import undo_v5
 
 
 @pytest.fixture
@@ -571,21 +572,9 @@ async def test_a_v1_store_is_migrated_in_place(db: str) -> None:
     conn.close()
 
 
-def _undo_v5(conn: sqlite3.Connection, ids: dict[str, int] | None = None) -> None:
-    """Make a store file look as schema v4 wrote it: request ids kept whole, as text
-    (``ids``: id -> when applied; the digests v5 kept cannot be turned back)."""
-    conn.execute("DROP TABLE requests")
-    conn.execute(
-        "CREATE TABLE requests (id TEXT PRIMARY KEY, at_ns INTEGER NOT NULL) WITHOUT ROWID"
-    )
-    conn.execute("CREATE INDEX requests_by_age ON requests (at_ns)")
-    conn.executemany("INSERT INTO requests VALUES (?, ?)", list((ids or {}).items()))
-    conn.execute("PRAGMA user_version=4")
-
-
 def _undo_v4(conn: sqlite3.Connection) -> None:
     """Make a store file look as schema v3 wrote it (no encryption at rest)."""
-    _undo_v5(conn)
+    undo_v5(conn)
     conn.execute("DROP TABLE deks")
     conn.execute("DROP INDEX IF EXISTS state_by_dek")  # made by stores before 2026-12-07
     conn.execute("DROP INDEX hints_by_dek")
@@ -677,7 +666,7 @@ async def test_a_v4_store_keeps_the_ids_it_applied_as_digests(db: str) -> None:
     await store.aclose()
     conn = sqlite3.connect(db, isolation_level=None)
     # applied late in slot 2 and early in slot 3
-    _undo_v5(conn, {"pop\x00k\x00r1": 3 * W - 1, "pop\x00k\x00r2": 3 * W + 12})
+    undo_v5(conn, {"pop\x00k\x00r1": 3 * W - 1, "pop\x00k\x00r2": 3 * W + 12})
     conn.close()
     store = TierStore(db, clock_ns=lambda: 3 * W + 13)
     assert store.get_checked("mesh", "m") == b"\x01"

@@ -10,6 +10,7 @@ import pytest
 
 from consensus.atrest import Key, Keyring, KeyringError
 from node.replication.store import CorruptValueError, StoreOpenError, TierStore
+from tests.support.store_files import undo_v5
 
 
 def ring(*names: str) -> Keyring:
@@ -199,7 +200,8 @@ async def test_a_store_made_with_the_data_key_index_loses_it_and_keeps_its_accou
     store = TierStore(db, keyring=both)  # a second data key, under "new"
     await store.put("population", "fresh", b"under new")
     await store.aclose()
-    conn = sqlite3.connect(db, isolation_level=None)  # as stores before 2026-12-07 had it
+    conn = sqlite3.connect(db, isolation_level=None)  # a v4 store from before 2026-12-07
+    undo_v5(conn)
     conn.execute("CREATE INDEX state_by_dek ON state (dek) WHERE dek IS NOT NULL")
     conn.close()
     store = TierStore(db, keyring=both)

@@ -1,0 +1,17 @@
+"""Turn a tier-store file back into what an older schema wrote, for migration tests."""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def undo_v5(conn: sqlite3.Connection, ids: dict[str, int] | None = None) -> None:
+    """Make a store file look as schema v4 wrote it: request ids kept whole, as text,
+    with when each was applied (``ids``; the digests v5 kept cannot be turned back)."""
+    conn.execute("DROP TABLE requests")
+    conn.execute(
+        "CREATE TABLE requests (id TEXT PRIMARY KEY, at_ns INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute("CREATE INDEX requests_by_age ON requests (at_ns)")
+    conn.executemany("INSERT INTO requests VALUES (?, ?)", list((ids or {}).items()))
+    conn.execute("PRAGMA user_version=4")
