@@ -243,6 +243,21 @@ class NodeServer:
                     "counter", samples=(((), self._raft_system.raft.late_answers),),
                 ),
                 Family(
+                    "tadpole_raft_forwards_resent_total",
+                    "Writes this follower forwarded and sent to the leader again, its answer "
+                    "not in within 0.5 s (a frame lost when a peer call failed)",
+                    "counter", samples=(((), self._raft_system.raft.forwards[0]),),
+                ),
+                Family(
+                    "tadpole_raft_forward_copies_total",
+                    "Copies of forwarded writes this leader took: answered as their first "
+                    "send was, or dropped (still queued, or not vouched for); never appended",
+                    "counter", labels=("outcome",), samples=(
+                        (("answered",), self._raft_system.raft.forwards[1]),
+                        (("dropped",), self._raft_system.raft.forwards[2]),
+                    ),
+                ),
+                Family(
                     "tadpole_raft_pre_votes_started_total",
                     "Pre-vote rounds this node started, its election timer run out: each "
                     "asks the others before any term moves (a partitioned node's repeat here)",

@@ -794,6 +794,7 @@ class RaftBackend:
         transport.gate_election()
         if not holding:
             self._submit_proposals(obj)
+        transport.resend_forwards()
         paced = self._pace_heartbeats(obj, transport)
         if self._snapshot_state == "idle" and self._journal_outgrew_snapshot(journal):
             obj._SyncObj__forceLogCompaction = True  # doTick starts the snapshot
@@ -895,6 +896,18 @@ class RaftBackend:
         leader's answer having arrived after it (``HeldTransport._answer_late``)."""
         transport = self._transport
         return transport.late_answers if transport is not None else 0
+
+    @property
+    def forwards(self) -> tuple[int, int, int]:
+        """``(resent, copies answered, copies dropped)``: forwarded commands this node
+        sent again, unanswered in time; and, as leader, copies of forwards it had
+        answered (answered alike) or still held or could not vouch for (dropped). See
+        ``consensus/raft/forwarding.py``."""
+        transport = self._transport
+        if transport is None:
+            return 0, 0, 0
+        ledger = transport.forward_ledger
+        return transport.forwards.resent, ledger.copies_answered, ledger.copies_dropped
 
     @property
     def pre_votes(self) -> tuple[int, int]:

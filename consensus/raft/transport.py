@@ -32,6 +32,7 @@ credential before it even parses the request.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import threading
 from collections import deque
@@ -43,6 +44,7 @@ from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
+from consensus.raft.forwarding import ANSWER, ForwardLedger, ForwardOutbox
 from consensus.raft.journal import Entry
 from consensus.raft.quiet import quiet_deadline, quiet_hold_s, quiet_window_s, stamp_of
 
@@ -145,6 +147,11 @@ class HeldTransport(Transport):  # type: ignore[misc]
         # awaited the leader's answer (see _answer_late), oldest first.
         self._applied_results: dict[int, Any] = {}
         self.late_answers = 0
+        # Forwarded commands sent again when a frame is lost, appended once
+        # (consensus/raft/forwarding.py): this node's as a follower, and the
+        # followers' as a leader.
+        self.forwards = ForwardOutbox(int.from_bytes(os.urandom(8), "big"))
+        self.forward_ledger = ForwardLedger()
 
     # -- pysyncobj side (tick thread) ----------------------------------------
 
@@ -165,6 +172,11 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 self._inbox.append(("local", (node.id, refusal)))
                 self._wake()
             return False
+        elif kind == "apply_command" and "request_id" in message:
+            message = self.forwards.stamp(
+                message["request_id"], node.id, self._syncobj.raftCurrentTerm, message,
+                self._clock(),
+            )  # fmt: skip
         elif kind == "append_entries" and (self.read_round or self.quiet_s):
             message = dict(message)
             if self.read_round:
@@ -175,13 +187,35 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 message["quiet"] = self.quiet_s
         elif kind == "next_node_idx" and node.id in self._echo:
             message = {**message, "read_round": self._echo[node.id]}
-        elif kind == "apply_command_response" and "log_idx" in message:
-            # A follower forwarded a command that now sits at log_idx; it answers its
-            # caller once it learns that index is committed (see commit_owed).
-            self._commit_waiters.setdefault(node.id, set()).add(message["log_idx"])
+        elif kind == "apply_command_response":
+            message = self.forward_ledger.sent(node.id, message)
+            if "log_idx" in message:
+                # A follower forwarded a command that now sits at log_idx; it answers
+                # its caller once it learns that index is committed (see commit_owed).
+                self._commit_waiters.setdefault(node.id, set()).add(message["log_idx"])
+        return self._hold(node, message)
+
+    def _hold(self, node: Node, message: dict[str, Any]) -> bool:
         frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._outbox.setdefault(node.id, []).append(frame)
         return node.id in self._connected
+
+    def resend_forwards(self) -> int:
+        """Follower: send again the forwarded commands the leader has not answered
+        in time (consensus/raft/forwarding.py). Tick thread, before the flush."""
+        if not len(self.forwards):
+            return 0
+        obj = self._syncobj
+        leader = obj._SyncObj__raftLeader
+        copies = self.forwards.due(
+            self._clock(),
+            obj._SyncObj__commandsWaitingReply,
+            None if leader is None else leader.id,
+            obj.raftCurrentTerm,
+        )
+        for peer_id, message in copies:
+            self._hold(self._nodes[peer_id], message)
+        return len(copies)
 
     def flush(self, replies: Mapping[str, Callable[[list[bytes]], None]] | None = None) -> int:
         """Release every held message. Call only after the journal is synced.
@@ -221,6 +255,7 @@ class HeldTransport(Transport):  # type: ignore[misc]
                 continue
             if kind == "local":
                 peer_id, message = item
+                self.forwards.answered(message.get("request_id"))
                 self._onMessageReceived(self._nodes[peer_id], message)
                 delivered += 1
                 continue
@@ -260,6 +295,18 @@ class HeldTransport(Transport):  # type: ignore[misc]
                     continue
                 if not self._admit(node, message):
                     continue
+                if message["type"] == "apply_command":
+                    verdict, taken = self.forward_ledger.take(
+                        peer_id, message, self._syncobj.raftCurrentTerm, self._syncobj._isLeader()
+                    )
+                    if taken is None:  # DROP: a copy of what this leader has
+                        continue
+                    if verdict == ANSWER:  # what a copy's first send became, or a refusal
+                        self.send(node, taken)
+                        continue
+                    message = taken
+                elif message["type"] == "apply_command_response":
+                    self.forwards.answered(message.get("request_id"))
                 if self.hold_commands and message["type"] == "apply_command":
                     self._held_commands.append((node, message))
                     continue

@@ -96,6 +96,8 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         assert sample(text, "tadpole_raft_proposals_failed_total") == 0
         assert sample(text, "tadpole_raft_leader_changes_total") >= 1  # it saw itself win
         assert sample(text, "tadpole_raft_late_answers_total") == 0  # a leader forwards none
+        assert sample(text, "tadpole_raft_forwards_resent_total") == 0
+        assert 'tadpole_raft_forward_copies_total{outcome="answered"}' in text
         # It won the pre-vote before its election (on by default), and no more than it asked.
         won = sample(text, "tadpole_raft_pre_votes_won_total")
         assert 1 <= won <= sample(text, "tadpole_raft_pre_votes_started_total")

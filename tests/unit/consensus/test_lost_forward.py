@@ -1,0 +1,120 @@
+"""A follower's forwarded command whose request, or whose answer, is lost.
+
+Two real RaftBackends (tick threads, journals in a temporary directory; a third
+configured peer never starts) joined by a network the test controls, which drops
+the next ``apply_command`` a follower sends, or the leader's next
+``apply_command_response``. A peer link drops what it holds when a call fails, so
+either happens when a link call times out. pysyncobj sends neither again: the
+caller waited for its own deadline (10 s in a node) and heard "not committed; it
+may still be applied". The follower now sends the command again, and the leader
+appends it once (consensus/raft/forwarding.py).
+"""
+
+from __future__ import annotations
+
+import pickle
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consensus.raft.backend import RaftBackend
+from consensus.raft.forwarding import RESEND_AFTER_S
+from consensus.statemachine import PutOp, Txn
+
+NODES = ("n1", "n2", "n3")
+
+
+class Net:
+    """n1 and n2 on one in-memory network; n3 never answers. ``drop`` names a message
+    type: the next frame of that type is dropped (and kept in ``dropped``)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.lock = threading.Lock()
+        self.drop: str | None = None
+        self.dropped: list[dict[str, Any]] = []
+        self.backends: dict[str, RaftBackend] = {}
+        for me in ("n1", "n2"):
+            self.backends[me] = RaftBackend(
+                me,
+                [p for p in NODES if p != me],
+                str(tmp_path / me),
+                sender=lambda peer, frames, me=me: self.send(me, peer, frames),
+            )
+
+    def send(self, source: str, target: str, frames: list[bytes]) -> None:
+        backend = self.backends.get(target)
+        if backend is None:
+            return
+        kept = []
+        for frame in frames:
+            message = pickle.loads(frame)
+            with self.lock:
+                if self.drop is not None and message["type"] == self.drop:
+                    self.drop = None
+                    self.dropped.append(message)
+                    continue
+            kept.append(frame)
+        backend.deliver(source, kept)
+
+    def leader(self) -> RaftBackend:
+        return next(b for b in self.backends.values() if b.status().role == "leader")
+
+    def follower(self) -> RaftBackend:
+        return next(b for b in self.backends.values() if b.status().role == "follower")
+
+    def __enter__(self) -> Net:
+        for backend in self.backends.values():
+            backend.start()
+        for backend in self.backends.values():
+            for peer in self.backends:
+                if peer != backend.node_id:
+                    backend.peer_up(peer)
+        wait_for(lambda: any(b.status().role == "leader" for b in self.backends.values()))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for backend in self.backends.values():
+            backend.stop()
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def put(backend: RaftBackend, key: str) -> queue.Queue[tuple[Any, Any]]:
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    backend.propose(Txn(success=(PutOp(key, b"v"),)), lambda r, e: answers.put((r, e)))
+    return answers
+
+
+@pytest.mark.parametrize("lost", ["apply_command", "apply_command_response"])
+def test_a_forwarded_write_whose_frame_is_lost_is_applied_once(tmp_path: Path, lost: str) -> None:
+    with Net(tmp_path) as net:
+        leader, follower = net.leader(), net.follower()
+        result, error = put(follower, "warm").get(timeout=10)
+        assert error is None and result.revision == 1
+
+        net.drop = lost
+        started = time.monotonic()
+        result, error = put(follower, "lost").get(timeout=5 * RESEND_AFTER_S + 2)
+        assert error is None, error
+        assert [m["type"] for m in net.dropped] == [lost]
+        assert time.monotonic() - started < 5 * RESEND_AFTER_S + 2
+        assert result.revision == 2  # applied once: one revision, not two
+        wait_for(lambda: leader._sm.revision == follower._sm.revision == 2)
+        assert leader._sm.get("lost") is not None and leader._sm.get("lost").version == 1
+
+        result, error = put(follower, "after").get(timeout=10)
+        assert error is None and result.revision == 3
+        assert follower._transport is not None and follower._transport.forwards.resent >= 1
+        ledger = leader._transport.forward_ledger if leader._transport is not None else None
+        assert ledger is not None
+        if lost == "apply_command_response":  # the copy got the first send's answer
+            assert ledger.copies_answered >= 1
