@@ -794,7 +794,7 @@ class RaftBackend:
         transport.gate_election()
         if not holding:
             self._submit_proposals(obj)
-        transport.resend_forwards()
+        transport.tend_forwards()
         paced = self._pace_heartbeats(obj, transport)
         if self._snapshot_state == "idle" and self._journal_outgrew_snapshot(journal):
             obj._SyncObj__forceLogCompaction = True  # doTick starts the snapshot

@@ -18,24 +18,30 @@ tell a copy from a new command, so:
   it may still send again. A forward not answered within :data:`RESEND_AFTER_S`
   goes again (flagged ``resend``), to the same leader in the same term, for at most
   :data:`RESEND_FOR_S`.
-* The leader (:class:`ForwardLedger`) remembers, for its current term, what each
-  sender's forwards became: pending (queued in pysyncobj) or answered (the log
-  index and term it was given). A copy of a pending command is dropped; a copy of
-  an answered one gets the same answer again (the follower then waits for that
-  index as usual); a command it never saw is appended. Whatever it cannot vouch
-  for -- another term, a sender it has no record of, a request id below the
-  sender's ``low`` -- it never appends again: a copy is dropped (the caller keeps
-  waiting, as before), and a first send stamped with another term is answered
-  ``LEADER_CHANGED`` (outcome unknown), because a copy of it may have been
-  appended in that term.
+* The leader (:class:`ForwardLedger`) keeps a record of what became of the forwards
+  stamped with each term it led (the last few): pending (queued in pysyncobj) or
+  answered (the log index and term it was given, or a refusal). A copy of a pending
+  command is dropped; one with an answer gets the same answer again (the follower
+  then waits for that index as usual); one it never saw is appended if it leads,
+  and refused ``NOT_LEADER`` if not -- true, and recorded, so a later copy is
+  refused alike. Answers carry the nonce, and a follower ignores those meant for
+  its previous process (whose request ids it reuses).
+* What it cannot vouch for is never appended again: a forward stamped with a term
+  it has no record of (this process did not lead it; its previous one may have), a
+  sender whose record it let go of, a request id below the sender's ``low``. A copy
+  is dropped (the caller keeps waiting, as before); a first send is answered
+  ``LEADER_CHANGED`` (outcome unknown).
 
-Why that is enough: the leader's record is per term, and a follower stamps a
-forward with the term of the leader it sent it to, so a command appended in this
-term is in this term's record unless it was evicted, and eviction only ever
-raises ``low`` past it. ``low`` only rises past a request once the follower has
-its answer or has given up sending it, so nothing it forgets can come back as
-new. Request ids reach pysyncobj as ``(nonce, id)`` so that the leader's answer
-finds its record; the follower gets its own id back.
+Why that is enough: a follower stamps a forward with the term of the leader it
+sends it to, and copies carry the first send's stamp; so everything this process did
+with a command stamped ``T`` is in its record of ``T``, which starts when it leads
+``T`` -- before any forward stamped ``T`` can arrive. A process restarted cannot lead
+a term it led before (winning an election moves the term). Eviction only ever
+raises ``low`` or drops a whole record, both answered as unknown. ``low`` rises past
+a request only once the follower has its answer or has given up sending it, so
+nothing the leader forgets can come back as new. Request ids reach pysyncobj as
+``(nonce, id, term)`` so that its answer finds the record; the follower gets its
+own id back.
 
 No I/O here: :class:`consensus.raft.transport.HeldTransport` feeds both from the
 tick thread.
@@ -64,7 +70,8 @@ KEEP_ANSWERS = 4096
 KEEP_SENDERS = 16
 """Sender processes a leader keeps a record of per term; the least recently heard go
 first, and from then on their copies are dropped and their first sends pass
-unrecorded, as pysyncobj's own forwards do."""
+unrecorded in that term (as pysyncobj's own forwards do), or are answered
+``LEADER_CHANGED`` after it."""
 
 
 @dataclass
@@ -99,7 +106,8 @@ class ForwardOutbox:
 
     def answered(self, request_id: Any) -> None:
         """The leader answered (or the forward was refused before it left)."""
-        self._open.pop(request_id, None)
+        if isinstance(request_id, int):
+            self._open.pop(request_id, None)
 
     def due(
         self, now: float, waiting: Container[int], leader: str | None, term: int
@@ -127,7 +135,8 @@ class ForwardOutbox:
 class _Sender:
     low: int = 0
     pending: set[int] = field(default_factory=set)
-    answers: OrderedDict[int, tuple[int, int]] = field(default_factory=OrderedDict)
+    # request id -> what its first send became: {"log_idx", "log_term"} or {"error"}
+    answers: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict)
 
     def raise_low(self, low: int) -> None:
         if low <= self.low:
@@ -136,28 +145,49 @@ class _Sender:
         while self.answers and next(iter(self.answers)) < low:
             self.answers.popitem(last=False)
 
-    def answer(self, request_id: int, log_idx: int, log_term: int) -> None:
+    def answer(self, request_id: int, outcome: dict[str, Any]) -> None:
         self.pending.discard(request_id)
         if request_id < self.low:
             return
-        self.answers[request_id] = (log_idx, log_term)
+        self.answers[request_id] = outcome
         if len(self.answers) > KEEP_ANSWERS:
             oldest, _ = self.answers.popitem(last=False)
             self.low = max(self.low, oldest + 1)  # a copy of it is never appended again
 
 
+@dataclass
+class _Term:
+    """What became of the forwards stamped with one term that this process led."""
+
+    senders: OrderedDict[tuple[str, int], _Sender] = field(default_factory=OrderedDict)
+    retired: set[tuple[str, int]] = field(default_factory=set)  # senders let go of
+
+
 PASS, ANSWER, DROP = "pass", "answer", "drop"
+
+KEEP_TERMS = 4
+"""Terms a leader keeps its record of; forwards stamped with an older one are answered
+"outcome unknown" (first sends) or dropped (copies)."""
 
 
 class ForwardLedger:
-    """Leader: what the forwards it took in its current term became."""
+    """Leader (and a node that led): what the forwards it took became, by the term
+    they were stamped with. A record starts when this process leads its term, so it
+    holds everything this process did with forwards stamped with that term: a
+    follower stamps a forward with the term of the leader it sends it to."""
 
     def __init__(self) -> None:
-        self._term = -1
-        self._senders: OrderedDict[tuple[str, int], _Sender] = OrderedDict()
-        self._retired: set[tuple[str, int]] = set()  # senders whose record was let go
+        self._terms: dict[int, _Term] = {}
         self.copies_answered = 0
         self.copies_dropped = 0
+
+    def leading(self, term: int) -> None:
+        """This process leads ``term``: start its record (tick thread, every tick)."""
+        if term in self._terms:
+            return
+        self._terms[term] = _Term()
+        while len(self._terms) > KEEP_TERMS:
+            del self._terms[min(self._terms)]
 
     def take(
         self, peer: str, message: dict[str, Any], term: int, leading: bool
@@ -166,71 +196,69 @@ class ForwardLedger:
         ``(ANSWER, response to send back)`` or ``(DROP, None)``."""
         stamp, resend = _stamp(message.get("fwd")), bool(message.get("resend"))
         request_id = message.get("request_id")
-        if stamp is None or not isinstance(request_id, int):
-            if resend:  # a copy with no stamp to check: never append it
-                self.copies_dropped += 1
+        if stamp is None or not isinstance(request_id, int) or isinstance(request_id, bool):
+            if resend or ("request_id" in message and not isinstance(request_id, int)):
+                self.copies_dropped += 1  # a copy with no stamp to check, or malformed
                 return DROP, None
             return PASS, message  # an older build's forward, or one nobody waits for
-        nonce, sent_term, low = stamp
-        if not leading:
-            if resend:  # pysyncobj would answer NOT_LEADER: not true of the first send
-                self.copies_dropped += 1
-                return DROP, None
-            return PASS, message
-        if term != self._term:
-            self._term, self._senders, self._retired = term, OrderedDict(), set()
-        if sent_term != term:
+        nonce, stamped, low = stamp
+        if leading:
+            self.leading(term)
+        record = self._terms.get(stamped)
+        key = (peer, nonce)
+        if record is None or key in record.retired:
+            # This process did not lead that term (its previous one may have), or let
+            # this sender's record go: whether a copy was appended is unknown.
             if resend:
                 self.copies_dropped += 1
                 return DROP, None
-            return ANSWER, _refusal(request_id, FAIL_REASON.LEADER_CHANGED)
-        key = (peer, nonce)
-        sender = self._senders.get(key)
+            if record is not None and leading and stamped == term:
+                return PASS, message  # as pysyncobj would; its copies are dropped
+            return ANSWER, _response(request_id, nonce, {"error": FAIL_REASON.LEADER_CHANGED})
+        sender = record.senders.get(key)
         if sender is None:
-            if resend:  # no record of this process this term: cannot tell a copy
-                self.copies_dropped += 1
-                return DROP, None
-            if key in self._retired:  # as pysyncobj would; its copies are dropped
-                return PASS, message
-            sender = self._senders[key] = _Sender(low=low)
-            while len(self._senders) > KEEP_SENDERS:
-                self._retired.add(self._senders.popitem(last=False)[0])
+            sender = record.senders[key] = _Sender(low=low)
+            while len(record.senders) > KEEP_SENDERS:
+                record.retired.add(record.senders.popitem(last=False)[0])
         else:
-            self._senders.move_to_end(key)
+            record.senders.move_to_end(key)
             sender.raise_low(low)
         if request_id < sender.low or request_id in sender.pending:
             self.copies_dropped += 1
             return DROP, None
-        answer = sender.answers.get(request_id)
-        if answer is not None:
+        outcome = sender.answers.get(request_id)
+        if outcome is not None:
             self.copies_answered += 1
-            return ANSWER, {
-                "type": "apply_command_response",
-                "request_id": request_id,
-                "log_idx": answer[0],
-                "log_term": answer[1],
-            }
+            return ANSWER, _response(request_id, nonce, outcome)
+        if not leading:  # never taken here: definitely not appended by this process
+            refused = {"error": FAIL_REASON.NOT_LEADER}
+            sender.answer(request_id, refused)
+            return ANSWER, _response(request_id, nonce, refused)
         sender.pending.add(request_id)
-        return PASS, {**message, "request_id": (nonce, request_id)}
+        return PASS, {**message, "request_id": (nonce, request_id, stamped)}
 
     def sent(self, peer: str, message: dict[str, Any]) -> dict[str, Any]:
-        """pysyncobj's ``apply_command_response`` to ``peer``, about to leave: note
-        what the forward became and give the sender its own request id back."""
-        stamped = message.get("request_id")
-        if not isinstance(stamped, tuple):
+        """pysyncobj's ``apply_command_response`` to ``peer``, about to leave: record
+        what the forward became (an index, or a refusal: copies get the same) and give
+        the sender its own request id back, with its nonce."""
+        stamp = _stamp(message.get("request_id"))
+        if stamp is None:
             return message
-        nonce, request_id = stamped
-        sender = self._senders.get((peer, nonce))
+        nonce, request_id, stamped = stamp
+        record = self._terms.get(stamped)
+        sender = None if record is None else record.senders.get((peer, nonce))
+        if "log_idx" in message:
+            outcome = {"log_idx": message["log_idx"], "log_term": message["log_term"]}
+        else:
+            outcome = {"error": message.get("error")}
         if sender is not None:
-            if "log_idx" in message:
-                sender.answer(request_id, message["log_idx"], message["log_term"])
-            else:  # refused: not appended, so a copy may still be
-                sender.pending.discard(request_id)
-        return {**message, "request_id": request_id}
+            sender.answer(request_id, outcome)
+        return _response(request_id, nonce, outcome)
 
 
 def _stamp(stamp: Any) -> tuple[int, int, int] | None:
-    """A forward's ``(nonce, term, low)``, or None if it carries none (or a bad one)."""
+    """Three ints (a forward's ``(nonce, term, low)``, or a request id as the leader
+    hands it to pysyncobj), or None."""
     if (
         isinstance(stamp, tuple)
         and len(stamp) == 3
@@ -240,5 +268,5 @@ def _stamp(stamp: Any) -> tuple[int, int, int] | None:
     return None
 
 
-def _refusal(request_id: int, reason: int) -> dict[str, Any]:
-    return {"type": "apply_command_response", "request_id": request_id, "error": reason}
+def _response(request_id: int, nonce: int, outcome: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "apply_command_response", "request_id": request_id, "nonce": nonce, **outcome}

@@ -200,12 +200,15 @@ class HeldTransport(Transport):  # type: ignore[misc]
         self._outbox.setdefault(node.id, []).append(frame)
         return node.id in self._connected
 
-    def resend_forwards(self) -> int:
-        """Follower: send again the forwarded commands the leader has not answered
-        in time (consensus/raft/forwarding.py). Tick thread, before the flush."""
+    def tend_forwards(self) -> int:
+        """Every tick, before the flush (consensus/raft/forwarding.py): as leader, keep
+        a record of this term's forwards; as follower, send again those the leader has
+        not answered in time. Returns the copies sent."""
+        obj = self._syncobj
+        if obj._isLeader():
+            self.forward_ledger.leading(obj.raftCurrentTerm)
         if not len(self.forwards):
             return 0
-        obj = self._syncobj
         leader = obj._SyncObj__raftLeader
         copies = self.forwards.due(
             self._clock(),
@@ -214,7 +217,9 @@ class HeldTransport(Transport):  # type: ignore[misc]
             obj.raftCurrentTerm,
         )
         for peer_id, message in copies:
-            self._hold(self._nodes[peer_id], message)
+            node = self._nodes.get(peer_id)
+            if node is not None:  # not send(): a copy keeps its first send's stamp
+                self._hold(node, message)
         return len(copies)
 
     def flush(self, replies: Mapping[str, Callable[[list[bytes]], None]] | None = None) -> int:
@@ -306,6 +311,8 @@ class HeldTransport(Transport):  # type: ignore[misc]
                         continue
                     message = taken
                 elif message["type"] == "apply_command_response":
+                    if message.get("nonce", self.forwards.nonce) != self.forwards.nonce:
+                        continue  # an answer to this node's previous process
                     self.forwards.answered(message.get("request_id"))
                 if self.hold_commands and message["type"] == "apply_command":
                     self._held_commands.append((node, message))

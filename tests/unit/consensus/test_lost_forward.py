@@ -118,3 +118,29 @@ def test_a_forwarded_write_whose_frame_is_lost_is_applied_once(tmp_path: Path, l
         assert ledger is not None
         if lost == "apply_command_response":  # the copy got the first send's answer
             assert ledger.copies_answered >= 1
+
+
+def test_an_answer_meant_for_the_followers_previous_process_is_ignored(tmp_path: Path) -> None:
+    """Request ids restart at 1 with the process, so an answer the leader sent to the
+    follower's previous process can name a request id the new one is waiting on."""
+    with Net(tmp_path) as net:
+        leader, follower = net.leader(), net.follower()
+        result, error = put(follower, "warm").get(timeout=10)
+        assert error is None and result.revision == 1
+
+        net.drop = "apply_command"  # the caller waits: its copy goes in 0.5 s
+        answers = put(follower, "new")
+        wait_for(lambda: net.dropped)
+        assert follower._obj is not None and follower._transport is not None
+        (request_id,) = list(follower._obj._SyncObj__commandsWaitingReply)
+        stale = {
+            "type": "apply_command_response",
+            "request_id": request_id,
+            "nonce": follower._transport.forwards.nonce ^ 1,
+            "log_idx": 1,  # the warm-up write's entry
+            "log_term": leader.status().term,
+        }
+        follower.deliver(leader.node_id, [pickle.dumps(stale)])
+        result, error = answers.get(timeout=5 * RESEND_AFTER_S + 2)
+        assert error is None, error
+        assert result.revision == 2  # its own write's result
