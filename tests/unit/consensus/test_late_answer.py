@@ -15,76 +15,27 @@ entry itself.
 from __future__ import annotations
 
 import pickle
-import queue
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
-from consensus.raft.backend import RaftBackend
-from consensus.statemachine import PutOp, Txn
-
-NODES = ("n1", "n2", "n3")
+from tests.support.raft_pair import RaftPair, put, wait_for
 
 
-class Net:
-    """n1 and n2 on one in-memory network; n3 never answers. While ``hold`` is set,
-    the leader's answers to forwarded commands are kept back in ``held``."""
+class Net(RaftPair):
+    """While ``hold`` is set, the leader's answers to forwarded commands are kept back
+    in ``held``."""
 
     def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
         self.hold = threading.Event()
         self.held: list[bytes] = []
-        self.backends: dict[str, RaftBackend] = {}
-        for me in ("n1", "n2"):
-            self.backends[me] = RaftBackend(
-                me,
-                [p for p in NODES if p != me],
-                str(tmp_path / me),
-                sender=lambda peer, frames, me=me: self.send(me, peer, frames),
-            )
 
-    def send(self, source: str, target: str, frames: list[bytes]) -> None:
-        backend = self.backends.get(target)
-        if backend is None:
-            return
+    def pass_on(self, source: str, target: str, frames: list[bytes]) -> list[bytes]:
         if self.hold.is_set() and source == self.leader().node_id:
             late = [f for f in frames if pickle.loads(f)["type"] == "apply_command_response"]
             self.held.extend(late)
             frames = [f for f in frames if f not in late]
-        backend.deliver(source, frames)
-
-    def leader(self) -> RaftBackend:
-        return next(b for b in self.backends.values() if b.status().role == "leader")
-
-    def follower(self) -> RaftBackend:
-        return next(b for b in self.backends.values() if b.status().role == "follower")
-
-    def __enter__(self) -> Net:
-        for backend in self.backends.values():
-            backend.start()
-        for backend in self.backends.values():
-            for peer in self.backends:
-                if peer != backend.node_id:
-                    backend.peer_up(peer)
-        wait_for(lambda: any(b.status().role == "leader" for b in self.backends.values()))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for backend in self.backends.values():
-            backend.stop()
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
-def put(backend: RaftBackend, key: str) -> queue.Queue[tuple[Any, Any]]:
-    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
-    backend.propose(Txn(success=(PutOp(key, b"v"),)), lambda r, e: answers.put((r, e)))
-    return answers
+        return frames
 
 
 def test_a_late_answer_to_a_forwarded_write_is_the_entry_the_follower_applied(

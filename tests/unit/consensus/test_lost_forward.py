@@ -13,7 +13,6 @@ appends it once (consensus/raft/forwarding.py).
 from __future__ import annotations
 
 import pickle
-import queue
 import threading
 import time
 from pathlib import Path
@@ -21,34 +20,21 @@ from typing import Any
 
 import pytest
 
-from consensus.raft.backend import RaftBackend
 from consensus.raft.forwarding import RESEND_AFTER_S
-from consensus.statemachine import PutOp, Txn
-
-NODES = ("n1", "n2", "n3")
+from tests.support.raft_pair import RaftPair, put, wait_for
 
 
-class Net:
-    """n1 and n2 on one in-memory network; n3 never answers. ``drop`` names a message
-    type: the next frame of that type is dropped (and kept in ``dropped``)."""
+class Net(RaftPair):
+    """``drop`` names a message type: the next frame of that type is dropped (and
+    kept in ``dropped``)."""
 
     def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
         self.lock = threading.Lock()
         self.drop: str | None = None
         self.dropped: list[dict[str, Any]] = []
-        self.backends: dict[str, RaftBackend] = {}
-        for me in ("n1", "n2"):
-            self.backends[me] = RaftBackend(
-                me,
-                [p for p in NODES if p != me],
-                str(tmp_path / me),
-                sender=lambda peer, frames, me=me: self.send(me, peer, frames),
-            )
 
-    def send(self, source: str, target: str, frames: list[bytes]) -> None:
-        backend = self.backends.get(target)
-        if backend is None:
-            return
+    def pass_on(self, source: str, target: str, frames: list[bytes]) -> list[bytes]:
         kept = []
         for frame in frames:
             message = pickle.loads(frame)
@@ -58,40 +44,7 @@ class Net:
                     self.dropped.append(message)
                     continue
             kept.append(frame)
-        backend.deliver(source, kept)
-
-    def leader(self) -> RaftBackend:
-        return next(b for b in self.backends.values() if b.status().role == "leader")
-
-    def follower(self) -> RaftBackend:
-        return next(b for b in self.backends.values() if b.status().role == "follower")
-
-    def __enter__(self) -> Net:
-        for backend in self.backends.values():
-            backend.start()
-        for backend in self.backends.values():
-            for peer in self.backends:
-                if peer != backend.node_id:
-                    backend.peer_up(peer)
-        wait_for(lambda: any(b.status().role == "leader" for b in self.backends.values()))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for backend in self.backends.values():
-            backend.stop()
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
-def put(backend: RaftBackend, key: str) -> queue.Queue[tuple[Any, Any]]:
-    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
-    backend.propose(Txn(success=(PutOp(key, b"v"),)), lambda r, e: answers.put((r, e)))
-    return answers
+        return kept
 
 
 @pytest.mark.parametrize("lost", ["apply_command", "apply_command_response"])
