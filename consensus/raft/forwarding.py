@@ -69,9 +69,8 @@ KEEP_ANSWERS = 4096
 
 KEEP_SENDERS = 16
 """Sender processes a leader keeps a record of per term; the least recently heard go
-first, and from then on their copies are dropped and their first sends pass
-unrecorded in that term (as pysyncobj's own forwards do), or are answered
-``LEADER_CHANGED`` after it."""
+first, and from then on, in that term, their copies are dropped and their first
+sends answered ``LEADER_CHANGED`` (a copy of one may have been appended)."""
 
 
 @dataclass
@@ -212,8 +211,6 @@ class ForwardLedger:
             if resend:
                 self.copies_dropped += 1
                 return DROP, None
-            if record is not None and leading and stamped == term:
-                return PASS, message  # as pysyncobj would; its copies are dropped
             return ANSWER, _response(request_id, nonce, {"error": FAIL_REASON.LEADER_CHANGED})
         sender = record.senders.get(key)
         if sender is None:
