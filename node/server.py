@@ -364,6 +364,16 @@ class NodeServer:
                 tuple(((name,), size) for name, size in _data_files(self.config.data_path)),
             )
         )
+        if self.store is not None:
+            out.append(
+                Family(
+                    "tadpole_store_request_ids",
+                    "Request ids the tier store holds to recognise a resend (each kept at "
+                    "least an hour, less than two): grows with the rate of updates by id",
+                    "gauge",
+                    samples=(((), float(self.store.request_ids)),),
+                )
+            )
         if self.scrubber is not None:
             sc = self.scrubber
             r0 = self.replication

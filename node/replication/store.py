@@ -611,6 +611,10 @@ class TierStore:
         self.commit_items = Histogram(BATCH_BUCKETS)
         self._since_trim = 0  # writer thread only
         self._since_request_trim = 0  # writer thread only
+        # Request ids held for deduplication, for /metrics: counted at open, then moved
+        # by the writer as each batch commits (_request_delta: the batch's so far).
+        self._request_ids = 0
+        self._request_delta = 0  # writer thread only
 
         self._pool_lock = threading.Lock()
         self._pool: list[sqlite3.Connection] = []
@@ -621,6 +625,9 @@ class TierStore:
             self._wconn = self._open_writer()
             try:
                 self._load_deks(self._wconn)
+                self._request_ids = self._wconn.execute("SELECT COUNT(*) FROM requests").fetchone()[
+                    0
+                ]
             except BaseException:
                 self._wconn.close()
                 raise
@@ -1027,6 +1034,12 @@ class TierStore:
         with self._stats_lock:
             return self._stats
 
+    @property
+    def request_ids(self) -> int:
+        """Request ids held to recognise a resend (kept at least
+        :data:`REQUEST_WINDOW_NS`, less than twice it), as of the last commit."""
+        return self._request_ids
+
     # ---------------------------------------------------------- async writes
 
     async def _submit(self, kind: int, args: tuple[Any, ...]) -> Any:
@@ -1207,16 +1220,20 @@ class TierStore:
             self._abort(batch, exc)
             return
         item_errors = 0
+        self._request_delta = 0
         for item in batch:
+            delta = self._request_delta
             try:
                 result = self._apply(conn, item[0], item[1], now_ns)
             except sqlite3.Error as exc:
                 if not conn.in_transaction:  # SQLite rolled the whole batch back
                     self._abort(batch, exc)
                     return
+                self._request_delta = delta  # the item's savepoint was rolled back
                 item_errors += 1
                 outcomes.append((item[2], _translate(exc, self.path, "write"), None))
             except Exception as exc:  # the update function's own failure
+                self._request_delta = delta
                 item_errors += 1
                 outcomes.append((item[2], exc, None))
             else:
@@ -1233,6 +1250,7 @@ class TierStore:
             return
         self.commit_seconds.observe(time.perf_counter() - committing)
         self.commit_items.observe(len(batch))
+        self._request_ids += self._request_delta
         for tier in _tiers_written(batch):
             self._versions[tier] = self._versions.get(tier, 0) + 1
         with self._stats_lock:
@@ -1486,9 +1504,10 @@ class TierStore:
         if not digests:
             return
         slot = now // REQUEST_WINDOW_NS
-        conn.executemany(
+        added = conn.executemany(
             "INSERT OR IGNORE INTO requests (slot, id) VALUES (?, ?)", [(slot, d) for d in digests]
-        )
+        ).rowcount
+        removed = 0
         self._since_request_trim += len(digests)
         if self._since_request_trim >= _TRIM_EVERY:
             self._since_request_trim = 0
@@ -1499,12 +1518,13 @@ class TierStore:
                 (slot - 1, _REQUEST_TRIM_MAX - 1),
             ).fetchone()
             if edge is None:
-                conn.execute("DELETE FROM requests WHERE slot < ?", (slot - 1,))
+                removed = conn.execute("DELETE FROM requests WHERE slot < ?", (slot - 1,)).rowcount
             else:
-                conn.execute(
+                removed = conn.execute(
                     "DELETE FROM requests WHERE slot < ? OR (slot = ? AND id <= ?)",
                     (edge[0], edge[0], edge[1]),
-                )
+                ).rowcount
+        self._request_delta += added - removed
 
     def _record(self, conn: sqlite3.Connection, keys: list[tuple[str, str]], now: int) -> None:
         """Append changes of ``keys`` to the feed, in the write's transaction; every

@@ -725,3 +725,32 @@ async def test_expired_request_ids_are_deleted_a_bounded_step_at_a_time(db: str)
     await store.update_once("pop", "k", lambda v, seen: (v, again), again)  # the next
     assert {slot for slot, _ in _request_rows(db)} == {9}
     await store.aclose()
+
+
+async def test_the_store_counts_the_request_ids_it_holds(db: str) -> None:
+    """What /metrics shows as tadpole_store_request_ids: inserts, resends, a trim,
+    an item rolled back, and a reopen."""
+    now = [7 * W]
+    store = TierStore(db, clock_ns=lambda: now[0])
+    assert store.request_ids == 0
+    first = [f"a-{i}" for i in range(300)]
+    await store.update_once("pop", "k", lambda v, seen: (v, first), first)
+    await store.update_once("pop", "k", lambda v, seen: (v, first[:100]), first[:100])  # resent
+    assert store.request_ids == len(_request_rows(db)) == 300
+
+    def fails(value: bytes | None, seen: frozenset[str]) -> tuple[bytes | None, list[str]]:
+        raise ValueError("the update function fails")
+
+    results = await store.update_many_once(
+        [("pop", "k", lambda v, seen: (v, ["b-1"]), ["b-1"]), ("pop", "j", fails, ["b-2"])]
+    )
+    assert isinstance(results[1], ValueError)
+    assert store.request_ids == len(_request_rows(db)) == 301
+    now[0] = 9 * W  # slot 7 expires: the next trim deletes its ids
+    fresh = [f"c-{i}" for i in range(store_mod._TRIM_EVERY)]
+    await store.update_once("pop", "k", lambda v, seen: (v, fresh), fresh)
+    assert store.request_ids == len(_request_rows(db)) == len(fresh)
+    await store.aclose()
+    reopened = TierStore(db, clock_ns=lambda: now[0])
+    assert reopened.request_ids == len(fresh)
+    await reopened.aclose()
