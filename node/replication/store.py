@@ -625,9 +625,9 @@ class TierStore:
             self._wconn = self._open_writer()
             try:
                 self._load_deks(self._wconn)
-                self._request_ids = self._wconn.execute("SELECT COUNT(*) FROM requests").fetchone()[
-                    0
-                ]
+                (self._request_ids,) = self._wconn.execute(
+                    "SELECT COUNT(*) FROM requests"
+                ).fetchone()
             except BaseException:
                 self._wconn.close()
                 raise
