@@ -1220,20 +1220,19 @@ class TierStore:
             self._abort(batch, exc)
             return
         item_errors = 0
+        # Remembering ids is the last statement of an item's savepoint, so an item
+        # that fails has added nothing to this.
         self._request_delta = 0
         for item in batch:
-            delta = self._request_delta
             try:
                 result = self._apply(conn, item[0], item[1], now_ns)
             except sqlite3.Error as exc:
                 if not conn.in_transaction:  # SQLite rolled the whole batch back
                     self._abort(batch, exc)
                     return
-                self._request_delta = delta  # the item's savepoint was rolled back
                 item_errors += 1
                 outcomes.append((item[2], _translate(exc, self.path, "write"), None))
             except Exception as exc:  # the update function's own failure
-                self._request_delta = delta
                 item_errors += 1
                 outcomes.append((item[2], exc, None))
             else:

@@ -88,7 +88,7 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         _, text = scrape(cluster, leader)
         assert sample(text, "tadpole_store_commit_seconds_count") >= 1
         assert sample(text, "tadpole_store_commit_items_sum") >= 1
-        assert sample(text, "tadpole_store_request_ids") >= 0
+        assert sample(text, "tadpole_store_request_ids") >= 0  # exposed (counts: test_store)
         code, body = scrape(cluster, leader, "/healthz")
         assert code == 200 and leader in body
         # Internals: proposals settled, traffic to each peer on each channel, SWIM

@@ -728,8 +728,8 @@ async def test_expired_request_ids_are_deleted_a_bounded_step_at_a_time(db: str)
 
 
 async def test_the_store_counts_the_request_ids_it_holds(db: str) -> None:
-    """What /metrics shows as tadpole_store_request_ids: inserts, resends, a trim,
-    an item rolled back, and a reopen."""
+    """What /metrics shows as tadpole_store_request_ids: inserts, resends, an update
+    whose function fails beside one that applies, a trim, and a reopen."""
     now = [7 * W]
     store = TierStore(db, clock_ns=lambda: now[0])
     assert store.request_ids == 0
