@@ -35,6 +35,7 @@ import uuid
 import grpc
 
 from node.client import AsyncClient, CounterAdd, TierUpdate
+from node.client.messages import new_request_id
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.tls import dev_cluster_tls
@@ -62,7 +63,7 @@ async def _load(
             tier="population",
             key=f"job_resource_ledger/{tag}-{i % keys}",
             counter_add=pb.CounterAdd(amount=1),
-            request_id=uuid.uuid4().hex,
+            request_id=new_request_id(),
         )
 
     async def client(c: int) -> None:
@@ -110,7 +111,7 @@ async def _load_routed(
                 if batch == 0:  # Tiers.Update, with a request id like the raw rows'
                     key = f"job_resource_ledger/{tag}-{i % keys}"
                     await client.tier_update(
-                        "population", key, CounterAdd(1), request_id=uuid.uuid4().hex
+                        "population", key, CounterAdd(1), request_id=new_request_id()
                     )
                     done, i = done + 1, i + 1
                     latencies.append(time.perf_counter() - started)
@@ -120,7 +121,7 @@ async def _load_routed(
                         "population",
                         f"job_resource_ledger/{tag}-{(i + j) % keys}",
                         CounterAdd(1),
-                        request_id=uuid.uuid4().hex,
+                        request_id=new_request_id(),
                     )
                     for j in range(batch)
                 ]

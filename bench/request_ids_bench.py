@@ -9,9 +9,12 @@ A coordinating owner keeps every request id it applied for an hour
 millions of ids, every update writes one more into it, and once the table is an hour
 old every update's id also has an expired one to delete. For each ``--held`` count a
 fresh ``TierStore`` (on the project's disk, plaintext) holds 10,000 counters and that
-many ids applied just now, written straight into its ``requests`` table in the form
-the tree's own schema keeps them (before schema v5 the whole scoped id and when it was
-applied; from v5 its 16-byte digest under the hour-long slot it was applied in). With
+many ids applied over the last hour, oldest first, written straight into its
+``requests`` table in the form the tree's own schema keeps them (before schema v5 the
+whole scoped id and when it was applied; from v5 its 16-byte digest under the
+hour-long slot it was applied in; from v6 also the millisecond the id was made). Every
+id is made as the tree's client library makes it (``new_request_id``): a random UUID
+before v6, a UUIDv7 -- the millisecond it was made, then random bits -- from v6. With
 ``--expired``, the table also holds as many ids applied three hours ago as the run
 writes, so the store's trims delete one expired id per id written, as in the steady
 state. Then ``--batches`` work items of 256 updates, each with a new id, go through
@@ -44,44 +47,64 @@ def _measure(held: int, batches: int, workdir: str, expired: bool) -> dict[str, 
     """Run in a subprocess whose ``sys.path`` starts with the tree under test."""
     import asyncio
 
+    from node.client.messages import new_request_id
     from node.replication import store as store_mod
 
     digest = getattr(store_mod, "request_digest", None)
+    born = getattr(store_mod, "request_born", None)
+    timed = uuid.UUID(new_request_id()).version == 7  # the tree's client makes UUIDv7s
     path = os.path.join(tempfile.mkdtemp(dir=workdir), "tiers.db")
     rng = random.Random(7)
     keys = [f"job_resource_ledger/job-{i}" for i in range(KEYS)]
 
-    def scoped(key: str) -> str:
-        return f"{TIER}\x00{key}\x00{uuid.UUID(int=rng.getrandbits(128)).hex}"
+    def scoped(key: str, at_ns: int) -> str:
+        """A request id as the tree's client library makes it at ``at_ns``."""
+        bits = rng.getrandbits(128)
+        if timed:  # UUIDv7: the millisecond, version 7, the RFC variant, random bits
+            ms = at_ns // 1_000_000
+            bits = (
+                ms << 80
+                | 0x7 << 76
+                | (bits >> 64 & 0xFFF) << 64
+                | 0b10 << 62
+                | bits >> 2 & (1 << 62) - 1
+            )
+        return f"{TIER}\x00{key}\x00{uuid.UUID(int=bits).hex}"
 
     async def run() -> dict[str, float]:
         store = store_mod.TierStore(path)
         await store.put_many([(TIER, k, b"\x00" * 24) for k in keys])
         await store.aclose()
         conn = sqlite3.connect(path, isolation_level=None)
-        slotted = "slot" in [r[1] for r in conn.execute("PRAGMA table_info(requests)")]
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(requests)")]
         window = store_mod.REQUEST_WINDOW_NS
         now = time.time_ns()
-        old = now - 3 * window
-        when = [now] * held + [old] * (batches * BATCH if expired else 0)
+        # held: applied over the last window, oldest first; expired: three windows ago
+        when = [now - window + window * n // max(held, 1) for n in range(held)]
+        when += [now - 3 * window] * (batches * BATCH if expired else 0)
         conn.execute("BEGIN")
         for start in range(0, len(when), 100_000):
-            rows: list[tuple[object, object]] = []
+            rows: list[tuple[object, ...]] = []
             for at in when[start : start + 100_000]:
-                rid = scoped(keys[len(rows) % KEYS])
-                if slotted:
+                rid = scoped(keys[len(rows) % KEYS], at)
+                if "born" in columns:
+                    rows.append((at // window, born(rid), digest(rid)))
+                elif "slot" in columns:
                     rows.append((at // window, digest(rid)))
                 else:
                     rows.append((rid if digest is None else digest(rid), at))
-            columns = "(slot, id)" if slotted else "(id, at_ns)"
-            conn.executemany(f"INSERT OR IGNORE INTO requests {columns} VALUES (?, ?)", rows)
+            names = [c for c in ("slot", "born", "id", "at_ns") if c in columns]
+            marks = ", ".join("?" * len(names))
+            conn.executemany(
+                f"INSERT OR IGNORE INTO requests ({', '.join(names)}) VALUES ({marks})", rows
+            )
         conn.execute("COMMIT")
         conn.close()
         store = store_mod.TierStore(path)
         plan = []
         for _ in range(batches):
             picked = rng.sample(keys, BATCH)
-            plan.append([(k, scoped(k)) for k in picked])
+            plan.append([(k, scoped(k, time.time_ns())) for k in picked])
 
         def fn(value: bytes | None, seen: frozenset[str], rid: str = "") -> tuple[bytes, list[str]]:
             return (value or b"")[:23] + bytes([len(seen)]), [rid]

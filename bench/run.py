@@ -66,7 +66,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +76,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import grpc
 
 from node.client.errors import TadpoleError
+from node.client.messages import new_request_id
 from node.dev.cluster import LocalCluster
 from node.dev.etcd import INSTALL_HINT, LocalEtcd, find_etcd
 from node.pb import tadpole_pb2 as pb
@@ -321,9 +321,7 @@ class _Target:
         if self.job.kind == "tadpole-client":  # a request id of its own, as every put
             return int((await self.client.put(key, VALUE)).revision)
         if self.job.kind == "tadpole":
-            r = await stub.Put(
-                pb.PutRequest(key=key, value=VALUE, request_id=uuid.uuid4().hex[:20])
-            )
+            r = await stub.Put(pb.PutRequest(key=key, value=VALUE, request_id=new_request_id()))
             return int(r.header.revision)
         from aetcd import rpc
 
@@ -340,7 +338,7 @@ class _Target:
                 tier="population",
                 key=f"job_resource_ledger/{self.job.tag}-{n % POPULATION_KEYS}",
                 counter_add=pb.CounterAdd(amount=1),
-                request_id=uuid.uuid4().hex[:20],
+                request_id=new_request_id(),
             )
 
         if self.job.routed:
@@ -367,13 +365,13 @@ class _Target:
 
         try:
             if self.job.batch == 0:
-                rid = uuid.uuid4().hex[:20]
+                rid = new_request_id()
                 await self.client.tier_update("population", key(first), CounterAdd(1),
                                               request_id=rid)  # fmt: skip
                 return 1
             outcomes = await self.client.tier_update_many(
                 [
-                    TierUpdate("population", key(first + j), CounterAdd(1), uuid.uuid4().hex[:20])
+                    TierUpdate("population", key(first + j), CounterAdd(1), new_request_id())
                     for j in range(self.job.batch)
                 ]
             )
@@ -415,7 +413,7 @@ class _Target:
                     ],
                     success=[pb.RequestOp(put=pb.PutRequest(key=key, value=VALUE))],
                     failure=[pb.RequestOp(range=pb.RangeRequest(prefix=key))],
-                    request_id=uuid.uuid4().hex[:20],
+                    request_id=new_request_id(),
                 )
             )
             if r.succeeded:

@@ -131,6 +131,7 @@ from node.client.errors import (
     Unavailable,
     WriteTimeout,
 )
+from node.client.messages import new_request_id
 from node.client.types import (
     DEFAULT_ENDPOINTS,
     Compare,
@@ -237,6 +238,7 @@ __all__ = [
     "compare_mod_revision",
     "compare_value",
     "compare_version",
+    "new_request_id",
     "parse_endpoints",
 ]
 

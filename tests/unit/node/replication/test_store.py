@@ -15,6 +15,7 @@ import os
 import random
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.client.messages import new_request_id
 from node.replication import store as store_mod
 from node.replication.store import (
     REQUEST_WINDOW_NS,
@@ -37,9 +39,10 @@ from node.replication.store import (
     StoreLockedError,
     TierStore,
     _prefix_end,
+    request_born,
     request_digest,
 )
-from tests.support.store_files import undo_v5
+from tests.support.store_files import undo_v5, undo_v6
 
 
 @pytest.fixture
@@ -597,7 +600,7 @@ async def test_a_v3_store_gains_the_data_key_table_and_keeps_its_values(db: str)
     assert store.key_usage() == {None: 2}
     await store.aclose()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     conn.close()
 
 
@@ -626,7 +629,7 @@ async def test_a_v2_store_gains_the_request_table_and_keeps_its_feed(db: str) ->
 def _request_rows(db: str) -> list[tuple[int, Any]]:
     conn = sqlite3.connect(db)
     try:
-        return conn.execute("SELECT slot, id FROM requests ORDER BY slot, id").fetchall()
+        return conn.execute("SELECT slot, id FROM requests ORDER BY slot, born, id").fetchall()
     finally:
         conn.close()
 
@@ -682,9 +685,92 @@ async def test_a_v4_store_keeps_the_ids_it_applied_as_digests(db: str) -> None:
         (3, request_digest("pop\x00k\x00r2")),
     ]
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-    assert "requests_v5" not in names and "requests_by_age" not in names
+    assert not {"requests_v5", "requests_v6", "requests_by_age"} & names
+    conn.close()
+
+
+def _uuid7(ms: int, rand: int = 0x5A5A) -> uuid.UUID:
+    return uuid.UUID(int=ms << 80 | 0x7 << 76 | 0xABC << 64 | 0b10 << 62 | rand)
+
+
+def test_request_born_reads_the_millisecond_of_a_trailing_uuid7() -> None:
+    ms = 1_796_642_865_136
+    u = _uuid7(ms)
+    for form in (u.hex, str(u), str(u).upper(), f"population\x00job/k\x00{u.hex}", f"a:{u}"):
+        assert request_born(form) == ms, form
+    made = new_request_id()  # the client library's ids are UUIDv7s, made now
+    assert uuid.UUID(made).version == 7 and len(made) == 32
+    assert abs(request_born(made) - time.time_ns() // 10**6) < 60_000
+    not_uuid7 = (
+        uuid.uuid4().hex,
+        str(uuid.uuid4()),
+        "r1",
+        "",
+        u.hex[:-1],  # 31 digits
+        u.hex[:12] + "4" + u.hex[13:],  # version 4
+        u.hex[:16] + "c" + u.hex[17:],  # not the RFC variant
+        "-" + u.hex[1:],
+        "g" + u.hex[1:],
+        str(u)[:8] + "_" + str(u)[9:],
+    )
+    for other in not_uuid7:
+        assert request_born(other) == 0, other
+
+
+def _born_rows(db: str) -> list[tuple[int, int, bytes]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(
+            "SELECT slot, born, id FROM requests ORDER BY slot, born, id"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_client_request_ids_are_filed_by_the_millisecond_they_were_made(db: str) -> None:
+    # Filed by time, a batch of fresh ids is written side by side at the end of the
+    # slot instead of each on its own page somewhere in up to two hours of ids.
+    store = TierStore(db, clock_ns=lambda: 5 * W + 7)
+    made = [1_796_642_865_136 + i for i in (30, 10, 20)]
+    ids = [f"pop\x00k\x00{_uuid7(ms, i).hex}" for i, ms in enumerate(made)] + ["pop\x00k\x00r1"]
+    await store.update_once("pop", "k", lambda v, seen: (b"1", ids), ids)
+    assert await _seen(store, [*ids, "pop\x00k\x00r2"]) == frozenset(ids)
+    await store.aclose()
+    assert _born_rows(db) == sorted((5, request_born(i), request_digest(i)) for i in ids) and [
+        born for _, born, _ in _born_rows(db)
+    ] == [0, *sorted(made)]
+
+
+async def test_a_v5_store_keeps_the_ids_it_applied_for_two_slots(db: str) -> None:
+    # v5 kept digests alone: a converted id is born 0, so until its slot is no longer
+    # searched, an id that has a birth time is also looked for under 0.
+    store = TierStore(db)
+    await store.update("mesh", "m", lambda _: b"\x01")
+    await store.aclose()
+    timed, plain = f"pop\x00k\x00{_uuid7(1_796_642_865_136)}", "pop\x00k\x00r1"
+    conn = sqlite3.connect(db, isolation_level=None)
+    undo_v6(conn, [(3, request_digest(timed)), (3, request_digest(plain))])
+    conn.close()
+    now = [3 * W + 5]
+    store = TierStore(db, clock_ns=lambda: now[0])
+    assert store.get_checked("mesh", "m") == b"\x01"
+    assert await _seen(store, [timed, plain, "pop\x00k\x00r3"]) == {timed, plain}
+    now[0] = 4 * W + 5  # the next slot: slot 3 is still searched
+    assert await _seen(store, [timed, plain]) == {timed, plain}
+    await store.update_once(
+        "pop", "k", lambda v, seen: (b"2", ["pop\x00k\x00r4"]), ["pop\x00k\x00r4"]
+    )
+    now[0] = 5 * W  # slot 3 is no longer searched: forgotten, as any id
+    assert await _seen(store, [timed, plain]) == frozenset()
+    await store.aclose()
+    assert _born_rows(db)[:2] == sorted(
+        [(3, 0, request_digest(timed)), (3, 0, request_digest(plain))]
+    )
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master")} >= {"requests"}
     conn.close()
 
 
