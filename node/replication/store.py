@@ -463,6 +463,7 @@ _REPLACE_IF: Final = 8
 _RESEAL: Final = 9
 _DROP_DEKS: Final = 10
 _UPDATE_MANY: Final = 11
+_DEK_IDS: Final = 12
 
 _Item = tuple[int, tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 _Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
@@ -967,8 +968,32 @@ class TierStore:
             while after is not None:
                 done, after = await self._submit(_RESEAL, (table, after, page))
                 total += done
-        await self._submit(_DROP_DEKS, ())
+        await self._drop_unused_deks()
         return total
+
+    async def _drop_unused_deks(self) -> int:
+        """Drop the data keys nothing is under; returns how many. Counting what is
+        under each key is a pass over both tables (nothing indexes values by key), so
+        it runs on a read snapshot, and the writer only deletes: counted in its
+        transaction, it held every write back for the length of the pass.
+
+        Safe without the writer's lock: the writer names the keys of the file and the
+        one new values go under (``_DEK_IDS``, after that batch's ``_ensure_dek``). A
+        key other than that one is never used again -- a new key is always a new row
+        -- so what is under it only shrinks, and all of it was committed before that
+        batch. The snapshot starts after it, so a key it finds nothing under stays
+        so."""
+        known, current = await self._submit(_DEK_IDS, ())
+        candidates = known - {current}
+        if not candidates:
+            return 0
+        with self._reader("count values per data key") as conn:
+            in_use = self._deks_in_use(conn)
+        unused = sorted(candidates - in_use.keys())
+        if not unused:
+            return 0
+        dropped: int = await self._submit(_DROP_DEKS, (unused,))
+        return dropped
 
     def _reseal_page(
         self, conn: sqlite3.Connection, table: str, after: tuple[Any, ...], page: int
@@ -1019,16 +1044,13 @@ class TierStore:
         last = rows[-1]
         return done, ((last[0], last[1]) if table == "state" else (last[0],))
 
-    def _drop_deks(self, conn: sqlite3.Connection) -> int:
+    def _drop_deks(self, conn: sqlite3.Connection, unused: Sequence[int]) -> int:
+        """Writer thread: delete the data keys ``unused`` (found unused by
+        :meth:`_drop_unused_deks`), never the one new values go under."""
         current = None if self._dek is None else self._dek[0]
-        in_use = self._deks_in_use(conn)
-        unused = [
-            int(dek_id)
-            for (dek_id,) in conn.execute("SELECT id FROM deks").fetchall()
-            if int(dek_id) != current and int(dek_id) not in in_use
-        ]
-        conn.executemany("DELETE FROM deks WHERE id=?", [(d,) for d in unused])
-        return len(unused)
+        before = conn.total_changes
+        conn.executemany("DELETE FROM deks WHERE id=?", [(d,) for d in unused if d != current])
+        return conn.total_changes - before
 
     # -------------------------------------------------------------- closing
 
@@ -1439,7 +1461,9 @@ class TierStore:
         if kind == _RESEAL:
             return self._reseal_page(conn, *args)
         if kind == _DROP_DEKS:
-            return self._drop_deks(conn)
+            return self._drop_deks(conn, *args)
+        if kind == _DEK_IDS:
+            return frozenset(self._deks), None if self._dek is None else self._dek[0]
         raise AssertionError(f"unknown work item kind {kind}")
 
     def _apply_bulk(

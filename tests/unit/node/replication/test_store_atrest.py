@@ -110,6 +110,34 @@ async def test_rotation_reseals_everything_under_the_new_key_and_drops_old_data_
     await store.aclose()
 
 
+async def test_old_data_keys_are_found_unused_off_the_writer(db: str) -> None:
+    # Finding which data keys nothing is under is a pass over both tables. In the
+    # writer's transaction it held every write back for that long; now the writer
+    # only deletes, and a key a write went under meanwhile is never dropped.
+    old, both = ring("old"), ring("new", "old")
+    store = TierStore(db, keyring=old)
+    await store.put_many([("population", f"k{i}", b"v%d" % i) for i in range(300)])
+    store.set_keyring(both)
+    writer: list[str] = []
+    store._wconn.set_trace_callback(writer.append)
+    assert await store.reseal(page=128) == 300
+    store._wconn.set_trace_callback(None)
+    assert not [st for st in writer if "count(" in st.lower()], "no pass in the writer"
+    assert [st for st in writer if st.startswith("DELETE FROM deks")] == [
+        "DELETE FROM deks WHERE id=1"
+    ]
+    await store.put("population", "after", b"x")  # under the new key, which stays
+    assert await store._drop_unused_deks() == 0
+    await store.aclose()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT id FROM deks").fetchall() == [(2,)]
+    conn.close()
+    store = TierStore(db, keyring=ring("new"))
+    assert store.get_checked("population", "k299") == b"v299"
+    assert store.get_checked("population", "after") == b"x"
+    await store.aclose()
+
+
 async def test_turning_encryption_on_reseals_plaintext_values(db: str) -> None:
     store = TierStore(db)
     await store.put("mesh", "m", b"PLAINTEXT-VALUE")
