@@ -266,8 +266,10 @@ _SCHEMA: Final = (
             # v5 kept only digests, so a converted id's birth time is lost: it is born
             # 0, and the newest slot holding such ids is noted, so that ids are also
             # looked for under 0 until that slot is no longer searched.
-            f"INSERT OR REPLACE INTO meta (name, value) SELECT '{_UNBORN_SLOT}',"
-            " CAST(MAX(slot) AS TEXT) FROM requests HAVING COUNT(*) > 0",
+            # (Not HAVING without GROUP BY: SQLite refuses that before 3.39.)
+            "INSERT OR REPLACE INTO meta (name, value) SELECT name, value FROM (SELECT"
+            f" '{_UNBORN_SLOT}' AS name, CAST(MAX(slot) AS BLOB) AS value FROM requests)"
+            " WHERE value IS NOT NULL",
             "INSERT INTO requests_v6 (slot, born, id) SELECT slot, 0, id FROM requests",
             "DROP TABLE requests",
             "ALTER TABLE requests_v6 RENAME TO requests",
@@ -987,8 +989,7 @@ class TierStore:
         candidates = known - {current}
         if not candidates:
             return 0
-        with self._reader("count values per data key") as conn:
-            in_use = self._deks_in_use(conn)
+        in_use = await asyncio.to_thread(self._count_deks_in_use)
         unused = sorted(candidates - in_use.keys())
         if not unused:
             return 0
@@ -1043,6 +1044,11 @@ class TierStore:
             return done, None
         last = rows[-1]
         return done, ((last[0], last[1]) if table == "state" else (last[0],))
+
+    def _count_deks_in_use(self) -> dict[int, int]:
+        """:meth:`_deks_in_use` on a read connection (a worker thread: it is a pass)."""
+        with self._reader("count values per data key") as conn:
+            return self._deks_in_use(conn)
 
     def _drop_deks(self, conn: sqlite3.Connection, unused: Sequence[int]) -> int:
         """Writer thread: delete the data keys ``unused`` (found unused by

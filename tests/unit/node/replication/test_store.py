@@ -737,6 +737,7 @@ async def test_client_request_ids_are_filed_by_the_millisecond_they_were_made(db
     ids = [f"pop\x00k\x00{_uuid7(ms, i).hex}" for i, ms in enumerate(made)] + ["pop\x00k\x00r1"]
     await store.update_once("pop", "k", lambda v, seen: (b"1", ids), ids)
     assert await _seen(store, [*ids, "pop\x00k\x00r2"]) == frozenset(ids)
+    assert store.get_meta("requests_unborn_slot") is None  # a new file: nothing converted
     await store.aclose()
     assert _born_rows(db) == sorted((5, request_born(i), request_digest(i)) for i in ids) and [
         born for _, born, _ in _born_rows(db)
@@ -756,6 +757,7 @@ async def test_a_v5_store_keeps_the_ids_it_applied_for_two_slots(db: str) -> Non
     now = [3 * W + 5]
     store = TierStore(db, clock_ns=lambda: now[0])
     assert store.get_checked("mesh", "m") == b"\x01"
+    assert store.get_meta("requests_unborn_slot") == b"3"  # the newest converted slot
     assert await _seen(store, [timed, plain, "pop\x00k\x00r3"]) == {timed, plain}
     now[0] = 4 * W + 5  # the next slot: slot 3 is still searched
     assert await _seen(store, [timed, plain]) == {timed, plain}
