@@ -983,8 +983,9 @@ class TierStore:
         one new values go under (``_DEK_IDS``, after that batch's ``_ensure_dek``). A
         key other than that one is never used again -- a new key is always a new row
         -- so what is under it only shrinks, and all of it was committed before that
-        batch. The snapshot starts after it, so a key it finds nothing under stays
-        so."""
+        batch. The count starts after it (two queries, so two snapshots: either
+        will do, as what is under those keys only shrinks), so a key it finds nothing
+        under stays so."""
         known, current = await self._submit(_DEK_IDS, ())
         candidates = known - {current}
         if not candidates:
