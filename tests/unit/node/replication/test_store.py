@@ -815,6 +815,31 @@ async def test_expired_request_ids_are_deleted_a_bounded_step_at_a_time(db: str)
     await store.aclose()
 
 
+async def test_expired_ids_with_birth_times_are_trimmed_in_key_order(db: str) -> None:
+    # Ids made at many different milliseconds, and plain ones (born 0): a trim takes
+    # the front of the expired slot in (born, id) order, a bounded step at a time.
+    now = [7 * W]
+    store = TierStore(db, clock_ns=lambda: now[0])
+    old = [
+        f"pop\x00k\x00{_uuid7(1_796_642_865_136 + i % 97, i).hex}" if i % 3 else f"plain-{i}"
+        for i in range(store_mod._REQUEST_TRIM_MAX + 500)
+    ]
+    for start in range(0, len(old), 500):
+        chunk = old[start : start + 500]
+        await store.update_once("pop", "k", lambda v, seen, c=chunk: (v, c), chunk)
+    now[0] = 9 * W  # slot 7 is no longer searched
+    new = [f"pop\x00k\x00{new_request_id()}" for _ in range(store_mod._TRIM_EVERY)]
+    await store.update_once("pop", "k", lambda v, seen: (v, new), new)  # one trim
+    left = [(born, i) for slot, born, i in _born_rows(db) if slot == 7]
+    assert left == sorted((request_born(o), request_digest(o)) for o in old)[-500:]
+    assert sum(1 for slot, _, _ in _born_rows(db) if slot == 9) == len(new)
+    again = [f"pop\x00k\x00{new_request_id()}" for _ in range(store_mod._TRIM_EVERY)]
+    await store.update_once("pop", "k", lambda v, seen: (v, again), again)  # the next
+    assert {slot for slot, _, _ in _born_rows(db)} == {9}
+    assert store.request_ids == 2 * store_mod._TRIM_EVERY
+    await store.aclose()
+
+
 async def test_the_store_counts_the_request_ids_it_holds(db: str) -> None:
     """What /metrics shows as tadpole_store_request_ids: inserts, resends, an update
     whose function fails beside one that applies, a trim, and a reopen."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from pathlib import Path
@@ -135,6 +136,44 @@ async def test_old_data_keys_are_found_unused_off_the_writer(db: str) -> None:
     store = TierStore(db, keyring=ring("new"))
     assert store.get_checked("population", "k299") == b"v299"
     assert store.get_checked("population", "after") == b"x"
+    await store.aclose()
+
+
+async def test_a_data_key_first_used_while_unused_ones_are_counted_is_kept(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between the writer naming its data keys and the count of what is under each, two
+    # rotations make two newer keys and a value goes under each. The count (a snapshot
+    # from before those writes, in the worst case) finds nothing under them, and they
+    # must not be dropped: only keys the writer named, other than its current one, are.
+    # (Dropping every counted-unused key but the current one would lose key 3.)
+    store = TierStore(db, keyring=ring("old"))
+    await store.put_many([("population", f"k{i}", b"v%d" % i) for i in range(50)])
+    store.set_keyring(ring("new", "old"))
+    loop = asyncio.get_running_loop()
+    count = store._count_deks_in_use
+    seen: list[dict[int, int]] = []
+
+    def rotate_and_write_then_count() -> dict[int, int]:
+        before = count()  # a snapshot from before the writes below
+        for names, key in ((("k3", "new", "old"), "late"), (("k4", "k3", "new"), "later")):
+            store.set_keyring(ring(*names))  # the next write makes a new data key
+            put = store.put("population", key, key.encode())
+            asyncio.run_coroutine_threadsafe(put, loop).result()
+        seen.append(before)
+        return before
+
+    monkeypatch.setattr(store, "_count_deks_in_use", rotate_and_write_then_count)
+    assert await store.reseal() == 50
+    assert seen == [{2: 50}]  # keys 3 and 4 were not in use when counted
+    await store.aclose()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT id FROM deks ORDER BY id").fetchall() == [(2,), (3,), (4,)]
+    conn.close()
+    store = TierStore(db, keyring=ring("k4", "k3", "new"))  # "old" can go
+    assert store.get_checked("population", "late") == b"late"
+    assert store.get_checked("population", "later") == b"later"
+    assert store.get_checked("population", "k49") == b"v49"
     await store.aclose()
 
 
