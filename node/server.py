@@ -214,6 +214,7 @@ class NodeServer:
         """Counters and gauges of the internals, and the per-peer round trips."""
         out: list[Family] = []
         if self._raft_system is not None:
+            resent, copies_answered, copies_dropped = self._raft_system.raft.forwards
             out += [
                 Family(
                     "tadpole_raft_proposals_pending",
@@ -246,15 +247,15 @@ class NodeServer:
                     "tadpole_raft_forwards_resent_total",
                     "Writes this follower forwarded and sent to the leader again, its answer "
                     "not in within 0.5 s (a frame lost when a peer call failed)",
-                    "counter", samples=(((), self._raft_system.raft.forwards[0]),),
+                    "counter", samples=(((), resent),),
                 ),
                 Family(
                     "tadpole_raft_forward_copies_total",
                     "Copies of forwarded writes this leader took: answered as their first "
                     "send was, or dropped (still queued, or not vouched for); never appended",
                     "counter", labels=("outcome",), samples=(
-                        (("answered",), self._raft_system.raft.forwards[1]),
-                        (("dropped",), self._raft_system.raft.forwards[2]),
+                        (("answered",), copies_answered),
+                        (("dropped",), copies_dropped),
                     ),
                 ),
                 Family(
