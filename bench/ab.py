@@ -1,7 +1,11 @@
 """A/B of the system tier: this tree against another checkout, alternating, one run.
 
     .venv/bin/python bench/ab.py --ref /tmp/old-checkout [--rounds 3] [--seconds 5]
-        [--clients 1,64,256] [--ops put,get]
+        [--clients 1,64,256] [--ops put,get] [--ref-env NAME=VALUE ...] [--env NAME=VALUE ...]
+
+``--env`` / ``--ref-env`` add to the environment of this tree's / the reference's nodes,
+so one setting can be compared with itself: ``--ref . --ref-env
+TADPOLE_GIL_SWITCH_INTERVAL_S=0.0005 --env TADPOLE_GIL_SWITCH_INTERVAL_S=0.005``.
 
 Each round starts a fresh three-node cluster from the reference checkout, then one
 from this tree (same Python, same ports), and measures on each: idle CPU per node
@@ -29,7 +33,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "bench"))
 
-from run import cpu_seconds, scrape, start_tadpole  # noqa: E402
+from run import cpu_seconds, node_env, scrape, start_tadpole  # noqa: E402
 from system_quick import find_leader, measure  # noqa: E402
 
 from node.dev.cluster import LocalCluster  # noqa: E402
@@ -56,17 +60,19 @@ def counters(cluster: LocalCluster) -> dict[str, float]:
     return {"raft": raft, "fsyncs": fsyncs}
 
 
-def start(tree: str, root: str) -> LocalCluster:
+def start(tree: str, root: str, env: dict[str, str]) -> LocalCluster:
     # plaintext: the REF tree may predate TLS by default, and counters() scrapes http://
-    cluster = start_tadpole(root, tree)
+    cluster = start_tadpole(root, tree, env=env)
     cluster.wait_leader(60, all_up=True)
     return cluster
 
 
-def run_tree(tree: str, args: argparse.Namespace) -> dict[tuple[str, int], dict[str, float]]:
+def run_tree(
+    tree: str, env: dict[str, str], args: argparse.Namespace
+) -> dict[tuple[str, int], dict[str, float]]:
     rows: dict[tuple[str, int], dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as root:
-        cluster = start(tree, root)
+        cluster = start(tree, root, env)
         try:
             pids = [cluster.pid(n) for n in cluster.node_ids]
             assert all(p is not None for p in pids)
@@ -102,18 +108,27 @@ def main() -> None:
     parser.add_argument("--clients", default="1,64,256")
     parser.add_argument("--ops", default="put,get")
     parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--env", action="append", help="NAME=VALUE for this tree's nodes")
+    parser.add_argument("--ref-env", action="append", help="NAME=VALUE for the reference's")
     args = parser.parse_args()
+    try:
+        envs = {"ref": node_env(args.ref_env), "this": node_env(args.env)}
+    except ValueError as exc:
+        parser.error(str(exc))
     trees = {"ref": os.path.abspath(args.ref), "this": HERE}
     results: dict[str, list[dict[tuple[str, int], dict[str, float]]]] = {t: [] for t in trees}
     for round_ in range(args.rounds):
         for name, tree in trees.items():
             print(f"round {round_ + 1}/{args.rounds}: {name} ({tree})", file=sys.stderr)
-            results[name].append(run_tree(tree, args))
+            results[name].append(run_tree(tree, envs[name], args))
 
     def med(name: str, key: tuple[str, int], field: str) -> float:
         return statistics.median(r[key][field] for r in results[name])
 
     print(f"medians of {args.rounds} alternating rounds; ref = {trees['ref']}")
+    for name, env in envs.items():
+        if env:
+            print(f"{name}'s nodes with " + " ".join(f"{k}={v}" for k, v in env.items()))
     print(
         "| op | clients | ops/s ref | ops/s this | ratio | p50 ms ref | p50 ms this "
         "| CPU ms/op ref | CPU ms/op this | Raft calls/op ref | this | fsyncs/op ref | this |"

@@ -2,7 +2,8 @@
 (``Tiers.Update``) against batches (``Tiers.UpdateMany``) of 16 and 256.
 
     .venv/bin/python bench/population_bench.py [--endpoints ...] [--seconds 5] [--clients 64]
-        [--routes any,owner] [--ref CHECKOUT [--rounds 3]]
+        [--routes any,owner] [--ref CHECKOUT [--rounds 3] [--ref-env NAME=VALUE ...]
+        [--env NAME=VALUE ...]]
 
 Every row is sent two ways (``--routes``): ``any`` -- raw stubs, each call (a whole
 batch) to one node, which forwards the keys it does not coordinate to their first
@@ -18,6 +19,10 @@ carries a request id, as the client library sends them. Load comes from
 ``--procs`` processes (one asyncio loop each) spread over all the endpoints;
 ``--clients`` concurrent callers in all. Reports updates per second (medians of
 ``--runs`` runs) and p50/p99 latency per call.
+
+With ``--ref``, ``--env`` / ``--ref-env`` add to the environment of this tree's / the
+reference's nodes (``--ref .`` and two values of one ``TADPOLE_*`` setting compare the
+setting with itself).
 """
 
 from __future__ import annotations
@@ -161,9 +166,9 @@ def measure(endpoints: list[str], clients: int, batch: int, seconds: float, keys
     }
 
 
-def compare(args: argparse.Namespace) -> None:
-    """Alternate fresh clusters of ``args.ref`` and of this tree (see the module doc)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+def compare(args: argparse.Namespace, envs: dict[str, dict[str, str]]) -> None:
+    """Alternate fresh clusters of ``args.ref`` and of this tree (see the module doc),
+    their nodes with ``envs[side]`` added to their environment."""
     from run import REPO, cpu_seconds, start_tadpole
 
     trees = {"ref": os.path.abspath(args.ref), "this": REPO}
@@ -173,7 +178,7 @@ def compare(args: argparse.Namespace) -> None:
         for name, tree in trees.items():
             print(f"round {round_ + 1}/{args.rounds}: {name} ({tree})", file=sys.stderr)
             with tempfile.TemporaryDirectory() as root:
-                cluster = start_tadpole(root, tree)
+                cluster = start_tadpole(root, tree, env=envs[name])
                 try:
                     cluster.wait_leader(60, all_up=True)
                     time.sleep(3)  # the first anti-entropy rounds settle
@@ -195,6 +200,9 @@ def compare(args: argparse.Namespace) -> None:
                     for node_id in cluster.node_ids:
                         cluster.kill(node_id)
     print(f"medians of {args.rounds} alternating rounds; ref = {trees['ref']}")
+    for name, env in envs.items():
+        if env:
+            print(f"{name}'s nodes with " + " ".join(f"{k}={v}" for k, v in env.items()))
     print("| tree | updates per call | sent to | callers | updates/s | p50 ms | CPU s/1k updates |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for (name, way, batch), rows in results.items():
@@ -222,13 +230,24 @@ def main() -> None:
     )
     parser.add_argument("--ref", help="a checkout to compare with, on fresh clusters")
     parser.add_argument("--rounds", type=int, default=3, help="with --ref")
+    parser.add_argument("--env", action="append", help="with --ref: NAME=VALUE for this tree")
+    parser.add_argument("--ref-env", action="append", help="with --ref: NAME=VALUE for the ref")
     args = parser.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from run import node_env
+
+    try:
+        envs = {"ref": node_env(args.ref_env), "this": node_env(args.env)}
+    except ValueError as exc:
+        parser.error(str(exc))
+    if any(envs.values()) and not args.ref:
+        parser.error("--env and --ref-env go with --ref (fresh clusters)")
     endpoints = args.endpoints.split(",")
     routes = args.routes.split(",")
     if not set(routes) <= {"any", "owner"}:
         parser.error(f"--routes takes any and owner, not {args.routes!r}")
     if args.ref:
-        compare(args)
+        compare(args, envs)
         return
     print(f"population counter_add with request ids, {len(endpoints)} endpoints, "
           f"{args.seconds:g} s per run, median of {args.runs}")  # fmt: skip

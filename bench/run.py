@@ -745,9 +745,27 @@ def start_py_spy(args: Args, system: str, pid: int) -> subprocess.Popen[bytes]:
 REPO = os.path.dirname(HERE)
 
 
-def start_tadpole(root: str, tree: str = REPO, extra_args: list[str] | None = None) -> LocalCluster:
+def node_env(pairs: list[str] | None) -> dict[str, str]:
+    """``NAME=VALUE`` arguments (``--env``, ``--ref-env``) as a dict; ValueError names the
+    one that is not of that form."""
+    env: dict[str, str] = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not name.replace("_", "").isalnum():
+            raise ValueError(f"{pair!r} is not NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def start_tadpole(
+    root: str,
+    tree: str = REPO,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> LocalCluster:
     """Three plaintext Tadpole nodes (like the etcd they are compared with; TLS is
-    ``make bench-security``) running the code of ``tree``, with /metrics on."""
+    ``make bench-security``) running the code of ``tree``, with /metrics on, and ``env``
+    added to their environment (``TADPOLE_*`` settings, say)."""
     base = free_base(3)
     http = free_base(3)
     while abs(base - http) < 10:
@@ -761,6 +779,7 @@ def start_tadpole(root: str, tree: str = REPO, extra_args: list[str] | None = No
         metrics_base_port=http,
         extra_args=extra_args or [],
         tls=False,
+        env=dict(env or {}),
     )
     with _cwd(tree):  # nodes run `python -m node.main` from the working directory
         cluster.start()

@@ -98,6 +98,8 @@ class LocalCluster:
     # if missing): ca.pem, <id>.pem/.key per node, cli.pem/.key for clients. The nodes
     # then require a client certificate; the helpers below present cli's.
     tls: bool = True
+    # Environment the nodes get on top of this process's (e.g. TADPOLE_* settings).
+    env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -277,6 +279,7 @@ class LocalCluster:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=os.getcwd(),
+            env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
         self.procs[node_id] = proc

@@ -177,3 +177,15 @@ def test_targets_met_and_missed(bench: Any) -> None:
     assert text["server CPU per put at 64 clients <= 0.5x the reference's"] == (
         "1.01 vs 2.00 ms = 0.51x"
     )
+
+
+def test_node_env_reads_name_value_pairs_and_names_a_bad_one(bench: Any) -> None:
+    assert bench.node_env(None) == {}
+    assert bench.node_env(["TADPOLE_GIL_SWITCH_INTERVAL_S=0.005", "TADPOLE_X=a=b", "E="]) == {
+        "TADPOLE_GIL_SWITCH_INTERVAL_S": "0.005",
+        "TADPOLE_X": "a=b",
+        "E": "",
+    }
+    for bad in ("TADPOLE_X", "=1", "BAD NAME=1", "A-B=1"):
+        with pytest.raises(ValueError, match="is not NAME=VALUE"):
+            bench.node_env([bad])

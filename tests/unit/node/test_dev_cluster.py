@@ -1,5 +1,6 @@
 """What `make cluster` writes for its clients: the certificate bundles for curl and a
-browser, and the Prometheus configuration `make monitor` runs (no processes started)."""
+browser, and the Prometheus configuration `make monitor` runs (no node started); and the
+environment a node is started with."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import pathlib
 import stat
+import sys
 
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -49,3 +51,23 @@ def test_the_prometheus_configuration_scrapes_this_cluster(tmp_path: pathlib.Pat
     assert "scheme" not in config and "tls_config" not in config
     assert "scrape_interval: 1s" in config
     assert '- targets: ["127.0.0.1:7401", "127.0.0.1:7402"]' in config
+
+
+class _Probe(LocalCluster):
+    """A "node" that prints two variables of its environment and exits."""
+
+    def command(self, node_id: str) -> list[str]:
+        show = "import os; print(os.environ.get('TADPOLE_PROBE'), os.environ.get('PATH') == "
+        return [sys.executable, "-c", show + repr(os.environ.get("PATH")) + ")"]
+
+
+def test_a_node_gets_the_clusters_environment_on_top_of_its_starters(
+    tmp_path: pathlib.Path,
+) -> None:
+    given = _Probe(str(tmp_path / "g"), ["n1"], 7100, tls=False, env={"TADPOLE_PROBE": "0.005"})
+    plain = _Probe(str(tmp_path / "p"), ["n1"], 7100, tls=False)
+    for cluster in (given, plain):
+        cluster.start_node("n1")
+        assert cluster.procs["n1"].wait(timeout=30) == 0
+    assert pathlib.Path(given.log_file("n1")).read_text() == "0.005 True\n"
+    assert pathlib.Path(plain.log_file("n1")).read_text() == "None True\n"
