@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(HERE, "bench"))
 from run import cpu_seconds, node_env, scrape, start_tadpole  # noqa: E402
 from system_quick import find_leader, measure  # noqa: E402
 
-from node.dev.cluster import LocalCluster  # noqa: E402
+from node.dev.cluster import LocalCluster, exit_on_sigterm  # noqa: E402
 
 
 def counters(cluster: LocalCluster) -> dict[str, float]:
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--env", action="append", help="NAME=VALUE for this tree's nodes")
     parser.add_argument("--ref-env", action="append", help="NAME=VALUE for the reference's")
     args = parser.parse_args()
+    exit_on_sigterm()  # the finally blocks stop the nodes
     try:
         envs = {"ref": node_env(args.ref_env), "this": node_env(args.env)}
     except ValueError as exc:

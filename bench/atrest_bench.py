@@ -32,7 +32,7 @@ from run import cpu_seconds
 from system_quick import find_leader, measure, off_on_summary, print_off_on
 
 from consensus.atrest import Key, Keyring
-from node.dev.cluster import LocalCluster, free_base_port
+from node.dev.cluster import LocalCluster, exit_on_sigterm, free_base_port
 
 
 def seal_cost_us(n: int = 20_000) -> float:
@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    exit_on_sigterm()  # the finally blocks stop the nodes
     work = tempfile.mkdtemp(prefix="tadpole-atrest-bench-")
     rows: list[dict[str, Any]] = []
     try:

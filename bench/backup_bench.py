@@ -34,7 +34,7 @@ sys.path.insert(0, HERE)
 
 from node.backup import seal  # noqa: E402
 from node.client import Client, CounterAdd, PutOp, TierUpdate  # noqa: E402
-from node.dev.cluster import LocalCluster, free_base_port  # noqa: E402
+from node.dev.cluster import LocalCluster, exit_on_sigterm, free_base_port  # noqa: E402
 
 
 def tadpole(*args: str) -> subprocess.CompletedProcess[str]:
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--value-bytes", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    exit_on_sigterm()  # the finally blocks stop the nodes
     work = tempfile.mkdtemp(prefix="tadpole-backup-bench-")
     # plaintext: figures comparable with earlier runs; its client has no certificate
     cluster = LocalCluster(

@@ -27,7 +27,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from node.dev.cluster import LocalCluster
+from node.dev.cluster import LocalCluster, exit_on_sigterm
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 
@@ -148,6 +148,7 @@ def main() -> None:
         "--pin-core", type=int, default=None, help="put nodes and hogs on this one core"
     )
     opts = parser.parse_args()
+    exit_on_sigterm()  # the finally blocks stop the nodes
     names = [n.strip() for n in opts.configs.split(",")]
     results: dict[str, list[Sample]] = {n: [] for n in names}
     for r in range(opts.runs):

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import aiohttp
 import grpc
 
-from node.dev.cluster import LocalCluster
+from node.dev.cluster import LocalCluster, exit_on_sigterm
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from tests.agent_docs import agent_doc
@@ -241,6 +241,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--writes", type=int, default=20)
     args = parser.parse_args()
+    exit_on_sigterm()  # the finally blocks stop the nodes
     levels = [int(c) for c in args.clients.split(",")]
     root = tempfile.mkdtemp(prefix="tadpole-http-bench-")
     # plaintext: its gRPC and HTTP load has no certificate; TLS cost: make bench-security

@@ -33,7 +33,7 @@ from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
 from node.client import AsyncClient
-from node.dev.cluster import LocalCluster, free_base_port
+from node.dev.cluster import LocalCluster, exit_on_sigterm, free_base_port
 from node.ledger.migrate import migrate
 from node.ledger.schema import Job
 
@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    exit_on_sigterm()  # the finally blocks stop the nodes
     db = fresh_database(args.url, "tadpole_bench")
     migrate(db)
     work = tempfile.mkdtemp(prefix="tadpole-ledger-bench-")

@@ -41,6 +41,7 @@ import grpc
 
 from node.client import AsyncClient, CounterAdd, TierUpdate
 from node.client.messages import new_request_id
+from node.dev.cluster import exit_on_sigterm
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.tls import dev_cluster_tls
@@ -233,6 +234,7 @@ def main() -> None:
     parser.add_argument("--env", action="append", help="with --ref: NAME=VALUE for this tree")
     parser.add_argument("--ref-env", action="append", help="with --ref: NAME=VALUE for the ref")
     args = parser.parse_args()
+    exit_on_sigterm()  # the finally blocks stop the nodes
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from run import node_env
 

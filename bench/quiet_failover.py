@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.run import Probe, scrape, start_tadpole
-from node.dev.cluster import LocalCluster
+from node.dev.cluster import LocalCluster, exit_on_sigterm
 
 SETTINGS = {
     "quiet on (default)": [],
@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="fresh clusters per setting")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     args = parser.parse_args()
+    exit_on_sigterm()  # the finally blocks stop the nodes
     results: dict[str, list[dict[str, float]]] = {name: [] for name in SETTINGS}
     for _ in range(args.runs):
         for name, extra in SETTINGS.items():

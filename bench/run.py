@@ -77,7 +77,7 @@ import grpc
 
 from node.client.errors import TadpoleError
 from node.client.messages import new_request_id
-from node.dev.cluster import LocalCluster
+from node.dev.cluster import LocalCluster, exit_on_sigterm
 from node.dev.etcd import INSTALL_HINT, LocalEtcd, find_etcd
 from node.pb import tadpole_pb2 as pb
 from node.pb import tadpole_pb2_grpc as pb_grpc
@@ -1445,6 +1445,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     ns = parser.parse_args()
+    exit_on_sigterm()  # the finally blocks stop the nodes
     args = Args(
         seconds=ns.seconds,
         warmup=ns.warmup,

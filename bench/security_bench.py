@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from system_quick import Tls, find_leader, measure, off_on_summary, print_off_on
 
 from node.certs import issue
-from node.dev.cluster import LocalCluster, free_base_port
+from node.dev.cluster import LocalCluster, exit_on_sigterm, free_base_port
 
 OPS = ("put", "get")
 
@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    exit_on_sigterm()  # the finally blocks stop the nodes
     work = tempfile.mkdtemp(prefix="tadpole-security-bench-")
     rows: list[dict[str, Any]] = []
     try:

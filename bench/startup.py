@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from node.dev.cluster import LocalCluster
+from node.dev.cluster import LocalCluster, exit_on_sigterm
 
 
 def _busy() -> None:
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hog", type=int, default=0, help="busy-loop processes beside the cluster")
     p.add_argument("--base-port", type=int, default=7400, help="nodes on base + 1..3")
     args = p.parse_args(argv)
+    exit_on_sigterm()  # the finally blocks stop the nodes
     hogs = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(args.hog)]
     for h in hogs:
         h.start()

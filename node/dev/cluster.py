@@ -39,6 +39,15 @@ from node.pb import tadpole_pb2_grpc as pb_grpc
 from node.tls import TlsFiles, sync_channel
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM end this process as Ctrl-C does, through its ``finally`` blocks (the
+    main thread raises SystemExit). A script that starts a :class:`LocalCluster` stops
+    its nodes there, and the nodes run in sessions of their own: killed with Python's
+    default SIGTERM, such a script left them running, idle but holding their ports and
+    some CPU, under whatever was measured next."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -1,13 +1,16 @@
 """What `make cluster` writes for its clients: the certificate bundles for curl and a
-browser, and the Prometheus configuration `make monitor` runs (no node started); and the
-environment a node is started with."""
+browser, and the Prometheus configuration `make monitor` runs (no node started); the
+environment a node is started with; and a script that started nodes stopping them on
+SIGTERM."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import signal
 import stat
+import subprocess
 import sys
 
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -71,3 +74,32 @@ def test_a_node_gets_the_clusters_environment_on_top_of_its_starters(
         assert cluster.procs["n1"].wait(timeout=30) == 0
     assert pathlib.Path(given.log_file("n1")).read_text() == "0.005 True\n"
     assert pathlib.Path(plain.log_file("n1")).read_text() == "None True\n"
+
+
+_SCRIPT = """
+import sys, time
+from node.dev.cluster import exit_on_sigterm
+if sys.argv[1] == "on":
+    exit_on_sigterm()
+try:
+    print("ready", flush=True)
+    time.sleep(60)
+finally:
+    open(sys.argv[2], "w").write("stopped its nodes")
+"""
+
+
+def test_sigterm_runs_a_scripts_finally_blocks(tmp_path: pathlib.Path) -> None:
+    """A bench killed with SIGTERM still reaches the ``finally`` that stops its nodes
+    (Python's default handler ends the process without it, as the second run shows)."""
+    outcomes = {}
+    for mode in ("on", "off"):
+        marker = tmp_path / f"finally-{mode}"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SCRIPT, mode, str(marker)], stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGTERM)
+        outcomes[mode] = (proc.wait(timeout=30), marker.exists())
+        proc.stdout.close()
+    assert outcomes == {"on": (128 + signal.SIGTERM, True), "off": (-signal.SIGTERM, False)}
