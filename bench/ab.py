@@ -33,7 +33,14 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "bench"))
 
-from run import cpu_seconds, node_env, scrape, start_tadpole  # noqa: E402
+from run import (  # noqa: E402
+    add_env_options,
+    cpu_seconds,
+    envs_shown,
+    scrape,
+    side_envs,
+    start_tadpole,
+)
 from system_quick import find_leader, measure  # noqa: E402
 
 from node.dev.cluster import LocalCluster, exit_on_sigterm  # noqa: E402
@@ -108,14 +115,10 @@ def main() -> None:
     parser.add_argument("--clients", default="1,64,256")
     parser.add_argument("--ops", default="put,get")
     parser.add_argument("--procs", type=int, default=2)
-    parser.add_argument("--env", action="append", help="NAME=VALUE for this tree's nodes")
-    parser.add_argument("--ref-env", action="append", help="NAME=VALUE for the reference's")
+    add_env_options(parser)
     args = parser.parse_args()
     exit_on_sigterm()  # the finally blocks stop the nodes
-    try:
-        envs = {"ref": node_env(args.ref_env), "this": node_env(args.env)}
-    except ValueError as exc:
-        parser.error(str(exc))
+    envs = side_envs(parser, args)
     trees = {"ref": os.path.abspath(args.ref), "this": HERE}
     results: dict[str, list[dict[tuple[str, int], dict[str, float]]]] = {t: [] for t in trees}
     for round_ in range(args.rounds):
@@ -127,9 +130,8 @@ def main() -> None:
         return statistics.median(r[key][field] for r in results[name])
 
     print(f"medians of {args.rounds} alternating rounds; ref = {trees['ref']}")
-    for name, env in envs.items():
-        if env:
-            print(f"{name}'s nodes with " + " ".join(f"{k}={v}" for k, v in env.items()))
+    for line in envs_shown(envs):
+        print(line)
     print(
         "| op | clients | ops/s ref | ops/s this | ratio | p50 ms ref | p50 ms this "
         "| CPU ms/op ref | CPU ms/op this | Raft calls/op ref | this | fsyncs/op ref | this |"

@@ -170,7 +170,7 @@ def measure(endpoints: list[str], clients: int, batch: int, seconds: float, keys
 def compare(args: argparse.Namespace, envs: dict[str, dict[str, str]]) -> None:
     """Alternate fresh clusters of ``args.ref`` and of this tree (see the module doc),
     their nodes with ``envs[side]`` added to their environment."""
-    from run import REPO, cpu_seconds, start_tadpole
+    from run import REPO, cpu_seconds, envs_shown, start_tadpole
 
     trees = {"ref": os.path.abspath(args.ref), "this": REPO}
     batches = [int(b) for b in args.batches.split(",")]
@@ -201,9 +201,8 @@ def compare(args: argparse.Namespace, envs: dict[str, dict[str, str]]) -> None:
                     for node_id in cluster.node_ids:
                         cluster.kill(node_id)
     print(f"medians of {args.rounds} alternating rounds; ref = {trees['ref']}")
-    for name, env in envs.items():
-        if env:
-            print(f"{name}'s nodes with " + " ".join(f"{k}={v}" for k, v in env.items()))
+    for line in envs_shown(envs):
+        print(line)
     print("| tree | updates per call | sent to | callers | updates/s | p50 ms | CPU s/1k updates |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for (name, way, batch), rows in results.items():
@@ -231,17 +230,13 @@ def main() -> None:
     )
     parser.add_argument("--ref", help="a checkout to compare with, on fresh clusters")
     parser.add_argument("--rounds", type=int, default=3, help="with --ref")
-    parser.add_argument("--env", action="append", help="with --ref: NAME=VALUE for this tree")
-    parser.add_argument("--ref-env", action="append", help="with --ref: NAME=VALUE for the ref")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from run import add_env_options, side_envs
+
+    add_env_options(parser)  # with --ref
     args = parser.parse_args()
     exit_on_sigterm()  # the finally blocks stop the nodes
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from run import node_env
-
-    try:
-        envs = {"ref": node_env(args.ref_env), "this": node_env(args.env)}
-    except ValueError as exc:
-        parser.error(str(exc))
+    envs = side_envs(parser, args)
     if any(envs.values()) and not args.ref:
         parser.error("--env and --ref-env go with --ref (fresh clusters)")
     endpoints = args.endpoints.split(",")

@@ -757,6 +757,37 @@ def node_env(pairs: list[str] | None) -> dict[str, str]:
     return env
 
 
+def add_env_options(parser: argparse.ArgumentParser) -> None:
+    """An A/B tool's ``--env`` / ``--ref-env NAME=VALUE`` (repeatable): added to the
+    environment of this tree's / the reference's nodes."""
+    parser.add_argument(
+        "--env", action="append", metavar="NAME=VALUE", help="for this tree's nodes"
+    )
+    parser.add_argument(
+        "--ref-env", action="append", metavar="NAME=VALUE", help="for the reference's nodes"
+    )
+
+
+def side_envs(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> dict[str, dict[str, str]]:
+    """:func:`add_env_options`' values as ``{"ref": ..., "this": ...}``; a pair that is not
+    ``NAME=VALUE`` ends the tool with a usage error naming it."""
+    try:
+        return {"ref": node_env(args.ref_env), "this": node_env(args.env)}
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def envs_shown(envs: dict[str, dict[str, str]]) -> list[str]:
+    """One line per side whose nodes got an environment, for a report's header."""
+    return [
+        f"{side}'s nodes with " + " ".join(f"{k}={v}" for k, v in env.items())
+        for side, env in envs.items()
+        if env
+    ]
+
+
 def start_tadpole(
     root: str,
     tree: str = REPO,

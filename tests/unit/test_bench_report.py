@@ -189,3 +189,5 @@ def test_node_env_reads_name_value_pairs_and_names_a_bad_one(bench: Any) -> None
     for bad in ("TADPOLE_X", "=1", "BAD NAME=1", "A-B=1"):
         with pytest.raises(ValueError, match="is not NAME=VALUE"):
             bench.node_env([bad])
+    shown = bench.envs_shown({"ref": {}, "this": {"TADPOLE_A": "1", "TADPOLE_B": ""}})
+    assert shown == ["this's nodes with TADPOLE_A=1 TADPOLE_B="]
