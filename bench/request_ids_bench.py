@@ -2,7 +2,7 @@
 tree against a reference checkout, on fresh stores, alternating.
 
     .venv/bin/python bench/request_ids_bench.py --ref CHECKOUT [--held 0,1000000]
-        [--batches 100] [--rounds 3] [--expired]
+        [--batches 100] [--batch 256] [--rounds 3] [--expired]
 
 A coordinating owner keeps every request id it applied for an hour
 (``REQUEST_WINDOW_NS``), so under sustained updates the ``requests`` table holds
@@ -17,8 +17,10 @@ id is made as the tree's client library makes it (``new_request_id``): a random 
 before v6, a UUIDv7 -- the millisecond it was made, then random bits -- from v6. With
 ``--expired``, the table also holds as many ids applied three hours ago as the run
 writes, so the store's trims delete one expired id per id written, as in the steady
-state. Then ``--batches`` work items of 256 updates, each with a new id, go through
-``update_many_once`` as ``Replication`` sends them. Reported: median process CPU and
+state. Then ``--batches`` work items of ``--batch`` updates (distinct keys), each with
+a new id, go through ``update_many_once`` as ``Replication`` sends them. (Until
+2026-12-07 a work item of 69 to 175 ids got a query plan that scanned every id held:
+``--batch 128``.) Reported: median process CPU and
 wall time per update, and the file's size.
 """
 
@@ -39,11 +41,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 KEYS = 10_000
-BATCH = 256
+BATCH = 256  # updates per work item unless --batch
 TIER = "population"
 
 
-def _measure(held: int, batches: int, workdir: str, expired: bool) -> dict[str, float]:
+def _measure(
+    held: int, batches: int, workdir: str, expired: bool, batch: int = BATCH
+) -> dict[str, float]:
     """Run in a subprocess whose ``sys.path`` starts with the tree under test."""
     import asyncio
 
@@ -81,7 +85,7 @@ def _measure(held: int, batches: int, workdir: str, expired: bool) -> dict[str, 
         now = time.time_ns()
         # held: applied over the last window, oldest first; expired: three windows ago
         when = [now - window + window * n // max(held, 1) for n in range(held)]
-        when += [now - 3 * window] * (batches * BATCH if expired else 0)
+        when += [now - 3 * window] * (batches * batch if expired else 0)
         conn.execute("BEGIN")
         for start in range(0, len(when), 100_000):
             rows: list[tuple[object, ...]] = []
@@ -103,7 +107,7 @@ def _measure(held: int, batches: int, workdir: str, expired: bool) -> dict[str, 
         store = store_mod.TierStore(path)
         plan = []
         for _ in range(batches):
-            picked = rng.sample(keys, BATCH)
+            picked = rng.sample(keys, batch)
             plan.append([(k, scoped(k, time.time_ns())) for k in picked])
 
         def fn(value: bytes | None, seen: frozenset[str], rid: str = "") -> tuple[bytes, list[str]]:
@@ -115,23 +119,25 @@ def _measure(held: int, batches: int, workdir: str, expired: bool) -> dict[str, 
             await store.update_many_once(items)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         await store.aclose()
-        n = batches * BATCH
+        n = batches * batch
         return {"cpu_us": cpu / n * 1e6, "wall_us": wall / n * 1e6,
                 "mib": os.path.getsize(path) / 2**20}  # fmt: skip
 
     return asyncio.run(run())
 
 
-def _child(tree: str, held: int, batches: int, workdir: str, expired: bool) -> dict[str, float]:
+def _child(
+    tree: str, held: int, batches: int, workdir: str, expired: bool, batch: int
+) -> dict[str, float]:
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2]);"
         "import request_ids_bench as b;"
         "print(json.dumps(b._measure(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],"
-        " sys.argv[6] == '1')))"
+        " sys.argv[6] == '1', int(sys.argv[7]))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, tree, str(HERE), str(held), str(batches), workdir,
-         "1" if expired else "0"],
+         "1" if expired else "0", str(batch)],
         check=True, capture_output=True, text=True, cwd=tree,
     )  # fmt: skip
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -142,6 +148,7 @@ def main() -> None:
     parser.add_argument("--ref", required=True, help="a checkout to compare with")
     parser.add_argument("--held", default="0,1000000", help="ids in the table first")
     parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=BATCH, help="updates per work item")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--expired", action="store_true", help="also as many expired ids as the run writes"
@@ -155,9 +162,10 @@ def main() -> None:
                 for name, tree in trees.items():
                     print(f"{held} ids held, round {r + 1}/{args.rounds}: {name}", flush=True)
                     rows.setdefault((held, name), []).append(
-                        _child(tree, held, args.batches, workdir, args.expired)
+                        _child(tree, held, args.batches, workdir, args.expired, args.batch)
                     )
-    print(f"medians of {args.rounds} alternating rounds; ref = {trees['ref']}", end="")
+    print(f"medians of {args.rounds} alternating rounds, {args.batch} updates a work item;"
+          f" ref = {trees['ref']}", end="")  # fmt: skip
     print("; plus as many expired ids as each run writes" if args.expired else "")
     print("| ids held | tree | CPU µs per update | wall µs per update | file MiB |")
     print("|---:|---|---:|---:|---:|")

@@ -1585,9 +1585,12 @@ class TierStore:
             chunk = wanted[start : start + 400]
             pairs = ",".join(("(?, ?)",) * len(chunk))
             # A join on the listed pairs: the whole key is searched for each, where
-            # `(born, id) IN (VALUES ...)` would scan the two slots.
+            # `(born, id) IN (VALUES ...)` would scan the two slots. CROSS JOIN keeps
+            # the pairs the outer loop: with a plain JOIN, SQLite's planner (no
+            # statistics) picks a scan of both slots' ids for 69 to 175 pairs, 10 ms a
+            # batch at 47,000 ids held, growing with them.
             rows = conn.execute(
-                f"SELECT r.born, r.id FROM (VALUES {pairs}) AS v JOIN requests AS r"
+                f"SELECT r.born, r.id FROM (VALUES {pairs}) AS v CROSS JOIN requests AS r"
                 " ON r.slot IN (?, ?) AND r.born = v.column1 AND r.id = v.column2",
                 (*(x for pair in chunk for x in pair), slot - 1, slot),
             )
