@@ -845,8 +845,8 @@ async def test_checking_a_batchs_ids_costs_the_same_however_many_ids_are_held(
     db: str, batch: int
 ) -> None:
     # With a plain JOIN, SQLite's planner scanned every id of the two slots searched
-    # for batches of 69 to 175 ids: 10 ms a batch of 128 at 47,000 ids held, a fifth
-    # of a busy node's writer. Counted in SQLite VM steps, not time.
+    # for batches of 69 to 175 ids: 10 ms a batch of 128 at 47,000 ids held, 41% of a
+    # busy node's writer. Counted in SQLite VM instructions, not time.
     store = TierStore(db, clock_ns=lambda: 7 * W)
     steps = [0]
 
