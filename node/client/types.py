@@ -534,7 +534,7 @@ class TierReplicaStatus:
     hints_pending: int
     last_sync_age_s: float
     oldest_hint_age_s: float = 0.0
-    # Keys found differing from an owner in two sessions running, this copy unchanged
+    # Keys found differing from an owner in two sessions running, both copies unchanged
     # in between: replicas that do not converge (should always be 0).
     divergent: int = 0
 

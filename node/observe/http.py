@@ -96,7 +96,7 @@ class NodeCollector(Collector):
             divergent = GaugeMetricFamily(
                 "tadpole_tier_divergent_keys",
                 "Keys the last anti-entropy round found differing from an owner again, "
-                "this copy unchanged since the previous session joined them (should be 0)",
+                "both copies unchanged since the previous session joined them (should be 0)",
                 labels=["tier"],
             )
             for row in tier_health(node.replication):

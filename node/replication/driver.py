@@ -1251,12 +1251,12 @@ class Replication:
 
     def _check_divergence(self, tier: str, peer: str, space: PairSpace) -> int:
         """Feed a finished session to the invariant check; how many keys failed it."""
-        persisting = self.divergence.session(tier, peer, space.found, space.left)
+        persisting = self.divergence.session(tier, peer, space.found, space.left, space.theirs)
         if persisting:
             shown = ", ".join(persisting[:5]) + (" ..." if len(persisting) > 5 else "")
             log.warning(
                 "invariant: %d %s keys still differ from %s after anti-entropy joined "
-                "them, this copy unchanged since: %s",
+                "them, both copies unchanged since: %s",
                 len(persisting), tier, peer, shown,
             )  # fmt: skip
         return len(persisting)

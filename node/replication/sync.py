@@ -49,6 +49,14 @@ class PairSpace:
         # the previous session ``left``.
         self.found: dict[str, bytes | None] = {}
         self.left: dict[str, bytes | None] = {}
+        self._received: dict[str, bytes] = {}  # key -> digest of the peer's value
+
+    @property
+    def theirs(self) -> dict[str, bytes | None]:
+        """Each key the session found differing -> the digest of the copy the peer sent
+        (None: it sent none, so it holds none: a peer sends every differing key it
+        holds)."""
+        return {key: self._received.get(key) for key in self.found}
 
     @property
     def tree(self) -> MerkleTree:
@@ -71,6 +79,7 @@ class PairSpace:
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
         for key, value in pending.items():
+            self._received[key] = digest_of(value)
             if key not in self.found:
                 raw = self._store.get(self.tier, key)
                 self.found[key] = None if raw is None else digest_of(raw)
@@ -176,17 +185,23 @@ class DivergenceCheck:
 
     A session joins both sides' values for every key it finds differing, so after it
     the two copies are equal unless a write landed meanwhile. For each (tier, peer)
-    this remembers the digest each such key had here once the session was over. When
-    the next session with that peer finds the key differing *again* while this node's
-    copy is still exactly what the last session left, the join did not make the copies
-    converge: the other side dropped or failed the value it was sent, or placement
-    keeps pushing the key where it does not belong (the change feed bug found by chaos
-    seed 202 looked exactly so). A key written here in between is not counted; a write
-    on the peer reaches this node as a replica write, which changes the copy here too.
-    Pure: the driver feeds it what a session found and left."""
+    this remembers, for each such key, the digest it had here once the session was
+    over and the digest of the copy the peer sent. When the next session with that
+    peer finds the key differing *again*, while this node's copy is still exactly
+    what the last session left and the peer sends the very copy it sent then, neither
+    side has changed since the join, yet they differ: the join did not make the
+    copies converge. The other side dropped or failed the value it was sent, or
+    placement keeps pushing the key where it does not belong (the change feed bug
+    found by chaos seed 202 looked exactly so). A key written on either side in
+    between is not counted. The peer's copy has to be compared too: a write the peer
+    coordinated reaches this node as a replica write, but under load that write can
+    still be on its way when the next session runs, and without the peer's side such
+    keys were counted (28-38 keys a session under batches of 256, all converging once
+    the load stopped). Pure: the driver feeds it what a session found and left."""
 
     def __init__(self) -> None:
-        self._left: dict[tuple[str, str], dict[str, bytes | None]] = {}
+        # (tier, peer) -> key -> (this copy as the session left it, the peer's as sent)
+        self._left: dict[tuple[str, str], dict[str, tuple[bytes | None, bytes | None]]] = {}
         self.detected = 0  # persisting divergences seen since start
 
     def session(
@@ -195,14 +210,18 @@ class DivergenceCheck:
         peer: str,
         found: Mapping[str, bytes | None],
         left: Mapping[str, bytes | None],
+        theirs: Mapping[str, bytes | None],
     ) -> list[str]:
         """Record one session with ``peer``: ``found`` maps each key it found differing
-        to this node's digest before any join, ``left`` to the digest after. Returns
-        the keys whose divergence persisted from the previous session, sorted."""
+        to this node's digest before any join, ``left`` to the digest after, ``theirs``
+        to the digest of the copy the peer sent (None: none). Returns the keys whose
+        divergence persisted from the previous session, sorted."""
         before = self._left.get((tier, peer), {})
-        persisting = sorted(k for k, d in found.items() if k in before and before[k] == d)
+        persisting = sorted(
+            k for k, d in found.items() if k in before and before[k] == (d, theirs.get(k))
+        )
         if left:
-            self._left[(tier, peer)] = dict(left)
+            self._left[(tier, peer)] = {k: (d, theirs.get(k)) for k, d in left.items()}
         else:
             self._left.pop((tier, peer), None)
         self.detected += len(persisting)

@@ -133,16 +133,24 @@ async def test_a_session_never_puts_a_key_outside_the_pair_space_into_its_tree(
     assert outside not in trees.strays
 
 
-def test_divergence_counts_only_a_key_differing_again_with_this_copy_unchanged() -> None:
+def test_divergence_counts_only_a_key_differing_again_with_both_copies_unchanged() -> None:
     check = DivergenceCheck()
-    a, b, c = b"a" * 16, b"b" * 16, b"c" * 16
-    assert check.session("agent", "n2", {"k": a, "j": None}, {"k": b, "j": c}) == []
-    # k: this copy is still what the join left and it differs again -> persisting.
+    a, b, c, d = b"a" * 16, b"b" * 16, b"c" * 16, b"d" * 16
+    found, left = {"k": a, "j": None, "w": a}, {"k": b, "j": c, "w": b}
+    assert check.session("agent", "n2", found, left, {"k": d, "j": a, "w": d}) == []
+    # k: this copy is still what the join left, and the peer sends what it sent
+    #    before: neither side changed, yet they differ -> persisting.
     # j: written here since (c -> a): a new difference, not a broken join.
-    assert check.session("agent", "n2", {"k": b, "j": a}, {"k": b, "j": a}) == ["k"]
-    assert check.session("agent", "n3", {"k": b}, {"k": b}) == []  # per peer
+    # w: the peer's copy changed (d -> c): a write of the peer's, still on its way
+    #    here as a replica write, not a broken join.
+    found = {"k": b, "j": a, "w": b}
+    assert check.session("agent", "n2", found, found, {"k": d, "j": a, "w": c}) == ["k"]
+    assert check.session("agent", "n3", {"k": b}, {"k": b}, {"k": d}) == []  # per peer
     check.forget("agent", "n2")  # a failed session: what it sent may not have arrived
-    assert check.session("agent", "n2", {"k": b}, {"k": b}) == []
+    assert check.session("agent", "n2", {"k": b}, {"k": b}, {"k": d}) == []
     check.keep_only({"n2"})
-    assert check.session("agent", "n3", {"k": b}, {"k": b}) == []
-    assert check.detected == 1
+    assert check.session("agent", "n3", {"k": b}, {"k": b}, {"k": d}) == []
+    # a peer that holds no copy, twice: it keeps nothing it is sent
+    assert check.session("agent", "n2", {"k": b}, {"k": b}, {"k": None}) == []
+    assert check.session("agent", "n2", {"k": b}, {"k": b}, {"k": None}) == ["k"]
+    assert check.detected == 2
