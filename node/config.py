@@ -72,6 +72,10 @@ class NodeConfig:
     # Web pages (scheme://host[:port]) besides the node's own that may open its
     # WebSocket endpoints; a browser's WebSocket from any other page is refused (403).
     http_allowed_origins: tuple[str, ...] = ()
+    # A change stream (SSE, WebSocket) whose socket takes no bytes for this long is
+    # disconnected, seconds; one that falls behind the history first is told where
+    # to resume (410) instead.
+    http_stream_write_timeout_s: float = 10.0
     # Copy the audit trail into the system tier's event log, /tadpole/audit/<node>
     # (docs/security.md#audit): at most one write a second per node.
     audit_to_event_log: bool = True
@@ -190,6 +194,8 @@ class NodeConfig:
             raise ConfigError("retention_interval_s must be positive")
         if self.request_timeout_s <= 0:
             raise ConfigError("request_timeout_s must be positive")
+        if not 0 < self.http_stream_write_timeout_s <= 3600:
+            raise ConfigError("http_stream_write_timeout_s must be within (0, 3600] seconds")
         if not 0 <= self.gc_young_threshold <= 10_000_000:
             raise ConfigError("gc_young_threshold must be between 0 and 10,000,000")
         if self.system_backend not in ("raft", "etcd"):

@@ -146,7 +146,11 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
         middlewares.insert(0, rate_limited(buckets))
     app = web.Application(middlewares=middlewares)
     state = StateApi(node.config, node.system, replication, node.gossip)
-    streams = StreamApi(node.system, node.config.request_timeout_s)
+    streams = StreamApi(
+        node.system,
+        node.config.request_timeout_s,
+        write_timeout_s=node.config.http_stream_write_timeout_s,
+    )
     graphql = graphql_view(state.docs, node.system, node.gossip, node.config.request_timeout_s)
     query = query_endpoint(state.docs, node.system, node.gossip, node.config.request_timeout_s)
     spec = document()
@@ -167,7 +171,9 @@ def build_app(node: ApiNode, replication: Replication) -> web.Application:
             *MetricsEndpoints(node).routes(),
             *state.routes(),
             *streams.routes(),
-            *ChangesApi(replication).routes(),
+            *ChangesApi(
+                replication, write_timeout_s=node.config.http_stream_write_timeout_s
+            ).routes(),
             *LedgerHttp(node).routes(),
             *login_routes(node),
             web.get("/api/v1/openapi.json", openapi),

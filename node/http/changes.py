@@ -87,6 +87,7 @@ class ChangesApi:
     replication: Replication
     poll_s: float = POLL_S
     heartbeat_s: float = HEARTBEAT_S
+    write_timeout_s: float = WRITE_TIMEOUT_S
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -193,7 +194,6 @@ class ChangesApi:
             pass
         return response
 
-    @staticmethod
-    async def _send(response: web.StreamResponse, text: str) -> None:
-        async with asyncio.timeout(WRITE_TIMEOUT_S):
+    async def _send(self, response: web.StreamResponse, text: str) -> None:
+        async with asyncio.timeout(self.write_timeout_s):
             await response.write(text.encode())

@@ -18,8 +18,8 @@ A subscriber is a cursor into it, so it costs the node no memory of its own beyo
 one page of history while it catches up; it advances only as fast as its socket
 drains. One that falls so far behind that its next change has left the node's
 history gets an ``error`` event naming the revision to re-read from and is
-disconnected; one whose socket stops draining for :data:`WRITE_TIMEOUT_S` is
-disconnected.
+disconnected; one whose socket stops draining for ``http_stream_write_timeout_s``
+(:data:`WRITE_TIMEOUT_S` by default) is disconnected.
 
 WebSocket (``/api/v1/ws``): JSON text frames. The client sends
 ``{"type": "subscribe", "id": "s1", "prefix": "config/", "after": 41}`` (``key``
@@ -60,7 +60,9 @@ __all__ = ["HEARTBEAT_S", "WRITE_TIMEOUT_S", "StreamApi"]
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 15.0  # an SSE comment this often keeps proxies open and finds dead clients
-WRITE_TIMEOUT_S = 10.0  # a subscriber whose socket does not drain for this long is cut off
+# A subscriber whose socket does not drain for this long is cut off (the default of
+# the node setting http_stream_write_timeout_s).
+WRITE_TIMEOUT_S = 10.0
 WS_MAX_SUBSCRIPTIONS = 32  # per socket
 WS_MAX_MESSAGE = 64 << 10  # a client frame larger than this closes the socket
 DEFAULT_EVENTS = 1000

@@ -33,8 +33,15 @@ PATCH = "application/merge-patch+json"
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     cluster = start_http_cluster(
         str(tmp_path_factory.mktemp("http")),
-        ["--set", f"raft.watch_history_events={HISTORY}"],
-    )
+        [
+            "--set", f"raft.watch_history_events={HISTORY}",
+            # The slow subscriber below reads nothing while 400 writes go by. At the
+            # default 10 s, a slow host cut it off for a socket that did not drain
+            # before it fell behind the history (CI, 2026-12-07: its stream ended on
+            # a change, with no error event), which is not what that test is about.
+            "--set", "http_stream_write_timeout_s=120",
+        ],
+    )  # fmt: skip
     try:
         yield cluster
     finally:

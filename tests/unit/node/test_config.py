@@ -195,6 +195,14 @@ def test_malformed_env_value_names_the_setting() -> None:
         load_config(env={"TADPOLE_MAX_VALUE_BYTES": "1MiB"})
 
 
+@pytest.mark.parametrize("seconds", [0, -1, 3601])
+def test_a_stream_write_timeout_outside_an_hour_is_refused(seconds: float) -> None:
+    with pytest.raises(ConfigError, match="http_stream_write_timeout_s"):
+        load_config(env={}, overrides={"http_stream_write_timeout_s": seconds})
+    loaded = load_config(env={"TADPOLE_HTTP_STREAM_WRITE_TIMEOUT_S": "120"})
+    assert loaded.http_stream_write_timeout_s == 120.0
+
+
 BAD_ADDRESSES = ["localhost", ":7101", "host:", "host:0", "host:65536", "host:port", "host:-1"]
 
 
