@@ -71,8 +71,10 @@ def settle() -> Settled:
     state it has just restored -- this takes them out of every later full collection.
     Nothing is leaked by it: a frozen object is still freed when its last reference
     goes (the state's values hold no cycles), and only cycles that die after being
-    frozen would stay. The collection here is a full one, with its pause, taken once:
-    the node calls this as soon as it has caught up after start."""
+    frozen would stay. The collection here is a full one, with its pause. The node
+    calls this twice: before it starts anything (so that pause stalls no Raft timer),
+    and as soon as it has caught up after start, when only what start-up made is
+    left to walk."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
