@@ -270,6 +270,12 @@ class NodeServer:
                     "counter", samples=(((), self._raft_system.raft.pre_votes[1]),),
                 ),
                 Family(
+                    "tadpole_raft_tick_stalls_total",
+                    "Raft ticks that finished more than the election timeout after they were "
+                    "due (GC, slow fsync, CPU starvation): a leader's followers may campaign",
+                    "counter", samples=(((), self._raft_system.raft.tick_stalls.stalls),),
+                ),
+                Family(
                     "tadpole_raft_next_index_rollbacks_prevented_total",
                     "Stale append-entries successes that would have moved a follower's "
                     "nextIndex back (re-sending entries it holds), kept where it was",
@@ -577,6 +583,14 @@ class NodeServer:
                     "tadpole_raft_apply_seconds",
                     "Applying one committed entry to the state machine",
                     self._raft.apply_seconds,
+                )
+            )
+            out.append(
+                (
+                    "tadpole_raft_tick_stall_seconds",
+                    "From when each Raft tick was due (its timer, or its wake-up) to when it "
+                    "finished: how long the node could not act on Raft",
+                    self._raft.tick_stalls.seconds,
                 )
             )
             out.append(

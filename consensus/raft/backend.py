@@ -11,6 +11,8 @@ Threads::
                                         4. journal.sync()      ONE fsync for the whole tick
     sender(peer, frames) ◀─────────     5. transport.flush()   release held messages
                                         6. wait for work or the next tick
+                                           (a tick finished an election timeout
+                                           after it was due is reported: stalls.py)
 
 A leader swaps 4 and 5 when the tick changed no term or vote: its
 append-entries leave first and its fsync overlaps the followers' (Raft thesis
@@ -76,6 +78,7 @@ from consensus.errors import (
 from consensus.raft.journal import DurableJournal
 from consensus.raft.quiet import MAX_QUIET_S, QuietLeader
 from consensus.raft.reads import RaftView, ReadCallback, ReadIndex
+from consensus.raft.stalls import Stall, TickStalls
 from consensus.raft.transport import HeldTransport, Sender
 from consensus.statemachine import (
     Batch,
@@ -640,6 +643,9 @@ class RaftBackend:
         # thread), and writing one snapshot (its background thread).
         self.apply_seconds = Histogram(APPLY_BUCKETS)
         self.snapshot_seconds = Histogram(SNAPSHOT_BUCKETS)
+        # How long the tick thread went without acting once due (consensus/raft/stalls.py);
+        # one past the election timeout is logged.
+        self.tick_stalls = TickStalls(self.config.election_timeout_min_s)
         # Times this node saw a new leader (itself included), as etcd's
         # leader_changes_seen_total: a healthy cluster adds one per election.
         self.leader_changes = 0
@@ -750,6 +756,7 @@ class RaftBackend:
 
     def _run(self) -> None:
         idle = self.config.idle_tick_s
+        due: float | None = None  # when the tick thread asked to be woken at the latest
         while not self._stopping.is_set():
             self._wake.clear()
             ticked = raft_clock()
@@ -760,10 +767,33 @@ class RaftBackend:
                 time.sleep(idle)
             obj = self._obj
             assert obj is not None
+            now = raft_clock()
+            self._report_stall(self.tick_stalls.tick(due, ticked, now), obj)
             # At rest only while no timer is overdue: one pysyncobj did not act on
             # (a follower that could not campaign yet) is looked at again soon.
             longest = idle if self._in_flight(obj) else self.config.rest_tick_s
-            self._wake.wait(next_tick_in(obj, ticked, raft_clock(), longest, overdue=idle))
+            wait = next_tick_in(obj, ticked, now, longest, overdue=idle)
+            due = now + wait
+            self._wake.wait(wait)
+
+    def _report_stall(self, stall: Stall | None, obj: _ReplicatedSystem) -> None:
+        if stall is None:
+            return
+        log.warning(
+            "node %s (%s): the raft tick thread stalled %.0f ms (%.0f ms of it before the"
+            " tick could start), past the %.0f ms election timeout: %s. Look for garbage"
+            " collection (tadpole_gc_pause_seconds), slow fsyncs"
+            " (tadpole_raft_journal_fsync_seconds) or a host short of CPU%s",
+            self.node_id,
+            "leader" if obj._isLeader() else "follower",
+            stall.seconds * 1000,
+            stall.late * 1000,
+            self.config.election_timeout_min_s * 1000,
+            "its followers may elect another leader"
+            if obj._isLeader()
+            else "this node may campaign, or miss its leader's messages",
+            f" ({stall.unreported} more stalls since the last report)" if stall.unreported else "",
+        )
 
     def _in_flight(self, obj: _ReplicatedSystem) -> bool:
         """Whether anything waits on the tick thread that no timer of pysyncobj's

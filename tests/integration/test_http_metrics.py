@@ -103,6 +103,13 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         won = sample(text, "tadpole_raft_pre_votes_won_total")
         assert 1 <= won <= sample(text, "tadpole_raft_pre_votes_started_total")
         assert sample(text, "tadpole_raft_next_index_rollbacks_prevented_total") >= 0
+        # Every tick is measured from when it was due; the stalls past the election
+        # timeout are counted (a busy host may have had some: none are asserted).
+        ticks = sample(text, "tadpole_raft_tick_stall_seconds_count")
+        assert ticks >= 3 and sample(text, 'tadpole_raft_tick_stall_seconds_bucket{le="+Inf"}') == (
+            ticks
+        )
+        assert sample(text, "tadpole_raft_tick_stalls_total") >= 0
         followers = [n for n in cluster.node_ids if n != leader]
         # The leader's append-entries reach each follower as Peer/Raft calls (at least
         # one per write above): RaftStreams are off by default ([raft] stream_links).
