@@ -837,16 +837,21 @@ class TierStore:
             conn.execute("COMMIT")
 
     @staticmethod
-    def _deks_in_use(conn: sqlite3.Connection) -> dict[int, int]:
-        """How many values and hints each data key is under: one pass over each table
-        (at open, and after a re-seal; nothing indexes values by data key)."""
-        used: dict[int, int] = {}
+    def _dek_counts(conn: sqlite3.Connection) -> dict[int | None, int]:
+        """How many values and hints are under each data key (None: plaintext): one
+        pass over each table (nothing indexes values by data key)."""
+        counts: dict[int | None, int] = {}
         for table in ("state", "hints"):
-            for dek_id, count in conn.execute(
-                f"SELECT dek, count(*) FROM {table} WHERE dek IS NOT NULL GROUP BY dek"
-            ):
-                used[int(dek_id)] = used.get(int(dek_id), 0) + int(count)
-        return used
+            for dek, count in conn.execute(f"SELECT dek, count(*) FROM {table} GROUP BY dek"):
+                dek_id = None if dek is None else int(dek)
+                counts[dek_id] = counts.get(dek_id, 0) + int(count)
+        return counts
+
+    @classmethod
+    def _deks_in_use(cls, conn: sqlite3.Connection) -> dict[int, int]:
+        """How many values and hints each data key is under (at open, and after a
+        re-seal)."""
+        return {dek: n for dek, n in cls._dek_counts(conn).items() if dek is not None}
 
     def _ensure_dek(self, conn: sqlite3.Connection) -> None:
         """Writer thread, outside a transaction: make ``_dek`` a data key under the
@@ -945,10 +950,10 @@ class TierStore:
         fingerprint; None: plaintext)."""
         usage: dict[bytes | None, int] = {}
         with self._reader("key_usage") as conn:
-            for table in ("state", "hints"):
-                for dek, count in conn.execute(f"SELECT dek, count(*) FROM {table} GROUP BY dek"):
-                    fp = None if dek is None else self._dek_fingerprint(int(dek))
-                    usage[fp] = usage.get(fp, 0) + int(count)
+            counts = self._dek_counts(conn)
+        for dek, count in counts.items():
+            fp = None if dek is None else self._dek_fingerprint(dek)
+            usage[fp] = usage.get(fp, 0) + count
         return usage
 
     def _dek_fingerprint(self, dek_id: int) -> bytes:
