@@ -11,8 +11,9 @@ Threads::
                                         4. journal.sync()      ONE fsync for the whole tick
     sender(peer, frames) ◀─────────     5. transport.flush()   release held messages
                                         6. wait for work or the next tick
-                                           (a tick finished an election timeout
-                                           after it was due is reported: stalls.py)
+                                           (a tick that ends an election timeout
+                                           or more after it was due is reported:
+                                           stalls.py)
 
 A leader swaps 4 and 5 when the tick changed no term or vote: its
 append-entries leave first and its fsync overlaps the followers' (Raft thesis
