@@ -43,7 +43,8 @@ back (:class:`HintPlan`). The rules, each with its table of cases in
   node still owns no part of the key, the copy is dropped. Until then it counts as
   under-replicated. RF 0 tiers (every live member owns every key) have no strays.
 * **Hand-off** — every live peer gets the hints held for it, oldest first, at most
-  :data:`HINT_BATCH` per round, stopping at its first refusal.
+  :data:`HINT_BATCH` per round in one message; the ones it refuses wait for the next
+  round without holding back the others.
 """
 
 from __future__ import annotations

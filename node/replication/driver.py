@@ -25,8 +25,9 @@ send the merged state to any owner that was behind (read repair).
 
 Background (:meth:`Replication.start`):
 
-* hinted handoff — every second, hints for live members are merged into them (plain
-  Merge messages) and deleted;
+* hinted handoff — every second, hints for live members are merged into them (one
+  MergeMany per member, through its merge queue) and deleted once durable there; a
+  refused hint stays for the next round without holding back the others;
 * anti-entropy — every few seconds, per tier and live peer, a Merkle session (gossip's
   ``SyncPeer``, carried by Sync messages) over the keys both nodes own: equal roots end
   it at once; otherwise only differing subtrees and keys move, merged both ways. This
@@ -117,6 +118,7 @@ from node.replication.messages import (
 from node.replication.store import (
     ChangePage,
     CorruptValueError,
+    Hint,
     OnceFn,
     ReplicaStore,
     UpdateFn,
@@ -156,6 +158,9 @@ OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 ROUND_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # Failures a peer may report for a request that are not bugs on this side.
+# A peer that leaves hints undelivered is logged at most this often (per peer).
+HANDOFF_REPORT_S = 30.0
+
 _EXPECTED = (NodeError, GossipError, CRDTError, ValueError, KeyError, TypeError)
 
 
@@ -284,6 +289,8 @@ class Replication:
         self._tasks: list[asyncio.Task[None]] = []
         self._round = _Round()
         self.handed_off = 0
+        self.hints_refused = 0  # hints a hand-off sent that the peer did not make durable
+        self._handoff_reported: dict[str, float] = {}  # peer -> when last reported
         self.repaired = 0
         self.synced_keys = 0
         self.rounds = 0  # anti-entropy rounds run
@@ -447,14 +454,16 @@ class Replication:
                 joins.append((i, m.tier, m.key, joiner))
             except Exception as exc:  # not a CRDT this node reads: that merge alone fails
                 refused.append(f"{m.tier}/{m.key}: {exc}")
-        if refused:  # once per message, not per merge
-            log.warning("%d merges refused, the first: %s", len(refused), refused[0])
         results = await self.store.update_many([(t, k, fn) for _, t, k, fn in joins])
         ok = [False] * len(merges)
-        for (i, *_), result in zip(joins, results, strict=True):
+        for (i, tier, key, _), result in zip(joins, results, strict=True):
             if isinstance(result, CorruptValueError):
                 self._repair_soon(result)
+            elif isinstance(result, Exception):  # e.g. a copy of another CRDT type here
+                refused.append(f"{tier}/{key}: {result}")
             ok[i] = not isinstance(result, Exception)
+        if refused:  # once per message, not per merge
+            log.warning("%d merges refused, the first: %s", len(refused), refused[0])
         return ok
 
     async def repair_corrupt(self, tier: str, key: str, corrupt: bytes) -> bool:
@@ -1170,21 +1179,45 @@ class Replication:
     # -- background: hinted handoff and anti-entropy --------------------------------------
 
     async def hand_off(self) -> None:
+        """Merge the hints held for each live peer into it, oldest first, at most
+        ``coordinator.HINT_BATCH`` per peer, as one ``MergeMany`` through the peer's merge
+        queue; delete the ones it made durable.
+
+        Each hint stands alone (merging is a join: order does not matter), so one the
+        peer refuses is kept for the next round without holding back the ones after it.
+        A peer that took none of them (down, or refusing everything) is reported at most
+        every :data:`HANDOFF_REPORT_S`, with how many hints wait for it."""
         live = self.live()
         for member in coordinator.handoff_targets(live, self.node_id):
             hints = self.store.hints_for(member, coordinator.HINT_BATCH)
             if not hints:
+                self._handoff_reported.pop(member, None)
                 continue
-            done = []
-            for hint in hints:
-                merge = Merge(hint.tier, hint.key, hint.value)
-                if await self._try(member, live[member], merge, Done) is None:
-                    break
-                done.append(hint.id)
+            merges = [Merge(h.tier, h.key, h.value) for h in hints]
+            oks = await self._merge_many_remote(member, live[member], merges)
+            done = [h.id for h, ok in zip(hints, oks, strict=True) if ok]
             if done:
                 await self.store.delete_hints(done)
                 self.handed_off += len(done)
                 log.info("handed off %d hinted writes to %s", len(done), member)
+            if len(done) < len(hints):
+                self.hints_refused += len(hints) - len(done)
+                self._report_handoff(member, hints, oks)
+
+    def _report_handoff(self, member: str, hints: Sequence[Hint], oks: Sequence[bool]) -> None:
+        now = self._monotonic()
+        last = self._handoff_reported.get(member)
+        if last is not None and now - last < HANDOFF_REPORT_S:
+            return
+        self._handoff_reported[member] = now
+        kept = [h for h, ok in zip(hints, oks, strict=True) if not ok]
+        held_s = max(0.0, (self._clock_ns() - kept[0].created_ns) / 1e9)
+        log.warning(
+            "hinted hand-off to %s: it took %d of the %d hints sent; the rest stay here for "
+            "the next rounds, the first of them %s/%s, held %.0f s (unreachable, or its "
+            "log says why it refused them)",
+            member, len(hints) - len(kept), len(hints), kept[0].tier, kept[0].key, held_s,
+        )  # fmt: skip
 
     async def anti_entropy_round(self) -> None:
         """One Merkle session per (tier, live peer) over the keys both own, then the

@@ -243,6 +243,29 @@ async def test_a_stray_is_handed_to_the_owners_then_dropped() -> None:
     assert nodes["n3"].store.hints_for("n1") == [] and value_on(nodes["n1"]) == 5
 
 
+async def test_a_hint_the_owner_refuses_does_not_hold_back_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, nodes = cluster(3)
+    other = "job_event_log/j-4"
+    await nodes["n1"].merge_local("population", STRAY, encode(ORSet()))  # not a counter
+    refused = await nodes["n3"].store.add_hint("n1", "population", STRAY, counter(5))
+    await nodes["n3"].store.add_hint("n1", "population", other, counter(7))
+    with caplog.at_level("WARNING"):
+        await nodes["n3"].hand_off()
+    assert value_on(nodes["n1"], other) == 7  # delivered past the refused one
+    assert [h.id for h in nodes["n3"].store.hints_for("n1")] == [refused]  # kept, not lost
+    assert (nodes["n3"].handed_off, nodes["n3"].hints_refused) == (1, 1)
+    assert "hinted hand-off to n1: it took 1 of the 2 hints sent" in caplog.text
+    assert f"population/{STRAY}" in caplog.text  # and n1 says why
+    assert "ORSet" in caplog.text and "PNCounter" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        await nodes["n3"].hand_off()  # still refused: kept, and not reported again yet
+    assert len(nodes["n3"].store.hints_for("n1")) == 1
+    assert "hinted hand-off" not in caplog.text
+
+
 async def test_a_stray_stays_until_every_owner_confirmed() -> None:
     net, nodes = cluster(3)
     await nodes["n3"].merge_local("population", STRAY, counter(5))
