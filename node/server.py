@@ -60,7 +60,7 @@ from node.peer.gossip import GossipDriver
 from node.peer.links import RaftLink
 from node.peer.traffic import PeerTraffic
 from node.replication.driver import Replication
-from node.replication.grpc_transport import GrpcTransport
+from node.replication.grpc_transport import CHANNEL_OPTIONS, GrpcTransport
 from node.replication.scrub import Scrubber
 from node.replication.store import TierStore
 from node.tiers.ops import TIERS
@@ -719,7 +719,10 @@ class NodeServer:
                 token,
                 traffic=self.traffic,
                 connect=lambda address, peer: aio_channel(
-                    address, cfg.tls(), server_name=server_name_for(peer)
+                    address,
+                    cfg.tls(),
+                    list(CHANNEL_OPTIONS),
+                    server_name=server_name_for(peer),
                 ),
                 renewal=Renewal(cfg.tls()),
             ),

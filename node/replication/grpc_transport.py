@@ -41,7 +41,7 @@ from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.messages import ForwardMany, MergeMany, Reply, Request, Until
 from node.tls import Renewal, close_later
 
-__all__ = ["AUTH_WARNING_INTERVAL_S", "GrpcTransport"]
+__all__ = ["AUTH_WARNING_INTERVAL_S", "CHANNEL_OPTIONS", "GrpcTransport"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,21 @@ _REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSIO
 _READY = grpc.ChannelConnectivity.READY
 _FAILED = frozenset({grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN})
 
+
+# Options of a channel to a peer. gRPC's default reconnect back-off grows to 2 minutes,
+# during which every call fails at once (``_ready``): a peer back from a restart would
+# get no replica writes, hints or anti-entropy for that long. Keepalive pings notice a
+# connection that died without a reset (a partition) in seconds, where TCP's
+# retransmissions take minutes; the server allows them (node/server.py).
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 2000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
 
 # A batch message gets the call timeout once per this many updates it carries: a
 # ForwardMany of 1,024 updates under load takes longer than one update, and timing it out
@@ -84,7 +99,7 @@ class GrpcTransport:
         *,
         timeout_s: float = 2.0,
         connect: Callable[[str, str], grpc.aio.Channel] = lambda address, _peer: (
-            grpc.aio.insecure_channel(address)
+            grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         ),
         monotonic: Callable[[], float] = time.monotonic,
         traffic: PeerTraffic | None = None,
