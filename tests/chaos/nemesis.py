@@ -408,13 +408,14 @@ def _wait_tiers_whole(n: Nemesis, ev: Event, since: float, timeout: float = 90.0
     a key in flight, which that count includes.)"""
     deadline = time.monotonic() + timeout
     rounds: dict[tuple[str, str], set[int]] = {}  # (node, tier) -> round end times (0.1 s)
+    missing: list[str] = []  # what the last look found not whole
     while time.monotonic() < deadline:
         now = time.monotonic()
-        whole = True
+        missing = []
         for node in n.cluster.node_ids:
             st = n.cluster.status(node)
             if st is None or not st.tiers:
-                whole = False
+                missing.append(f"{node}: no tier status")
                 continue
             for tier in st.tiers:
                 seen = rounds.setdefault((node, tier.tier), set())
@@ -423,13 +424,19 @@ def _wait_tiers_whole(n: Nemesis, ev: Event, since: float, timeout: float = 90.0
                 if tier.last_sync_age_s >= 0 and ended > since and new:
                     seen.add(round(ended * 10))
                 if len(seen) < 2 or tier.hints_pending:
-                    whole = False
-        if whole:
+                    missing.append(
+                        f"{node} {tier.tier}: {len(seen)} rounds since, last "
+                        f"{tier.last_sync_age_s:.1f} s ago, hints pending {tier.hints_pending}, "
+                        f"under-replicated {tier.under_replicated}"
+                    )
+        if not missing:
             ev.detail += f"; tiers whole after {time.monotonic() - since:.1f} s"
             return
         time.sleep(0.5)
     ev.detail += f"; tiers not whole within {timeout:g} s"
-    n.errors.append(f"{ev.fault}: CRDT tiers not re-synced within {timeout:g} s")
+    n.errors.append(
+        f"{ev.fault}: CRDT tiers not re-synced within {timeout:g} s ({'; '.join(missing)})"
+    )
 
 
 def _wait_caught_up(n: Nemesis, node: str, ev: Event, timeout: float = 120.0) -> float | None:

@@ -73,6 +73,7 @@ from tests.chaos.workload import (
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = ".chaos-runs"
+LOG_WARNINGS_SHOWN = 8  # per node, in the report of a run that is not clean
 WRITE_KINDS = ("write", "cas")
 
 
@@ -424,6 +425,25 @@ def _report(r: RunResult, say: object) -> None:
             f"p99={percentile(r.failover_s, 99):.3f}s")  # fmt: skip
     if r.run_dir:
         out(f"   evidence saved in {r.run_dir}")
+        # CI keeps only this output: the nodes' own last complaints travel with it.
+        for node, lines in node_warnings(r.run_dir).items():
+            for line in lines:
+                out(f"   {node} log: {line}")
+
+
+def node_warnings(run_dir: str, last: int = LOG_WARNINGS_SHOWN) -> dict[str, list[str]]:
+    """The last ``last`` WARNING and ERROR lines of each node's log saved in ``run_dir``
+    (first line of each record, cut at 300 characters)."""
+    found: dict[str, list[str]] = {}
+    for node in sorted(os.listdir(run_dir)):
+        path = os.path.join(run_dir, node, "node.log")
+        if not os.path.isfile(path):
+            continue
+        with open(path, errors="replace") as f:
+            lines = [ln.rstrip()[:300] for ln in f if " WARNING " in ln or " ERROR " in ln]
+        if lines:
+            found[node] = lines[-last:]
+    return found
 
 
 # -- summary table -----------------------------------------------------------------

@@ -681,3 +681,25 @@ def test_summary_counts_and_explains() -> None:
     assert "collection: l: 'a' missing" in text
     good = LINEARIZABLE["sequential"]
     assert summarise(good, linearizability=check_linearizable(good)).clean
+
+
+def test_a_failed_runs_report_carries_each_nodes_last_warnings(tmp_path: Path) -> None:
+    from tests.chaos.runner import node_warnings
+
+    (tmp_path / "n1").mkdir()
+    (tmp_path / "n2").mkdir()
+    (tmp_path / "n1" / "data").mkdir()
+    lines = [f"2026-12-07 10:00:{i:02d},000 WARNING node.x: warning {i}\n" for i in range(12)]
+    (tmp_path / "n1" / "node.log").write_text(
+        "2026-12-07 09:59:59,000 INFO node.x: started\n"
+        + "".join(lines)
+        + "2026-12-07 10:01:00,000 ERROR node.y: failed\nTraceback (most recent call last):\n"
+    )
+    (tmp_path / "n2" / "node.log").write_text("2026-12-07 10:00:00,000 INFO node.x: quiet\n")
+    got = node_warnings(str(tmp_path), last=3)
+    assert list(got) == ["n1"]
+    assert got["n1"] == [
+        "2026-12-07 10:00:10,000 WARNING node.x: warning 10",
+        "2026-12-07 10:00:11,000 WARNING node.x: warning 11",
+        "2026-12-07 10:01:00,000 ERROR node.y: failed",
+    ]
