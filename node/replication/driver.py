@@ -371,7 +371,12 @@ class Replication:
             try:
                 await job()
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the node is stopping
+                # A future the job awaited was cancelled under it: a failure of this
+                # run, not an end to hand-off or anti-entropy for the node's lifetime.
+                log.warning("replication background job %s: cancelled from below", job.__name__)
             except Exception:
                 log.exception("replication background job %s failed", job.__name__)
 

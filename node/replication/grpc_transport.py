@@ -41,7 +41,7 @@ from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.messages import ForwardMany, MergeMany, Reply, Request, Until
 from node.tls import Renewal, close_later
 
-__all__ = ["AUTH_WARNING_INTERVAL_S", "CHANNEL_OPTIONS", "GrpcTransport"]
+__all__ = ["AUTH_WARNING_INTERVAL_S", "CHANNEL_OPTIONS", "REOPEN_AFTER_S", "GrpcTransport"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,20 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_timeout_ms", 2000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # Its own subchannel, not one shared from gRPC's global pool: a channel reopened
+    # (below) starts a connection of its own.
+    ("grpc.use_local_subchannel_pool", 1),
 )
+
+# A channel that has not been ready for this long while calls keep coming is closed and
+# a new one opened. With the back-off above it reconnects within a second of the peer
+# being back; one still not ready seconds later is not trusted to ever be (gRPC has
+# had channels left IDLE after a lost connection, which asking for the state does not
+# wake), and a call the transport does not send never wakes it either.
+REOPEN_AFTER_S = 5.0
+# How long calls still in flight on a replaced channel may go on before it is closed
+# under them (longer than any call's own timeout).
+CLOSE_GRACE_S = 60.0
 
 # A batch message gets the call timeout once per this many updates it carries: a
 # ForwardMany of 1,024 updates under load takes longer than one update, and timing it out
@@ -117,6 +130,9 @@ class GrpcTransport:
             tuple[str, str], tuple[grpc.aio.Channel, Any]
         ] = {}  # address -> (channel, stub)
         self._warned_at: dict[str, float] = {}  # peer -> when its refusal was last logged
+        # (peer, address) -> since when its channel has not been ready for a call
+        self._not_ready_since: dict[tuple[str, str], float] = {}
+        self.reopened = 0  # channels closed and opened again for not becoming ready
 
     def _channel(self, peer: str, address: str) -> tuple[grpc.aio.Channel, Any]:
         if self._renewal is not None and self._renewal.due():
@@ -136,7 +152,9 @@ class GrpcTransport:
         deadline = loop.time() + self._timeout_s * max(1.0, _items(message) / ITEMS_PER_TIMEOUT)
         if not await _ready(channel, deadline):
             log.debug("replica %s to %s not sent: no connection", kind, peer)
+            self._not_ready(peer, address, channel)
             raise NotDelivered(f"{kind} to {peer} ({address}): no connection; not sent")
+        self._not_ready_since.pop((peer, address), None)
         request = pb.PeerMessage(from_id=self._node_id, payload=codec.encode(message))
         if self._traffic is not None:
             self._traffic.sent(peer, "replica", len(request.payload))
@@ -151,9 +169,37 @@ class GrpcTransport:
                 raise NotDelivered(f"{kind} to {peer} ({address}): {code.name}") from exc
             log.debug("replica %s to %s failed: %s", kind, peer, code.name)
             raise PeerUnreachable(f"{kind} to {peer} ({address}): {code.name}") from exc
+        except asyncio.CancelledError:
+            if not _cancelled_below():
+                raise  # the caller is being cancelled
+            # gRPC cancels the calls still in flight on a channel it closes (a replaced
+            # one) and raises CancelledError in the caller: a failed call, whose outcome
+            # is unknown. Raised on, it would end the background loop that made it.
+            log.debug("replica %s to %s cancelled: its channel was closed", kind, peer)
+            raise PeerUnreachable(f"{kind} to {peer} ({address}): channel closed") from None
         if self._traffic is not None:
             self._traffic.received(peer, "replica", len(response.payload))
         return codec.decode_reply(response.payload)
+
+    def _not_ready(self, peer: str, address: str, channel: grpc.aio.Channel) -> None:
+        """A call found ``channel`` not ready: once it has been so for
+        :data:`REOPEN_AFTER_S`, replace it (the next call opens a new one)."""
+        key = (peer, address)
+        now = self._monotonic()
+        since = self._not_ready_since.setdefault(key, now)
+        if now - since < REOPEN_AFTER_S:
+            return
+        del self._not_ready_since[key]
+        entry = self._channels.get(key)
+        if entry is None or entry[0] is not channel:
+            return  # replaced meanwhile
+        del self._channels[key]
+        close_later((channel,), CLOSE_GRACE_S)
+        self.reopened += 1
+        log.info(
+            "replica channel to %s (%s) not ready for %.0f s: reopening it",
+            peer, address, now - since,
+        )  # fmt: skip
 
     def _refused(self, peer: str, address: str, code: grpc.StatusCode) -> None:
         now = self._monotonic()
@@ -193,5 +239,16 @@ async def _ready(channel: grpc.aio.Channel, deadline: float) -> bool:
             await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
         except TimeoutError:
             return False
+        except asyncio.CancelledError:
+            if not _cancelled_below():
+                raise
+            return False  # the channel was closed under the wait
         state = channel.get_state(try_to_connect=True)
     return True
+
+
+def _cancelled_below() -> bool:
+    """Whether a CancelledError being handled came from something awaited (gRPC raises
+    it for a call its channel cancelled) rather than from a cancellation of this task."""
+    task = asyncio.current_task()
+    return task is None or not task.cancelling()

@@ -1002,3 +1002,32 @@ async def test_a_forward_in_time_carries_the_deadline_and_is_applied() -> None:
         "population", KEY, Op("counter_add", amount=1)
     )  # no deadline: bare
     assert net.sent["Forward"] == 1
+
+
+async def test_a_background_job_cancelled_from_below_runs_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A future the job awaited was cancelled (gRPC does that to a call whose channel it
+    # closes): that run failed, and hand-off or anti-entropy must not end with it.
+    _, nodes = cluster(1)
+    runs = 0
+
+    async def job() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            cancelled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            await cancelled
+
+    with caplog.at_level("WARNING"):
+        task = asyncio.ensure_future(nodes["n1"]._every(0.001, job))
+        for _ in range(500):
+            if runs >= 3 or task.done():
+                break
+            await asyncio.sleep(0.002)
+    assert runs >= 3 and not task.done()
+    assert "background job job: cancelled from below" in caplog.text
+    task.cancel()  # the node stopping still stops it
+    with pytest.raises(asyncio.CancelledError):
+        await task

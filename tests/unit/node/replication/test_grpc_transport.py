@@ -18,7 +18,11 @@ import pytest
 from node.pb import tadpole_pb2 as pb
 from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
-from node.replication.grpc_transport import AUTH_WARNING_INTERVAL_S, GrpcTransport
+from node.replication.grpc_transport import (
+    AUTH_WARNING_INTERVAL_S,
+    REOPEN_AFTER_S,
+    GrpcTransport,
+)
 from node.replication.messages import (
     Done,
     ForwardGroup,
@@ -70,7 +74,7 @@ class FakeChannel:
 
         return call
 
-    async def close(self) -> None:
+    async def close(self, grace: float | None = None) -> None:
         self.closed = True
 
 
@@ -205,3 +209,60 @@ async def test_a_fenced_batch_gets_the_time_its_size_gets_bare() -> None:
     await t.call("n2", "a2", many)
     await t.call("n2", "a2", Until(1, many))
     assert timeouts[0] > 2.0 and timeouts[1] == pytest.approx(timeouts[0], rel=0.05)
+
+
+async def test_a_channel_that_stays_not_ready_is_reopened(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # gRPC has left channels IDLE after a lost connection, and asking for the state
+    # did not wake them: every call would be "not sent" for as long as the node runs.
+    stuck = FakeChannel([C.IDLE], Done())  # never leaves IDLE
+    fresh = FakeChannel([C.IDLE, C.CONNECTING, C.READY], Done())
+    opened: list[FakeChannel] = []
+
+    def connect(address: str, _peer: str) -> FakeChannel:
+        opened.append(stuck if not opened else fresh)
+        return opened[-1]
+
+    clock = Clock()
+    t = GrpcTransport("n1", "t", timeout_s=0.01, connect=connect, monotonic=clock)  # type: ignore[arg-type]
+    for _ in range(3):  # not ready, but not for long yet: the same channel
+        with pytest.raises(NotDelivered):
+            await t.call("n2", "a2", MERGE)
+        clock.now += REOPEN_AFTER_S / 3
+    assert opened == [stuck] and t.reopened == 0
+    clock.now += 0.01  # past REOPEN_AFTER_S since the first
+    with caplog.at_level(logging.INFO, logger=LOGGER), pytest.raises(NotDelivered):
+        await t.call("n2", "a2", MERGE)  # not ready for REOPEN_AFTER_S: replaced
+    assert t.reopened == 1 and "not ready for 5 s: reopening it" in caplog.text
+    await asyncio.sleep(0)  # the close runs as a task of its own
+    assert stuck.closed
+    assert await t.call("n2", "a2", MERGE) == Done()  # on a new channel
+    assert opened == [stuck, fresh] and fresh.calls and not stuck.calls
+    await t.close()
+
+
+async def test_a_call_its_channel_cancelled_is_unreachable_not_a_cancellation() -> None:
+    # gRPC raises CancelledError in the caller of a call whose channel it closed (a
+    # replaced one). Raised on, it would end the background loop that made the call.
+    class Closed(FakeChannel):
+        def unary_unary(self, method: str, **_: Any) -> Callable[..., Any]:
+            async def call(request: pb.PeerMessage, *, metadata: Any, timeout: float) -> Any:
+                raise asyncio.CancelledError()
+
+            return call
+
+    t = transport({"a2": Closed([C.READY], Done())})
+    with pytest.raises(PeerUnreachable) as caught:
+        await t.call("n2", "a2", MERGE)
+    assert not isinstance(caught.value, NotDelivered)  # it may have been applied
+
+
+async def test_a_cancelled_caller_is_still_cancelled() -> None:
+    hanging = FakeChannel([C.IDLE, C.CONNECTING], Done())  # waits to connect
+    t = transport({"a2": hanging})
+    task = asyncio.ensure_future(t.call("n2", "a2", MERGE))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
