@@ -559,7 +559,7 @@ class NodeServer:
                  "Hinted writes delivered to their owners"),
                 ("tadpole_hints_refused_total", r.hints_refused,
                  "Hinted writes a hand-off sent that the owner did not make durable "
-                 "(unreachable, or refused); kept for the next rounds"),
+                 "(unreachable, or refused), once per round each; kept for the next"),
                 ("tadpole_read_repairs_total", r.repaired, "Copies fixed by read repair"),
                 ("tadpole_divergent_keys_detected_total", r.divergence.detected,
                  "Keys found differing from an owner after anti-entropy joined them "

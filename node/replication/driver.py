@@ -290,7 +290,8 @@ class Replication:
         self._round = _Round()
         self.handed_off = 0
         self.hints_refused = 0  # hints a hand-off sent that the peer did not make durable
-        self._handoff_reported: dict[str, float] = {}  # peer -> when last reported
+        # peer -> (since when hand-off to it leaves hints behind, when that was reported)
+        self._handoff_short: dict[str, tuple[float, float]] = {}
         self.repaired = 0
         self.synced_keys = 0
         self.rounds = 0  # anti-entropy rounds run
@@ -1190,13 +1191,14 @@ class Replication:
 
         Each hint stands alone (merging is a join: order does not matter), so one the
         peer refuses is kept for the next round without holding back the ones after it.
-        A peer that took none of them (down, or refusing everything) is reported at most
-        every :data:`HANDOFF_REPORT_S`, with how many hints wait for it."""
+        A live peer that has left hints undelivered for :data:`HANDOFF_REPORT_S` (down
+        before gossip noticed is shorter than that; refusing them is not) is logged,
+        at most that often."""
         live = self.live()
         for member in coordinator.handoff_targets(live, self.node_id):
             hints = self.store.hints_for(member, coordinator.HINT_BATCH)
             if not hints:
-                self._handoff_reported.pop(member, None)
+                self._handoff_short.pop(member, None)
                 continue
             merges = [Merge(h.tier, h.key, h.value) for h in hints]
             oks = await self._merge_many_remote(member, live[member], merges)
@@ -1205,23 +1207,26 @@ class Replication:
                 await self.store.delete_hints(done)
                 self.handed_off += len(done)
                 log.info("handed off %d hinted writes to %s", len(done), member)
-            if len(done) < len(hints):
-                self.hints_refused += len(hints) - len(done)
-                self._report_handoff(member, hints, oks)
+            if len(done) == len(hints):
+                self._handoff_short.pop(member, None)
+                continue
+            self.hints_refused += len(hints) - len(done)
+            self._report_handoff(member, hints, oks)
 
     def _report_handoff(self, member: str, hints: Sequence[Hint], oks: Sequence[bool]) -> None:
         now = self._monotonic()
-        last = self._handoff_reported.get(member)
-        if last is not None and now - last < HANDOFF_REPORT_S:
+        since, reported = self._handoff_short.setdefault(member, (now, now))
+        if now - since < HANDOFF_REPORT_S or (
+            reported > since and now - reported < HANDOFF_REPORT_S
+        ):
             return
-        self._handoff_reported[member] = now
+        self._handoff_short[member] = (since, now)
         kept = [h for h, ok in zip(hints, oks, strict=True) if not ok]
-        held_s = max(0.0, (self._clock_ns() - kept[0].created_ns) / 1e9)
         log.warning(
-            "hinted hand-off to %s: it took %d of the %d hints sent; the rest stay here for "
-            "the next rounds, the first of them %s/%s, held %.0f s (unreachable, or its "
-            "log says why it refused them)",
-            member, len(hints) - len(kept), len(hints), kept[0].tier, kept[0].key, held_s,
+            "hinted hand-off to %s has left hints undelivered for %.0f s: it took %d of the "
+            "%d sent this round; the rest stay here, the first of them %s/%s (unreachable "
+            "though gossip has it live, or its log says why it refused them)",
+            member, now - since, len(hints) - len(kept), len(hints), kept[0].tier, kept[0].key,
         )  # fmt: skip
 
     async def anti_entropy_round(self) -> None:

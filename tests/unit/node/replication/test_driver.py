@@ -247,23 +247,31 @@ async def test_a_hint_the_owner_refuses_does_not_hold_back_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, nodes = cluster(3)
+    n3 = nodes["n3"]
+    now = [100.0]
+    n3._monotonic = lambda: now[0]
     other = "job_event_log/j-4"
     await nodes["n1"].merge_local("population", STRAY, encode(ORSet()))  # not a counter
-    refused = await nodes["n3"].store.add_hint("n1", "population", STRAY, counter(5))
-    await nodes["n3"].store.add_hint("n1", "population", other, counter(7))
+    refused = await n3.store.add_hint("n1", "population", STRAY, counter(5))
+    await n3.store.add_hint("n1", "population", other, counter(7))
     with caplog.at_level("WARNING"):
-        await nodes["n3"].hand_off()
+        await n3.hand_off()
     assert value_on(nodes["n1"], other) == 7  # delivered past the refused one
-    assert [h.id for h in nodes["n3"].store.hints_for("n1")] == [refused]  # kept, not lost
-    assert (nodes["n3"].handed_off, nodes["n3"].hints_refused) == (1, 1)
-    assert "hinted hand-off to n1: it took 1 of the 2 hints sent" in caplog.text
-    assert f"population/{STRAY}" in caplog.text  # and n1 says why
-    assert "ORSet" in caplog.text and "PNCounter" in caplog.text
+    assert [h.id for h in n3.store.hints_for("n1")] == [refused]  # kept, not lost
+    assert (n3.handed_off, n3.hints_refused) == (1, 1)
+    assert "ORSet" in caplog.text and "PNCounter" in caplog.text  # n1 says why
+    assert "hinted hand-off" not in caplog.text  # a short outage is no news
     caplog.clear()
     with caplog.at_level("WARNING"):
-        await nodes["n3"].hand_off()  # still refused: kept, and not reported again yet
-    assert len(nodes["n3"].store.hints_for("n1")) == 1
-    assert "hinted hand-off" not in caplog.text
+        now[0] += driver.HANDOFF_REPORT_S
+        await n3.hand_off()  # still refused after 30 s: reported
+        now[0] += 1.0
+        await n3.hand_off()  # and not again a second later
+    assert len(n3.store.hints_for("n1")) == 1 and n3.hints_refused == 3
+    reports = [r.getMessage() for r in caplog.records if "hinted hand-off" in r.getMessage()]
+    assert len(reports) == 1
+    assert "to n1 has left hints undelivered for 30 s: it took 0 of the 1 sent" in reports[0]
+    assert f"population/{STRAY}" in reports[0]
 
 
 async def test_a_stray_stays_until_every_owner_confirmed() -> None:
