@@ -157,10 +157,10 @@ OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 # 10,000 batched population updates a second, more while a replaced node is refilled.
 ROUND_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-# Failures a peer may report for a request that are not bugs on this side.
-# A peer that leaves hints undelivered is logged at most this often (per peer).
+# A peer that has left hints undelivered this long is logged (then at most this often).
 HANDOFF_REPORT_S = 30.0
 
+# Failures a peer may report for a request that are not bugs on this side.
 _EXPECTED = (NodeError, GossipError, CRDTError, ValueError, KeyError, TypeError)
 
 
@@ -1185,9 +1185,9 @@ class Replication:
     # -- background: hinted handoff and anti-entropy --------------------------------------
 
     async def hand_off(self) -> None:
-        """Merge the hints held for each live peer into it, oldest first, at most
-        ``coordinator.HINT_BATCH`` per peer, as one ``MergeMany`` through the peer's merge
-        queue; delete the ones it made durable.
+        """Merge the hints held for each live peer into it, oldest first, a round's worth
+        at a time (``coordinator.hint_round``), through the peer's merge queue; delete the
+        ones it made durable.
 
         Each hint stands alone (merging is a join: order does not matter), so one the
         peer refuses is kept for the next round without holding back the ones after it.
@@ -1195,8 +1195,12 @@ class Replication:
         before gossip noticed is shorter than that; refusing them is not) is logged,
         at most that often."""
         live = self.live()
-        for member in coordinator.handoff_targets(live, self.node_id):
+        targets = coordinator.handoff_targets(live, self.node_id)
+        for gone in self._handoff_short.keys() - set(targets):
+            del self._handoff_short[gone]  # back later: a new outage, timed anew
+        for member in targets:
             hints = self.store.hints_for(member, coordinator.HINT_BATCH)
+            hints = hints[: coordinator.hint_round([len(h.value) for h in hints])]
             if not hints:
                 self._handoff_short.pop(member, None)
                 continue

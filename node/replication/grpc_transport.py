@@ -154,7 +154,9 @@ class GrpcTransport:
             log.debug("replica %s to %s not sent: no connection", kind, peer)
             self._not_ready(peer, address, channel)
             raise NotDelivered(f"{kind} to {peer} ({address}): no connection; not sent")
-        self._not_ready_since.pop((peer, address), None)
+        current = self._channels.get((peer, address))
+        if current is not None and current[0] is channel:  # not one replaced meanwhile
+            self._not_ready_since.pop((peer, address), None)
         request = pb.PeerMessage(from_id=self._node_id, payload=codec.encode(message))
         if self._traffic is not None:
             self._traffic.sent(peer, "replica", len(request.payload))
@@ -185,14 +187,14 @@ class GrpcTransport:
         """A call found ``channel`` not ready: once it has been so for
         :data:`REOPEN_AFTER_S`, replace it (the next call opens a new one)."""
         key = (peer, address)
+        entry = self._channels.get(key)
+        if entry is None or entry[0] is not channel:
+            return  # replaced meanwhile: says nothing of the channel now in use
         now = self._monotonic()
         since = self._not_ready_since.setdefault(key, now)
         if now - since < REOPEN_AFTER_S:
             return
         del self._not_ready_since[key]
-        entry = self._channels.get(key)
-        if entry is None or entry[0] is not channel:
-            return  # replaced meanwhile
         del self._channels[key]
         close_later((channel,), CLOSE_GRACE_S)
         self.reopened += 1

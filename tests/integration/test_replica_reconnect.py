@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from node.pb import tadpole_pb2 as pb
-from node.replication import codec
+from node.replication import codec, grpc_transport
 from node.replication.errors import PeerUnreachable
 from node.replication.grpc_transport import GrpcTransport
 from node.replication.messages import Done, Merge
@@ -56,7 +56,12 @@ async def _call(transport: GrpcTransport, address: str) -> bool:
 
 
 @pytest.mark.timeout(60)
-async def test_a_peer_back_from_an_outage_is_called_again_within_a_second() -> None:
+async def test_a_peer_back_from_an_outage_is_called_again_within_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The channel options alone: no reopening of a channel not ready for a while,
+    # whose new channel would start a new back-off.
+    monkeypatch.setattr(grpc_transport, "REOPEN_AFTER_S", 3600.0)
     server = await _peer(0)
     address = f"127.0.0.1:{server.port}"  # type: ignore[attr-defined]
     transport = GrpcTransport("n1", "t", timeout_s=0.5)
@@ -67,6 +72,7 @@ async def test_a_peer_back_from_an_outage_is_called_again_within_a_second() -> N
         while time.monotonic() < down_until:  # the node keeps trying, as its rounds do
             assert not await _call(transport, address)
             await asyncio.sleep(0.2)
+        assert transport.reopened == 0
         server = await _peer(int(address.rsplit(":", 1)[1]))
         back = time.monotonic()
         while not await _call(transport, address):

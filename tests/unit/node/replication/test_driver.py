@@ -246,7 +246,7 @@ async def test_a_stray_is_handed_to_the_owners_then_dropped() -> None:
 async def test_a_hint_the_owner_refuses_does_not_hold_back_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _, nodes = cluster(3)
+    net, nodes = cluster(3)
     n3 = nodes["n3"]
     now = [100.0]
     n3._monotonic = lambda: now[0]
@@ -272,6 +272,15 @@ async def test_a_hint_the_owner_refuses_does_not_hold_back_the_others(
     assert len(reports) == 1
     assert "to n1 has left hints undelivered for 30 s: it took 0 of the 1 sent" in reports[0]
     assert f"population/{STRAY}" in reports[0]
+    # Declared dead, back an hour later: a new outage, not one an hour long.
+    net.declare_dead("n1")
+    await n3.hand_off()
+    net.up("n1")
+    now[0] += 3600.0
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        await n3.hand_off()
+    assert "hinted hand-off" not in caplog.text
 
 
 async def test_a_stray_stays_until_every_owner_confirmed() -> None:
