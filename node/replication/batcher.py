@@ -2,7 +2,8 @@
 forwarded updates into :class:`ForwardMany`.
 
 While one such message is in flight to a peer, what is submitted meanwhile gathers,
-and goes together in the next one (at most ``MAX_ITEMS``), so the number of messages
+and goes together in the next one (at most ``MAX_ITEMS``, and for merges ``MAX_BYTES``
+of values), so the number of messages
 per write falls as load rises and the peer commits each batch with one fsync. A lone
 submission goes at once.
 """
@@ -58,6 +59,10 @@ class _PeerQueue(Generic[T]):
     flight and those never sent are :meth:`_abandon`-ed, so no caller waits forever."""
 
     MAX_ITEMS = 256
+    # And at most this many bytes of values in one message (a peer takes messages of at
+    # most 64 MiB; values go up to max_value_bytes each); an item larger than this
+    # goes alone.
+    MAX_BYTES = 8 << 20
     WHAT = "batch"  # for the log
 
     def __init__(self) -> None:
@@ -73,7 +78,8 @@ class _PeerQueue(Generic[T]):
         batch: list[T] = []
         try:
             while self._queue:
-                batch, self._queue = self._queue[: self.MAX_ITEMS], self._queue[self.MAX_ITEMS :]
+                n = self._fits()
+                batch, self._queue = self._queue[:n], self._queue[n:]
                 await self._deliver(batch)
                 batch = []
         except Exception:  # a bug below the transport: nothing hangs
@@ -82,6 +88,20 @@ class _PeerQueue(Generic[T]):
             self._drainer = None
             unsent, self._queue = self._queue, []
             self._abandon(batch, unsent)
+
+    def _fits(self) -> int:
+        """How many of the queued items go in the next message: at most ``MAX_ITEMS``
+        and ``MAX_BYTES``, and at least one."""
+        total = 0
+        for n, item in enumerate(self._queue[: self.MAX_ITEMS]):
+            total += self._size(item)
+            if n and total > self.MAX_BYTES:
+                return n
+        return min(len(self._queue), self.MAX_ITEMS)
+
+    def _size(self, item: T) -> int:
+        """An item's bytes in a message, as far as the bound counts them."""
+        return 0
 
     async def _deliver(self, batch: list[T]) -> None:
         raise NotImplementedError
@@ -110,6 +130,9 @@ class MergeBatcher(_PeerQueue[tuple[Merge, _Waiter, int]]):
         waiter = _Waiter(asyncio.get_running_loop().create_future(), len(merges))
         self._enqueue((m, waiter, i) for i, m in enumerate(merges))
         return await waiter.future
+
+    def _size(self, item: tuple[Merge, _Waiter, int]) -> int:
+        return len(item[0].state)
 
     async def _deliver(self, batch: list[tuple[Merge, _Waiter, int]]) -> None:
         oks = await self._send(MergeMany(tuple(m for m, _, _ in batch)))

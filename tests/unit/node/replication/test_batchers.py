@@ -70,6 +70,31 @@ async def test_a_submission_larger_than_a_message_spans_several() -> None:
     assert await batcher.submit_many([]) == []
 
 
+async def test_a_message_holds_at_most_max_bytes_of_values() -> None:
+    # A peer takes messages of at most 64 MiB; values go up to 1 MiB each by default,
+    # and 256 of them in one MergeMany would be refused whole, again and again.
+    peer = Peer()
+    batcher = MergeBatcher(peer.send)
+    mib = 1 << 20
+
+    def big(key: str, size: int) -> Merge:
+        return Merge("population", key, b"x" * size)
+
+    first = asyncio.create_task(batcher.submit(big("a", 1)))
+    await turns()
+    rest = [
+        asyncio.create_task(batcher.submit(big(k, n)))
+        for k, n in (("b", 3 * mib), ("c", 3 * mib), ("d", 2 * mib), ("e", 1), ("f", 20 * mib))
+    ]
+    await turns()
+    peer.release.set()
+    assert await first is True and all([await r for r in rest])
+    # 3 + 3 + 2 MiB fit in 8 MiB, one byte more does not; one larger than the bound
+    # goes alone rather than never.
+    assert peer.sent == [["a"], ["b", "c", "d"], ["e"], ["f"]]
+    assert mib * 8 == MergeBatcher.MAX_BYTES
+
+
 async def test_an_unreachable_peer_fails_every_merge_of_the_message() -> None:
     peer = Peer()
     peer.down = True
