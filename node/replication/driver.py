@@ -25,9 +25,9 @@ send the merged state to any owner that was behind (read repair).
 
 Background (:meth:`Replication.start`):
 
-* hinted handoff — every second, hints for live members are merged into them (one
-  MergeMany per member, through its merge queue) and deleted once durable there; a
-  refused hint stays for the next round without holding back the others;
+* hinted handoff — every second, hints for live members are merged into them (through
+  each one's merge queue, at most 256 and 8 MiB a round) and deleted once durable
+  there; a refused hint stays for the next round without holding back the others;
 * anti-entropy — every few seconds, per tier and live peer, a Merkle session (gossip's
   ``SyncPeer``, carried by Sync messages) over the keys both nodes own: equal roots end
   it at once; otherwise only differing subtrees and keys move, merged both ways. This
