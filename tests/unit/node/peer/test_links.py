@@ -162,11 +162,13 @@ def test_a_peer_without_raftstream_gets_unary_calls(
     link, backend, peer = make_link("unary")
     link.submit([b"vote?"])
     assert backend.wait_for(lambda: link.streams is False)
-    # The batch the refused stream carried is gone (Raft sends again); the next goes
-    # as a unary call and its answer arrives.
+    # The next frames go as a unary call and its answer arrives. "vote?" went with the
+    # refused stream (then it is gone: Raft sends again) or, when the peer refused the
+    # stream before gRPC's request thread took it, it is still held and goes first in
+    # that call: both are the link's contract, and which one is a race.
     link.submit([b"append"])
     assert backend.wait_for(lambda: b"re:append" in backend.answers)
-    assert [list(b.frames) for b in peer.batches][-1] == [b"append"]
+    assert [list(b.frames) for b in peer.batches][-1] in ([b"append"], [b"vote?", b"append"])
     assert backend.downs == 0
 
 
