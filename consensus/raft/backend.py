@@ -780,18 +780,19 @@ class RaftBackend:
     def _report_stall(self, stall: Stall | None, obj: _ReplicatedSystem) -> None:
         if stall is None:
             return
+        leader = obj._isLeader()
         log.warning(
             "node %s (%s): the raft tick thread stalled %.0f ms (%.0f ms of it before the"
             " tick could start), past the %.0f ms election timeout: %s. Look for garbage"
             " collection (tadpole_gc_pause_seconds), slow fsyncs"
             " (tadpole_raft_journal_fsync_seconds) or a host short of CPU%s",
             self.node_id,
-            "leader" if obj._isLeader() else "follower",
+            "leader" if leader else "follower",
             stall.seconds * 1000,
             stall.late * 1000,
             self.config.election_timeout_min_s * 1000,
             "its followers may elect another leader"
-            if obj._isLeader()
+            if leader
             else "this node may campaign, or miss its leader's messages",
             f" ({stall.unreported} more stalls since the last report)" if stall.unreported else "",
         )

@@ -43,8 +43,8 @@ back (:class:`HintPlan`). The rules, each with its table of cases in
   node still owns no part of the key, the copy is dropped. Until then it counts as
   under-replicated. RF 0 tiers (every live member owns every key) have no strays.
 * **Hand-off** — every live peer gets the hints held for it, oldest first, at most
-  :data:`HINT_BATCH` and :data:`HINT_BATCH_BYTES` per round (:func:`hint_round`); the
-  ones it refuses wait for the next round without holding back the others.
+  :data:`HINT_BATCH` per round (in messages the peer's merge queue bounds in bytes);
+  the ones it refuses wait for the next round without holding back the others.
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ from node.tiers.ops import TierSpec
 __all__ = [
     "ALL",
     "HINT_BATCH",
-    "HINT_BATCH_BYTES",
     "ONE",
     "QUORUM",
     "STRAY_BATCH",
@@ -85,7 +84,6 @@ __all__ = [
     "forward_verdict",
     "handoff_targets",
     "hint_candidates",
-    "hint_round",
     "may_drop_stray",
     "merge_states",
     "owners",
@@ -107,10 +105,8 @@ __all__ = [
 ONE, QUORUM, ALL = 1, 2, 3
 
 # Hints handed to one member per round: bounds a round's work after a long outage
-# (the rest go in the next rounds, a second apart by default), in count and in bytes
-# (values of up to max_value_bytes each; a peer takes messages of at most 64 MiB).
+# (the rest go in the next rounds, a second apart by default).
 HINT_BATCH = 256
-HINT_BATCH_BYTES = 8 << 20
 
 # Stray copies handed to their owners per tier per anti-entropy round. A round then
 # sends at most STRAY_BATCH x RF merges per tier (coalesced into MergeMany messages of at
@@ -419,18 +415,6 @@ def under_replicated(spec: TierSpec, keys: Iterable[str], live: Sized) -> int:
     if spec.rf == 0 or len(live) >= spec.rf:
         return 0
     return sum(1 for _ in keys)
-
-
-def hint_round(sizes: Sequence[int]) -> int:
-    """How many of the hints held for a member (oldest first; ``sizes`` are their values'
-    lengths) to hand off in one round: at most :data:`HINT_BATCH`, as many as fit in
-    :data:`HINT_BATCH_BYTES`, and always the first, whatever its size."""
-    total = 0
-    for n, size in enumerate(sizes[:HINT_BATCH]):
-        total += size
-        if n and total > HINT_BATCH_BYTES:
-            return n
-    return min(len(sizes), HINT_BATCH)
 
 
 def handoff_targets(live: Iterable[str], self_id: str) -> list[str]:

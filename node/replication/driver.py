@@ -26,7 +26,7 @@ send the merged state to any owner that was behind (read repair).
 Background (:meth:`Replication.start`):
 
 * hinted handoff — every second, hints for live members are merged into them (through
-  each one's merge queue, at most 256 and 8 MiB a round) and deleted once durable
+  each one's merge queue, at most 256 a round) and deleted once durable
   there; a refused hint stays for the next round without holding back the others;
 * anti-entropy — every few seconds, per tier and live peer, a Merkle session (gossip's
   ``SyncPeer``, carried by Sync messages) over the keys both nodes own: equal roots end
@@ -125,7 +125,13 @@ from node.replication.store import (
     digest_of,
 )
 from node.replication.sync import DivergenceCheck, PairSpace, PairTrees
-from node.replication.transport import GossipMembership, GossipView, Membership, PeerTransport
+from node.replication.transport import (
+    GossipMembership,
+    GossipView,
+    Membership,
+    PeerTransport,
+    cancelled_from_below,
+)
 from node.tiers import mesh as mesh_doc
 from node.tiers import population
 from node.tiers.documents import DocOp, apply_doc_op, member_changes
@@ -372,8 +378,7 @@ class Replication:
             try:
                 await job()
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
+                if not cancelled_from_below():
                     raise  # the node is stopping
                 # A future the job awaited was cancelled under it: a failure of this
                 # run, not an end to hand-off or anti-entropy for the node's lifetime.
@@ -1186,8 +1191,8 @@ class Replication:
 
     async def hand_off(self) -> None:
         """Merge the hints held for each live peer into it, oldest first, a round's worth
-        at a time (``coordinator.hint_round``), through the peer's merge queue; delete the
-        ones it made durable.
+        at a time (``coordinator.HINT_BATCH``), through the peer's merge queue (which
+        bounds each message in bytes); delete the ones it made durable.
 
         Each hint stands alone (merging is a join: order does not matter), so one the
         peer refuses is kept for the next round without holding back the ones after it.
@@ -1200,7 +1205,6 @@ class Replication:
             del self._handoff_short[gone]  # back later: a new outage, timed anew
         for member in targets:
             hints = self.store.hints_for(member, coordinator.HINT_BATCH)
-            hints = hints[: coordinator.hint_round([len(h.value) for h in hints])]
             if not hints:
                 self._handoff_short.pop(member, None)
                 continue

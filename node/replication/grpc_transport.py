@@ -39,6 +39,7 @@ from node.peer.traffic import PeerTraffic
 from node.replication import codec
 from node.replication.errors import NotDelivered, PeerUnreachable
 from node.replication.messages import ForwardMany, MergeMany, Reply, Request, Until
+from node.replication.transport import cancelled_from_below
 from node.tls import Renewal, close_later
 
 __all__ = ["AUTH_WARNING_INTERVAL_S", "CHANNEL_OPTIONS", "REOPEN_AFTER_S", "GrpcTransport"]
@@ -172,7 +173,7 @@ class GrpcTransport:
             log.debug("replica %s to %s failed: %s", kind, peer, code.name)
             raise PeerUnreachable(f"{kind} to {peer} ({address}): {code.name}") from exc
         except asyncio.CancelledError:
-            if not _cancelled_below():
+            if not cancelled_from_below():
                 raise  # the caller is being cancelled
             # gRPC cancels the calls still in flight on a channel it closes (a replaced
             # one) and raises CancelledError in the caller: a failed call, whose outcome
@@ -242,15 +243,8 @@ async def _ready(channel: grpc.aio.Channel, deadline: float) -> bool:
         except TimeoutError:
             return False
         except asyncio.CancelledError:
-            if not _cancelled_below():
+            if not cancelled_from_below():
                 raise
             return False  # the channel was closed under the wait
         state = channel.get_state(try_to_connect=True)
     return True
-
-
-def _cancelled_below() -> bool:
-    """Whether a CancelledError being handled came from something awaited (gRPC raises
-    it for a call its channel cancelled) rather than from a cancellation of this task."""
-    task = asyncio.current_task()
-    return task is None or not task.cancelling()

@@ -13,6 +13,7 @@ The store is the third dependency (:class:`node.replication.store.ReplicaStore`)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -26,7 +27,16 @@ __all__ = [
     "MemberInfo",
     "Membership",
     "PeerTransport",
+    "cancelled_from_below",
 ]
+
+
+def cancelled_from_below() -> bool:
+    """Whether a CancelledError being handled came from something awaited (gRPC raises
+    it in the caller of a call whose channel it closed) rather than from a cancellation
+    of this task (the node stopping, a caller's timeout)."""
+    task = asyncio.current_task()
+    return task is None or not task.cancelling()
 
 
 class MemberInfo(Protocol):

@@ -538,22 +538,3 @@ def test_the_owner_cache_answers_as_placement_and_starts_over_when_live_changes(
             key = f"k{i}"
             assert cache(spec, key, live) == c.owners(spec, key, live)
             assert cache(spec, key, reversed(live)) == c.owners(spec, key, live)
-
-
-MIB = 1 << 20
-
-
-@pytest.mark.parametrize(
-    ("sizes", "taken"),
-    [
-        ([], 0),
-        ([100] * 3, 3),
-        ([100] * 300, c.HINT_BATCH),  # at most HINT_BATCH a round
-        ([4 * MIB, 4 * MIB, 1], 2),  # 8 MiB fit, one byte more does not
-        ([5 * MIB, 5 * MIB], 1),
-        ([20 * MIB, 1], 1),  # the first goes whatever its size: nothing stays stuck
-    ],
-)
-def test_a_hand_off_round_is_bounded_in_hints_and_bytes(sizes: list[int], taken: int) -> None:
-    assert c.HINT_BATCH_BYTES == 8 * MIB
-    assert c.hint_round(sizes) == taken
