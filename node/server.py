@@ -553,6 +553,9 @@ class NodeServer:
                  "Values anti-entropy sessions started here sent or joined"),
                 ("tadpole_antientropy_tiers_skipped_total", r.rounds_skipped,
                  "Tiers an anti-entropy round skipped as settled (nothing changed)"),
+                ("tadpole_antientropy_sessions_left_to_peers_total", r.sessions_left_to_peers,
+                 "Pair sessions a round left out because the peer had just run one "
+                 "with this node (a session merges both ways)"),
                 ("tadpole_strays_handed_off_total", r.strays_handed_off,
                  "Copies of keys this node does not own, handed to their owners and dropped"),
                 ("tadpole_hints_delivered_total", r.handed_off,

@@ -30,7 +30,8 @@ Background (:meth:`Replication.start`):
   there; a refused hint stays for the next round without holding back the others;
 * anti-entropy — every few seconds, per tier and live peer, a Merkle session (gossip's
   ``SyncPeer``, carried by Sync messages) over the keys both nodes own: equal roots end
-  it at once; otherwise only differing subtrees and keys move, merged both ways. This
+  it at once; otherwise only differing subtrees and keys move, merged both ways (so a
+  pair the peer has just synced with this node is left out of the round). This
   is also how RF is restored: when a member dies, placement over the live members names
   a new owner for each of its keys, and the next round copies them there;
 * stray hand-off — in the same round, per tier, copies this node holds of keys it does
@@ -124,7 +125,7 @@ from node.replication.store import (
     UpdateFn,
     digest_of,
 )
-from node.replication.sync import DivergenceCheck, PairSpace, PairTrees
+from node.replication.sync import DivergenceCheck, PairSpace, PairTrees, ServedSessions
 from node.replication.transport import (
     GossipMembership,
     GossipView,
@@ -306,6 +307,8 @@ class Replication:
         self.strays_handed_off = 0  # copies of keys not owned, merged into the owners, dropped
         self._stray_cursor: dict[str, str] = {}  # tier -> last stray key handled
         self._session = 0
+        self._served = ServedSessions()  # sessions peers ran with this node
+        self.sessions_left_to_peers = 0  # pair sessions a round left to the peer that ran one
         self._batchers: dict[str, MergeBatcher] = {}
         self._addresses: dict[str, str] = {}  # peer -> the address its merges go to
         self._forwarders: dict[str, ForwardBatcher] = {}
@@ -1248,6 +1251,11 @@ class Replication:
         values are merged both ways, CRDT join). Keys this node holds but does not
         own are handed to their owners (:meth:`_hand_off_strays`).
 
+        A pair whose peer ran a session with this node since this node's previous
+        round began is left to it (``sync.ServedSessions``): the session merged both
+        ways, so one per pair and interval is enough, and under sustained writes that
+        halves what rounds cost.
+
         A tier is skipped while it is *settled*: its last round here found nothing to
         do (every session succeeded with equal trees, no key under-replicated, no
         stray) and neither its store version nor the live membership has changed
@@ -1270,6 +1278,8 @@ class Replication:
         members = tuple(sorted(live.items()))
         pairs = coordinator.sync_pairs(TIERS, live, self.node_id)
         self.divergence.keep_only(live)
+        self._served.keep_only(live)
+        since = self.rounds  # sessions served since the previous round here began
         self.rounds += 1
         for tier, spec in TIERS.items():
             health = TierHealth(last_round=self._monotonic())
@@ -1279,11 +1289,19 @@ class Replication:
                 self._round.health[tier] = health
                 continue
             self._round.settled.pop(tier, None)
-            failed = False
+            failed = False  # a session failed, or one left to the peer may not settle it
             keys = (k for k, _ in self.store.keys_and_digests(tier))
             health.under_replicated += coordinator.under_replicated(spec, keys, live)
             for pair in pairs:
                 if pair.tier != tier:
+                    continue
+                served = self._served.covering(tier, pair.peer, since, members)
+                if served is not None:
+                    self.sessions_left_to_peers += 1
+                    health.under_replicated += served.keys
+                    # Settles the tier as a session of this round would: it found the
+                    # copies equal, and nothing was written here since.
+                    failed |= served.version != signature[0]
                     continue
                 space = self._space(tier, pair.peer, live)
                 try:
@@ -1423,9 +1441,20 @@ class Replication:
         peer = coordinator.sync_partner(
             message.tier, message.pair, message.step.space, self.node_id
         )
-        space = self._space(message.tier, peer, self.live())
+        live = self.live()
+        space = self._space(message.tier, peer, live)
         response = SyncPeer({space.name: space}).handle(message.step)
         await space.flush()
+        self._served.step(
+            message.tier,
+            peer,
+            message.step,
+            response,
+            keys=space.merged + space.served,
+            rounds=self.rounds,
+            version=self.store.version(message.tier),
+            members=tuple(sorted(live.items())),
+        )
         return SyncReply(response)
 
     async def compact_population(self) -> int:

@@ -5,17 +5,22 @@
 :class:`PairSpace` serves one session over it and makes the values the session brings
 in durable. ``SyncStore.merge_values`` is synchronous in the protocol, so received values
 are queued and joined into the store by :meth:`PairSpace.flush`, which the driver awaits
-after every protocol step, before the next message is sent.
+after every protocol step, before the next message is sent. :class:`ServedSessions`
+remembers the sessions peers ran with this node, so that a round leaves a pair to the
+peer that has just synced it, and :class:`DivergenceCheck` is the invariant check over
+what sessions found.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from gossip.merkle import MerkleLayout, MerkleTree
+from gossip.messages import SyncBegin, SyncDone, SyncMessage, SyncValues
 from node.replication.store import ReplicaStore, digest_of
 
-__all__ = ["MERKLE_LAYOUT", "DivergenceCheck", "PairSpace", "PairTrees"]
+__all__ = ["MERKLE_LAYOUT", "DivergenceCheck", "PairSpace", "PairTrees", "Served", "ServedSessions"]
 
 MERKLE_LAYOUT = MerkleLayout(branching=16, depth=3)  # 4096 buckets; same on every node
 
@@ -237,3 +242,93 @@ class DivergenceCheck:
         keep = set(peers)
         for key in [k for k in self._left if k[1] not in keep]:
             del self._left[key]
+
+
+Members = tuple[tuple[str, str], ...]  # the live set as (id, address), sorted
+
+
+@dataclasses.dataclass
+class Served:
+    """One session a peer ran with this node, as this node served it."""
+
+    session: int
+    keys: int = 0  # values the session sent from here or joined in here
+    # When its last step was answered here: how many anti-entropy rounds this node had
+    # begun by then (None: not over yet). Counted, not timed: "since my previous
+    # round began" needs an order, and one that is exact under a frozen test clock.
+    ended: int | None = None
+    version: int = -1  # the tier's store version then
+    members: Members = ()  # the live set then (it decides the pair's space)
+
+
+class ServedSessions:
+    """The anti-entropy sessions peers ran with this node: what lets a round leave a
+    pair to the peer that has just synced it.
+
+    A session is symmetric (values are merged both ways), so one session reconciles
+    a pair whichever node starts it. Both nodes of a pair run rounds on their own
+    clocks, and before this each started its own session, so under sustained writes
+    every pair was synced twice per interval and its in-flight keys exchanged and
+    joined twice. A round now skips a pair whose peer ran a session that this node
+    served to its end since this node's previous round began, over the same live set
+    (:meth:`covering`). Once the rounds' phases settle, one node of each pair starts
+    the sessions and the other serves them.
+
+    Nothing is left unsynced for long: a pair is skipped only for a session that
+    ended after this node's previous round began, so between two rounds of either
+    node the pair has had a session (its own or the peer's); a change made here
+    after that session is in the peer's next one, or in this node's next round if
+    the peer stops starting them (a peer whose tier is settled sends nothing, and
+    then this node's next round finds nothing served and runs its own). The price is
+    at most one more interval before such a change is reconciled. Pure: the driver
+    feeds it each step it serves."""
+
+    def __init__(self) -> None:
+        self._served: dict[tuple[str, str], Served] = {}  # (tier, peer) -> last session
+
+    def step(
+        self,
+        tier: str,
+        peer: str,
+        message: SyncMessage,
+        reply: SyncMessage | None,
+        *,
+        keys: int,
+        rounds: int,
+        version: int,
+        members: Members,
+    ) -> None:
+        """Record one step served: ``message`` from ``peer``, answered with ``reply``
+        (None: nothing, the session is over), ``keys`` values sent or joined by it;
+        ``rounds`` is how many rounds this node had begun, ``version`` and ``members``
+        the tier's store version and the live set, once it was answered. A step of a
+        session whose beginning was not seen here (this node restarted in between) is
+        not recorded."""
+        served = self._served.get((tier, peer))
+        if isinstance(message, SyncBegin):
+            served = self._served[(tier, peer)] = Served(message.session)
+        elif served is None or served.session != message.session or served.ended is not None:
+            return
+        served.keys += keys
+        if (
+            reply is None
+            or isinstance(reply, SyncDone)
+            or (isinstance(reply, SyncValues) and reply.final)
+        ):
+            served.ended, served.version, served.members = rounds, version, members
+
+    def covering(self, tier: str, peer: str, since: int, members: Members) -> Served | None:
+        """The session ``peer`` ran with this node on ``tier`` that makes this node's own
+        unnecessary: one served to its end once ``since`` rounds had begun here (the
+        count when this node's previous round began), over the live set ``members``;
+        None if there is none."""
+        served = self._served.get((tier, peer))
+        if served is None or served.ended is None or served.ended < since:
+            return None
+        return served if served.members == members else None
+
+    def keep_only(self, peers: Iterable[str]) -> None:
+        """Forget sessions run by members no longer live."""
+        keep = set(peers)
+        for key in [k for k in self._served if k[1] not in keep]:
+            del self._served[key]

@@ -111,6 +111,7 @@ def test_metrics_reflect_the_node(stubs: Any, tmp_path_factory: Any) -> None:
         )
         assert sample(text, "tadpole_raft_tick_stalls_total") >= 0
         assert sample(text, "tadpole_hints_refused_total") >= 0  # exported
+        assert sample(text, "tadpole_antientropy_sessions_left_to_peers_total") >= 0
         followers = [n for n in cluster.node_ids if n != leader]
         # The leader's append-entries reach each follower as Peer/Raft calls (at least
         # one per write above): RaftStreams are off by default ([raft] stream_links).

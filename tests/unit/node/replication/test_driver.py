@@ -477,6 +477,50 @@ async def test_a_copy_changed_on_one_side_only_is_still_reconciled() -> None:
     assert state is not None and state.value() == 7
 
 
+async def test_a_round_leaves_a_pair_to_the_peer_that_just_synced_it() -> None:
+    # A session merges both ways, so each (tier, pair) needs one a round, not one
+    # started from each side: 4 tiers x 3 pairs, not twice that.
+    net, nodes = cluster()
+    await nodes["n1"].update("population", KEY, Op("counter_add", amount=2))
+    await nodes["n2"].merge_local("population", KEY, counter(5))  # n1 has not seen it
+    begun = {name: node._session for name, node in nodes.items()}
+    await _round_all(nodes)
+    started = {name: node._session - begun[name] for name, node in nodes.items()}
+    assert started == {"n1": 8, "n2": 4, "n3": 0}
+    assert [n.sessions_left_to_peers for n in nodes.values()] == [0, 4, 8]  # per tier
+    state = nodes["n1"].local_state("population", KEY)
+    assert state is not None and state.value() == 7  # n1's session brought it over
+    # n2 reports what the session it left to n1 found, as n1 does: the key that
+    # differed, once sent and once joined.
+    found = [nodes[n].health()["population"].under_replicated for n in ("n1", "n2")]
+    assert found == [2, 2]
+    # Nothing written since: the next round finds every pair equal and settles.
+    await _round_all(nodes)
+    net.sent.clear()
+    await _round_all(nodes)
+    assert net.sent["Sync"] == 0
+
+
+async def test_a_session_left_to_the_peer_does_not_settle_a_tier_written_since() -> None:
+    # n2 served n1's session with equal trees, then took a write n1 never saw:
+    # its round may not count the pair as settled on the strength of that session.
+    net, nodes = cluster()
+    await nodes["n1"].update("population", KEY, Op("counter_add", amount=2))
+    await _round_all(nodes)
+    await _round_all(nodes)  # every tier settled everywhere
+    n1, n2 = nodes["n1"], nodes["n2"]
+    await n1.update("population", KEY, Op("counter_add", amount=1))  # n1 and n2 unsettled
+    await n1.anti_entropy_round()  # n1 syncs the pair: equal
+    await n2.merge_local("population", KEY, counter(5))  # a hint, after that session
+    await n2.anti_entropy_round()  # leaves the pair to n1's session, but not settled
+    await n1.anti_entropy_round()  # settled: sends nothing
+    net.sent.clear()
+    await n2.anti_entropy_round()  # nothing served since its last round: its own
+    assert net.sent["Sync"] > 0
+    state = n1.local_state("population", KEY)
+    assert state is not None and state.value() == 8
+
+
 async def test_a_failed_session_leaves_the_tier_unsettled() -> None:
     # Empty trees: a failed session has no keys to count as under-replicated, but
     # the peer may hold keys for us, so the tier must not count as settled.
