@@ -1261,7 +1261,9 @@ class Replication:
         stray) and neither its store version nor the live membership has changed
         since. That keeps an idle cluster idle and loses nothing: if two owners'
         copies differ, at least one of them changed since their last equal session,
-        and that one is not settled, so it runs the session that reconciles them.
+        and that one is not settled, so it runs the session that reconciles them (or,
+        for one round, leaves the pair to a session the peer began after this
+        node's previous round began: see ``sync.ServedSessions``).
 
         Its duration goes to :attr:`round_seconds` (``/metrics``): under sustained
         writes no tier is settled, and every round brings the pair trees up to date and
@@ -1300,7 +1302,7 @@ class Replication:
                     self.sessions_left_to_peers += 1
                     health.under_replicated += served.keys
                     # Settles the tier as a session of this round would: it found the
-                    # copies equal, and nothing was written here since.
+                    # copies equal, and nothing was written here since it began.
                     failed |= served.version != signature[0]
                     continue
                 space = self._space(tier, pair.peer, live)
@@ -1442,6 +1444,15 @@ class Replication:
             message.tier, message.pair, message.step.space, self.node_id
         )
         live = self.live()
+        members = tuple(sorted(live.items()))
+        self._served.begin(
+            message.tier,
+            peer,
+            message.step,
+            rounds=self.rounds,
+            version=self.store.version(message.tier),  # before the trees are refreshed
+            members=members,
+        )
         space = self._space(message.tier, peer, live)
         response = SyncPeer({space.name: space}).handle(message.step)
         await space.flush()
@@ -1451,9 +1462,7 @@ class Replication:
             message.step,
             response,
             keys=space.merged + space.served,
-            rounds=self.rounds,
-            version=self.store.version(message.tier),
-            members=tuple(sorted(live.items())),
+            members=tuple(sorted(self.live().items())),
         )
         return SyncReply(response)
 

@@ -20,7 +20,15 @@ from gossip.merkle import MerkleLayout, MerkleTree
 from gossip.messages import SyncBegin, SyncDone, SyncMessage, SyncValues
 from node.replication.store import ReplicaStore, digest_of
 
-__all__ = ["MERKLE_LAYOUT", "DivergenceCheck", "PairSpace", "PairTrees", "Served", "ServedSessions"]
+__all__ = [
+    "MERKLE_LAYOUT",
+    "DivergenceCheck",
+    "Members",
+    "PairSpace",
+    "PairTrees",
+    "Served",
+    "ServedSessions",
+]
 
 MERKLE_LAYOUT = MerkleLayout(branching=16, depth=3)  # 4096 buckets; same on every node
 
@@ -249,16 +257,19 @@ Members = tuple[tuple[str, str], ...]  # the live set as (id, address), sorted
 
 @dataclasses.dataclass
 class Served:
-    """One session a peer ran with this node, as this node served it."""
+    """One session a peer ran with this node, as this node served it. What it says
+    of this node's copies is what they were when it began (later steps may compare
+    subtrees with writes made since, or may not)."""
 
     session: int
+    # How many anti-entropy rounds this node had begun when the session began.
+    # Counted, not timed: "since my previous round began" needs an order, and one
+    # that is exact under a frozen test clock.
+    began: int
+    version: int  # the tier's store version when it began, before anything was read
+    members: Members  # the live set then (it decides the pair's space)
     keys: int = 0  # values the session sent from here or joined in here
-    # When its last step was answered here: how many anti-entropy rounds this node had
-    # begun by then (None: not over yet). Counted, not timed: "since my previous
-    # round began" needs an order, and one that is exact under a frozen test clock.
-    ended: int | None = None
-    version: int = -1  # the tier's store version then
-    members: Members = ()  # the live set then (it decides the pair's space)
+    over: bool = False  # its last step was answered here
 
 
 class ServedSessions:
@@ -269,22 +280,37 @@ class ServedSessions:
     a pair whichever node starts it. Both nodes of a pair run rounds on their own
     clocks, and before this each started its own session, so under sustained writes
     every pair was synced twice per interval and its in-flight keys exchanged and
-    joined twice. A round now skips a pair whose peer ran a session that this node
-    served to its end since this node's previous round began, over the same live set
-    (:meth:`covering`). Once the rounds' phases settle, one node of each pair starts
-    the sessions and the other serves them.
+    joined twice. A round now skips a pair whose peer began a session with this node
+    after this node's previous round began, which this node has served to its end
+    over one live set, the one the round sees (:meth:`covering`). While the two
+    nodes' rounds do not line up, one node of a pair starts the sessions and the
+    other serves them; rounds that do line up both run their own, as before.
 
-    Nothing is left unsynced for long: a pair is skipped only for a session that
-    ended after this node's previous round began, so between two rounds of either
-    node the pair has had a session (its own or the peer's); a change made here
-    after that session is in the peer's next one, or in this node's next round if
-    the peer stops starting them (a peer whose tier is settled sends nothing, and
-    then this node's next round finds nothing served and runs its own). The price is
-    at most one more interval before such a change is reconciled. Pure: the driver
-    feeds it each step it serves."""
+    A change is reconciled at most one interval later than when every node ran its
+    own sessions. A round skips a pair only for a session that *began* after this
+    node's previous round began, so of two rounds in a row, the second runs its own
+    session or leaves the pair to one that began after the first one began: a change
+    made here before the first round began is in one of them. (Not "ended": a
+    session that began before the change and ended after it says nothing of it.)
+
+    "Served to its end" is as seen here: when this node's answer is the last message,
+    the initiator may still fail to join what it carries. That initiator then counts
+    its session as failed and runs another in its next round, which finds this one
+    passed over nothing. Pure: the driver feeds it each step it serves."""
 
     def __init__(self) -> None:
         self._served: dict[tuple[str, str], Served] = {}  # (tier, peer) -> last session
+
+    def begin(
+        self, tier: str, peer: str, message: SyncMessage, *, rounds: int, version: int,
+        members: Members,
+    ) -> None:  # fmt: skip
+        """Before ``message`` from ``peer`` is answered (before anything is read for
+        it): if it begins a session, remember that session's start (``rounds`` begun
+        here, the tier's store ``version``, the live set ``members``); it replaces the
+        peer's last one."""
+        if isinstance(message, SyncBegin):
+            self._served[(tier, peer)] = Served(message.session, rounds, version, members)
 
     def step(
         self,
@@ -294,20 +320,20 @@ class ServedSessions:
         reply: SyncMessage | None,
         *,
         keys: int,
-        rounds: int,
-        version: int,
         members: Members,
     ) -> None:
         """Record one step served: ``message`` from ``peer``, answered with ``reply``
-        (None: nothing, the session is over), ``keys`` values sent or joined by it;
-        ``rounds`` is how many rounds this node had begun, ``version`` and ``members``
-        the tier's store version and the live set, once it was answered. A step of a
-        session whose beginning was not seen here (this node restarted in between) is
-        not recorded."""
+        (None: nothing, the session is over), ``keys`` values sent or joined by it,
+        over the live set ``members``. A session whose live set changed part-way
+        covers nothing: its earlier steps compared trees of another placement, and
+        keys that moved into the pair's space may sit in subtrees found equal then.
+        A step of a session whose beginning was not seen here (this node restarted
+        in between) is not recorded."""
         served = self._served.get((tier, peer))
-        if isinstance(message, SyncBegin):
-            served = self._served[(tier, peer)] = Served(message.session)
-        elif served is None or served.session != message.session or served.ended is not None:
+        if served is None or served.session != message.session or served.over:
+            return
+        if members != served.members:
+            del self._served[(tier, peer)]
             return
         served.keys += keys
         if (
@@ -315,15 +341,15 @@ class ServedSessions:
             or isinstance(reply, SyncDone)
             or (isinstance(reply, SyncValues) and reply.final)
         ):
-            served.ended, served.version, served.members = rounds, version, members
+            served.over = True
 
     def covering(self, tier: str, peer: str, since: int, members: Members) -> Served | None:
         """The session ``peer`` ran with this node on ``tier`` that makes this node's own
-        unnecessary: one served to its end once ``since`` rounds had begun here (the
-        count when this node's previous round began), over the live set ``members``;
-        None if there is none."""
+        unnecessary: one that began once ``since`` rounds had begun here (the count
+        when this node's previous round began) and was served to its end, over the
+        live set ``members``; None if there is none."""
         served = self._served.get((tier, peer))
-        if served is None or served.ended is None or served.ended < since:
+        if served is None or not served.over or served.began < since:
             return None
         return served if served.members == members else None
 

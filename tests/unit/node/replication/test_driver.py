@@ -44,6 +44,7 @@ from node.replication.messages import (
     Sync,
 )
 from node.replication.store import CorruptValueError, digest_of
+from node.replication.sync import MERKLE_LAYOUT
 from node.tiers.documents import DocOp
 from node.tiers.mesh import MeshNotFound
 from node.tiers.ops import TIERS, Op
@@ -519,6 +520,118 @@ async def test_a_session_left_to_the_peer_does_not_settle_a_tier_written_since()
     assert net.sent["Sync"] > 0
     state = n1.local_state("population", KEY)
     assert state is not None and state.value() == 8
+
+
+class _DuringSync(MemoryTransport):
+    """Runs ``during`` (once) before this node's second Sync message of a session is
+    sent, that is, while the peer is part-way through serving it."""
+
+    during: Any = None
+    sent = 0
+
+    async def call(self, peer: str, address: str, message: Request) -> Reply:
+        cls = type(self)
+        if isinstance(message, Sync) and cls.during is not None:
+            cls.sent += 1
+            if cls.sent == 2:
+                during, cls.during = cls.during, None
+                await during()
+        return await super().call(peer, address, message)
+
+
+def _pair_key(owners: set[str], live: list[str], other_than: str = "") -> str:
+    """A population key placed on exactly ``owners`` among ``live``, in another
+    top-level Merkle subtree than ``other_than``."""
+    spec = TIERS["population"]
+
+    def subtree(key: str) -> int:
+        return MERKLE_LAYOUT.bucket(key) // 256
+
+    return next(
+        key
+        for key in (f"job_event_log/p-{i}" for i in range(20_000))
+        if set(coordinator.owners(spec, key, live)) == owners
+        and (not other_than or subtree(key) != subtree(other_than))
+    )
+
+
+async def test_a_write_landing_during_a_peer_session_is_not_taken_as_synced() -> None:
+    # n2 takes a value of a key only it holds while n1's session with it runs, in a
+    # subtree that session has already found equal. The session says nothing about
+    # it, so n2 may neither settle on its strength nor skip the pair for good.
+    _DuringSync.during, _DuringSync.sent = None, 0
+    _, nodes = cluster(wrap={"n1": _DuringSync})
+    n1, n2 = nodes["n1"], nodes["n2"]
+    other = _pair_key({"n1", "n2"}, ["n1", "n2", "n3"], other_than=KEY)
+    await n1.update("population", KEY, Op("counter_add", amount=2))
+    await _round_all(nodes)
+    await _round_all(nodes)  # settled everywhere
+    await n1.merge_local("population", KEY, counter(1))
+
+    async def during() -> None:
+        await n2.merge_local("population", KEY, counter(1))  # the change, by another path
+        await n2.merge_local("population", other, counter(5))  # n2's alone
+
+    _DuringSync.during = during
+    await n1.anti_entropy_round()
+    for _ in range(3):
+        await _round_all(nodes)
+    state = n1.local_state("population", other)
+    assert state is not None and state.value() == 5
+
+
+class _View:
+    """A membership whose live set is its own (``ids``), as gossip views differ."""
+
+    def __init__(self, inner: Any, ids: list[str]) -> None:
+        self.inner, self.ids = inner, ids
+
+    @property
+    def self_id(self) -> str:
+        return str(self.inner.self_id)
+
+    def live(self) -> dict[str, str]:
+        return {m: a for m, a in self.inner.live().items() if m in self.ids}
+
+    def members(self) -> Any:
+        return self.inner.members()
+
+
+async def test_a_peer_session_over_which_the_live_set_changed_is_not_taken_as_synced() -> None:
+    # n3 dies. n1's view drops it before its session with n2, n2's only part-way
+    # through it: the steps before compared trees of the old placement, where K (on
+    # n2 and n3, now owned by n1 and n2) was outside the pair's space. n2 may not
+    # count that session as having synced the pair under the new placement.
+    _DuringSync.during, _DuringSync.sent = None, 0
+    net, nodes = cluster(wrap={"n1": _DuringSync})
+    n1, n2, n3 = nodes["n1"], nodes["n2"], nodes["n3"]
+    everyone, survivors = ["n1", "n2", "n3"], ["n1", "n2"]
+    v1 = _View(n1.membership, everyone)
+    v2 = _View(n2.membership, everyone)
+    n1.membership, n2.membership = v1, v2
+    k = _pair_key({"n2", "n3"}, everyone)
+    assert set(coordinator.owners(TIERS["population"], k, survivors)) == {"n1", "n2"}
+    x = _pair_key({"n2", "n3"}, everyone, other_than=k)
+    for node in (n2, n3):
+        await node.merge_local("population", k, counter(1))
+    for node in (n1, n2, n3):
+        await node.merge_local("population", x, counter(1))
+    await _round_all(nodes)
+    await _round_all(nodes)
+    net.partition("n3", "n1")
+    net.partition("n3", "n2")
+    v1.ids = survivors
+
+    async def during() -> None:
+        v2.ids = survivors  # n2's gossip agrees now
+
+    _DuringSync.during = during
+    await n1.merge_local("population", x, counter(1))  # n1 unsettled, roots differ
+    await n1.anti_entropy_round()
+    for _ in range(3):
+        for node in (n1, n2):
+            await node.anti_entropy_round()
+    assert n1.local_state("population", k) is not None  # RF 2 again
 
 
 async def test_a_failed_session_leaves_the_tier_unsettled() -> None:
