@@ -1251,10 +1251,10 @@ class Replication:
         values are merged both ways, CRDT join). Keys this node holds but does not
         own are handed to their owners (:meth:`_hand_off_strays`).
 
-        A pair whose peer ran a session with this node since this node's previous
-        round began is left to it (``sync.ServedSessions``): the session merged both
-        ways, so one per pair and interval is enough, and under sustained writes that
-        halves what rounds cost.
+        A pair whose peer began a session with this node after this node's previous
+        round began, served here to its end, is left to it (``sync.ServedSessions``):
+        the session merged both ways, so one per pair and interval is enough, and
+        under sustained writes a pair runs about half the sessions it did.
 
         A tier is skipped while it is *settled*: its last round here found nothing to
         do (every session succeeded with equal trees, no key under-replicated, no

@@ -295,8 +295,9 @@ class ServedSessions:
 
     "Served to its end" is as seen here: when this node's answer is the last message,
     the initiator may still fail to join what it carries. That initiator then counts
-    its session as failed and runs another in its next round, which finds this one
-    passed over nothing. Pure: the driver feeds it each step it serves."""
+    its session as failed and runs another in its next round, so this node's round
+    that left the pair to it delayed the repair by one round at most. Pure: the
+    driver feeds it each step it serves."""
 
     def __init__(self) -> None:
         self._served: dict[tuple[str, str], Served] = {}  # (tier, peer) -> last session
